@@ -1,0 +1,26 @@
+# How Loom's own targets are declared: warnings as errors on Loom's code only,
+# and the loom::<name> alias every library exports.
+
+function(loom_compile_options target)
+  target_compile_options(${target} PRIVATE -Wall -Wextra -Werror)
+endfunction()
+
+# loom_add_library(<name> SOURCES ... DEPENDS ...)
+# Builds loom_<name>, exported as loom::<name>, with public headers under include/loom/<name>/.
+function(loom_add_library name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;PUBLIC_DEPENDS;PRIVATE_DEPENDS" ${ARGN})
+  add_library(loom_${name} ${ARG_SOURCES})
+  add_library(loom::${name} ALIAS loom_${name})
+  target_include_directories(loom_${name}
+    PUBLIC $<BUILD_INTERFACE:${CMAKE_CURRENT_SOURCE_DIR}/include> $<INSTALL_INTERFACE:include>
+    PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
+  target_link_libraries(loom_${name} PUBLIC ${ARG_PUBLIC_DEPENDS} PRIVATE ${ARG_PRIVATE_DEPENDS})
+  loom_compile_options(loom_${name})
+endfunction()
+
+function(loom_add_executable name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPENDS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_link_libraries(${name} PRIVATE ${ARG_DEPENDS})
+  loom_compile_options(${name})
+endfunction()

@@ -1,0 +1,51 @@
+// Loom's configuration: one TOML file, every key documented with its default.
+//
+// The file is /etc/loom/loom.toml unless LOOM_CONFIG or a --config option names another.
+// Unknown keys and values of the wrong type are errors that name the key and its line, so
+// that a typo never silently leaves a default in force.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "loom/common/error.hpp"
+
+namespace loom {
+
+struct Config {
+  struct Log {
+    std::string level = "info";
+  } log;
+  struct Auth {
+    std::string admin_group = "loomadm";
+  } auth;
+};
+
+// One key of the file, as `loom config` and docs/configuration.md describe it.
+struct ConfigKey {
+  std::string_view name;           // dotted: "log.level"
+  std::string_view type;           // "string", "boolean", "integer", "size", "duration"
+  std::string_view default_value;  // as written in the file
+  std::string_view description;
+};
+
+// Every key the file may hold, in the order the documentation lists them.
+std::span<const ConfigKey> config_keys();
+
+// The value of a key in config, as it would be written in the file.
+std::string config_value(const Config& config, std::string_view key);
+
+// Parses TOML text; source names it in errors ("/etc/loom/loom.toml:12: ...").
+Result<Config> parse_config(std::string_view text, std::string_view source);
+
+// The file to read: explicit when given, else $LOOM_CONFIG, else /etc/loom/loom.toml.
+std::filesystem::path config_path(const std::optional<std::filesystem::path>& explicit_path);
+
+// Reads the configuration. A file named explicitly or by LOOM_CONFIG must exist; the
+// default file may be absent, and then every key has its default.
+Result<Config> load_config(const std::optional<std::filesystem::path>& explicit_path);
+
+}  // namespace loom

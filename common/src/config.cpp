@@ -1,0 +1,181 @@
+#include "loom/common/config.hpp"
+
+#include <fmt/format.h>
+
+#include <array>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <toml++/toml.h>
+
+#include "loom/common/log.hpp"
+
+namespace loom {
+
+namespace {
+
+// How one key is read from the file and written back. Each key's validation lives here,
+// next to its documentation, so `loom config` and the parser cannot disagree.
+struct KeySpec {
+  ConfigKey doc;
+  Status (*set)(Config& config, const toml::node& value);
+  std::string (*get)(const Config& config);
+};
+
+std::string_view type_name(const toml::node& node) {
+  switch (node.type()) {
+    case toml::node_type::table: return "table";
+    case toml::node_type::array: return "array";
+    case toml::node_type::string: return "string";
+    case toml::node_type::integer: return "integer";
+    case toml::node_type::floating_point: return "float";
+    case toml::node_type::boolean: return "boolean";
+    case toml::node_type::date: return "date";
+    case toml::node_type::time: return "time";
+    case toml::node_type::date_time: return "date-time";
+    case toml::node_type::none: break;
+  }
+  return "nothing";
+}
+
+Result<std::string> as_string(const toml::node& node) {
+  if (auto value = node.value<std::string>(); value && node.is_string()) return *value;
+  return make_error(ErrorCode::kInvalidArgument,
+                    fmt::format("must be a string, got {}", type_name(node)));
+}
+
+const std::array kKeys = {
+    KeySpec{
+        {"log.level", "string", "info",
+         "Least severe message logged: trace, debug, info, warn, error, critical or off. "
+         "The LOOM_LOG environment variable overrides it."},
+        [](Config& config, const toml::node& value) -> Status {
+          std::string level = LOOM_TRY(as_string(value));
+          LOOM_TRY(log::parse_level(level));
+          config.log.level = std::move(level);
+          return {};
+        },
+        [](const Config& config) { return config.log.level; },
+    },
+    KeySpec{
+        {"auth.admin_group", "string", "loomadm",
+         "Unix group whose members, with root, are Loom's administrators: they see and "
+         "cancel every job and drain nodes."},
+        [](Config& config, const toml::node& value) -> Status {
+          std::string group = LOOM_TRY(as_string(value));
+          if (group.empty()) {
+            return make_error(ErrorCode::kInvalidArgument, "must name a group, got \"\"");
+          }
+          config.auth.admin_group = std::move(group);
+          return {};
+        },
+        [](const Config& config) { return config.auth.admin_group; },
+    },
+};
+
+const KeySpec* find_key(std::string_view name) {
+  for (const KeySpec& spec : kKeys) {
+    if (spec.doc.name == name) return &spec;
+  }
+  return nullptr;
+}
+
+bool is_section(std::string_view name) {
+  for (const KeySpec& spec : kKeys) {
+    if (spec.doc.name.size() > name.size() && spec.doc.name.starts_with(name) &&
+        spec.doc.name[name.size()] == '.') {
+      return true;
+    }
+  }
+  return false;
+}
+
+Status apply_table(Config& config, const toml::table& table, const std::string& prefix,
+                   std::string_view source) {
+  for (const auto& [key, node] : table) {
+    const std::string name = prefix.empty() ? std::string(key.str())
+                                            : fmt::format("{}.{}", prefix, key.str());
+    const auto line = node.source().begin.line;
+    const auto where = fmt::format("{}:{}", source, line);
+    if (const KeySpec* spec = find_key(name)) {
+      Status set = spec->set(config, node);
+      if (!set) {
+        return make_error(set.error().code(),
+                          fmt::format("{}: key '{}' {}", where, name, set.error().message()));
+      }
+    } else if (is_section(name)) {
+      const toml::table* section = node.as_table();
+      if (section == nullptr) {
+        return make_error(ErrorCode::kInvalidArgument,
+                          fmt::format("{}: '{}' must be a table ([{}]), got {}", where, name,
+                                      name, type_name(node)));
+      }
+      LOOM_TRY(apply_table(config, *section, name, source));
+    } else if (node.is_table()) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        fmt::format("{}: unknown section [{}] (`loom config --keys` lists them)",
+                                    where, name));
+    } else {
+      return make_error(ErrorCode::kInvalidArgument,
+                        fmt::format("{}: unknown key '{}' (`loom config --keys` lists them)",
+                                    where, name));
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+std::span<const ConfigKey> config_keys() {
+  static const auto docs = [] {
+    std::array<ConfigKey, kKeys.size()> out{};
+    for (std::size_t i = 0; i < kKeys.size(); ++i) out[i] = kKeys[i].doc;
+    return out;
+  }();
+  return docs;
+}
+
+std::string config_value(const Config& config, std::string_view key) {
+  const KeySpec* spec = find_key(key);
+  LOOM_CHECK(spec != nullptr, fmt::format("config_value asked for unknown key '{}'", key));
+  return spec->get(config);
+}
+
+Result<Config> parse_config(std::string_view text, std::string_view source) {
+  toml::table table;
+  try {
+    table = toml::parse(text, source);
+  } catch (const toml::parse_error& e) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("{}:{}: {}", source, e.source().begin.line, e.description()));
+  }
+  Config config;
+  LOOM_TRY(apply_table(config, table, "", source));
+  return config;
+}
+
+std::filesystem::path config_path(const std::optional<std::filesystem::path>& explicit_path) {
+  if (explicit_path) return *explicit_path;
+  if (const char* env = std::getenv("LOOM_CONFIG"); env != nullptr && *env != '\0') return env;
+  return "/etc/loom/loom.toml";
+}
+
+Result<Config> load_config(const std::optional<std::filesystem::path>& explicit_path) {
+  const std::filesystem::path path = config_path(explicit_path);
+  const char* env = std::getenv("LOOM_CONFIG");
+  const bool must_exist = explicit_path || (env != nullptr && *env != '\0');
+  std::ifstream in(path);
+  if (!in) {
+    if (!must_exist && !std::filesystem::exists(path)) return Config{};
+    return make_error(ErrorCode::kNotFound,
+                      fmt::format("cannot read configuration file {}: {}", path.string(),
+                                  std::strerror(errno)));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  return parse_config(text.str(), path.string());
+}
+
+}  // namespace loom

@@ -1,0 +1,101 @@
+#include "loom/common/config.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+namespace loom {
+namespace {
+
+std::string error_of(std::string_view text) {
+  auto config = parse_config(text, "loom.toml");
+  EXPECT_FALSE(config.has_value()) << text;
+  return config ? "" : config.error().message();
+}
+
+TEST(Config, EveryKeyHasItsDefaultWhenTheFileIsEmpty) {
+  auto config = parse_config("", "loom.toml");
+  ASSERT_TRUE(config.has_value()) << config.error().to_string();
+  for (const ConfigKey& key : config_keys()) {
+    EXPECT_EQ(config_value(*config, key.name), key.default_value) << key.name;
+  }
+}
+
+TEST(Config, ReadsSetKeys) {
+  auto config = parse_config("[log]\nlevel = \"debug\"\n[auth]\nadmin_group = \"hpcadm\"\n",
+                             "loom.toml");
+  ASSERT_TRUE(config.has_value()) << config.error().to_string();
+  EXPECT_EQ(config->log.level, "debug");
+  EXPECT_EQ(config->auth.admin_group, "hpcadm");
+}
+
+TEST(Config, DottedKeysWorkToo) {
+  auto config = parse_config("log.level = \"error\"\n", "loom.toml");
+  ASSERT_TRUE(config.has_value()) << config.error().to_string();
+  EXPECT_EQ(config->log.level, "error");
+}
+
+TEST(Config, AnUnknownKeyIsNamedWithItsLine) {
+  EXPECT_EQ(error_of("[log]\nlevel = \"info\"\nlevle = \"debug\"\n"),
+            "loom.toml:3: unknown key 'log.levle' (`loom config --keys` lists them)");
+  EXPECT_EQ(error_of("\n\n[scheduler]\npolicy = \"easy\"\n"),
+            "loom.toml:3: unknown section [scheduler] (`loom config --keys` lists them)");
+  EXPECT_EQ(error_of("[log]\nlevel = \"info\"\n[log.file]\npath = \"/tmp/x\"\n"),
+            "loom.toml:3: unknown section [log.file] (`loom config --keys` lists them)");
+}
+
+TEST(Config, AWrongTypeIsNamedWithItsLine) {
+  EXPECT_EQ(error_of("[log]\n\nlevel = 3\n"), "loom.toml:3: key 'log.level' must be a string, got integer");
+  EXPECT_EQ(error_of("log = \"debug\"\n"),
+            "loom.toml:1: 'log' must be a table ([log]), got string");
+}
+
+TEST(Config, AnInvalidValueIsNamedWithItsLine) {
+  EXPECT_EQ(error_of("[log]\nlevel = \"loud\"\n"),
+            "loom.toml:2: key 'log.level' invalid log level \"loud\": expected trace, debug, "
+            "info, warn, error, critical or off");
+  EXPECT_EQ(error_of("[auth]\nadmin_group = \"\"\n"),
+            "loom.toml:2: key 'auth.admin_group' must name a group, got \"\"");
+}
+
+TEST(Config, ATomlSyntaxErrorGivesItsLine) {
+  std::string message = error_of("[log]\nlevel = \"info\n");
+  EXPECT_EQ(message.rfind("loom.toml:2: ", 0), 0u) << message;
+}
+
+TEST(Config, AMissingExplicitFileIsAnError) {
+  auto config = load_config(std::filesystem::path("/nonexistent/loom.toml"));
+  ASSERT_FALSE(config.has_value());
+  EXPECT_EQ(config.error().code(), ErrorCode::kNotFound);
+  EXPECT_NE(config.error().message().find("/nonexistent/loom.toml"), std::string::npos);
+}
+
+TEST(Config, LoomConfigNamesTheFile) {
+  const std::filesystem::path path =
+      std::filesystem::path(::testing::TempDir()) / "loom-config-test.toml";
+  std::ofstream(path) << "[auth]\nadmin_group = \"wheel\"\n";
+  setenv("LOOM_CONFIG", path.c_str(), 1);
+  auto config = load_config(std::nullopt);
+  unsetenv("LOOM_CONFIG");
+  std::filesystem::remove(path);
+  ASSERT_TRUE(config.has_value()) << config.error().to_string();
+  EXPECT_EQ(config->auth.admin_group, "wheel");
+}
+
+// docs/configuration.md is what a sysadmin reads: it must list every key with its default.
+TEST(Config, TheDocumentationListsEveryKeyWithItsDefault) {
+  std::ifstream in(LOOM_SOURCE_DIR "/docs/configuration.md");
+  ASSERT_TRUE(in) << "docs/configuration.md is missing";
+  std::stringstream text;
+  text << in.rdbuf();
+  for (const ConfigKey& key : config_keys()) {
+    const std::string row = std::string("| `") + std::string(key.name) + "` | " +
+                            std::string(key.type) + " | `" + std::string(key.default_value) + "` |";
+    EXPECT_NE(text.str().find(row), std::string::npos) << "docs/configuration.md lacks: " << row;
+  }
+}
+
+}  // namespace
+}  // namespace loom
