@@ -58,11 +58,7 @@ std::string format_index_list(std::span<const unsigned> indexes) {
     std::size_t j = i;
     while (j + 1 < sorted.size() && sorted[j + 1] == sorted[j] + 1) ++j;
     if (!out.empty()) out += ',';
-    if (j - i >= 2) {
-      out += fmt::format("{}-{}", sorted[i], sorted[j]);
-    } else {
-      for (std::size_t k = i; k <= j; ++k) out += fmt::format("{}{}", k == i ? "" : ",", sorted[k]);
-    }
+    out += j > i ? fmt::format("{}-{}", sorted[i], sorted[j]) : fmt::format("{}", sorted[i]);
     i = j + 1;
   }
   return out;

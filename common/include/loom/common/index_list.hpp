@@ -14,7 +14,8 @@ namespace loom {
 // Sorted and without duplicates. Errors quote the input and name the bad element.
 Result<std::vector<unsigned>> parse_index_list(std::string_view text);
 
-// The shortest form: ranges of three or more become "a-b". Input need not be sorted.
+// The kernel's form (Cpus_allowed_list): consecutive indexes become "a-b". Input need
+// not be sorted.
 std::string format_index_list(std::span<const unsigned> indexes);
 
 }  // namespace loom

@@ -1,0 +1,28 @@
+// The loom command line: each subcommand registers its options on the app and returns
+// the function main runs when the user chose it.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+
+#include "loom/common/config.hpp"
+#include "loom/common/error.hpp"
+
+namespace loom::cli {
+
+// What main hands every subcommand once options are parsed.
+struct Context {
+  Config config;
+};
+
+struct Command {
+  CLI::App* app;  // the subcommand, owned by the top-level app
+  std::function<Status(const Context&)> run;
+};
+
+Command add_topo(CLI::App& app);
+Command add_bind(CLI::App& app);
+Command add_config(CLI::App& app);
+
+}  // namespace loom::cli

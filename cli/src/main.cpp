@@ -1,0 +1,63 @@
+// loom: the user's and admin's command line. Parses, loads the configuration, runs one
+// subcommand; an Error becomes one line on stderr and exit status 1 (2 for bad usage).
+#include <cstdio>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "commands.hpp"
+#include "loom/common/log.hpp"
+
+namespace {
+
+int fail(const loom::Error& error) {
+  std::fprintf(stderr, "loom: %s\n", error.to_string().c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"loom: HPC jobs on NUMA-pinned cores with NVMe burst buffers and RDMA staging"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string(LOOM_VERSION));
+  std::optional<std::filesystem::path> config_file;
+  app.add_option("--config", config_file,
+                 "Configuration file (default: $LOOM_CONFIG, else /etc/loom/loom.toml)");
+
+  const loom::cli::Command commands[] = {
+      loom::cli::add_topo(app),
+      loom::cli::add_bind(app),
+      loom::cli::add_config(app),
+  };
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // CLI11 reports an unknown first word as a missing subcommand; say what it was.
+    if (!app.remaining().empty() && app.get_subcommands().empty()) {
+      std::fprintf(stderr, "loom: unknown command '%s' (see loom --help)\n", app.remaining().front().c_str());
+    } else {
+      std::fprintf(stderr, "loom: %s (see loom --help)\n", e.what());
+    }
+    return 2;
+  }
+
+  auto config = loom::load_config(config_file);
+  if (!config) return fail(config.error());
+  if (auto logging = loom::log::init("loom", config->log.level); !logging) return fail(logging.error());
+
+  const loom::cli::Context context{std::move(*config)};
+  for (const auto& command : commands) {
+    if (!command.app->parsed()) continue;
+    if (auto status = command.run(context); !status) return fail(status.error());
+    return 0;
+  }
+  return 2;  // unreachable: require_subcommand(1) made CLI11 refuse the line
+}
