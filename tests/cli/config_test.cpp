@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "run.hpp"
+#include "temp.hpp"
 
 namespace loom {
 namespace {
@@ -13,7 +14,7 @@ using loom::testing::run;
 using nlohmann::json;
 
 std::string write_config(const std::string& text) {
-  auto path = std::filesystem::path(::testing::TempDir()) / "loom-cli-config.toml";
+  auto path = loom::testing::temp_path("loom.toml");
   std::ofstream(path) << text;
   return path.string();
 }

@@ -6,6 +6,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "temp.hpp"
+
 namespace loom {
 namespace {
 
@@ -73,8 +75,7 @@ TEST(Config, AMissingExplicitFileIsAnError) {
 }
 
 TEST(Config, LoomConfigNamesTheFile) {
-  const std::filesystem::path path =
-      std::filesystem::path(::testing::TempDir()) / "loom-config-test.toml";
+  const std::filesystem::path path = loom::testing::temp_path("loom.toml");
   std::ofstream(path) << "[auth]\nadmin_group = \"wheel\"\n";
   setenv("LOOM_CONFIG", path.c_str(), 1);
   auto config = load_config(std::nullopt);

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "run.hpp"
+#include "temp.hpp"
 #include "topologies.hpp"
 
 namespace loom::hwtopo {
@@ -51,7 +52,7 @@ std::string read_file(const std::filesystem::path& path) {
 }
 
 std::filesystem::path write_temp(const std::string& name, const std::string& text) {
-  auto path = std::filesystem::path(::testing::TempDir()) / name;
+  auto path = loom::testing::temp_path(name);
   std::ofstream(path) << text;
   return path;
 }
@@ -180,7 +181,7 @@ TEST(LoadSynthetic, MemoryOnlyDomainsAreModelledNotFolded) {
 
 // An hwloc export of a synthetic machine, edited as a real one would differ.
 std::string exported_xml(const std::string& spec) {
-  auto path = std::filesystem::path(::testing::TempDir()) / "loom-exported.xml";
+  auto path = loom::testing::temp_path("exported.xml");
   auto done = run({"lstopo-no-graphics", "--input", spec, "--of", "xml", "-f", path.string()});
   EXPECT_EQ(done.exit_code, 0) << done.err;
   return read_file(path);
