@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds Loom and runs every test, as CI does (.ci/run calls the README's test command).
 #   1. the release preset: every test, all labels (unit, integration, e2e);
-#   2. the asan preset (AddressSanitizer + UndefinedBehaviorSanitizer): the unit label.
+#   2. the asan preset (AddressSanitizer + UndefinedBehaviorSanitizer): the unit and
+#      integration labels (e2e tests, which run whole clusters, run in release only).
 # Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +14,7 @@ cmake --preset release
 cmake --build --preset release -j "$jobs"
 ctest --preset release -j "$jobs"
 
-echo "== asan: configure, build, unit tests"
+echo "== asan: configure, build, unit and integration tests"
 cmake --preset asan
 cmake --build --preset asan -j "$jobs"
-ctest --preset asan -j "$jobs" -L unit
+ctest --preset asan -j "$jobs" -L "^(unit|integration)$"
