@@ -24,5 +24,6 @@ struct Command {
 Command add_topo(CLI::App& app);
 Command add_bind(CLI::App& app);
 Command add_config(CLI::App& app);
+Command add_sim(CLI::App& app);
 
 }  // namespace loom::cli

@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
       loom::cli::add_topo(app),
       loom::cli::add_bind(app),
       loom::cli::add_config(app),
+      loom::cli::add_sim(app),
   };
 
   try {

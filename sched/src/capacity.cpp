@@ -6,7 +6,7 @@
 namespace loom::sched {
 
 unsigned ranks_fit(const NodeCapacity& free, const Request& r, unsigned wanted) {
-  if (free.held_exclusive || (r.exclusive && !free.idle)) return 0;
+  if (free.held_exclusive || (r.exclusive && !free.idle())) return 0;
   if (r.bb_per_node > 0 &&
       std::none_of(free.nvme.begin(), free.nvme.end(),
                    [&](std::uint64_t bytes) { return bytes >= r.bb_per_node; })) {

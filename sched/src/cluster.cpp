@@ -48,7 +48,6 @@ struct Node {
   NodeCapacity total;
   NodeCapacity free;
   unsigned free_cores = 0;
-  unsigned allocations = 0;  // node placements holding something here
 
   std::size_t domain_of(unsigned numa) const {
     std::size_t d = 0;
@@ -357,34 +356,56 @@ std::optional<Placement> Cluster::place(const Request& r) const {
   return placement;
 }
 
+void Cluster::take(NodeCapacity& capacity, const NodePlacement& np) const {
+  const Node& n = state_->node(np.node);
+  LOOM_CHECK(!capacity.held_exclusive, fmt::format("node {} is held by an exclusive job", n.name));
+  LOOM_CHECK(!np.exclusive || capacity.idle(), fmt::format("exclusive job on busy node {}", n.name));
+  for (const RankPlacement& rank : np.ranks) {
+    DomainCapacity& memory_domain = capacity.domains[n.domain_of(rank.numa)];
+    LOOM_CHECK(memory_domain.memory >= rank.memory_bytes,
+               fmt::format("memory over-committed on node {} domain {}", n.name, rank.numa));
+    memory_domain.memory -= rank.memory_bytes;
+    for (unsigned core : rank.cores) {
+      DomainCapacity& d = capacity.domains[n.slot_of(core).domain];
+      LOOM_CHECK(d.cores > 0, fmt::format("cores over-committed on node {}", n.name));
+      --d.cores;
+    }
+  }
+  if (np.nvme) {
+    std::uint64_t& free = capacity.nvme.at(*np.nvme);
+    LOOM_CHECK(free >= np.bb_bytes, fmt::format("NVMe over-committed on node {}", n.name));
+    free -= np.bb_bytes;
+  }
+  ++capacity.allocations;
+  capacity.held_exclusive = np.exclusive;
+}
+
+void Cluster::give_back(NodeCapacity& capacity, const NodePlacement& np) const {
+  const Node& n = state_->node(np.node);
+  LOOM_CHECK(capacity.allocations > 0, fmt::format("release on idle node {}", n.name));
+  for (const RankPlacement& rank : np.ranks) {
+    capacity.domains[n.domain_of(rank.numa)].memory += rank.memory_bytes;
+    for (unsigned core : rank.cores) ++capacity.domains[n.slot_of(core).domain].cores;
+  }
+  if (np.nvme) capacity.nvme.at(*np.nvme) += np.bb_bytes;
+  --capacity.allocations;
+  if (np.exclusive) capacity.held_exclusive = false;
+}
+
 void Cluster::allocate(const Placement& placement) {
   for (const NodePlacement& np : placement.nodes) {
     Node& n = state_->node(np.node);
-    LOOM_CHECK(!n.free.held_exclusive, fmt::format("node {} is held by an exclusive job", n.name));
-    LOOM_CHECK(!np.exclusive || n.allocations == 0, fmt::format("exclusive job on busy node {}", n.name));
+    take(n.free, np);
     for (const RankPlacement& rank : np.ranks) {
-      const std::size_t d = n.domain_of(rank.numa);
-      LOOM_CHECK(n.free.domains[d].memory >= rank.memory_bytes,
-                 fmt::format("memory over-committed on node {} domain {}", n.name, rank.numa));
-      n.free.domains[d].memory -= rank.memory_bytes;
       for (unsigned core : rank.cores) {
         const CoreSlot slot = n.slot_of(core);
         std::uint64_t& word = n.domains[slot.domain].free[slot.bit / 64];
         const std::uint64_t bit = std::uint64_t{1} << (slot.bit % 64);
         LOOM_CHECK((word & bit) != 0, fmt::format("core {} of node {} given twice", core, n.name));
         word &= ~bit;
-        --n.free.domains[slot.domain].cores;
-        --n.free_cores;
       }
+      n.free_cores -= static_cast<unsigned>(rank.cores.size());
     }
-    if (np.nvme) {
-      std::uint64_t& free = n.free.nvme.at(*np.nvme);
-      LOOM_CHECK(free >= np.bb_bytes, fmt::format("NVMe over-committed on node {}", n.name));
-      free -= np.bb_bytes;
-    }
-    ++n.allocations;
-    n.free.idle = false;
-    n.free.held_exclusive = np.exclusive;
     state_->reindex(np.node);
   }
 }
@@ -392,23 +413,17 @@ void Cluster::allocate(const Placement& placement) {
 void Cluster::release(const Placement& placement) {
   for (const NodePlacement& np : placement.nodes) {
     Node& n = state_->node(np.node);
-    LOOM_CHECK(n.allocations > 0, fmt::format("release on idle node {}", n.name));
+    give_back(n.free, np);
     for (const RankPlacement& rank : np.ranks) {
-      n.free.domains[n.domain_of(rank.numa)].memory += rank.memory_bytes;
       for (unsigned core : rank.cores) {
         const CoreSlot slot = n.slot_of(core);
         std::uint64_t& word = n.domains[slot.domain].free[slot.bit / 64];
         const std::uint64_t bit = std::uint64_t{1} << (slot.bit % 64);
         LOOM_CHECK((word & bit) == 0, fmt::format("core {} of node {} released twice", core, n.name));
         word |= bit;
-        ++n.free.domains[slot.domain].cores;
-        ++n.free_cores;
       }
+      n.free_cores += static_cast<unsigned>(rank.cores.size());
     }
-    if (np.nvme) n.free.nvme.at(*np.nvme) += np.bb_bytes;
-    --n.allocations;
-    n.free.idle = n.allocations == 0;
-    if (np.exclusive) n.free.held_exclusive = false;
     state_->reindex(np.node);
   }
 }

@@ -19,8 +19,10 @@ struct DomainCapacity {
 struct NodeCapacity {
   std::vector<DomainCapacity> domains;  // the node's domains with cores, ascending OS index
   std::vector<std::uint64_t> nvme;      // free bytes per NVMe device
-  bool idle = true;                     // no job holds anything here
+  unsigned allocations = 0;             // jobs holding something here
   bool held_exclusive = false;          // an exclusive job holds the whole node
+
+  bool idle() const { return allocations == 0; }
 
   friend bool operator==(const NodeCapacity&, const NodeCapacity&) = default;
 };

@@ -76,6 +76,12 @@ class Cluster {
   // small jobs fill partly used nodes and leave empty ones for large jobs.
   std::optional<Placement> place(const Request& request) const;
 
+  // Capacity arithmetic for planning (reservations, what-ifs): `capacity` of the node with
+  // the placement's resources taken, or given back. allocate() and release() do the same
+  // to the node's free capacity, and to its core bitsets.
+  void take(NodeCapacity& capacity, const NodePlacement& placement) const;
+  void give_back(NodeCapacity& capacity, const NodePlacement& placement) const;
+
   // Takes and gives back what a placement holds. A placement that does not match the free
   // state (a core given twice) is a bug: LOOM_CHECK.
   void allocate(const Placement& placement);

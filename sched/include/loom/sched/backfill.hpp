@@ -1,0 +1,65 @@
+// Backfill: which jobs may start ahead of a job that does not fit yet, without delaying it.
+// A policy opens one BackfillPass per scheduling pass; the scheduler tells it of each job
+// that is blocked and asks it about each later job that fits now.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "loom/common/error.hpp"
+#include "loom/sched/cluster.hpp"
+#include "loom/sched/order.hpp"
+#include "loom/sched/placement.hpp"
+
+namespace loom::sched {
+
+struct RunningJob {
+  JobId id;
+  const Placement* placement;
+  Time deadline;  // start + walltime: when it ends at the latest
+};
+
+struct Reservation {
+  JobId job;
+  Time start;  // the latest the job will start, if running jobs end by their deadlines
+  friend bool operator==(const Reservation&, const Reservation&) = default;
+};
+
+class BackfillPass {
+ public:
+  virtual ~BackfillPass() = default;
+  // A job that does not fit now, in queue order. False: no later job may start this pass.
+  virtual bool blocked(const QueuedJob& job) = 0;
+  // A later job that fits now at `placement`: true if starting it delays no reservation.
+  // Called before the scheduler allocates it; a true answer is final.
+  virtual bool may_start(const QueuedJob& job, const Placement& placement) = 0;
+  virtual std::vector<Reservation> reservations() const = 0;
+};
+
+class BackfillPolicy {
+ public:
+  virtual ~BackfillPolicy() = default;
+  virtual std::string_view name() const = 0;
+  // running: every running job, ascending deadline.
+  virtual std::unique_ptr<BackfillPass> begin(const Cluster& cluster,
+                                              std::span<const RunningJob> running,
+                                              Time now) const = 0;
+};
+
+// No backfill: the queue is strict, nothing passes a blocked job.
+std::unique_ptr<BackfillPolicy> make_no_backfill();
+
+// EASY (Lifka's Argonne scheduler): the first blocked job gets a reservation at the
+// earliest time the running jobs' walltimes free enough for it; a later job starts now
+// only if it ends before then or leaves enough for the reservation at that time.
+// Reservations are planned on resource counts per node and NUMA domain, which decide fit
+// exactly (cores in a domain are interchangeable).
+std::unique_ptr<BackfillPolicy> make_easy_backfill();
+
+// By name: "fcfs" (no backfill) or "easy".
+Result<std::unique_ptr<BackfillPolicy>> make_backfill(std::string_view name);
+
+}  // namespace loom::sched

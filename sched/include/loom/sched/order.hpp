@@ -1,0 +1,66 @@
+// Queue order: which pending job runs next. Separate from placement (where it runs), as
+// Fluxion separates qmanager from resource. Each policy sorts the eligible jobs at the
+// start of a scheduling pass, first to run first.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "loom/common/error.hpp"
+#include "loom/common/ids.hpp"
+#include "loom/sched/fair_share.hpp"
+#include "loom/sched/job.hpp"
+
+namespace loom::sched {
+
+using Time = std::chrono::sys_seconds;
+
+struct QueuedJob {
+  JobId id;
+  const JobSpec* spec;
+  const Request* request;
+  Time submit;
+};
+
+struct OrderContext {
+  Time now;
+  std::uint64_t cluster_cores = 0;
+  const FairShare* fair_share = nullptr;
+};
+
+class QueueOrder {
+ public:
+  virtual ~QueueOrder() = default;
+  virtual std::string_view name() const = 0;
+  virtual void sort(std::vector<QueuedJob>& jobs, const OrderContext& context) const = 0;
+};
+
+// First come, first served: submit time, then id.
+std::unique_ptr<QueueOrder> make_fcfs_order();
+
+// Shortest requested walltime first, then FCFS.
+std::unique_ptr<QueueOrder> make_sjf_order();
+
+// The account with the lowest weighted DRF share first, FCFS within an account.
+std::unique_ptr<QueueOrder> make_fair_share_order();
+
+// Slurm's multifactor priority: the sum of weighted factors, highest first.
+//   age        min(1, waited / max_age)
+//   size       the job's cores / the cluster's cores (favours wide jobs, as Slurm does)
+//   fair share 2^(-weighted DRF share of its account), 1 for an account holding nothing
+//   user       the job's own priority, added as is
+struct MultifactorWeights {
+  double age = 1000;
+  std::chrono::seconds max_age = std::chrono::hours(24 * 7);
+  double size = 1000;
+  double fair_share = 10000;
+  double user = 1;
+};
+std::unique_ptr<QueueOrder> make_multifactor_order(MultifactorWeights weights = {});
+
+// By name: "fcfs", "sjf", "fairshare" or "priority" (multifactor with default weights).
+Result<std::unique_ptr<QueueOrder>> make_order(std::string_view name);
+
+}  // namespace loom::sched

@@ -1,0 +1,104 @@
+// The scheduler: pending jobs in, decisions out. Single-threaded; no I/O and no clock of
+// its own: every call takes the time, so the controller, the trace simulator and the
+// benchmarks drive the same code, and tests drive it deterministically.
+//
+// Feedback arrives as events (finished), never as calls into its internals. The caller
+// acts on the decisions a pass returns: it launches what started, kills what ran past its
+// walltime and reports it back as finished(kTimeout), cancels what can never run.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "loom/common/error.hpp"
+#include "loom/common/ids.hpp"
+#include "loom/sched/backfill.hpp"
+#include "loom/sched/cluster.hpp"
+#include "loom/sched/fair_share.hpp"
+#include "loom/sched/job.hpp"
+#include "loom/sched/order.hpp"
+#include "loom/sched/placement.hpp"
+
+namespace loom::sched {
+
+enum class JobEnd { kCompleted, kFailed, kCancelled, kTimeout, kNodeFail };
+
+struct Started {
+  JobId id;
+  Placement placement;
+  Time start;
+  Time deadline;  // start + walltime
+};
+
+struct PassResult {
+  std::vector<Started> started;
+  // Pending jobs whose afterok dependency ended otherwise: removed from the queue, to be
+  // cancelled by the caller (Slurm's DependencyNeverSatisfied).
+  std::vector<JobId> never_satisfiable;
+  std::vector<Reservation> reservations;
+};
+
+struct SchedulerOptions {
+  std::unique_ptr<QueueOrder> order = make_fcfs_order();
+  std::unique_ptr<BackfillPolicy> backfill = make_easy_backfill();
+};
+
+class Scheduler {
+ public:
+  // The cluster outlives the scheduler; the scheduler is the only one to allocate on it.
+  Scheduler(Cluster& cluster, SchedulerOptions options);
+
+  // Queues a job. Refuses, naming the field, a spec that is invalid, one that could never
+  // fit this cluster, a dependency on a job it has never seen, and a reused id.
+  Status submit(JobId id, JobSpec spec, Time now);
+
+  // Removes a job that has not started; it counts as ended CANCELLED for dependencies.
+  Status cancel_pending(JobId id);
+
+  // One scheduling pass: orders the eligible jobs, starts what fits, backfills.
+  PassResult schedule(Time now);
+
+  // A running job ended: its resources return.
+  void finished(JobId id, JobEnd end, Time now);
+
+  // Running jobs whose walltime has run out by now: the caller kills them.
+  std::vector<JobId> past_walltime(Time now) const;
+  std::optional<Time> next_deadline() const;
+
+  std::size_t pending_count() const { return pending_.size(); }
+  std::size_t running_count() const { return running_.size(); }
+  const Placement* placement(JobId id) const;
+  const FairShare& fair_share() const { return fair_share_; }
+  FairShare& fair_share() { return fair_share_; }
+
+ private:
+  struct Pending {
+    JobSpec spec;
+    Request request;
+    Time submit;
+  };
+  struct Running {
+    std::string account;
+    Placement placement;
+    Resources usage;
+    Time deadline;
+  };
+  enum class Readiness { kReady, kWaiting, kNever };
+  Readiness readiness(const JobSpec& spec) const;
+  void start(JobId id, Placement placement, Time now, PassResult& result);
+
+  Cluster& cluster_;
+  SchedulerOptions options_;
+  FairShare fair_share_;
+  std::map<JobId, Pending> pending_;
+  std::unordered_map<JobId, Running> running_;
+  std::set<std::pair<Time, JobId>> deadlines_;
+  std::unordered_map<JobId, JobEnd> ended_;
+};
+
+}  // namespace loom::sched

@@ -1,0 +1,101 @@
+#include "loom/sched/order.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace loom::sched {
+
+namespace {
+
+bool fcfs_before(const QueuedJob& a, const QueuedJob& b) {
+  return a.submit != b.submit ? a.submit < b.submit : a.id < b.id;
+}
+
+class Fcfs final : public QueueOrder {
+ public:
+  std::string_view name() const override { return "fcfs"; }
+  void sort(std::vector<QueuedJob>& jobs, const OrderContext&) const override {
+    std::sort(jobs.begin(), jobs.end(), fcfs_before);
+  }
+};
+
+class Sjf final : public QueueOrder {
+ public:
+  std::string_view name() const override { return "sjf"; }
+  void sort(std::vector<QueuedJob>& jobs, const OrderContext&) const override {
+    std::sort(jobs.begin(), jobs.end(), [](const QueuedJob& a, const QueuedJob& b) {
+      if (a.spec->walltime != b.spec->walltime) return a.spec->walltime < b.spec->walltime;
+      return fcfs_before(a, b);
+    });
+  }
+};
+
+class FairShareOrder final : public QueueOrder {
+ public:
+  std::string_view name() const override { return "fairshare"; }
+  void sort(std::vector<QueuedJob>& jobs, const OrderContext& context) const override {
+    LOOM_CHECK(context.fair_share != nullptr, "fair-share order without fair-share state");
+    std::vector<std::pair<double, QueuedJob>> keyed;
+    keyed.reserve(jobs.size());
+    for (const QueuedJob& job : jobs) {
+      keyed.emplace_back(context.fair_share->weighted_share(job.spec->account), job);
+    }
+    std::sort(keyed.begin(), keyed.end(), [](const auto& a, const auto& b) {
+      return a.first != b.first ? a.first < b.first : fcfs_before(a.second, b.second);
+    });
+    for (std::size_t i = 0; i < jobs.size(); ++i) jobs[i] = keyed[i].second;
+  }
+};
+
+class Multifactor final : public QueueOrder {
+ public:
+  explicit Multifactor(MultifactorWeights weights) : weights_(weights) {}
+  std::string_view name() const override { return "priority"; }
+  void sort(std::vector<QueuedJob>& jobs, const OrderContext& context) const override {
+    std::vector<std::pair<double, QueuedJob>> keyed;
+    keyed.reserve(jobs.size());
+    for (const QueuedJob& job : jobs) keyed.emplace_back(priority(job, context), job);
+    std::sort(keyed.begin(), keyed.end(), [](const auto& a, const auto& b) {
+      return a.first != b.first ? a.first > b.first : fcfs_before(a.second, b.second);
+    });
+    for (std::size_t i = 0; i < jobs.size(); ++i) jobs[i] = keyed[i].second;
+  }
+
+ private:
+  double priority(const QueuedJob& job, const OrderContext& context) const {
+    const double waited = static_cast<double>((context.now - job.submit).count());
+    const double age = std::clamp(waited / static_cast<double>(weights_.max_age.count()), 0.0, 1.0);
+    const double size = context.cluster_cores == 0
+                            ? 0.0
+                            : static_cast<double>(job.request->total_cores()) /
+                                  static_cast<double>(context.cluster_cores);
+    const double share =
+        context.fair_share == nullptr ? 0.0 : context.fair_share->weighted_share(job.spec->account);
+    return weights_.age * age + weights_.size * std::min(size, 1.0) +
+           weights_.fair_share * std::exp2(-share) + weights_.user * job.spec->priority;
+  }
+
+  MultifactorWeights weights_;
+};
+
+}  // namespace
+
+std::unique_ptr<QueueOrder> make_fcfs_order() { return std::make_unique<Fcfs>(); }
+std::unique_ptr<QueueOrder> make_sjf_order() { return std::make_unique<Sjf>(); }
+std::unique_ptr<QueueOrder> make_fair_share_order() { return std::make_unique<FairShareOrder>(); }
+std::unique_ptr<QueueOrder> make_multifactor_order(MultifactorWeights weights) {
+  return std::make_unique<Multifactor>(weights);
+}
+
+Result<std::unique_ptr<QueueOrder>> make_order(std::string_view name) {
+  if (name == "fcfs") return make_fcfs_order();
+  if (name == "sjf") return make_sjf_order();
+  if (name == "fairshare") return make_fair_share_order();
+  if (name == "priority") return make_multifactor_order();
+  return make_error(ErrorCode::kInvalidArgument,
+                    fmt::format("unknown queue order \"{}\": expected fcfs, sjf, fairshare or priority", name));
+}
+
+}  // namespace loom::sched

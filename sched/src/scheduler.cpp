@@ -1,0 +1,150 @@
+#include "loom/sched/scheduler.hpp"
+
+#include <fmt/format.h>
+
+namespace loom::sched {
+
+namespace {
+
+Resources usage_of(const Placement& placement) {
+  Resources r;
+  for (const NodePlacement& np : placement.nodes) {
+    for (const RankPlacement& rank : np.ranks) {
+      r.cores += rank.cores.size();
+      r.memory += rank.memory_bytes;
+    }
+    r.nvme += np.bb_bytes;
+  }
+  return r;
+}
+
+}  // namespace
+
+Scheduler::Scheduler(Cluster& cluster, SchedulerOptions options)
+    : cluster_(cluster), options_(std::move(options)) {
+  LOOM_CHECK(options_.order != nullptr && options_.backfill != nullptr, "scheduler needs its policies");
+}
+
+Status Scheduler::submit(JobId id, JobSpec spec, Time now) {
+  if (pending_.contains(id) || running_.contains(id) || ended_.contains(id)) {
+    return make_error(ErrorCode::kAlreadyExists, fmt::format("job {} already exists", id.value()));
+  }
+  LOOM_TRY(validate(spec));
+  Request request = make_request(spec);
+  LOOM_TRY(cluster_.check_feasible(request));
+  for (const Dependency& d : spec.dependencies) {
+    if (!pending_.contains(d.job) && !running_.contains(d.job) && !ended_.contains(d.job)) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        fmt::format("--dependency names job {}, which does not exist", d.job.value()));
+    }
+  }
+  pending_.emplace(id, Pending{std::move(spec), request, now});
+  return {};
+}
+
+Status Scheduler::cancel_pending(JobId id) {
+  if (pending_.erase(id) == 0) {
+    return make_error(ErrorCode::kNotFound, fmt::format("job {} is not pending", id.value()));
+  }
+  ended_.emplace(id, JobEnd::kCancelled);
+  return {};
+}
+
+Scheduler::Readiness Scheduler::readiness(const JobSpec& spec) const {
+  Readiness readiness = Readiness::kReady;
+  for (const Dependency& d : spec.dependencies) {
+    auto it = ended_.find(d.job);
+    if (it == ended_.end()) {
+      readiness = Readiness::kWaiting;
+    } else if (d.kind == DependencyKind::kAfterOk && it->second != JobEnd::kCompleted) {
+      return Readiness::kNever;
+    }
+  }
+  return readiness;
+}
+
+void Scheduler::start(JobId id, Placement placement, Time now, PassResult& result) {
+  auto node = pending_.extract(id);
+  const Pending& job = node.mapped();
+  cluster_.allocate(placement);
+  const Time deadline = now + job.spec.walltime;
+  Resources usage = usage_of(placement);
+  fair_share_.allocated(job.spec.account, usage);
+  deadlines_.emplace(deadline, id);
+  result.started.push_back({id, placement, now, deadline});
+  running_.emplace(id, Running{job.spec.account, std::move(placement), usage, deadline});
+}
+
+PassResult Scheduler::schedule(Time now) {
+  PassResult result;
+  fair_share_.set_total({cluster_.total_cores(), cluster_.total_memory(), cluster_.total_nvme()});
+  std::vector<QueuedJob> queue;
+  queue.reserve(pending_.size());
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    switch (readiness(it->second.spec)) {
+      case Readiness::kReady:
+        queue.push_back({it->first, &it->second.spec, &it->second.request, it->second.submit});
+        ++it;
+        break;
+      case Readiness::kWaiting:
+        ++it;
+        break;
+      case Readiness::kNever:
+        result.never_satisfiable.push_back(it->first);
+        ended_.emplace(it->first, JobEnd::kCancelled);
+        it = pending_.erase(it);
+        break;
+    }
+  }
+  options_.order->sort(queue, {now, cluster_.total_cores(), &fair_share_});
+
+  std::vector<RunningJob> running;
+  running.reserve(running_.size());
+  for (const auto& [deadline, id] : deadlines_) running.push_back({id, &running_.at(id).placement, deadline});
+  std::unique_ptr<BackfillPass> backfill = options_.backfill->begin(cluster_, running, now);
+
+  bool backfilling = false;  // some job ahead is blocked
+  for (const QueuedJob& job : queue) {
+    std::optional<Placement> placement = cluster_.place(*job.request);
+    if (!placement) {
+      backfilling = true;
+      if (!backfill->blocked(job)) break;
+      continue;
+    }
+    if (backfilling && !backfill->may_start(job, *placement)) continue;
+    start(job.id, std::move(*placement), now, result);
+  }
+  result.reservations = backfill->reservations();
+  return result;
+}
+
+void Scheduler::finished(JobId id, JobEnd end, Time) {
+  auto it = running_.find(id);
+  LOOM_CHECK(it != running_.end(), fmt::format("finished() for job {}, which is not running", id.value()));
+  cluster_.release(it->second.placement);
+  fair_share_.unallocated(it->second.account, it->second.usage);
+  deadlines_.erase({it->second.deadline, id});
+  running_.erase(it);
+  ended_.emplace(id, end);
+}
+
+std::vector<JobId> Scheduler::past_walltime(Time now) const {
+  std::vector<JobId> out;
+  for (const auto& [deadline, id] : deadlines_) {
+    if (deadline > now) break;
+    out.push_back(id);
+  }
+  return out;
+}
+
+std::optional<Time> Scheduler::next_deadline() const {
+  if (deadlines_.empty()) return std::nullopt;
+  return deadlines_.begin()->first;
+}
+
+const Placement* Scheduler::placement(JobId id) const {
+  auto it = running_.find(id);
+  return it == running_.end() ? nullptr : &it->second.placement;
+}
+
+}  // namespace loom::sched
