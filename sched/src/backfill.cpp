@@ -39,7 +39,13 @@ class EasyPass final : public BackfillPass {
 
   bool may_start(const QueuedJob& job, const Placement& placement) override {
     if (!head_) return true;
-    if (now_ + job.spec->walltime <= head_->start) return true;  // gone before the head starts
+    if (now_ + job.spec->walltime <= head_->start) {
+      // Gone before the head starts, so its nodes' capacity at T is what they have free
+      // now: pin that before the job takes it, or a later job would be judged against a
+      // capacity this one only borrows.
+      for (const NodePlacement& np : placement.nodes) at_head_start_.try_emplace(np.node, cluster_.free(np.node));
+      return true;
+    }
     // Still running at T: it must leave the head enough room there.
     std::int64_t loss = 0;
     std::vector<std::pair<NodeCapacity*, NodeCapacity>> updates;

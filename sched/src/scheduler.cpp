@@ -98,23 +98,25 @@ PassResult Scheduler::schedule(Time now) {
   }
   options_.order->sort(queue, {now, cluster_.total_cores(), &fair_share_});
 
+  // Opened at the first blocked job, so that it sees every job running by then, those
+  // started earlier in this pass included.
   std::vector<RunningJob> running;
-  running.reserve(running_.size());
-  for (const auto& [deadline, id] : deadlines_) running.push_back({id, &running_.at(id).placement, deadline});
-  std::unique_ptr<BackfillPass> backfill = options_.backfill->begin(cluster_, running, now);
-
-  bool backfilling = false;  // some job ahead is blocked
+  std::unique_ptr<BackfillPass> backfill;
   for (const QueuedJob& job : queue) {
     std::optional<Placement> placement = cluster_.place(*job.request);
     if (!placement) {
-      backfilling = true;
+      if (!backfill) {
+        running.reserve(running_.size());
+        for (const auto& [deadline, id] : deadlines_) running.push_back({id, &running_.at(id).placement, deadline});
+        backfill = options_.backfill->begin(cluster_, running, now);
+      }
       if (!backfill->blocked(job)) break;
       continue;
     }
-    if (backfilling && !backfill->may_start(job, *placement)) continue;
+    if (backfill && !backfill->may_start(job, *placement)) continue;
     start(job.id, std::move(*placement), now, result);
   }
-  result.reservations = backfill->reservations();
+  if (backfill) result.reservations = backfill->reservations();
   return result;
 }
 
