@@ -22,12 +22,20 @@ last_core=$((cores - 1))
 step "A process pinned to this machine's last core, memory bound strictly to NUMA 0" \
   "$loom" bind --verbose --cores "$last_core" --numa 0 -- "${show_binding[@]}"
 
+trace=../shared/traces/lublin-aaroh.swf  # the project's shared traces, beside the checkout
+if [[ -f $trace ]]; then
+  step "The scheduler on a 10,000-job trace (256 nodes; EASY backfill, FCFS order)" \
+    "$loom" sim --swf "$trace" --policy easy --order fcfs
+else
+  printf '\n== The scheduler on a trace: skipped, no %s here\n' "$trace"
+fi
+
 cat <<'EOT'
 
 == Not built yet
 The rest of the main flow (a local cluster with `loom up`, `loom submit` of an MPI job
 with a burst-buffer slice and a staged HDF5 dataset) needs parts that do not exist yet:
-the scheduler (sched), the controller and agents (loomctld, loomd), burst-buffer slices
+the controller and agents (loomctld, loomd), burst-buffer slices
 and HDF5 staging (burstbuffer), the RDMA data plane (fabric) and the MPI launcher.
 This script runs them as they land; until then it shows only what is real.
 EOT
