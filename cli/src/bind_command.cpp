@@ -35,9 +35,12 @@ Command add_bind(CLI::App& app) {
   command->add_option("command", options->argv, "The command and its arguments, after --")->required();
   return {command, [options, source](const Context&) -> Status {
             std::vector<unsigned> cores = LOOM_TRY(with_context(parse_index_list(options->cores), "--cores"));
-            hwtopo::Binder binder = source->is_live()
-                                        ? LOOM_TRY(hwtopo::Binder::for_live_machine())
-                                        : LOOM_TRY(hwtopo::Binder::for_simulated(LOOM_TRY(source->load())));
+            auto simulated = [&]() -> Result<hwtopo::Binder> {
+              hwtopo::Topology placed = LOOM_TRY(source->load());
+              return hwtopo::Binder::for_simulated(std::move(placed));
+            };
+            hwtopo::Binder binder =
+                LOOM_TRY(source->is_live() ? hwtopo::Binder::for_live_machine() : simulated());
             hwtopo::Binding binding = LOOM_TRY(binder.resolve(cores, options->numa));
             LOOM_TRY(binder.apply(binding));
             if (options->verbose) std::cerr << "loom bind: " << binding.describe() << std::endl;

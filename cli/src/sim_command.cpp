@@ -1,4 +1,4 @@
-// loom sim --swf FILE [--policy fcfs|easy] [--order fcfs|sjf|fairshare|priority]
+// loom sim --swf FILE [--policy fcfs|easy|conservative] [--order fcfs|sjf|fairshare|priority]
 //          [--cores-per-node N] [--window N --stride M] [--json]
 // Replays a Standard Workload Format trace through Loom's scheduler library.
 #include <fmt/format.h>
@@ -24,7 +24,7 @@ Command add_sim(CLI::App& app) {
   };
   auto options = std::make_shared<Options>();
   command->add_option("--swf", options->swf, "Trace in the Standard Workload Format")->required();
-  command->add_option("--policy", options->sim.backfill, "Backfill: fcfs (none) or easy")
+  command->add_option("--policy", options->sim.backfill, "Backfill: fcfs (none), easy or conservative")
       ->capture_default_str();
   command->add_option("--order", options->sim.order, "Queue order: fcfs, sjf, fairshare or priority")
       ->capture_default_str();

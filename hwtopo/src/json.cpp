@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <functional>
 #include <set>
 
 namespace loom::hwtopo {
@@ -32,12 +33,14 @@ class Reader {
     return make_error(ErrorCode::kInvalidArgument, fmt::format("topology JSON: '{}' {}", path, why));
   }
 
-  static Result<const json*> field(const json& object, const std::string& path, std::string_view key) {
+  using Ref = std::reference_wrapper<const json>;
+
+  static Result<Ref> field(const json& object, const std::string& path, std::string_view key) {
     const std::string where = path.empty() ? std::string(key) : fmt::format("{}.{}", path, key);
     if (!object.is_object()) return fail(path.empty() ? "(top level)" : path, "must be an object");
     auto it = object.find(key);
     if (it == object.end()) return fail(where, "is missing");
-    return &*it;
+    return std::cref(*it);
   }
 
   static Result<std::uint64_t> u64(const json& value, const std::string& path) {
@@ -54,7 +57,8 @@ class Reader {
 
   static Result<std::optional<unsigned>> optional_index(const json& value, const std::string& path) {
     if (value.is_null()) return std::optional<unsigned>();
-    return std::optional<unsigned>(LOOM_TRY(index(value, path)));
+    const unsigned n = LOOM_TRY(index(value, path));
+    return std::optional<unsigned>(n);
   }
 
   static Result<std::string> string(const json& value, const std::string& path) {
@@ -67,16 +71,26 @@ class Reader {
     return value.get<bool>();
   }
 
-  static Result<const json*> array(const json& value, const std::string& path) {
+  static Result<Ref> array(const json& value, const std::string& path) {
     if (!value.is_array()) return fail(path, "must be an array");
-    return &value;
+    return std::cref(value);
+  }
+
+  // The member `key` of `object` (itself named `path`), read by `read`, e.g.
+  //   member(domain, "numa_domains[0]", "os_index", index)
+  template <typename Read>
+  static auto member(const json& object, const std::string& path, std::string_view key, Read read)
+      -> decltype(read(object, path)) {
+    const json& value = LOOM_TRY(field(object, path, key));
+    return read(value, path.empty() ? std::string(key) : fmt::format("{}.{}", path, key));
   }
 
   static Result<std::vector<unsigned>> indexes(const json& value, const std::string& path) {
     LOOM_TRY(array(value, path));
     std::vector<unsigned> out;
     for (std::size_t i = 0; i < value.size(); ++i) {
-      out.push_back(LOOM_TRY(index(value[i], fmt::format("{}[{}]", path, i))));
+      const unsigned n = LOOM_TRY(index(value[i], fmt::format("{}[{}]", path, i)));
+      out.push_back(n);
     }
     if (!std::is_sorted(out.begin(), out.end()) ||
         std::adjacent_find(out.begin(), out.end()) != out.end()) {
@@ -89,22 +103,25 @@ class Reader {
 // Fields derived from others are written for people and checked when read back, so that
 // a JSON whose parts disagree is refused rather than half believed.
 Status check_derived(const json& in, const Topology& t) {
-  if (LOOM_TRY(Reader::u64(*LOOM_TRY(Reader::field(in, "", "cores")), "cores")) != t.cores.size()) {
-    return Reader::fail("cores", fmt::format("says {} but core_map lists {}", in["cores"].dump(), t.cores.size()));
+  const std::uint64_t cores = LOOM_TRY(Reader::member(in, "", "cores", Reader::u64));
+  const std::uint64_t pus = LOOM_TRY(Reader::member(in, "", "pus", Reader::u64));
+  if (cores != t.cores.size()) {
+    return Reader::fail("cores", fmt::format("says {} but core_map lists {}", cores, t.cores.size()));
   }
-  if (LOOM_TRY(Reader::u64(*LOOM_TRY(Reader::field(in, "", "pus")), "pus")) != t.pu_count()) {
-    return Reader::fail("pus", fmt::format("says {} but core_map lists {}", in["pus"].dump(), t.pu_count()));
+  if (pus != t.pu_count()) {
+    return Reader::fail("pus", fmt::format("says {} but core_map lists {}", pus, t.pu_count()));
   }
   for (std::size_t i = 0; i < t.numa_domains.size(); ++i) {
     const NumaDomain& d = t.numa_domains[i];
     const json& jd = in["numa_domains"][i];
     const std::string path = fmt::format("numa_domains[{}]", i);
-    if (LOOM_TRY(Reader::indexes(*LOOM_TRY(Reader::field(jd, path, "pus")), path + ".pus")) != d.pus) {
+    const std::vector<unsigned> listed = LOOM_TRY(Reader::member(jd, path, "pus", Reader::indexes));
+    if (listed != d.pus) {
       return Reader::fail(path + ".pus", "differs from the PUs of the domain's cores in core_map");
     }
     for (auto [key, expected] : {std::pair{"block_devices", names_in(t.block_devices, d.os_index)},
                                  std::pair{"network_devices", names_in(t.network_devices, d.os_index)}}) {
-      const json& names = *LOOM_TRY(Reader::field(jd, path, key));
+      const json& names = LOOM_TRY(Reader::field(jd, path, key));
       if (names != json(expected)) {
         return Reader::fail(fmt::format("{}.{}", path, key),
                             "differs from the devices local to this domain in the top-level list");
@@ -164,36 +181,36 @@ json to_json(const Topology& t) {
 Result<Topology> topology_from_json(const json& in) {
   using R = Reader;
   Topology t;
-  t.source = LOOM_TRY(R::string(*LOOM_TRY(R::field(in, "", "source")), "source"));
-  t.packages = LOOM_TRY(R::index(*LOOM_TRY(R::field(in, "", "packages")), "packages"));
+  t.source = LOOM_TRY(R::member(in, "", "source", R::string));
+  t.packages = LOOM_TRY(R::member(in, "", "packages", R::index));
 
-  const json& domains = *LOOM_TRY(R::array(*LOOM_TRY(R::field(in, "", "numa_domains")), "numa_domains"));
+  const json& domains = LOOM_TRY(R::member(in, "", "numa_domains", R::array));
   if (domains.empty()) return R::fail("numa_domains", "must list at least one domain");
   for (std::size_t i = 0; i < domains.size(); ++i) {
     const std::string path = fmt::format("numa_domains[{}]", i);
     const json& jd = domains[i];
     NumaDomain d;
-    d.os_index = LOOM_TRY(R::index(*LOOM_TRY(R::field(jd, path, "os_index")), path + ".os_index"));
-    d.memory_bytes = LOOM_TRY(R::u64(*LOOM_TRY(R::field(jd, path, "memory_bytes")), path + ".memory_bytes"));
-    d.package = LOOM_TRY(R::optional_index(*LOOM_TRY(R::field(jd, path, "package")), path + ".package"));
-    d.kind = LOOM_TRY(R::string(*LOOM_TRY(R::field(jd, path, "kind")), path + ".kind"));
-    d.cores = LOOM_TRY(R::indexes(*LOOM_TRY(R::field(jd, path, "cores")), path + ".cores"));
-    d.near = LOOM_TRY(R::indexes(*LOOM_TRY(R::field(jd, path, "near")), path + ".near"));
+    d.os_index = LOOM_TRY(R::member(jd, path, "os_index", R::index));
+    d.memory_bytes = LOOM_TRY(R::member(jd, path, "memory_bytes", R::u64));
+    d.package = LOOM_TRY(R::member(jd, path, "package", R::optional_index));
+    d.kind = LOOM_TRY(R::member(jd, path, "kind", R::string));
+    d.cores = LOOM_TRY(R::member(jd, path, "cores", R::indexes));
+    d.near = LOOM_TRY(R::member(jd, path, "near", R::indexes));
     if (!t.numa_domains.empty() && t.numa_domains.back().os_index >= d.os_index) {
       return R::fail(path + ".os_index", "must be greater than the previous domain's");
     }
     t.numa_domains.push_back(std::move(d));
   }
 
-  const json& cores = *LOOM_TRY(R::array(*LOOM_TRY(R::field(in, "", "core_map")), "core_map"));
+  const json& cores = LOOM_TRY(R::member(in, "", "core_map", R::array));
   std::set<unsigned> seen_pus;
   for (std::size_t i = 0; i < cores.size(); ++i) {
     const std::string path = fmt::format("core_map[{}]", i);
     Core c;
-    c.logical_index = LOOM_TRY(R::index(*LOOM_TRY(R::field(cores[i], path, "core")), path + ".core"));
+    c.logical_index = LOOM_TRY(R::member(cores[i], path, "core", R::index));
     if (c.logical_index != i) return R::fail(path + ".core", fmt::format("must be {}: cores are numbered 0, 1, ...", i));
-    c.package = LOOM_TRY(R::index(*LOOM_TRY(R::field(cores[i], path, "package")), path + ".package"));
-    c.pus = LOOM_TRY(R::indexes(*LOOM_TRY(R::field(cores[i], path, "pus")), path + ".pus"));
+    c.package = LOOM_TRY(R::member(cores[i], path, "package", R::index));
+    c.pus = LOOM_TRY(R::member(cores[i], path, "pus", R::indexes));
     if (c.pus.empty()) return R::fail(path + ".pus", "must list at least one PU");
     for (unsigned pu : c.pus) {
       if (!seen_pus.insert(pu).second) return R::fail(path + ".pus", fmt::format("repeats PU {}", pu));
@@ -225,46 +242,49 @@ Result<Topology> topology_from_json(const json& in) {
   }
 
   auto device_numa = [&](const json& device, const std::string& path) -> Result<std::optional<unsigned>> {
-    auto numa = LOOM_TRY(R::optional_index(*LOOM_TRY(R::field(device, path, "numa")), path + ".numa"));
+    auto numa = LOOM_TRY(R::member(device, path, "numa", R::optional_index));
     if (numa && t.find_numa(*numa) == nullptr) {
       return R::fail(path + ".numa", fmt::format("names domain {}, which does not exist", *numa));
     }
     return numa;
   };
-  const json& blocks = *LOOM_TRY(R::array(*LOOM_TRY(R::field(in, "", "block_devices")), "block_devices"));
+  const json& blocks = LOOM_TRY(R::member(in, "", "block_devices", R::array));
   for (std::size_t i = 0; i < blocks.size(); ++i) {
     const std::string path = fmt::format("block_devices[{}]", i);
     BlockDevice b;
-    b.name = LOOM_TRY(R::string(*LOOM_TRY(R::field(blocks[i], path, "name")), path + ".name"));
-    b.nvme = LOOM_TRY(R::boolean(*LOOM_TRY(R::field(blocks[i], path, "nvme")), path + ".nvme"));
+    b.name = LOOM_TRY(R::member(blocks[i], path, "name", R::string));
+    b.nvme = LOOM_TRY(R::member(blocks[i], path, "nvme", R::boolean));
     b.numa = LOOM_TRY(device_numa(blocks[i], path));
-    const json& capacity = *LOOM_TRY(R::field(blocks[i], path, "capacity_bytes"));
-    if (!capacity.is_null()) b.capacity_bytes = LOOM_TRY(R::u64(capacity, path + ".capacity_bytes"));
+    const json& capacity = LOOM_TRY(R::field(blocks[i], path, "capacity_bytes"));
+    if (!capacity.is_null()) {
+      b.capacity_bytes = LOOM_TRY(R::u64(capacity, path + ".capacity_bytes"));
+    }
     t.block_devices.push_back(std::move(b));
   }
-  const json& nets = *LOOM_TRY(R::array(*LOOM_TRY(R::field(in, "", "network_devices")), "network_devices"));
+  const json& nets = LOOM_TRY(R::member(in, "", "network_devices", R::array));
   for (std::size_t i = 0; i < nets.size(); ++i) {
     const std::string path = fmt::format("network_devices[{}]", i);
     NetworkDevice n;
-    n.name = LOOM_TRY(R::string(*LOOM_TRY(R::field(nets[i], path, "name")), path + ".name"));
-    n.rdma = LOOM_TRY(R::boolean(*LOOM_TRY(R::field(nets[i], path, "rdma")), path + ".rdma"));
+    n.name = LOOM_TRY(R::member(nets[i], path, "name", R::string));
+    n.rdma = LOOM_TRY(R::member(nets[i], path, "rdma", R::boolean));
     n.numa = LOOM_TRY(device_numa(nets[i], path));
     t.network_devices.push_back(std::move(n));
   }
 
-  const json& distances = *LOOM_TRY(R::array(*LOOM_TRY(R::field(in, "", "distances")), "distances"));
+  const json& distances = LOOM_TRY(R::member(in, "", "distances", R::array));
   if (!distances.empty() && distances.size() != t.numa_domains.size()) {
     return R::fail("distances", fmt::format("must have one row per NUMA domain ({})", t.numa_domains.size()));
   }
   for (std::size_t row = 0; row < distances.size(); ++row) {
     const std::string path = fmt::format("distances[{}]", row);
-    const json& values = *LOOM_TRY(R::array(distances[row], path));
+    const json& values = LOOM_TRY(R::array(distances[row], path));
     if (values.size() != t.numa_domains.size()) {
       return R::fail(path, fmt::format("must have one column per NUMA domain ({})", t.numa_domains.size()));
     }
     std::vector<std::uint64_t> out;
     for (std::size_t col = 0; col < values.size(); ++col) {
-      out.push_back(LOOM_TRY(R::u64(values[col], fmt::format("{}[{}]", path, col))));
+      const std::uint64_t value = LOOM_TRY(R::u64(values[col], fmt::format("{}[{}]", path, col)));
+      out.push_back(value);
     }
     t.distances.push_back(std::move(out));
   }

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <unordered_map>
 
 namespace loom::sched {
@@ -123,16 +124,199 @@ class EasyBackfill final : public BackfillPolicy {
   }
 };
 
+
+// What a reservation holds on one node over its interval, in counts.
+struct Claim {
+  Time start;
+  Time end;
+  NodeCapacity usage;  // domains, nvme: amounts held; held_exclusive: the whole node
+};
+
+// cap -= usage; false, leaving cap in an unspecified state, when it does not cover it.
+bool subtract(NodeCapacity& cap, const NodeCapacity& usage) {
+  if (cap.held_exclusive || (usage.held_exclusive && !cap.idle())) return false;
+  for (std::size_t d = 0; d < cap.domains.size(); ++d) {
+    if (cap.domains[d].cores < usage.domains[d].cores || cap.domains[d].memory < usage.domains[d].memory) return false;
+    cap.domains[d].cores -= usage.domains[d].cores;
+    cap.domains[d].memory -= usage.domains[d].memory;
+  }
+  for (std::size_t i = 0; i < cap.nvme.size(); ++i) {
+    if (cap.nvme[i] < usage.nvme[i]) return false;
+    cap.nvme[i] -= usage.nvme[i];
+  }
+  ++cap.allocations;
+  cap.held_exclusive = cap.held_exclusive || usage.held_exclusive;
+  return true;
+}
+
+// before - after, component by component: what was taken.
+NodeCapacity difference(const NodeCapacity& before, const NodeCapacity& after) {
+  NodeCapacity usage = before;
+  for (std::size_t d = 0; d < usage.domains.size(); ++d) {
+    usage.domains[d].cores -= after.domains[d].cores;
+    usage.domains[d].memory -= after.domains[d].memory;
+  }
+  for (std::size_t i = 0; i < usage.nvme.size(); ++i) usage.nvme[i] -= after.nvme[i];
+  usage.allocations = 1;
+  usage.held_exclusive = after.held_exclusive && !before.held_exclusive;
+  return usage;
+}
+
+// Conservative backfill (Mu'alem and Feitelson): every blocked job, in queue order, gets a
+// reservation at the earliest time that neither the running jobs nor the reservations
+// before it stand in the way; a job starts now only if it breaks no reservation.
+// Reservations hold specific nodes (their claims, in counts); a node's capacity over an
+// interval is taken as its capacity at the start, with the running jobs due by then
+// gone, less every claim overlapping the interval, which may start a job later than it
+// could but never delays one.
+class ConservativePass final : public BackfillPass {
+ public:
+  ConservativePass(const Cluster& cluster, std::span<const RunningJob> running, Time now)
+      : cluster_(cluster), running_(running), now_(now) {
+    for (const RunningJob& r : running) {
+      for (const NodePlacement& np : r.placement->nodes) releases_[np.node].emplace_back(r.deadline, &np);
+      times_.push_back(r.deadline);
+    }
+  }
+
+  bool blocked(const QueuedJob& job) override {
+    const Request& r = *job.request;
+    const unsigned per_node = r.ranks_per_node != 0 ? r.ranks_per_node : r.tasks;
+    const std::int64_t needed = r.ranks_per_node != 0 ? r.nodes_min : r.tasks;
+    std::vector<Time> candidates = times_;
+    candidates.push_back(now_);
+    std::sort(candidates.begin(), candidates.end());
+    candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
+    // Capacity at each candidate start, with the running jobs due by then gone: copied
+    // only for the nodes those jobs touch; every other node reads its live free capacity.
+    std::unordered_map<NodeId, NodeCapacity> at_start;
+    std::size_t released = 0;  // running_ is in deadline order
+    for (Time start : candidates) {
+      if (start < now_) continue;
+      for (; released < running_.size() && running_[released].deadline <= start; ++released) {
+        for (const NodePlacement& np : running_[released].placement->nodes) {
+          auto [it, fresh] = at_start.try_emplace(np.node, cluster_.free(np.node));
+          cluster_.give_back(it->second, np);
+        }
+      }
+      const Time end = start + job.spec->walltime;
+      std::vector<std::pair<NodeId, NodeCapacity>> usable;
+      std::int64_t found = 0;
+      for (std::size_t i = 0; i < cluster_.size() && found < needed; ++i) {
+        const NodeId node(static_cast<NodeId::rep>(i));
+        if (cluster_.state(node) != NodeState::kUp) continue;
+        auto base = at_start.find(node);
+        const NodeCapacity& at = base != at_start.end() ? base->second : cluster_.free(node);
+        std::optional<NodeCapacity> claimed;
+        if (overlaps_claim(node, start, end)) {
+          claimed = at;
+          if (!subtract_claims(*claimed, node, start, end)) continue;
+        }
+        const NodeCapacity& cap = claimed ? *claimed : at;
+        const unsigned fit = ranks_fit(cap, r, per_node);
+        if (r.ranks_per_node != 0 ? fit < per_node : fit == 0) continue;
+        found += r.ranks_per_node != 0 ? 1 : fit;
+        usable.emplace_back(node, cap);
+      }
+      if (found < needed) continue;
+      // A node's share is what the placer will ask of it: ranks_per_node on every node of a
+      // fixed shape (the last node's fewer ranks included), the rest of a packed job.
+      unsigned left = r.tasks;
+      for (auto& [node, cap] : usable) {
+        if (left == 0) break;
+        NodeCapacity after = cap;
+        const unsigned taken = take_ranks(after, r, r.ranks_per_node != 0 ? r.ranks_per_node : left);
+        left -= std::min(left, taken);
+        claims_[node].push_back({start, end, difference(cap, after)});
+      }
+      times_.push_back(end);
+      reservations_.push_back({job.id, start});
+      return true;
+    }
+    return true;  // does not fit even once everything has ended: nodes are down
+  }
+
+  bool may_start(const QueuedJob& job, const Placement& placement) override {
+    const Time end = now_ + job.spec->walltime;
+    for (const NodePlacement& np : placement.nodes) {
+      auto it = claims_.find(np.node);
+      if (it == claims_.end()) continue;
+      NodeCapacity live = cluster_.free(np.node);
+      NodeCapacity after = live;
+      cluster_.take(after, np);
+      const NodeCapacity usage = difference(live, after);
+      for (const Claim& claim : it->second) {
+        if (claim.start >= end) continue;  // the job is gone by then
+        std::optional<NodeCapacity> cap = capacity_over(np.node, claim.start, claim.end);
+        if (!cap || !subtract(*cap, usage)) return false;
+      }
+    }
+    return true;
+  }
+
+  std::vector<Reservation> reservations() const override { return reservations_; }
+
+ private:
+  bool overlaps_claim(NodeId node, Time start, Time end) const {
+    auto it = claims_.find(node);
+    if (it == claims_.end()) return false;
+    return std::any_of(it->second.begin(), it->second.end(),
+                       [&](const Claim& c) { return c.start < end && start < c.end; });
+  }
+
+  // cap less every claim on the node overlapping [start, end); false when they do not fit.
+  bool subtract_claims(NodeCapacity& cap, NodeId node, Time start, Time end) const {
+    auto it = claims_.find(node);
+    if (it == claims_.end()) return true;
+    for (const Claim& claim : it->second) {
+      if (claim.start < end && start < claim.end && !subtract(cap, claim.usage)) return false;
+    }
+    return true;
+  }
+
+  // The node's capacity over [start, end): at start, with running jobs due by then gone,
+  // less every claim overlapping the interval; nullopt when the claims do not fit.
+  std::optional<NodeCapacity> capacity_over(NodeId node, Time start, Time end) const {
+    NodeCapacity cap = cluster_.free(node);
+    if (auto it = releases_.find(node); it != releases_.end()) {
+      for (const auto& [deadline, np] : it->second) {
+        if (deadline <= start) cluster_.give_back(cap, *np);
+      }
+    }
+    if (!subtract_claims(cap, node, start, end)) return std::nullopt;
+    return cap;
+  }
+
+  const Cluster& cluster_;
+  std::span<const RunningJob> running_;
+  Time now_;
+  std::unordered_map<NodeId, std::vector<std::pair<Time, const NodePlacement*>>> releases_;
+  std::unordered_map<NodeId, std::vector<Claim>> claims_;
+  std::vector<Time> times_;  // when capacity may grow: running jobs' deadlines, claims' ends
+  std::vector<Reservation> reservations_;
+};
+
+class ConservativeBackfill final : public BackfillPolicy {
+ public:
+  std::string_view name() const override { return "conservative"; }
+  std::unique_ptr<BackfillPass> begin(const Cluster& cluster, std::span<const RunningJob> running,
+                                      Time now) const override {
+    return std::make_unique<ConservativePass>(cluster, running, now);
+  }
+};
+
 }  // namespace
 
 std::unique_ptr<BackfillPolicy> make_no_backfill() { return std::make_unique<NoBackfill>(); }
 std::unique_ptr<BackfillPolicy> make_easy_backfill() { return std::make_unique<EasyBackfill>(); }
+std::unique_ptr<BackfillPolicy> make_conservative_backfill() { return std::make_unique<ConservativeBackfill>(); }
 
 Result<std::unique_ptr<BackfillPolicy>> make_backfill(std::string_view name) {
   if (name == "fcfs") return make_no_backfill();
   if (name == "easy") return make_easy_backfill();
+  if (name == "conservative") return make_conservative_backfill();
   return make_error(ErrorCode::kInvalidArgument,
-                    fmt::format("unknown backfill policy \"{}\": expected fcfs or easy", name));
+                    fmt::format("unknown backfill policy \"{}\": expected fcfs, easy or conservative", name));
 }
 
 }  // namespace loom::sched

@@ -44,7 +44,9 @@ Result<WindowMetrics> replay(std::span<const SimJob> jobs, std::size_t nodes, un
   Cluster cluster;
   auto topology = uniform_node(cores_per_node);
   for (std::size_t i = 0; i < nodes; ++i) cluster.add_node({fmt::format("sim{}", i), topology, {}});
-  Scheduler scheduler(cluster, {LOOM_TRY(make_order(options.order)), LOOM_TRY(make_backfill(options.backfill))});
+  std::unique_ptr<QueueOrder> order = LOOM_TRY(make_order(options.order));
+  std::unique_ptr<BackfillPolicy> backfill = LOOM_TRY(make_backfill(options.backfill));
+  Scheduler scheduler(cluster, {std::move(order), std::move(backfill)});
 
   using Event = std::pair<std::int64_t, JobId>;  // end time, job
   std::priority_queue<Event, std::vector<Event>, std::greater<>> ends;
@@ -130,7 +132,8 @@ Result<SimMetrics> simulate(const SwfTrace& trace, const SimOptions& options) {
   if (window > jobs.size()) return invalid(fmt::format("--window {} exceeds the trace's {} jobs", window, jobs.size()));
   std::vector<WindowMetrics> results;
   for (std::size_t first = 0; first + window <= jobs.size(); first += stride) {
-    results.push_back(LOOM_TRY(replay(std::span(jobs).subspan(first, window), nodes, options.cores_per_node, options)));
+    WindowMetrics result = LOOM_TRY(replay(std::span(jobs).subspan(first, window), nodes, options.cores_per_node, options));
+    results.push_back(result);
     metrics.jobs += window;
   }
   metrics.windows = results.size();

@@ -43,7 +43,7 @@ TEST(LoomSim, BackfillNeverWaitsLongerThanStrictOrderOnAverage) {
 TEST(LoomSim, BadInputGetsOneLine) {
   auto policy = run({built("cli/loom"), "sim", "--swf", kTrace, "--policy", "lottery"});
   EXPECT_EQ(policy.exit_code, 1);
-  EXPECT_EQ(policy.err, "loom: unknown backfill policy \"lottery\": expected fcfs or easy\n");
+  EXPECT_EQ(policy.err, "loom: unknown backfill policy \"lottery\": expected fcfs, easy or conservative\n");
   const auto bad = loom::testing::temp_path("bad.swf");
   std::ofstream(bad) << "; MaxNodes: 4\n1 0 -1 10 1 -1 -1 -1 -1 -1 1 -1 -1 -1 0 -1 -1 -1\n2 1 -1 10\n";
   auto malformed = run({built("cli/loom"), "sim", "--swf", bad.string()});

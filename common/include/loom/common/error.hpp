@@ -90,9 +90,14 @@ Result<T> with_context(Result<T> result, std::string_view what) {
 // Evaluates a Result; on failure returns its Error from the enclosing function, otherwise
 // yields the value (nothing for Result<void>):
 //   Bytes size = LOOM_TRY(parse_bytes(text));
+//   config.level = LOOM_TRY(parse_level(text));
 //   LOOM_TRY(bind_process(pid, set));
 // The shape of Abseil's ASSIGN_OR_RETURN, as an expression (a GNU statement expression,
-// which GCC and Clang both have).
+// which GCC and Clang both have). Use it only as a whole statement or as the whole right
+// side of an initialisation or assignment, never inside a larger expression (an argument
+// list, a braced initialiser, another LOOM_TRY): returning out of a statement expression
+// skips the destructors of what the enclosing expression had built so far (AddressSanitizer
+// caught exactly that leak).
 #define LOOM_TRY(expr)                                                  \
   ({                                                                    \
     auto&& loom_try_result_ = (expr);                                   \

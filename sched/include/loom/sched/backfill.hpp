@@ -59,7 +59,14 @@ std::unique_ptr<BackfillPolicy> make_no_backfill();
 // exactly (cores in a domain are interchangeable).
 std::unique_ptr<BackfillPolicy> make_easy_backfill();
 
-// By name: "fcfs" (no backfill) or "easy".
+// Conservative: every blocked job, in queue order, gets a reservation that the ones before
+// it leave room for, and a later job starts now only if it delays none of them.
+// Reservations hold specific nodes, planned on counts; a pass costs, per blocked job,
+// (running jobs + reservations) x nodes, so it suits queues of hundreds, not of tens of
+// thousands.
+std::unique_ptr<BackfillPolicy> make_conservative_backfill();
+
+// By name: "fcfs" (no backfill), "easy" or "conservative".
 Result<std::unique_ptr<BackfillPolicy>> make_backfill(std::string_view name);
 
 }  // namespace loom::sched

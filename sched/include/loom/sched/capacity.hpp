@@ -32,4 +32,8 @@ struct NodeCapacity {
 // request spreads across domains. The slice needs one NVMe device with the bytes free.
 unsigned ranks_fit(const NodeCapacity& free, const Request& request, unsigned wanted);
 
+// Takes up to `wanted` ranks from `free` as ranks_fit counts them (and the slice from the
+// first NVMe device with room), for planning on counts; returns how many it took.
+unsigned take_ranks(NodeCapacity& free, const Request& request, unsigned wanted);
+
 }  // namespace loom::sched

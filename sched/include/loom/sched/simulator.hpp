@@ -12,7 +12,7 @@
 namespace loom::sched {
 
 struct SimOptions {
-  std::string backfill = "easy";  // "fcfs" (none) or "easy"
+  std::string backfill = "easy";  // "fcfs" (none), "easy" or "conservative"
   std::string order = "fcfs";     // "fcfs", "sjf", "fairshare" or "priority"
   unsigned cores_per_node = 1;
   // Every window of `window` consecutive jobs starting every `stride` jobs is replayed from
