@@ -55,6 +55,22 @@ struct Node {
     LOOM_CHECK(d < domains.size(), fmt::format("node {} has no domain {} with cores", name, numa));
     return d;
   }
+  // Flips the placement's cores in the bitsets: to taken, or back to free.
+  void mark(const NodePlacement& np, bool free) {
+    for (const RankPlacement& rank : np.ranks) {
+      for (unsigned core : rank.cores) {
+        const CoreSlot slot = slot_of(core);
+        std::uint64_t& word = domains[slot.domain].free[slot.bit / 64];
+        const std::uint64_t bit = std::uint64_t{1} << (slot.bit % 64);
+        LOOM_CHECK(((word & bit) != 0) != free,
+                   fmt::format("core {} of node {} {} twice", core, name, free ? "released" : "given"));
+        word ^= bit;
+      }
+      const auto count = static_cast<unsigned>(rank.cores.size());
+      free_cores = free ? free_cores + count : free_cores - count;
+    }
+  }
+
   CoreSlot slot_of(unsigned core) const {
     for (std::size_t d = 0; d < domains.size(); ++d) {
       if (std::size_t bit = domains[d].position(core); bit < domains[d].core_ids.size()) return {d, bit};
@@ -396,16 +412,7 @@ void Cluster::allocate(const Placement& placement) {
   for (const NodePlacement& np : placement.nodes) {
     Node& n = state_->node(np.node);
     take(n.free, np);
-    for (const RankPlacement& rank : np.ranks) {
-      for (unsigned core : rank.cores) {
-        const CoreSlot slot = n.slot_of(core);
-        std::uint64_t& word = n.domains[slot.domain].free[slot.bit / 64];
-        const std::uint64_t bit = std::uint64_t{1} << (slot.bit % 64);
-        LOOM_CHECK((word & bit) != 0, fmt::format("core {} of node {} given twice", core, n.name));
-        word &= ~bit;
-      }
-      n.free_cores -= static_cast<unsigned>(rank.cores.size());
-    }
+    n.mark(np, false);
     state_->reindex(np.node);
   }
 }
@@ -414,16 +421,7 @@ void Cluster::release(const Placement& placement) {
   for (const NodePlacement& np : placement.nodes) {
     Node& n = state_->node(np.node);
     give_back(n.free, np);
-    for (const RankPlacement& rank : np.ranks) {
-      for (unsigned core : rank.cores) {
-        const CoreSlot slot = n.slot_of(core);
-        std::uint64_t& word = n.domains[slot.domain].free[slot.bit / 64];
-        const std::uint64_t bit = std::uint64_t{1} << (slot.bit % 64);
-        LOOM_CHECK((word & bit) == 0, fmt::format("core {} of node {} released twice", core, n.name));
-        word |= bit;
-      }
-      n.free_cores += static_cast<unsigned>(rank.cores.size());
-    }
+    n.mark(np, true);
     state_->reindex(np.node);
   }
 }
