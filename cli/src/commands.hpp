@@ -25,5 +25,6 @@ Command add_topo(CLI::App& app);
 Command add_bind(CLI::App& app);
 Command add_config(CLI::App& app);
 Command add_sim(CLI::App& app);
+Command add_fabric(CLI::App& app);
 
 }  // namespace loom::cli

@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
       loom::cli::add_bind(app),
       loom::cli::add_config(app),
       loom::cli::add_sim(app),
+      loom::cli::add_fabric(app),
   };
 
   try {

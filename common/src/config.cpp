@@ -73,6 +73,27 @@ const std::array kKeys = {
         },
         [](const Config& config) { return config.auth.admin_group; },
     },
+    KeySpec{
+        {"fabric.provider", "string", "",
+         "libfabric provider for the data plane, e.g. \"verbs;ofi_rxm\", \"tcp;ofi_rxm\" or "
+         "\"shm\". Empty: FI_PROVIDER if set, else verbs;ofi_rxm, then tcp;ofi_rxm."},
+        [](Config& config, const toml::node& value) -> Status {
+          config.fabric.provider = LOOM_TRY(as_string(value));
+          return {};
+        },
+        [](const Config& config) { return config.fabric.provider; },
+    },
+    KeySpec{
+        {"fabric.interface", "string", "",
+         "The fabric interface (libfabric's domain: a NIC such as \"mlx5_0\" or \"eth0\") "
+         "whose address the data plane binds. Empty: the provider's first that is not loopback. "
+         "Set it inside network namespaces, where loopback publishes an address no peer reaches."},
+        [](Config& config, const toml::node& value) -> Status {
+          config.fabric.interface = LOOM_TRY(as_string(value));
+          return {};
+        },
+        [](const Config& config) { return config.fabric.interface; },
+    },
 };
 
 const KeySpec* find_key(std::string_view name) {

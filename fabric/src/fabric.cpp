@@ -4,6 +4,7 @@
 #include <rdma/fi_cm.h>
 #include <rdma/fi_errno.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdlib>
@@ -111,7 +112,14 @@ Result<std::vector<Offer>> list_offers() {
   std::vector<Offer> offers;
   InfoList list;
   const fi_info* head = LOOM_TRY(query("", "", list));
-  for (const fi_info* info = head; info != nullptr; info = info->next) offers.push_back(offer_of(info));
+  for (const fi_info* info = head; info != nullptr; info = info->next) {
+    // Providers list one offer per protocol variant; they read the same to a user.
+    Offer offer = offer_of(info);
+    auto same = [&](const Offer& o) {
+      return o.provider == offer.provider && o.fabric == offer.fabric && o.domain == offer.domain && o.mr_mode == offer.mr_mode;
+    };
+    if (std::none_of(offers.begin(), offers.end(), same)) offers.push_back(std::move(offer));
+  }
   return offers;
 }
 
@@ -129,9 +137,15 @@ Result<Info> Info::choose(const Options& options) {
     const fi_info* head = LOOM_TRY(query(provider, options.interface, list));
     const fi_info* chosen = nullptr;
     for (const fi_info* info = head; info != nullptr; info = info->next) {
-      if (chosen == nullptr || (is_loopback(chosen) && !is_loopback(info) && options.interface.empty())) {
-        chosen = info;
+      // Layered providers (ofi_rxm) do not filter on the domain hint: filter here.
+      if (!options.interface.empty()) {
+        if (info->domain_attr->name != nullptr && options.interface == info->domain_attr->name) {
+          chosen = info;
+          break;
+        }
+        continue;
       }
+      if (chosen == nullptr || (is_loopback(chosen) && !is_loopback(info))) chosen = info;
     }
     if (chosen == nullptr) continue;
     fi_info* copy = fi_dupinfo(chosen);

@@ -71,7 +71,7 @@ TEST(LoomCli, UsageErrorsExitTwoWithOneLine) {
 TEST(LoomCli, HelpListsTheSubcommands) {
   auto help = run({built("cli/loom"), "--help"});
   EXPECT_EQ(help.exit_code, 0);
-  for (const char* command : {"topo", "bind", "config", "sim"}) {
+  for (const char* command : {"topo", "bind", "config", "sim", "fabric"}) {
     EXPECT_NE(help.out.find(std::string("\n  ") + command + " "), std::string::npos) << command;
   }
 }

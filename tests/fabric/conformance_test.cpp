@@ -192,6 +192,27 @@ TEST_P(Conformance, ABadKeyIsAnErrorNotACrash) {
   pair.initiator.reset();  // closed before the buffers an abandoned operation may name
 }
 
+TEST_P(Conformance, CancelStopsATransferAndTheEngineGoesOn) {
+  Pair pair = connect(provider());
+  const std::size_t bytes = std::size_t{32} << 20;
+  std::vector<std::byte> local = pattern(bytes, 6), remote(bytes);
+  auto local_mr = MemoryRegion::register_memory(*pair.initiator, local.data(), bytes, kAllAccess).value();
+  auto remote_mr = MemoryRegion::register_memory(*pair.target, remote.data(), bytes, kAllAccess).value();
+  ProgressThread progress(pair.target);
+  TransferEngine engine(pair.initiator, {.window = 2, .max_operation = std::size_t{64} << 10});
+  std::size_t posted = 0;
+  engine.on_post([&](const PostedOperation&) {
+    if (++posted == 4) engine.cancel();
+  });
+  auto cancelled = engine.write(*local_mr, 0, pair.target_address, remote_mr->remote(), 0, bytes);
+  ASSERT_FALSE(cancelled.has_value());
+  EXPECT_EQ(cancelled.error().code(), ErrorCode::kCancelled);
+  EXPECT_LT(posted, bytes / (64 << 10)) << "it went on posting after cancel()";
+  engine.on_post(nullptr);
+  ASSERT_TRUE(engine.write(*local_mr, 0, pair.target_address, remote_mr->remote(), 0, bytes).has_value());
+  EXPECT_EQ(remote, local);
+}
+
 TEST_P(Conformance, RegionBoundsAreCheckedBeforeAnythingIsPosted) {
   Pair pair = connect(provider());
   std::vector<std::byte> local(100), remote(100);

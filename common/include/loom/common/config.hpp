@@ -22,6 +22,10 @@ struct Config {
   struct Auth {
     std::string admin_group = "loomadm";
   } auth;
+  struct Fabric {
+    std::string provider;   // empty: FI_PROVIDER, else the fallback order
+    std::string interface;  // empty: the provider's first non-loopback domain
+  } fabric;
 };
 
 // One key of the file, as `loom config` and docs/configuration.md describe it.
