@@ -14,17 +14,20 @@ namespace loom::fabric {
 using Clock = std::chrono::steady_clock;
 
 TransferEngine::TransferEngine(std::shared_ptr<Endpoint> endpoint, EngineOptions options)
-    : options_(options), contexts_(std::max<std::size_t>(1, options.window)), endpoint_(std::move(endpoint)) {
-  options_.window = contexts_.size();
+    : options_(options),
+      contexts_(std::make_unique<fi_context2[]>(std::max<std::size_t>(1, options.window))),
+      context_count_(std::max<std::size_t>(1, options.window)),
+      endpoint_(std::move(endpoint)) {
+  options_.window = context_count_;
   options_.max_operation = std::max<std::size_t>(1, std::min(options_.max_operation, endpoint_->domain()->max_message()));
-  for (std::size_t i = contexts_.size(); i-- > 0;) free_.push_back(i);
+  for (std::size_t i = context_count_; i-- > 0;) free_.push_back(i);
 }
 
 TransferEngine::~TransferEngine() {
   if (in_flight_ == 0) return;
   // The provider still holds operations and may write into their contexts: cancel them and
-  // reap for a bounded time; what is left is leaked rather than freed under the provider.
-  for (std::size_t i = 0; i < contexts_.size(); ++i) {
+  // reap for a bounded time; what is left stays allocated until the endpoint is closed.
+  for (std::size_t i = 0; i < context_count_; ++i) {
     if (std::find(free_.begin(), free_.end(), i) == free_.end()) fi_cancel(&endpoint_->get()->fid, &contexts_[i]);
   }
   const auto deadline = Clock::now() + std::chrono::seconds(1);
@@ -33,8 +36,9 @@ TransferEngine::~TransferEngine() {
     reap(&ignored);
   }
   if (in_flight_ > 0) {
-    spdlog::warn("fabric: {} operations still held by the provider at teardown; their contexts are leaked", in_flight_);
-    new std::vector<fi_context2>(std::move(contexts_));  // deliberately never freed
+    spdlog::warn("fabric: {} operations still held by the provider at teardown; their contexts live until the endpoint closes",
+                 in_flight_);
+    endpoint_->keep_until_closed(std::move(contexts_));
   }
 }
 
@@ -43,7 +47,7 @@ int TransferEngine::reap(Error* error) {
   const ssize_t n = fi_cq_read(endpoint_->cq().get(), entries.data(), entries.size());
   if (n > 0) {
     for (ssize_t i = 0; i < n; ++i) {
-      free_.push_back(static_cast<std::size_t>(static_cast<fi_context2*>(entries[static_cast<std::size_t>(i)].op_context) - contexts_.data()));
+      free_.push_back(static_cast<std::size_t>(static_cast<fi_context2*>(entries[static_cast<std::size_t>(i)].op_context) - contexts_.get()));
       --in_flight_;
     }
     return static_cast<int>(n);
@@ -53,7 +57,7 @@ int TransferEngine::reap(Error* error) {
     fi_cq_err_entry err{};
     if (fi_cq_readerr(endpoint_->cq().get(), &err, 0) == 1) {
       if (err.op_context != nullptr) {
-        free_.push_back(static_cast<std::size_t>(static_cast<fi_context2*>(err.op_context) - contexts_.data()));
+        free_.push_back(static_cast<std::size_t>(static_cast<fi_context2*>(err.op_context) - contexts_.get()));
         --in_flight_;
       }
       const char* detail = fi_cq_strerror(endpoint_->cq().get(), err.prov_errno, err.err_data, nullptr, 0);

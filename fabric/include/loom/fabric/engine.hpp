@@ -60,9 +60,10 @@ class TransferEngine {
   int reap(Error* error);
 
   EngineOptions options_;
-  // Each posted operation owns one context until its completion is reaped. Declared before
-  // the endpoint so that the endpoint closes first, while the contexts still exist.
-  std::vector<fi_context2> contexts_;
+  // Each posted operation owns one context until its completion is reaped; contexts the
+  // provider still holds at teardown go to the endpoint, which frees them once closed.
+  std::unique_ptr<fi_context2[]> contexts_;
+  std::size_t context_count_;
   std::vector<std::size_t> free_;
   std::size_t in_flight_ = 0;
   bool broken_ = false;

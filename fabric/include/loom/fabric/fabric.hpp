@@ -131,11 +131,16 @@ class Endpoint {
   // This endpoint's address, to hand to peers.
   const std::vector<std::byte>& name() const { return name_; }
 
+  // Operation contexts the provider may still hold (an engine torn down after a timeout):
+  // freed only once the endpoint is closed, never under the provider.
+  void keep_until_closed(std::unique_ptr<fi_context2[]> contexts) { abandoned_.push_back(std::move(contexts)); }
+
  private:
   std::shared_ptr<Domain> domain_;
   std::shared_ptr<CompletionQueue> cq_;
   std::shared_ptr<AddressVector> av_;
-  detail::Owned<fid_ep> ep_;  // declared last: closed first
+  std::vector<std::unique_ptr<fi_context2[]>> abandoned_;
+  detail::Owned<fid_ep> ep_;  // declared after what it may still use: closed first
   std::vector<std::byte> name_;
 };
 
