@@ -1,0 +1,75 @@
+// The controller's durable state. The controller is the only writer; every change is
+// committed (and fsynced) before it is acknowledged or acted on. Changes that arrive
+// together go in one transaction (a group commit), never through a weaker `synchronous`.
+//
+// An interface, so that a replicated store (ZooKeeper, as Mesos does) can take its place.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "loom/common/error.hpp"
+#include "loom/common/ids.hpp"
+#include "loom/proto/loom.pb.h"
+
+namespace loom::controller {
+
+struct NewJob {
+  std::string user;
+  std::uint32_t uid = 0;
+  std::int64_t submit_time = 0;  // seconds since the epoch
+  v1::JobSpec spec;
+};
+
+// A transition: the fields to set on a job; unset optionals are left as they are.
+struct JobUpdate {
+  JobId id;
+  v1::JobState state = v1::PENDING;
+  std::string reason;
+  std::optional<int> exit_code;
+  std::optional<int> signal;
+  std::optional<std::int64_t> start_time;
+  std::optional<std::int64_t> end_time;
+  std::optional<std::string> placement;  // JSON
+};
+
+struct JobRow {
+  JobId id;
+  std::string user;
+  std::uint32_t uid = 0;
+  v1::JobState state = v1::PENDING;
+  std::string reason;
+  std::optional<int> exit_code;
+  std::optional<int> signal;
+  std::int64_t submit_time = 0;
+  std::optional<std::int64_t> start_time;
+  std::optional<std::int64_t> end_time;
+  v1::JobSpec spec;
+  std::string placement;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+  // Inserts jobs in one transaction and returns their ids, in order; durable on return.
+  virtual Result<std::vector<JobId>> insert_jobs(std::span<const NewJob> jobs) = 0;
+  // Applies transitions in one transaction; durable on return. An unknown id fails the
+  // whole batch.
+  virtual Status update_jobs(std::span<const JobUpdate> updates) = 0;
+  // Every job, or only those not yet ended, in id order.
+  virtual Result<std::vector<JobRow>> load_jobs(bool unfinished_only) const = 0;
+};
+
+// SQLite in WAL mode with synchronous=FULL, one file `state.db` under state_dir (created
+// 0700). The schema is versioned: an older one is migrated, a newer one refused.
+Result<std::unique_ptr<Store>> open_sqlite_store(const std::filesystem::path& state_dir);
+
+// The schema version this build writes.
+int store_schema_version();
+
+}  // namespace loom::controller

@@ -1,0 +1,57 @@
+#include "sqlite.hpp"
+
+#include <fmt/format.h>
+
+#include <utility>
+
+namespace loom::controller::detail {
+
+Error Database::error(std::string_view what) const {
+  const int code = sqlite3_errcode(db_);
+  const ErrorCode kind = code == SQLITE_BUSY || code == SQLITE_LOCKED ? ErrorCode::kUnavailable
+                         : code == SQLITE_FULL                        ? ErrorCode::kResourceExhausted
+                         : code == SQLITE_CORRUPT || code == SQLITE_NOTADB ? ErrorCode::kDataLoss
+                                                                           : ErrorCode::kInternal;
+  return Error(kind, fmt::format("{}: {}", what, sqlite3_errmsg(db_)));
+}
+
+Result<Database> Database::open(const std::string& path) {
+  sqlite3* raw = nullptr;
+  const int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  Database db(raw);  // owns it even when opening failed
+  if (rc != SQLITE_OK) return std::unexpected(db.error(fmt::format("opening {}", path)));
+  return db;
+}
+
+Status Database::exec(std::string_view sql) {
+  char* message = nullptr;
+  const std::string text(sql);
+  if (sqlite3_exec(db_, text.c_str(), nullptr, nullptr, &message) != SQLITE_OK) {
+    Error e = error(fmt::format("executing \"{}\"", text.substr(0, 60)));
+    sqlite3_free(message);
+    return std::unexpected(std::move(e));
+  }
+  return {};
+}
+
+Result<Statement> Database::prepare(std::string_view sql) const {
+  sqlite3_stmt* stmt = nullptr;
+  if (sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr) != SQLITE_OK) {
+    return std::unexpected(error(fmt::format("preparing \"{}\"", sql.substr(0, 60))));
+  }
+  return Statement(db_, stmt);
+}
+
+Result<int> Statement::step() {
+  const int rc = sqlite3_step(stmt_);
+  if (rc == SQLITE_ROW || rc == SQLITE_DONE) return rc;
+  return make_error(ErrorCode::kInternal, fmt::format("{}: {}", sqlite3_sql(stmt_), sqlite3_errmsg(db_)));
+}
+
+Status Statement::reset() {
+  sqlite3_reset(stmt_);
+  sqlite3_clear_bindings(stmt_);
+  return {};
+}
+
+}  // namespace loom::controller::detail

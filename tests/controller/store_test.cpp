@@ -1,0 +1,170 @@
+#include "loom/controller/store.hpp"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <set>
+
+#include "temp.hpp"
+
+namespace loom::controller {
+namespace {
+
+NewJob job(const std::string& name, std::int64_t submit = 1000) {
+  NewJob j;
+  j.user = "loom-alice";
+  j.uid = 1001;
+  j.submit_time = submit;
+  j.spec.set_name(name);
+  j.spec.set_tasks(8);
+  j.spec.set_cpus_per_task(2);
+  j.spec.set_walltime_s(600);
+  j.spec.add_argv("/bin/true");
+  auto* dep = j.spec.add_dependencies();
+  dep->set_kind(v1::Dependency::AFTER_ANY);
+  dep->set_job(7);
+  return j;
+}
+
+JobUpdate transition(JobId id, v1::JobState state) {
+  JobUpdate u;
+  u.id = id;
+  u.state = state;
+  return u;
+}
+
+class StoreTest : public ::testing::Test {
+ protected:
+  std::filesystem::path dir_ = loom::testing::temp_path("state");
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::unique_ptr<Store> open() {
+    auto store = open_sqlite_store(dir_);
+    EXPECT_TRUE(store.has_value()) << store.error().to_string();
+    return store ? std::move(*store) : nullptr;
+  }
+};
+
+TEST_F(StoreTest, JobsRoundTripWithTheirSpecs) {
+  auto store = open();
+  std::vector<NewJob> jobs = {job("a"), job("b", 1001)};
+  auto ids = store->insert_jobs(jobs);
+  ASSERT_TRUE(ids.has_value()) << ids.error().to_string();
+  ASSERT_EQ(ids->size(), 2u);
+  EXPECT_LT((*ids)[0], (*ids)[1]);
+  auto rows = store->load_jobs(false);
+  ASSERT_TRUE(rows.has_value());
+  ASSERT_EQ(rows->size(), 2u);
+  const JobRow& b = (*rows)[1];
+  EXPECT_EQ(b.id, (*ids)[1]);
+  EXPECT_EQ(b.user, "loom-alice");
+  EXPECT_EQ(b.uid, 1001u);
+  EXPECT_EQ(b.state, v1::PENDING);
+  EXPECT_EQ(b.submit_time, 1001);
+  EXPECT_FALSE(b.start_time.has_value());
+  EXPECT_EQ(b.spec.SerializeAsString(), jobs[1].spec.SerializeAsString());
+}
+
+TEST_F(StoreTest, TransitionsSetOnlyWhatTheyName) {
+  auto store = open();
+  const JobId id = store->insert_jobs(std::vector<NewJob>{job("a")}).value()[0];
+  JobUpdate running = transition(id, v1::RUNNING);
+  running.start_time = 1010;
+  running.placement = R"({"nodes":["n0"]})";
+  ASSERT_TRUE(store->update_jobs(std::vector<JobUpdate>{running}).has_value());
+  JobUpdate failed = transition(id, v1::FAILED);
+  failed.reason = "NonZeroExitCode";
+  failed.exit_code = 137;
+  failed.signal = 9;
+  failed.end_time = 1020;
+  ASSERT_TRUE(store->update_jobs(std::vector<JobUpdate>{failed}).has_value());
+  JobRow row = store->load_jobs(false).value().at(0);
+  EXPECT_EQ(row.state, v1::FAILED);
+  EXPECT_EQ(row.reason, "NonZeroExitCode");
+  EXPECT_EQ(row.exit_code, 137);
+  EXPECT_EQ(row.signal, 9);
+  EXPECT_EQ(row.start_time, 1010);  // kept from the earlier transition
+  EXPECT_EQ(row.end_time, 1020);
+  EXPECT_EQ(row.placement, R"({"nodes":["n0"]})");
+  EXPECT_TRUE(store->load_jobs(true).value().empty()) << "a FAILED job is finished";
+}
+
+TEST_F(StoreTest, ABatchWithAnUnknownJobChangesNothing) {
+  auto store = open();
+  const JobId id = store->insert_jobs(std::vector<NewJob>{job("a")}).value()[0];
+  auto status = store->update_jobs(
+      std::vector<JobUpdate>{transition(id, v1::RUNNING), transition(JobId(999), v1::RUNNING)});
+  ASSERT_FALSE(status.has_value());
+  EXPECT_EQ(status.error().message(), "job 999 does not exist");
+  EXPECT_EQ(store->load_jobs(false).value().at(0).state, v1::PENDING);
+}
+
+TEST_F(StoreTest, StateSurvivesReopeningAndItsDirectoryIsPrivate) {
+  {
+    auto store = open();
+    ASSERT_TRUE(store->insert_jobs(std::vector<NewJob>{job("a"), job("b")}).has_value());
+  }
+  auto store = open();
+  EXPECT_EQ(store->load_jobs(false).value().size(), 2u);
+  const JobId next = store->insert_jobs(std::vector<NewJob>{job("c")}).value()[0];
+  EXPECT_EQ(next.value(), 3u) << "ids are never reused";
+  struct stat st{};
+  ASSERT_EQ(::stat(dir_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+}
+
+TEST_F(StoreTest, AStateFromANewerLoomIsRefused) {
+  { open(); }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ / "state.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "UPDATE meta SET value = 99 WHERE key = 'schema_version'", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  auto store = open_sqlite_store(dir_);
+  ASSERT_FALSE(store.has_value());
+  EXPECT_EQ(store.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(store.error().to_string().find("newer Loom (schema 99"), std::string::npos) << store.error().to_string();
+}
+
+// A child commits jobs one at a time and reports each id once insert_jobs returned (what
+// the controller would acknowledge); it is killed with SIGKILL mid-stream. Every reported
+// id must be there after reopening.
+TEST_F(StoreTest, EveryAcknowledgedJobSurvivesAKill) {
+  { open(); }  // create the schema before the race
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe(pipe_fds), 0);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(pipe_fds[0]);
+    auto store = open_sqlite_store(dir_);
+    if (!store) ::_exit(2);
+    for (int i = 0; i < 100000; ++i) {
+      auto ids = (*store)->insert_jobs(std::vector<NewJob>{job("j" + std::to_string(i))});
+      if (!ids) ::_exit(3);
+      const std::uint64_t acked = (*ids)[0].value();
+      if (::write(pipe_fds[1], &acked, sizeof(acked)) != sizeof(acked)) ::_exit(4);
+    }
+    ::_exit(0);
+  }
+  ::close(pipe_fds[1]);
+  std::set<std::uint64_t> acknowledged;
+  std::uint64_t id = 0;
+  while (acknowledged.size() < 200 && ::read(pipe_fds[0], &id, sizeof(id)) == sizeof(id)) acknowledged.insert(id);
+  ::kill(pid, SIGKILL);
+  while (::read(pipe_fds[0], &id, sizeof(id)) == sizeof(id)) acknowledged.insert(id);  // what it sent before dying
+  ::close(pipe_fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the writer finished before it was killed";
+  ASSERT_GE(acknowledged.size(), 200u);
+  auto store = open();
+  std::set<std::uint64_t> stored;
+  const std::vector<JobRow> rows = store->load_jobs(false).value();
+  for (const JobRow& row : rows) stored.insert(row.id.value());
+  for (std::uint64_t acked : acknowledged) EXPECT_TRUE(stored.contains(acked)) << "acknowledged job " << acked << " lost";
+}
+
+}  // namespace
+}  // namespace loom::controller
