@@ -1,0 +1,117 @@
+#include "submit_spec.hpp"
+
+#include <gtest/gtest.h>
+
+namespace loom::cli {
+namespace {
+
+const std::map<std::string, std::string> kEnv = {{"HOME", "/home/loom-alice"}, {"PATH", "/usr/bin:/bin"}, {"OMP_NUM_THREADS", "4"}};
+
+Result<std::string> no_script(const std::string& path) {
+  return make_error(ErrorCode::kNotFound, "cannot read " + path);
+}
+
+Result<SubmitRequest> submit(const std::vector<std::string>& args) {
+  return parse_submit(args, "/home/loom-alice/run", kEnv, no_script);
+}
+
+std::string error_of(const std::vector<std::string>& args) {
+  auto r = submit(args);
+  EXPECT_FALSE(r.has_value());
+  return r ? "" : r.error().to_string();
+}
+
+TEST(Submit, OptionsBecomeASpecWithSlurmsDefaults) {
+  auto r = submit({"-J", "sim", "-N", "2", "--tasks-per-node", "4", "-c", "2", "--mem-per-task", "4G", "-t", "1:30:00",
+                   "--bb", "100G", "-A", "physics", "--exclusive", "--", "./app", "--steps", "10"});
+  ASSERT_TRUE(r.has_value()) << r.error().to_string();
+  const v1::JobSpec& s = r->spec;
+  EXPECT_EQ(s.name(), "sim");
+  EXPECT_EQ(s.nodes_min(), 2u);
+  EXPECT_EQ(s.nodes_max(), 2u);
+  EXPECT_EQ(s.tasks(), 8u);  // -N 2 x --tasks-per-node 4
+  EXPECT_EQ(s.cpus_per_task(), 2u);
+  EXPECT_EQ(s.mem_per_task(), 4ull << 30);
+  EXPECT_EQ(s.walltime_s(), 5400);
+  EXPECT_EQ(s.bb_per_node(), 100ull << 30);
+  EXPECT_EQ(s.account(), "physics");
+  EXPECT_TRUE(s.exclusive());
+  EXPECT_EQ(std::vector<std::string>(s.argv().begin(), s.argv().end()), (std::vector<std::string>{"./app", "--steps", "10"}));
+  EXPECT_EQ(s.chdir(), "/home/loom-alice/run");
+  EXPECT_EQ(s.stdout_path(), "/home/loom-alice/run/loom-%j.out");
+  EXPECT_EQ(s.stderr_path(), s.stdout_path());
+  EXPECT_EQ(s.environment().at("OMP_NUM_THREADS"), "4");  // --export ALL by default
+  EXPECT_EQ(r->array_size, 0u);
+}
+
+TEST(Submit, DefaultsForABareCommand) {
+  auto r = submit({"--", "/bin/true"});
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->spec.tasks(), 1u);
+  EXPECT_EQ(r->spec.cpus_per_task(), 1u);
+  EXPECT_EQ(r->spec.walltime_s(), 3600);
+  EXPECT_EQ(r->spec.name(), "true");
+}
+
+TEST(Submit, DependenciesArraysAndExports) {
+  auto r = submit({"-d", "afterok:12:13,afterany:14", "--array", "1-50", "--export", "NONE", "--", "x"});
+  ASSERT_TRUE(r.has_value()) << r.error().to_string();
+  ASSERT_EQ(r->spec.dependencies_size(), 3);
+  EXPECT_EQ(r->spec.dependencies(1).job(), 13u);
+  EXPECT_EQ(r->spec.dependencies(2).kind(), v1::Dependency::AFTER_ANY);
+  EXPECT_EQ(r->array_size, 50u);
+  EXPECT_TRUE(r->spec.environment().empty());
+  auto some = submit({"--export", "PATH,FOO=bar", "--", "x"});
+  ASSERT_TRUE(some.has_value());
+  EXPECT_EQ(some->spec.environment().size(), 2u);
+  EXPECT_EQ(some->spec.environment().at("FOO"), "bar");
+}
+
+TEST(Submit, BadInputNamesTheOption) {
+  EXPECT_EQ(error_of({"--mem-per-task", "4X", "--", "x"}),
+            "--mem-per-task: invalid size \"4X\": unknown unit \"X\" (K, M, G, T, P or KiB, MiB, ... are powers of "
+            "1024; KB, MB, GB, TB, PB are powers of 1000)");
+  EXPECT_EQ(error_of({"-t", "1:75:00", "--", "x"}), "--time: invalid duration \"1:75:00\": minutes must be below 60");
+  EXPECT_EQ(error_of({"-N", "4-2", "--", "x"}), "--nodes \"4-2\": expected N or MIN-MAX with 1 <= MIN <= MAX");
+  EXPECT_EQ(error_of({"-d", "after:3", "--", "x"}), "--dependency \"after:3\": expected afterok:ID or afterany:ID");
+  EXPECT_EQ(error_of({"--array", "5", "--", "x"}), "--array \"5\": expected 1-N");
+  EXPECT_EQ(error_of({"-n", "2"}), "nothing to run: give -- CMD ARGS or a batch SCRIPT");
+  EXPECT_NE(error_of({"--frobnicate", "--", "x"}).find("--frobnicate"), std::string::npos);
+  EXPECT_EQ(error_of({"job.sh"}), "cannot read /home/loom-alice/run/job.sh");
+}
+
+TEST(Submit, ScriptDirectivesAndTheCommandLineOverridesThem) {
+  const std::string script =
+      "#!/bin/bash\n"
+      "#LOOM -n 16 -t 20\n"
+      "# an ordinary comment\n"
+      "#LOOM --job-name 'my run' --mem-per-task 2G\n"
+      "\n"
+      "srun ./app\n"
+      "#LOOM -n 99\n";  // after the first command: not a directive
+  auto read = [&](const std::string& path) -> Result<std::string> {
+    EXPECT_EQ(path, "/home/loom-alice/run/job.sh");
+    return script;
+  };
+  auto r = parse_submit({"-t", "45", "job.sh"}, "/home/loom-alice/run", kEnv, read);
+  ASSERT_TRUE(r.has_value()) << r.error().to_string();
+  EXPECT_EQ(r->spec.tasks(), 16u);
+  EXPECT_EQ(r->spec.walltime_s(), 45 * 60) << "the command line wins";
+  EXPECT_EQ(r->spec.name(), "my run");
+  EXPECT_EQ(r->spec.mem_per_task(), 2ull << 30);
+  EXPECT_EQ(r->spec.script(), script);
+  EXPECT_EQ(r->spec.argv(0), "/home/loom-alice/run/job.sh");
+}
+
+TEST(Submit, ABadDirectiveIsNamedAsOne) {
+  auto read = [](const std::string&) -> Result<std::string> { return std::string("#LOOM --bogus\n"); };
+  auto r = parse_submit({"job.sh"}, "/tmp", kEnv, read);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().message().rfind("#LOOM line: ", 0), 0u) << r.error().message();
+  auto quote = script_directives("#LOOM -J 'unterminated\n");
+  ASSERT_FALSE(quote.has_value());
+  EXPECT_EQ(quote.error().message(), "script line 1: unterminated ' quote");
+}
+
+}  // namespace
+}  // namespace loom::cli
