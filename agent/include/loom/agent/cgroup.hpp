@@ -1,0 +1,48 @@
+// A job's cgroup (v1 here: cpuset, memory, freezer and pids hierarchies), so that every
+// process of a task, however it forks, is bound, limited, and killed together.
+//
+// Created under this agent's own cgroup in each hierarchy, as loom/<name>: an agent inside
+// a container or a systemd slice stays within what it was given.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "loom/common/error.hpp"
+
+namespace loom::agent {
+
+struct CgroupLimits {
+  std::vector<unsigned> cpus;           // PU OS indexes; empty: the parent's
+  std::optional<unsigned> numa;         // memory node; none: the parent's
+  std::uint64_t memory_bytes = 0;       // 0: no limit
+};
+
+class Cgroup {
+ public:
+  // Creates loom/<name> in every hierarchy Loom uses, with the limits applied.
+  static Result<Cgroup> create(const std::string& name, const CgroupLimits& limits);
+  Cgroup(Cgroup&& other) noexcept : paths_(std::move(other.paths_)) { other.paths_.clear(); }
+  Cgroup& operator=(Cgroup&&) = delete;
+  ~Cgroup();  // removes the directories once empty (best effort: kill_all first)
+
+  // Moves a process (and so its future children) into the cgroup.
+  Status add(pid_t pid) const;
+  // The processes in it now.
+  std::vector<pid_t> processes() const;
+  // Freezes the cgroup, SIGKILLs everything in it, thaws, and waits (bounded) until it is
+  // empty, so that no process escapes by forking during the kill.
+  Status kill_all() const;
+  // Whether the kernel's OOM killer acted in this cgroup.
+  bool out_of_memory() const;
+
+ private:
+  explicit Cgroup(std::vector<std::string> paths) : paths_(std::move(paths)) {}
+  std::vector<std::string> paths_;  // one directory per hierarchy
+};
+
+}  // namespace loom::agent

@@ -1,0 +1,135 @@
+#include "loom/agent/cgroup.hpp"
+
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "loom/common/index_list.hpp"
+
+namespace loom::agent {
+
+namespace {
+
+constexpr const char* kRoot = "/sys/fs/cgroup";
+constexpr const char* kControllers[] = {"cpuset", "memory", "freezer", "pids"};
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string s = text.str();
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+Status write_file(const std::string& path, const std::string& value) {
+  std::ofstream out(path);
+  out << value;
+  out.flush();
+  if (!out) {
+    return make_error(ErrorCode::kInternal, fmt::format("cannot write \"{}\" to {}: {}", value, path, std::strerror(errno)));
+  }
+  return {};
+}
+
+// This process's cgroup in a v1 hierarchy, from /proc/self/cgroup ("4:memory:/a/b").
+std::string own_cgroup(std::string_view controller) {
+  std::ifstream in("/proc/self/cgroup");
+  for (std::string line; std::getline(in, line);) {
+    const std::size_t first = line.find(':'), second = line.find(':', first + 1);
+    const std::string list = line.substr(first + 1, second - first - 1);
+    std::stringstream names(list);
+    for (std::string name; std::getline(names, name, ',');) {
+      if (name == controller) return line.substr(second + 1);
+    }
+  }
+  return "/";
+}
+
+Status make_dir(const std::string& path) {
+  if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) {
+    return make_error(ErrorCode::kInternal, fmt::format("cannot create cgroup {}: {}", path, std::strerror(errno)));
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<Cgroup> Cgroup::create(const std::string& name, const CgroupLimits& limits) {
+  std::vector<std::string> paths;
+  for (const char* controller : kControllers) {
+    const std::string base = fmt::format("{}/{}{}", kRoot, controller, own_cgroup(controller));
+    const std::string loom = base + (base.ends_with('/') ? "" : "/") + "loom";
+    LOOM_TRY(make_dir(loom));
+    const std::string path = loom + "/" + name;
+    LOOM_TRY(make_dir(path));
+    paths.push_back(path);
+    if (std::string_view(controller) == "cpuset") {
+      // cpuset children start empty in v1: the intermediate level inherits the parent's.
+      for (const char* file : {"cpuset.cpus", "cpuset.mems"}) {
+        if (read_file(loom + "/" + file).empty()) LOOM_TRY(write_file(loom + "/" + file, read_file(base + "/" + file)));
+      }
+      LOOM_TRY(write_file(path + "/cpuset.cpus", limits.cpus.empty() ? read_file(loom + "/cpuset.cpus")
+                                                                      : format_index_list(limits.cpus)));
+      LOOM_TRY(write_file(path + "/cpuset.mems", limits.numa ? std::to_string(*limits.numa) : read_file(loom + "/cpuset.mems")));
+    }
+    if (std::string_view(controller) == "memory" && limits.memory_bytes > 0) {
+      LOOM_TRY(write_file(path + "/memory.limit_in_bytes", std::to_string(limits.memory_bytes)));
+    }
+  }
+  return Cgroup(std::move(paths));
+}
+
+Cgroup::~Cgroup() {
+  for (const std::string& path : paths_) ::rmdir(path.c_str());
+}
+
+Status Cgroup::add(pid_t pid) const {
+  for (const std::string& path : paths_) LOOM_TRY(write_file(path + "/cgroup.procs", std::to_string(pid)));
+  return {};
+}
+
+std::vector<pid_t> Cgroup::processes() const {
+  std::vector<pid_t> pids;
+  std::ifstream in(paths_.at(3) + "/cgroup.procs");  // pids: every process is counted there
+  for (pid_t pid; in >> pid;) pids.push_back(pid);
+  return pids;
+}
+
+Status Cgroup::kill_all() const {
+  const std::string freezer = paths_.at(2);
+  LOOM_TRY(write_file(freezer + "/freezer.state", "FROZEN"));
+  for (int i = 0; i < 100 && read_file(freezer + "/freezer.state") != "FROZEN"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // freezing is asynchronous in v1
+  }
+  for (pid_t pid : processes()) ::kill(pid, SIGKILL);
+  LOOM_TRY(write_file(freezer + "/freezer.state", "THAWED"));  // killed processes die once thawed
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (std::chrono::steady_clock::now() < deadline) {
+    const std::vector<pid_t> left = processes();
+    if (left.empty()) return {};
+    for (pid_t pid : left) ::kill(pid, SIGKILL);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return make_error(ErrorCode::kDeadlineExceeded, fmt::format("processes of {} survived SIGKILL for 5 s", paths_.at(3)));
+}
+
+bool Cgroup::out_of_memory() const {
+  std::ifstream in(paths_.at(1) + "/memory.oom_control");
+  for (std::string key; in >> key;) {
+    std::uint64_t value = 0;
+    in >> value;
+    if (key == "oom_kill" && value > 0) return true;
+  }
+  return false;
+}
+
+}  // namespace loom::agent

@@ -1,0 +1,143 @@
+// Real tasks, as a real user, in real cgroups: needs root (CI and the README's commands run
+// as root) and the loom-alice user that scripts/install-deps.sh creates.
+#include "loom/agent/task.hpp"
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <pwd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <fstream>
+#include <sstream>
+
+#include "loom/common/index_list.hpp"
+#include "temp.hpp"
+
+namespace loom::agent {
+namespace {
+
+class TaskTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(::geteuid(), 0u) << "the agent's tests run as root, as loomd does";
+    passwd* pw = ::getpwnam("loom-alice");
+    ASSERT_NE(pw, nullptr) << "scripts/install-deps.sh creates loom-alice";
+    alice_ = pw->pw_uid;
+    dir_ = loom::testing::temp_path("job");
+    std::filesystem::create_directories(dir_);
+    ::chown(dir_.c_str(), alice_, pw->pw_gid);
+    auto binder = hwtopo::Binder::for_live_machine();
+    ASSERT_TRUE(binder.has_value()) << binder.error().to_string();
+    binder_.emplace(std::move(*binder));
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  TaskSpec spec(std::vector<std::string> argv) {
+    TaskSpec s;
+    s.cgroup_name = "test_" + std::to_string(::getpid());
+    s.argv = std::move(argv);
+    s.environment = {{"PATH", "/usr/bin:/bin"}, {"LOOM_JOB_ID", "42"}};
+    s.chdir = dir_.string();
+    s.stdout_path = (dir_ / "out").string();
+    s.stderr_path = s.stdout_path;
+    s.uid = alice_;
+    return s;
+  }
+  std::string output() {
+    std::ifstream in(dir_ / "out");
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  }
+
+  uid_t alice_ = 0;
+  std::filesystem::path dir_;
+  std::optional<hwtopo::Binder> binder_;
+};
+
+TEST_F(TaskTest, RunsAsTheUserWithItsEnvironmentAndReportsTheExitCode) {
+  auto task = Task::start(spec({"sh", "-c", "id -u; echo job=$LOOM_JOB_ID; pwd; echo oops >&2; exit 3"}), *binder_);
+  ASSERT_TRUE(task.has_value()) << task.error().to_string();
+  auto exit = task->wait();
+  ASSERT_TRUE(exit.has_value());
+  EXPECT_EQ(exit->exit_code, 3);
+  EXPECT_FALSE(exit->signal.has_value());
+  EXPECT_EQ(output(), fmt::format("{}\njob=42\n{}\noops\n", alice_, dir_.string()));
+  struct stat st{};
+  ASSERT_EQ(::stat((dir_ / "out").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, alice_) << "the output file is the user's";
+}
+
+TEST_F(TaskTest, ASignalIsReportedAs128PlusIt) {
+  auto task = Task::start(spec({"sh", "-c", "kill -TERM $$"}), *binder_);
+  ASSERT_TRUE(task.has_value()) << task.error().to_string();
+  auto exit = task->wait();
+  ASSERT_TRUE(exit.has_value());
+  EXPECT_EQ(exit->signal, SIGTERM);
+  EXPECT_EQ(exit->exit_code, 128 + SIGTERM);
+}
+
+TEST_F(TaskTest, TheTaskRunsOnItsPlacedCoresAndMemory) {
+  const hwtopo::Core& last = binder_->machine().cores.back();
+  auto binding = binder_->resolve(std::vector<unsigned>{last.logical_index}, last.numa);
+  ASSERT_TRUE(binding.has_value());
+  TaskSpec s = spec({"sh", "-c", "grep Cpus_allowed_list /proc/self/status; grep -m1 -o 'bind:[0-9]*' /proc/self/numa_maps"});
+  s.binding = *binding;
+  auto task = Task::start(s, *binder_);
+  ASSERT_TRUE(task.has_value()) << task.error().to_string();
+  ASSERT_TRUE(task->wait().has_value());
+  EXPECT_EQ(output(), fmt::format("Cpus_allowed_list:\t{}\nbind:{}\n", format_index_list(last.pus), last.numa));
+}
+
+TEST_F(TaskTest, TheMemoryLimitIsEnforced) {
+  TaskSpec s = spec({"sh", "-c", "head -c 256M /dev/zero | tail > /dev/null"});  // tail holds it all
+  s.memory_limit = 32ull << 20;
+  auto task = Task::start(s, *binder_);
+  ASSERT_TRUE(task.has_value()) << task.error().to_string();
+  auto exit = task->wait();
+  ASSERT_TRUE(exit.has_value());
+  EXPECT_TRUE(exit->out_of_memory);
+  EXPECT_NE(exit->exit_code, 0);
+}
+
+TEST_F(TaskTest, KillLeavesNoProcessBehindEvenForked) {
+  auto task = Task::start(spec({"sh", "-c", "sleep 1000 & sleep 1000 & echo started; wait"}), *binder_);
+  ASSERT_TRUE(task.has_value()) << task.error().to_string();
+  // Wait for the event: the line the task prints once its children exist.
+  for (int i = 0; i < 500 && output().empty(); ++i) ::usleep(10'000);
+  ASSERT_EQ(output(), "started\n");
+  ASSERT_TRUE(task->kill().has_value());
+  auto exit = task->wait();
+  ASSERT_TRUE(exit.has_value());
+  EXPECT_EQ(exit->signal, SIGKILL);
+  // Both sleeps went with it: no process of loom-alice's is left running sleep 1000.
+  std::string ps;
+  FILE* pipe = ::popen("pgrep -u loom-alice -f 'sleep 1000' || true", "r");
+  char line[256];
+  while (std::fgets(line, sizeof(line), pipe) != nullptr) ps += line;
+  ::pclose(pipe);
+  EXPECT_EQ(ps, "");
+}
+
+TEST_F(TaskTest, RefusalsComeBackBeforeAnythingRuns) {
+  TaskSpec root = spec({"true"});
+  root.uid = 0;
+  auto refused = Task::start(root, *binder_);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().message(), "jobs as root are refused (agent.allow_root_jobs is false)");
+
+  auto missing = Task::start(spec({"/nonexistent/app"}), *binder_);
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_EQ(missing.error().message(), "cannot run /nonexistent/app: No such file or directory");
+
+  TaskSpec elsewhere = spec({"true"});
+  elsewhere.stdout_path = "/root/loom-test-output";  // not the user's to write
+  auto denied = Task::start(elsewhere, *binder_);
+  ASSERT_FALSE(denied.has_value());
+  EXPECT_EQ(denied.error().message(), "cannot open /root/loom-test-output: Permission denied");
+}
+
+}  // namespace
+}  // namespace loom::agent
