@@ -66,6 +66,10 @@ class Scheduler {
   // A running job ended: its resources return.
   void finished(JobId id, JobEnd end, Time now);
 
+  // A job that ended before this scheduler existed (a restarted controller), so that
+  // dependencies on it resolve.
+  void record_ended(JobId id, JobEnd end) { ended_.emplace(id, end); }
+
   // Running jobs whose walltime has run out by now: the caller kills them.
   std::vector<JobId> past_walltime(Time now) const;
   std::optional<Time> next_deadline() const;
