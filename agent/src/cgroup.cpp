@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -67,29 +68,43 @@ Result<Cgroup> Cgroup::create(const std::string& name, const CgroupLimits& limit
   std::vector<std::string> paths;
   for (const char* controller : kControllers) {
     const std::string base = fmt::format("{}/{}{}", kRoot, controller, own_cgroup(controller));
-    const std::string loom = base + (base.ends_with('/') ? "" : "/") + "loom";
-    LOOM_TRY(make_dir(loom));
-    const std::string path = loom + "/" + name;
-    LOOM_TRY(make_dir(path));
-    paths.push_back(path);
-    if (std::string_view(controller) == "cpuset") {
-      // cpuset children start empty in v1: the intermediate level inherits the parent's.
-      for (const char* file : {"cpuset.cpus", "cpuset.mems"}) {
-        if (read_file(loom + "/" + file).empty()) LOOM_TRY(write_file(loom + "/" + file, read_file(base + "/" + file)));
+    const bool cpuset = std::string_view(controller) == "cpuset";
+    // loom/<each component of name>: intermediate levels of a v1 cpuset start empty and
+    // inherit their parent's CPUs and memory nodes.
+    std::string parent = base;
+    std::string path = base + (base.ends_with('/') ? "" : "/") + "loom";
+    for (std::size_t start = 0;;) {
+      LOOM_TRY(make_dir(path));
+      if (cpuset) {
+        for (const char* file : {"cpuset.cpus", "cpuset.mems"}) {
+          if (read_file(path + "/" + file).empty()) LOOM_TRY(write_file(path + "/" + file, read_file(parent + "/" + file)));
+        }
       }
-      LOOM_TRY(write_file(path + "/cpuset.cpus", limits.cpus.empty() ? read_file(loom + "/cpuset.cpus")
-                                                                      : format_index_list(limits.cpus)));
-      LOOM_TRY(write_file(path + "/cpuset.mems", limits.numa ? std::to_string(*limits.numa) : read_file(loom + "/cpuset.mems")));
+      if (start > name.size()) break;
+      const std::size_t slash = std::min(name.find('/', start), name.size());
+      parent = path;
+      path += "/" + name.substr(start, slash - start);
+      start = slash + 1;
+    }
+    paths.push_back(path);
+    if (cpuset) {
+      if (!limits.cpus.empty()) LOOM_TRY(write_file(path + "/cpuset.cpus", format_index_list(limits.cpus)));
+      if (limits.numa) LOOM_TRY(write_file(path + "/cpuset.mems", std::to_string(*limits.numa)));
     }
     if (std::string_view(controller) == "memory" && limits.memory_bytes > 0) {
       LOOM_TRY(write_file(path + "/memory.limit_in_bytes", std::to_string(limits.memory_bytes)));
     }
   }
-  return Cgroup(std::move(paths));
+  return Cgroup(std::move(paths), static_cast<std::size_t>(std::count(name.begin(), name.end(), '/')) + 1);
 }
 
 Cgroup::~Cgroup() {
-  for (const std::string& path : paths_) ::rmdir(path.c_str());
+  for (std::string path : paths_) {
+    // A level still holding another task's cgroup stays (rmdir fails on it).
+    for (std::size_t level = 0; level < levels_ && ::rmdir(path.c_str()) == 0; ++level) {
+      path.erase(path.rfind('/'));
+    }
+  }
 }
 
 Status Cgroup::add(pid_t pid) const {

@@ -25,13 +25,26 @@ int main(int argc, char** argv) {
   app.add_option("--config", config_file,
                  "Configuration file (default: $LOOM_CONFIG, else /etc/loom/loom.toml)");
 
-  const loom::cli::Command commands[] = {
-      loom::cli::add_topo(app),
-      loom::cli::add_bind(app),
-      loom::cli::add_config(app),
-      loom::cli::add_sim(app),
-      loom::cli::add_fabric(app),
-  };
+  std::vector<loom::cli::Command> commands = loom::cli::add_job_commands(app);
+  for (auto add : {loom::cli::add_topo, loom::cli::add_bind, loom::cli::add_config, loom::cli::add_sim, loom::cli::add_fabric}) {
+    commands.push_back(add(app));
+  }
+
+  // `loom [--config FILE] submit WORDS`: the words go to run_submit as they are.
+  int first = 1;
+  std::optional<std::filesystem::path> submit_config;
+  if (first + 1 < argc && std::string_view(argv[first]) == "--config") {
+    submit_config = argv[first + 1];
+    first += 2;
+  }
+  if (first < argc && std::string_view(argv[first]) == "submit") {
+    auto config = loom::load_config(submit_config);
+    if (!config) return fail(config.error());
+    if (auto logging = loom::log::init("loom", config->log.level); !logging) return fail(logging.error());
+    const loom::cli::Context context{std::move(*config)};
+    if (auto status = loom::cli::run_submit({argv + first + 1, argv + argc}, context); !status) return fail(status.error());
+    return 0;
+  }
 
   try {
     app.parse(argc, argv);

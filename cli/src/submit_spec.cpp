@@ -15,7 +15,7 @@ namespace {
 
 // The options as typed; turned into a JobSpec once both sources are read.
 struct Typed {
-  std::string name, output, error, chdir, export_vars, nodes, mem_per_task, time, bb, bb_persistent, account,
+  std::string controller, name, output, error, chdir, export_vars, nodes, mem_per_task, time, bb, bb_persistent, account,
       array;
   std::vector<std::string> dependency, stage_in, stage_out;
   unsigned tasks = 0, tasks_per_node = 0, cpus_per_task = 0;
@@ -24,6 +24,7 @@ struct Typed {
 };
 
 void define(CLI::App& app, Typed& t) {
+  app.add_option("--controller", t.controller, "The controller's HOST:PORT (default: $LOOM_CONTROLLER, then controller.address)");
   app.add_option("-J,--job-name", t.name, "Job name");
   app.add_option("-o,--output", t.output, "stdout file (%j: job id); default loom-%j.out in the submit directory");
   app.add_option("-e,--error", t.error, "stderr file; default: with stdout");
@@ -103,6 +104,16 @@ std::string absolute(const std::string& path, const std::string& base) {
 
 }  // namespace
 
+std::string submit_help() {
+  CLI::App app{"Submit a job. Options may also stand on #LOOM lines at the top of a batch script; "
+               "the command line overrides them.",
+               "loom submit"};
+  Typed t;
+  define(app, t);
+  app.footer("Usage: loom submit [OPTIONS] -- CMD ARGS | loom submit [OPTIONS] SCRIPT. Prints the job id.");
+  return app.help();
+}
+
 Result<std::vector<std::string>> script_directives(const std::string& script) {
   std::vector<std::string> words;
   std::size_t line_start = 0;
@@ -175,6 +186,7 @@ Result<SubmitRequest> parse_submit(const std::vector<std::string>& args, const s
   }
 
   SubmitRequest out;
+  out.controller = t.controller;
   v1::JobSpec& spec = out.spec;
   for (const std::string& word : command) spec.add_argv(word);
   spec.set_script(script);

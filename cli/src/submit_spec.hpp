@@ -17,6 +17,7 @@ namespace loom::cli {
 
 struct SubmitRequest {
   v1::JobSpec spec;
+  std::string controller;   // --controller, when given
   unsigned array_size = 0;  // --array 1-N: N jobs, 0 without --array
 };
 
@@ -26,6 +27,9 @@ struct SubmitRequest {
 Result<SubmitRequest> parse_submit(const std::vector<std::string>& args, const std::string& cwd,
                                    const std::map<std::string, std::string>& environment,
                                    const std::function<Result<std::string>(const std::string&)>& read_script);
+
+// The options `loom submit` takes, as --help shows them.
+std::string submit_help();
 
 // The `#LOOM` directives of a script, as words: `#LOOM -n 4 -t 10` gives {"-n","4","-t","10"}.
 // Directives end at the first line that is neither a comment nor blank, as in Slurm.

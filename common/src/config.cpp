@@ -74,6 +74,20 @@ const std::array kKeys = {
         [](const Config& config) { return config.auth.admin_group; },
     },
     KeySpec{
+        {"controller.address", "string", "127.0.0.1:6820",
+         "HOST:PORT of loomctld: where it listens, and where the CLI and the agents find it. "
+         "LOOM_CONTROLLER and --controller override it for the CLI."},
+        [](Config& config, const toml::node& value) -> Status {
+          std::string address = LOOM_TRY(as_string(value));
+          if (address.rfind(':') == std::string::npos) {
+            return make_error(ErrorCode::kInvalidArgument, fmt::format("must be HOST:PORT, got \"{}\"", address));
+          }
+          config.controller.address = std::move(address);
+          return {};
+        },
+        [](const Config& config) { return config.controller.address; },
+    },
+    KeySpec{
         {"fabric.provider", "string", "",
          "libfabric provider for the data plane, e.g. \"verbs;ofi_rxm\", \"tcp;ofi_rxm\" or "
          "\"shm\". Empty: FI_PROVIDER if set, else verbs;ofi_rxm, then tcp;ofi_rxm."},

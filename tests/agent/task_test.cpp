@@ -36,7 +36,7 @@ class TaskTest : public ::testing::Test {
 
   TaskSpec spec(std::vector<std::string> argv) {
     TaskSpec s;
-    s.cgroup_name = "test_" + std::to_string(::getpid());
+    s.cgroup_name = "test_" + std::to_string(::getpid()) + "/task";
     s.argv = std::move(argv);
     s.environment = {{"PATH", "/usr/bin:/bin"}, {"LOOM_JOB_ID", "42"}};
     s.chdir = dir_.string();
@@ -103,7 +103,7 @@ TEST_F(TaskTest, TheMemoryLimitIsEnforced) {
 }
 
 TEST_F(TaskTest, KillLeavesNoProcessBehindEvenForked) {
-  auto task = Task::start(spec({"sh", "-c", "sleep 1000 & sleep 1000 & echo started; wait"}), *binder_);
+  auto task = Task::start(spec({"sh", "-c", "sleep 999 & sleep 999 & echo started; wait"}), *binder_);
   ASSERT_TRUE(task.has_value()) << task.error().to_string();
   // Wait for the event: the line the task prints once its children exist.
   for (int i = 0; i < 500 && output().empty(); ++i) ::usleep(10'000);
@@ -112,9 +112,9 @@ TEST_F(TaskTest, KillLeavesNoProcessBehindEvenForked) {
   auto exit = task->wait();
   ASSERT_TRUE(exit.has_value());
   EXPECT_EQ(exit->signal, SIGKILL);
-  // Both sleeps went with it: no process of loom-alice's is left running sleep 1000.
+  // Both sleeps went with it: no process of loom-alice's is left running sleep 999.
   std::string ps;
-  FILE* pipe = ::popen("pgrep -u loom-alice -f 'sleep 1000' || true", "r");
+  FILE* pipe = ::popen("pgrep -u loom-alice -f 'sleep 999' || true", "r");
   char line[256];
   while (std::fgets(line, sizeof(line), pipe) != nullptr) ps += line;
   ::pclose(pipe);

@@ -24,11 +24,12 @@ struct CgroupLimits {
 
 class Cgroup {
  public:
-  // Creates loom/<name> in every hierarchy Loom uses, with the limits applied.
+  // Creates loom/<name> in every hierarchy Loom uses, with the limits applied; name may
+  // have levels ("n0/job_7_rank_0"), created as needed.
   static Result<Cgroup> create(const std::string& name, const CgroupLimits& limits);
-  Cgroup(Cgroup&& other) noexcept : paths_(std::move(other.paths_)) { other.paths_.clear(); }
+  Cgroup(Cgroup&& other) noexcept : paths_(std::move(other.paths_)), levels_(other.levels_) { other.paths_.clear(); }
   Cgroup& operator=(Cgroup&&) = delete;
-  ~Cgroup();  // removes the directories once empty (best effort: kill_all first)
+  ~Cgroup();  // removes its directories, and its name's levels above them once empty
 
   // Moves a process (and so its future children) into the cgroup.
   Status add(pid_t pid) const;
@@ -41,8 +42,9 @@ class Cgroup {
   bool out_of_memory() const;
 
  private:
-  explicit Cgroup(std::vector<std::string> paths) : paths_(std::move(paths)) {}
+  Cgroup(std::vector<std::string> paths, std::size_t levels) : paths_(std::move(paths)), levels_(levels) {}
   std::vector<std::string> paths_;  // one directory per hierarchy
+  std::size_t levels_;              // components of the name below loom/
 };
 
 }  // namespace loom::agent

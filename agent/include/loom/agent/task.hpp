@@ -17,7 +17,7 @@
 namespace loom::agent {
 
 struct TaskSpec {
-  std::string cgroup_name;  // e.g. "job_42"
+  std::string cgroup_name;  // e.g. "n0/job_42_rank_0": one agent's tasks under its node's name
   std::vector<std::string> argv;
   std::map<std::string, std::string> environment;  // exactly what the task sees
   std::string chdir;

@@ -22,6 +22,9 @@ struct Config {
   struct Auth {
     std::string admin_group = "loomadm";
   } auth;
+  struct Controller {
+    std::string address = "127.0.0.1:6820";
+  } controller;
   struct Fabric {
     std::string provider;   // empty: FI_PROVIDER, else the fallback order
     std::string interface;  // empty: the provider's first non-loopback domain

@@ -1,0 +1,207 @@
+// loomd: the node agent. Registers its topology with the controller over one stream, runs
+// each rank it is sent as a Task (own cgroup, bound as placed, as the user) and reports
+// when a job's processes on this node have all ended.
+//
+// Threads: the stream reader (this one), and one waiter per job; writes to the stream take
+// a lock.
+#include <fmt/format.h>
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "loom/agent/task.hpp"
+#include "loom/common/config.hpp"
+#include "loom/common/ids.hpp"
+#include "loom/common/log.hpp"
+#include "loom/hwtopo/json.hpp"
+#include "loom/hwtopo/load.hpp"
+#include "loom/proto/loom.grpc.pb.h"
+
+namespace {
+
+using namespace loom;
+
+std::string replace_all(std::string text, std::string_view from, std::string_view to) {
+  for (std::size_t at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size())) {
+    text.replace(at, from.size(), to);
+  }
+  return text;
+}
+
+class Agent {
+ public:
+  Agent(std::string name, hwtopo::Binder binder, bool allow_root)
+      : name_(std::move(name)), binder_(std::move(binder)), allow_root_(allow_root) {}
+
+  int run(const std::string& controller, const std::string& topology_json) {
+    const std::string& name = name_;
+    auto channel = grpc::CreateChannel(controller, grpc::InsecureChannelCredentials());
+    auto stub = v1::AgentLink::NewStub(channel);
+    grpc::ClientContext context;
+    stream_ = stub->Connect(&context);
+    v1::FromAgent hello;
+    hello.mutable_hello()->set_name(name);
+    hello.mutable_hello()->set_topology_json(topology_json);
+    if (!write(hello)) {
+      std::fprintf(stderr, "loomd: cannot reach the controller at %s\n", controller.c_str());
+      return 1;
+    }
+    spdlog::info("connected to {} as {}", controller, name);
+    for (v1::ToAgent command; stream_->Read(&command);) {
+      if (command.has_launch()) launch(command.launch());
+      if (command.has_kill()) kill(JobId(command.kill().job()));
+    }
+    const grpc::Status status = stream_->Finish();
+    spdlog::warn("the controller closed the stream: {}", status.error_message());
+    std::lock_guard lock(jobs_mutex_);
+    for (auto& [id, job] : jobs_) {
+      for (agent::Task& task : job->tasks) (void)task.kill();
+    }
+    return status.ok() ? 0 : 1;
+  }
+
+  ~Agent() {
+    for (std::thread& t : waiters_) t.join();
+  }
+
+ private:
+  struct Job {
+    std::vector<agent::Task> tasks;
+  };
+
+  bool write(const v1::FromAgent& message) {
+    std::lock_guard lock(write_mutex_);
+    return stream_->Write(message);
+  }
+
+  void report(JobId id, int exit_code, std::optional<int> signal, const std::string& error) {
+    v1::FromAgent message;
+    v1::JobEnded* ended = message.mutable_ended();
+    ended->set_job(id.value());
+    ended->set_exit_code(exit_code);
+    if (signal) ended->set_signal(*signal);
+    ended->set_error(error);
+    write(message);
+  }
+
+  void launch(const v1::Launch& launch) {
+    const JobId id(launch.job());
+    const v1::JobSpec& spec = launch.spec();
+    auto job = std::make_shared<Job>();
+    std::string error;
+    for (const v1::Rank& rank : launch.ranks()) {
+      agent::TaskSpec t;
+      t.cgroup_name = fmt::format("{}/job_{}_rank_{}", name_, id.value(), rank.rank());
+      if (spec.script().empty()) {
+        t.argv.assign(spec.argv().begin(), spec.argv().end());
+      } else {
+        t.argv = {"/bin/sh", "-c", spec.script()};
+      }
+      t.environment.insert(spec.environment().begin(), spec.environment().end());
+      t.environment["LOOM_JOB_ID"] = std::to_string(id.value());
+      t.environment["LOOM_RANK"] = std::to_string(rank.rank());
+      t.chdir = spec.chdir();
+      t.stdout_path = replace_all(spec.stdout_path(), "%j", std::to_string(id.value()));
+      t.stderr_path = replace_all(spec.stderr_path(), "%j", std::to_string(id.value()));
+      t.uid = launch.uid();
+      t.allow_root = allow_root_;
+      t.memory_limit = rank.memory_bytes();
+      std::vector<unsigned> cores(rank.cores().begin(), rank.cores().end());
+      auto binding = binder_.resolve(cores, rank.numa());
+      if (!binding) {
+        error = binding.error().to_string();
+        break;
+      }
+      t.binding = std::move(*binding);
+      auto task = agent::Task::start(t, binder_);
+      if (!task) {
+        error = task.error().to_string();
+        break;
+      }
+      job->tasks.push_back(std::move(*task));
+    }
+    if (!error.empty()) {
+      for (agent::Task& task : job->tasks) (void)task.kill();
+      for (agent::Task& task : job->tasks) (void)task.wait();
+      report(id, 127, std::nullopt, error);
+      return;
+    }
+    {
+      std::lock_guard lock(jobs_mutex_);
+      jobs_[id] = job;
+    }
+    waiters_.emplace_back([this, id, job] {
+      int exit_code = 0;
+      std::optional<int> signal;
+      for (agent::Task& task : job->tasks) {
+        auto status = task.wait();
+        if (status && status->exit_code != 0 && exit_code == 0) {
+          exit_code = status->exit_code;
+          signal = status->signal;
+        }
+      }
+      {
+        std::lock_guard lock(jobs_mutex_);
+        jobs_.erase(id);
+      }
+      report(id, exit_code, signal, "");
+    });
+  }
+
+  void kill(JobId id) {
+    std::lock_guard lock(jobs_mutex_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return;
+    for (agent::Task& task : it->second->tasks) (void)task.kill();
+  }
+
+  std::string name_;  // the node's: its tasks' cgroups live under it
+  hwtopo::Binder binder_;
+  bool allow_root_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::FromAgent, v1::ToAgent>> stream_;
+  std::mutex write_mutex_;
+  std::mutex jobs_mutex_;
+  std::map<JobId, std::shared_ptr<Job>> jobs_;
+  std::vector<std::thread> waiters_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"loomd: the Loom node agent"};
+  std::string controller, name, xml, synthetic, config_file;
+  bool allow_root = false;
+  char host[256] = {};
+  ::gethostname(host, sizeof(host) - 1);
+  name = host;
+  app.add_option("--controller", controller, "The controller's HOST:PORT")->required();
+  app.add_option("--name", name, "This node's name")->capture_default_str();
+  auto* x = app.add_option("--xml", xml, "Simulate a node with this hwloc XML topology");
+  app.add_option("--synthetic", synthetic, "Simulate a node with this hwloc synthetic topology")->excludes(x);
+  app.add_flag("--allow-root-jobs", allow_root, "Run jobs submitted by root (refused by default)");
+  app.add_option("--config", config_file, "Configuration file");
+  CLI11_PARSE(app, argc, argv);
+  auto fail = [](const Error& e) {
+    std::fprintf(stderr, "loomd: %s\n", e.to_string().c_str());
+    return 1;
+  };
+  auto config = load_config(config_file.empty() ? std::nullopt : std::optional<std::filesystem::path>(config_file));
+  if (!config) return fail(config.error());
+  if (auto logging = log::init("loomd", config->log.level); !logging) return fail(logging.error());
+
+  Result<hwtopo::Topology> topology = !xml.empty()         ? hwtopo::load_xml(xml)
+                                      : !synthetic.empty() ? hwtopo::load_synthetic(synthetic)
+                                                           : hwtopo::load_live();
+  if (!topology) return fail(topology.error());
+  const std::string topology_json = hwtopo::to_json(*topology).dump();
+  Result<hwtopo::Binder> binder = xml.empty() && synthetic.empty() ? hwtopo::Binder::for_live_machine()
+                                                                   : hwtopo::Binder::for_simulated(*topology);
+  if (!binder) return fail(binder.error());
+  Agent agent(name, std::move(*binder), allow_root);
+  return agent.run(controller, topology_json);
+}
