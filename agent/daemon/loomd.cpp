@@ -51,8 +51,8 @@ class Agent {
       std::fprintf(stderr, "loomd: cannot reach the controller at %s\n", controller.c_str());
       return 1;
     }
-    spdlog::info("connected to {} as {}", controller, name);
     for (v1::ToAgent command; stream_->Read(&command);) {
+      if (command.has_registered()) spdlog::info("registered with {} as {}", controller, name);
       if (command.has_launch()) launch(command.launch());
       if (command.has_kill()) kill(JobId(command.kill().job()));
     }

@@ -104,7 +104,10 @@ class Controller final : public v1::Controller::Service, public v1::AgentLink::S
         agent->node = cluster_.add_node({name, std::make_shared<const hwtopo::Topology>(std::move(*topology)), {}});
       }
       agents_[agent->node] = agent;
-      spdlog::info("agent {} connected ({})", name, context->peer());
+      v1::ToAgent registered;
+      registered.mutable_registered();
+      stream->Write(registered);
+      spdlog::info("agent {} registered ({})", name, context->peer());
       wake_.notify_one();
     }
     for (v1::FromAgent message; stream->Read(&message);) {

@@ -36,7 +36,7 @@ class LocalCluster {
       const auto log = dir_ / fmt::format("loomd-n{}.log", i);
       agents_.push_back(spawn({built("agent/loomd"), "--controller", address_, "--name", fmt::format("c{}n{}", ::getpid(), i),
                                "--synthetic", nodes[i]}, log));
-      wait_for(log, "connected to");
+      wait_for(log, "registered with");
     }
   }
   ~LocalCluster() {
