@@ -18,6 +18,7 @@
 #include "loom/common/config.hpp"
 #include "loom/common/ids.hpp"
 #include "loom/common/log.hpp"
+#include "loom/common/munge.hpp"
 #include "loom/hwtopo/json.hpp"
 #include "loom/hwtopo/load.hpp"
 #include "loom/proto/loom.grpc.pb.h"
@@ -44,9 +45,15 @@ class Agent {
     auto stub = v1::AgentLink::NewStub(channel);
     grpc::ClientContext context;
     stream_ = stub->Connect(&context);
+    auto credential = munge_credential();
+    if (!credential) {
+      std::fprintf(stderr, "loomd: %s\n", credential.error().to_string().c_str());
+      return 1;
+    }
     v1::FromAgent hello;
     hello.mutable_hello()->set_name(name);
     hello.mutable_hello()->set_topology_json(topology_json);
+    hello.mutable_hello()->set_credential(*credential);
     if (!write(hello)) {
       std::fprintf(stderr, "loomd: cannot reach the controller at %s\n", controller.c_str());
       return 1;
@@ -57,7 +64,7 @@ class Agent {
       if (command.has_kill()) kill(JobId(command.kill().job()));
     }
     const grpc::Status status = stream_->Finish();
-    spdlog::warn("the controller closed the stream: {}", status.error_message());
+    if (!status.ok()) std::fprintf(stderr, "loomd: the controller refused or dropped this agent: %s\n", status.error_message().c_str());
     std::lock_guard lock(jobs_mutex_);
     for (auto& [id, job] : jobs_) {
       for (agent::Task& task : job->tasks) (void)task.kill();

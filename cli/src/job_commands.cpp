@@ -12,6 +12,7 @@
 
 #include "commands.hpp"
 #include "loom/common/duration.hpp"
+#include "loom/common/munge.hpp"
 #include "loom/proto/loom.grpc.pb.h"
 #include "submit_spec.hpp"
 
@@ -28,10 +29,11 @@ std::string controller_address(const std::string& option, const Config& config) 
   return config.controller.address;
 }
 
-v1::Caller me() {
+// This process, as a fresh Munge credential proves it.
+Result<v1::Caller> me() {
   v1::Caller caller;
-  caller.set_uid(::getuid());
-  if (passwd* pw = ::getpwuid(::getuid()); pw != nullptr) caller.set_user(pw->pw_name);
+  std::string credential = LOOM_TRY(munge_credential());
+  caller.set_credential(std::move(credential));
   return caller;
 }
 
@@ -117,7 +119,8 @@ Status run_submit(const std::vector<std::string>& words, const Context& context)
     if (parsed.array_size != 0) return make_error(ErrorCode::kUnimplemented, "--array is not supported yet");
     const std::string address = controller_address(parsed.controller, context.config);
     v1::SubmitRequest request;
-    *request.mutable_caller() = me();
+    v1::Caller caller = LOOM_TRY(me());
+    *request.mutable_caller() = std::move(caller);
     *request.mutable_spec() = std::move(parsed.spec);
     v1::SubmitReply reply;
     grpc::ClientContext call;
@@ -141,7 +144,8 @@ std::vector<Command> add_job_commands(CLI::App& app) {
   commands.push_back({queue, [queue_json, controller](const Context& context) -> Status {
     const std::string address = controller_address(*controller, context.config);
     v1::ListRequest request;
-    *request.mutable_caller() = me();
+    v1::Caller caller = LOOM_TRY(me());
+    *request.mutable_caller() = std::move(caller);
     v1::ListReply reply;
     grpc::ClientContext call;
     if (grpc::Status s = stub(address)->List(&call, request, &reply); !s.ok()) return std::unexpected(from_grpc(s, address));
@@ -175,7 +179,8 @@ std::vector<Command> add_job_commands(CLI::App& app) {
   commands.push_back({show, [show_id, show_json, controller](const Context& context) -> Status {
     const std::string address = controller_address(*controller, context.config);
     v1::JobRequest request;
-    *request.mutable_caller() = me();
+    v1::Caller caller = LOOM_TRY(me());
+    *request.mutable_caller() = std::move(caller);
     const std::uint64_t id = LOOM_TRY(job_id(*show_id));
     request.set_job(id);
     v1::JobInfo reply;
@@ -207,7 +212,8 @@ std::vector<Command> add_job_commands(CLI::App& app) {
   commands.push_back({cancel, [cancel_id, controller](const Context& context) -> Status {
     const std::string address = controller_address(*controller, context.config);
     v1::JobRequest request;
-    *request.mutable_caller() = me();
+    v1::Caller caller = LOOM_TRY(me());
+    *request.mutable_caller() = std::move(caller);
     const std::uint64_t id = LOOM_TRY(job_id(*cancel_id));
     request.set_job(id);
     v1::CancelReply reply;

@@ -20,6 +20,7 @@
 
 #include "loom/common/config.hpp"
 #include "loom/common/log.hpp"
+#include "loom/common/munge.hpp"
 #include "loom/controller/job_manager.hpp"
 #include "loom/hwtopo/json.hpp"
 #include "loom/proto/loom.grpc.pb.h"
@@ -38,6 +39,7 @@ grpc::Status to_grpc(const Error& e) {
     case ErrorCode::kNotFound: code = grpc::StatusCode::NOT_FOUND; break;
     case ErrorCode::kFailedPrecondition: code = grpc::StatusCode::FAILED_PRECONDITION; break;
     case ErrorCode::kPermissionDenied: code = grpc::StatusCode::PERMISSION_DENIED; break;
+    case ErrorCode::kUnauthenticated: code = grpc::StatusCode::UNAUTHENTICATED; break;
     case ErrorCode::kUnavailable: code = grpc::StatusCode::UNAVAILABLE; break;
     default: code = grpc::StatusCode::INTERNAL; break;
   }
@@ -46,13 +48,15 @@ grpc::Status to_grpc(const Error& e) {
 
 class Controller final : public v1::Controller::Service, public v1::AgentLink::Service {
  public:
-  Controller(std::unique_ptr<controller::JobManager>& manager, sched::Cluster& cluster)
-      : manager_(manager), cluster_(cluster) {}
+  Controller(std::unique_ptr<controller::JobManager>& manager, sched::Cluster& cluster, std::string admin_group)
+      : manager_(manager), cluster_(cluster), admin_group_(std::move(admin_group)) {}
 
   // ---- CLI ----
   grpc::Status Submit(grpc::ServerContext*, const v1::SubmitRequest* request, v1::SubmitReply* reply) override {
+    auto who = caller(request->caller());
+    if (!who) return to_grpc(who.error());
     std::lock_guard lock(mutex_);
-    auto id = manager_->submit(caller(request->caller()), request->spec(), now());
+    auto id = manager_->submit(*who, request->spec(), now());
     if (!id) return to_grpc(id.error());
     reply->set_job(id->value());
     wake_.notify_one();
@@ -60,23 +64,29 @@ class Controller final : public v1::Controller::Service, public v1::AgentLink::S
   }
 
   grpc::Status List(grpc::ServerContext*, const v1::ListRequest* request, v1::ListReply* reply) override {
+    auto who = caller(request->caller());
+    if (!who) return to_grpc(who.error());
     std::lock_guard lock(mutex_);
-    for (const controller::JobRow& row : manager_->list(caller(request->caller()))) *reply->add_jobs() = info(row);
+    for (const controller::JobRow& row : manager_->list(*who)) *reply->add_jobs() = info(row);
     return grpc::Status::OK;
   }
 
   grpc::Status Show(grpc::ServerContext*, const v1::JobRequest* request, v1::JobInfo* reply) override {
+    auto who = caller(request->caller());
+    if (!who) return to_grpc(who.error());
     std::lock_guard lock(mutex_);
-    auto row = manager_->show(caller(request->caller()), JobId(request->job()));
+    auto row = manager_->show(*who, JobId(request->job()));
     if (!row) return to_grpc(row.error());
     *reply = info(*row);
     return grpc::Status::OK;
   }
 
   grpc::Status Cancel(grpc::ServerContext*, const v1::JobRequest* request, v1::CancelReply*) override {
+    auto who = caller(request->caller());
+    if (!who) return to_grpc(who.error());
     std::lock_guard lock(mutex_);
     std::vector<JobId> kill;
-    if (auto status = manager_->cancel(caller(request->caller()), JobId(request->job()), now(), kill); !status) {
+    if (auto status = manager_->cancel(*who, JobId(request->job()), now(), kill); !status) {
       return to_grpc(status.error());
     }
     for (JobId id : kill) send_kill(id);
@@ -88,6 +98,13 @@ class Controller final : public v1::Controller::Service, public v1::AgentLink::S
     v1::FromAgent first;
     if (!stream->Read(&first) || !first.has_hello()) {
       return {grpc::StatusCode::INVALID_ARGUMENT, "an agent's first message must be its hello"};
+    }
+    // Only root may add a node: an agent runs jobs as any user.
+    auto identity = munge_verify(first.hello().credential());
+    if (!identity) return to_grpc(identity.error());
+    if (identity->uid != 0) {
+      return {grpc::StatusCode::PERMISSION_DENIED,
+              fmt::format("an agent must run as root; {} (uid {}) may not register a node", identity->user, identity->uid)};
     }
     auto agent = std::make_shared<Agent>();
     agent->stream = stream;
@@ -145,9 +162,10 @@ class Controller final : public v1::Controller::Service, public v1::AgentLink::S
     grpc::ServerReaderWriter<v1::ToAgent, v1::FromAgent>* stream = nullptr;
   };
 
-  static controller::Caller caller(const v1::Caller& c) {
-    // Root is the admin until auth.admin_group is checked with Munge credentials.
-    return {c.uid(), c.user(), c.uid() == 0};
+  // The caller as its Munge credential proves it; admins are root and auth.admin_group.
+  Result<controller::Caller> caller(const v1::Caller& c) const {
+    Identity id = LOOM_TRY(munge_verify(c.credential()));
+    return controller::Caller{id.uid, id.user, in_group(id, admin_group_)};
   }
 
   static v1::JobInfo info(const controller::JobRow& row) {
@@ -235,6 +253,7 @@ class Controller final : public v1::Controller::Service, public v1::AgentLink::S
 
   std::unique_ptr<controller::JobManager>& manager_;
   sched::Cluster& cluster_;
+  std::string admin_group_;
   std::mutex mutex_;
   std::condition_variable wake_;
   std::map<NodeId, std::shared_ptr<Agent>> agents_;
@@ -267,7 +286,7 @@ int main(int argc, char** argv) {
   auto manager = controller::JobManager::open(std::move(*store), cluster, {}, now());
   if (!manager) return fail(manager.error());
 
-  Controller service(*manager, cluster);
+  Controller service(*manager, cluster, config->auth.admin_group);
   int port = 0;
   grpc::ServerBuilder builder;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);

@@ -128,5 +128,13 @@ TEST_F(JobFlow, OthersJobsAreInvisibleAndBadInputGetsOneLine) {
   EXPECT_NE(size.err.find("loom: --mem-per-task: invalid size \"lots\""), std::string::npos) << size.err;
 }
 
+TEST_F(JobFlow, OnlyRootMayRegisterANode) {
+  Completed rogue = loom::testing::run({"runuser", "-u", "loom-bob", "--", loom::testing::built("agent/loomd"),
+                                        "--controller", cluster_->address(), "--name", "rogue", "--synthetic",
+                                        "pack:1 core:64 pu:1"});
+  EXPECT_NE(rogue.exit_code, 0);
+  EXPECT_NE(rogue.err.find("an agent must run as root; loom-bob"), std::string::npos) << rogue.err;
+}
+
 }  // namespace
 }  // namespace loom
