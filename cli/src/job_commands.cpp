@@ -92,6 +92,16 @@ Result<std::uint64_t> job_id(const std::string& text) {
   return id;
 }
 
+// The request naming one job, as this user.
+Result<v1::JobRequest> job_request(const std::string& id_text) {
+  v1::JobRequest request;
+  const std::uint64_t id = LOOM_TRY(job_id(id_text));
+  request.set_job(id);
+  v1::Caller caller = LOOM_TRY(me());
+  *request.mutable_caller() = std::move(caller);
+  return request;
+}
+
 }  // namespace
 
 Status run_submit(const std::vector<std::string>& words, const Context& context) {
@@ -178,11 +188,7 @@ std::vector<Command> add_job_commands(CLI::App& app) {
   show->add_option("--controller", *controller, "The controller's HOST:PORT");
   commands.push_back({show, [show_id, show_json, controller](const Context& context) -> Status {
     const std::string address = controller_address(*controller, context.config);
-    v1::JobRequest request;
-    v1::Caller caller = LOOM_TRY(me());
-    *request.mutable_caller() = std::move(caller);
-    const std::uint64_t id = LOOM_TRY(job_id(*show_id));
-    request.set_job(id);
+    const v1::JobRequest request = LOOM_TRY(job_request(*show_id));
     v1::JobInfo reply;
     grpc::ClientContext call;
     if (grpc::Status s = stub(address)->Show(&call, request, &reply); !s.ok()) return std::unexpected(from_grpc(s, address));
@@ -211,11 +217,7 @@ std::vector<Command> add_job_commands(CLI::App& app) {
   cancel->add_option("--controller", *controller, "The controller's HOST:PORT");
   commands.push_back({cancel, [cancel_id, controller](const Context& context) -> Status {
     const std::string address = controller_address(*controller, context.config);
-    v1::JobRequest request;
-    v1::Caller caller = LOOM_TRY(me());
-    *request.mutable_caller() = std::move(caller);
-    const std::uint64_t id = LOOM_TRY(job_id(*cancel_id));
-    request.set_job(id);
+    const v1::JobRequest request = LOOM_TRY(job_request(*cancel_id));
     v1::CancelReply reply;
     grpc::ClientContext call;
     if (grpc::Status s = stub(address)->Cancel(&call, request, &reply); !s.ok()) return std::unexpected(from_grpc(s, address));
