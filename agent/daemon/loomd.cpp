@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -17,7 +18,6 @@
 #include "loom/agent/task.hpp"
 #include "loom/common/config.hpp"
 #include "loom/common/ids.hpp"
-#include "loom/common/log.hpp"
 #include "loom/common/munge.hpp"
 #include "loom/hwtopo/json.hpp"
 #include "loom/hwtopo/load.hpp"
@@ -63,6 +63,10 @@ class Agent {
       if (command.has_launch()) launch(command.launch());
       if (command.has_kill()) kill(JobId(command.kill().job()));
     }
+    {
+      std::lock_guard lock(write_mutex_);  // no report may be written once Finish is called
+      closed_ = true;
+    }
     const grpc::Status status = stream_->Finish();
     if (!status.ok()) std::fprintf(stderr, "loomd: the controller refused or dropped this agent: %s\n", status.error_message().c_str());
     std::lock_guard lock(jobs_mutex_);
@@ -73,7 +77,7 @@ class Agent {
   }
 
   ~Agent() {
-    for (std::thread& t : waiters_) t.join();
+    for (Waiter& w : waiters_) w.thread.join();
   }
 
  private:
@@ -83,7 +87,7 @@ class Agent {
 
   bool write(const v1::FromAgent& message) {
     std::lock_guard lock(write_mutex_);
-    return stream_->Write(message);
+    return !closed_ && stream_->Write(message);
   }
 
   void report(JobId id, int exit_code, std::optional<int> signal, const std::string& error) {
@@ -142,7 +146,15 @@ class Agent {
       std::lock_guard lock(jobs_mutex_);
       jobs_[id] = job;
     }
-    waiters_.emplace_back([this, id, job] {
+    // Join the waiters of jobs that have ended, so that an agent running for months does
+    // not accumulate finished threads.
+    std::erase_if(waiters_, [](Waiter& w) {
+      if (!w.done->load()) return false;
+      w.thread.join();
+      return true;
+    });
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    waiters_.push_back({std::thread([this, id, job, done] {
       int exit_code = 0;
       std::optional<int> signal;
       for (agent::Task& task : job->tasks) {
@@ -157,7 +169,8 @@ class Agent {
         jobs_.erase(id);
       }
       report(id, exit_code, signal, "");
-    });
+      done->store(true);
+    }), done});
   }
 
   void kill(JobId id) {
@@ -172,9 +185,14 @@ class Agent {
   bool allow_root_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::FromAgent, v1::ToAgent>> stream_;
   std::mutex write_mutex_;
+  bool closed_ = false;  // the stream is finished: reports go nowhere (guarded by write_mutex_)
   std::mutex jobs_mutex_;
   std::map<JobId, std::shared_ptr<Job>> jobs_;
-  std::vector<std::thread> waiters_;
+  struct Waiter {
+    std::thread thread;  // waits for one job's tasks; joined once done is set
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  std::vector<Waiter> waiters_;  // used by the stream reader thread only
 };
 
 }  // namespace
@@ -197,9 +215,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "loomd: %s\n", e.to_string().c_str());
     return 1;
   };
-  auto config = load_config(config_file.empty() ? std::nullopt : std::optional<std::filesystem::path>(config_file));
+  auto config = start_program("loomd", config_file.empty() ? std::nullopt : std::optional<std::filesystem::path>(config_file));
   if (!config) return fail(config.error());
-  if (auto logging = log::init("loomd", config->log.level); !logging) return fail(logging.error());
 
   Result<hwtopo::Topology> topology = !xml.empty()         ? hwtopo::load_xml(xml)
                                       : !synthetic.empty() ? hwtopo::load_synthetic(synthetic)

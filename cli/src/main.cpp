@@ -6,7 +6,6 @@
 #include <string>
 
 #include "commands.hpp"
-#include "loom/common/log.hpp"
 
 namespace {
 
@@ -38,9 +37,8 @@ int main(int argc, char** argv) {
     first += 2;
   }
   if (first < argc && std::string_view(argv[first]) == "submit") {
-    auto config = loom::load_config(submit_config);
+    auto config = loom::start_program("loom", submit_config);
     if (!config) return fail(config.error());
-    if (auto logging = loom::log::init("loom", config->log.level); !logging) return fail(logging.error());
     const loom::cli::Context context{std::move(*config)};
     if (auto status = loom::cli::run_submit({argv + first + 1, argv + argc}, context); !status) return fail(status.error());
     return 0;
@@ -64,9 +62,8 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  auto config = loom::load_config(config_file);
+  auto config = loom::start_program("loom", config_file);
   if (!config) return fail(config.error());
-  if (auto logging = loom::log::init("loom", config->log.level); !logging) return fail(logging.error());
 
   const loom::cli::Context context{std::move(*config)};
   for (const auto& command : commands) {

@@ -213,4 +213,10 @@ Result<Config> load_config(const std::optional<std::filesystem::path>& explicit_
   return parse_config(text.str(), path.string());
 }
 
+Result<Config> start_program(std::string_view program, const std::optional<std::filesystem::path>& explicit_path) {
+  Config config = LOOM_TRY(load_config(explicit_path));
+  LOOM_TRY(log::init(program, config.log.level));
+  return config;
+}
+
 }  // namespace loom

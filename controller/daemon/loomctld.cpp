@@ -19,7 +19,6 @@
 #include <thread>
 
 #include "loom/common/config.hpp"
-#include "loom/common/log.hpp"
 #include "loom/common/munge.hpp"
 #include "loom/controller/job_manager.hpp"
 #include "loom/hwtopo/json.hpp"
@@ -276,9 +275,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "loomctld: %s\n", e.to_string().c_str());
     return 1;
   };
-  auto config = load_config(config_file.empty() ? std::nullopt : std::optional<std::filesystem::path>(config_file));
+  auto config = start_program("loomctld", config_file.empty() ? std::nullopt : std::optional<std::filesystem::path>(config_file));
   if (!config) return fail(config.error());
-  if (auto logging = log::init("loomctld", config->log.level); !logging) return fail(logging.error());
 
   sched::Cluster cluster;
   auto store = controller::open_sqlite_store(state_dir);

@@ -137,16 +137,19 @@ Result<JobRow> JobManager::show(const Caller& caller, JobId id) const {
   return *row;
 }
 
-Status JobManager::apply(const JobUpdate& update) {
-  LOOM_TRY(store_->update_jobs(std::span<const JobUpdate>(&update, 1)));
-  JobRow& row = jobs_.at(update.id);
-  row.state = update.state;
-  row.reason = update.reason;
-  if (update.exit_code) row.exit_code = update.exit_code;
-  if (update.signal) row.signal = update.signal;
-  if (update.start_time) row.start_time = update.start_time;
-  if (update.end_time) row.end_time = update.end_time;
-  if (update.placement) row.placement = *update.placement;
+Status JobManager::apply(std::span<const JobUpdate> updates) {
+  LOOM_TRY(store_->update_jobs(updates));
+  // The cache follows the store, field for field as update_jobs sets them.
+  for (const JobUpdate& update : updates) {
+    JobRow& row = jobs_.at(update.id);
+    row.state = update.state;
+    row.reason = update.reason;
+    if (update.exit_code) row.exit_code = update.exit_code;
+    if (update.signal) row.signal = update.signal;
+    if (update.start_time) row.start_time = update.start_time;
+    if (update.end_time) row.end_time = update.end_time;
+    if (update.placement) row.placement = *update.placement;
+  }
   return {};
 }
 
@@ -164,7 +167,7 @@ Status JobManager::cancel(const Caller& caller, JobId id, sched::Time now, std::
     update.state = v1::CANCELLED;
     update.reason = reason;
     update.end_time = now.time_since_epoch().count();
-    LOOM_TRY(apply(update));
+    LOOM_TRY(apply(std::span<const JobUpdate>(&update, 1)));
     LOOM_TRY(scheduler_.cancel_pending(id));
     return {};
   }
@@ -195,16 +198,8 @@ Result<std::vector<Launch>> JobManager::schedule(sched::Time now) {
   if (updates.empty()) return std::vector<Launch>{};
   // One transaction for the whole pass: a group commit. If it fails the scheduler has
   // decided what the store does not hold, and the controller must stop (and recover).
-  LOOM_TRY(with_context(store_->update_jobs(updates), "storing a scheduling pass"));
+  LOOM_TRY(with_context(apply(updates), "storing a scheduling pass"));
   std::vector<Launch> launches;
-  for (const JobUpdate& u : updates) {
-    JobRow& row = jobs_.at(u.id);
-    row.state = u.state;
-    row.reason = u.reason;
-    row.start_time = u.start_time ? u.start_time : row.start_time;
-    row.end_time = u.end_time ? u.end_time : row.end_time;
-    if (u.placement) row.placement = *u.placement;
-  }
   for (sched::Started& s : pass.started) {
     const JobRow& row = jobs_.at(s.id);
     launches.push_back({s.id, row.user, row.uid, row.spec, std::move(s.placement)});
@@ -240,7 +235,7 @@ Status JobManager::finished(JobId id, int exit_code, std::optional<int> signal, 
     u.state = v1::FAILED;
     u.reason = signal ? fmt::format("killed by signal {}", *signal) : "NonZeroExitCode";
   }
-  LOOM_TRY(apply(u));  // stored before the resources are given back
+  LOOM_TRY(apply(std::span<const JobUpdate>(&u, 1)));  // stored before the resources are given back
   scheduler_.finished(id, end_kind(u.state), now);
   return {};
 }

@@ -55,4 +55,8 @@ std::filesystem::path config_path(const std::optional<std::filesystem::path>& ex
 // default file may be absent, and then every key has its default.
 Result<Config> load_config(const std::optional<std::filesystem::path>& explicit_path);
 
+// What every Loom program does first: reads the configuration and sends its log to stderr
+// at log.level (or LOOM_LOG), tagged with the program's name.
+Result<Config> start_program(std::string_view program, const std::optional<std::filesystem::path>& explicit_path);
+
 }  // namespace loom

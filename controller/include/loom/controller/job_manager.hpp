@@ -64,7 +64,8 @@ class JobManager {
  private:
   JobManager(std::unique_ptr<Store> store, sched::Cluster& cluster, sched::SchedulerOptions options);
   const JobRow* visible(const Caller& caller, JobId id) const;
-  Status apply(const JobUpdate& update);
+  // Stores transitions in one transaction, then mirrors them in jobs_.
+  Status apply(std::span<const JobUpdate> updates);
 
   std::unique_ptr<Store> store_;
   sched::Cluster& cluster_;
