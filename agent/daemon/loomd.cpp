@@ -2,8 +2,8 @@
 // each rank it is sent as a Task (own cgroup, bound as placed, as the user) and reports
 // when a job's processes on this node have all ended.
 //
-// Threads: the stream reader (this one), and one waiter per job; writes to the stream take
-// a lock.
+// Threads: the stream reader (this one), one waiter per job, and one that delivers the
+// SIGKILLs due after kill grace periods; writes to the stream take a lock.
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
@@ -11,6 +11,7 @@
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -61,7 +62,7 @@ class Agent {
     for (v1::ToAgent command; stream_->Read(&command);) {
       if (command.has_registered()) spdlog::info("registered with {} as {}", controller, name);
       if (command.has_launch()) launch(command.launch());
-      if (command.has_kill()) kill(JobId(command.kill().job()));
+      if (command.has_kill()) kill(JobId(command.kill().job()), std::chrono::seconds(command.kill().grace_s()));
     }
     {
       std::lock_guard lock(write_mutex_);  // no report may be written once Finish is called
@@ -77,6 +78,12 @@ class Agent {
   }
 
   ~Agent() {
+    {
+      std::lock_guard lock(jobs_mutex_);
+      stopping_ = true;
+    }
+    kills_due_.notify_all();
+    killer_.join();
     for (Waiter& w : waiters_) w.thread.join();
   }
 
@@ -90,12 +97,13 @@ class Agent {
     return !closed_ && stream_->Write(message);
   }
 
-  void report(JobId id, int exit_code, std::optional<int> signal, const std::string& error) {
+  void report_ended(JobId id, const agent::ExitStatus& status, const std::string& error) {
     v1::FromAgent message;
     v1::JobEnded* ended = message.mutable_ended();
     ended->set_job(id.value());
-    ended->set_exit_code(exit_code);
-    if (signal) ended->set_signal(*signal);
+    ended->set_exit_code(status.exit_code);
+    if (status.signal) ended->set_signal(*status.signal);
+    ended->set_out_of_memory(status.out_of_memory);
     ended->set_error(error);
     write(message);
   }
@@ -105,6 +113,7 @@ class Agent {
     const v1::JobSpec& spec = launch.spec();
     auto job = std::make_shared<Job>();
     std::string error;
+    v1::FromAgent started;
     for (const v1::Rank& rank : launch.ranks()) {
       agent::TaskSpec t;
       t.cgroup_name = fmt::format("{}/job_{}_rank_{}", name_, id.value(), rank.rank());
@@ -116,6 +125,10 @@ class Agent {
       t.environment.insert(spec.environment().begin(), spec.environment().end());
       t.environment["LOOM_JOB_ID"] = std::to_string(id.value());
       t.environment["LOOM_RANK"] = std::to_string(rank.rank());
+      if (launch.array_job() != 0) {
+        t.environment["LOOM_ARRAY_JOB_ID"] = std::to_string(launch.array_job());
+        t.environment["LOOM_ARRAY_INDEX"] = std::to_string(launch.array_index());
+      }
       t.chdir = spec.chdir();
       t.stdout_path = replace_all(spec.stdout_path(), "%j", std::to_string(id.value()));
       t.stderr_path = replace_all(spec.stderr_path(), "%j", std::to_string(id.value()));
@@ -135,13 +148,19 @@ class Agent {
         break;
       }
       job->tasks.push_back(std::move(*task));
+      v1::RankBinding* bound = started.mutable_started()->add_ranks();
+      bound->set_rank(rank.rank());
+      for (unsigned pu : t.binding->applied_pus) bound->add_cpus(pu);
+      if (t.binding->applied_numa) bound->add_numa(*t.binding->applied_numa);
     }
     if (!error.empty()) {
       for (agent::Task& task : job->tasks) (void)task.kill();
       for (agent::Task& task : job->tasks) (void)task.wait();
-      report(id, 127, std::nullopt, error);
+      report_ended(id, agent::ExitStatus{.exit_code = 127, .signal = std::nullopt, .out_of_memory = false}, error);
       return;
     }
+    started.mutable_started()->set_job(id.value());
+    write(started);
     {
       std::lock_guard lock(jobs_mutex_);
       jobs_[id] = job;
@@ -155,29 +174,51 @@ class Agent {
     });
     auto done = std::make_shared<std::atomic<bool>>(false);
     waiters_.push_back({std::thread([this, id, job, done] {
-      int exit_code = 0;
-      std::optional<int> signal;
+      agent::ExitStatus first_failure;  // the first failing rank's, as the job's
       for (agent::Task& task : job->tasks) {
         auto status = task.wait();
-        if (status && status->exit_code != 0 && exit_code == 0) {
-          exit_code = status->exit_code;
-          signal = status->signal;
-        }
+        if (status && status->exit_code != 0 && first_failure.exit_code == 0) first_failure = *status;
+        if (status && status->out_of_memory) first_failure.out_of_memory = true;
       }
       {
         std::lock_guard lock(jobs_mutex_);
         jobs_.erase(id);
       }
-      report(id, exit_code, signal, "");
+      report_ended(id, first_failure, "");
       done->store(true);
     }), done});
   }
 
-  void kill(JobId id) {
+  // SIGTERM now and SIGKILL after the grace period; at once without one.
+  void kill(JobId id, std::chrono::seconds grace) {
     std::lock_guard lock(jobs_mutex_);
     auto it = jobs_.find(id);
     if (it == jobs_.end()) return;
-    for (agent::Task& task : it->second->tasks) (void)task.kill();
+    if (grace.count() == 0) {
+      for (agent::Task& task : it->second->tasks) (void)task.kill();
+      return;
+    }
+    for (agent::Task& task : it->second->tasks) task.terminate();
+    kill_at_.emplace(std::chrono::steady_clock::now() + grace, id);
+    kills_due_.notify_all();
+  }
+
+  // The killer thread: SIGKILLs each job whose grace period has run out, if it still runs.
+  void deliver_kills() {
+    std::unique_lock lock(jobs_mutex_);
+    while (!stopping_) {
+      if (kill_at_.empty()) {
+        kills_due_.wait(lock);
+        continue;
+      }
+      const auto [due, id] = *kill_at_.begin();
+      if (kills_due_.wait_until(lock, due) != std::cv_status::timeout) continue;  // re-check: new or earlier kills
+      kill_at_.erase(kill_at_.begin());
+      if (auto it = jobs_.find(id); it != jobs_.end()) {
+        spdlog::info("job {}: still running when its kill grace ran out; SIGKILL", id.value());
+        for (agent::Task& task : it->second->tasks) (void)task.kill();
+      }
+    }
   }
 
   std::string name_;  // the node's: its tasks' cgroups live under it
@@ -186,8 +227,12 @@ class Agent {
   std::unique_ptr<grpc::ClientReaderWriter<v1::FromAgent, v1::ToAgent>> stream_;
   std::mutex write_mutex_;
   bool closed_ = false;  // the stream is finished: reports go nowhere (guarded by write_mutex_)
-  std::mutex jobs_mutex_;
+  std::mutex jobs_mutex_;  // guards jobs_, kill_at_ and stopping_
   std::map<JobId, std::shared_ptr<Job>> jobs_;
+  std::multimap<std::chrono::steady_clock::time_point, JobId> kill_at_;  // SIGKILLs due
+  bool stopping_ = false;
+  std::condition_variable kills_due_;
+  std::thread killer_{[this] { deliver_kills(); }};  // after what it uses, so it starts once that is built
   struct Waiter {
     std::thread thread;  // waits for one job's tasks; joined once done is set
     std::shared_ptr<std::atomic<bool>> done;
@@ -200,7 +245,6 @@ class Agent {
 int main(int argc, char** argv) {
   CLI::App app{"loomd: the Loom node agent"};
   std::string controller, name, xml, synthetic, config_file;
-  bool allow_root = false;
   char host[256] = {};
   ::gethostname(host, sizeof(host) - 1);
   name = host;
@@ -208,7 +252,6 @@ int main(int argc, char** argv) {
   app.add_option("--name", name, "This node's name")->capture_default_str();
   auto* x = app.add_option("--xml", xml, "Simulate a node with this hwloc XML topology");
   app.add_option("--synthetic", synthetic, "Simulate a node with this hwloc synthetic topology")->excludes(x);
-  app.add_flag("--allow-root-jobs", allow_root, "Run jobs submitted by root (refused by default)");
   app.add_option("--config", config_file, "Configuration file");
   CLI11_PARSE(app, argc, argv);
   auto fail = [](const Error& e) {
@@ -226,6 +269,6 @@ int main(int argc, char** argv) {
   Result<hwtopo::Binder> binder = xml.empty() && synthetic.empty() ? hwtopo::Binder::for_live_machine()
                                                                    : hwtopo::Binder::for_simulated(*topology);
   if (!binder) return fail(binder.error());
-  Agent agent(name, std::move(*binder), allow_root);
+  Agent agent(name, std::move(*binder), config->agent.allow_root_jobs);
   return agent.run(controller, topology_json);
 }

@@ -93,6 +93,11 @@ Result<Cgroup> Cgroup::create(const std::string& name, const CgroupLimits& limit
     }
     if (std::string_view(controller) == "memory" && limits.memory_bytes > 0) {
       LOOM_TRY(write_file(path + "/memory.limit_in_bytes", std::to_string(limits.memory_bytes)));
+      // Where swap is accounted, memory plus swap gets the same limit: a task over its
+      // memory is killed, not swapped out.
+      if (::access((path + "/memory.memsw.limit_in_bytes").c_str(), W_OK) == 0) {
+        LOOM_TRY(write_file(path + "/memory.memsw.limit_in_bytes", std::to_string(limits.memory_bytes)));
+      }
     }
   }
   return Cgroup(std::move(paths), static_cast<std::size_t>(std::count(name.begin(), name.end(), '/')) + 1);
@@ -117,6 +122,10 @@ std::vector<pid_t> Cgroup::processes() const {
   std::ifstream in(paths_.at(3) + "/cgroup.procs");  // pids: every process is counted there
   for (pid_t pid; in >> pid;) pids.push_back(pid);
   return pids;
+}
+
+void Cgroup::signal_all(int signal) const {
+  for (pid_t pid : processes()) ::kill(pid, signal);
 }
 
 Status Cgroup::kill_all() const {

@@ -1,19 +1,16 @@
-// loom submit / queue / show / cancel: the user's side of the controller's job service.
+// loom submit / queue / show / cancel / watch: the user's side of the controller's job service.
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
 #include <pwd.h>
 #include <unistd.h>
 
-#include <charconv>
 #include <fstream>
 #include <iostream>
 #include <sstream>
 #include <nlohmann/json.hpp>
 
+#include "client.hpp"
 #include "commands.hpp"
-#include "loom/common/duration.hpp"
-#include "loom/common/munge.hpp"
-#include "loom/proto/loom.grpc.pb.h"
 #include "submit_spec.hpp"
 
 extern char** environ;
@@ -21,33 +18,6 @@ extern char** environ;
 namespace loom::cli {
 
 namespace {
-
-// --controller, else LOOM_CONTROLLER, else controller.address.
-std::string controller_address(const std::string& option, const Config& config) {
-  if (!option.empty()) return option;
-  if (const char* env = std::getenv("LOOM_CONTROLLER"); env != nullptr && *env != '\0') return env;
-  return config.controller.address;
-}
-
-// This process, as a fresh Munge credential proves it.
-Result<v1::Caller> me() {
-  v1::Caller caller;
-  std::string credential = LOOM_TRY(munge_credential());
-  caller.set_credential(std::move(credential));
-  return caller;
-}
-
-Error from_grpc(const grpc::Status& status, const std::string& address) {
-  if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
-    return Error(ErrorCode::kUnavailable, fmt::format("the controller at {} is unreachable: {}", address, status.error_message()));
-  }
-  return Error(status.error_code() == grpc::StatusCode::NOT_FOUND ? ErrorCode::kNotFound : ErrorCode::kInvalidArgument,
-               status.error_message());
-}
-
-std::unique_ptr<v1::Controller::Stub> stub(const std::string& address) {
-  return v1::Controller::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
-}
 
 std::string when(std::int64_t seconds) {
   if (seconds == 0) return "-";
@@ -62,12 +32,20 @@ nlohmann::json job_json(const v1::JobInfo& j) {
   if (!j.placement_json().empty()) {
     for (const nlohmann::json& node : nlohmann::json::parse(j.placement_json())) {
       for (const nlohmann::json& rank : node["ranks"]) {
-        placement.push_back({{"rank", rank["rank"]}, {"node", node["node"]}, {"cores", rank["cores"]}, {"numa", rank["numa"]}});
+        // bound_*: as the node's agent applied them; null until it has reported.
+        placement.push_back({{"rank", rank["rank"]},
+                             {"node", node["node"]},
+                             {"cores", rank["cores"]},
+                             {"numa", rank["numa"]},
+                             {"bound_cpus", rank.value("bound_cpus", nlohmann::json(nullptr))},
+                             {"bound_numa", rank.value("bound_numa", nlohmann::json(nullptr))}});
       }
     }
   }
   auto optional = [](bool has, auto value) { return has ? nlohmann::json(value) : nlohmann::json(nullptr); };
   return {{"id", j.id()},
+          {"array_job", optional(j.array_job() != 0, j.array_job())},
+          {"array_index", optional(j.array_job() != 0, j.array_index())},
           {"name", j.name()},
           {"user", j.user()},
           {"state", v1::JobState_Name(j.state())},
@@ -83,23 +61,12 @@ nlohmann::json job_json(const v1::JobInfo& j) {
                      {"end", optional(j.has_end_time(), j.end_time())}}}};
 }
 
-Result<std::uint64_t> job_id(const std::string& text) {
-  std::uint64_t id = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
-  if (text.empty() || ec != std::errc() || end != text.data() + text.size()) {
-    return make_error(ErrorCode::kInvalidArgument, fmt::format("\"{}\" is not a job id", text));
-  }
-  return id;
-}
-
-// The request naming one job, as this user.
-Result<v1::JobRequest> job_request(const std::string& id_text) {
-  v1::JobRequest request;
-  const std::uint64_t id = LOOM_TRY(job_id(id_text));
-  request.set_job(id);
-  v1::Caller caller = LOOM_TRY(me());
-  *request.mutable_caller() = std::move(caller);
-  return request;
+std::string state_line(const v1::JobInfo& j) {
+  std::string line = fmt::format("job {} ({}) of {}: {}", job_ref(j), j.name(), j.user(), v1::JobState_Name(j.state()));
+  if (!j.reason().empty()) line += " (" + j.reason() + ")";
+  if (j.has_exit_code()) line += fmt::format(", exit code {}", j.exit_code());
+  if (j.has_signal()) line += fmt::format(" (signal {})", j.signal());
+  return line;
 }
 
 }  // namespace
@@ -126,15 +93,16 @@ Status run_submit(const std::vector<std::string>& words, const Context& context)
       return text.str();
     };
     SubmitRequest parsed = LOOM_TRY(parse_submit(words, cwd, env, read_script));
-    if (parsed.array_size != 0) return make_error(ErrorCode::kUnimplemented, "--array is not supported yet");
-    const std::string address = controller_address(parsed.controller, context.config);
+    const Client client = LOOM_TRY(connect(parsed.controller, context.config));
     v1::SubmitRequest request;
     v1::Caller caller = LOOM_TRY(me());
     *request.mutable_caller() = std::move(caller);
     *request.mutable_spec() = std::move(parsed.spec);
+    request.set_array_size(parsed.array_size);
     v1::SubmitReply reply;
     grpc::ClientContext call;
-    if (grpc::Status s = stub(address)->Submit(&call, request, &reply); !s.ok()) return std::unexpected(from_grpc(s, address));
+    if (grpc::Status s = client.stub->Submit(&call, request, &reply); !s.ok()) return std::unexpected(client.error(s));
+    // The job's id; an array's id names its elements ID_1 ... ID_N.
     std::cout << reply.job() << '\n';
     return {};
 }
@@ -145,82 +113,110 @@ std::vector<Command> add_job_commands(CLI::App& app) {
 
   // Listed for --help only: main() hands `loom submit`'s words to run_submit untouched.
   app.add_subcommand("submit", "Submit a job: loom submit [OPTIONS] -- CMD ARGS, or loom submit [OPTIONS] SCRIPT "
-                               "(Slurm's sbatch options; #LOOM lines in a script)");
+                               "(Slurm's sbatch options; #LOOM lines in a script); prints the job id");
 
-  auto* queue = app.add_subcommand("queue", "List your jobs (every job for an admin)");
+  auto* queue = app.add_subcommand("queue", "List your pending and running jobs (every user's for an admin)");
   auto queue_json = std::make_shared<bool>(false);
+  auto queue_all = std::make_shared<bool>(false);
   queue->add_flag("--json", *queue_json, "Print one JSON object");
+  queue->add_flag("--all", *queue_all, "Jobs that have ended too");
   queue->add_option("--controller", *controller, "The controller's HOST:PORT");
-  commands.push_back({queue, [queue_json, controller](const Context& context) -> Status {
-    const std::string address = controller_address(*controller, context.config);
+  commands.push_back({queue, [queue_json, queue_all, controller](const Context& context) -> Status {
+    const Client client = LOOM_TRY(connect(*controller, context.config));
     v1::ListRequest request;
     v1::Caller caller = LOOM_TRY(me());
     *request.mutable_caller() = std::move(caller);
+    request.set_include_ended(*queue_all);
     v1::ListReply reply;
     grpc::ClientContext call;
-    if (grpc::Status s = stub(address)->List(&call, request, &reply); !s.ok()) return std::unexpected(from_grpc(s, address));
+    if (grpc::Status s = client.stub->List(&call, request, &reply); !s.ok()) return std::unexpected(client.error(s));
     if (*queue_json) {
       nlohmann::json jobs = nlohmann::json::array();
       for (const v1::JobInfo& j : reply.jobs()) {
-        nlohmann::json full = job_json(j);
-        jobs.push_back({{"id", full["id"]}, {"name", full["name"]}, {"user", full["user"]}, {"state", full["state"]},
-                        {"nodes", full["nodes"]}, {"tasks", full["tasks"]}, {"submit_time", full["submit_time"]},
-                        {"start_time", full["start_time"]}});
+        const nlohmann::json full = job_json(j);
+        nlohmann::json entry;
+        for (const char* key : {"id", "array_job", "array_index", "name", "user", "state", "nodes", "tasks", "submit_time", "start_time"}) {
+          entry[key] = full[key];
+        }
+        jobs.push_back(std::move(entry));
       }
       std::cout << nlohmann::json{{"jobs", jobs}}.dump(2) << '\n';
       return {};
     }
-    std::cout << fmt::format("{:>8} {:<16} {:<12} {:<11} {:>5} {:>5} {:<19} {}\n", "ID", "NAME", "USER", "STATE", "NODES",
+    std::cout << fmt::format("{:>10} {:<16} {:<12} {:<11} {:>5} {:>5} {:<19} {}\n", "ID", "NAME", "USER", "STATE", "NODES",
                              "TASKS", "SUBMIT", "START");
     for (const v1::JobInfo& j : reply.jobs()) {
-      std::cout << fmt::format("{:>8} {:<16} {:<12} {:<11} {:>5} {:>5} {:<19} {}\n", j.id(), j.name().substr(0, 16), j.user(),
+      std::cout << fmt::format("{:>10} {:<16} {:<12} {:<11} {:>5} {:>5} {:<19} {}\n", job_ref(j), j.name().substr(0, 16), j.user(),
                                v1::JobState_Name(j.state()), j.nodes(), j.tasks(), when(j.submit_time()),
                                when(j.has_start_time() ? j.start_time() : 0));
     }
     return {};
   }});
 
-  auto* show = app.add_subcommand("show", "Show a job: state, reason, exit status, placement, times");
+  auto* show = app.add_subcommand("show", "Show a job: state, reason, exit status, placement and binding, times");
   auto show_id = std::make_shared<std::string>();
   auto show_json = std::make_shared<bool>(false);
-  show->add_option("job", *show_id, "Job id")->required();
+  show->add_option("job", *show_id, "Job id (12, or 12_3 for an array's element)")->required();
   show->add_flag("--json", *show_json, "Print one JSON object");
   show->add_option("--controller", *controller, "The controller's HOST:PORT");
   commands.push_back({show, [show_id, show_json, controller](const Context& context) -> Status {
-    const std::string address = controller_address(*controller, context.config);
     const v1::JobRequest request = LOOM_TRY(job_request(*show_id));
+    const Client client = LOOM_TRY(connect(*controller, context.config));
     v1::JobInfo reply;
     grpc::ClientContext call;
-    if (grpc::Status s = stub(address)->Show(&call, request, &reply); !s.ok()) return std::unexpected(from_grpc(s, address));
+    if (grpc::Status s = client.stub->Show(&call, request, &reply); !s.ok()) return std::unexpected(client.error(s));
     const nlohmann::json j = job_json(reply);
     if (*show_json) {
       std::cout << j.dump(2) << '\n';
       return {};
     }
-    std::cout << fmt::format("job {} ({}) of {}: {}{}\n", reply.id(), reply.name(), reply.user(), v1::JobState_Name(reply.state()),
-                             reply.reason().empty() ? "" : " (" + reply.reason() + ")");
-    if (reply.has_exit_code()) {
-      std::cout << fmt::format("exit code {}{}\n", reply.exit_code(), reply.has_signal() ? fmt::format(" (signal {})", reply.signal()) : "");
-    }
+    std::cout << state_line(reply) << '\n';
     std::cout << fmt::format("submitted {}, started {}, ended {}\n", when(reply.submit_time()),
                              when(reply.has_start_time() ? reply.start_time() : 0), when(reply.has_end_time() ? reply.end_time() : 0));
     for (const nlohmann::json& rank : j["placement"]) {
-      std::cout << fmt::format("  rank {} on {}: cores {} memory on NUMA {}\n", rank["rank"].get<unsigned>(),
-                               rank["node"].get<std::string>(), rank["cores"].dump(), rank["numa"].get<unsigned>());
+      std::string line = fmt::format("  rank {} on {}: cores {} memory on NUMA {}", rank["rank"].get<unsigned>(),
+                                     rank["node"].get<std::string>(), rank["cores"].dump(), rank["numa"].get<unsigned>());
+      if (!rank["bound_cpus"].is_null()) {
+        line += fmt::format("; bound to PUs {} NUMA {}", rank["bound_cpus"].dump(), rank["bound_numa"].dump());
+      }
+      std::cout << line << '\n';
     }
     return {};
   }});
 
-  auto* cancel = app.add_subcommand("cancel", "Cancel a job");
+  auto* cancel = app.add_subcommand("cancel", "Cancel a job (SIGTERM, then SIGKILL after controller.kill_grace); an array's id cancels all of it");
   auto cancel_id = std::make_shared<std::string>();
-  cancel->add_option("job", *cancel_id, "Job id")->required();
+  cancel->add_option("job", *cancel_id, "Job id (12, or 12_3 for an array's element)")->required();
   cancel->add_option("--controller", *controller, "The controller's HOST:PORT");
   commands.push_back({cancel, [cancel_id, controller](const Context& context) -> Status {
-    const std::string address = controller_address(*controller, context.config);
     const v1::JobRequest request = LOOM_TRY(job_request(*cancel_id));
+    const Client client = LOOM_TRY(connect(*controller, context.config));
     v1::CancelReply reply;
     grpc::ClientContext call;
-    if (grpc::Status s = stub(address)->Cancel(&call, request, &reply); !s.ok()) return std::unexpected(from_grpc(s, address));
+    if (grpc::Status s = client.stub->Cancel(&call, request, &reply); !s.ok()) return std::unexpected(client.error(s));
+    return {};
+  }});
+
+  auto* watch = app.add_subcommand("watch", "Follow a job: a line at each change of state, until it ends; "
+                                            "exits 0 if it COMPLETED, 1 otherwise");
+  auto watch_id = std::make_shared<std::string>();
+  auto watch_json = std::make_shared<bool>(false);
+  watch->add_option("job", *watch_id, "Job id (12, or 12_3 for an array's element)")->required();
+  watch->add_flag("--json", *watch_json, "One JSON object per line, as loom show --json prints it");
+  watch->add_option("--controller", *controller, "The controller's HOST:PORT");
+  commands.push_back({watch, [watch_id, watch_json, controller](const Context& context) -> Status {
+    const v1::JobRequest request = LOOM_TRY(job_request(*watch_id));
+    const Client client = LOOM_TRY(connect(*controller, context.config));
+    grpc::ClientContext call;
+    auto stream = client.stub->Watch(&call, request);
+    v1::JobInfo last;
+    for (v1::JobInfo info; stream->Read(&info); last = info) {
+      std::cout << (*watch_json ? job_json(info).dump() : state_line(info)) << std::endl;
+    }
+    if (grpc::Status s = stream->Finish(); !s.ok()) return std::unexpected(client.error(s));
+    if (last.state() != v1::COMPLETED) {
+      return make_error(ErrorCode::kFailedPrecondition, fmt::format("job {} ended {}", job_ref(last), v1::JobState_Name(last.state())));
+    }
     return {};
   }});
   return commands;

@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
                  "Configuration file (default: $LOOM_CONFIG, else /etc/loom/loom.toml)");
 
   std::vector<loom::cli::Command> commands = loom::cli::add_job_commands(app);
+  for (loom::cli::Command& command : loom::cli::add_node_commands(app)) commands.push_back(std::move(command));
   for (auto add : {loom::cli::add_topo, loom::cli::add_bind, loom::cli::add_config, loom::cli::add_sim, loom::cli::add_fabric}) {
     commands.push_back(add(app));
   }

@@ -10,6 +10,7 @@
 #include <sstream>
 #include <toml++/toml.h>
 
+#include "loom/common/duration.hpp"
 #include "loom/common/log.hpp"
 
 namespace loom {
@@ -44,6 +45,11 @@ Result<std::string> as_string(const toml::node& node) {
   if (auto value = node.value<std::string>(); value && node.is_string()) return *value;
   return make_error(ErrorCode::kInvalidArgument,
                     fmt::format("must be a string, got {}", type_name(node)));
+}
+
+Result<bool> as_bool(const toml::node& node) {
+  if (auto value = node.value<bool>(); value && node.is_boolean()) return *value;
+  return make_error(ErrorCode::kInvalidArgument, fmt::format("must be true or false, got {}", type_name(node)));
 }
 
 const std::array kKeys = {
@@ -86,6 +92,38 @@ const std::array kKeys = {
           return {};
         },
         [](const Config& config) { return config.controller.address; },
+    },
+    KeySpec{
+        {"controller.kill_grace", "duration", "0:30",
+         "Between SIGTERM and SIGKILL when a job is cancelled or passes its walltime, as "
+         "Slurm's KillWait: time for a job to write a checkpoint and exit on its own."},
+        [](Config& config, const toml::node& value) -> Status {
+          const std::string text = LOOM_TRY(as_string(value));
+          config.controller.kill_grace = LOOM_TRY(parse_duration(text));
+          return {};
+        },
+        [](const Config& config) { return format_duration(config.controller.kill_grace); },
+    },
+    KeySpec{
+        {"controller.connect_timeout", "duration", "0:30",
+         "How long the CLI keeps trying to reach loomctld (a controller restarting) before it "
+         "gives up with one line."},
+        [](Config& config, const toml::node& value) -> Status {
+          const std::string text = LOOM_TRY(as_string(value));
+          config.controller.connect_timeout = LOOM_TRY(parse_duration(text));
+          return {};
+        },
+        [](const Config& config) { return format_duration(config.controller.connect_timeout); },
+    },
+    KeySpec{
+        {"agent.allow_root_jobs", "boolean", "false",
+         "Whether loomd runs jobs submitted by root. Off, a job as root fails to start with "
+         "a reason that says so."},
+        [](Config& config, const toml::node& value) -> Status {
+          config.agent.allow_root_jobs = LOOM_TRY(as_bool(value));
+          return {};
+        },
+        [](const Config& config) -> std::string { return config.agent.allow_root_jobs ? "true" : "false"; },
     },
     KeySpec{
         {"fabric.provider", "string", "",

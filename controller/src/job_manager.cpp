@@ -8,8 +8,9 @@ namespace loom::controller {
 
 namespace {
 
-std::unexpected<Error> not_found(JobId id) {
-  return make_error(ErrorCode::kNotFound, fmt::format("job {} does not exist", id.value()));
+std::unexpected<Error> not_found(JobId id, std::optional<std::uint32_t> index = std::nullopt) {
+  return make_error(ErrorCode::kNotFound, index ? fmt::format("job {}_{} does not exist", id.value(), *index)
+                                                : fmt::format("job {} does not exist", id.value()));
 }
 
 bool ended(v1::JobState state) { return state >= v1::COMPLETED; }
@@ -70,13 +71,16 @@ Result<sched::JobSpec> to_sched_spec(const v1::JobSpec& in) {
   return out;
 }
 
-JobManager::JobManager(std::unique_ptr<Store> store, sched::Cluster& cluster, sched::SchedulerOptions options)
-    : store_(std::move(store)), cluster_(cluster), scheduler_(cluster, std::move(options)) {}
+JobManager::JobManager(std::unique_ptr<Store> store, sched::Cluster& cluster, sched::SchedulerOptions options,
+                       std::function<void()> on_change)
+    : store_(std::move(store)), cluster_(cluster), scheduler_(cluster, std::move(options)), on_change_(std::move(on_change)) {}
 
 Result<std::unique_ptr<JobManager>> JobManager::open(std::unique_ptr<Store> store, sched::Cluster& cluster,
-                                                     sched::SchedulerOptions options, sched::Time) {
+                                                     sched::SchedulerOptions options, std::function<void()> on_change) {
   std::vector<JobRow> rows = LOOM_TRY(store->load_jobs(false));
-  auto manager = std::unique_ptr<JobManager>(new JobManager(std::move(store), cluster, std::move(options)));
+  std::map<std::string, std::string> drained = LOOM_TRY(store->load_drained());
+  auto manager = std::unique_ptr<JobManager>(new JobManager(std::move(store), cluster, std::move(options), std::move(on_change)));
+  manager->drained_ = std::move(drained);
   for (JobRow& row : rows) {
     const JobId id = row.id;
     if (ended(row.state)) manager->scheduler_.record_ended(id, end_kind(row.state));
@@ -93,47 +97,60 @@ Result<std::unique_ptr<JobManager>> JobManager::open(std::unique_ptr<Store> stor
   return manager;
 }
 
-Result<JobId> JobManager::submit(const Caller& caller, v1::JobSpec spec, sched::Time now) {
+Result<std::vector<JobId>> JobManager::submit(const Caller& caller, v1::JobSpec spec, std::uint32_t array_size,
+                                               sched::Time now) {
   spec.set_user(caller.user);
-  sched::JobSpec checked = LOOM_TRY(to_sched_spec(spec));
+  const sched::JobSpec checked = LOOM_TRY(to_sched_spec(spec));
   LOOM_TRY(cluster_.check_feasible(sched::make_request(checked)));
   for (const sched::Dependency& d : checked.dependencies) {
     if (visible(caller, d.job) == nullptr) {
       return make_error(ErrorCode::kInvalidArgument, fmt::format("--dependency names job {}, which does not exist", d.job.value()));
     }
   }
-  NewJob job{caller.user, caller.uid, now.time_since_epoch().count(), spec};
-  const std::vector<JobId> ids = LOOM_TRY(store_->insert_jobs(std::span<const NewJob>(&job, 1)));
-  const JobId id = ids.front();
-  const Status queued = scheduler_.submit(id, std::move(checked), now);
-  LOOM_CHECK(queued.has_value(), "a job checked before it was stored was refused by the scheduler");
-  JobRow row;
-  row.id = id;
-  row.user = caller.user;
-  row.uid = caller.uid;
-  row.submit_time = job.submit_time;
-  row.spec = std::move(spec);
-  jobs_.emplace(id, std::move(row));
-  return id;
+  const std::vector<NewJob> jobs(std::max<std::uint32_t>(array_size, 1),
+                                 NewJob{caller.user, caller.uid, now.time_since_epoch().count(), spec});
+  const std::vector<JobId> ids = LOOM_TRY(store_->insert_jobs(jobs, array_size > 0));
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    const Status queued = scheduler_.submit(ids[i], checked, now);
+    LOOM_CHECK(queued.has_value(), "a job checked before it was stored was refused by the scheduler");
+    JobRow row;
+    row.id = ids[i];
+    row.user = caller.user;
+    row.uid = caller.uid;
+    row.submit_time = jobs[i].submit_time;
+    row.spec = spec;
+    if (array_size > 0) {
+      row.array_job = ids.front();
+      row.array_index = static_cast<std::uint32_t>(i + 1);
+    }
+    jobs_.emplace(ids[i], std::move(row));
+  }
+  if (on_change_) on_change_();
+  return ids;
 }
 
-const JobRow* JobManager::visible(const Caller& caller, JobId id) const {
+const JobRow* JobManager::visible(const Caller& caller, JobId id, std::optional<std::uint32_t> index) const {
   auto it = jobs_.find(id);
+  if (index) {
+    // Elements are consecutive from the array's id (see Store::insert_jobs).
+    it = it == jobs_.end() || it->second.array_job != id ? jobs_.end() : jobs_.find(JobId(id.value() + *index - 1));
+    if (it != jobs_.end() && (it->second.array_job != id || it->second.array_index != *index)) it = jobs_.end();
+  }
   if (it == jobs_.end() || (!caller.admin && it->second.uid != caller.uid)) return nullptr;
   return &it->second;
 }
 
-std::vector<JobRow> JobManager::list(const Caller& caller) const {
+std::vector<JobRow> JobManager::list(const Caller& caller, bool include_ended) const {
   std::vector<JobRow> out;
   for (const auto& [id, row] : jobs_) {
-    if (caller.admin || row.uid == caller.uid) out.push_back(row);
+    if ((caller.admin || row.uid == caller.uid) && (include_ended || !ended(row.state))) out.push_back(row);
   }
   return out;
 }
 
-Result<JobRow> JobManager::show(const Caller& caller, JobId id) const {
-  const JobRow* row = visible(caller, id);
-  if (row == nullptr) return not_found(id);
+Result<JobRow> JobManager::show(const Caller& caller, JobId id, std::optional<std::uint32_t> index) const {
+  const JobRow* row = visible(caller, id, index);
+  if (row == nullptr) return not_found(id, index);
   return *row;
 }
 
@@ -150,30 +167,68 @@ Status JobManager::apply(std::span<const JobUpdate> updates) {
     if (update.end_time) row.end_time = update.end_time;
     if (update.placement) row.placement = *update.placement;
   }
+  if (on_change_) on_change_();
   return {};
 }
 
-Status JobManager::cancel(const Caller& caller, JobId id, sched::Time now, std::vector<JobId>& kill) {
-  const JobRow* row = visible(caller, id);
-  if (row == nullptr) return not_found(id);
-  if (ended(row->state)) {
+Status JobManager::cancel(const Caller& caller, JobId id, std::optional<std::uint32_t> index, sched::Time now,
+                          std::vector<JobId>& kill) {
+  const JobRow* row = visible(caller, id, index);
+  if (row == nullptr) return not_found(id, index);
+  std::vector<const JobRow*> targets{row};
+  if (!index && row->array_job == id) {  // the array's id: every element
+    targets.clear();
+    for (auto it = jobs_.find(id); it != jobs_.end() && it->second.array_job == id; ++it) targets.push_back(&it->second);
+  }
+  const auto live = std::erase_if(targets, [](const JobRow* r) { return ended(r->state); });
+  if (targets.empty()) {
     return make_error(ErrorCode::kFailedPrecondition,
-                      fmt::format("job {} has already ended ({})", id.value(), v1::JobState_Name(row->state)));
+                      live > 1 ? fmt::format("every job of array {} has already ended", id.value())
+                               : fmt::format("job {} has already ended ({})", row->id.value(), v1::JobState_Name(row->state)));
   }
   const std::string reason = fmt::format("cancelled by {}", caller.user);
-  if (row->state == v1::PENDING) {
+  std::vector<JobUpdate> updates;
+  for (const JobRow* target : targets) {
+    if (target->state != v1::PENDING) {
+      ending_.emplace(target->id, reason);
+      kill.push_back(target->id);
+      continue;
+    }
     JobUpdate update;
-    update.id = id;
+    update.id = target->id;
     update.state = v1::CANCELLED;
     update.reason = reason;
     update.end_time = now.time_since_epoch().count();
-    LOOM_TRY(apply(std::span<const JobUpdate>(&update, 1)));
-    LOOM_TRY(scheduler_.cancel_pending(id));
-    return {};
+    updates.push_back(std::move(update));
   }
-  ending_.emplace(id, reason);
-  kill.push_back(id);
+  if (updates.empty()) return {};
+  LOOM_TRY(apply(updates));
+  for (const JobUpdate& update : updates) LOOM_TRY(scheduler_.cancel_pending(update.id));
   return {};
+}
+
+Status JobManager::started(JobId id, const std::string& node, std::span<const RankBound> ranks) {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end() || it->second.state != v1::RUNNING) {
+    return make_error(ErrorCode::kFailedPrecondition, fmt::format("job {} is not running", id.value()));
+  }
+  nlohmann::json placement = nlohmann::json::parse(it->second.placement);
+  for (nlohmann::json& entry : placement) {
+    if (entry["node"] != node) continue;
+    for (nlohmann::json& rank : entry["ranks"]) {
+      for (const RankBound& bound : ranks) {
+        if (rank["rank"] != bound.rank) continue;
+        rank["bound_cpus"] = bound.cpus;
+        rank["bound_numa"] = bound.numa;
+      }
+    }
+  }
+  JobUpdate u;
+  u.id = id;
+  u.state = it->second.state;
+  u.reason = it->second.reason;
+  u.placement = placement.dump();
+  return apply(std::span<const JobUpdate>(&u, 1));
 }
 
 Result<std::vector<Launch>> JobManager::schedule(sched::Time now) {
@@ -202,7 +257,7 @@ Result<std::vector<Launch>> JobManager::schedule(sched::Time now) {
   std::vector<Launch> launches;
   for (sched::Started& s : pass.started) {
     const JobRow& row = jobs_.at(s.id);
-    launches.push_back({s.id, row.user, row.uid, row.spec, std::move(s.placement)});
+    launches.push_back({s.id, row.user, row.uid, row.spec, std::move(s.placement), row.array_job, row.array_index});
   }
   return launches;
 }
@@ -215,7 +270,7 @@ std::vector<JobId> JobManager::past_walltime(sched::Time now) {
   return out;
 }
 
-Status JobManager::finished(JobId id, int exit_code, std::optional<int> signal, sched::Time now) {
+Status JobManager::finished(JobId id, int exit_code, std::optional<int> signal, sched::Time now, bool out_of_memory) {
   auto it = jobs_.find(id);
   if (it == jobs_.end() || it->second.state != v1::RUNNING) {
     return make_error(ErrorCode::kFailedPrecondition, fmt::format("job {} is not running", id.value()));
@@ -233,11 +288,53 @@ Status JobManager::finished(JobId id, int exit_code, std::optional<int> signal, 
     u.state = v1::COMPLETED;
   } else {
     u.state = v1::FAILED;
-    u.reason = signal ? fmt::format("killed by signal {}", *signal) : "NonZeroExitCode";
+    u.reason = out_of_memory ? "OutOfMemory"
+               : signal      ? fmt::format("killed by signal {}", *signal)
+                             : "NonZeroExitCode";
   }
   LOOM_TRY(apply(std::span<const JobUpdate>(&u, 1)));  // stored before the resources are given back
   scheduler_.finished(id, end_kind(u.state), now);
   return {};
+}
+
+Result<NodeId> JobManager::admin_node(const Caller& caller, const std::string& node, std::string_view what) const {
+  if (!caller.admin) {
+    return make_error(ErrorCode::kPermissionDenied, fmt::format("only an administrator may {} a node ({} is not one)", what, caller.user));
+  }
+  const std::optional<NodeId> id = cluster_.find(node);
+  if (!id) return make_error(ErrorCode::kNotFound, fmt::format("there is no node {}", node));
+  return *id;
+}
+
+Status JobManager::drain(const Caller& caller, const std::string& node, const std::string& reason) {
+  const NodeId id = LOOM_TRY(admin_node(caller, node, "drain"));
+  if (reason.empty()) return make_error(ErrorCode::kInvalidArgument, "--reason is required: say why the node is drained");
+  LOOM_TRY(store_->set_drain(node, reason));
+  drained_[node] = reason;
+  if (cluster_.state(id) == sched::NodeState::kUp) LOOM_TRY(cluster_.set_state(id, sched::NodeState::kDrain));
+  if (on_change_) on_change_();
+  return {};
+}
+
+Status JobManager::resume(const Caller& caller, const std::string& node) {
+  const NodeId id = LOOM_TRY(admin_node(caller, node, "resume"));
+  if (!drained_.contains(node)) return make_error(ErrorCode::kFailedPrecondition, fmt::format("node {} is not drained", node));
+  LOOM_TRY(store_->set_drain(node, std::nullopt));
+  drained_.erase(node);
+  if (cluster_.state(id) == sched::NodeState::kDrain) LOOM_TRY(cluster_.set_state(id, sched::NodeState::kUp));
+  if (on_change_) on_change_();
+  return {};
+}
+
+void JobManager::joined(NodeId node) {
+  const bool drained = drained_.contains(cluster_.name(node));
+  LOOM_CHECK(cluster_.set_state(node, drained ? sched::NodeState::kDrain : sched::NodeState::kUp).has_value(),
+             "a registered node must be known to the cluster");
+}
+
+std::string JobManager::drain_reason(const std::string& node) const {
+  auto it = drained_.find(node);
+  return it == drained_.end() ? "" : it->second;
 }
 
 }  // namespace loom::controller

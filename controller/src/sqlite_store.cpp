@@ -17,7 +17,7 @@ using detail::Statement;
 static_assert(v1::COMPLETED == 4 && v1::NODE_FAIL > v1::COMPLETED && v1::STAGING_OUT < v1::COMPLETED);
 
 // Migrations, in order: migrations[i] takes the schema from version i to i + 1.
-constexpr std::array<std::string_view, 1> kMigrations = {
+constexpr std::array<std::string_view, 2> kMigrations = {
     R"sql(
       CREATE TABLE jobs (
         id          INTEGER PRIMARY KEY,
@@ -34,6 +34,14 @@ constexpr std::array<std::string_view, 1> kMigrations = {
         placement   TEXT    NOT NULL DEFAULT ''
       );
       CREATE INDEX jobs_unfinished ON jobs(state) WHERE state < 4;
+    )sql",
+    R"sql(
+      ALTER TABLE jobs ADD COLUMN array_job INTEGER;            -- the array's id, NULL if none
+      ALTER TABLE jobs ADD COLUMN array_index INTEGER NOT NULL DEFAULT 0;
+      CREATE TABLE drained_nodes (
+        name   TEXT PRIMARY KEY,
+        reason TEXT NOT NULL
+      );
     )sql",
 };
 
@@ -71,23 +79,64 @@ class SqliteStore final : public Store {
     return {};
   }
 
-  Result<std::vector<JobId>> insert_jobs(std::span<const NewJob> jobs) override {
+  Result<std::vector<JobId>> insert_jobs(std::span<const NewJob> jobs, bool as_array) override {
     return transaction([&]() -> Result<std::vector<JobId>> {
+      // Ids are chosen here, inside the write transaction that makes this the only writer,
+      // so that an array's elements are consecutive and know their array's id up front.
+      Statement next = LOOM_TRY(db_.prepare("SELECT coalesce(max(id), 0) + 1 FROM jobs"));
+      LOOM_TRY(next.step());
+      const auto first = static_cast<JobId::rep>(sqlite3_column_int64(next.get(), 0));
       Statement insert = LOOM_TRY(db_.prepare(
-          "INSERT INTO jobs(user, uid, state, submit_time, spec) VALUES(?, ?, 0, ?, ?)"));
+          "INSERT INTO jobs(id, user, uid, state, submit_time, spec, array_job, array_index) "
+          "VALUES(?, ?, ?, 0, ?, ?, ?, ?)"));
       std::vector<JobId> ids;
-      for (const NewJob& job : jobs) {
+      for (std::size_t i = 0; i < jobs.size(); ++i) {
+        const NewJob& job = jobs[i];
+        const JobId id(first + i);
         const std::string spec = job.spec.SerializeAsString();
-        sqlite3_bind_text(insert.get(), 1, job.user.data(), static_cast<int>(job.user.size()), SQLITE_TRANSIENT);
-        sqlite3_bind_int64(insert.get(), 2, job.uid);
-        sqlite3_bind_int64(insert.get(), 3, job.submit_time);
-        sqlite3_bind_blob(insert.get(), 4, spec.data(), static_cast<int>(spec.size()), SQLITE_TRANSIENT);
+        sqlite3_stmt* s = insert.get();
+        sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(id.value()));
+        sqlite3_bind_text(s, 2, job.user.data(), static_cast<int>(job.user.size()), SQLITE_TRANSIENT);
+        sqlite3_bind_int64(s, 3, job.uid);
+        sqlite3_bind_int64(s, 4, job.submit_time);
+        sqlite3_bind_blob(s, 5, spec.data(), static_cast<int>(spec.size()), SQLITE_TRANSIENT);
+        if (as_array) {
+          sqlite3_bind_int64(s, 6, static_cast<sqlite3_int64>(first));
+          sqlite3_bind_int64(s, 7, static_cast<sqlite3_int64>(i + 1));
+        } else {
+          sqlite3_bind_null(s, 6);
+          sqlite3_bind_int64(s, 7, 0);
+        }
         LOOM_TRY(insert.step());
-        ids.emplace_back(static_cast<JobId::rep>(sqlite3_last_insert_rowid(db_.get())));
+        ids.push_back(id);
         LOOM_TRY(insert.reset());
       }
       return ids;
     });
+  }
+
+  Status set_drain(const std::string& node, const std::optional<std::string>& reason) override {
+    Statement statement = LOOM_TRY(db_.prepare(reason ? "INSERT INTO drained_nodes(name, reason) VALUES(?, ?) "
+                                                        "ON CONFLICT(name) DO UPDATE SET reason = excluded.reason"
+                                                      : "DELETE FROM drained_nodes WHERE name = ?"));
+    sqlite3_bind_text(statement.get(), 1, node.data(), static_cast<int>(node.size()), SQLITE_TRANSIENT);
+    if (reason) sqlite3_bind_text(statement.get(), 2, reason->data(), static_cast<int>(reason->size()), SQLITE_TRANSIENT);
+    Result<bool> done = transaction([&]() -> Result<bool> {
+      LOOM_TRY(statement.step());
+      return true;
+    });
+    if (!done) return std::unexpected(std::move(done).error());
+    return {};
+  }
+
+  Result<std::map<std::string, std::string>> load_drained() const override {
+    Statement select = LOOM_TRY(db_.prepare("SELECT name, reason FROM drained_nodes"));
+    std::map<std::string, std::string> out;
+    while (LOOM_TRY(select.step()) == SQLITE_ROW) {
+      out.emplace(reinterpret_cast<const char*>(sqlite3_column_text(select.get(), 0)),
+                  reinterpret_cast<const char*>(sqlite3_column_text(select.get(), 1)));
+    }
+    return out;
   }
 
   Status update_jobs(std::span<const JobUpdate> updates) override {
@@ -123,9 +172,9 @@ class SqliteStore final : public Store {
   Result<std::vector<JobRow>> load_jobs(bool unfinished_only) const override {
     Statement select = LOOM_TRY(db_.prepare(
         unfinished_only ? "SELECT id, user, uid, state, reason, exit_code, signal, submit_time, start_time, "
-                          "end_time, spec, placement FROM jobs WHERE state < 4 ORDER BY id"
+                          "end_time, spec, placement, array_job, array_index FROM jobs WHERE state < 4 ORDER BY id"
                         : "SELECT id, user, uid, state, reason, exit_code, signal, submit_time, start_time, "
-                          "end_time, spec, placement FROM jobs ORDER BY id"));
+                          "end_time, spec, placement, array_job, array_index FROM jobs ORDER BY id"));
     std::vector<JobRow> rows;
     while (LOOM_TRY(select.step()) == SQLITE_ROW) {
       sqlite3_stmt* s = select.get();
@@ -145,6 +194,8 @@ class SqliteStore final : public Store {
         return make_error(ErrorCode::kDataLoss, fmt::format("job {}: its stored spec does not parse", row.id.value()));
       }
       row.placement = reinterpret_cast<const char*>(sqlite3_column_text(s, 11));
+      if (auto array = optional_int64(s, 12)) row.array_job = JobId(static_cast<JobId::rep>(*array));
+      row.array_index = static_cast<std::uint32_t>(sqlite3_column_int64(s, 13));
       rows.push_back(std::move(row));
     }
     return rows;

@@ -40,19 +40,24 @@ class JobManagerTest : public ::testing::Test {
     cluster_.add_node({"n0", topology, {}});
     auto store = open_sqlite_store(dir_);
     ASSERT_TRUE(store.has_value()) << store.error().to_string();
-    auto manager = JobManager::open(std::move(*store), cluster_, {}, at(0));
+    auto manager = JobManager::open(std::move(*store), cluster_, {}, [this] { ++changes_; });
     ASSERT_TRUE(manager.has_value()) << manager.error().to_string();
     manager_ = std::move(*manager);
   }
   JobRow row(JobId id) { return manager_->show(kAdmin, id).value(); }
+  Result<JobId> submit(const Caller& caller, const v1::JobSpec& s, sched::Time now) {
+    std::vector<JobId> ids = LOOM_TRY(manager_->submit(caller, s, 0, now));
+    return ids.at(0);
+  }
 
   std::filesystem::path dir_ = loom::testing::temp_path("state");
   sched::Cluster cluster_;
   std::unique_ptr<JobManager> manager_;
+  int changes_ = 0;  // on_change calls
 };
 
 TEST_F(JobManagerTest, AJobGoesFromPendingToCompletedAndEveryStepIsStored) {
-  auto id = manager_->submit(kAlice, spec(2), at(10));
+  auto id = submit(kAlice, spec(2), at(10));
   ASSERT_TRUE(id.has_value()) << id.error().to_string();
   EXPECT_EQ(row(*id).state, v1::PENDING);
   EXPECT_EQ(row(*id).spec.user(), "loom-alice") << "the user comes from the credential";
@@ -74,40 +79,40 @@ TEST_F(JobManagerTest, AJobGoesFromPendingToCompletedAndEveryStepIsStored) {
 }
 
 TEST_F(JobManagerTest, UsersSeeAndCancelOnlyTheirOwnJobs) {
-  const JobId alices = manager_->submit(kAlice, spec(1), at(0)).value();
-  const JobId bobs = manager_->submit(kBob, spec(1), at(0)).value();
-  ASSERT_EQ(manager_->list(kAlice).size(), 1u);
-  EXPECT_EQ(manager_->list(kAlice)[0].id, alices);
-  EXPECT_EQ(manager_->list(kAdmin).size(), 2u);
+  const JobId alices = submit(kAlice, spec(1), at(0)).value();
+  const JobId bobs = submit(kBob, spec(1), at(0)).value();
+  ASSERT_EQ(manager_->list(kAlice, true).size(), 1u);
+  EXPECT_EQ(manager_->list(kAlice, true)[0].id, alices);
+  EXPECT_EQ(manager_->list(kAdmin, true).size(), 2u);
   auto hidden = manager_->show(kAlice, bobs);
   ASSERT_FALSE(hidden.has_value());
   EXPECT_EQ(hidden.error().message(), fmt::format("job {} does not exist", bobs.value())) << "invisible, not forbidden";
   std::vector<JobId> kill;
-  EXPECT_FALSE(manager_->cancel(kAlice, bobs, at(1), kill).has_value());
+  EXPECT_FALSE(manager_->cancel(kAlice, bobs, std::nullopt, at(1), kill).has_value());
   EXPECT_EQ(row(bobs).state, v1::PENDING);
-  ASSERT_TRUE(manager_->cancel(kAdmin, bobs, at(1), kill).has_value());
+  ASSERT_TRUE(manager_->cancel(kAdmin, bobs, std::nullopt, at(1), kill).has_value());
   EXPECT_EQ(row(bobs).state, v1::CANCELLED);
   EXPECT_EQ(row(bobs).reason, "cancelled by root");
   EXPECT_TRUE(kill.empty()) << "a pending job has nothing to kill";
 }
 
 TEST_F(JobManagerTest, CancellingARunningJobKillsItThenEndsItCancelled) {
-  const JobId id = manager_->submit(kAlice, spec(1), at(0)).value();
+  const JobId id = submit(kAlice, spec(1), at(0)).value();
   ASSERT_TRUE(manager_->schedule(at(0)).has_value());
   std::vector<JobId> kill;
-  ASSERT_TRUE(manager_->cancel(kAlice, id, at(5), kill).has_value());
+  ASSERT_TRUE(manager_->cancel(kAlice, id, std::nullopt, at(5), kill).has_value());
   EXPECT_EQ(kill, std::vector<JobId>{id});
   EXPECT_EQ(row(id).state, v1::RUNNING) << "until its processes are gone";
   ASSERT_TRUE(manager_->finished(id, 128 + 9, 9, at(6)).has_value());
   EXPECT_EQ(row(id).state, v1::CANCELLED);
   EXPECT_EQ(row(id).signal, 9);
-  auto again = manager_->cancel(kAlice, id, at(7), kill);
+  auto again = manager_->cancel(kAlice, id, std::nullopt, at(7), kill);
   ASSERT_FALSE(again.has_value());
   EXPECT_EQ(again.error().message(), fmt::format("job {} has already ended (CANCELLED)", id.value()));
 }
 
 TEST_F(JobManagerTest, AJobPastItsWalltimeEndsTimeout) {
-  const JobId id = manager_->submit(kAlice, spec(1, 60), at(0)).value();
+  const JobId id = submit(kAlice, spec(1, 60), at(0)).value();
   ASSERT_TRUE(manager_->schedule(at(0)).has_value());
   EXPECT_TRUE(manager_->past_walltime(at(59)).empty());
   EXPECT_EQ(manager_->past_walltime(at(60)), std::vector<JobId>{id});
@@ -118,7 +123,7 @@ TEST_F(JobManagerTest, AJobPastItsWalltimeEndsTimeout) {
 }
 
 TEST_F(JobManagerTest, AFailedDependencyCancelsItsDependentEvenAcrossARestart) {
-  const JobId first = manager_->submit(kAlice, spec(1), at(0)).value();
+  const JobId first = submit(kAlice, spec(1), at(0)).value();
   ASSERT_TRUE(manager_->schedule(at(0)).has_value());
   ASSERT_TRUE(manager_->finished(first, 2, std::nullopt, at(5)).has_value());
   EXPECT_EQ(row(first).state, v1::FAILED);
@@ -127,7 +132,7 @@ TEST_F(JobManagerTest, AFailedDependencyCancelsItsDependentEvenAcrossARestart) {
   auto* dep = dependent.add_dependencies();
   dep->set_kind(v1::Dependency::AFTER_OK);
   dep->set_job(first.value());
-  const JobId second = manager_->submit(kAlice, dependent, at(6)).value();
+  const JobId second = submit(kAlice, dependent, at(6)).value();
   reopen();  // the dependency's end must be known to the new scheduler
   ASSERT_TRUE(manager_->schedule(at(7)).has_value());
   EXPECT_EQ(row(second).state, v1::CANCELLED);
@@ -135,8 +140,8 @@ TEST_F(JobManagerTest, AFailedDependencyCancelsItsDependentEvenAcrossARestart) {
 }
 
 TEST_F(JobManagerTest, PendingJobsAreQueuedAgainAfterARestart) {
-  const JobId big = manager_->submit(kAlice, spec(8), at(0)).value();
-  const JobId next = manager_->submit(kAlice, spec(8), at(1)).value();
+  const JobId big = submit(kAlice, spec(8), at(0)).value();
+  const JobId next = submit(kAlice, spec(8), at(1)).value();
   ASSERT_EQ(manager_->schedule(at(1)).value().size(), 1u);
   ASSERT_TRUE(manager_->finished(big, 0, std::nullopt, at(2)).has_value());
   reopen();
@@ -149,16 +154,80 @@ TEST_F(JobManagerTest, PendingJobsAreQueuedAgainAfterARestart) {
 TEST_F(JobManagerTest, BadJobsAreRefusedBeforeAnythingIsStored) {
   v1::JobSpec no_command = spec(1);
   no_command.clear_argv();
-  EXPECT_EQ(manager_->submit(kAlice, no_command, at(0)).error().message(), "nothing to run: the job has no command");
-  EXPECT_EQ(manager_->submit(kAlice, spec(9), at(0)).error().message(),
+  EXPECT_EQ(submit(kAlice, no_command, at(0)).error().message(), "nothing to run: the job has no command");
+  EXPECT_EQ(submit(kAlice, spec(9), at(0)).error().message(),
             "ntasks 9 of 1 cores exceeds what the whole cluster holds (8 tasks)");
   v1::JobSpec on_bobs = spec(1);
-  const JobId bobs = manager_->submit(kBob, spec(1), at(0)).value();
+  const JobId bobs = submit(kBob, spec(1), at(0)).value();
   auto* dep = on_bobs.add_dependencies();
   dep->set_job(bobs.value());
-  EXPECT_EQ(manager_->submit(kAlice, on_bobs, at(0)).error().message(),
+  EXPECT_EQ(submit(kAlice, on_bobs, at(0)).error().message(),
             fmt::format("--dependency names job {}, which does not exist", bobs.value()));
-  EXPECT_EQ(manager_->list(kAdmin).size(), 1u) << "only Bob's job was stored";
+  EXPECT_EQ(manager_->list(kAdmin, true).size(), 1u) << "only Bob's job was stored";
+}
+
+TEST_F(JobManagerTest, AnArrayIsNJobsWithIndexesCancelledTogetherByItsId) {
+  const int before = changes_;
+  const std::vector<JobId> ids = manager_->submit(kAlice, spec(4), 3, at(0)).value();
+  ASSERT_EQ(ids.size(), 3u);
+  EXPECT_GT(changes_, before) << "watchers hear of a submission";
+  const JobRow second = manager_->show(kAlice, ids[0], 2).value();
+  EXPECT_EQ(second.id, ids[1]);
+  EXPECT_EQ(second.array_job, ids[0]);
+  EXPECT_EQ(second.array_index, 2u);
+  EXPECT_EQ(manager_->show(kAlice, ids[0], 4).error().message(), fmt::format("job {}_4 does not exist", ids[0].value()));
+  EXPECT_FALSE(manager_->show(kBob, ids[0], 1).has_value()) << "another user's array is invisible";
+
+  auto launches = manager_->schedule(at(1)).value();
+  ASSERT_EQ(launches.size(), 2u) << "two 4-task elements fill the 8 cores";
+  EXPECT_EQ(launches[1].array_job, ids[0]);
+  EXPECT_EQ(launches[1].array_index, 2u);
+  std::vector<JobId> kill;
+  ASSERT_TRUE(manager_->cancel(kAlice, ids[0], std::nullopt, at(2), kill).has_value());
+  EXPECT_EQ(kill, (std::vector<JobId>{ids[0], ids[1]})) << "the running elements are killed";
+  EXPECT_EQ(row(ids[2]).state, v1::CANCELLED) << "the pending one ends at once";
+  for (JobId id : kill) ASSERT_TRUE(manager_->finished(id, 128 + 15, 15, at(3)).has_value());
+  EXPECT_EQ(row(ids[0]).state, v1::CANCELLED);
+  EXPECT_TRUE(manager_->list(kAlice, false).empty()) << "ended jobs are listed only on request";
+  EXPECT_EQ(manager_->list(kAlice, true).size(), 3u);
+  reopen();
+  EXPECT_EQ(manager_->show(kAlice, ids[0], 3).value().id, ids[2]) << "the array survives a restart";
+}
+
+TEST_F(JobManagerTest, TheBindingAnAgentAppliedIsShownBesideThePlacement) {
+  const JobId id = submit(kAlice, spec(2), at(0)).value();
+  ASSERT_EQ(manager_->schedule(at(0)).value().size(), 1u);
+  const std::vector<RankBound> bound = {{0, {4}, {1}}, {1, {5}, {1}}};
+  ASSERT_TRUE(manager_->started(id, "n0", bound).has_value());
+  reopen();
+  EXPECT_EQ(row(id).placement,
+            R"([{"bb_bytes":0,"exclusive":false,"node":"n0","nvme":null,"ranks":[)"
+            R"({"bound_cpus":[4],"bound_numa":[1],"cores":[0],"memory_bytes":0,"numa":0,"rank":0},)"
+            R"({"bound_cpus":[5],"bound_numa":[1],"cores":[1],"memory_bytes":0,"numa":0,"rank":1}]}])");
+}
+
+TEST_F(JobManagerTest, ADrainedNodeTakesNothingNewAndStaysDrainedAcrossARestart) {
+  const NodeId n0 = *cluster_.find("n0");
+  EXPECT_EQ(manager_->drain(kAlice, "n0", "maintenance").error().message(),
+            "only an administrator may drain a node (loom-alice is not one)");
+  EXPECT_EQ(manager_->drain(kAdmin, "n9", "maintenance").error().message(), "there is no node n9");
+  EXPECT_EQ(manager_->drain(kAdmin, "n0", "").error().message(), "--reason is required: say why the node is drained");
+  ASSERT_TRUE(manager_->drain(kAdmin, "n0", "new DIMM").has_value());
+  EXPECT_EQ(cluster_.state(n0), sched::NodeState::kDrain);
+  const JobId id = submit(kAlice, spec(1), at(0)).value();
+  EXPECT_TRUE(manager_->schedule(at(1)).value().empty());
+
+  reopen();  // a new cluster: the node joins again, and its drain is remembered
+  manager_->joined(*cluster_.find("n0"));
+  EXPECT_EQ(cluster_.state(*cluster_.find("n0")), sched::NodeState::kDrain);
+  EXPECT_EQ(manager_->drain_reason("n0"), "new DIMM");
+  EXPECT_TRUE(manager_->schedule(at(2)).value().empty());
+  EXPECT_EQ(manager_->resume(kBob, "n0").error().message(), "only an administrator may resume a node (loom-bob is not one)");
+  ASSERT_TRUE(manager_->resume(kAdmin, "n0").has_value());
+  EXPECT_EQ(manager_->resume(kAdmin, "n0").error().message(), "node n0 is not drained");
+  auto launches = manager_->schedule(at(3)).value();
+  ASSERT_EQ(launches.size(), 1u);
+  EXPECT_EQ(launches[0].id, id);
 }
 
 }  // namespace

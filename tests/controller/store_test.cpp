@@ -51,7 +51,7 @@ class StoreTest : public ::testing::Test {
 TEST_F(StoreTest, JobsRoundTripWithTheirSpecs) {
   auto store = open();
   std::vector<NewJob> jobs = {job("a"), job("b", 1001)};
-  auto ids = store->insert_jobs(jobs);
+  auto ids = store->insert_jobs(jobs, false);
   ASSERT_TRUE(ids.has_value()) << ids.error().to_string();
   ASSERT_EQ(ids->size(), 2u);
   EXPECT_LT((*ids)[0], (*ids)[1]);
@@ -70,7 +70,7 @@ TEST_F(StoreTest, JobsRoundTripWithTheirSpecs) {
 
 TEST_F(StoreTest, TransitionsSetOnlyWhatTheyName) {
   auto store = open();
-  const JobId id = store->insert_jobs(std::vector<NewJob>{job("a")}).value()[0];
+  const JobId id = store->insert_jobs(std::vector<NewJob>{job("a")}, false).value()[0];
   JobUpdate running = transition(id, v1::RUNNING);
   running.start_time = 1010;
   running.placement = R"({"nodes":["n0"]})";
@@ -94,7 +94,7 @@ TEST_F(StoreTest, TransitionsSetOnlyWhatTheyName) {
 
 TEST_F(StoreTest, ABatchWithAnUnknownJobChangesNothing) {
   auto store = open();
-  const JobId id = store->insert_jobs(std::vector<NewJob>{job("a")}).value()[0];
+  const JobId id = store->insert_jobs(std::vector<NewJob>{job("a")}, false).value()[0];
   auto status = store->update_jobs(
       std::vector<JobUpdate>{transition(id, v1::RUNNING), transition(JobId(999), v1::RUNNING)});
   ASSERT_FALSE(status.has_value());
@@ -105,15 +105,83 @@ TEST_F(StoreTest, ABatchWithAnUnknownJobChangesNothing) {
 TEST_F(StoreTest, StateSurvivesReopeningAndItsDirectoryIsPrivate) {
   {
     auto store = open();
-    ASSERT_TRUE(store->insert_jobs(std::vector<NewJob>{job("a"), job("b")}).has_value());
+    ASSERT_TRUE(store->insert_jobs(std::vector<NewJob>{job("a"), job("b")}, false).has_value());
   }
   auto store = open();
   EXPECT_EQ(store->load_jobs(false).value().size(), 2u);
-  const JobId next = store->insert_jobs(std::vector<NewJob>{job("c")}).value()[0];
+  const JobId next = store->insert_jobs(std::vector<NewJob>{job("c")}, false).value()[0];
   EXPECT_EQ(next.value(), 3u) << "ids are never reused";
   struct stat st{};
   ASSERT_EQ(::stat(dir_.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0700u);
+}
+
+TEST_F(StoreTest, AnArraysElementsAreConsecutiveAndNameTheirArray) {
+  auto store = open();
+  const JobId single = store->insert_jobs(std::vector<NewJob>{job("single")}, false).value()[0];
+  const std::vector<JobId> ids = store->insert_jobs(std::vector<NewJob>{job("e"), job("e"), job("e")}, true).value();
+  ASSERT_EQ(ids.size(), 3u);
+  EXPECT_EQ(ids[0].value(), single.value() + 1);
+  EXPECT_EQ(ids[2].value(), ids[0].value() + 2);
+  const std::vector<JobRow> rows = store->load_jobs(false).value();
+  ASSERT_EQ(rows.size(), 4u);
+  EXPECT_FALSE(rows[0].array_job.has_value());
+  EXPECT_EQ(rows[0].array_index, 0u);
+  for (std::uint32_t i = 1; i <= 3; ++i) {
+    EXPECT_EQ(rows[i].array_job, ids[0]);
+    EXPECT_EQ(rows[i].array_index, i);
+  }
+}
+
+TEST_F(StoreTest, ADrainOutlivesTheStoreUntilResumed) {
+  {
+    auto store = open();
+    ASSERT_TRUE(store->set_drain("n1", "bad DIMM").has_value());
+    ASSERT_TRUE(store->set_drain("n2", "firmware").has_value());
+    ASSERT_TRUE(store->set_drain("n2", "firmware 2.1").has_value());
+  }
+  {
+    auto store = open();
+    EXPECT_EQ(store->load_drained().value(),
+              (std::map<std::string, std::string>{{"n1", "bad DIMM"}, {"n2", "firmware 2.1"}}));
+    ASSERT_TRUE(store->set_drain("n1", std::nullopt).has_value());
+  }
+  EXPECT_EQ(open()->load_drained().value(), (std::map<std::string, std::string>{{"n2", "firmware 2.1"}}));
+}
+
+// A state written by the first schema opens with its jobs intact.
+TEST_F(StoreTest, AVersionOneStateIsMigrated) {
+  std::filesystem::create_directories(dir_);
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ / "state.db").c_str(), &db), SQLITE_OK);
+  const std::string spec = job("old").spec.SerializeAsString();
+  ASSERT_EQ(sqlite3_exec(db,
+                         "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+                         "INSERT INTO meta VALUES('schema_version', 1);"
+                         "CREATE TABLE jobs (id INTEGER PRIMARY KEY, user TEXT NOT NULL, uid INTEGER NOT NULL,"
+                         " state INTEGER NOT NULL, reason TEXT NOT NULL DEFAULT '', exit_code INTEGER, signal INTEGER,"
+                         " submit_time INTEGER NOT NULL, start_time INTEGER, end_time INTEGER, spec BLOB NOT NULL,"
+                         " placement TEXT NOT NULL DEFAULT '');",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_stmt* insert = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "INSERT INTO jobs(id, user, uid, state, submit_time, spec) VALUES(5, 'loom-alice', 1001, 4, 1000, ?)",
+                               -1, &insert, nullptr),
+            SQLITE_OK);
+  sqlite3_bind_blob(insert, 1, spec.data(), static_cast<int>(spec.size()), SQLITE_TRANSIENT);
+  ASSERT_EQ(sqlite3_step(insert), SQLITE_DONE);
+  sqlite3_finalize(insert);
+  sqlite3_close(db);
+
+  auto store = open();
+  const std::vector<JobRow> rows = store->load_jobs(false).value();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].id.value(), 5u);
+  EXPECT_EQ(rows[0].state, v1::COMPLETED);
+  EXPECT_EQ(rows[0].spec.name(), "old");
+  EXPECT_FALSE(rows[0].array_job.has_value());
+  EXPECT_EQ(store->insert_jobs(std::vector<NewJob>{job("new")}, false).value()[0].value(), 6u);
+  EXPECT_TRUE(store->load_drained().value().empty());
 }
 
 TEST_F(StoreTest, AStateFromANewerLoomIsRefused) {
@@ -141,7 +209,7 @@ TEST_F(StoreTest, EveryAcknowledgedJobSurvivesAKill) {
     auto store = open_sqlite_store(dir_);
     if (!store) ::_exit(2);
     for (int i = 0; i < 100000; ++i) {
-      auto ids = (*store)->insert_jobs(std::vector<NewJob>{job("j" + std::to_string(i))});
+      auto ids = (*store)->insert_jobs(std::vector<NewJob>{job("j" + std::to_string(i))}, false);
       if (!ids) ::_exit(3);
       const std::uint64_t acked = (*ids)[0].value();
       if (::write(pipe_fds[1], &acked, sizeof(acked)) != sizeof(acked)) ::_exit(4);

@@ -35,6 +35,9 @@ class Cgroup {
   Status add(pid_t pid) const;
   // The processes in it now.
   std::vector<pid_t> processes() const;
+  // Sends `signal` to every process in it now (SIGTERM before a kill: a job's chance to
+  // checkpoint and exit).
+  void signal_all(int signal) const;
   // Freezes the cgroup, SIGKILLs everything in it, thaws, and waits (bounded) until it is
   // empty, so that no process escapes by forking during the kill.
   Status kill_all() const;

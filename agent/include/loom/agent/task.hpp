@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <csignal>
 #include <map>
 #include <optional>
 #include <string>
@@ -51,6 +52,8 @@ class Task {
   Result<ExitStatus> wait();
   // Kills every process of the task (by cgroup); wait() then reports the signal.
   Status kill() const { return cgroup_.kill_all(); }
+  // Sends SIGTERM to every process of the task: a kill with a grace period starts so.
+  void terminate() const { cgroup_.signal_all(SIGTERM); }
 
  private:
   Task(pid_t pid, Cgroup cgroup) : pid_(pid), cgroup_(std::move(cgroup)) {}

@@ -5,6 +5,7 @@
 // that a typo never silently leaves a default in force.
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <optional>
 #include <span>
@@ -24,7 +25,12 @@ struct Config {
   } auth;
   struct Controller {
     std::string address = "127.0.0.1:6820";
+    std::chrono::seconds kill_grace{30};
+    std::chrono::seconds connect_timeout{30};
   } controller;
+  struct Agent {
+    bool allow_root_jobs = false;
+  } agent;
   struct Fabric {
     std::string provider;   // empty: FI_PROVIDER, else the fallback order
     std::string interface;  // empty: the provider's first non-loopback domain

@@ -3,6 +3,7 @@
 // returned to the caller to act on (launch, kill) or to acknowledge (a job id).
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -29,6 +30,15 @@ struct Launch {
   std::uint32_t uid = 0;
   v1::JobSpec spec;
   sched::Placement placement;
+  std::optional<JobId> array_job;
+  std::uint32_t array_index = 0;
+};
+
+// How one rank runs on its node, as the agent applied it.
+struct RankBound {
+  std::uint32_t rank = 0;
+  std::vector<unsigned> cpus;  // PU OS indexes
+  std::vector<unsigned> numa;  // NUMA node OS indexes
 };
 
 // The loom.v1.JobSpec a user sent, as the scheduler takes it; refusals name the option.
@@ -36,20 +46,30 @@ Result<sched::JobSpec> to_sched_spec(const v1::JobSpec& spec);
 
 class JobManager {
  public:
-  // Loads the jobs the store holds; pending ones are queued again.
+  // Loads the jobs and drained nodes the store holds; pending jobs are queued again.
+  // on_change runs after every change is stored (watchers wake on it).
   static Result<std::unique_ptr<JobManager>> open(std::unique_ptr<Store> store, sched::Cluster& cluster,
-                                                  sched::SchedulerOptions options, sched::Time now);
+                                                  sched::SchedulerOptions options, std::function<void()> on_change = {});
 
-  // Stores the job PENDING and queues it; the id is acknowledged only once stored.
-  Result<JobId> submit(const Caller& caller, v1::JobSpec spec, sched::Time now);
+  // Stores the job PENDING and queues it, or with array_size N > 0 an array of N jobs in one
+  // transaction; ids are acknowledged only once stored.
+  Result<std::vector<JobId>> submit(const Caller& caller, v1::JobSpec spec, std::uint32_t array_size, sched::Time now);
 
-  // A user's own jobs, or every job for an admin; other users' jobs are invisible.
-  std::vector<JobRow> list(const Caller& caller) const;
-  Result<JobRow> show(const Caller& caller, JobId id) const;
+  // A user's own jobs, or every job for an admin; other users' jobs are invisible. Jobs
+  // that have ended only with include_ended.
+  std::vector<JobRow> list(const Caller& caller, bool include_ended) const;
+  // The job `id`, or element `index` of the array `id`.
+  Result<JobRow> show(const Caller& caller, JobId id, std::optional<std::uint32_t> index = std::nullopt) const;
 
   // A pending job ends CANCELLED at once. A running one is returned in `kill` for the
-  // caller to kill on its nodes, and ends CANCELLED when finished() reports it.
-  Status cancel(const Caller& caller, JobId id, sched::Time now, std::vector<JobId>& kill);
+  // caller to kill on its nodes, and ends CANCELLED when finished() reports it. An array's
+  // id without an index cancels every element that has not ended.
+  Status cancel(const Caller& caller, JobId id, std::optional<std::uint32_t> index, sched::Time now,
+                std::vector<JobId>& kill);
+
+  // The agent of `node` started the job's ranks there, bound as `ranks` says: recorded
+  // beside the placement, for `loom show`.
+  Status started(JobId id, const std::string& node, std::span<const RankBound> ranks);
 
   // One scheduling pass; the jobs it starts are stored RUNNING, with their placement,
   // before they are returned. Jobs whose dependency can never be met end CANCELLED.
@@ -58,12 +78,25 @@ class JobManager {
   // Running jobs past their walltime: marked for TIMEOUT, returned for the caller to kill.
   std::vector<JobId> past_walltime(sched::Time now);
 
-  // A running job's processes ended (exit_code is 128 + signal when killed by one).
-  Status finished(JobId id, int exit_code, std::optional<int> signal, sched::Time now);
+  // A running job's processes ended (exit_code is 128 + signal when killed by one;
+  // out_of_memory when a rank hit its --mem-per-task).
+  Status finished(JobId id, int exit_code, std::optional<int> signal, sched::Time now, bool out_of_memory = false);
+
+  // Admins drain a node (it runs what it has and takes nothing new) or resume it; stored,
+  // so that a drain outlives restarts. A node drained before it (re)joins is drained when
+  // it does: see joined().
+  Status drain(const Caller& caller, const std::string& node, const std::string& reason);
+  Status resume(const Caller& caller, const std::string& node);
+  // A node's agent registered: up, or drained when a stored drain says so.
+  void joined(NodeId node);
+  // Why a node is drained; empty when it is not.
+  std::string drain_reason(const std::string& node) const;
 
  private:
-  JobManager(std::unique_ptr<Store> store, sched::Cluster& cluster, sched::SchedulerOptions options);
-  const JobRow* visible(const Caller& caller, JobId id) const;
+  JobManager(std::unique_ptr<Store> store, sched::Cluster& cluster, sched::SchedulerOptions options,
+             std::function<void()> on_change);
+  const JobRow* visible(const Caller& caller, JobId id, std::optional<std::uint32_t> index = std::nullopt) const;
+  Result<NodeId> admin_node(const Caller& caller, const std::string& node, std::string_view what) const;
   // Stores transitions in one transaction, then mirrors them in jobs_.
   Status apply(std::span<const JobUpdate> updates);
 
@@ -72,6 +105,8 @@ class JobManager {
   sched::Scheduler scheduler_;
   std::map<JobId, JobRow> jobs_;  // the store's content, for reads
   std::map<JobId, std::string> ending_;  // running jobs being killed: the reason they end with
+  std::map<std::string, std::string> drained_;  // the store's drained nodes, by name
+  std::function<void()> on_change_;
 };
 
 }  // namespace loom::controller

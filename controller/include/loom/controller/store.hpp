@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -51,18 +52,28 @@ struct JobRow {
   std::optional<std::int64_t> end_time;
   v1::JobSpec spec;
   std::string placement;
+  std::optional<JobId> array_job;  // an array's element: the array's id, and its index
+  std::uint32_t array_index = 0;
 };
 
 class Store {
  public:
   virtual ~Store() = default;
-  // Inserts jobs in one transaction and returns their ids, in order; durable on return.
-  virtual Result<std::vector<JobId>> insert_jobs(std::span<const NewJob> jobs) = 0;
+  // Inserts jobs in one transaction and returns their ids, in order and consecutive;
+  // durable on return. As an array, job i is element i + 1 of an array whose id is the
+  // first job's.
+  virtual Result<std::vector<JobId>> insert_jobs(std::span<const NewJob> jobs, bool as_array) = 0;
   // Applies transitions in one transaction; durable on return. An unknown id fails the
   // whole batch.
   virtual Status update_jobs(std::span<const JobUpdate> updates) = 0;
   // Every job, or only those not yet ended, in id order.
   virtual Result<std::vector<JobRow>> load_jobs(bool unfinished_only) const = 0;
+
+  // Drains a node (a reason) or resumes it (nullopt); durable on return. Nodes are
+  // known by name, so a drain outlives the node's agent and the controller.
+  virtual Status set_drain(const std::string& node, const std::optional<std::string>& reason) = 0;
+  // The drained nodes and their reasons.
+  virtual Result<std::map<std::string, std::string>> load_drained() const = 0;
 };
 
 // SQLite in WAL mode with synchronous=FULL, one file `state.db` under state_dir (created

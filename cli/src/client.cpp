@@ -1,0 +1,75 @@
+#include "client.hpp"
+
+#include <fmt/format.h>
+
+#include <charconv>
+#include <cstdlib>
+
+#include "loom/common/duration.hpp"
+#include "loom/common/munge.hpp"
+
+namespace loom::cli {
+
+Error Client::error(const grpc::Status& status) const {
+  switch (status.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE:
+      return Error(ErrorCode::kUnavailable, fmt::format("the controller at {} is unreachable: {}", address, status.error_message()));
+    case grpc::StatusCode::NOT_FOUND: return Error(ErrorCode::kNotFound, status.error_message());
+    case grpc::StatusCode::PERMISSION_DENIED: return Error(ErrorCode::kPermissionDenied, status.error_message());
+    case grpc::StatusCode::UNAUTHENTICATED: return Error(ErrorCode::kUnauthenticated, status.error_message());
+    case grpc::StatusCode::FAILED_PRECONDITION: return Error(ErrorCode::kFailedPrecondition, status.error_message());
+    default: return Error(ErrorCode::kInvalidArgument, status.error_message());
+  }
+}
+
+Result<Client> connect(const std::string& option, const Config& config) {
+  std::string address = option;
+  if (address.empty()) {
+    const char* env = std::getenv("LOOM_CONTROLLER");
+    address = env != nullptr && *env != '\0' ? env : config.controller.address;
+  }
+  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  if (!channel->WaitForConnected(std::chrono::system_clock::now() + config.controller.connect_timeout)) {
+    return make_error(ErrorCode::kUnavailable, fmt::format("the controller at {} is unreachable (tried for {})", address,
+                                                           format_duration(config.controller.connect_timeout)));
+  }
+  return Client{address, v1::Controller::NewStub(channel)};
+}
+
+Result<v1::Caller> me() {
+  v1::Caller caller;
+  std::string credential = LOOM_TRY(munge_credential());
+  caller.set_credential(std::move(credential));
+  return caller;
+}
+
+Result<JobRef> parse_job_ref(const std::string& text) {
+  auto bad = [&] { return make_error(ErrorCode::kInvalidArgument, fmt::format("\"{}\" is not a job id (12, or 12_3 in an array)", text)); };
+  JobRef ref;
+  const char* end = text.data() + text.size();
+  auto [rest, ec] = std::from_chars(text.data(), end, ref.job);
+  if (text.empty() || ec != std::errc() || ref.job == 0) return bad();
+  if (rest == end) return ref;
+  if (*rest != '_') return bad();
+  std::uint32_t index = 0;
+  auto [tail, ec2] = std::from_chars(rest + 1, end, index);
+  if (ec2 != std::errc() || tail != end || index == 0) return bad();
+  ref.index = index;
+  return ref;
+}
+
+std::string job_ref(const v1::JobInfo& job) {
+  return job.array_job() != 0 ? fmt::format("{}_{}", job.array_job(), job.array_index()) : std::to_string(job.id());
+}
+
+Result<v1::JobRequest> job_request(const std::string& text) {
+  const JobRef ref = LOOM_TRY(parse_job_ref(text));
+  v1::JobRequest request;
+  request.set_job(ref.job);
+  if (ref.index) request.set_array_index(*ref.index);
+  v1::Caller caller = LOOM_TRY(me());
+  *request.mutable_caller() = std::move(caller);
+  return request;
+}
+
+}  // namespace loom::cli

@@ -1,0 +1,46 @@
+// What every `loom` command that talks to the controller shares: finding and reaching it,
+// proving who the caller is, naming jobs, and turning gRPC failures into one clear line.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "loom/common/config.hpp"
+#include "loom/common/error.hpp"
+#include "loom/proto/loom.grpc.pb.h"
+
+namespace loom::cli {
+
+struct Client {
+  std::string address;
+  std::unique_ptr<v1::Controller::Stub> stub;
+
+  // A failed call as one line: the controller's own message, or that it is unreachable.
+  Error error(const grpc::Status& status) const;
+};
+
+// The controller named by --controller (`option`), else LOOM_CONTROLLER, else
+// controller.address, once it accepts a connection: tried for controller.connect_timeout,
+// so that a controller restarting does not fail a command. Calls are not retried after
+// that: a submission must never be made twice.
+Result<Client> connect(const std::string& option, const Config& config);
+
+// This process, as a fresh Munge credential proves it.
+Result<v1::Caller> me();
+
+// "12" or, for an array's element, "12_3".
+struct JobRef {
+  std::uint64_t job = 0;
+  std::optional<std::uint32_t> index;
+};
+Result<JobRef> parse_job_ref(const std::string& text);
+std::string job_ref(const v1::JobInfo& job);
+
+// The request naming one job, as this user.
+Result<v1::JobRequest> job_request(const std::string& text);
+
+}  // namespace loom::cli

@@ -1,0 +1,347 @@
+#include "service.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <nlohmann/json.hpp>
+
+#include "loom/common/munge.hpp"
+#include "loom/hwtopo/json.hpp"
+
+namespace loom::controller {
+
+namespace {
+
+sched::Time now() {
+  return std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now());
+}
+
+grpc::Status to_grpc(const Error& e) {
+  grpc::StatusCode code = grpc::StatusCode::UNKNOWN;
+  switch (e.code()) {
+    case ErrorCode::kInvalidArgument: code = grpc::StatusCode::INVALID_ARGUMENT; break;
+    case ErrorCode::kNotFound: code = grpc::StatusCode::NOT_FOUND; break;
+    case ErrorCode::kFailedPrecondition: code = grpc::StatusCode::FAILED_PRECONDITION; break;
+    case ErrorCode::kPermissionDenied: code = grpc::StatusCode::PERMISSION_DENIED; break;
+    case ErrorCode::kUnauthenticated: code = grpc::StatusCode::UNAUTHENTICATED; break;
+    case ErrorCode::kUnavailable: code = grpc::StatusCode::UNAVAILABLE; break;
+    default: code = grpc::StatusCode::INTERNAL; break;
+  }
+  return {code, e.to_string()};
+}
+
+std::optional<std::uint32_t> index_of(const v1::JobRequest& request) {
+  return request.has_array_index() ? std::optional(request.array_index()) : std::nullopt;
+}
+
+v1::JobInfo info(const JobRow& row) {
+  v1::JobInfo j;
+  j.set_id(row.id.value());
+  j.set_name(row.spec.name());
+  j.set_user(row.user);
+  j.set_state(row.state);
+  j.set_reason(row.reason);
+  if (row.exit_code) j.set_exit_code(*row.exit_code);
+  if (row.signal) j.set_signal(*row.signal);
+  j.set_submit_time(row.submit_time);
+  if (row.start_time) j.set_start_time(*row.start_time);
+  if (row.end_time) j.set_end_time(*row.end_time);
+  j.set_tasks(row.spec.tasks());
+  // Placed jobs count the nodes they hold; pending ones what they asked for.
+  const auto placed = row.placement.empty() ? nlohmann::json::array() : nlohmann::json::parse(row.placement);
+  j.set_nodes(placed.empty() ? row.spec.nodes_min() : static_cast<std::uint32_t>(placed.size()));
+  j.set_placement_json(row.placement);
+  if (row.array_job) {
+    j.set_array_job(row.array_job->value());
+    j.set_array_index(row.array_index);
+  }
+  return j;
+}
+
+std::string state_name(sched::NodeState state) {
+  switch (state) {
+    case sched::NodeState::kUp: return "UP";
+    case sched::NodeState::kDrain: return "DRAIN";
+    case sched::NodeState::kDown: return "DOWN";
+  }
+  return "UNKNOWN";
+}
+
+}  // namespace
+
+Result<Caller> Service::caller(const v1::Caller& c) const {
+  Identity id = LOOM_TRY(munge_verify(c.credential()));
+  return Caller{id.uid, id.user, in_group(id, config_.auth.admin_group)};
+}
+
+// ---- CLI ----
+
+grpc::Status Service::Submit(grpc::ServerContext*, const v1::SubmitRequest* request, v1::SubmitReply* reply) {
+  auto who = caller(request->caller());
+  if (!who) return to_grpc(who.error());
+  std::lock_guard lock(mutex_);
+  auto ids = manager_->submit(*who, request->spec(), request->array_size(), now());
+  if (!ids) return to_grpc(ids.error());
+  reply->set_job(ids->front().value());
+  if (request->array_size() > 0) {
+    for (JobId id : *ids) reply->add_elements(id.value());
+  }
+  wake_.notify_one();
+  return grpc::Status::OK;
+}
+
+grpc::Status Service::List(grpc::ServerContext*, const v1::ListRequest* request, v1::ListReply* reply) {
+  auto who = caller(request->caller());
+  if (!who) return to_grpc(who.error());
+  std::lock_guard lock(mutex_);
+  for (const JobRow& row : manager_->list(*who, request->include_ended())) *reply->add_jobs() = info(row);
+  return grpc::Status::OK;
+}
+
+grpc::Status Service::Show(grpc::ServerContext*, const v1::JobRequest* request, v1::JobInfo* reply) {
+  auto who = caller(request->caller());
+  if (!who) return to_grpc(who.error());
+  std::lock_guard lock(mutex_);
+  auto row = manager_->show(*who, JobId(request->job()), index_of(*request));
+  if (!row) return to_grpc(row.error());
+  *reply = info(*row);
+  return grpc::Status::OK;
+}
+
+grpc::Status Service::Cancel(grpc::ServerContext*, const v1::JobRequest* request, v1::CancelReply*) {
+  auto who = caller(request->caller());
+  if (!who) return to_grpc(who.error());
+  std::lock_guard lock(mutex_);
+  std::vector<JobId> kill;
+  if (auto status = manager_->cancel(*who, JobId(request->job()), index_of(*request), now(), kill); !status) {
+    return to_grpc(status.error());
+  }
+  for (JobId id : kill) send_kill(id, config_.controller.kill_grace);
+  return grpc::Status::OK;
+}
+
+grpc::Status Service::Watch(grpc::ServerContext* context, const v1::JobRequest* request,
+                            grpc::ServerWriter<v1::JobInfo>* writer) {
+  auto who = caller(request->caller());
+  if (!who) return to_grpc(who.error());
+  std::unique_lock lock(mutex_);
+  std::string last;
+  while (!stopping_.load()) {
+    auto row = manager_->show(*who, JobId(request->job()), index_of(*request));
+    if (!row) return to_grpc(row.error());
+    const v1::JobInfo now = info(*row);
+    // Changes that come faster than the watcher reads are coalesced: it sees the latest.
+    if (std::string serialized = now.SerializeAsString(); serialized != last) {
+      lock.unlock();
+      const bool delivered = writer->Write(now);
+      lock.lock();
+      if (!delivered) return {grpc::StatusCode::CANCELLED, "the watcher went away"};
+      last = std::move(serialized);
+    }
+    if (now.state() >= v1::COMPLETED) return grpc::Status::OK;
+    // Woken by every change; the timeout only notices a watcher that has gone away.
+    changed_.wait_for(lock, std::chrono::seconds(1));
+    if (context->IsCancelled()) return {grpc::StatusCode::CANCELLED, "the watcher went away"};
+  }
+  return {grpc::StatusCode::UNAVAILABLE, "the controller is stopping"};
+}
+
+grpc::Status Service::Nodes(grpc::ServerContext*, const v1::NodesRequest* request, v1::NodesReply* reply) {
+  auto who = caller(request->caller());
+  if (!who) return to_grpc(who.error());
+  std::lock_guard lock(mutex_);
+  for (std::size_t i = 0; i < cluster_.size(); ++i) {
+    const NodeId node(static_cast<NodeId::rep>(i));
+    v1::NodeInfo* n = reply->add_nodes();
+    n->set_name(cluster_.name(node));
+    n->set_state(state_name(cluster_.state(node)));
+    n->set_reason(manager_->drain_reason(cluster_.name(node)));
+    const sched::NodeCapacity& free = cluster_.free(node);
+    const sched::NodeCapacity& total = cluster_.total(node);
+    std::size_t domain = 0;  // capacities list the domains with cores, ascending OS index
+    for (const hwtopo::NumaDomain& d : cluster_.topology(node).numa_domains) {
+      if (d.memory_only()) continue;
+      v1::NumaInfo* numa = n->add_numa();
+      numa->set_os_index(d.os_index);
+      numa->set_cores_free(free.domains.at(domain).cores);
+      numa->set_cores_total(total.domains.at(domain).cores);
+      numa->set_mem_free(free.domains.at(domain).memory);
+      numa->set_mem_total(total.domains.at(domain).memory);
+      ++domain;
+    }
+    const auto devices = cluster_.nvme(node);
+    for (std::size_t k = 0; k < devices.size(); ++k) {
+      v1::NvmeInfo* nvme = n->add_nvme();
+      nvme->set_path(devices[k].name);
+      if (devices[k].numa) nvme->set_numa(*devices[k].numa);
+      nvme->set_bytes_free(free.nvme.at(k));
+      nvme->set_bytes_total(total.nvme.at(k));
+    }
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status Service::Drain(grpc::ServerContext*, const v1::NodeRequest* request, v1::NodeReply*) {
+  auto who = caller(request->caller());
+  if (!who) return to_grpc(who.error());
+  std::lock_guard lock(mutex_);
+  if (auto status = manager_->drain(*who, request->node(), request->reason()); !status) return to_grpc(status.error());
+  spdlog::info("node {} drained by {}: {}", request->node(), who->user, request->reason());
+  return grpc::Status::OK;
+}
+
+grpc::Status Service::Resume(grpc::ServerContext*, const v1::NodeRequest* request, v1::NodeReply*) {
+  auto who = caller(request->caller());
+  if (!who) return to_grpc(who.error());
+  std::lock_guard lock(mutex_);
+  if (auto status = manager_->resume(*who, request->node()); !status) return to_grpc(status.error());
+  spdlog::info("node {} resumed by {}", request->node(), who->user);
+  wake_.notify_one();
+  return grpc::Status::OK;
+}
+
+// ---- Agents ----
+
+grpc::Status Service::Connect(grpc::ServerContext* context, grpc::ServerReaderWriter<v1::ToAgent, v1::FromAgent>* stream) {
+  v1::FromAgent first;
+  if (!stream->Read(&first) || !first.has_hello()) {
+    return {grpc::StatusCode::INVALID_ARGUMENT, "an agent's first message must be its hello"};
+  }
+  // Only root may add a node: an agent runs jobs as any user.
+  auto identity = munge_verify(first.hello().credential());
+  if (!identity) return to_grpc(identity.error());
+  if (identity->uid != 0) {
+    return {grpc::StatusCode::PERMISSION_DENIED,
+            fmt::format("an agent must run as root; {} (uid {}) may not register a node", identity->user, identity->uid)};
+  }
+  auto agent = std::make_shared<Agent>();
+  agent->stream = stream;
+  {
+    std::lock_guard lock(mutex_);
+    auto topology = hwtopo::topology_from_json(nlohmann::json::parse(first.hello().topology_json(), nullptr, false));
+    if (!topology) return to_grpc(topology.error());
+    const std::string& name = first.hello().name();
+    if (auto existing = cluster_.find(name)) {
+      if (agents_.contains(*existing)) return {grpc::StatusCode::ALREADY_EXISTS, fmt::format("node {} is connected already", name)};
+      agent->node = *existing;
+    } else {
+      agent->node = cluster_.add_node({name, std::make_shared<const hwtopo::Topology>(std::move(*topology)), {}});
+    }
+    manager_->joined(agent->node);
+    agents_[agent->node] = agent;
+    v1::ToAgent registered;
+    registered.mutable_registered();
+    stream->Write(registered);
+    spdlog::info("agent {} registered ({}){}", name, context->peer(),
+                 cluster_.state(agent->node) == sched::NodeState::kDrain ? ", drained" : "");
+    wake_.notify_one();
+  }
+  for (v1::FromAgent message; stream->Read(&message);) {
+    std::lock_guard lock(mutex_);
+    if (message.has_started()) node_started(agent->node, message.started());
+    if (message.has_ended()) node_ended(agent->node, message.ended());
+  }
+  std::lock_guard lock(mutex_);
+  agents_.erase(agent->node);
+  (void)cluster_.set_state(agent->node, sched::NodeState::kDown);
+  spdlog::warn("agent {} disconnected: node down", cluster_.name(agent->node));
+  return grpc::Status::OK;
+}
+
+void Service::send(NodeId node, const v1::ToAgent& message) {
+  auto it = agents_.find(node);
+  if (it == agents_.end()) return;  // a node gone down: its jobs end with it (crash recovery)
+  it->second->stream->Write(message);
+}
+
+void Service::send_launch(const Launch& launch) {
+  auto& nodes = running_[launch.id];
+  for (const sched::NodePlacement& np : launch.placement.nodes) {
+    v1::ToAgent message;
+    v1::Launch* l = message.mutable_launch();
+    l->set_job(launch.id.value());
+    l->set_uid(launch.uid);
+    *l->mutable_spec() = launch.spec;
+    if (launch.array_job) {
+      l->set_array_job(launch.array_job->value());
+      l->set_array_index(launch.array_index);
+    }
+    for (const sched::RankPlacement& r : np.ranks) {
+      v1::Rank* rank = l->add_ranks();
+      rank->set_rank(r.rank);
+      for (unsigned core : r.cores) rank->add_cores(core);
+      rank->set_numa(r.numa);
+      rank->set_memory_bytes(r.memory_bytes);
+    }
+    nodes.pending.insert(np.node);
+    send(np.node, message);
+  }
+}
+
+void Service::send_kill(JobId id, std::chrono::seconds grace) {
+  auto it = running_.find(id);
+  if (it == running_.end()) return;
+  v1::ToAgent message;
+  message.mutable_kill()->set_job(id.value());
+  message.mutable_kill()->set_grace_s(static_cast<std::uint32_t>(grace.count()));
+  for (NodeId node : it->second.pending) send(node, message);
+}
+
+void Service::node_started(NodeId node, const v1::JobStarted& started) {
+  std::vector<RankBound> ranks;
+  for (const v1::RankBinding& r : started.ranks()) {
+    ranks.push_back({r.rank(), {r.cpus().begin(), r.cpus().end()}, {r.numa().begin(), r.numa().end()}});
+  }
+  if (auto status = manager_->started(JobId(started.job()), cluster_.name(node), ranks); !status) {
+    spdlog::warn("job {} on {}: {}", started.job(), cluster_.name(node), status.error().to_string());
+  }
+}
+
+// A node reports the job's processes there gone; the job ends when every node has.
+void Service::node_ended(NodeId node, const v1::JobEnded& ended) {
+  const JobId id(ended.job());
+  auto it = running_.find(id);
+  if (it == running_.end()) return;
+  RunningJob& job = it->second;
+  job.pending.erase(node);
+  job.out_of_memory = job.out_of_memory || ended.out_of_memory();
+  if (!job.failed && (ended.exit_code() != 0 || !ended.error().empty())) {
+    job.failed = true;
+    job.exit_code = ended.error().empty() ? ended.exit_code() : 127;
+    if (ended.has_signal()) job.signal = ended.signal();
+    if (!ended.error().empty()) spdlog::warn("job {} on {}: {}", id.value(), cluster_.name(node), ended.error());
+    send_kill(id, std::chrono::seconds(0));  // the first failing rank ends the job everywhere
+  }
+  if (!job.pending.empty()) return;
+  if (auto status = manager_->finished(id, job.exit_code, job.signal, now(), job.out_of_memory); !status) {
+    spdlog::error("job {}: {}", id.value(), status.error().to_string());
+  }
+  running_.erase(it);
+  wake_.notify_one();
+}
+
+// ---- Scheduling ----
+
+bool Service::run_scheduler() {
+  std::unique_lock lock(mutex_);
+  while (!stopping_.load()) {
+    for (JobId id : manager_->past_walltime(now())) send_kill(id, config_.controller.kill_grace);
+    auto launches = manager_->schedule(now());
+    if (!launches) {
+      spdlog::critical("{}; stopping", launches.error().to_string());
+      return false;
+    }
+    for (Launch& launch : *launches) send_launch(launch);
+    wake_.wait_for(lock, std::chrono::seconds(1));  // events notify; walltimes are checked each second
+  }
+  return true;
+}
+
+void Service::stop() {
+  std::lock_guard lock(mutex_);
+  stopping_.store(true);
+  wake_.notify_all();
+  changed_.notify_all();
+}
+
+}  // namespace loom::controller

@@ -1,0 +1,83 @@
+// loomctld's gRPC services: the CLI's (Controller) and the agents' (AgentLink), over one
+// JobManager and Cluster, plus the scheduling loop that drives them.
+//
+// Threads: gRPC's, for the calls and one per agent stream; one scheduling thread. One mutex
+// guards the job manager, the cluster, the agent table and writes to agents' streams (so
+// that each stream has one writer at a time, as gRPC requires).
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "loom/common/config.hpp"
+#include "loom/controller/job_manager.hpp"
+#include "loom/proto/loom.grpc.pb.h"
+
+namespace loom::controller {
+
+class Service final : public v1::Controller::Service, public v1::AgentLink::Service {
+ public:
+  Service(sched::Cluster& cluster, const Config& config) : cluster_(cluster), config_(config) {}
+
+  // The job manager to serve, opened with on_change() as its observer.
+  void serve(std::unique_ptr<JobManager> manager) { manager_ = std::move(manager); }
+  void on_change() { changed_.notify_all(); }
+
+  grpc::Status Submit(grpc::ServerContext*, const v1::SubmitRequest* request, v1::SubmitReply* reply) override;
+  grpc::Status List(grpc::ServerContext*, const v1::ListRequest* request, v1::ListReply* reply) override;
+  grpc::Status Show(grpc::ServerContext*, const v1::JobRequest* request, v1::JobInfo* reply) override;
+  grpc::Status Cancel(grpc::ServerContext*, const v1::JobRequest* request, v1::CancelReply*) override;
+  grpc::Status Watch(grpc::ServerContext* context, const v1::JobRequest* request,
+                     grpc::ServerWriter<v1::JobInfo>* writer) override;
+  grpc::Status Nodes(grpc::ServerContext*, const v1::NodesRequest* request, v1::NodesReply* reply) override;
+  grpc::Status Drain(grpc::ServerContext*, const v1::NodeRequest* request, v1::NodeReply*) override;
+  grpc::Status Resume(grpc::ServerContext*, const v1::NodeRequest* request, v1::NodeReply*) override;
+
+  grpc::Status Connect(grpc::ServerContext* context,
+                       grpc::ServerReaderWriter<v1::ToAgent, v1::FromAgent>* stream) override;
+
+  // Scheduling passes, on every event and at least once a second (walltimes), until stop().
+  // Returns false when a pass could not be stored: the controller must stop.
+  bool run_scheduler();
+  void stop();
+
+ private:
+  struct Agent {
+    NodeId node;
+    grpc::ServerReaderWriter<v1::ToAgent, v1::FromAgent>* stream = nullptr;
+  };
+  struct RunningJob {
+    std::set<NodeId> pending;  // nodes whose processes have not ended yet
+    bool failed = false;
+    int exit_code = 0;
+    std::optional<int> signal;
+    bool out_of_memory = false;
+  };
+
+  Result<Caller> caller(const v1::Caller& c) const;
+  void send(NodeId node, const v1::ToAgent& message);
+  void send_launch(const Launch& launch);
+  void send_kill(JobId id, std::chrono::seconds grace);
+  void node_started(NodeId node, const v1::JobStarted& started);
+  void node_ended(NodeId node, const v1::JobEnded& ended);
+
+  sched::Cluster& cluster_;
+  const Config& config_;
+  std::unique_ptr<JobManager> manager_;
+  std::mutex mutex_;
+  std::condition_variable wake_;     // the scheduler: something to schedule
+  std::condition_variable changed_;  // watchers: a job changed
+  std::atomic<bool> stopping_{false};
+  std::map<NodeId, std::shared_ptr<Agent>> agents_;
+  std::map<JobId, RunningJob> running_;
+};
+
+}  // namespace loom::controller
