@@ -43,50 +43,47 @@ done
 wait "$server" || true
 rm -f "$log"
 
-printf '\n== A cluster on this machine: loomctld and two agents simulating 2-socket, 4-domain nodes\n'
+printf '\n== A cluster on this machine: loom up, with two agents simulating 2-socket, 4-domain nodes\n'
 state=$(mktemp -d)
 jobdir=$(mktemp -d) && chmod 1777 "$jobdir"
-build/release/controller/loomctld --listen 127.0.0.1:0 --state-dir "$state/controller" >"$state/loomctld.out" 2>&1 &
-controller_pid=$!
-agent_pids=()
-cleanup() {  # stop what we started, by PID
-  kill "${agent_pids[@]}" 2>/dev/null || true
-  kill "$controller_pid" 2>/dev/null || true
-  wait "${agent_pids[@]}" "$controller_pid" 2>/dev/null || true
+"$loom" up --agents 2 --topology "pack:2 numa:2(memory=64GiB) core:8 pu:1" --state-dir "$state" >"$state/up.out" 2>&1 &
+up_pid=$!
+cleanup() {  # stop what we started, by PID: loom up stops its daemons and removes their cgroups
+  kill "$up_pid" 2>/dev/null || true
+  wait "$up_pid" 2>/dev/null || true
   rm -rf "$state" "$jobdir"
 }
 trap cleanup EXIT
-for _ in $(seq 200); do grep -q "listening on" "$state/loomctld.out" && break; sleep 0.05; done
-export LOOM_CONTROLLER=$(sed -n 's/loomctld: listening on //p' "$state/loomctld.out")
-[[ -n $LOOM_CONTROLLER ]] || { cat "$state/loomctld.out" >&2; echo "main-job.sh: loomctld did not start" >&2; exit 1; }
-for n in 0 1; do
-  build/release/agent/loomd --controller "$LOOM_CONTROLLER" --name "node$n" \
-    --synthetic "pack:2 numa:2(memory=64GiB) core:8 pu:1" >"$state/loomd$n.log" 2>&1 &
-  agent_pids+=($!)
-  for _ in $(seq 200); do grep -q "registered with" "$state/loomd$n.log" && break; sleep 0.05; done
-  grep -q "registered with" "$state/loomd$n.log" || { cat "$state/loomd$n.log" >&2; echo "main-job.sh: loomd did not register" >&2; exit 1; }
+for _ in $(seq 600); do  # bounded: until loom up says where the controller is
+  grep -q '^export LOOM_CONTROLLER=' "$state/up.out" && break
+  kill -0 "$up_pid" 2>/dev/null || break
+  sleep 0.05
 done
-echo "controller at $LOOM_CONTROLLER, agents node0 and node1"
+grep -q '^export LOOM_CONTROLLER=' "$state/up.out" || { cat "$state/up.out" >&2; echo "main-job.sh: loom up did not start" >&2; exit 1; }
+eval "$(grep '^export LOOM_CONTROLLER=' "$state/up.out")"
+cat "$state/up.out"
+as_alice() { runuser -u loom-alice -- "$OLDPWD/$loom" "$@"; }
 cd "$jobdir"
-job=$(runuser -u loom-alice -- "$OLDPWD/$loom" submit -N 2 --tasks-per-node 4 -c 2 --mem-per-task 1G -o "out-%j.txt" \
+"$OLDPWD/$loom" nodes
+job=$(as_alice submit -N 2 --tasks-per-node 4 -c 2 --mem-per-task 1G -o "out-%j.txt" \
       -- sh -c 'echo "rank $LOOM_RANK of job $LOOM_JOB_ID as $(id -un) on $(grep Cpus_allowed_list /proc/self/status | cut -f2)"')
-echo "loom-alice submitted job $job"
-for _ in $(seq 300); do  # bounded: until the job has ended
-  state_now=$(runuser -u loom-alice -- "$OLDPWD/$loom" show "$job" --json | sed -n 's/^  "state": "\(.*\)",$/\1/p')
-  case $state_now in COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL) break ;; esac
-  sleep 0.1
-done
-runuser -u loom-alice -- "$OLDPWD/$loom" queue
-runuser -u loom-alice -- "$OLDPWD/$loom" show "$job"
+echo "loom-alice submitted job $job; loom watch follows it until it ends:"
+as_alice watch "$job"
+as_alice show "$job"
 echo "--- out-$job.txt (ranks write as loom-alice, each bound to its placed cores mapped onto this machine):"
 sort "out-$job.txt"
+array=$(as_alice submit --array 1-4 -o "array-%j.txt" -- sh -c 'echo "element $LOOM_ARRAY_INDEX of array $LOOM_ARRAY_JOB_ID"')
+as_alice watch "${array}_4" >/dev/null || true
+echo "loom-alice submitted array $array (elements ${array}_1 to ${array}_4):"
+as_alice queue --all
+cat array-*.txt | sort
 cd "$OLDPWD"
 
 cat <<'EOT'
 
 == Not built yet
-The rest of the main flow (`loom up`, an MPI job with a burst-buffer slice and a staged
-HDF5 dataset) needs parts that do not exist yet: burst-buffer slices and HDF5 staging
-(burstbuffer), the MPI launcher, and `loom up` itself.
+The rest of the main flow (an MPI job with a burst-buffer slice and a staged HDF5
+dataset) needs parts that do not exist yet: burst-buffer slices and HDF5 staging
+(burstbuffer) and the MPI launcher.
 This script runs them as they land; until then it shows only what is real.
 EOT

@@ -12,6 +12,7 @@
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <condition_variable>
+#include <csignal>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -37,15 +38,14 @@ std::string replace_all(std::string text, std::string_view from, std::string_vie
 
 class Agent {
  public:
-  Agent(std::string name, hwtopo::Binder binder, bool allow_root)
-      : name_(std::move(name)), binder_(std::move(binder)), allow_root_(allow_root) {}
+  Agent(std::string name, std::string cgroup, hwtopo::Binder binder, bool allow_root)
+      : name_(std::move(name)), cgroup_(std::move(cgroup)), binder_(std::move(binder)), allow_root_(allow_root) {}
 
   int run(const std::string& controller, const std::string& topology_json) {
     const std::string& name = name_;
     auto channel = grpc::CreateChannel(controller, grpc::InsecureChannelCredentials());
     auto stub = v1::AgentLink::NewStub(channel);
-    grpc::ClientContext context;
-    stream_ = stub->Connect(&context);
+    stream_ = stub->Connect(&context_);
     auto credential = munge_credential();
     if (!credential) {
       std::fprintf(stderr, "loomd: %s\n", credential.error().to_string().c_str());
@@ -69,12 +69,27 @@ class Agent {
       closed_ = true;
     }
     const grpc::Status status = stream_->Finish();
+    if (stopped_.load()) return 0;
     if (!status.ok()) std::fprintf(stderr, "loomd: the controller refused or dropped this agent: %s\n", status.error_message().c_str());
     std::lock_guard lock(jobs_mutex_);
     for (auto& [id, job] : jobs_) {
       for (agent::Task& task : job->tasks) (void)task.kill();
     }
     return status.ok() ? 0 : 1;
+  }
+
+  // An orderly stop (SIGTERM): the node's jobs are killed and their ends reported (bounded
+  // wait), then the stream is closed.
+  void stop() {
+    {
+      std::unique_lock lock(jobs_mutex_);
+      for (auto& [id, job] : jobs_) {
+        for (agent::Task& task : job->tasks) (void)task.kill();
+      }
+      jobs_changed_.wait_for(lock, std::chrono::seconds(10), [this] { return jobs_.empty(); });
+    }
+    stopped_.store(true);
+    context_.TryCancel();
   }
 
   ~Agent() {
@@ -116,7 +131,7 @@ class Agent {
     v1::FromAgent started;
     for (const v1::Rank& rank : launch.ranks()) {
       agent::TaskSpec t;
-      t.cgroup_name = fmt::format("{}/job_{}_rank_{}", name_, id.value(), rank.rank());
+      t.cgroup_name = fmt::format("{}/job_{}_rank_{}", cgroup_, id.value(), rank.rank());
       if (spec.script().empty()) {
         t.argv.assign(spec.argv().begin(), spec.argv().end());
       } else {
@@ -180,11 +195,12 @@ class Agent {
         if (status && status->exit_code != 0 && first_failure.exit_code == 0) first_failure = *status;
         if (status && status->out_of_memory) first_failure.out_of_memory = true;
       }
+      report_ended(id, first_failure, "");  // before the job leaves jobs_: stop() waits for both
       {
         std::lock_guard lock(jobs_mutex_);
         jobs_.erase(id);
       }
-      report_ended(id, first_failure, "");
+      jobs_changed_.notify_all();
       done->store(true);
     }), done});
   }
@@ -221,10 +237,13 @@ class Agent {
     }
   }
 
-  std::string name_;  // the node's: its tasks' cgroups live under it
+  std::string name_;    // the node's
+  std::string cgroup_;  // this agent's level under loom/: its tasks' cgroups live under it
   hwtopo::Binder binder_;
   bool allow_root_;
+  grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::FromAgent, v1::ToAgent>> stream_;
+  std::atomic<bool> stopped_{false};
   std::mutex write_mutex_;
   bool closed_ = false;  // the stream is finished: reports go nowhere (guarded by write_mutex_)
   std::mutex jobs_mutex_;  // guards jobs_, kill_at_ and stopping_
@@ -232,6 +251,7 @@ class Agent {
   std::multimap<std::chrono::steady_clock::time_point, JobId> kill_at_;  // SIGKILLs due
   bool stopping_ = false;
   std::condition_variable kills_due_;
+  std::condition_variable jobs_changed_;  // a job left jobs_
   std::thread killer_{[this] { deliver_kills(); }};  // after what it uses, so it starts once that is built
   struct Waiter {
     std::thread thread;  // waits for one job's tasks; joined once done is set
@@ -244,12 +264,13 @@ class Agent {
 
 int main(int argc, char** argv) {
   CLI::App app{"loomd: the Loom node agent"};
-  std::string controller, name, xml, synthetic, config_file;
+  std::string controller, name, cgroup, xml, synthetic, config_file;
   char host[256] = {};
   ::gethostname(host, sizeof(host) - 1);
   name = host;
   app.add_option("--controller", controller, "The controller's HOST:PORT")->required();
   app.add_option("--name", name, "This node's name")->capture_default_str();
+  app.add_option("--cgroup", cgroup, "This agent's cgroup under loom/, where its jobs' cgroups go (default: the node's name)");
   auto* x = app.add_option("--xml", xml, "Simulate a node with this hwloc XML topology");
   app.add_option("--synthetic", synthetic, "Simulate a node with this hwloc synthetic topology")->excludes(x);
   app.add_option("--config", config_file, "Configuration file");
@@ -269,6 +290,24 @@ int main(int argc, char** argv) {
   Result<hwtopo::Binder> binder = xml.empty() && synthetic.empty() ? hwtopo::Binder::for_live_machine()
                                                                    : hwtopo::Binder::for_simulated(*topology);
   if (!binder) return fail(binder.error());
-  Agent agent(name, std::move(*binder), config->agent.allow_root_jobs);
-  return agent.run(controller, topology_json);
+
+  // SIGTERM and SIGINT stop the agent in order (Agent::stop); blocked before any thread
+  // starts, and waited for on a thread of their own. SIGUSR1 only ends that thread.
+  sigset_t signals;
+  sigemptyset(&signals);
+  for (int s : {SIGTERM, SIGINT, SIGUSR1}) sigaddset(&signals, s);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  Agent agent(name, cgroup.empty() ? name : cgroup, std::move(*binder), config->agent.allow_root_jobs);
+  std::thread signal_waiter([&] {
+    int signal = 0;
+    sigwait(&signals, &signal);
+    if (signal == SIGUSR1) return;
+    spdlog::info("signal {}: killing this node's jobs and stopping", signal);
+    agent.stop();
+  });
+  const int status = agent.run(controller, topology_json);
+  ::kill(::getpid(), SIGUSR1);  // ends the waiter if no signal came; pending and harmless if one did
+  signal_waiter.join();
+  agent::Cgroup::remove_level(cgroup.empty() ? name : cgroup);
+  return status;
 }

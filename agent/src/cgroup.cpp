@@ -100,15 +100,19 @@ Result<Cgroup> Cgroup::create(const std::string& name, const CgroupLimits& limit
       }
     }
   }
-  return Cgroup(std::move(paths), static_cast<std::size_t>(std::count(name.begin(), name.end(), '/')) + 1);
+  return Cgroup(std::move(paths));
 }
 
+// Only the last level goes: removing a level above while another task's cgroup is being
+// created under it would pull the directory from under that creation.
 Cgroup::~Cgroup() {
-  for (std::string path : paths_) {
-    // A level still holding another task's cgroup stays (rmdir fails on it).
-    for (std::size_t level = 0; level < levels_ && ::rmdir(path.c_str()) == 0; ++level) {
-      path.erase(path.rfind('/'));
-    }
+  for (const std::string& path : paths_) ::rmdir(path.c_str());
+}
+
+void Cgroup::remove_level(const std::string& name) {
+  for (const char* controller : kControllers) {
+    const std::string base = fmt::format("{}/{}{}", kRoot, controller, own_cgroup(controller));
+    ::rmdir((base + (base.ends_with('/') ? "" : "/") + "loom/" + name).c_str());  // fails, harmlessly, when not empty
   }
 }
 

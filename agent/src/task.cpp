@@ -66,6 +66,11 @@ Result<Task> Task::start(const TaskSpec& spec, const hwtopo::Binder& binder) {
   if (pid == 0) {
     ::close(go[1]);
     ::close(report[0]);
+    // The agent blocks the signals it waits for; a task starts with none blocked, or it
+    // could never be stopped with SIGTERM.
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
     ::setsid();
     char byte;
     if (::read(go[0], &byte, 1) != 1) ::_exit(127);  // the parent gave up

@@ -25,7 +25,7 @@ Command add_topo(CLI::App& app);
 Command add_bind(CLI::App& app);
 Command add_config(CLI::App& app);
 Command add_sim(CLI::App& app);
-Command add_fabric(CLI::App& app);
+Command add_up(CLI::App& app);
 std::vector<Command> add_job_commands(CLI::App& app);   // queue, show, cancel, watch; submit for --help
 std::vector<Command> add_node_commands(CLI::App& app);  // nodes, drain, resume
 // `loom submit WORDS`: its own parser reads them (options, `--`, a script's #LOOM lines),

@@ -210,8 +210,12 @@ std::vector<Command> add_job_commands(CLI::App& app) {
     grpc::ClientContext call;
     auto stream = client.stub->Watch(&call, request);
     v1::JobInfo last;
+    std::string printed;  // text mode prints a line when it would differ from the last
     for (v1::JobInfo info; stream->Read(&info); last = info) {
-      std::cout << (*watch_json ? job_json(info).dump() : state_line(info)) << std::endl;
+      std::string line = *watch_json ? job_json(info).dump() : state_line(info);
+      if (line == printed) continue;
+      std::cout << line << std::endl;
+      printed = std::move(line);
     }
     if (grpc::Status s = stream->Finish(); !s.ok()) return std::unexpected(client.error(s));
     if (last.state() != v1::COMPLETED) {

@@ -1,11 +1,19 @@
 // loom: the user's and admin's command line. Parses, loads the configuration, runs one
 // subcommand; an Error becomes one line on stderr and exit status 1 (2 for bad usage).
+#include <fmt/format.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <optional>
 #include <string>
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include "commands.hpp"
+#include "programs.hpp"
 
 namespace {
 
@@ -26,17 +34,30 @@ int main(int argc, char** argv) {
 
   std::vector<loom::cli::Command> commands = loom::cli::add_job_commands(app);
   for (loom::cli::Command& command : loom::cli::add_node_commands(app)) commands.push_back(std::move(command));
-  for (auto add : {loom::cli::add_topo, loom::cli::add_bind, loom::cli::add_config, loom::cli::add_sim, loom::cli::add_fabric}) {
+  for (auto add : {loom::cli::add_topo, loom::cli::add_bind, loom::cli::add_config, loom::cli::add_sim, loom::cli::add_up}) {
     commands.push_back(add(app));
   }
 
-  // `loom [--config FILE] submit WORDS`: the words go to run_submit as they are.
+  // Listed for --help only: `loom fabric WORDS` runs loom-fabric (see fabric_main.cpp).
+  app.add_subcommand("fabric", "The RDMA data plane: loom fabric info [--json] lists what libfabric offers here");
+
   int first = 1;
   std::optional<std::filesystem::path> submit_config;
   if (first + 1 < argc && std::string_view(argv[first]) == "--config") {
     submit_config = argv[first + 1];
     first += 2;
   }
+  if (first < argc && std::string_view(argv[first]) == "fabric") {
+    auto program = loom::cli::find_program("loom-fabric", "cli");
+    if (!program) return fail(program.error());
+    std::vector<char*> args{const_cast<char*>(program->c_str())};
+    if (submit_config) args.insert(args.end(), {const_cast<char*>("--config"), const_cast<char*>(submit_config->c_str())});
+    args.insert(args.end(), argv + first + 1, argv + argc);
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    return fail(loom::Error(loom::ErrorCode::kInternal, fmt::format("cannot run {}: {}", program->string(), std::strerror(errno))));
+  }
+  // `loom [--config FILE] submit WORDS`: the words go to run_submit as they are.
   if (first < argc && std::string_view(argv[first]) == "submit") {
     auto config = loom::start_program("loom", submit_config);
     if (!config) return fail(config.error());

@@ -304,16 +304,16 @@ void Service::node_ended(NodeId node, const v1::JobEnded& ended) {
   if (it == running_.end()) return;
   RunningJob& job = it->second;
   job.pending.erase(node);
-  job.out_of_memory = job.out_of_memory || ended.out_of_memory();
+  job.ending.out_of_memory = job.ending.out_of_memory || ended.out_of_memory();
   if (!job.failed && (ended.exit_code() != 0 || !ended.error().empty())) {
     job.failed = true;
-    job.exit_code = ended.error().empty() ? ended.exit_code() : 127;
-    if (ended.has_signal()) job.signal = ended.signal();
-    if (!ended.error().empty()) spdlog::warn("job {} on {}: {}", id.value(), cluster_.name(node), ended.error());
+    job.ending.exit_code = ended.error().empty() ? ended.exit_code() : 127;
+    if (ended.has_signal()) job.ending.signal = ended.signal();
+    if (!ended.error().empty()) job.ending.error = fmt::format("on {}: {}", cluster_.name(node), ended.error());
     send_kill(id, std::chrono::seconds(0));  // the first failing rank ends the job everywhere
   }
   if (!job.pending.empty()) return;
-  if (auto status = manager_->finished(id, job.exit_code, job.signal, now(), job.out_of_memory); !status) {
+  if (auto status = manager_->finished(id, job.ending, now()); !status) {
     spdlog::error("job {}: {}", id.value(), status.error().to_string());
   }
   running_.erase(it);

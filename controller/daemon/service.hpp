@@ -57,9 +57,7 @@ class Service final : public v1::Controller::Service, public v1::AgentLink::Serv
   struct RunningJob {
     std::set<NodeId> pending;  // nodes whose processes have not ended yet
     bool failed = false;
-    int exit_code = 0;
-    std::optional<int> signal;
-    bool out_of_memory = false;
+    Ending ending;
   };
 
   Result<Caller> caller(const v1::Caller& c) const;

@@ -270,27 +270,28 @@ std::vector<JobId> JobManager::past_walltime(sched::Time now) {
   return out;
 }
 
-Status JobManager::finished(JobId id, int exit_code, std::optional<int> signal, sched::Time now, bool out_of_memory) {
+Status JobManager::finished(JobId id, const Ending& ending, sched::Time now) {
   auto it = jobs_.find(id);
   if (it == jobs_.end() || it->second.state != v1::RUNNING) {
     return make_error(ErrorCode::kFailedPrecondition, fmt::format("job {} is not running", id.value()));
   }
   JobUpdate u;
   u.id = id;
-  u.exit_code = exit_code;
-  u.signal = signal;
+  u.exit_code = ending.exit_code;
+  u.signal = ending.signal;
   u.end_time = now.time_since_epoch().count();
-  if (auto ending = ending_.find(id); ending != ending_.end()) {
-    u.state = ending->second == "TimeLimit" ? v1::TIMEOUT : v1::CANCELLED;
-    u.reason = ending->second;
-    ending_.erase(ending);
-  } else if (exit_code == 0) {
+  if (auto killed = ending_.find(id); killed != ending_.end()) {
+    u.state = killed->second == "TimeLimit" ? v1::TIMEOUT : v1::CANCELLED;
+    u.reason = killed->second;
+    ending_.erase(killed);
+  } else if (ending.exit_code == 0 && ending.error.empty()) {
     u.state = v1::COMPLETED;
   } else {
     u.state = v1::FAILED;
-    u.reason = out_of_memory ? "OutOfMemory"
-               : signal      ? fmt::format("killed by signal {}", *signal)
-                             : "NonZeroExitCode";
+    u.reason = !ending.error.empty() ? "LaunchFailed: " + ending.error
+               : ending.out_of_memory ? "OutOfMemory"
+               : ending.signal        ? fmt::format("killed by signal {}", *ending.signal)
+                                      : "NonZeroExitCode";
   }
   LOOM_TRY(apply(std::span<const JobUpdate>(&u, 1)));  // stored before the resources are given back
   scheduler_.finished(id, end_kind(u.state), now);

@@ -32,11 +32,15 @@ class TaskTest : public ::testing::Test {
     ASSERT_TRUE(binder.has_value()) << binder.error().to_string();
     binder_.emplace(std::move(*binder));
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void TearDown() override {
+    Cgroup::remove_level(level());
+    std::filesystem::remove_all(dir_);
+  }
+  static std::string level() { return "test_" + std::to_string(::getpid()); }
 
   TaskSpec spec(std::vector<std::string> argv) {
     TaskSpec s;
-    s.cgroup_name = "test_" + std::to_string(::getpid()) + "/task";
+    s.cgroup_name = level() + "/task";
     s.argv = std::move(argv);
     s.environment = {{"PATH", "/usr/bin:/bin"}, {"LOOM_JOB_ID", "42"}};
     s.chdir = dir_.string();
@@ -79,6 +83,19 @@ TEST_F(TaskTest, ASignalIsReportedAs128PlusIt) {
   EXPECT_EQ(exit->exit_code, 128 + SIGTERM);
 }
 
+// loomd blocks SIGTERM to wait for it on a thread; its tasks must not inherit that.
+TEST_F(TaskTest, ATaskStartsWithNoSignalBlockedWhateverTheAgentBlocks) {
+  sigset_t term, before;
+  sigemptyset(&term);
+  sigaddset(&term, SIGTERM);
+  ::pthread_sigmask(SIG_BLOCK, &term, &before);
+  auto task = Task::start(spec({"grep", "SigBlk", "/proc/self/status"}), *binder_);
+  ::pthread_sigmask(SIG_SETMASK, &before, nullptr);
+  ASSERT_TRUE(task.has_value()) << task.error().to_string();
+  ASSERT_TRUE(task->wait().has_value());
+  EXPECT_EQ(output(), "SigBlk:\t0000000000000000\n");
+}
+
 TEST_F(TaskTest, TheTaskRunsOnItsPlacedCoresAndMemory) {
   const hwtopo::Core& last = binder_->machine().cores.back();
   auto binding = binder_->resolve(std::vector<unsigned>{last.logical_index}, last.numa);
@@ -100,6 +117,20 @@ TEST_F(TaskTest, TheMemoryLimitIsEnforced) {
   ASSERT_TRUE(exit.has_value());
   EXPECT_TRUE(exit->out_of_memory);
   EXPECT_NE(exit->exit_code, 0);
+}
+
+TEST_F(TaskTest, ATaskRemovesItsCgroupAndTheLevelAboveIsRemovedOnRequest) {
+  const std::filesystem::path level_dir = std::filesystem::path("/sys/fs/cgroup/pids/loom") / level();
+  {
+    auto task = Task::start(spec({"true"}), *binder_);
+    ASSERT_TRUE(task.has_value()) << task.error().to_string();
+    ASSERT_TRUE(task->wait().has_value());
+    EXPECT_TRUE(std::filesystem::exists(level_dir / "task"));
+  }
+  EXPECT_FALSE(std::filesystem::exists(level_dir / "task"));
+  EXPECT_TRUE(std::filesystem::exists(level_dir)) << "the level is its owner's to remove";
+  Cgroup::remove_level(level());
+  EXPECT_FALSE(std::filesystem::exists(level_dir));
 }
 
 TEST_F(TaskTest, KillLeavesNoProcessBehindEvenForked) {

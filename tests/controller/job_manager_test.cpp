@@ -11,6 +11,18 @@ namespace {
 
 sched::Time at(std::int64_t s) { return sched::Time(std::chrono::seconds(s)); }
 
+Ending exited(int code) {
+  Ending e;
+  e.exit_code = code;
+  return e;
+}
+Ending killed_by(int signal) {
+  Ending e;
+  e.exit_code = 128 + signal;
+  e.signal = signal;
+  return e;
+}
+
 const Caller kAlice{1001, "loom-alice", false};
 const Caller kBob{1002, "loom-bob", false};
 const Caller kAdmin{0, "root", true};
@@ -69,7 +81,7 @@ TEST_F(JobManagerTest, AJobGoesFromPendingToCompletedAndEveryStepIsStored) {
   EXPECT_EQ(row(*id).state, v1::RUNNING);
   EXPECT_EQ(row(*id).placement,
             R"([{"bb_bytes":0,"exclusive":false,"node":"n0","nvme":null,"ranks":[{"cores":[0],"memory_bytes":0,"numa":0,"rank":0},{"cores":[1],"memory_bytes":0,"numa":0,"rank":1}]}])");
-  ASSERT_TRUE(manager_->finished(*id, 0, std::nullopt, at(20)).has_value());
+  ASSERT_TRUE(manager_->finished(*id, {}, at(20)).has_value());
   reopen();  // what is shown after a restart is what was stored
   const JobRow done = row(*id);
   EXPECT_EQ(done.state, v1::COMPLETED);
@@ -103,12 +115,22 @@ TEST_F(JobManagerTest, CancellingARunningJobKillsItThenEndsItCancelled) {
   ASSERT_TRUE(manager_->cancel(kAlice, id, std::nullopt, at(5), kill).has_value());
   EXPECT_EQ(kill, std::vector<JobId>{id});
   EXPECT_EQ(row(id).state, v1::RUNNING) << "until its processes are gone";
-  ASSERT_TRUE(manager_->finished(id, 128 + 9, 9, at(6)).has_value());
+  ASSERT_TRUE(manager_->finished(id, killed_by(9), at(6)).has_value());
   EXPECT_EQ(row(id).state, v1::CANCELLED);
   EXPECT_EQ(row(id).signal, 9);
   auto again = manager_->cancel(kAlice, id, std::nullopt, at(7), kill);
   ASSERT_FALSE(again.has_value());
   EXPECT_EQ(again.error().message(), fmt::format("job {} has already ended (CANCELLED)", id.value()));
+}
+
+TEST_F(JobManagerTest, AJobThatCouldNotStartSaysWhy) {
+  const JobId id = submit(kAlice, spec(1), at(0)).value();
+  ASSERT_TRUE(manager_->schedule(at(0)).has_value());
+  Ending e = exited(127);
+  e.error = "on n0: cannot run nosuch: No such file or directory";
+  ASSERT_TRUE(manager_->finished(id, e, at(1)).has_value());
+  EXPECT_EQ(row(id).state, v1::FAILED);
+  EXPECT_EQ(row(id).reason, "LaunchFailed: on n0: cannot run nosuch: No such file or directory");
 }
 
 TEST_F(JobManagerTest, AJobPastItsWalltimeEndsTimeout) {
@@ -117,7 +139,7 @@ TEST_F(JobManagerTest, AJobPastItsWalltimeEndsTimeout) {
   EXPECT_TRUE(manager_->past_walltime(at(59)).empty());
   EXPECT_EQ(manager_->past_walltime(at(60)), std::vector<JobId>{id});
   EXPECT_TRUE(manager_->past_walltime(at(61)).empty()) << "reported once";
-  ASSERT_TRUE(manager_->finished(id, 128 + 15, 15, at(62)).has_value());
+  ASSERT_TRUE(manager_->finished(id, killed_by(15), at(62)).has_value());
   EXPECT_EQ(row(id).state, v1::TIMEOUT);
   EXPECT_EQ(row(id).reason, "TimeLimit");
 }
@@ -125,7 +147,7 @@ TEST_F(JobManagerTest, AJobPastItsWalltimeEndsTimeout) {
 TEST_F(JobManagerTest, AFailedDependencyCancelsItsDependentEvenAcrossARestart) {
   const JobId first = submit(kAlice, spec(1), at(0)).value();
   ASSERT_TRUE(manager_->schedule(at(0)).has_value());
-  ASSERT_TRUE(manager_->finished(first, 2, std::nullopt, at(5)).has_value());
+  ASSERT_TRUE(manager_->finished(first, exited(2), at(5)).has_value());
   EXPECT_EQ(row(first).state, v1::FAILED);
   EXPECT_EQ(row(first).reason, "NonZeroExitCode");
   v1::JobSpec dependent = spec(1);
@@ -143,7 +165,7 @@ TEST_F(JobManagerTest, PendingJobsAreQueuedAgainAfterARestart) {
   const JobId big = submit(kAlice, spec(8), at(0)).value();
   const JobId next = submit(kAlice, spec(8), at(1)).value();
   ASSERT_EQ(manager_->schedule(at(1)).value().size(), 1u);
-  ASSERT_TRUE(manager_->finished(big, 0, std::nullopt, at(2)).has_value());
+  ASSERT_TRUE(manager_->finished(big, {}, at(2)).has_value());
   reopen();
   auto launches = manager_->schedule(at(3));
   ASSERT_TRUE(launches.has_value());
@@ -186,7 +208,7 @@ TEST_F(JobManagerTest, AnArrayIsNJobsWithIndexesCancelledTogetherByItsId) {
   ASSERT_TRUE(manager_->cancel(kAlice, ids[0], std::nullopt, at(2), kill).has_value());
   EXPECT_EQ(kill, (std::vector<JobId>{ids[0], ids[1]})) << "the running elements are killed";
   EXPECT_EQ(row(ids[2]).state, v1::CANCELLED) << "the pending one ends at once";
-  for (JobId id : kill) ASSERT_TRUE(manager_->finished(id, 128 + 15, 15, at(3)).has_value());
+  for (JobId id : kill) ASSERT_TRUE(manager_->finished(id, killed_by(15), at(3)).has_value());
   EXPECT_EQ(row(ids[0]).state, v1::CANCELLED);
   EXPECT_TRUE(manager_->list(kAlice, false).empty()) << "ended jobs are listed only on request";
   EXPECT_EQ(manager_->list(kAlice, true).size(), 3u);

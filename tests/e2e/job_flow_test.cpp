@@ -5,6 +5,9 @@
 #include <sys/stat.h>
 
 #include <nlohmann/json.hpp>
+#include <set>
+
+#include "loom/common/index_list.hpp"
 
 #include "local_cluster.hpp"
 
@@ -15,39 +18,53 @@ using loom::testing::Completed;
 using loom::testing::LocalCluster;
 using nlohmann::json;
 
+// Two simulated nodes of 4 cores (2 NUMA domains of 2), with a 2 s kill grace.
 class JobFlow : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_EQ(::geteuid(), 0u) << "agents run as root, as loomd does";
+    ASSERT_EQ(::geteuid(), 0u) << "loom up runs agents as root, as loomd runs";
     dir_ = loom::testing::temp_path("jobs");
     std::filesystem::create_directories(dir_);
     ::chmod(dir_.c_str(), 01777);
-    cluster_ = std::make_unique<LocalCluster>(std::vector<std::string>{"pack:1 numa:2 core:2 pu:1"});
+    cluster_ = std::make_unique<LocalCluster>(2, "pack:1 numa:2 core:2 pu:1", "[controller]\nkill_grace = \"2s\"\n");
   }
   void TearDown() override {
     cluster_.reset();
     std::filesystem::remove_all(dir_);
   }
 
+  Completed alice(const std::vector<std::string>& args) const { return cluster_->loom("loom-alice", args, dir_.string()); }
+
   std::uint64_t submit(const std::vector<std::string>& args) {
-    Completed done = cluster_->loom("loom-alice", args, dir_.string());
+    Completed done = alice(args);
     EXPECT_EQ(done.exit_code, 0) << done.err;
     return done.exit_code == 0 ? std::stoull(done.out) : 0;
   }
 
-  // Polls `loom show --json` until the job is in one of `states` (bounded: 30 s).
-  json wait_state(std::uint64_t id, std::initializer_list<const char*> states) {
+  json show(const std::string& id) {
+    Completed done = alice({"show", id, "--json"});
+    EXPECT_EQ(done.exit_code, 0) << done.err;
+    return done.exit_code == 0 ? json::parse(done.out) : json();
+  }
+
+  // `loom watch`: returns once the job has ended, with the job as it ended.
+  json finish(const std::string& id) {
+    Completed watched = alice({"watch", "--json", id});
+    const std::vector<std::string> seen = loom::testing::lines(watched.out);
+    EXPECT_FALSE(seen.empty()) << watched.err;
+    return seen.empty() ? json() : json::parse(seen.back());
+  }
+  json finish(std::uint64_t id) { return finish(std::to_string(id)); }
+
+  // Polls `loom show --json` until the job is RUNNING (bounded: 30 s); final states are
+  // waited for with finish().
+  json wait_running(std::uint64_t id) {
     json j;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
     while (std::chrono::steady_clock::now() < deadline) {
-      Completed done = cluster_->loom("loom-alice", {"show", std::to_string(id), "--json"});
-      if (done.exit_code == 0) {
-        j = json::parse(done.out);
-        for (const char* s : states) {
-          if (j["state"] == s) return j;
-        }
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      j = show(std::to_string(id));
+      if (j["state"] == "RUNNING" && !j["placement"].empty() && !j["placement"][0]["bound_cpus"].is_null()) return j;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     ADD_FAILURE() << "job " << id << " stayed " << j.dump();
     return j;
@@ -68,11 +85,19 @@ TEST_F(JobFlow, AJobRunsAsItsUserBoundAsPlacedAndItsOutputLands) {
   const std::uint64_t id = submit({"submit", "-n", "2", "-o", "out-%j.txt", "--", "sh", "-c",
                                    "echo rank=$LOOM_RANK job=$LOOM_JOB_ID uid=$(id -u) $(grep Cpus_allowed_list /proc/self/status)"});
   ASSERT_NE(id, 0u);
-  json j = wait_state(id, {"COMPLETED", "FAILED"});
+  json j = finish(id);
   EXPECT_EQ(j["state"], "COMPLETED");
   EXPECT_EQ(j["exit_code"], 0);
   ASSERT_EQ(j["placement"].size(), 2u);
   const std::string out = read(fmt::format("out-{}.txt", id));
+  // Each rank reports the CPUs the kernel let it run on: what the agent said it applied.
+  for (const json& rank : j["placement"]) {
+    ASSERT_FALSE(rank["bound_cpus"].is_null()) << j.dump();
+    std::vector<unsigned> cpus = rank["bound_cpus"];
+    EXPECT_NE(out.find(fmt::format("rank={} job={}", rank["rank"].get<unsigned>(), id)), std::string::npos);
+    // (the shell's word splitting turned /proc's tab into a space)
+    EXPECT_NE(out.find(fmt::format("Cpus_allowed_list: {}", loom::format_index_list(cpus))), std::string::npos) << out;
+  }
   const uid_t alice = ::getpwnam("loom-alice")->pw_uid;
   // Simulated node: 4 cores over 2 domains; ranks 0 and 1 on cores 0 and 1, mapped onto
   // this machine's PUs k mod P.
@@ -86,44 +111,168 @@ TEST_F(JobFlow, AJobRunsAsItsUserBoundAsPlacedAndItsOutputLands) {
 TEST_F(JobFlow, AFailingJobReportsItsExitCodeAndASignalledOne128PlusTheSignal) {
   const std::uint64_t failing = submit({"submit", "--", "sh", "-c", "exit 7"});
   const std::uint64_t killed = submit({"submit", "--", "sh", "-c", "kill -TERM $$"});
-  json f = wait_state(failing, {"FAILED", "COMPLETED"});
+  json f = finish(failing);
   EXPECT_EQ(f["state"], "FAILED");
   EXPECT_EQ(f["exit_code"], 7);
-  json k = wait_state(killed, {"FAILED", "COMPLETED"});
+  json k = finish(killed);
   EXPECT_EQ(k["exit_code"], 128 + 15);
   EXPECT_EQ(k["signal"], 15);
 }
 
 TEST_F(JobFlow, CancelEndsARunningJobAndLeavesNoProcess) {
   const std::uint64_t id = submit({"submit", "--", "sh", "-c", "sleep 1001 & sleep 1001"});
-  wait_state(id, {"RUNNING"});
-  Completed cancel = cluster_->loom("loom-alice", {"cancel", std::to_string(id)});
+  wait_running(id);
+  Completed cancel = alice({"cancel", std::to_string(id)});
   ASSERT_EQ(cancel.exit_code, 0) << cancel.err;
-  json j = wait_state(id, {"CANCELLED"});
+  json j = finish(id);
+  EXPECT_EQ(j["state"], "CANCELLED");
   EXPECT_EQ(j["reason"], "cancelled by loom-alice");
   Completed left = loom::testing::run({"sh", "-c", "pgrep -u loom-alice -f 'sleep 1001' || true"});
   EXPECT_EQ(left.out, "");
 }
 
-TEST_F(JobFlow, AJobPastItsWalltimeEndsTimeout) {
-  const std::uint64_t id = submit({"submit", "-t", "2s", "--", "sleep", "1002"});
-  json j = wait_state(id, {"TIMEOUT", "COMPLETED", "FAILED"});
-  EXPECT_EQ(j["state"], "TIMEOUT");
-  EXPECT_EQ(j["reason"], "TimeLimit");
+// Walltime as Slurm enforces it: SIGTERM, and SIGKILL once the grace (2 s here) has passed.
+TEST_F(JobFlow, AJobPastItsWalltimeGetsTermThenKillAndEndsTimeout) {
+  const std::uint64_t polite = submit({"submit", "-t", "2s", "--", "sleep", "1002"});
+  const std::uint64_t stubborn = submit({"submit", "-t", "2s", "-o", "stubborn.txt", "--", "sh", "-c",
+                                         "trap 'echo got TERM' TERM; while :; do sleep 0.1; done"});
+  json p = finish(polite);
+  EXPECT_EQ(p["state"], "TIMEOUT");
+  EXPECT_EQ(p["reason"], "TimeLimit");
+  EXPECT_EQ(p["signal"], 15) << "sleep ends on the SIGTERM";
+  json s = finish(stubborn);
+  EXPECT_EQ(s["state"], "TIMEOUT") << s.dump();
+  EXPECT_EQ(s["signal"], 9) << "a job that ignores SIGTERM is killed after the grace";
+  EXPECT_GE(s["times"]["end"].get<std::int64_t>() - s["times"]["start"].get<std::int64_t>(), 4) << "2 s walltime + 2 s grace";
+  EXPECT_NE(read("stubborn.txt").find("got TERM"), std::string::npos);
+}
+
+TEST_F(JobFlow, DependentsWaitForTheirDependencyAndDieWithAFailedOne) {
+  const std::uint64_t first = submit({"submit", "--", "sleep", "1"});
+  const std::uint64_t after_ok = submit({"submit", "--dependency", fmt::format("afterok:{}", first), "--", "true"});
+  const std::uint64_t failing = submit({"submit", "--", "false"});
+  const std::uint64_t never = submit({"submit", "--dependency", fmt::format("afterok:{}", failing), "--", "true"});
+  const std::uint64_t anyway = submit({"submit", "--dependency", fmt::format("afterany:{}", failing), "--", "true"});
+  json a = finish(after_ok);
+  EXPECT_EQ(a["state"], "COMPLETED");
+  EXPECT_GE(a["times"]["start"].get<std::int64_t>(), show(std::to_string(first))["times"]["end"].get<std::int64_t>());
+  json n = finish(never);
+  EXPECT_EQ(n["state"], "CANCELLED");
+  EXPECT_EQ(n["reason"], "DependencyNeverSatisfied");
+  EXPECT_EQ(finish(anyway)["state"], "COMPLETED");
+}
+
+TEST_F(JobFlow, AnArraysElementsSeeTheirIndexAndAreNamedByIt) {
+  const std::uint64_t array = submit({"submit", "--array", "1-4", "-o", "array-%j.txt", "--", "sh", "-c",
+                                      "echo index=$LOOM_ARRAY_INDEX of=$LOOM_ARRAY_JOB_ID"});
+  std::set<std::string> seen;
+  for (int i = 1; i <= 4; ++i) {
+    const std::string ref = fmt::format("{}_{}", array, i);
+    json j = finish(ref);
+    EXPECT_EQ(j["state"], "COMPLETED") << ref;
+    EXPECT_EQ(j["array_job"], array);
+    EXPECT_EQ(j["array_index"], i);
+    seen.insert(read(fmt::format("array-{}.txt", j["id"].get<std::uint64_t>())));
+  }
+  std::set<std::string> expected;
+  for (int i = 1; i <= 4; ++i) expected.insert(fmt::format("index={} of={}\n", i, array));
+  EXPECT_EQ(seen, expected);
+
+  const std::uint64_t sleepers = submit({"submit", "--array", "1-3", "--", "sleep", "1003"});
+  Completed cancel = alice({"cancel", std::to_string(sleepers)});
+  ASSERT_EQ(cancel.exit_code, 0) << cancel.err;
+  for (int i = 1; i <= 3; ++i) EXPECT_EQ(finish(fmt::format("{}_{}", sleepers, i))["state"], "CANCELLED");
+  Completed missing = alice({"show", fmt::format("{}_9", array)});
+  EXPECT_EQ(missing.err, fmt::format("loom: job {}_9 does not exist\n", array));
+}
+
+TEST_F(JobFlow, MemoryPerTaskIsEnforced) {
+  const std::uint64_t id = submit({"submit", "--mem-per-task", "32M", "--", "sh", "-c", "head -c 256M /dev/zero | tail > /dev/null"});
+  json j = finish(id);
+  EXPECT_EQ(j["state"], "FAILED");
+  EXPECT_EQ(j["reason"], "OutOfMemory");
+}
+
+TEST_F(JobFlow, ADrainedNodeTakesNoNewJobsUntilResumed) {
+  Completed refused = alice({"drain", "node0", "--reason", "mine"});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_EQ(refused.err, "loom: only an administrator may drain a node (loom-alice is not one)\n");
+  Completed drained = cluster_->loom("", {"drain", "node0", "--reason", "DIMM swap"});
+  ASSERT_EQ(drained.exit_code, 0) << drained.err;
+  json nodes = json::parse(alice({"nodes", "--json"}).out)["nodes"];
+  ASSERT_EQ(nodes.size(), 2u);
+  EXPECT_EQ(nodes[0]["state"], "DRAIN");
+  EXPECT_EQ(nodes[0]["reason"], "DIMM swap");
+  EXPECT_EQ(nodes[1]["state"], "UP");
+  EXPECT_EQ(nodes[1]["numa"][0]["cores_total"], 2);
+  // Four 1-core jobs at once would fill node1; each must land there.
+  std::vector<std::uint64_t> ids;
+  for (int i = 0; i < 4; ++i) ids.push_back(submit({"submit", "--", "sleep", "1"}));
+  for (std::uint64_t id : ids) {
+    json j = finish(id);
+    EXPECT_EQ(j["state"], "COMPLETED");
+    EXPECT_EQ(j["placement"][0]["node"], "node1");
+  }
+  ASSERT_EQ(cluster_->loom("", {"resume", "node0"}).exit_code, 0);
+  const std::uint64_t wide = submit({"submit", "-N", "2", "-n", "2", "--", "true"});
+  EXPECT_EQ(finish(wide)["state"], "COMPLETED") << "both nodes take jobs again";
+}
+
+TEST_F(JobFlow, ThreeHundredTrivialJobsAllComplete) {
+  std::vector<std::uint64_t> ids;
+  for (int i = 0; i < 300; ++i) {
+    ids.push_back(submit({"submit", "-o", "/dev/null", "--", "true"}));
+    ASSERT_NE(ids.back(), 0u);
+  }
+  for (std::uint64_t id : ids) {
+    const json j = finish(id);
+    ASSERT_EQ(j["state"], "COMPLETED") << j.dump();
+  }
+  json all = json::parse(alice({"queue", "--all", "--json"}).out)["jobs"];
+  EXPECT_EQ(all.size(), 300u);
+  EXPECT_TRUE(json::parse(alice({"queue", "--json"}).out)["jobs"].empty()) << "nothing pending or running";
+}
+
+// loom up restarts a controller that dies, on the same port, with its state; and when it is
+// stopped it leaves no process and no cgroup.
+TEST_F(JobFlow, LoomUpRestartsADeadControllerAndStopsCleanly) {
+  const std::uint64_t before = submit({"submit", "--", "true"});
+  EXPECT_EQ(finish(before)["state"], "COMPLETED");
+  Completed controller = loom::testing::run({"pgrep", "-x", "-P", std::to_string(cluster_->pid()), "loomctld"});
+  ASSERT_EQ(controller.exit_code, 0);
+  ASSERT_EQ(::kill(std::stoi(controller.out), SIGKILL), 0);
+  cluster_->wait_log("loomctld was killed by signal 9; restarting it");
+  EXPECT_EQ(show(std::to_string(before))["state"], "COMPLETED") << "the state outlives the controller";
+  const std::uint64_t after = submit({"submit", "--", "true"});
+  EXPECT_EQ(finish(after)["state"], "COMPLETED") << cluster_->log();
+
+  const pid_t up = cluster_->pid();
+  const std::uint64_t running = submit({"submit", "--", "sleep", "1004"});
+  wait_running(running);
+  EXPECT_EQ(cluster_->stop(), 0);
+  EXPECT_EQ(loom::testing::run({"pgrep", "-f", "sleep 1004"}).out, "");
+  EXPECT_EQ(loom::testing::run({"pgrep", "-f", fmt::format("--cgroup up{}/", up)}).out, "") << "no agent left";
+  for (const char* controller_name : {"cpuset", "memory", "freezer", "pids"}) {
+    EXPECT_FALSE(std::filesystem::exists(fmt::format("/sys/fs/cgroup/{}/loom/up{}", controller_name, up))) << controller_name;
+  }
 }
 
 TEST_F(JobFlow, OthersJobsAreInvisibleAndBadInputGetsOneLine) {
   const std::uint64_t id = submit({"submit", "--", "true"});
   Completed bob = cluster_->loom("loom-bob", {"show", std::to_string(id)});
+  EXPECT_EQ(cluster_->loom("loom-bob", {"cancel", std::to_string(id)}).err, fmt::format("loom: job {} does not exist\n", id));
   EXPECT_EQ(bob.exit_code, 1);
   EXPECT_EQ(bob.err, fmt::format("loom: job {} does not exist\n", id));
-  Completed queue = cluster_->loom("loom-bob", {"queue", "--json"});
+  Completed queue = cluster_->loom("loom-bob", {"queue", "--all", "--json"});
   ASSERT_EQ(queue.exit_code, 0) << queue.err;
   EXPECT_TRUE(json::parse(queue.out)["jobs"].empty());
-  Completed huge = cluster_->loom("loom-alice", {"submit", "-c", "3", "--", "true"});
+  Completed huge = alice({"submit", "-c", "3", "--", "true"});
   EXPECT_EQ(huge.exit_code, 1);
   EXPECT_EQ(huge.err, "loom: cpus-per-task 3 exceeds the largest NUMA domain (2 cores); ask for --spread-numa to cross domains\n");
-  Completed size = cluster_->loom("loom-alice", {"submit", "--mem-per-task", "lots", "--", "true"});
+  Completed size = alice({"submit", "--mem-per-task", "lots", "--", "true"});
+  EXPECT_EQ(size.exit_code, 1);
+  Completed bad_id = alice({"show", "12_x"});
+  EXPECT_EQ(bad_id.err, "loom: \"12_x\" is not a job id (12, or 12_3 in an array)\n");
   EXPECT_EQ(size.exit_code, 1);
   EXPECT_NE(size.err.find("loom: --mem-per-task: invalid size \"lots\""), std::string::npos) << size.err;
 }

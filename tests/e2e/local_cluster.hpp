@@ -1,8 +1,10 @@
-// A controller and agents started as real processes on this machine, for end-to-end tests:
-// the controller on a free loopback port, each agent simulating a node. Stopped by PID.
+// A cluster as a user starts one: `loom up`, with its controller on a free loopback port and
+// its agents simulating nodes, stopped by PID with SIGTERM as a user's Ctrl-C would.
 #pragma once
 
 #include <fcntl.h>
+#include <fmt/format.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -24,30 +26,59 @@ namespace loom::testing {
 
 class LocalCluster {
  public:
-  // One agent per synthetic topology, named c<pid>n0, c<pid>n1, ...: node names (and so the
-  // agents' cgroups) differ between clusters that tests run side by side.
-  explicit LocalCluster(const std::vector<std::string>& nodes) : dir_(temp_path("cluster")) {
+  // `loom up --agents N --topology T`, its daemons reading `config` (TOML).
+  LocalCluster(unsigned agents, const std::string& topology, const std::string& config = "")
+      : dir_(temp_path("cluster")) {
     std::filesystem::create_directories(dir_);
-    controller_ = spawn({built("controller/loomctld"), "--listen", "127.0.0.1:0", "--state-dir", (dir_ / "state").string()},
-                        dir_ / "loomctld.out");
-    const std::string line = wait_for(dir_ / "loomctld.out", "listening on ");
-    address_ = line.substr(line.find("listening on ") + 13);
-    for (std::size_t i = 0; i < nodes.size(); ++i) {
-      const auto log = dir_ / fmt::format("loomd-n{}.log", i);
-      agents_.push_back(spawn({built("agent/loomd"), "--controller", address_, "--name", fmt::format("c{}n{}", ::getpid(), i),
-                               "--synthetic", nodes[i]}, log));
-      wait_for(log, "registered with");
-    }
+    std::ofstream(dir_ / "loom.toml") << config;
+    std::vector<std::string> env;
+    for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+    env.push_back("LOOM_CONFIG=" + (dir_ / "loom.toml").string());
+    up_ = spawn({built("cli/loom"), "up", "--agents", std::to_string(agents), "--topology", topology, "--state-dir",
+                 (dir_ / "state").string()},
+                env, dir_ / "up.out");
+    const std::string line = wait_for(dir_ / "up.out", "export LOOM_CONTROLLER=");
+    address_ = line.substr(line.find('=') + 1);
   }
   ~LocalCluster() {
-    for (pid_t pid : agents_) stop(pid);
-    stop(controller_);
+    stop();
     std::filesystem::remove_all(dir_);
   }
 
   const std::string& address() const { return address_; }
+  pid_t pid() const { return up_; }
+  // What loom up printed (stdout and stderr).
+  std::string log() const {
+    std::ifstream in(dir_ / "up.out");
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  }
 
-  // `loom ARGS --controller ADDRESS`, run as `user` (root when empty) in `cwd`.
+  // Waits (bounded) for loom up to print a line containing `text`.
+  std::string wait_log(const std::string& text) const { return wait_for(dir_ / "up.out", text); }
+
+  // Ctrl-C, as a user stops loom up; waits (bounded) for it to exit; returns its status.
+  int stop() {
+    if (up_ <= 0) return status_;
+    ::kill(up_, SIGTERM);
+    int status = 0;
+    for (int i = 0; i < 3000; ++i) {  // up to 30 s, then SIGKILL
+      if (::waitpid(up_, &status, WNOHANG) == up_) {
+        up_ = -1;
+        status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        return status_;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ADD_FAILURE() << "loom up did not stop within 30 s of SIGTERM";
+    ::kill(up_, SIGKILL);
+    ::waitpid(up_, nullptr, 0);
+    up_ = -1;
+    return status_;
+  }
+
+  // `loom ARGS` against this cluster, run as `user` (root when empty) in `cwd`.
   Completed loom(const std::string& user, std::vector<std::string> args, const std::string& cwd = "/tmp") const {
     std::vector<std::string> argv;
     if (!user.empty()) argv = {"runuser", "-u", user, "--"};
@@ -55,31 +86,20 @@ class LocalCluster {
     argv.push_back("LOOM_CONTROLLER=" + address_);
     argv.push_back("sh");
     argv.push_back("-c");
-    std::string command = "cd '" + cwd + "' && exec";
-    command += " '" + built("cli/loom") + "'";
-    for (const std::string& a : args) command += " '" + a + "'";
+    auto quote = [](const std::string& word) {  // for sh: '...', with ' written as '\''
+      std::string out = "'";
+      for (char c : word) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+      return out + "'";
+    };
+    std::string command = "cd " + quote(cwd) + " && exec " + quote(built("cli/loom"));
+    for (const std::string& a : args) command += " " + quote(a);
     argv.push_back(command);
     return run(argv);
   }
 
- private:
-  static pid_t spawn(const std::vector<std::string>& argv, const std::filesystem::path& output) {
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    std::vector<char*> args;
-    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    pid_t pid = -1;
-    EXPECT_EQ(posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ), 0) << argv[0];
-    posix_spawn_file_actions_destroy(&actions);
-    return pid;
-  }
-
-  // The first line of `file` containing `text`, once a process writes it (bounded).
+  // The first line of `file` containing `text`, once a process writes it (bounded: 60 s).
   static std::string wait_for(const std::filesystem::path& file, const std::string& text) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     while (std::chrono::steady_clock::now() < deadline) {
       std::ifstream in(file);
       for (std::string line; std::getline(in, line);) {
@@ -91,20 +111,26 @@ class LocalCluster {
     return "";
   }
 
-  static void stop(pid_t pid) {
-    if (pid <= 0) return;
-    ::kill(pid, SIGTERM);
-    for (int i = 0; i < 500; ++i) {  // up to 5 s, then SIGKILL
-      if (::waitpid(pid, nullptr, WNOHANG) == pid) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
+ private:
+  static pid_t spawn(const std::vector<std::string>& argv, const std::vector<std::string>& env, const std::filesystem::path& output) {
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    std::vector<char*> args, envp;
+    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    for (const std::string& e : env) envp.push_back(const_cast<char*>(e.c_str()));
+    envp.push_back(nullptr);
+    pid_t pid = -1;
+    EXPECT_EQ(posix_spawn(&pid, args[0], &actions, nullptr, args.data(), envp.data()), 0) << argv[0];
+    posix_spawn_file_actions_destroy(&actions);
+    return pid;
   }
 
   std::filesystem::path dir_;
-  pid_t controller_ = -1;
-  std::vector<pid_t> agents_;
+  pid_t up_ = -1;
+  int status_ = -1;
   std::string address_;
 };
 

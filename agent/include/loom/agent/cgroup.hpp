@@ -25,11 +25,14 @@ struct CgroupLimits {
 class Cgroup {
  public:
   // Creates loom/<name> in every hierarchy Loom uses, with the limits applied; name may
-  // have levels ("n0/job_7_rank_0"), created as needed.
+  // have levels ("n0/job_7_rank_0"), created as needed. The levels above the last belong
+  // to whoever names them (an agent: its own level); remove_level() removes them.
   static Result<Cgroup> create(const std::string& name, const CgroupLimits& limits);
-  Cgroup(Cgroup&& other) noexcept : paths_(std::move(other.paths_)), levels_(other.levels_) { other.paths_.clear(); }
+  // Removes loom/<name> in every hierarchy, where it is empty (holds no cgroup).
+  static void remove_level(const std::string& name);
+  Cgroup(Cgroup&& other) noexcept : paths_(std::move(other.paths_)) { other.paths_.clear(); }
   Cgroup& operator=(Cgroup&&) = delete;
-  ~Cgroup();  // removes its directories, and its name's levels above them once empty
+  ~Cgroup();  // removes its directories (the last level of its name)
 
   // Moves a process (and so its future children) into the cgroup.
   Status add(pid_t pid) const;
@@ -45,9 +48,8 @@ class Cgroup {
   bool out_of_memory() const;
 
  private:
-  Cgroup(std::vector<std::string> paths, std::size_t levels) : paths_(std::move(paths)), levels_(levels) {}
+  explicit Cgroup(std::vector<std::string> paths) : paths_(std::move(paths)) {}
   std::vector<std::string> paths_;  // one directory per hierarchy
-  std::size_t levels_;              // components of the name below loom/
 };
 
 }  // namespace loom::agent

@@ -34,6 +34,14 @@ struct Launch {
   std::uint32_t array_index = 0;
 };
 
+// How a job's processes ended: the first failing rank's status, over all its nodes.
+struct Ending {
+  int exit_code = 0;           // 128 + signal when killed by one
+  std::optional<int> signal;
+  bool out_of_memory = false;  // a rank hit its --mem-per-task
+  std::string error;           // why the job could not start, when it could not
+};
+
 // How one rank runs on its node, as the agent applied it.
 struct RankBound {
   std::uint32_t rank = 0;
@@ -78,9 +86,8 @@ class JobManager {
   // Running jobs past their walltime: marked for TIMEOUT, returned for the caller to kill.
   std::vector<JobId> past_walltime(sched::Time now);
 
-  // A running job's processes ended (exit_code is 128 + signal when killed by one;
-  // out_of_memory when a rank hit its --mem-per-task).
-  Status finished(JobId id, int exit_code, std::optional<int> signal, sched::Time now, bool out_of_memory = false);
+  // A running job's processes ended, as `ending` says.
+  Status finished(JobId id, const Ending& ending, sched::Time now);
 
   // Admins drain a node (it runs what it has and takes nothing new) or resume it; stored,
   // so that a drain outlives restarts. A node drained before it (re)joins is drained when

@@ -1,0 +1,225 @@
+// loom up: a whole cluster on this machine — loomctld and N loomd agents on loopback, each
+// agent simulating a node (its own topology, bound through hwtopo's explicit mapping) —
+// supervised as systemd would: a daemon that dies is restarted, and Ctrl-C or SIGTERM stops
+// everything, agents first, leaving no process or cgroup behind.
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "commands.hpp"
+#include "programs.hpp"
+
+extern char** environ;
+
+namespace loom::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+struct Daemon {
+  std::string what;               // "loomctld", "loomd node1"
+  std::vector<std::string> argv;
+  fs::path log;                   // stdout and stderr, appended across restarts
+  std::string ready;              // the log line that says it is ready
+  pid_t pid = -1;
+  std::deque<Clock::time_point> starts;  // recent starts, for the restart limit
+};
+
+class Supervisor {
+ public:
+  Supervisor(bool restart, fs::path cgroup_root) : restart_(restart), cgroup_root_(std::move(cgroup_root)) {}
+
+  // Starts the daemon and waits (bounded) for its ready line; returns that line.
+  Result<std::string> start(Daemon& d) {
+    const auto offset = fs::exists(d.log) ? fs::file_size(d.log) : 0;
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, d.log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    posix_spawnattr_t attributes;
+    posix_spawnattr_init(&attributes);
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&attributes, &none);  // the daemons handle their own signals
+    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK);
+    std::vector<char*> args;
+    for (std::string& a : d.argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    const int error = ::posix_spawn(&d.pid, args[0], &actions, &attributes, args.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attributes);
+    if (error != 0) return make_error(ErrorCode::kInternal, fmt::format("cannot start {}: {}", d.what, std::strerror(error)));
+    d.starts.push_back(Clock::now());
+    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    while (Clock::now() < deadline) {
+      std::ifstream in(d.log);
+      in.seekg(static_cast<std::streamoff>(offset));
+      for (std::string line; std::getline(in, line);) {
+        if (line.find(d.ready) != std::string::npos) return line;
+      }
+      int status = 0;
+      if (::waitpid(d.pid, &status, WNOHANG) == d.pid) {
+        d.pid = -1;
+        return make_error(ErrorCode::kUnavailable, fmt::format("{} exited while starting; see {}", d.what, d.log.string()));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return make_error(ErrorCode::kDeadlineExceeded, fmt::format("{} did not say \"{}\" within 30 s; see {}", d.what, d.ready, d.log.string()));
+  }
+
+  // A daemon exited: restart it unless told not to, or unless it keeps dying (5 starts in
+  // 60 s, systemd's StartLimitBurst), which stops the cluster.
+  Status exited(Daemon& d, int status) {
+    d.pid = -1;
+    const std::string how = WIFSIGNALED(status) ? fmt::format("was killed by signal {}", WTERMSIG(status))
+                                                : fmt::format("exited with status {}", WEXITSTATUS(status));
+    if (!restart_) {
+      std::cerr << fmt::format("loom up: {} {}; not restarted (--no-restart)\n", d.what, how);
+      return {};
+    }
+    while (!d.starts.empty() && Clock::now() - d.starts.front() > std::chrono::seconds(60)) d.starts.pop_front();
+    if (d.starts.size() >= 5) {
+      return make_error(ErrorCode::kUnavailable, fmt::format("{} {}, its 5th start within 60 s; stopping the cluster (see {})",
+                                                             d.what, how, d.log.string()));
+    }
+    std::cerr << fmt::format("loom up: {} {}; restarting it\n", d.what, how);
+    LOOM_TRY(start(d));
+    return {};
+  }
+
+  static void stop(Daemon& d) {
+    if (d.pid <= 0) return;
+    ::kill(d.pid, SIGTERM);
+    const auto deadline = Clock::now() + std::chrono::seconds(15);
+    while (Clock::now() < deadline) {
+      if (::waitpid(d.pid, nullptr, WNOHANG) == d.pid) {
+        d.pid = -1;
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ::kill(d.pid, SIGKILL);
+    ::waitpid(d.pid, nullptr, 0);
+    d.pid = -1;
+  }
+
+  // The agents' cgroups, once they are stopped: empty directories, removed deepest first.
+  void remove_cgroups() const {
+    for (const char* controller : {"cpuset", "memory", "freezer", "pids"}) {
+      const fs::path root = fs::path("/sys/fs/cgroup") / controller / "loom" / cgroup_root_;
+      std::error_code ec;
+      std::vector<fs::path> dirs;
+      for (auto it = fs::recursive_directory_iterator(root, ec); !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+        if (it->is_directory()) dirs.push_back(it->path());
+      }
+      std::sort(dirs.rbegin(), dirs.rend());  // children sort after their parents
+      for (const fs::path& dir : dirs) ::rmdir(dir.c_str());
+      ::rmdir(root.c_str());
+    }
+  }
+
+ private:
+  bool restart_;
+  fs::path cgroup_root_;
+};
+
+}  // namespace
+
+Command add_up(CLI::App& app) {
+  struct Options {
+    unsigned agents = 2;
+    std::string topology = "pack:2 numa:2(memory=16GiB) core:8 pu:1";
+    std::string state_dir;
+    bool no_restart = false;
+  };
+  auto o = std::make_shared<Options>();
+  auto* up = app.add_subcommand("up", "Run a cluster on this machine: loomctld and N agents on loopback, each simulating a "
+                                      "node; prints `export LOOM_CONTROLLER=...` once ready; Ctrl-C stops it (root only)");
+  up->add_option("--agents", o->agents, "Compute agents")->capture_default_str()->check(CLI::Range(1u, 64u));
+  up->add_option("--topology", o->topology, "Each agent's node: an hwloc XML file, or a synthetic topology")->capture_default_str();
+  up->add_option("--state-dir", o->state_dir, "The controller's state and the daemons' logs (default: a new directory "
+                                              "under /tmp, removed at exit); a state directory given is kept and reused");
+  up->add_flag("--no-restart", o->no_restart, "Leave a daemon that dies stopped, instead of restarting it as systemd would");
+  return {up, [o](const Context&) -> Status {
+    if (::geteuid() != 0) {
+      return make_error(ErrorCode::kPermissionDenied, "loom up must run as root: its agents start jobs as their users");
+    }
+    const fs::path loomctld = LOOM_TRY(find_program("loomctld", "controller"));
+    const fs::path loomd = LOOM_TRY(find_program("loomd", "agent"));
+    const bool temporary = o->state_dir.empty();
+    const fs::path dir = temporary ? fs::temp_directory_path() / fmt::format("loom-up.{}", ::getpid()) : fs::path(o->state_dir);
+    fs::create_directories(dir);
+    const std::vector<std::string> topology =
+        fs::is_regular_file(o->topology) ? std::vector<std::string>{"--xml", o->topology} : std::vector<std::string>{"--synthetic", o->topology};
+
+    // The supervisor waits for these; nothing else in loom up handles signals.
+    sigset_t signals;
+    sigemptyset(&signals);
+    for (int s : {SIGINT, SIGTERM, SIGCHLD}) sigaddset(&signals, s);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+    // This run's agents keep their jobs' cgroups under loom/up<pid>/, apart from any other
+    // cluster on the machine.
+    const std::string cgroup_root = fmt::format("up{}", ::getpid());
+    Supervisor supervisor(!o->no_restart, cgroup_root);
+    Daemon controller{"loomctld", {loomctld.string(), "--listen", "127.0.0.1:0", "--state-dir", (dir / "controller").string()},
+                      dir / "loomctld.log", "listening on ", -1, {}};
+    std::vector<Daemon> agents;
+    auto stop_all = [&] {
+      for (Daemon& a : agents) Supervisor::stop(a);
+      Supervisor::stop(controller);
+      supervisor.remove_cgroups();
+      if (temporary) fs::remove_all(dir);
+    };
+    auto run = [&]() -> Status {
+      const std::string line = LOOM_TRY(supervisor.start(controller));
+      const std::string address = line.substr(line.find("listening on ") + 13);
+      controller.argv[2] = address;  // restarts keep the port: agents and users know it
+      for (unsigned i = 0; i < o->agents; ++i) {
+        const std::string name = fmt::format("node{}", i);
+        Daemon agent{"loomd " + name,
+                     {loomd.string(), "--controller", address, "--name", name, "--cgroup", cgroup_root + "/" + name},
+                     dir / fmt::format("loomd-{}.log", name), "registered with", -1, {}};
+        agent.argv.insert(agent.argv.end(), topology.begin(), topology.end());
+        agents.push_back(std::move(agent));
+        LOOM_TRY(supervisor.start(agents.back()));
+      }
+      std::cerr << fmt::format("loom up: loomctld and {} agents ({}) running; state and logs in {}\n", o->agents, o->topology,
+                               dir.string());
+      std::cout << "export LOOM_CONTROLLER=" << address << std::endl;
+      for (;;) {
+        int signal = 0;
+        sigwait(&signals, &signal);
+        if (signal != SIGCHLD) {
+          std::cerr << "loom up: stopping\n";
+          return {};
+        }
+        for (int status = 0;;) {
+          const pid_t pid = ::waitpid(-1, &status, WNOHANG);
+          if (pid <= 0) break;
+          if (pid == controller.pid) LOOM_TRY(supervisor.exited(controller, status));
+          for (Daemon& a : agents) {
+            if (pid == a.pid) LOOM_TRY(supervisor.exited(a, status));
+          }
+        }
+      }
+    };
+    Status status = run();
+    stop_all();
+    return status;
+  }};
+}
+
+}  // namespace loom::cli
