@@ -9,6 +9,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -101,6 +102,33 @@ Result<Cgroup> Cgroup::create(const std::string& name, const CgroupLimits& limit
     }
   }
   return Cgroup(std::move(paths));
+}
+
+Result<Cgroup> Cgroup::open(const std::string& name) {
+  std::vector<std::string> paths;
+  for (const char* controller : kControllers) {
+    const std::string base = fmt::format("{}/{}{}", kRoot, controller, own_cgroup(controller));
+    const std::string path = base + (base.ends_with('/') ? "" : "/") + "loom/" + name;
+    if (::access(path.c_str(), F_OK) != 0) return make_error(ErrorCode::kNotFound, fmt::format("no cgroup {}", path));
+    paths.push_back(path);
+  }
+  return Cgroup(std::move(paths));
+}
+
+void Cgroup::destroy_level(const std::string& name) {
+  const std::string base = fmt::format("{}/freezer{}", kRoot, own_cgroup("freezer"));
+  const std::filesystem::path root = std::filesystem::path(base) / "loom" / name;
+  std::error_code ec;
+  std::vector<std::string> leaves;  // names below loom/ of every cgroup under the level
+  for (auto it = std::filesystem::recursive_directory_iterator(root, ec); !ec && it != std::filesystem::recursive_directory_iterator();
+       it.increment(ec)) {
+    if (it->is_directory()) leaves.push_back(std::filesystem::relative(it->path(), root.parent_path()).string());
+  }
+  std::sort(leaves.rbegin(), leaves.rend());  // children sort after their parents
+  for (const std::string& leaf : leaves) {
+    if (auto cgroup = open(leaf)) (void)cgroup->kill_all();  // ~Cgroup removes it
+  }
+  remove_level(name);
 }
 
 // Only the last level goes: removing a level above while another task's cgroup is being

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,6 +18,7 @@
 #include <thread>
 
 #include "commands.hpp"
+#include "loom/agent/cgroup.hpp"
 #include "programs.hpp"
 
 extern char** environ;
@@ -115,18 +117,15 @@ class Supervisor {
     d.pid = -1;
   }
 
-  // The agents' cgroups, once they are stopped: empty directories, removed deepest first.
-  void remove_cgroups() const {
-    for (const char* controller : {"cpuset", "memory", "freezer", "pids"}) {
-      const fs::path root = fs::path("/sys/fs/cgroup") / controller / "loom" / cgroup_root_;
-      std::error_code ec;
-      std::vector<fs::path> dirs;
-      for (auto it = fs::recursive_directory_iterator(root, ec); !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-        if (it->is_directory()) dirs.push_back(it->path());
-      }
-      std::sort(dirs.rbegin(), dirs.rend());  // children sort after their parents
-      for (const fs::path& dir : dirs) ::rmdir(dir.c_str());
-      ::rmdir(root.c_str());
+  // What the stopped agents left running: their jobs' processes, killed by cgroup, and
+  // the keepers that watched them, which this process (a child subreaper) inherited.
+  void remove_jobs() const {
+    agent::Cgroup::destroy_level(cgroup_root_.string());
+    const auto deadline = Clock::now() + std::chrono::seconds(10);
+    while (Clock::now() < deadline) {
+      const pid_t pid = ::waitpid(-1, nullptr, WNOHANG);
+      if (pid < 0) return;  // no child left
+      if (pid == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   }
 
@@ -170,6 +169,8 @@ Command add_up(CLI::App& app) {
     for (int s : {SIGINT, SIGTERM, SIGCHLD}) sigaddset(&signals, s);
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+    // Keepers of jobs outlive agents that stop; as their subreaper, loom up reaps them.
+    ::prctl(PR_SET_CHILD_SUBREAPER, 1);
     // This run's agents keep their jobs' cgroups under loom/up<pid>/, apart from any other
     // cluster on the machine.
     const std::string cgroup_root = fmt::format("up{}", ::getpid());
@@ -180,7 +181,7 @@ Command add_up(CLI::App& app) {
     auto stop_all = [&] {
       for (Daemon& a : agents) Supervisor::stop(a);
       Supervisor::stop(controller);
-      supervisor.remove_cgroups();
+      supervisor.remove_jobs();
       if (temporary) fs::remove_all(dir);
     };
     auto run = [&]() -> Status {
@@ -190,7 +191,8 @@ Command add_up(CLI::App& app) {
       for (unsigned i = 0; i < o->agents; ++i) {
         const std::string name = fmt::format("node{}", i);
         Daemon agent{"loomd " + name,
-                     {loomd.string(), "--controller", address, "--name", name, "--cgroup", cgroup_root + "/" + name},
+                     {loomd.string(), "--controller", address, "--name", name, "--cgroup", cgroup_root + "/" + name,
+                      "--state-dir", (dir / ("agent-" + name)).string()},
                      dir / fmt::format("loomd-{}.log", name), "registered with", -1, {}};
         agent.argv.insert(agent.argv.end(), topology.begin(), topology.end());
         agents.push_back(std::move(agent));

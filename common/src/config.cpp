@@ -116,6 +116,45 @@ const std::array kKeys = {
         [](const Config& config) { return format_duration(config.controller.connect_timeout); },
     },
     KeySpec{
+        {"controller.heartbeat_interval", "duration", "0:01",
+         "How often agents send a heartbeat to loomctld."},
+        [](Config& config, const toml::node& value) -> Status {
+          const std::string text = LOOM_TRY(as_string(value));
+          const std::chrono::seconds interval = LOOM_TRY(parse_duration(text));
+          if (interval.count() == 0) return make_error(ErrorCode::kInvalidArgument, "must be at least 1 second");
+          config.controller.heartbeat_interval = interval;
+          return {};
+        },
+        [](const Config& config) { return format_duration(config.controller.heartbeat_interval); },
+    },
+    KeySpec{
+        {"controller.heartbeat_misses", "integer", "5",
+         "Heartbeats an agent may miss before its node is DOWN. Back within that window, the "
+         "agent keeps its jobs; after it, they end NODE_FAIL (or are requeued with --requeue). "
+         "The same window bounds how long a restarted loomctld waits for agents to re-register."},
+        [](Config& config, const toml::node& value) -> Status {
+          const auto misses = value.value<std::int64_t>();
+          if (!misses || !value.is_integer() || *misses < 1 || *misses > 1000) {
+            return make_error(ErrorCode::kInvalidArgument, "must be an integer from 1 to 1000");
+          }
+          config.controller.heartbeat_misses = static_cast<int>(*misses);
+          return {};
+        },
+        [](const Config& config) { return std::to_string(config.controller.heartbeat_misses); },
+    },
+    KeySpec{
+        {"agent.state_dir", "string", "/var/lib/loom/agent",
+         "Where loomd records the jobs it runs, so that after a restart it finds them again. "
+         "loomd's --state-dir overrides it."},
+        [](Config& config, const toml::node& value) -> Status {
+          std::string dir = LOOM_TRY(as_string(value));
+          if (dir.empty()) return make_error(ErrorCode::kInvalidArgument, "must name a directory");
+          config.agent.state_dir = std::move(dir);
+          return {};
+        },
+        [](const Config& config) { return config.agent.state_dir; },
+    },
+    KeySpec{
         {"agent.allow_root_jobs", "boolean", "false",
          "Whether loomd runs jobs submitted by root. Off, a job as root fails to start with "
          "a reason that says so."},

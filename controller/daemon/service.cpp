@@ -3,10 +3,11 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <fmt/ranges.h>
+
 #include <nlohmann/json.hpp>
 
 #include "loom/common/munge.hpp"
-#include "loom/hwtopo/json.hpp"
 
 namespace loom::controller {
 
@@ -202,6 +203,15 @@ grpc::Status Service::Resume(grpc::ServerContext*, const v1::NodeRequest* reques
 
 // ---- Agents ----
 
+void Service::serve(std::unique_ptr<JobManager> manager) {
+  manager_ = std::move(manager);
+  recovery_until_ = Clock::now() + window_;
+  if (!manager_->unknown().empty()) {
+    spdlog::info("{} job(s) were running: waiting up to {} s for their agents to re-register", manager_->unknown().size(),
+                 std::chrono::duration_cast<std::chrono::seconds>(window_).count());
+  }
+}
+
 grpc::Status Service::Connect(grpc::ServerContext* context, grpc::ServerReaderWriter<v1::ToAgent, v1::FromAgent>* stream) {
   v1::FromAgent first;
   if (!stream->Read(&first) || !first.has_hello()) {
@@ -215,37 +225,176 @@ grpc::Status Service::Connect(grpc::ServerContext* context, grpc::ServerReaderWr
             fmt::format("an agent must run as root; {} (uid {}) may not register a node", identity->user, identity->uid)};
   }
   auto agent = std::make_shared<Agent>();
+  agent->context = context;
   agent->stream = stream;
+  agent->heard = Clock::now();
   {
     std::lock_guard lock(mutex_);
-    auto topology = hwtopo::topology_from_json(nlohmann::json::parse(first.hello().topology_json(), nullptr, false));
-    if (!topology) return to_grpc(topology.error());
     const std::string& name = first.hello().name();
-    if (auto existing = cluster_.find(name)) {
-      if (agents_.contains(*existing)) return {grpc::StatusCode::ALREADY_EXISTS, fmt::format("node {} is connected already", name)};
-      agent->node = *existing;
-    } else {
-      agent->node = cluster_.add_node({name, std::make_shared<const hwtopo::Topology>(std::move(*topology)), {}});
+    if (auto existing = cluster_.find(name); existing && agents_.contains(*existing)) {
+      return {grpc::StatusCode::ALREADY_EXISTS, fmt::format("node {} is connected already", name)};
     }
-    manager_->joined(agent->node);
+    auto node = manager_->joined(name, nlohmann::json::parse(first.hello().topology_json(), nullptr, false));
+    if (!node) return to_grpc(node.error());
+    agent->node = *node;
     agents_[agent->node] = agent;
+    gone_.erase(agent->node);
     v1::ToAgent registered;
     registered.mutable_registered();
     stream->Write(registered);
-    spdlog::info("agent {} registered ({}){}", name, context->peer(),
-                 cluster_.state(agent->node) == sched::NodeState::kDrain ? ", drained" : "");
+    spdlog::info("agent {} registered ({}){}; it runs {} job(s), {} ended meanwhile", name, context->peer(),
+                 cluster_.state(agent->node) == sched::NodeState::kDrain ? ", drained" : "", first.hello().running_size(),
+                 first.hello().ended_size());
+    reconcile(agent->node, first.hello());
     wake_.notify_one();
   }
   for (v1::FromAgent message; stream->Read(&message);) {
     std::lock_guard lock(mutex_);
+    agent->heard = Clock::now();
     if (message.has_started()) node_started(agent->node, message.started());
     if (message.has_ended()) node_ended(agent->node, message.ended());
   }
   std::lock_guard lock(mutex_);
-  agents_.erase(agent->node);
-  (void)cluster_.set_state(agent->node, sched::NodeState::kDown);
-  spdlog::warn("agent {} disconnected: node down", cluster_.name(agent->node));
+  if (auto it = agents_.find(agent->node); it != agents_.end() && it->second == agent) {
+    agents_.erase(it);
+    gone_[agent->node] = Clock::now();
+    (void)cluster_.set_state(agent->node, sched::NodeState::kDown);
+    spdlog::warn("agent {} disconnected: node down; its jobs stand for {} s", cluster_.name(agent->node),
+                 std::chrono::duration_cast<std::chrono::seconds>(window_).count());
+  }
   return grpc::Status::OK;
+}
+
+void Service::reconcile(NodeId node, const v1::RegisterRequest& hello) {
+  const std::string& name = cluster_.name(node);
+  const std::set<std::uint64_t> running(hello.running().begin(), hello.running().end());
+  std::map<std::uint64_t, const v1::JobEnded*> ended;
+  for (const v1::JobEnded& e : hello.ended()) ended[e.job()] = &e;
+  // Jobs this controller tracks on the node: the agent must know them, running or ended.
+  std::vector<JobId> forgotten;
+  for (auto& [id, job] : running_) {
+    if (job.pending.contains(node) && !running.contains(id.value()) && !ended.contains(id.value())) forgotten.push_back(id);
+  }
+  for (JobId id : forgotten) {
+    v1::JobEnded e;
+    e.set_job(id.value());
+    e.set_exit_code(127);
+    e.set_error("its agent restarted and no longer knows the job");
+    node_ended(node, e);
+  }
+  for (const auto& [id, job] : manager_->unknown()) {
+    const std::vector<std::string> nodes = manager_->nodes_of(id);
+    if (std::find(nodes.begin(), nodes.end(), name) == nodes.end()) continue;
+    if (!running.contains(id.value()) && !ended.contains(id.value())) {
+      v1::JobEnded e;
+      e.set_job(id.value());
+      e.set_exit_code(127);
+      e.set_error(fmt::format("its agent on {} no longer knows the job", name));
+      early_ends_[id][node] = e;
+    }
+  }
+  for (const auto& [raw, e] : ended) {
+    const JobId id(raw);
+    if (manager_->unknown().contains(id)) {
+      early_ends_[id][node] = *e;
+    } else if (running_.contains(id)) {
+      node_ended(node, *e);
+    } else {
+      forget(id, {node});  // an end already stored, or of a job that failed without it
+    }
+  }
+  for (std::uint64_t raw : running) {
+    const JobId id(raw);
+    if (manager_->unknown().contains(id) || running_.contains(id)) continue;
+    v1::ToAgent kill;  // the job is over as far as the state says: nothing may run twice
+    kill.mutable_kill()->set_job(raw);
+    send(node, kill);
+    spdlog::warn("job {} still ran on {}, which the state has ended; killed", raw, name);
+  }
+  for (const auto& [id, job] : manager_->unknown()) {
+    if (running.contains(id.value()) || ended.contains(id.value()) || early_ends_[id].contains(node)) manager_->heard(id, name);
+  }
+  adopt_ready();
+}
+
+void Service::adopt_ready() {
+  std::vector<JobId> ready;
+  for (const auto& [id, waiting] : manager_->unknown()) {
+    if (waiting.empty()) ready.push_back(id);
+  }
+  for (JobId id : ready) {
+    auto placement = manager_->adopt(id);
+    if (!placement) {
+      spdlog::error("job {}: {}", id.value(), placement.error().to_string());
+      lose(id, "NodeFail: " + placement.error().message());
+      continue;
+    }
+    RunningJob& job = running_[id];
+    for (const sched::NodePlacement& np : placement->nodes) {
+      job.pending.insert(np.node);
+      job.nodes.insert(np.node);
+    }
+    spdlog::info("job {}: found running again on every node", id.value());
+    if (auto ends = early_ends_.extract(id)) {
+      for (const auto& [node, e] : ends.mapped()) node_ended(node, e);
+    }
+  }
+}
+
+void Service::lose(JobId id, const std::string& reason) {
+  std::set<NodeId> nodes;
+  if (auto it = running_.find(id); it != running_.end()) {
+    nodes = it->second.nodes;
+    running_.erase(it);
+  } else {
+    for (const std::string& name : manager_->nodes_of(id)) {
+      if (auto node = cluster_.find(name)) nodes.insert(*node);
+    }
+  }
+  early_ends_.erase(id);
+  if (auto status = manager_->lost(id, reason, now()); !status) {
+    spdlog::error("job {}: {}", id.value(), status.error().to_string());
+    return;
+  }
+  spdlog::warn("job {}: {}", id.value(), reason);
+  v1::ToAgent kill;
+  kill.mutable_kill()->set_job(id.value());
+  for (NodeId node : nodes) send(node, kill);  // what still runs of it elsewhere; ends reported later are forgotten
+}
+
+void Service::forget(JobId id, const std::set<NodeId>& nodes) {
+  v1::ToAgent message;
+  message.mutable_forget()->set_job(id.value());
+  for (NodeId node : nodes) send(node, message);
+}
+
+void Service::check_nodes() {
+  const auto now_steady = Clock::now();
+  for (auto& [node, agent] : agents_) {
+    if (now_steady - agent->heard > window_) {
+      spdlog::warn("agent {} silent for {} heartbeats: dropping its stream", cluster_.name(node), config_.controller.heartbeat_misses);
+      agent->context->TryCancel();  // the stream's end marks the node gone
+    }
+  }
+  std::vector<NodeId> failed;
+  for (const auto& [node, since] : gone_) {
+    if (now_steady - since > window_) failed.push_back(node);
+  }
+  for (NodeId node : failed) {
+    gone_.erase(node);
+    std::vector<JobId> jobs;
+    for (const auto& [id, job] : running_) {
+      if (job.pending.contains(node)) jobs.push_back(id);
+    }
+    for (JobId id : jobs) lose(id, fmt::format("NodeFail: {} was down for longer than the heartbeat window", cluster_.name(node)));
+  }
+  if (now_steady > recovery_until_ && !manager_->unknown().empty()) {
+    std::vector<std::pair<JobId, std::string>> missing;
+    for (const auto& [id, waiting] : manager_->unknown()) {
+      missing.emplace_back(id, fmt::format("NodeFail: {} did not re-register after the controller restarted", fmt::join(waiting, ", ")));
+    }
+    for (const auto& [id, reason] : missing) lose(id, reason);
+  }
 }
 
 void Service::send(NodeId node, const v1::ToAgent& message) {
@@ -274,6 +423,7 @@ void Service::send_launch(const Launch& launch) {
       rank->set_memory_bytes(r.memory_bytes);
     }
     nodes.pending.insert(np.node);
+    nodes.nodes.insert(np.node);
     send(np.node, message);
   }
 }
@@ -300,8 +450,15 @@ void Service::node_started(NodeId node, const v1::JobStarted& started) {
 // A node reports the job's processes there gone; the job ends when every node has.
 void Service::node_ended(NodeId node, const v1::JobEnded& ended) {
   const JobId id(ended.job());
+  if (manager_->unknown().contains(id)) {
+    early_ends_[id][node] = ended;
+    return;
+  }
   auto it = running_.find(id);
-  if (it == running_.end()) return;
+  if (it == running_.end()) {
+    forget(id, {node});  // a job lost meanwhile: its end changes nothing
+    return;
+  }
   RunningJob& job = it->second;
   job.pending.erase(node);
   job.ending.out_of_memory = job.ending.out_of_memory || ended.out_of_memory();
@@ -315,7 +472,9 @@ void Service::node_ended(NodeId node, const v1::JobEnded& ended) {
   if (!job.pending.empty()) return;
   if (auto status = manager_->finished(id, job.ending, now()); !status) {
     spdlog::error("job {}: {}", id.value(), status.error().to_string());
+    return;  // not stored: the agents keep the job's ends, and report them again
   }
+  forget(id, job.nodes);
   running_.erase(it);
   wake_.notify_one();
 }
@@ -325,6 +484,13 @@ void Service::node_ended(NodeId node, const v1::JobEnded& ended) {
 bool Service::run_scheduler() {
   std::unique_lock lock(mutex_);
   while (!stopping_.load()) {
+    check_nodes();
+    if (!manager_->unknown().empty()) {
+      // Until every job that was running is found again or given up, nothing new starts:
+      // its cores would be given twice.
+      wake_.wait_for(lock, std::chrono::milliseconds(200));
+      continue;
+    }
     for (JobId id : manager_->past_walltime(now())) send_kill(id, config_.controller.kill_grace);
     auto launches = manager_->schedule(now());
     if (!launches) {

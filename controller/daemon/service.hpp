@@ -25,10 +25,12 @@ namespace loom::controller {
 
 class Service final : public v1::Controller::Service, public v1::AgentLink::Service {
  public:
-  Service(sched::Cluster& cluster, const Config& config) : cluster_(cluster), config_(config) {}
+  Service(sched::Cluster& cluster, const Config& config)
+      : cluster_(cluster), config_(config), window_(config.controller.heartbeat_interval * config.controller.heartbeat_misses) {}
 
-  // The job manager to serve, opened with on_change() as its observer.
-  void serve(std::unique_ptr<JobManager> manager) { manager_ = std::move(manager); }
+  // The job manager to serve, opened with on_change() as its observer. Jobs it found
+  // running wait (until the heartbeat window has passed) for their agents to re-register.
+  void serve(std::unique_ptr<JobManager> manager);
   void on_change() { changed_.notify_all(); }
 
   grpc::Status Submit(grpc::ServerContext*, const v1::SubmitRequest* request, v1::SubmitReply* reply) override;
@@ -50,17 +52,29 @@ class Service final : public v1::Controller::Service, public v1::AgentLink::Serv
   void stop();
 
  private:
+  using Clock = std::chrono::steady_clock;
   struct Agent {
     NodeId node;
+    grpc::ServerContext* context = nullptr;
     grpc::ServerReaderWriter<v1::ToAgent, v1::FromAgent>* stream = nullptr;
+    Clock::time_point heard;  // its last message
   };
   struct RunningJob {
     std::set<NodeId> pending;  // nodes whose processes have not ended yet
+    std::set<NodeId> nodes;    // all of them: each is told to Forget the job once its end is stored
     bool failed = false;
     Ending ending;
   };
 
   Result<Caller> caller(const v1::Caller& c) const;
+  // What a (re-)registering agent holds: jobs running, ends not acknowledged.
+  void reconcile(NodeId node, const v1::RegisterRequest& hello);
+  // Unknown jobs that every node has now reported are adopted; after the recovery window,
+  // the rest are lost. Nodes silent or gone past the window fail their jobs.
+  void check_nodes();
+  void adopt_ready();
+  void lose(JobId id, const std::string& reason);
+  void forget(JobId id, const std::set<NodeId>& nodes);
   void send(NodeId node, const v1::ToAgent& message);
   void send_launch(const Launch& launch);
   void send_kill(JobId id, std::chrono::seconds grace);
@@ -75,7 +89,12 @@ class Service final : public v1::Controller::Service, public v1::AgentLink::Serv
   std::condition_variable changed_;  // watchers: a job changed
   std::atomic<bool> stopping_{false};
   std::map<NodeId, std::shared_ptr<Agent>> agents_;
+  std::map<NodeId, Clock::time_point> gone_;  // nodes whose agent left, and since when
   std::map<JobId, RunningJob> running_;
+  // Ends reported for unknown jobs, kept until they are adopted.
+  std::map<JobId, std::map<NodeId, v1::JobEnded>> early_ends_;
+  const Clock::duration window_;  // heartbeat_interval x heartbeat_misses
+  Clock::time_point recovery_until_;
 };
 
 }  // namespace loom::controller

@@ -2,7 +2,11 @@
 
 #include <fmt/format.h>
 
+#include <fmt/ranges.h>
+
 #include <nlohmann/json.hpp>
+
+#include "loom/hwtopo/json.hpp"
 
 namespace loom::controller {
 
@@ -78,9 +82,17 @@ JobManager::JobManager(std::unique_ptr<Store> store, sched::Cluster& cluster, sc
 Result<std::unique_ptr<JobManager>> JobManager::open(std::unique_ptr<Store> store, sched::Cluster& cluster,
                                                      sched::SchedulerOptions options, std::function<void()> on_change) {
   std::vector<JobRow> rows = LOOM_TRY(store->load_jobs(false));
-  std::map<std::string, std::string> drained = LOOM_TRY(store->load_drained());
+  const std::vector<NodeRow> nodes = LOOM_TRY(store->load_nodes());
   auto manager = std::unique_ptr<JobManager>(new JobManager(std::move(store), cluster, std::move(options), std::move(on_change)));
-  manager->drained_ = std::move(drained);
+  // The nodes known before: in the cluster from the start, DOWN until their agents return,
+  // so that jobs can be submitted (and found again) before they do.
+  for (const NodeRow& node : nodes) {
+    auto topology = hwtopo::topology_from_json(nlohmann::json::parse(node.topology_json, nullptr, false));
+    LOOM_TRY(with_context(topology, fmt::format("node {} in the state", node.name)));
+    const NodeId id = cluster.add_node({node.name, std::make_shared<const hwtopo::Topology>(std::move(*topology)), {}});
+    LOOM_TRY(cluster.set_state(id, sched::NodeState::kDown));
+    if (node.drain_reason) manager->drained_[node.name] = *node.drain_reason;
+  }
   for (JobRow& row : rows) {
     const JobId id = row.id;
     if (ended(row.state)) manager->scheduler_.record_ended(id, end_kind(row.state));
@@ -89,6 +101,10 @@ Result<std::unique_ptr<JobManager>> JobManager::open(std::unique_ptr<Store> stor
   // Pending jobs queue again in id order, so a dependency is always known before its
   // dependent. Running jobs wait for their agents to report them (crash recovery).
   for (const auto& [id, row] : manager->jobs_) {
+    if (row.state == v1::RUNNING) {
+      const std::vector<std::string> nodes = manager->nodes_of(id);
+      manager->unknown_[id] = std::set<std::string>(nodes.begin(), nodes.end());
+    }
     if (row.state != v1::PENDING) continue;
     sched::JobSpec spec = LOOM_TRY(to_sched_spec(row.spec));
     LOOM_TRY(with_context(manager->scheduler_.submit(id, std::move(spec), sched::Time(std::chrono::seconds(row.submit_time))),
@@ -143,7 +159,7 @@ const JobRow* JobManager::visible(const Caller& caller, JobId id, std::optional<
 std::vector<JobRow> JobManager::list(const Caller& caller, bool include_ended) const {
   std::vector<JobRow> out;
   for (const auto& [id, row] : jobs_) {
-    if ((caller.admin || row.uid == caller.uid) && (include_ended || !ended(row.state))) out.push_back(row);
+    if ((caller.admin || row.uid == caller.uid) && (include_ended || !ended(row.state))) out.push_back(with_unknown(row));
   }
   return out;
 }
@@ -151,7 +167,14 @@ std::vector<JobRow> JobManager::list(const Caller& caller, bool include_ended) c
 Result<JobRow> JobManager::show(const Caller& caller, JobId id, std::optional<std::uint32_t> index) const {
   const JobRow* row = visible(caller, id, index);
   if (row == nullptr) return not_found(id, index);
-  return *row;
+  return with_unknown(*row);
+}
+
+JobRow JobManager::with_unknown(JobRow row) const {
+  if (auto it = unknown_.find(row.id); it != unknown_.end()) {
+    row.reason = fmt::format("StateUnknown: waiting for {} to re-register", fmt::join(it->second, ", "));
+  }
+  return row;
 }
 
 Status JobManager::apply(std::span<const JobUpdate> updates) {
@@ -298,6 +321,79 @@ Status JobManager::finished(JobId id, const Ending& ending, sched::Time now) {
   return {};
 }
 
+std::vector<std::string> JobManager::nodes_of(JobId id) const {
+  std::vector<std::string> nodes;
+  auto it = jobs_.find(id);
+  if (it == jobs_.end() || it->second.placement.empty()) return nodes;
+  for (const nlohmann::json& node : nlohmann::json::parse(it->second.placement)) nodes.push_back(node["node"]);
+  return nodes;
+}
+
+void JobManager::heard(JobId id, const std::string& node) {
+  if (auto it = unknown_.find(id); it != unknown_.end()) it->second.erase(node);
+}
+
+Result<sched::Placement> JobManager::adopt(JobId id) {
+  auto unknown = unknown_.find(id);
+  LOOM_CHECK(unknown != unknown_.end() && unknown->second.empty(), "adopt() before every node of the job reported it");
+  const JobRow& row = jobs_.at(id);
+  sched::Placement placement;
+  for (const nlohmann::json& node : nlohmann::json::parse(row.placement)) {
+    const std::optional<NodeId> found = cluster_.find(node["node"].get<std::string>());
+    LOOM_CHECK(found.has_value(), "a node that reported a job is in the cluster");
+    sched::NodePlacement np;
+    np.node = *found;
+    for (const nlohmann::json& r : node["ranks"]) {
+      np.ranks.push_back({r["rank"], r["cores"], r["numa"], r["memory_bytes"]});
+    }
+    np.bb_bytes = node["bb_bytes"];
+    np.exclusive = node["exclusive"];
+    if (!node["nvme"].is_null()) {
+      const auto devices = cluster_.nvme(np.node);
+      for (std::size_t i = 0; i < devices.size(); ++i) {
+        if (devices[i].name == node["nvme"]) np.nvme = static_cast<unsigned>(i);
+      }
+    }
+    placement.nodes.push_back(std::move(np));
+  }
+  sched::JobSpec spec = LOOM_TRY(to_sched_spec(row.spec));
+  LOOM_TRY(scheduler_.adopt(id, std::move(spec), placement, sched::Time(std::chrono::seconds(row.start_time.value_or(0)))));
+  unknown_.erase(unknown);
+  if (on_change_) on_change_();
+  return placement;
+}
+
+Status JobManager::lost(JobId id, const std::string& reason, sched::Time now) {
+  auto it = jobs_.find(id);
+  LOOM_CHECK(it != jobs_.end() && it->second.state == v1::RUNNING, "lost() of a job that is not running");
+  const bool was_unknown = unknown_.erase(id) > 0;
+  ending_.erase(id);
+  JobUpdate u;
+  u.id = id;
+  if (it->second.spec.requeue()) {
+    u.state = v1::PENDING;
+    u.reason = fmt::format("requeued: {}", reason);
+    u.placement = "";
+  } else {
+    u.state = v1::NODE_FAIL;
+    u.reason = reason;
+    u.end_time = now.time_since_epoch().count();
+  }
+  LOOM_TRY(apply(std::span<const JobUpdate>(&u, 1)));
+  const sched::Time submitted(std::chrono::seconds(it->second.submit_time));
+  if (u.state == v1::PENDING && was_unknown) {
+    sched::JobSpec spec = LOOM_TRY(to_sched_spec(it->second.spec));
+    LOOM_TRY(scheduler_.submit(id, std::move(spec), submitted));
+  } else if (u.state == v1::PENDING) {
+    scheduler_.requeue(id, submitted);
+  } else if (was_unknown) {
+    scheduler_.record_ended(id, sched::JobEnd::kNodeFail);
+  } else {
+    scheduler_.finished(id, sched::JobEnd::kNodeFail, now);
+  }
+  return {};
+}
+
 Result<NodeId> JobManager::admin_node(const Caller& caller, const std::string& node, std::string_view what) const {
   if (!caller.admin) {
     return make_error(ErrorCode::kPermissionDenied, fmt::format("only an administrator may {} a node ({} is not one)", what, caller.user));
@@ -327,10 +423,21 @@ Status JobManager::resume(const Caller& caller, const std::string& node) {
   return {};
 }
 
-void JobManager::joined(NodeId node) {
-  const bool drained = drained_.contains(cluster_.name(node));
-  LOOM_CHECK(cluster_.set_state(node, drained ? sched::NodeState::kDrain : sched::NodeState::kUp).has_value(),
-             "a registered node must be known to the cluster");
+Result<NodeId> JobManager::joined(const std::string& name, const nlohmann::json& topology_json) {
+  hwtopo::Topology topology = LOOM_TRY(hwtopo::topology_from_json(topology_json));
+  std::optional<NodeId> node = cluster_.find(name);
+  if (node && cluster_.topology(*node) != topology) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      fmt::format("node {} registered before with another topology; the cluster's view of a node "
+                                  "does not change under its jobs (give the changed node a new name)", name));
+  }
+  if (!node) {
+    LOOM_TRY(store_->save_node(name, topology_json.dump()));
+    node = cluster_.add_node({name, std::make_shared<const hwtopo::Topology>(std::move(topology)), {}});
+  }
+  const bool drained = drained_.contains(name);
+  LOOM_TRY(cluster_.set_state(*node, drained ? sched::NodeState::kDrain : sched::NodeState::kUp));
+  return *node;
 }
 
 std::string JobManager::drain_reason(const std::string& node) const {

@@ -38,9 +38,10 @@ constexpr std::array<std::string_view, 2> kMigrations = {
     R"sql(
       ALTER TABLE jobs ADD COLUMN array_job INTEGER;            -- the array's id, NULL if none
       ALTER TABLE jobs ADD COLUMN array_index INTEGER NOT NULL DEFAULT 0;
-      CREATE TABLE drained_nodes (
-        name   TEXT PRIMARY KEY,
-        reason TEXT NOT NULL
+      CREATE TABLE nodes (
+        name         TEXT PRIMARY KEY,
+        topology     TEXT NOT NULL,     -- hwtopo's JSON, as the agent registered it
+        drain_reason TEXT               -- NULL unless drained
       );
     )sql",
 };
@@ -115,12 +116,11 @@ class SqliteStore final : public Store {
     });
   }
 
-  Status set_drain(const std::string& node, const std::optional<std::string>& reason) override {
-    Statement statement = LOOM_TRY(db_.prepare(reason ? "INSERT INTO drained_nodes(name, reason) VALUES(?, ?) "
-                                                        "ON CONFLICT(name) DO UPDATE SET reason = excluded.reason"
-                                                      : "DELETE FROM drained_nodes WHERE name = ?"));
-    sqlite3_bind_text(statement.get(), 1, node.data(), static_cast<int>(node.size()), SQLITE_TRANSIENT);
-    if (reason) sqlite3_bind_text(statement.get(), 2, reason->data(), static_cast<int>(reason->size()), SQLITE_TRANSIENT);
+  Status save_node(const std::string& name, const std::string& topology_json) override {
+    Statement statement = LOOM_TRY(db_.prepare("INSERT INTO nodes(name, topology) VALUES(?, ?) "
+                                               "ON CONFLICT(name) DO UPDATE SET topology = excluded.topology"));
+    sqlite3_bind_text(statement.get(), 1, name.data(), static_cast<int>(name.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_text(statement.get(), 2, topology_json.data(), static_cast<int>(topology_json.size()), SQLITE_TRANSIENT);
     Result<bool> done = transaction([&]() -> Result<bool> {
       LOOM_TRY(statement.step());
       return true;
@@ -129,12 +129,29 @@ class SqliteStore final : public Store {
     return {};
   }
 
-  Result<std::map<std::string, std::string>> load_drained() const override {
-    Statement select = LOOM_TRY(db_.prepare("SELECT name, reason FROM drained_nodes"));
-    std::map<std::string, std::string> out;
+  Status set_drain(const std::string& node, const std::optional<std::string>& reason) override {
+    Statement statement = LOOM_TRY(db_.prepare("UPDATE nodes SET drain_reason = ? WHERE name = ?"));
+    if (reason) sqlite3_bind_text(statement.get(), 1, reason->data(), static_cast<int>(reason->size()), SQLITE_TRANSIENT);
+    sqlite3_bind_text(statement.get(), 2, node.data(), static_cast<int>(node.size()), SQLITE_TRANSIENT);
+    Result<bool> done = transaction([&]() -> Result<bool> {
+      LOOM_TRY(statement.step());
+      if (sqlite3_changes(db_.get()) != 1) return make_error(ErrorCode::kNotFound, fmt::format("there is no node {}", node));
+      return true;
+    });
+    if (!done) return std::unexpected(std::move(done).error());
+    return {};
+  }
+
+  Result<std::vector<NodeRow>> load_nodes() const override {
+    Statement select = LOOM_TRY(db_.prepare("SELECT name, topology, drain_reason FROM nodes ORDER BY rowid"));
+    std::vector<NodeRow> out;
     while (LOOM_TRY(select.step()) == SQLITE_ROW) {
-      out.emplace(reinterpret_cast<const char*>(sqlite3_column_text(select.get(), 0)),
-                  reinterpret_cast<const char*>(sqlite3_column_text(select.get(), 1)));
+      sqlite3_stmt* s = select.get();
+      NodeRow row;
+      row.name = reinterpret_cast<const char*>(sqlite3_column_text(s, 0));
+      row.topology_json = reinterpret_cast<const char*>(sqlite3_column_text(s, 1));
+      if (sqlite3_column_type(s, 2) != SQLITE_NULL) row.drain_reason = reinterpret_cast<const char*>(sqlite3_column_text(s, 2));
+      out.push_back(std::move(row));
     }
     return out;
   }

@@ -72,7 +72,7 @@ void Scheduler::start(JobId id, Placement placement, Time now, PassResult& resul
   fair_share_.allocated(job.spec.account, usage);
   deadlines_.emplace(deadline, id);
   result.started.push_back({id, placement, now, deadline});
-  running_.emplace(id, Running{job.spec.account, std::move(placement), usage, deadline});
+  running_.emplace(id, Running{job.spec, std::move(placement), usage, deadline});
 }
 
 PassResult Scheduler::schedule(Time now) {
@@ -124,10 +124,61 @@ void Scheduler::finished(JobId id, JobEnd end, Time) {
   auto it = running_.find(id);
   LOOM_CHECK(it != running_.end(), fmt::format("finished() for job {}, which is not running", id.value()));
   cluster_.release(it->second.placement);
-  fair_share_.unallocated(it->second.account, it->second.usage);
+  fair_share_.unallocated(it->second.spec.account, it->second.usage);
   deadlines_.erase({it->second.deadline, id});
   running_.erase(it);
   ended_.emplace(id, end);
+}
+
+Status Scheduler::adopt(JobId id, JobSpec spec, Placement placement, Time started) {
+  if (pending_.contains(id) || running_.contains(id) || ended_.contains(id)) {
+    return make_error(ErrorCode::kAlreadyExists, fmt::format("job {} is known already", id.value()));
+  }
+  for (const NodePlacement& np : placement.nodes) {
+    NodeCapacity free = cluster_.free(np.node);
+    NodeCapacity after = free;
+    cluster_.take(after, np);
+    for (std::size_t d = 0; d < free.domains.size(); ++d) {
+      if (after.domains[d].cores > free.domains[d].cores || after.domains[d].memory > free.domains[d].memory) {
+        return make_error(ErrorCode::kFailedPrecondition,
+                          fmt::format("job {}'s placement on {} overlaps what is held", id.value(), cluster_.name(np.node)));
+      }
+    }
+    for (const RankPlacement& r : np.ranks) {
+      for (unsigned core : r.cores) {
+        const auto& domains = cluster_.topology(np.node).numa_domains;
+        bool is_free = false;
+        for (std::size_t d = 0, with_cores = 0; d < domains.size(); ++d) {
+          if (domains[d].memory_only()) continue;
+          const std::vector<unsigned> cores = cluster_.free_cores(np.node, with_cores++);
+          is_free = is_free || std::find(cores.begin(), cores.end(), core) != cores.end();
+        }
+        if (!is_free) {
+          return make_error(ErrorCode::kFailedPrecondition,
+                            fmt::format("job {}'s core {} on {} is held already", id.value(), core, cluster_.name(np.node)));
+        }
+      }
+    }
+  }
+  cluster_.allocate(placement);
+  const Time deadline = started + spec.walltime;
+  Resources usage = usage_of(placement);
+  fair_share_.allocated(spec.account, usage);
+  deadlines_.emplace(deadline, id);
+  running_.emplace(id, Running{std::move(spec), std::move(placement), usage, deadline});
+  return {};
+}
+
+void Scheduler::requeue(JobId id, Time submitted) {
+  auto it = running_.find(id);
+  LOOM_CHECK(it != running_.end(), fmt::format("requeue() for job {}, which is not running", id.value()));
+  cluster_.release(it->second.placement);
+  fair_share_.unallocated(it->second.spec.account, it->second.usage);
+  deadlines_.erase({it->second.deadline, id});
+  JobSpec spec = std::move(it->second.spec);
+  running_.erase(it);
+  Request request = make_request(spec);
+  pending_.emplace(id, Pending{std::move(spec), std::move(request), submitted});
 }
 
 std::vector<JobId> Scheduler::past_walltime(Time now) const {

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <pwd.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -13,6 +14,7 @@
 #include <sstream>
 
 #include "loom/common/index_list.hpp"
+#include "run.hpp"
 #include "temp.hpp"
 
 namespace loom::agent {
@@ -27,6 +29,7 @@ class TaskTest : public ::testing::Test {
     alice_ = pw->pw_uid;
     dir_ = loom::testing::temp_path("job");
     std::filesystem::create_directories(dir_);
+    std::filesystem::create_directories(state_);
     ::chown(dir_.c_str(), alice_, pw->pw_gid);
     auto binder = hwtopo::Binder::for_live_machine();
     ASSERT_TRUE(binder.has_value()) << binder.error().to_string();
@@ -35,6 +38,7 @@ class TaskTest : public ::testing::Test {
   void TearDown() override {
     Cgroup::remove_level(level());
     std::filesystem::remove_all(dir_);
+    std::filesystem::remove_all(state_);
   }
   static std::string level() { return "test_" + std::to_string(::getpid()); }
 
@@ -47,6 +51,7 @@ class TaskTest : public ::testing::Test {
     s.stdout_path = (dir_ / "out").string();
     s.stderr_path = s.stdout_path;
     s.uid = alice_;
+    s.status_path = state_ / "status";
     return s;
   }
   std::string output() {
@@ -58,6 +63,7 @@ class TaskTest : public ::testing::Test {
 
   uid_t alice_ = 0;
   std::filesystem::path dir_;
+  std::filesystem::path state_ = loom::testing::temp_path("agent-state");  // the agent's, root's only
   std::optional<hwtopo::Binder> binder_;
 };
 
@@ -131,6 +137,30 @@ TEST_F(TaskTest, ATaskRemovesItsCgroupAndTheLevelAboveIsRemovedOnRequest) {
   EXPECT_TRUE(std::filesystem::exists(level_dir)) << "the level is its owner's to remove";
   Cgroup::remove_level(level());
   EXPECT_FALSE(std::filesystem::exists(level_dir));
+}
+
+// An agent that restarts finds its tasks again: running ones, and how ended ones ended.
+TEST_F(TaskTest, ATaskOutlivesItsAgentAndIsAdoptedWithItsExitStatus) {
+  auto task = Task::start(spec({"sh", "-c", "sleep 0.3; exit 5"}), *binder_);
+  ASSERT_TRUE(task.has_value()) << task.error().to_string();
+  const TaskRecord record = std::move(*task).detach();
+  auto adopted = Task::adopt(record);
+  ASSERT_TRUE(adopted.has_value()) << adopted.error().to_string();
+  auto exit = adopted->wait();
+  ASSERT_TRUE(exit.has_value()) << exit.error().to_string();
+  EXPECT_EQ(exit->exit_code, 5);
+  ::waitpid(record.keeper, nullptr, 0);  // this test's own child, after all
+
+  // A keeper that vanished without a word: its task is lost, and said to be.
+  auto second = Task::start(spec({"sleep", "999"}), *binder_);
+  ASSERT_TRUE(second.has_value()) << second.error().to_string();
+  TaskRecord gone = std::move(*second).detach();
+  ::kill(gone.keeper, SIGKILL);
+  ::waitpid(gone.keeper, nullptr, 0);
+  auto lost = Task::adopt(gone);
+  ASSERT_FALSE(lost.has_value());
+  EXPECT_EQ(lost.error().code(), ErrorCode::kDataLoss);
+  EXPECT_EQ(loom::testing::run({"sh", "-c", "pgrep -u loom-alice -f 'sleep 999' || true"}).out, "") << "its task is killed";
 }
 
 TEST_F(TaskTest, KillLeavesNoProcessBehindEvenForked) {

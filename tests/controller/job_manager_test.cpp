@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include "loom/hwtopo/json.hpp"
 #include "loom/hwtopo/load.hpp"
 #include "temp.hpp"
 
@@ -48,13 +49,17 @@ class JobManagerTest : public ::testing::Test {
   void reopen() {
     manager_.reset();
     cluster_ = sched::Cluster();
-    auto topology = std::make_shared<const hwtopo::Topology>(hwtopo::load_synthetic("pack:1 numa:2 core:4 pu:1").value());
-    cluster_.add_node({"n0", topology, {}});
     auto store = open_sqlite_store(dir_);
     ASSERT_TRUE(store.has_value()) << store.error().to_string();
     auto manager = JobManager::open(std::move(*store), cluster_, {}, [this] { ++changes_; });
     ASSERT_TRUE(manager.has_value()) << manager.error().to_string();
     manager_ = std::move(*manager);
+    join("n0");
+  }
+  // n0's agent registers: 8 cores in 2 domains.
+  void join(const std::string& name) {
+    auto node = manager_->joined(name, hwtopo::to_json(hwtopo::load_synthetic("pack:1 numa:2 core:4 pu:1").value()));
+    ASSERT_TRUE(node.has_value()) << node.error().to_string();
   }
   JobRow row(JobId id) { return manager_->show(kAdmin, id).value(); }
   Result<JobId> submit(const Caller& caller, const v1::JobSpec& s, sched::Time now) {
@@ -240,7 +245,6 @@ TEST_F(JobManagerTest, ADrainedNodeTakesNothingNewAndStaysDrainedAcrossARestart)
   EXPECT_TRUE(manager_->schedule(at(1)).value().empty());
 
   reopen();  // a new cluster: the node joins again, and its drain is remembered
-  manager_->joined(*cluster_.find("n0"));
   EXPECT_EQ(cluster_.state(*cluster_.find("n0")), sched::NodeState::kDrain);
   EXPECT_EQ(manager_->drain_reason("n0"), "new DIMM");
   EXPECT_TRUE(manager_->schedule(at(2)).value().empty());

@@ -133,20 +133,26 @@ TEST_F(StoreTest, AnArraysElementsAreConsecutiveAndNameTheirArray) {
   }
 }
 
-TEST_F(StoreTest, ADrainOutlivesTheStoreUntilResumed) {
+TEST_F(StoreTest, NodesAndTheirDrainsOutliveTheStore) {
   {
     auto store = open();
+    ASSERT_TRUE(store->save_node("n1", R"({"cores":4})").has_value());
+    ASSERT_TRUE(store->save_node("n2", R"({"cores":8})").has_value());
     ASSERT_TRUE(store->set_drain("n1", "bad DIMM").has_value());
-    ASSERT_TRUE(store->set_drain("n2", "firmware").has_value());
-    ASSERT_TRUE(store->set_drain("n2", "firmware 2.1").has_value());
+    EXPECT_EQ(store->set_drain("n9", "typo").error().message(), "there is no node n9");
+    ASSERT_TRUE(store->save_node("n1", R"({"cores":6})").has_value()) << "re-registering keeps the drain";
   }
   {
     auto store = open();
-    EXPECT_EQ(store->load_drained().value(),
-              (std::map<std::string, std::string>{{"n1", "bad DIMM"}, {"n2", "firmware 2.1"}}));
+    const std::vector<NodeRow> nodes = store->load_nodes().value();
+    ASSERT_EQ(nodes.size(), 2u);
+    EXPECT_EQ(nodes[0].name, "n1");
+    EXPECT_EQ(nodes[0].topology_json, R"({"cores":6})");
+    EXPECT_EQ(nodes[0].drain_reason, "bad DIMM");
+    EXPECT_FALSE(nodes[1].drain_reason.has_value());
     ASSERT_TRUE(store->set_drain("n1", std::nullopt).has_value());
   }
-  EXPECT_EQ(open()->load_drained().value(), (std::map<std::string, std::string>{{"n2", "firmware 2.1"}}));
+  EXPECT_FALSE(open()->load_nodes().value()[0].drain_reason.has_value());
 }
 
 // A state written by the first schema opens with its jobs intact.
@@ -181,7 +187,7 @@ TEST_F(StoreTest, AVersionOneStateIsMigrated) {
   EXPECT_EQ(rows[0].spec.name(), "old");
   EXPECT_FALSE(rows[0].array_job.has_value());
   EXPECT_EQ(store->insert_jobs(std::vector<NewJob>{job("new")}, false).value()[0].value(), 6u);
-  EXPECT_TRUE(store->load_drained().value().empty());
+  EXPECT_TRUE(store->load_nodes().value().empty());
 }
 
 TEST_F(StoreTest, AStateFromANewerLoomIsRefused) {

@@ -209,3 +209,40 @@ TEST(FairShare, DominantShareIsTheLargestResourceShare) {
 
 }  // namespace
 }  // namespace loom::sched
+
+namespace loom::sched {
+namespace {
+
+// A restarted controller takes back what its agents report running, walltime and all.
+TEST(Scheduler, AnAdoptedJobHoldsItsCoresAndKeepsItsDeadline) {
+  Cluster cluster = uniform_cluster(1, 4);
+  Scheduler first(cluster, {});
+  ASSERT_TRUE(first.submit(JobId(1), job(2, 100), at(0)).has_value());
+  const Placement placement = first.schedule(at(10)).started.at(0).placement;
+
+  Cluster again = uniform_cluster(1, 4);
+  Scheduler s(again, {});
+  ASSERT_TRUE(s.adopt(JobId(1), job(2, 100), placement, at(10)).has_value());
+  EXPECT_EQ(again.free(NodeId(0)).domains[0].cores, 2u);
+  EXPECT_EQ(s.next_deadline(), at(110)) << "the walltime runs from the job's start, not the restart";
+  const auto twice = s.adopt(JobId(2), job(2, 100), placement, at(10));
+  ASSERT_FALSE(twice.has_value());
+  EXPECT_EQ(twice.error().message(), "job 2's core 0 on n0 is held already");
+  EXPECT_EQ(s.adopt(JobId(1), job(2, 100), placement, at(10)).error().message(), "job 1 is known already");
+  ASSERT_TRUE(s.submit(JobId(3), job(4, 100), at(20)).has_value());
+  EXPECT_TRUE(s.schedule(at(20)).started.empty()) << "the adopted job's cores are not given twice";
+}
+
+TEST(Scheduler, ARequeuedJobGivesBackItsCoresAndRunsAgain) {
+  Cluster cluster = uniform_cluster(1, 4);
+  Scheduler s(cluster, {});
+  ASSERT_TRUE(s.submit(JobId(1), job(4, 100), at(0)).has_value());
+  ASSERT_EQ(s.schedule(at(0)).started.size(), 1u);
+  s.requeue(JobId(1), at(0));
+  EXPECT_EQ(cluster.free(NodeId(0)).domains[0].cores, 4u);
+  EXPECT_EQ(s.running_count(), 0u);
+  EXPECT_EQ(ids(s.schedule(at(5))), (std::vector<std::uint64_t>{1}));
+}
+
+}  // namespace
+}  // namespace loom::sched

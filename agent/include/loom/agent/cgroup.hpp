@@ -28,12 +28,19 @@ class Cgroup {
   // have levels ("n0/job_7_rank_0"), created as needed. The levels above the last belong
   // to whoever names them (an agent: its own level); remove_level() removes them.
   static Result<Cgroup> create(const std::string& name, const CgroupLimits& limits);
+  // The existing cgroup loom/<name> (a task an agent before this one started).
+  static Result<Cgroup> open(const std::string& name);
   // Removes loom/<name> in every hierarchy, where it is empty (holds no cgroup).
   static void remove_level(const std::string& name);
+  // Kills every process in every cgroup under loom/<name> and removes them all, deepest
+  // first: what is left of a cluster that is being taken down.
+  static void destroy_level(const std::string& name);
   Cgroup(Cgroup&& other) noexcept : paths_(std::move(other.paths_)) { other.paths_.clear(); }
   Cgroup& operator=(Cgroup&&) = delete;
   ~Cgroup();  // removes its directories (the last level of its name)
 
+  // Its directory in each hierarchy (cgroup.procs in each takes a process).
+  const std::vector<std::string>& paths() const { return paths_; }
   // Moves a process (and so its future children) into the cgroup.
   Status add(pid_t pid) const;
   // The processes in it now.

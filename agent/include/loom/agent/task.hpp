@@ -1,10 +1,17 @@
 // Launching a job's task on this node: in its own cgroup, bound to its placed cores and
 // NUMA memory, as the submitting user, with its output in the job's files.
+//
+// Every task has a keeper: a small process forked from the agent that starts the task,
+// waits for it and writes its exit status to a file. The keeper outlives the agent, so an
+// agent that restarts finds each task again (adopt) and learns how it ended, as Slurm's
+// slurmd finds its slurmstepd.
 #pragma once
 
 #include <sys/types.h>
 
 #include <csignal>
+#include <cstdint>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <string>
@@ -28,6 +35,7 @@ struct TaskSpec {
   std::optional<hwtopo::Binding> binding;  // resolved against the node's Binder
   std::uint64_t memory_limit = 0;          // bytes; 0: none
   bool allow_root = false;                 // agent.allow_root_jobs
+  std::filesystem::path status_path;       // where the keeper writes the exit status
 };
 
 struct ExitStatus {
@@ -36,19 +44,37 @@ struct ExitStatus {
   bool out_of_memory = false;  // the memory limit's OOM killer acted
 };
 
+// What finds a task again after the agent restarts.
+struct TaskRecord {
+  std::string cgroup_name;
+  pid_t keeper = -1;
+  std::uint64_t keeper_start = 0;  // the keeper's start time (/proc/PID/stat), against PID reuse
+  std::filesystem::path status_path;
+};
+
 // A started task. Owns its cgroup: destroying it kills what is left and removes it.
 class Task {
  public:
   // Starts the task; an error (no such user, root refused, command not found, a file that
   // cannot be opened as the user) comes back before anything runs.
   static Result<Task> start(const TaskSpec& spec, const hwtopo::Binder& binder);
+  // A task started by an agent before this one: running still, or ended with its status
+  // written. An error when neither (its keeper is gone and wrote nothing).
+  static Result<Task> adopt(const TaskRecord& record);
   Task(Task&& other) noexcept
-      : pid_(std::exchange(other.pid_, -1)), cgroup_(std::move(other.cgroup_)), reaped_(other.reaped_) {}
+      : record_(std::move(other.record_)), cgroup_(std::move(other.cgroup_)), own_child_(other.own_child_),
+        done_(std::exchange(other.done_, true)) {}
   Task& operator=(Task&&) = delete;
   ~Task();
 
-  pid_t pid() const { return pid_; }
-  // Waits for the task's first process to exit, then kills anything it left behind.
+  const TaskRecord& record() const { return record_; }
+  // Leaves the task running without this object, as an agent that stops does: its record
+  // is what adopt() takes.
+  TaskRecord detach() && {
+    done_ = true;
+    return record_;
+  }
+  // Waits for the task to exit, then kills anything it left behind.
   Result<ExitStatus> wait();
   // Kills every process of the task (by cgroup); wait() then reports the signal.
   Status kill() const { return cgroup_.kill_all(); }
@@ -56,10 +82,12 @@ class Task {
   void terminate() const { cgroup_.signal_all(SIGTERM); }
 
  private:
-  Task(pid_t pid, Cgroup cgroup) : pid_(pid), cgroup_(std::move(cgroup)) {}
-  pid_t pid_;
+  Task(TaskRecord record, Cgroup cgroup, bool own_child)
+      : record_(std::move(record)), cgroup_(std::move(cgroup)), own_child_(own_child) {}
+  TaskRecord record_;
   Cgroup cgroup_;
-  bool reaped_ = false;
+  bool own_child_;     // the keeper is this process's child (reaped with waitpid)
+  bool done_ = false;  // waited for, or moved from
 };
 
 }  // namespace loom::agent

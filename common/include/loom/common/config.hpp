@@ -27,8 +27,11 @@ struct Config {
     std::string address = "127.0.0.1:6820";
     std::chrono::seconds kill_grace{30};
     std::chrono::seconds connect_timeout{30};
+    std::chrono::seconds heartbeat_interval{1};
+    int heartbeat_misses = 5;
   } controller;
   struct Agent {
+    std::string state_dir = "/var/lib/loom/agent";
     bool allow_root_jobs = false;
   } agent;
   struct Fabric {

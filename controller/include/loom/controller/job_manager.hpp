@@ -7,8 +7,11 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json_fwd.hpp>
 
 #include "loom/common/error.hpp"
 #include "loom/controller/store.hpp"
@@ -89,13 +92,29 @@ class JobManager {
   // A running job's processes ended, as `ending` says.
   Status finished(JobId id, const Ending& ending, sched::Time now);
 
+  // ---- Recovery ----
+  // Jobs stored RUNNING when this manager opened (a controller restart), with the nodes
+  // that have not reported them yet: their state is unknown until every node has.
+  const std::map<JobId, std::set<std::string>>& unknown() const { return unknown_; }
+  // The agent of `node` re-registered and reported the job (running, or ended meanwhile).
+  void heard(JobId id, const std::string& node);
+  // Every node of an unknown job has reported it: its placement is held again, and its
+  // walltime runs on from when it started. Returns the placement.
+  Result<sched::Placement> adopt(JobId id);
+  // A running (or unknown) job lost a node: it ends NODE_FAIL, or with --requeue it is
+  // queued again. Its other nodes are the caller's to kill.
+  Status lost(JobId id, const std::string& reason, sched::Time now);
+  // The names of the nodes a job was placed on.
+  std::vector<std::string> nodes_of(JobId id) const;
+
   // Admins drain a node (it runs what it has and takes nothing new) or resume it; stored,
   // so that a drain outlives restarts. A node drained before it (re)joins is drained when
   // it does: see joined().
   Status drain(const Caller& caller, const std::string& node, const std::string& reason);
   Status resume(const Caller& caller, const std::string& node);
-  // A node's agent registered: up, or drained when a stored drain says so.
-  void joined(NodeId node);
+  // A node's agent registered with this topology: a new node is stored and added; a known
+  // one must have the topology it had. It is up, or drained when a stored drain says so.
+  Result<NodeId> joined(const std::string& name, const nlohmann::json& topology);
   // Why a node is drained; empty when it is not.
   std::string drain_reason(const std::string& node) const;
 
@@ -104,6 +123,8 @@ class JobManager {
              std::function<void()> on_change);
   const JobRow* visible(const Caller& caller, JobId id, std::optional<std::uint32_t> index = std::nullopt) const;
   Result<NodeId> admin_node(const Caller& caller, const std::string& node, std::string_view what) const;
+  // The row as shown: an unknown job's reason says which nodes it waits for.
+  JobRow with_unknown(JobRow row) const;
   // Stores transitions in one transaction, then mirrors them in jobs_.
   Status apply(std::span<const JobUpdate> updates);
 
@@ -113,6 +134,7 @@ class JobManager {
   std::map<JobId, JobRow> jobs_;  // the store's content, for reads
   std::map<JobId, std::string> ending_;  // running jobs being killed: the reason they end with
   std::map<std::string, std::string> drained_;  // the store's drained nodes, by name
+  std::map<JobId, std::set<std::string>> unknown_;  // see unknown()
   std::function<void()> on_change_;
 };
 

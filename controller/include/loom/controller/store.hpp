@@ -56,6 +56,12 @@ struct JobRow {
   std::uint32_t array_index = 0;
 };
 
+struct NodeRow {
+  std::string name;
+  std::string topology_json;  // hwtopo's JSON
+  std::optional<std::string> drain_reason;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -69,11 +75,12 @@ class Store {
   // Every job, or only those not yet ended, in id order.
   virtual Result<std::vector<JobRow>> load_jobs(bool unfinished_only) const = 0;
 
-  // Drains a node (a reason) or resumes it (nullopt); durable on return. Nodes are
-  // known by name, so a drain outlives the node's agent and the controller.
+  // Nodes, by name, as their agents registered them: a restarted controller knows its
+  // nodes (DOWN until they re-register), and a drain outlives the node's agent.
+  virtual Status save_node(const std::string& name, const std::string& topology_json) = 0;
+  // Drains a known node (a reason) or resumes it (nullopt); durable on return.
   virtual Status set_drain(const std::string& node, const std::optional<std::string>& reason) = 0;
-  // The drained nodes and their reasons.
-  virtual Result<std::map<std::string, std::string>> load_drained() const = 0;
+  virtual Result<std::vector<NodeRow>> load_nodes() const = 0;
 };
 
 // SQLite in WAL mode with synchronous=FULL, one file `state.db` under state_dir (created

@@ -66,6 +66,14 @@ class Scheduler {
   // A running job ended: its resources return.
   void finished(JobId id, JobEnd end, Time now);
 
+  // A job found running after a restart (its agents reported it): takes its placement
+  // again and keeps its walltime from when it started. Refuses a placement that does not
+  // fit what is free, or an id already known.
+  Status adopt(JobId id, JobSpec spec, Placement placement, Time started);
+
+  // A running job whose node failed, queued again as it was submitted (--requeue).
+  void requeue(JobId id, Time submitted);
+
   // A job that ended before this scheduler existed (a restarted controller), so that
   // dependencies on it resolve.
   void record_ended(JobId id, JobEnd end) { ended_.emplace(id, end); }
@@ -87,7 +95,7 @@ class Scheduler {
     Time submit;
   };
   struct Running {
-    std::string account;
+    JobSpec spec;  // as submitted: a requeued job is queued again with it
     Placement placement;
     Resources usage;
     Time deadline;
