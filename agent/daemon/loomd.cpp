@@ -70,7 +70,7 @@ class Agent {
       const grpc::Status ended = serve(topology_json);
       if (stopped_.load()) break;
       if (ended.error_code() == grpc::StatusCode::PERMISSION_DENIED || ended.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
-          ended.error_code() == grpc::StatusCode::ALREADY_EXISTS || ended.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+          ended.error_code() == grpc::StatusCode::FAILED_PRECONDITION || ended.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
         std::fprintf(stderr, "loomd: the controller refused this agent: %s\n", ended.error_message().c_str());
         status = 1;
         break;

@@ -5,6 +5,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <poll.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -109,6 +110,7 @@ Result<Task> Task::start(const TaskSpec& spec, const hwtopo::Binder& binder) {
     // The keeper: its own session, so that signals for the agent's terminal or process
     // group do not reach it; it stays in the agent's cgroup, out of reach of the task's kill.
     ::setsid();
+    ::prctl(PR_SET_NAME, "loom-keeper");  // what ps and pgrep call it; its command line stays loomd's
     const pid_t task = ::fork();
     if (task < 0) ::_exit(127);
     if (task == 0) {

@@ -91,14 +91,18 @@ class Supervisor {
       std::cerr << fmt::format("loom up: {} {}; not restarted (--no-restart)\n", d.what, how);
       return {};
     }
-    while (!d.starts.empty() && Clock::now() - d.starts.front() > std::chrono::seconds(60)) d.starts.pop_front();
-    if (d.starts.size() >= 5) {
-      return make_error(ErrorCode::kUnavailable, fmt::format("{} {}, its 5th start within 60 s; stopping the cluster (see {})",
-                                                             d.what, how, d.log.string()));
-    }
     std::cerr << fmt::format("loom up: {} {}; restarting it\n", d.what, how);
-    LOOM_TRY(start(d));
-    return {};
+    for (;;) {
+      while (!d.starts.empty() && Clock::now() - d.starts.front() > std::chrono::seconds(60)) d.starts.pop_front();
+      if (d.starts.size() >= 5) {
+        return make_error(ErrorCode::kUnavailable,
+                          fmt::format("{} died or failed to start 5 times within 60 s; stopping the cluster (see {})", d.what,
+                                      d.log.string()));
+      }
+      auto started = start(d);
+      if (started) return {};
+      std::cerr << fmt::format("loom up: {}; trying again\n", started.error().message());
+    }
   }
 
   static void stop(Daemon& d) {

@@ -232,7 +232,11 @@ grpc::Status Service::Connect(grpc::ServerContext* context, grpc::ServerReaderWr
     std::lock_guard lock(mutex_);
     const std::string& name = first.hello().name();
     if (auto existing = cluster_.find(name); existing && agents_.contains(*existing)) {
-      return {grpc::StatusCode::ALREADY_EXISTS, fmt::format("node {} is connected already", name)};
+      // The node's agent restarted before its old stream was seen to break: the newest
+      // registration is the live one (only root registers), the old stream is dropped.
+      spdlog::warn("agent {} registered again; dropping its previous stream", name);
+      agents_.at(*existing)->context->TryCancel();
+      agents_.erase(*existing);
     }
     auto node = manager_->joined(name, nlohmann::json::parse(first.hello().topology_json(), nullptr, false));
     if (!node) return to_grpc(node.error());
@@ -294,18 +298,16 @@ void Service::reconcile(NodeId node, const v1::RegisterRequest& hello) {
     }
   }
   for (const auto& [raw, e] : ended) {
-    const JobId id(raw);
-    if (manager_->unknown().contains(id)) {
-      early_ends_[id][node] = *e;
-    } else if (running_.contains(id)) {
-      node_ended(node, *e);
+    if (manager_->unknown().contains(JobId(raw))) {
+      early_ends_[JobId(raw)][node] = *e;
     } else {
-      forget(id, {node});  // an end already stored, or of a job that failed without it
+      node_ended(node, *e);  // forgotten at once when the job is no longer this node's
     }
   }
   for (std::uint64_t raw : running) {
     const JobId id(raw);
-    if (manager_->unknown().contains(id) || running_.contains(id)) continue;
+    if (manager_->unknown().contains(id)) continue;
+    if (auto it = running_.find(id); it != running_.end() && it->second.nodes.contains(node)) continue;
     v1::ToAgent kill;  // the job is over as far as the state says: nothing may run twice
     kill.mutable_kill()->set_job(raw);
     send(node, kill);
@@ -455,8 +457,8 @@ void Service::node_ended(NodeId node, const v1::JobEnded& ended) {
     return;
   }
   auto it = running_.find(id);
-  if (it == running_.end()) {
-    forget(id, {node});  // a job lost meanwhile: its end changes nothing
+  if (it == running_.end() || !it->second.pending.contains(node)) {
+    forget(id, {node});  // a job lost meanwhile (or a run of it before a requeue): its end changes nothing
     return;
   }
   RunningJob& job = it->second;

@@ -104,6 +104,7 @@ Result<std::unique_ptr<JobManager>> JobManager::open(std::unique_ptr<Store> stor
     if (row.state == v1::RUNNING) {
       const std::vector<std::string> nodes = manager->nodes_of(id);
       manager->unknown_[id] = std::set<std::string>(nodes.begin(), nodes.end());
+      manager->scheduler_.await(id);
     }
     if (row.state != v1::PENDING) continue;
     sched::JobSpec spec = LOOM_TRY(to_sched_spec(row.spec));

@@ -33,11 +33,12 @@ Status Scheduler::submit(JobId id, JobSpec spec, Time now) {
   Request request = make_request(spec);
   LOOM_TRY(cluster_.check_feasible(request));
   for (const Dependency& d : spec.dependencies) {
-    if (!pending_.contains(d.job) && !running_.contains(d.job) && !ended_.contains(d.job)) {
+    if (!pending_.contains(d.job) && !running_.contains(d.job) && !ended_.contains(d.job) && !awaited_.contains(d.job)) {
       return make_error(ErrorCode::kInvalidArgument,
                         fmt::format("--dependency names job {}, which does not exist", d.job.value()));
     }
   }
+  awaited_.erase(id);  // a job that was running when the controller stopped, queued again
   pending_.emplace(id, Pending{std::move(spec), request, now});
   return {};
 }
@@ -160,6 +161,7 @@ Status Scheduler::adopt(JobId id, JobSpec spec, Placement placement, Time starte
       }
     }
   }
+  awaited_.erase(id);
   cluster_.allocate(placement);
   const Time deadline = started + spec.walltime;
   Resources usage = usage_of(placement);

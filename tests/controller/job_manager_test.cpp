@@ -256,5 +256,57 @@ TEST_F(JobManagerTest, ADrainedNodeTakesNothingNewAndStaysDrainedAcrossARestart)
   EXPECT_EQ(launches[0].id, id);
 }
 
+// A controller restarting with a job running: unknown (never lost) until its node reports
+// it, then held again with its walltime intact.
+TEST_F(JobManagerTest, ARunningJobIsUnknownAfterARestartUntilItsNodeReportsIt) {
+  const JobId id = submit(kAlice, spec(8, 100), at(0)).value();
+  ASSERT_EQ(manager_->schedule(at(10)).value().size(), 1u);
+  v1::JobSpec dependent = spec(1);
+  dependent.add_dependencies()->set_job(id.value());
+  dependent.mutable_dependencies(0)->set_kind(v1::Dependency::AFTER_ANY);
+  const JobId waits = submit(kAlice, dependent, at(11)).value();
+  reopen();  // the dependent is queued again, waiting on a job whose state is unknown
+  EXPECT_EQ(row(waits).state, v1::PENDING);
+  ASSERT_EQ(manager_->unknown().size(), 1u);
+  EXPECT_EQ(row(id).state, v1::RUNNING);
+  EXPECT_EQ(row(id).reason, "StateUnknown: waiting for n0 to re-register");
+  const JobId next = submit(kAlice, spec(1), at(20)).value();
+  manager_->heard(id, "n0");
+  auto placement = manager_->adopt(id);
+  ASSERT_TRUE(placement.has_value()) << placement.error().to_string();
+  EXPECT_EQ(placement->nodes.at(0).ranks.size(), 8u);
+  EXPECT_TRUE(manager_->unknown().empty());
+  EXPECT_EQ(row(id).reason, "");
+  EXPECT_TRUE(manager_->schedule(at(21)).value().empty()) << "the adopted job holds every core";
+  EXPECT_TRUE(manager_->past_walltime(at(109)).empty());
+  EXPECT_EQ(manager_->past_walltime(at(110)), std::vector<JobId>{id}) << "its walltime runs from its start";
+  ASSERT_TRUE(manager_->finished(id, {}, at(111)).has_value());
+  const auto launches = manager_->schedule(at(112)).value();
+  ASSERT_EQ(launches.size(), 2u);
+  EXPECT_EQ(launches[0].id, waits);
+  EXPECT_EQ(launches[1].id, next);
+}
+
+TEST_F(JobManagerTest, AJobWhoseNodeNeverReturnsEndsNodeFailOrIsRequeued) {
+  const JobId plain = submit(kAlice, spec(4), at(0)).value();
+  v1::JobSpec again = spec(4);
+  again.set_requeue(true);
+  const JobId requeued = submit(kAlice, again, at(0)).value();
+  ASSERT_EQ(manager_->schedule(at(1)).value().size(), 2u);
+  reopen();
+  ASSERT_TRUE(manager_->lost(plain, "NodeFail: n0 did not re-register", at(30)).has_value());
+  ASSERT_TRUE(manager_->lost(requeued, "NodeFail: n0 did not re-register", at(30)).has_value());
+  EXPECT_EQ(row(plain).state, v1::NODE_FAIL);
+  EXPECT_EQ(row(plain).reason, "NodeFail: n0 did not re-register");
+  EXPECT_EQ(row(requeued).state, v1::PENDING);
+  EXPECT_EQ(row(requeued).reason, "requeued: NodeFail: n0 did not re-register");
+  auto launches = manager_->schedule(at(31)).value();
+  ASSERT_EQ(launches.size(), 1u);
+  EXPECT_EQ(launches[0].id, requeued) << "it runs again, once";
+  // A running job losing its node while the controller runs: the same, resources given back.
+  ASSERT_TRUE(manager_->lost(requeued, "NodeFail: n0 was down", at(40)).has_value());
+  EXPECT_EQ(manager_->schedule(at(41)).value().size(), 1u);
+}
+
 }  // namespace
 }  // namespace loom::controller

@@ -76,7 +76,13 @@ class Scheduler {
 
   // A job that ended before this scheduler existed (a restarted controller), so that
   // dependencies on it resolve.
-  void record_ended(JobId id, JobEnd end) { ended_.emplace(id, end); }
+  void record_ended(JobId id, JobEnd end) {
+    awaited_.erase(id);
+    ended_.emplace(id, end);
+  }
+  // A job that was running before this scheduler existed, until it is adopted, requeued
+  // (submit) or recorded as ended: jobs may depend on it meanwhile, and wait.
+  void await(JobId id) { awaited_.insert(id); }
 
   // Running jobs whose walltime has run out by now: the caller kills them.
   std::vector<JobId> past_walltime(Time now) const;
@@ -111,6 +117,7 @@ class Scheduler {
   std::unordered_map<JobId, Running> running_;
   std::set<std::pair<Time, JobId>> deadlines_;
   std::unordered_map<JobId, JobEnd> ended_;
+  std::set<JobId> awaited_;  // see await()
 };
 
 }  // namespace loom::sched

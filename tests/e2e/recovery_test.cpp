@@ -1,0 +1,150 @@
+// Crash recovery end to end, on `loom up`: agents and the controller killed with SIGKILL
+// mid-job, and a node that falls silent. Nothing is lost and nothing runs twice.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "local_cluster.hpp"
+
+namespace loom {
+namespace {
+
+using loom::testing::Completed;
+using loom::testing::LocalCluster;
+using nlohmann::json;
+
+// Two nodes of 4 cores; heartbeats every second, a node DOWN after 3 missed.
+class Recovery : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(::geteuid(), 0u) << "loom up runs agents as root, as loomd runs";
+    dir_ = loom::testing::temp_path("jobs");
+    std::filesystem::create_directories(dir_);
+    ::chmod(dir_.c_str(), 01777);
+    cluster_ = std::make_unique<LocalCluster>(2, "pack:1 numa:2 core:2 pu:1",
+                                              "[controller]\nkill_grace = \"2s\"\nheartbeat_misses = 3\n");
+  }
+  void TearDown() override {
+    cluster_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  Completed alice(const std::vector<std::string>& args) const { return cluster_->loom("loom-alice", args, dir_.string()); }
+  std::uint64_t submit(const std::vector<std::string>& args) {
+    Completed done = alice(args);
+    EXPECT_EQ(done.exit_code, 0) << done.err;
+    return done.exit_code == 0 ? std::stoull(done.out) : 0;
+  }
+  json show(std::uint64_t id) { return json::parse(alice({"show", std::to_string(id), "--json"}).out); }
+  json finish(std::uint64_t id) {
+    const std::vector<std::string> seen = loom::testing::lines(alice({"watch", "--json", std::to_string(id)}).out);
+    EXPECT_FALSE(seen.empty());
+    return seen.empty() ? json() : json::parse(seen.back());
+  }
+  // Polls (bounded: 30 s) until the job's output file holds `text`: the job is running.
+  void wait_output(const std::string& file, const std::string& text) { LocalCluster::wait_for(dir_ / file, text); }
+  // Polls (bounded: 30 s) until the file has `count` lines.
+  void wait_lines(const std::string& file, std::size_t count) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < deadline && loom::testing::lines(read(file)).size() < count) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_EQ(loom::testing::lines(read(file)).size(), count) << file;
+  }
+  std::string read(const std::string& name) {
+    std::ifstream in(dir_ / name);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  }
+
+  // The pid of loom up's child with command name `comm` whose command line holds `word`.
+  pid_t daemon(const std::string& comm, const std::string& word = "") const {
+    for (const std::string& line : loom::testing::lines(
+             loom::testing::run({"pgrep", "-x", "-P", std::to_string(cluster_->pid()), comm}).out)) {
+      std::ifstream in(fmt::format("/proc/{}/cmdline", line));
+      std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
+      if (cmdline.find(word) != std::string::npos) return std::stoi(line);
+    }
+    ADD_FAILURE() << "no " << comm << " " << word << " under loom up";
+    return -1;
+  }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<LocalCluster> cluster_;
+};
+
+TEST_F(Recovery, AnAgentKilledMidJobIsRestartedAndKeepsItsJob) {
+  const std::uint64_t id = submit({"submit", "-o", "agent.txt", "--", "sh", "-c",
+                                   "echo start; while [ ! -e go ]; do sleep 0.05; done; echo end; exit 3"});
+  wait_output("agent.txt", "start");
+  const std::string node = show(id)["placement"][0]["node"];
+  ASSERT_EQ(::kill(daemon("loomd", "--name " + node + " "), SIGKILL), 0);
+  cluster_->wait_log(fmt::format("loomd {} was killed by signal 9; restarting it", node));
+  std::ofstream(dir_ / "go") << "";  // the job ends only now, under the new agent
+  const json j = finish(id);
+  EXPECT_EQ(j["state"], "FAILED");
+  EXPECT_EQ(j["exit_code"], 3) << "the new agent learned how the job ended";
+  EXPECT_EQ(read("agent.txt"), "start\nend\n") << "ran once";
+}
+
+TEST_F(Recovery, AControllerKilledMidJobLosesNothingAndRunsNothingTwice) {
+  const std::uint64_t first = submit({"submit", "-o", "first.txt", "--", "sh", "-c",
+                                      "echo start; while [ ! -e go ]; do sleep 0.05; done; echo end"});
+  const std::uint64_t after = submit({"submit", "--dependency", fmt::format("afterok:{}", first), "-o", "after.txt", "--",
+                                      "echo", "after"});
+  wait_output("first.txt", "start");
+  ASSERT_EQ(::kill(daemon("loomctld"), SIGKILL), 0);
+  cluster_->wait_log("loomctld was killed by signal 9; restarting it");
+  std::ofstream(dir_ / "go") << "";
+  EXPECT_EQ(finish(first)["state"], "COMPLETED");
+  EXPECT_EQ(finish(after)["state"], "COMPLETED") << "the pending dependent survived the restart";
+  EXPECT_EQ(read("first.txt"), "start\nend\n") << "ran once";
+  EXPECT_EQ(read("after.txt"), "after\n");
+}
+
+// A node whose agent stops answering (SIGSTOP: the stream stays open) is DOWN after the
+// heartbeat window: its job ends NODE_FAIL, a --requeue job runs again elsewhere, and what
+// the agent still ran when it woke up is killed.
+TEST_F(Recovery, ANodeSilentPastTheWindowFailsItsJobsAndARequeuedOneRunsAgain) {
+  const std::uint64_t plain = submit({"submit", "-o", "plain.txt", "--", "sh", "-c", "echo start; exec sleep 3001"});
+  const std::uint64_t again = submit({"submit", "--requeue", "-o", "again.txt", "--", "sh", "-c", "echo run; exec sleep 3002"});
+  wait_output("plain.txt", "start");
+  wait_output("again.txt", "run");
+  const std::string node = show(plain)["placement"][0]["node"];
+  ASSERT_EQ(show(again)["placement"][0]["node"], node) << "best fit puts both on one node";
+  const pid_t agent = daemon("loomd", "--name " + node + " ");
+  ASSERT_EQ(::kill(agent, SIGSTOP), 0);
+  const json p = finish(plain);
+  EXPECT_EQ(p["state"], "NODE_FAIL");
+  EXPECT_NE(p["reason"].get<std::string>().find("NodeFail: " + node), std::string::npos) << p.dump();
+  wait_lines("again.txt", 2);  // the requeued job's second run has started
+  json a = show(again);
+  EXPECT_EQ(a["state"], "RUNNING");
+  EXPECT_NE(a["placement"][0]["node"], node) << "requeued onto the node that is up";
+  ASSERT_EQ(::kill(agent, SIGCONT), 0);
+  // The woken agent reports both old runs; the controller has ended them, so they die.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < deadline &&
+         !loom::testing::run({"pgrep", "-f", "sleep 3001"}).out.empty()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(loom::testing::run({"pgrep", "-f", "sleep 3001"}).out, "");
+  EXPECT_EQ(loom::testing::lines(loom::testing::run({"pgrep", "-f", "sleep 3002"}).out).size(), 1u) << "only the requeued run";
+  ASSERT_EQ(alice({"cancel", std::to_string(again)}).exit_code, 0);
+  EXPECT_EQ(finish(again)["state"], "CANCELLED");
+}
+
+TEST_F(Recovery, TheCliWaitsForAControllerAndThenSaysItIsUnreachable) {
+  std::ofstream(dir_ / "short.toml") << "[controller]\nconnect_timeout = \"2s\"\n";
+  Completed done = loom::testing::run({"runuser", "-u", "loom-alice", "--", loom::testing::built("cli/loom"), "--config",
+                                       (dir_ / "short.toml").string(), "queue", "--controller", "127.0.0.1:1"});
+  EXPECT_EQ(done.exit_code, 1);
+  EXPECT_EQ(done.err, "loom: the controller at 127.0.0.1:1 is unreachable (tried for 0:02)\n");
+}
+
+}  // namespace
+}  // namespace loom
