@@ -247,12 +247,11 @@ Status JobManager::started(JobId id, const std::string& node, std::span<const Ra
       }
     }
   }
-  JobUpdate u;
-  u.id = id;
-  u.state = it->second.state;
-  u.reason = it->second.reason;
-  u.placement = placement.dump();
-  return apply(std::span<const JobUpdate>(&u, 1));
+  // Not a transition: kept in memory, and stored with the job's end (one fsync fewer per
+  // job). A controller that restarts meanwhile shows the placement without it.
+  it->second.placement = placement.dump();
+  if (on_change_) on_change_();
+  return {};
 }
 
 Result<std::vector<Launch>> JobManager::schedule(sched::Time now) {
@@ -303,6 +302,7 @@ Status JobManager::finished(JobId id, const Ending& ending, sched::Time now) {
   u.id = id;
   u.exit_code = ending.exit_code;
   u.signal = ending.signal;
+  u.placement = it->second.placement;  // with the binding the agents reported
   u.end_time = now.time_since_epoch().count();
   if (auto killed = ending_.find(id); killed != ending_.end()) {
     u.state = killed->second == "TimeLimit" ? v1::TIMEOUT : v1::CANCELLED;

@@ -226,7 +226,9 @@ TEST_F(JobManagerTest, TheBindingAnAgentAppliedIsShownBesideThePlacement) {
   ASSERT_EQ(manager_->schedule(at(0)).value().size(), 1u);
   const std::vector<RankBound> bound = {{0, {4}, {1}}, {1, {5}, {1}}};
   ASSERT_TRUE(manager_->started(id, "n0", bound).has_value());
-  reopen();
+  EXPECT_NE(row(id).placement.find(R"("bound_cpus":[4])"), std::string::npos) << "shown at once";
+  ASSERT_TRUE(manager_->finished(id, {}, at(5)).has_value());
+  reopen();  // and stored with the job's end
   EXPECT_EQ(row(id).placement,
             R"([{"bb_bytes":0,"exclusive":false,"node":"n0","nvme":null,"ranks":[)"
             R"({"bound_cpus":[4],"bound_numa":[1],"cores":[0],"memory_bytes":0,"numa":0,"rank":0},)"

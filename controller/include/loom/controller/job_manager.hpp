@@ -79,7 +79,7 @@ class JobManager {
                 std::vector<JobId>& kill);
 
   // The agent of `node` started the job's ranks there, bound as `ranks` says: recorded
-  // beside the placement, for `loom show`.
+  // beside the placement, for `loom show`, and stored with the job's end.
   Status started(JobId id, const std::string& node, std::span<const RankBound> ranks);
 
   // One scheduling pass; the jobs it starts are stored RUNNING, with their placement,
