@@ -141,6 +141,21 @@ class Agent {
         continue;
       }
       const JobId id(record["job"].get<std::uint64_t>());
+      if (record.contains("launching")) {
+        // The agent before this one stopped while starting the job: whatever of it started
+        // is killed, and the job reported failed here.
+        for (const nlohmann::json& rank : record["launching"]) {
+          if (auto cgroup = agent::Cgroup::open(fmt::format("{}/job_{}_rank_{}", o_.cgroup, id.value(), rank.get<unsigned>()))) {
+            (void)cgroup->kill_all();
+          }
+        }
+        v1::JobEnded e;
+        e.set_job(id.value());
+        e.set_exit_code(127);
+        e.set_error("the agent stopped while starting the job");
+        finish(id, e);
+        continue;
+      }
       if (!record["ended"].is_null()) {
         v1::JobEnded e;
         e.set_job(id.value());
@@ -248,6 +263,11 @@ class Agent {
     std::string error;
     v1::FromAgent started;
     nlohmann::json ranks = nlohmann::json::array();
+    // Recorded before anything starts: an agent that dies while launching leaves a record
+    // that says so (and which cgroups to clean), never tasks that no record knows.
+    nlohmann::json launching = nlohmann::json::array();
+    for (const v1::Rank& rank : launch.ranks()) launching.push_back(rank.rank());
+    save(id, {{"job", id.value()}, {"launching", launching}, {"ranks", ranks}, {"ended", nullptr}});
     for (const v1::Rank& rank : launch.ranks()) {
       agent::TaskSpec t;
       t.cgroup_name = fmt::format("{}/job_{}_rank_{}", o_.cgroup, id.value(), rank.rank());
@@ -352,6 +372,7 @@ class Agent {
       record = nlohmann::json::parse(in, nullptr, false);
     }
     if (record.is_discarded()) record = {{"job", id.value()}, {"ranks", nlohmann::json::array()}};
+    record.erase("launching");
     record["ended"] = ended_json(e);
     save(id, record);
     {

@@ -290,11 +290,8 @@ void Service::reconcile(NodeId node, const v1::RegisterRequest& hello) {
     const std::vector<std::string> nodes = manager_->nodes_of(id);
     if (std::find(nodes.begin(), nodes.end(), name) == nodes.end()) continue;
     if (!running.contains(id.value()) && !ended.contains(id.value())) {
-      v1::JobEnded e;
-      e.set_job(id.value());
-      e.set_exit_code(127);
-      e.set_error(fmt::format("its agent on {} no longer knows the job", name));
-      early_ends_[id][node] = e;
+      never_launched_[id].insert(node);
+      manager_->heard(id, name);
     }
   }
   for (const auto& [raw, e] : ended) {
@@ -314,7 +311,7 @@ void Service::reconcile(NodeId node, const v1::RegisterRequest& hello) {
     spdlog::warn("job {} still ran on {}, which the state has ended; killed", raw, name);
   }
   for (const auto& [id, job] : manager_->unknown()) {
-    if (running.contains(id.value()) || ended.contains(id.value()) || early_ends_[id].contains(node)) manager_->heard(id, name);
+    if (running.contains(id.value()) || ended.contains(id.value())) manager_->heard(id, name);
   }
   adopt_ready();
 }
@@ -325,6 +322,25 @@ void Service::adopt_ready() {
     if (waiting.empty()) ready.push_back(id);
   }
   for (JobId id : ready) {
+    const std::vector<std::string> names = manager_->nodes_of(id);
+    std::set<NodeId> unaware = never_launched_.contains(id) ? never_launched_.extract(id).mapped() : std::set<NodeId>{};
+    if (unaware.size() == names.size()) {
+      // No agent ever had it: the controller stopped between storing the launch and
+      // sending it. It has not run, so it runs now.
+      early_ends_.erase(id);
+      if (auto status = manager_->lost(id, "its launch was lost when the controller stopped", now(), false); !status) {
+        spdlog::error("job {}: {}", id.value(), status.error().to_string());
+      }
+      spdlog::warn("job {}: never reached its nodes; queued again", id.value());
+      continue;
+    }
+    for (NodeId node : unaware) {
+      v1::JobEnded e;
+      e.set_job(id.value());
+      e.set_exit_code(127);
+      e.set_error(fmt::format("its agent on {} no longer knows the job", cluster_.name(node)));
+      early_ends_[id][node] = e;
+    }
     auto placement = manager_->adopt(id);
     if (!placement) {
       spdlog::error("job {}: {}", id.value(), placement.error().to_string());
@@ -354,6 +370,7 @@ void Service::lose(JobId id, const std::string& reason) {
     }
   }
   early_ends_.erase(id);
+  never_launched_.erase(id);
   if (auto status = manager_->lost(id, reason, now()); !status) {
     spdlog::error("job {}: {}", id.value(), status.error().to_string());
     return;

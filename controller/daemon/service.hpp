@@ -91,8 +91,10 @@ class Service final : public v1::Controller::Service, public v1::AgentLink::Serv
   std::map<NodeId, std::shared_ptr<Agent>> agents_;
   std::map<NodeId, Clock::time_point> gone_;  // nodes whose agent left, and since when
   std::map<JobId, RunningJob> running_;
-  // Ends reported for unknown jobs, kept until they are adopted.
+  // Ends reported for unknown jobs, kept until they are adopted; and the nodes whose
+  // agents did not know an unknown job at all (its launch never reached them).
   std::map<JobId, std::map<NodeId, v1::JobEnded>> early_ends_;
+  std::map<JobId, std::set<NodeId>> never_launched_;
   const Clock::duration window_;  // heartbeat_interval x heartbeat_misses
   Clock::time_point recovery_until_;
 };

@@ -364,14 +364,14 @@ Result<sched::Placement> JobManager::adopt(JobId id) {
   return placement;
 }
 
-Status JobManager::lost(JobId id, const std::string& reason, sched::Time now) {
+Status JobManager::lost(JobId id, const std::string& reason, sched::Time now, bool started) {
   auto it = jobs_.find(id);
   LOOM_CHECK(it != jobs_.end() && it->second.state == v1::RUNNING, "lost() of a job that is not running");
   const bool was_unknown = unknown_.erase(id) > 0;
   ending_.erase(id);
   JobUpdate u;
   u.id = id;
-  if (it->second.spec.requeue()) {
+  if (it->second.spec.requeue() || !started) {
     u.state = v1::PENDING;
     u.reason = fmt::format("requeued: {}", reason);
     u.placement = "";

@@ -26,17 +26,19 @@ namespace loom::testing {
 
 class LocalCluster {
  public:
-  // `loom up --agents N --topology T`, its daemons reading `config` (TOML).
-  LocalCluster(unsigned agents, const std::string& topology, const std::string& config = "")
+  // `loom up --agents N --topology T [up_args]`, its daemons reading `config` (TOML).
+  LocalCluster(unsigned agents, const std::string& topology, const std::string& config = "",
+               const std::vector<std::string>& up_args = {})
       : dir_(temp_path("cluster")) {
     std::filesystem::create_directories(dir_);
     std::ofstream(dir_ / "loom.toml") << config;
     std::vector<std::string> env;
     for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
     env.push_back("LOOM_CONFIG=" + (dir_ / "loom.toml").string());
-    up_ = spawn({built("cli/loom"), "up", "--agents", std::to_string(agents), "--topology", topology, "--state-dir",
-                 (dir_ / "state").string()},
-                env, dir_ / "up.out");
+    std::vector<std::string> argv{built("cli/loom"), "up", "--agents", std::to_string(agents), "--topology", topology,
+                                  "--state-dir", (dir_ / "state").string()};
+    argv.insert(argv.end(), up_args.begin(), up_args.end());
+    up_ = spawn(argv, env, dir_ / "up.out");
     const std::string line = wait_for(dir_ / "up.out", "export LOOM_CONTROLLER=");
     address_ = line.substr(line.find('=') + 1);
   }
@@ -46,6 +48,7 @@ class LocalCluster {
   }
 
   const std::string& address() const { return address_; }
+  const std::filesystem::path& state_dir() const { return dir_; }
   pid_t pid() const { return up_; }
   // What loom up printed (stdout and stderr).
   std::string log() const {

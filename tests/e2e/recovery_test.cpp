@@ -5,7 +5,10 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <sys/wait.h>
+
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "local_cluster.hpp"
@@ -138,12 +141,85 @@ TEST_F(Recovery, ANodeSilentPastTheWindowFailsItsJobsAndARequeuedOneRunsAgain) {
   EXPECT_EQ(finish(again)["state"], "CANCELLED");
 }
 
+// Every test job appends its id to a file: "exactly once" means every acknowledged id is
+// there once, and no id twice.
+TEST_F(Recovery, AControllerKilledWhileJobsStreamThroughLosesNoneAndRunsNoneTwice) {
+  std::vector<std::uint64_t> acknowledged;
+  std::thread submitter([&] {
+    for (int i = 0; i < 200; ++i) {
+      Completed done = alice({"submit", "-o", "/dev/null", "--", "sh", "-c", "echo $LOOM_JOB_ID >> ids.txt"});
+      if (done.exit_code == 0) acknowledged.push_back(std::stoull(done.out));  // refused in flight: not acknowledged
+    }
+  });
+  LocalCluster::wait_for(dir_ / "ids.txt", "");  // jobs are running
+  while (loom::testing::lines(read("ids.txt")).size() < 50) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(::kill(daemon("loomctld"), SIGKILL), 0);
+  submitter.join();
+  EXPECT_GE(acknowledged.size(), 199u) << "the CLI waits for the controller to come back";
+  for (std::uint64_t id : acknowledged) EXPECT_EQ(finish(id)["state"], "COMPLETED") << id;
+  std::map<std::uint64_t, int> runs;
+  for (const std::string& line : loom::testing::lines(read("ids.txt"))) ++runs[std::stoull(line)];
+  for (std::uint64_t id : acknowledged) EXPECT_EQ(runs[id], 1) << "job " << id;
+  for (const auto& [id, count] : runs) EXPECT_EQ(count, 1) << "job " << id << " ran " << count << " times";
+}
+
 TEST_F(Recovery, TheCliWaitsForAControllerAndThenSaysItIsUnreachable) {
   std::ofstream(dir_ / "short.toml") << "[controller]\nconnect_timeout = \"2s\"\n";
   Completed done = loom::testing::run({"runuser", "-u", "loom-alice", "--", loom::testing::built("cli/loom"), "--config",
                                        (dir_ / "short.toml").string(), "queue", "--controller", "127.0.0.1:1"});
   EXPECT_EQ(done.exit_code, 1);
   EXPECT_EQ(done.err, "loom: the controller at 127.0.0.1:1 is unreachable (tried for 0:02)\n");
+}
+
+// An agent that dies and stays away (loom up --no-restart): its node goes DOWN and its job
+// NODE_FAIL; when it comes back, the node is UP with nothing of that job left running.
+TEST(RecoveryNoRestart, AnAgentKeptAwayFailsItsJobsAndComesBackEmpty) {
+  ASSERT_EQ(::geteuid(), 0u);
+  const std::filesystem::path dir = loom::testing::temp_path("jobs");
+  std::filesystem::create_directories(dir);
+  ::chmod(dir.c_str(), 01777);
+  LocalCluster cluster(1, "pack:1 numa:2 core:2 pu:1", "[controller]\nheartbeat_misses = 2\n", {"--no-restart"});
+  Completed submitted = cluster.loom("loom-alice", {"submit", "-o", "away.txt", "--", "sh", "-c", "echo start; exec sleep 3003"}, dir.string());
+  ASSERT_EQ(submitted.exit_code, 0) << submitted.err;
+  const std::string id = loom::testing::lines(submitted.out).at(0);
+  LocalCluster::wait_for(dir / "away.txt", "start");
+  // loomd's command line, to start it again as loom up did.
+  const std::string agent = loom::testing::run({"pgrep", "-x", "-P", std::to_string(cluster.pid()), "loomd"}).out;
+  ASSERT_FALSE(agent.empty());
+  std::ifstream in(fmt::format("/proc/{}/cmdline", std::stoi(agent)));
+  std::vector<std::string> argv;
+  for (std::string word; std::getline(in, word, '\0');) argv.push_back(word);
+  ASSERT_EQ(::kill(std::stoi(agent), SIGKILL), 0);
+  cluster.wait_log("loomd node0 was killed by signal 9; not restarted (--no-restart)");
+  const std::vector<std::string> seen = loom::testing::lines(cluster.loom("loom-alice", {"watch", "--json", id}).out);
+  ASSERT_FALSE(seen.empty());
+  const json ended = json::parse(seen.back());
+  EXPECT_EQ(ended["state"], "NODE_FAIL");
+  json nodes = json::parse(cluster.loom("", {"nodes", "--json"}).out)["nodes"];
+  EXPECT_EQ(nodes[0]["state"], "DOWN");
+  EXPECT_FALSE(loom::testing::run({"pgrep", "-f", "sleep 3003"}).out.empty()) << "its keeper kept the task while it was away";
+
+  // The agent comes back: it reports the job, which the state has ended, and it is killed.
+  std::vector<char*> args;
+  for (std::string& a : argv) args.push_back(a.data());
+  args.push_back(nullptr);
+  const pid_t back = ::fork();
+  if (back == 0) {
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline &&
+         (json::parse(cluster.loom("", {"nodes", "--json"}).out)["nodes"][0]["state"] != "UP" ||
+          !loom::testing::run({"pgrep", "-f", "sleep 3003"}).out.empty())) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(json::parse(cluster.loom("", {"nodes", "--json"}).out)["nodes"][0]["state"], "UP");
+  EXPECT_EQ(loom::testing::run({"pgrep", "-f", "sleep 3003"}).out, "") << "nothing of the failed job runs";
+  EXPECT_EQ(json::parse(cluster.loom("loom-alice", {"show", id, "--json"}).out)["state"], "NODE_FAIL") << "and it stays failed";
+  ::kill(back, SIGTERM);
+  ::waitpid(back, nullptr, 0);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

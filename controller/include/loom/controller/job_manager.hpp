@@ -102,8 +102,10 @@ class JobManager {
   // walltime runs on from when it started. Returns the placement.
   Result<sched::Placement> adopt(JobId id);
   // A running (or unknown) job lost a node: it ends NODE_FAIL, or with --requeue it is
-  // queued again. Its other nodes are the caller's to kill.
-  Status lost(JobId id, const std::string& reason, sched::Time now);
+  // queued again. Its other nodes are the caller's to kill. A job that never started
+  // anywhere (its launch was lost with a controller that stopped) is queued again whatever
+  // --requeue says: running it is not running it twice.
+  Status lost(JobId id, const std::string& reason, sched::Time now, bool started = true);
   // The names of the nodes a job was placed on.
   std::vector<std::string> nodes_of(JobId id) const;
 
