@@ -9,7 +9,10 @@
 
 #include "loom/common/index_list.hpp"
 
+#include <grpcpp/grpcpp.h>
+
 #include "local_cluster.hpp"
+#include "loom/proto/loom.grpc.pb.h"
 
 namespace loom {
 namespace {
@@ -275,6 +278,32 @@ TEST_F(JobFlow, OthersJobsAreInvisibleAndBadInputGetsOneLine) {
   EXPECT_EQ(bad_id.err, "loom: \"12_x\" is not a job id (12, or 12_3 in an array)\n");
   EXPECT_EQ(size.exit_code, 1);
   EXPECT_NE(size.err.find("loom: --mem-per-task: invalid size \"lots\""), std::string::npos) << size.err;
+}
+
+TEST_F(JobFlow, AnAdminSeesAndCancelsAnyJob) {
+  const std::uint64_t id = submit({"submit", "--", "sleep", "1005"});
+  Completed queue = cluster_->loom("", {"queue", "--json"});
+  ASSERT_EQ(queue.exit_code, 0) << queue.err;
+  EXPECT_EQ(json::parse(queue.out)["jobs"][0]["user"], "loom-alice");
+  ASSERT_EQ(cluster_->loom("", {"cancel", std::to_string(id)}).exit_code, 0);
+  const json j = finish(id);
+  EXPECT_EQ(j["state"], "CANCELLED");
+  EXPECT_EQ(j["reason"], "cancelled by root");
+}
+
+// The controller itself refuses a request whose credential is forged or missing: the CLI
+// is not the only door.
+TEST_F(JobFlow, TheControllerRefusesForgedAndMissingCredentials) {
+  auto stub = v1::Controller::NewStub(grpc::CreateChannel(cluster_->address(), grpc::InsecureChannelCredentials()));
+  for (const std::string& credential : {std::string("MUNGE:AwQFAAD1forgedforgedforged:"), std::string()}) {
+    v1::ListRequest request;
+    request.mutable_caller()->set_credential(credential);
+    v1::ListReply reply;
+    grpc::ClientContext call;
+    const grpc::Status status = stub->List(&call, request, &reply);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED) << credential;
+    EXPECT_TRUE(reply.jobs().empty());
+  }
 }
 
 TEST_F(JobFlow, OnlyRootMayRegisterANode) {
