@@ -93,15 +93,15 @@ Result<Task> Task::start(const TaskSpec& spec, const hwtopo::Binder& binder) {
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   const std::string path_env = spec.environment.contains("PATH") ? spec.environment.at("PATH") : "/usr/local/bin:/usr/bin:/bin";
-  std::vector<std::string> procs;
-  for (const std::string& path : cgroup.paths()) procs.push_back(path + "/cgroup.procs");
+  std::vector<std::string> tasks;
+  for (const std::string& path : cgroup.paths()) tasks.push_back(path + "/tasks");
   const std::string status_path = spec.status_path.string();
   const std::string status_temp = status_path + ".tmp";
   std::error_code ignored;
   std::filesystem::remove(spec.status_path, ignored);
 
-  int go[2], report[2];
-  if (::pipe2(go, O_CLOEXEC) != 0 || ::pipe2(report, O_CLOEXEC) != 0) {
+  int report[2];
+  if (::pipe2(report, O_CLOEXEC) != 0) {
     return make_error(ErrorCode::kResourceExhausted, fmt::format("pipe: {}", std::strerror(errno)));
   }
   const pid_t keeper = ::fork();
@@ -114,15 +114,21 @@ Result<Task> Task::start(const TaskSpec& spec, const hwtopo::Binder& binder) {
     const pid_t task = ::fork();
     if (task < 0) ::_exit(127);
     if (task == 0) {
-      ::close(go[1]);
       ::close(report[0]);
+      // The task joins its cgroups before anything of its own runs. It moves itself, a
+      // single thread, by writing 0 to `tasks`: the kernel then skips the global lock (and
+      // its RCU grace period, ~10 ms here) that moving a process by pid through
+      // cgroup.procs takes. Its children inherit the cgroups.
+      for (const std::string& file : tasks) {
+        const int fd = ::open(file.c_str(), O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || ::write(fd, "0", 1) != 1) child_fail(report[1], fmt::format("cannot join the cgroup {}", file));
+        ::close(fd);
+      }
       // The agent blocks the signals it waits for; a task starts with none blocked, or it
       // could never be stopped with SIGTERM.
       sigset_t none;
       sigemptyset(&none);
       ::sigprocmask(SIG_SETMASK, &none, nullptr);
-      char byte;
-      if (::read(go[0], &byte, 1) != 1) ::_exit(127);  // the keeper gave up
       if (spec.binding) {
         if (auto bound = binder.apply(*spec.binding); !bound) child_fail(report[1], bound.error().to_string());
       }
@@ -147,23 +153,7 @@ Result<Task> Task::start(const TaskSpec& spec, const hwtopo::Binder& binder) {
       ::execvpe(argv[0], argv.data(), envp.data());
       child_fail(report[1], fmt::format("cannot run {}: {}", spec.argv[0], std::strerror(errno)));
     }
-    ::close(go[0]);
     ::close(report[0]);
-    // The task joins its cgroup before it runs anything of its own.
-    char pid_text[16];
-    const std::size_t pid_length = decimal(task, pid_text);
-    for (const std::string& file : procs) {
-      const int fd = ::open(file.c_str(), O_WRONLY | O_CLOEXEC);
-      if (fd < 0 || ::write(fd, pid_text, pid_length) != static_cast<ssize_t>(pid_length)) {
-        ::kill(task, SIGKILL);
-        static constexpr char kMessage[] = "cannot move the task into its cgroup";
-        (void)::write(report[1], kMessage, sizeof(kMessage) - 1);
-        break;
-      }
-      ::close(fd);
-    }
-    (void)::write(go[1], "g", 1);
-    ::close(go[1]);
     ::close(report[1]);  // the task holds its own copy until exec
     int status = 0;
     while (::waitpid(task, &status, 0) < 0) {
@@ -180,8 +170,6 @@ Result<Task> Task::start(const TaskSpec& spec, const hwtopo::Binder& binder) {
     ::rename(status_temp.c_str(), status_path.c_str());
     ::_exit(0);
   }
-  ::close(go[0]);
-  ::close(go[1]);
   ::close(report[1]);
   TaskRecord record{spec.cgroup_name, keeper, start_time(keeper), spec.status_path};
   Task task(std::move(record), std::move(cgroup), true);
