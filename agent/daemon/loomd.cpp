@@ -53,6 +53,7 @@ struct Options {
   fs::path state_dir;
   bool allow_root = false;
   std::chrono::seconds heartbeat{1};
+  fs::path keeper;  // loom-keeper, beside loomd
 };
 
 class Agent {
@@ -297,7 +298,8 @@ class Agent {
         break;
       }
       t.binding = std::move(*binding);
-      auto task = agent::Task::start(t, binder_);
+      t.keeper = o_.keeper;
+      auto task = agent::Task::start(t);
       if (!task) {
         error = task.error().to_string();
         break;
@@ -497,7 +499,11 @@ int main(int argc, char** argv) {
                   cgroup.empty() ? name : cgroup,
                   state_dir.empty() ? std::filesystem::path(config->agent.state_dir) : std::filesystem::path(state_dir),
                   config->agent.allow_root_jobs,
-                  config->controller.heartbeat_interval};
+                  config->controller.heartbeat_interval,
+                  std::filesystem::read_symlink("/proc/self/exe").parent_path() / "loom-keeper"};
+  if (::access(options.keeper.c_str(), X_OK) != 0) {
+    return fail(Error(ErrorCode::kNotFound, fmt::format("cannot find {}, which starts every task", options.keeper.string())));
+  }
   auto agent = std::make_unique<Agent>(options, std::move(*binder));
   std::thread signal_waiter([&] {
     int signal = 0;

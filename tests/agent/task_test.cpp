@@ -52,6 +52,7 @@ class TaskTest : public ::testing::Test {
     s.stderr_path = s.stdout_path;
     s.uid = alice_;
     s.status_path = state_ / "status";
+    s.keeper = loom::testing::built("agent/loom-keeper");
     return s;
   }
   std::string output() {
@@ -68,7 +69,7 @@ class TaskTest : public ::testing::Test {
 };
 
 TEST_F(TaskTest, RunsAsTheUserWithItsEnvironmentAndReportsTheExitCode) {
-  auto task = Task::start(spec({"sh", "-c", "id -u; echo job=$LOOM_JOB_ID; pwd; echo oops >&2; exit 3"}), *binder_);
+  auto task = Task::start(spec({"sh", "-c", "id -u; echo job=$LOOM_JOB_ID; pwd; echo oops >&2; exit 3"}));
   ASSERT_TRUE(task.has_value()) << task.error().to_string();
   auto exit = task->wait();
   ASSERT_TRUE(exit.has_value());
@@ -81,7 +82,7 @@ TEST_F(TaskTest, RunsAsTheUserWithItsEnvironmentAndReportsTheExitCode) {
 }
 
 TEST_F(TaskTest, ASignalIsReportedAs128PlusIt) {
-  auto task = Task::start(spec({"sh", "-c", "kill -TERM $$"}), *binder_);
+  auto task = Task::start(spec({"sh", "-c", "kill -TERM $$"}));
   ASSERT_TRUE(task.has_value()) << task.error().to_string();
   auto exit = task->wait();
   ASSERT_TRUE(exit.has_value());
@@ -95,7 +96,7 @@ TEST_F(TaskTest, ATaskStartsWithNoSignalBlockedWhateverTheAgentBlocks) {
   sigemptyset(&term);
   sigaddset(&term, SIGTERM);
   ::pthread_sigmask(SIG_BLOCK, &term, &before);
-  auto task = Task::start(spec({"grep", "SigBlk", "/proc/self/status"}), *binder_);
+  auto task = Task::start(spec({"grep", "SigBlk", "/proc/self/status"}));
   ::pthread_sigmask(SIG_SETMASK, &before, nullptr);
   ASSERT_TRUE(task.has_value()) << task.error().to_string();
   ASSERT_TRUE(task->wait().has_value());
@@ -108,7 +109,7 @@ TEST_F(TaskTest, TheTaskRunsOnItsPlacedCoresAndMemory) {
   ASSERT_TRUE(binding.has_value());
   TaskSpec s = spec({"sh", "-c", "grep Cpus_allowed_list /proc/self/status; grep -m1 -o 'bind:[0-9]*' /proc/self/numa_maps"});
   s.binding = *binding;
-  auto task = Task::start(s, *binder_);
+  auto task = Task::start(s);
   ASSERT_TRUE(task.has_value()) << task.error().to_string();
   ASSERT_TRUE(task->wait().has_value());
   EXPECT_EQ(output(), fmt::format("Cpus_allowed_list:\t{}\nbind:{}\n", format_index_list(last.pus), last.numa));
@@ -117,7 +118,7 @@ TEST_F(TaskTest, TheTaskRunsOnItsPlacedCoresAndMemory) {
 TEST_F(TaskTest, TheMemoryLimitIsEnforced) {
   TaskSpec s = spec({"sh", "-c", "head -c 256M /dev/zero | tail > /dev/null"});  // tail holds it all
   s.memory_limit = 32ull << 20;
-  auto task = Task::start(s, *binder_);
+  auto task = Task::start(s);
   ASSERT_TRUE(task.has_value()) << task.error().to_string();
   auto exit = task->wait();
   ASSERT_TRUE(exit.has_value());
@@ -128,7 +129,7 @@ TEST_F(TaskTest, TheMemoryLimitIsEnforced) {
 TEST_F(TaskTest, ATaskRemovesItsCgroupAndTheLevelAboveIsRemovedOnRequest) {
   const std::filesystem::path level_dir = std::filesystem::path("/sys/fs/cgroup/pids/loom") / level();
   {
-    auto task = Task::start(spec({"true"}), *binder_);
+    auto task = Task::start(spec({"true"}));
     ASSERT_TRUE(task.has_value()) << task.error().to_string();
     ASSERT_TRUE(task->wait().has_value());
     EXPECT_TRUE(std::filesystem::exists(level_dir / "task"));
@@ -141,7 +142,7 @@ TEST_F(TaskTest, ATaskRemovesItsCgroupAndTheLevelAboveIsRemovedOnRequest) {
 
 // An agent that restarts finds its tasks again: running ones, and how ended ones ended.
 TEST_F(TaskTest, ATaskOutlivesItsAgentAndIsAdoptedWithItsExitStatus) {
-  auto task = Task::start(spec({"sh", "-c", "sleep 0.3; exit 5"}), *binder_);
+  auto task = Task::start(spec({"sh", "-c", "sleep 0.3; exit 5"}));
   ASSERT_TRUE(task.has_value()) << task.error().to_string();
   const TaskRecord record = std::move(*task).detach();
   auto adopted = Task::adopt(record);
@@ -152,7 +153,7 @@ TEST_F(TaskTest, ATaskOutlivesItsAgentAndIsAdoptedWithItsExitStatus) {
   ::waitpid(record.keeper, nullptr, 0);  // this test's own child, after all
 
   // A keeper that vanished without a word: its task is lost, and said to be.
-  auto second = Task::start(spec({"sleep", "999"}), *binder_);
+  auto second = Task::start(spec({"sleep", "999"}));
   ASSERT_TRUE(second.has_value()) << second.error().to_string();
   TaskRecord gone = std::move(*second).detach();
   ::kill(gone.keeper, SIGKILL);
@@ -164,7 +165,7 @@ TEST_F(TaskTest, ATaskOutlivesItsAgentAndIsAdoptedWithItsExitStatus) {
 }
 
 TEST_F(TaskTest, KillLeavesNoProcessBehindEvenForked) {
-  auto task = Task::start(spec({"sh", "-c", "sleep 999 & sleep 999 & echo started; wait"}), *binder_);
+  auto task = Task::start(spec({"sh", "-c", "sleep 999 & sleep 999 & echo started; wait"}));
   ASSERT_TRUE(task.has_value()) << task.error().to_string();
   // Wait for the event: the line the task prints once its children exist.
   for (int i = 0; i < 500 && output().empty(); ++i) ::usleep(10'000);
@@ -185,17 +186,17 @@ TEST_F(TaskTest, KillLeavesNoProcessBehindEvenForked) {
 TEST_F(TaskTest, RefusalsComeBackBeforeAnythingRuns) {
   TaskSpec root = spec({"true"});
   root.uid = 0;
-  auto refused = Task::start(root, *binder_);
+  auto refused = Task::start(root);
   ASSERT_FALSE(refused.has_value());
   EXPECT_EQ(refused.error().message(), "jobs as root are refused (agent.allow_root_jobs is false)");
 
-  auto missing = Task::start(spec({"/nonexistent/app"}), *binder_);
+  auto missing = Task::start(spec({"/nonexistent/app"}));
   ASSERT_FALSE(missing.has_value());
   EXPECT_EQ(missing.error().message(), "cannot run /nonexistent/app: No such file or directory");
 
   TaskSpec elsewhere = spec({"true"});
   elsewhere.stdout_path = "/root/loom-test-output";  // not the user's to write
-  auto denied = Task::start(elsewhere, *binder_);
+  auto denied = Task::start(elsewhere);
   ASSERT_FALSE(denied.has_value());
   EXPECT_EQ(denied.error().message(), "cannot open /root/loom-test-output: Permission denied");
 }

@@ -1,8 +1,8 @@
 // Launching a job's task on this node: in its own cgroup, bound to its placed cores and
 // NUMA memory, as the submitting user, with its output in the job's files.
 //
-// Every task has a keeper: a small process forked from the agent that starts the task,
-// waits for it and writes its exit status to a file. The keeper outlives the agent, so an
+// Every task has a keeper: a small program (loom-keeper) that the agent spawns, which starts
+// the task, waits for it and writes its exit status to a file. The keeper outlives the agent, so an
 // agent that restarts finds each task again (adopt) and learns how it ended, as Slurm's
 // slurmd finds its slurmstepd.
 #pragma once
@@ -36,6 +36,7 @@ struct TaskSpec {
   std::uint64_t memory_limit = 0;          // bytes; 0: none
   bool allow_root = false;                 // agent.allow_root_jobs
   std::filesystem::path status_path;       // where the keeper writes the exit status
+  std::filesystem::path keeper;            // the loom-keeper program (beside loomd)
 };
 
 struct ExitStatus {
@@ -57,7 +58,7 @@ class Task {
  public:
   // Starts the task; an error (no such user, root refused, command not found, a file that
   // cannot be opened as the user) comes back before anything runs.
-  static Result<Task> start(const TaskSpec& spec, const hwtopo::Binder& binder);
+  static Result<Task> start(const TaskSpec& spec);
   // A task started by an agent before this one: running still, or ended with its status
   // written. An error when neither (its keeper is gone and wrote nothing).
   static Result<Task> adopt(const TaskRecord& record);

@@ -1,0 +1,126 @@
+// loom-keeper: starts one task and keeps watch over it for the agent. loomd spawns it
+// (posix_spawn: no copy of the agent's address space) with the task's spec as JSON on
+// stdin and a pipe on fd 3; the keeper forks the task, which joins its cgroups, takes its
+// binding, becomes the user and execs — or writes why it could not on fd 3. The keeper
+// waits for the task and writes its wait status to the spec's status file (whole, then
+// renamed). It outlives the agent, so that an agent that restarts learns how its tasks
+// ended. A small program of its own, so that forking it and the task costs little.
+#include <fcntl.h>
+#include <grp.h>
+#include <numaif.h>
+#include <pwd.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace {
+
+constexpr int kReport = 3;  // the agent reads what went wrong before exec here
+
+[[noreturn]] void fail(const std::string& message) {
+  (void)::write(kReport, message.data(), message.size());
+  ::_exit(127);
+}
+
+std::string what(const std::string& action) { return action + ": " + std::strerror(errno); }
+
+// In the task: everything between fork and exec, in order. Any failure is reported and ends
+// the task before it runs anything of the user's.
+[[noreturn]] void run_task(const nlohmann::json& spec) {
+  // Join the cgroups first, as a single thread writing 0 to `tasks`: the kernel then skips
+  // the global lock (and its RCU grace period, ~10 ms) that moving a process by pid takes.
+  for (const std::string file : spec["tasks_files"]) {
+    const int fd = ::open(file.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || ::write(fd, "0", 1) != 1) fail(what("cannot join the cgroup " + file));
+    ::close(fd);
+  }
+  if (!spec["cpus"].empty()) {
+    cpu_set_t cpus;
+    CPU_ZERO(&cpus);
+    for (unsigned pu : spec["cpus"]) CPU_SET(pu, &cpus);
+    cpu_set_t applied;
+    if (::sched_setaffinity(0, sizeof(cpus), &cpus) != 0 || ::sched_getaffinity(0, sizeof(applied), &applied) != 0) {
+      fail(what("cannot bind to the placed PUs"));
+    }
+    if (!CPU_EQUAL(&cpus, &applied)) fail("the kernel applied other PUs than the placed ones");
+  }
+  if (!spec["numa"].is_null()) {
+    const unsigned node = spec["numa"];
+    unsigned long mask[16] = {};
+    mask[node / (8 * sizeof(unsigned long))] |= 1ul << (node % (8 * sizeof(unsigned long)));
+    if (::syscall(SYS_set_mempolicy, MPOL_BIND, mask, sizeof(mask) * 8) != 0) fail(what("cannot bind memory to NUMA " + std::to_string(node)));
+    int mode = -1;
+    unsigned long applied[16] = {};
+    if (::syscall(SYS_get_mempolicy, &mode, applied, sizeof(applied) * 8, nullptr, 0) != 0 || mode != MPOL_BIND ||
+        std::memcmp(mask, applied, sizeof(mask)) != 0) {
+      fail("the kernel applied another memory policy than MPOL_BIND to the placed NUMA node");
+    }
+  }
+  const std::string user = spec["user"];
+  const uid_t uid = spec["uid"];
+  const gid_t gid = spec["gid"];
+  if (::setgid(gid) != 0 || ::initgroups(user.c_str(), gid) != 0 || ::setuid(uid) != 0) fail(what("cannot become " + user));
+  // As the user from here on: files and directories are the user's to open.
+  const std::string chdir = spec["chdir"];
+  if (::chdir(chdir.c_str()) != 0) fail(what("cannot enter " + chdir));
+  const std::string out_path = spec["stdout"], err_path = spec["stderr"];
+  const int in = ::open("/dev/null", O_RDONLY);
+  const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0644);
+  if (out < 0) fail(what("cannot open " + out_path));
+  const int err = err_path == out_path ? out : ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0644);
+  if (err < 0) fail(what("cannot open " + err_path));
+  ::dup2(in, 0);
+  ::dup2(out, 1);
+  ::dup2(err, 2);
+  ::fcntl(kReport, F_SETFD, FD_CLOEXEC);  // closes at exec: the agent sees EOF, and no message
+  std::vector<std::string> argv_strings = spec["argv"], env_strings = spec["env"];
+  std::vector<char*> argv, envp;
+  for (std::string& a : argv_strings) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  for (std::string& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  const std::string path = spec["path"];
+  ::setenv("PATH", path.c_str(), 1);  // execvpe searches the task's PATH
+  ::execvpe(argv[0], argv.data(), envp.data());
+  fail(what("cannot run " + argv_strings.at(0)));
+}
+
+}  // namespace
+
+int main() {
+  const std::string text{std::istreambuf_iterator<char>(std::cin.rdbuf()), std::istreambuf_iterator<char>()};
+  const nlohmann::json spec = nlohmann::json::parse(text, nullptr, false);
+  if (spec.is_discarded()) fail("loom-keeper: the task's spec does not parse");
+  // A session of its own: signals for the agent's terminal or process group do not reach
+  // the keeper or its task.
+  ::setsid();
+  const pid_t task = ::fork();
+  if (task < 0) fail(what("fork"));
+  if (task == 0) run_task(spec);
+  ::close(kReport);
+  int status = 0;
+  while (::waitpid(task, &status, 0) < 0) {
+    if (errno != EINTR) return 127;
+  }
+  const std::string status_path = spec["status"];
+  const std::string temp = status_path + ".tmp";
+  const std::string text_status = std::to_string(status);
+  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return 127;
+  (void)::write(fd, text_status.data(), text_status.size());
+  ::fsync(fd);
+  ::close(fd);
+  ::rename(temp.c_str(), status_path.c_str());
+  return 0;
+}
