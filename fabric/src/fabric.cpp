@@ -3,10 +3,12 @@
 #include <fmt/format.h>
 #include <rdma/fi_cm.h>
 #include <rdma/fi_errno.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 
@@ -235,6 +237,15 @@ Result<std::shared_ptr<Endpoint>> Endpoint::open(std::shared_ptr<Domain> domain)
     return std::unexpected(fi_error("fi_ep_bind(cq)", rc));
   }
   if (int rc = fi_ep_bind(raw, &ep->av_->get()->fid, 0); rc != 0) return std::unexpected(fi_error("fi_ep_bind(av)", rc));
+  if (std::string_view(info->fabric_attr->prov_name).starts_with("shm")) {
+    // shm names its region in /dev/shm after the pid ("PID:0:0") unless told otherwise. A
+    // process killed with SIGKILL leaves that file behind, and a later process given the
+    // same pid then fails fi_enable with EBUSY. A name no other process can have avoids it.
+    static std::atomic<std::uint64_t> sequence{0};
+    std::string name = fmt::format("loom-{}-{}-{:x}", ::getpid(), sequence.fetch_add(1),
+                                   std::chrono::steady_clock::now().time_since_epoch().count());
+    if (int rc = fi_setname(&raw->fid, name.data(), name.size() + 1); rc != 0) return std::unexpected(fi_error("fi_setname", rc));
+  }
   if (int rc = fi_enable(raw); rc != 0) return std::unexpected(fi_error("fi_enable", rc));
   std::size_t length = 0;
   fi_getname(&raw->fid, nullptr, &length);  // -FI_ETOOSMALL, with the length

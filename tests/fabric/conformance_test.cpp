@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <thread>
@@ -231,7 +233,21 @@ struct Child {
   pid_t pid = -1;
   std::vector<std::byte> name;
   RemoteRegion region;
+  int stop = -1;  // closing it ends the child, which closes its endpoint first
 };
+
+void end(Child& child) {
+  ::close(child.stop);
+  ::waitpid(child.pid, nullptr, 0);
+}
+
+// A child killed with SIGKILL cannot remove its shm region from /dev/shm: the test does.
+void remove_region_of(const Child& child, const std::string& provider) {
+  if (provider != "shm") return;
+  std::string name(reinterpret_cast<const char*>(child.name.data()), child.name.size());
+  name.resize(std::strlen(name.c_str()));
+  std::filesystem::remove(std::filesystem::path("/dev/shm") / name);
+}
 
 Child spawn_target(const std::string& provider, std::size_t bytes, unsigned seed) {
   int to_parent[2], from_parent[2];
@@ -241,17 +257,19 @@ Child spawn_target(const std::string& provider, std::size_t bytes, unsigned seed
   if (pid == 0) {
     ::close(to_parent[0]);
     ::close(from_parent[1]);
-    auto ep = open_endpoint(provider);
-    if (!ep) ::_exit(2);
-    std::vector<std::byte> memory = pattern(bytes, seed);
-    auto mr = MemoryRegion::register_memory(**ep, memory.data(), bytes, kAllAccess);
-    if (!mr) ::_exit(3);
-    const std::string message = encode_name((*ep)->name()) + "\n" + encode_region((*mr)->remote()) + "\n";
-    if (::write(to_parent[1], message.data(), message.size()) != static_cast<ssize_t>(message.size())) ::_exit(4);
-    ProgressThread progress(*ep);
-    char byte;
-    while (::read(from_parent[0], &byte, 1) > 0) {
-    }
+    {
+      auto ep = open_endpoint(provider);
+      if (!ep) ::_exit(2);
+      std::vector<std::byte> memory = pattern(bytes, seed);
+      auto mr = MemoryRegion::register_memory(**ep, memory.data(), bytes, kAllAccess);
+      if (!mr) ::_exit(3);
+      const std::string message = encode_name((*ep)->name()) + "\n" + encode_region((*mr)->remote()) + "\n";
+      if (::write(to_parent[1], message.data(), message.size()) != static_cast<ssize_t>(message.size())) ::_exit(4);
+      ProgressThread progress(*ep);
+      char byte;
+      while (::read(from_parent[0], &byte, 1) > 0) {
+      }
+    }  // progress, region and endpoint closed: shm removes its region
     ::_exit(0);
   }
   ::close(to_parent[1]);
@@ -269,10 +287,7 @@ Child spawn_target(const std::string& provider, std::size_t bytes, unsigned seed
   const std::size_t newline = text.find('\n');
   child.name = decode_name(text.substr(0, newline)).value();
   child.region = decode_region(text.substr(newline + 1, text.size() - newline - 2)).value();
-  // The parent keeps from_parent[1] open for the child's life; closing it ends the child.
-  static std::vector<int> keep;
-  keep.push_back(from_parent[1]);
-  child.pid = pid;
+  child.stop = from_parent[1];
   return child;
 }
 
@@ -293,8 +308,8 @@ TEST_P(Conformance, TransfersAcrossTwoProcesses) {
   std::fill(local.begin(), local.end(), std::byte{0});
   ASSERT_TRUE(engine.read(*mr, 0, peer, child.region, 0, bytes).has_value());
   EXPECT_EQ(local, mine) << "written to the child and read back";
-  ::kill(child.pid, SIGKILL);
-  ::waitpid(child.pid, nullptr, 0);
+  ep->reset();
+  end(child);
 }
 
 TEST_P(Conformance, APeerKilledMidTransferIsAnErrorWithinTheTimeout) {
@@ -320,7 +335,8 @@ TEST_P(Conformance, APeerKilledMidTransferIsAnErrorWithinTheTimeout) {
     EXPECT_LT(took, timeout + std::chrono::seconds(2)) << status.error().to_string();
     ep->reset();  // close the endpoint before the engine and its buffers go
   }
-  ::waitpid(child.pid, nullptr, 0);
+  end(child);
+  remove_region_of(child, provider());
 }
 
 INSTANTIATE_TEST_SUITE_P(Providers, Conformance, ::testing::Values("tcp;ofi_rxm", "shm"),
