@@ -11,7 +11,7 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include "local_cluster.hpp"
+#include "cluster_test.hpp"
 #include "loom/proto/loom.grpc.pb.h"
 
 namespace loom {
@@ -21,43 +21,10 @@ using loom::testing::Completed;
 using loom::testing::LocalCluster;
 using nlohmann::json;
 
-// Two simulated nodes of 4 cores (2 NUMA domains of 2), with a 2 s kill grace.
-class JobFlow : public ::testing::Test {
+// With a 2 s kill grace.
+class JobFlow : public loom::testing::ClusterTest {
  protected:
-  void SetUp() override {
-    ASSERT_EQ(::geteuid(), 0u) << "loom up runs agents as root, as loomd runs";
-    dir_ = loom::testing::temp_path("jobs");
-    std::filesystem::create_directories(dir_);
-    ::chmod(dir_.c_str(), 01777);
-    cluster_ = std::make_unique<LocalCluster>(2, "pack:1 numa:2 core:2 pu:1", "[controller]\nkill_grace = \"2s\"\n");
-  }
-  void TearDown() override {
-    cluster_.reset();
-    std::filesystem::remove_all(dir_);
-  }
-
-  Completed alice(const std::vector<std::string>& args) const { return cluster_->loom("loom-alice", args, dir_.string()); }
-
-  std::uint64_t submit(const std::vector<std::string>& args) {
-    Completed done = alice(args);
-    EXPECT_EQ(done.exit_code, 0) << done.err;
-    return done.exit_code == 0 ? std::stoull(done.out) : 0;
-  }
-
-  json show(const std::string& id) {
-    Completed done = alice({"show", id, "--json"});
-    EXPECT_EQ(done.exit_code, 0) << done.err;
-    return done.exit_code == 0 ? json::parse(done.out) : json();
-  }
-
-  // `loom watch`: returns once the job has ended, with the job as it ended.
-  json finish(const std::string& id) {
-    Completed watched = alice({"watch", "--json", id});
-    const std::vector<std::string> seen = loom::testing::lines(watched.out);
-    EXPECT_FALSE(seen.empty()) << watched.err;
-    return seen.empty() ? json() : json::parse(seen.back());
-  }
-  json finish(std::uint64_t id) { return finish(std::to_string(id)); }
+  std::string config() const override { return "[controller]\nkill_grace = \"2s\"\n"; }
 
   // Polls `loom show --json` until the job is RUNNING (bounded: 30 s); final states are
   // waited for with finish().
@@ -65,23 +32,13 @@ class JobFlow : public ::testing::Test {
     json j;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
     while (std::chrono::steady_clock::now() < deadline) {
-      j = show(std::to_string(id));
+      j = show(id);
       if (j["state"] == "RUNNING" && !j["placement"].empty() && !j["placement"][0]["bound_cpus"].is_null()) return j;
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     ADD_FAILURE() << "job " << id << " stayed " << j.dump();
     return j;
   }
-
-  std::string read(const std::string& name) {
-    std::ifstream in(dir_ / name);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-  }
-
-  std::filesystem::path dir_;
-  std::unique_ptr<LocalCluster> cluster_;
 };
 
 TEST_F(JobFlow, AJobRunsAsItsUserBoundAsPlacedAndItsOutputLands) {

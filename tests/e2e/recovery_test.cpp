@@ -11,7 +11,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
-#include "local_cluster.hpp"
+#include "cluster_test.hpp"
 
 namespace loom {
 namespace {
@@ -20,34 +20,11 @@ using loom::testing::Completed;
 using loom::testing::LocalCluster;
 using nlohmann::json;
 
-// Two nodes of 4 cores; heartbeats every second, a node DOWN after 3 missed.
-class Recovery : public ::testing::Test {
+// Heartbeats every second, a node DOWN after 3 missed.
+class Recovery : public loom::testing::ClusterTest {
  protected:
-  void SetUp() override {
-    ASSERT_EQ(::geteuid(), 0u) << "loom up runs agents as root, as loomd runs";
-    dir_ = loom::testing::temp_path("jobs");
-    std::filesystem::create_directories(dir_);
-    ::chmod(dir_.c_str(), 01777);
-    cluster_ = std::make_unique<LocalCluster>(2, "pack:1 numa:2 core:2 pu:1",
-                                              "[controller]\nkill_grace = \"2s\"\nheartbeat_misses = 3\n");
-  }
-  void TearDown() override {
-    cluster_.reset();
-    std::filesystem::remove_all(dir_);
-  }
+  std::string config() const override { return "[controller]\nkill_grace = \"2s\"\nheartbeat_misses = 3\n"; }
 
-  Completed alice(const std::vector<std::string>& args) const { return cluster_->loom("loom-alice", args, dir_.string()); }
-  std::uint64_t submit(const std::vector<std::string>& args) {
-    Completed done = alice(args);
-    EXPECT_EQ(done.exit_code, 0) << done.err;
-    return done.exit_code == 0 ? std::stoull(done.out) : 0;
-  }
-  json show(std::uint64_t id) { return json::parse(alice({"show", std::to_string(id), "--json"}).out); }
-  json finish(std::uint64_t id) {
-    const std::vector<std::string> seen = loom::testing::lines(alice({"watch", "--json", std::to_string(id)}).out);
-    EXPECT_FALSE(seen.empty());
-    return seen.empty() ? json() : json::parse(seen.back());
-  }
   // Polls (bounded: 30 s) until the job's output file holds `text`: the job is running.
   void wait_output(const std::string& file, const std::string& text) { LocalCluster::wait_for(dir_ / file, text); }
   // Polls (bounded: 30 s) until the file has `count` lines.
@@ -58,11 +35,6 @@ class Recovery : public ::testing::Test {
     }
     EXPECT_EQ(loom::testing::lines(read(file)).size(), count) << file;
   }
-  std::string read(const std::string& name) {
-    std::ifstream in(dir_ / name);
-    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  }
-
   // The pid of loom up's child with command name `comm` whose command line holds `word`.
   pid_t daemon(const std::string& comm, const std::string& word = "") const {
     for (const std::string& line : loom::testing::lines(
@@ -75,9 +47,6 @@ class Recovery : public ::testing::Test {
     ADD_FAILURE() << "no " << comm << " " << word << " under loom up";
     return -1;
   }
-
-  std::filesystem::path dir_;
-  std::unique_ptr<LocalCluster> cluster_;
 };
 
 TEST_F(Recovery, AnAgentKilledMidJobIsRestartedAndKeepsItsJob) {

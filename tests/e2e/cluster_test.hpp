@@ -1,0 +1,70 @@
+// The fixture of the end-to-end tests: `loom up` with two simulated nodes of 4 cores
+// (2 NUMA domains of 2), a job directory every user may write, and `loom` as loom-alice.
+#pragma once
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "local_cluster.hpp"
+
+namespace loom::testing {
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  // The daemons' configuration (TOML).
+  virtual std::string config() const = 0;
+
+  void SetUp() override {
+    ASSERT_EQ(::geteuid(), 0u) << "loom up runs agents as root, as loomd runs";
+    dir_ = temp_path("jobs");
+    std::filesystem::create_directories(dir_);
+    ::chmod(dir_.c_str(), 01777);
+    cluster_ = std::make_unique<LocalCluster>(2, "pack:1 numa:2 core:2 pu:1", config());
+  }
+  void TearDown() override {
+    cluster_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  Completed alice(const std::vector<std::string>& args) const { return cluster_->loom("loom-alice", args, dir_.string()); }
+
+  std::uint64_t submit(const std::vector<std::string>& args) {
+    Completed done = alice(args);
+    EXPECT_EQ(done.exit_code, 0) << done.err;
+    return done.exit_code == 0 ? std::stoull(done.out) : 0;
+  }
+
+  nlohmann::json show(const std::string& id) {
+    Completed done = alice({"show", id, "--json"});
+    EXPECT_EQ(done.exit_code, 0) << done.err;
+    return done.exit_code == 0 ? nlohmann::json::parse(done.out) : nlohmann::json();
+  }
+  nlohmann::json show(std::uint64_t id) { return show(std::to_string(id)); }
+
+  // `loom watch`: returns once the job has ended, with the job as it ended.
+  nlohmann::json finish(const std::string& id) {
+    Completed watched = alice({"watch", "--json", id});
+    const std::vector<std::string> seen = lines(watched.out);
+    EXPECT_FALSE(seen.empty()) << watched.err;
+    return seen.empty() ? nlohmann::json() : nlohmann::json::parse(seen.back());
+  }
+  nlohmann::json finish(std::uint64_t id) { return finish(std::to_string(id)); }
+
+  std::string read(const std::string& name) const {
+    std::ifstream in(dir_ / name);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<LocalCluster> cluster_;
+};
+
+}  // namespace loom::testing
