@@ -356,6 +356,8 @@ void Service::adopt_ready() {
     if (auto ends = early_ends_.extract(id)) {
       for (const auto& [node, e] : ends.mapped()) node_ended(node, e);
     }
+    // Cancelled while its state was unknown: the kill that had nowhere to go goes now.
+    if (running_.contains(id) && manager_->being_killed(id)) send_kill(id, config_.controller.kill_grace);
   }
 }
 

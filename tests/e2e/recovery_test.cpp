@@ -132,6 +132,26 @@ TEST_F(Recovery, AControllerKilledWhileJobsStreamThroughLosesNoneAndRunsNoneTwic
   for (const auto& [id, count] : runs) EXPECT_EQ(count, 1) << "job " << id << " ran " << count << " times";
 }
 
+// After a controller restart, before the job's agent has re-registered: the job's state is
+// unknown, not lost; a cancel then is carried out once the agent reports the job.
+TEST_F(Recovery, AJobIsUnknownUntilItsAgentReturnsAndACancelMeanwhileKillsItThen) {
+  const std::uint64_t id = submit({"submit", "-o", "unknown.txt", "--", "sh", "-c", "echo start; exec sleep 3004"});
+  wait_output("unknown.txt", "start");
+  const std::string node = show(id)["placement"][0]["node"];
+  const pid_t agent = daemon("loomd", "--name " + node + " ");
+  ASSERT_EQ(::kill(agent, SIGSTOP), 0);  // it cannot re-register until SIGCONT
+  ASSERT_EQ(::kill(daemon("loomctld"), SIGKILL), 0);
+  cluster_->wait_log("loomctld was killed by signal 9; restarting it");
+  const json unknown = show(id);
+  EXPECT_EQ(unknown["state"], "RUNNING");
+  EXPECT_EQ(unknown["reason"], "StateUnknown: waiting for " + node + " to re-register");
+  ASSERT_EQ(alice({"cancel", std::to_string(id)}).exit_code, 0);
+  ASSERT_EQ(::kill(agent, SIGCONT), 0);
+  const json j = finish(id);
+  EXPECT_EQ(j["state"], "CANCELLED");
+  EXPECT_EQ(loom::testing::run({"pgrep", "-f", "sleep 3004"}).out, "");
+}
+
 TEST_F(Recovery, TheCliWaitsForAControllerAndThenSaysItIsUnreachable) {
   std::ofstream(dir_ / "short.toml") << "[controller]\nconnect_timeout = \"2s\"\n";
   Completed done = loom::testing::run({"runuser", "-u", "loom-alice", "--", loom::testing::built("cli/loom"), "--config",

@@ -106,6 +106,8 @@ class JobManager {
   // anywhere (its launch was lost with a controller that stopped) is queued again whatever
   // --requeue says: running it is not running it twice.
   Status lost(JobId id, const std::string& reason, sched::Time now, bool started = true);
+  // Whether a running job is being killed (cancelled, or past its walltime).
+  bool being_killed(JobId id) const { return ending_.contains(id); }
   // The names of the nodes a job was placed on.
   std::vector<std::string> nodes_of(JobId id) const;
 
