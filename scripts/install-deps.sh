@@ -23,7 +23,7 @@ packages=(
   libmunge-dev munge
   libgtest-dev libgmock-dev
   libnuma-dev
-  iproute2 util-linux procps
+  iproute2 util-linux procps mount e2fsprogs
 )
 
 missing=()

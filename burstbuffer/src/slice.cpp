@@ -1,0 +1,203 @@
+#include "loom/burstbuffer/slice.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <linux/loop.h>
+#include <linux/openat2.h>
+#include <spawn.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+extern char** environ;
+
+namespace loom::burstbuffer {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::unexpected<Error> system_error(std::string_view what) {
+  return make_error(ErrorCode::kInternal, fmt::format("{}: {}", what, std::strerror(errno)));
+}
+
+Status run(std::vector<std::string> argv) {
+  std::vector<char*> args;
+  for (std::string& a : argv) args.push_back(a.data());
+  args.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  pid_t pid = -1;
+  const int spawned = ::posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (spawned != 0) return make_error(ErrorCode::kNotFound, fmt::format("cannot run {}: {}", argv[0], std::strerror(spawned)));
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return make_error(ErrorCode::kInternal, fmt::format("{} failed (status {})", argv[0], status));
+  }
+  return {};
+}
+
+// A free loop device bound to the image, and an open descriptor of it. With autoclear the
+// device unbinds itself when its last user goes: keep the descriptor open until the device
+// is mounted (the mount is then its user until umount).
+struct Loop {
+  std::string device;
+  int fd = -1;
+};
+
+Result<Loop> attach_loop(const fs::path& image) {
+  const int control = ::open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+  if (control < 0) return system_error("open /dev/loop-control");
+  for (int attempt = 0; attempt < 8; ++attempt) {  // another process may take the device first
+    const int number = ::ioctl(control, LOOP_CTL_GET_FREE);
+    if (number < 0) {
+      ::close(control);
+      return system_error("LOOP_CTL_GET_FREE");
+    }
+    const std::string device = fmt::format("/dev/loop{}", number);
+    const int loop = ::open(device.c_str(), O_RDWR | O_CLOEXEC);
+    const int backing = ::open(image.c_str(), O_RDWR | O_CLOEXEC);
+    if (loop < 0 || backing < 0) {
+      if (loop >= 0) ::close(loop);
+      if (backing >= 0) ::close(backing);
+      ::close(control);
+      return system_error("open " + (loop < 0 ? device : image.string()));
+    }
+    loop_config config{};
+    config.fd = static_cast<std::uint32_t>(backing);
+    config.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+    std::strncpy(reinterpret_cast<char*>(config.info.lo_file_name), image.c_str(), LO_NAME_SIZE - 1);
+    const int rc = ::ioctl(loop, LOOP_CONFIGURE, &config);
+    const int saved = errno;
+    ::close(backing);
+    if (rc == 0) {
+      ::close(control);
+      return Loop{device, loop};
+    }
+    ::close(loop);
+    if (saved != EBUSY) {
+      ::close(control);
+      errno = saved;
+      return system_error("LOOP_CONFIGURE " + device);
+    }
+  }
+  ::close(control);
+  return make_error(ErrorCode::kResourceExhausted, "no free loop device after 8 attempts");
+}
+
+}  // namespace
+
+bool is_mounted(const fs::path& dir) {
+  std::ifstream in("/proc/self/mountinfo");
+  const std::string target = fs::weakly_canonical(dir).string();
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream fields(line);
+    std::string id, parent, devices, root, mount_point;
+    fields >> id >> parent >> devices >> root >> mount_point;
+    if (mount_point == target) return true;
+  }
+  return false;
+}
+
+Result<Slice> Slice::create(const SliceSpec& spec) {
+  if (spec.bytes < (1u << 20)) return make_error(ErrorCode::kInvalidArgument, "a slice needs at least 1 MiB");
+  std::error_code ec;
+  fs::create_directories(spec.image.parent_path(), ec);
+  fs::create_directories(spec.mount, ec);
+  if (ec) return make_error(ErrorCode::kInternal, fmt::format("cannot create {}: {}", spec.mount.string(), ec.message()));
+  Slice slice(spec.image, spec.mount);  // from here, failures clean up through destroy()
+  auto fail = [&](Error e) -> Result<Slice> {
+    (void)slice.destroy();
+    return std::unexpected(std::move(e));
+  };
+  {
+    const int fd = ::open(spec.image.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) return fail(system_error("create " + spec.image.string()).error());
+    // fallocate, not a sparse file: the device's bytes are the slice's from the start, so
+    // that a full device is full for the scheduler and for the filesystem alike.
+    const int rc = ::posix_fallocate(fd, 0, static_cast<off_t>(spec.bytes));
+    ::close(fd);
+    if (rc != 0) {
+      errno = rc;
+      return fail(system_error(fmt::format("reserve {} bytes for {}", spec.bytes, spec.image.string())).error());
+    }
+  }
+  // Scratch space: no journal, no blocks reserved for root, few inodes; the root belongs
+  // to the user from the start.
+  if (auto made = run({"mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-i", "65536", "-E",
+                       fmt::format("root_owner={}:{}", spec.uid, spec.gid), spec.image.string()});
+      !made) {
+    return fail(made.error());
+  }
+  auto loop = attach_loop(spec.image);
+  if (!loop) return fail(loop.error());
+  const int mounted = ::mount(loop->device.c_str(), spec.mount.c_str(), "ext4", MS_NOSUID | MS_NODEV, "");
+  const int saved = errno;
+  ::close(loop->fd);  // from here the mount holds the device; umount frees it
+  if (mounted != 0) {
+    errno = saved;
+    return fail(system_error(fmt::format("mount {} on {}", loop->device, spec.mount.string())).error());
+  }
+  if (::chmod(spec.mount.c_str(), 0700) != 0) return fail(system_error("chmod " + spec.mount.string()).error());
+  fs::remove(spec.mount / "lost+found", ec);
+  return slice;
+}
+
+Result<Slice> Slice::find(const fs::path& image, const fs::path& mount) {
+  if (!fs::exists(image) || !is_mounted(mount)) {
+    return make_error(ErrorCode::kNotFound, fmt::format("no slice {} mounted on {}", image.string(), mount.string()));
+  }
+  return Slice(image, mount);
+}
+
+Slice::~Slice() = default;
+
+Status Slice::destroy() {
+  if (mount_.empty()) return {};
+  if (is_mounted(mount_) && ::umount2(mount_.c_str(), 0) != 0) {
+    // A process still holds it (a job's leftover reader): detach it now; the loop device
+    // and the image's space go when the last holder does.
+    if (errno != EBUSY || ::umount2(mount_.c_str(), MNT_DETACH) != 0) return system_error("umount " + mount_.string());
+  }
+  std::error_code ec;
+  fs::remove(mount_, ec);
+  fs::remove(image_, ec);
+  if (ec) return make_error(ErrorCode::kInternal, fmt::format("cannot remove {}: {}", image_.string(), ec.message()));
+  mount_.clear();
+  return {};
+}
+
+Result<int> open_beneath(int root, const fs::path& path, int flags, mode_t mode) {
+  open_how how{};
+  how.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC);
+  how.mode = (flags & O_CREAT) ? mode : 0;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  const fs::path relative = path.is_absolute() ? path.relative_path() : path;
+  const int fd = static_cast<int>(::syscall(SYS_openat2, root, relative.c_str(), &how, sizeof(how)));
+  if (fd < 0) {
+    const int e = errno;
+    const std::string why = e == ELOOP    ? "it is or goes through a symbolic link"
+                            : e == EXDEV  ? "it leads outside the directory it must stay in"
+                            : e == ENOENT ? "it does not exist"
+                                          : std::strerror(e);
+    return make_error(e == ENOENT ? ErrorCode::kNotFound : ErrorCode::kPermissionDenied,
+                      fmt::format("refusing {}: {}", path.string(), why));
+  }
+  return fd;
+}
+
+}  // namespace loom::burstbuffer
