@@ -10,6 +10,7 @@
 #include <sstream>
 #include <toml++/toml.h>
 
+#include "loom/common/bytes.hpp"
 #include "loom/common/duration.hpp"
 #include "loom/common/log.hpp"
 
@@ -153,6 +154,55 @@ const std::array kKeys = {
           return {};
         },
         [](const Config& config) { return config.agent.state_dir; },
+    },
+    KeySpec{
+        {"agent.nvme", "array of tables", "[]",
+         "The NVMe devices loomd offers for burst-buffer slices, one [[agent.nvme]] table each: "
+         "path (a directory on the device, where slice images go), capacity (a size) and "
+         "numa (the NUMA node it is local to, optional)."},
+        [](Config& config, const toml::node& value) -> Status {
+          const toml::array* devices = value.as_array();
+          if (devices == nullptr) {
+            return make_error(ErrorCode::kInvalidArgument, fmt::format("must be [[agent.nvme]] tables, got {}", type_name(value)));
+          }
+          std::vector<Config::NvmeDevice> out;
+          for (std::size_t i = 0; i < devices->size(); ++i) {
+            const toml::table* t = (*devices)[i].as_table();
+            auto bad = [&](std::string_view what) {
+              return make_error(ErrorCode::kInvalidArgument, fmt::format("[{}]: {}", i, what));
+            };
+            if (t == nullptr) return bad("must be a table with path, capacity and numa");
+            Config::NvmeDevice device;
+            for (const auto& [key, field] : *t) {
+              if (key == "path") {
+                device.path = LOOM_TRY(as_string(field));
+              } else if (key == "capacity") {
+                const std::string text = LOOM_TRY(as_string(field));
+                auto bytes = parse_bytes(text);
+                if (!bytes) return bad(fmt::format("capacity: {}", bytes.error().message()));
+                device.capacity = bytes->count();
+              } else if (key == "numa") {
+                const auto numa = field.value<std::int64_t>();
+                if (!numa || !field.is_integer() || *numa < 0) return bad("numa must be a NUMA node's number");
+                device.numa = static_cast<unsigned>(*numa);
+              } else {
+                return bad(fmt::format("unknown key '{}' (path, capacity, numa)", key.str()));
+              }
+            }
+            if (device.path.empty() || device.capacity == 0) return bad("needs a path and a capacity");
+            out.push_back(std::move(device));
+          }
+          config.agent.nvme = std::move(out);
+          return {};
+        },
+        [](const Config& config) {
+          std::string out = "[";
+          for (const Config::NvmeDevice& d : config.agent.nvme) {
+            out += fmt::format("{}{{ path = \"{}\", capacity = \"{}\"{} }}", out.size() > 1 ? ", " : "", d.path,
+                               format_bytes(Bytes(d.capacity)), d.numa ? fmt::format(", numa = {}", *d.numa) : "");
+          }
+          return out + "]";
+        },
     },
     KeySpec{
         {"agent.allow_root_jobs", "boolean", "false",

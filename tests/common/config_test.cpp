@@ -33,6 +33,29 @@ TEST(Config, ReadsSetKeys) {
   EXPECT_EQ(config->auth.admin_group, "hpcadm");
 }
 
+TEST(Config, NvmeDevicesAreTablesWithPathCapacityAndNuma) {
+  auto config = parse_config(R"([[agent.nvme]]
+path = "/mnt/nvme0/loom"
+capacity = "3.5T"
+numa = 0
+[[agent.nvme]]
+path = "/mnt/nvme1/loom"
+capacity = "512G"
+)",
+                             "loom.toml");
+  ASSERT_TRUE(config.has_value()) << config.error().to_string();
+  ASSERT_EQ(config->agent.nvme.size(), 2u);
+  EXPECT_EQ(config->agent.nvme[0], (Config::NvmeDevice{"/mnt/nvme0/loom", 3584ull << 30, 0}));
+  EXPECT_EQ(config->agent.nvme[1], (Config::NvmeDevice{"/mnt/nvme1/loom", 512ull << 30, std::nullopt}));
+  EXPECT_EQ(config_value(*config, "agent.nvme"),
+            R"([{ path = "/mnt/nvme0/loom", capacity = "3.5 TiB", numa = 0 }, { path = "/mnt/nvme1/loom", capacity = "512 GiB" }])");
+  EXPECT_EQ(error_of("[[agent.nvme]]\npath = \"/x\"\ncapacity = \"lots\"\n"),
+            "loom.toml:1: key 'agent.nvme' [0]: capacity: invalid size \"lots\": expected a number such as 512M, 64G or 1.5TiB");
+  EXPECT_EQ(error_of("[[agent.nvme]]\npath = \"/x\"\n"), "loom.toml:1: key 'agent.nvme' [0]: needs a path and a capacity");
+  EXPECT_EQ(error_of("[[agent.nvme]]\npath = \"/x\"\ncapacity = \"1G\"\nspeed = 3\n"),
+            "loom.toml:1: key 'agent.nvme' [0]: unknown key 'speed' (path, capacity, numa)");
+}
+
 TEST(Config, DottedKeysWorkToo) {
   auto config = parse_config("log.level = \"error\"\n", "loom.toml");
   ASSERT_TRUE(config.has_value()) << config.error().to_string();

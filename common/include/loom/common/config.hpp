@@ -6,11 +6,13 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "loom/common/error.hpp"
 
@@ -30,9 +32,17 @@ struct Config {
     std::chrono::seconds heartbeat_interval{1};
     int heartbeat_misses = 5;
   } controller;
+  // An NVMe device an agent offers for burst-buffer slices.
+  struct NvmeDevice {
+    std::string path;              // where slices' images go: a directory on the device
+    std::uint64_t capacity = 0;    // bytes offered
+    std::optional<unsigned> numa;  // the NUMA node it is local to
+    friend bool operator==(const NvmeDevice&, const NvmeDevice&) = default;
+  };
   struct Agent {
     std::string state_dir = "/var/lib/loom/agent";
     bool allow_root_jobs = false;
+    std::vector<NvmeDevice> nvme;
   } agent;
   struct Fabric {
     std::string provider;   // empty: FI_PROVIDER, else the fallback order
