@@ -97,10 +97,15 @@ class Agent {
     if (context_) context_->TryCancel();
   }
 
+  // After run(): the one thread that is joined rather than left to the process's exit.
+  void join_killer() {
+    wake_.notify_all();
+    killer_.join();
+  }
+
  private:
   struct Job {
     JobId id;
-    std::vector<std::uint32_t> ranks;
     std::vector<agent::Task> tasks;
   };
 
@@ -178,17 +183,10 @@ class Agent {
           lost = task.error().to_string();
           continue;
         }
-        job->ranks.push_back(r["rank"]);
         job->tasks.push_back(std::move(*task));
       }
       if (!lost.empty()) {
-        for (agent::Task& task : job->tasks) (void)task.kill();
-        for (agent::Task& task : job->tasks) (void)task.wait();
-        v1::JobEnded e;
-        e.set_job(id.value());
-        e.set_exit_code(127);
-        e.set_error("lost by an agent restart: " + lost);
-        finish(id, e);
+        abandon(*job, "lost by an agent restart: " + lost);
         continue;
       }
       spdlog::info("job {}: {} rank(s) still running, adopted", id.value(), job->tasks.size());
@@ -307,7 +305,6 @@ class Agent {
       const agent::TaskRecord& r = task->record();
       ranks.push_back({{"rank", rank.rank()}, {"cgroup", r.cgroup_name}, {"keeper", r.keeper},
                        {"keeper_start", r.keeper_start}, {"status", r.status_path.string()}});
-      job->ranks.push_back(rank.rank());
       job->tasks.push_back(std::move(*task));
       v1::RankBinding* bound = started.mutable_started()->add_ranks();
       bound->set_rank(rank.rank());
@@ -315,19 +312,24 @@ class Agent {
       if (t.binding->applied_numa) bound->add_numa(*t.binding->applied_numa);
     }
     if (!error.empty()) {
-      for (agent::Task& task : job->tasks) (void)task.kill();
-      for (agent::Task& task : job->tasks) (void)task.wait();
-      v1::JobEnded e;
-      e.set_job(id.value());
-      e.set_exit_code(127);
-      e.set_error(error);
-      finish(id, e);
+      abandon(*job, error);
       return;
     }
     save(id, {{"job", id.value()}, {"ranks", ranks}, {"ended", nullptr}});
     started.mutable_started()->set_job(id.value());
     write(started);
     watch(job);
+  }
+
+  // A job that cannot run here: what started of it is killed, and it ends failed with why.
+  void abandon(Job& job, const std::string& error) {
+    for (agent::Task& task : job.tasks) (void)task.kill();
+    for (agent::Task& task : job.tasks) (void)task.wait();
+    v1::JobEnded e;
+    e.set_job(job.id.value());
+    e.set_exit_code(127);
+    e.set_error(error);
+    finish(job.id, e);
   }
 
   // A waiter for the job's tasks; the first failing rank's status is the job's.
@@ -442,18 +444,9 @@ class Agent {
     std::thread thread;  // waits for one job's tasks; joined once done is set
     std::shared_ptr<std::atomic<bool>> done;
   };
+  // Never destroyed: waiter threads may be blocked on tasks that outlive the agent by
+  // design, and are left to the process's exit (see main).
   std::vector<Waiter> waiters_;  // used by the stream reader thread only
-
- public:
-  // Waiter threads may be blocked on tasks that outlive the agent by design: they are left
-  // to the process's exit (see main), everything else is joined.
-  void join_killer() {
-    wake_.notify_all();
-    killer_.join();
-  }
-  ~Agent() {
-    for (Waiter& w : waiters_) w.thread.detach();
-  }
 };
 
 }  // namespace
@@ -504,7 +497,7 @@ int main(int argc, char** argv) {
   if (::access(options.keeper.c_str(), X_OK) != 0) {
     return fail(Error(ErrorCode::kNotFound, fmt::format("cannot find {}, which starts every task", options.keeper.string())));
   }
-  auto agent = std::make_unique<Agent>(options, std::move(*binder));
+  auto agent = std::make_unique<Agent>(options, std::move(*binder));  // never destroyed: see Agent::waiters_
   std::thread signal_waiter([&] {
     int signal = 0;
     sigwait(&signals, &signal);
