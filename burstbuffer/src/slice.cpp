@@ -129,7 +129,8 @@ Result<Slice> Slice::create(const SliceSpec& spec) {
     if (fd < 0) return fail(system_error("create " + spec.image.string()).error());
     // fallocate, not a sparse file: the device's bytes are the slice's from the start, so
     // that a full device is full for the scheduler and for the filesystem alike.
-    const int rc = ::posix_fallocate(fd, 0, static_cast<off_t>(spec.bytes));
+    const int rc = spec.preallocate ? ::posix_fallocate(fd, 0, static_cast<off_t>(spec.bytes))
+                                    : (::ftruncate(fd, static_cast<off_t>(spec.bytes)) == 0 ? 0 : errno);
     ::close(fd);
     if (rc != 0) {
       errno = rc;
@@ -152,7 +153,7 @@ Result<Slice> Slice::create(const SliceSpec& spec) {
     errno = saved;
     return fail(system_error(fmt::format("mount {} on {}", loop->device, spec.mount.string())).error());
   }
-  if (::chmod(spec.mount.c_str(), 0700) != 0) return fail(system_error("chmod " + spec.mount.string()).error());
+  if (::chmod(spec.mount.c_str(), spec.mode) != 0) return fail(system_error("chmod " + spec.mount.string()).error());
   fs::remove(spec.mount / "lost+found", ec);
   return slice;
 }

@@ -6,6 +6,7 @@
 #include <charconv>
 #include <filesystem>
 
+#include "loom/burstbuffer/staging_spec.hpp"
 #include "loom/common/bytes.hpp"
 #include "loom/common/duration.hpp"
 
@@ -229,6 +230,7 @@ Result<SubmitRequest> parse_submit(const std::vector<std::string>& args, const s
   spec.set_mpi(t.mpi);
   spec.set_account(t.account);
   spec.set_bb_persistent(t.bb_persistent);
+  LOOM_TRY(burstbuffer::check_staging(t.stage_in, t.stage_out));
   for (const std::string& s : t.stage_in) spec.add_stage_in(s);
   for (const std::string& s : t.stage_out) spec.add_stage_out(s);
   spec.set_stage_out_all(t.stage_out_all);

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "loom/burstbuffer/staging_spec.hpp"
 #include "loom/hwtopo/json.hpp"
 
 namespace loom::controller {
@@ -71,6 +72,7 @@ Result<sched::JobSpec> to_sched_spec(const v1::JobSpec& in) {
                                 JobId(d.job())});
   }
   if (in.argv().empty()) return make_error(ErrorCode::kInvalidArgument, "nothing to run: the job has no command");
+  LOOM_TRY(burstbuffer::check_staging(out.stage_in, out.stage_out));
   LOOM_TRY(sched::validate(out));
   return out;
 }

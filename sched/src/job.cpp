@@ -38,6 +38,12 @@ Status validate(const JobSpec& spec) {
   for (const Dependency& d : spec.dependencies) {
     if (d.job.value() == 0) return invalid("--dependency names job 0, which cannot exist");
   }
+  if (spec.bb_per_node.count() == 0 && !spec.stage_in.empty()) {
+    return invalid("--stage-in needs --bb: staged files land in the job's burst-buffer slice");
+  }
+  if (spec.bb_per_node.count() == 0 && !spec.stage_out.empty()) {
+    return invalid("--stage-out needs --bb: staged files leave from the job's burst-buffer slice");
+  }
   return {};
 }
 

@@ -34,7 +34,7 @@ class SliceTest : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
 
   SliceSpec spec(std::uint64_t bytes) const {
-    return {dir_ / "nvme0" / "job_1.img", dir_ / "bb" / "job_1", bytes, alice_.uid, alice_.gid};
+    return {dir_ / "nvme0" / "job_1.img", dir_ / "bb" / "job_1", bytes, alice_.uid, alice_.gid, 0700, true};
   }
 
   // As `user`, writes `bytes` to `file` (1 MiB at a time); returns the errno that stopped

@@ -17,8 +17,13 @@ struct SliceSpec {
   std::filesystem::path image;  // the backing file, on the node's NVMe device
   std::filesystem::path mount;  // where the job sees it (LOOM_BB_DIR)
   std::uint64_t bytes = 0;
-  uid_t uid = 0;  // the job's user: owns the slice's root, mode 0700
+  uid_t uid = 0;  // the job's user: owns the slice's root
   gid_t gid = 0;
+  mode_t mode = 0700;
+  // fallocate the image, so that its bytes are taken from the device at once. A device
+  // that `loom up` simulates is a sparse image instead: its filesystem's size is what
+  // makes it full, and the host's disk is used only as it fills.
+  bool preallocate = true;
 };
 
 class Slice {

@@ -1,0 +1,93 @@
+// Staging's data plane: whole files moved between a storage agent's export and a compute
+// node (a job's slice, or `loom stage`'s local side) as byte ranges over loom::fabric.
+//
+// The storage agent is passive on the fabric: it owns a few registered buffers and lends
+// them out (a lease) through the gRPC Storage service. To read a range, the stager asks
+// for it (Fetch: the storage agent reads it from the file into a buffer and checksums it),
+// pulls it with fi_read into a registered buffer of its own, checks the CRC-32C and writes
+// it to the destination; to write one, it reads it from its file, asks for a buffer
+// (Reserve), pushes it with fi_write and commits it (the storage agent checks the CRC-32C
+// and writes it). Several ranges are in flight at once, each on a worker of its own, so
+// that disk reads, transfers and disk writes overlap. A range whose transfer fails or whose
+// checksum does not match is tried again; a file that fails leaves nothing behind: it is
+// written under a temporary name and renamed only when whole and synced.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "loom/common/error.hpp"
+#include "loom/fabric/fabric.hpp"
+#include "loom/proto/loom.grpc.pb.h"
+
+namespace loom::burstbuffer {
+
+struct DataPlaneOptions {
+  fabric::Options fabric;
+  std::size_t range = std::size_t{4} << 20;  // bytes per range: one buffer
+  std::size_t buffers = 8;                    // registered buffers (storage: leases; stager: ranges in flight)
+  int attempts = 3;                           // tries per range before the file fails
+  std::chrono::seconds lease_timeout{30};     // a lease not released by then is taken back
+};
+
+// The Storage service of a storage agent, serving files beneath one export root.
+class StorageServer final : public v1::Storage::Service {
+ public:
+  static Result<std::unique_ptr<StorageServer>> open(const std::filesystem::path& export_root, DataPlaneOptions options);
+  ~StorageServer() override;
+
+  grpc::Status Open(grpc::ServerContext*, const v1::OpenRequest*, v1::OpenReply*) override;
+  grpc::Status Fetch(grpc::ServerContext*, const v1::RangeRequest*, v1::Lease*) override;
+  grpc::Status Release(grpc::ServerContext*, const v1::ReleaseRequest*, v1::Empty*) override;
+  grpc::Status Reserve(grpc::ServerContext*, const v1::RangeRequest*, v1::Lease*) override;
+  grpc::Status Commit(grpc::ServerContext*, const v1::CommitRequest*, v1::Empty*) override;
+  grpc::Status Finish(grpc::ServerContext*, const v1::HandleRequest*, v1::Empty*) override;
+  grpc::Status Close(grpc::ServerContext*, const v1::HandleRequest*, v1::Empty*) override;
+
+ private:
+  struct State;
+  explicit StorageServer(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
+// A file's progress, read by whoever reports it while the copy runs.
+struct FileProgress {
+  std::atomic<std::uint64_t> done{0};
+  std::atomic<std::uint64_t> total{0};
+};
+
+// Where a copy's remote side is, and as whom it acts there.
+struct Remote {
+  std::string address;     // the storage agent's Storage service, HOST:PORT
+  std::string credential;  // Munge: a user's, or root's with uid and gid
+  std::uint32_t uid = 0;
+  std::uint32_t gid = 0;
+};
+
+// The initiating side: one endpoint and its buffers, for copies one after another (a copy
+// uses every buffer at once). Not for concurrent use.
+class Stager {
+ public:
+  static Result<std::unique_ptr<Stager>> open(DataPlaneOptions options);
+  ~Stager();
+
+  // Copies the export's `path` into directory `dir_fd` as `name`. The caller's file-system
+  // identity is the one the destination is created with.
+  Status fetch(const Remote& remote, const std::string& path, int dir_fd, const std::string& name, FileProgress& progress,
+               const std::atomic<bool>& cancelled);
+  // Copies the open file `fd` to the export's `path` (a file in an existing directory).
+  Status store(const Remote& remote, int fd, const std::string& path, FileProgress& progress,
+               const std::atomic<bool>& cancelled);
+
+ private:
+  struct State;
+  explicit Stager(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace loom::burstbuffer

@@ -1,0 +1,730 @@
+#include "loom/burstbuffer/data_plane.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <grpcpp/grpcpp.h>
+#include <rdma/fi_errno.h>
+#include <spdlog/spdlog.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <future>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "loom/burstbuffer/identity.hpp"
+#include "loom/burstbuffer/slice.hpp"
+#include "loom/common/crc32c.hpp"
+#include "loom/common/munge.hpp"
+#include "loom/fabric/engine.hpp"
+#include "loom/fabric/wire.hpp"
+
+namespace loom::burstbuffer {
+
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+constexpr std::uint64_t kAccess = FI_READ | FI_WRITE | FI_REMOTE_READ | FI_REMOTE_WRITE;
+
+std::string random_token() {
+  std::array<unsigned char, 16> bytes{};
+  for (std::size_t got = 0; got < bytes.size();) {
+    const ssize_t n = ::getrandom(bytes.data() + got, bytes.size() - got, 0);
+    if (n > 0) got += static_cast<std::size_t>(n);
+  }
+  std::string out;
+  for (unsigned char b : bytes) out += fmt::format("{:02x}", b);
+  return out;
+}
+
+grpc::Status to_grpc(const Error& e) {
+  grpc::StatusCode code = grpc::StatusCode::INTERNAL;
+  switch (e.code()) {
+    case ErrorCode::kInvalidArgument: code = grpc::StatusCode::INVALID_ARGUMENT; break;
+    case ErrorCode::kNotFound: code = grpc::StatusCode::NOT_FOUND; break;
+    case ErrorCode::kPermissionDenied: code = grpc::StatusCode::PERMISSION_DENIED; break;
+    case ErrorCode::kUnauthenticated: code = grpc::StatusCode::UNAUTHENTICATED; break;
+    case ErrorCode::kResourceExhausted: code = grpc::StatusCode::RESOURCE_EXHAUSTED; break;
+    default: break;
+  }
+  return {code, e.message()};
+}
+
+Error from_grpc(const grpc::Status& s) {
+  ErrorCode code = ErrorCode::kInternal;
+  switch (s.error_code()) {
+    case grpc::StatusCode::INVALID_ARGUMENT: code = ErrorCode::kInvalidArgument; break;
+    case grpc::StatusCode::NOT_FOUND: code = ErrorCode::kNotFound; break;
+    case grpc::StatusCode::PERMISSION_DENIED: code = ErrorCode::kPermissionDenied; break;
+    case grpc::StatusCode::UNAUTHENTICATED: code = ErrorCode::kUnauthenticated; break;
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: code = ErrorCode::kResourceExhausted; break;
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::DEADLINE_EXCEEDED: code = ErrorCode::kUnavailable; break;
+    default: break;
+  }
+  const std::string message = s.error_code() == grpc::StatusCode::UNAVAILABLE
+                                  ? fmt::format("the storage agent is unreachable ({})", s.error_message())
+                                  : s.error_message();
+  return Error(code, message);
+}
+
+// Worth another try: the storage agent did not answer, had no buffer free, or the bytes
+// arrived damaged. A refusal (no such file, not allowed, no space) is final.
+bool retryable(const grpc::Status& s) {
+  return s.error_code() == grpc::StatusCode::UNAVAILABLE || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+         s.error_code() == grpc::StatusCode::ABORTED || s.error_code() == grpc::StatusCode::DATA_LOSS;
+}
+
+Error errno_error(std::string_view what, int e) {
+  return Error(e == ENOSPC ? ErrorCode::kResourceExhausted : e == EACCES ? ErrorCode::kPermissionDenied : ErrorCode::kInternal,
+               fmt::format("{}: {}", what, std::strerror(e)));
+}
+
+Status read_all(int fd, std::byte* data, std::size_t length, std::uint64_t offset) {
+  for (std::size_t done = 0; done < length;) {
+    const ssize_t n = ::pread(fd, data + done, length - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return std::unexpected(errno_error("read", errno));
+    if (n == 0) return make_error(ErrorCode::kFailedPrecondition, "the file is shorter than it was when opened (changed while staged?)");
+    done += static_cast<std::size_t>(n);
+  }
+  return {};
+}
+
+Status write_all(int fd, const std::byte* data, std::size_t length, std::uint64_t offset) {
+  for (std::size_t done = 0; done < length;) {
+    const ssize_t n = ::pwrite(fd, data + done, length - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return std::unexpected(errno_error("write", errno));
+    done += static_cast<std::size_t>(n);
+  }
+  return {};
+}
+
+struct Buffer {
+  std::unique_ptr<std::byte[]> memory;
+  std::unique_ptr<fabric::MemoryRegion> region;
+};
+
+Result<std::shared_ptr<fabric::Endpoint>> open_endpoint(const fabric::Options& options) {
+  fabric::Info info = LOOM_TRY(fabric::Info::choose(options));
+  auto f = LOOM_TRY(fabric::Fabric::open(info));
+  auto domain = LOOM_TRY(fabric::Domain::open(f, info));
+  return fabric::Endpoint::open(domain);
+}
+
+Result<std::vector<Buffer>> register_buffers(const fabric::Endpoint& endpoint, std::size_t count, std::size_t size) {
+  std::vector<Buffer> buffers(count);
+  for (Buffer& b : buffers) {
+    b.memory = std::make_unique<std::byte[]>(size);
+    std::memset(b.memory.get(), 0, size);  // touched: registration pins pages that exist
+    b.region = LOOM_TRY(fabric::MemoryRegion::register_memory(endpoint, b.memory.get(), size, kAccess));
+  }
+  return buffers;
+}
+
+}  // namespace
+
+// ---- The storage agent's side ----
+
+struct StorageServer::State {
+  struct Handle {
+    int fd = -1;
+    int dir_fd = -1;  // writing: the directory the file goes in
+    bool write = false;
+    std::string path;  // as asked, for messages
+    std::string temp, name;
+    uid_t uid = 0;
+    gid_t gid = 0;
+    Clock::time_point used;
+  };
+  struct Slot {
+    Buffer buffer;
+    std::string lease;  // empty: free
+    std::string handle;
+    std::uint64_t offset = 0, length = 0;
+    Clock::time_point deadline;
+  };
+
+  int root = -1;
+  DataPlaneOptions options;
+  std::shared_ptr<fabric::Endpoint> endpoint;
+  std::string target;  // the endpoint's name, hex
+
+  std::mutex mutex;  // guards handles and slots
+  std::condition_variable freed;
+  std::map<std::string, Handle> handles;
+  std::vector<Slot> slots;
+
+  // The fabric thread owns the endpoint (FI_THREAD_DOMAIN): it drives the provider while a
+  // lease is out (a peer's fi_read or fi_write progresses only while the target polls,
+  // under FI_PROGRESS_MANUAL) and sleeps otherwise, and inserts initiators' addresses.
+  std::mutex fabric_mutex;
+  std::condition_variable fabric_wake;
+  int leased = 0;
+  bool stopping = false;
+  struct Insert {
+    std::string hex;
+    std::vector<std::byte> name;
+    std::promise<Status> done;
+  };
+  std::deque<Insert> inserts;
+  std::set<std::string> known;  // names inserted, hex
+  std::thread fabric_thread;
+
+  ~State() {
+    {
+      std::lock_guard lock(fabric_mutex);
+      stopping = true;
+    }
+    fabric_wake.notify_all();
+    if (fabric_thread.joinable()) fabric_thread.join();
+    for (auto& [token, h] : handles) close_handle(h);
+    if (root >= 0) ::close(root);
+  }
+
+  void drive() {
+    std::array<fi_cq_entry, 16> entries{};
+    std::unique_lock lock(fabric_mutex);
+    while (!stopping) {
+      fabric_wake.wait(lock, [&] { return stopping || leased > 0 || !inserts.empty(); });
+      while (!inserts.empty()) {
+        Insert insert = std::move(inserts.front());
+        inserts.pop_front();
+        if (known.contains(insert.hex)) {
+          insert.done.set_value({});
+          continue;
+        }
+        auto inserted = endpoint->av().insert(insert.name);
+        if (inserted) known.insert(insert.hex);
+        insert.done.set_value(inserted ? Status{} : Status(std::unexpected(inserted.error())));
+      }
+      if (leased == 0) continue;
+      lock.unlock();
+      const ssize_t n = fi_cq_read(endpoint->cq().get(), entries.data(), entries.size());
+      if (n == -FI_EAVAIL) {
+        fi_cq_err_entry err{};
+        fi_cq_readerr(endpoint->cq().get(), &err, 0);
+      }
+      if (n <= 0) std::this_thread::yield();
+      lock.lock();
+    }
+  }
+
+  // Inserts an initiator's endpoint name (hex) into the address vector, once.
+  Status know(const std::string& hex) {
+    std::vector<std::byte> name = LOOM_TRY(fabric::decode_name(hex));
+    std::promise<Status> done;
+    auto result = done.get_future();
+    {
+      std::lock_guard lock(fabric_mutex);
+      inserts.push_back({hex, std::move(name), std::move(done)});
+    }
+    fabric_wake.notify_all();
+    return result.get();
+  }
+
+  void lease_count(int delta) {
+    {
+      std::lock_guard lock(fabric_mutex);
+      leased += delta;
+    }
+    fabric_wake.notify_all();
+  }
+
+  static void close_handle(Handle& h) {
+    if (h.write && !h.temp.empty()) ::unlinkat(h.dir_fd, h.temp.c_str(), 0);  // never finished: nothing partial stays
+    if (h.fd >= 0) ::close(h.fd);
+    if (h.dir_fd >= 0) ::close(h.dir_fd);
+    h.fd = h.dir_fd = -1;
+  }
+
+  // Takes a free slot (or one whose lease ran out) for the handle's range; waits a while
+  // when every buffer is lent.
+  Result<std::size_t> acquire(std::unique_lock<std::mutex>& lock, const std::string& handle, std::uint64_t offset,
+                              std::uint64_t length) {
+    const auto give_up = Clock::now() + std::chrono::seconds(5);
+    for (;;) {
+      const auto now = Clock::now();
+      for (std::size_t i = 0; i < slots.size(); ++i) {
+        Slot& s = slots[i];
+        if (!s.lease.empty() && s.deadline > now) continue;
+        if (!s.lease.empty()) {
+          spdlog::warn("storage: a lease on {} was not released within {} s; taken back", s.handle, options.lease_timeout.count());
+          lease_count(-1);
+        }
+        s.lease = random_token();
+        s.handle = handle;
+        s.offset = offset;
+        s.length = length;
+        s.deadline = now + options.lease_timeout;
+        lease_count(+1);
+        return i;
+      }
+      if (freed.wait_until(lock, give_up) == std::cv_status::timeout) {
+        return make_error(ErrorCode::kUnavailable, "every staging buffer of the storage agent is in use");
+      }
+    }
+  }
+
+  void release(Slot& s) {
+    s.lease.clear();
+    lease_count(-1);
+    freed.notify_one();
+  }
+
+  Slot* find_lease(const std::string& lease) {
+    for (Slot& s : slots) {
+      if (!lease.empty() && s.lease == lease) return &s;
+    }
+    return nullptr;
+  }
+
+  // Forgets handles nobody has used for a long time: their initiator is gone.
+  void sweep() {
+    const auto stale = Clock::now() - options.lease_timeout * 4;
+    for (auto it = handles.begin(); it != handles.end();) {
+      if (it->second.used > stale) {
+        ++it;
+        continue;
+      }
+      spdlog::warn("storage: {} was left open by a stager that went away; closed", it->second.path);
+      close_handle(it->second);
+      it = handles.erase(it);
+    }
+  }
+};
+
+StorageServer::StorageServer(std::unique_ptr<State> state) : state_(std::move(state)) {}
+StorageServer::~StorageServer() = default;
+
+Result<std::unique_ptr<StorageServer>> StorageServer::open(const fs::path& export_root, DataPlaneOptions options) {
+  auto state = std::make_unique<State>();
+  state->options = options;
+  state->root = ::open(export_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (state->root < 0) return std::unexpected(errno_error(fmt::format("export {}", export_root.string()), errno));
+  state->endpoint = LOOM_TRY(with_context(open_endpoint(options.fabric), "opening the storage agent's fabric endpoint"));
+  state->target = fabric::encode_name(state->endpoint->name());
+  std::vector<Buffer> buffers = LOOM_TRY(register_buffers(*state->endpoint, options.buffers, options.range));
+  state->slots.resize(buffers.size());
+  for (std::size_t i = 0; i < buffers.size(); ++i) state->slots[i].buffer = std::move(buffers[i]);
+  State* raw = state.get();
+  state->fabric_thread = std::thread([raw] { raw->drive(); });
+  return std::unique_ptr<StorageServer>(new StorageServer(std::move(state)));
+}
+
+grpc::Status StorageServer::Open(grpc::ServerContext*, const v1::OpenRequest* request, v1::OpenReply* reply) {
+  auto who = munge_verify(request->credential());
+  if (!who) return to_grpc(who.error());
+  // An agent (root) stages for a job's user and says whom; anyone else acts as themselves.
+  const uid_t uid = who->uid == 0 ? request->uid() : who->uid;
+  const gid_t gid = who->uid == 0 ? request->gid() : who->gid;
+  const fs::path path(request->path());
+  if (!path.is_absolute() || !path.has_filename()) {
+    return {grpc::StatusCode::INVALID_ARGUMENT, fmt::format("{}: a file's absolute path in the export is expected", request->path())};
+  }
+  if (auto known = state_->know(request->initiator()); !known) return to_grpc(known.error());
+
+  State::Handle h;
+  h.write = request->write();
+  h.path = request->path();
+  h.uid = uid;
+  h.gid = gid;
+  h.used = Clock::now();
+  {
+    auto as_user = FsIdentity::assume(uid, gid);
+    if (!as_user) return to_grpc(as_user.error());
+    if (!h.write) {
+      auto fd = open_beneath(state_->root, path, O_RDONLY);
+      if (!fd) return to_grpc(fd.error());
+      h.fd = *fd;
+      struct stat st{};
+      if (::fstat(h.fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        ::close(h.fd);
+        return {grpc::StatusCode::INVALID_ARGUMENT, fmt::format("{} is not a regular file", request->path())};
+      }
+      reply->set_size(static_cast<std::uint64_t>(st.st_size));
+    } else {
+      const fs::path dir = path.parent_path() == "/" ? fs::path(".") : path.parent_path();
+      auto dir_fd = open_beneath(state_->root, dir, O_PATH | O_DIRECTORY);
+      if (!dir_fd) return to_grpc(dir_fd.error());
+      h.dir_fd = *dir_fd;
+      h.name = path.filename().string();
+      h.temp = fmt::format(".{}.loom-{}", h.name, random_token().substr(0, 8));
+      h.fd = ::openat(h.dir_fd, h.temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+      if (h.fd < 0) {
+        const Error e = errno_error(fmt::format("creating {}", request->path()), errno);
+        ::close(h.dir_fd);
+        return to_grpc(e);
+      }
+    }
+  }
+  const std::string token = random_token();
+  std::lock_guard lock(state_->mutex);
+  state_->sweep();
+  state_->handles.emplace(token, std::move(h));
+  reply->set_handle(token);
+  reply->set_target(state_->target);
+  return grpc::Status::OK;
+}
+
+grpc::Status StorageServer::Fetch(grpc::ServerContext*, const v1::RangeRequest* request, v1::Lease* reply) {
+  std::unique_lock lock(state_->mutex);
+  auto it = state_->handles.find(request->handle());
+  if (it == state_->handles.end() || it->second.write) return {grpc::StatusCode::NOT_FOUND, "no such open file (closed, or the storage agent restarted)"};
+  if (request->length() > state_->options.range) return {grpc::StatusCode::INVALID_ARGUMENT, "a range larger than a buffer"};
+  it->second.used = Clock::now();
+  const int fd = it->second.fd;
+  auto slot = state_->acquire(lock, request->handle(), request->offset(), request->length());
+  if (!slot) return {grpc::StatusCode::ABORTED, slot.error().message()};
+  State::Slot& s = state_->slots[*slot];
+  const std::string lease = s.lease;
+  std::byte* data = s.buffer.memory.get();
+  lock.unlock();
+  // Read outside the lock: other ranges are read meanwhile. The slot is this call's alone.
+  const Status read = read_all(fd, data, request->length(), request->offset());
+  const std::uint32_t crc = read ? crc32c(std::span(data, request->length())) : 0;
+  lock.lock();
+  if (!read) {
+    if (State::Slot* held = state_->find_lease(lease)) state_->release(*held);
+    return to_grpc(Error(read.error()).with_context(it->second.path));
+  }
+  reply->set_id(lease);
+  reply->set_region(fabric::encode_region(s.buffer.region->remote()));
+  reply->set_crc32c(crc);
+  return grpc::Status::OK;
+}
+
+grpc::Status StorageServer::Release(grpc::ServerContext*, const v1::ReleaseRequest* request, v1::Empty*) {
+  std::lock_guard lock(state_->mutex);
+  if (State::Slot* s = state_->find_lease(request->lease())) state_->release(*s);
+  return grpc::Status::OK;
+}
+
+grpc::Status StorageServer::Reserve(grpc::ServerContext*, const v1::RangeRequest* request, v1::Lease* reply) {
+  std::unique_lock lock(state_->mutex);
+  auto it = state_->handles.find(request->handle());
+  if (it == state_->handles.end() || !it->second.write) return {grpc::StatusCode::NOT_FOUND, "no such file being written (closed, or the storage agent restarted)"};
+  if (request->length() > state_->options.range) return {grpc::StatusCode::INVALID_ARGUMENT, "a range larger than a buffer"};
+  it->second.used = Clock::now();
+  auto slot = state_->acquire(lock, request->handle(), request->offset(), request->length());
+  if (!slot) return {grpc::StatusCode::ABORTED, slot.error().message()};
+  const State::Slot& s = state_->slots[*slot];
+  reply->set_id(s.lease);
+  reply->set_region(fabric::encode_region(s.buffer.region->remote()));
+  return grpc::Status::OK;
+}
+
+grpc::Status StorageServer::Commit(grpc::ServerContext*, const v1::CommitRequest* request, v1::Empty*) {
+  std::unique_lock lock(state_->mutex);
+  State::Slot* s = state_->find_lease(request->lease());
+  auto it = state_->handles.find(request->handle());
+  if (s == nullptr || it == state_->handles.end() || s->handle != request->handle() || s->offset != request->offset() ||
+      s->length != request->length()) {
+    return {grpc::StatusCode::NOT_FOUND, "no such lease for this range (it ran out, or the storage agent restarted)"};
+  }
+  it->second.used = Clock::now();
+  const int fd = it->second.fd;
+  const std::string path = it->second.path;
+  std::byte* data = s->buffer.memory.get();
+  const std::string lease = s->lease;
+  lock.unlock();
+  grpc::Status result = grpc::Status::OK;
+  if (crc32c(std::span(data, request->length())) != request->crc32c()) {
+    result = {grpc::StatusCode::DATA_LOSS, fmt::format("bytes {}-{} of {} arrived damaged (CRC-32C mismatch)", request->offset(),
+                                                       request->offset() + request->length(), path)};
+  } else if (auto wrote = write_all(fd, data, request->length(), request->offset()); !wrote) {
+    result = to_grpc(wrote.error().with_context(path));
+  }
+  lock.lock();
+  if (State::Slot* held = state_->find_lease(lease)) state_->release(*held);
+  return result;
+}
+
+grpc::Status StorageServer::Finish(grpc::ServerContext*, const v1::HandleRequest* request, v1::Empty*) {
+  std::unique_lock lock(state_->mutex);
+  auto it = state_->handles.find(request->handle());
+  if (it == state_->handles.end() || !it->second.write) return {grpc::StatusCode::NOT_FOUND, "no such file being written"};
+  State::Handle h = std::move(it->second);
+  state_->handles.erase(it);
+  lock.unlock();
+  Status done;
+  if (::fsync(h.fd) != 0) {
+    done = std::unexpected(errno_error("fsync " + h.path, errno));
+  } else if (auto as_user = FsIdentity::assume(h.uid, h.gid); !as_user) {
+    done = std::unexpected(as_user.error());
+  } else if (::renameat(h.dir_fd, h.temp.c_str(), h.dir_fd, h.name.c_str()) != 0) {
+    done = std::unexpected(errno_error("rename into " + h.path, errno));
+  } else {
+    h.temp.clear();  // in place: nothing to remove
+  }
+  State::close_handle(h);
+  return done ? grpc::Status::OK : to_grpc(done.error());
+}
+
+grpc::Status StorageServer::Close(grpc::ServerContext*, const v1::HandleRequest* request, v1::Empty*) {
+  std::lock_guard lock(state_->mutex);
+  auto it = state_->handles.find(request->handle());
+  if (it == state_->handles.end()) return grpc::Status::OK;
+  State::close_handle(it->second);
+  for (State::Slot& s : state_->slots) {
+    if (!s.lease.empty() && s.handle == request->handle()) state_->release(s);
+  }
+  state_->handles.erase(it);
+  return grpc::Status::OK;
+}
+
+// ---- The initiating side ----
+
+struct Stager::State {
+  DataPlaneOptions options;
+  std::shared_ptr<fabric::Endpoint> endpoint;
+  std::string name;  // hex, for Open
+  std::mutex engine_mutex;  // the endpoint's domain is used by one thread at a time
+  std::unique_ptr<fabric::TransferEngine> engine;
+  std::map<std::string, fi_addr_t> peers;
+  std::vector<Buffer> buffers;
+
+  Result<fi_addr_t> peer(const std::string& target) {
+    std::lock_guard lock(engine_mutex);
+    if (auto it = peers.find(target); it != peers.end()) return it->second;
+    const std::vector<std::byte> raw = LOOM_TRY(fabric::decode_name(target));
+    const fi_addr_t address = LOOM_TRY(endpoint->av().insert(raw));
+    peers[target] = address;
+    return address;
+  }
+};
+
+Stager::Stager(std::unique_ptr<State> state) : state_(std::move(state)) {}
+Stager::~Stager() = default;
+
+Result<std::unique_ptr<Stager>> Stager::open(DataPlaneOptions options) {
+  auto state = std::make_unique<State>();
+  state->options = options;
+  state->endpoint = LOOM_TRY(with_context(open_endpoint(options.fabric), "opening a fabric endpoint for staging"));
+  state->name = fabric::encode_name(state->endpoint->name());
+  state->engine = std::make_unique<fabric::TransferEngine>(state->endpoint);
+  state->buffers = LOOM_TRY(register_buffers(*state->endpoint, options.buffers, options.range));
+  return std::unique_ptr<Stager>(new Stager(std::move(state)));
+}
+
+namespace {
+
+std::unique_ptr<grpc::ClientContext> call_context() {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  return context;
+}
+
+// Runs one range on each of `workers` threads at a time until every range is done or one
+// fails; the first failure is the result.
+Status for_each_range(std::uint64_t size, std::size_t range, std::size_t workers, const std::atomic<bool>& cancelled,
+                      const std::function<Status(std::size_t worker, std::uint64_t offset, std::size_t length)>& one) {
+  const std::uint64_t count = (size + range - 1) / range;
+  std::atomic<std::uint64_t> next{0};
+  std::mutex mutex;
+  std::optional<Error> failed;
+  auto work = [&](std::size_t worker) {
+    for (std::uint64_t i; (i = next.fetch_add(1)) < count;) {
+      {
+        std::lock_guard lock(mutex);
+        if (failed) return;
+      }
+      if (cancelled.load()) {
+        std::lock_guard lock(mutex);
+        if (!failed) failed = Error(ErrorCode::kCancelled, "cancelled");
+        return;
+      }
+      const std::uint64_t offset = i * range;
+      const auto length = static_cast<std::size_t>(std::min<std::uint64_t>(range, size - offset));
+      if (auto done = one(worker, offset, length); !done) {
+        std::lock_guard lock(mutex);
+        if (!failed) failed = done.error();
+        return;
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(workers, count));
+  for (std::size_t w = 1; w < n; ++w) threads.emplace_back(work, w);
+  if (n > 0) work(0);
+  for (std::thread& t : threads) t.join();
+  if (failed) return std::unexpected(*failed);
+  return {};
+}
+
+Error range_error(std::uint64_t offset, std::size_t length, const Error& why) {
+  return Error(why.code(), fmt::format("bytes {}-{}: {}", offset, offset + length, why.message()));
+}
+
+}  // namespace
+
+Status Stager::fetch(const Remote& remote, const std::string& path, int dir_fd, const std::string& name, FileProgress& progress,
+                     const std::atomic<bool>& cancelled) {
+  State& st = *state_;
+  auto stub = v1::Storage::NewStub(grpc::CreateChannel(remote.address, grpc::InsecureChannelCredentials()));
+  v1::OpenRequest open;
+  open.set_credential(remote.credential);
+  open.set_path(path);
+  open.set_uid(remote.uid);
+  open.set_gid(remote.gid);
+  open.set_initiator(st.name);
+  v1::OpenReply opened;
+  if (auto s = stub->Open(call_context().get(), open, &opened); !s.ok()) return std::unexpected(from_grpc(s));
+  v1::HandleRequest handle;
+  handle.set_handle(opened.handle());
+  auto close_remote = [&] {
+    v1::Empty ignored;
+    (void)stub->Close(call_context().get(), handle, &ignored);
+  };
+  auto peer = st.peer(opened.target());
+  if (!peer) {
+    close_remote();
+    return std::unexpected(peer.error());
+  }
+  const std::string temp = fmt::format(".{}.loom-partial", name);
+  const int fd = ::openat(dir_fd, temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    const Error e = errno_error("creating " + name, errno);
+    close_remote();
+    return std::unexpected(e);
+  }
+  progress.total.store(opened.size());
+  progress.done.store(0);
+  Status copied = for_each_range(opened.size(), st.options.range, st.buffers.size(), cancelled,
+                                 [&](std::size_t worker, std::uint64_t offset, std::size_t length) -> Status {
+    Buffer& buffer = st.buffers[worker];
+    Error last(ErrorCode::kInternal, "no attempt made");
+    for (int attempt = 1; attempt <= st.options.attempts; ++attempt) {
+      if (attempt > 1) std::this_thread::sleep_for(std::chrono::milliseconds(100 * attempt));  // backoff before a retry
+      v1::RangeRequest range;
+      range.set_handle(opened.handle());
+      range.set_offset(offset);
+      range.set_length(length);
+      v1::Lease lease;
+      if (auto s = stub->Fetch(call_context().get(), range, &lease); !s.ok()) {
+        last = from_grpc(s);
+        if (retryable(s)) continue;
+        break;
+      }
+      auto region = fabric::decode_region(lease.region());
+      Status moved = region ? Status{} : Status(std::unexpected(region.error()));
+      if (moved) {
+        std::lock_guard lock(st.engine_mutex);
+        moved = st.engine->read(*buffer.region, 0, *peer, *region, 0, length);
+      }
+      v1::ReleaseRequest release;
+      release.set_lease(lease.id());
+      v1::Empty ignored;
+      (void)stub->Release(call_context().get(), release, &ignored);
+      if (!moved) {
+        last = moved.error();
+        continue;
+      }
+      if (crc32c(std::span(buffer.memory.get(), length)) != lease.crc32c()) {
+        last = Error(ErrorCode::kDataLoss, "arrived damaged (CRC-32C mismatch)");
+        continue;
+      }
+      if (auto wrote = write_all(fd, buffer.memory.get(), length, offset); !wrote) return std::unexpected(wrote.error());
+      progress.done.fetch_add(length);
+      return {};
+    }
+    return std::unexpected(range_error(offset, length, last));
+  });
+  close_remote();
+  if (copied && ::fsync(fd) != 0) copied = std::unexpected(errno_error("fsync " + name, errno));
+  ::close(fd);
+  if (copied && ::renameat(dir_fd, temp.c_str(), dir_fd, name.c_str()) != 0) copied = std::unexpected(errno_error("rename " + name, errno));
+  if (!copied) ::unlinkat(dir_fd, temp.c_str(), 0);
+  return copied;
+}
+
+Status Stager::store(const Remote& remote, int fd, const std::string& path, FileProgress& progress,
+                     const std::atomic<bool>& cancelled) {
+  State& st = *state_;
+  struct stat info{};
+  if (::fstat(fd, &info) != 0) return std::unexpected(errno_error("fstat", errno));
+  if (!S_ISREG(info.st_mode)) return make_error(ErrorCode::kInvalidArgument, "not a regular file");
+  const auto size = static_cast<std::uint64_t>(info.st_size);
+  auto stub = v1::Storage::NewStub(grpc::CreateChannel(remote.address, grpc::InsecureChannelCredentials()));
+  v1::OpenRequest open;
+  open.set_credential(remote.credential);
+  open.set_path(path);
+  open.set_write(true);
+  open.set_uid(remote.uid);
+  open.set_gid(remote.gid);
+  open.set_initiator(st.name);
+  v1::OpenReply opened;
+  if (auto s = stub->Open(call_context().get(), open, &opened); !s.ok()) return std::unexpected(from_grpc(s));
+  v1::HandleRequest handle;
+  handle.set_handle(opened.handle());
+  auto peer = st.peer(opened.target());
+  progress.total.store(size);
+  progress.done.store(0);
+  Status copied = !peer ? Status(std::unexpected(peer.error()))
+                        : for_each_range(size, st.options.range, st.buffers.size(), cancelled,
+                                         [&](std::size_t worker, std::uint64_t offset, std::size_t length) -> Status {
+    Buffer& buffer = st.buffers[worker];
+    if (auto read = read_all(fd, buffer.memory.get(), length, offset); !read) return std::unexpected(read.error());
+    const std::uint32_t crc = crc32c(std::span(buffer.memory.get(), length));
+    Error last(ErrorCode::kInternal, "no attempt made");
+    for (int attempt = 1; attempt <= st.options.attempts; ++attempt) {
+      if (attempt > 1) std::this_thread::sleep_for(std::chrono::milliseconds(100 * attempt));  // backoff before a retry
+      v1::RangeRequest range;
+      range.set_handle(opened.handle());
+      range.set_offset(offset);
+      range.set_length(length);
+      v1::Lease lease;
+      if (auto s = stub->Reserve(call_context().get(), range, &lease); !s.ok()) {
+        last = from_grpc(s);
+        if (retryable(s)) continue;
+        break;
+      }
+      auto region = fabric::decode_region(lease.region());
+      Status moved = region ? Status{} : Status(std::unexpected(region.error()));
+      if (moved) {
+        std::lock_guard lock(st.engine_mutex);
+        moved = st.engine->write(*buffer.region, 0, *peer, *region, 0, length);
+      }
+      v1::CommitRequest commit;
+      commit.set_handle(opened.handle());
+      commit.set_lease(lease.id());
+      commit.set_offset(offset);
+      commit.set_length(length);
+      // A transfer that failed is committed with a checksum that cannot match: the storage
+      // agent then releases the buffer without writing it.
+      commit.set_crc32c(moved ? crc : ~crc);
+      v1::Empty ignored;
+      const grpc::Status committed = stub->Commit(call_context().get(), commit, &ignored);
+      if (!moved) {
+        last = moved.error();
+        continue;
+      }
+      if (committed.ok()) {
+        progress.done.fetch_add(length);
+        return {};
+      }
+      last = from_grpc(committed);
+      if (!retryable(committed)) break;
+    }
+    return std::unexpected(range_error(offset, length, last));
+  });
+  v1::Empty ignored;
+  if (copied) {
+    if (auto s = stub->Finish(call_context().get(), handle, &ignored); !s.ok()) copied = std::unexpected(from_grpc(s));
+  } else {
+    (void)stub->Close(call_context().get(), handle, &ignored);
+  }
+  return copied;
+}
+
+}  // namespace loom::burstbuffer
