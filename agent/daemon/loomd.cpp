@@ -17,6 +17,7 @@
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <charconv>
 #include <condition_variable>
 #include <csignal>
 #include <fstream>
@@ -25,7 +26,12 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include <google/protobuf/util/json_util.h>
+
+#include "job_storage.hpp"
 #include "loom/agent/task.hpp"
+#include "loom/burstbuffer/data_plane.hpp"
+#include "loom/common/bytes.hpp"
 #include "loom/common/config.hpp"
 #include "loom/common/ids.hpp"
 #include "loom/common/munge.hpp"
@@ -54,11 +60,15 @@ struct Options {
   bool allow_root = false;
   std::chrono::seconds heartbeat{1};
   fs::path keeper;  // loom-keeper, beside loomd
+  std::vector<Config::NvmeDevice> nvme;
+  std::string data_address;  // a storage agent's Storage service; empty on a compute node
+  burstbuffer::DataPlaneOptions data_plane;
 };
 
 class Agent {
  public:
-  Agent(Options options, hwtopo::Binder binder) : o_(std::move(options)), binder_(std::move(binder)) {}
+  Agent(Options options, hwtopo::Binder binder)
+      : o_(std::move(options)), binder_(std::move(binder)), stagers_(std::make_shared<agent::StagerPool>(o_.data_plane)) {}
 
   // Adopts what the state directory says an agent before this one left running, then
   // serves the controller until stop(), reconnecting whenever the stream breaks. Returns
@@ -106,8 +116,28 @@ class Agent {
  private:
   struct Job {
     JobId id;
+    std::unique_ptr<agent::JobStorage> storage;  // its slice and staging on this node
+    std::mutex mutex;                            // guards tasks: kill() may come while they start
     std::vector<agent::Task> tasks;
+    std::atomic<bool> killed{false};             // a kill came: no staging starts or goes on
   };
+
+  static std::string launch_json(const v1::Launch& launch) {
+    std::string json;
+    (void)google::protobuf::util::MessageToJsonString(launch, &json);
+    return json;
+  }
+  static v1::Launch parse_launch(const nlohmann::json& record) {
+    v1::Launch launch;
+    if (record.contains("launch")) (void)google::protobuf::util::JsonStringToMessage(record["launch"].get<std::string>(), &launch);
+    return launch;
+  }
+  std::shared_ptr<Job> make_job(const v1::Launch& launch) {
+    auto job = std::make_shared<Job>();
+    job->id = JobId(launch.job());
+    job->storage = std::make_unique<agent::JobStorage>(launch, o_.name, stagers_);
+    return job;
+  }
 
   fs::path record_path(JobId id) const { return o_.state_dir / fmt::format("job_{}.json", id.value()); }
 
@@ -147,6 +177,7 @@ class Agent {
         continue;
       }
       const JobId id(record["job"].get<std::uint64_t>());
+      const v1::Launch launch = parse_launch(record);
       if (record.contains("launching")) {
         // The agent before this one stopped while starting the job: whatever of it started
         // is killed, and the job reported failed here.
@@ -173,7 +204,7 @@ class Agent {
         ended_[id] = e;
         continue;
       }
-      auto job = std::make_shared<Job>();
+      auto job = make_job(launch);
       job->id = id;
       std::string lost;
       for (const nlohmann::json& r : record["ranks"]) {
@@ -190,7 +221,23 @@ class Agent {
         continue;
       }
       spdlog::info("job {}: {} rank(s) still running, adopted", id.value(), job->tasks.size());
-      watch(job);
+      {
+        std::lock_guard lock(jobs_mutex_);
+        jobs_[id] = job;
+      }
+      start_thread([this, job] { complete(job); });
+    }
+    // Slices no job here holds (a launch cut short, a teardown interrupted) are orphans.
+    for (const Config::NvmeDevice& device : o_.nvme) {
+      for (std::uint64_t orphan : burstbuffer::slices_on(device.path)) {
+        std::lock_guard lock(jobs_mutex_);
+        if (jobs_.contains(JobId(orphan))) continue;
+        if (auto removed = burstbuffer::remove_slice(device.path, orphan); !removed) {
+          spdlog::error("cannot remove job {}'s orphaned slice on {}: {}", orphan, device.path, removed.error().to_string());
+        } else {
+          spdlog::info("removed job {}'s orphaned slice on {}", orphan, device.path);
+        }
+      }
     }
   }
 
@@ -206,6 +253,13 @@ class Agent {
     hello.mutable_hello()->set_name(o_.name);
     hello.mutable_hello()->set_topology_json(topology_json);
     hello.mutable_hello()->set_credential(*credential);
+    hello.mutable_hello()->set_data_address(o_.data_address);
+    for (const Config::NvmeDevice& d : o_.nvme) {
+      v1::NvmeDevice* device = hello.mutable_hello()->add_nvme();
+      device->set_path(d.path);
+      if (d.numa) device->set_numa(*d.numa);
+      device->set_capacity(d.capacity);
+    }
     {
       std::lock_guard lock(jobs_mutex_);
       for (const auto& [id, job] : jobs_) hello.mutable_hello()->add_running(id.value());
@@ -242,31 +296,89 @@ class Agent {
     return stream_ != nullptr && stream_->Write(message);
   }
 
+  // Every heartbeat interval: a heartbeat, and the progress of every copy under way.
   void send_heartbeats() {
     v1::FromAgent beat;
     beat.mutable_heartbeat();
     std::unique_lock lock(jobs_mutex_);
     while (!stopped_.load()) {
       wake_.wait_for(lock, o_.heartbeat, [this] { return stopped_.load(); });
+      std::vector<v1::FromAgent> reports;
+      for (const auto& [id, job] : jobs_) {
+        if (job->storage && job->storage->staging()) *reports.emplace_back().mutable_staging() = job->storage->report();
+      }
       lock.unlock();
       write(beat);
+      for (const v1::FromAgent& report : reports) write(report);
       lock.lock();
     }
   }
 
+  void send_staging(const Job& job, bool out = false) {
+    v1::FromAgent message;
+    *message.mutable_staging() = job.storage->report();
+    if (out) message.mutable_staging()->set_out(true);
+    if (message.staging().files_size() > 0) write(message);
+  }
+
+  void start_thread(std::function<void()> body) {
+    // Join the threads of jobs that have ended, so that an agent running for months does
+    // not accumulate finished threads.
+    std::erase_if(waiters_, [](Waiter& w) {
+      if (!w.done->load()) return false;
+      w.thread.join();
+      return true;
+    });
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    waiters_.push_back({std::thread([body = std::move(body), done] {
+                          body();
+                          done->store(true);
+                        }),
+                        done});
+  }
+
   void launch(const v1::Launch& launch) {
     const JobId id(launch.job());
+    auto job = make_job(launch);
+    // Recorded before anything starts: an agent that dies while launching leaves a record
+    // that says so (and which cgroups and slice to clean), never tasks that no record knows.
+    nlohmann::json launching = nlohmann::json::array();
+    for (const v1::Rank& rank : launch.ranks()) launching.push_back(rank.rank());
+    save(id, {{"job", id.value()}, {"launching", launching}, {"launch", launch_json(launch)}, {"ranks", nlohmann::json::array()},
+              {"ended", nullptr}});
+    {
+      std::lock_guard lock(jobs_mutex_);
+      jobs_[id] = job;
+    }
+    start_thread([this, job, launch] {
+      if (start(job, launch)) complete(job);
+    });
+  }
+
+  // The job's slice and stage-in, then its ranks. False when it ended instead (reported).
+  bool start(const std::shared_ptr<Job>& job, const v1::Launch& launch) {
+    const JobId id = job->id;
     const v1::JobSpec& spec = launch.spec();
-    auto job = std::make_shared<Job>();
-    job->id = id;
+    if (auto prepared = job->storage->prepare(job->killed); !prepared) {
+      send_staging(*job);
+      if (job->killed.load()) {
+        end_killed(*job);
+      } else {
+        abandon(*job, prepared.error().message(), /*staging=*/prepared.error().message().starts_with("StageInFailed"));
+      }
+      return false;
+    }
+    send_staging(*job);
     std::string error;
     v1::FromAgent started;
     nlohmann::json ranks = nlohmann::json::array();
-    // Recorded before anything starts: an agent that dies while launching leaves a record
-    // that says so (and which cgroups to clean), never tasks that no record knows.
-    nlohmann::json launching = nlohmann::json::array();
-    for (const v1::Rank& rank : launch.ranks()) launching.push_back(rank.rank());
-    save(id, {{"job", id.value()}, {"launching", launching}, {"ranks", ranks}, {"ended", nullptr}});
+    std::unique_lock lock(job->mutex);
+    if (job->killed.load()) {
+      lock.unlock();
+      (void)job->storage->teardown();
+      end_killed(*job);
+      return false;
+    }
     for (const v1::Rank& rank : launch.ranks()) {
       agent::TaskSpec t;
       t.cgroup_name = fmt::format("{}/job_{}_rank_{}", o_.cgroup, id.value(), rank.rank());
@@ -276,6 +388,7 @@ class Agent {
         t.argv = {"/bin/sh", "-c", spec.script()};
       }
       t.environment.insert(spec.environment().begin(), spec.environment().end());
+      for (const auto& [name, value] : job->storage->environment()) t.environment[name] = value;
       t.environment["LOOM_JOB_ID"] = std::to_string(id.value());
       t.environment["LOOM_RANK"] = std::to_string(rank.rank());
       if (launch.array_job() != 0) {
@@ -311,42 +424,44 @@ class Agent {
       for (unsigned pu : t.binding->applied_pus) bound->add_cpus(pu);
       if (t.binding->applied_numa) bound->add_numa(*t.binding->applied_numa);
     }
+    lock.unlock();
     if (!error.empty()) {
       abandon(*job, error);
-      return;
+      return false;
     }
-    save(id, {{"job", id.value()}, {"ranks", ranks}, {"ended", nullptr}});
+    save(id, {{"job", id.value()}, {"launch", launch_json(launch)}, {"ranks", ranks}, {"ended", nullptr}});
     started.mutable_started()->set_job(id.value());
     write(started);
-    watch(job);
+    return true;
   }
 
-  // A job that cannot run here: what started of it is killed, and it ends failed with why.
-  void abandon(Job& job, const std::string& error) {
+  // A job that cannot run here: what started of it is killed, its slice removed, and it
+  // ends failed with why.
+  void abandon(Job& job, const std::string& error, bool staging = false) {
     for (agent::Task& task : job.tasks) (void)task.kill();
     for (agent::Task& task : job.tasks) (void)task.wait();
+    (void)job.storage->teardown();
     v1::JobEnded e;
     e.set_job(job.id.value());
     e.set_exit_code(127);
     e.set_error(error);
+    e.set_staging(staging);
     finish(job.id, e);
   }
 
-  // A waiter for the job's tasks; the first failing rank's status is the job's.
-  void watch(const std::shared_ptr<Job>& job) {
-    {
-      std::lock_guard lock(jobs_mutex_);
-      jobs_[job->id] = job;
-    }
-    // Join the waiters of jobs that have ended, so that an agent running for months does
-    // not accumulate finished threads.
-    std::erase_if(waiters_, [](Waiter& w) {
-      if (!w.done->load()) return false;
-      w.thread.join();
-      return true;
-    });
-    auto done = std::make_shared<std::atomic<bool>>(false);
-    waiters_.push_back({std::thread([this, job, done] {
+  // Killed before its ranks started (while staging in): it ends as a SIGTERMed job would.
+  void end_killed(Job& job) {
+    v1::JobEnded e;
+    e.set_job(job.id.value());
+    e.set_exit_code(128 + SIGTERM);
+    e.set_signal(SIGTERM);
+    finish(job.id, e);
+  }
+
+  // Waits for the job's tasks (the first failing rank's status is the job's), stages out
+  // unless the job was killed (cancelled, past its walltime, failed elsewhere), removes
+  // the slice and reports the end.
+  void complete(const std::shared_ptr<Job>& job) {
       v1::JobEnded e;
       e.set_job(job->id.value());
       for (agent::Task& task : job->tasks) {
@@ -362,9 +477,19 @@ class Agent {
         }
         if (status->out_of_memory) e.set_out_of_memory(true);
       }
+      if (!job->killed.load() && job->storage->stages_out() && job->storage->report().files_size() > 0) {
+        send_staging(*job, /*out=*/true);
+        Status staged = job->storage->stage_out(job->killed);
+        send_staging(*job, /*out=*/true);
+        if (!staged && e.error().empty() && !job->killed.load()) {
+          e.set_error(staged.error().message());
+          e.set_staging(true);
+        }
+      }
+      if (auto removed = job->storage->teardown(); !removed) {
+        spdlog::error("job {}: removing its slice: {}", job->id.value(), removed.error().to_string());
+      }
       finish(job->id, e);
-      done->store(true);
-    }), done});
   }
 
   // The job's processes here are all gone: recorded, then reported (again at every
@@ -401,6 +526,8 @@ class Agent {
     std::lock_guard lock(jobs_mutex_);
     auto it = jobs_.find(id);
     if (it == jobs_.end()) return;
+    it->second->killed.store(true);
+    std::lock_guard tasks(it->second->mutex);
     if (grace.count() == 0) {
       for (agent::Task& task : it->second->tasks) (void)task.kill();
       return;
@@ -423,6 +550,7 @@ class Agent {
       kill_at_.erase(kill_at_.begin());
       if (auto it = jobs_.find(id); it != jobs_.end()) {
         spdlog::info("job {}: still running when its kill grace ran out; SIGKILL", id.value());
+        std::lock_guard tasks(it->second->mutex);
         for (agent::Task& task : it->second->tasks) (void)task.kill();
       }
     }
@@ -430,6 +558,7 @@ class Agent {
 
   Options o_;
   hwtopo::Binder binder_;
+  std::shared_ptr<agent::StagerPool> stagers_;
   std::atomic<bool> stopped_{false};
   std::mutex write_mutex_;  // guards the stream pointers and writes to the stream
   grpc::ClientContext* context_ = nullptr;
@@ -446,7 +575,7 @@ class Agent {
   };
   // Never destroyed: waiter threads may be blocked on tasks that outlive the agent by
   // design, and are left to the process's exit (see main).
-  std::vector<Waiter> waiters_;  // used by the stream reader thread only
+  std::vector<Waiter> waiters_;  // used by the stream reader thread (and recover(), before it)
 };
 
 }  // namespace
@@ -464,6 +593,15 @@ int main(int argc, char** argv) {
   auto* x = app.add_option("--xml", xml, "Simulate a node with this hwloc XML topology");
   app.add_option("--synthetic", synthetic, "Simulate a node with this hwloc synthetic topology")->excludes(x);
   app.add_option("--config", config_file, "Configuration file");
+  std::string export_dir, data_listen = "127.0.0.1:0";
+  app.add_option("--export", export_dir,
+                 "Be a storage agent serving this directory's files for staging (it runs no jobs)");
+  std::vector<std::string> nvme;
+  app.add_option("--nvme", nvme, "An NVMe device for burst buffers, PATH=SIZE[:NUMA]; replaces agent.nvme (repeatable)");
+  std::string fabric_interface;
+  app.add_option("--fabric-interface", fabric_interface, "The fabric interface staging uses; replaces fabric.interface");
+  app.add_option("--data-listen", data_listen, "A storage agent's Storage service address, HOST:PORT (port 0: any)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   auto fail = [](const Error& e) {
     std::fprintf(stderr, "loomd: %s\n", e.to_string().c_str());
@@ -493,9 +631,48 @@ int main(int argc, char** argv) {
                   state_dir.empty() ? std::filesystem::path(config->agent.state_dir) : std::filesystem::path(state_dir),
                   config->agent.allow_root_jobs,
                   config->controller.heartbeat_interval,
-                  std::filesystem::read_symlink("/proc/self/exe").parent_path() / "loom-keeper"};
+                  std::filesystem::read_symlink("/proc/self/exe").parent_path() / "loom-keeper",
+                  config->agent.nvme,
+                  "",
+                  {}};
   if (::access(options.keeper.c_str(), X_OK) != 0) {
     return fail(Error(ErrorCode::kNotFound, fmt::format("cannot find {}, which starts every task", options.keeper.string())));
+  }
+  options.data_plane.fabric = {config->fabric.provider, fabric_interface.empty() ? config->fabric.interface : fabric_interface};
+  if (!nvme.empty()) {
+    options.nvme.clear();
+    for (const std::string& text : nvme) {
+      const std::size_t eq = text.find('='), colon = text.find(':', eq == std::string::npos ? 0 : eq);
+      auto bytes = eq == std::string::npos ? Result<Bytes>(make_error(ErrorCode::kInvalidArgument, "expected PATH=SIZE[:NUMA]"))
+                                           : parse_bytes(text.substr(eq + 1, colon == std::string::npos ? std::string::npos : colon - eq - 1));
+      if (!bytes) return fail(Error(bytes.error()).with_context("--nvme " + text));
+      Config::NvmeDevice device{text.substr(0, eq), bytes->count(), std::nullopt};
+      if (colon != std::string::npos) {
+        unsigned numa = 0;
+        const char* end = text.data() + text.size();
+        if (auto [at, ec] = std::from_chars(text.data() + colon + 1, end, numa); ec != std::errc() || at != end) {
+          return fail(Error(ErrorCode::kInvalidArgument, fmt::format("--nvme {}: the NUMA node after ':' must be a number", text)));
+        }
+        device.numa = numa;
+      }
+      options.nvme.push_back(std::move(device));
+    }
+  }
+  // A storage agent: its Storage service, for as long as the process lives.
+  std::unique_ptr<burstbuffer::StorageServer> storage;
+  std::unique_ptr<grpc::Server> data_server;
+  if (!export_dir.empty()) {
+    auto opened = burstbuffer::StorageServer::open(export_dir, options.data_plane);
+    if (!opened) return fail(opened.error());
+    storage = std::move(*opened);
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort(data_listen, grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(storage.get());
+    data_server = builder.BuildAndStart();
+    if (!data_server || port == 0) return fail(Error(ErrorCode::kUnavailable, fmt::format("cannot listen on {}", data_listen)));
+    options.data_address = fmt::format("{}:{}", data_listen.substr(0, data_listen.rfind(':')), port);
+    spdlog::info("exporting {} for staging at {}", export_dir, options.data_address);
   }
   auto agent = std::make_unique<Agent>(options, std::move(*binder));  // never destroyed: see Agent::waiters_
   std::thread signal_waiter([&] {

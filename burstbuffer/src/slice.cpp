@@ -182,6 +182,29 @@ Status Slice::destroy() {
   return {};
 }
 
+fs::path slice_image(const fs::path& device, std::uint64_t job) { return device / ".loom" / fmt::format("job_{}.img", job); }
+fs::path slice_mount(const fs::path& device, std::uint64_t job) { return device / fmt::format("job_{}", job); }
+
+std::vector<std::uint64_t> slices_on(const fs::path& device) {
+  std::vector<std::uint64_t> jobs;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(device / ".loom", ec)) {
+    const std::string name = entry.path().filename().string();
+    std::uint64_t job = 0;
+    if (std::sscanf(name.c_str(), "job_%lu.img", &job) == 1 && name == fmt::format("job_{}.img", job)) jobs.push_back(job);
+  }
+  return jobs;
+}
+
+Status remove_slice(const fs::path& device, std::uint64_t job) {
+  auto slice = Slice::find(slice_image(device, job), slice_mount(device, job));
+  if (slice) return slice->destroy();
+  std::error_code ec;  // never mounted, or half made: what is there goes
+  fs::remove(slice_mount(device, job), ec);
+  fs::remove(slice_image(device, job), ec);
+  return {};
+}
+
 Result<int> open_beneath(int root, const fs::path& path, int flags, mode_t mode) {
   open_how how{};
   how.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC);

@@ -11,6 +11,7 @@
 
 #include "client.hpp"
 #include "commands.hpp"
+#include "loom/common/bytes.hpp"
 #include "submit_spec.hpp"
 
 extern char** environ;
@@ -42,6 +43,18 @@ nlohmann::json job_json(const v1::JobInfo& j) {
       }
     }
   }
+  nlohmann::json staging = nlohmann::json::array();
+  for (const v1::StagingFile& f : j.staging()) {
+    staging.push_back({{"direction", f.direction()},
+                       {"source", f.source()},
+                       {"dest", f.dest()},
+                       {"node", f.node()},
+                       {"bytes_done", f.bytes_done()},
+                       {"bytes_total", f.bytes_total()},
+                       {"rate_bps", f.rate_bps()},
+                       {"state", f.state()},
+                       {"error", f.error()}});
+  }
   auto optional = [](bool has, auto value) { return has ? nlohmann::json(value) : nlohmann::json(nullptr); };
   return {{"id", j.id()},
           {"array_job", optional(j.array_job() != 0, j.array_job())},
@@ -57,6 +70,7 @@ nlohmann::json job_json(const v1::JobInfo& j) {
           {"submit_time", j.submit_time()},
           {"start_time", optional(j.has_start_time(), j.start_time())},
           {"placement", placement},
+          {"staging", staging},
           {"times", {{"submit", j.submit_time()}, {"start", optional(j.has_start_time(), j.start_time())},
                      {"end", optional(j.has_end_time(), j.end_time())}}}};
 }
@@ -179,6 +193,16 @@ std::vector<Command> add_job_commands(CLI::App& app) {
       if (!rank["bound_cpus"].is_null()) {
         line += fmt::format("; bound to PUs {} NUMA {}", rank["bound_cpus"].dump(), rank["bound_numa"].dump());
       }
+      std::cout << line << '\n';
+    }
+    for (const v1::StagingFile& f : reply.staging()) {
+      std::string line = fmt::format("  stage-{} {} -> {}: {}, {}/{}", f.direction(), f.source(), f.dest(), f.state(),
+                                     format_bytes(Bytes(f.bytes_done())), format_bytes(Bytes(f.bytes_total())));
+      if (f.rate_bps() > 0) line += fmt::format(" at {}/s", format_bytes(Bytes(static_cast<std::uint64_t>(f.rate_bps()))));
+      if (f.state() == "running" && f.rate_bps() > 0 && f.bytes_total() > f.bytes_done()) {
+        line += fmt::format(", {:.0f} s left", static_cast<double>(f.bytes_total() - f.bytes_done()) / f.rate_bps());
+      }
+      if (!f.error().empty()) line += ": " + f.error();
       std::cout << line << '\n';
     }
     return {};

@@ -23,7 +23,8 @@ nlohmann::json node_json(const v1::NodeInfo& n) {
   for (const v1::NvmeInfo& d : n.nvme()) {
     nvme.push_back({{"path", d.path()}, {"numa", d.numa()}, {"bytes_free", d.bytes_free()}, {"bytes_total", d.bytes_total()}});
   }
-  return {{"name", n.name()}, {"state", n.state()}, {"reason", n.reason()}, {"numa", numa}, {"nvme", nvme}};
+  return {{"name", n.name()}, {"role", n.role()}, {"state", n.state()}, {"reason", n.reason()}, {"numa", numa}, {"nvme", nvme},
+          {"data_address", n.data_address()}};
 }
 
 // Drain or resume: the same request, told apart by the call.
@@ -69,6 +70,11 @@ std::vector<Command> add_node_commands(CLI::App& app) {
     std::cout << fmt::format("{:<16} {:<6} {:>11} {:>21} {:>21}  {}\n", "NODE", "STATE", "CORES FREE", "MEMORY FREE",
                              "NVME FREE", "REASON");
     for (const v1::NodeInfo& n : reply.nodes()) {
+      if (n.role() == "storage") {
+        std::cout << fmt::format("{:<16} {:<6} {:>11} {:>21} {:>21}  storage agent, serving at {}\n", n.name(), n.state(), "-", "-", "-",
+                                 n.data_address());
+        continue;
+      }
       unsigned cores_free = 0, cores_total = 0;
       std::uint64_t mem_free = 0, mem_total = 0, nvme_free = 0, nvme_total = 0;
       for (const v1::NumaInfo& d : n.numa()) {

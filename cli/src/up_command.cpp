@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,6 +20,8 @@
 
 #include "commands.hpp"
 #include "loom/agent/cgroup.hpp"
+#include "loom/burstbuffer/slice.hpp"
+#include "loom/common/bytes.hpp"
 #include "programs.hpp"
 
 extern char** environ;
@@ -145,15 +148,20 @@ Command add_up(CLI::App& app) {
     unsigned agents = 2;
     std::string topology = "pack:2 numa:2(memory=16GiB) core:8 pu:1";
     std::string state_dir;
+    std::string nvme = "8GiB";
     bool no_restart = false;
   };
   auto o = std::make_shared<Options>();
-  auto* up = app.add_subcommand("up", "Run a cluster on this machine: loomctld and N agents on loopback, each simulating a "
-                                      "node; prints `export LOOM_CONTROLLER=...` once ready; Ctrl-C stops it (root only)");
+  auto* up = app.add_subcommand("up", "Run a cluster on this machine: loomctld, N agents on loopback, each simulating a "
+                                      "node with an NVMe device, and a storage agent `storage` exporting a directory; "
+                                      "prints `export LOOM_CONTROLLER=...` and `export LOOM_STORAGE_EXPORT=...` once "
+                                      "ready; Ctrl-C stops it (root only)");
   up->add_option("--agents", o->agents, "Compute agents")->capture_default_str()->check(CLI::Range(1u, 64u));
   up->add_option("--topology", o->topology, "Each agent's node: an hwloc XML file, or a synthetic topology")->capture_default_str();
   up->add_option("--state-dir", o->state_dir, "The controller's state and the daemons' logs (default: a new directory "
                                               "under /tmp, removed at exit); a state directory given is kept and reused");
+  up->add_option("--nvme", o->nvme, "Each agent's NVMe device for burst buffers: a loop-mounted ext4 image of this "
+                                    "size (sparse: the disk is used as it fills)")->capture_default_str();
   up->add_flag("--no-restart", o->no_restart, "Leave a daemon that dies stopped, instead of restarting it as systemd would");
   return {up, [o](const Context&) -> Status {
     if (::geteuid() != 0) {
@@ -161,6 +169,10 @@ Command add_up(CLI::App& app) {
     }
     const fs::path loomctld = LOOM_TRY(find_program("loomctld", "controller"));
     const fs::path loomd = LOOM_TRY(find_program("loomd", "agent"));
+    const Bytes nvme = LOOM_TRY(with_context(parse_bytes(o->nvme), "--nvme"));
+    if (nvme.count() < (std::uint64_t{64} << 20)) {
+      return make_error(ErrorCode::kInvalidArgument, fmt::format("--nvme {}: a device needs at least 64 MiB", o->nvme));
+    }
     const bool temporary = o->state_dir.empty();
     const fs::path dir = temporary ? fs::temp_directory_path() / fmt::format("loom-up.{}", ::getpid()) : fs::path(o->state_dir);
     fs::create_directories(dir);
@@ -182,10 +194,16 @@ Command add_up(CLI::App& app) {
     Daemon controller{"loomctld", {loomctld.string(), "--listen", "127.0.0.1:0", "--state-dir", (dir / "controller").string()},
                       dir / "loomctld.log", "listening on ", -1, {}};
     std::vector<Daemon> agents;
+    std::vector<burstbuffer::Slice> devices;
     auto stop_all = [&] {
       for (Daemon& a : agents) Supervisor::stop(a);
       Supervisor::stop(controller);
       supervisor.remove_jobs();
+      // The slices the stopped agents' jobs held, then the devices they were on.
+      for (burstbuffer::Slice& device : devices) {
+        for (std::uint64_t job : burstbuffer::slices_on(device.dir())) (void)burstbuffer::remove_slice(device.dir(), job);
+        if (auto removed = device.destroy(); !removed) std::cerr << "loom up: " << removed.error().to_string() << "\n";
+      }
       if (temporary) fs::remove_all(dir);
     };
     auto run = [&]() -> Status {
@@ -194,17 +212,38 @@ Command add_up(CLI::App& app) {
       controller.argv[2] = address;  // restarts keep the port: agents and users know it
       for (unsigned i = 0; i < o->agents; ++i) {
         const std::string name = fmt::format("node{}", i);
+        const fs::path device = dir / fmt::format("nvme-{}", name);
+        // A device is found again in a state directory that is reused; else made. Its slices'
+        // images go in it, so a device is as full as its slices make it.
+        auto found = burstbuffer::Slice::find(dir / fmt::format("nvme-{}.img", name), device);
+        devices.push_back(found ? std::move(*found)
+                                : LOOM_TRY(with_context(burstbuffer::Slice::create({dir / fmt::format("nvme-{}.img", name), device,
+                                                                                     nvme.count(), 0, 0, 0711, false}),
+                                                        "making " + name + "'s NVMe device")));
+        // The agent's device (the capacity offered leaves the filesystem's own metadata out),
+        // and the fabric on loopback, where every agent is.
         Daemon agent{"loomd " + name,
                      {loomd.string(), "--controller", address, "--name", name, "--cgroup", cgroup_root + "/" + name,
-                      "--state-dir", (dir / ("agent-" + name)).string()},
+                      "--state-dir", (dir / ("agent-" + name)).string(), "--nvme",
+                      fmt::format("{}={}", device.string(), nvme.count() / 100 * 97), "--fabric-interface", "lo"},
                      dir / fmt::format("loomd-{}.log", name), "registered with", -1, {}};
         agent.argv.insert(agent.argv.end(), topology.begin(), topology.end());
         agents.push_back(std::move(agent));
         LOOM_TRY(supervisor.start(agents.back()));
       }
-      std::cerr << fmt::format("loom up: loomctld and {} agents ({}) running; state and logs in {}\n", o->agents, o->topology,
-                               dir.string());
-      std::cout << "export LOOM_CONTROLLER=" << address << std::endl;
+      const fs::path exported = dir / "export";
+      fs::create_directories(exported);
+      ::chmod(exported.c_str(), 0755);
+      agents.push_back({"loomd storage",
+                        {loomd.string(), "--controller", address, "--name", "storage", "--cgroup", cgroup_root + "/storage",
+                         "--state-dir", (dir / "agent-storage").string(), "--fabric-interface", "lo", "--export",
+                         exported.string()},
+                        dir / "loomd-storage.log", "registered with", -1, {}});
+      LOOM_TRY(supervisor.start(agents.back()));
+      std::cerr << fmt::format("loom up: loomctld, {} agents ({}, {} NVMe each) and a storage agent running; state and logs in {}\n",
+                               o->agents, o->topology, format_bytes(nvme), dir.string());
+      std::cout << "export LOOM_CONTROLLER=" << address << "\n";
+      std::cout << "export LOOM_STORAGE_EXPORT=" << exported.string() << std::endl;
       for (;;) {
         int signal = 0;
         sigwait(&signals, &signal);

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "loom/burstbuffer/staging_spec.hpp"
 #include "loom/common/munge.hpp"
 
 namespace loom::controller {
@@ -56,6 +57,7 @@ v1::JobInfo info(const JobRow& row) {
     j.set_array_job(row.array_job->value());
     j.set_array_index(row.array_index);
   }
+  *j.mutable_staging() = row.staging.files();
   return j;
 }
 
@@ -178,6 +180,14 @@ grpc::Status Service::Nodes(grpc::ServerContext*, const v1::NodesRequest* reques
       nvme->set_bytes_free(free.nvme.at(k));
       nvme->set_bytes_total(total.nvme.at(k));
     }
+    n->set_role("compute");
+  }
+  for (const auto& [name, address] : storage_) {
+    v1::NodeInfo* n = reply->add_nodes();
+    n->set_name(name);
+    n->set_state("UP");
+    n->set_role("storage");
+    n->set_data_address(address);
   }
   return grpc::Status::OK;
 }
@@ -224,6 +234,7 @@ grpc::Status Service::Connect(grpc::ServerContext* context, grpc::ServerReaderWr
     return {grpc::StatusCode::PERMISSION_DENIED,
             fmt::format("an agent must run as root; {} (uid {}) may not register a node", identity->user, identity->uid)};
   }
+  if (!first.hello().data_address().empty()) return serve_storage(context, stream, first.hello());
   auto agent = std::make_shared<Agent>();
   agent->context = context;
   agent->stream = stream;
@@ -231,6 +242,9 @@ grpc::Status Service::Connect(grpc::ServerContext* context, grpc::ServerReaderWr
   {
     std::lock_guard lock(mutex_);
     const std::string& name = first.hello().name();
+    if (storage_.contains(name)) {
+      return {grpc::StatusCode::FAILED_PRECONDITION, fmt::format("{} is a storage agent's name already", name)};
+    }
     if (auto existing = cluster_.find(name); existing && agents_.contains(*existing)) {
       // The node's agent restarted before its old stream was seen to break: the newest
       // registration is the live one (only root registers), the old stream is dropped.
@@ -238,7 +252,11 @@ grpc::Status Service::Connect(grpc::ServerContext* context, grpc::ServerReaderWr
       agents_.at(*existing)->context->TryCancel();
       agents_.erase(*existing);
     }
-    auto node = manager_->joined(name, nlohmann::json::parse(first.hello().topology_json(), nullptr, false));
+    std::vector<sched::NvmeDevice> nvme;
+    for (const v1::NvmeDevice& d : first.hello().nvme()) {
+      nvme.push_back({d.path(), d.has_numa() ? std::optional<unsigned>(d.numa()) : std::nullopt, d.capacity()});
+    }
+    auto node = manager_->joined(name, nlohmann::json::parse(first.hello().topology_json(), nullptr, false), std::move(nvme));
     if (!node) return to_grpc(node.error());
     agent->node = *node;
     agents_[agent->node] = agent;
@@ -257,6 +275,11 @@ grpc::Status Service::Connect(grpc::ServerContext* context, grpc::ServerReaderWr
     agent->heard = Clock::now();
     if (message.has_started()) node_started(agent->node, message.started());
     if (message.has_ended()) node_ended(agent->node, message.ended());
+    if (message.has_staging()) {
+      if (auto status = manager_->staged(JobId(message.staging().job()), cluster_.name(agent->node), message.staging()); !status) {
+        spdlog::debug("job {}: staging report from {}: {}", message.staging().job(), cluster_.name(agent->node), status.error().to_string());
+      }
+    }
   }
   std::lock_guard lock(mutex_);
   if (auto it = agents_.find(agent->node); it != agents_.end() && it->second == agent) {
@@ -266,6 +289,28 @@ grpc::Status Service::Connect(grpc::ServerContext* context, grpc::ServerReaderWr
     spdlog::warn("agent {} disconnected: node down; its jobs stand for {} s", cluster_.name(agent->node),
                  std::chrono::duration_cast<std::chrono::seconds>(window_).count());
   }
+  return grpc::Status::OK;
+}
+
+grpc::Status Service::serve_storage(grpc::ServerContext* context, grpc::ServerReaderWriter<v1::ToAgent, v1::FromAgent>* stream,
+                                    const v1::RegisterRequest& hello) {
+  const std::string& name = hello.name();
+  {
+    std::lock_guard lock(mutex_);
+    if (cluster_.find(name)) {
+      return {grpc::StatusCode::FAILED_PRECONDITION, fmt::format("{} is a compute node's name already", name)};
+    }
+    storage_[name] = hello.data_address();
+    v1::ToAgent registered;
+    registered.mutable_registered();
+    stream->Write(registered);
+    spdlog::info("storage agent {} registered ({}), serving at {}", name, context->peer(), hello.data_address());
+  }
+  for (v1::FromAgent message; stream->Read(&message);) {
+  }
+  std::lock_guard lock(mutex_);
+  if (auto it = storage_.find(name); it != storage_.end() && it->second == hello.data_address()) storage_.erase(it);
+  spdlog::warn("storage agent {} disconnected", name);
   return grpc::Status::OK;
 }
 
@@ -426,12 +471,28 @@ void Service::send(NodeId node, const v1::ToAgent& message) {
 
 void Service::send_launch(const Launch& launch) {
   auto& nodes = running_[launch.id];
-  for (const sched::NodePlacement& np : launch.placement.nodes) {
+  // Where the storage nodes the job stages from and to serve; one that is not connected is
+  // left out, and the agent fails the staging that names it.
+  std::map<std::string, std::string> storage;
+  for (const std::string& text : launch.spec.stage_in()) {
+    if (auto in = burstbuffer::parse_stage_in(text); in && storage_.contains(in->node)) storage[in->node] = storage_.at(in->node);
+  }
+  for (const std::string& text : launch.spec.stage_out()) {
+    if (auto out = burstbuffer::parse_stage_out(text); out && storage_.contains(out->node)) storage[out->node] = storage_.at(out->node);
+  }
+  for (std::size_t index = 0; index < launch.placement.nodes.size(); ++index) {
+    const sched::NodePlacement& np = launch.placement.nodes[index];
     v1::ToAgent message;
     v1::Launch* l = message.mutable_launch();
     l->set_job(launch.id.value());
     l->set_uid(launch.uid);
     *l->mutable_spec() = launch.spec;
+    l->set_node_index(static_cast<std::uint32_t>(index));
+    if (np.nvme) {
+      l->set_bb_device(cluster_.nvme(np.node)[*np.nvme].name);
+      l->set_bb_bytes(np.bb_bytes);
+    }
+    l->mutable_storage()->insert(storage.begin(), storage.end());
     if (launch.array_job) {
       l->set_array_job(launch.array_job->value());
       l->set_array_index(launch.array_index);
@@ -463,8 +524,16 @@ void Service::node_started(NodeId node, const v1::JobStarted& started) {
   for (const v1::RankBinding& r : started.ranks()) {
     ranks.push_back({r.rank(), {r.cpus().begin(), r.cpus().end()}, {r.numa().begin(), r.numa().end()}});
   }
-  if (auto status = manager_->started(JobId(started.job()), cluster_.name(node), ranks); !status) {
+  const JobId id(started.job());
+  if (auto status = manager_->started(id, cluster_.name(node), ranks); !status) {
     spdlog::warn("job {} on {}: {}", started.job(), cluster_.name(node), status.error().to_string());
+    return;
+  }
+  auto it = running_.find(id);
+  if (it == running_.end()) return;
+  it->second.started.insert(node);
+  if (it->second.started == it->second.nodes) {
+    if (auto status = manager_->ran(id); !status) spdlog::error("job {}: {}", id.value(), status.error().to_string());
   }
 }
 
@@ -488,6 +557,8 @@ void Service::node_ended(NodeId node, const v1::JobEnded& ended) {
     job.ending.exit_code = ended.error().empty() ? ended.exit_code() : 127;
     if (ended.has_signal()) job.ending.signal = ended.signal();
     if (!ended.error().empty()) job.ending.error = fmt::format("on {}: {}", cluster_.name(node), ended.error());
+    job.ending.staging = ended.staging();
+    if (ended.staging()) job.ending.error = ended.error();  // it names the file and the node
     send_kill(id, std::chrono::seconds(0));  // the first failing rank ends the job everywhere
   }
   if (!job.pending.empty()) return;

@@ -62,6 +62,7 @@ class Service final : public v1::Controller::Service, public v1::AgentLink::Serv
   struct RunningJob {
     std::set<NodeId> pending;  // nodes whose processes have not ended yet
     std::set<NodeId> nodes;    // all of them: each is told to Forget the job once its end is stored
+    std::set<NodeId> started;  // nodes whose ranks have started (a job staging in runs once all have)
     bool failed = false;
     Ending ending;
   };
@@ -79,6 +80,10 @@ class Service final : public v1::Controller::Service, public v1::AgentLink::Serv
   void send_launch(const Launch& launch);
   void send_kill(JobId id, std::chrono::seconds grace);
   void node_started(NodeId node, const v1::JobStarted& started);
+  // A storage agent's stream: it runs no jobs; it is known (by name, with its data address)
+  // while its stream lasts.
+  grpc::Status serve_storage(grpc::ServerContext* context, grpc::ServerReaderWriter<v1::ToAgent, v1::FromAgent>* stream,
+                             const v1::RegisterRequest& hello);
   void node_ended(NodeId node, const v1::JobEnded& ended);
 
   sched::Cluster& cluster_;
@@ -90,6 +95,7 @@ class Service final : public v1::Controller::Service, public v1::AgentLink::Serv
   std::atomic<bool> stopping_{false};
   std::map<NodeId, std::shared_ptr<Agent>> agents_;
   std::map<NodeId, Clock::time_point> gone_;  // nodes whose agent left, and since when
+  std::map<std::string, std::string> storage_;  // storage agents connected: name -> data address
   std::map<JobId, RunningJob> running_;
   // Ends reported for unknown jobs, kept until they are adopted; and the nodes whose
   // agents did not know an unknown job at all (its launch never reached them).

@@ -19,6 +19,24 @@ std::unexpected<Error> not_found(JobId id, std::optional<std::uint32_t> index = 
 }
 
 bool ended(v1::JobState state) { return state >= v1::COMPLETED; }
+// Holding its allocation: staging in, running, or staging out.
+bool active(v1::JobState state) { return state == v1::STAGING_IN || state == v1::RUNNING || state == v1::STAGING_OUT; }
+
+nlohmann::json nvme_json(std::span<const sched::NvmeDevice> devices) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const sched::NvmeDevice& d : devices) {
+    out.push_back({{"path", d.name}, {"numa", d.numa ? nlohmann::json(*d.numa) : nlohmann::json(nullptr)}, {"capacity", d.capacity_bytes}});
+  }
+  return out;
+}
+
+std::vector<sched::NvmeDevice> nvme_devices(const nlohmann::json& json) {
+  std::vector<sched::NvmeDevice> out;
+  for (const nlohmann::json& d : json) {
+    out.push_back({d["path"], d["numa"].is_null() ? std::nullopt : std::optional<unsigned>(d["numa"].get<unsigned>()), d["capacity"]});
+  }
+  return out;
+}
 
 sched::JobEnd end_kind(v1::JobState state) {
   switch (state) {
@@ -91,7 +109,9 @@ Result<std::unique_ptr<JobManager>> JobManager::open(std::unique_ptr<Store> stor
   for (const NodeRow& node : nodes) {
     auto topology = hwtopo::topology_from_json(nlohmann::json::parse(node.topology_json, nullptr, false));
     LOOM_TRY(with_context(topology, fmt::format("node {} in the state", node.name)));
-    const NodeId id = cluster.add_node({node.name, std::make_shared<const hwtopo::Topology>(std::move(*topology)), {}});
+    const nlohmann::json nvme = nlohmann::json::parse(node.nvme_json, nullptr, false);
+    const NodeId id = cluster.add_node({node.name, std::make_shared<const hwtopo::Topology>(std::move(*topology)),
+                                        nvme.is_array() ? nvme_devices(nvme) : std::vector<sched::NvmeDevice>{}});
     LOOM_TRY(cluster.set_state(id, sched::NodeState::kDown));
     if (node.drain_reason) manager->drained_[node.name] = *node.drain_reason;
   }
@@ -103,7 +123,7 @@ Result<std::unique_ptr<JobManager>> JobManager::open(std::unique_ptr<Store> stor
   // Pending jobs queue again in id order, so a dependency is always known before its
   // dependent. Running jobs wait for their agents to report them (crash recovery).
   for (const auto& [id, row] : manager->jobs_) {
-    if (row.state == v1::RUNNING) {
+    if (active(row.state)) {
       const std::vector<std::string> nodes = manager->nodes_of(id);
       manager->unknown_[id] = std::set<std::string>(nodes.begin(), nodes.end());
       manager->scheduler_.await(id);
@@ -192,6 +212,7 @@ Status JobManager::apply(std::span<const JobUpdate> updates) {
     if (update.start_time) row.start_time = update.start_time;
     if (update.end_time) row.end_time = update.end_time;
     if (update.placement) row.placement = *update.placement;
+    if (update.staging) row.staging.ParseFromString(*update.staging);
   }
   if (on_change_) on_change_();
   return {};
@@ -235,7 +256,7 @@ Status JobManager::cancel(const Caller& caller, JobId id, std::optional<std::uin
 
 Status JobManager::started(JobId id, const std::string& node, std::span<const RankBound> ranks) {
   auto it = jobs_.find(id);
-  if (it == jobs_.end() || it->second.state != v1::RUNNING) {
+  if (it == jobs_.end() || !active(it->second.state)) {
     return make_error(ErrorCode::kFailedPrecondition, fmt::format("job {} is not running", id.value()));
   }
   nlohmann::json placement = nlohmann::json::parse(it->second.placement);
@@ -270,7 +291,7 @@ Result<std::vector<Launch>> JobManager::schedule(sched::Time now) {
   for (const sched::Started& s : pass.started) {
     JobUpdate u;
     u.id = s.id;
-    u.state = v1::RUNNING;
+    u.state = jobs_.at(s.id).spec.stage_in().empty() ? v1::RUNNING : v1::STAGING_IN;
     u.start_time = now.time_since_epoch().count();
     u.placement = placement_json(cluster_, s.placement);
     updates.push_back(std::move(u));
@@ -295,9 +316,39 @@ std::vector<JobId> JobManager::past_walltime(sched::Time now) {
   return out;
 }
 
+Status JobManager::ran(JobId id) {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end() || it->second.state != v1::STAGING_IN) return {};
+  JobUpdate u;
+  u.id = id;
+  u.state = v1::RUNNING;
+  return apply(std::span<const JobUpdate>(&u, 1));
+}
+
+Status JobManager::staged(JobId id, const std::string& node, const v1::StagingReport& report) {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end() || !active(it->second.state)) {
+    return make_error(ErrorCode::kFailedPrecondition, fmt::format("job {} is not running", id.value()));
+  }
+  // Progress is kept in memory, and stored with the job's end: a restart shows the last
+  // state stored, and agents report again.
+  v1::StagingReport& staging = it->second.staging;
+  auto* files = staging.mutable_files();
+  files->erase(std::remove_if(files->begin(), files->end(), [&](const v1::StagingFile& f) { return f.node() == node; }), files->end());
+  for (const v1::StagingFile& f : report.files()) *staging.add_files() = f;
+  if (report.out() && it->second.state == v1::RUNNING) {
+    JobUpdate u;
+    u.id = id;
+    u.state = v1::STAGING_OUT;
+    return apply(std::span<const JobUpdate>(&u, 1));
+  }
+  if (on_change_) on_change_();
+  return {};
+}
+
 Status JobManager::finished(JobId id, const Ending& ending, sched::Time now) {
   auto it = jobs_.find(id);
-  if (it == jobs_.end() || it->second.state != v1::RUNNING) {
+  if (it == jobs_.end() || !active(it->second.state)) {
     return make_error(ErrorCode::kFailedPrecondition, fmt::format("job {} is not running", id.value()));
   }
   JobUpdate u;
@@ -305,6 +356,7 @@ Status JobManager::finished(JobId id, const Ending& ending, sched::Time now) {
   u.exit_code = ending.exit_code;
   u.signal = ending.signal;
   u.placement = it->second.placement;  // with the binding the agents reported
+  if (it->second.staging.files_size() > 0) u.staging = it->second.staging.SerializeAsString();
   u.end_time = now.time_since_epoch().count();
   if (auto killed = ending_.find(id); killed != ending_.end()) {
     u.state = killed->second == "TimeLimit" ? v1::TIMEOUT : v1::CANCELLED;
@@ -314,7 +366,8 @@ Status JobManager::finished(JobId id, const Ending& ending, sched::Time now) {
     u.state = v1::COMPLETED;
   } else {
     u.state = v1::FAILED;
-    u.reason = !ending.error.empty() ? "LaunchFailed: " + ending.error
+    u.reason = !ending.error.empty() && ending.staging ? ending.error
+               : !ending.error.empty()                 ? "LaunchFailed: " + ending.error
                : ending.out_of_memory ? "OutOfMemory"
                : ending.signal        ? fmt::format("killed by signal {}", *ending.signal)
                                       : "NonZeroExitCode";
@@ -368,7 +421,7 @@ Result<sched::Placement> JobManager::adopt(JobId id) {
 
 Status JobManager::lost(JobId id, const std::string& reason, sched::Time now, bool started) {
   auto it = jobs_.find(id);
-  LOOM_CHECK(it != jobs_.end() && it->second.state == v1::RUNNING, "lost() of a job that is not running");
+  LOOM_CHECK(it != jobs_.end() && active(it->second.state), "lost() of a job that is not running");
   const bool was_unknown = unknown_.erase(id) > 0;
   ending_.erase(id);
   JobUpdate u;
@@ -426,17 +479,18 @@ Status JobManager::resume(const Caller& caller, const std::string& node) {
   return {};
 }
 
-Result<NodeId> JobManager::joined(const std::string& name, const nlohmann::json& topology_json) {
+Result<NodeId> JobManager::joined(const std::string& name, const nlohmann::json& topology_json,
+                                  std::vector<sched::NvmeDevice> nvme) {
   hwtopo::Topology topology = LOOM_TRY(hwtopo::topology_from_json(topology_json));
   std::optional<NodeId> node = cluster_.find(name);
-  if (node && cluster_.topology(*node) != topology) {
+  if (node && (cluster_.topology(*node) != topology || nvme_json(cluster_.nvme(*node)) != nvme_json(nvme))) {
     return make_error(ErrorCode::kFailedPrecondition,
-                      fmt::format("node {} registered before with another topology; the cluster's view of a node "
-                                  "does not change under its jobs (give the changed node a new name)", name));
+                      fmt::format("node {} registered before with another topology or other NVMe devices; the cluster's "
+                                  "view of a node does not change under its jobs (give the changed node a new name)", name));
   }
   if (!node) {
-    LOOM_TRY(store_->save_node(name, topology_json.dump()));
-    node = cluster_.add_node({name, std::make_shared<const hwtopo::Topology>(std::move(topology)), {}});
+    LOOM_TRY(store_->save_node(name, topology_json.dump(), nvme_json(nvme).dump()));
+    node = cluster_.add_node({name, std::make_shared<const hwtopo::Topology>(std::move(topology)), std::move(nvme)});
   }
   const bool drained = drained_.contains(name);
   LOOM_TRY(cluster_.set_state(*node, drained ? sched::NodeState::kDrain : sched::NodeState::kUp));

@@ -17,7 +17,7 @@ using detail::Statement;
 static_assert(v1::COMPLETED == 4 && v1::NODE_FAIL > v1::COMPLETED && v1::STAGING_OUT < v1::COMPLETED);
 
 // Migrations, in order: migrations[i] takes the schema from version i to i + 1.
-constexpr std::array<std::string_view, 2> kMigrations = {
+constexpr std::array<std::string_view, 3> kMigrations = {
     R"sql(
       CREATE TABLE jobs (
         id          INTEGER PRIMARY KEY,
@@ -42,6 +42,20 @@ constexpr std::array<std::string_view, 2> kMigrations = {
         name         TEXT PRIMARY KEY,
         topology     TEXT NOT NULL,     -- hwtopo's JSON, as the agent registered it
         drain_reason TEXT               -- NULL unless drained
+      );
+    )sql",
+    R"sql(
+      ALTER TABLE nodes ADD COLUMN nvme TEXT NOT NULL DEFAULT '[]';  -- its NVMe devices, JSON
+      ALTER TABLE jobs ADD COLUMN staging BLOB;                       -- loom.v1.StagingReport, kept with the end
+      CREATE TABLE buffers (
+        name    TEXT PRIMARY KEY,
+        user    TEXT    NOT NULL,
+        uid     INTEGER NOT NULL,
+        gid     INTEGER NOT NULL,
+        node    TEXT    NOT NULL,
+        nvme    TEXT    NOT NULL,     -- the device's path on the node
+        bytes   INTEGER NOT NULL,
+        created INTEGER NOT NULL
       );
     )sql",
 };
@@ -116,11 +130,12 @@ class SqliteStore final : public Store {
     });
   }
 
-  Status save_node(const std::string& name, const std::string& topology_json) override {
-    Statement statement = LOOM_TRY(db_.prepare("INSERT INTO nodes(name, topology) VALUES(?, ?) "
-                                               "ON CONFLICT(name) DO UPDATE SET topology = excluded.topology"));
+  Status save_node(const std::string& name, const std::string& topology_json, const std::string& nvme_json) override {
+    Statement statement = LOOM_TRY(db_.prepare("INSERT INTO nodes(name, topology, nvme) VALUES(?, ?, ?) "
+                                               "ON CONFLICT(name) DO UPDATE SET topology = excluded.topology, nvme = excluded.nvme"));
     sqlite3_bind_text(statement.get(), 1, name.data(), static_cast<int>(name.size()), SQLITE_TRANSIENT);
     sqlite3_bind_text(statement.get(), 2, topology_json.data(), static_cast<int>(topology_json.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_text(statement.get(), 3, nvme_json.data(), static_cast<int>(nvme_json.size()), SQLITE_TRANSIENT);
     Result<bool> done = transaction([&]() -> Result<bool> {
       LOOM_TRY(statement.step());
       return true;
@@ -143,7 +158,7 @@ class SqliteStore final : public Store {
   }
 
   Result<std::vector<NodeRow>> load_nodes() const override {
-    Statement select = LOOM_TRY(db_.prepare("SELECT name, topology, drain_reason FROM nodes ORDER BY rowid"));
+    Statement select = LOOM_TRY(db_.prepare("SELECT name, topology, drain_reason, nvme FROM nodes ORDER BY rowid"));
     std::vector<NodeRow> out;
     while (LOOM_TRY(select.step()) == SQLITE_ROW) {
       sqlite3_stmt* s = select.get();
@@ -151,7 +166,63 @@ class SqliteStore final : public Store {
       row.name = reinterpret_cast<const char*>(sqlite3_column_text(s, 0));
       row.topology_json = reinterpret_cast<const char*>(sqlite3_column_text(s, 1));
       if (sqlite3_column_type(s, 2) != SQLITE_NULL) row.drain_reason = reinterpret_cast<const char*>(sqlite3_column_text(s, 2));
+      row.nvme_json = reinterpret_cast<const char*>(sqlite3_column_text(s, 3));
       out.push_back(std::move(row));
+    }
+    return out;
+  }
+
+  Status save_buffer(const BufferRow& b) override {
+    Statement statement = LOOM_TRY(db_.prepare("INSERT INTO buffers(name, user, uid, gid, node, nvme, bytes, created) "
+                                               "VALUES(?, ?, ?, ?, ?, ?, ?, ?)"));
+    sqlite3_stmt* s = statement.get();
+    sqlite3_bind_text(s, 1, b.name.data(), static_cast<int>(b.name.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 2, b.user.data(), static_cast<int>(b.user.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 3, b.uid);
+    sqlite3_bind_int64(s, 4, b.gid);
+    sqlite3_bind_text(s, 5, b.node.data(), static_cast<int>(b.node.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 6, b.nvme.data(), static_cast<int>(b.nvme.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 7, static_cast<sqlite3_int64>(b.bytes));
+    sqlite3_bind_int64(s, 8, b.created);
+    Result<bool> done = transaction([&]() -> Result<bool> {
+      if (auto stepped = statement.step(); !stepped) {
+        if (sqlite3_extended_errcode(db_.get()) == SQLITE_CONSTRAINT_PRIMARYKEY) {
+          return make_error(ErrorCode::kAlreadyExists, fmt::format("a burst buffer named {} exists already", b.name));
+        }
+        return std::unexpected(stepped.error());
+      }
+      return true;
+    });
+    if (!done) return std::unexpected(std::move(done).error());
+    return {};
+  }
+
+  Status delete_buffer(const std::string& name) override {
+    Statement statement = LOOM_TRY(db_.prepare("DELETE FROM buffers WHERE name = ?"));
+    sqlite3_bind_text(statement.get(), 1, name.data(), static_cast<int>(name.size()), SQLITE_TRANSIENT);
+    Result<bool> done = transaction([&]() -> Result<bool> {
+      LOOM_TRY(statement.step());
+      return true;
+    });
+    if (!done) return std::unexpected(std::move(done).error());
+    return {};
+  }
+
+  Result<std::vector<BufferRow>> load_buffers() const override {
+    Statement select = LOOM_TRY(db_.prepare("SELECT name, user, uid, gid, node, nvme, bytes, created FROM buffers ORDER BY name"));
+    std::vector<BufferRow> out;
+    while (LOOM_TRY(select.step()) == SQLITE_ROW) {
+      sqlite3_stmt* s = select.get();
+      BufferRow b;
+      b.name = reinterpret_cast<const char*>(sqlite3_column_text(s, 0));
+      b.user = reinterpret_cast<const char*>(sqlite3_column_text(s, 1));
+      b.uid = static_cast<std::uint32_t>(sqlite3_column_int64(s, 2));
+      b.gid = static_cast<std::uint32_t>(sqlite3_column_int64(s, 3));
+      b.node = reinterpret_cast<const char*>(sqlite3_column_text(s, 4));
+      b.nvme = reinterpret_cast<const char*>(sqlite3_column_text(s, 5));
+      b.bytes = static_cast<std::uint64_t>(sqlite3_column_int64(s, 6));
+      b.created = sqlite3_column_int64(s, 7);
+      out.push_back(std::move(b));
     }
     return out;
   }
@@ -161,7 +232,8 @@ class SqliteStore final : public Store {
       Statement update = LOOM_TRY(db_.prepare(
           "UPDATE jobs SET state = ?, reason = ?, exit_code = coalesce(?, exit_code), "
           "signal = coalesce(?, signal), start_time = coalesce(?, start_time), "
-          "end_time = coalesce(?, end_time), placement = coalesce(?, placement) WHERE id = ?"));
+          "end_time = coalesce(?, end_time), placement = coalesce(?, placement), staging = coalesce(?, staging) "
+          "WHERE id = ?"));
       for (const JobUpdate& u : updates) {
         sqlite3_stmt* s = update.get();
         sqlite3_bind_int(s, 1, u.state);
@@ -173,7 +245,8 @@ class SqliteStore final : public Store {
         if (u.placement) {
           sqlite3_bind_text(s, 7, u.placement->data(), static_cast<int>(u.placement->size()), SQLITE_TRANSIENT);
         }
-        sqlite3_bind_int64(s, 8, static_cast<sqlite3_int64>(u.id.value()));
+        if (u.staging) sqlite3_bind_blob(s, 8, u.staging->data(), static_cast<int>(u.staging->size()), SQLITE_TRANSIENT);
+        sqlite3_bind_int64(s, 9, static_cast<sqlite3_int64>(u.id.value()));
         LOOM_TRY(update.step());
         if (sqlite3_changes(db_.get()) != 1) {
           return make_error(ErrorCode::kNotFound, fmt::format("job {} does not exist", u.id.value()));
@@ -189,9 +262,9 @@ class SqliteStore final : public Store {
   Result<std::vector<JobRow>> load_jobs(bool unfinished_only) const override {
     Statement select = LOOM_TRY(db_.prepare(
         unfinished_only ? "SELECT id, user, uid, state, reason, exit_code, signal, submit_time, start_time, "
-                          "end_time, spec, placement, array_job, array_index FROM jobs WHERE state < 4 ORDER BY id"
+                          "end_time, spec, placement, array_job, array_index, staging FROM jobs WHERE state < 4 ORDER BY id"
                         : "SELECT id, user, uid, state, reason, exit_code, signal, submit_time, start_time, "
-                          "end_time, spec, placement, array_job, array_index FROM jobs ORDER BY id"));
+                          "end_time, spec, placement, array_job, array_index, staging FROM jobs ORDER BY id"));
     std::vector<JobRow> rows;
     while (LOOM_TRY(select.step()) == SQLITE_ROW) {
       sqlite3_stmt* s = select.get();
@@ -213,6 +286,10 @@ class SqliteStore final : public Store {
       row.placement = reinterpret_cast<const char*>(sqlite3_column_text(s, 11));
       if (auto array = optional_int64(s, 12)) row.array_job = JobId(static_cast<JobId::rep>(*array));
       row.array_index = static_cast<std::uint32_t>(sqlite3_column_int64(s, 13));
+      if (sqlite3_column_type(s, 14) != SQLITE_NULL &&
+          !row.staging.ParseFromArray(sqlite3_column_blob(s, 14), sqlite3_column_bytes(s, 14))) {
+        return make_error(ErrorCode::kDataLoss, fmt::format("job {}: its stored staging does not parse", row.id.value()));
+      }
       rows.push_back(std::move(row));
     }
     return rows;

@@ -58,7 +58,7 @@ class JobManagerTest : public ::testing::Test {
   }
   // n0's agent registers: 8 cores in 2 domains.
   void join(const std::string& name) {
-    auto node = manager_->joined(name, hwtopo::to_json(hwtopo::load_synthetic("pack:1 numa:2 core:4 pu:1").value()));
+    auto node = manager_->joined(name, hwtopo::to_json(hwtopo::load_synthetic("pack:1 numa:2 core:4 pu:1").value()), {});
     ASSERT_TRUE(node.has_value()) << node.error().to_string();
   }
   JobRow row(JobId id) { return manager_->show(kAdmin, id).value(); }

@@ -136,11 +136,11 @@ TEST_F(StoreTest, AnArraysElementsAreConsecutiveAndNameTheirArray) {
 TEST_F(StoreTest, NodesAndTheirDrainsOutliveTheStore) {
   {
     auto store = open();
-    ASSERT_TRUE(store->save_node("n1", R"({"cores":4})").has_value());
-    ASSERT_TRUE(store->save_node("n2", R"({"cores":8})").has_value());
+    ASSERT_TRUE(store->save_node("n1", R"({"cores":4})", "[]").has_value());
+    ASSERT_TRUE(store->save_node("n2", R"({"cores":8})", "[]").has_value());
     ASSERT_TRUE(store->set_drain("n1", "bad DIMM").has_value());
     EXPECT_EQ(store->set_drain("n9", "typo").error().message(), "there is no node n9");
-    ASSERT_TRUE(store->save_node("n1", R"({"cores":6})").has_value()) << "re-registering keeps the drain";
+    ASSERT_TRUE(store->save_node("n1", R"({"cores":6})", "[]").has_value()) << "re-registering keeps the drain";
   }
   {
     auto store = open();

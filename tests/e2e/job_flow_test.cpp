@@ -160,7 +160,8 @@ TEST_F(JobFlow, ADrainedNodeTakesNoNewJobsUntilResumed) {
   Completed drained = cluster_->loom("", {"drain", "node0", "--reason", "DIMM swap"});
   ASSERT_EQ(drained.exit_code, 0) << drained.err;
   json nodes = json::parse(alice({"nodes", "--json"}).out)["nodes"];
-  ASSERT_EQ(nodes.size(), 2u);
+  ASSERT_EQ(nodes.size(), 3u);  // and loom up's storage agent, which runs no jobs
+  EXPECT_EQ(nodes[2]["role"], "storage");
   EXPECT_EQ(nodes[0]["state"], "DRAIN");
   EXPECT_EQ(nodes[0]["reason"], "DIMM swap");
   EXPECT_EQ(nodes[1]["state"], "UP");

@@ -48,6 +48,11 @@ class LocalCluster {
   }
 
   const std::string& address() const { return address_; }
+  // The storage agent's export, as loom up printed it.
+  std::filesystem::path storage_export() const {
+    const std::string line = wait_for(dir_ / "up.out", "export LOOM_STORAGE_EXPORT=");
+    return line.substr(line.find('=') + 1);
+  }
   const std::filesystem::path& state_dir() const { return dir_; }
   pid_t pid() const { return up_; }
   // What loom up printed (stdout and stderr).

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <vector>
 
 #include "loom/common/error.hpp"
 
@@ -47,6 +48,15 @@ class Slice {
   std::filesystem::path image_;
   std::filesystem::path mount_;
 };
+
+// Where a job's slice goes on a node's NVMe device (a directory on it): the image at
+// DEVICE/.loom/job_ID.img, mounted at DEVICE/job_ID (the job's LOOM_BB_DIR).
+std::filesystem::path slice_image(const std::filesystem::path& device, std::uint64_t job);
+std::filesystem::path slice_mount(const std::filesystem::path& device, std::uint64_t job);
+// The jobs that have a slice image on the device.
+std::vector<std::uint64_t> slices_on(const std::filesystem::path& device);
+// Unmounts and removes a job's slice, whatever state it was left in.
+Status remove_slice(const std::filesystem::path& device, std::uint64_t job);
 
 // Whether `dir` is a mount point (in this mount namespace).
 bool is_mounted(const std::filesystem::path& dir);

@@ -43,6 +43,7 @@ struct Ending {
   std::optional<int> signal;
   bool out_of_memory = false;  // a rank hit its --mem-per-task
   std::string error;           // why the job could not start, when it could not
+  bool staging = false;        // the error is a staging failure's (the reason says which file)
 };
 
 // How one rank runs on its node, as the agent applied it.
@@ -86,6 +87,12 @@ class JobManager {
   // before they are returned. Jobs whose dependency can never be met end CANCELLED.
   Result<std::vector<Launch>> schedule(sched::Time now);
 
+  // Every node of a job that was STAGING_IN has started it: it is RUNNING (stored).
+  Status ran(JobId id);
+  // A node's staging for the job, as it progresses; once stage-out has begun the job is
+  // STAGING_OUT (stored). Progress itself is stored with the job's end.
+  Status staged(JobId id, const std::string& node, const v1::StagingReport& report);
+
   // Running jobs past their walltime: marked for TIMEOUT, returned for the caller to kill.
   std::vector<JobId> past_walltime(sched::Time now);
 
@@ -116,9 +123,9 @@ class JobManager {
   // it does: see joined().
   Status drain(const Caller& caller, const std::string& node, const std::string& reason);
   Status resume(const Caller& caller, const std::string& node);
-  // A node's agent registered with this topology: a new node is stored and added; a known
-  // one must have the topology it had. It is up, or drained when a stored drain says so.
-  Result<NodeId> joined(const std::string& name, const nlohmann::json& topology);
+  // A node's agent registered with this topology and these NVMe devices: a new node is
+  // stored and added; a known one must have the topology and devices it had. It is up, or drained when a stored drain says so.
+  Result<NodeId> joined(const std::string& name, const nlohmann::json& topology, std::vector<sched::NvmeDevice> nvme);
   // Why a node is drained; empty when it is not.
   std::string drain_reason(const std::string& node) const;
 

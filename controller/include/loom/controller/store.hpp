@@ -37,6 +37,7 @@ struct JobUpdate {
   std::optional<std::int64_t> start_time;
   std::optional<std::int64_t> end_time;
   std::optional<std::string> placement;  // JSON
+  std::optional<std::string> staging;    // a serialized loom.v1.StagingReport
 };
 
 struct JobRow {
@@ -54,12 +55,27 @@ struct JobRow {
   std::string placement;
   std::optional<JobId> array_job;  // an array's element: the array's id, and its index
   std::uint32_t array_index = 0;
+  v1::StagingReport staging;  // what it staged, as its agents last reported
 };
 
 struct NodeRow {
   std::string name;
   std::string topology_json;  // hwtopo's JSON
   std::optional<std::string> drain_reason;
+  std::string nvme_json = "[]";  // [{"path", "numa", "capacity"}]
+};
+
+// A persistent burst buffer: a named slice on one node's device, owned by a user, that
+// outlives jobs until destroyed.
+struct BufferRow {
+  std::string name;
+  std::string user;
+  std::uint32_t uid = 0;
+  std::uint32_t gid = 0;
+  std::string node;
+  std::string nvme;  // the device's path on the node
+  std::uint64_t bytes = 0;
+  std::int64_t created = 0;  // seconds since the epoch
 };
 
 class Store {
@@ -77,10 +93,15 @@ class Store {
 
   // Nodes, by name, as their agents registered them: a restarted controller knows its
   // nodes (DOWN until they re-register), and a drain outlives the node's agent.
-  virtual Status save_node(const std::string& name, const std::string& topology_json) = 0;
+  virtual Status save_node(const std::string& name, const std::string& topology_json, const std::string& nvme_json) = 0;
   // Drains a known node (a reason) or resumes it (nullopt); durable on return.
   virtual Status set_drain(const std::string& node, const std::optional<std::string>& reason) = 0;
   virtual Result<std::vector<NodeRow>> load_nodes() const = 0;
+
+  // Persistent burst buffers; a name is taken once (kAlreadyExists).
+  virtual Status save_buffer(const BufferRow& buffer) = 0;
+  virtual Status delete_buffer(const std::string& name) = 0;
+  virtual Result<std::vector<BufferRow>> load_buffers() const = 0;
 };
 
 // SQLite in WAL mode with synchronous=FULL, one file `state.db` under state_dir (created

@@ -1,0 +1,193 @@
+#include "job_storage.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <pwd.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include "loom/burstbuffer/identity.hpp"
+#include "loom/burstbuffer/staging_spec.hpp"
+#include "loom/common/munge.hpp"
+
+namespace loom::agent {
+
+using burstbuffer::slice_image;
+using burstbuffer::slice_mount;
+using burstbuffer::remove_slice;
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+Status StagerPool::with(const std::function<Status(burstbuffer::Stager&)>& copy) {
+  std::lock_guard lock(mutex_);
+  if (!stager_) stager_ = LOOM_TRY(burstbuffer::Stager::open(options_));
+  return copy(*stager_);
+}
+
+JobStorage::JobStorage(v1::Launch launch, std::string node, std::shared_ptr<StagerPool> stagers)
+    : launch_(std::move(launch)), node_(std::move(node)), stagers_(std::move(stagers)) {
+  std::vector<char> buffer(16384);
+  passwd pw{};
+  passwd* found = nullptr;
+  if (::getpwuid_r(launch_.uid(), &pw, buffer.data(), buffer.size(), &found) == 0 && found != nullptr) gid_ = pw.pw_gid;
+  // Known from the start, so that `loom show` lists what is waiting; and found again after
+  // an agent restart (a slice is found by its path).
+  for (const std::string& text : launch_.spec().stage_in()) {
+    auto in = burstbuffer::parse_stage_in(text);
+    if (!in) continue;  // checked at submit
+    File f;
+    f.shown.set_direction("in");
+    f.shown.set_source(fmt::format("{}:{}", in->node, in->path));
+    f.shown.set_dest(fmt::format("{}:{}", node_, (slice_mount(launch_.bb_device(), launch_.job()) / in->name()).string()));
+    f.shown.set_state("waiting");
+    f.shown.set_node(node_);
+    f.progress = std::make_shared<burstbuffer::FileProgress>();
+    files_.push_back(std::move(f));
+    staged_.push_back((slice_mount(launch_.bb_device(), launch_.job()) / in->name()).string());
+  }
+  if (stages_out()) {
+    for (const std::string& text : launch_.spec().stage_out()) {
+      auto out = burstbuffer::parse_stage_out(text);
+      if (!out) continue;
+      const std::string name = fs::path(out->slice_path).filename().string() + (launch_.spec().stage_out_all() ? "." + node_ : "");
+      File f;
+      f.shown.set_direction("out");
+      f.shown.set_source(fmt::format("{}:{}", node_, (slice_mount(launch_.bb_device(), launch_.job()) / out->slice_path).string()));
+      f.shown.set_dest(fmt::format("{}:{}", out->node, (fs::path(out->dir) / name).string()));
+      f.shown.set_state("waiting");
+      f.shown.set_node(node_);
+      f.progress = std::make_shared<burstbuffer::FileProgress>();
+      files_.push_back(std::move(f));
+    }
+  }
+}
+
+bool JobStorage::stages_out() const { return launch_.node_index() == 0 || launch_.spec().stage_out_all(); }
+
+Result<burstbuffer::Remote> JobStorage::remote(const std::string& node) const {
+  auto it = launch_.storage().find(node);
+  if (it == launch_.storage().end()) {
+    return make_error(ErrorCode::kUnavailable, fmt::format("no storage agent named {} is connected to the controller", node));
+  }
+  const std::string credential = LOOM_TRY(munge_credential());
+  return burstbuffer::Remote{it->second, credential, launch_.uid(), gid_};
+}
+
+Status JobStorage::copy(File& file, const std::function<Status(burstbuffer::Stager&, burstbuffer::FileProgress&)>& body) {
+  {
+    std::lock_guard lock(mutex_);
+    file.shown.set_state("running");
+    file.started = Clock::now();
+  }
+  staging_.store(true);
+  Status done = stagers_->with([&](burstbuffer::Stager& stager) { return body(stager, *file.progress); });
+  staging_.store(false);
+  std::lock_guard lock(mutex_);
+  file.ended = Clock::now();
+  file.shown.set_state(done ? "done" : "failed");
+  if (!done) file.shown.set_error(done.error().message());
+  return done;
+}
+
+Status JobStorage::prepare(const std::atomic<bool>& cancelled) {
+  if (launch_.bb_device().empty()) return {};
+  const fs::path device = launch_.bb_device();
+  auto slice = burstbuffer::Slice::create({slice_image(device, launch_.job()), slice_mount(device, launch_.job()),
+                                           launch_.bb_bytes(), launch_.uid(), gid_, 0700, true});
+  if (!slice) return std::unexpected(Error(slice.error()).with_context("creating the burst-buffer slice"));
+  slice_.emplace(std::move(*slice));
+  std::size_t index = 0;
+  for (const std::string& text : launch_.spec().stage_in()) {
+    const burstbuffer::StageIn in = LOOM_TRY(burstbuffer::parse_stage_in(text));
+    File& file = files_.at(index++);
+    Status copied = copy(file, [&](burstbuffer::Stager& stager, burstbuffer::FileProgress& progress) -> Status {
+      const burstbuffer::Remote r = LOOM_TRY(remote(in.node));
+      auto as_user = LOOM_TRY(burstbuffer::FsIdentity::assume(launch_.uid(), gid_));
+      const int dir = ::open(slice_->dir().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+      if (dir < 0) return make_error(ErrorCode::kInternal, fmt::format("cannot open the slice: {}", std::strerror(errno)));
+      Status s = stager.fetch(r, in.path, dir, in.name(), progress, cancelled);
+      ::close(dir);
+      return s;
+    });
+    if (!copied) {
+      (void)teardown();
+      if (copied.error().code() == ErrorCode::kCancelled) return copied;
+      return make_error(copied.error().code(), fmt::format("StageInFailed: {}:{} into {}'s slice: {}", in.node, in.path, node_,
+                                                           copied.error().message()));
+    }
+  }
+  return {};
+}
+
+std::map<std::string, std::string> JobStorage::environment() const {
+  if (launch_.bb_device().empty()) return {};
+  std::string staged;
+  for (const std::string& path : staged_) staged += (staged.empty() ? "" : ":") + path;
+  return {{"LOOM_BB_DIR", slice_mount(launch_.bb_device(), launch_.job()).string()}, {"LOOM_STAGED_FILES", staged}};
+}
+
+Status JobStorage::stage_out(const std::atomic<bool>& cancelled) {
+  if (!stages_out() || launch_.bb_device().empty()) return {};
+  const fs::path mount = slice_mount(launch_.bb_device(), launch_.job());
+  std::size_t index = static_cast<std::size_t>(launch_.spec().stage_in_size());
+  Status result;
+  for (const std::string& text : launch_.spec().stage_out()) {
+    const burstbuffer::StageOut out = LOOM_TRY(burstbuffer::parse_stage_out(text));
+    File& file = files_.at(index++);
+    const std::string name = fs::path(out.slice_path).filename().string() + (launch_.spec().stage_out_all() ? "." + node_ : "");
+    Status copied = copy(file, [&](burstbuffer::Stager& stager, burstbuffer::FileProgress& progress) -> Status {
+      const burstbuffer::Remote r = LOOM_TRY(remote(out.node));
+      int fd = -1;
+      {
+        auto as_user = LOOM_TRY(burstbuffer::FsIdentity::assume(launch_.uid(), gid_));
+        const int root = ::open(mount.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (root < 0) return make_error(ErrorCode::kInternal, fmt::format("cannot open the slice: {}", std::strerror(errno)));
+        auto opened = burstbuffer::open_beneath(root, out.slice_path, O_RDONLY);
+        ::close(root);
+        fd = LOOM_TRY(opened);
+      }
+      Status s = stager.store(r, fd, (fs::path(out.dir) / name).string(), progress, cancelled);
+      ::close(fd);
+      return s;
+    });
+    if (!copied && result) {
+      // The first failure is the job's; the other files are still staged out.
+      result = make_error(copied.error().code(), fmt::format("StageOutFailed: {} from {}'s slice to {}:{}: {}", out.slice_path, node_,
+                                                             out.node, out.dir, copied.error().message()));
+    }
+  }
+  return result;
+}
+
+Status JobStorage::teardown() {
+  if (slice_) {
+    Status s = slice_->destroy();
+    slice_.reset();
+    return s;
+  }
+  if (launch_.bb_device().empty()) return {};
+  return remove_slice(launch_.bb_device(), launch_.job());  // an agent after a restart: found by its path
+}
+
+v1::StagingReport JobStorage::report() const {
+  v1::StagingReport report;
+  report.set_job(launch_.job());
+  std::lock_guard lock(mutex_);
+  const auto now = Clock::now();
+  for (const File& f : files_) {
+    v1::StagingFile* shown = report.add_files();
+    *shown = f.shown;
+    shown->set_bytes_done(f.progress->done.load());
+    shown->set_bytes_total(f.progress->total.load());
+    if (f.shown.state() != "waiting") {
+      const auto until = f.shown.state() == "running" ? now : f.ended;
+      const double seconds = std::chrono::duration<double>(until - f.started).count();
+      if (seconds > 0) shown->set_rate_bps(static_cast<double>(shown->bytes_done()) / seconds);
+    }
+    if (f.shown.direction() == "out" && f.shown.state() != "waiting") report.set_out(true);
+  }
+  return report;
+}
+
+}  // namespace loom::agent

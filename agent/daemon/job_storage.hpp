@@ -1,0 +1,80 @@
+// A job's storage on one node: its burst-buffer slice, and the files staged into it before
+// the ranks start and out of it after they end.
+//
+// Slices live on the node's NVMe devices (burstbuffer::slice_image and slice_mount).
+// Everything the agent, running as root, does in a slice it
+// does with the job user's file-system identity, opening beneath the slice's root and
+// following no symlink: a job that turns out.h5 into a link to /etc/shadow gets an error.
+#pragma once
+
+#include <atomic>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "loom/burstbuffer/data_plane.hpp"
+#include "loom/burstbuffer/slice.hpp"
+#include "loom/common/error.hpp"
+#include "loom/proto/loom.pb.h"
+
+namespace loom::agent {
+
+// The agent's one Stager, opened at the first staging; copies take it in turn.
+class StagerPool {
+ public:
+  explicit StagerPool(burstbuffer::DataPlaneOptions options) : options_(std::move(options)) {}
+  // Runs `copy` with the stager, opening it first if needed.
+  Status with(const std::function<Status(burstbuffer::Stager&)>& copy);
+
+ private:
+  burstbuffer::DataPlaneOptions options_;
+  std::mutex mutex_;
+  std::unique_ptr<burstbuffer::Stager> stager_;
+};
+
+class JobStorage {
+ public:
+  JobStorage(v1::Launch launch, std::string node, std::shared_ptr<StagerPool> stagers);
+
+  // Creates the slice (if the job has one) and stages every --stage-in file into it. On
+  // failure the slice is gone again, and the error is the job's reason: "StageInFailed:
+  // storage:/in.h5 on node0: ...".
+  Status prepare(const std::atomic<bool>& cancelled);
+  // What the ranks see: LOOM_BB_DIR and LOOM_STAGED_FILES.
+  std::map<std::string, std::string> environment() const;
+  // Whether this node stages out (the job's first node, or every node with --stage-out-all).
+  bool stages_out() const;
+  // Stages out every --stage-out file ("NAME.NODE" with --stage-out-all).
+  Status stage_out(const std::atomic<bool>& cancelled);
+  // Removes the slice.
+  Status teardown();
+
+  // The staging as it stands, for the controller.
+  v1::StagingReport report() const;
+  bool staging() const { return staging_.load(); }  // a copy is under way
+
+ private:
+  struct File {
+    v1::StagingFile shown;
+    std::shared_ptr<burstbuffer::FileProgress> progress;
+    std::chrono::steady_clock::time_point started, ended;  // ended: while running, unset
+  };
+  Status copy(File& file, const std::function<Status(burstbuffer::Stager&, burstbuffer::FileProgress&)>& body);
+  Result<burstbuffer::Remote> remote(const std::string& node) const;
+
+  v1::Launch launch_;
+  std::string node_;
+  std::shared_ptr<StagerPool> stagers_;
+  std::optional<burstbuffer::Slice> slice_;
+  std::uint32_t gid_ = 0;
+  std::vector<std::string> staged_;  // paths in the slice
+  mutable std::mutex mutex_;  // guards files_' shown fields
+  std::vector<File> files_;
+  std::atomic<bool> staging_{false};
+};
+
+}  // namespace loom::agent

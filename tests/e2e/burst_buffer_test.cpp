@@ -1,0 +1,154 @@
+// Burst buffers and staging end to end: `loom up` (two compute agents with loop-mounted
+// NVMe devices, a storage agent exporting a directory), jobs submitted as loom-alice, files
+// moved over libfabric tcp;ofi_rxm on loopback.
+#include <fcntl.h>
+#include <pwd.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <random>
+#include <thread>
+
+#include "cluster_test.hpp"
+
+namespace loom::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+class BurstBufferTest : public ClusterTest {
+ protected:
+  std::string config() const override { return "[controller]\nkill_grace = \"2s\"\n"; }
+
+  void SetUp() override {
+    ClusterTest::SetUp();
+    export_ = cluster_->storage_export();
+    fs::create_directories(export_ / "results");
+    const passwd* alice = ::getpwnam("loom-alice");
+    ASSERT_NE(alice, nullptr);
+    ASSERT_EQ(::chown((export_ / "results").c_str(), alice->pw_uid, alice->pw_gid), 0);
+  }
+
+  void write_random(const fs::path& path, std::size_t size) const {
+    std::mt19937 random(static_cast<unsigned>(size));
+    std::string bytes(size, '\0');
+    for (char& c : bytes) c = static_cast<char>(random());
+    std::ofstream(path, std::ios::binary) << bytes;
+  }
+  static std::string contents(const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  }
+  // Waits (bounded: 30 s) for a job to write a file in the job directory.
+  bool appears(const std::string& name) const {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (!fs::exists(dir_ / name)) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return true;
+  }
+  // Jobs' slices still on the devices of loom up's nodes.
+  std::vector<std::string> slices_left() const {
+    std::vector<std::string> out;
+    for (const auto& entry : fs::directory_iterator(cluster_->state_dir() / "state")) {
+      if (!entry.path().filename().string().starts_with("nvme-") || !entry.is_directory()) continue;
+      for (const auto& inside : fs::recursive_directory_iterator(entry.path())) {
+        if (inside.path().filename().string().starts_with("job_")) out.push_back(inside.path().string());
+      }
+    }
+    return out;
+  }
+
+  fs::path export_;
+};
+
+TEST_F(BurstBufferTest, ASliceIsTheJobsOwnAndHoldsWhatItWasGivenAndNoMore) {
+  const std::uint64_t id = submit({"submit", "--bb", "16M", "-o", "out-%j", "--", "/bin/sh", "-c",
+                                   "stat -c '%U %a' \"$LOOM_BB_DIR\"; echo secret > \"$LOOM_BB_DIR/secret\"; "
+                                   "dd if=/dev/zero of=\"$LOOM_BB_DIR/fill\" bs=1M count=64 2>&1 | grep -o 'No space left'; "
+                                   "echo \"$LOOM_BB_DIR\" > slice; while [ ! -e release ]; do sleep 0.05; done"});
+  ASSERT_TRUE(appears("slice"));
+  const std::string slice = read("slice").substr(0, read("slice").find('\n'));
+  // Another user cannot look in, whatever they run.
+  Completed bob = cluster_->loom("loom-bob", {"submit", "-o", (dir_ / "bob-%j").string(), "--", "/bin/sh", "-c",
+                                              "cat '" + slice + "/secret' || echo refused"}, dir_.string());
+  ASSERT_EQ(bob.exit_code, 0) << bob.err;
+  const std::uint64_t bob_id = std::stoull(bob.out);
+  const Completed watched = cluster_->loom("loom-bob", {"watch", "--json", std::to_string(bob_id)}, dir_.string());
+  EXPECT_EQ(watched.exit_code, 0) << watched.err;
+  EXPECT_NE(read("bob-" + std::to_string(bob_id)).find("refused"), std::string::npos);
+  EXPECT_EQ(read("bob-" + std::to_string(bob_id)).find("secret\n"), std::string::npos);
+  std::ofstream(dir_ / "release") << "";
+  const nlohmann::json job = finish(id);
+  EXPECT_EQ(job["state"], "COMPLETED") << job.dump();
+  EXPECT_EQ(read("out-" + std::to_string(id)), "loom-alice 700\nNo space left\n");
+  EXPECT_FALSE(fs::exists(slice));
+  EXPECT_EQ(slices_left(), std::vector<std::string>{});
+}
+
+TEST_F(BurstBufferTest, FilesAreStagedInAndOutByteIdentical) {
+  write_random(export_ / "one.bin", 1);
+  write_random(export_ / "data.bin", (5 << 20) + 3);
+  const std::uint64_t id = submit({"submit", "--bb", "32M", "--stage-in", "storage:/one.bin", "--stage-in", "storage:/data.bin",
+                                   "--stage-out", "out.bin:storage:/results/", "-o", "out-%j", "--", "/bin/sh", "-c",
+                                   "echo \"$LOOM_STAGED_FILES\"; cp \"$LOOM_BB_DIR/data.bin\" \"$LOOM_BB_DIR/out.bin\""});
+  const nlohmann::json job = finish(id);
+  ASSERT_EQ(job["state"], "COMPLETED") << job.dump();
+  EXPECT_EQ(contents(export_ / "results" / "out.bin"), contents(export_ / "data.bin"));
+  const std::string staged = read("out-" + std::to_string(id));
+  EXPECT_NE(staged.find("/one.bin:"), std::string::npos) << staged;
+  EXPECT_NE(staged.find("/data.bin\n"), std::string::npos) << staged;
+  const nlohmann::json shown = show(id);
+  ASSERT_EQ(shown["staging"].size(), 3u) << shown.dump();
+  for (const nlohmann::json& f : shown["staging"]) {
+    EXPECT_EQ(f["state"], "done") << f.dump();
+    EXPECT_EQ(f["bytes_done"], f["bytes_total"]) << f.dump();
+  }
+  EXPECT_EQ(shown["staging"][1]["bytes_total"], (5 << 20) + 3);
+  EXPECT_EQ(shown["staging"][2]["direction"], "out");
+  EXPECT_EQ(slices_left(), std::vector<std::string>{});
+}
+
+TEST_F(BurstBufferTest, StagingFailuresNameTheFileAndLeaveNothing) {
+  // Refused at submit: outside the export, or no slice to stage into.
+  Completed outside = alice({"submit", "--bb", "8M", "--stage-in", "storage:/../etc/passwd", "--", "true"});
+  EXPECT_NE(outside.exit_code, 0);
+  EXPECT_NE(outside.err.find("--stage-in"), std::string::npos) << outside.err;
+  Completed no_bb = alice({"submit", "--stage-in", "storage:/one.bin", "--", "true"});
+  EXPECT_NE(no_bb.exit_code, 0);
+  EXPECT_NE(no_bb.err.find("--bb"), std::string::npos) << no_bb.err;
+
+  // A missing file: the job fails before it runs, naming it.
+  const std::uint64_t missing = submit({"submit", "--bb", "8M", "--stage-in", "storage:/missing.bin", "--", "touch", "ran"});
+  nlohmann::json job = finish(missing);
+  EXPECT_EQ(job["state"], "FAILED");
+  EXPECT_NE(job["reason"].get<std::string>().find("StageInFailed: storage:/missing.bin"), std::string::npos) << job.dump();
+  EXPECT_NE(job["reason"].get<std::string>().find("does not exist"), std::string::npos) << job.dump();
+  EXPECT_FALSE(fs::exists(dir_ / "ran"));
+
+  // A file larger than the slice.
+  write_random(export_ / "big.bin", 24 << 20);
+  const std::uint64_t full = submit({"submit", "--bb", "8M", "--stage-in", "storage:/big.bin", "--", "touch", "ran"});
+  job = finish(full);
+  EXPECT_EQ(job["state"], "FAILED");
+  EXPECT_NE(job["reason"].get<std::string>().find("No space left"), std::string::npos) << job.dump();
+
+  // A job that turns its output into a link to a file it may not read gets nothing out.
+  const std::uint64_t link = submit({"submit", "--bb", "8M", "--stage-out", "out.h5:storage:/results/", "--", "/bin/sh", "-c",
+                                     "ln -s /etc/shadow \"$LOOM_BB_DIR/out.h5\""});
+  job = finish(link);
+  EXPECT_EQ(job["state"], "FAILED");
+  EXPECT_NE(job["reason"].get<std::string>().find("StageOutFailed: out.h5"), std::string::npos) << job.dump();
+  EXPECT_NE(job["reason"].get<std::string>().find("symbolic link"), std::string::npos) << job.dump();
+  EXPECT_FALSE(fs::exists(export_ / "results" / "out.h5"));
+  // Nothing partial anywhere: no temporary names in the export, no slice on any device.
+  std::vector<std::string> exported;
+  for (const auto& e : fs::recursive_directory_iterator(export_)) exported.push_back(e.path().filename().string());
+  std::sort(exported.begin(), exported.end());
+  EXPECT_EQ(exported, (std::vector<std::string>{"big.bin", "results"}));
+  EXPECT_EQ(slices_left(), std::vector<std::string>{});
+}
+
+}  // namespace
+}  // namespace loom::testing
