@@ -31,6 +31,7 @@
 #include "job_storage.hpp"
 #include "loom/agent/task.hpp"
 #include "loom/burstbuffer/data_plane.hpp"
+#include "loom/burstbuffer/slice.hpp"
 #include "loom/common/bytes.hpp"
 #include "loom/common/config.hpp"
 #include "loom/common/ids.hpp"
@@ -227,6 +228,14 @@ class Agent {
       }
       start_thread([this, job] { complete(job); });
     }
+    // Persistent buffers are mounted again where a restart of the machine unmounted them.
+    for (const Config::NvmeDevice& device : o_.nvme) {
+      for (const std::string& name : burstbuffer::buffers_on(device.path)) {
+        if (auto b = burstbuffer::Slice::attach(burstbuffer::buffer_image(device.path, name), burstbuffer::buffer_mount(device.path, name)); !b) {
+          spdlog::error("burst buffer {} on {}: {}", name, device.path, b.error().to_string());
+        }
+      }
+    }
     // Slices no job here holds (a launch cut short, a teardown interrupted) are orphans.
     for (const Config::NvmeDevice& device : o_.nvme) {
       for (std::uint64_t orphan : burstbuffer::slices_on(device.path)) {
@@ -259,6 +268,7 @@ class Agent {
       device->set_path(d.path);
       if (d.numa) device->set_numa(*d.numa);
       device->set_capacity(d.capacity);
+      for (const std::string& name : burstbuffer::buffers_on(d.path)) hello.mutable_hello()->add_buffers(name);
     }
     {
       std::lock_guard lock(jobs_mutex_);
@@ -280,6 +290,7 @@ class Agent {
       if (command.has_launch()) launch(command.launch());
       if (command.has_kill()) kill(JobId(command.kill().job()), std::chrono::seconds(command.kill().grace_s()));
       if (command.has_forget()) forget(JobId(command.forget().job()));
+      if (command.has_buffer()) start_thread([this, c = command.buffer()] { buffer(c); });
     }
     close_stream();
     return stream->Finish();
@@ -389,6 +400,9 @@ class Agent {
       }
       t.environment.insert(spec.environment().begin(), spec.environment().end());
       for (const auto& [name, value] : job->storage->environment()) t.environment[name] = value;
+      if (!launch.persistent_device().empty()) {
+        t.environment["LOOM_BB_PERSISTENT_DIR"] = burstbuffer::buffer_mount(launch.persistent_device(), spec.bb_persistent()).string();
+      }
       t.environment["LOOM_JOB_ID"] = std::to_string(id.value());
       t.environment["LOOM_RANK"] = std::to_string(rank.rank());
       if (launch.array_job() != 0) {
@@ -433,6 +447,29 @@ class Agent {
     started.mutable_started()->set_job(id.value());
     write(started);
     return true;
+  }
+
+  // Makes or destroys a persistent buffer, and says so. A destroy names no device when the
+  // controller found the buffer left over on this node: every device is looked at.
+  void buffer(const v1::BufferCommand& c) {
+    v1::FromAgent done;
+    done.mutable_buffer()->set_name(c.name());
+    done.mutable_buffer()->set_destroy(c.destroy());
+    Status result;
+    if (c.destroy()) {
+      for (const Config::NvmeDevice& d : o_.nvme) {
+        if (!c.device().empty() && d.path != c.device()) continue;
+        auto found = burstbuffer::Slice::attach(burstbuffer::buffer_image(d.path, c.name()), burstbuffer::buffer_mount(d.path, c.name()));
+        if (found) result = found->destroy();
+      }
+    } else if (!burstbuffer::Slice::attach(burstbuffer::buffer_image(c.device(), c.name()), burstbuffer::buffer_mount(c.device(), c.name()))) {
+      auto made = burstbuffer::Slice::create({burstbuffer::buffer_image(c.device(), c.name()), burstbuffer::buffer_mount(c.device(), c.name()),
+                                             c.bytes(), c.uid(), c.gid(), 0700, true});
+      if (!made) result = std::unexpected(made.error());
+    }
+    if (!result) done.mutable_buffer()->set_error(result.error().to_string());
+    spdlog::info("burst buffer {} {}{}", c.name(), c.destroy() ? "destroyed" : "made", result ? "" : ": " + result.error().to_string());
+    write(done);
   }
 
   // A job that cannot run here: what started of it is killed, its slice removed, and it

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -165,6 +166,22 @@ Result<Slice> Slice::find(const fs::path& image, const fs::path& mount) {
   return Slice(image, mount);
 }
 
+Result<Slice> Slice::attach(const fs::path& image, const fs::path& mount) {
+  if (auto found = find(image, mount)) return found;
+  if (!fs::exists(image)) return make_error(ErrorCode::kNotFound, fmt::format("no image {}", image.string()));
+  std::error_code ec;
+  fs::create_directories(mount, ec);
+  auto loop = LOOM_TRY(attach_loop(image));
+  const int mounted = ::mount(loop.device.c_str(), mount.c_str(), "ext4", MS_NOSUID | MS_NODEV, "");
+  const int saved = errno;
+  ::close(loop.fd);
+  if (mounted != 0) {
+    errno = saved;
+    return system_error(fmt::format("mount {} on {}", loop.device, mount.string()));
+  }
+  return Slice(image, mount);
+}
+
 Slice::~Slice() = default;
 
 Status Slice::destroy() {
@@ -180,6 +197,20 @@ Status Slice::destroy() {
   if (ec) return make_error(ErrorCode::kInternal, fmt::format("cannot remove {}: {}", image_.string(), ec.message()));
   mount_.clear();
   return {};
+}
+
+fs::path buffer_image(const fs::path& device, const std::string& name) { return device / ".loom" / fmt::format("bb_{}.img", name); }
+fs::path buffer_mount(const fs::path& device, const std::string& name) { return device / fmt::format("bb_{}", name); }
+
+std::vector<std::string> buffers_on(const fs::path& device) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(device / ".loom", ec)) {
+    const std::string file = entry.path().filename().string();
+    if (file.starts_with("bb_") && file.ends_with(".img") && file.size() > 7) names.push_back(file.substr(3, file.size() - 7));
+  }
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
 fs::path slice_image(const fs::path& device, std::uint64_t job) { return device / ".loom" / fmt::format("job_{}.img", job); }

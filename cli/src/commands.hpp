@@ -28,6 +28,7 @@ Command add_sim(CLI::App& app);
 Command add_up(CLI::App& app);
 std::vector<Command> add_job_commands(CLI::App& app);   // queue, show, cancel, watch; submit for --help
 std::vector<Command> add_node_commands(CLI::App& app);  // nodes, drain, resume
+std::vector<Command> add_bb_commands(CLI::App& app);    // bb create, bb list, bb destroy
 // `loom submit WORDS`: its own parser reads them (options, `--`, a script's #LOOM lines),
 // since CLI11 would swallow the `--` that separates the command.
 Status run_submit(const std::vector<std::string>& words, const Context& context);

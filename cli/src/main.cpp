@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
 
   std::vector<loom::cli::Command> commands = loom::cli::add_job_commands(app);
   for (loom::cli::Command& command : loom::cli::add_node_commands(app)) commands.push_back(std::move(command));
+  for (loom::cli::Command& command : loom::cli::add_bb_commands(app)) commands.push_back(std::move(command));
   for (auto add : {loom::cli::add_topo, loom::cli::add_bind, loom::cli::add_config, loom::cli::add_sim, loom::cli::add_up}) {
     commands.push_back(add(app));
   }

@@ -215,7 +215,7 @@ Command add_up(CLI::App& app) {
         const fs::path device = dir / fmt::format("nvme-{}", name);
         // A device is found again in a state directory that is reused; else made. Its slices'
         // images go in it, so a device is as full as its slices make it.
-        auto found = burstbuffer::Slice::find(dir / fmt::format("nvme-{}.img", name), device);
+        auto found = burstbuffer::Slice::attach(dir / fmt::format("nvme-{}.img", name), device);
         devices.push_back(found ? std::move(*found)
                                 : LOOM_TRY(with_context(burstbuffer::Slice::create({dir / fmt::format("nvme-{}.img", name), device,
                                                                                      nvme.count(), 0, 0, 0711, false}),

@@ -7,7 +7,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "loom/burstbuffer/slice.hpp"
 #include "loom/burstbuffer/staging_spec.hpp"
+#include "loom/common/bytes.hpp"
 #include "loom/common/munge.hpp"
 
 namespace loom::controller {
@@ -74,7 +76,7 @@ std::string state_name(sched::NodeState state) {
 
 Result<Caller> Service::caller(const v1::Caller& c) const {
   Identity id = LOOM_TRY(munge_verify(c.credential()));
-  return Caller{id.uid, id.user, in_group(id, config_.auth.admin_group)};
+  return Caller{id.uid, id.user, in_group(id, config_.auth.admin_group), id.gid};
 }
 
 // ---- CLI ----
@@ -211,6 +213,77 @@ grpc::Status Service::Resume(grpc::ServerContext*, const v1::NodeRequest* reques
   return grpc::Status::OK;
 }
 
+v1::BufferInfo Service::buffer_info(const BufferRow& row) const {
+  v1::BufferInfo b;
+  b.set_name(row.name);
+  b.set_owner(row.user);
+  b.set_node(row.node);
+  b.set_bytes(row.bytes);
+  b.set_path(burstbuffer::buffer_mount(row.nvme, row.name).string());
+  for (JobId id : manager_->buffer_users(row.name)) b.add_used_by(id.value());
+  return b;
+}
+
+void Service::send_buffer(const BufferRow& row, bool destroy) {
+  const std::optional<NodeId> node = cluster_.find(row.node);
+  if (!node) return;
+  v1::ToAgent message;
+  v1::BufferCommand* c = message.mutable_buffer();
+  c->set_name(row.name);
+  c->set_device(row.nvme);
+  c->set_bytes(row.bytes);
+  c->set_uid(row.uid);
+  c->set_gid(row.gid);
+  c->set_destroy(destroy);
+  send(*node, message);
+}
+
+grpc::Status Service::CreateBuffer(grpc::ServerContext*, const v1::BufferRequest* request, v1::BufferInfo* reply) {
+  auto who = caller(request->caller());
+  if (!who) return to_grpc(who.error());
+  std::unique_lock lock(mutex_);
+  auto row = manager_->create_buffer(*who, request->name(), request->bytes(), request->node(), who->gid, now());
+  if (!row) return to_grpc(row.error());
+  const std::optional<NodeId> node = cluster_.find(row->node);
+  buffers_made_.erase(row->name);
+  if (!agents_.contains(*node)) {
+    (void)manager_->destroy_buffer(*who, row->name);
+    return {grpc::StatusCode::UNAVAILABLE, fmt::format("node {} is down", row->node)};
+  }
+  send_buffer(*row, false);
+  // Answered once the agent has made it (mkfs and a mount: seconds at most).
+  const bool answered = changed_.wait_for(lock, std::chrono::seconds(60), [&] { return buffers_made_.contains(row->name) || stopping_.load(); });
+  const std::string error = answered && buffers_made_.contains(row->name) ? buffers_made_.at(row->name) : "no answer from its node";
+  buffers_made_.erase(row->name);
+  if (!error.empty()) {
+    (void)manager_->destroy_buffer(*who, row->name);
+    return {grpc::StatusCode::INTERNAL, fmt::format("{} could not make burst buffer {}: {}", row->node, row->name, error)};
+  }
+  spdlog::info("burst buffer {} ({}) of {} made on {}", row->name, format_bytes(Bytes(row->bytes)), row->user, row->node);
+  *reply = buffer_info(*row);
+  return grpc::Status::OK;
+}
+
+grpc::Status Service::ListBuffers(grpc::ServerContext*, const v1::BuffersRequest* request, v1::BuffersReply* reply) {
+  auto who = caller(request->caller());
+  if (!who) return to_grpc(who.error());
+  std::lock_guard lock(mutex_);
+  for (const BufferRow& row : manager_->buffers(*who)) *reply->add_buffers() = buffer_info(row);
+  return grpc::Status::OK;
+}
+
+grpc::Status Service::DestroyBuffer(grpc::ServerContext*, const v1::BufferRequest* request, v1::BufferReply*) {
+  auto who = caller(request->caller());
+  if (!who) return to_grpc(who.error());
+  std::lock_guard lock(mutex_);
+  auto row = manager_->destroy_buffer(*who, request->name());
+  if (!row) return to_grpc(row.error());
+  // A node that is down removes it when it registers again (see reconcile).
+  send_buffer(*row, true);
+  spdlog::info("burst buffer {} of {} destroyed by {}", row->name, row->user, who->user);
+  return grpc::Status::OK;
+}
+
 // ---- Agents ----
 
 void Service::serve(std::unique_ptr<JobManager> manager) {
@@ -275,6 +348,13 @@ grpc::Status Service::Connect(grpc::ServerContext* context, grpc::ServerReaderWr
     agent->heard = Clock::now();
     if (message.has_started()) node_started(agent->node, message.started());
     if (message.has_ended()) node_ended(agent->node, message.ended());
+    if (message.has_buffer()) {
+      if (!message.buffer().destroy()) buffers_made_[message.buffer().name()] = message.buffer().error();
+      if (!message.buffer().error().empty()) {
+        spdlog::error("burst buffer {} on {}: {}", message.buffer().name(), cluster_.name(agent->node), message.buffer().error());
+      }
+      changed_.notify_all();
+    }
     if (message.has_staging()) {
       if (auto status = manager_->staged(JobId(message.staging().job()), cluster_.name(agent->node), message.staging()); !status) {
         spdlog::debug("job {}: staging report from {}: {}", message.staging().job(), cluster_.name(agent->node), status.error().to_string());
@@ -357,6 +437,24 @@ void Service::reconcile(NodeId node, const v1::RegisterRequest& hello) {
   }
   for (const auto& [id, job] : manager_->unknown()) {
     if (running.contains(id.value()) || ended.contains(id.value())) manager_->heard(id, name);
+  }
+  // Persistent buffers: what the node has and the state does not was destroyed meanwhile;
+  // what the state has and the node does not is made again (empty, and said so).
+  const std::set<std::string> held(hello.buffers().begin(), hello.buffers().end());
+  std::set<std::string> known;
+  for (const BufferRow& row : manager_->buffers_on(name)) {
+    known.insert(row.name);
+    if (held.contains(row.name)) continue;
+    spdlog::warn("burst buffer {} is missing on {}; made again, empty", row.name, name);
+    send_buffer(row, false);
+  }
+  for (const std::string& orphan : held) {
+    if (known.contains(orphan)) continue;
+    spdlog::warn("burst buffer {} on {} was destroyed meanwhile; removing it", orphan, name);
+    v1::ToAgent message;
+    message.mutable_buffer()->set_name(orphan);
+    message.mutable_buffer()->set_destroy(true);
+    send(node, message);
   }
   adopt_ready();
 }
@@ -493,6 +591,11 @@ void Service::send_launch(const Launch& launch) {
       l->set_bb_bytes(np.bb_bytes);
     }
     l->mutable_storage()->insert(storage.begin(), storage.end());
+    if (!launch.spec.bb_persistent().empty()) {
+      for (const BufferRow& row : manager_->buffers_on(cluster_.name(np.node))) {
+        if (row.name == launch.spec.bb_persistent()) l->set_persistent_device(row.nvme);
+      }
+    }
     if (launch.array_job) {
       l->set_array_job(launch.array_job->value());
       l->set_array_index(launch.array_index);

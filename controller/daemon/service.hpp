@@ -42,6 +42,9 @@ class Service final : public v1::Controller::Service, public v1::AgentLink::Serv
   grpc::Status Nodes(grpc::ServerContext*, const v1::NodesRequest* request, v1::NodesReply* reply) override;
   grpc::Status Drain(grpc::ServerContext*, const v1::NodeRequest* request, v1::NodeReply*) override;
   grpc::Status Resume(grpc::ServerContext*, const v1::NodeRequest* request, v1::NodeReply*) override;
+  grpc::Status CreateBuffer(grpc::ServerContext*, const v1::BufferRequest* request, v1::BufferInfo* reply) override;
+  grpc::Status ListBuffers(grpc::ServerContext*, const v1::BuffersRequest* request, v1::BuffersReply* reply) override;
+  grpc::Status DestroyBuffer(grpc::ServerContext*, const v1::BufferRequest* request, v1::BufferReply*) override;
 
   grpc::Status Connect(grpc::ServerContext* context,
                        grpc::ServerReaderWriter<v1::ToAgent, v1::FromAgent>* stream) override;
@@ -80,6 +83,9 @@ class Service final : public v1::Controller::Service, public v1::AgentLink::Serv
   void send_launch(const Launch& launch);
   void send_kill(JobId id, std::chrono::seconds grace);
   void node_started(NodeId node, const v1::JobStarted& started);
+  v1::BufferInfo buffer_info(const BufferRow& row) const;
+  // Has the buffer's node make (or destroy) it.
+  void send_buffer(const BufferRow& row, bool destroy);
   // A storage agent's stream: it runs no jobs; it is known (by name, with its data address)
   // while its stream lasts.
   grpc::Status serve_storage(grpc::ServerContext* context, grpc::ServerReaderWriter<v1::ToAgent, v1::FromAgent>* stream,
@@ -96,6 +102,7 @@ class Service final : public v1::Controller::Service, public v1::AgentLink::Serv
   std::map<NodeId, std::shared_ptr<Agent>> agents_;
   std::map<NodeId, Clock::time_point> gone_;  // nodes whose agent left, and since when
   std::map<std::string, std::string> storage_;  // storage agents connected: name -> data address
+  std::map<std::string, std::string> buffers_made_;  // buffers the agents report made: name -> error ("" made)
   std::map<JobId, RunningJob> running_;
   // Ends reported for unknown jobs, kept until they are adopted; and the nodes whose
   // agents did not know an unknown job at all (its launch never reached them).

@@ -5,8 +5,12 @@
 #include <fmt/ranges.h>
 
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
 
 #include "loom/burstbuffer/staging_spec.hpp"
+#include "loom/common/bytes.hpp"
 #include "loom/hwtopo/json.hpp"
 
 namespace loom::controller {
@@ -115,6 +119,12 @@ Result<std::unique_ptr<JobManager>> JobManager::open(std::unique_ptr<Store> stor
     LOOM_TRY(cluster.set_state(id, sched::NodeState::kDown));
     if (node.drain_reason) manager->drained_[node.name] = *node.drain_reason;
   }
+  for (BufferRow& buffer : LOOM_TRY(manager->store_->load_buffers())) {
+    if (auto held = manager->hold(buffer, true); !held) {
+      spdlog::error("burst buffer {}: {}; its bytes are not accounted", buffer.name, held.error().to_string());
+    }
+    manager->buffers_.emplace(buffer.name, std::move(buffer));
+  }
   for (JobRow& row : rows) {
     const JobId id = row.id;
     if (ended(row.state)) manager->scheduler_.record_ended(id, end_kind(row.state));
@@ -129,7 +139,7 @@ Result<std::unique_ptr<JobManager>> JobManager::open(std::unique_ptr<Store> stor
       manager->scheduler_.await(id);
     }
     if (row.state != v1::PENDING) continue;
-    sched::JobSpec spec = LOOM_TRY(to_sched_spec(row.spec));
+    sched::JobSpec spec = LOOM_TRY(manager->spec_of(row.spec));
     LOOM_TRY(with_context(manager->scheduler_.submit(id, std::move(spec), sched::Time(std::chrono::seconds(row.submit_time))),
                           fmt::format("requeueing job {}", id.value())));
   }
@@ -139,7 +149,14 @@ Result<std::unique_ptr<JobManager>> JobManager::open(std::unique_ptr<Store> stor
 Result<std::vector<JobId>> JobManager::submit(const Caller& caller, v1::JobSpec spec, std::uint32_t array_size,
                                                sched::Time now) {
   spec.set_user(caller.user);
-  const sched::JobSpec checked = LOOM_TRY(to_sched_spec(spec));
+  if (!spec.bb_persistent().empty()) {
+    auto it = buffers_.find(spec.bb_persistent());
+    if (it == buffers_.end() || (it->second.uid != caller.uid && !caller.admin)) {
+      return make_error(ErrorCode::kInvalidArgument, fmt::format("--bb-persistent {}: there is no such burst buffer of yours "
+                                                                 "(loom bb list)", spec.bb_persistent()));
+    }
+  }
+  const sched::JobSpec checked = LOOM_TRY(spec_of(spec));
   LOOM_TRY(cluster_.check_feasible(sched::make_request(checked)));
   for (const sched::Dependency& d : checked.dependencies) {
     if (visible(caller, d.job) == nullptr) {
@@ -412,7 +429,7 @@ Result<sched::Placement> JobManager::adopt(JobId id) {
     }
     placement.nodes.push_back(std::move(np));
   }
-  sched::JobSpec spec = LOOM_TRY(to_sched_spec(row.spec));
+  sched::JobSpec spec = LOOM_TRY(spec_of(row.spec));
   LOOM_TRY(scheduler_.adopt(id, std::move(spec), placement, sched::Time(std::chrono::seconds(row.start_time.value_or(0)))));
   unknown_.erase(unknown);
   if (on_change_) on_change_();
@@ -438,7 +455,7 @@ Status JobManager::lost(JobId id, const std::string& reason, sched::Time now, bo
   LOOM_TRY(apply(std::span<const JobUpdate>(&u, 1)));
   const sched::Time submitted(std::chrono::seconds(it->second.submit_time));
   if (u.state == v1::PENDING && was_unknown) {
-    sched::JobSpec spec = LOOM_TRY(to_sched_spec(it->second.spec));
+    sched::JobSpec spec = LOOM_TRY(spec_of(it->second.spec));
     LOOM_TRY(scheduler_.submit(id, std::move(spec), submitted));
   } else if (u.state == v1::PENDING) {
     scheduler_.requeue(id, submitted);
@@ -495,6 +512,110 @@ Result<NodeId> JobManager::joined(const std::string& name, const nlohmann::json&
   const bool drained = drained_.contains(name);
   LOOM_TRY(cluster_.set_state(*node, drained ? sched::NodeState::kDrain : sched::NodeState::kUp));
   return *node;
+}
+
+Result<sched::JobSpec> JobManager::spec_of(const v1::JobSpec& spec) const {
+  sched::JobSpec out = LOOM_TRY(to_sched_spec(spec));
+  if (!spec.bb_persistent().empty()) {
+    auto it = buffers_.find(spec.bb_persistent());
+    if (it == buffers_.end()) {
+      return make_error(ErrorCode::kNotFound, fmt::format("--bb-persistent {}: the burst buffer no longer exists", spec.bb_persistent()));
+    }
+    out.node = it->second.node;
+    LOOM_TRY(sched::validate(out));
+  }
+  return out;
+}
+
+Status JobManager::hold(const BufferRow& buffer, bool take) {
+  const std::optional<NodeId> node = cluster_.find(buffer.node);
+  if (!node) return make_error(ErrorCode::kNotFound, fmt::format("there is no node {}", buffer.node));
+  const auto devices = cluster_.nvme(*node);
+  for (std::size_t i = 0; i < devices.size(); ++i) {
+    if (devices[i].name != buffer.nvme) continue;
+    sched::Placement held;
+    held.nodes.push_back({*node, {}, static_cast<unsigned>(i), buffer.bytes, false});
+    if (take) {
+      if (cluster_.free(*node).nvme.at(i) < buffer.bytes) {
+        return make_error(ErrorCode::kResourceExhausted, fmt::format("{} of {} is free on {}'s {}", format_bytes(Bytes(cluster_.free(*node).nvme.at(i))),
+                                                                     format_bytes(Bytes(devices[i].capacity_bytes)), buffer.node, buffer.nvme));
+      }
+      cluster_.allocate(held);
+    } else {
+      cluster_.release(held);
+    }
+    return {};
+  }
+  return make_error(ErrorCode::kNotFound, fmt::format("node {} has no NVMe device {}", buffer.node, buffer.nvme));
+}
+
+Result<BufferRow> JobManager::create_buffer(const Caller& caller, const std::string& name, std::uint64_t bytes,
+                                            const std::string& node, std::uint32_t gid, sched::Time now) {
+  const bool valid = !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_' || c == '.';
+  });
+  if (!valid) return make_error(ErrorCode::kInvalidArgument, fmt::format("burst buffer name \"{}\": 1 to 64 letters, digits, '-', '_' or '.'", name));
+  if (bytes < (1u << 20)) return make_error(ErrorCode::kInvalidArgument, "--size: a burst buffer needs at least 1 MiB");
+  if (buffers_.contains(name)) return make_error(ErrorCode::kAlreadyExists, fmt::format("a burst buffer named {} exists already", name));
+  // The device with the most room: on the node named, or on any node that is up.
+  std::optional<std::pair<NodeId, std::size_t>> best;
+  for (std::size_t n = 0; n < cluster_.size(); ++n) {
+    const NodeId id(static_cast<NodeId::rep>(n));
+    if (node.empty() ? cluster_.state(id) != sched::NodeState::kUp : cluster_.name(id) != node) continue;
+    for (std::size_t i = 0; i < cluster_.nvme(id).size(); ++i) {
+      if (!best || cluster_.free(id).nvme[i] > cluster_.free(best->first).nvme[best->second]) best = std::pair(id, i);
+    }
+  }
+  if (!node.empty() && !cluster_.find(node)) return make_error(ErrorCode::kNotFound, fmt::format("--node {}: there is no such node", node));
+  if (!best || cluster_.free(best->first).nvme[best->second] < bytes) {
+    return make_error(ErrorCode::kResourceExhausted,
+                      fmt::format("--size {}: no NVMe device {}has that much free", format_bytes(Bytes(bytes)), node.empty() ? "" : "on " + node + " "));
+  }
+  BufferRow row{name, caller.user, caller.uid, gid, cluster_.name(best->first), cluster_.nvme(best->first)[best->second].name, bytes,
+                now.time_since_epoch().count()};
+  LOOM_TRY(store_->save_buffer(row));
+  LOOM_TRY(hold(row, true));
+  buffers_.emplace(name, row);
+  return row;
+}
+
+Result<BufferRow> JobManager::destroy_buffer(const Caller& caller, const std::string& name) {
+  auto it = buffers_.find(name);
+  if (it == buffers_.end() || (!caller.admin && it->second.uid != caller.uid)) {
+    return make_error(ErrorCode::kNotFound, fmt::format("there is no burst buffer {} of yours", name));
+  }
+  if (auto users = buffer_users(name); !users.empty()) {
+    return make_error(ErrorCode::kFailedPrecondition, fmt::format("burst buffer {} is in use by job {}", name, users.front().value()));
+  }
+  LOOM_TRY(store_->delete_buffer(name));
+  BufferRow row = std::move(it->second);
+  buffers_.erase(it);
+  if (auto released = hold(row, false); !released) spdlog::error("burst buffer {}: {}", name, released.error().to_string());
+  return row;
+}
+
+std::vector<BufferRow> JobManager::buffers(const Caller& caller) const {
+  std::vector<BufferRow> out;
+  for (const auto& [name, row] : buffers_) {
+    if (caller.admin || row.uid == caller.uid) out.push_back(row);
+  }
+  return out;
+}
+
+std::vector<BufferRow> JobManager::buffers_on(const std::string& node) const {
+  std::vector<BufferRow> out;
+  for (const auto& [name, row] : buffers_) {
+    if (row.node == node) out.push_back(row);
+  }
+  return out;
+}
+
+std::vector<JobId> JobManager::buffer_users(const std::string& name) const {
+  std::vector<JobId> out;
+  for (const auto& [id, row] : jobs_) {
+    if (!ended(row.state) && row.state != v1::PENDING && row.spec.bb_persistent() == name) out.push_back(id);
+  }
+  return out;
 }
 
 std::string JobManager::drain_reason(const std::string& node) const {

@@ -195,6 +195,7 @@ std::vector<unsigned> Cluster::free_cores(NodeId id, std::size_t domain) const {
 Status Cluster::check_feasible(const Request& r) const {
   auto refuse = [](std::string message) { return make_error(ErrorCode::kInvalidArgument, std::move(message)); };
   if (state_->nodes.empty()) return refuse("the cluster has no nodes");
+  if (!r.node.empty() && !state_->by_name.contains(r.node)) return refuse(fmt::format("there is no node {}", r.node));
   unsigned largest_domain = 0, largest_node = 0;
   std::uint64_t largest_domain_memory = 0, largest_nvme = 0;
   for (const auto& [shape, count] : state_->node_types) {
@@ -334,7 +335,15 @@ std::optional<Placement> Cluster::place(const Request& r) const {
   const State& s = *state_;
   if (r.total_cores() > s.index.free_cores()) return std::nullopt;
   std::vector<std::pair<NodeId, unsigned>> chosen;  // node, ranks
-  if (r.ranks_per_node != 0) {
+  if (!r.node.empty()) {
+    // One node, named: whether it is up and holds every rank now.
+    auto it = s.by_name.find(r.node);
+    if (it == s.by_name.end() || s.nodes[it->second.value()].state != NodeState::kUp ||
+        ranks_fit(s.nodes[it->second.value()].free, r, r.tasks) < r.tasks) {
+      return std::nullopt;
+    }
+    chosen.emplace_back(it->second, r.tasks);
+  } else if (r.ranks_per_node != 0) {
     const unsigned per_node = r.ranks_per_node;
     s.index.for_each_from(per_node * r.cores_per_task, [&](std::uint32_t id) {
       const Node& n = s.nodes[id];

@@ -38,6 +38,10 @@ Status validate(const JobSpec& spec) {
   for (const Dependency& d : spec.dependencies) {
     if (d.job.value() == 0) return invalid("--dependency names job 0, which cannot exist");
   }
+  if (!spec.node.empty() && (spec.nodes_min > 1 ||
+                             (spec.tasks_per_node != 0 && spec.tasks > spec.tasks_per_node))) {
+    return invalid("--bb-persistent: the job runs on its buffer's node, so it must fit on one node");
+  }
   if (spec.bb_per_node.count() == 0 && !spec.stage_in.empty()) {
     return invalid("--stage-in needs --bb: staged files land in the job's burst-buffer slice");
   }
@@ -55,6 +59,7 @@ Request make_request(const JobSpec& spec) {
   r.bb_per_node = spec.bb_per_node.count();
   r.exclusive = spec.exclusive;
   r.spread_numa = spec.spread_numa;
+  r.node = spec.node;
   if (spec.tasks_per_node != 0) {
     r.ranks_per_node = spec.tasks_per_node;
     r.nodes_min = r.nodes_max = (spec.tasks + spec.tasks_per_node - 1) / spec.tasks_per_node;
@@ -65,7 +70,7 @@ Request make_request(const JobSpec& spec) {
     r.even_spread = true;
   } else {
     r.nodes_min = 1;
-    r.nodes_max = spec.nodes_max != 0 ? spec.nodes_max : spec.tasks;
+    r.nodes_max = !spec.node.empty() ? 1 : spec.nodes_max != 0 ? spec.nodes_max : spec.tasks;
   }
   return r;
 }

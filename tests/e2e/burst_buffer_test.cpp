@@ -3,6 +3,7 @@
 // moved over libfabric tcp;ofi_rxm on loopback.
 #include <fcntl.h>
 #include <pwd.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -148,6 +149,58 @@ TEST_F(BurstBufferTest, StagingFailuresNameTheFileAndLeaveNothing) {
   std::sort(exported.begin(), exported.end());
   EXPECT_EQ(exported, (std::vector<std::string>{"big.bin", "results"}));
   EXPECT_EQ(slices_left(), std::vector<std::string>{});
+}
+
+TEST_F(BurstBufferTest, APersistentBufferOutlivesJobsAndRestartsUntilDestroyed) {
+  auto nvme_free = [&](const std::string& node) {
+    const nlohmann::json nodes = nlohmann::json::parse(alice({"nodes", "--json"}).out);
+    for (const nlohmann::json& n : nodes["nodes"]) {
+      if (n["name"] == node) return n["nvme"][0]["bytes_free"].get<std::uint64_t>();
+    }
+    return std::uint64_t{0};
+  };
+  const Completed created = alice({"bb", "create", "scratch", "--size", "32M", "--node", "node1"});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  const std::uint64_t free_before = nvme_free("node0");
+  EXPECT_EQ(nvme_free("node0") - nvme_free("node1"), std::uint64_t{32} << 20) << "its bytes are taken from node1's device";
+  nlohmann::json listed = nlohmann::json::parse(alice({"bb", "list", "--json"}).out)["buffers"];
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0]["name"], "scratch");
+  EXPECT_EQ(listed[0]["owner"], "loom-alice");
+  EXPECT_EQ(listed[0]["node"], "node1");
+  EXPECT_EQ(listed[0]["bytes"], 32 << 20);
+  EXPECT_EQ(listed[0]["used_by"], nlohmann::json::array());
+
+  // A job writes in it; it runs on the buffer's node.
+  const std::uint64_t writer = submit({"submit", "--bb-persistent", "scratch", "--", "/bin/sh", "-c",
+                                       "echo kept > \"$LOOM_BB_PERSISTENT_DIR/data\""});
+  nlohmann::json job = finish(writer);
+  EXPECT_EQ(job["state"], "COMPLETED") << job.dump();
+  EXPECT_EQ(job["placement"][0]["node"], "node1");
+  // The controller and the buffer's agent die; what they come back to still has it.
+  ASSERT_EQ(::kill(daemon("loomctld"), SIGKILL), 0);
+  cluster_->wait_log("loomctld was killed by signal 9; restarting it");
+  ASSERT_EQ(::kill(daemon("loomd", "--name node1 "), SIGKILL), 0);
+  cluster_->wait_log("loomd node1 was killed by signal 9; restarting it");
+  const std::uint64_t reader = submit({"submit", "--bb-persistent", "scratch", "-o", "read-%j", "--", "/bin/sh", "-c",
+                                       "cat \"$LOOM_BB_PERSISTENT_DIR/data\""});
+  job = finish(reader);
+  EXPECT_EQ(job["state"], "COMPLETED") << job.dump();
+  EXPECT_EQ(read("read-" + std::to_string(reader)), "kept\n");
+
+  // Another user can neither use nor destroy it, nor see it.
+  const Completed bob = cluster_->loom("loom-bob", {"submit", "--bb-persistent", "scratch", "--", "true"}, dir_.string());
+  EXPECT_NE(bob.exit_code, 0);
+  EXPECT_NE(bob.err.find("--bb-persistent scratch"), std::string::npos) << bob.err;
+  EXPECT_NE(cluster_->loom("loom-bob", {"bb", "destroy", "scratch"}, dir_.string()).exit_code, 0);
+  EXPECT_EQ(nlohmann::json::parse(cluster_->loom("loom-bob", {"bb", "list", "--json"}, dir_.string()).out)["buffers"].size(), 0u);
+
+  const Completed destroyed = alice({"bb", "destroy", "scratch"});
+  ASSERT_EQ(destroyed.exit_code, 0) << destroyed.err;
+  EXPECT_EQ(nlohmann::json::parse(alice({"bb", "list", "--json"}).out)["buffers"].size(), 0u);
+  EXPECT_EQ(nvme_free("node1"), free_before) << "its bytes are given back";
+  const Completed gone = alice({"submit", "--bb-persistent", "scratch", "--", "true"});
+  EXPECT_NE(gone.exit_code, 0);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <fstream>
 #include <iterator>
 #include <memory>
@@ -61,6 +62,19 @@ class ClusterTest : public ::testing::Test {
   std::string read(const std::string& name) const {
     std::ifstream in(dir_ / name);
     return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  }
+
+  // The pid of loom up's child with command name `comm` whose command line holds `word`.
+  pid_t daemon(const std::string& comm, const std::string& word = "") const {
+    for (const std::string& line : lines(
+             run({"pgrep", "-x", "-P", std::to_string(cluster_->pid()), comm}).out)) {
+      std::ifstream in(fmt::format("/proc/{}/cmdline", line));
+      std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
+      if (cmdline.find(word) != std::string::npos) return std::stoi(line);
+    }
+    ADD_FAILURE() << "no " << comm << " " << word << " under loom up";
+    return -1;
   }
 
   std::filesystem::path dir_;

@@ -35,18 +35,6 @@ class Recovery : public loom::testing::ClusterTest {
     }
     EXPECT_EQ(loom::testing::lines(read(file)).size(), count) << file;
   }
-  // The pid of loom up's child with command name `comm` whose command line holds `word`.
-  pid_t daemon(const std::string& comm, const std::string& word = "") const {
-    for (const std::string& line : loom::testing::lines(
-             loom::testing::run({"pgrep", "-x", "-P", std::to_string(cluster_->pid()), comm}).out)) {
-      std::ifstream in(fmt::format("/proc/{}/cmdline", line));
-      std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
-      if (cmdline.find(word) != std::string::npos) return std::stoi(line);
-    }
-    ADD_FAILURE() << "no " << comm << " " << word << " under loom up";
-    return -1;
-  }
 };
 
 TEST_F(Recovery, AnAgentKilledMidJobIsRestartedAndKeepsItsJob) {

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <string>
 #include <vector>
 
 #include "loom/common/error.hpp"
@@ -34,6 +35,9 @@ class Slice {
   static Result<Slice> create(const SliceSpec& spec);
   // A slice mounted before (an agent that restarted): its mount must be in place.
   static Result<Slice> find(const std::filesystem::path& image, const std::filesystem::path& mount);
+  // A slice whose image is there but not mounted (the machine restarted, or `loom up` with
+  // a state directory again): mounted again, contents as they were. Found if mounted.
+  static Result<Slice> attach(const std::filesystem::path& image, const std::filesystem::path& mount);
 
   Slice(Slice&& other) noexcept : image_(std::move(other.image_)), mount_(std::move(other.mount_)) { other.mount_.clear(); }
   Slice& operator=(Slice&&) = delete;
@@ -48,6 +52,12 @@ class Slice {
   std::filesystem::path image_;
   std::filesystem::path mount_;
 };
+
+// Where a persistent buffer goes on a device: DEVICE/.loom/bb_NAME.img on DEVICE/bb_NAME.
+std::filesystem::path buffer_image(const std::filesystem::path& device, const std::string& name);
+std::filesystem::path buffer_mount(const std::filesystem::path& device, const std::string& name);
+// The persistent buffers whose images are on the device.
+std::vector<std::string> buffers_on(const std::filesystem::path& device);
 
 // Where a job's slice goes on a node's NVMe device (a directory on it): the image at
 // DEVICE/.loom/job_ID.img, mounted at DEVICE/job_ID (the job's LOOM_BB_DIR).

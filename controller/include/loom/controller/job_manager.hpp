@@ -24,6 +24,7 @@ struct Caller {
   std::uint32_t uid = 0;
   std::string user;
   bool admin = false;  // root or a member of auth.admin_group
+  std::uint32_t gid = 0;
 };
 
 // A job to start: what the agents of its nodes need.
@@ -129,6 +130,19 @@ class JobManager {
   // Why a node is drained; empty when it is not.
   std::string drain_reason(const std::string& node) const;
 
+  // ---- Persistent burst buffers ----
+  // Stores a new buffer on the device with the most room (on `node` when named) and takes
+  // its bytes there; the caller has the node's agent make it, and forgets it if that fails.
+  Result<BufferRow> create_buffer(const Caller& caller, const std::string& name, std::uint64_t bytes, const std::string& node,
+                                  std::uint32_t gid, sched::Time now);
+  // Removes it from the store and gives its bytes back: the caller's own (an admin's: any),
+  // and only while no job uses it.
+  Result<BufferRow> destroy_buffer(const Caller& caller, const std::string& name);
+  std::vector<BufferRow> buffers(const Caller& caller) const;
+  std::vector<BufferRow> buffers_on(const std::string& node) const;
+  // Jobs holding the buffer now (started, not ended).
+  std::vector<JobId> buffer_users(const std::string& name) const;
+
  private:
   JobManager(std::unique_ptr<Store> store, sched::Cluster& cluster, sched::SchedulerOptions options,
              std::function<void()> on_change);
@@ -136,6 +150,10 @@ class JobManager {
   Result<NodeId> admin_node(const Caller& caller, const std::string& node, std::string_view what) const;
   // The row as shown: an unknown job's reason says which nodes it waits for.
   JobRow with_unknown(JobRow row) const;
+  // The scheduler's spec: with --bb-persistent, bound to the buffer's node.
+  Result<sched::JobSpec> spec_of(const v1::JobSpec& spec) const;
+  // Takes (or gives back) a buffer's bytes on its node's device.
+  Status hold(const BufferRow& buffer, bool take);
   // Stores transitions in one transaction, then mirrors them in jobs_.
   Status apply(std::span<const JobUpdate> updates);
 
@@ -145,6 +163,7 @@ class JobManager {
   std::map<JobId, JobRow> jobs_;  // the store's content, for reads
   std::map<JobId, std::string> ending_;  // running jobs being killed: the reason they end with
   std::map<std::string, std::string> drained_;  // the store's drained nodes, by name
+  std::map<std::string, BufferRow> buffers_;    // the store's persistent buffers, by name
   std::map<JobId, std::set<std::string>> unknown_;  // see unknown()
   std::function<void()> on_change_;
 };

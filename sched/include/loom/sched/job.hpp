@@ -42,6 +42,7 @@ struct JobSpec {
   bool spread_numa = false;     // a rank may take cores from several NUMA domains
   std::vector<std::string> stage_in;   // opaque to the scheduler
   std::vector<std::string> stage_out;  // opaque to the scheduler
+  std::string node;             // the one node it must run on (its persistent buffer's); empty: any
 };
 
 // Field checks that need no cluster: positive counts, consistent node bounds, a walltime.
@@ -63,6 +64,7 @@ struct Request {
   bool even_spread = false;
   bool exclusive = false;
   bool spread_numa = false;
+  std::string node;  // the only node it may run on; empty: any
 
   std::uint64_t total_cores() const { return std::uint64_t{tasks} * cores_per_task; }
 };
