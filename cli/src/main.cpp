@@ -39,8 +39,11 @@ int main(int argc, char** argv) {
     commands.push_back(add(app));
   }
 
-  // Listed for --help only: `loom fabric WORDS` runs loom-fabric (see fabric_main.cpp).
+  // Listed for --help only: `loom fabric WORDS` runs loom-fabric (see fabric_main.cpp), and
+  // `loom stage WORDS` loom-stage (stage_main.cpp).
   app.add_subcommand("fabric", "The RDMA data plane: loom fabric info [--json] lists what libfabric offers here");
+  app.add_subcommand("stage", "Copy a file between here and a storage agent's export over the fabric, with a progress "
+                              "bar: loom stage SRC DST, one of them NODE:/path");
 
   int first = 1;
   std::optional<std::filesystem::path> submit_config;
@@ -48,8 +51,8 @@ int main(int argc, char** argv) {
     submit_config = argv[first + 1];
     first += 2;
   }
-  if (first < argc && std::string_view(argv[first]) == "fabric") {
-    auto program = loom::cli::find_program("loom-fabric", "cli");
+  if (first < argc && (std::string_view(argv[first]) == "fabric" || std::string_view(argv[first]) == "stage")) {
+    auto program = loom::cli::find_program(std::string("loom-") + argv[first], "cli");
     if (!program) return fail(program.error());
     std::vector<char*> args{const_cast<char*>(program->c_str())};
     if (submit_config) args.insert(args.end(), {const_cast<char*>("--config"), const_cast<char*>(submit_config->c_str())});

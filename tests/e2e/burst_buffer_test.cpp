@@ -203,5 +203,27 @@ TEST_F(BurstBufferTest, APersistentBufferOutlivesJobsAndRestartsUntilDestroyed) 
   EXPECT_NE(gone.exit_code, 0);
 }
 
+TEST_F(BurstBufferTest, LoomStageCopiesAsTheUserBothWays) {
+  write_random(export_ / "data.bin", (3 << 20) + 7);
+  const Completed in = alice({"stage", "storage:/data.bin", (dir_ / "here.bin").string()});
+  ASSERT_EQ(in.exit_code, 0) << in.err;
+  EXPECT_NE(in.out.find("staged storage:/data.bin -> "), std::string::npos) << in.out;
+  EXPECT_EQ(contents(dir_ / "here.bin"), contents(export_ / "data.bin"));
+  const Completed out = alice({"stage", "--json", (dir_ / "here.bin").string(), "storage:/results/"});
+  ASSERT_EQ(out.exit_code, 0) << out.err;
+  const nlohmann::json summary = nlohmann::json::parse(out.out);
+  EXPECT_EQ(summary["bytes"], (3 << 20) + 7);
+  EXPECT_EQ(summary["dest"], "storage:/results/here.bin");
+  EXPECT_EQ(contents(export_ / "results" / "here.bin"), contents(export_ / "data.bin"));
+  // As the user: where alice may not write, nothing is written.
+  const Completed refused = alice({"stage", (dir_ / "here.bin").string(), "storage:/here.bin"});
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.err.find("Permission denied"), std::string::npos) << refused.err;
+  EXPECT_FALSE(fs::exists(export_ / "here.bin"));
+  const Completed neither = alice({"stage", "a", "b"});
+  EXPECT_NE(neither.exit_code, 0);
+  EXPECT_NE(neither.err.find("NODE:/path"), std::string::npos) << neither.err;
+}
+
 }  // namespace
 }  // namespace loom::testing
