@@ -61,6 +61,7 @@ for _ in $(seq 600); do  # bounded: until loom up says where the controller is
 done
 grep -q '^export LOOM_CONTROLLER=' "$state/up.out" || { cat "$state/up.out" >&2; echo "main-job.sh: loom up did not start" >&2; exit 1; }
 eval "$(grep '^export LOOM_CONTROLLER=' "$state/up.out")"
+eval "$(grep '^export LOOM_STORAGE_EXPORT=' "$state/up.out")"
 cat "$state/up.out"
 as_alice() { runuser -u loom-alice -- "$OLDPWD/$loom" "$@"; }
 cd "$jobdir"
@@ -77,13 +78,25 @@ as_alice watch "${array}_4" >/dev/null || true
 echo "loom-alice submitted array $array (elements ${array}_1 to ${array}_4):"
 as_alice queue --all
 cat array-*.txt | sort
+
+printf '\n== Burst buffers and staging: a 64 MiB input on the storage agent, staged into each node'"'"'s slice\n'
+head -c 64M /dev/urandom >"$LOOM_STORAGE_EXPORT/input.bin"
+install -d -o loom-alice "$LOOM_STORAGE_EXPORT/results"
+job=$(as_alice submit -N 2 --tasks-per-node 1 --bb 256M --stage-in storage:/input.bin \
+      --stage-out result.bin:storage:/results/ -o "bb-%j.txt" \
+      -- sh -c 'echo "rank $LOOM_RANK: slice $LOOM_BB_DIR ($(df -h --output=size "$LOOM_BB_DIR" | tail -1 | tr -d " ")), staged $LOOM_STAGED_FILES";
+                [ "$LOOM_RANK" = 0 ] && sha256sum "$LOOM_BB_DIR/input.bin" | tee "$LOOM_BB_DIR/result.bin" >/dev/null; true')
+as_alice watch "$job"
+as_alice show "$job"
+sort "bb-$job.txt"
+echo "--- results/result.bin on the storage agent (the checksum rank 0 computed of its staged copy), beside the original's:"
+cut -d' ' -f1 "$LOOM_STORAGE_EXPORT/results/result.bin"
+sha256sum "$LOOM_STORAGE_EXPORT/input.bin" | cut -d' ' -f1
 cd "$OLDPWD"
 
 cat <<'EOT'
 
 == Not built yet
-The rest of the main flow (an MPI job with a burst-buffer slice and a staged HDF5
-dataset) needs parts that do not exist yet: burst-buffer slices and HDF5 staging
-(burstbuffer) and the MPI launcher.
-This script runs them as they land; until then it shows only what is real.
+An MPI job (the MPI launcher) and staging HDF5 datasets rather than whole files are the
+next issues; this script runs them as they land, and until then shows only what is real.
 EOT

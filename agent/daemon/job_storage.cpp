@@ -105,7 +105,7 @@ Status JobStorage::prepare(const std::atomic<bool>& cancelled) {
       const burstbuffer::Remote r = LOOM_TRY(remote(in.node));
       auto as_user = LOOM_TRY(burstbuffer::FsIdentity::assume(launch_.uid(), gid_));
       const int dir = ::open(slice_->dir().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-      if (dir < 0) return make_error(ErrorCode::kInternal, fmt::format("cannot open the slice: {}", std::strerror(errno)));
+      if (dir < 0) return make_error(ErrorCode::kInternal, fmt::format("cannot open the slice {}: {}", slice_->dir().string(), std::strerror(errno)));
       Status s = stager.fetch(r, in.path, dir, in.name(), progress, cancelled);
       ::close(dir);
       return s;
@@ -142,7 +142,7 @@ Status JobStorage::stage_out(const std::atomic<bool>& cancelled) {
       {
         auto as_user = LOOM_TRY(burstbuffer::FsIdentity::assume(launch_.uid(), gid_));
         const int root = ::open(mount.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (root < 0) return make_error(ErrorCode::kInternal, fmt::format("cannot open the slice: {}", std::strerror(errno)));
+        if (root < 0) return make_error(ErrorCode::kInternal, fmt::format("cannot open the slice {}: {}", mount.string(), std::strerror(errno)));
         auto opened = burstbuffer::open_beneath(root, out.slice_path, O_RDONLY);
         ::close(root);
         fd = LOOM_TRY(opened);

@@ -13,6 +13,7 @@
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -615,6 +616,24 @@ class Agent {
   std::vector<Waiter> waiters_;  // used by the stream reader thread (and recover(), before it)
 };
 
+// A configured NVMe device with no NUMA node given takes the one hwloc reports for the
+// block device its filesystem is on (the sysfs path of a partition names its disk too).
+void match_block_devices(std::vector<Config::NvmeDevice>& devices, const hwtopo::Topology& topology) {
+  for (Config::NvmeDevice& device : devices) {
+    struct stat st{};
+    if (device.numa || ::stat(device.path.c_str(), &st) != 0) continue;
+    std::error_code ec;
+    const std::string sysfs = fs::canonical(fmt::format("/sys/dev/block/{}:{}", major(st.st_dev), minor(st.st_dev)), ec).string();
+    if (ec) continue;
+    for (const hwtopo::BlockDevice& block : topology.block_devices) {
+      const bool holds = sysfs.find("/" + block.name + "/") != std::string::npos || sysfs.ends_with("/" + block.name);
+      if (!block.numa || !holds) continue;
+      device.numa = block.numa;
+      spdlog::info("NVMe device {} is on {}, local to NUMA node {}", device.path, block.name, *block.numa);
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -695,6 +714,7 @@ int main(int argc, char** argv) {
       options.nvme.push_back(std::move(device));
     }
   }
+  match_block_devices(options.nvme, *topology);
   // A storage agent: its Storage service, for as long as the process lives.
   std::unique_ptr<burstbuffer::StorageServer> storage;
   std::unique_ptr<grpc::Server> data_server;

@@ -176,6 +176,8 @@ Command add_up(CLI::App& app) {
     const bool temporary = o->state_dir.empty();
     const fs::path dir = temporary ? fs::temp_directory_path() / fmt::format("loom-up.{}", ::getpid()) : fs::path(o->state_dir);
     fs::create_directories(dir);
+    // Users reach their slices on the devices in it (the controller's state is 0700 inside).
+    ::chmod(dir.c_str(), 0711);
     const std::vector<std::string> topology =
         fs::is_regular_file(o->topology) ? std::vector<std::string>{"--xml", o->topology} : std::vector<std::string>{"--synthetic", o->topology};
 
