@@ -38,11 +38,14 @@ void define(CLI::App& app, Typed& t) {
   app.add_option("--mem-per-task", t.mem_per_task, "Memory per task, e.g. 4G");
   app.add_flag("--spread-numa", t.spread_numa, "Let a task's cores span NUMA domains");
   app.add_option("-t,--time", t.time, "Walltime: M, M:S, H:M:S, D-H:M:S, or 90m, 2h; default 1:00:00");
-  app.add_option("--bb", t.bb, "Burst-buffer bytes on each node, e.g. 100G");
-  app.add_option("--bb-persistent", t.bb_persistent, "Use the named persistent burst buffer");
-  app.add_option("--stage-in", t.stage_in, "NODE:/path[:/dataset,...] copied into the burst buffer");
-  app.add_option("--stage-out", t.stage_out, "SLICEPATH:NODE:/dir/ copied out after the job");
-  app.add_flag("--stage-out-all", t.stage_out_all, "Stage out from every node, not only the first");
+  app.add_option("--bb", t.bb, "A burst-buffer slice of this size on each node, e.g. 100G, at $LOOM_BB_DIR");
+  app.add_option("--bb-persistent", t.bb_persistent, "Use your persistent burst buffer NAME (loom bb): the job runs on "
+                                                     "its node and sees it at $LOOM_BB_PERSISTENT_DIR");
+  app.add_option("--stage-in", t.stage_in, "NODE:/path: a file of storage agent NODE's export, copied into every "
+                                           "node's slice before the job starts (needs --bb; repeatable)");
+  app.add_option("--stage-out", t.stage_out, "SLICEPATH:NODE:/dir/: a file of the slice, copied into that directory "
+                                             "of NODE's export after the job ends (needs --bb; repeatable)");
+  app.add_flag("--stage-out-all", t.stage_out_all, "Stage out from every node (files named NAME.NODE), not only the first");
   app.add_option("-A,--account", t.account, "Account charged (fair share)");
   app.add_option("-d,--dependency", t.dependency, "afterok:ID[:ID...] or afterany:ID[:ID...], comma-separated");
   app.add_flag("--exclusive", t.exclusive, "Whole nodes, shared with no other job");
