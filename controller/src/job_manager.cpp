@@ -352,7 +352,11 @@ Status JobManager::staged(JobId id, const std::string& node, const v1::StagingRe
   v1::StagingReport& staging = it->second.staging;
   auto* files = staging.mutable_files();
   files->erase(std::remove_if(files->begin(), files->end(), [&](const v1::StagingFile& f) { return f.node() == node; }), files->end());
-  for (const v1::StagingFile& f : report.files()) *staging.add_files() = f;
+  for (const v1::StagingFile& f : report.files()) {
+    v1::StagingFile* added = staging.add_files();
+    *added = f;
+    added->set_node(node);  // the reporting node's, whatever the report says
+  }
   if (report.out() && it->second.state == v1::RUNNING) {
     JobUpdate u;
     u.id = id;

@@ -56,9 +56,10 @@ class JobManagerTest : public ::testing::Test {
     manager_ = std::move(*manager);
     join("n0");
   }
-  // n0's agent registers: 8 cores in 2 domains.
+  // n0's agent registers: 8 cores in 2 domains, a 100 MiB NVMe device on domain 1.
   void join(const std::string& name) {
-    auto node = manager_->joined(name, hwtopo::to_json(hwtopo::load_synthetic("pack:1 numa:2 core:4 pu:1").value()), {});
+    auto node = manager_->joined(name, hwtopo::to_json(hwtopo::load_synthetic("pack:1 numa:2 core:4 pu:1").value()),
+                                 {{"/nvme-" + name, 1u, std::uint64_t{100} << 20}});
     ASSERT_TRUE(node.has_value()) << node.error().to_string();
   }
   JobRow row(JobId id) { return manager_->show(kAdmin, id).value(); }
@@ -93,6 +94,76 @@ TEST_F(JobManagerTest, AJobGoesFromPendingToCompletedAndEveryStepIsStored) {
   EXPECT_EQ(done.exit_code, 0);
   EXPECT_EQ(done.start_time, 11);
   EXPECT_EQ(done.end_time, 20);
+}
+
+TEST_F(JobManagerTest, AStagedJobStagesInRunsStagesOutAndKeepsItsStaging) {
+  v1::JobSpec s = spec(1);
+  s.set_bb_per_node(std::uint64_t{10} << 20);
+  s.add_stage_in("storage:/in.h5");
+  s.add_stage_out("out.h5:storage:/results/");
+  const JobId id = submit(kAlice, s, at(0)).value();
+  auto launches = manager_->schedule(at(1));
+  ASSERT_TRUE(launches.has_value());
+  ASSERT_EQ(launches->size(), 1u);
+  EXPECT_EQ((*launches)[0].placement.nodes[0].nvme, 0u);
+  EXPECT_EQ((*launches)[0].placement.nodes[0].bb_bytes, std::uint64_t{10} << 20);
+  EXPECT_EQ(cluster_.free(NodeId(0)).nvme[0], std::uint64_t{90} << 20) << "the slice's bytes are held";
+  EXPECT_EQ(row(id).state, v1::STAGING_IN);
+  v1::StagingReport report;
+  v1::StagingFile* f = report.add_files();
+  f->set_direction("in");
+  f->set_source("storage:/in.h5");
+  f->set_state("done");
+  ASSERT_TRUE(manager_->staged(id, "n0", report).has_value());
+  ASSERT_TRUE(manager_->started(id, "n0", {}).has_value());
+  ASSERT_TRUE(manager_->ran(id).has_value());
+  EXPECT_EQ(row(id).state, v1::RUNNING);
+  report.set_out(true);
+  ASSERT_TRUE(manager_->staged(id, "n0", report).has_value());
+  EXPECT_EQ(row(id).state, v1::STAGING_OUT);
+  Ending failed;
+  failed.error = "StageOutFailed: out.h5 from n0's slice to storage:/results: no space";
+  failed.staging = true;
+  ASSERT_TRUE(manager_->finished(id, failed, at(5)).has_value());
+  EXPECT_EQ(cluster_.free(NodeId(0)).nvme[0], std::uint64_t{100} << 20);
+  reopen();
+  EXPECT_EQ(row(id).state, v1::FAILED);
+  EXPECT_EQ(row(id).reason, failed.error) << "a staging failure is the reason as the agent gave it";
+  ASSERT_EQ(row(id).staging.files_size(), 1) << "the staging is stored with the end";
+  EXPECT_EQ(row(id).staging.files(0).source(), "storage:/in.h5");
+}
+
+TEST_F(JobManagerTest, PersistentBuffersAreTheirOwnersHeldAndBindTheirJobsToTheirNode) {
+  join("n1");
+  auto made = manager_->create_buffer(kAlice, "scratch", std::uint64_t{60} << 20, "n1", 1001, at(0));
+  ASSERT_TRUE(made.has_value()) << made.error().to_string();
+  EXPECT_EQ(made->node, "n1");
+  EXPECT_EQ(made->nvme, "/nvme-n1");
+  EXPECT_EQ(cluster_.free(NodeId(1)).nvme[0], std::uint64_t{40} << 20);
+  EXPECT_EQ(manager_->create_buffer(kBob, "scratch", 1 << 20, "", 1002, at(0)).error().code(), ErrorCode::kAlreadyExists);
+  EXPECT_EQ(manager_->create_buffer(kBob, "big", std::uint64_t{200} << 20, "", 1002, at(0)).error().code(),
+            ErrorCode::kResourceExhausted);
+  EXPECT_EQ(manager_->create_buffer(kBob, "../x", 1 << 20, "", 1002, at(0)).error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(manager_->buffers(kBob).size(), 0u);
+  EXPECT_EQ(manager_->buffers(kAdmin).size(), 1u);
+
+  v1::JobSpec s = spec(1);
+  s.set_bb_persistent("scratch");
+  EXPECT_FALSE(submit(kBob, s, at(1)).has_value()) << "another user's buffer";
+  const JobId id = submit(kAlice, s, at(1)).value();
+  auto launches = manager_->schedule(at(2));
+  ASSERT_EQ(launches->size(), 1u);
+  EXPECT_EQ(cluster_.name((*launches)[0].placement.nodes[0].node), "n1") << "on the buffer's node, though n0 is emptier";
+  EXPECT_EQ(manager_->destroy_buffer(kAlice, "scratch").error().code(), ErrorCode::kFailedPrecondition) << "in use";
+  ASSERT_TRUE(manager_->finished(id, {}, at(3)).has_value());
+
+  reopen();  // stored, and held again before its node returns
+  join("n1");
+  EXPECT_EQ(cluster_.free(NodeId(1)).nvme[0], std::uint64_t{40} << 20);
+  EXPECT_EQ(manager_->destroy_buffer(kBob, "scratch").error().code(), ErrorCode::kNotFound);
+  ASSERT_TRUE(manager_->destroy_buffer(kAlice, "scratch").has_value());
+  EXPECT_EQ(cluster_.free(NodeId(1)).nvme[0], std::uint64_t{100} << 20);
+  EXPECT_FALSE(submit(kAlice, s, at(4)).has_value()) << "the buffer is gone";
 }
 
 TEST_F(JobManagerTest, UsersSeeAndCancelOnlyTheirOwnJobs) {

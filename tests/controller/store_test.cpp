@@ -186,8 +186,46 @@ TEST_F(StoreTest, AVersionOneStateIsMigrated) {
   EXPECT_EQ(rows[0].state, v1::COMPLETED);
   EXPECT_EQ(rows[0].spec.name(), "old");
   EXPECT_FALSE(rows[0].array_job.has_value());
+  EXPECT_EQ(rows[0].staging.files_size(), 0) << "schema 3's staging column starts empty";
   EXPECT_EQ(store->insert_jobs(std::vector<NewJob>{job("new")}, false).value()[0].value(), 6u);
   EXPECT_TRUE(store->load_nodes().value().empty());
+  EXPECT_TRUE(store->load_buffers().value().empty());
+}
+
+TEST_F(StoreTest, NvmeDevicesStagingAndBuffersOutliveTheStore) {
+  {
+    auto store = open();
+    ASSERT_TRUE(store->save_node("n1", "{}", R"([{"path":"/nvme0","numa":0,"capacity":1000}])").has_value());
+    const JobId id = store->insert_jobs(std::vector<NewJob>{job("staged")}, false).value()[0];
+    v1::StagingReport report;
+    v1::StagingFile* f = report.add_files();
+    f->set_source("storage:/in.h5");
+    f->set_bytes_done(42);
+    JobUpdate u;
+    u.id = id;
+    u.state = v1::COMPLETED;
+    u.staging = report.SerializeAsString();
+    ASSERT_TRUE(store->update_jobs(std::span<const JobUpdate>(&u, 1)).has_value());
+    ASSERT_TRUE(store->save_buffer({"scratch", "loom-alice", 1001, 1001, "n1", "/nvme0", 1 << 20, 77}).has_value());
+    auto twice = store->save_buffer({"scratch", "loom-bob", 1002, 1002, "n1", "/nvme0", 1 << 20, 78});
+    ASSERT_FALSE(twice.has_value());
+    EXPECT_EQ(twice.error().code(), ErrorCode::kAlreadyExists);
+  }
+  {
+    auto store = open();
+    EXPECT_EQ(store->load_nodes().value()[0].nvme_json, R"([{"path":"/nvme0","numa":0,"capacity":1000}])");
+    const JobRow row = store->load_jobs(false).value().at(0);
+    ASSERT_EQ(row.staging.files_size(), 1);
+    EXPECT_EQ(row.staging.files(0).source(), "storage:/in.h5");
+    EXPECT_EQ(row.staging.files(0).bytes_done(), 42u);
+    const std::vector<BufferRow> buffers = store->load_buffers().value();
+    ASSERT_EQ(buffers.size(), 1u);
+    EXPECT_EQ(buffers[0].user, "loom-alice");
+    EXPECT_EQ(buffers[0].nvme, "/nvme0");
+    EXPECT_EQ(buffers[0].bytes, 1u << 20);
+    ASSERT_TRUE(store->delete_buffer("scratch").has_value());
+  }
+  EXPECT_TRUE(open()->load_buffers().value().empty());
 }
 
 TEST_F(StoreTest, AStateFromANewerLoomIsRefused) {
