@@ -562,8 +562,52 @@ Status for_each_range(std::uint64_t size, std::size_t range, std::size_t workers
   return {};
 }
 
-Error range_error(std::uint64_t offset, std::size_t length, const Error& why) {
-  return Error(why.code(), fmt::format("bytes {}-{}: {}", offset, offset + length, why.message()));
+// How one try at a range went: done, worth another try, or refused for good.
+enum class Outcome { kDone, kRetry, kFail };
+struct Attempt {
+  Outcome outcome = Outcome::kDone;
+  Error error{ErrorCode::kInternal, ""};
+};
+
+// Tries a range up to `attempts` times, backing off between tries; the last error, with the
+// range's bytes named, when it never succeeds.
+Status retrying(int attempts, std::uint64_t offset, std::size_t length, const std::function<Attempt()>& attempt) {
+  Error last(ErrorCode::kInternal, "no attempt made");
+  for (int i = 1; i <= attempts; ++i) {
+    if (i > 1) std::this_thread::sleep_for(std::chrono::milliseconds(100 * i));
+    Attempt a = attempt();
+    if (a.outcome == Outcome::kDone) return {};
+    last = std::move(a.error);
+    if (a.outcome == Outcome::kFail) break;
+  }
+  return make_error(last.code(), fmt::format("bytes {}-{}: {}", offset, offset + length, last.message()));
+}
+
+// The stager's endpoint, one transfer at a time (FI_THREAD_DOMAIN), and the peer.
+struct Mover {
+  std::mutex& mutex;
+  fabric::TransferEngine& engine;
+  fi_addr_t peer;
+};
+
+// Leases the storage agent's buffer for a range (Fetch to read, Reserve to write) and moves
+// the bytes between it and `buffer` over the fabric. `lease` is set once one is granted:
+// the caller gives it back (Release, Commit) whatever happened next.
+Attempt lease_and_move(v1::Storage::Stub& stub, const Mover& mover, bool write, const std::string& handle, std::uint64_t offset,
+                       std::size_t length, Buffer& buffer, v1::Lease& lease) {
+  v1::RangeRequest range;
+  range.set_handle(handle);
+  range.set_offset(offset);
+  range.set_length(length);
+  const grpc::Status s = write ? stub.Reserve(call_context().get(), range, &lease) : stub.Fetch(call_context().get(), range, &lease);
+  if (!s.ok()) return {retryable(s) ? Outcome::kRetry : Outcome::kFail, from_grpc(s)};
+  auto region = fabric::decode_region(lease.region());
+  if (!region) return {Outcome::kFail, region.error()};
+  std::lock_guard lock(mover.mutex);
+  Status moved = write ? mover.engine.write(*buffer.region, 0, mover.peer, *region, 0, length)
+                       : mover.engine.read(*buffer.region, 0, mover.peer, *region, 0, length);
+  if (!moved) return {Outcome::kRetry, moved.error()};
+  return {};
 }
 
 }  // namespace
@@ -600,45 +644,27 @@ Status Stager::fetch(const Remote& remote, const std::string& path, int dir_fd, 
   }
   progress.total.store(opened.size());
   progress.done.store(0);
+  const Mover mover{st.engine_mutex, *st.engine, *peer};
   Status copied = for_each_range(opened.size(), st.options.range, st.buffers.size(), cancelled,
                                  [&](std::size_t worker, std::uint64_t offset, std::size_t length) -> Status {
     Buffer& buffer = st.buffers[worker];
-    Error last(ErrorCode::kInternal, "no attempt made");
-    for (int attempt = 1; attempt <= st.options.attempts; ++attempt) {
-      if (attempt > 1) std::this_thread::sleep_for(std::chrono::milliseconds(100 * attempt));  // backoff before a retry
-      v1::RangeRequest range;
-      range.set_handle(opened.handle());
-      range.set_offset(offset);
-      range.set_length(length);
+    return retrying(st.options.attempts, offset, length, [&]() -> Attempt {
       v1::Lease lease;
-      if (auto s = stub->Fetch(call_context().get(), range, &lease); !s.ok()) {
-        last = from_grpc(s);
-        if (retryable(s)) continue;
-        break;
+      Attempt moved = lease_and_move(*stub, mover, false, opened.handle(), offset, length, buffer, lease);
+      if (!lease.id().empty()) {
+        v1::ReleaseRequest release;
+        release.set_lease(lease.id());
+        v1::Empty ignored;
+        (void)stub->Release(call_context().get(), release, &ignored);
       }
-      auto region = fabric::decode_region(lease.region());
-      Status moved = region ? Status{} : Status(std::unexpected(region.error()));
-      if (moved) {
-        std::lock_guard lock(st.engine_mutex);
-        moved = st.engine->read(*buffer.region, 0, *peer, *region, 0, length);
-      }
-      v1::ReleaseRequest release;
-      release.set_lease(lease.id());
-      v1::Empty ignored;
-      (void)stub->Release(call_context().get(), release, &ignored);
-      if (!moved) {
-        last = moved.error();
-        continue;
-      }
+      if (moved.outcome != Outcome::kDone) return moved;
       if (crc32c(std::span(buffer.memory.get(), length)) != lease.crc32c()) {
-        last = Error(ErrorCode::kDataLoss, "arrived damaged (CRC-32C mismatch)");
-        continue;
+        return {Outcome::kRetry, Error(ErrorCode::kDataLoss, "arrived damaged (CRC-32C mismatch)")};
       }
-      if (auto wrote = write_all(fd, buffer.memory.get(), length, offset); !wrote) return std::unexpected(wrote.error());
+      if (auto wrote = write_all(fd, buffer.memory.get(), length, offset); !wrote) return {Outcome::kFail, wrote.error()};
       progress.done.fetch_add(length);
       return {};
-    }
-    return std::unexpected(range_error(offset, length, last));
+    });
   });
   close_remote();
   if (copied && ::fsync(fd) != 0) copied = std::unexpected(errno_error("fsync " + name, errno));
@@ -676,25 +702,11 @@ Status Stager::store(const Remote& remote, int fd, const std::string& path, File
     Buffer& buffer = st.buffers[worker];
     if (auto read = read_all(fd, buffer.memory.get(), length, offset); !read) return std::unexpected(read.error());
     const std::uint32_t crc = crc32c(std::span(buffer.memory.get(), length));
-    Error last(ErrorCode::kInternal, "no attempt made");
-    for (int attempt = 1; attempt <= st.options.attempts; ++attempt) {
-      if (attempt > 1) std::this_thread::sleep_for(std::chrono::milliseconds(100 * attempt));  // backoff before a retry
-      v1::RangeRequest range;
-      range.set_handle(opened.handle());
-      range.set_offset(offset);
-      range.set_length(length);
+    const Mover mover{st.engine_mutex, *st.engine, *peer};
+    return retrying(st.options.attempts, offset, length, [&]() -> Attempt {
       v1::Lease lease;
-      if (auto s = stub->Reserve(call_context().get(), range, &lease); !s.ok()) {
-        last = from_grpc(s);
-        if (retryable(s)) continue;
-        break;
-      }
-      auto region = fabric::decode_region(lease.region());
-      Status moved = region ? Status{} : Status(std::unexpected(region.error()));
-      if (moved) {
-        std::lock_guard lock(st.engine_mutex);
-        moved = st.engine->write(*buffer.region, 0, *peer, *region, 0, length);
-      }
+      const Attempt moved = lease_and_move(*stub, mover, true, opened.handle(), offset, length, buffer, lease);
+      if (lease.id().empty()) return moved;
       v1::CommitRequest commit;
       commit.set_handle(opened.handle());
       commit.set_lease(lease.id());
@@ -702,21 +714,16 @@ Status Stager::store(const Remote& remote, int fd, const std::string& path, File
       commit.set_length(length);
       // A transfer that failed is committed with a checksum that cannot match: the storage
       // agent then releases the buffer without writing it.
-      commit.set_crc32c(moved ? crc : ~crc);
+      commit.set_crc32c(moved.outcome == Outcome::kDone ? crc : ~crc);
       v1::Empty ignored;
       const grpc::Status committed = stub->Commit(call_context().get(), commit, &ignored);
-      if (!moved) {
-        last = moved.error();
-        continue;
-      }
+      if (moved.outcome != Outcome::kDone) return moved;
       if (committed.ok()) {
         progress.done.fetch_add(length);
         return {};
       }
-      last = from_grpc(committed);
-      if (!retryable(committed)) break;
-    }
-    return std::unexpected(range_error(offset, length, last));
+      return {retryable(committed) ? Outcome::kRetry : Outcome::kFail, from_grpc(committed)};
+    });
   });
   v1::Empty ignored;
   if (copied) {
