@@ -562,6 +562,21 @@ Status for_each_range(std::uint64_t size, std::size_t range, std::size_t workers
   return {};
 }
 
+// Opens the export's file for reading, or a temporary beside it for writing.
+Result<v1::OpenReply> open_remote(v1::Storage::Stub& stub, const Remote& remote, const std::string& path, bool write,
+                                  const std::string& initiator) {
+  v1::OpenRequest open;
+  open.set_credential(remote.credential);
+  open.set_path(path);
+  open.set_write(write);
+  open.set_uid(remote.uid);
+  open.set_gid(remote.gid);
+  open.set_initiator(initiator);
+  v1::OpenReply opened;
+  if (auto s = stub.Open(call_context().get(), open, &opened); !s.ok()) return std::unexpected(from_grpc(s));
+  return opened;
+}
+
 // How one try at a range went: done, worth another try, or refused for good.
 enum class Outcome { kDone, kRetry, kFail };
 struct Attempt {
@@ -616,14 +631,7 @@ Status Stager::fetch(const Remote& remote, const std::string& path, int dir_fd, 
                      const std::atomic<bool>& cancelled) {
   State& st = *state_;
   auto stub = v1::Storage::NewStub(grpc::CreateChannel(remote.address, grpc::InsecureChannelCredentials()));
-  v1::OpenRequest open;
-  open.set_credential(remote.credential);
-  open.set_path(path);
-  open.set_uid(remote.uid);
-  open.set_gid(remote.gid);
-  open.set_initiator(st.name);
-  v1::OpenReply opened;
-  if (auto s = stub->Open(call_context().get(), open, &opened); !s.ok()) return std::unexpected(from_grpc(s));
+  const v1::OpenReply opened = LOOM_TRY(open_remote(*stub, remote, path, false, st.name));
   v1::HandleRequest handle;
   handle.set_handle(opened.handle());
   auto close_remote = [&] {
@@ -682,15 +690,7 @@ Status Stager::store(const Remote& remote, int fd, const std::string& path, File
   if (!S_ISREG(info.st_mode)) return make_error(ErrorCode::kInvalidArgument, "not a regular file");
   const auto size = static_cast<std::uint64_t>(info.st_size);
   auto stub = v1::Storage::NewStub(grpc::CreateChannel(remote.address, grpc::InsecureChannelCredentials()));
-  v1::OpenRequest open;
-  open.set_credential(remote.credential);
-  open.set_path(path);
-  open.set_write(true);
-  open.set_uid(remote.uid);
-  open.set_gid(remote.gid);
-  open.set_initiator(st.name);
-  v1::OpenReply opened;
-  if (auto s = stub->Open(call_context().get(), open, &opened); !s.ok()) return std::unexpected(from_grpc(s));
+  const v1::OpenReply opened = LOOM_TRY(open_remote(*stub, remote, path, true, st.name));
   v1::HandleRequest handle;
   handle.set_handle(opened.handle());
   auto peer = st.peer(opened.target());
