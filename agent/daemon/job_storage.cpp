@@ -38,7 +38,7 @@ JobStorage::JobStorage(v1::Launch launch, std::string node, std::shared_ptr<Stag
     if (!in) continue;  // checked at submit
     File f;
     f.shown.set_direction("in");
-    f.shown.set_source(fmt::format("{}:{}", in->node, in->path));
+    f.shown.set_source(text);
     f.shown.set_dest(fmt::format("{}:{}", node_, (slice_mount(launch_.bb_device(), launch_.job()) / in->name()).string()));
     f.shown.set_state("waiting");
     f.shown.set_node(node_);
@@ -106,8 +106,11 @@ Status JobStorage::prepare(const std::atomic<bool>& cancelled) {
       auto as_user = LOOM_TRY(burstbuffer::FsIdentity::assume(launch_.uid(), gid_));
       const int dir = ::open(slice_->dir().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
       if (dir < 0) return make_error(ErrorCode::kInternal, fmt::format("cannot open the slice {}: {}", slice_->dir().string(), std::strerror(errno)));
-      Status s = stager.fetch(r, in.path, dir, in.name(), progress, cancelled);
+      std::vector<std::string> notes;
+      Status s = stager.fetch(r, in.path, dir, in.name(), progress, cancelled, in.datasets, &notes);
       ::close(dir);
+      std::lock_guard lock(mutex_);
+      for (const std::string& note : notes) file.shown.add_notes(note);
       return s;
     });
     if (!copied) {

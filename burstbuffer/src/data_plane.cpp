@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "loom/burstbuffer/hdf5_plan.hpp"
 #include "loom/burstbuffer/identity.hpp"
 #include "loom/burstbuffer/slice.hpp"
 #include "loom/common/crc32c.hpp"
@@ -56,7 +57,7 @@ grpc::Status to_grpc(const Error& e) {
     case ErrorCode::kResourceExhausted: code = grpc::StatusCode::RESOURCE_EXHAUSTED; break;
     default: break;
   }
-  return {code, e.message()};
+  return {code, e.to_string()};
 }
 
 Error from_grpc(const grpc::Status& s) {
@@ -483,6 +484,61 @@ grpc::Status StorageServer::Close(grpc::ServerContext*, const v1::HandleRequest*
   return grpc::Status::OK;
 }
 
+grpc::Status StorageServer::Describe(grpc::ServerContext*, const v1::DescribeRequest* request, v1::DescribeReply* reply) {
+  std::unique_lock lock(state_->mutex);
+  auto it = state_->handles.find(request->handle());
+  if (it == state_->handles.end() || it->second.write) return {grpc::StatusCode::NOT_FOUND, "no such open file (closed, or the storage agent restarted)"};
+  it->second.used = Clock::now();
+  const int fd = it->second.fd;
+  const std::string path = it->second.path;
+  const uid_t uid = it->second.uid;
+  const gid_t gid = it->second.gid;
+  lock.unlock();
+  // HDF5 opens files by name: the descriptor opened beneath the export, as the user, is
+  // the name. The skeleton is the user's too, and lives only as long as its handle.
+  const fs::path skeleton = fs::temp_directory_path() / fmt::format("loom-skeleton-{}.h5", random_token());
+  State::Handle h;
+  h.path = path + " (skeleton)";
+  h.used = Clock::now();
+  Result<SkeletonPlan> plan;
+  {
+    auto as_user = FsIdentity::assume(uid, gid);
+    if (!as_user) return to_grpc(as_user.error());
+    std::vector<std::string> datasets(request->datasets().begin(), request->datasets().end());
+    plan = write_skeleton(fmt::format("/proc/self/fd/{}", fd), datasets, skeleton);
+    if (plan) h.fd = ::open(skeleton.c_str(), O_RDONLY | O_CLOEXEC);
+    ::unlink(skeleton.c_str());
+  }
+  if (!plan) return to_grpc(Error(plan.error()).with_context(path));
+  if (h.fd < 0) return to_grpc(errno_error("opening the skeleton", errno));
+  struct stat st{};
+  ::fstat(h.fd, &st);
+  reply->set_skeleton_size(static_cast<std::uint64_t>(st.st_size));
+  reply->set_copied_bytes(plan->copied_bytes);
+  for (const std::string& note : plan->notes) reply->add_notes(note);
+  for (const DatasetPlan& p : plan->datasets) {
+    v1::DatasetExtents* e = reply->add_datasets();
+    e->set_path(p.path);
+    e->set_kind(p.kind == DatasetPlan::Kind::kContiguous ? v1::DatasetExtents::CONTIGUOUS
+                : p.kind == DatasetPlan::Kind::kChunked  ? v1::DatasetExtents::CHUNKED
+                                                         : v1::DatasetExtents::COPIED);
+    e->set_address(p.address);
+    e->set_size(p.size);
+    for (const ChunkExtent& c : p.chunks) {
+      v1::Chunk* chunk = e->add_chunks();
+      for (std::uint64_t x : c.coords) chunk->add_coords(x);
+      chunk->set_filter_mask(c.filter_mask);
+      chunk->set_address(c.address);
+      chunk->set_size(c.size);
+    }
+  }
+  const std::string token = random_token();
+  lock.lock();
+  state_->handles.emplace(token, std::move(h));
+  reply->set_skeleton(token);
+  return grpc::Status::OK;
+}
+
 // ---- The initiating side ----
 
 struct Stager::State {
@@ -525,16 +581,15 @@ std::unique_ptr<grpc::ClientContext> call_context() {
   return context;
 }
 
-// Runs one range on each of `workers` threads at a time until every range is done or one
-// fails; the first failure is the result.
-Status for_each_range(std::uint64_t size, std::size_t range, std::size_t workers, const std::atomic<bool>& cancelled,
-                      const std::function<Status(std::size_t worker, std::uint64_t offset, std::size_t length)>& one) {
-  const std::uint64_t count = (size + range - 1) / range;
-  std::atomic<std::uint64_t> next{0};
+// Runs `one(worker, i)` for i in [0, count), on `workers` threads at a time, until every
+// one is done or one fails; the first failure is the result.
+Status for_each_index(std::size_t count, std::size_t workers, const std::atomic<bool>& cancelled,
+                      const std::function<Status(std::size_t worker, std::size_t i)>& one) {
+  std::atomic<std::size_t> next{0};
   std::mutex mutex;
   std::optional<Error> failed;
   auto work = [&](std::size_t worker) {
-    for (std::uint64_t i; (i = next.fetch_add(1)) < count;) {
+    for (std::size_t i; (i = next.fetch_add(1)) < count;) {
       {
         std::lock_guard lock(mutex);
         if (failed) return;
@@ -544,9 +599,7 @@ Status for_each_range(std::uint64_t size, std::size_t range, std::size_t workers
         if (!failed) failed = Error(ErrorCode::kCancelled, "cancelled");
         return;
       }
-      const std::uint64_t offset = i * range;
-      const auto length = static_cast<std::size_t>(std::min<std::uint64_t>(range, size - offset));
-      if (auto done = one(worker, offset, length); !done) {
+      if (auto done = one(worker, i); !done) {
         std::lock_guard lock(mutex);
         if (!failed) failed = done.error();
         return;
@@ -554,12 +607,21 @@ Status for_each_range(std::uint64_t size, std::size_t range, std::size_t workers
     }
   };
   std::vector<std::thread> threads;
-  const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(workers, count));
+  const std::size_t n = std::min(workers, count);
   for (std::size_t w = 1; w < n; ++w) threads.emplace_back(work, w);
   if (n > 0) work(0);
   for (std::thread& t : threads) t.join();
   if (failed) return std::unexpected(*failed);
   return {};
+}
+
+Status for_each_range(std::uint64_t size, std::size_t range, std::size_t workers, const std::atomic<bool>& cancelled,
+                      const std::function<Status(std::size_t worker, std::uint64_t offset, std::size_t length)>& one) {
+  return for_each_index(static_cast<std::size_t>((size + range - 1) / range), workers, cancelled,
+                        [&](std::size_t worker, std::size_t i) {
+                          const std::uint64_t offset = std::uint64_t{i} * range;
+                          return one(worker, offset, static_cast<std::size_t>(std::min<std::uint64_t>(range, size - offset)));
+                        });
 }
 
 // Opens the export's file for reading, or a temporary beside it for writing.
@@ -627,56 +689,132 @@ Attempt lease_and_move(v1::Storage::Stub& stub, const Mover& mover, bool write, 
 
 }  // namespace
 
-Status Stager::fetch(const Remote& remote, const std::string& path, int dir_fd, const std::string& name, FileProgress& progress,
-                     const std::atomic<bool>& cancelled) {
+// Bytes to read from an open remote file, and what to do with them once they have arrived
+// whole and checked.
+struct Piece {
+  std::uint64_t offset = 0;
+  std::size_t length = 0;
+  std::function<Status(const std::byte*)> write;
+};
+
+Status Stager::pull(v1::Storage::Stub& stub, fi_addr_t peer, const std::string& handle, const std::vector<Piece>& pieces,
+                    FileProgress& progress, const std::atomic<bool>& cancelled) {
   State& st = *state_;
-  auto stub = v1::Storage::NewStub(grpc::CreateChannel(remote.address, grpc::InsecureChannelCredentials()));
-  const v1::OpenReply opened = LOOM_TRY(open_remote(*stub, remote, path, false, st.name));
-  v1::HandleRequest handle;
-  handle.set_handle(opened.handle());
-  auto close_remote = [&] {
-    v1::Empty ignored;
-    (void)stub->Close(call_context().get(), handle, &ignored);
-  };
-  auto peer = st.peer(opened.target());
-  if (!peer) {
-    close_remote();
-    return std::unexpected(peer.error());
-  }
-  const std::string temp = fmt::format(".{}.loom-partial", name);
-  const int fd = ::openat(dir_fd, temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    const Error e = errno_error("creating " + name, errno);
-    close_remote();
-    return std::unexpected(e);
-  }
-  progress.total.store(opened.size());
-  progress.done.store(0);
-  const Mover mover{st.engine_mutex, *st.engine, *peer};
-  Status copied = for_each_range(opened.size(), st.options.range, st.buffers.size(), cancelled,
-                                 [&](std::size_t worker, std::uint64_t offset, std::size_t length) -> Status {
+  const Mover mover{st.engine_mutex, *st.engine, peer};
+  return for_each_index(pieces.size(), st.buffers.size(), cancelled, [&](std::size_t worker, std::size_t i) -> Status {
+    const Piece& piece = pieces[i];
     Buffer& buffer = st.buffers[worker];
-    return retrying(st.options.attempts, offset, length, [&]() -> Attempt {
+    return retrying(st.options.attempts, piece.offset, piece.length, [&]() -> Attempt {
       v1::Lease lease;
-      Attempt moved = lease_and_move(*stub, mover, false, opened.handle(), offset, length, buffer, lease);
+      Attempt moved = lease_and_move(stub, mover, false, handle, piece.offset, piece.length, buffer, lease);
       if (!lease.id().empty()) {
         v1::ReleaseRequest release;
         release.set_lease(lease.id());
         v1::Empty ignored;
-        (void)stub->Release(call_context().get(), release, &ignored);
+        (void)stub.Release(call_context().get(), release, &ignored);
       }
       if (moved.outcome != Outcome::kDone) return moved;
-      if (crc32c(std::span(buffer.memory.get(), length)) != lease.crc32c()) {
+      if (crc32c(std::span(buffer.memory.get(), piece.length)) != lease.crc32c()) {
         return {Outcome::kRetry, Error(ErrorCode::kDataLoss, "arrived damaged (CRC-32C mismatch)")};
       }
-      if (auto wrote = write_all(fd, buffer.memory.get(), length, offset); !wrote) return {Outcome::kFail, wrote.error()};
-      progress.done.fetch_add(length);
+      if (auto wrote = piece.write(buffer.memory.get()); !wrote) return {Outcome::kFail, wrote.error()};
+      progress.done.fetch_add(piece.length);
       return {};
     });
   });
+}
+
+namespace {
+
+// The pieces of [0, size) of a remote file, written at the same offsets of `fd` plus `shift`.
+void add_ranges(std::vector<Piece>& pieces, std::uint64_t from, std::uint64_t size, std::size_t range, int fd, std::uint64_t to) {
+  for (std::uint64_t done = 0; done < size; done += range) {
+    const auto length = static_cast<std::size_t>(std::min<std::uint64_t>(range, size - done));
+    pieces.push_back({from + done, length, [fd, at = to + done, length](const std::byte* data) { return write_all(fd, data, length, at); }});
+  }
+}
+
+}  // namespace
+
+Status Stager::fetch(const Remote& remote, const std::string& path, int dir_fd, const std::string& name, FileProgress& progress,
+                     const std::atomic<bool>& cancelled, std::span<const std::string> datasets, std::vector<std::string>* notes) {
+  State& st = *state_;
+  auto stub = v1::Storage::NewStub(grpc::CreateChannel(remote.address, grpc::InsecureChannelCredentials()));
+  const v1::OpenReply opened = LOOM_TRY(open_remote(*stub, remote, path, false, st.name));
+  std::vector<std::string> handles{opened.handle()};
+  auto close_remote = [&] {
+    for (const std::string& h : handles) {
+      v1::HandleRequest request;
+      request.set_handle(h);
+      v1::Empty ignored;
+      (void)stub->Close(call_context().get(), request, &ignored);
+    }
+  };
+  const std::string temp = fmt::format(".{}.loom-partial", name);
+  int fd = -1;
+  auto copy = [&]() -> Status {
+    const fi_addr_t peer = LOOM_TRY(st.peer(opened.target()));
+    fd = ::openat(dir_fd, temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) return std::unexpected(errno_error("creating " + name, errno));
+    progress.done.store(0);
+    if (datasets.empty()) {
+      progress.total.store(opened.size());
+      std::vector<Piece> pieces;
+      add_ranges(pieces, 0, opened.size(), st.options.range, fd, 0);
+      return pull(*stub, peer, opened.handle(), pieces, progress, cancelled);
+    }
+    // HDF5 datasets: the skeleton first, then each dataset's raw data where it belongs.
+    v1::DescribeRequest describe;
+    describe.set_handle(opened.handle());
+    for (const std::string& d : datasets) describe.add_datasets(d);
+    v1::DescribeReply described;
+    if (auto s = stub->Describe(call_context().get(), describe, &described); !s.ok()) return std::unexpected(from_grpc(s));
+    handles.push_back(described.skeleton());
+    if (notes) notes->assign(described.notes().begin(), described.notes().end());
+    SkeletonPlan plan;
+    std::uint64_t total = described.skeleton_size();
+    for (const v1::DatasetExtents& e : described.datasets()) {
+      DatasetPlan& p = plan.datasets.emplace_back();
+      p.path = e.path();
+      p.kind = e.kind() == v1::DatasetExtents::CONTIGUOUS ? DatasetPlan::Kind::kContiguous
+               : e.kind() == v1::DatasetExtents::CHUNKED  ? DatasetPlan::Kind::kChunked
+                                                          : DatasetPlan::Kind::kCopied;
+      p.address = e.address();
+      p.size = e.size();
+      total += e.size();
+      for (const v1::Chunk& c : e.chunks()) {
+        if (c.size() > st.options.range) {
+          return make_error(ErrorCode::kInvalidArgument, fmt::format("dataset {} has a chunk of {} bytes, more than a staging buffer ({})",
+                                                                     e.path(), c.size(), st.options.range));
+        }
+        p.chunks.push_back({{c.coords().begin(), c.coords().end()}, c.filter_mask(), c.address(), c.size()});
+        total += c.size();
+      }
+    }
+    progress.total.store(total);
+    std::vector<Piece> skeleton;
+    add_ranges(skeleton, 0, described.skeleton_size(), st.options.range, fd, 0);
+    LOOM_TRY(pull(*stub, peer, described.skeleton(), skeleton, progress, cancelled));
+    auto destination = LOOM_TRY(Hdf5Destination::open(fmt::format("/proc/self/fd/{}", fd), plan));
+    std::vector<Piece> pieces;
+    for (std::size_t i = 0; i < plan.datasets.size(); ++i) {
+      const DatasetPlan& p = plan.datasets[i];
+      if (p.kind == DatasetPlan::Kind::kContiguous) add_ranges(pieces, p.address, p.size, st.options.range, fd, destination->offset(i));
+      for (const ChunkExtent& c : p.chunks) {
+        pieces.push_back({c.address, static_cast<std::size_t>(c.size), [&destination, i, &c, &p](const std::byte* data) {
+                            return with_context(destination->write_chunk(i, c, data), "writing a chunk of " + p.path);
+                          }});
+      }
+    }
+    LOOM_TRY(pull(*stub, peer, opened.handle(), pieces, progress, cancelled));
+    return destination->close();
+  };
+  Status copied = copy();
   close_remote();
-  if (copied && ::fsync(fd) != 0) copied = std::unexpected(errno_error("fsync " + name, errno));
-  ::close(fd);
+  if (fd >= 0) {
+    if (copied && ::fsync(fd) != 0) copied = std::unexpected(errno_error("fsync " + name, errno));
+    ::close(fd);
+  }
   if (copied && ::renameat(dir_fd, temp.c_str(), dir_fd, name.c_str()) != 0) copied = std::unexpected(errno_error("rename " + name, errno));
   if (!copied) ::unlinkat(dir_fd, temp.c_str(), 0);
   return copied;

@@ -85,12 +85,7 @@ Result<StageOut> parse_stage_out(std::string_view text) {
 }
 
 Status check_staging(std::span<const std::string> stage_in, std::span<const std::string> stage_out) {
-  for (const std::string& text : stage_in) {
-    const StageIn in = LOOM_TRY(parse_stage_in(text));
-    if (!in.datasets.empty()) {
-      return invalid("--stage-in", text, "staging HDF5 datasets is not supported yet; stage the whole file (NODE:/path)");
-    }
-  }
+  for (const std::string& text : stage_in) LOOM_TRY(parse_stage_in(text));
   for (const std::string& text : stage_out) LOOM_TRY(parse_stage_out(text));
   return {};
 }

@@ -19,13 +19,17 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "loom/common/error.hpp"
 #include "loom/fabric/fabric.hpp"
 #include "loom/proto/loom.grpc.pb.h"
 
 namespace loom::burstbuffer {
+
+struct Piece;
 
 struct DataPlaneOptions {
   fabric::Options fabric;
@@ -48,6 +52,7 @@ class StorageServer final : public v1::Storage::Service {
   grpc::Status Commit(grpc::ServerContext*, const v1::CommitRequest*, v1::Empty*) override;
   grpc::Status Finish(grpc::ServerContext*, const v1::HandleRequest*, v1::Empty*) override;
   grpc::Status Close(grpc::ServerContext*, const v1::HandleRequest*, v1::Empty*) override;
+  grpc::Status Describe(grpc::ServerContext*, const v1::DescribeRequest*, v1::DescribeReply*) override;
 
  private:
   struct State;
@@ -77,9 +82,12 @@ class Stager {
   ~Stager();
 
   // Copies the export's `path` into directory `dir_fd` as `name`. The caller's file-system
-  // identity is the one the destination is created with.
+  // identity is the one the destination is created with. With `datasets`, `path` is an HDF5
+  // file and only those datasets are copied, as stored (hdf5_plan.hpp); `notes` gets what
+  // could not be carried.
   Status fetch(const Remote& remote, const std::string& path, int dir_fd, const std::string& name, FileProgress& progress,
-               const std::atomic<bool>& cancelled);
+               const std::atomic<bool>& cancelled, std::span<const std::string> datasets = {},
+               std::vector<std::string>* notes = nullptr);
   // Copies the open file `fd` to the export's `path` (a file in an existing directory).
   Status store(const Remote& remote, int fd, const std::string& path, FileProgress& progress,
                const std::atomic<bool>& cancelled);
@@ -87,6 +95,9 @@ class Stager {
  private:
   struct State;
   explicit Stager(std::unique_ptr<State> state);
+  // Reads the pieces of an open remote file, several at once, each checked and retried.
+  Status pull(v1::Storage::Stub& stub, fi_addr_t peer, const std::string& handle, const std::vector<Piece>& pieces,
+              FileProgress& progress, const std::atomic<bool>& cancelled);
   std::unique_ptr<State> state_;
 };
 

@@ -1,0 +1,273 @@
+#include "loom/burstbuffer/hdf5_plan.hpp"
+
+#include <fmt/format.h>
+#include <hdf5.h>
+
+#include <algorithm>
+#include <functional>
+#include <optional>
+
+namespace loom::burstbuffer {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// One HDF5 identifier, closed by its kind's close function.
+class Hid {
+ public:
+  Hid(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
+  Hid(Hid&& other) noexcept : id_(other.id_), close_(other.close_) { other.id_ = -1; }
+  Hid& operator=(Hid&&) = delete;
+  ~Hid() {
+    if (id_ >= 0) close_(id_);
+  }
+  hid_t get() const { return id_; }
+  bool valid() const { return id_ >= 0; }
+
+ private:
+  hid_t id_;
+  herr_t (*close_)(hid_t);
+};
+
+// HDF5 prints its error stack unless told not to; the errors come back as Loom's instead.
+void quiet() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+
+std::unexpected<Error> hdf5_error(ErrorCode code, std::string what) { return make_error(code, std::move(what)); }
+
+// Variable-length data anywhere in the type: its bytes live in the global heap.
+bool has_vlen(hid_t type) {
+  switch (H5Tget_class(type)) {
+    case H5T_VLEN: return true;
+    case H5T_STRING: return H5Tis_variable_str(type) > 0;
+    case H5T_ARRAY: {
+      Hid base(H5Tget_super(type), H5Tclose);
+      return has_vlen(base.get());
+    }
+    case H5T_COMPOUND: {
+      for (int i = 0; i < H5Tget_nmembers(type); ++i) {
+        Hid member(H5Tget_member_type(type, static_cast<unsigned>(i)), H5Tclose);
+        if (has_vlen(member.get())) return true;
+      }
+      return false;
+    }
+    default: return false;
+  }
+}
+
+bool has_reference(hid_t type) { return H5Tdetect_class(type, H5T_REFERENCE) > 0; }
+
+// A transient copy of a committed (named) type: the skeleton has no such named object.
+Hid transient(hid_t type) { return Hid(H5Tcopy(type), H5Tclose); }
+
+struct AttributeCopy {
+  hid_t destination;
+  std::string object;
+  std::vector<std::string>* notes;
+  std::optional<Error> error;
+};
+
+herr_t copy_attribute(hid_t source, const char* name, const H5A_info_t*, void* data) {
+  auto* copy = static_cast<AttributeCopy*>(data);
+  Hid attribute(H5Aopen(source, name, H5P_DEFAULT), H5Aclose);
+  Hid type(H5Aget_type(attribute.get()), H5Tclose);
+  if (has_reference(type.get())) {
+    copy->notes->push_back(fmt::format("attribute {} of {} references other objects: not carried", name, copy->object));
+    return 0;
+  }
+  Hid space(H5Aget_space(attribute.get()), H5Sclose);
+  const hssize_t points = H5Sget_simple_extent_npoints(space.get());
+  std::vector<std::byte> buffer(H5Tget_size(type.get()) * static_cast<std::size_t>(std::max<hssize_t>(points, 0)) + 1);
+  Hid plain = transient(type.get());
+  if (H5Aread(attribute.get(), plain.get(), buffer.data()) < 0) {
+    copy->error = Error(ErrorCode::kInternal, fmt::format("reading attribute {} of {}", name, copy->object));
+    return -1;
+  }
+  Hid made(H5Acreate2(copy->destination, name, plain.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  const bool written = made.valid() && H5Awrite(made.get(), plain.get(), buffer.data()) >= 0;
+  if (has_vlen(plain.get())) H5Dvlen_reclaim(plain.get(), space.get(), H5P_DEFAULT, buffer.data());
+  if (!written) {
+    copy->error = Error(ErrorCode::kInternal, fmt::format("writing attribute {} of {}", name, copy->object));
+    return -1;
+  }
+  return 0;
+}
+
+Status copy_attributes(hid_t source, hid_t destination, const std::string& object, std::vector<std::string>& notes) {
+  AttributeCopy copy{destination, object, &notes, std::nullopt};
+  if (H5Aiterate2(source, H5_INDEX_NAME, H5_ITER_INC, nullptr, copy_attribute, &copy) < 0) {
+    return std::unexpected(copy.error.value_or(Error(ErrorCode::kInternal, fmt::format("copying the attributes of {}", object))));
+  }
+  return {};
+}
+
+// Whether every component of the absolute path exists (H5Lexists needs its parent to).
+bool exists(hid_t file, const std::string& path) {
+  for (std::size_t at = path.find('/', 1);; at = path.find('/', at + 1)) {
+    const std::string prefix = path.substr(0, at);
+    if (H5Lexists(file, prefix.c_str(), H5P_DEFAULT) <= 0) return false;
+    if (at == std::string::npos) return true;
+  }
+}
+
+// The groups above `path` in the skeleton, made as they are in the source, attributes too.
+Status make_groups(hid_t source, hid_t skeleton, const std::string& path, std::vector<std::string>& notes) {
+  for (std::size_t at = path.find('/', 1); at != std::string::npos; at = path.find('/', at + 1)) {
+    const std::string group = path.substr(0, at);
+    if (H5Lexists(skeleton, group.c_str(), H5P_DEFAULT) > 0) continue;
+    Hid from(H5Gopen2(source, group.c_str(), H5P_DEFAULT), H5Gclose);
+    Hid made(H5Gcreate2(skeleton, group.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+    if (!from.valid() || !made.valid()) return hdf5_error(ErrorCode::kInternal, fmt::format("making group {}", group));
+    LOOM_TRY(copy_attributes(from.get(), made.get(), group, notes));
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<SkeletonPlan> write_skeleton(const fs::path& source, std::span<const std::string> datasets, const fs::path& skeleton) {
+  quiet();
+  Hid src(H5Fopen(source.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  if (!src.valid()) return hdf5_error(ErrorCode::kInvalidArgument, "it is not an HDF5 file");
+  Hid dst(H5Fcreate(skeleton.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
+  if (!dst.valid()) return hdf5_error(ErrorCode::kInternal, fmt::format("cannot create {}", skeleton.string()));
+  SkeletonPlan plan;
+  for (const std::string& path : datasets) {
+    if (!exists(src.get(), path)) return hdf5_error(ErrorCode::kNotFound, fmt::format("dataset {} does not exist", path));
+    Hid d(H5Dopen2(src.get(), path.c_str(), H5P_DEFAULT), H5Dclose);
+    if (!d.valid()) return hdf5_error(ErrorCode::kInvalidArgument, fmt::format("{} is not a dataset", path));
+    Hid type(H5Dget_type(d.get()), H5Tclose);
+    if (has_reference(type.get())) {
+      return hdf5_error(ErrorCode::kInvalidArgument,
+                        fmt::format("dataset {} holds object or region references, which do not survive a subset; stage the whole file", path));
+    }
+    Hid dcpl(H5Dget_create_plist(d.get()), H5Pclose);
+    if (H5Pget_external_count(dcpl.get()) > 0) {
+      return hdf5_error(ErrorCode::kInvalidArgument, fmt::format("dataset {} keeps its data in external files; stage those files", path));
+    }
+    LOOM_TRY(make_groups(src.get(), dst.get(), path, plan.notes));
+    const H5D_layout_t layout = H5Pget_layout(dcpl.get());
+    DatasetPlan p;
+    p.path = path;
+    if (layout == H5D_COMPACT || has_vlen(type.get())) {
+      // Not raw bytes at a fixed place: copied through HDF5, attributes apart (some may not carry).
+      Hid ocpy(H5Pcreate(H5P_OBJECT_COPY), H5Pclose);
+      H5Pset_copy_object(ocpy.get(), H5O_COPY_WITHOUT_ATTR_FLAG);
+      if (H5Ocopy(src.get(), path.c_str(), dst.get(), path.c_str(), ocpy.get(), H5P_DEFAULT) < 0) {
+        return hdf5_error(ErrorCode::kInternal, fmt::format("copying dataset {}", path));
+      }
+      Hid copied(H5Dopen2(dst.get(), path.c_str(), H5P_DEFAULT), H5Dclose);
+      LOOM_TRY(copy_attributes(d.get(), copied.get(), path, plan.notes));
+      plan.copied_bytes += H5Dget_storage_size(d.get());
+      p.kind = DatasetPlan::Kind::kCopied;
+      plan.datasets.push_back(std::move(p));
+      continue;
+    }
+    Hid space(H5Dget_space(d.get()), H5Sclose);
+    Hid plain = transient(type.get());
+    Hid made(H5Dcreate2(dst.get(), path.c_str(), plain.get(), space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), H5Dclose);
+    if (!made.valid()) return hdf5_error(ErrorCode::kInternal, fmt::format("making dataset {}", path));
+    LOOM_TRY(copy_attributes(d.get(), made.get(), path, plan.notes));
+    if (layout == H5D_CONTIGUOUS) {
+      p.kind = DatasetPlan::Kind::kContiguous;
+      const haddr_t address = H5Dget_offset(d.get());
+      if (address != HADDR_UNDEF) {  // never written: nothing stored, fill values on both sides
+        p.address = address;
+        p.size = H5Dget_storage_size(d.get());
+      }
+    } else {
+      p.kind = DatasetPlan::Kind::kChunked;
+      const int rank = H5Sget_simple_extent_ndims(space.get());
+      std::vector<hsize_t> dims(static_cast<std::size_t>(rank)), chunk(static_cast<std::size_t>(rank));
+      H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+      H5Pget_chunk(dcpl.get(), rank, chunk.data());
+      // The chunk grid, walked coordinate by coordinate (row-major).
+      std::vector<hsize_t> at(static_cast<std::size_t>(rank), 0);
+      const bool empty = std::any_of(dims.begin(), dims.end(), [](hsize_t d) { return d == 0; });
+      while (!empty) {
+        unsigned mask = 0;
+        haddr_t address = HADDR_UNDEF;
+        hsize_t size = 0;
+        if (H5Dget_chunk_info_by_coord(d.get(), at.data(), &mask, &address, &size) < 0) {
+          return hdf5_error(ErrorCode::kInternal, fmt::format("reading the chunk index of {}", path));
+        }
+        if (address != HADDR_UNDEF) p.chunks.push_back({{at.begin(), at.end()}, mask, address, size});
+        int i = rank - 1;
+        for (; i >= 0; --i) {
+          at[static_cast<std::size_t>(i)] += chunk[static_cast<std::size_t>(i)];
+          if (at[static_cast<std::size_t>(i)] < dims[static_cast<std::size_t>(i)]) break;
+          at[static_cast<std::size_t>(i)] = 0;
+        }
+        if (i < 0) break;
+      }
+    }
+    plan.datasets.push_back(std::move(p));
+  }
+  if (H5Fflush(dst.get(), H5F_SCOPE_GLOBAL) < 0) return hdf5_error(ErrorCode::kInternal, "writing the skeleton");
+  return plan;
+}
+
+struct Hdf5Destination::State {
+  std::optional<Hid> file;
+  std::vector<std::optional<Hid>> datasets;  // by the plan's index
+  std::vector<std::uint64_t> offsets;
+};
+
+Hdf5Destination::Hdf5Destination(std::unique_ptr<State> state) : state_(std::move(state)) {}
+Hdf5Destination::~Hdf5Destination() { (void)close(); }
+
+Result<std::unique_ptr<Hdf5Destination>> Hdf5Destination::open(const fs::path& skeleton, const SkeletonPlan& plan) {
+  quiet();
+  auto state = std::make_unique<State>();
+  state->file.emplace(H5Fopen(skeleton.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Fclose);
+  if (!state->file->valid()) return hdf5_error(ErrorCode::kInvalidArgument, "the staged skeleton is not an HDF5 file");
+  for (const DatasetPlan& p : plan.datasets) {
+    state->offsets.push_back(0);
+    state->datasets.emplace_back();
+    if (p.kind == DatasetPlan::Kind::kCopied) continue;
+    Hid d(H5Dopen2(state->file->get(), p.path.c_str(), H5P_DEFAULT), H5Dclose);
+    if (!d.valid()) return hdf5_error(ErrorCode::kInternal, fmt::format("dataset {} is missing from the skeleton", p.path));
+    if (p.kind == DatasetPlan::Kind::kContiguous && p.size > 0) {
+      // Writing one element allocates the whole contiguous block; its offset is where the
+      // source's bytes go.
+      Hid type(H5Dget_type(d.get()), H5Tclose);
+      Hid space(H5Dget_space(d.get()), H5Sclose);
+      const int rank = H5Sget_simple_extent_ndims(space.get());
+      if (rank > 0) {
+        const std::vector<hsize_t> start(static_cast<std::size_t>(rank), 0), count(static_cast<std::size_t>(rank), 1);
+        H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
+      }
+      Hid one(H5Screate(H5S_SCALAR), H5Sclose);
+      const std::vector<std::byte> zero(H5Tget_size(type.get()));
+      if (H5Dwrite(d.get(), type.get(), one.get(), space.get(), H5P_DEFAULT, zero.data()) < 0 || H5Dget_offset(d.get()) == HADDR_UNDEF) {
+        return hdf5_error(ErrorCode::kInternal, fmt::format("allocating dataset {}", p.path));
+      }
+      state->offsets.back() = H5Dget_offset(d.get());
+    }
+    state->datasets.back().emplace(std::move(d));
+  }
+  if (H5Fflush(state->file->get(), H5F_SCOPE_GLOBAL) < 0) return hdf5_error(ErrorCode::kInternal, "writing the skeleton");
+  return std::unique_ptr<Hdf5Destination>(new Hdf5Destination(std::move(state)));
+}
+
+std::uint64_t Hdf5Destination::offset(std::size_t dataset) const { return state_->offsets.at(dataset); }
+
+Status Hdf5Destination::write_chunk(std::size_t dataset, const ChunkExtent& chunk, const std::byte* data) {
+  const std::vector<hsize_t> coords(chunk.coords.begin(), chunk.coords.end());
+  if (H5Dwrite_chunk(state_->datasets.at(dataset)->get(), H5P_DEFAULT, chunk.filter_mask, coords.data(), chunk.size, data) < 0) {
+    return hdf5_error(ErrorCode::kInternal, "H5Dwrite_chunk failed");
+  }
+  return {};
+}
+
+Status Hdf5Destination::close() {
+  if (!state_->file) return {};
+  state_->datasets.clear();
+  const hid_t file = state_->file->get();
+  const bool flushed = H5Fflush(file, H5F_SCOPE_GLOBAL) >= 0;
+  state_->file.reset();
+  if (!flushed) return hdf5_error(ErrorCode::kInternal, "writing the file's metadata");
+  return {};
+}
+
+}  // namespace loom::burstbuffer
