@@ -53,7 +53,8 @@ nlohmann::json job_json(const v1::JobInfo& j) {
                        {"bytes_total", f.bytes_total()},
                        {"rate_bps", f.rate_bps()},
                        {"state", f.state()},
-                       {"error", f.error()}});
+                       {"error", f.error()},
+                       {"notes", std::vector<std::string>(f.notes().begin(), f.notes().end())}});
   }
   auto optional = [](bool has, auto value) { return has ? nlohmann::json(value) : nlohmann::json(nullptr); };
   return {{"id", j.id()},
@@ -204,6 +205,7 @@ std::vector<Command> add_job_commands(CLI::App& app) {
       }
       if (!f.error().empty()) line += ": " + f.error();
       std::cout << line << '\n';
+      for (const std::string& note : f.notes()) std::cout << "    not carried: " << note << '\n';
     }
     return {};
   }});

@@ -19,6 +19,7 @@
 
 #include "client.hpp"
 #include "loom/burstbuffer/data_plane.hpp"
+#include "loom/burstbuffer/staging_spec.hpp"
 #include "loom/common/bytes.hpp"
 #include "loom/common/config.hpp"
 #include "loom/common/munge.hpp"
@@ -31,14 +32,17 @@ using Clock = std::chrono::steady_clock;
 
 std::atomic<bool> interrupted{false};
 
-// NODE:/path names a storage agent's file; anything else is local.
+// NODE:/path names a storage agent's file (NODE:/file.h5:/dset,... some of its HDF5
+// datasets, as a source); anything else is local.
 struct Remote {
   std::string node, path;
+  std::vector<std::string> datasets;
 };
-std::optional<Remote> remote_of(const std::string& text) {
+Result<std::optional<Remote>> remote_of(const std::string& text) {
   const std::size_t colon = text.find(':');
   if (colon == std::string::npos || colon == 0 || text.size() <= colon + 1 || text[colon + 1] != '/') return std::nullopt;
-  return Remote{text.substr(0, colon), text.substr(colon + 1)};
+  const burstbuffer::StageIn in = LOOM_TRY(burstbuffer::parse_stage_in(text));
+  return Remote{in.node, in.path, in.datasets};
 }
 
 Result<std::string> data_address(const cli::Client& client, const std::string& node) {
@@ -68,8 +72,9 @@ std::string progress_line(const std::string& name, std::uint64_t done, std::uint
 
 int main(int argc, char** argv) {
   CLI::App app{"loom stage: copy a file between here and a storage agent's export over the fabric, as you, with "
-               "a progress bar. One side is NODE:/path (a file in the export of storage agent NODE); a DST that "
-               "ends with '/' or is a directory gets SRC's name."};
+               "a progress bar. One side is NODE:/path (a file in the export of storage agent NODE; as SRC, "
+               "NODE:/file.h5:/group/dset,... copies only those HDF5 datasets, as stored); a DST that ends with "
+               "'/' or is a directory gets SRC's name."};
   app.name("loom stage");
   std::optional<fs::path> config_file;
   std::string source, dest, controller;
@@ -86,7 +91,11 @@ int main(int argc, char** argv) {
   };
   auto config = start_program("loom", config_file);
   if (!config) return fail(config.error());
-  const std::optional<Remote> from = remote_of(source), to = remote_of(dest);
+  auto parsed_from = remote_of(source), parsed_to = remote_of(dest);
+  if (!parsed_from) return fail(parsed_from.error());
+  if (!parsed_to) return fail(parsed_to.error());
+  const std::optional<Remote> from = *parsed_from, to = *parsed_to;
+  if (to && !to->datasets.empty()) return fail(Error(ErrorCode::kInvalidArgument, "datasets are staged from a storage agent, not to one"));
   if (from.has_value() == to.has_value()) {
     return fail(Error(ErrorCode::kInvalidArgument, "exactly one of SRC and DST must be NODE:/path (a storage agent's file)"));
   }
@@ -107,6 +116,7 @@ int main(int argc, char** argv) {
   burstbuffer::FileProgress progress;
   Status copied;
   std::string shown_dest;
+  std::vector<std::string> notes;  // HDF5 datasets: what could not be carried
   const auto start = Clock::now();
   std::mutex mutex;
   std::condition_variable done_cv;
@@ -121,7 +131,7 @@ int main(int argc, char** argv) {
       if (dir < 0) {
         copied = make_error(ErrorCode::kNotFound, fmt::format("{}: {}", parent.string(), std::strerror(errno)));
       } else {
-        copied = (*stager)->fetch(remote, from->path, dir, local.filename().string(), progress, interrupted);
+        copied = (*stager)->fetch(remote, from->path, dir, local.filename().string(), progress, interrupted, from->datasets, &notes);
         ::close(dir);
       }
     } else {
@@ -158,10 +168,12 @@ int main(int argc, char** argv) {
     if (bar) std::cerr << '\n';
     return fail(copied.error());
   }
+  for (const std::string& note : notes) std::cerr << "loom stage: " << note << '\n';
   const std::uint64_t bytes = progress.done.load();
   const double rate = seconds > 0 ? static_cast<double>(bytes) / seconds : 0;
   if (json) {
-    std::cout << nlohmann::json{{"source", source}, {"dest", shown_dest}, {"bytes", bytes}, {"seconds", seconds}, {"rate_bps", rate}}.dump()
+    std::cout << nlohmann::json{{"source", source}, {"dest", shown_dest}, {"bytes", bytes}, {"seconds", seconds}, {"rate_bps", rate},
+                                {"notes", notes}}.dump()
               << '\n';
     return 0;
   }

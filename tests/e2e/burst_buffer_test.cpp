@@ -11,11 +11,13 @@
 #include <thread>
 
 #include "cluster_test.hpp"
+#include "run.hpp"
 
 namespace loom::testing {
 namespace {
 
 namespace fs = std::filesystem;
+using loom::testing::run;
 
 class BurstBufferTest : public ClusterTest {
  protected:
@@ -201,6 +203,35 @@ TEST_F(BurstBufferTest, APersistentBufferOutlivesJobsAndRestartsUntilDestroyed) 
   EXPECT_EQ(nvme_free("node1"), free_before) << "its bytes are given back";
   const Completed gone = alice({"submit", "--bb-persistent", "scratch", "--", "true"});
   EXPECT_NE(gone.exit_code, 0);
+}
+
+TEST_F(BurstBufferTest, AJobGetsOnlyTheHdf5DatasetsItAskedFor) {
+  const fs::path cdl = dir_ / "in.cdl";
+  std::ofstream(cdl) << "netcdf in {\n"
+                        "dimensions: x = 4 ;\n"
+                        "group: fields {\n"
+                        "  variables: float temperature(x) ; float pressure(x) ; float humidity(x) ;\n"
+                        "  data: temperature = 1, 2, 3, 4 ; pressure = 5, 6, 7, 8 ; humidity = 9, 9, 9, 9 ;\n"
+                        "}\n"
+                        "}\n";
+  const Completed made = run({"ncgen", "-k", "nc4", "-o", (export_ / "in.h5").string(), cdl.string()});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  const std::uint64_t id = submit({"submit", "--bb", "16M", "--stage-in", "storage:/in.h5:/fields/temperature,/fields/pressure",
+                                   "--stage-out", "in.h5:storage:/results/", "-o", "out-%j", "--", "/bin/sh", "-c",
+                                   "h5ls -r \"$LOOM_BB_DIR/in.h5\" | cut -d' ' -f1"});
+  const nlohmann::json job = finish(id);
+  ASSERT_EQ(job["state"], "COMPLETED") << job.dump();
+  EXPECT_EQ(read("out-" + std::to_string(id)), "/\n/fields\n/fields/pressure\n/fields/temperature\n");
+  const nlohmann::json staged = show(id)["staging"][0];
+  EXPECT_EQ(staged["source"], "storage:/in.h5:/fields/temperature,/fields/pressure");
+  ASSERT_FALSE(staged["notes"].empty()) << staged.dump();
+  EXPECT_NE(staged["notes"][0].get<std::string>().find("DIMENSION_LIST"), std::string::npos) << staged.dump();
+  // What came back out has each dataset's data as it was (only the dimension scales' links are not carried).
+  for (const char* object : {"/fields/temperature", "/fields/pressure"}) {
+    const Completed diff = run({"h5diff", "-v", (export_ / "in.h5").string(), (export_ / "results" / "in.h5").string(), object, object});
+    EXPECT_NE(diff.out.find("dataset: <" + std::string(object) + "> and <" + object + ">\n0 differences found"), std::string::npos)
+        << diff.out;
+  }
 }
 
 TEST_F(BurstBufferTest, LoomStageCopiesAsTheUserBothWays) {
