@@ -30,6 +30,9 @@ class Hid {
   herr_t (*close_)(hid_t);
 };
 
+// Contiguous datasets this small are copied into the skeleton rather than moved by extent.
+constexpr hsize_t kCopyBelow = 64 << 10;
+
 // HDF5 prints its error stack unless told not to; the errors come back as Loom's instead.
 void quiet() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
 
@@ -149,8 +152,12 @@ Result<SkeletonPlan> write_skeleton(const fs::path& source, std::span<const std:
     const H5D_layout_t layout = H5Pget_layout(dcpl.get());
     DatasetPlan p;
     p.path = path;
-    if (layout == H5D_COMPACT || has_vlen(type.get())) {
-      // Not raw bytes at a fixed place: copied through HDF5, attributes apart (some may not carry).
+    // Small contiguous datasets travel inside the skeleton too: a round trip and an
+    // allocation each would cost more than their bytes (10,000 datasets of 1 KiB).
+    const bool small = layout == H5D_CONTIGUOUS && H5Dget_storage_size(d.get()) <= kCopyBelow;
+    if (layout == H5D_COMPACT || has_vlen(type.get()) || small) {
+      // Not raw bytes at a fixed place, or too few of them: copied through HDF5, attributes
+      // apart (some may not carry).
       Hid ocpy(H5Pcreate(H5P_OBJECT_COPY), H5Pclose);
       H5Pset_copy_object(ocpy.get(), H5O_COPY_WITHOUT_ATTR_FLAG);
       if (H5Ocopy(src.get(), path.c_str(), dst.get(), path.c_str(), ocpy.get(), H5P_DEFAULT) < 0) {

@@ -205,7 +205,7 @@ std::vector<Command> add_job_commands(CLI::App& app) {
       }
       if (!f.error().empty()) line += ": " + f.error();
       std::cout << line << '\n';
-      for (const std::string& note : f.notes()) std::cout << "    not carried: " << note << '\n';
+      for (const std::string& note : f.notes()) std::cout << "    note: " << note << '\n';
     }
     return {};
   }});

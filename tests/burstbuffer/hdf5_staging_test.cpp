@@ -4,6 +4,7 @@
 #include <hdf5.h>
 
 #include <fstream>
+#include <thread>
 
 #include "loom/fabric/fabric.hpp"
 #include "run.hpp"
@@ -250,6 +251,37 @@ TEST_F(Hdf5StagingTest, RefusalsNameTheFileAndTheDatasetAndLeaveNothing) {
   auto text = fetch_datasets("/text.h5", {"/x"}, "x.h5");
   ASSERT_FALSE(text);
   EXPECT_NE(text.error().message().find("not an HDF5 file"), std::string::npos) << text.error().message();
+  EXPECT_EQ(leftovers(local_, {}), std::vector<std::string>{});
+}
+
+TEST_F(Hdf5StagingTest, AConnectionCutMidDatasetFailsAndLeavesNothing) {
+  // 256 chunks of 1 MiB: the cut comes while chunks are moving.
+  const hid_t file = H5Fcreate((export_ / "big.h5").c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  const hsize_t dims[] = {256, 262144}, chunk[] = {1, 262144};
+  const hid_t space = H5Screate_simple(2, dims, nullptr);
+  const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  H5Pset_chunk(dcpl, 2, chunk);
+  const hid_t d = H5Dcreate2(file, "/data", H5T_NATIVE_FLOAT, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  std::vector<float> values(256 * 262144, 1.5f);
+  H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data());
+  H5Dclose(d);
+  H5Pclose(dcpl);
+  H5Sclose(space);
+  H5Fclose(file);
+  FileProgress progress;
+  std::atomic<bool> cancelled{false}, finished{false};
+  Status result;
+  const std::vector<std::string> datasets{"/data"};
+  std::thread copy([&] {
+    result = stager_->fetch(remote(), "/big.h5", dir_fd_, "big.h5", progress, cancelled, datasets);
+    finished.store(true);
+  });
+  // Past the skeleton (a few KiB), into the chunks: then the storage agent goes away.
+  while (progress.done.load() < (std::uint64_t{1} << 20) && !finished.load()) std::this_thread::yield();
+  stop_server();
+  copy.join();
+  ASSERT_FALSE(result);
+  EXPECT_LT(progress.done.load(), progress.total.load());
   EXPECT_EQ(leftovers(local_, {}), std::vector<std::string>{});
 }
 

@@ -8,8 +8,9 @@
 // skeleton as a file, then moves the extents over the fabric and writes them as they are:
 // contiguous bytes with pwrite at the destination's own offset, chunks with H5Dwrite_chunk
 // (compressed chunks stay compressed). What is not raw bytes at a fixed place (variable-
-// length data in the global heap, compact data in the object header) is copied whole into
-// the skeleton through HDF5, and counted apart.
+// length data in the global heap, compact data in the object header), and contiguous
+// datasets of 64 KiB or less, are copied whole into the skeleton through HDF5, and counted
+// apart.
 #pragma once
 
 #include <cstdint>
