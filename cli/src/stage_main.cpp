@@ -38,9 +38,10 @@ struct Remote {
   std::string node, path;
   std::vector<std::string> datasets;
 };
-Result<std::optional<Remote>> remote_of(const std::string& text) {
+Result<std::optional<Remote>> remote_of(const std::string& text, bool source) {
   const std::size_t colon = text.find(':');
   if (colon == std::string::npos || colon == 0 || text.size() <= colon + 1 || text[colon + 1] != '/') return std::nullopt;
+  if (!source) return Remote{text.substr(0, colon), text.substr(colon + 1), {}};  // a file, or a directory ending in '/'
   const burstbuffer::StageIn in = LOOM_TRY(burstbuffer::parse_stage_in(text));
   return Remote{in.node, in.path, in.datasets};
 }
@@ -91,11 +92,10 @@ int main(int argc, char** argv) {
   };
   auto config = start_program("loom", config_file);
   if (!config) return fail(config.error());
-  auto parsed_from = remote_of(source), parsed_to = remote_of(dest);
+  auto parsed_from = remote_of(source, true), parsed_to = remote_of(dest, false);
   if (!parsed_from) return fail(parsed_from.error());
   if (!parsed_to) return fail(parsed_to.error());
   const std::optional<Remote> from = *parsed_from, to = *parsed_to;
-  if (to && !to->datasets.empty()) return fail(Error(ErrorCode::kInvalidArgument, "datasets are staged from a storage agent, not to one"));
   if (from.has_value() == to.has_value()) {
     return fail(Error(ErrorCode::kInvalidArgument, "exactly one of SRC and DST must be NODE:/path (a storage agent's file)"));
   }
