@@ -36,7 +36,12 @@ constexpr hsize_t kCopyBelow = 64 << 10;
 // HDF5 prints its error stack unless told not to; the errors come back as Loom's instead.
 void quiet() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
 
-std::unexpected<Error> hdf5_error(ErrorCode code, std::string what) { return make_error(code, std::move(what)); }
+// A failed HDF5 call leaves its error stack on the thread; cleared here, since a thread that
+// exits with one (a gRPC handler's) would leak its strings.
+std::unexpected<Error> hdf5_error(ErrorCode code, std::string what) {
+  H5Eclear2(H5E_DEFAULT);
+  return make_error(code, std::move(what));
+}
 
 // Variable-length data anywhere in the type: its bytes live in the global heap.
 bool has_vlen(hid_t type) {
@@ -99,7 +104,8 @@ herr_t copy_attribute(hid_t source, const char* name, const H5A_info_t*, void* d
 Status copy_attributes(hid_t source, hid_t destination, const std::string& object, std::vector<std::string>& notes) {
   AttributeCopy copy{destination, object, &notes, std::nullopt};
   if (H5Aiterate2(source, H5_INDEX_NAME, H5_ITER_INC, nullptr, copy_attribute, &copy) < 0) {
-    return std::unexpected(copy.error.value_or(Error(ErrorCode::kInternal, fmt::format("copying the attributes of {}", object))));
+    const Error e = copy.error.value_or(Error(ErrorCode::kInternal, fmt::format("copying the attributes of {}", object)));
+    return hdf5_error(e.code(), e.message());
   }
   return {};
 }
