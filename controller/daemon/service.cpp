@@ -657,7 +657,8 @@ void Service::node_ended(NodeId node, const v1::JobEnded& ended) {
   job.ending.out_of_memory = job.ending.out_of_memory || ended.out_of_memory();
   if (!job.failed && (ended.exit_code() != 0 || !ended.error().empty())) {
     job.failed = true;
-    job.ending.exit_code = ended.error().empty() ? ended.exit_code() : 127;
+    // A launch that failed ran nothing (127); a stage-out that failed keeps the ranks' status.
+    job.ending.exit_code = ended.error().empty() || ended.staging() ? ended.exit_code() : 127;
     if (ended.has_signal()) job.ending.signal = ended.signal();
     if (!ended.error().empty()) job.ending.error = fmt::format("on {}: {}", cluster_.name(node), ended.error());
     job.ending.staging = ended.staging();

@@ -144,6 +144,7 @@ TEST_F(BurstBufferTest, StagingFailuresNameTheFileAndLeaveNothing) {
   EXPECT_EQ(job["state"], "FAILED");
   EXPECT_NE(job["reason"].get<std::string>().find("StageOutFailed: out.h5"), std::string::npos) << job.dump();
   EXPECT_NE(job["reason"].get<std::string>().find("symbolic link"), std::string::npos) << job.dump();
+  EXPECT_EQ(job["exit_code"], 0) << "the ranks' own status: they ran, and exited 0";
   EXPECT_FALSE(fs::exists(export_ / "results" / "out.h5"));
   // Nothing partial anywhere: no temporary names in the export, no slice on any device.
   std::vector<std::string> exported;
