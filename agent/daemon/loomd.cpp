@@ -25,6 +25,7 @@
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include <google/protobuf/util/json_util.h>
@@ -39,6 +40,7 @@
 #include "loom/common/munge.hpp"
 #include "loom/hwtopo/json.hpp"
 #include "loom/hwtopo/load.hpp"
+#include "loom/launch/mpi.hpp"
 #include "loom/proto/loom.grpc.pb.h"
 
 namespace {
@@ -391,21 +393,35 @@ class Agent {
       end_killed(*job);
       return false;
     }
+    // Each rank's binding on this machine; reported as the ranks' binding once started.
+    std::vector<hwtopo::Binding> bindings;
     for (const v1::Rank& rank : launch.ranks()) {
-      agent::TaskSpec t;
-      t.cgroup_name = fmt::format("{}/job_{}_rank_{}", o_.cgroup, id.value(), rank.rank());
-      if (spec.script().empty()) {
-        t.argv.assign(spec.argv().begin(), spec.argv().end());
-      } else {
-        t.argv = {"/bin/sh", "-c", spec.script()};
+      const std::vector<unsigned> cores(rank.cores().begin(), rank.cores().end());
+      auto binding = binder_.resolve(cores, rank.numa());
+      if (!binding) {
+        error = binding.error().to_string();
+        break;
       }
+      bindings.push_back(std::move(*binding));
+      v1::RankBinding* bound = started.mutable_started()->add_ranks();
+      bound->set_rank(rank.rank());
+      for (unsigned pu : bindings.back().applied_pus) bound->add_cpus(pu);
+      if (bindings.back().applied_numa) bound->add_numa(*bindings.back().applied_numa);
+    }
+    // What the agent starts: each rank as a task; for an MPI job, mpirun as one task over
+    // the node's ranks (its cgroup holds them all), the ranks bound by loom-rank.
+    std::vector<std::pair<unsigned, agent::TaskSpec>> tasks;
+    auto task_for = [&](unsigned rank, std::vector<std::string> argv) {
+      agent::TaskSpec t;
+      t.cgroup_name = fmt::format("{}/job_{}_rank_{}", o_.cgroup, id.value(), rank);
+      t.argv = std::move(argv);
       t.environment.insert(spec.environment().begin(), spec.environment().end());
       for (const auto& [name, value] : job->storage->environment()) t.environment[name] = value;
       if (!launch.persistent_device().empty()) {
         t.environment["LOOM_BB_PERSISTENT_DIR"] = burstbuffer::buffer_mount(launch.persistent_device(), spec.bb_persistent()).string();
       }
       t.environment["LOOM_JOB_ID"] = std::to_string(id.value());
-      t.environment["LOOM_RANK"] = std::to_string(rank.rank());
+      t.environment["LOOM_RANK"] = std::to_string(rank);
       if (launch.array_job() != 0) {
         t.environment["LOOM_ARRAY_JOB_ID"] = std::to_string(launch.array_job());
         t.environment["LOOM_ARRAY_INDEX"] = std::to_string(launch.array_index());
@@ -415,29 +431,38 @@ class Agent {
       t.stderr_path = replace_all(spec.stderr_path(), "%j", std::to_string(id.value()));
       t.uid = launch.uid();
       t.allow_root = o_.allow_root;
-      t.memory_limit = rank.memory_bytes();
-      t.status_path = o_.state_dir / fmt::format("job_{}_rank_{}.status", id.value(), rank.rank());
-      std::vector<unsigned> cores(rank.cores().begin(), rank.cores().end());
-      auto binding = binder_.resolve(cores, rank.numa());
-      if (!binding) {
-        error = binding.error().to_string();
-        break;
-      }
-      t.binding = std::move(*binding);
+      t.status_path = o_.state_dir / fmt::format("job_{}_rank_{}.status", id.value(), rank);
       t.keeper = o_.keeper;
+      return t;
+    };
+    std::vector<std::string> command = spec.script().empty() ? std::vector<std::string>(spec.argv().begin(), spec.argv().end())
+                                                             : std::vector<std::string>{"/bin/sh", "-c", spec.script()};
+    if (error.empty() && spec.mpi()) {
+      auto mpi = mpi_task(launch, bindings, command, task_for);
+      if (!mpi) {
+        error = mpi.error().to_string();
+      } else {
+        tasks.push_back(std::move(*mpi));
+      }
+    } else if (error.empty()) {
+      for (std::size_t i = 0; i < bindings.size(); ++i) {
+        agent::TaskSpec t = task_for(launch.ranks(static_cast<int>(i)).rank(), command);
+        t.memory_limit = launch.ranks(static_cast<int>(i)).memory_bytes();
+        t.binding = bindings[i];
+        tasks.emplace_back(launch.ranks(static_cast<int>(i)).rank(), std::move(t));
+      }
+    }
+    for (auto& [rank, t] : tasks) {
+      if (!error.empty()) break;
       auto task = agent::Task::start(t);
       if (!task) {
         error = task.error().to_string();
         break;
       }
       const agent::TaskRecord& r = task->record();
-      ranks.push_back({{"rank", rank.rank()}, {"cgroup", r.cgroup_name}, {"keeper", r.keeper},
+      ranks.push_back({{"rank", rank}, {"cgroup", r.cgroup_name}, {"keeper", r.keeper},
                        {"keeper_start", r.keeper_start}, {"status", r.status_path.string()}});
       job->tasks.push_back(std::move(*task));
-      v1::RankBinding* bound = started.mutable_started()->add_ranks();
-      bound->set_rank(rank.rank());
-      for (unsigned pu : t.binding->applied_pus) bound->add_cpus(pu);
-      if (t.binding->applied_numa) bound->add_numa(*t.binding->applied_numa);
     }
     lock.unlock();
     if (!error.empty()) {
@@ -471,6 +496,46 @@ class Agent {
     if (!result) done.mutable_buffer()->set_error(result.error().to_string());
     spdlog::info("burst buffer {} {}{}", c.name(), c.destroy() ? "destroyed" : "made", result ? "" : ": " + result.error().to_string());
     write(done);
+  }
+
+  // An MPI job's task on its first node: mpirun over every rank of the node, in one cgroup
+  // holding all their PUs and memory, each rank bound by loom-rank to its own placement.
+  // A job of one node only, for now: starting Open MPI's daemons on other nodes needs
+  // loom-rsh.
+  Result<std::pair<unsigned, agent::TaskSpec>> mpi_task(const v1::Launch& launch, const std::vector<hwtopo::Binding>& bindings,
+                                                        const std::vector<std::string>& command,
+                                                        const std::function<agent::TaskSpec(unsigned, std::vector<std::string>)>& task_for) {
+    if (launch.node_index() != 0 || launch.ranks_size() == 0) {
+      return make_error(ErrorCode::kUnimplemented, "an MPI job on more than one node needs loom-rsh, which is not built yet");
+    }
+    std::vector<launch::RankBinding> ranks;
+    hwtopo::Binding all;  // the union: the mpirun task's cgroup
+    std::set<unsigned> pus;
+    std::set<std::optional<unsigned>> numas;
+    std::uint64_t memory = 0;
+    for (std::size_t i = 0; i < bindings.size(); ++i) {
+      ranks.push_back({launch.ranks(static_cast<int>(i)).rank(), bindings[i].applied_pus, bindings[i].applied_numa});
+      pus.insert(bindings[i].applied_pus.begin(), bindings[i].applied_pus.end());
+      numas.insert(bindings[i].applied_numa);
+      memory += launch.ranks(static_cast<int>(i)).memory_bytes();
+    }
+    all.applied_pus.assign(pus.begin(), pus.end());
+    if (numas.size() == 1) all.applied_numa = *numas.begin();
+    // mpirun decides a host is local by its name: a job on one node runs on this host.
+    char host[256] = {};
+    ::gethostname(host, sizeof(host) - 1);
+    const std::vector<launch::NodeRanks> nodes{{host, static_cast<unsigned>(ranks.size())}};
+    // Installed beside loomd; in a build tree, in mpi_launcher/ beside agent/.
+    const fs::path here = fs::read_symlink("/proc/self/exe").parent_path();
+    const fs::path launcher = fs::exists(here / "loom-rank") ? here : here.parent_path() / "mpi_launcher";
+    launch::MpiPlan plan{nodes, (launcher / "loom-rank").string(), "", "", command};
+    agent::TaskSpec t = task_for(ranks.front().rank, launch::mpirun_argv(plan));
+    t.environment["LOOM_RANK_BINDING"] = launch::encode_bindings(ranks);
+    t.environment["LOOM_NODELIST"] = launch::nodelist(nodes);
+    t.environment.erase("LOOM_RANK");  // each rank's, set by loom-rank
+    t.binding = std::move(all);
+    t.memory_limit = memory;
+    return std::pair{ranks.front().rank, std::move(t)};
   }
 
   // A job that cannot run here: what started of it is killed, its slice removed, and it

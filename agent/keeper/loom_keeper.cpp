@@ -7,10 +7,7 @@
 // ended. A small program of its own, so that forking it and the task costs little.
 #include <fcntl.h>
 #include <grp.h>
-#include <numaif.h>
 #include <pwd.h>
-#include <sched.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,10 +18,15 @@
 #include <iostream>
 #include <iterator>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "loom/launch/apply_binding.hpp"
+
 namespace {
+
+namespace launch = loom::launch;
 
 constexpr int kReport = 3;  // the agent reads what went wrong before exec here
 
@@ -45,28 +47,9 @@ std::string what(const std::string& action) { return action + ": " + std::strerr
     if (fd < 0 || ::write(fd, "0", 1) != 1) fail(what("cannot join the cgroup " + file));
     ::close(fd);
   }
-  if (!spec["cpus"].empty()) {
-    cpu_set_t cpus;
-    CPU_ZERO(&cpus);
-    for (unsigned pu : spec["cpus"]) CPU_SET(pu, &cpus);
-    cpu_set_t applied;
-    if (::sched_setaffinity(0, sizeof(cpus), &cpus) != 0 || ::sched_getaffinity(0, sizeof(applied), &applied) != 0) {
-      fail(what("cannot bind to the placed PUs"));
-    }
-    if (!CPU_EQUAL(&cpus, &applied)) fail("the kernel applied other PUs than the placed ones");
-  }
-  if (!spec["numa"].is_null()) {
-    const unsigned node = spec["numa"];
-    unsigned long mask[16] = {};
-    mask[node / (8 * sizeof(unsigned long))] |= 1ul << (node % (8 * sizeof(unsigned long)));
-    if (::syscall(SYS_set_mempolicy, MPOL_BIND, mask, sizeof(mask) * 8) != 0) fail(what("cannot bind memory to NUMA " + std::to_string(node)));
-    int mode = -1;
-    unsigned long applied[16] = {};
-    if (::syscall(SYS_get_mempolicy, &mode, applied, sizeof(applied) * 8, nullptr, 0) != 0 || mode != MPOL_BIND ||
-        std::memcmp(mask, applied, sizeof(mask)) != 0) {
-      fail("the kernel applied another memory policy than MPOL_BIND to the placed NUMA node");
-    }
-  }
+  const std::vector<unsigned> pus = spec["cpus"];
+  const std::optional<unsigned> numa = spec["numa"].is_null() ? std::nullopt : std::optional<unsigned>(spec["numa"].get<unsigned>());
+  if (const std::string failed = launch::apply_binding(pus, numa); !failed.empty()) fail(failed);
   const std::string user = spec["user"];
   const uid_t uid = spec["uid"];
   const gid_t gid = spec["gid"];

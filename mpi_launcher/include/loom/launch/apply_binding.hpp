@@ -1,0 +1,48 @@
+// Binds the calling process to its PUs and its memory to one NUMA node (MPOL_BIND), then
+// reads back what the kernel applied: a binding that did not take is an error, not a
+// warning. Shared by loom-keeper (a task, before exec) and loom-rank (an MPI rank, before
+// exec); header-only, so that both stay small programs.
+#pragma once
+
+#include <numaif.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <optional>
+#include <span>
+#include <string>
+
+namespace loom::launch {
+
+// An empty string when bound as asked; else what failed, and why.
+inline std::string apply_binding(std::span<const unsigned> pus, std::optional<unsigned> numa) {
+  if (!pus.empty()) {
+    cpu_set_t cpus;
+    CPU_ZERO(&cpus);
+    for (unsigned pu : pus) CPU_SET(pu, &cpus);
+    cpu_set_t applied;
+    if (::sched_setaffinity(0, sizeof(cpus), &cpus) != 0 || ::sched_getaffinity(0, sizeof(applied), &applied) != 0) {
+      return std::string("cannot bind to the placed PUs: ") + std::strerror(errno);
+    }
+    if (!CPU_EQUAL(&cpus, &applied)) return "the kernel applied other PUs than the placed ones";
+  }
+  if (numa) {
+    unsigned long mask[16] = {};
+    mask[*numa / (8 * sizeof(unsigned long))] |= 1ul << (*numa % (8 * sizeof(unsigned long)));
+    if (::syscall(SYS_set_mempolicy, MPOL_BIND, mask, sizeof(mask) * 8) != 0) {
+      return "cannot bind memory to NUMA " + std::to_string(*numa) + ": " + std::strerror(errno);
+    }
+    int mode = -1;
+    unsigned long applied[16] = {};
+    if (::syscall(SYS_get_mempolicy, &mode, applied, sizeof(applied) * 8, nullptr, 0) != 0 || mode != MPOL_BIND ||
+        std::memcmp(mask, applied, sizeof(mask)) != 0) {
+      return "the kernel applied another memory policy than MPOL_BIND to the placed NUMA node";
+    }
+  }
+  return {};
+}
+
+}  // namespace loom::launch

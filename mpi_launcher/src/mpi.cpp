@@ -1,0 +1,88 @@
+#include "loom/launch/mpi.hpp"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <charconv>
+
+namespace loom::launch {
+
+std::string hosts(const std::vector<NodeRanks>& nodes) {
+  std::vector<std::string> out;
+  for (const NodeRanks& n : nodes) out.push_back(fmt::format("{}:{}", n.node, n.ranks));
+  return fmt::format("{}", fmt::join(out, ","));
+}
+
+std::string nodelist(const std::vector<NodeRanks>& nodes) {
+  std::vector<std::string> names;
+  for (const NodeRanks& n : nodes) names.push_back(n.node);
+  return fmt::format("{}", fmt::join(names, ","));
+}
+
+std::vector<std::string> mpirun_argv(const MpiPlan& plan) {
+  unsigned ranks = 0;
+  for (const NodeRanks& n : plan.nodes) ranks += n.ranks;
+  std::vector<std::string> argv{"mpirun", "-np", std::to_string(ranks), "--host", hosts(plan.nodes), "--map-by", "slot",
+                                "--bind-to", "none"};
+  if (!plan.rsh_agent.empty()) {  // daemons on other nodes start through it, never ssh
+    argv.insert(argv.end(), {"--mca", "plm_rsh_agent", plan.rsh_agent, "--mca", "plm_rsh_no_tree_spawn", "1"});
+  }
+  if (!plan.network.empty()) {
+    argv.insert(argv.end(), {"--mca", "oob_tcp_if_include", plan.network, "--mca", "btl_tcp_if_include", plan.network});
+  }
+  // The ranks see Loom's environment wherever their daemon started.
+  for (const char* name : {"LOOM_JOB_ID", "LOOM_BB_DIR", "LOOM_NODELIST", "LOOM_STAGED_FILES", "LOOM_RANK_BINDING"}) {
+    argv.insert(argv.end(), {"-x", name});
+  }
+  argv.push_back(plan.rank_wrapper);
+  argv.insert(argv.end(), plan.argv.begin(), plan.argv.end());
+  return argv;
+}
+
+std::string encode_bindings(const std::vector<RankBinding>& ranks) {
+  std::vector<std::string> parts;
+  for (const RankBinding& r : ranks) {
+    parts.push_back(fmt::format("{}={}@{}", r.rank, fmt::join(r.pus, ","), r.numa ? std::to_string(*r.numa) : ""));
+  }
+  return fmt::format("{}", fmt::join(parts, ";"));
+}
+
+namespace {
+
+Result<unsigned> number(std::string_view text, std::string_view whole) {
+  unsigned value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || text.empty()) {
+    return make_error(ErrorCode::kInvalidArgument, fmt::format("LOOM_RANK_BINDING \"{}\": \"{}\" is not a number", whole, text));
+  }
+  return value;
+}
+
+}  // namespace
+
+Result<std::vector<RankBinding>> decode_bindings(std::string_view text) {
+  std::vector<RankBinding> out;
+  for (std::size_t start = 0; start < text.size();) {
+    const std::size_t end = std::min(text.find(';', start), text.size());
+    const std::string_view part = text.substr(start, end - start);
+    const std::size_t eq = part.find('='), at = part.find('@');
+    if (eq == std::string_view::npos || at == std::string_view::npos || at < eq) {
+      return make_error(ErrorCode::kInvalidArgument, fmt::format("LOOM_RANK_BINDING \"{}\": expected RANK=PUS@NUMA", text));
+    }
+    RankBinding r;
+    r.rank = LOOM_TRY(number(part.substr(0, eq), text));
+    const std::string_view pus = part.substr(eq + 1, at - eq - 1);
+    for (std::size_t p = 0; !pus.empty();) {
+      const std::size_t comma = std::min(pus.find(',', p), pus.size());
+      r.pus.push_back(LOOM_TRY(number(pus.substr(p, comma - p), text)));
+      if (comma == pus.size()) break;
+      p = comma + 1;
+    }
+    if (at + 1 < part.size()) r.numa = LOOM_TRY(number(part.substr(at + 1), text));
+    out.push_back(std::move(r));
+    start = end + 1;
+  }
+  return out;
+}
+
+}  // namespace loom::launch

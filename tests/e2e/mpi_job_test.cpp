@@ -1,0 +1,73 @@
+// MPI jobs end to end: `loom submit --mpi` on `loom up`, a real Open MPI program
+// (tests/mpi/mpi_app) whose ranks report what the kernel applied to them.
+#include <map>
+#include <regex>
+
+#include "cluster_test.hpp"
+#include "run.hpp"
+
+namespace loom::testing {
+namespace {
+
+class MpiJob : public ClusterTest {
+ protected:
+  std::string config() const override { return "[controller]\nkill_grace = \"2s\"\n"; }
+  static std::string app() { return built("tests/mpi/mpi_app"); }
+};
+
+// "rank=1 size=4 ... cpus=1 mempolicy=bind numa=0 bb=..." as a map.
+std::map<std::string, std::string> fields(const std::string& line) {
+  std::map<std::string, std::string> out;
+  std::istringstream words(line);
+  for (std::string word; words >> word;) out[word.substr(0, word.find('='))] = word.substr(word.find('=') + 1);
+  return out;
+}
+
+std::string joined(const nlohmann::json& list) {
+  std::string out;
+  for (const nlohmann::json& x : list) out += (out.empty() ? "" : ",") + std::to_string(x.get<unsigned>());
+  return out;
+}
+
+TEST_F(MpiJob, EveryRankRunsWhereItWasPlacedAndTheWorldIsWhole) {
+  const std::uint64_t id = submit({"submit", "--mpi", "-n", "4", "-c", "1", "--bb", "8M", "-o", "mpi-%j", "--", app()});
+  const nlohmann::json job = finish(id);
+  ASSERT_EQ(job["state"], "COMPLETED") << job.dump() << read("mpi-" + std::to_string(id));
+  const std::vector<std::string> ranks = lines(read("mpi-" + std::to_string(id)));
+  ASSERT_EQ(ranks.size(), 4u) << read("mpi-" + std::to_string(id));
+  std::map<unsigned, nlohmann::json> placed;
+  for (const nlohmann::json& p : job["placement"]) placed[p["rank"].get<unsigned>()] = p;
+  for (const std::string& line : ranks) {
+    std::map<std::string, std::string> r = fields(line);
+    const unsigned rank = static_cast<unsigned>(std::stoul(r["rank"]));
+    EXPECT_EQ(r["size"], "4") << "one world, not singletons";
+    EXPECT_EQ(r["sum"], "6") << "MPI_Allreduce over ranks 0-3";
+    ASSERT_TRUE(placed.contains(rank)) << line;
+    EXPECT_EQ(r["cpus"], joined(placed[rank]["bound_cpus"])) << line;
+    EXPECT_EQ(r["mempolicy"], "bind") << line;
+    EXPECT_EQ(r["numa"], joined(placed[rank]["bound_numa"])) << line;
+    EXPECT_NE(r["bb"].find("/job_" + std::to_string(id) + "/rank-" + r["rank"]), std::string::npos) << line;
+  }
+}
+
+TEST_F(MpiJob, AFailingRankFailsTheJobWithItsCodeAndCancelLeavesNoRank) {
+  const std::uint64_t failing = submit({"submit", "--mpi", "-n", "2", "--", app(), "1"});  // rank 1 exits 3
+  nlohmann::json job = finish(failing);
+  EXPECT_EQ(job["state"], "FAILED") << job.dump();
+  EXPECT_EQ(job["exit_code"], 3) << job.dump();
+
+  const std::uint64_t id = submit({"submit", "--mpi", "-n", "2", "-o", "long-%j", "--", "sh", "-c", "echo up; exec sleep 3003"});
+  LocalCluster::wait_for(dir_ / ("long-" + std::to_string(id)), "up");
+  ASSERT_EQ(alice({"cancel", std::to_string(id)}).exit_code, 0);
+  job = finish(id);
+  EXPECT_EQ(job["state"], "CANCELLED");
+  EXPECT_EQ(run({"pgrep", "-f", "sleep 3003"}).out, "") << "no rank left";
+  EXPECT_EQ(run({"pgrep", "-x", "mpirun"}).out, "");
+
+  const Completed spread = alice({"submit", "--mpi", "-N", "2", "-n", "4", "--", app()});
+  EXPECT_NE(spread.exit_code, 0);
+  EXPECT_NE(spread.err.find("--mpi: a job on more than one node"), std::string::npos) << spread.err;
+}
+
+}  // namespace
+}  // namespace loom::testing
