@@ -39,70 +39,11 @@
 #include <thread>
 #include <vector>
 
-extern char** environ;
+#include "process.hpp"
 
 namespace {
 
-namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
-
-std::int64_t wall_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-pid_t spawn(const std::vector<std::string>& argv, const std::vector<std::string>& env, const std::string& out = "/dev/null") {
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  std::vector<std::string> environment;
-  for (char** e = environ; *e != nullptr; ++e) environment.emplace_back(*e);
-  environment.insert(environment.end(), env.begin(), env.end());
-  std::vector<char*> args, envp;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  for (const std::string& e : environment) envp.push_back(const_cast<char*>(e.c_str()));
-  envp.push_back(nullptr);
-  pid_t pid = -1;
-  if (posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), envp.data()) != 0) pid = -1;
-  posix_spawn_file_actions_destroy(&actions);
-  return pid;
-}
-
-int wait_exit(pid_t pid) {
-  int status = 0;
-  if (pid <= 0 || ::waitpid(pid, &status, 0) != pid) return -1;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-// Runs a command to its end; returns its stdout.
-std::string capture(const std::vector<std::string>& argv, const std::vector<std::string>& env, const fs::path& scratch) {
-  const int status = wait_exit(spawn(argv, env, scratch.string()));
-  std::ifstream in(scratch);
-  std::string out{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  if (status != 0) throw std::runtime_error(fmt::format("{} failed: {}", argv[0], out));
-  return out;
-}
-
-// The first line of `file` holding `text`, once written (bounded: 60 s).
-std::string wait_line(const fs::path& file, const std::string& text) {
-  const auto deadline = Clock::now() + std::chrono::seconds(60);
-  while (Clock::now() < deadline) {
-    std::ifstream in(file);
-    for (std::string line; std::getline(in, line);) {
-      if (line.find(text) != std::string::npos) return line;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  throw std::runtime_error(fmt::format("{} never said \"{}\"", file.string(), text));
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
-}
+using namespace loom::bench;
 
 // One system under test: how to submit, how to tell it has drained, and its controller.
 struct System {

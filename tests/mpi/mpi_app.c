@@ -9,10 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
+  struct timespec initialized;
+  clock_gettime(CLOCK_REALTIME, &initialized);
   int rank = 0, size = 0, sum = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
@@ -40,8 +43,9 @@ int main(int argc, char** argv) {
     FILE* f = fopen(path, "w");
     wrote = f != NULL && fprintf(f, "%d\n", rank) > 0 && fclose(f) == 0 ? path : "failed";
   }
-  printf("rank=%d size=%d sum=%d host=%s cpus=%s mempolicy=%s numa=%s bb=%s\n", rank, size, sum, host, list,
-         mode == MPOL_BIND ? "bind" : "other", numa, wrote);
+  printf("rank=%d size=%d sum=%d host=%s cpus=%s mempolicy=%s numa=%s bb=%s init_ns=%lld\n", rank, size, sum, host, list,
+         mode == MPOL_BIND ? "bind" : "other", numa, wrote,
+         (long long)initialized.tv_sec * 1000000000LL + initialized.tv_nsec);
   fflush(stdout);
   MPI_Finalize();
   return argc > 1 && rank == atoi(argv[1]) ? 3 : 0;  /* `mpi_app R`: rank R exits 3 */

@@ -1,0 +1,117 @@
+// mpi_launch: how long Loom takes to start an MPI job, beside a plain `mpirun` of the same
+// ranks. Each rank of tests/mpi/mpi_app prints the wall clock right after MPI_Init; a launch
+// takes from the command (`loom submit --mpi`, or `mpirun`) to the last rank past MPI_Init.
+// Loom's figure includes submission, scheduling and the agent's launch on an idle cluster
+// (`loom up`, one node): allocation is immediate there. Rounds alternate Loom and mpirun;
+// medians are reported. Run as root (loom up), with munged running.
+#include <fmt/format.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "process.hpp"
+
+namespace {
+
+using namespace loom::bench;
+
+// The last rank's init_ns in mpi_app's output, and how many ranks reported.
+std::pair<std::int64_t, unsigned> last_init(const std::string& output) {
+  std::int64_t last = 0;
+  unsigned ranks = 0;
+  std::istringstream lines(output);
+  for (std::string line; std::getline(lines, line);) {
+    const std::size_t at = line.find("init_ns=");
+    if (at == std::string::npos) continue;
+    last = std::max<std::int64_t>(last, std::stoll(line.substr(at + 8)));
+    ++ranks;
+  }
+  return {last, ranks};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"mpi_launch: time from launch to every rank past MPI_Init, Loom (loom submit --mpi) beside plain mpirun"};
+  unsigned ranks = 4, rounds = 5;
+  bool json = false;
+  app.add_option("--ranks", ranks, "Ranks per job (one node)")->capture_default_str();
+  app.add_option("--rounds", rounds, "Rounds, alternating Loom and mpirun")->capture_default_str();
+  app.add_flag("--json", json, "Print one JSON object");
+  CLI11_PARSE(app, argc, argv);
+  if (::geteuid() != 0) {
+    std::fprintf(stderr, "mpi_launch: run as root (loom up starts jobs as their users)\n");
+    return 1;
+  }
+  const fs::path build = fs::read_symlink("/proc/self/exe").parent_path().parent_path();
+  const std::string loom = (build / "cli" / "loom").string(), mpi_app = (build / "tests" / "mpi" / "mpi_app").string();
+  char pattern[] = "/tmp/loom-mpi-launch.XXXXXX";
+  const fs::path dir = ::mkdtemp(pattern);
+  fs::permissions(dir, fs::perms::all | fs::perms::sticky_bit);
+  const pid_t up = spawn({loom, "up", "--agents", "1", "--topology", fmt::format("pack:1 numa:2 core:{} pu:1", (ranks + 1) / 2),
+                          "--state-dir", (dir / "up").string()},
+                         {}, (dir / "up.out").string());
+  std::vector<double> plain_ms, loom_ms;
+  char host[256] = {};
+  ::gethostname(host, sizeof(host) - 1);  // as loomd names the host to mpirun: its slots are the job's ranks
+  try {
+    const std::string address = wait_line(dir / "up.out", "export LOOM_CONTROLLER=").substr(23);
+    const std::vector<std::string> env{"LOOM_CONTROLLER=" + address};
+    auto as_alice = [&](std::vector<std::string> argv) {
+      argv.insert(argv.begin(), {"runuser", "-u", "loom-alice", "--"});
+      return argv;
+    };
+    for (unsigned round = 0; round <= rounds; ++round) {  // round 0 warms both up, and is not counted
+      std::int64_t start = wall_ns();
+      const std::string out = (dir / fmt::format("loom-{}.out", round)).string();
+      const std::string id = capture(as_alice({loom, "submit", "--mpi", "-n", std::to_string(ranks), "-o", out, "--", mpi_app}), env,
+                                     dir / "submit.out");
+      capture(as_alice({loom, "watch", id.substr(0, id.find('\n'))}), env, dir / "watch.out");
+      std::ifstream in(out);
+      auto [loom_last, loom_ranks] = last_init({std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()});
+      if (loom_ranks != ranks) throw std::runtime_error(fmt::format("{} of {} ranks reported under Loom", loom_ranks, ranks));
+      const double loom_time = static_cast<double>(loom_last - start) / 1e6;
+
+      start = wall_ns();
+      const std::string plain = capture(as_alice({"mpirun", "-np", std::to_string(ranks), "--host", fmt::format("{}:{}", host, ranks),
+                                                  "--bind-to", "none", mpi_app}),
+                                        {}, dir / "mpirun.out");
+      auto [plain_last, plain_ranks] = last_init(plain);
+      if (plain_ranks != ranks) throw std::runtime_error(fmt::format("{} of {} ranks reported under mpirun", plain_ranks, ranks));
+      if (round == 0) continue;
+      loom_ms.push_back(loom_time);
+      plain_ms.push_back(static_cast<double>(plain_last - start) / 1e6);
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mpi_launch: %s (see %s)\n", e.what(), dir.c_str());
+    ::kill(up, SIGTERM);
+    wait_exit(up);
+    return 1;
+  }
+  ::kill(up, SIGTERM);
+  wait_exit(up);
+  fs::remove_all(dir);
+  const nlohmann::json result = {
+      {"benchmark", "mpi_launch"},
+      {"ranks", ranks},
+      {"rounds", rounds},
+      {"mpirun_ms_p50", median(plain_ms)},
+      {"loom_ms_p50", median(loom_ms)},
+      {"loom_overhead_ms", median(loom_ms) - median(plain_ms)},
+      {"conditions", "one node of loom up (idle, so allocation is immediate); Loom's time from `loom submit --mpi` to the last "
+                     "rank past MPI_Init, mpirun's from its start; both as loom-alice, Open MPI 4.1, --bind-to none (Loom binds "
+                     "through loom-rank); a warm-up round not counted"}};
+  if (json) {
+    std::cout << result.dump(2) << '\n';
+    return 0;
+  }
+  std::cout << fmt::format("{:>6} {:>14} {:>14} {:>14}\n", "RANKS", "MPIRUN MS", "LOOM MS", "OVERHEAD MS");
+  std::cout << fmt::format("{:>6} {:>14.1f} {:>14.1f} {:>14.1f}\n", ranks, median(plain_ms), median(loom_ms),
+                           median(loom_ms) - median(plain_ms));
+  std::cout << fmt::format("medians of {} rounds; {}\n", rounds, result["conditions"].get<std::string>());
+  return 0;
+}
