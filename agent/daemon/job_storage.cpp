@@ -63,7 +63,9 @@ JobStorage::JobStorage(v1::Launch launch, std::string node, std::shared_ptr<Stag
   }
 }
 
-bool JobStorage::stages_out() const { return launch_.node_index() == 0 || launch_.spec().stage_out_all(); }
+bool JobStorage::stages_out() const {
+  return !launch_.spec().stage_out().empty() && (launch_.node_index() == 0 || launch_.spec().stage_out_all());
+}
 
 Result<burstbuffer::Remote> JobStorage::remote(const std::string& node) const {
   auto it = launch_.storage().find(node);

@@ -46,7 +46,8 @@ class JobStorage {
   Status prepare(const std::atomic<bool>& cancelled);
   // What the ranks see: LOOM_BB_DIR and LOOM_STAGED_FILES.
   std::map<std::string, std::string> environment() const;
-  // Whether this node stages out (the job's first node, or every node with --stage-out-all).
+  // Whether this node stages out: the job has --stage-out, and this is its first node (or
+  // any, with --stage-out-all).
   bool stages_out() const;
   // Stages out every --stage-out file ("NAME.NODE" with --stage-out-all).
   Status stage_out(const std::atomic<bool>& cancelled);

@@ -580,7 +580,7 @@ class Agent {
         }
         if (status->out_of_memory) e.set_out_of_memory(true);
       }
-      if (!job->killed.load() && job->storage->stages_out() && job->storage->report().files_size() > 0) {
+      if (!job->killed.load() && job->storage->stages_out()) {
         send_staging(*job, /*out=*/true);
         Status staged = job->storage->stage_out(job->killed);
         send_staging(*job, /*out=*/true);
