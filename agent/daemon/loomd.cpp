@@ -532,6 +532,7 @@ class Agent {
     agent::TaskSpec t = task_for(ranks.front().rank, launch::mpirun_argv(plan));
     t.environment["LOOM_RANK_BINDING"] = launch::encode_bindings(ranks);
     t.environment["LOOM_NODELIST"] = launch::nodelist(nodes);
+    t.environment["LOOM_NTASKS"] = std::to_string(launch.spec().tasks());
     t.environment.erase("LOOM_RANK");  // each rank's, set by loom-rank
     t.binding = std::move(all);
     t.memory_limit = memory;

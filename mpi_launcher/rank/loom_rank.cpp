@@ -1,10 +1,13 @@
-// loom-rank APP ARGS: what mpirun starts for each rank of a Loom job. It finds its rank's
-// binding in LOOM_RANK_BINDING (the node's ranks, set by the agent), applies it (PUs and
-// memory; read back, a mismatch is an error), sets LOOM_RANK and LOOM_RANK_CORES, and execs
-// the application. A rank with no binding fails loudly rather than run unbound.
+// loom-rank APP ARGS: what mpirun starts for each rank of a Loom job. It checks that its MPI
+// world has the job's size (LOOM_NTASKS), finds its rank's binding in LOOM_RANK_BINDING (the
+// node's ranks, set by the agent), applies it (PUs and memory; read back, a mismatch is an
+// error), sets LOOM_RANK and LOOM_RANK_CORES, and execs the application. A rank with no
+// binding fails loudly rather than run unbound.
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <string>
 
@@ -30,6 +33,13 @@ int main(int argc, char** argv) {
   auto bindings = loom::launch::decode_bindings(bindings_text);
   if (!bindings) fail(bindings.error().to_string());
   const unsigned rank = static_cast<unsigned>(std::strtoul(rank_text, nullptr, 10));
+  // One world of the job's size: ranks that came up apart (singletons, or two worlds) are
+  // an error, not a job that runs wrong.
+  const char* size = std::getenv("OMPI_COMM_WORLD_SIZE");
+  const char* tasks = std::getenv("LOOM_NTASKS");
+  if (size != nullptr && tasks != nullptr && std::string(size) != tasks) {
+    fail("rank " + std::to_string(rank) + " is in an MPI world of " + size + " ranks; the job has " + tasks);
+  }
   for (const loom::launch::RankBinding& b : *bindings) {
     if (b.rank != rank) continue;
     if (const std::string failed = loom::launch::apply_binding(b.pus, b.numa); !failed.empty()) {

@@ -31,7 +31,7 @@ std::vector<std::string> mpirun_argv(const MpiPlan& plan) {
     argv.insert(argv.end(), {"--mca", "oob_tcp_if_include", plan.network, "--mca", "btl_tcp_if_include", plan.network});
   }
   // The ranks see Loom's environment wherever their daemon started.
-  for (const char* name : {"LOOM_JOB_ID", "LOOM_BB_DIR", "LOOM_NODELIST", "LOOM_STAGED_FILES", "LOOM_RANK_BINDING"}) {
+  for (const char* name : {"LOOM_JOB_ID", "LOOM_NTASKS", "LOOM_BB_DIR", "LOOM_NODELIST", "LOOM_STAGED_FILES", "LOOM_RANK_BINDING"}) {
     argv.insert(argv.end(), {"-x", name});
   }
   argv.push_back(plan.rank_wrapper);

@@ -64,6 +64,14 @@ TEST_F(MpiJob, AFailingRankFailsTheJobWithItsCodeAndCancelLeavesNoRank) {
   EXPECT_EQ(run({"pgrep", "-f", "sleep 3003"}).out, "") << "no rank left";
   EXPECT_EQ(run({"pgrep", "-x", "mpirun"}).out, "");
 
+  // A rank outside an MPI world of the job's size fails the job loudly.
+  const std::uint64_t alone = submit({"submit", "--mpi", "-n", "2", "-o", "alone-%j", "--", "sh", "-c",
+                                      "OMPI_COMM_WORLD_SIZE=1 " + built("mpi_launcher/loom-rank") + " true"});
+  job = finish(alone);
+  EXPECT_EQ(job["state"], "FAILED") << job.dump();
+  EXPECT_NE(read("alone-" + std::to_string(alone)).find("is in an MPI world of 1 ranks; the job has 2"), std::string::npos)
+      << read("alone-" + std::to_string(alone));
+
   const Completed spread = alice({"submit", "--mpi", "-N", "2", "-n", "4", "--", app()});
   EXPECT_NE(spread.exit_code, 0);
   EXPECT_NE(spread.err.find("--mpi: a job on more than one node"), std::string::npos) << spread.err;

@@ -12,7 +12,7 @@ TEST(Mpi, MpirunBindsNothingAndStartsEachRankThroughTheWrapper) {
       "mpirun", "-np", "6", "--host", "node0:4,node1:2", "--map-by", "slot", "--bind-to", "none",
       "--mca", "plm_rsh_agent", "/opt/loom/loom-rsh", "--mca", "plm_rsh_no_tree_spawn", "1",
       "--mca", "oob_tcp_if_include", "eth1", "--mca", "btl_tcp_if_include", "eth1",
-      "-x", "LOOM_JOB_ID", "-x", "LOOM_BB_DIR", "-x", "LOOM_NODELIST", "-x", "LOOM_STAGED_FILES", "-x", "LOOM_RANK_BINDING",
+      "-x", "LOOM_JOB_ID", "-x", "LOOM_NTASKS", "-x", "LOOM_BB_DIR", "-x", "LOOM_NODELIST", "-x", "LOOM_STAGED_FILES", "-x", "LOOM_RANK_BINDING",
       "/opt/loom/loom-rank", "./app", "--steps", "3"};
   EXPECT_EQ(argv, expected);
   EXPECT_EQ(nodelist(plan.nodes), "node0,node1");

@@ -42,7 +42,7 @@ std::string hosts(const std::vector<NodeRanks>& nodes);
 
 // mpirun -np N --host HOSTS --map-by slot --bind-to none [--mca plm_rsh_agent loom-rsh
 // --mca plm_rsh_no_tree_spawn 1] [--mca oob_tcp_if_include I --mca btl_tcp_if_include I]
-// -x LOOM_* loom-rank APP ARGS
+// -x LOOM_* (job, ntasks, bb dir, nodelist, staged files, rank bindings) loom-rank APP ARGS
 std::vector<std::string> mpirun_argv(const MpiPlan& plan);
 
 // LOOM_RANK_BINDING: "0=0,1@0;1=2,3@1" (rank=PUs@NUMA; "@" alone: no memory binding).
