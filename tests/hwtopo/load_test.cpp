@@ -247,6 +247,7 @@ TEST(LoadErrors, MalformedXmlIsNamed) {
     EXPECT_EQ(t.error().code(), ErrorCode::kInvalidArgument);
     EXPECT_EQ(t.error().to_string(), "topology XML " + path.string() +
                                          " is malformed or not an hwloc export (`lstopo --of xml` writes one)");
+    std::filesystem::remove(path);
   }
 }
 
