@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <pwd.h>
-#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include "loom/burstbuffer/identity.hpp"
