@@ -28,6 +28,7 @@
 #include "loom/common/munge.hpp"
 #include "loom/fabric/engine.hpp"
 #include "loom/fabric/wire.hpp"
+#include "loom/proto/status.hpp"
 
 namespace loom::burstbuffer {
 
@@ -48,35 +49,12 @@ std::string random_token() {
   return out;
 }
 
-grpc::Status to_grpc(const Error& e) {
-  grpc::StatusCode code = grpc::StatusCode::INTERNAL;
-  switch (e.code()) {
-    case ErrorCode::kInvalidArgument: code = grpc::StatusCode::INVALID_ARGUMENT; break;
-    case ErrorCode::kNotFound: code = grpc::StatusCode::NOT_FOUND; break;
-    case ErrorCode::kPermissionDenied: code = grpc::StatusCode::PERMISSION_DENIED; break;
-    case ErrorCode::kUnauthenticated: code = grpc::StatusCode::UNAUTHENTICATED; break;
-    case ErrorCode::kResourceExhausted: code = grpc::StatusCode::RESOURCE_EXHAUSTED; break;
-    default: break;
+// A storage agent's refusal, or its absence said as such.
+Error storage_error(const grpc::Status& s) {
+  if (s.error_code() == grpc::StatusCode::UNAVAILABLE || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return Error(ErrorCode::kUnavailable, fmt::format("the storage agent is unreachable ({})", s.error_message()));
   }
-  return {code, e.to_string()};
-}
-
-Error from_grpc(const grpc::Status& s) {
-  ErrorCode code = ErrorCode::kInternal;
-  switch (s.error_code()) {
-    case grpc::StatusCode::INVALID_ARGUMENT: code = ErrorCode::kInvalidArgument; break;
-    case grpc::StatusCode::NOT_FOUND: code = ErrorCode::kNotFound; break;
-    case grpc::StatusCode::PERMISSION_DENIED: code = ErrorCode::kPermissionDenied; break;
-    case grpc::StatusCode::UNAUTHENTICATED: code = ErrorCode::kUnauthenticated; break;
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: code = ErrorCode::kResourceExhausted; break;
-    case grpc::StatusCode::UNAVAILABLE:
-    case grpc::StatusCode::DEADLINE_EXCEEDED: code = ErrorCode::kUnavailable; break;
-    default: break;
-  }
-  const std::string message = s.error_code() == grpc::StatusCode::UNAVAILABLE
-                                  ? fmt::format("the storage agent is unreachable ({})", s.error_message())
-                                  : s.error_message();
-  return Error(code, message);
+  return from_grpc(s);
 }
 
 // Worth another try: the storage agent did not answer, had no buffer free, or the bytes
@@ -636,7 +614,7 @@ Result<v1::OpenReply> open_remote(v1::Storage::Stub& stub, const Remote& remote,
   open.set_gid(remote.gid);
   open.set_initiator(initiator);
   v1::OpenReply opened;
-  if (auto s = stub.Open(call_context().get(), open, &opened); !s.ok()) return std::unexpected(from_grpc(s));
+  if (auto s = stub.Open(call_context().get(), open, &opened); !s.ok()) return std::unexpected(storage_error(s));
   return opened;
 }
 
@@ -678,7 +656,7 @@ Attempt lease_and_move(v1::Storage::Stub& stub, const Mover& mover, bool write, 
   range.set_offset(offset);
   range.set_length(length);
   const grpc::Status s = write ? stub.Reserve(call_context().get(), range, &lease) : stub.Fetch(call_context().get(), range, &lease);
-  if (!s.ok()) return {retryable(s) ? Outcome::kRetry : Outcome::kFail, from_grpc(s)};
+  if (!s.ok()) return {retryable(s) ? Outcome::kRetry : Outcome::kFail, storage_error(s)};
   auto region = fabric::decode_region(lease.region());
   if (!region) return {Outcome::kFail, region.error()};
   std::lock_guard lock(mover.mutex);
@@ -798,7 +776,7 @@ Status Stager::fetch(const Remote& remote, const std::string& path, int dir_fd, 
     describe.set_handle(opened.handle());
     for (const std::string& d : datasets) describe.add_datasets(d);
     v1::DescribeReply described;
-    if (auto s = stub->Describe(call_context().get(), describe, &described); !s.ok()) return std::unexpected(from_grpc(s));
+    if (auto s = stub->Describe(call_context().get(), describe, &described); !s.ok()) return std::unexpected(storage_error(s));
     handles.push_back(described.skeleton());
     if (notes) notes->assign(described.notes().begin(), described.notes().end());
     SkeletonPlan plan;
@@ -890,12 +868,12 @@ Status Stager::store(const Remote& remote, int fd, const std::string& path, File
         progress.done.fetch_add(length);
         return {};
       }
-      return {retryable(committed) ? Outcome::kRetry : Outcome::kFail, from_grpc(committed)};
+      return {retryable(committed) ? Outcome::kRetry : Outcome::kFail, storage_error(committed)};
     });
   });
   v1::Empty ignored;
   if (copied) {
-    if (auto s = stub->Finish(call_context().get(), handle, &ignored); !s.ok()) copied = std::unexpected(from_grpc(s));
+    if (auto s = stub->Finish(call_context().get(), handle, &ignored); !s.ok()) copied = std::unexpected(storage_error(s));
   } else {
     (void)stub->Close(call_context().get(), handle, &ignored);
   }

@@ -7,19 +7,15 @@
 
 #include "loom/common/duration.hpp"
 #include "loom/common/munge.hpp"
+#include "loom/proto/status.hpp"
 
 namespace loom::cli {
 
 Error Client::error(const grpc::Status& status) const {
-  switch (status.error_code()) {
-    case grpc::StatusCode::UNAVAILABLE:
-      return Error(ErrorCode::kUnavailable, fmt::format("the controller at {} is unreachable: {}", address, status.error_message()));
-    case grpc::StatusCode::NOT_FOUND: return Error(ErrorCode::kNotFound, status.error_message());
-    case grpc::StatusCode::PERMISSION_DENIED: return Error(ErrorCode::kPermissionDenied, status.error_message());
-    case grpc::StatusCode::UNAUTHENTICATED: return Error(ErrorCode::kUnauthenticated, status.error_message());
-    case grpc::StatusCode::FAILED_PRECONDITION: return Error(ErrorCode::kFailedPrecondition, status.error_message());
-    default: return Error(ErrorCode::kInvalidArgument, status.error_message());
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    return Error(ErrorCode::kUnavailable, fmt::format("the controller at {} is unreachable: {}", address, status.error_message()));
   }
+  return from_grpc(status);
 }
 
 Result<Client> connect(const std::string& option, const Config& config) {

@@ -11,6 +11,7 @@
 #include "loom/burstbuffer/staging_spec.hpp"
 #include "loom/common/bytes.hpp"
 #include "loom/common/munge.hpp"
+#include "loom/proto/status.hpp"
 
 namespace loom::controller {
 
@@ -18,20 +19,6 @@ namespace {
 
 sched::Time now() {
   return std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now());
-}
-
-grpc::Status to_grpc(const Error& e) {
-  grpc::StatusCode code = grpc::StatusCode::UNKNOWN;
-  switch (e.code()) {
-    case ErrorCode::kInvalidArgument: code = grpc::StatusCode::INVALID_ARGUMENT; break;
-    case ErrorCode::kNotFound: code = grpc::StatusCode::NOT_FOUND; break;
-    case ErrorCode::kFailedPrecondition: code = grpc::StatusCode::FAILED_PRECONDITION; break;
-    case ErrorCode::kPermissionDenied: code = grpc::StatusCode::PERMISSION_DENIED; break;
-    case ErrorCode::kUnauthenticated: code = grpc::StatusCode::UNAUTHENTICATED; break;
-    case ErrorCode::kUnavailable: code = grpc::StatusCode::UNAVAILABLE; break;
-    default: code = grpc::StatusCode::INTERNAL; break;
-  }
-  return {code, e.to_string()};
 }
 
 std::optional<std::uint32_t> index_of(const v1::JobRequest& request) {
