@@ -12,12 +12,16 @@
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netdb.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <bit>
 #include <charconv>
 #include <condition_variable>
 #include <csignal>
@@ -120,9 +124,13 @@ class Agent {
  private:
   struct Job {
     JobId id;
+    v1::Launch launch;
     std::unique_ptr<agent::JobStorage> storage;  // its slice and staging on this node
-    std::mutex mutex;                            // guards tasks: kill() may come while they start
+    std::mutex mutex;                            // guards tasks and daemon: kill() may come while they start
     std::vector<agent::Task> tasks;
+    // An MPI job's node other than its first: Open MPI's daemon, all but its command line,
+    // until mpirun asks for it through loom-rsh (exec()).
+    std::optional<agent::TaskSpec> daemon;
     std::atomic<bool> killed{false};             // a kill came: no staging starts or goes on
   };
 
@@ -139,6 +147,7 @@ class Agent {
   std::shared_ptr<Job> make_job(const v1::Launch& launch) {
     auto job = std::make_shared<Job>();
     job->id = JobId(launch.job());
+    job->launch = launch;
     job->storage = std::make_unique<agent::JobStorage>(launch, o_.name, stagers_);
     return job;
   }
@@ -210,6 +219,10 @@ class Agent {
       }
       auto job = make_job(launch);
       job->id = id;
+      if (record.contains("daemon")) {
+        abandon(*job, "its agent restarted before Open MPI's daemon started here");
+        continue;
+      }
       std::string lost;
       for (const nlohmann::json& r : record["ranks"]) {
         agent::TaskRecord tr{r["cgroup"], r["keeper"], r["keeper_start"], r["status"].get<std::string>()};
@@ -291,7 +304,8 @@ class Agent {
     for (v1::ToAgent command; stream->Read(&command);) {
       if (command.has_registered()) spdlog::info("registered with {} as {}", o_.controller, o_.name);
       if (command.has_launch()) launch(command.launch());
-      if (command.has_kill()) kill(JobId(command.kill().job()), std::chrono::seconds(command.kill().grace_s()));
+      if (command.has_kill()) kill(JobId(command.kill().job()), std::chrono::seconds(command.kill().grace_s()), command.kill().finish());
+      if (command.has_exec()) exec(command.exec());
       if (command.has_forget()) forget(JobId(command.forget().job()));
       if (command.has_buffer()) start_thread([this, c = command.buffer()] { buffer(c); });
     }
@@ -441,6 +455,8 @@ class Agent {
       auto mpi = mpi_task(launch, bindings, command, task_for);
       if (!mpi) {
         error = mpi.error().to_string();
+      } else if (launch.node_index() > 0) {
+        job->daemon = std::move(mpi->second);
       } else {
         tasks.push_back(std::move(*mpi));
       }
@@ -469,10 +485,75 @@ class Agent {
       abandon(*job, error);
       return false;
     }
-    save(id, {{"job", id.value()}, {"launch", launch_json(launch)}, {"ranks", ranks}, {"ended", nullptr}});
+    nlohmann::json record{{"job", id.value()}, {"launch", launch_json(launch)}, {"ranks", ranks}, {"ended", nullptr}};
+    if (job->daemon) record["daemon"] = true;
+    save(id, record);
     started.mutable_started()->set_job(id.value());
     write(started);
-    return true;
+    return !job->daemon;  // a node waiting for its daemon is completed once that starts
+  }
+
+  // Open MPI's daemon for an MPI job on this node, asked for by mpirun on the job's first
+  // node through loom-rsh and the controller, which checked who asks. Checked again here:
+  // only orted, as this agent's PATH finds it, only for a job that waits for it.
+  void exec(const v1::Exec& e) {
+    std::shared_ptr<Job> job;
+    {
+      std::lock_guard lock(jobs_mutex_);
+      if (auto it = jobs_.find(JobId(e.job())); it != jobs_.end()) job = it->second;
+    }
+    if (!job) {
+      spdlog::warn("job {}: asked for Open MPI's daemon, but the job does not run here", e.job());
+      return;
+    }
+    std::unique_lock lock(job->mutex);
+    if (!job->daemon) {
+      spdlog::warn("job {}: asked for Open MPI's daemon, which the job does not wait for here", e.job());
+      return;
+    }
+    agent::TaskSpec t = std::move(*job->daemon);
+    job->daemon.reset();
+    std::string error;
+    auto arguments = launch::daemon_arguments({e.argv().begin(), e.argv().end()});
+    const std::optional<fs::path> orted = find_program("orted");
+    if (!arguments) {
+      error = arguments.error().message();
+    } else if (!orted) {
+      error = "cannot find Open MPI's orted in the agent's PATH";
+    } else {
+      t.argv = {orted->string()};
+      t.argv.insert(t.argv.end(), arguments->begin(), arguments->end());
+      if (auto task = agent::Task::start(t)) {
+        const agent::TaskRecord& r = task->record();
+        const std::uint64_t rank = job->launch.ranks(0).rank();
+        save(job->id, {{"job", e.job()}, {"launch", launch_json(job->launch)},
+                       {"ranks", {{{"rank", rank}, {"cgroup", r.cgroup_name}, {"keeper", r.keeper},
+                                   {"keeper_start", r.keeper_start}, {"status", r.status_path.string()}}}},
+                       {"ended", nullptr}});
+        job->tasks.push_back(std::move(*task));
+      } else {
+        error = task.error().to_string();
+      }
+    }
+    lock.unlock();
+    if (!error.empty()) {
+      start_thread([this, job, error] { abandon(*job, "Open MPI's daemon: " + error); });
+      return;
+    }
+    spdlog::info("job {}: Open MPI's daemon started", e.job());
+    start_thread([this, job] { complete(job); });
+  }
+
+  static std::optional<fs::path> find_program(const std::string& name) {
+    const char* path = std::getenv("PATH");
+    std::string_view dirs = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";
+    for (std::size_t start = 0; start <= dirs.size();) {
+      const std::size_t end = std::min(dirs.find(':', start), dirs.size());
+      const fs::path candidate = fs::path(dirs.substr(start, end - start)) / name;
+      if (!dirs.substr(start, end - start).empty() && ::access(candidate.c_str(), X_OK) == 0) return candidate;
+      start = end + 1;
+    }
+    return std::nullopt;
   }
 
   // Makes or destroys a persistent buffer, and says so. A destroy names no device when the
@@ -498,18 +579,16 @@ class Agent {
     write(done);
   }
 
-  // An MPI job's task on its first node: mpirun over every rank of the node, in one cgroup
-  // holding all their PUs and memory, each rank bound by loom-rank to its own placement.
-  // A job of one node only, for now: starting Open MPI's daemons on other nodes needs
-  // loom-rsh.
+  // An MPI job's process on this node, in one cgroup holding all the node's ranks (their
+  // PUs and memory), each rank bound by loom-rank to its own placement: mpirun on the
+  // job's first node; on the others Open MPI's daemon, whose command line mpirun sends
+  // later through loom-rsh (exec()), so its argv is left empty here.
   Result<std::pair<unsigned, agent::TaskSpec>> mpi_task(const v1::Launch& launch, const std::vector<hwtopo::Binding>& bindings,
                                                         const std::vector<std::string>& command,
                                                         const std::function<agent::TaskSpec(unsigned, std::vector<std::string>)>& task_for) {
-    if (launch.node_index() != 0 || launch.ranks_size() == 0) {
-      return make_error(ErrorCode::kUnimplemented, "an MPI job on more than one node needs loom-rsh, which is not built yet");
-    }
+    if (launch.ranks_size() == 0) return make_error(ErrorCode::kInvalidArgument, "an MPI job with no rank on this node");
     std::vector<launch::RankBinding> ranks;
-    hwtopo::Binding all;  // the union: the mpirun task's cgroup
+    hwtopo::Binding all;  // the union: the task's cgroup
     std::set<unsigned> pus;
     std::set<std::optional<unsigned>> numas;
     std::uint64_t memory = 0;
@@ -521,22 +600,68 @@ class Agent {
     }
     all.applied_pus.assign(pus.begin(), pus.end());
     if (numas.size() == 1) all.applied_numa = *numas.begin();
-    // mpirun decides a host is local by its name: a job on one node runs on this host.
-    char host[256] = {};
-    ::gethostname(host, sizeof(host) - 1);
-    const std::vector<launch::NodeRanks> nodes{{host, static_cast<unsigned>(ranks.size())}};
-    // Installed beside loomd; in a build tree, in mpi_launcher/ beside agent/.
-    const fs::path here = fs::read_symlink("/proc/self/exe").parent_path();
-    const fs::path launcher = fs::exists(here / "loom-rank") ? here : here.parent_path() / "mpi_launcher";
-    launch::MpiPlan plan{nodes, (launcher / "loom-rank").string(), "", "", command};
-    agent::TaskSpec t = task_for(ranks.front().rank, launch::mpirun_argv(plan));
+    std::vector<launch::NodeRanks> nodes;
+    for (const v1::JobNode& n : launch.nodes()) nodes.push_back({n.name(), n.ranks()});
+    std::vector<std::string> argv;
+    if (launch.node_index() == 0) {
+      // Open MPI finds the other nodes by name, and decides that a host is local by its
+      // name: the first is this host's, the others must resolve.
+      for (std::size_t i = 1; i < nodes.size(); ++i) {
+        if (!resolves(nodes[i].node)) {
+          return make_error(ErrorCode::kFailedPrecondition,
+                            fmt::format("{} does not resolve here: an MPI job needs every node's name to be its resolvable hostname",
+                                        nodes[i].node));
+        }
+      }
+      std::vector<launch::NodeRanks> hosts = nodes;
+      char host[256] = {};
+      ::gethostname(host, sizeof(host) - 1);
+      hosts.front().node = host;
+      // Installed beside loomd; in a build tree, in mpi_launcher/ beside agent/.
+      const fs::path here = fs::read_symlink("/proc/self/exe").parent_path();
+      const fs::path launcher = fs::exists(here / "loom-rank") ? here : here.parent_path() / "mpi_launcher";
+      const bool spans = nodes.size() > 1;
+      launch::MpiPlan plan{hosts, (launcher / "loom-rank").string(), spans ? (launcher / "loom-rsh").string() : "",
+                           spans ? interface_network(o_.data_plane.fabric.interface) : "", command};
+      argv = launch::mpirun_argv(plan);
+    }
+    agent::TaskSpec t = task_for(ranks.front().rank, std::move(argv));
     t.environment["LOOM_RANK_BINDING"] = launch::encode_bindings(ranks);
     t.environment["LOOM_NODELIST"] = launch::nodelist(nodes);
     t.environment["LOOM_NTASKS"] = std::to_string(launch.spec().tasks());
+    t.environment["LOOM_CONTROLLER"] = o_.controller;  // for loom-rsh
     t.environment.erase("LOOM_RANK");  // each rank's, set by loom-rank
     t.binding = std::move(all);
     t.memory_limit = memory;
     return std::pair{ranks.front().rank, std::move(t)};
+  }
+
+  static bool resolves(const std::string& host) {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    addrinfo* found = nullptr;
+    const bool ok = ::getaddrinfo(host.c_str(), nullptr, &hints, &found) == 0;
+    if (found != nullptr) ::freeaddrinfo(found);
+    return ok;
+  }
+
+  // The IPv4 network of an interface, "198.18.0.16/28", for Open MPI's oob and btl tcp
+  // traffic: the job's ranks talk over the network the data plane uses. "" when there is
+  // none (Open MPI chooses).
+  static std::string interface_network(const std::string& name) {
+    if (name.empty()) return "";
+    ifaddrs* list = nullptr;
+    if (::getifaddrs(&list) != 0) return "";
+    std::string network;
+    for (ifaddrs* a = list; a != nullptr && network.empty(); a = a->ifa_next) {
+      if (a->ifa_addr == nullptr || a->ifa_netmask == nullptr || a->ifa_addr->sa_family != AF_INET || name != a->ifa_name) continue;
+      const std::uint32_t address = ntohl(reinterpret_cast<const sockaddr_in*>(a->ifa_addr)->sin_addr.s_addr);
+      const std::uint32_t mask = ntohl(reinterpret_cast<const sockaddr_in*>(a->ifa_netmask)->sin_addr.s_addr);
+      const std::uint32_t net = address & mask;
+      network = fmt::format("{}.{}.{}.{}/{}", net >> 24, (net >> 16) & 255, (net >> 8) & 255, net & 255, std::popcount(mask));
+    }
+    ::freeifaddrs(list);
+    return network;
   }
 
   // A job that cannot run here: what started of it is killed, its slice removed, and it
@@ -625,13 +750,25 @@ class Agent {
     fs::remove(record_path(id), ignored);
   }
 
-  // SIGTERM now and SIGKILL after the grace period; at once without one.
-  void kill(JobId id, std::chrono::seconds grace) {
+  // SIGTERM now and SIGKILL after the grace period; at once without one. With `finish`
+  // the job ended well elsewhere (its mpirun): what is left here stops, and the job's end
+  // here goes on as if its tasks had ended (stage-out included).
+  void kill(JobId id, std::chrono::seconds grace, bool finish = false) {
     std::lock_guard lock(jobs_mutex_);
     auto it = jobs_.find(id);
     if (it == jobs_.end()) return;
-    it->second->killed.store(true);
+    if (!finish) it->second->killed.store(true);
     std::lock_guard tasks(it->second->mutex);
+    if (it->second->daemon) {  // nothing started here yet, and nothing will
+      it->second->daemon.reset();
+      start_thread([this, job = it->second] {
+        if (auto removed = job->storage->teardown(); !removed) {
+          spdlog::error("job {}: removing its slice: {}", job->id.value(), removed.error().to_string());
+        }
+        end_killed(*job);
+      });
+      return;
+    }
     if (grace.count() == 0) {
       for (agent::Task& task : it->second->tasks) (void)task.kill();
       return;

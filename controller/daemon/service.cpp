@@ -11,6 +11,7 @@
 #include "loom/burstbuffer/staging_spec.hpp"
 #include "loom/common/bytes.hpp"
 #include "loom/common/munge.hpp"
+#include "loom/launch/mpi.hpp"
 #include "loom/proto/status.hpp"
 
 namespace loom::controller {
@@ -280,6 +281,100 @@ void Service::serve(std::unique_ptr<JobManager> manager) {
     spdlog::info("{} job(s) were running: waiting up to {} s for their agents to re-register", manager_->unknown().size(),
                  std::chrono::duration_cast<std::chrono::seconds>(window_).count());
   }
+}
+
+// ---- loom-rsh ----
+
+Result<std::optional<NodeId>> Service::daemon_node(const Caller& who, JobId id, const std::string& node) const {
+  const JobRow row = LOOM_TRY(manager_->show(who, id));
+  if (row.uid != who.uid) {
+    return make_error(ErrorCode::kPermissionDenied,
+                      fmt::format("job {} is {}'s: loom-rsh starts daemons only in the caller's own job", id.value(), row.user));
+  }
+  if (!row.spec.mpi()) return make_error(ErrorCode::kFailedPrecondition, fmt::format("job {} is not an MPI job (--mpi)", id.value()));
+  const std::vector<std::string> nodes = manager_->nodes_of(id);
+  const auto at = std::find(nodes.begin(), nodes.end(), node);
+  if (row.state == v1::PENDING || row.state > v1::RUNNING) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      fmt::format("job {} is not running ({})", id.value(), v1::JobState_Name(row.state)));
+  }
+  if (at == nodes.end()) {
+    return make_error(ErrorCode::kPermissionDenied,
+                      fmt::format("{} is not a node of job {} (its nodes: {})", node, id.value(), fmt::join(nodes, ", ")));
+  }
+  if (at == nodes.begin()) {
+    return make_error(ErrorCode::kPermissionDenied,
+                      fmt::format("{} is job {}'s first node, where mpirun runs: no daemon is started there", node, id.value()));
+  }
+  if (row.state == v1::STAGING_IN) return std::optional<NodeId>();
+  const std::optional<NodeId> found = cluster_.find(node);
+  auto job = running_.find(id);
+  if (!found || job == running_.end() || !job->second.pending.contains(*found)) {
+    return make_error(ErrorCode::kFailedPrecondition, fmt::format("job {} has ended on {}", id.value(), node));
+  }
+  if (job->second.daemons.contains(*found)) {
+    return make_error(ErrorCode::kAlreadyExists, fmt::format("job {} runs Open MPI's daemon on {} already", id.value(), node));
+  }
+  return found;
+}
+
+grpc::Status Service::Exec(grpc::ServerContext* context, const v1::ExecRequest* request, v1::ExecReply* reply) {
+  auto who = caller(request->caller());
+  if (!who) return to_grpc(who.error());
+  if (auto arguments = launch::daemon_arguments({request->argv().begin(), request->argv().end()}); !arguments) {
+    return to_grpc(arguments.error());
+  }
+  const JobId id(request->job());
+  std::unique_lock lock(mutex_);
+  // A job's first node may start mpirun while others still stage in: wait for RUNNING.
+  NodeId node;
+  for (;;) {
+    auto ready = daemon_node(*who, id, request->node());
+    if (!ready) return to_grpc(ready.error());
+    if (*ready) {
+      node = **ready;
+      break;
+    }
+    changed_.wait_for(lock, std::chrono::seconds(1));
+    if (context->IsCancelled()) return {grpc::StatusCode::CANCELLED, "loom-rsh went away"};
+    if (stopping_.load()) return {grpc::StatusCode::UNAVAILABLE, "the controller is stopping"};
+  }
+  running_.at(id).daemons.insert(node);
+  v1::ToAgent exec;
+  exec.mutable_exec()->set_job(id.value());
+  *exec.mutable_exec()->mutable_argv() = request->argv();
+  send(node, exec);
+  spdlog::info("job {}: Open MPI's daemon started on {} for {}", id.value(), request->node(), who->user);
+  // The daemon's end is the node's end of the job (node_ended keeps it for this call).
+  for (;;) {
+    if (auto ended = daemon_ends_.extract({id, node})) {
+      const v1::JobEnded& e = ended.mapped();
+      reply->set_exit_code(e.exit_code());
+      if (e.has_signal()) reply->set_signal(e.signal());
+      reply->set_error(e.error());
+      return grpc::Status::OK;
+    }
+    auto job = running_.find(id);
+    if (job == running_.end() || !job->second.pending.contains(node)) {
+      return {grpc::StatusCode::ABORTED, fmt::format("job {} ended on {}", id.value(), request->node())};
+    }
+    if (stopping_.load()) return {grpc::StatusCode::UNAVAILABLE, "the controller is stopping"};
+    changed_.wait_for(lock, std::chrono::seconds(1));
+    if (context->IsCancelled()) {
+      // mpirun stopped waiting for this daemon: it goes too (mpirun ends the job itself).
+      v1::ToAgent kill;
+      kill.mutable_kill()->set_job(id.value());
+      send(node, kill);
+      return {grpc::StatusCode::CANCELLED, "loom-rsh went away"};
+    }
+  }
+}
+
+std::optional<NodeId> Service::mpirun_node(JobId id) const {
+  auto row = manager_->show(Caller{0, "root", true, 0}, id);
+  const std::vector<std::string> nodes = manager_->nodes_of(id);
+  if (!row || !row->spec.mpi() || nodes.size() < 2) return std::nullopt;
+  return cluster_.find(nodes.front());
 }
 
 grpc::Status Service::Connect(grpc::ServerContext* context, grpc::ServerReaderWriter<v1::ToAgent, v1::FromAgent>* stream) {
@@ -573,6 +668,11 @@ void Service::send_launch(const Launch& launch) {
     l->set_uid(launch.uid);
     *l->mutable_spec() = launch.spec;
     l->set_node_index(static_cast<std::uint32_t>(index));
+    for (const sched::NodePlacement& other : launch.placement.nodes) {
+      v1::JobNode* job_node = l->add_nodes();
+      job_node->set_name(cluster_.name(other.node));
+      job_node->set_ranks(static_cast<std::uint32_t>(other.ranks.size()));
+    }
     if (np.nvme) {
       l->set_bb_device(cluster_.nvme(np.node)[*np.nvme].name);
       l->set_bb_bytes(np.bb_bytes);
@@ -641,8 +741,23 @@ void Service::node_ended(NodeId node, const v1::JobEnded& ended) {
   }
   RunningJob& job = it->second;
   job.pending.erase(node);
+  if (job.daemons.contains(node)) {
+    daemon_ends_[{id, node}] = ended;
+    changed_.notify_all();
+  }
   job.ending.out_of_memory = job.ending.out_of_memory || ended.out_of_memory();
-  if (!job.failed && (ended.exit_code() != 0 || !ended.error().empty())) {
+  // An MPI job over several nodes ends with mpirun: its status is the job's, and what is
+  // left of its daemons elsewhere is killed. A daemon's own status is not a rank's (mpirun
+  // reports a failing rank), so only a node that could not run its part fails the job.
+  const std::optional<NodeId> mpirun = mpirun_node(id);
+  const bool counts = !mpirun || node == *mpirun || !ended.error().empty();
+  if (mpirun && node == *mpirun && !job.pending.empty() && ended.exit_code() == 0 && ended.error().empty()) {
+    v1::ToAgent finish;  // daemons normally end before mpirun does; stragglers are stopped
+    finish.mutable_kill()->set_job(id.value());
+    finish.mutable_kill()->set_finish(true);
+    for (NodeId other : job.pending) send(other, finish);
+  }
+  if (counts && !job.failed && (ended.exit_code() != 0 || !ended.error().empty())) {
     job.failed = true;
     // A launch that failed ran nothing (127); a stage-out that failed keeps the ranks' status.
     job.ending.exit_code = ended.error().empty() || ended.staging() ? ended.exit_code() : 127;

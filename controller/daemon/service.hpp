@@ -45,6 +45,7 @@ class Service final : public v1::Controller::Service, public v1::AgentLink::Serv
   grpc::Status CreateBuffer(grpc::ServerContext*, const v1::BufferRequest* request, v1::BufferInfo* reply) override;
   grpc::Status ListBuffers(grpc::ServerContext*, const v1::BuffersRequest* request, v1::BuffersReply* reply) override;
   grpc::Status DestroyBuffer(grpc::ServerContext*, const v1::BufferRequest* request, v1::BufferReply*) override;
+  grpc::Status Exec(grpc::ServerContext* context, const v1::ExecRequest* request, v1::ExecReply* reply) override;
 
   grpc::Status Connect(grpc::ServerContext* context,
                        grpc::ServerReaderWriter<v1::ToAgent, v1::FromAgent>* stream) override;
@@ -66,6 +67,7 @@ class Service final : public v1::Controller::Service, public v1::AgentLink::Serv
     std::set<NodeId> pending;  // nodes whose processes have not ended yet
     std::set<NodeId> nodes;    // all of them: each is told to Forget the job once its end is stored
     std::set<NodeId> started;  // nodes whose ranks have started (a job staging in runs once all have)
+    std::set<NodeId> daemons;  // nodes where Open MPI's daemon was started (Exec)
     bool failed = false;
     Ending ending;
   };
@@ -91,6 +93,12 @@ class Service final : public v1::Controller::Service, public v1::AgentLink::Serv
   grpc::Status serve_storage(grpc::ServerContext* context, grpc::ServerReaderWriter<v1::ToAgent, v1::FromAgent>* stream,
                              const v1::RegisterRequest& hello);
   void node_ended(NodeId node, const v1::JobEnded& ended);
+  // An MPI job over several nodes: its first node, where mpirun runs and whose status is
+  // the job's (the first failing rank's, as mpirun reports it).
+  std::optional<NodeId> mpirun_node(JobId id) const;
+  // Whether `node` may start Open MPI's daemon for the job now: an error naming why not,
+  // or nullopt while the job is still staging in (the caller waits).
+  Result<std::optional<NodeId>> daemon_node(const Caller& who, JobId id, const std::string& node) const;
 
   sched::Cluster& cluster_;
   const Config& config_;
@@ -108,6 +116,7 @@ class Service final : public v1::Controller::Service, public v1::AgentLink::Serv
   // agents did not know an unknown job at all (its launch never reached them).
   std::map<JobId, std::map<NodeId, v1::JobEnded>> early_ends_;
   std::map<JobId, std::set<NodeId>> never_launched_;
+  std::map<std::pair<JobId, NodeId>, v1::JobEnded> daemon_ends_;  // for Exec calls waiting on them
   const Clock::duration window_;  // heartbeat_interval x heartbeat_misses
   Clock::time_point recovery_until_;
 };

@@ -94,14 +94,6 @@ Result<sched::JobSpec> to_sched_spec(const v1::JobSpec& in) {
                                 JobId(d.job())});
   }
   if (in.argv().empty()) return make_error(ErrorCode::kInvalidArgument, "nothing to run: the job has no command");
-  if (in.mpi()) {
-    // Open MPI's daemons on other nodes would start through loom-rsh, which is not built yet.
-    if (out.nodes_min > 1 || (out.tasks_per_node != 0 && out.tasks > out.tasks_per_node)) {
-      return make_error(ErrorCode::kInvalidArgument, "--mpi: a job on more than one node is not supported yet (it needs loom-rsh); "
-                                                     "ask for one node");
-    }
-    out.nodes_max = 1;
-  }
   LOOM_TRY(burstbuffer::check_staging(out.stage_in, out.stage_out));
   LOOM_TRY(sched::validate(out));
   return out;

@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 
 #include <charconv>
+#include <utility>
 
 namespace loom::launch {
 
@@ -30,13 +31,60 @@ std::vector<std::string> mpirun_argv(const MpiPlan& plan) {
   if (!plan.network.empty()) {
     argv.insert(argv.end(), {"--mca", "oob_tcp_if_include", plan.network, "--mca", "btl_tcp_if_include", plan.network});
   }
-  // The ranks see Loom's environment wherever their daemon started.
-  for (const char* name : {"LOOM_JOB_ID", "LOOM_NTASKS", "LOOM_BB_DIR", "LOOM_NODELIST", "LOOM_STAGED_FILES", "LOOM_RANK_BINDING"}) {
-    argv.insert(argv.end(), {"-x", name});
-  }
   argv.push_back(plan.rank_wrapper);
   argv.insert(argv.end(), plan.argv.begin(), plan.argv.end());
   return argv;
+}
+
+Result<std::vector<std::string>> split_command(std::string_view line) {
+  std::vector<std::string> words;
+  std::string word;
+  bool in_word = false;
+  for (std::size_t i = 0; i < line.size(); ++i) {
+    const char c = line[i];
+    if (c == ' ' || c == '\t' || c == '\n') {
+      if (in_word) words.push_back(std::exchange(word, {}));
+      in_word = false;
+      continue;
+    }
+    in_word = true;
+    if (c == '\'') {
+      const std::size_t close = line.find('\'', i + 1);
+      if (close == std::string_view::npos) {
+        return make_error(ErrorCode::kInvalidArgument, fmt::format("command \"{}\": a ' at {} is not closed", line, i));
+      }
+      word.append(line.substr(i + 1, close - i - 1));
+      i = close;
+    } else if (c == '"') {
+      std::size_t j = i + 1;
+      for (; j < line.size() && line[j] != '"'; ++j) {
+        if (line[j] == '\\' && j + 1 < line.size() && std::string_view("$`\"\\\n").find(line[j + 1]) != std::string_view::npos) ++j;
+        word.push_back(line[j]);
+      }
+      if (j == line.size()) {
+        return make_error(ErrorCode::kInvalidArgument, fmt::format("command \"{}\": a \" at {} is not closed", line, i));
+      }
+      i = j;
+    } else if (c == '\\' && i + 1 < line.size()) {
+      word.push_back(line[++i]);
+    } else {
+      word.push_back(c);
+    }
+  }
+  if (in_word) words.push_back(std::move(word));
+  return words;
+}
+
+Result<std::vector<std::string>> daemon_arguments(const std::vector<std::string>& words) {
+  if (words.empty() || words.front() != "orted") {
+    return make_error(ErrorCode::kPermissionDenied,
+                      fmt::format("loom-rsh runs only Open MPI's daemon, orted, not \"{}\"", fmt::join(words, " ")));
+  }
+  std::vector<std::string> arguments;
+  for (std::size_t i = 1; i < words.size(); ++i) {
+    if (words[i] != "--daemonize") arguments.push_back(words[i]);
+  }
+  return arguments;
 }
 
 std::string encode_bindings(const std::vector<RankBinding>& ranks) {

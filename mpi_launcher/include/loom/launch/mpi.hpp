@@ -42,8 +42,21 @@ std::string hosts(const std::vector<NodeRanks>& nodes);
 
 // mpirun -np N --host HOSTS --map-by slot --bind-to none [--mca plm_rsh_agent loom-rsh
 // --mca plm_rsh_no_tree_spawn 1] [--mca oob_tcp_if_include I --mca btl_tcp_if_include I]
-// -x LOOM_* (job, ntasks, bb dir, nodelist, staged files, rank bindings) loom-rank APP ARGS
+// loom-rank APP ARGS. Nothing is forwarded with -x: Loom's variables differ per node (the
+// slice, the staged files, the bindings), and each node's ranks inherit them from the
+// process its agent started there (mpirun on the first node, orted on the others).
 std::vector<std::string> mpirun_argv(const MpiPlan& plan);
+
+// The words of a command line as a POSIX shell splits them: blanks separate, '...' and
+// "..." quote (a backslash escapes within "..." and outside quotes). Open MPI hands its
+// rsh agent the daemon's command with values quoted for the remote shell; Loom runs no
+// shell, so it splits them itself. Unclosed quotes are an error.
+Result<std::vector<std::string>> split_command(std::string_view line);
+
+// The only command loom-rsh runs: Open MPI's daemon. `words` must start with "orted"
+// (nothing before it: no variable assignments, no path); its arguments follow, without
+// "--daemonize", since the daemon must stay the process its agent waits for.
+Result<std::vector<std::string>> daemon_arguments(const std::vector<std::string>& words);
 
 // LOOM_RANK_BINDING: "0=0,1@0;1=2,3@1" (rank=PUs@NUMA; "@" alone: no memory binding).
 std::string encode_bindings(const std::vector<RankBinding>& ranks);
