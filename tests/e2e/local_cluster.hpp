@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -55,6 +56,22 @@ class LocalCluster {
   }
   const std::filesystem::path& state_dir() const { return dir_; }
   pid_t pid() const { return up_; }
+  // The processes of job `job` in this cluster's cgroups (loom/up<pid>/NODE/job_ID_rank_R),
+  // whatever their command: none once the job has ended.
+  std::vector<pid_t> job_processes(std::uint64_t job) const {
+    const std::string level = "/loom/up" + std::to_string(up_) + "/", mark = "/job_" + std::to_string(job) + "_rank_";
+    std::vector<pid_t> found;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+      const std::string name = entry.path().filename().string();
+      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+      std::ifstream in(entry.path() / "cgroup");
+      for (std::string line; std::getline(in, line);) {
+        if (line.find(level) != std::string::npos && line.find(mark) != std::string::npos) found.push_back(std::stoi(name));
+      }
+    }
+    return found;
+  }
   // What loom up printed (stdout and stderr).
   std::string log() const {
     std::ifstream in(dir_ / "up.out");
