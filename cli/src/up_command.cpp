@@ -1,7 +1,8 @@
-// loom up: a whole cluster on this machine — loomctld and N loomd agents on loopback, each
-// agent simulating a node (its own topology, bound through hwtopo's explicit mapping) —
-// supervised as systemd would: a daemon that dies is restarted, and Ctrl-C or SIGTERM stops
-// everything, agents first, leaving no process or cgroup behind.
+// loom up: a whole cluster on this machine — loomctld and N loomd agents, each agent
+// simulating a node (its own topology, bound through hwtopo's explicit mapping) — on
+// loopback, or with --netns each on a host of its own (testbed.hpp); supervised as systemd
+// would: a daemon that dies is restarted, and Ctrl-C or SIGTERM stops everything, agents
+// first, leaving no process, cgroup, mount or namespace behind.
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <signal.h>
@@ -23,6 +24,7 @@
 #include "loom/burstbuffer/slice.hpp"
 #include "loom/common/bytes.hpp"
 #include "programs.hpp"
+#include "testbed.hpp"
 
 extern char** environ;
 
@@ -150,6 +152,7 @@ Command add_up(CLI::App& app) {
     std::string state_dir;
     std::string nvme = "8GiB";
     bool no_restart = false;
+    unsigned netns = 0;
   };
   auto o = std::make_shared<Options>();
   auto* up = app.add_subcommand("up", "Run a cluster on this machine: loomctld, N agents on loopback, each simulating a "
@@ -162,6 +165,9 @@ Command add_up(CLI::App& app) {
                                               "under /tmp, removed at exit); a state directory given is kept and reused");
   up->add_option("--nvme", o->nvme, "Each agent's NVMe device for burst buffers: a loop-mounted ext4 image of this "
                                     "size (sparse: the disk is used as it fills)")->capture_default_str();
+  up->add_option("--netns", o->netns, "N compute hosts and a storage host, each in a network namespace of its own with "
+                                      "its hostname and an address in 198.18.0.0/24 (replaces --agents; loopback when "
+                                      "namespaces cannot be made)")->check(CLI::Range(1u, 12u));
   up->add_flag("--no-restart", o->no_restart, "Leave a daemon that dies stopped, instead of restarting it as systemd would");
   return {up, [o](const Context&) -> Status {
     if (::geteuid() != 0) {
@@ -193,7 +199,27 @@ Command add_up(CLI::App& app) {
     // cluster on the machine.
     const std::string cgroup_root = fmt::format("up{}", ::getpid());
     Supervisor supervisor(!o->no_restart, cgroup_root);
-    Daemon controller{"loomctld", {loomctld.string(), "--listen", "127.0.0.1:0", "--state-dir", (dir / "controller").string()},
+    if (o->netns > 0) o->agents = o->netns;
+    std::vector<std::string> names;
+    for (unsigned i = 0; i < o->agents; ++i) names.push_back(fmt::format("node{}", i));
+    std::optional<Testbed> testbed;  // outlives stop_all: the namespaces go after their daemons
+    if (o->netns > 0) {
+      std::vector<std::string> hosts = names;
+      hosts.push_back("storage");
+      auto made = Testbed::make(hosts);
+      if (made) {
+        testbed.emplace(std::move(*made));
+      } else {
+        std::cerr << fmt::format("loom up: {}; the cluster runs on loopback instead\n", made.error().message());
+      }
+    }
+    // Where a daemon runs: on its host of the testbed, or here.
+    auto on = [&](const std::string& host, std::vector<std::string> argv) {
+      return testbed ? testbed->on(host, argv) : argv;
+    };
+    const std::string here = testbed ? testbed->head_address() : "127.0.0.1";
+    const std::string interface = testbed ? Testbed::kInterface : "lo";
+    Daemon controller{"loomctld", {loomctld.string(), "--listen", here + ":0", "--state-dir", (dir / "controller").string()},
                       dir / "loomctld.log", "listening on ", -1, {}};
     std::vector<Daemon> agents;
     std::vector<burstbuffer::Slice> devices;
@@ -212,8 +238,7 @@ Command add_up(CLI::App& app) {
       const std::string line = LOOM_TRY(supervisor.start(controller));
       const std::string address = line.substr(line.find("listening on ") + 13);
       controller.argv[2] = address;  // restarts keep the port: agents and users know it
-      for (unsigned i = 0; i < o->agents; ++i) {
-        const std::string name = fmt::format("node{}", i);
+      for (const std::string& name : names) {
         const fs::path device = dir / fmt::format("nvme-{}", name);
         // A device is found again in a state directory that is reused; else made. Its slices'
         // images go in it, so a device is as full as its slices make it.
@@ -223,13 +248,12 @@ Command add_up(CLI::App& app) {
                                                                                      nvme.count(), 0, 0, 0711, false}),
                                                         "making " + name + "'s NVMe device")));
         // The agent's device (the capacity offered leaves the filesystem's own metadata out),
-        // and the fabric on loopback, where every agent is.
-        Daemon agent{"loomd " + name,
-                     {loomd.string(), "--controller", address, "--name", name, "--cgroup", cgroup_root + "/" + name,
-                      "--state-dir", (dir / ("agent-" + name)).string(), "--nvme",
-                      fmt::format("{}={}", device.string(), nvme.count() / 100 * 97), "--fabric-interface", "lo"},
-                     dir / fmt::format("loomd-{}.log", name), "registered with", -1, {}};
-        agent.argv.insert(agent.argv.end(), topology.begin(), topology.end());
+        // and the fabric on the host's interface.
+        std::vector<std::string> argv{loomd.string(), "--controller", address, "--name", name, "--cgroup", cgroup_root + "/" + name,
+                                      "--state-dir", (dir / ("agent-" + name)).string(), "--nvme",
+                                      fmt::format("{}={}", device.string(), nvme.count() / 100 * 97), "--fabric-interface", interface};
+        argv.insert(argv.end(), topology.begin(), topology.end());
+        Daemon agent{"loomd " + name, on(name, std::move(argv)), dir / fmt::format("loomd-{}.log", name), "registered with", -1, {}};
         agents.push_back(std::move(agent));
         LOOM_TRY(supervisor.start(agents.back()));
       }
@@ -237,13 +261,20 @@ Command add_up(CLI::App& app) {
       fs::create_directories(exported);
       ::chmod(exported.c_str(), 0755);
       agents.push_back({"loomd storage",
-                        {loomd.string(), "--controller", address, "--name", "storage", "--cgroup", cgroup_root + "/storage",
-                         "--state-dir", (dir / "agent-storage").string(), "--fabric-interface", "lo", "--export",
-                         exported.string()},
+                        on("storage", {loomd.string(), "--controller", address, "--name", "storage", "--cgroup",
+                                       cgroup_root + "/storage", "--state-dir", (dir / "agent-storage").string(),
+                                       "--fabric-interface", interface, "--export", exported.string(), "--data-listen",
+                                       (testbed ? testbed->address("storage") : here) + ":0"}),
                         dir / "loomd-storage.log", "registered with", -1, {}});
       LOOM_TRY(supervisor.start(agents.back()));
       std::cerr << fmt::format("loom up: loomctld, {} agents ({}, {} NVMe each) and a storage agent running; state and logs in {}\n",
                                o->agents, o->topology, format_bytes(nvme), dir.string());
+      if (testbed) {
+        std::string hosts;
+        for (const std::string& name : names) hosts += fmt::format(" {}={}", name, testbed->address(name));
+        std::cerr << fmt::format("loom up: hosts on {}: loomctld={}{} storage={}\n", testbed->network(), testbed->head_address(),
+                                 hosts, testbed->address("storage"));
+      }
       std::cout << "export LOOM_CONTROLLER=" << address << "\n";
       std::cout << "export LOOM_STORAGE_EXPORT=" << exported.string() << std::endl;
       for (;;) {

@@ -51,18 +51,6 @@ class BurstBufferTest : public ClusterTest {
     }
     return true;
   }
-  // Jobs' slices still on the devices of loom up's nodes.
-  std::vector<std::string> slices_left() const {
-    std::vector<std::string> out;
-    for (const auto& entry : fs::directory_iterator(cluster_->state_dir() / "state")) {
-      if (!entry.path().filename().string().starts_with("nvme-") || !entry.is_directory()) continue;
-      for (const auto& inside : fs::recursive_directory_iterator(entry.path())) {
-        if (inside.path().filename().string().starts_with("job_")) out.push_back(inside.path().string());
-      }
-    }
-    return out;
-  }
-
   fs::path export_;
 };
 

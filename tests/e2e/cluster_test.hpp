@@ -28,7 +28,11 @@ class ClusterTest : public ::testing::Test {
     dir_ = temp_path("jobs");
     std::filesystem::create_directories(dir_);
     ::chmod(dir_.c_str(), 01777);
-    cluster_ = std::make_unique<LocalCluster>(2, "pack:1 numa:2 core:2 pu:1", config());
+    cluster_ = make_cluster();
+  }
+  // Two nodes on loopback unless a test says otherwise.
+  virtual std::unique_ptr<LocalCluster> make_cluster() const {
+    return std::make_unique<LocalCluster>(2, "pack:1 numa:2 core:2 pu:1", config());
   }
   void TearDown() override {
     cluster_.reset();
@@ -62,6 +66,18 @@ class ClusterTest : public ::testing::Test {
   std::string read(const std::string& name) const {
     std::ifstream in(dir_ / name);
     return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  }
+
+  // Jobs' slices still on the devices of loom up's nodes (their images and mount points).
+  std::vector<std::string> slices_left() const {
+    std::vector<std::string> out;
+    for (const auto& entry : std::filesystem::directory_iterator(cluster_->state_dir() / "state")) {
+      if (!entry.path().filename().string().starts_with("nvme-") || !entry.is_directory()) continue;
+      for (const auto& inside : std::filesystem::recursive_directory_iterator(entry.path())) {
+        if (inside.path().filename().string().starts_with("job_")) out.push_back(inside.path().string());
+      }
+    }
+    return out;
   }
 
   // The pid of loom up's child with command name `comm` whose command line holds `word`.
