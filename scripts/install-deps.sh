@@ -23,7 +23,6 @@ packages=(
   libmunge-dev munge
   libgtest-dev libgmock-dev
   libnuma-dev
-  iproute2
   iproute2 util-linux procps mount e2fsprogs
 )
 
