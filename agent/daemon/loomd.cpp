@@ -441,8 +441,8 @@ class Agent {
         t.environment["LOOM_ARRAY_INDEX"] = std::to_string(launch.array_index());
       }
       t.chdir = spec.chdir();
-      t.stdout_path = replace_all(spec.stdout_path(), "%j", std::to_string(id.value()));
-      t.stderr_path = replace_all(spec.stderr_path(), "%j", std::to_string(id.value()));
+      t.stdout_path = replace_all(output_path(id, spec.stdout_path()), "%t", std::to_string(rank));
+      t.stderr_path = replace_all(output_path(id, spec.stderr_path()), "%t", std::to_string(rank));
       t.uid = launch.uid();
       t.allow_root = o_.allow_root;
       t.status_path = o_.state_dir / fmt::format("job_{}_rank_{}.status", id.value(), rank);
@@ -630,10 +630,22 @@ class Agent {
     t.environment["LOOM_NODELIST"] = launch::nodelist(nodes);
     t.environment["LOOM_NTASKS"] = std::to_string(launch.spec().tasks());
     t.environment["LOOM_CONTROLLER"] = o_.controller;  // for loom-rsh
+    // A file per rank (%t): opened by loom-rank; mpirun's and orted's own messages go to
+    // the node's first rank's.
+    if (launch.spec().stdout_path().find("%t") != std::string::npos || launch.spec().stderr_path().find("%t") != std::string::npos) {
+      t.environment["LOOM_RANK_OUTPUT"] = output_path(JobId(launch.job()), launch.spec().stdout_path());
+      t.environment["LOOM_RANK_ERROR"] = output_path(JobId(launch.job()), launch.spec().stderr_path());
+    }
     t.environment.erase("LOOM_RANK");  // each rank's, set by loom-rank
     t.binding = std::move(all);
     t.memory_limit = memory;
     return std::pair{ranks.front().rank, std::move(t)};
+  }
+
+  // An output file's name with the job's id (%j) and the node's name (%N); a rank's own
+  // (%t) is left for the caller, or for loom-rank.
+  std::string output_path(JobId id, const std::string& pattern) const {
+    return replace_all(replace_all(pattern, "%j", std::to_string(id.value())), "%N", o_.name);
   }
 
   static bool resolves(const std::string& host) {

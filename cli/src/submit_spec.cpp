@@ -27,8 +27,8 @@ struct Typed {
 void define(CLI::App& app, Typed& t) {
   app.add_option("--controller", t.controller, "The controller's HOST:PORT (default: $LOOM_CONTROLLER, then controller.address)");
   app.add_option("-J,--job-name", t.name, "Job name");
-  app.add_option("-o,--output", t.output, "stdout file (%j: job id); default loom-%j.out in the submit directory");
-  app.add_option("-e,--error", t.error, "stderr file; default: with stdout");
+  app.add_option("-o,--output", t.output, "stdout file (%j: job id, %N: node name, %t: rank, a file per rank); default loom-%j.out in the submit directory");
+  app.add_option("-e,--error", t.error, "stderr file (%j, %N, %t as for --output); default: with stdout");
   app.add_option("--chdir", t.chdir, "Working directory of the job; default the submit directory");
   app.add_option("--export", t.export_vars, "Environment passed: ALL (default), NONE, or NAME[=VALUE],...");
   app.add_option("-N,--nodes", t.nodes, "Nodes, N or MIN-MAX");

@@ -1,8 +1,10 @@
 // loom-rank APP ARGS: what mpirun starts for each rank of a Loom job. It checks that its MPI
 // world has the job's size (LOOM_NTASKS), finds its rank's binding in LOOM_RANK_BINDING (the
 // node's ranks, set by the agent), applies it (PUs and memory; read back, a mismatch is an
-// error), sets LOOM_RANK and LOOM_RANK_CORES, and execs the application. A rank with no
+// error), sends its output to its own files when the job asked for a file per rank (%t),
+// sets LOOM_RANK and LOOM_RANK_CORES, and execs the application. A rank with no
 // binding fails loudly rather than run unbound.
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -19,6 +21,28 @@ namespace {
 [[noreturn]] void fail(const std::string& message) {
   std::fprintf(stderr, "loom-rank: %s\n", message.c_str());
   std::exit(127);
+}
+
+// A file per rank (-o/-e with %t): LOOM_RANK_OUTPUT and LOOM_RANK_ERROR are the job's
+// patterns, %t this rank. Opened as the user, appended to, as the agent opens a job's files.
+void redirect_output(const std::string& rank) {
+  const char* output = std::getenv("LOOM_RANK_OUTPUT");
+  const char* error = std::getenv("LOOM_RANK_ERROR");
+  if (output == nullptr || error == nullptr) return;
+  auto path_of = [&](std::string pattern) {
+    for (std::size_t at = pattern.find("%t"); at != std::string::npos; at = pattern.find("%t", at + rank.size())) {
+      pattern.replace(at, 2, rank);
+    }
+    return pattern;
+  };
+  const std::string out = path_of(output), err = path_of(error);
+  const int out_fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (out_fd < 0) fail("cannot open " + out + ": " + std::strerror(errno));
+  const int err_fd = err == out ? out_fd : ::open(err.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (err_fd < 0) fail("cannot open " + err + ": " + std::strerror(errno));
+  if (::dup2(out_fd, STDOUT_FILENO) < 0 || ::dup2(err_fd, STDERR_FILENO) < 0) fail(std::string("dup2: ") + std::strerror(errno));
+  ::unsetenv("LOOM_RANK_OUTPUT");
+  ::unsetenv("LOOM_RANK_ERROR");
 }
 
 }  // namespace
@@ -47,6 +71,7 @@ int main(int argc, char** argv) {
     }
     std::string cores;
     for (unsigned pu : b.pus) cores += (cores.empty() ? "" : ",") + std::to_string(pu);
+    redirect_output(rank_text);
     ::setenv("LOOM_RANK", rank_text, 1);
     ::setenv("LOOM_RANK_CORES", cores.c_str(), 1);
     ::execvp(argv[1], argv + 1);

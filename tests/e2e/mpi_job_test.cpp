@@ -50,6 +50,24 @@ TEST_F(MpiJob, EveryRankRunsWhereItWasPlacedAndTheWorldIsWhole) {
   }
 }
 
+TEST_F(MpiJob, OutputGoesToAFilePerRankWhenItsNameHasPercentT) {
+  const std::uint64_t id = submit({"submit", "--mpi", "-n", "4", "-o", "rank-%j-%t.out", "--", app()});
+  ASSERT_EQ(finish(id)["state"], "COMPLETED");
+  for (unsigned rank = 0; rank < 4; ++rank) {
+    const std::vector<std::string> written = lines(read(fmt::format("rank-{}-{}.out", id, rank)));
+    ASSERT_EQ(written.size(), 1u) << rank;
+    EXPECT_TRUE(written.front().starts_with(fmt::format("rank={} size=4", rank))) << written.front();
+  }
+  // Plain tasks too, one per rank, and %N names the node.
+  const std::uint64_t plain = submit({"submit", "-n", "2", "-o", "plain-%j-%N-%t.out", "--", "sh", "-c", "echo rank $LOOM_RANK"});
+  const nlohmann::json job = finish(plain);
+  ASSERT_EQ(job["state"], "COMPLETED");
+  for (const nlohmann::json& p : job["placement"]) {
+    const unsigned rank = p["rank"].get<unsigned>();
+    EXPECT_EQ(read(fmt::format("plain-{}-{}-{}.out", plain, p["node"].get<std::string>(), rank)), fmt::format("rank {}\n", rank));
+  }
+}
+
 TEST_F(MpiJob, AFailingRankFailsTheJobWithItsCodeAndCancelLeavesNoRank) {
   const std::uint64_t failing = submit({"submit", "--mpi", "-n", "2", "--", app(), "1"});  // rank 1 exits 3
   nlohmann::json job = finish(failing);
