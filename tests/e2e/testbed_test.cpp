@@ -6,6 +6,7 @@
 // which mpirun starts its daemons on the other hosts, opens for nothing else.
 #include <grpcpp/grpcpp.h>
 #include <pwd.h>
+#include <sys/stat.h>
 
 #include <cmath>
 #include <map>
@@ -169,7 +170,25 @@ TEST_F(Testbed, LoomRshStartsOnlyOpenMpisDaemonOnlyInTheCallersJob) {
   for (const std::string node : {"node0", "node1", "node2", "node3"}) {
     if (std::find(on.begin(), on.end(), node) == on.end()) outside = node;
   }
-  EXPECT_GE(cluster_->job_processes(id).size(), 4u) << "mpirun and a rank on the first host, orted and a rank on the second";
+  // mpirun and a rank on the first host, orted and a rank on the second: all the job's
+  // user's, Open MPI's traffic kept on the hosts' network, its daemon started by loom-rsh.
+  std::map<std::string, std::string> commands;  // name -> command line
+  const passwd* user = ::getpwnam("loom-alice");
+  ASSERT_NE(user, nullptr);
+  for (pid_t pid : cluster_->job_processes(id)) {
+    std::ifstream in(fmt::format("/proc/{}/cmdline", pid));
+    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
+    commands[fs::path(cmdline.substr(0, cmdline.find(' '))).filename().string()] = cmdline;
+    struct stat st{};
+    ASSERT_EQ(::stat(fmt::format("/proc/{}", pid).c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, user->pw_uid) << cmdline;
+  }
+  ASSERT_TRUE(commands.contains("mpirun") && commands.contains("orted") && commands.contains("sleep")) << ::testing::PrintToString(commands);
+  EXPECT_NE(commands["mpirun"].find("--mca plm_rsh_agent " + built("mpi_launcher/loom-rsh")), std::string::npos) << commands["mpirun"];
+  EXPECT_NE(commands["mpirun"].find("--mca oob_tcp_if_include 198.18.0."), std::string::npos) << commands["mpirun"];
+  EXPECT_NE(commands["mpirun"].find("--mca btl_tcp_if_include 198.18.0."), std::string::npos) << commands["mpirun"];
+  EXPECT_EQ(commands["orted"].find("--daemonize"), std::string::npos) << commands["orted"];
 
   auto refused = [](const Completed& done, const std::string& why) {
     EXPECT_EQ(done.exit_code, 255) << done.out << done.err;
