@@ -2,9 +2,13 @@
 // ranks. Each rank of tests/mpi/mpi_app prints the wall clock right after MPI_Init; a launch
 // takes from the command (`loom submit --mpi`, or `mpirun`) to the last rank past MPI_Init.
 // Loom's figure includes submission, scheduling and the agent's launch on an idle cluster
-// (`loom up`, one node): allocation is immediate there. Rounds alternate Loom and mpirun;
-// medians are reported. Run as root (loom up), with munged running.
+// (`loom up`): allocation is immediate there. With --hosts N the cluster is `loom up --netns
+// N` and the job spans the N hosts: Open MPI's daemons start through loom-rsh (Munge, the
+// controller, the node's agent); the baseline is mpirun run on the first host with an rsh
+// agent that only enters the target host's namespaces (no checks at all). Rounds alternate
+// Loom and mpirun; medians are reported. Run as root (loom up), with munged running.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -37,9 +41,10 @@ std::pair<std::int64_t, unsigned> last_init(const std::string& output) {
 
 int main(int argc, char** argv) {
   CLI::App app{"mpi_launch: time from launch to every rank past MPI_Init, Loom (loom submit --mpi) beside plain mpirun"};
-  unsigned ranks = 4, rounds = 5;
+  unsigned ranks = 4, rounds = 5, hosts = 1;
   bool json = false;
-  app.add_option("--ranks", ranks, "Ranks per job (one node)")->capture_default_str();
+  app.add_option("--ranks", ranks, "Ranks per job, spread evenly over the hosts")->capture_default_str();
+  app.add_option("--hosts", hosts, "Hosts: 1 (loom up), or N > 1 (loom up --netns N)")->capture_default_str()->check(CLI::Range(1u, 12u));
   app.add_option("--rounds", rounds, "Rounds, alternating Loom and mpirun")->capture_default_str();
   app.add_flag("--json", json, "Print one JSON object");
   CLI11_PARSE(app, argc, argv);
@@ -52,14 +57,43 @@ int main(int argc, char** argv) {
   char pattern[] = "/tmp/loom-mpi-launch.XXXXXX";
   const fs::path dir = ::mkdtemp(pattern);
   fs::permissions(dir, fs::perms::all | fs::perms::sticky_bit);
-  const pid_t up = spawn({loom, "up", "--agents", "1", "--topology", fmt::format("pack:1 numa:2 core:{} pu:1", (ranks + 1) / 2),
-                          "--state-dir", (dir / "up").string()},
-                         {}, (dir / "up.out").string());
+  if (ranks % hosts != 0) {
+    std::fprintf(stderr, "mpi_launch: --ranks must be a multiple of --hosts\n");
+    return 2;
+  }
+  const unsigned per_host = ranks / hosts;
+  std::vector<std::string> up_argv{loom, "up", "--topology", fmt::format("pack:1 numa:2 core:{} pu:1", (per_host + 1) / 2),
+                                   "--state-dir", (dir / "up").string()};
+  if (hosts > 1) {
+    up_argv.insert(up_argv.end(), {"--netns", std::to_string(hosts)});
+  } else {
+    up_argv.insert(up_argv.end(), {"--agents", "1"});
+  }
+  const pid_t up = spawn(up_argv, {}, (dir / "up.out").string());
   std::vector<double> plain_ms, loom_ms;
   char host[256] = {};
   ::gethostname(host, sizeof(host) - 1);  // as loomd names the host to mpirun: its slots are the job's ranks
   try {
     const std::string address = wait_line(dir / "up.out", "export LOOM_CONTROLLER=").substr(23);
+    // mpirun without Loom: from the first host, its daemons through an rsh agent that only
+    // enters the target host's namespaces, as Loom's testbed makes them.
+    std::vector<std::string> plain_prefix, mpirun_hosts;
+    for (unsigned h = 0; h < hosts; ++h) mpirun_hosts.push_back(fmt::format("node{}:{}", h, per_host));
+    if (hosts == 1) mpirun_hosts = {fmt::format("{}:{}", host, ranks)};
+    if (hosts > 1) {
+      const std::string network = wait_line(dir / "up.out", "loom up: hosts on ");
+      const std::string octet = network.substr(network.find("198.18.0.") + 9, network.find('/') - network.find("198.18.0.") - 9);
+      const std::string ns = fmt::format("loom{}-", std::stoi(octet) / 16);
+      const std::string enter = fmt::format(
+          "exec nsenter --net=/run/netns/{0}$1 -- unshare --uts --mount --propagation slave -- sh -c "
+          "'mount --bind /etc/netns/{0}$0/hosts /etc/hosts && hostname $0 && shift && exec sh -c \"$*\"' \"$@\"",
+          ns);
+      std::ofstream(dir / "rsh") << "#!/bin/sh\n# mpi_launch's baseline rsh agent: HOST COMMAND...\n" << enter << "\n";
+      fs::permissions(dir / "rsh", fs::perms::owner_all);
+      plain_prefix = {"nsenter", "--net=/run/netns/" + ns + "node0", "--", "unshare", "--uts", "--mount", "--propagation", "slave",
+                      "--", "sh", "-c", fmt::format(R"(mount --bind /etc/netns/{}node0/hosts /etc/hosts && hostname node0 && exec "$@")", ns),
+                      "sh"};
+    }
     const std::vector<std::string> env{"LOOM_CONTROLLER=" + address};
     auto as_alice = [&](std::vector<std::string> argv) {
       argv.insert(argv.begin(), {"runuser", "-u", "loom-alice", "--"});
@@ -68,8 +102,9 @@ int main(int argc, char** argv) {
     for (unsigned round = 0; round <= rounds; ++round) {  // round 0 warms both up, and is not counted
       std::int64_t start = wall_ns();
       const std::string out = (dir / fmt::format("loom-{}.out", round)).string();
-      const std::string id = capture(as_alice({loom, "submit", "--mpi", "-n", std::to_string(ranks), "-o", out, "--", mpi_app}), env,
-                                     dir / "submit.out");
+      const std::string id = capture(as_alice({loom, "submit", "--mpi", "-N", std::to_string(hosts), "--tasks-per-node",
+                                               std::to_string(per_host), "-o", out, "--", mpi_app}),
+                                     env, dir / "submit.out");
       capture(as_alice({loom, "watch", id.substr(0, id.find('\n'))}), env, dir / "watch.out");
       std::ifstream in(out);
       auto [loom_last, loom_ranks] = last_init({std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()});
@@ -77,9 +112,16 @@ int main(int argc, char** argv) {
       const double loom_time = static_cast<double>(loom_last - start) / 1e6;
 
       start = wall_ns();
-      const std::string plain = capture(as_alice({"mpirun", "-np", std::to_string(ranks), "--host", fmt::format("{}:{}", host, ranks),
-                                                  "--bind-to", "none", mpi_app}),
-                                        {}, dir / "mpirun.out");
+      std::vector<std::string> mpirun{"mpirun", "-np", std::to_string(ranks), "--host", fmt::format("{}", fmt::join(mpirun_hosts, ",")),
+                                      "--bind-to", "none", mpi_app};
+      if (hosts > 1) {  // as root: entering namespaces needs it
+        mpirun.insert(mpirun.begin() + 1, {"--allow-run-as-root", "--mca", "plm_rsh_agent", (dir / "rsh").string(), "--mca",
+                                           "plm_rsh_no_tree_spawn", "1"});
+        mpirun.insert(mpirun.begin(), plain_prefix.begin(), plain_prefix.end());
+      } else {
+        mpirun = as_alice(mpirun);
+      }
+      const std::string plain = capture(mpirun, {}, dir / "mpirun.out");
       auto [plain_last, plain_ranks] = last_init(plain);
       if (plain_ranks != ranks) throw std::runtime_error(fmt::format("{} of {} ranks reported under mpirun", plain_ranks, ranks));
       if (round == 0) continue;
@@ -98,19 +140,24 @@ int main(int argc, char** argv) {
   const nlohmann::json result = {
       {"benchmark", "mpi_launch"},
       {"ranks", ranks},
+      {"hosts", hosts},
       {"rounds", rounds},
       {"mpirun_ms_p50", median(plain_ms)},
       {"loom_ms_p50", median(loom_ms)},
       {"loom_overhead_ms", median(loom_ms) - median(plain_ms)},
-      {"conditions", "one node of loom up (idle, so allocation is immediate); Loom's time from `loom submit --mpi` to the last "
-                     "rank past MPI_Init, mpirun's from its start; both as loom-alice, Open MPI 4.1, --bind-to none (Loom binds "
-                     "through loom-rank); a warm-up round not counted"}};
+      {"conditions", hosts == 1 ? "one node of loom up (idle, so allocation is immediate); Loom's time from `loom submit --mpi` "
+                                  "to the last rank past MPI_Init, mpirun's from its start; both as loom-alice, Open MPI 4.1, "
+                                  "--bind-to none (Loom binds through loom-rank); a warm-up round not counted"
+                                : "hosts of loom up --netns (idle, so allocation is immediate), 2 cores shared by all; Loom's time "
+                                  "from `loom submit --mpi` (as loom-alice; daemons through loom-rsh) to the last rank past "
+                                  "MPI_Init, mpirun's from its start on the first host (as root; daemons through an rsh agent "
+                                  "that only enters namespaces); Open MPI 4.1, --bind-to none; a warm-up round not counted"}};
   if (json) {
     std::cout << result.dump(2) << '\n';
     return 0;
   }
-  std::cout << fmt::format("{:>6} {:>14} {:>14} {:>14}\n", "RANKS", "MPIRUN MS", "LOOM MS", "OVERHEAD MS");
-  std::cout << fmt::format("{:>6} {:>14.1f} {:>14.1f} {:>14.1f}\n", ranks, median(plain_ms), median(loom_ms),
+  std::cout << fmt::format("{:>6} {:>6} {:>14} {:>14} {:>14}\n", "HOSTS", "RANKS", "MPIRUN MS", "LOOM MS", "OVERHEAD MS");
+  std::cout << fmt::format("{:>6} {:>6} {:>14.1f} {:>14.1f} {:>14.1f}\n", hosts, ranks, median(plain_ms), median(loom_ms),
                            median(loom_ms) - median(plain_ms));
   std::cout << fmt::format("medians of {} rounds; {}\n", rounds, result["conditions"].get<std::string>());
   return 0;

@@ -507,8 +507,8 @@ class Agent {
       return;
     }
     std::unique_lock lock(job->mutex);
-    if (!job->daemon) {
-      spdlog::warn("job {}: asked for Open MPI's daemon, which the job does not wait for here", e.job());
+    if (!job->daemon) {  // loom-rsh asked again, after a controller restart: nothing starts twice
+      spdlog::info("job {}: Open MPI's daemon was started here already", e.job());
       return;
     }
     agent::TaskSpec t = std::move(*job->daemon);

@@ -306,7 +306,8 @@ Result<std::optional<NodeId>> Service::daemon_node(const Caller& who, JobId id, 
     return make_error(ErrorCode::kPermissionDenied,
                       fmt::format("{} is job {}'s first node, where mpirun runs: no daemon is started there", node, id.value()));
   }
-  if (row.state == v1::STAGING_IN) return std::optional<NodeId>();
+  // Staging in, or not found again yet after a restart: the caller waits.
+  if (row.state == v1::STAGING_IN || manager_->unknown().contains(id)) return std::optional<NodeId>();
   const std::optional<NodeId> found = cluster_.find(node);
   auto job = running_.find(id);
   if (!found || job == running_.end() || !job->second.pending.contains(*found)) {

@@ -39,20 +39,31 @@ int main(int argc, char** argv) {
 
   auto config = loom::start_program("loom-rsh", std::nullopt);
   if (!config) return fail(config.error().to_string());
-  auto client = loom::cli::connect("", *config);
-  if (!client) return fail(client.error().to_string());
-  auto caller = loom::cli::me();
-  if (!caller) return fail(caller.error().to_string());
-  loom::v1::ExecRequest request;
-  *request.mutable_caller() = *caller;
-  request.set_job(job_ref->job);
-  request.set_node(argv[1]);
-  for (const std::string& word : *words) request.add_argv(word);
-  grpc::ClientContext context;
-  loom::v1::ExecReply reply;
-  if (grpc::Status status = client->stub->Exec(&context, request, &reply); !status.ok()) {
-    return fail(client->error(status).message());
+  // The call lasts as long as the daemon. A controller that restarts meanwhile breaks it:
+  // asked again, the controller waits until it has found the job again, and the node's
+  // agent, whose daemon runs already, starts nothing twice. A reply of UNAVAILABLE means
+  // the controller was unreachable, or stopping, and is retried (bounded: each connection
+  // waits controller.connect_timeout).
+  constexpr int kAttempts = 5;
+  for (int attempt = 1;; ++attempt) {
+    auto client = loom::cli::connect("", *config);
+    if (!client) {
+      if (attempt < kAttempts) continue;
+      return fail(client.error().to_string());
+    }
+    auto caller = loom::cli::me();  // fresh each time: Munge refuses a credential replayed
+    if (!caller) return fail(caller.error().to_string());
+    loom::v1::ExecRequest request;
+    *request.mutable_caller() = *caller;
+    request.set_job(job_ref->job);
+    request.set_node(argv[1]);
+    for (const std::string& word : *words) request.add_argv(word);
+    grpc::ClientContext context;
+    loom::v1::ExecReply reply;
+    const grpc::Status status = client->stub->Exec(&context, request, &reply);
+    if (status.error_code() == grpc::StatusCode::UNAVAILABLE && attempt < kAttempts) continue;
+    if (!status.ok()) return fail(client->error(status).message());
+    if (!reply.error().empty()) return fail(fmt::format("on {}: {}", argv[1], reply.error()));
+    return reply.exit_code();
   }
-  if (!reply.error().empty()) return fail(fmt::format("on {}: {}", argv[1], reply.error()));
-  return reply.exit_code();
 }

@@ -8,7 +8,10 @@
 #include <pwd.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <thread>
 #include <map>
 #include <set>
 #include <sstream>
@@ -220,6 +223,26 @@ TEST_F(Testbed, LoomRshStartsOnlyOpenMpisDaemonOnlyInTheCallersJob) {
   ASSERT_EQ(alice({"cancel", job}).exit_code, 0);
   EXPECT_EQ(finish(id)["state"], "CANCELLED");
   EXPECT_EQ(cluster_->job_processes(id), std::vector<pid_t>{});
+}
+
+TEST_F(Testbed, AnMpiJobAcrossHostsOutlivesAControllerRestart) {
+  const std::uint64_t id = submit({"submit", "--mpi", "-N", "2", "--tasks-per-node", "1", "-o", "restart-%j", "--", "sh", "-c",
+                                   "echo up; while [ ! -e release ]; do sleep 0.05; done; echo done on $(hostname)"});
+  const std::string output = "restart-" + std::to_string(id);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (lines(read(output)).size() < 2 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(lines(read(output)).size(), 2u) << read(output);
+  // The controller dies; loom up starts it again. loom-rsh, whose call to it broke, asks
+  // again; mpirun and its daemon go on.
+  ASSERT_EQ(::kill(daemon("loomctld"), SIGKILL), 0);
+  cluster_->wait_log("loomctld was killed by signal 9; restarting it");
+  std::ofstream(dir_ / "release") << "";
+  const nlohmann::json job = finish(id);
+  EXPECT_EQ(job["state"], "COMPLETED") << job.dump() << read(output);
+  const std::vector<std::string> said = lines(read(output));
+  EXPECT_EQ(std::count_if(said.begin(), said.end(), [](const std::string& l) { return l.starts_with("done on node"); }), 2) << read(output);
 }
 
 }  // namespace
