@@ -630,6 +630,12 @@ class Agent {
     t.environment["LOOM_NODELIST"] = launch::nodelist(nodes);
     t.environment["LOOM_NTASKS"] = std::to_string(launch.spec().tasks());
     t.environment["LOOM_CONTROLLER"] = o_.controller;  // for loom-rsh
+    // Ranks that share PUs (a simulated node mapped onto fewer real ones) must not
+    // busy-poll: Open MPI counts its slots, not PUs, and spinning ranks starve the rank
+    // they wait for (16 ranks on 2 PUs stalled for minutes without this).
+    std::size_t bound = 0;
+    for (const launch::RankBinding& r : ranks) bound += r.pus.size();
+    if (bound > pus.size()) t.environment["OMPI_MCA_mpi_yield_when_idle"] = "1";
     // A file per rank (%t): opened by loom-rank; mpirun's and orted's own messages go to
     // the node's first rank's.
     if (launch.spec().stdout_path().find("%t") != std::string::npos || launch.spec().stderr_path().find("%t") != std::string::npos) {
