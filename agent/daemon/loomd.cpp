@@ -10,6 +10,7 @@
 // Threads: the stream reader (run), one waiter per job, one that delivers the SIGKILLs due
 // after kill grace periods, one that sends heartbeats, and one that waits for signals.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 #include <arpa/inet.h>
@@ -436,6 +437,8 @@ class Agent {
       }
       t.environment["LOOM_JOB_ID"] = std::to_string(id.value());
       t.environment["LOOM_RANK"] = std::to_string(rank);
+      t.environment["LOOM_NTASKS"] = std::to_string(spec.tasks());
+      t.environment["LOOM_NODELIST"] = launch::nodelist(job_nodes(launch));
       if (launch.array_job() != 0) {
         t.environment["LOOM_ARRAY_JOB_ID"] = std::to_string(launch.array_job());
         t.environment["LOOM_ARRAY_INDEX"] = std::to_string(launch.array_index());
@@ -465,6 +468,7 @@ class Agent {
         agent::TaskSpec t = task_for(launch.ranks(static_cast<int>(i)).rank(), command);
         t.memory_limit = launch.ranks(static_cast<int>(i)).memory_bytes();
         t.binding = bindings[i];
+        t.environment["LOOM_RANK_CORES"] = fmt::format("{}", fmt::join(bindings[i].applied_pus, ","));
         tasks.emplace_back(launch.ranks(static_cast<int>(i)).rank(), std::move(t));
       }
     }
@@ -600,8 +604,7 @@ class Agent {
     }
     all.applied_pus.assign(pus.begin(), pus.end());
     if (numas.size() == 1) all.applied_numa = *numas.begin();
-    std::vector<launch::NodeRanks> nodes;
-    for (const v1::JobNode& n : launch.nodes()) nodes.push_back({n.name(), n.ranks()});
+    const std::vector<launch::NodeRanks> nodes = job_nodes(launch);
     std::vector<std::string> argv;
     if (launch.node_index() == 0) {
       // Open MPI finds the other nodes by name, and decides that a host is local by its
@@ -627,8 +630,6 @@ class Agent {
     }
     agent::TaskSpec t = task_for(ranks.front().rank, std::move(argv));
     t.environment["LOOM_RANK_BINDING"] = launch::encode_bindings(ranks);
-    t.environment["LOOM_NODELIST"] = launch::nodelist(nodes);
-    t.environment["LOOM_NTASKS"] = std::to_string(launch.spec().tasks());
     t.environment["LOOM_CONTROLLER"] = o_.controller;  // for loom-rsh
     // Ranks that share PUs (a simulated node mapped onto fewer real ones) must not
     // busy-poll: Open MPI counts its slots, not PUs, and spinning ranks starve the rank
@@ -646,6 +647,12 @@ class Agent {
     t.binding = std::move(all);
     t.memory_limit = memory;
     return std::pair{ranks.front().rank, std::move(t)};
+  }
+
+  static std::vector<launch::NodeRanks> job_nodes(const v1::Launch& launch) {
+    std::vector<launch::NodeRanks> nodes;
+    for (const v1::JobNode& n : launch.nodes()) nodes.push_back({n.name(), n.ranks()});
+    return nodes;
   }
 
   // An output file's name with the job's id (%j) and the node's name (%N); a rank's own
@@ -863,7 +870,7 @@ int main(int argc, char** argv) {
   char host[256] = {};
   ::gethostname(host, sizeof(host) - 1);
   name = host;
-  app.add_option("--controller", controller, "The controller's HOST:PORT")->required();
+  app.add_option("--controller", controller, "The controller's HOST:PORT (default: controller.address)");
   app.add_option("--name", name, "This node's name")->capture_default_str();
   app.add_option("--cgroup", cgroup, "This agent's cgroup under loom/, where its jobs' cgroups go (default: the node's name)");
   app.add_option("--state-dir", state_dir, "Where this agent records its jobs (default: agent.state_dir)");
@@ -886,6 +893,7 @@ int main(int argc, char** argv) {
   };
   auto config = start_program("loomd", config_file.empty() ? std::nullopt : std::optional<std::filesystem::path>(config_file));
   if (!config) return fail(config.error());
+  if (controller.empty()) controller = config->controller.address;
 
   Result<hwtopo::Topology> topology = !xml.empty()         ? hwtopo::load_xml(xml)
                                       : !synthetic.empty() ? hwtopo::load_synthetic(synthetic)

@@ -51,7 +51,9 @@ void define(CLI::App& app, Typed& t) {
   app.add_flag("--exclusive", t.exclusive, "Whole nodes, shared with no other job");
   app.add_flag("--requeue", t.requeue, "Requeue the job when its node fails");
   app.add_option("-a,--array", t.array, "1-N: N jobs ID_1 ... ID_N, each with LOOM_ARRAY_INDEX");
-  app.add_flag("--mpi", t.mpi, "Launch the command as an Open MPI job");
+  app.add_flag("--mpi", t.mpi,
+               "Launch the command as an Open MPI job: mpirun on the first node, its daemons on the others through "
+               "loom-rsh, each rank bound as placed");
   app.add_option("script", t.positional, "Batch script (or give the command after --)");
 }
 

@@ -59,12 +59,20 @@ TEST_F(MpiJob, OutputGoesToAFilePerRankWhenItsNameHasPercentT) {
     EXPECT_TRUE(written.front().starts_with(fmt::format("rank={} size=4", rank))) << written.front();
   }
   // Plain tasks too, one per rank, and %N names the node.
-  const std::uint64_t plain = submit({"submit", "-n", "2", "-o", "plain-%j-%N-%t.out", "--", "sh", "-c", "echo rank $LOOM_RANK"});
+  const std::uint64_t plain = submit({"submit", "-n", "2", "-o", "plain-%j-%N-%t.out", "--", "sh", "-c",
+                                      "echo rank $LOOM_RANK of $LOOM_NTASKS on $LOOM_NODELIST cores $LOOM_RANK_CORES"});
   const nlohmann::json job = finish(plain);
   ASSERT_EQ(job["state"], "COMPLETED");
+  std::string nodelist;  // the job's nodes in rank order
+  for (const nlohmann::json& p : job["placement"]) {
+    const std::string node = p["node"].get<std::string>();
+    if (nodelist.find(node) == std::string::npos) nodelist += (nodelist.empty() ? "" : ",") + node;
+  }
   for (const nlohmann::json& p : job["placement"]) {
     const unsigned rank = p["rank"].get<unsigned>();
-    EXPECT_EQ(read(fmt::format("plain-{}-{}-{}.out", plain, p["node"].get<std::string>(), rank)), fmt::format("rank {}\n", rank));
+    const std::string node = p["node"].get<std::string>();
+    EXPECT_EQ(read(fmt::format("plain-{}-{}-{}.out", plain, node, rank)),
+              fmt::format("rank {} of 2 on {} cores {}\n", rank, nodelist, joined(p["bound_cpus"])));
   }
 }
 
