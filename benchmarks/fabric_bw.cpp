@@ -1,7 +1,9 @@
-// loom-fabric-bw: RMA bandwidth, used like ib_write_bw.
+// loom-fabric-bw: RMA bandwidth, used like ib_write_bw and fabtests' fi_rma_bw, with their
+// flags where they mean the same (fabtests' short flags where the two differ: this is a
+// libfabric program).
 //
-//   loom-fabric-bw [--provider P] [--interface I] [--op write|read] [--size BYTES | --sweep]
-//                  [--iters N] [--window W] [--port P] [--json] [SERVER]
+//   loom-fabric-bw [-p PROVIDER] [-d INTERFACE] [-o write|read] [-S BYTES|all | -a]
+//                  [-I N] [-W W] [-P PORT] [--json] [SERVER]
 //
 // Without SERVER it is the server: it exposes a registered buffer and drives progress
 // until the client is done. With the server's address it is the client and measures, per
@@ -315,6 +317,18 @@ int run_client(const Args& a) {
 
 }  // namespace
 
+constexpr const char* kUsage =
+    "usage: loom-fabric-bw [options] [SERVER]   (no SERVER: be the server)\n"
+    "  -p, --provider P       libfabric provider, e.g. \"tcp;ofi_rxm\", shm, \"verbs;ofi_rxm\" (fi_rma_bw -p)\n"
+    "  -d, --interface I      the domain / NIC, e.g. mlx5_0, eth0, lo (fi_rma_bw -d, ib_write_bw -d)\n"
+    "  -o, --op write|read    the RMA operation (fi_rma_bw -o)\n"
+    "  -S, --size BYTES       one size, e.g. 4M (fi_rma_bw -S, ib_write_bw --size); -S all sweeps\n"
+    "  -a, --all              sizes from 2 B to 8 MiB, doubling (ib_write_bw -a)\n"
+    "  -I, -n, --iters N      operations per size (fi_rma_bw -I, ib_write_bw -n)\n"
+    "  -W, -t, --window W     operations in flight (fi_rma_bw -W, ib_write_bw -t/--tx-depth)\n"
+    "  -P, --port P           the TCP port names are exchanged on (fi_rma_bw -P, ib_write_bw --port)\n"
+    "      --json             one JSON object instead of the table\n";
+
 int main(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; ++i) {
@@ -323,23 +337,28 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) die(arg + " needs a value");
       return argv[++i];
     };
-    if (arg == "--provider") a.provider = value();
-    else if (arg == "--interface") a.interface = value();
-    else if (arg == "--op") a.op = value();
-    else if (arg == "--size") a.size = check(parse_bytes(value()), "--size").count();
-    else if (arg == "--sweep") a.sweep = true;
-    else if (arg == "--iters") a.iters = std::stoul(value());
-    else if (arg == "--window") a.window = std::stoul(value());
-    else if (arg == "--port") a.port = std::stoi(value());
+    auto is = [&](std::initializer_list<const char*> names) {
+      return std::any_of(names.begin(), names.end(), [&](const char* name) { return arg == name; });
+    };
+    if (is({"-p", "--provider"})) a.provider = value();
+    else if (is({"-d", "--interface"})) a.interface = value();
+    else if (is({"-o", "--op"})) a.op = value();
+    else if (is({"-S", "--size"})) {
+      const std::string size = value();
+      if (size == "all") a.sweep = true;
+      else a.size = check(parse_bytes(size), arg.c_str()).count();
+    } else if (is({"-a", "--all"})) a.sweep = true;
+    else if (is({"-I", "-n", "--iters"})) a.iters = std::stoul(value());
+    else if (is({"-W", "-t", "--window", "--tx-depth"})) a.window = std::stoul(value());
+    else if (is({"-P", "--port"})) a.port = std::stoi(value());
     else if (arg == "--json") a.json = true;
-    else if (arg == "--help" || arg == "-h") {
-      std::printf("usage: loom-fabric-bw [--provider P] [--interface I] [--op write|read] [--size BYTES | --sweep]\n"
-                  "                      [--iters N] [--window W] [--port P] [--json] [SERVER]\n");
+    else if (is({"-h", "--help"})) {
+      std::printf("%s", kUsage);
       return 0;
     } else if (!arg.starts_with("-") && a.server.empty()) a.server = arg;
     else die("unknown option " + arg + " (see --help)");
   }
-  if (a.op != "write" && a.op != "read") die("--op must be write or read, not " + a.op);
-  if (a.size == 0 || a.size > kBuffer) die("--size must be between 1 byte and " + format_bytes(Bytes(kBuffer)));
+  if (a.op != "write" && a.op != "read") die("-o/--op must be write or read, not " + a.op);
+  if (a.size == 0 || a.size > kBuffer) die("-S/--size must be between 1 byte and " + format_bytes(Bytes(kBuffer)));
   return a.server.empty() ? run_server(a) : run_client(a);
 }
