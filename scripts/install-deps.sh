@@ -23,6 +23,7 @@ packages=(
   libmunge-dev munge
   libgtest-dev libgmock-dev
   libnuma-dev
+  systemd  # systemd-analyze checks Loom's units (nothing here runs systemd)
   iproute2 util-linux procps mount e2fsprogs
 )
 

@@ -217,7 +217,8 @@ const std::array kKeys = {
     KeySpec{
         {"fabric.provider", "string", "",
          "libfabric provider for the data plane, e.g. \"verbs;ofi_rxm\", \"tcp;ofi_rxm\" or "
-         "\"shm\". Empty: FI_PROVIDER if set, else verbs;ofi_rxm, then tcp;ofi_rxm."},
+         "\"shm\". Empty: FI_PROVIDER if set, else verbs;ofi_rxm, then tcp;ofi_rxm. shm reaches only the same node, "
+         "and a killed shm peer can stall the others (fabric/README.md)."},
         [](Config& config, const toml::node& value) -> Status {
           config.fabric.provider = LOOM_TRY(as_string(value));
           return {};

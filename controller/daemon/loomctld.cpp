@@ -15,18 +15,28 @@
 int main(int argc, char** argv) {
   using namespace loom;
   CLI::App app{"loomctld: the Loom controller"};
-  std::string listen = "127.0.0.1:0", state_dir = "/var/lib/loom";
-  std::string config_file;
-  app.add_option("--listen", listen, "HOST:PORT to serve on; port 0 picks a free one")->capture_default_str();
+  std::string listen, state_dir = "/var/lib/loom";
+  std::string config_file, check_config;
+  app.add_option("--listen", listen, "HOST:PORT to serve on; port 0 picks a free one (default: controller.address)");
   app.add_option("--state-dir", state_dir, "Where the state lives")->capture_default_str();
-  app.add_option("--config", config_file, "Configuration file");
+  app.add_option("--config", config_file, "Configuration file (default: $LOOM_CONFIG, else /etc/loom/loom.toml)");
+  app.add_option("--check-config", check_config, "Check a configuration file and exit: 0 when it is valid, 1 with the "
+                                                 "error (its line and key) when not");
   CLI11_PARSE(app, argc, argv);
   auto fail = [](const Error& e) {
     std::fprintf(stderr, "loomctld: %s\n", e.to_string().c_str());
     return 1;
   };
+  if (!check_config.empty()) {
+    auto checked = load_config(std::filesystem::path(check_config));
+    if (!checked) return fail(checked.error());
+    std::printf("%s: valid; controller.address %s, agent.state_dir %s\n", check_config.c_str(), checked->controller.address.c_str(),
+                checked->agent.state_dir.c_str());
+    return 0;
+  }
   auto config = start_program("loomctld", config_file.empty() ? std::nullopt : std::optional<std::filesystem::path>(config_file));
   if (!config) return fail(config.error());
+  if (listen.empty()) listen = config->controller.address;
 
   // SIGTERM and SIGINT end the daemon: blocked here, before any thread starts, and waited
   // for below.

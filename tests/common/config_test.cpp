@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "temp.hpp"
@@ -119,6 +120,40 @@ TEST(Config, TheDocumentationListsEveryKeyWithItsDefault) {
                             std::string(key.type) + " | `" + std::string(key.default_value) + "` |";
     EXPECT_NE(text.str().find(row), std::string::npos) << "docs/configuration.md lacks: " << row;
   }
+}
+
+// packaging/loom.toml, installed as /etc/loom/loom.toml, is what a sysadmin starts from:
+// every key at its default, commented out. As installed it is the defaults; with every
+// key's line uncommented it is still the defaults, so each line shows the default truly.
+TEST(Config, TheInstalledFileShowsEveryKeyAtItsDefault) {
+  std::ifstream in(LOOM_SOURCE_DIR "/packaging/loom.toml");
+  ASSERT_TRUE(in) << "packaging/loom.toml is missing";
+  std::stringstream text;
+  text << in.rdbuf();
+  std::set<std::string> names;
+  for (const ConfigKey& key : config_keys()) names.insert(std::string(key.name));
+  std::string section, uncommented;
+  std::set<std::string> shown;
+  std::istringstream lines(text.str());
+  for (std::string line; std::getline(lines, line);) {
+    if (line.starts_with("[")) section = line.substr(1, line.find(']') - 1);
+    const std::size_t eq = line.find(" = ");
+    if (line.starts_with("# ") && eq != std::string::npos && names.contains(section + "." + line.substr(2, eq - 2))) {
+      shown.insert(section + "." + line.substr(2, eq - 2));
+      line = line.substr(2);
+    }
+    uncommented += line + "\n";
+  }
+  Config defaults;
+  for (const std::string& file : {text.str(), uncommented}) {
+    auto parsed = parse_config(file, "loom.toml");
+    ASSERT_TRUE(parsed.has_value()) << parsed.error().to_string() << "\n" << file;
+    for (const ConfigKey& key : config_keys()) {
+      EXPECT_EQ(config_value(*parsed, key.name), config_value(defaults, key.name)) << key.name;
+    }
+  }
+  names.erase("agent.nvme");  // an example table, not a default: there is none
+  EXPECT_EQ(shown, names) << "keys without their line in packaging/loom.toml";
 }
 
 }  // namespace
