@@ -155,8 +155,9 @@ Command add_up(CLI::App& app) {
     unsigned netns = 0;
   };
   auto o = std::make_shared<Options>();
-  auto* up = app.add_subcommand("up", "Run a cluster on this machine: loomctld, N agents on loopback, each simulating a "
-                                      "node with an NVMe device, and a storage agent `storage` exporting a directory; "
+  auto* up = app.add_subcommand("up", "Run a cluster on this machine: loomctld, N agents each simulating a node with an "
+                                      "NVMe device, and a storage agent `storage` exporting a directory, on loopback or "
+                                      "(--netns) each on a host of its own; "
                                       "prints `export LOOM_CONTROLLER=...` and `export LOOM_STORAGE_EXPORT=...` once "
                                       "ready; Ctrl-C stops it (root only)");
   up->add_option("--agents", o->agents, "Compute agents")->capture_default_str()->check(CLI::Range(1u, 64u));

@@ -25,11 +25,7 @@ class BurstBufferTest : public ClusterTest {
 
   void SetUp() override {
     ClusterTest::SetUp();
-    export_ = cluster_->storage_export();
-    fs::create_directories(export_ / "results");
-    const passwd* alice = ::getpwnam("loom-alice");
-    ASSERT_NE(alice, nullptr);
-    ASSERT_EQ(::chown((export_ / "results").c_str(), alice->pw_uid, alice->pw_gid), 0);
+    export_ = storage_with_results();
   }
 
   void write_random(const fs::path& path, std::size_t size) const {

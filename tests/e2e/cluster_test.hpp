@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <pwd.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -66,6 +67,18 @@ class ClusterTest : public ::testing::Test {
   std::string read(const std::string& name) const {
     std::ifstream in(dir_ / name);
     return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  }
+
+  // The storage agent's export, with a results/ directory loom-alice owns (stage-out's).
+  std::filesystem::path storage_with_results() const {
+    const std::filesystem::path exported = cluster_->storage_export();
+    std::filesystem::create_directories(exported / "results");
+    const passwd* alice = ::getpwnam("loom-alice");
+    EXPECT_NE(alice, nullptr);
+    if (alice != nullptr) {
+      EXPECT_EQ(::chown((exported / "results").c_str(), alice->pw_uid, alice->pw_gid), 0);
+    }
+    return exported;
   }
 
   // Jobs' slices still on the devices of loom up's nodes (their images and mount points).

@@ -34,11 +34,7 @@ class Testbed : public ClusterTest {
   }
   void SetUp() override {
     ClusterTest::SetUp();
-    export_ = cluster_->storage_export();
-    fs::create_directories(export_ / "results");
-    const passwd* alice = ::getpwnam("loom-alice");
-    ASSERT_NE(alice, nullptr);
-    ASSERT_EQ(::chown((export_ / "results").c_str(), alice->pw_uid, alice->pw_gid), 0);
+    export_ = storage_with_results();
   }
 
   // loom-rsh as `user` would run it inside a job (LOOM_JOB_ID set unless job is empty).
