@@ -362,7 +362,9 @@ grpc::Status Service::Exec(grpc::ServerContext* context, const v1::ExecRequest* 
     if (stopping_.load()) return {grpc::StatusCode::UNAVAILABLE, "the controller is stopping"};
     changed_.wait_for(lock, std::chrono::seconds(1));
     if (context->IsCancelled()) {
-      // mpirun stopped waiting for this daemon: it goes too (mpirun ends the job itself).
+      // mpirun stopped waiting for this daemon: it goes too (mpirun ends the job itself),
+      // and its end is kept for no one.
+      if (auto still = running_.find(id); still != running_.end()) still->second.daemons.erase(node);
       v1::ToAgent kill;
       kill.mutable_kill()->set_job(id.value());
       send(node, kill);

@@ -100,12 +100,10 @@ TEST_F(Testbed, AnMpiJobStagesHdf5DatasetsInAndItsResultOutAcrossFourHosts) {
   std::set<unsigned> reported;
   std::string total;
   for (const std::string& line : lines(output)) {
-    if (line.starts_with("total ")) {
-      total = line;
-      continue;
-    }
+    if (line.starts_with("total ")) total = line;
+    // mpirun's own messages share the file (Open MPI 4.1 may warn of a setpgid race).
+    if (!line.starts_with("rank=")) continue;
     std::map<std::string, std::string> r = fields(line);
-    ASSERT_TRUE(r.contains("rank")) << line;
     const unsigned rank = static_cast<unsigned>(std::stoul(r["rank"]));
     reported.insert(rank);
     ASSERT_TRUE(placed.contains(rank)) << line;
