@@ -82,9 +82,9 @@ int main(int argc, char** argv) {
     for (unsigned h = 0; h < hosts; ++h) mpirun_hosts.push_back(fmt::format("node{}:{}", h, per_host));
     if (hosts == 1) mpirun_hosts = {fmt::format("{}:{}", host, ranks)};
     if (hosts > 1) {
-      const std::string network = wait_line(dir / "up.out", "loom up: hosts on ");
-      const std::string octet = network.substr(network.find("198.18.0.") + 9, network.find('/') - network.find("198.18.0.") - 9);
-      const std::string ns = fmt::format("loom{}-", std::stoi(octet) / 16);
+      const std::string hosts_line = wait_line(dir / "up.out", "loom up: hosts on ");
+      const std::size_t from = hosts_line.find("(network namespaces ") + 20;
+      const std::string ns = hosts_line.substr(from, hosts_line.find("NAME)", from) - from);
       const std::string enter = fmt::format(
           "exec nsenter --net=/run/netns/{0}$1 -- unshare --uts --mount --propagation slave -- sh -c "
           "'mount --bind /etc/netns/{0}$0/hosts /etc/hosts && hostname $0 && exec sh -c \"$*\"' \"$@\"",

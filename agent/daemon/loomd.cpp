@@ -140,6 +140,14 @@ class Agent {
     (void)google::protobuf::util::MessageToJsonString(launch, &json);
     return json;
   }
+  // A job whose tasks run here, as recover() reads it back.
+  static nlohmann::json running_record(const v1::Launch& launch, nlohmann::json ranks) {
+    return {{"job", launch.job()}, {"launch", launch_json(launch)}, {"ranks", std::move(ranks)}, {"ended", nullptr}};
+  }
+  static nlohmann::json task_json(unsigned rank, const agent::TaskRecord& r) {
+    return {{"rank", rank}, {"cgroup", r.cgroup_name}, {"keeper", r.keeper}, {"keeper_start", r.keeper_start},
+            {"status", r.status_path.string()}};
+  }
   static v1::Launch parse_launch(const nlohmann::json& record) {
     v1::Launch launch;
     if (record.contains("launch")) (void)google::protobuf::util::JsonStringToMessage(record["launch"].get<std::string>(), &launch);
@@ -479,9 +487,7 @@ class Agent {
         error = task.error().to_string();
         break;
       }
-      const agent::TaskRecord& r = task->record();
-      ranks.push_back({{"rank", rank}, {"cgroup", r.cgroup_name}, {"keeper", r.keeper},
-                       {"keeper_start", r.keeper_start}, {"status", r.status_path.string()}});
+      ranks.push_back(task_json(rank, task->record()));
       job->tasks.push_back(std::move(*task));
     }
     lock.unlock();
@@ -489,7 +495,7 @@ class Agent {
       abandon(*job, error);
       return false;
     }
-    nlohmann::json record{{"job", id.value()}, {"launch", launch_json(launch)}, {"ranks", ranks}, {"ended", nullptr}};
+    nlohmann::json record = running_record(launch, ranks);
     if (job->daemon) record["daemon"] = true;
     save(id, record);
     started.mutable_started()->set_job(id.value());
@@ -528,12 +534,7 @@ class Agent {
       t.argv = {orted->string()};
       t.argv.insert(t.argv.end(), arguments->begin(), arguments->end());
       if (auto task = agent::Task::start(t)) {
-        const agent::TaskRecord& r = task->record();
-        const std::uint64_t rank = job->launch.ranks(0).rank();
-        save(job->id, {{"job", e.job()}, {"launch", launch_json(job->launch)},
-                       {"ranks", {{{"rank", rank}, {"cgroup", r.cgroup_name}, {"keeper", r.keeper},
-                                   {"keeper_start", r.keeper_start}, {"status", r.status_path.string()}}}},
-                       {"ended", nullptr}});
+        save(job->id, running_record(job->launch, nlohmann::json::array({task_json(job->launch.ranks(0).rank(), task->record())})));
         job->tasks.push_back(std::move(*task));
       } else {
         error = task.error().to_string();

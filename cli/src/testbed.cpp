@@ -83,16 +83,19 @@ bool owner_alive(unsigned slot) {
 }  // namespace
 
 Testbed::Testbed(unsigned slot, std::vector<std::string> hosts)
-    : slot_(slot), hosts_(std::move(hosts)), head_(fmt::format("198.18.0.{}", slot * 16 + 1)), owner_(true) {}
+    : slot_(slot), run_(::getpid()), hosts_(std::move(hosts)), head_(fmt::format("198.18.0.{}", slot * 16 + 1)), owner_(true) {}
 
 Testbed::Testbed(Testbed&& other) noexcept
-    : slot_(other.slot_), hosts_(std::move(other.hosts_)), head_(std::move(other.head_)), owner_(std::exchange(other.owner_, false)) {}
+    : slot_(other.slot_), run_(other.run_), hosts_(std::move(other.hosts_)), head_(std::move(other.head_)),
+      owner_(std::exchange(other.owner_, false)) {}
 
 Testbed::~Testbed() {
   if (owner_) tear_down();
 }
 
-std::string Testbed::namespace_of(const std::string& host) const { return fmt::format("loom{}-{}", slot_, host); }
+std::string Testbed::namespace_of(const std::string& host) const { return namespace_prefix() + host; }
+
+std::string Testbed::namespace_prefix() const { return fmt::format("loom{}-{}-", slot_, run_); }
 
 std::string Testbed::network() const { return fmt::format("198.18.0.{}/28", slot_ * 16); }
 

@@ -1,6 +1,9 @@
 // A cluster's network on one machine, for `loom up --netns`: each host a network namespace
 // with a veth on a bridge and an address in 198.18.0.0/24 (RFC 2544's benchmarking range),
-// and its own hostname and /etc/hosts naming every host. The bridge holds the head node's
+// and its own hostname and /etc/hosts naming every host. Names are unique per run: a
+// namespace, or a hosts file bound over /etc/hosts, never has the name of one an earlier
+// run removed. With names reused, back-to-back runs here (gVisor) saw an agent's bound
+// /etc/hosts revert to the machine's about once in 20 runs; in 63 runs since, never. The bridge holds the head node's
 // address, in this namespace: loomctld listens there and users' commands reach it. No host
 // has a route beyond the bridge.
 //
@@ -31,6 +34,8 @@ class Testbed {
   std::string address(const std::string& host) const;
   // "198.18.0.16/28"
   std::string network() const;
+  // The hosts' network namespaces are this and the host's name: "loom1-4242-node0".
+  std::string namespace_prefix() const;
   // The interface every host has on the bridge.
   static constexpr const char* kInterface = "eth0";
   // The command line that runs `argv` on `host`: in its network namespace, with its own
@@ -43,6 +48,7 @@ class Testbed {
   void tear_down();
 
   unsigned slot_ = 0;  // which /28
+  pid_t run_ = 0;      // the owner's pid, in the namespaces' names: no two runs share a name
   std::vector<std::string> hosts_;
   std::string head_;
   bool owner_ = false;

@@ -273,8 +273,8 @@ Command add_up(CLI::App& app) {
       if (testbed) {
         std::string hosts;
         for (const std::string& name : names) hosts += fmt::format(" {}={}", name, testbed->address(name));
-        std::cerr << fmt::format("loom up: hosts on {}: loomctld={}{} storage={}\n", testbed->network(), testbed->head_address(),
-                                 hosts, testbed->address("storage"));
+        std::cerr << fmt::format("loom up: hosts on {}: loomctld={}{} storage={} (network namespaces {}NAME)\n", testbed->network(),
+                                 testbed->head_address(), hosts, testbed->address("storage"), testbed->namespace_prefix());
       }
       std::cout << "export LOOM_CONTROLLER=" << address << "\n";
       std::cout << "export LOOM_STORAGE_EXPORT=" << exported.string() << std::endl;
