@@ -168,11 +168,18 @@ class Agent {
     const fs::path path = record_path(id), temp = path.string() + ".tmp";
     {
       std::ofstream out(temp);
-      out << record.dump();
+      // Replace, not throw on, bytes that are not UTF-8 (a path in an error message).
+      out << record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
       out.flush();
-      if (!out) spdlog::error("cannot write {}: the job would be lost by a restart", temp.string());
+      if (!out) {
+        spdlog::error("cannot write {}: the job would be lost by a restart", temp.string());
+        return;
+      }
     }
-    fs::rename(temp, path);
+    // Not the throwing overload: this runs on the jobs' threads, where an exception ends loomd.
+    std::error_code ec;
+    fs::rename(temp, path, ec);
+    if (ec) spdlog::error("cannot save {}: {}: the job would be lost by a restart", path.string(), ec.message());
   }
 
   static nlohmann::json ended_json(const v1::JobEnded& e) {
