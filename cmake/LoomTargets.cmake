@@ -3,7 +3,10 @@
 include(GNUInstallDirs)
 
 function(loom_compile_options target)
-  target_compile_options(${target} PRIVATE -Wall -Wextra -Werror)
+  target_compile_options(${target} PRIVATE -Wall -Wextra)
+  if(LOOM_WARNINGS_AS_ERRORS)
+    target_compile_options(${target} PRIVATE -Werror)
+  endif()
   # GCC 12 at -O2/-O3 reports -Wrestrict on std::string concatenation inside libstdc++
   # (GCC bug 105651, fixed in 13): a false positive that no code change of ours avoids.
   if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 13)

@@ -14,7 +14,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   libhwloc-dev hwloc
   libfabric-dev libfabric-bin
-  libibverbs-dev rdma-core
+  rdma-core
   libopenmpi-dev openmpi-bin
   libhdf5-dev hdf5-tools netcdf-bin
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
