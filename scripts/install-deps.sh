@@ -22,6 +22,7 @@ packages=(
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libtomlplusplus-dev
   libmunge-dev munge
   libgtest-dev libgmock-dev
+  python3  # checks the Spack recipe (tests/packaging)
   libnuma-dev
   systemd  # systemd-analyze checks Loom's units (nothing here runs systemd)
   iproute2 util-linux procps mount e2fsprogs

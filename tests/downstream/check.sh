@@ -2,8 +2,9 @@
 # check.sh BUILD_DIR: installs that build into a temporary prefix, then uses it as a user
 # and a sysadmin would: builds and runs a project against it with find_package(Loom) and
 # with pkg-config loom, checks the systemd units with systemd-analyze verify (pointed at
-# the installed programs) and the installed loom.toml with loomctld --check-config. Exits
-# non-zero, saying what, when any step fails or prints other than expected.
+# the installed programs), the installed loom.toml with loomctld --check-config, and that
+# every installed program answers --help. Exits non-zero, saying what, when any step fails
+# or prints other than expected.
 set -euo pipefail
 build=$1
 here=$(cd "$(dirname "$0")" && pwd)
@@ -40,4 +41,10 @@ if err=$("$work/prefix/bin/loomctld" --check-config "$work/bad.toml" 2>&1); then
   echo "check.sh: loomctld --check-config accepted an unknown key" >&2; exit 1
 fi
 [[ $err == *"bad.toml:2"*"controller.adress"* ]] || { echo "check.sh: --check-config said: $err" >&2; exit 1; }
-echo "installed tree: find_package(Loom) and pkg-config loom build and run; units verify; loom.toml checks"
+# Every installed program answers --help with its usage, on stdout, and exits 0.
+for program in "$work"/prefix/bin/*; do
+  help=$("$program" --help 2>"$work/help.err") ||
+    { echo "check.sh: $(basename "$program") --help failed: $(cat "$work/help.err")" >&2; exit 1; }
+  [[ $help == *[Uu]sage:* ]] || { echo "check.sh: $(basename "$program") --help printed no usage: $help" >&2; exit 1; }
+done
+echo "installed tree: find_package(Loom) and pkg-config loom build and run; units verify; loom.toml checks; every program has --help"
