@@ -884,7 +884,7 @@ int main(int argc, char** argv) {
   app.add_option("--state-dir", state_dir, "Where this agent records its jobs (default: agent.state_dir)");
   auto* x = app.add_option("--xml", xml, "Simulate a node with this hwloc XML topology");
   app.add_option("--synthetic", synthetic, "Simulate a node with this hwloc synthetic topology")->excludes(x);
-  app.add_option("--config", config_file, "Configuration file");
+  app.add_option("--config", config_file, loom::kConfigHelp);
   std::string export_dir, data_listen = "127.0.0.1:0";
   app.add_option("--export", export_dir,
                  "Be a storage agent serving this directory's files for staging (it runs no jobs)");

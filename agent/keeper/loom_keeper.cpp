@@ -81,7 +81,18 @@ std::string what(const std::string& action) { return action + ": " + std::strerr
 
 }  // namespace
 
-int main() {
+constexpr const char* kUsage =
+    "usage: loom-keeper < TASK.json 3> REPORT\n"
+    "loomd's keeper of one task, not run by hand: reads the task's spec on stdin, forks the task\n"
+    "(cgroups, binding, the user's identity, exec; why it could not, written to fd 3), waits for it\n"
+    "and writes its wait status to the spec's status file. It outlives loomd.\n";
+
+int main(int argc, char** argv) {
+  if (argc > 1) {
+    const bool help = std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h";
+    std::fputs(kUsage, help ? stdout : stderr);
+    return help ? 0 : 2;
+  }
   const std::string text{std::istreambuf_iterator<char>(std::cin.rdbuf()), std::istreambuf_iterator<char>()};
   const nlohmann::json spec = nlohmann::json::parse(text, nullptr, false);
   if (spec.is_discarded()) fail("loom-keeper: the task's spec does not parse");

@@ -25,7 +25,7 @@ std::vector<Command> add_bb_commands(CLI::App& app) {
   create->add_option("name", c->name, "Its name: letters, digits, '-', '_', '.'")->required();
   create->add_option("--size", c->size, "Its capacity, e.g. 10G")->required();
   create->add_option("--node", c->node, "The node to put it on");
-  create->add_option("--controller", *controller, "The controller's HOST:PORT");
+  create->add_option("--controller", *controller, kControllerHelp);
   commands.push_back({create, [c, controller](const Context& context) -> Status {
     const Bytes bytes = LOOM_TRY(with_context(parse_bytes(c->size), "--size"));
     const Client client = LOOM_TRY(connect(*controller, context.config));
@@ -45,7 +45,7 @@ std::vector<Command> add_bb_commands(CLI::App& app) {
   auto json = std::make_shared<bool>(false);
   auto* list = bb->add_subcommand("list", "List your buffers (every user's for an admin)");
   list->add_flag("--json", *json, "Print one JSON object: {\"buffers\": [{\"name\", \"owner\", \"node\", \"bytes\", \"used_by\", \"path\"}]}");
-  list->add_option("--controller", *controller, "The controller's HOST:PORT");
+  list->add_option("--controller", *controller, kControllerHelp);
   commands.push_back({list, [json, controller](const Context& context) -> Status {
     const Client client = LOOM_TRY(connect(*controller, context.config));
     v1::BuffersRequest request;
@@ -75,7 +75,7 @@ std::vector<Command> add_bb_commands(CLI::App& app) {
   auto name = std::make_shared<std::string>();
   auto* destroy = bb->add_subcommand("destroy", "Destroy a buffer of yours and what it holds (refused while a job uses it)");
   destroy->add_option("name", *name, "The buffer's name")->required();
-  destroy->add_option("--controller", *controller, "The controller's HOST:PORT");
+  destroy->add_option("--controller", *controller, kControllerHelp);
   commands.push_back({destroy, [name, controller](const Context& context) -> Status {
     const Client client = LOOM_TRY(connect(*controller, context.config));
     v1::BufferRequest request;

@@ -23,6 +23,9 @@ struct Client {
   Error error(const grpc::Status& status) const;
 };
 
+// --controller's help, for every command that reaches the controller.
+inline constexpr const char* kControllerHelp = "The controller's HOST:PORT (default: $LOOM_CONTROLLER, then controller.address)";
+
 // The controller named by --controller (`option`), else LOOM_CONTROLLER, else
 // controller.address, once it accepts a connection: tried for controller.connect_timeout,
 // so that a controller restarting does not fail a command. Calls are not retried after

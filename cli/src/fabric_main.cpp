@@ -26,7 +26,7 @@ int main(int argc, char** argv) {
   CLI::App app{"loom fabric: the RDMA data plane"};
   app.name("loom fabric");
   std::optional<std::filesystem::path> config_file;
-  app.add_option("--config", config_file, "Configuration file (default: $LOOM_CONFIG, else /etc/loom/loom.toml)");
+  app.add_option("--config", config_file, loom::kConfigHelp);
   auto* info = app.add_subcommand("info", "List the RDM endpoints with RMA that libfabric offers here, and the one Loom would choose");
   app.require_subcommand(1);
   bool json = false;

@@ -135,7 +135,7 @@ std::vector<Command> add_job_commands(CLI::App& app) {
   auto queue_all = std::make_shared<bool>(false);
   queue->add_flag("--json", *queue_json, "Print one JSON object");
   queue->add_flag("--all", *queue_all, "Jobs that have ended too");
-  queue->add_option("--controller", *controller, "The controller's HOST:PORT");
+  queue->add_option("--controller", *controller, kControllerHelp);
   commands.push_back({queue, [queue_json, queue_all, controller](const Context& context) -> Status {
     const Client client = LOOM_TRY(connect(*controller, context.config));
     v1::ListRequest request;
@@ -173,7 +173,7 @@ std::vector<Command> add_job_commands(CLI::App& app) {
   auto show_json = std::make_shared<bool>(false);
   show->add_option("job", *show_id, "Job id (12, or 12_3 for an array's element)")->required();
   show->add_flag("--json", *show_json, "Print one JSON object");
-  show->add_option("--controller", *controller, "The controller's HOST:PORT");
+  show->add_option("--controller", *controller, kControllerHelp);
   commands.push_back({show, [show_id, show_json, controller](const Context& context) -> Status {
     const v1::JobRequest request = LOOM_TRY(job_request(*show_id));
     const Client client = LOOM_TRY(connect(*controller, context.config));
@@ -213,7 +213,7 @@ std::vector<Command> add_job_commands(CLI::App& app) {
   auto* cancel = app.add_subcommand("cancel", "Cancel a job (SIGTERM, then SIGKILL after controller.kill_grace); an array's id cancels all of it");
   auto cancel_id = std::make_shared<std::string>();
   cancel->add_option("job", *cancel_id, "Job id (12, or 12_3 for an array's element)")->required();
-  cancel->add_option("--controller", *controller, "The controller's HOST:PORT");
+  cancel->add_option("--controller", *controller, kControllerHelp);
   commands.push_back({cancel, [cancel_id, controller](const Context& context) -> Status {
     const v1::JobRequest request = LOOM_TRY(job_request(*cancel_id));
     const Client client = LOOM_TRY(connect(*controller, context.config));
@@ -229,7 +229,7 @@ std::vector<Command> add_job_commands(CLI::App& app) {
   auto watch_json = std::make_shared<bool>(false);
   watch->add_option("job", *watch_id, "Job id (12, or 12_3 for an array's element)")->required();
   watch->add_flag("--json", *watch_json, "One JSON object per line, as loom show --json prints it");
-  watch->add_option("--controller", *controller, "The controller's HOST:PORT");
+  watch->add_option("--controller", *controller, kControllerHelp);
   commands.push_back({watch, [watch_id, watch_json, controller](const Context& context) -> Status {
     const v1::JobRequest request = LOOM_TRY(job_request(*watch_id));
     const Client client = LOOM_TRY(connect(*controller, context.config));

@@ -52,7 +52,7 @@ std::vector<Command> add_node_commands(CLI::App& app) {
   auto* nodes = app.add_subcommand("nodes", "List the nodes: state, free and total cores and memory per NUMA domain, NVMe");
   auto nodes_json = std::make_shared<bool>(false);
   nodes->add_flag("--json", *nodes_json, "Print one JSON object");
-  nodes->add_option("--controller", *controller, "The controller's HOST:PORT");
+  nodes->add_option("--controller", *controller, kControllerHelp);
   commands.push_back({nodes, [nodes_json, controller](const Context& context) -> Status {
     const Client client = LOOM_TRY(connect(*controller, context.config));
     v1::NodesRequest request;
@@ -99,7 +99,7 @@ std::vector<Command> add_node_commands(CLI::App& app) {
   auto drain_reason = std::make_shared<std::string>();
   drain->add_option("node", *drain_node, "Node name")->required();
   drain->add_option("--reason", *drain_reason, "Why: shown by loom nodes")->required();
-  drain->add_option("--controller", *controller, "The controller's HOST:PORT");
+  drain->add_option("--controller", *controller, kControllerHelp);
   commands.push_back({drain, [drain_node, drain_reason, controller](const Context& context) {
     return node_request(*controller, context, *drain_node, *drain_reason, true);
   }});
@@ -107,7 +107,7 @@ std::vector<Command> add_node_commands(CLI::App& app) {
   auto* resume = app.add_subcommand("resume", "Let a drained node take jobs again (admins)");
   auto resume_node = std::make_shared<std::string>();
   resume->add_option("node", *resume_node, "Node name")->required();
-  resume->add_option("--controller", *controller, "The controller's HOST:PORT");
+  resume->add_option("--controller", *controller, kControllerHelp);
   commands.push_back({resume, [resume_node, controller](const Context& context) {
     return node_request(*controller, context, *resume_node, "", false);
   }});

@@ -80,8 +80,8 @@ int main(int argc, char** argv) {
   std::optional<fs::path> config_file;
   std::string source, dest, controller;
   bool json = false;
-  app.add_option("--config", config_file, "Configuration file (default: $LOOM_CONFIG, else /etc/loom/loom.toml)");
-  app.add_option("--controller", controller, "The controller's HOST:PORT");
+  app.add_option("--config", config_file, loom::kConfigHelp);
+  app.add_option("--controller", controller, loom::cli::kControllerHelp);
   app.add_option("source", source, "What to copy: NODE:/path, or a local file")->required();
   app.add_option("dest", dest, "Where: a local path, or NODE:/path")->required();
   app.add_flag("--json", json, "Print one JSON object when done instead of the progress bar");

@@ -1,5 +1,7 @@
 #include "submit_spec.hpp"
 
+#include "client.hpp"
+
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -25,7 +27,7 @@ struct Typed {
 };
 
 void define(CLI::App& app, Typed& t) {
-  app.add_option("--controller", t.controller, "The controller's HOST:PORT (default: $LOOM_CONTROLLER, then controller.address)");
+  app.add_option("--controller", t.controller, kControllerHelp);
   app.add_option("-J,--job-name", t.name, "Job name");
   app.add_option("-o,--output", t.output, "stdout file (%j: job id, %N: node name, %t: rank, a file per rank); default loom-%j.out in the submit directory");
   app.add_option("-e,--error", t.error, "stderr file (%j, %N, %t as for --output); default: with stdout");

@@ -19,7 +19,7 @@ int main(int argc, char** argv) {
   std::string config_file, check_config;
   app.add_option("--listen", listen, "HOST:PORT to serve on; port 0 picks a free one (default: controller.address)");
   app.add_option("--state-dir", state_dir, "Where the state lives")->capture_default_str();
-  app.add_option("--config", config_file, "Configuration file (default: $LOOM_CONFIG, else /etc/loom/loom.toml)");
+  app.add_option("--config", config_file, loom::kConfigHelp);
   app.add_option("--check-config", check_config, "Check a configuration file and exit: 0 when it is valid, 1 with the "
                                                  "error (its line and key) when not");
   CLI11_PARSE(app, argc, argv);

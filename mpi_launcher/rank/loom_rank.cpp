@@ -47,7 +47,18 @@ void redirect_output(const std::string& rank) {
 
 }  // namespace
 
+constexpr const char* kUsage =
+    "usage: loom-rank APP ARGS...\n"
+    "What mpirun runs for each rank of a Loom MPI job (loom submit --mpi), not by hand: it finds\n"
+    "the rank's cores and NUMA domain in LOOM_RANK_BINDING, binds itself there (checked), opens\n"
+    "the rank's own output files when the job asked for %t, sets LOOM_RANK and LOOM_RANK_CORES\n"
+    "and execs APP. A rank it cannot bind fails rather than run unbound.\n";
+
 int main(int argc, char** argv) {
+  if (argc == 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
   if (argc < 2) fail("usage: loom-rank APP ARGS (mpirun runs it for each rank of a Loom job)");
   const char* rank_text = std::getenv("OMPI_COMM_WORLD_RANK");
   if (rank_text == nullptr) rank_text = std::getenv("PMIX_RANK");

@@ -24,7 +24,18 @@ int fail(const std::string& message) {
 
 }  // namespace
 
+constexpr const char* kUsage =
+    "usage: loom-rsh HOST COMMAND...\n"
+    "Open MPI's rsh agent inside a Loom MPI job (mpirun --mca plm_rsh_agent loom-rsh), in place\n"
+    "of ssh: asks the controller to start COMMAND, which must be Open MPI's orted, on HOST, a node\n"
+    "of your running job LOOM_JOB_ID; that node's agent runs it as you in the job's cgroup. Proves\n"
+    "you with a Munge credential. Exits with the daemon's status; 255 when it could not run.\n";
+
 int main(int argc, char** argv) {
+  if (argc == 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
   if (argc < 3) return fail("usage: loom-rsh HOST COMMAND... (Open MPI's rsh agent inside a Loom job)");
   const char* job = std::getenv("LOOM_JOB_ID");
   if (job == nullptr || *job == '\0') return fail("not inside a Loom job (LOOM_JOB_ID is not set): there is no node to start anything on");

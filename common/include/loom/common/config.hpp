@@ -67,6 +67,9 @@ std::string config_value(const Config& config, std::string_view key);
 // Parses TOML text; source names it in errors ("/etc/loom/loom.toml:12: ...").
 Result<Config> parse_config(std::string_view text, std::string_view source);
 
+// --config's help, for every program.
+inline constexpr const char* kConfigHelp = "Configuration file (default: $LOOM_CONFIG, else /etc/loom/loom.toml)";
+
 // The file to read: explicit when given, else $LOOM_CONFIG, else /etc/loom/loom.toml.
 std::filesystem::path config_path(const std::optional<std::filesystem::path>& explicit_path);
 
