@@ -42,8 +42,8 @@ class Loom(CMakePackage):
     depends_on("cmake@3.25:", type="build")
     depends_on("pkgconfig", type="build")
 
-    # Loom's libraries are static and their headers include these: link, and for
-    # find_package(Loom) in projects built against Loom, also run time.
+    # Build and link: Loom's programs link these, and its static libraries need them
+    # again wherever a project links Loom (find_package(Loom), pkg-config loom).
     depends_on("hwloc@2.9:")
     depends_on("libfabric@1.17:")
     # Datasets are staged as stored (chunks by address); serial HDF5 is enough.
@@ -52,7 +52,7 @@ class Loom(CMakePackage):
     depends_on("munge")
     depends_on("grpc")
     depends_on("protobuf")
-    depends_on("sqlite@3.31:")
+    depends_on("sqlite@3.24:")  # upserts (ON CONFLICT DO UPDATE) in the controller's store
     depends_on("tomlplusplus@3:")
     depends_on("spdlog")
     depends_on("fmt")
