@@ -132,6 +132,9 @@ class Agent {
     // An MPI job's node other than its first: Open MPI's daemon, all but its command line,
     // until mpirun asks for it through loom-rsh (exec()).
     std::optional<agent::TaskSpec> daemon;
+    // What was reported when its tasks started here (the ranks' applied bindings); sent
+    // again at each registration, for a controller that restarted before it stored it.
+    v1::JobStarted started;
     std::atomic<bool> killed{false};             // a kill came: no staging starts or goes on
   };
 
@@ -141,8 +144,11 @@ class Agent {
     return json;
   }
   // A job whose tasks run here, as recover() reads it back.
-  static nlohmann::json running_record(const v1::Launch& launch, nlohmann::json ranks) {
-    return {{"job", launch.job()}, {"launch", launch_json(launch)}, {"ranks", std::move(ranks)}, {"ended", nullptr}};
+  static nlohmann::json running_record(const Job& job, nlohmann::json ranks) {
+    std::string started;
+    (void)google::protobuf::util::MessageToJsonString(job.started, &started);
+    return {{"job", job.launch.job()}, {"launch", launch_json(job.launch)}, {"started", started},
+            {"ranks", std::move(ranks)}, {"ended", nullptr}};
   }
   static nlohmann::json task_json(unsigned rank, const agent::TaskRecord& r) {
     return {{"rank", rank}, {"cgroup", r.cgroup_name}, {"keeper", r.keeper}, {"keeper_start", r.keeper_start},
@@ -235,6 +241,9 @@ class Agent {
       }
       auto job = make_job(launch);
       job->id = id;
+      if (record.contains("started")) {
+        (void)google::protobuf::util::JsonStringToMessage(record["started"].get<std::string>(), &job->started);
+      }
       if (record.contains("daemon")) {
         abandon(*job, "its agent restarted before Open MPI's daemon started here");
         continue;
@@ -317,6 +326,7 @@ class Agent {
       close_stream();
       return stream->Finish();
     }
+    for (const v1::FromAgent& started : started_jobs()) write(started);
     for (v1::ToAgent command; stream->Read(&command);) {
       if (command.has_registered()) spdlog::info("registered with {} as {}", o_.controller, o_.name);
       if (command.has_launch()) launch(command.launch());
@@ -327,6 +337,21 @@ class Agent {
     }
     close_stream();
     return stream->Finish();
+  }
+
+  // Every job here whose tasks started, as it was reported then.
+  std::vector<v1::FromAgent> started_jobs() {
+    std::vector<std::shared_ptr<Job>> jobs;
+    {
+      std::lock_guard lock(jobs_mutex_);
+      for (const auto& [id, job] : jobs_) jobs.push_back(job);
+    }
+    std::vector<v1::FromAgent> messages;
+    for (const std::shared_ptr<Job>& job : jobs) {
+      std::lock_guard lock(job->mutex);
+      if (job->started.job() != 0) *messages.emplace_back().mutable_started() = job->started;
+    }
+    return messages;
   }
 
   void close_stream() {
@@ -497,15 +522,16 @@ class Agent {
       ranks.push_back(task_json(rank, task->record()));
       job->tasks.push_back(std::move(*task));
     }
+    started.mutable_started()->set_job(id.value());
+    if (error.empty()) job->started = started.started();
     lock.unlock();
     if (!error.empty()) {
       abandon(*job, error);
       return false;
     }
-    nlohmann::json record = running_record(launch, ranks);
+    nlohmann::json record = running_record(*job, ranks);
     if (job->daemon) record["daemon"] = true;
     save(id, record);
-    started.mutable_started()->set_job(id.value());
     write(started);
     return !job->daemon;  // a node waiting for its daemon is completed once that starts
   }
@@ -541,7 +567,7 @@ class Agent {
       t.argv = {orted->string()};
       t.argv.insert(t.argv.end(), arguments->begin(), arguments->end());
       if (auto task = agent::Task::start(t)) {
-        save(job->id, running_record(job->launch, nlohmann::json::array({task_json(job->launch.ranks(0).rank(), task->record())})));
+        save(job->id, running_record(*job, nlohmann::json::array({task_json(job->launch.ranks(0).rank(), task->record())})));
         job->tasks.push_back(std::move(*task));
       } else {
         error = task.error().to_string();

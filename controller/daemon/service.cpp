@@ -555,6 +555,7 @@ void Service::adopt_ready() {
     if (unaware.size() == names.size()) {
       // No agent ever had it: the controller stopped between storing the launch and
       // sending it. It has not run, so it runs now.
+      early_starts_.erase(id);
       early_ends_.erase(id);
       if (auto status = manager_->lost(id, "its launch was lost when the controller stopped", now(), false); !status) {
         spdlog::error("job {}: {}", id.value(), status.error().to_string());
@@ -581,6 +582,13 @@ void Service::adopt_ready() {
       job.nodes.insert(np.node);
     }
     spdlog::info("job {}: found running again on every node", id.value());
+    // Started everywhere before the controller stopped, but stored as still staging in.
+    if (auto starts = early_starts_.extract(id)) {
+      job.started = std::move(starts.mapped());
+      if (job.started == job.nodes) {
+        if (auto status = manager_->ran(id); !status) spdlog::error("job {}: {}", id.value(), status.error().to_string());
+      }
+    }
     if (auto ends = early_ends_.extract(id)) {
       for (const auto& [node, e] : ends.mapped()) node_ended(node, e);
     }
@@ -599,6 +607,7 @@ void Service::lose(JobId id, const std::string& reason) {
       if (auto node = cluster_.find(name)) nodes.insert(*node);
     }
   }
+  early_starts_.erase(id);
   early_ends_.erase(id);
   never_launched_.erase(id);
   if (auto status = manager_->lost(id, reason, now()); !status) {
@@ -720,6 +729,10 @@ void Service::node_started(NodeId node, const v1::JobStarted& started) {
   const JobId id(started.job());
   if (auto status = manager_->started(id, cluster_.name(node), ranks); !status) {
     spdlog::warn("job {} on {}: {}", started.job(), cluster_.name(node), status.error().to_string());
+    return;
+  }
+  if (manager_->unknown().contains(id)) {
+    early_starts_[id].insert(node);
     return;
   }
   auto it = running_.find(id);

@@ -112,8 +112,9 @@ class Service final : public v1::Controller::Service, public v1::AgentLink::Serv
   std::map<std::string, std::string> storage_;  // storage agents connected: name -> data address
   std::map<std::string, std::string> buffers_made_;  // buffers the agents report made: name -> error ("" made)
   std::map<JobId, RunningJob> running_;
-  // Ends reported for unknown jobs, kept until they are adopted; and the nodes whose
-  // agents did not know an unknown job at all (its launch never reached them).
+  // Starts and ends reported for unknown jobs, kept until they are adopted; and the nodes
+  // whose agents did not know an unknown job at all (its launch never reached them).
+  std::map<JobId, std::set<NodeId>> early_starts_;
   std::map<JobId, std::map<NodeId, v1::JobEnded>> early_ends_;
   std::map<JobId, std::set<NodeId>> never_launched_;
   std::map<std::pair<JobId, NodeId>, v1::JobEnded> daemon_ends_;  // for Exec calls waiting on them

@@ -288,7 +288,8 @@ Status JobManager::started(JobId id, const std::string& node, std::span<const Ra
     }
   }
   // Not a transition: kept in memory, and stored with the job's end (one fsync fewer per
-  // job). A controller that restarts meanwhile shows the placement without it.
+  // job). A controller that restarts meanwhile has it again when the agents re-register:
+  // they report their running jobs' starts again.
   it->second.placement = placement.dump();
   if (on_change_) on_change_();
   return {};

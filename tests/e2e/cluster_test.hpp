@@ -8,11 +8,13 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <chrono>
 #include <fstream>
 #include <iterator>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "local_cluster.hpp"
@@ -54,6 +56,20 @@ class ClusterTest : public ::testing::Test {
     return done.exit_code == 0 ? nlohmann::json::parse(done.out) : nlohmann::json();
   }
   nlohmann::json show(std::uint64_t id) { return show(std::to_string(id)); }
+
+  // Polls `loom show --json` until the job is RUNNING with its ranks' applied binding
+  // shown (bounded: 30 s); final states are waited for with finish().
+  nlohmann::json wait_running(std::uint64_t id) {
+    nlohmann::json j;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < deadline) {
+      j = show(id);
+      if (j["state"] == "RUNNING" && !j["placement"].empty() && !j["placement"][0]["bound_cpus"].is_null()) return j;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ADD_FAILURE() << "job " << id << " stayed " << j.dump();
+    return j;
+  }
 
   // `loom watch`: returns once the job has ended, with the job as it ended.
   nlohmann::json finish(const std::string& id) {

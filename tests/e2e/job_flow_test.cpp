@@ -25,20 +25,6 @@ using nlohmann::json;
 class JobFlow : public loom::testing::ClusterTest {
  protected:
   std::string config() const override { return "[controller]\nkill_grace = \"2s\"\n"; }
-
-  // Polls `loom show --json` until the job is RUNNING (bounded: 30 s); final states are
-  // waited for with finish().
-  json wait_running(std::uint64_t id) {
-    json j;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (std::chrono::steady_clock::now() < deadline) {
-      j = show(id);
-      if (j["state"] == "RUNNING" && !j["placement"].empty() && !j["placement"][0]["bound_cpus"].is_null()) return j;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    ADD_FAILURE() << "job " << id << " stayed " << j.dump();
-    return j;
-  }
 };
 
 TEST_F(JobFlow, AJobRunsAsItsUserBoundAsPlacedAndItsOutputLands) {

@@ -57,8 +57,10 @@ TEST_F(Recovery, AControllerKilledMidJobLosesNothingAndRunsNothingTwice) {
   const std::uint64_t after = submit({"submit", "--dependency", fmt::format("afterok:{}", first), "-o", "after.txt", "--",
                                       "echo", "after"});
   wait_output("first.txt", "start");
+  const json running = wait_running(first);
   ASSERT_EQ(::kill(daemon("loomctld"), SIGKILL), 0);
   cluster_->wait_log("loomctld was killed by signal 9; restarting it");
+  EXPECT_EQ(wait_running(first)["placement"], running["placement"]) << "the agent reported the ranks' binding again";
   std::ofstream(dir_ / "go") << "";
   EXPECT_EQ(finish(first)["state"], "COMPLETED");
   EXPECT_EQ(finish(after)["state"], "COMPLETED") << "the pending dependent survived the restart";
