@@ -3,7 +3,12 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <pwd.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstring>
 
 #include "loom/burstbuffer/identity.hpp"
 #include "loom/burstbuffer/staging_spec.hpp"
@@ -18,14 +23,38 @@ using burstbuffer::remove_slice;
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
+fs::path shm_job_dir(const fs::path& base, std::uint64_t job) { return base / fmt::format("job_{}", job); }
+
+std::vector<std::uint64_t> shm_jobs_on(const fs::path& base) {
+  std::vector<std::uint64_t> jobs;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(base, ec)) {
+    const std::string name = entry.path().filename().string();
+    std::uint64_t job = 0;
+    if (!name.starts_with("job_")) continue;
+    const char* end = name.data() + name.size();
+    if (auto [at, err] = std::from_chars(name.data() + 4, end, job); err == std::errc() && at == end) jobs.push_back(job);
+  }
+  return jobs;
+}
+
+Status remove_shm_job_dir(const fs::path& base, std::uint64_t job) {
+  // The base is root's: nobody else can have put a link in place of the directory, and
+  // remove_all removes the links inside it, never what they point to.
+  std::error_code ec;
+  fs::remove_all(shm_job_dir(base, job), ec);
+  if (ec) return make_error(ErrorCode::kInternal, fmt::format("cannot remove {}: {}", shm_job_dir(base, job).string(), ec.message()));
+  return {};
+}
+
 Status StagerPool::with(const std::function<Status(burstbuffer::Stager&)>& copy) {
   std::lock_guard lock(mutex_);
   if (!stager_) stager_ = LOOM_TRY(burstbuffer::Stager::open(options_));
   return copy(*stager_);
 }
 
-JobStorage::JobStorage(v1::Launch launch, std::string node, std::shared_ptr<StagerPool> stagers)
-    : launch_(std::move(launch)), node_(std::move(node)), stagers_(std::move(stagers)) {
+JobStorage::JobStorage(v1::Launch launch, std::string node, fs::path shm_base, std::shared_ptr<StagerPool> stagers)
+    : launch_(std::move(launch)), node_(std::move(node)), shm_base_(std::move(shm_base)), stagers_(std::move(stagers)) {
   std::vector<char> buffer(16384);
   passwd pw{};
   passwd* found = nullptr;
@@ -91,12 +120,39 @@ Status JobStorage::copy(File& file, const std::function<Status(burstbuffer::Stag
   return done;
 }
 
+Status JobStorage::make_shm_dir() const {
+  std::error_code ec;
+  fs::create_directories(shm_base_, ec);
+  // /dev/shm is anyone's: a base that a user made first is refused, not used.
+  struct stat st {};
+  if (::lstat(shm_base_.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != 0) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      fmt::format("agent.shm_dir {} is not a directory of root's{}", shm_base_.string(), ec ? ": " + ec.message() : ""));
+  }
+  ::chmod(shm_base_.c_str(), 0711);
+  const fs::path dir = shm_job_dir(shm_base_, launch_.job());
+  if (::mkdir(dir.c_str(), 0700) == 0) {
+    if (::chown(dir.c_str(), launch_.uid(), gid_) == 0) return {};
+    return make_error(ErrorCode::kInternal, fmt::format("cannot give {} to uid {}: {}", dir.string(), launch_.uid(), std::strerror(errno)));
+  }
+  if (errno != EEXIST) return make_error(ErrorCode::kInternal, fmt::format("cannot make {}: {}", dir.string(), std::strerror(errno)));
+  // Made already for this job by another agent sharing the machine's /dev/shm.
+  if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != launch_.uid()) {
+    return make_error(ErrorCode::kFailedPrecondition, fmt::format("{} exists and is not the job's", dir.string()));
+  }
+  return {};
+}
+
 Status JobStorage::prepare(const std::atomic<bool>& cancelled) {
+  if (launch_.spec().mpi()) LOOM_TRY(with_context(make_shm_dir(), "the job's shared-memory directory"));
   if (launch_.bb_device().empty()) return {};
   const fs::path device = launch_.bb_device();
   auto slice = burstbuffer::Slice::create({slice_image(device, launch_.job()), slice_mount(device, launch_.job()),
                                            launch_.bb_bytes(), launch_.uid(), gid_, 0700, true});
-  if (!slice) return std::unexpected(Error(slice.error()).with_context("creating the burst-buffer slice"));
+  if (!slice) {
+    (void)teardown();
+    return std::unexpected(Error(slice.error()).with_context("creating the burst-buffer slice"));
+  }
   slice_.emplace(std::move(*slice));
   std::size_t index = 0;
   for (const std::string& text : launch_.spec().stage_in()) {
@@ -125,10 +181,19 @@ Status JobStorage::prepare(const std::atomic<bool>& cancelled) {
 }
 
 std::map<std::string, std::string> JobStorage::environment() const {
-  if (launch_.bb_device().empty()) return {};
+  std::map<std::string, std::string> out;
+  if (launch_.spec().mpi()) {
+    // Open MPI 4's names; mpirun passes them on to its daemons on the other nodes.
+    const std::string dir = shm_job_dir(shm_base_, launch_.job()).string();
+    out["OMPI_MCA_orte_tmpdir_base"] = dir;
+    out["OMPI_MCA_btl_vader_backing_directory"] = dir;
+  }
+  if (launch_.bb_device().empty()) return out;
   std::string staged;
   for (const std::string& path : staged_) staged += (staged.empty() ? "" : ":") + path;
-  return {{"LOOM_BB_DIR", slice_mount(launch_.bb_device(), launch_.job()).string()}, {"LOOM_STAGED_FILES", staged}};
+  out["LOOM_BB_DIR"] = slice_mount(launch_.bb_device(), launch_.job()).string();
+  out["LOOM_STAGED_FILES"] = staged;
+  return out;
 }
 
 Status JobStorage::stage_out(const std::atomic<bool>& cancelled) {
@@ -165,13 +230,15 @@ Status JobStorage::stage_out(const std::atomic<bool>& cancelled) {
 }
 
 Status JobStorage::teardown() {
+  const Status shm = launch_.spec().mpi() ? remove_shm_job_dir(shm_base_, launch_.job()) : Status{};
+  Status slice;
   if (slice_) {
-    Status s = slice_->destroy();
+    slice = slice_->destroy();
     slice_.reset();
-    return s;
+  } else if (!launch_.bb_device().empty()) {
+    slice = remove_slice(launch_.bb_device(), launch_.job());  // an agent after a restart: found by its path
   }
-  if (launch_.bb_device().empty()) return {};
-  return remove_slice(launch_.bb_device(), launch_.job());  // an agent after a restart: found by its path
+  return slice ? shm : slice;
 }
 
 v1::StagingReport JobStorage::report() const {

@@ -1,5 +1,5 @@
 // A job's storage on one node: its burst-buffer slice, and the files staged into it before
-// the ranks start and out of it after they end.
+// the ranks start and out of it after they end; and an MPI job's shared-memory directory.
 //
 // Slices live on the node's NVMe devices (burstbuffer::slice_image and slice_mount).
 // Everything the agent, running as root, does in a slice it
@@ -36,22 +36,31 @@ class StagerPool {
   std::unique_ptr<burstbuffer::Stager> stager_;
 };
 
+// An MPI job's directory under agent.shm_dir (`base`, root's, 0711): BASE/job_ID, the
+// user's, 0700. Open MPI's session directory and shared-memory segments go there, so that
+// a job killed mid-run leaves nothing in /dev/shm or /tmp once it is removed.
+std::filesystem::path shm_job_dir(const std::filesystem::path& base, std::uint64_t job);
+// The jobs that have one under base.
+std::vector<std::uint64_t> shm_jobs_on(const std::filesystem::path& base);
+Status remove_shm_job_dir(const std::filesystem::path& base, std::uint64_t job);
+
 class JobStorage {
  public:
-  JobStorage(v1::Launch launch, std::string node, std::shared_ptr<StagerPool> stagers);
+  JobStorage(v1::Launch launch, std::string node, std::filesystem::path shm_base, std::shared_ptr<StagerPool> stagers);
 
-  // Creates the slice (if the job has one) and stages every --stage-in file into it. On
-  // failure the slice is gone again, and the error is the job's reason: "StageInFailed:
-  // storage:/in.h5 on node0: ...".
+  // Makes an MPI job's shared-memory directory; creates the slice (if the job has one) and
+  // stages every --stage-in file into it. On failure they are gone again, and the error is
+  // the job's reason: "StageInFailed: storage:/in.h5 on node0: ...".
   Status prepare(const std::atomic<bool>& cancelled);
-  // What the ranks see: LOOM_BB_DIR and LOOM_STAGED_FILES.
+  // What the ranks see: LOOM_BB_DIR and LOOM_STAGED_FILES; for an MPI job, where Open MPI
+  // puts its session directory and shared-memory segments.
   std::map<std::string, std::string> environment() const;
   // Whether this node stages out: the job has --stage-out, and this is its first node (or
   // any, with --stage-out-all).
   bool stages_out() const;
   // Stages out every --stage-out file ("NAME.NODE" with --stage-out-all).
   Status stage_out(const std::atomic<bool>& cancelled);
-  // Removes the slice.
+  // Removes the slice and the shared-memory directory.
   Status teardown();
 
   // The staging as it stands, for the controller.
@@ -66,9 +75,11 @@ class JobStorage {
   };
   Status copy(File& file, const std::function<Status(burstbuffer::Stager&, burstbuffer::FileProgress&)>& body);
   Result<burstbuffer::Remote> remote(const std::string& node) const;
+  Status make_shm_dir() const;
 
   v1::Launch launch_;
   std::string node_;
+  std::filesystem::path shm_base_;
   std::shared_ptr<StagerPool> stagers_;
   std::optional<burstbuffer::Slice> slice_;
   std::uint32_t gid_ = 0;

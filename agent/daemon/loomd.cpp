@@ -66,6 +66,7 @@ struct Options {
   std::string name;
   std::string cgroup;  // this agent's level under loom/
   fs::path state_dir;
+  fs::path shm_dir;  // MPI jobs' shared-memory directories
   bool allow_root = false;
   std::chrono::seconds heartbeat{1};
   fs::path keeper;  // loom-keeper, beside loomd
@@ -163,7 +164,7 @@ class Agent {
     auto job = std::make_shared<Job>();
     job->id = JobId(launch.job());
     job->launch = launch;
-    job->storage = std::make_unique<agent::JobStorage>(launch, o_.name, stagers_);
+    job->storage = std::make_unique<agent::JobStorage>(launch, o_.name, o_.shm_dir, stagers_);
     return job;
   }
 
@@ -287,6 +288,15 @@ class Agent {
         } else {
           spdlog::info("removed job {}'s orphaned slice on {}", orphan, device.path);
         }
+      }
+    }
+    for (std::uint64_t orphan : agent::shm_jobs_on(o_.shm_dir)) {
+      std::lock_guard lock(jobs_mutex_);
+      if (jobs_.contains(JobId(orphan))) continue;
+      if (auto removed = agent::remove_shm_job_dir(o_.shm_dir, orphan); !removed) {
+        spdlog::error("job {}'s orphaned shared-memory directory: {}", orphan, removed.error().to_string());
+      } else {
+        spdlog::info("removed job {}'s orphaned shared-memory directory in {}", orphan, o_.shm_dir.string());
       }
     }
   }
@@ -900,7 +910,7 @@ void match_block_devices(std::vector<Config::NvmeDevice>& devices, const hwtopo:
 
 int main(int argc, char** argv) {
   CLI::App app{"loomd: the Loom node agent"};
-  std::string controller, name, cgroup, xml, synthetic, config_file, state_dir;
+  std::string controller, name, cgroup, xml, synthetic, config_file, state_dir, shm_dir;
   char host[256] = {};
   ::gethostname(host, sizeof(host) - 1);
   name = host;
@@ -908,6 +918,7 @@ int main(int argc, char** argv) {
   app.add_option("--name", name, "This node's name")->capture_default_str();
   app.add_option("--cgroup", cgroup, "This agent's cgroup under loom/, where its jobs' cgroups go (default: the node's name)");
   app.add_option("--state-dir", state_dir, "Where this agent records its jobs (default: agent.state_dir)");
+  app.add_option("--shm-dir", shm_dir, "Where MPI jobs' shared-memory directories go, DIR/job_ID (default: agent.shm_dir)");
   auto* x = app.add_option("--xml", xml, "Simulate a node with this hwloc XML topology");
   app.add_option("--synthetic", synthetic, "Simulate a node with this hwloc synthetic topology")->excludes(x);
   app.add_option("--config", config_file, loom::kConfigHelp);
@@ -948,6 +959,7 @@ int main(int argc, char** argv) {
                   name,
                   cgroup.empty() ? name : cgroup,
                   state_dir.empty() ? std::filesystem::path(config->agent.state_dir) : std::filesystem::path(state_dir),
+                  shm_dir.empty() ? std::filesystem::path(config->agent.shm_dir) : std::filesystem::path(shm_dir),
                   config->agent.allow_root_jobs,
                   config->controller.heartbeat_interval,
                   std::filesystem::read_symlink("/proc/self/exe").parent_path() / "loom-keeper",

@@ -163,9 +163,12 @@ std::vector<std::string> Testbed::on(const std::string& host, const std::vector<
   const std::string ns = namespace_of(host);
   // nsenter and unshare exec in place: the daemon keeps the pid its supervisor started.
   // /etc/hosts is bound in a mount namespace of its own (as `ip netns exec` does, but
-  // keeping /sys, and so the cgroup tree, as it is).
+  // keeping /sys, and so the cgroup tree, as it is), and /dev/shm is a tmpfs of the host's
+  // own, as each node has (gone with the last process in that namespace).
   std::vector<std::string> out{"/usr/bin/nsenter", "--net=/run/netns/" + ns, "--", "unshare", "--uts", "--mount", "--propagation",
-                               "slave", "--", "sh", "-c", R"(mount --bind "$0" /etc/hosts && hostname "$1" && shift && exec "$@")",
+                               "slave", "--", "sh", "-c",
+                               R"(mount --bind "$0" /etc/hosts && mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm && )"
+                               R"(hostname "$1" && shift && exec "$@")",
                                (fs::path("/etc/netns") / ns / "hosts").string(), host};
   out.insert(out.end(), argv.begin(), argv.end());
   return out;

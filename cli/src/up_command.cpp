@@ -218,6 +218,12 @@ Command add_up(CLI::App& app) {
     auto on = [&](const std::string& host, std::vector<std::string> argv) {
       return testbed ? testbed->on(host, argv) : argv;
     };
+    // MPI jobs' shared-memory directories: on a testbed host, in its own /dev/shm (a tmpfs
+    // of the host's), the same path on every host as on real nodes; on loopback, where the
+    // agents share the machine's /dev/shm, one per agent.
+    auto shm_dir = [&](const std::string& name) {
+      return testbed ? fs::path("/dev/shm/loom") : fs::path(fmt::format("/dev/shm/loom-up{}-{}", ::getpid(), name));
+    };
     const std::string here = testbed ? testbed->head_address() : "127.0.0.1";
     const std::string interface = testbed ? Testbed::kInterface : "lo";
     Daemon controller{"loomctld", {loomctld.string(), "--listen", here + ":0", "--state-dir", (dir / "controller").string()},
@@ -234,6 +240,11 @@ Command add_up(CLI::App& app) {
         if (auto removed = device.destroy(); !removed) std::cerr << "loom up: " << removed.error().to_string() << "\n";
       }
       if (temporary) fs::remove_all(dir);
+      if (!testbed) {
+        std::error_code ec;
+        for (const std::string& name : names) fs::remove_all(shm_dir(name), ec);
+        fs::remove_all(shm_dir("storage"), ec);
+      }
     };
     auto run = [&]() -> Status {
       const std::string line = LOOM_TRY(supervisor.start(controller));
@@ -251,7 +262,7 @@ Command add_up(CLI::App& app) {
         // The agent's device (the capacity offered leaves the filesystem's own metadata out),
         // and the fabric on the host's interface.
         std::vector<std::string> argv{loomd.string(), "--controller", address, "--name", name, "--cgroup", cgroup_root + "/" + name,
-                                      "--state-dir", (dir / ("agent-" + name)).string(), "--nvme",
+                                      "--state-dir", (dir / ("agent-" + name)).string(), "--shm-dir", shm_dir(name).string(), "--nvme",
                                       fmt::format("{}={}", device.string(), nvme.count() / 100 * 97), "--fabric-interface", interface};
         argv.insert(argv.end(), topology.begin(), topology.end());
         Daemon agent{"loomd " + name, on(name, std::move(argv)), dir / fmt::format("loomd-{}.log", name), "registered with", -1, {}};
@@ -264,6 +275,7 @@ Command add_up(CLI::App& app) {
       agents.push_back({"loomd storage",
                         on("storage", {loomd.string(), "--controller", address, "--name", "storage", "--cgroup",
                                        cgroup_root + "/storage", "--state-dir", (dir / "agent-storage").string(),
+                                       "--shm-dir", shm_dir("storage").string(),
                                        "--fabric-interface", interface, "--export", exported.string(), "--data-listen",
                                        (testbed ? testbed->address("storage") : here) + ":0"}),
                         dir / "loomd-storage.log", "registered with", -1, {}});

@@ -156,6 +156,19 @@ const std::array kKeys = {
         [](const Config& config) { return config.agent.state_dir; },
     },
     KeySpec{
+        {"agent.shm_dir", "string", "/dev/shm/loom",
+         "A directory on a tmpfs where each MPI job gets DIR/job_ID on each of its nodes (the "
+         "user's, 0700) for Open MPI's session directory and shared-memory segments; removed "
+         "when the job ends there, even when it was killed. The same on every node (mpirun "
+         "passes it to its daemons). loomd's --shm-dir overrides it."},
+        [](Config& config, const toml::node& value) -> Status {
+          config.agent.shm_dir = LOOM_TRY(as_string(value));
+          if (!config.agent.shm_dir.starts_with('/')) return make_error(ErrorCode::kInvalidArgument, "must be an absolute path");
+          return {};
+        },
+        [](const Config& config) { return config.agent.shm_dir; },
+    },
+    KeySpec{
         {"agent.nvme", "array of tables", "[]",
          "The NVMe devices loomd offers for burst-buffer slices, one [[agent.nvme]] table each: "
          "path (a directory on the device, where slice images go), capacity (a size) and "

@@ -72,6 +72,11 @@ class LocalCluster {
     }
     return found;
   }
+  // An MPI job's shared-memory directory on `node` (loom up's agent.shm_dir on loopback is
+  // one per agent).
+  std::filesystem::path shm_dir(const std::string& node, std::uint64_t job) const {
+    return std::filesystem::path("/dev/shm") / ("loom-up" + std::to_string(up_) + "-" + node) / ("job_" + std::to_string(job));
+  }
   // What loom up printed (stdout and stderr).
   std::string log() const {
     std::ifstream in(dir_ / "up.out");

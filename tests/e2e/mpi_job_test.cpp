@@ -1,5 +1,9 @@
 // MPI jobs end to end: `loom submit --mpi` on `loom up`, a real Open MPI program
 // (tests/mpi/mpi_app) whose ranks report what the kernel applied to them.
+#include <pwd.h>
+#include <sys/stat.h>
+
+#include <filesystem>
 #include <map>
 #include <regex>
 
@@ -85,11 +89,19 @@ TEST_F(MpiJob, AFailingRankFailsTheJobWithItsCodeAndCancelLeavesNoRank) {
   const std::uint64_t id = submit({"submit", "--mpi", "-n", "2", "-o", "long-%j", "--", "sh", "-c", "echo up; exec sleep 3003"});
   LocalCluster::wait_for(dir_ / ("long-" + std::to_string(id)), "up");
   EXPECT_GE(cluster_->job_processes(id).size(), 3u) << "mpirun and two ranks, in the job's cgroup";
+  // Open MPI's session directory is in the job's own directory, the user's alone.
+  const std::filesystem::path shm = cluster_->shm_dir(show(id)["placement"][0]["node"], id);
+  struct stat st {};
+  ASSERT_EQ(::stat(shm.c_str(), &st), 0) << shm;
+  EXPECT_EQ(st.st_uid, ::getpwnam("loom-alice")->pw_uid);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+  EXPECT_NE(run({"ls", shm.string()}).out.find("ompi."), std::string::npos) << run({"ls", "-R", shm.string()}).out;
   ASSERT_EQ(alice({"cancel", std::to_string(id)}).exit_code, 0);
   job = finish(id);
   EXPECT_EQ(job["state"], "CANCELLED");
   EXPECT_EQ(run({"pgrep", "-f", "sleep 3003"}).out, "") << "no rank left";
   EXPECT_EQ(cluster_->job_processes(id), std::vector<pid_t>{}) << "mpirun and its ranks are gone with the job's cgroup";
+  EXPECT_FALSE(std::filesystem::exists(shm)) << "nothing of the killed job's left in /dev/shm";
 
   // A rank outside an MPI world of the job's size fails the job loudly.
   const std::uint64_t alone = submit({"submit", "--mpi", "-n", "2", "-o", "alone-%j", "--", "sh", "-c",

@@ -41,6 +41,7 @@ struct Config {
   };
   struct Agent {
     std::string state_dir = "/var/lib/loom/agent";
+    std::string shm_dir = "/dev/shm/loom";
     bool allow_root_jobs = false;
     std::vector<NvmeDevice> nvme;
   } agent;
