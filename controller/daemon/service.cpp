@@ -586,7 +586,7 @@ void Service::adopt_ready() {
     if (auto starts = early_starts_.extract(id)) {
       job.started = std::move(starts.mapped());
       if (job.started == job.nodes) {
-        if (auto status = manager_->ran(id); !status) spdlog::error("job {}: {}", id.value(), status.error().to_string());
+        if (auto status = manager_->ran(id, now()); !status) spdlog::error("job {}: {}", id.value(), status.error().to_string());
       }
     }
     if (auto ends = early_ends_.extract(id)) {
@@ -739,7 +739,7 @@ void Service::node_started(NodeId node, const v1::JobStarted& started) {
   if (it == running_.end()) return;
   it->second.started.insert(node);
   if (it->second.started == it->second.nodes) {
-    if (auto status = manager_->ran(id); !status) spdlog::error("job {}: {}", id.value(), status.error().to_string());
+    if (auto status = manager_->ran(id, now()); !status) spdlog::error("job {}: {}", id.value(), status.error().to_string());
   }
 }
 

@@ -329,18 +329,24 @@ Result<std::vector<Launch>> JobManager::schedule(sched::Time now) {
 std::vector<JobId> JobManager::past_walltime(sched::Time now) {
   std::vector<JobId> out;
   for (JobId id : scheduler_.past_walltime(now)) {
+    // Its ranks are done and their results on their way out: a kill would lose them.
+    if (auto it = jobs_.find(id); it != jobs_.end() && it->second.state == v1::STAGING_OUT) continue;
     if (ending_.emplace(id, "TimeLimit").second) out.push_back(id);
   }
   return out;
 }
 
-Status JobManager::ran(JobId id) {
+Status JobManager::ran(JobId id, sched::Time now) {
   auto it = jobs_.find(id);
   if (it == jobs_.end() || it->second.state != v1::STAGING_IN) return {};
   JobUpdate u;
   u.id = id;
   u.state = v1::RUNNING;
-  return apply(std::span<const JobUpdate>(&u, 1));
+  // Stored with the state: a controller that restarts counts the walltime from here too.
+  u.start_time = now.time_since_epoch().count();
+  LOOM_TRY(apply(std::span<const JobUpdate>(&u, 1)));
+  scheduler_.start_clock(id, now);
+  return {};
 }
 
 Status JobManager::staged(JobId id, const std::string& node, const v1::StagingReport& report) {

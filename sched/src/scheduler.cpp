@@ -171,6 +171,14 @@ Status Scheduler::adopt(JobId id, JobSpec spec, Placement placement, Time starte
   return {};
 }
 
+void Scheduler::start_clock(JobId id, Time now) {
+  auto it = running_.find(id);
+  LOOM_CHECK(it != running_.end(), fmt::format("start_clock() for job {}, which is not running", id.value()));
+  deadlines_.erase({it->second.deadline, id});
+  it->second.deadline = now + it->second.spec.walltime;
+  deadlines_.emplace(it->second.deadline, id);
+}
+
 void Scheduler::requeue(JobId id, Time submitted) {
   auto it = running_.find(id);
   LOOM_CHECK(it != running_.end(), fmt::format("requeue() for job {}, which is not running", id.value()));

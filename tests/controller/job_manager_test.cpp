@@ -96,6 +96,26 @@ TEST_F(JobManagerTest, AJobGoesFromPendingToCompletedAndEveryStepIsStored) {
   EXPECT_EQ(done.end_time, 20);
 }
 
+// As a Slurm job's time limit leaves its burst buffer's stage-in out: the walltime counts
+// from when the ranks start, also for a controller that restarted since.
+TEST_F(JobManagerTest, StageInIsNotChargedToTheWalltime) {
+  v1::JobSpec s = spec(1, 600);
+  s.set_bb_per_node(std::uint64_t{10} << 20);
+  s.add_stage_in("storage:/in.h5");
+  const JobId id = submit(kAlice, s, at(0)).value();
+  ASSERT_EQ(manager_->schedule(at(1)).value().size(), 1u);
+  ASSERT_EQ(row(id).state, v1::STAGING_IN);
+  ASSERT_TRUE(manager_->started(id, "n0", {}).has_value());
+  ASSERT_TRUE(manager_->ran(id, at(300)).has_value());  // five minutes of stage-in
+  EXPECT_EQ(row(id).start_time, 300) << "it started when its ranks did";
+  EXPECT_TRUE(manager_->past_walltime(at(601)).empty()) << "ten minutes from its allocation";
+  reopen();
+  manager_->heard(id, "n0");
+  ASSERT_TRUE(manager_->adopt(id).has_value());
+  EXPECT_TRUE(manager_->past_walltime(at(899)).empty());
+  EXPECT_EQ(manager_->past_walltime(at(900)), std::vector<JobId>{id}) << "ten minutes from its start";
+}
+
 TEST_F(JobManagerTest, AStagedJobStagesInRunsStagesOutAndKeepsItsStaging) {
   v1::JobSpec s = spec(1);
   s.set_bb_per_node(std::uint64_t{10} << 20);
@@ -116,11 +136,12 @@ TEST_F(JobManagerTest, AStagedJobStagesInRunsStagesOutAndKeepsItsStaging) {
   f->set_state("done");
   ASSERT_TRUE(manager_->staged(id, "n0", report).has_value());
   ASSERT_TRUE(manager_->started(id, "n0", {}).has_value());
-  ASSERT_TRUE(manager_->ran(id).has_value());
+  ASSERT_TRUE(manager_->ran(id, at(2)).has_value());
   EXPECT_EQ(row(id).state, v1::RUNNING);
   report.set_out(true);
   ASSERT_TRUE(manager_->staged(id, "n0", report).has_value());
   EXPECT_EQ(row(id).state, v1::STAGING_OUT);
+  EXPECT_TRUE(manager_->past_walltime(at(100000)).empty()) << "stage-out is not cut short by the walltime";
   Ending failed;
   failed.error = "StageOutFailed: out.h5 from n0's slice to storage:/results: no space";
   failed.staging = true;

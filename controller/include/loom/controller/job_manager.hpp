@@ -88,13 +88,15 @@ class JobManager {
   // before they are returned. Jobs whose dependency can never be met end CANCELLED.
   Result<std::vector<Launch>> schedule(sched::Time now);
 
-  // Every node of a job that was STAGING_IN has started it: it is RUNNING (stored).
-  Status ran(JobId id);
+  // Every node of a job that was STAGING_IN has started it: it is RUNNING (stored), its
+  // start time is now and its walltime counts from now (stage-in is not charged to it).
+  Status ran(JobId id, sched::Time now);
   // A node's staging for the job, as it progresses; once stage-out has begun the job is
   // STAGING_OUT (stored). Progress itself is stored with the job's end.
   Status staged(JobId id, const std::string& node, const v1::StagingReport& report);
 
-  // Running jobs past their walltime: marked for TIMEOUT, returned for the caller to kill.
+  // Running jobs past their walltime, but for those staging out: marked for TIMEOUT,
+  // returned for the caller to kill.
   std::vector<JobId> past_walltime(sched::Time now);
 
   // A running job's processes ended, as `ending` says.

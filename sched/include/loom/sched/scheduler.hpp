@@ -66,6 +66,10 @@ class Scheduler {
   // A running job ended: its resources return.
   void finished(JobId id, JobEnd end, Time now);
 
+  // A job that staged data in before its ranks started runs from now: its walltime counts
+  // from here, as a Slurm job's time limit leaves its burst buffer's stage-in out.
+  void start_clock(JobId id, Time now);
+
   // A job found running after a restart (its agents reported it): takes its placement
   // again and keeps its walltime from when it started. Refuses a placement that does not
   // fit what is free, or an id already known.
