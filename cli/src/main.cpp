@@ -29,8 +29,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string(LOOM_VERSION));
   std::optional<std::filesystem::path> config_file;
-  app.add_option("--config", config_file,
-                 loom::kConfigHelp);
+  app.add_option("--config", config_file, loom::kConfigHelp);
 
   std::vector<loom::cli::Command> commands = loom::cli::add_job_commands(app);
   for (loom::cli::Command& command : loom::cli::add_node_commands(app)) commands.push_back(std::move(command));
