@@ -26,6 +26,7 @@
 #include <charconv>
 #include <condition_variable>
 #include <csignal>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -654,10 +655,10 @@ class Agent {
       // Open MPI finds the other nodes by name, and decides that a host is local by its
       // name: the first is this host's, the others must resolve.
       for (std::size_t i = 1; i < nodes.size(); ++i) {
-        if (!resolves(nodes[i].node)) {
+        if (const std::string failed = resolve_error(nodes[i].node); !failed.empty()) {
           return make_error(ErrorCode::kFailedPrecondition,
-                            fmt::format("{} does not resolve here: an MPI job needs every node's name to be its resolvable hostname",
-                                        nodes[i].node));
+                            fmt::format("{} does not resolve here ({}): an MPI job needs every node's name to be its resolvable hostname",
+                                        nodes[i].node, failed));
         }
       }
       std::vector<launch::NodeRanks> hosts = nodes;
@@ -705,13 +706,19 @@ class Agent {
     return replace_all(replace_all(pattern, "%j", std::to_string(id.value())), "%N", o_.name);
   }
 
-  static bool resolves(const std::string& host) {
+  // Why `host` does not resolve (getaddrinfo's words), or "" when it does. A temporary
+  // failure is tried again a few times, as a resolver would.
+  static std::string resolve_error(const std::string& host) {
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
-    addrinfo* found = nullptr;
-    const bool ok = ::getaddrinfo(host.c_str(), nullptr, &hints, &found) == 0;
-    if (found != nullptr) ::freeaddrinfo(found);
-    return ok;
+    for (int attempt = 0;; ++attempt) {
+      addrinfo* found = nullptr;
+      const int status = ::getaddrinfo(host.c_str(), nullptr, &hints, &found);
+      if (found != nullptr) ::freeaddrinfo(found);
+      if (status == 0) return "";
+      if (status != EAI_AGAIN || attempt == 3) return status == EAI_SYSTEM ? std::strerror(errno) : ::gai_strerror(status);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
   }
 
   // The IPv4 network of an interface, "198.18.0.16/28", for Open MPI's oob and btl tcp
