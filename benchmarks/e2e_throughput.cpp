@@ -30,8 +30,8 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <iterator>
 #include <iostream>
+#include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -49,7 +49,9 @@ using namespace loom::bench;
 struct System {
   std::string name;
   std::vector<std::string> env;
-  std::function<std::vector<std::string>(const std::string& output, const std::vector<std::string>& command)> submit;
+  std::function<std::vector<std::string>(const std::string& output,
+                                         const std::vector<std::string>& command)>
+      submit;
   std::function<std::vector<std::string>(unsigned n)> submit_array;
   std::function<bool()> drained;
   std::function<pid_t()> controller;
@@ -63,7 +65,8 @@ struct Rates {
 Rates loop(const System& s, unsigned jobs) {
   const auto start = Clock::now();
   for (unsigned i = 0; i < jobs; ++i) {
-    if (wait_exit(spawn(s.submit("/dev/null", {"/bin/true"}), s.env)) != 0) throw std::runtime_error(s.name + ": a submission failed");
+    if (wait_exit(spawn(s.submit("/dev/null", {"/bin/true"}), s.env)) != 0)
+      throw std::runtime_error(s.name + ": a submission failed");
   }
   const double submitted = seconds_since(start);
   while (!s.drained()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -72,7 +75,8 @@ Rates loop(const System& s, unsigned jobs) {
 
 Rates array(const System& s, unsigned jobs) {
   const auto start = Clock::now();
-  if (wait_exit(spawn(s.submit_array(jobs), s.env)) != 0) throw std::runtime_error(s.name + ": the array submission failed");
+  if (wait_exit(spawn(s.submit_array(jobs), s.env)) != 0)
+    throw std::runtime_error(s.name + ": the array submission failed");
   const double submitted = seconds_since(start);
   while (!s.drained()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   return {jobs / submitted, jobs / seconds_since(start)};
@@ -82,9 +86,11 @@ Rates array(const System& s, unsigned jobs) {
 double latency_ms(const System& s, const fs::path& dir, unsigned i) {
   const fs::path out = dir / fmt::format("latency-{}-{}.txt", s.name, i);
   const std::int64_t before = wall_ns();
-  if (wait_exit(spawn(s.submit(out.string(), {"date", "+%s%N"}), s.env)) != 0) throw std::runtime_error(s.name + ": submission failed");
+  if (wait_exit(spawn(s.submit(out.string(), {"date", "+%s%N"}), s.env)) != 0)
+    throw std::runtime_error(s.name + ": submission failed");
   std::string line;
-  for (const auto deadline = Clock::now() + std::chrono::seconds(60); line.empty() && Clock::now() < deadline;) {
+  for (const auto deadline = Clock::now() + std::chrono::seconds(60);
+       line.empty() && Clock::now() < deadline;) {
     std::ifstream in(out);
     std::getline(in, line);
     if (line.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(2));
@@ -97,8 +103,9 @@ double latency_ms(const System& s, const fs::path& dir, unsigned i) {
 // fsyncs (and fdatasyncs) of the controller per job, over a loop of `jobs` submissions.
 double fsyncs_per_job(const System& s, const fs::path& dir, unsigned jobs) {
   const fs::path report = dir / fmt::format("strace-{}.txt", s.name);
-  const pid_t tracer = spawn({"strace", "-f", "-c", "-e", "trace=fsync,fdatasync", "-o", report.string(), "-p",
-                              std::to_string(s.controller())}, {});
+  const pid_t tracer = spawn({"strace", "-f", "-c", "-e", "trace=fsync,fdatasync", "-o",
+                              report.string(), "-p", std::to_string(s.controller())},
+                             {});
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // strace attaches to every thread
   loop(s, jobs);
   ::kill(tracer, SIGINT);
@@ -107,7 +114,8 @@ double fsyncs_per_job(const System& s, const fs::path& dir, unsigned jobs) {
   double calls = 0;
   for (std::string line; std::getline(in, line);) {
     std::istringstream fields(line);
-    std::vector<std::string> f{std::istream_iterator<std::string>(fields), std::istream_iterator<std::string>()};
+    std::vector<std::string> f{std::istream_iterator<std::string>(fields),
+                               std::istream_iterator<std::string>()};
     if (f.size() >= 5 && (f.back() == "fsync" || f.back() == "fdatasync")) calls += std::stod(f[3]);
   }
   return calls / jobs;
@@ -120,21 +128,30 @@ int main(int argc, char** argv) {
   bool json = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    auto next = [&] { return i + 1 < argc ? std::stoul(argv[++i]) : throw std::runtime_error(a + " needs a value"); };
-    if (a == "--jobs") jobs = static_cast<unsigned>(next());
-    else if (a == "--rounds") rounds = static_cast<unsigned>(next());
-    else if (a == "--latency-jobs") latency_jobs = static_cast<unsigned>(next());
-    else if (a == "--json") json = true;
+    auto next = [&] {
+      return i + 1 < argc ? std::stoul(argv[++i]) : throw std::runtime_error(a + " needs a value");
+    };
+    if (a == "--jobs")
+      jobs = static_cast<unsigned>(next());
+    else if (a == "--rounds")
+      rounds = static_cast<unsigned>(next());
+    else if (a == "--latency-jobs")
+      latency_jobs = static_cast<unsigned>(next());
+    else if (a == "--json")
+      json = true;
     else {
-      std::fprintf(stderr, "usage: e2e_throughput [--jobs N] [--rounds R] [--latency-jobs K] [--json]\n");
+      std::fprintf(stderr,
+                   "usage: e2e_throughput [--jobs N] [--rounds R] [--latency-jobs K] [--json]\n");
       return 2;
     }
   }
   if (::geteuid() != 0) {
-    std::fprintf(stderr, "e2e_throughput: run as root (loom up and slurmd start jobs as their users)\n");
+    std::fprintf(stderr,
+                 "e2e_throughput: run as root (loom up and slurmd start jobs as their users)\n");
     return 1;
   }
-  const fs::path self = fs::read_symlink("/proc/self/exe").parent_path();  // build/<preset>/benchmarks
+  const fs::path self =
+      fs::read_symlink("/proc/self/exe").parent_path();  // build/<preset>/benchmarks
   const fs::path loom = self.parent_path() / "cli" / "loom";
   const fs::path slurm_up = fs::path(LOOM_SOURCE_DIR) / "benchmarks" / "slurm-up.sh";
   const fs::path dir = fs::temp_directory_path() / fmt::format("e2e_throughput.{}", ::getpid());
@@ -148,47 +165,67 @@ int main(int argc, char** argv) {
       ::kill(up, SIGTERM);
       wait_exit(up);
     }
-    if (slurm_started) wait_exit(spawn({"bash", slurm_up.string(), "stop", (dir / "slurm").string()}, {}));
+    if (slurm_started)
+      wait_exit(spawn({"bash", slurm_up.string(), "stop", (dir / "slurm").string()}, {}));
     fs::remove_all(dir);
   };
   try {
-    up = spawn({loom.string(), "up", "--agents", "4", "--topology", "pack:1 numa:2 core:2 pu:1", "--state-dir",
-                (dir / "loom").string()},
+    up = spawn({loom.string(), "up", "--agents", "4", "--topology", "pack:1 numa:2 core:2 pu:1",
+                "--state-dir", (dir / "loom").string()},
                {"LOOM_CONFIG=" + (dir / "loom.toml").string()}, (dir / "up.out").string());
     const std::string address = wait_line(dir / "up.out", "export LOOM_CONTROLLER=").substr(23);
-    if (wait_exit(spawn({"bash", slurm_up.string(), "start", (dir / "slurm").string(), "4", "4"}, {}, (dir / "slurm-up.out").string())) != 0) {
+    if (wait_exit(spawn({"bash", slurm_up.string(), "start", (dir / "slurm").string(), "4", "4"},
+                        {}, (dir / "slurm-up.out").string())) != 0) {
       throw std::runtime_error("slurm-up.sh failed: see its output");
     }
     slurm_started = true;
     const std::string slurm_conf = "SLURM_CONF=" + (dir / "slurm" / "slurm.conf").string();
     const fs::path scratch = dir / "scratch.txt";
 
-    System l{"loom", {"LOOM_CONTROLLER=" + address},
-             [&](const std::string& out, const std::vector<std::string>& command) {
-               std::vector<std::string> argv{loom.string(), "submit", "-o", out, "--"};
-               argv.insert(argv.end(), command.begin(), command.end());
-               return argv;
-             },
-             [&](unsigned n) {
-               return std::vector<std::string>{loom.string(), "submit", "--array", fmt::format("1-{}", n), "-o", "/dev/null", "--", "/bin/true"};
-             },
-             [&] {
-               return nlohmann::json::parse(capture({loom.string(), "queue", "--json"}, {"LOOM_CONTROLLER=" + address}, scratch))["jobs"].empty();
-             },
-             [&] { return static_cast<pid_t>(std::stoi(capture({"pgrep", "-x", "-P", std::to_string(up), "loomctld"}, {}, scratch))); }};
-    System s{"slurm", {slurm_conf},
-             [&](const std::string& out, const std::vector<std::string>& command) {
-               std::string wrap;
-               for (const std::string& c : command) wrap += (wrap.empty() ? "" : " ") + c;
-               return std::vector<std::string>{"sbatch", "-Q", "-o", out, "--wrap", wrap};
-             },
-             [&](unsigned n) {
-               return std::vector<std::string>{"sbatch", "-Q", "--array", fmt::format("1-{}", n), "-o", "/dev/null", "--wrap", "/bin/true"};
-             },
-             [&] { return capture({"squeue", "-h"}, {slurm_conf}, scratch).empty(); },
-             [&] { return static_cast<pid_t>(std::stoi(capture({"cat", (dir / "slurm" / "slurmctld.pid").string()}, {}, scratch))); }};
+    System l{
+        "loom",
+        {"LOOM_CONTROLLER=" + address},
+        [&](const std::string& out, const std::vector<std::string>& command) {
+          std::vector<std::string> argv{loom.string(), "submit", "-o", out, "--"};
+          argv.insert(argv.end(), command.begin(), command.end());
+          return argv;
+        },
+        [&](unsigned n) {
+          return std::vector<std::string>{
+              loom.string(), "submit",    "--array", fmt::format("1-{}", n),
+              "-o",          "/dev/null", "--",      "/bin/true"};
+        },
+        [&] {
+          return nlohmann::json::parse(capture({loom.string(), "queue", "--json"},
+                                               {"LOOM_CONTROLLER=" + address}, scratch))["jobs"]
+              .empty();
+        },
+        [&] {
+          return static_cast<pid_t>(std::stoi(
+              capture({"pgrep", "-x", "-P", std::to_string(up), "loomctld"}, {}, scratch)));
+        }};
+    System s{
+        "slurm",
+        {slurm_conf},
+        [&](const std::string& out, const std::vector<std::string>& command) {
+          std::string wrap;
+          for (const std::string& c : command) wrap += (wrap.empty() ? "" : " ") + c;
+          return std::vector<std::string>{"sbatch", "-Q", "-o", out, "--wrap", wrap};
+        },
+        [&](unsigned n) {
+          return std::vector<std::string>{"sbatch", "-Q",        "--array", fmt::format("1-{}", n),
+                                          "-o",     "/dev/null", "--wrap",  "/bin/true"};
+        },
+        [&] {
+          return capture({"squeue", "-h"}, {slurm_conf}, scratch).empty();
+        },
+        [&] {
+          return static_cast<pid_t>(
+              std::stoi(capture({"cat", (dir / "slurm" / "slurmctld.pid").string()}, {}, scratch)));
+        }};
 
-    std::map<std::string, std::map<std::string, std::vector<double>>> samples;  // system -> metric -> rounds
+    std::map<std::string, std::map<std::string, std::vector<double>>>
+        samples;  // system -> metric -> rounds
     for (unsigned round = 0; round < rounds; ++round) {
       for (const System* sys : {&l, &s}) {
         const Rates r = loop(*sys, jobs);
@@ -220,8 +257,12 @@ int main(int argc, char** argv) {
       }
       out[sys->name]["fsyncs_per_job"] = fsyncs[sys->name];
     }
-    out["conditions"] = {{"jobs", jobs}, {"rounds", rounds}, {"latency_jobs", latency_jobs},
-                         {"cluster", "4 nodes of 4 cores; loom up (simulated nodes), Slurm 22.05 (4 slurmd -N, config_overrides)"},
+    out["conditions"] = {{"jobs", jobs},
+                         {"rounds", rounds},
+                         {"latency_jobs", latency_jobs},
+                         {"cluster",
+                          "4 nodes of 4 cores; loom up (simulated nodes), Slurm 22.05 (4 slurmd "
+                          "-N, config_overrides)"},
                          {"job", "/bin/true as root, output to /dev/null"},
                          {"slurm", "sched/backfill, select/cons_tres, batch_sched_delay=0, Epilog"},
                          {"rates", "median over rounds, Loom and Slurm alternating"}};
@@ -230,16 +271,21 @@ int main(int argc, char** argv) {
       std::cout << out.dump(2) << '\n';
       return 0;
     }
-    std::cout << fmt::format("{} trivial jobs, {} rounds (medians), 4 nodes x 4 cores, this machine\n", jobs, rounds);
-    std::cout << fmt::format("{:<8} {:<6} {:>12} {:>12} {:>18}\n", "system", "mode", "submit/s", "drain/s", "start p50 (ms)");
+    std::cout << fmt::format(
+        "{} trivial jobs, {} rounds (medians), 4 nodes x 4 cores, this machine\n", jobs, rounds);
+    std::cout << fmt::format("{:<8} {:<6} {:>12} {:>12} {:>18}\n", "system", "mode", "submit/s",
+                             "drain/s", "start p50 (ms)");
     for (const char* sys : {"loom", "slurm"}) {
       for (const char* mode : {"loop", "array"}) {
         const auto& r = out[sys][mode];
-        std::cout << fmt::format("{:<8} {:<6} {:>12.1f} {:>12.1f} {:>18.1f}\n", sys, mode, r["submit_per_s"].get<double>(),
-                                 r["drain_per_s"].get<double>(), r["start_latency_ms_p50"].get<double>());
+        std::cout << fmt::format("{:<8} {:<6} {:>12.1f} {:>12.1f} {:>18.1f}\n", sys, mode,
+                                 r["submit_per_s"].get<double>(), r["drain_per_s"].get<double>(),
+                                 r["start_latency_ms_p50"].get<double>());
       }
     }
-    std::cout << fmt::format("fsyncs per job (controller, 100-job loop): loom {:.2f}, slurm {:.2f}\n", fsyncs["loom"], fsyncs["slurm"]);
+    std::cout << fmt::format(
+        "fsyncs per job (controller, 100-job loop): loom {:.2f}, slurm {:.2f}\n", fsyncs["loom"],
+        fsyncs["slurm"]);
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "e2e_throughput: %s\n", e.what());

@@ -71,7 +71,8 @@ T check(Result<T> result, const char* what) {
 
 void send_line(int fd, const std::string& line) {
   const std::string data = line + "\n";
-  if (::send(fd, data.data(), data.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(data.size())) die("exchange: send failed");
+  if (::send(fd, data.data(), data.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(data.size()))
+    die("exchange: send failed");
 }
 
 std::string recv_line(int fd) {
@@ -105,14 +106,16 @@ int run_server(const Args& a) {
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<std::uint16_t>(a.port));
   addr.sin_addr.s_addr = htonl(INADDR_ANY);
-  if (::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || ::listen(listener, 1) != 0) {
+  if (::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::listen(listener, 1) != 0) {
     die("cannot listen on port " + std::to_string(a.port) + ": " + std::strerror(errno));
   }
   std::fprintf(stderr, "loom-fabric-bw: server waiting on port %d\n", a.port);
   const int fd = ::accept(listener, nullptr, nullptr);
   auto ep = open_endpoint(a);
   std::vector<std::byte> buffer = touched(kBuffer);
-  auto mr = check(MemoryRegion::register_memory(*ep, buffer.data(), buffer.size(), kAccess), "registering");
+  auto mr = check(MemoryRegion::register_memory(*ep, buffer.data(), buffer.size(), kAccess),
+                  "registering");
   send_line(fd, encode_name(ep->name()));
   send_line(fd, encode_region(mr->remote()));
   const auto client = check(decode_name(recv_line(fd)), "client name");
@@ -162,18 +165,19 @@ double latency_us(One one) {
 }
 
 // The raw loop: post up to `window` fi_write/fi_read on one buffer, reap, repeat.
-void raw_round(Endpoint& ep, MemoryRegion& mr, fi_addr_t peer, const RemoteRegion& remote, bool write,
-               std::size_t size, std::size_t window, std::size_t count) {
+void raw_round(Endpoint& ep, MemoryRegion& mr, fi_addr_t peer, const RemoteRegion& remote,
+               bool write, std::size_t size, std::size_t window, std::size_t count) {
   std::vector<fi_context2> contexts(window);
   std::size_t posted = 0, completed = 0, slot = 0;
   fi_cq_entry entries[16];
   while (completed < count) {
     while (posted < count && posted - completed < window) {
       const std::size_t offset = (posted * size) % (kBuffer - size + 1);
-      const ssize_t rc = write ? fi_write(ep.get(), mr.data() + offset, size, mr.descriptor(), peer,
-                                          remote.address + offset, remote.key, &contexts[slot % window])
-                               : fi_read(ep.get(), mr.data() + offset, size, mr.descriptor(), peer,
-                                         remote.address + offset, remote.key, &contexts[slot % window]);
+      const ssize_t rc =
+          write ? fi_write(ep.get(), mr.data() + offset, size, mr.descriptor(), peer,
+                           remote.address + offset, remote.key, &contexts[slot % window])
+                : fi_read(ep.get(), mr.data() + offset, size, mr.descriptor(), peer,
+                          remote.address + offset, remote.key, &contexts[slot % window]);
       if (rc == -FI_EAGAIN) break;
       if (rc != 0) die(fi_error(write ? "fi_write" : "fi_read", static_cast<int>(rc)).to_string());
       ++posted;
@@ -192,7 +196,8 @@ double memcpy_gbps() {
   for (int i = 0; i < 5; ++i) {
     const auto t0 = Clock::now();
     std::memcpy(b.data(), a.data(), bytes);
-    rates.push_back(static_cast<double>(bytes) / std::chrono::duration<double>(Clock::now() - t0).count() / 1e9);
+    rates.push_back(static_cast<double>(bytes) /
+                    std::chrono::duration<double>(Clock::now() - t0).count() / 1e9);
   }
   std::sort(rates.begin(), rates.end());
   return rates[rates.size() / 2];
@@ -243,9 +248,11 @@ int run_client(const Args& a) {
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<std::uint16_t>(a.port));
-  if (::inet_pton(AF_INET, a.server.c_str(), &addr.sin_addr) != 1) die("not an IPv4 address: " + a.server);
+  if (::inet_pton(AF_INET, a.server.c_str(), &addr.sin_addr) != 1)
+    die("not an IPv4 address: " + a.server);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    die("cannot reach the server at " + a.server + ":" + std::to_string(a.port) + ": " + std::strerror(errno));
+    die("cannot reach the server at " + a.server + ":" + std::to_string(a.port) + ": " +
+        std::strerror(errno));
   }
   auto ep = open_endpoint(a);
   const auto server_name = check(decode_name(recv_line(fd)), "server name");
@@ -253,7 +260,8 @@ int run_client(const Args& a) {
   const fi_addr_t peer = check(ep->av().insert(server_name), "inserting the server");
   send_line(fd, encode_name(ep->name()));
   std::vector<std::byte> buffer = touched(kBuffer);
-  auto mr = check(MemoryRegion::register_memory(*ep, buffer.data(), buffer.size(), kAccess), "registering");
+  auto mr = check(MemoryRegion::register_memory(*ep, buffer.data(), buffer.size(), kAccess),
+                  "registering");
   const bool write = a.op == "write";
 
   std::vector<std::size_t> sizes;
@@ -266,37 +274,53 @@ int run_client(const Args& a) {
   const Offer offer = ep->domain()->info().offer();
   if (!a.json) {
     std::printf("loom-fabric-bw: %s %s on %s, window %zu, %s buffers pre-touched and registered\n",
-                offer.provider.c_str(), a.op.c_str(), offer.domain.c_str(), a.window, format_bytes(Bytes(kBuffer)).c_str());
-    std::printf("%10s %8s | %12s %12s %10s %9s | %12s %12s %10s | %6s\n", "bytes", "iters", "peak GB/s", "avg GB/s",
-                "Mpps", "lat us", "raw peak", "raw avg", "raw Mpps", "loom%");
+                offer.provider.c_str(), a.op.c_str(), offer.domain.c_str(), a.window,
+                format_bytes(Bytes(kBuffer)).c_str());
+    std::printf("%10s %8s | %12s %12s %10s %9s | %12s %12s %10s | %6s\n", "bytes", "iters",
+                "peak GB/s", "avg GB/s", "Mpps", "lat us", "raw peak", "raw avg", "raw Mpps",
+                "loom%");
   }
   for (std::size_t size : sizes) {
-    const std::size_t iters = a.iters != 0 ? a.iters : std::clamp<std::size_t>((std::size_t{1} << 30) / size, 100, 100000);
-    TransferEngine engine(ep, {.window = a.window, .max_operation = size, .timeout = std::chrono::seconds(30)});
+    const std::size_t iters =
+        a.iters != 0 ? a.iters
+                     : std::clamp<std::size_t>((std::size_t{1} << 30) / size, 100, 100000);
+    TransferEngine engine(
+        ep, {.window = a.window, .max_operation = size, .timeout = std::chrono::seconds(30)});
     // The engine moves `n` operations of `size` as calls of up to the whole buffer.
     auto loom_round = [&](std::size_t n) {
       const std::size_t per_call = std::max<std::size_t>(1, kBuffer / size);
       for (std::size_t done = 0; done < n;) {
         const std::size_t ops = std::min(per_call, n - done);
-        Status s = write ? engine.write(*mr, 0, peer, remote, 0, ops * size) : engine.read(*mr, 0, peer, remote, 0, ops * size);
+        Status s = write ? engine.write(*mr, 0, peer, remote, 0, ops * size)
+                         : engine.read(*mr, 0, peer, remote, 0, ops * size);
         if (!s) die(s.error().to_string());
         done += ops;
       }
     };
     Sample loom = measure(size, iters, loom_round);
-    Sample raw = measure(size, iters, [&](std::size_t n) { raw_round(*ep, *mr, peer, remote, write, size, a.window, n); });
+    Sample raw = measure(size, iters, [&](std::size_t n) {
+      raw_round(*ep, *mr, peer, remote, write, size, a.window, n);
+    });
     if (size <= 65536) {
       loom.latency_us = latency_us([&] { loom_round(1); });
     }
     const double ratio = raw.avg_gbps > 0 ? 100 * loom.avg_gbps / raw.avg_gbps : 0;
-    results.push_back({{"bytes", size}, {"iters", iters}, {"bw_avg_gbps", loom.avg_gbps}, {"bw_peak_gbps", loom.peak_gbps},
-                       {"msg_rate_mpps", loom.mpps}, {"latency_us", size <= 65536 ? nlohmann::json(loom.latency_us) : nlohmann::json(nullptr)},
-                       {"raw_bw_avg_gbps", raw.avg_gbps}, {"raw_bw_peak_gbps", raw.peak_gbps}, {"raw_msg_rate_mpps", raw.mpps},
-                       {"loom_over_raw", ratio / 100}});
+    results.push_back(
+        {{"bytes", size},
+         {"iters", iters},
+         {"bw_avg_gbps", loom.avg_gbps},
+         {"bw_peak_gbps", loom.peak_gbps},
+         {"msg_rate_mpps", loom.mpps},
+         {"latency_us", size <= 65536 ? nlohmann::json(loom.latency_us) : nlohmann::json(nullptr)},
+         {"raw_bw_avg_gbps", raw.avg_gbps},
+         {"raw_bw_peak_gbps", raw.peak_gbps},
+         {"raw_msg_rate_mpps", raw.mpps},
+         {"loom_over_raw", ratio / 100}});
     if (!a.json) {
       const std::string latency = size <= 65536 ? fmt::format("{:.1f}", loom.latency_us) : "-";
-      std::printf("%10zu %8zu | %12.3f %12.3f %10.3f %9s | %12.3f %12.3f %10.3f | %5.0f%%\n", size, iters, loom.peak_gbps,
-                  loom.avg_gbps, loom.mpps, latency.c_str(), raw.peak_gbps, raw.avg_gbps, raw.mpps, ratio);
+      std::printf("%10zu %8zu | %12.3f %12.3f %10.3f %9s | %12.3f %12.3f %10.3f | %5.0f%%\n", size,
+                  iters, loom.peak_gbps, loom.avg_gbps, loom.mpps, latency.c_str(), raw.peak_gbps,
+                  raw.avg_gbps, raw.mpps, ratio);
       std::fflush(stdout);
     }
   }
@@ -304,13 +328,21 @@ int run_client(const Args& a) {
   const double memcpy_rate = memcpy_gbps();
   const double tcp_rate = tcp_loopback_gbps();
   if (a.json) {
-    nlohmann::json out = {{"benchmark", "loom-fabric-bw"}, {"provider", offer.provider}, {"domain", offer.domain},
-                          {"op", a.op}, {"window", a.window}, {"results", results},
-                          {"baselines", {{"memcpy_from_memory_gbps", memcpy_rate}, {"tcp_loopback_one_stream_gbps", tcp_rate}}}};
+    nlohmann::json out = {
+        {"benchmark", "loom-fabric-bw"},
+        {"provider", offer.provider},
+        {"domain", offer.domain},
+        {"op", a.op},
+        {"window", a.window},
+        {"results", results},
+        {"baselines",
+         {{"memcpy_from_memory_gbps", memcpy_rate}, {"tcp_loopback_one_stream_gbps", tcp_rate}}}};
     std::cout << out.dump(2) << '\n';
   } else {
-    std::printf("baselines: memcpy from memory (256 MiB, one thread) %.2f GB/s; one-stream TCP loopback %.2f GB/s\n",
-                memcpy_rate, tcp_rate);
+    std::printf(
+        "baselines: memcpy from memory (256 MiB, one thread) %.2f GB/s; one-stream TCP loopback "
+        "%.2f GB/s\n",
+        memcpy_rate, tcp_rate);
   }
   return 0;
 }
@@ -319,14 +351,17 @@ int run_client(const Args& a) {
 
 constexpr const char* kUsage =
     "usage: loom-fabric-bw [options] [SERVER]   (no SERVER: be the server)\n"
-    "  -p, --provider P       libfabric provider, e.g. \"tcp;ofi_rxm\", shm, \"verbs;ofi_rxm\" (fi_rma_bw -p)\n"
-    "  -d, --interface I      the domain / NIC, e.g. mlx5_0, eth0, lo (fi_rma_bw -d, ib_write_bw -d)\n"
+    "  -p, --provider P       libfabric provider, e.g. \"tcp;ofi_rxm\", shm, \"verbs;ofi_rxm\" "
+    "(fi_rma_bw -p)\n"
+    "  -d, --interface I      the domain / NIC, e.g. mlx5_0, eth0, lo (fi_rma_bw -d, ib_write_bw "
+    "-d)\n"
     "  -o, --op write|read    the RMA operation (fi_rma_bw -o)\n"
     "  -S, --size BYTES       one size, e.g. 4M (fi_rma_bw -S, ib_write_bw --size); -S all sweeps\n"
     "  -a, --all              sizes from 2 B to 8 MiB, doubling (ib_write_bw -a)\n"
     "  -I, -n, --iters N      operations per size (fi_rma_bw -I, ib_write_bw -n)\n"
     "  -W, -t, --window W     operations in flight (fi_rma_bw -W, ib_write_bw -t/--tx-depth)\n"
-    "  -P, --port P           the TCP port names are exchanged on (fi_rma_bw -P, ib_write_bw --port)\n"
+    "  -P, --port P           the TCP port names are exchanged on (fi_rma_bw -P, ib_write_bw "
+    "--port)\n"
     "      --json             one JSON object instead of the table\n";
 
 int main(int argc, char** argv) {
@@ -340,25 +375,38 @@ int main(int argc, char** argv) {
     auto is = [&](std::initializer_list<const char*> names) {
       return std::any_of(names.begin(), names.end(), [&](const char* name) { return arg == name; });
     };
-    if (is({"-p", "--provider"})) a.provider = value();
-    else if (is({"-d", "--interface"})) a.interface = value();
-    else if (is({"-o", "--op"})) a.op = value();
+    if (is({"-p", "--provider"}))
+      a.provider = value();
+    else if (is({"-d", "--interface"}))
+      a.interface = value();
+    else if (is({"-o", "--op"}))
+      a.op = value();
     else if (is({"-S", "--size"})) {
       const std::string size = value();
-      if (size == "all") a.sweep = true;
-      else a.size = check(parse_bytes(size), arg.c_str()).count();
-    } else if (is({"-a", "--all"})) a.sweep = true;
-    else if (is({"-I", "-n", "--iters"})) a.iters = std::stoul(value());
-    else if (is({"-W", "-t", "--window", "--tx-depth"})) a.window = std::stoul(value());
-    else if (is({"-P", "--port"})) a.port = std::stoi(value());
-    else if (arg == "--json") a.json = true;
+      if (size == "all")
+        a.sweep = true;
+      else
+        a.size = check(parse_bytes(size), arg.c_str()).count();
+    } else if (is({"-a", "--all"}))
+      a.sweep = true;
+    else if (is({"-I", "-n", "--iters"}))
+      a.iters = std::stoul(value());
+    else if (is({"-W", "-t", "--window", "--tx-depth"}))
+      a.window = std::stoul(value());
+    else if (is({"-P", "--port"}))
+      a.port = std::stoi(value());
+    else if (arg == "--json")
+      a.json = true;
     else if (is({"-h", "--help"})) {
       std::printf("%s", kUsage);
       return 0;
-    } else if (!arg.starts_with("-") && a.server.empty()) a.server = arg;
-    else die("unknown option " + arg + " (see --help)");
+    } else if (!arg.starts_with("-") && a.server.empty())
+      a.server = arg;
+    else
+      die("unknown option " + arg + " (see --help)");
   }
   if (a.op != "write" && a.op != "read") die("-o/--op must be write or read, not " + a.op);
-  if (a.size == 0 || a.size > kBuffer) die("-S/--size must be between 1 byte and " + format_bytes(Bytes(kBuffer)));
+  if (a.size == 0 || a.size > kBuffer)
+    die("-S/--size must be between 1 byte and " + format_bytes(Bytes(kBuffer)));
   return a.server.empty() ? run_server(a) : run_client(a);
 }

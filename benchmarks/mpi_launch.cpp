@@ -41,11 +41,16 @@ std::pair<std::int64_t, unsigned> last_init(const std::string& output) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"mpi_launch: time from launch to every rank past MPI_Init, Loom (loom submit --mpi) beside plain mpirun"};
+  CLI::App app{
+      "mpi_launch: time from launch to every rank past MPI_Init, Loom (loom submit --mpi) beside "
+      "plain mpirun"};
   unsigned ranks = 4, rounds = 5, hosts = 1;
   bool json = false;
-  app.add_option("--ranks", ranks, "Ranks per job, spread evenly over the hosts")->capture_default_str();
-  app.add_option("--hosts", hosts, "Hosts: 1 (loom up), or N > 1 (loom up --netns N)")->capture_default_str()->check(CLI::Range(1u, 12u));
+  app.add_option("--ranks", ranks, "Ranks per job, spread evenly over the hosts")
+      ->capture_default_str();
+  app.add_option("--hosts", hosts, "Hosts: 1 (loom up), or N > 1 (loom up --netns N)")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 12u));
   app.add_option("--rounds", rounds, "Rounds, alternating Loom and mpirun")->capture_default_str();
   app.add_flag("--json", json, "Print one JSON object");
   CLI11_PARSE(app, argc, argv);
@@ -54,7 +59,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   const fs::path build = fs::read_symlink("/proc/self/exe").parent_path().parent_path();
-  const std::string loom = (build / "cli" / "loom").string(), mpi_app = (build / "tests" / "mpi" / "mpi_app").string();
+  const std::string loom = (build / "cli" / "loom").string(),
+                    mpi_app = (build / "tests" / "mpi" / "mpi_app").string();
   char pattern[] = "/tmp/loom-mpi-launch.XXXXXX";
   const fs::path dir = ::mkdtemp(pattern);
   fs::permissions(dir, fs::perms::all | fs::perms::sticky_bit);
@@ -63,8 +69,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   const unsigned per_host = ranks / hosts;
-  std::vector<std::string> up_argv{loom, "up", "--topology", fmt::format("pack:1 numa:2 core:{} pu:1", (per_host + 1) / 2),
-                                   "--state-dir", (dir / "up").string()};
+  std::vector<std::string> up_argv{
+      loom,          "up",
+      "--topology",  fmt::format("pack:1 numa:2 core:{} pu:1", (per_host + 1) / 2),
+      "--state-dir", (dir / "up").string()};
   if (hosts > 1) {
     up_argv.insert(up_argv.end(), {"--netns", std::to_string(hosts)});
   } else {
@@ -73,60 +81,94 @@ int main(int argc, char** argv) {
   const pid_t up = spawn(up_argv, {}, (dir / "up.out").string());
   std::vector<double> plain_ms, loom_ms;
   char host[256] = {};
-  ::gethostname(host, sizeof(host) - 1);  // as loomd names the host to mpirun: its slots are the job's ranks
+  ::gethostname(
+      host, sizeof(host) - 1);  // as loomd names the host to mpirun: its slots are the job's ranks
   try {
     const std::string address = wait_line(dir / "up.out", "export LOOM_CONTROLLER=").substr(23);
     // mpirun without Loom: from the first host, its daemons through an rsh agent that only
     // enters the target host's namespaces, as Loom's testbed makes them.
     std::vector<std::string> plain_prefix, mpirun_hosts;
-    for (unsigned h = 0; h < hosts; ++h) mpirun_hosts.push_back(fmt::format("node{}:{}", h, per_host));
+    for (unsigned h = 0; h < hosts; ++h)
+      mpirun_hosts.push_back(fmt::format("node{}:{}", h, per_host));
     if (hosts == 1) mpirun_hosts = {fmt::format("{}:{}", host, ranks)};
     if (hosts > 1) {
       const std::string hosts_line = wait_line(dir / "up.out", "loom up: hosts on ");
       const std::size_t from = hosts_line.find("(network namespaces ") + 20;
       const std::string ns = hosts_line.substr(from, hosts_line.find("NAME)", from) - from);
       const std::string enter = fmt::format(
-          "exec nsenter --net=/run/netns/{0}$1 -- unshare --uts --mount --propagation slave -- sh -c "
-          "'mount --bind /etc/netns/{0}$0/hosts /etc/hosts && hostname $0 && exec sh -c \"$*\"' \"$@\"",
+          "exec nsenter --net=/run/netns/{0}$1 -- unshare --uts --mount --propagation slave -- sh "
+          "-c "
+          "'mount --bind /etc/netns/{0}$0/hosts /etc/hosts && hostname $0 && exec sh -c \"$*\"' "
+          "\"$@\"",
           ns);
-      std::ofstream(dir / "rsh") << "#!/bin/sh\n# mpi_launch's baseline rsh agent: HOST COMMAND...\n" << enter << "\n";
+      std::ofstream(dir / "rsh")
+          << "#!/bin/sh\n# mpi_launch's baseline rsh agent: HOST COMMAND...\n"
+          << enter << "\n";
       fs::permissions(dir / "rsh", fs::perms::owner_all);
-      plain_prefix = {"nsenter", "--net=/run/netns/" + ns + "node0", "--", "unshare", "--uts", "--mount", "--propagation", "slave",
-                      "--", "sh", "-c", fmt::format(R"(mount --bind /etc/netns/{}node0/hosts /etc/hosts && hostname node0 && exec "$@")", ns),
-                      "sh"};
+      plain_prefix = {
+          "nsenter",
+          "--net=/run/netns/" + ns + "node0",
+          "--",
+          "unshare",
+          "--uts",
+          "--mount",
+          "--propagation",
+          "slave",
+          "--",
+          "sh",
+          "-c",
+          fmt::format(
+              R"(mount --bind /etc/netns/{}node0/hosts /etc/hosts && hostname node0 && exec "$@")",
+              ns),
+          "sh"};
     }
     const std::vector<std::string> env{"LOOM_CONTROLLER=" + address};
     auto as_alice = [&](std::vector<std::string> argv) {
       argv.insert(argv.begin(), {"runuser", "-u", "loom-alice", "--"});
       return argv;
     };
-    for (unsigned round = 0; round <= rounds; ++round) {  // round 0 warms both up, and is not counted
+    for (unsigned round = 0; round <= rounds;
+         ++round) {  // round 0 warms both up, and is not counted
       std::int64_t start = wall_ns();
       const std::string out = (dir / fmt::format("loom-{}.out", round)).string();
-      const std::string id = capture(as_alice({loom, "submit", "--mpi", "-N", std::to_string(hosts), "--tasks-per-node",
-                                               std::to_string(per_host), "-o", out, "--", mpi_app}),
-                                     env, dir / "submit.out");
+      const std::string id = capture(
+          as_alice({loom, "submit", "--mpi", "-N", std::to_string(hosts), "--tasks-per-node",
+                    std::to_string(per_host), "-o", out, "--", mpi_app}),
+          env, dir / "submit.out");
       capture(as_alice({loom, "watch", id.substr(0, id.find('\n'))}), env, dir / "watch.out");
       std::ifstream in(out);
-      auto [loom_last, loom_ranks] = last_init({std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()});
-      if (loom_ranks != ranks) throw std::runtime_error(fmt::format("{} of {} ranks reported under Loom", loom_ranks, ranks));
+      auto [loom_last, loom_ranks] =
+          last_init({std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()});
+      if (loom_ranks != ranks)
+        throw std::runtime_error(
+            fmt::format("{} of {} ranks reported under Loom", loom_ranks, ranks));
       const double loom_time = static_cast<double>(loom_last - start) / 1e6;
 
       start = wall_ns();
-      std::vector<std::string> mpirun{"mpirun", "-np", std::to_string(ranks), "--host", fmt::format("{}", fmt::join(mpirun_hosts, ",")),
-                                      "--bind-to", "none", mpi_app};
+      std::vector<std::string> mpirun{"mpirun",
+                                      "-np",
+                                      std::to_string(ranks),
+                                      "--host",
+                                      fmt::format("{}", fmt::join(mpirun_hosts, ",")),
+                                      "--bind-to",
+                                      "none",
+                                      mpi_app};
       // Ranks sharing PUs yield when idle, as Loom has them do (else they spin and starve).
-      if (ranks > std::thread::hardware_concurrency()) mpirun.insert(mpirun.begin() + 1, {"--mca", "mpi_yield_when_idle", "1"});
+      if (ranks > std::thread::hardware_concurrency())
+        mpirun.insert(mpirun.begin() + 1, {"--mca", "mpi_yield_when_idle", "1"});
       if (hosts > 1) {  // as root: entering namespaces needs it
-        mpirun.insert(mpirun.begin() + 1, {"--allow-run-as-root", "--mca", "plm_rsh_agent", (dir / "rsh").string(), "--mca",
-                                           "plm_rsh_no_tree_spawn", "1"});
+        mpirun.insert(mpirun.begin() + 1,
+                      {"--allow-run-as-root", "--mca", "plm_rsh_agent", (dir / "rsh").string(),
+                       "--mca", "plm_rsh_no_tree_spawn", "1"});
         mpirun.insert(mpirun.begin(), plain_prefix.begin(), plain_prefix.end());
       } else {
         mpirun = as_alice(mpirun);
       }
       const std::string plain = capture(mpirun, {}, dir / "mpirun.out");
       auto [plain_last, plain_ranks] = last_init(plain);
-      if (plain_ranks != ranks) throw std::runtime_error(fmt::format("{} of {} ranks reported under mpirun", plain_ranks, ranks));
+      if (plain_ranks != ranks)
+        throw std::runtime_error(
+            fmt::format("{} of {} ranks reported under mpirun", plain_ranks, ranks));
       if (round == 0) continue;
       loom_ms.push_back(loom_time);
       plain_ms.push_back(static_cast<double>(plain_last - start) / 1e6);
@@ -148,21 +190,30 @@ int main(int argc, char** argv) {
       {"mpirun_ms_p50", median(plain_ms)},
       {"loom_ms_p50", median(loom_ms)},
       {"loom_overhead_ms", median(loom_ms) - median(plain_ms)},
-      {"conditions", hosts == 1 ? "one node of loom up (idle, so allocation is immediate); Loom's time from `loom submit --mpi` "
-                                  "to the last rank past MPI_Init, mpirun's from its start; both as loom-alice, Open MPI 4.1, "
-                                  "--bind-to none (Loom binds through loom-rank); a warm-up round not counted"
-                                : "hosts of loom up --netns (idle, so allocation is immediate), 2 cores shared by all; Loom's time "
-                                  "from `loom submit --mpi` (as loom-alice; daemons through loom-rsh) to the last rank past "
-                                  "MPI_Init, mpirun's from its start on the first host (as root; daemons through an rsh agent "
-                                  "that only enters namespaces); Open MPI 4.1, --bind-to none, ranks yield when idle where they outnumber "
-                                  "the PUs (both); a warm-up round not counted"}};
+      {"conditions",
+       hosts == 1 ? "one node of loom up (idle, so allocation is immediate); Loom's time from "
+                    "`loom submit --mpi` "
+                    "to the last rank past MPI_Init, mpirun's from its start; both as loom-alice, "
+                    "Open MPI 4.1, "
+                    "--bind-to none (Loom binds through loom-rank); a warm-up round not counted"
+                  : "hosts of loom up --netns (idle, so allocation is immediate), 2 cores shared "
+                    "by all; Loom's time "
+                    "from `loom submit --mpi` (as loom-alice; daemons through loom-rsh) to the "
+                    "last rank past "
+                    "MPI_Init, mpirun's from its start on the first host (as root; daemons through "
+                    "an rsh agent "
+                    "that only enters namespaces); Open MPI 4.1, --bind-to none, ranks yield when "
+                    "idle where they outnumber "
+                    "the PUs (both); a warm-up round not counted"}};
   if (json) {
     std::cout << result.dump(2) << '\n';
     return 0;
   }
-  std::cout << fmt::format("{:>6} {:>6} {:>14} {:>14} {:>14}\n", "HOSTS", "RANKS", "MPIRUN MS", "LOOM MS", "OVERHEAD MS");
-  std::cout << fmt::format("{:>6} {:>6} {:>14.1f} {:>14.1f} {:>14.1f}\n", hosts, ranks, median(plain_ms), median(loom_ms),
-                           median(loom_ms) - median(plain_ms));
-  std::cout << fmt::format("medians of {} rounds; {}\n", rounds, result["conditions"].get<std::string>());
+  std::cout << fmt::format("{:>6} {:>6} {:>14} {:>14} {:>14}\n", "HOSTS", "RANKS", "MPIRUN MS",
+                           "LOOM MS", "OVERHEAD MS");
+  std::cout << fmt::format("{:>6} {:>6} {:>14.1f} {:>14.1f} {:>14.1f}\n", hosts, ranks,
+                           median(plain_ms), median(loom_ms), median(loom_ms) - median(plain_ms));
+  std::cout << fmt::format("medians of {} rounds; {}\n", rounds,
+                           result["conditions"].get<std::string>());
   return 0;
 }

@@ -23,13 +23,18 @@ namespace loom::bench {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-inline double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
-
-inline std::int64_t wall_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+inline double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-inline pid_t spawn(const std::vector<std::string>& argv, const std::vector<std::string>& env, const std::string& out = "/dev/null") {
+inline std::int64_t wall_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+inline pid_t spawn(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+                   const std::string& out = "/dev/null") {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -55,7 +60,8 @@ inline int wait_exit(pid_t pid) {
 }
 
 // Runs a command to its end; returns its stdout.
-inline std::string capture(const std::vector<std::string>& argv, const std::vector<std::string>& env, const fs::path& scratch) {
+inline std::string capture(const std::vector<std::string>& argv,
+                           const std::vector<std::string>& env, const fs::path& scratch) {
   const int status = wait_exit(spawn(argv, env, scratch.string()));
   std::ifstream in(scratch);
   std::string out{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
@@ -78,7 +84,9 @@ inline std::string wait_line(const fs::path& file, const std::string& text) {
 
 inline double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+  return v.empty()      ? 0
+         : v.size() % 2 ? v[v.size() / 2]
+                        : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
 }
 
 }  // namespace loom::bench

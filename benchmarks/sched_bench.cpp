@@ -39,11 +39,13 @@ using Clock = std::chrono::steady_clock;
 constexpr const char* kNodeTopology = "pack:2 numa:2(memory=128GiB) core:32 pu:2";
 
 Cluster make_cluster(std::size_t nodes) {
-  auto topology = std::make_shared<const hwtopo::Topology>(hwtopo::load_synthetic(kNodeTopology).value());
+  auto topology =
+      std::make_shared<const hwtopo::Topology>(hwtopo::load_synthetic(kNodeTopology).value());
   const std::uint64_t nvme = 3584ull << 30;  // 3.5 TiB
   Cluster cluster;
   for (std::size_t i = 0; i < nodes; ++i) {
-    cluster.add_node({"node" + std::to_string(i), topology, {{"nvme0", 0, nvme}, {"nvme1", 2, nvme}}});
+    cluster.add_node(
+        {"node" + std::to_string(i), topology, {{"nvme0", 0, nvme}, {"nvme1", 2, nvme}}});
   }
   return cluster;
 }
@@ -86,7 +88,8 @@ std::vector<JobSpec> make_jobs(std::size_t count, std::uint32_t seed) {
 double percentile(std::vector<double> samples, double p) {
   if (samples.empty()) return 0;
   const std::size_t k = static_cast<std::size_t>(p * static_cast<double>(samples.size() - 1));
-  std::nth_element(samples.begin(), samples.begin() + static_cast<std::ptrdiff_t>(k), samples.end());
+  std::nth_element(samples.begin(), samples.begin() + static_cast<std::ptrdiff_t>(k),
+                   samples.end());
   return samples[k];
 }
 
@@ -137,8 +140,8 @@ std::optional<Placement> scan_place(const Cluster& cluster, const Request& r) {
   return cluster.place(r);
 }
 
-double backfill_pass_seconds(std::size_t nodes, const std::vector<JobSpec>& jobs, std::size_t pending,
-                             std::size_t& pending_measured) {
+double backfill_pass_seconds(std::size_t nodes, const std::vector<JobSpec>& jobs,
+                             std::size_t pending, std::size_t& pending_measured) {
   Cluster cluster = make_cluster(nodes);
   Scheduler scheduler(cluster, {make_fcfs_order(), make_easy_backfill()});
   const Time now{std::chrono::seconds(0)};
@@ -151,7 +154,8 @@ double backfill_pass_seconds(std::size_t nodes, const std::vector<JobSpec>& jobs
     }
     scheduler.schedule(now);
   }
-  for (std::size_t k = 0; k < pending; ++k, ++id) (void)scheduler.submit(JobId(id), jobs[next++ % jobs.size()], now);
+  for (std::size_t k = 0; k < pending; ++k, ++id)
+    (void)scheduler.submit(JobId(id), jobs[next++ % jobs.size()], now);
   pending_measured = scheduler.pending_count();
   const auto t0 = Clock::now();
   scheduler.schedule(now);
@@ -186,7 +190,9 @@ int main(int argc, char** argv) {
     } else if (arg == "--pending" && i + 1 < argc) {
       pending = std::stoul(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: sched_bench [--json] [--sizes 1000,10000,50000] [--jobs N] [--pending N]\n");
+      std::fprintf(
+          stderr,
+          "usage: sched_bench [--json] [--sizes 1000,10000,50000] [--jobs N] [--pending N]\n");
       return 2;
     }
   }
@@ -196,22 +202,28 @@ int main(int argc, char** argv) {
 
   nlohmann::json results = nlohmann::json::array();
   if (!json_out) {
-    std::printf("sched_bench: %zu jobs of mixed shapes; nodes %s, 512 GiB, 2 x 3.5 TiB NVMe; release build, one thread\n",
-                job_count, kNodeTopology);
-    std::printf("%8s %14s %9s %9s %14s %9s %12s %16s\n", "nodes", "placements/s", "p50 us", "p99 us",
-                "backfill s", "pending", "peak RSS MB", "scan baseline/s");
+    std::printf(
+        "sched_bench: %zu jobs of mixed shapes; nodes %s, 512 GiB, 2 x 3.5 TiB NVMe; release "
+        "build, one thread\n",
+        job_count, kNodeTopology);
+    std::printf("%8s %14s %9s %9s %14s %9s %12s %16s\n", "nodes", "placements/s", "p50 us",
+                "p99 us", "backfill s", "pending", "peak RSS MB", "scan baseline/s");
   }
   for (unsigned size : sizes) {
     Cluster cluster = make_cluster(size);
     // Warm-up: one pass over the first jobs, so that caches and the allocator are warm.
-    place_all(cluster, std::vector<Request>(requests.begin(), requests.begin() + std::min<std::size_t>(2000, requests.size())),
+    place_all(cluster,
+              std::vector<Request>(requests.begin(),
+                                   requests.begin() + std::min<std::size_t>(2000, requests.size())),
               [](const Cluster& c, const Request& r) { return c.place(r); });
-    PlacementRun indexed = place_all(cluster, requests, [](const Cluster& c, const Request& r) { return c.place(r); });
+    PlacementRun indexed =
+        place_all(cluster, requests, [](const Cluster& c, const Request& r) { return c.place(r); });
     double scan_rate = 0;
     if (size <= 10000) {
       Cluster baseline = make_cluster(size);
       const std::size_t n = std::min<std::size_t>(requests.size(), 20000);
-      PlacementRun scan = place_all(baseline, std::vector<Request>(requests.begin(), requests.begin() + n), scan_place);
+      PlacementRun scan = place_all(
+          baseline, std::vector<Request>(requests.begin(), requests.begin() + n), scan_place);
       scan_rate = static_cast<double>(scan.placed) / scan.seconds;
     }
     std::size_t pending_measured = 0;
@@ -220,13 +232,20 @@ int main(int argc, char** argv) {
     const double p50 = percentile(indexed.latencies_us, 0.50);
     const double p99 = percentile(indexed.latencies_us, 0.99);
     const double rss = peak_rss_mb();
-    results.push_back({{"nodes", size}, {"placements_per_s", rate}, {"p50_us", p50}, {"p99_us", p99},
-                       {"backfill_pass_s", backfill}, {"pending_in_pass", pending_measured},
-                       {"peak_rss_mb", rss}, {"placed", indexed.placed},
-                       {"baseline_scan_placements_per_s", scan_rate == 0 ? nlohmann::json(nullptr) : nlohmann::json(scan_rate)}});
+    results.push_back({{"nodes", size},
+                       {"placements_per_s", rate},
+                       {"p50_us", p50},
+                       {"p99_us", p99},
+                       {"backfill_pass_s", backfill},
+                       {"pending_in_pass", pending_measured},
+                       {"peak_rss_mb", rss},
+                       {"placed", indexed.placed},
+                       {"baseline_scan_placements_per_s",
+                        scan_rate == 0 ? nlohmann::json(nullptr) : nlohmann::json(scan_rate)}});
     if (!json_out) {
-      std::printf("%8u %14.0f %9.1f %9.1f %14.4f %9zu %12.0f %16s\n", size, rate, p50, p99, backfill,
-                  pending_measured, rss, scan_rate == 0 ? "-" : std::to_string(static_cast<long>(scan_rate)).c_str());
+      std::printf("%8u %14.0f %9.1f %9.1f %14.4f %9zu %12.0f %16s\n", size, rate, p50, p99,
+                  backfill, pending_measured, rss,
+                  scan_rate == 0 ? "-" : std::to_string(static_cast<long>(scan_rate)).c_str());
       std::fflush(stdout);
     }
   }

@@ -41,7 +41,9 @@ using Clock = std::chrono::steady_clock;
   std::exit(1);
 }
 
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -77,10 +79,12 @@ double reset_peak_rss() {
 // loom-fabric-bw (beside this program) measures it.
 double fabric_gbps(const std::string& provider, int port) {
   const fs::path bw = fs::read_symlink("/proc/self/exe").parent_path() / "loom-fabric-bw";
-  const fs::path out = fs::temp_directory_path() / fmt::format("stage-bench-fabric-{}.json", ::getpid());
+  const fs::path out =
+      fs::temp_directory_path() / fmt::format("stage-bench-fabric-{}.json", ::getpid());
   const std::string command = fmt::format(
       "{0} --provider '{1}' --port {2} --op read 2>/dev/null & server=$!; "
-      "for i in $(seq 100); do {0} --provider '{1}' --port {2} --op read --size 4M --json 127.0.0.1 >{3} 2>/dev/null && break; "
+      "for i in $(seq 100); do {0} --provider '{1}' --port {2} --op read --size 4M --json "
+      "127.0.0.1 >{3} 2>/dev/null && break; "
       "sleep 0.05; done; wait $server",
       bw.string(), provider, port, out.string());
   if (shell(command) != 0) die("measuring the fabric with " + bw.string());
@@ -99,7 +103,8 @@ struct TestFile {
 };
 
 // Rows of 1 MiB (one chunk each) of float32, smooth enough for gzip to matter.
-TestFile make_chunked(const fs::path& dir, const std::string& name, std::uint64_t bytes, bool gzip) {
+TestFile make_chunked(const fs::path& dir, const std::string& name, std::uint64_t bytes,
+                      bool gzip) {
   const hsize_t columns = 262144, rows = std::max<hsize_t>(1, bytes / (columns * 4));
   const fs::path path = dir / name;
   const hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
@@ -140,7 +145,8 @@ TestFile make_small(const fs::path& dir, unsigned count) {
   for (unsigned i = 0; i < count; ++i) {
     for (hsize_t k = 0; k < n; ++k) values[k] = static_cast<std::int32_t>(i + k);
     const std::string name = fmt::format("/g/{}/d{}", i / 100, i);
-    const hid_t d = H5Dcreate2(file, name.c_str(), H5T_STD_I32LE, space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    const hid_t d =
+        H5Dcreate2(file, name.c_str(), H5T_STD_I32LE, space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
     H5Dwrite(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data());
     H5Dclose(d);
     t.datasets.push_back(name);
@@ -159,7 +165,8 @@ double read_gbps(const fs::path& file) {
   const int fd = ::open(file.c_str(), O_RDONLY);
   const auto start = Clock::now();
   std::uint64_t total = 0;
-  for (ssize_t n; (n = ::read(fd, buffer.data(), buffer.size())) > 0;) total += static_cast<std::uint64_t>(n);
+  for (ssize_t n; (n = ::read(fd, buffer.data(), buffer.size())) > 0;)
+    total += static_cast<std::uint64_t>(n);
   const double s = seconds_since(start);
   ::close(fd);
   return static_cast<double>(total) / s / 1e9;
@@ -216,7 +223,8 @@ std::pair<double, double> stage(Side& side, const TestFile& t, const fs::path& d
   std::atomic<bool> cancelled{false};
   const double resident = reset_peak_rss();
   const auto start = Clock::now();
-  auto done = side.stager->fetch({side.address, *credential, 0, 0}, "/" + t.name, dir, t.name, progress, cancelled, t.datasets);
+  auto done = side.stager->fetch({side.address, *credential, 0, 0}, "/" + t.name, dir, t.name,
+                                 progress, cancelled, t.datasets);
   const double s = seconds_since(start);
   ::close(dir);
   if (!done) die(fmt::format("staging {}: {}", t.name, done.error().to_string()));
@@ -234,15 +242,20 @@ double timed_command(const std::string& command, const fs::path& source, const f
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"stage_bench: HDF5 dataset staging over libfabric beside the same run's ceilings, cp and h5copy"};
+  CLI::App app{
+      "stage_bench: HDF5 dataset staging over libfabric beside the same run's ceilings, cp and "
+      "h5copy"};
   std::string dir_text = "/var/tmp/loom-stage-bench", size_text = "2GiB";
   unsigned rounds = 3, small_count = 10000;
   std::vector<std::string> providers{"tcp;ofi_rxm", "shm"};
   bool json = false, keep = false;
-  app.add_option("--dir", dir_text, "Where the files are made (on the disk measured)")->capture_default_str();
+  app.add_option("--dir", dir_text, "Where the files are made (on the disk measured)")
+      ->capture_default_str();
   app.add_option("--size", size_text, "The large files' data size")->capture_default_str();
-  app.add_option("--small", small_count, "Datasets in the small-datasets file")->capture_default_str();
-  app.add_option("--rounds", rounds, "Rounds, alternating Loom and the peers; medians reported")->capture_default_str();
+  app.add_option("--small", small_count, "Datasets in the small-datasets file")
+      ->capture_default_str();
+  app.add_option("--rounds", rounds, "Rounds, alternating Loom and the peers; medians reported")
+      ->capture_default_str();
   app.add_option("--provider", providers, "Providers to stage over")->capture_default_str();
   app.add_flag("--json", json, "Print one JSON object");
   app.add_flag("--keep", keep, "Keep the generated files");
@@ -256,10 +269,12 @@ int main(int argc, char** argv) {
   fs::create_directories(dest);
   std::fprintf(stderr, "stage_bench: making the files in %s\n", exported.c_str());
   std::vector<TestFile> files{make_chunked(exported, "chunked.h5", size->count(), false),
-                              make_chunked(exported, "gzip.h5", size->count(), true), make_small(exported, small_count)};
+                              make_chunked(exported, "gzip.h5", size->count(), true),
+                              make_small(exported, small_count)};
 
   std::map<std::string, double> fabric;
-  for (std::size_t i = 0; i < providers.size(); ++i) fabric[providers[i]] = fabric_gbps(providers[i], 18650 + static_cast<int>(i));
+  for (std::size_t i = 0; i < providers.size(); ++i)
+    fabric[providers[i]] = fabric_gbps(providers[i], 18650 + static_cast<int>(i));
   nlohmann::json results = nlohmann::json::array();
   for (const TestFile& t : files) {
     const fs::path source = exported / t.name;
@@ -277,10 +292,13 @@ int main(int argc, char** argv) {
       }
       reads.push_back(read_gbps(source));
       writes.push_back(write_gbps(dest, file_bytes));
-      cps.push_back(timed_command(fmt::format("cp {} {}", source.string(), (dest / "cp.h5").string()), source, dest / "cp.h5"));
-      h5copies.push_back(timed_command(fmt::format("h5copy -i {} -o {} -s {} -d {}", source.string(), (dest / "h5copy.h5").string(),
-                                                   t.h5copy_object, t.h5copy_object),
-                                       source, dest / "h5copy.h5"));
+      cps.push_back(
+          timed_command(fmt::format("cp {} {}", source.string(), (dest / "cp.h5").string()), source,
+                        dest / "cp.h5"));
+      h5copies.push_back(timed_command(
+          fmt::format("h5copy -i {} -o {} -s {} -d {}", source.string(),
+                      (dest / "h5copy.h5").string(), t.h5copy_object, t.h5copy_object),
+          source, dest / "h5copy.h5"));
       fs::remove(dest / "cp.h5");
       fs::remove(dest / "h5copy.h5");
     }
@@ -313,24 +331,33 @@ int main(int argc, char** argv) {
       {"pipeline", "8 buffers of 4 MiB per side, registered once"},
       {"cold_source", "posix_fadvise DONTNEED before every timed copy; every copy synced"},
       {"fabric", "loom-fabric-bw: RMA reads of 4 MiB between two processes, 16 in flight"},
-      {"peak_rss_mb", "growth of the peak resident memory while staging, over what was resident before"},
+      {"peak_rss_mb",
+       "growth of the peak resident memory while staging, over what was resident before"},
       {"gbps", "dataset bytes as stored / seconds (cp: file bytes)"},
-      {"same_process", "the storage agent's server and the stager share one process; peak RSS counts both"}};
+      {"same_process",
+       "the storage agent's server and the stager share one process; peak RSS counts both"}};
   if (json) {
     std::cout << nlohmann::json{{"results", results}, {"conditions", conditions}}.dump(2) << '\n';
     return 0;
   }
-  std::cout << fmt::format("{:<11} {:<12} {:>8} {:>8} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}\n", "FILE", "PROVIDER", "LOOM", "LIMIT",
-                           "OF", "READ", "WRITE", "FABRIC", "H5COPY", "CP", "+RSS MB");
+  std::cout << fmt::format("{:<11} {:<12} {:>8} {:>8} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+                           "FILE", "PROVIDER", "LOOM", "LIMIT", "OF", "READ", "WRITE", "FABRIC",
+                           "H5COPY", "CP", "+RSS MB");
   for (const nlohmann::json& r : results) {
-    std::cout << fmt::format("{:<11} {:<12} {:>8.2f} {:>8.2f} {:>5.0f}% {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.0f}\n",
-                             r["file"].get<std::string>(), r["provider"].get<std::string>(), r["gbps"].get<double>(),
-                             r["limit_gbps"].get<double>(), 100 * r["gbps"].get<double>() / r["limit_gbps"].get<double>(),
-                             r["source_read_gbps"].get<double>(), r["dest_write_gbps"].get<double>(), r["fabric_gbps"].get<double>(),
-                             r["h5copy_gbps"].get<double>(), r["cp_gbps"].get<double>(), r["peak_rss_mb"].get<double>());
+    std::cout << fmt::format(
+        "{:<11} {:<12} {:>8.2f} {:>8.2f} {:>5.0f}% {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} "
+        "{:>8.0f}\n",
+        r["file"].get<std::string>(), r["provider"].get<std::string>(), r["gbps"].get<double>(),
+        r["limit_gbps"].get<double>(),
+        100 * r["gbps"].get<double>() / r["limit_gbps"].get<double>(),
+        r["source_read_gbps"].get<double>(), r["dest_write_gbps"].get<double>(),
+        r["fabric_gbps"].get<double>(), r["h5copy_gbps"].get<double>(), r["cp_gbps"].get<double>(),
+        r["peak_rss_mb"].get<double>());
   }
-  std::cout << fmt::format("GB/s, medians of {} rounds; {} files of {} (1 MiB chunks), {} small datasets; cold sources, synced "
-                           "destinations; LIMIT is the lowest of READ, WRITE and FABRIC\n",
-                           rounds, format_bytes(Bytes(size->count())), "data", small_count);
+  std::cout << fmt::format(
+      "GB/s, medians of {} rounds; {} files of {} (1 MiB chunks), {} small datasets; cold sources, "
+      "synced "
+      "destinations; LIMIT is the lowest of READ, WRITE and FABRIC\n",
+      rounds, format_bytes(Bytes(size->count())), "data", small_count);
   return 0;
 }

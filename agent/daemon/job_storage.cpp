@@ -16,14 +16,16 @@
 
 namespace loom::agent {
 
+using burstbuffer::remove_slice;
 using burstbuffer::slice_image;
 using burstbuffer::slice_mount;
-using burstbuffer::remove_slice;
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-fs::path shm_job_dir(const fs::path& base, std::uint64_t job) { return base / fmt::format("job_{}", job); }
+fs::path shm_job_dir(const fs::path& base, std::uint64_t job) {
+  return base / fmt::format("job_{}", job);
+}
 
 std::vector<std::uint64_t> shm_jobs_on(const fs::path& base) {
   std::vector<std::uint64_t> jobs;
@@ -33,7 +35,9 @@ std::vector<std::uint64_t> shm_jobs_on(const fs::path& base) {
     std::uint64_t job = 0;
     if (!name.starts_with("job_")) continue;
     const char* end = name.data() + name.size();
-    if (auto [at, err] = std::from_chars(name.data() + 4, end, job); err == std::errc() && at == end) jobs.push_back(job);
+    if (auto [at, err] = std::from_chars(name.data() + 4, end, job);
+        err == std::errc() && at == end)
+      jobs.push_back(job);
   }
   return jobs;
 }
@@ -43,7 +47,10 @@ Status remove_shm_job_dir(const fs::path& base, std::uint64_t job) {
   // remove_all removes the links inside it, never what they point to.
   std::error_code ec;
   fs::remove_all(shm_job_dir(base, job), ec);
-  if (ec) return make_error(ErrorCode::kInternal, fmt::format("cannot remove {}: {}", shm_job_dir(base, job).string(), ec.message()));
+  if (ec)
+    return make_error(
+        ErrorCode::kInternal,
+        fmt::format("cannot remove {}: {}", shm_job_dir(base, job).string(), ec.message()));
   return {};
 }
 
@@ -53,12 +60,18 @@ Status StagerPool::with(const std::function<Status(burstbuffer::Stager&)>& copy)
   return copy(*stager_);
 }
 
-JobStorage::JobStorage(v1::Launch launch, std::string node, fs::path shm_base, std::shared_ptr<StagerPool> stagers)
-    : launch_(std::move(launch)), node_(std::move(node)), shm_base_(std::move(shm_base)), stagers_(std::move(stagers)) {
+JobStorage::JobStorage(v1::Launch launch, std::string node, fs::path shm_base,
+                       std::shared_ptr<StagerPool> stagers)
+    : launch_(std::move(launch)),
+      node_(std::move(node)),
+      shm_base_(std::move(shm_base)),
+      stagers_(std::move(stagers)) {
   std::vector<char> buffer(16384);
   passwd pw{};
   passwd* found = nullptr;
-  if (::getpwuid_r(launch_.uid(), &pw, buffer.data(), buffer.size(), &found) == 0 && found != nullptr) gid_ = pw.pw_gid;
+  if (::getpwuid_r(launch_.uid(), &pw, buffer.data(), buffer.size(), &found) == 0 &&
+      found != nullptr)
+    gid_ = pw.pw_gid;
   // Known from the start, so that `loom show` lists what is waiting; and found again after
   // an agent restart (a slice is found by its path).
   for (const std::string& text : launch_.spec().stage_in()) {
@@ -67,7 +80,8 @@ JobStorage::JobStorage(v1::Launch launch, std::string node, fs::path shm_base, s
     File f;
     f.shown.set_direction("in");
     f.shown.set_source(text);
-    f.shown.set_dest(fmt::format("{}:{}", node_, (slice_mount(launch_.bb_device(), launch_.job()) / in->name()).string()));
+    f.shown.set_dest(fmt::format(
+        "{}:{}", node_, (slice_mount(launch_.bb_device(), launch_.job()) / in->name()).string()));
     f.shown.set_state("waiting");
     f.shown.set_node(node_);
     f.progress = std::make_shared<burstbuffer::FileProgress>();
@@ -78,10 +92,13 @@ JobStorage::JobStorage(v1::Launch launch, std::string node, fs::path shm_base, s
     for (const std::string& text : launch_.spec().stage_out()) {
       auto out = burstbuffer::parse_stage_out(text);
       if (!out) continue;
-      const std::string name = fs::path(out->slice_path).filename().string() + (launch_.spec().stage_out_all() ? "." + node_ : "");
+      const std::string name = fs::path(out->slice_path).filename().string() +
+                               (launch_.spec().stage_out_all() ? "." + node_ : "");
       File f;
       f.shown.set_direction("out");
-      f.shown.set_source(fmt::format("{}:{}", node_, (slice_mount(launch_.bb_device(), launch_.job()) / out->slice_path).string()));
+      f.shown.set_source(fmt::format(
+          "{}:{}", node_,
+          (slice_mount(launch_.bb_device(), launch_.job()) / out->slice_path).string()));
       f.shown.set_dest(fmt::format("{}:{}", out->node, (fs::path(out->dir) / name).string()));
       f.shown.set_state("waiting");
       f.shown.set_node(node_);
@@ -92,26 +109,32 @@ JobStorage::JobStorage(v1::Launch launch, std::string node, fs::path shm_base, s
 }
 
 bool JobStorage::stages_out() const {
-  return !launch_.spec().stage_out().empty() && (launch_.node_index() == 0 || launch_.spec().stage_out_all());
+  return !launch_.spec().stage_out().empty() &&
+         (launch_.node_index() == 0 || launch_.spec().stage_out_all());
 }
 
 Result<burstbuffer::Remote> JobStorage::remote(const std::string& node) const {
   auto it = launch_.storage().find(node);
   if (it == launch_.storage().end()) {
-    return make_error(ErrorCode::kUnavailable, fmt::format("no storage agent named {} is connected to the controller", node));
+    return make_error(
+        ErrorCode::kUnavailable,
+        fmt::format("no storage agent named {} is connected to the controller", node));
   }
   const std::string credential = LOOM_TRY(munge_credential());
   return burstbuffer::Remote{it->second, credential, launch_.uid(), gid_};
 }
 
-Status JobStorage::copy(File& file, const std::function<Status(burstbuffer::Stager&, burstbuffer::FileProgress&)>& body) {
+Status JobStorage::copy(
+    File& file,
+    const std::function<Status(burstbuffer::Stager&, burstbuffer::FileProgress&)>& body) {
   {
     std::lock_guard lock(mutex_);
     file.shown.set_state("running");
     file.started = Clock::now();
   }
   staging_.store(true);
-  Status done = stagers_->with([&](burstbuffer::Stager& stager) { return body(stager, *file.progress); });
+  Status done =
+      stagers_->with([&](burstbuffer::Stager& stager) { return body(stager, *file.progress); });
   staging_.store(false);
   std::lock_guard lock(mutex_);
   file.ended = Clock::now();
@@ -127,28 +150,36 @@ Status JobStorage::make_shm_dir() const {
   struct stat st {};
   if (::lstat(shm_base_.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != 0) {
     return make_error(ErrorCode::kFailedPrecondition,
-                      fmt::format("agent.shm_dir {} is not a directory of root's{}", shm_base_.string(), ec ? ": " + ec.message() : ""));
+                      fmt::format("agent.shm_dir {} is not a directory of root's{}",
+                                  shm_base_.string(), ec ? ": " + ec.message() : ""));
   }
   ::chmod(shm_base_.c_str(), 0711);
   const fs::path dir = shm_job_dir(shm_base_, launch_.job());
   if (::mkdir(dir.c_str(), 0700) == 0) {
     if (::chown(dir.c_str(), launch_.uid(), gid_) == 0) return {};
-    return make_error(ErrorCode::kInternal, fmt::format("cannot give {} to uid {}: {}", dir.string(), launch_.uid(), std::strerror(errno)));
+    return make_error(ErrorCode::kInternal,
+                      fmt::format("cannot give {} to uid {}: {}", dir.string(), launch_.uid(),
+                                  std::strerror(errno)));
   }
-  if (errno != EEXIST) return make_error(ErrorCode::kInternal, fmt::format("cannot make {}: {}", dir.string(), std::strerror(errno)));
+  if (errno != EEXIST)
+    return make_error(ErrorCode::kInternal,
+                      fmt::format("cannot make {}: {}", dir.string(), std::strerror(errno)));
   // Made already for this job by another agent sharing the machine's /dev/shm.
   if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != launch_.uid()) {
-    return make_error(ErrorCode::kFailedPrecondition, fmt::format("{} exists and is not the job's", dir.string()));
+    return make_error(ErrorCode::kFailedPrecondition,
+                      fmt::format("{} exists and is not the job's", dir.string()));
   }
   return {};
 }
 
 Status JobStorage::prepare(const std::atomic<bool>& cancelled) {
-  if (launch_.spec().mpi()) LOOM_TRY(with_context(make_shm_dir(), "the job's shared-memory directory"));
+  if (launch_.spec().mpi())
+    LOOM_TRY(with_context(make_shm_dir(), "the job's shared-memory directory"));
   if (launch_.bb_device().empty()) return {};
   const fs::path device = launch_.bb_device();
-  auto slice = burstbuffer::Slice::create({slice_image(device, launch_.job()), slice_mount(device, launch_.job()),
-                                           launch_.bb_bytes(), launch_.uid(), gid_, 0700, true});
+  auto slice = burstbuffer::Slice::create({slice_image(device, launch_.job()),
+                                           slice_mount(device, launch_.job()), launch_.bb_bytes(),
+                                           launch_.uid(), gid_, 0700, true});
   if (!slice) {
     (void)teardown();
     return std::unexpected(Error(slice.error()).with_context("creating the burst-buffer slice"));
@@ -158,23 +189,29 @@ Status JobStorage::prepare(const std::atomic<bool>& cancelled) {
   for (const std::string& text : launch_.spec().stage_in()) {
     const burstbuffer::StageIn in = LOOM_TRY(burstbuffer::parse_stage_in(text));
     File& file = files_.at(index++);
-    Status copied = copy(file, [&](burstbuffer::Stager& stager, burstbuffer::FileProgress& progress) -> Status {
-      const burstbuffer::Remote r = LOOM_TRY(remote(in.node));
-      auto as_user = LOOM_TRY(burstbuffer::FsIdentity::assume(launch_.uid(), gid_));
-      const int dir = ::open(slice_->dir().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-      if (dir < 0) return make_error(ErrorCode::kInternal, fmt::format("cannot open the slice {}: {}", slice_->dir().string(), std::strerror(errno)));
-      std::vector<std::string> notes;
-      Status s = stager.fetch(r, in.path, dir, in.name(), progress, cancelled, in.datasets, &notes);
-      ::close(dir);
-      std::lock_guard lock(mutex_);
-      for (const std::string& note : notes) file.shown.add_notes(note);
-      return s;
-    });
+    Status copied =
+        copy(file, [&](burstbuffer::Stager& stager, burstbuffer::FileProgress& progress) -> Status {
+          const burstbuffer::Remote r = LOOM_TRY(remote(in.node));
+          auto as_user = LOOM_TRY(burstbuffer::FsIdentity::assume(launch_.uid(), gid_));
+          const int dir = ::open(slice_->dir().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+          if (dir < 0)
+            return make_error(ErrorCode::kInternal,
+                              fmt::format("cannot open the slice {}: {}", slice_->dir().string(),
+                                          std::strerror(errno)));
+          std::vector<std::string> notes;
+          Status s =
+              stager.fetch(r, in.path, dir, in.name(), progress, cancelled, in.datasets, &notes);
+          ::close(dir);
+          std::lock_guard lock(mutex_);
+          for (const std::string& note : notes) file.shown.add_notes(note);
+          return s;
+        });
     if (!copied) {
       (void)teardown();
       if (copied.error().code() == ErrorCode::kCancelled) return copied;
-      return make_error(copied.error().code(), fmt::format("StageInFailed: {}:{} into {}'s slice: {}", in.node, in.path, node_,
-                                                           copied.error().message()));
+      return make_error(copied.error().code(),
+                        fmt::format("StageInFailed: {}:{} into {}'s slice: {}", in.node, in.path,
+                                    node_, copied.error().message()));
     }
   }
   return {};
@@ -204,26 +241,33 @@ Status JobStorage::stage_out(const std::atomic<bool>& cancelled) {
   for (const std::string& text : launch_.spec().stage_out()) {
     const burstbuffer::StageOut out = LOOM_TRY(burstbuffer::parse_stage_out(text));
     File& file = files_.at(index++);
-    const std::string name = fs::path(out.slice_path).filename().string() + (launch_.spec().stage_out_all() ? "." + node_ : "");
-    Status copied = copy(file, [&](burstbuffer::Stager& stager, burstbuffer::FileProgress& progress) -> Status {
-      const burstbuffer::Remote r = LOOM_TRY(remote(out.node));
-      int fd = -1;
-      {
-        auto as_user = LOOM_TRY(burstbuffer::FsIdentity::assume(launch_.uid(), gid_));
-        const int root = ::open(mount.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (root < 0) return make_error(ErrorCode::kInternal, fmt::format("cannot open the slice {}: {}", mount.string(), std::strerror(errno)));
-        auto opened = burstbuffer::open_beneath(root, out.slice_path, O_RDONLY);
-        ::close(root);
-        fd = LOOM_TRY(opened);
-      }
-      Status s = stager.store(r, fd, (fs::path(out.dir) / name).string(), progress, cancelled);
-      ::close(fd);
-      return s;
-    });
+    const std::string name = fs::path(out.slice_path).filename().string() +
+                             (launch_.spec().stage_out_all() ? "." + node_ : "");
+    Status copied =
+        copy(file, [&](burstbuffer::Stager& stager, burstbuffer::FileProgress& progress) -> Status {
+          const burstbuffer::Remote r = LOOM_TRY(remote(out.node));
+          int fd = -1;
+          {
+            auto as_user = LOOM_TRY(burstbuffer::FsIdentity::assume(launch_.uid(), gid_));
+            const int root = ::open(mount.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+            if (root < 0)
+              return make_error(ErrorCode::kInternal,
+                                fmt::format("cannot open the slice {}: {}", mount.string(),
+                                            std::strerror(errno)));
+            auto opened = burstbuffer::open_beneath(root, out.slice_path, O_RDONLY);
+            ::close(root);
+            fd = LOOM_TRY(opened);
+          }
+          Status s = stager.store(r, fd, (fs::path(out.dir) / name).string(), progress, cancelled);
+          ::close(fd);
+          return s;
+        });
     if (!copied && result) {
       // The first failure is the job's; the other files are still staged out.
-      result = make_error(copied.error().code(), fmt::format("StageOutFailed: {} from {}'s slice to {}:{}: {}", out.slice_path, node_,
-                                                             out.node, out.dir, copied.error().message()));
+      result =
+          make_error(copied.error().code(),
+                     fmt::format("StageOutFailed: {} from {}'s slice to {}:{}: {}", out.slice_path,
+                                 node_, out.node, out.dir, copied.error().message()));
     }
   }
   return result;
@@ -236,7 +280,8 @@ Status JobStorage::teardown() {
     slice = slice_->destroy();
     slice_.reset();
   } else if (!launch_.bb_device().empty()) {
-    slice = remove_slice(launch_.bb_device(), launch_.job());  // an agent after a restart: found by its path
+    slice = remove_slice(launch_.bb_device(),
+                         launch_.job());  // an agent after a restart: found by its path
   }
   return slice ? shm : slice;
 }

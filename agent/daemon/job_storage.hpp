@@ -46,7 +46,8 @@ Status remove_shm_job_dir(const std::filesystem::path& base, std::uint64_t job);
 
 class JobStorage {
  public:
-  JobStorage(v1::Launch launch, std::string node, std::filesystem::path shm_base, std::shared_ptr<StagerPool> stagers);
+  JobStorage(v1::Launch launch, std::string node, std::filesystem::path shm_base,
+             std::shared_ptr<StagerPool> stagers);
 
   // Makes an MPI job's shared-memory directory; creates the slice (if the job has one) and
   // stages every --stage-in file into it. On failure they are gone again, and the error is
@@ -73,7 +74,8 @@ class JobStorage {
     std::shared_ptr<burstbuffer::FileProgress> progress;
     std::chrono::steady_clock::time_point started, ended;  // ended: while running, unset
   };
-  Status copy(File& file, const std::function<Status(burstbuffer::Stager&, burstbuffer::FileProgress&)>& body);
+  Status copy(File& file,
+              const std::function<Status(burstbuffer::Stager&, burstbuffer::FileProgress&)>& body);
   Result<burstbuffer::Remote> remote(const std::string& node) const;
   Status make_shm_dir() const;
 
@@ -84,7 +86,7 @@ class JobStorage {
   std::optional<burstbuffer::Slice> slice_;
   std::uint32_t gid_ = 0;
   std::vector<std::string> staged_;  // paths in the slice
-  mutable std::mutex mutex_;  // guards files_' shown fields
+  mutable std::mutex mutex_;         // guards files_' shown fields
   std::vector<File> files_;
   std::atomic<bool> staging_{false};
 };

@@ -9,13 +9,14 @@
 //
 // Threads: the stream reader (run), one waiter per job, one that delivers the SIGKILLs due
 // after kill grace periods, one that sends heartbeats, and one that waits for signals.
+#include <arpa/inet.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
-#include <spdlog/spdlog.h>
-#include <arpa/inet.h>
 #include <ifaddrs.h>
 #include <netdb.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -33,8 +34,6 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
-
-#include <google/protobuf/util/json_util.h>
 
 #include "job_storage.hpp"
 #include "loom/agent/task.hpp"
@@ -56,7 +55,8 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 std::string replace_all(std::string text, std::string_view from, std::string_view to) {
-  for (std::size_t at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size())) {
+  for (std::size_t at = text.find(from); at != std::string::npos;
+       at = text.find(from, at + to.size())) {
     text.replace(at, from.size(), to);
   }
   return text;
@@ -79,7 +79,9 @@ struct Options {
 class Agent {
  public:
   Agent(Options options, hwtopo::Binder binder)
-      : o_(std::move(options)), binder_(std::move(binder)), stagers_(std::make_shared<agent::StagerPool>(o_.data_plane)) {}
+      : o_(std::move(options)),
+        binder_(std::move(binder)),
+        stagers_(std::make_shared<agent::StagerPool>(o_.data_plane)) {}
 
   // Adopts what the state directory says an agent before this one left running, then
   // serves the controller until stop(), reconnecting whenever the stream breaks. Returns
@@ -91,14 +93,17 @@ class Agent {
     for (auto retry = std::chrono::milliseconds(100); !stopped_.load();) {
       const grpc::Status ended = serve(topology_json);
       if (stopped_.load()) break;
-      if (ended.error_code() == grpc::StatusCode::PERMISSION_DENIED || ended.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
-          ended.error_code() == grpc::StatusCode::FAILED_PRECONDITION || ended.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
-        std::fprintf(stderr, "loomd: the controller refused this agent: %s\n", ended.error_message().c_str());
+      if (ended.error_code() == grpc::StatusCode::PERMISSION_DENIED ||
+          ended.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
+          ended.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||
+          ended.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+        std::fprintf(stderr, "loomd: the controller refused this agent: %s\n",
+                     ended.error_message().c_str());
         status = 1;
         break;
       }
-      spdlog::warn("lost the controller at {} ({}); reconnecting, this node's jobs keep running", o_.controller,
-                   ended.error_message());
+      spdlog::warn("lost the controller at {} ({}); reconnecting, this node's jobs keep running",
+                   o_.controller, ended.error_message());
       std::unique_lock lock(jobs_mutex_);
       wake_.wait_for(lock, retry, [this] { return stopped_.load(); });
       retry = std::min<std::chrono::milliseconds>(retry * 2, std::chrono::seconds(2));
@@ -129,7 +134,7 @@ class Agent {
     JobId id;
     v1::Launch launch;
     std::unique_ptr<agent::JobStorage> storage;  // its slice and staging on this node
-    std::mutex mutex;                            // guards tasks and daemon: kill() may come while they start
+    std::mutex mutex;  // guards tasks and daemon: kill() may come while they start
     std::vector<agent::Task> tasks;
     // An MPI job's node other than its first: Open MPI's daemon, all but its command line,
     // until mpirun asks for it through loom-rsh (exec()).
@@ -137,7 +142,7 @@ class Agent {
     // What was reported when its tasks started here (the ranks' applied bindings); sent
     // again at each registration, for a controller that restarted before it stored it.
     v1::JobStarted started;
-    std::atomic<bool> killed{false};             // a kill came: no staging starts or goes on
+    std::atomic<bool> killed{false};  // a kill came: no staging starts or goes on
   };
 
   static std::string launch_json(const v1::Launch& launch) {
@@ -149,16 +154,24 @@ class Agent {
   static nlohmann::json running_record(const Job& job, nlohmann::json ranks) {
     std::string started;
     (void)google::protobuf::util::MessageToJsonString(job.started, &started);
-    return {{"job", job.launch.job()}, {"launch", launch_json(job.launch)}, {"started", started},
-            {"ranks", std::move(ranks)}, {"ended", nullptr}};
+    return {{"job", job.launch.job()},
+            {"launch", launch_json(job.launch)},
+            {"started", started},
+            {"ranks", std::move(ranks)},
+            {"ended", nullptr}};
   }
   static nlohmann::json task_json(unsigned rank, const agent::TaskRecord& r) {
-    return {{"rank", rank}, {"cgroup", r.cgroup_name}, {"keeper", r.keeper}, {"keeper_start", r.keeper_start},
+    return {{"rank", rank},
+            {"cgroup", r.cgroup_name},
+            {"keeper", r.keeper},
+            {"keeper_start", r.keeper_start},
             {"status", r.status_path.string()}};
   }
   static v1::Launch parse_launch(const nlohmann::json& record) {
     v1::Launch launch;
-    if (record.contains("launch")) (void)google::protobuf::util::JsonStringToMessage(record["launch"].get<std::string>(), &launch);
+    if (record.contains("launch"))
+      (void)google::protobuf::util::JsonStringToMessage(record["launch"].get<std::string>(),
+                                                        &launch);
     return launch;
   }
   std::shared_ptr<Job> make_job(const v1::Launch& launch) {
@@ -169,7 +182,9 @@ class Agent {
     return job;
   }
 
-  fs::path record_path(JobId id) const { return o_.state_dir / fmt::format("job_{}.json", id.value()); }
+  fs::path record_path(JobId id) const {
+    return o_.state_dir / fmt::format("job_{}.json", id.value());
+  }
 
   // Written whole, then renamed: a crash leaves the old record or the new one.
   void save(JobId id, const nlohmann::json& record) const {
@@ -187,7 +202,9 @@ class Agent {
     // Not the throwing overload: this runs on the jobs' threads, where an exception ends loomd.
     std::error_code ec;
     fs::rename(temp, path, ec);
-    if (ec) spdlog::error("cannot save {}: {}: the job would be lost by a restart", path.string(), ec.message());
+    if (ec)
+      spdlog::error("cannot save {}: {}: the job would be lost by a restart", path.string(),
+                    ec.message());
   }
 
   static nlohmann::json ended_json(const v1::JobEnded& e) {
@@ -219,7 +236,8 @@ class Agent {
         // The agent before this one stopped while starting the job: whatever of it started
         // is killed, and the job reported failed here.
         for (const nlohmann::json& rank : record["launching"]) {
-          if (auto cgroup = agent::Cgroup::open(fmt::format("{}/job_{}_rank_{}", o_.cgroup, id.value(), rank.get<unsigned>()))) {
+          if (auto cgroup = agent::Cgroup::open(
+                  fmt::format("{}/job_{}_rank_{}", o_.cgroup, id.value(), rank.get<unsigned>()))) {
             (void)cgroup->kill_all();
           }
         }
@@ -244,7 +262,8 @@ class Agent {
       auto job = make_job(launch);
       job->id = id;
       if (record.contains("started")) {
-        (void)google::protobuf::util::JsonStringToMessage(record["started"].get<std::string>(), &job->started);
+        (void)google::protobuf::util::JsonStringToMessage(record["started"].get<std::string>(),
+                                                          &job->started);
       }
       if (record.contains("daemon")) {
         abandon(*job, "its agent restarted before Open MPI's daemon started here");
@@ -252,7 +271,8 @@ class Agent {
       }
       std::string lost;
       for (const nlohmann::json& r : record["ranks"]) {
-        agent::TaskRecord tr{r["cgroup"], r["keeper"], r["keeper_start"], r["status"].get<std::string>()};
+        agent::TaskRecord tr{r["cgroup"], r["keeper"], r["keeper_start"],
+                             r["status"].get<std::string>()};
         auto task = agent::Task::adopt(tr);
         if (!task) {
           lost = task.error().to_string();
@@ -274,7 +294,9 @@ class Agent {
     // Persistent buffers are mounted again where a restart of the machine unmounted them.
     for (const Config::NvmeDevice& device : o_.nvme) {
       for (const std::string& name : burstbuffer::buffers_on(device.path)) {
-        if (auto b = burstbuffer::Slice::attach(burstbuffer::buffer_image(device.path, name), burstbuffer::buffer_mount(device.path, name)); !b) {
+        if (auto b = burstbuffer::Slice::attach(burstbuffer::buffer_image(device.path, name),
+                                                burstbuffer::buffer_mount(device.path, name));
+            !b) {
           spdlog::error("burst buffer {} on {}: {}", name, device.path, b.error().to_string());
         }
       }
@@ -285,7 +307,8 @@ class Agent {
         std::lock_guard lock(jobs_mutex_);
         if (jobs_.contains(JobId(orphan))) continue;
         if (auto removed = burstbuffer::remove_slice(device.path, orphan); !removed) {
-          spdlog::error("cannot remove job {}'s orphaned slice on {}: {}", orphan, device.path, removed.error().to_string());
+          spdlog::error("cannot remove job {}'s orphaned slice on {}: {}", orphan, device.path,
+                        removed.error().to_string());
         } else {
           spdlog::info("removed job {}'s orphaned slice on {}", orphan, device.path);
         }
@@ -295,9 +318,11 @@ class Agent {
       std::lock_guard lock(jobs_mutex_);
       if (jobs_.contains(JobId(orphan))) continue;
       if (auto removed = agent::remove_shm_job_dir(o_.shm_dir, orphan); !removed) {
-        spdlog::error("job {}'s orphaned shared-memory directory: {}", orphan, removed.error().to_string());
+        spdlog::error("job {}'s orphaned shared-memory directory: {}", orphan,
+                      removed.error().to_string());
       } else {
-        spdlog::info("removed job {}'s orphaned shared-memory directory in {}", orphan, o_.shm_dir.string());
+        spdlog::info("removed job {}'s orphaned shared-memory directory in {}", orphan,
+                     o_.shm_dir.string());
       }
     }
   }
@@ -320,7 +345,8 @@ class Agent {
       device->set_path(d.path);
       if (d.numa) device->set_numa(*d.numa);
       device->set_capacity(d.capacity);
-      for (const std::string& name : burstbuffer::buffers_on(d.path)) hello.mutable_hello()->add_buffers(name);
+      for (const std::string& name : burstbuffer::buffers_on(d.path))
+        hello.mutable_hello()->add_buffers(name);
     }
     {
       std::lock_guard lock(jobs_mutex_);
@@ -339,9 +365,12 @@ class Agent {
     }
     for (const v1::FromAgent& started : started_jobs()) write(started);
     for (v1::ToAgent command; stream->Read(&command);) {
-      if (command.has_registered()) spdlog::info("registered with {} as {}", o_.controller, o_.name);
+      if (command.has_registered())
+        spdlog::info("registered with {} as {}", o_.controller, o_.name);
       if (command.has_launch()) launch(command.launch());
-      if (command.has_kill()) kill(JobId(command.kill().job()), std::chrono::seconds(command.kill().grace_s()), command.kill().finish());
+      if (command.has_kill())
+        kill(JobId(command.kill().job()), std::chrono::seconds(command.kill().grace_s()),
+             command.kill().finish());
       if (command.has_exec()) exec(command.exec());
       if (command.has_forget()) forget(JobId(command.forget().job()));
       if (command.has_buffer()) start_thread([this, c = command.buffer()] { buffer(c); });
@@ -385,7 +414,8 @@ class Agent {
       wake_.wait_for(lock, o_.heartbeat, [this] { return stopped_.load(); });
       std::vector<v1::FromAgent> reports;
       for (const auto& [id, job] : jobs_) {
-        if (job->storage && job->storage->staging()) *reports.emplace_back().mutable_staging() = job->storage->report();
+        if (job->storage && job->storage->staging())
+          *reports.emplace_back().mutable_staging() = job->storage->report();
       }
       lock.unlock();
       write(beat);
@@ -424,7 +454,10 @@ class Agent {
     // that says so (and which cgroups and slice to clean), never tasks that no record knows.
     nlohmann::json launching = nlohmann::json::array();
     for (const v1::Rank& rank : launch.ranks()) launching.push_back(rank.rank());
-    save(id, {{"job", id.value()}, {"launching", launching}, {"launch", launch_json(launch)}, {"ranks", nlohmann::json::array()},
+    save(id, {{"job", id.value()},
+              {"launching", launching},
+              {"launch", launch_json(launch)},
+              {"ranks", nlohmann::json::array()},
               {"ended", nullptr}});
     {
       std::lock_guard lock(jobs_mutex_);
@@ -444,7 +477,8 @@ class Agent {
       if (job->killed.load()) {
         end_killed(*job);
       } else {
-        abandon(*job, prepared.error().message(), /*staging=*/prepared.error().message().starts_with("StageInFailed"));
+        abandon(*job, prepared.error().message(),
+                /*staging=*/prepared.error().message().starts_with("StageInFailed"));
       }
       return false;
     }
@@ -484,7 +518,8 @@ class Agent {
       t.environment.insert(spec.environment().begin(), spec.environment().end());
       for (const auto& [name, value] : job->storage->environment()) t.environment[name] = value;
       if (!launch.persistent_device().empty()) {
-        t.environment["LOOM_BB_PERSISTENT_DIR"] = burstbuffer::buffer_mount(launch.persistent_device(), spec.bb_persistent()).string();
+        t.environment["LOOM_BB_PERSISTENT_DIR"] =
+            burstbuffer::buffer_mount(launch.persistent_device(), spec.bb_persistent()).string();
       }
       t.environment["LOOM_JOB_ID"] = std::to_string(id.value());
       t.environment["LOOM_RANK"] = std::to_string(rank);
@@ -503,8 +538,9 @@ class Agent {
       t.keeper = o_.keeper;
       return t;
     };
-    std::vector<std::string> command = spec.script().empty() ? std::vector<std::string>(spec.argv().begin(), spec.argv().end())
-                                                             : std::vector<std::string>{"/bin/sh", "-c", spec.script()};
+    std::vector<std::string> command =
+        spec.script().empty() ? std::vector<std::string>(spec.argv().begin(), spec.argv().end())
+                              : std::vector<std::string>{"/bin/sh", "-c", spec.script()};
     if (error.empty() && spec.mpi()) {
       auto mpi = mpi_task(launch, bindings, command, task_for);
       if (!mpi) {
@@ -519,7 +555,8 @@ class Agent {
         agent::TaskSpec t = task_for(launch.ranks(static_cast<int>(i)).rank(), command);
         t.memory_limit = launch.ranks(static_cast<int>(i)).memory_bytes();
         t.binding = bindings[i];
-        t.environment["LOOM_RANK_CORES"] = fmt::format("{}", fmt::join(bindings[i].applied_pus, ","));
+        t.environment["LOOM_RANK_CORES"] =
+            fmt::format("{}", fmt::join(bindings[i].applied_pus, ","));
         tasks.emplace_back(launch.ranks(static_cast<int>(i)).rank(), std::move(t));
       }
     }
@@ -578,7 +615,8 @@ class Agent {
       t.argv = {orted->string()};
       t.argv.insert(t.argv.end(), arguments->begin(), arguments->end());
       if (auto task = agent::Task::start(t)) {
-        save(job->id, running_record(*job, nlohmann::json::array({task_json(job->launch.ranks(0).rank(), task->record())})));
+        save(job->id, running_record(*job, nlohmann::json::array({task_json(
+                                               job->launch.ranks(0).rank(), task->record())})));
         job->tasks.push_back(std::move(*task));
       } else {
         error = task.error().to_string();
@@ -599,7 +637,8 @@ class Agent {
     for (std::size_t start = 0; start <= dirs.size();) {
       const std::size_t end = std::min(dirs.find(':', start), dirs.size());
       const fs::path candidate = fs::path(dirs.substr(start, end - start)) / name;
-      if (!dirs.substr(start, end - start).empty() && ::access(candidate.c_str(), X_OK) == 0) return candidate;
+      if (!dirs.substr(start, end - start).empty() && ::access(candidate.c_str(), X_OK) == 0)
+        return candidate;
       start = end + 1;
     }
     return std::nullopt;
@@ -615,16 +654,20 @@ class Agent {
     if (c.destroy()) {
       for (const Config::NvmeDevice& d : o_.nvme) {
         if (!c.device().empty() && d.path != c.device()) continue;
-        auto found = burstbuffer::Slice::attach(burstbuffer::buffer_image(d.path, c.name()), burstbuffer::buffer_mount(d.path, c.name()));
+        auto found = burstbuffer::Slice::attach(burstbuffer::buffer_image(d.path, c.name()),
+                                                burstbuffer::buffer_mount(d.path, c.name()));
         if (found) result = found->destroy();
       }
-    } else if (!burstbuffer::Slice::attach(burstbuffer::buffer_image(c.device(), c.name()), burstbuffer::buffer_mount(c.device(), c.name()))) {
-      auto made = burstbuffer::Slice::create({burstbuffer::buffer_image(c.device(), c.name()), burstbuffer::buffer_mount(c.device(), c.name()),
-                                             c.bytes(), c.uid(), c.gid(), 0700, true});
+    } else if (!burstbuffer::Slice::attach(burstbuffer::buffer_image(c.device(), c.name()),
+                                           burstbuffer::buffer_mount(c.device(), c.name()))) {
+      auto made = burstbuffer::Slice::create({burstbuffer::buffer_image(c.device(), c.name()),
+                                              burstbuffer::buffer_mount(c.device(), c.name()),
+                                              c.bytes(), c.uid(), c.gid(), 0700, true});
       if (!made) result = std::unexpected(made.error());
     }
     if (!result) done.mutable_buffer()->set_error(result.error().to_string());
-    spdlog::info("burst buffer {} {}{}", c.name(), c.destroy() ? "destroyed" : "made", result ? "" : ": " + result.error().to_string());
+    spdlog::info("burst buffer {} {}{}", c.name(), c.destroy() ? "destroyed" : "made",
+                 result ? "" : ": " + result.error().to_string());
     write(done);
   }
 
@@ -632,17 +675,20 @@ class Agent {
   // PUs and memory), each rank bound by loom-rank to its own placement: mpirun on the
   // job's first node; on the others Open MPI's daemon, whose command line mpirun sends
   // later through loom-rsh (exec()), so its argv is left empty here.
-  Result<std::pair<unsigned, agent::TaskSpec>> mpi_task(const v1::Launch& launch, const std::vector<hwtopo::Binding>& bindings,
-                                                        const std::vector<std::string>& command,
-                                                        const std::function<agent::TaskSpec(unsigned, std::vector<std::string>)>& task_for) {
-    if (launch.ranks_size() == 0) return make_error(ErrorCode::kInvalidArgument, "an MPI job with no rank on this node");
+  Result<std::pair<unsigned, agent::TaskSpec>> mpi_task(
+      const v1::Launch& launch, const std::vector<hwtopo::Binding>& bindings,
+      const std::vector<std::string>& command,
+      const std::function<agent::TaskSpec(unsigned, std::vector<std::string>)>& task_for) {
+    if (launch.ranks_size() == 0)
+      return make_error(ErrorCode::kInvalidArgument, "an MPI job with no rank on this node");
     std::vector<launch::RankBinding> ranks;
     hwtopo::Binding all;  // the union: the task's cgroup
     std::set<unsigned> pus;
     std::set<std::optional<unsigned>> numas;
     std::uint64_t memory = 0;
     for (std::size_t i = 0; i < bindings.size(); ++i) {
-      ranks.push_back({launch.ranks(static_cast<int>(i)).rank(), bindings[i].applied_pus, bindings[i].applied_numa});
+      ranks.push_back({launch.ranks(static_cast<int>(i)).rank(), bindings[i].applied_pus,
+                       bindings[i].applied_numa});
       pus.insert(bindings[i].applied_pus.begin(), bindings[i].applied_pus.end());
       numas.insert(bindings[i].applied_numa);
       memory += launch.ranks(static_cast<int>(i)).memory_bytes();
@@ -657,7 +703,8 @@ class Agent {
       for (std::size_t i = 1; i < nodes.size(); ++i) {
         if (const std::string failed = resolve_error(nodes[i].node); !failed.empty()) {
           return make_error(ErrorCode::kFailedPrecondition,
-                            fmt::format("{} does not resolve here ({}): an MPI job needs every node's name to be its resolvable hostname",
+                            fmt::format("{} does not resolve here ({}): an MPI job needs every "
+                                        "node's name to be its resolvable hostname",
                                         nodes[i].node, failed));
         }
       }
@@ -667,9 +714,11 @@ class Agent {
       hosts.front().node = host;
       // Installed beside loomd; in a build tree, in mpi_launcher/ beside agent/.
       const fs::path here = fs::read_symlink("/proc/self/exe").parent_path();
-      const fs::path launcher = fs::exists(here / "loom-rank") ? here : here.parent_path() / "mpi_launcher";
+      const fs::path launcher =
+          fs::exists(here / "loom-rank") ? here : here.parent_path() / "mpi_launcher";
       const bool spans = nodes.size() > 1;
-      launch::MpiPlan plan{hosts, (launcher / "loom-rank").string(), spans ? (launcher / "loom-rsh").string() : "",
+      launch::MpiPlan plan{hosts, (launcher / "loom-rank").string(),
+                           spans ? (launcher / "loom-rsh").string() : "",
                            spans ? interface_network(o_.data_plane.fabric.interface) : "", command};
       argv = launch::mpirun_argv(plan);
     }
@@ -684,9 +733,12 @@ class Agent {
     if (bound > pus.size()) t.environment["OMPI_MCA_mpi_yield_when_idle"] = "1";
     // A file per rank (%t): opened by loom-rank; mpirun's and orted's own messages go to
     // the node's first rank's.
-    if (launch.spec().stdout_path().find("%t") != std::string::npos || launch.spec().stderr_path().find("%t") != std::string::npos) {
-      t.environment["LOOM_RANK_OUTPUT"] = output_path(JobId(launch.job()), launch.spec().stdout_path());
-      t.environment["LOOM_RANK_ERROR"] = output_path(JobId(launch.job()), launch.spec().stderr_path());
+    if (launch.spec().stdout_path().find("%t") != std::string::npos ||
+        launch.spec().stderr_path().find("%t") != std::string::npos) {
+      t.environment["LOOM_RANK_OUTPUT"] =
+          output_path(JobId(launch.job()), launch.spec().stdout_path());
+      t.environment["LOOM_RANK_ERROR"] =
+          output_path(JobId(launch.job()), launch.spec().stderr_path());
     }
     t.environment.erase("LOOM_RANK");  // each rank's, set by loom-rank
     t.binding = std::move(all);
@@ -716,7 +768,8 @@ class Agent {
       const int status = ::getaddrinfo(host.c_str(), nullptr, &hints, &found);
       if (found != nullptr) ::freeaddrinfo(found);
       if (status == 0) return "";
-      if (status != EAI_AGAIN || attempt == 3) return status == EAI_SYSTEM ? std::strerror(errno) : ::gai_strerror(status);
+      if (status != EAI_AGAIN || attempt == 3)
+        return status == EAI_SYSTEM ? std::strerror(errno) : ::gai_strerror(status);
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   }
@@ -730,11 +783,16 @@ class Agent {
     if (::getifaddrs(&list) != 0) return "";
     std::string network;
     for (ifaddrs* a = list; a != nullptr && network.empty(); a = a->ifa_next) {
-      if (a->ifa_addr == nullptr || a->ifa_netmask == nullptr || a->ifa_addr->sa_family != AF_INET || name != a->ifa_name) continue;
-      const std::uint32_t address = ntohl(reinterpret_cast<const sockaddr_in*>(a->ifa_addr)->sin_addr.s_addr);
-      const std::uint32_t mask = ntohl(reinterpret_cast<const sockaddr_in*>(a->ifa_netmask)->sin_addr.s_addr);
+      if (a->ifa_addr == nullptr || a->ifa_netmask == nullptr ||
+          a->ifa_addr->sa_family != AF_INET || name != a->ifa_name)
+        continue;
+      const std::uint32_t address =
+          ntohl(reinterpret_cast<const sockaddr_in*>(a->ifa_addr)->sin_addr.s_addr);
+      const std::uint32_t mask =
+          ntohl(reinterpret_cast<const sockaddr_in*>(a->ifa_netmask)->sin_addr.s_addr);
       const std::uint32_t net = address & mask;
-      network = fmt::format("{}.{}.{}.{}/{}", net >> 24, (net >> 16) & 255, (net >> 8) & 255, net & 255, std::popcount(mask));
+      network = fmt::format("{}.{}.{}.{}/{}", net >> 24, (net >> 16) & 255, (net >> 8) & 255,
+                            net & 255, std::popcount(mask));
     }
     ::freeifaddrs(list);
     return network;
@@ -767,34 +825,34 @@ class Agent {
   // unless the job was killed (cancelled, past its walltime, failed elsewhere), removes
   // the slice and reports the end.
   void complete(const std::shared_ptr<Job>& job) {
-      v1::JobEnded e;
-      e.set_job(job->id.value());
-      for (agent::Task& task : job->tasks) {
-        auto status = task.wait();
-        if (!status) {
-          if (e.error().empty()) e.set_error(status.error().to_string());
-          if (e.exit_code() == 0) e.set_exit_code(127);
-          continue;
-        }
-        if (status->exit_code != 0 && e.exit_code() == 0) {
-          e.set_exit_code(status->exit_code);
-          if (status->signal) e.set_signal(*status->signal);
-        }
-        if (status->out_of_memory) e.set_out_of_memory(true);
+    v1::JobEnded e;
+    e.set_job(job->id.value());
+    for (agent::Task& task : job->tasks) {
+      auto status = task.wait();
+      if (!status) {
+        if (e.error().empty()) e.set_error(status.error().to_string());
+        if (e.exit_code() == 0) e.set_exit_code(127);
+        continue;
       }
-      if (!job->killed.load() && job->storage->stages_out()) {
-        send_staging(*job, /*out=*/true);
-        Status staged = job->storage->stage_out(job->killed);
-        send_staging(*job, /*out=*/true);
-        if (!staged && e.error().empty() && !job->killed.load()) {
-          e.set_error(staged.error().message());
-          e.set_staging(true);
-        }
+      if (status->exit_code != 0 && e.exit_code() == 0) {
+        e.set_exit_code(status->exit_code);
+        if (status->signal) e.set_signal(*status->signal);
       }
-      if (auto removed = job->storage->teardown(); !removed) {
-        spdlog::error("job {}: removing its slice: {}", job->id.value(), removed.error().to_string());
+      if (status->out_of_memory) e.set_out_of_memory(true);
+    }
+    if (!job->killed.load() && job->storage->stages_out()) {
+      send_staging(*job, /*out=*/true);
+      Status staged = job->storage->stage_out(job->killed);
+      send_staging(*job, /*out=*/true);
+      if (!staged && e.error().empty() && !job->killed.load()) {
+        e.set_error(staged.error().message());
+        e.set_staging(true);
       }
-      finish(job->id, e);
+    }
+    if (auto removed = job->storage->teardown(); !removed) {
+      spdlog::error("job {}: removing its slice: {}", job->id.value(), removed.error().to_string());
+    }
+    finish(job->id, e);
   }
 
   // The job's processes here are all gone: recorded, then reported (again at every
@@ -839,7 +897,8 @@ class Agent {
       it->second->daemon.reset();
       start_thread([this, job = it->second] {
         if (auto removed = job->storage->teardown(); !removed) {
-          spdlog::error("job {}: removing its slice: {}", job->id.value(), removed.error().to_string());
+          spdlog::error("job {}: removing its slice: {}", job->id.value(),
+                        removed.error().to_string());
         }
         end_killed(*job);
       });
@@ -863,7 +922,8 @@ class Agent {
         continue;
       }
       const auto [due, id] = *kill_at_.begin();
-      if (wake_.wait_until(lock, due) != std::cv_status::timeout) continue;  // re-check: new or earlier kills
+      if (wake_.wait_until(lock, due) != std::cv_status::timeout)
+        continue;  // re-check: new or earlier kills
       kill_at_.erase(kill_at_.begin());
       if (auto it = jobs_.find(id); it != jobs_.end()) {
         spdlog::info("job {}: still running when its kill grace ran out; SIGKILL", id.value());
@@ -879,13 +939,15 @@ class Agent {
   std::atomic<bool> stopped_{false};
   std::mutex write_mutex_;  // guards the stream pointers and writes to the stream
   grpc::ClientContext* context_ = nullptr;
-  grpc::ClientReaderWriter<v1::FromAgent, v1::ToAgent>* stream_ = nullptr;  // null while disconnected
-  std::mutex jobs_mutex_;  // guards jobs_, ended_ and kill_at_
-  std::map<JobId, std::shared_ptr<Job>> jobs_;  // running here
-  std::map<JobId, v1::JobEnded> ended_;         // ended here, not yet acknowledged
+  grpc::ClientReaderWriter<v1::FromAgent, v1::ToAgent>* stream_ =
+      nullptr;                                       // null while disconnected
+  std::mutex jobs_mutex_;                            // guards jobs_, ended_ and kill_at_
+  std::map<JobId, std::shared_ptr<Job>> jobs_;       // running here
+  std::map<JobId, v1::JobEnded> ended_;              // ended here, not yet acknowledged
   std::multimap<Clock::time_point, JobId> kill_at_;  // SIGKILLs due
   std::condition_variable_any wake_;  // stop, a kill due, a heartbeat due, a reconnection
-  std::thread killer_{[this] { deliver_kills(); }};  // after what it uses, so it starts once that is built
+  std::thread killer_{
+      [this] { deliver_kills(); }};  // after what it uses, so it starts once that is built
   struct Waiter {
     std::thread thread;  // waits for one job's tasks; joined once done is set
     std::shared_ptr<std::atomic<bool>> done;
@@ -897,18 +959,23 @@ class Agent {
 
 // A configured NVMe device with no NUMA node given takes the one hwloc reports for the
 // block device its filesystem is on (the sysfs path of a partition names its disk too).
-void match_block_devices(std::vector<Config::NvmeDevice>& devices, const hwtopo::Topology& topology) {
+void match_block_devices(std::vector<Config::NvmeDevice>& devices,
+                         const hwtopo::Topology& topology) {
   for (Config::NvmeDevice& device : devices) {
-    struct stat st{};
+    struct stat st {};
     if (device.numa || ::stat(device.path.c_str(), &st) != 0) continue;
     std::error_code ec;
-    const std::string sysfs = fs::canonical(fmt::format("/sys/dev/block/{}:{}", major(st.st_dev), minor(st.st_dev)), ec).string();
+    const std::string sysfs =
+        fs::canonical(fmt::format("/sys/dev/block/{}:{}", major(st.st_dev), minor(st.st_dev)), ec)
+            .string();
     if (ec) continue;
     for (const hwtopo::BlockDevice& block : topology.block_devices) {
-      const bool holds = sysfs.find("/" + block.name + "/") != std::string::npos || sysfs.ends_with("/" + block.name);
+      const bool holds = sysfs.find("/" + block.name + "/") != std::string::npos ||
+                         sysfs.ends_with("/" + block.name);
       if (!block.numa || !holds) continue;
       device.numa = block.numa;
-      spdlog::info("NVMe device {} is on {}, local to NUMA node {}", device.path, block.name, *block.numa);
+      spdlog::info("NVMe device {} is on {}, local to NUMA node {}", device.path, block.name,
+                   *block.numa);
     }
   }
 }
@@ -921,29 +988,42 @@ int main(int argc, char** argv) {
   char host[256] = {};
   ::gethostname(host, sizeof(host) - 1);
   name = host;
-  app.add_option("--controller", controller, "The controller's HOST:PORT (default: controller.address)");
+  app.add_option("--controller", controller,
+                 "The controller's HOST:PORT (default: controller.address)");
   app.add_option("--name", name, "This node's name")->capture_default_str();
-  app.add_option("--cgroup", cgroup, "This agent's cgroup under loom/, where its jobs' cgroups go (default: the node's name)");
-  app.add_option("--state-dir", state_dir, "Where this agent records its jobs (default: agent.state_dir)");
-  app.add_option("--shm-dir", shm_dir, "Where MPI jobs' shared-memory directories go, DIR/job_ID (default: agent.shm_dir)");
+  app.add_option(
+      "--cgroup", cgroup,
+      "This agent's cgroup under loom/, where its jobs' cgroups go (default: the node's name)");
+  app.add_option("--state-dir", state_dir,
+                 "Where this agent records its jobs (default: agent.state_dir)");
+  app.add_option(
+      "--shm-dir", shm_dir,
+      "Where MPI jobs' shared-memory directories go, DIR/job_ID (default: agent.shm_dir)");
   auto* x = app.add_option("--xml", xml, "Simulate a node with this hwloc XML topology");
-  app.add_option("--synthetic", synthetic, "Simulate a node with this hwloc synthetic topology")->excludes(x);
+  app.add_option("--synthetic", synthetic, "Simulate a node with this hwloc synthetic topology")
+      ->excludes(x);
   app.add_option("--config", config_file, loom::kConfigHelp);
   std::string export_dir, data_listen = "127.0.0.1:0";
   app.add_option("--export", export_dir,
                  "Be a storage agent serving this directory's files for staging (it runs no jobs)");
   std::vector<std::string> nvme;
-  app.add_option("--nvme", nvme, "An NVMe device for burst buffers, PATH=SIZE[:NUMA]; replaces agent.nvme (repeatable)");
+  app.add_option(
+      "--nvme", nvme,
+      "An NVMe device for burst buffers, PATH=SIZE[:NUMA]; replaces agent.nvme (repeatable)");
   std::string fabric_interface;
-  app.add_option("--fabric-interface", fabric_interface, "The fabric interface staging uses; replaces fabric.interface");
-  app.add_option("--data-listen", data_listen, "A storage agent's Storage service address, HOST:PORT (port 0: any)")
+  app.add_option("--fabric-interface", fabric_interface,
+                 "The fabric interface staging uses; replaces fabric.interface");
+  app.add_option("--data-listen", data_listen,
+                 "A storage agent's Storage service address, HOST:PORT (port 0: any)")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   auto fail = [](const Error& e) {
     std::fprintf(stderr, "loomd: %s\n", e.to_string().c_str());
     return 1;
   };
-  auto config = start_program("loomd", config_file.empty() ? std::nullopt : std::optional<std::filesystem::path>(config_file));
+  auto config = start_program("loomd", config_file.empty()
+                                           ? std::nullopt
+                                           : std::optional<std::filesystem::path>(config_file));
   if (!config) return fail(config.error());
   if (controller.empty()) controller = config->controller.address;
 
@@ -952,8 +1032,9 @@ int main(int argc, char** argv) {
                                                            : hwtopo::load_live();
   if (!topology) return fail(topology.error());
   const std::string topology_json = hwtopo::to_json(*topology).dump();
-  Result<hwtopo::Binder> binder = xml.empty() && synthetic.empty() ? hwtopo::Binder::for_live_machine()
-                                                                   : hwtopo::Binder::for_simulated(*topology);
+  Result<hwtopo::Binder> binder = xml.empty() && synthetic.empty()
+                                      ? hwtopo::Binder::for_live_machine()
+                                      : hwtopo::Binder::for_simulated(*topology);
   if (!binder) return fail(binder.error());
 
   // SIGTERM and SIGINT stop the agent (Agent::stop); blocked before any thread starts, and
@@ -965,8 +1046,10 @@ int main(int argc, char** argv) {
   Options options{controller,
                   name,
                   cgroup.empty() ? name : cgroup,
-                  state_dir.empty() ? std::filesystem::path(config->agent.state_dir) : std::filesystem::path(state_dir),
-                  shm_dir.empty() ? std::filesystem::path(config->agent.shm_dir) : std::filesystem::path(shm_dir),
+                  state_dir.empty() ? std::filesystem::path(config->agent.state_dir)
+                                    : std::filesystem::path(state_dir),
+                  shm_dir.empty() ? std::filesystem::path(config->agent.shm_dir)
+                                  : std::filesystem::path(shm_dir),
                   config->agent.allow_root_jobs,
                   config->controller.heartbeat_interval,
                   std::filesystem::read_symlink("/proc/self/exe").parent_path() / "loom-keeper",
@@ -974,22 +1057,32 @@ int main(int argc, char** argv) {
                   "",
                   {}};
   if (::access(options.keeper.c_str(), X_OK) != 0) {
-    return fail(Error(ErrorCode::kNotFound, fmt::format("cannot find {}, which starts every task", options.keeper.string())));
+    return fail(Error(ErrorCode::kNotFound, fmt::format("cannot find {}, which starts every task",
+                                                        options.keeper.string())));
   }
-  options.data_plane.fabric = {config->fabric.provider, fabric_interface.empty() ? config->fabric.interface : fabric_interface};
+  options.data_plane.fabric = {
+      config->fabric.provider,
+      fabric_interface.empty() ? config->fabric.interface : fabric_interface};
   if (!nvme.empty()) {
     options.nvme.clear();
     for (const std::string& text : nvme) {
-      const std::size_t eq = text.find('='), colon = text.find(':', eq == std::string::npos ? 0 : eq);
-      auto bytes = eq == std::string::npos ? Result<Bytes>(make_error(ErrorCode::kInvalidArgument, "expected PATH=SIZE[:NUMA]"))
-                                           : parse_bytes(text.substr(eq + 1, colon == std::string::npos ? std::string::npos : colon - eq - 1));
+      const std::size_t eq = text.find('='),
+                        colon = text.find(':', eq == std::string::npos ? 0 : eq);
+      auto bytes =
+          eq == std::string::npos
+              ? Result<Bytes>(make_error(ErrorCode::kInvalidArgument, "expected PATH=SIZE[:NUMA]"))
+              : parse_bytes(text.substr(
+                    eq + 1, colon == std::string::npos ? std::string::npos : colon - eq - 1));
       if (!bytes) return fail(Error(bytes.error()).with_context("--nvme " + text));
       Config::NvmeDevice device{text.substr(0, eq), bytes->count(), std::nullopt};
       if (colon != std::string::npos) {
         unsigned numa = 0;
         const char* end = text.data() + text.size();
-        if (auto [at, ec] = std::from_chars(text.data() + colon + 1, end, numa); ec != std::errc() || at != end) {
-          return fail(Error(ErrorCode::kInvalidArgument, fmt::format("--nvme {}: the NUMA node after ':' must be a number", text)));
+        if (auto [at, ec] = std::from_chars(text.data() + colon + 1, end, numa);
+            ec != std::errc() || at != end) {
+          return fail(
+              Error(ErrorCode::kInvalidArgument,
+                    fmt::format("--nvme {}: the NUMA node after ':' must be a number", text)));
         }
         device.numa = numa;
       }
@@ -1009,11 +1102,14 @@ int main(int argc, char** argv) {
     builder.AddListeningPort(data_listen, grpc::InsecureServerCredentials(), &port);
     builder.RegisterService(storage.get());
     data_server = builder.BuildAndStart();
-    if (!data_server || port == 0) return fail(Error(ErrorCode::kUnavailable, fmt::format("cannot listen on {}", data_listen)));
-    options.data_address = fmt::format("{}:{}", data_listen.substr(0, data_listen.rfind(':')), port);
+    if (!data_server || port == 0)
+      return fail(Error(ErrorCode::kUnavailable, fmt::format("cannot listen on {}", data_listen)));
+    options.data_address =
+        fmt::format("{}:{}", data_listen.substr(0, data_listen.rfind(':')), port);
     spdlog::info("exporting {} for staging at {}", export_dir, options.data_address);
   }
-  auto agent = std::make_unique<Agent>(options, std::move(*binder));  // never destroyed: see Agent::waiters_
+  auto agent =
+      std::make_unique<Agent>(options, std::move(*binder));  // never destroyed: see Agent::waiters_
   std::thread signal_waiter([&] {
     int signal = 0;
     sigwait(&signals, &signal);
@@ -1022,7 +1118,8 @@ int main(int argc, char** argv) {
     agent->stop();
   });
   const int status = agent->run(topology_json);
-  ::kill(::getpid(), SIGUSR1);  // ends the waiter if no signal came; pending and harmless if one did
+  ::kill(::getpid(),
+         SIGUSR1);  // ends the waiter if no signal came; pending and harmless if one did
   signal_waiter.join();
   agent->join_killer();
   spdlog::default_logger()->flush();

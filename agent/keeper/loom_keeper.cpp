@@ -48,12 +48,14 @@ std::string what(const std::string& action) { return action + ": " + std::strerr
     ::close(fd);
   }
   const std::vector<unsigned> pus = spec["cpus"];
-  const std::optional<unsigned> numa = spec["numa"].is_null() ? std::nullopt : std::optional<unsigned>(spec["numa"].get<unsigned>());
+  const std::optional<unsigned> numa =
+      spec["numa"].is_null() ? std::nullopt : std::optional<unsigned>(spec["numa"].get<unsigned>());
   if (const std::string failed = launch::apply_binding(pus, numa); !failed.empty()) fail(failed);
   const std::string user = spec["user"];
   const uid_t uid = spec["uid"];
   const gid_t gid = spec["gid"];
-  if (::setgid(gid) != 0 || ::initgroups(user.c_str(), gid) != 0 || ::setuid(uid) != 0) fail(what("cannot become " + user));
+  if (::setgid(gid) != 0 || ::initgroups(user.c_str(), gid) != 0 || ::setuid(uid) != 0)
+    fail(what("cannot become " + user));
   // As the user from here on: files and directories are the user's to open.
   const std::string chdir = spec["chdir"];
   if (::chdir(chdir.c_str()) != 0) fail(what("cannot enter " + chdir));
@@ -61,7 +63,9 @@ std::string what(const std::string& action) { return action + ": " + std::strerr
   const int in = ::open("/dev/null", O_RDONLY);
   const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0644);
   if (out < 0) fail(what("cannot open " + out_path));
-  const int err = err_path == out_path ? out : ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0644);
+  const int err = err_path == out_path
+                      ? out
+                      : ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0644);
   if (err < 0) fail(what("cannot open " + err_path));
   ::dup2(in, 0);
   ::dup2(out, 1);
@@ -84,7 +88,8 @@ std::string what(const std::string& action) { return action + ": " + std::strerr
 constexpr const char* kUsage =
     "usage: loom-keeper < TASK.json 3> REPORT\n"
     "loomd's keeper of one task, not run by hand: reads the task's spec on stdin, forks the task\n"
-    "(cgroups, binding, the user's identity, exec; why it could not, written to fd 3), waits for it\n"
+    "(cgroups, binding, the user's identity, exec; why it could not, written to fd 3), waits for "
+    "it\n"
     "and writes its wait status to the spec's status file. It outlives loomd.\n";
 
 int main(int argc, char** argv) {
@@ -93,7 +98,8 @@ int main(int argc, char** argv) {
     std::fputs(kUsage, help ? stdout : stderr);
     return help ? 0 : 2;
   }
-  const std::string text{std::istreambuf_iterator<char>(std::cin.rdbuf()), std::istreambuf_iterator<char>()};
+  const std::string text{std::istreambuf_iterator<char>(std::cin.rdbuf()),
+                         std::istreambuf_iterator<char>()};
   const nlohmann::json spec = nlohmann::json::parse(text, nullptr, false);
   if (spec.is_discarded()) fail("loom-keeper: the task's spec does not parse");
   // A session of its own: signals for the agent's terminal or process group do not reach

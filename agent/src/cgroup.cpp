@@ -37,7 +37,8 @@ Status write_file(const std::string& path, const std::string& value) {
   out << value;
   out.flush();
   if (!out) {
-    return make_error(ErrorCode::kInternal, fmt::format("cannot write \"{}\" to {}: {}", value, path, std::strerror(errno)));
+    return make_error(ErrorCode::kInternal, fmt::format("cannot write \"{}\" to {}: {}", value,
+                                                        path, std::strerror(errno)));
   }
   return {};
 }
@@ -58,7 +59,8 @@ std::string own_cgroup(std::string_view controller) {
 
 Status make_dir(const std::string& path) {
   if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) {
-    return make_error(ErrorCode::kInternal, fmt::format("cannot create cgroup {}: {}", path, std::strerror(errno)));
+    return make_error(ErrorCode::kInternal,
+                      fmt::format("cannot create cgroup {}: {}", path, std::strerror(errno)));
   }
   return {};
 }
@@ -78,7 +80,8 @@ Result<Cgroup> Cgroup::create(const std::string& name, const CgroupLimits& limit
       LOOM_TRY(make_dir(path));
       if (cpuset) {
         for (const char* file : {"cpuset.cpus", "cpuset.mems"}) {
-          if (read_file(path + "/" + file).empty()) LOOM_TRY(write_file(path + "/" + file, read_file(parent + "/" + file)));
+          if (read_file(path + "/" + file).empty())
+            LOOM_TRY(write_file(path + "/" + file, read_file(parent + "/" + file)));
         }
       }
       if (start > name.size()) break;
@@ -89,7 +92,8 @@ Result<Cgroup> Cgroup::create(const std::string& name, const CgroupLimits& limit
     }
     paths.push_back(path);
     if (cpuset) {
-      if (!limits.cpus.empty()) LOOM_TRY(write_file(path + "/cpuset.cpus", format_index_list(limits.cpus)));
+      if (!limits.cpus.empty())
+        LOOM_TRY(write_file(path + "/cpuset.cpus", format_index_list(limits.cpus)));
       if (limits.numa) LOOM_TRY(write_file(path + "/cpuset.mems", std::to_string(*limits.numa)));
     }
     if (std::string_view(controller) == "memory" && limits.memory_bytes > 0) {
@@ -97,7 +101,8 @@ Result<Cgroup> Cgroup::create(const std::string& name, const CgroupLimits& limit
       // Where swap is accounted, memory plus swap gets the same limit: a task over its
       // memory is killed, not swapped out.
       if (::access((path + "/memory.memsw.limit_in_bytes").c_str(), W_OK) == 0) {
-        LOOM_TRY(write_file(path + "/memory.memsw.limit_in_bytes", std::to_string(limits.memory_bytes)));
+        LOOM_TRY(
+            write_file(path + "/memory.memsw.limit_in_bytes", std::to_string(limits.memory_bytes)));
       }
     }
   }
@@ -109,7 +114,8 @@ Result<Cgroup> Cgroup::open(const std::string& name) {
   for (const char* controller : kControllers) {
     const std::string base = fmt::format("{}/{}{}", kRoot, controller, own_cgroup(controller));
     const std::string path = base + (base.ends_with('/') ? "" : "/") + "loom/" + name;
-    if (::access(path.c_str(), F_OK) != 0) return make_error(ErrorCode::kNotFound, fmt::format("no cgroup {}", path));
+    if (::access(path.c_str(), F_OK) != 0)
+      return make_error(ErrorCode::kNotFound, fmt::format("no cgroup {}", path));
     paths.push_back(path);
   }
   return Cgroup(std::move(paths));
@@ -120,9 +126,10 @@ void Cgroup::destroy_level(const std::string& name) {
   const std::filesystem::path root = std::filesystem::path(base) / "loom" / name;
   std::error_code ec;
   std::vector<std::string> leaves;  // names below loom/ of every cgroup under the level
-  for (auto it = std::filesystem::recursive_directory_iterator(root, ec); !ec && it != std::filesystem::recursive_directory_iterator();
-       it.increment(ec)) {
-    if (it->is_directory()) leaves.push_back(std::filesystem::relative(it->path(), root.parent_path()).string());
+  for (auto it = std::filesystem::recursive_directory_iterator(root, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_directory())
+      leaves.push_back(std::filesystem::relative(it->path(), root.parent_path()).string());
   }
   std::sort(leaves.rbegin(), leaves.rend());  // children sort after their parents
   for (const std::string& leaf : leaves) {
@@ -140,12 +147,14 @@ Cgroup::~Cgroup() {
 void Cgroup::remove_level(const std::string& name) {
   for (const char* controller : kControllers) {
     const std::string base = fmt::format("{}/{}{}", kRoot, controller, own_cgroup(controller));
-    ::rmdir((base + (base.ends_with('/') ? "" : "/") + "loom/" + name).c_str());  // fails, harmlessly, when not empty
+    ::rmdir((base + (base.ends_with('/') ? "" : "/") + "loom/" + name)
+                .c_str());  // fails, harmlessly, when not empty
   }
 }
 
 Status Cgroup::add(pid_t pid) const {
-  for (const std::string& path : paths_) LOOM_TRY(write_file(path + "/cgroup.procs", std::to_string(pid)));
+  for (const std::string& path : paths_)
+    LOOM_TRY(write_file(path + "/cgroup.procs", std::to_string(pid)));
   return {};
 }
 
@@ -161,7 +170,8 @@ void Cgroup::signal_all(int signal) const {
 }
 
 Status Cgroup::kill_all() const {
-  if (processes().empty()) return {};  // the common case, a task that ended whole: nothing to freeze
+  if (processes().empty())
+    return {};  // the common case, a task that ended whole: nothing to freeze
   const std::string freezer = paths_.at(2);
   LOOM_TRY(write_file(freezer + "/freezer.state", "FROZEN"));
   for (int i = 0; i < 100 && read_file(freezer + "/freezer.state") != "FROZEN"; ++i) {
@@ -176,7 +186,8 @@ Status Cgroup::kill_all() const {
     for (pid_t pid : left) ::kill(pid, SIGKILL);
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  return make_error(ErrorCode::kDeadlineExceeded, fmt::format("processes of {} survived SIGKILL for 5 s", paths_.at(3)));
+  return make_error(ErrorCode::kDeadlineExceeded,
+                    fmt::format("processes of {} survived SIGKILL for 5 s", paths_.at(3)));
 }
 
 bool Cgroup::out_of_memory() const {

@@ -3,8 +3,8 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <grp.h>
-#include <pwd.h>
 #include <poll.h>
+#include <pwd.h>
 #include <spawn.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -14,9 +14,8 @@
 #include <csignal>
 #include <cstring>
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 namespace loom::agent {
 
@@ -41,14 +40,17 @@ std::uint64_t start_time(pid_t pid) {
 Result<Task> Task::start(const TaskSpec& spec) {
   if (spec.argv.empty()) return make_error(ErrorCode::kInvalidArgument, "the task has no command");
   if (spec.uid == 0 && !spec.allow_root) {
-    return make_error(ErrorCode::kPermissionDenied, "jobs as root are refused (agent.allow_root_jobs is false)");
+    return make_error(ErrorCode::kPermissionDenied,
+                      "jobs as root are refused (agent.allow_root_jobs is false)");
   }
-  if (spec.status_path.empty()) return make_error(ErrorCode::kInvalidArgument, "the task has no status file");
+  if (spec.status_path.empty())
+    return make_error(ErrorCode::kInvalidArgument, "the task has no status file");
   passwd pw{};
   passwd* found = nullptr;
   std::vector<char> buffer(16384);
   if (::getpwuid_r(spec.uid, &pw, buffer.data(), buffer.size(), &found) != 0 || found == nullptr) {
-    return make_error(ErrorCode::kNotFound, fmt::format("no user with uid {} on this node", spec.uid));
+    return make_error(ErrorCode::kNotFound,
+                      fmt::format("no user with uid {} on this node", spec.uid));
   }
 
   CgroupLimits limits;
@@ -65,7 +67,9 @@ Result<Task> Task::start(const TaskSpec& spec) {
   nlohmann::json keeper_spec;
   keeper_spec["tasks_files"] = tasks_files;
   keeper_spec["cpus"] = spec.binding ? spec.binding->applied_pus : std::vector<unsigned>{};
-  keeper_spec["numa"] = spec.binding && spec.binding->applied_numa ? nlohmann::json(*spec.binding->applied_numa) : nlohmann::json(nullptr);
+  keeper_spec["numa"] = spec.binding && spec.binding->applied_numa
+                            ? nlohmann::json(*spec.binding->applied_numa)
+                            : nlohmann::json(nullptr);
   keeper_spec["user"] = pw.pw_name;
   keeper_spec["uid"] = spec.uid;
   keeper_spec["gid"] = pw.pw_gid;
@@ -74,7 +78,8 @@ Result<Task> Task::start(const TaskSpec& spec) {
   keeper_spec["stderr"] = spec.stderr_path;
   keeper_spec["argv"] = spec.argv;
   keeper_spec["env"] = env;
-  keeper_spec["path"] = spec.environment.contains("PATH") ? spec.environment.at("PATH") : "/usr/local/bin:/usr/bin:/bin";
+  keeper_spec["path"] = spec.environment.contains("PATH") ? spec.environment.at("PATH")
+                                                          : "/usr/local/bin:/usr/bin:/bin";
   keeper_spec["status"] = spec.status_path.string();
   std::error_code ignored;
   std::filesystem::remove(spec.status_path, ignored);
@@ -94,7 +99,8 @@ Result<Task> Task::start(const TaskSpec& spec) {
   posix_spawnattr_init(&attributes);
   sigset_t none;
   sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attributes, &none);  // the agent blocks the signals it waits for; tasks must not
+  posix_spawnattr_setsigmask(&attributes,
+                             &none);  // the agent blocks the signals it waits for; tasks must not
   posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK);
   const std::string program = spec.keeper.string();
   char* const argv[] = {const_cast<char*>(program.c_str()), nullptr};
@@ -108,7 +114,8 @@ Result<Task> Task::start(const TaskSpec& spec) {
   if (spawned != 0) {
     ::close(input[1]);
     ::close(report[0]);
-    return make_error(ErrorCode::kInternal, fmt::format("cannot start {}: {}", program, std::strerror(spawned)));
+    return make_error(ErrorCode::kInternal,
+                      fmt::format("cannot start {}: {}", program, std::strerror(spawned)));
   }
   const std::string text = keeper_spec.dump();
   for (std::size_t done = 0; done < text.size();) {
@@ -121,7 +128,8 @@ Result<Task> Task::start(const TaskSpec& spec) {
   Task task(std::move(record), std::move(cgroup), true);
   std::string failure;
   char chunk[512];
-  for (ssize_t n; (n = ::read(report[0], chunk, sizeof(chunk))) > 0;) failure.append(chunk, static_cast<std::size_t>(n));
+  for (ssize_t n; (n = ::read(report[0], chunk, sizeof(chunk))) > 0;)
+    failure.append(chunk, static_cast<std::size_t>(n));
   ::close(report[0]);
   if (!failure.empty()) {
     (void)task.wait();  // reaps the keeper; ~Task has nothing left to do
@@ -137,7 +145,8 @@ Result<Task> Task::adopt(const TaskRecord& record) {
   if (!ended && (record.keeper_start == 0 || start_time(record.keeper) != record.keeper_start)) {
     (void)cgroup.kill_all();
     return make_error(ErrorCode::kDataLoss,
-                      fmt::format("the keeper of {} (pid {}) is gone and wrote no status", record.cgroup_name, record.keeper));
+                      fmt::format("the keeper of {} (pid {}) is gone and wrote no status",
+                                  record.cgroup_name, record.keeper));
   }
   return Task(record, std::move(cgroup), false);
 }
@@ -145,7 +154,9 @@ Result<Task> Task::adopt(const TaskRecord& record) {
 Result<ExitStatus> Task::wait() {
   if (own_child_) {
     while (::waitpid(record_.keeper, nullptr, 0) < 0) {
-      if (errno != EINTR) return make_error(ErrorCode::kInternal, fmt::format("waitpid {}: {}", record_.keeper, std::strerror(errno)));
+      if (errno != EINTR)
+        return make_error(ErrorCode::kInternal,
+                          fmt::format("waitpid {}: {}", record_.keeper, std::strerror(errno)));
     }
   } else if (!std::filesystem::exists(record_.status_path)) {
     // Another agent's child: a pidfd tells when it exits.
@@ -162,7 +173,8 @@ Result<ExitStatus> Task::wait() {
   std::ifstream in(record_.status_path);
   int status = 0;
   if (!(in >> status)) {
-    return make_error(ErrorCode::kDataLoss, fmt::format("the keeper of {} wrote no exit status", record_.cgroup_name));
+    return make_error(ErrorCode::kDataLoss,
+                      fmt::format("the keeper of {} wrote no exit status", record_.cgroup_name));
   }
   std::error_code ignored;
   std::filesystem::remove(record_.status_path, ignored);

@@ -10,13 +10,13 @@
 #include <unistd.h>
 
 #include <array>
-#include <numeric>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <future>
 #include <map>
 #include <mutex>
+#include <numeric>
 #include <set>
 #include <thread>
 #include <vector>
@@ -51,8 +51,10 @@ std::string random_token() {
 
 // A storage agent's refusal, or its absence said as such.
 Error storage_error(const grpc::Status& s) {
-  if (s.error_code() == grpc::StatusCode::UNAVAILABLE || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-    return Error(ErrorCode::kUnavailable, fmt::format("the storage agent is unreachable ({})", s.error_message()));
+  if (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+      s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return Error(ErrorCode::kUnavailable,
+                 fmt::format("the storage agent is unreachable ({})", s.error_message()));
   }
   return from_grpc(s);
 }
@@ -60,12 +62,16 @@ Error storage_error(const grpc::Status& s) {
 // Worth another try: the storage agent did not answer, had no buffer free, or the bytes
 // arrived damaged. A refusal (no such file, not allowed, no space) is final.
 bool retryable(const grpc::Status& s) {
-  return s.error_code() == grpc::StatusCode::UNAVAILABLE || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
-         s.error_code() == grpc::StatusCode::ABORTED || s.error_code() == grpc::StatusCode::DATA_LOSS;
+  return s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+         s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+         s.error_code() == grpc::StatusCode::ABORTED ||
+         s.error_code() == grpc::StatusCode::DATA_LOSS;
 }
 
 Error errno_error(std::string_view what, int e) {
-  return Error(e == ENOSPC ? ErrorCode::kResourceExhausted : e == EACCES ? ErrorCode::kPermissionDenied : ErrorCode::kInternal,
+  return Error(e == ENOSPC   ? ErrorCode::kResourceExhausted
+               : e == EACCES ? ErrorCode::kPermissionDenied
+                             : ErrorCode::kInternal,
                fmt::format("{}: {}", what, std::strerror(e)));
 }
 
@@ -74,7 +80,9 @@ Status read_all(int fd, std::byte* data, std::size_t length, std::uint64_t offse
     const ssize_t n = ::pread(fd, data + done, length - done, static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return std::unexpected(errno_error("read", errno));
-    if (n == 0) return make_error(ErrorCode::kFailedPrecondition, "the file is shorter than it was when opened (changed while staged?)");
+    if (n == 0)
+      return make_error(ErrorCode::kFailedPrecondition,
+                        "the file is shorter than it was when opened (changed while staged?)");
     done += static_cast<std::size_t>(n);
   }
   return {};
@@ -102,12 +110,14 @@ Result<std::shared_ptr<fabric::Endpoint>> open_endpoint(const fabric::Options& o
   return fabric::Endpoint::open(domain);
 }
 
-Result<std::vector<Buffer>> register_buffers(const fabric::Endpoint& endpoint, std::size_t count, std::size_t size) {
+Result<std::vector<Buffer>> register_buffers(const fabric::Endpoint& endpoint, std::size_t count,
+                                             std::size_t size) {
   std::vector<Buffer> buffers(count);
   for (Buffer& b : buffers) {
     b.memory = std::make_unique<std::byte[]>(size);
     std::memset(b.memory.get(), 0, size);  // touched: registration pins pages that exist
-    b.region = LOOM_TRY(fabric::MemoryRegion::register_memory(endpoint, b.memory.get(), size, kAccess));
+    b.region =
+        LOOM_TRY(fabric::MemoryRegion::register_memory(endpoint, b.memory.get(), size, kAccess));
   }
   return buffers;
 }
@@ -222,7 +232,8 @@ struct StorageServer::State {
   }
 
   static void close_handle(Handle& h) {
-    if (h.write && !h.temp.empty()) ::unlinkat(h.dir_fd, h.temp.c_str(), 0);  // never finished: nothing partial stays
+    if (h.write && !h.temp.empty())
+      ::unlinkat(h.dir_fd, h.temp.c_str(), 0);  // never finished: nothing partial stays
     if (h.fd >= 0) ::close(h.fd);
     if (h.dir_fd >= 0) ::close(h.dir_fd);
     h.fd = h.dir_fd = -1;
@@ -230,8 +241,8 @@ struct StorageServer::State {
 
   // Takes a free slot (or one whose lease ran out) for the handle's range; waits a while
   // when every buffer is lent.
-  Result<std::size_t> acquire(std::unique_lock<std::mutex>& lock, const std::string& handle, std::uint64_t offset,
-                              std::uint64_t length) {
+  Result<std::size_t> acquire(std::unique_lock<std::mutex>& lock, const std::string& handle,
+                              std::uint64_t offset, std::uint64_t length) {
     const auto give_up = Clock::now() + std::chrono::seconds(5);
     for (;;) {
       const auto now = Clock::now();
@@ -239,7 +250,8 @@ struct StorageServer::State {
         Slot& s = slots[i];
         if (!s.lease.empty() && s.deadline > now) continue;
         if (!s.lease.empty()) {
-          spdlog::warn("storage: a lease on {} was not released within {} s; taken back", s.handle, options.lease_timeout.count());
+          spdlog::warn("storage: a lease on {} was not released within {} s; taken back", s.handle,
+                       options.lease_timeout.count());
           lease_count(-1);
         }
         s.lease = random_token();
@@ -251,7 +263,8 @@ struct StorageServer::State {
         return i;
       }
       if (freed.wait_until(lock, give_up) == std::cv_status::timeout) {
-        return make_error(ErrorCode::kUnavailable, "every staging buffer of the storage agent is in use");
+        return make_error(ErrorCode::kUnavailable,
+                          "every staging buffer of the storage agent is in use");
       }
     }
   }
@@ -287,14 +300,18 @@ struct StorageServer::State {
 StorageServer::StorageServer(std::unique_ptr<State> state) : state_(std::move(state)) {}
 StorageServer::~StorageServer() = default;
 
-Result<std::unique_ptr<StorageServer>> StorageServer::open(const fs::path& export_root, DataPlaneOptions options) {
+Result<std::unique_ptr<StorageServer>> StorageServer::open(const fs::path& export_root,
+                                                           DataPlaneOptions options) {
   auto state = std::make_unique<State>();
   state->options = options;
   state->root = ::open(export_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (state->root < 0) return std::unexpected(errno_error(fmt::format("export {}", export_root.string()), errno));
-  state->endpoint = LOOM_TRY(with_context(open_endpoint(options.fabric), "opening the storage agent's fabric endpoint"));
+  if (state->root < 0)
+    return std::unexpected(errno_error(fmt::format("export {}", export_root.string()), errno));
+  state->endpoint = LOOM_TRY(
+      with_context(open_endpoint(options.fabric), "opening the storage agent's fabric endpoint"));
   state->target = fabric::encode_name(state->endpoint->name());
-  std::vector<Buffer> buffers = LOOM_TRY(register_buffers(*state->endpoint, options.buffers, options.range));
+  std::vector<Buffer> buffers =
+      LOOM_TRY(register_buffers(*state->endpoint, options.buffers, options.range));
   state->slots.resize(buffers.size());
   for (std::size_t i = 0; i < buffers.size(); ++i) state->slots[i].buffer = std::move(buffers[i]);
   State* raw = state.get();
@@ -302,7 +319,8 @@ Result<std::unique_ptr<StorageServer>> StorageServer::open(const fs::path& expor
   return std::unique_ptr<StorageServer>(new StorageServer(std::move(state)));
 }
 
-grpc::Status StorageServer::Open(grpc::ServerContext*, const v1::OpenRequest* request, v1::OpenReply* reply) {
+grpc::Status StorageServer::Open(grpc::ServerContext*, const v1::OpenRequest* request,
+                                 v1::OpenReply* reply) {
   auto who = munge_verify(request->credential());
   if (!who) return to_grpc(who.error());
   // An agent (root) stages for a job's user and says whom; anyone else acts as themselves.
@@ -310,7 +328,8 @@ grpc::Status StorageServer::Open(grpc::ServerContext*, const v1::OpenRequest* re
   const gid_t gid = who->uid == 0 ? request->gid() : who->gid;
   const fs::path path(request->path());
   if (!path.is_absolute() || !path.has_filename()) {
-    return {grpc::StatusCode::INVALID_ARGUMENT, fmt::format("{}: a file's absolute path in the export is expected", request->path())};
+    return {grpc::StatusCode::INVALID_ARGUMENT,
+            fmt::format("{}: a file's absolute path in the export is expected", request->path())};
   }
   if (auto known = state_->know(request->initiator()); !known) return to_grpc(known.error());
 
@@ -327,10 +346,11 @@ grpc::Status StorageServer::Open(grpc::ServerContext*, const v1::OpenRequest* re
       auto fd = open_beneath(state_->root, path, O_RDONLY);
       if (!fd) return to_grpc(fd.error());
       h.fd = *fd;
-      struct stat st{};
+      struct stat st {};
       if (::fstat(h.fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         ::close(h.fd);
-        return {grpc::StatusCode::INVALID_ARGUMENT, fmt::format("{} is not a regular file", request->path())};
+        return {grpc::StatusCode::INVALID_ARGUMENT,
+                fmt::format("{} is not a regular file", request->path())};
       }
       reply->set_size(static_cast<std::uint64_t>(st.st_size));
     } else {
@@ -340,7 +360,8 @@ grpc::Status StorageServer::Open(grpc::ServerContext*, const v1::OpenRequest* re
       h.dir_fd = *dir_fd;
       h.name = path.filename().string();
       h.temp = fmt::format(".{}.loom-{}", h.name, random_token().substr(0, 8));
-      h.fd = ::openat(h.dir_fd, h.temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+      h.fd = ::openat(h.dir_fd, h.temp.c_str(),
+                      O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
       if (h.fd < 0) {
         const Error e = errno_error(fmt::format("creating {}", request->path()), errno);
         ::close(h.dir_fd);
@@ -357,11 +378,15 @@ grpc::Status StorageServer::Open(grpc::ServerContext*, const v1::OpenRequest* re
   return grpc::Status::OK;
 }
 
-grpc::Status StorageServer::Fetch(grpc::ServerContext*, const v1::RangeRequest* request, v1::Lease* reply) {
+grpc::Status StorageServer::Fetch(grpc::ServerContext*, const v1::RangeRequest* request,
+                                  v1::Lease* reply) {
   std::unique_lock lock(state_->mutex);
   auto it = state_->handles.find(request->handle());
-  if (it == state_->handles.end() || it->second.write) return {grpc::StatusCode::NOT_FOUND, "no such open file (closed, or the storage agent restarted)"};
-  if (request->length() > state_->options.range) return {grpc::StatusCode::INVALID_ARGUMENT, "a range larger than a buffer"};
+  if (it == state_->handles.end() || it->second.write)
+    return {grpc::StatusCode::NOT_FOUND,
+            "no such open file (closed, or the storage agent restarted)"};
+  if (request->length() > state_->options.range)
+    return {grpc::StatusCode::INVALID_ARGUMENT, "a range larger than a buffer"};
   it->second.used = Clock::now();
   const int fd = it->second.fd;
   auto slot = state_->acquire(lock, request->handle(), request->offset(), request->length());
@@ -384,17 +409,22 @@ grpc::Status StorageServer::Fetch(grpc::ServerContext*, const v1::RangeRequest* 
   return grpc::Status::OK;
 }
 
-grpc::Status StorageServer::Release(grpc::ServerContext*, const v1::ReleaseRequest* request, v1::Empty*) {
+grpc::Status StorageServer::Release(grpc::ServerContext*, const v1::ReleaseRequest* request,
+                                    v1::Empty*) {
   std::lock_guard lock(state_->mutex);
   if (State::Slot* s = state_->find_lease(request->lease())) state_->release(*s);
   return grpc::Status::OK;
 }
 
-grpc::Status StorageServer::Reserve(grpc::ServerContext*, const v1::RangeRequest* request, v1::Lease* reply) {
+grpc::Status StorageServer::Reserve(grpc::ServerContext*, const v1::RangeRequest* request,
+                                    v1::Lease* reply) {
   std::unique_lock lock(state_->mutex);
   auto it = state_->handles.find(request->handle());
-  if (it == state_->handles.end() || !it->second.write) return {grpc::StatusCode::NOT_FOUND, "no such file being written (closed, or the storage agent restarted)"};
-  if (request->length() > state_->options.range) return {grpc::StatusCode::INVALID_ARGUMENT, "a range larger than a buffer"};
+  if (it == state_->handles.end() || !it->second.write)
+    return {grpc::StatusCode::NOT_FOUND,
+            "no such file being written (closed, or the storage agent restarted)"};
+  if (request->length() > state_->options.range)
+    return {grpc::StatusCode::INVALID_ARGUMENT, "a range larger than a buffer"};
   it->second.used = Clock::now();
   auto slot = state_->acquire(lock, request->handle(), request->offset(), request->length());
   if (!slot) return {grpc::StatusCode::ABORTED, slot.error().message()};
@@ -404,13 +434,15 @@ grpc::Status StorageServer::Reserve(grpc::ServerContext*, const v1::RangeRequest
   return grpc::Status::OK;
 }
 
-grpc::Status StorageServer::Commit(grpc::ServerContext*, const v1::CommitRequest* request, v1::Empty*) {
+grpc::Status StorageServer::Commit(grpc::ServerContext*, const v1::CommitRequest* request,
+                                   v1::Empty*) {
   std::unique_lock lock(state_->mutex);
   State::Slot* s = state_->find_lease(request->lease());
   auto it = state_->handles.find(request->handle());
-  if (s == nullptr || it == state_->handles.end() || s->handle != request->handle() || s->offset != request->offset() ||
-      s->length != request->length()) {
-    return {grpc::StatusCode::NOT_FOUND, "no such lease for this range (it ran out, or the storage agent restarted)"};
+  if (s == nullptr || it == state_->handles.end() || s->handle != request->handle() ||
+      s->offset != request->offset() || s->length != request->length()) {
+    return {grpc::StatusCode::NOT_FOUND,
+            "no such lease for this range (it ran out, or the storage agent restarted)"};
   }
   it->second.used = Clock::now();
   const int fd = it->second.fd;
@@ -420,8 +452,9 @@ grpc::Status StorageServer::Commit(grpc::ServerContext*, const v1::CommitRequest
   lock.unlock();
   grpc::Status result = grpc::Status::OK;
   if (crc32c(std::span(data, request->length())) != request->crc32c()) {
-    result = {grpc::StatusCode::DATA_LOSS, fmt::format("bytes {}-{} of {} arrived damaged (CRC-32C mismatch)", request->offset(),
-                                                       request->offset() + request->length(), path)};
+    result = {grpc::StatusCode::DATA_LOSS,
+              fmt::format("bytes {}-{} of {} arrived damaged (CRC-32C mismatch)", request->offset(),
+                          request->offset() + request->length(), path)};
   } else if (auto wrote = write_all(fd, data, request->length(), request->offset()); !wrote) {
     result = to_grpc(wrote.error().with_context(path));
   }
@@ -430,10 +463,12 @@ grpc::Status StorageServer::Commit(grpc::ServerContext*, const v1::CommitRequest
   return result;
 }
 
-grpc::Status StorageServer::Finish(grpc::ServerContext*, const v1::HandleRequest* request, v1::Empty*) {
+grpc::Status StorageServer::Finish(grpc::ServerContext*, const v1::HandleRequest* request,
+                                   v1::Empty*) {
   std::unique_lock lock(state_->mutex);
   auto it = state_->handles.find(request->handle());
-  if (it == state_->handles.end() || !it->second.write) return {grpc::StatusCode::NOT_FOUND, "no such file being written"};
+  if (it == state_->handles.end() || !it->second.write)
+    return {grpc::StatusCode::NOT_FOUND, "no such file being written"};
   State::Handle h = std::move(it->second);
   state_->handles.erase(it);
   lock.unlock();
@@ -451,7 +486,8 @@ grpc::Status StorageServer::Finish(grpc::ServerContext*, const v1::HandleRequest
   return done ? grpc::Status::OK : to_grpc(done.error());
 }
 
-grpc::Status StorageServer::Close(grpc::ServerContext*, const v1::HandleRequest* request, v1::Empty*) {
+grpc::Status StorageServer::Close(grpc::ServerContext*, const v1::HandleRequest* request,
+                                  v1::Empty*) {
   std::lock_guard lock(state_->mutex);
   auto it = state_->handles.find(request->handle());
   if (it == state_->handles.end()) return grpc::Status::OK;
@@ -463,10 +499,13 @@ grpc::Status StorageServer::Close(grpc::ServerContext*, const v1::HandleRequest*
   return grpc::Status::OK;
 }
 
-grpc::Status StorageServer::Describe(grpc::ServerContext*, const v1::DescribeRequest* request, v1::DescribeReply* reply) {
+grpc::Status StorageServer::Describe(grpc::ServerContext*, const v1::DescribeRequest* request,
+                                     v1::DescribeReply* reply) {
   std::unique_lock lock(state_->mutex);
   auto it = state_->handles.find(request->handle());
-  if (it == state_->handles.end() || it->second.write) return {grpc::StatusCode::NOT_FOUND, "no such open file (closed, or the storage agent restarted)"};
+  if (it == state_->handles.end() || it->second.write)
+    return {grpc::StatusCode::NOT_FOUND,
+            "no such open file (closed, or the storage agent restarted)"};
   it->second.used = Clock::now();
   const int fd = it->second.fd;
   const std::string path = it->second.path;
@@ -475,7 +514,8 @@ grpc::Status StorageServer::Describe(grpc::ServerContext*, const v1::DescribeReq
   lock.unlock();
   // HDF5 opens files by name: the descriptor opened beneath the export, as the user, is
   // the name. The skeleton is the user's too, and lives only as long as its handle.
-  const fs::path skeleton = fs::temp_directory_path() / fmt::format("loom-skeleton-{}.h5", random_token());
+  const fs::path skeleton =
+      fs::temp_directory_path() / fmt::format("loom-skeleton-{}.h5", random_token());
   State::Handle h;
   h.path = path + " (skeleton)";
   h.used = Clock::now();
@@ -490,7 +530,7 @@ grpc::Status StorageServer::Describe(grpc::ServerContext*, const v1::DescribeReq
   }
   if (!plan) return to_grpc(Error(plan.error()).with_context(path));
   if (h.fd < 0) return to_grpc(errno_error("opening the skeleton", errno));
-  struct stat st{};
+  struct stat st {};
   ::fstat(h.fd, &st);
   reply->set_skeleton_size(static_cast<std::uint64_t>(st.st_size));
   reply->set_copied_bytes(plan->copied_bytes);
@@ -523,7 +563,7 @@ grpc::Status StorageServer::Describe(grpc::ServerContext*, const v1::DescribeReq
 struct Stager::State {
   DataPlaneOptions options;
   std::shared_ptr<fabric::Endpoint> endpoint;
-  std::string name;  // hex, for Open
+  std::string name;         // hex, for Open
   std::mutex engine_mutex;  // the endpoint's domain is used by one thread at a time
   std::unique_ptr<fabric::TransferEngine> engine;
   std::map<std::string, fi_addr_t> peers;
@@ -545,7 +585,8 @@ Stager::~Stager() = default;
 Result<std::unique_ptr<Stager>> Stager::open(DataPlaneOptions options) {
   auto state = std::make_unique<State>();
   state->options = options;
-  state->endpoint = LOOM_TRY(with_context(open_endpoint(options.fabric), "opening a fabric endpoint for staging"));
+  state->endpoint = LOOM_TRY(
+      with_context(open_endpoint(options.fabric), "opening a fabric endpoint for staging"));
   state->name = fabric::encode_name(state->endpoint->name());
   state->engine = std::make_unique<fabric::TransferEngine>(state->endpoint);
   state->buffers = LOOM_TRY(register_buffers(*state->endpoint, options.buffers, options.range));
@@ -594,17 +635,22 @@ Status for_each_index(std::size_t count, std::size_t workers, const std::atomic<
   return {};
 }
 
-Status for_each_range(std::uint64_t size, std::size_t range, std::size_t workers, const std::atomic<bool>& cancelled,
-                      const std::function<Status(std::size_t worker, std::uint64_t offset, std::size_t length)>& one) {
-  return for_each_index(static_cast<std::size_t>((size + range - 1) / range), workers, cancelled,
-                        [&](std::size_t worker, std::size_t i) {
-                          const std::uint64_t offset = std::uint64_t{i} * range;
-                          return one(worker, offset, static_cast<std::size_t>(std::min<std::uint64_t>(range, size - offset)));
-                        });
+Status for_each_range(std::uint64_t size, std::size_t range, std::size_t workers,
+                      const std::atomic<bool>& cancelled,
+                      const std::function<Status(std::size_t worker, std::uint64_t offset,
+                                                 std::size_t length)>& one) {
+  return for_each_index(
+      static_cast<std::size_t>((size + range - 1) / range), workers, cancelled,
+      [&](std::size_t worker, std::size_t i) {
+        const std::uint64_t offset = std::uint64_t{i} * range;
+        return one(worker, offset,
+                   static_cast<std::size_t>(std::min<std::uint64_t>(range, size - offset)));
+      });
 }
 
 // Opens the export's file for reading, or a temporary beside it for writing.
-Result<v1::OpenReply> open_remote(v1::Storage::Stub& stub, const Remote& remote, const std::string& path, bool write,
+Result<v1::OpenReply> open_remote(v1::Storage::Stub& stub, const Remote& remote,
+                                  const std::string& path, bool write,
                                   const std::string& initiator) {
   v1::OpenRequest open;
   open.set_credential(remote.credential);
@@ -614,7 +660,8 @@ Result<v1::OpenReply> open_remote(v1::Storage::Stub& stub, const Remote& remote,
   open.set_gid(remote.gid);
   open.set_initiator(initiator);
   v1::OpenReply opened;
-  if (auto s = stub.Open(call_context().get(), open, &opened); !s.ok()) return std::unexpected(storage_error(s));
+  if (auto s = stub.Open(call_context().get(), open, &opened); !s.ok())
+    return std::unexpected(storage_error(s));
   return opened;
 }
 
@@ -627,7 +674,8 @@ struct Attempt {
 
 // Tries a range up to `attempts` times, backing off between tries; the last error, with the
 // range's bytes named, when it never succeeds.
-Status retrying(int attempts, std::uint64_t offset, std::size_t length, const std::function<Attempt()>& attempt) {
+Status retrying(int attempts, std::uint64_t offset, std::size_t length,
+                const std::function<Attempt()>& attempt) {
   Error last(ErrorCode::kInternal, "no attempt made");
   for (int i = 1; i <= attempts; ++i) {
     if (i > 1) std::this_thread::sleep_for(std::chrono::milliseconds(100 * i));
@@ -636,7 +684,8 @@ Status retrying(int attempts, std::uint64_t offset, std::size_t length, const st
     last = std::move(a.error);
     if (a.outcome == Outcome::kFail) break;
   }
-  return make_error(last.code(), fmt::format("bytes {}-{}: {}", offset, offset + length, last.message()));
+  return make_error(last.code(),
+                    fmt::format("bytes {}-{}: {}", offset, offset + length, last.message()));
 }
 
 // The stager's endpoint, one transfer at a time (FI_THREAD_DOMAIN), and the peer.
@@ -649,13 +698,15 @@ struct Mover {
 // Leases the storage agent's buffer for a range (Fetch to read, Reserve to write) and moves
 // the bytes between it and `buffer` over the fabric. `lease` is set once one is granted:
 // the caller gives it back (Release, Commit) whatever happened next.
-Attempt lease_and_move(v1::Storage::Stub& stub, const Mover& mover, bool write, const std::string& handle, std::uint64_t offset,
-                       std::size_t length, Buffer& buffer, v1::Lease& lease) {
+Attempt lease_and_move(v1::Storage::Stub& stub, const Mover& mover, bool write,
+                       const std::string& handle, std::uint64_t offset, std::size_t length,
+                       Buffer& buffer, v1::Lease& lease) {
   v1::RangeRequest range;
   range.set_handle(handle);
   range.set_offset(offset);
   range.set_length(length);
-  const grpc::Status s = write ? stub.Reserve(call_context().get(), range, &lease) : stub.Fetch(call_context().get(), range, &lease);
+  const grpc::Status s = write ? stub.Reserve(call_context().get(), range, &lease)
+                               : stub.Fetch(call_context().get(), range, &lease);
   if (!s.ok()) return {retryable(s) ? Outcome::kRetry : Outcome::kFail, storage_error(s)};
   auto region = fabric::decode_region(lease.region());
   if (!region) return {Outcome::kFail, region.error()};
@@ -676,8 +727,9 @@ struct Piece {
   std::function<Status(const std::byte*)> write;
 };
 
-Status Stager::pull(v1::Storage::Stub& stub, fi_addr_t peer, const std::string& handle, const std::vector<Piece>& pieces,
-                    FileProgress& progress, const std::atomic<bool>& cancelled) {
+Status Stager::pull(v1::Storage::Stub& stub, fi_addr_t peer, const std::string& handle,
+                    const std::vector<Piece>& pieces, FileProgress& progress,
+                    const std::atomic<bool>& cancelled) {
   State& st = *state_;
   const Mover mover{st.engine_mutex, *st.engine, peer};
   // Pieces close together in the file (small datasets, compressed chunks) travel together:
@@ -690,7 +742,8 @@ Status Stager::pull(v1::Storage::Stub& stub, fi_addr_t peer, const std::string& 
   };
   std::vector<std::size_t> order(pieces.size());
   std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return pieces[a].offset < pieces[b].offset; });
+  std::sort(order.begin(), order.end(),
+            [&](std::size_t a, std::size_t b) { return pieces[a].offset < pieces[b].offset; });
   std::vector<Range> ranges;
   for (std::size_t i : order) {
     const Piece& p = pieces[i];
@@ -705,49 +758,61 @@ Status Stager::pull(v1::Storage::Stub& stub, fi_addr_t peer, const std::string& 
     }
     ranges.push_back({p.offset, p.length, {i}});
   }
-  return for_each_index(ranges.size(), st.buffers.size(), cancelled, [&](std::size_t worker, std::size_t r) -> Status {
-    const Range& range = ranges[r];
-    Buffer& buffer = st.buffers[worker];
-    const auto length = static_cast<std::size_t>(range.length);
-    return retrying(st.options.attempts, range.offset, length, [&]() -> Attempt {
-      v1::Lease lease;
-      Attempt moved = lease_and_move(stub, mover, false, handle, range.offset, length, buffer, lease);
-      if (!lease.id().empty()) {
-        v1::ReleaseRequest release;
-        release.set_lease(lease.id());
-        v1::Empty ignored;
-        (void)stub.Release(call_context().get(), release, &ignored);
-      }
-      if (moved.outcome != Outcome::kDone) return moved;
-      if (crc32c(std::span(buffer.memory.get(), length)) != lease.crc32c()) {
-        return {Outcome::kRetry, Error(ErrorCode::kDataLoss, "arrived damaged (CRC-32C mismatch)")};
-      }
-      for (std::size_t i : range.pieces) {
-        const Piece& piece = pieces[i];
-        if (auto wrote = piece.write(buffer.memory.get() + (piece.offset - range.offset)); !wrote) return {Outcome::kFail, wrote.error()};
-        progress.done.fetch_add(piece.length);
-      }
-      return {};
-    });
-  });
+  return for_each_index(
+      ranges.size(), st.buffers.size(), cancelled,
+      [&](std::size_t worker, std::size_t r) -> Status {
+        const Range& range = ranges[r];
+        Buffer& buffer = st.buffers[worker];
+        const auto length = static_cast<std::size_t>(range.length);
+        return retrying(st.options.attempts, range.offset, length, [&]() -> Attempt {
+          v1::Lease lease;
+          Attempt moved =
+              lease_and_move(stub, mover, false, handle, range.offset, length, buffer, lease);
+          if (!lease.id().empty()) {
+            v1::ReleaseRequest release;
+            release.set_lease(lease.id());
+            v1::Empty ignored;
+            (void)stub.Release(call_context().get(), release, &ignored);
+          }
+          if (moved.outcome != Outcome::kDone) return moved;
+          if (crc32c(std::span(buffer.memory.get(), length)) != lease.crc32c()) {
+            return {Outcome::kRetry,
+                    Error(ErrorCode::kDataLoss, "arrived damaged (CRC-32C mismatch)")};
+          }
+          for (std::size_t i : range.pieces) {
+            const Piece& piece = pieces[i];
+            if (auto wrote = piece.write(buffer.memory.get() + (piece.offset - range.offset));
+                !wrote)
+              return {Outcome::kFail, wrote.error()};
+            progress.done.fetch_add(piece.length);
+          }
+          return {};
+        });
+      });
 }
 
 namespace {
 
 // The pieces of [0, size) of a remote file, written at the same offsets of `fd` plus `shift`.
-void add_ranges(std::vector<Piece>& pieces, std::uint64_t from, std::uint64_t size, std::size_t range, int fd, std::uint64_t to) {
+void add_ranges(std::vector<Piece>& pieces, std::uint64_t from, std::uint64_t size,
+                std::size_t range, int fd, std::uint64_t to) {
   for (std::uint64_t done = 0; done < size; done += range) {
     const auto length = static_cast<std::size_t>(std::min<std::uint64_t>(range, size - done));
-    pieces.push_back({from + done, length, [fd, at = to + done, length](const std::byte* data) { return write_all(fd, data, length, at); }});
+    pieces.push_back({from + done, length, [fd, at = to + done, length](const std::byte* data) {
+                        return write_all(fd, data, length, at);
+                      }});
   }
 }
 
 }  // namespace
 
-Status Stager::fetch(const Remote& remote, const std::string& path, int dir_fd, const std::string& name, FileProgress& progress,
-                     const std::atomic<bool>& cancelled, std::span<const std::string> datasets, std::vector<std::string>* notes) {
+Status Stager::fetch(const Remote& remote, const std::string& path, int dir_fd,
+                     const std::string& name, FileProgress& progress,
+                     const std::atomic<bool>& cancelled, std::span<const std::string> datasets,
+                     std::vector<std::string>* notes) {
   State& st = *state_;
-  auto stub = v1::Storage::NewStub(grpc::CreateChannel(remote.address, grpc::InsecureChannelCredentials()));
+  auto stub =
+      v1::Storage::NewStub(grpc::CreateChannel(remote.address, grpc::InsecureChannelCredentials()));
   const v1::OpenReply opened = LOOM_TRY(open_remote(*stub, remote, path, false, st.name));
   std::vector<std::string> handles{opened.handle()};
   auto close_remote = [&] {
@@ -762,7 +827,8 @@ Status Stager::fetch(const Remote& remote, const std::string& path, int dir_fd, 
   int fd = -1;
   auto copy = [&]() -> Status {
     const fi_addr_t peer = LOOM_TRY(st.peer(opened.target()));
-    fd = ::openat(dir_fd, temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    fd =
+        ::openat(dir_fd, temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) return std::unexpected(errno_error("creating " + name, errno));
     progress.done.store(0);
     if (datasets.empty()) {
@@ -776,7 +842,8 @@ Status Stager::fetch(const Remote& remote, const std::string& path, int dir_fd, 
     describe.set_handle(opened.handle());
     for (const std::string& d : datasets) describe.add_datasets(d);
     v1::DescribeReply described;
-    if (auto s = stub->Describe(call_context().get(), describe, &described); !s.ok()) return std::unexpected(storage_error(s));
+    if (auto s = stub->Describe(call_context().get(), describe, &described); !s.ok())
+      return std::unexpected(storage_error(s));
     handles.push_back(described.skeleton());
     if (notes) notes->assign(described.notes().begin(), described.notes().end());
     SkeletonPlan plan;
@@ -792,10 +859,13 @@ Status Stager::fetch(const Remote& remote, const std::string& path, int dir_fd, 
       total += e.size();
       for (const v1::Chunk& c : e.chunks()) {
         if (c.size() > st.options.range) {
-          return make_error(ErrorCode::kInvalidArgument, fmt::format("dataset {} has a chunk of {} bytes, more than a staging buffer ({})",
-                                                                     e.path(), c.size(), st.options.range));
+          return make_error(
+              ErrorCode::kInvalidArgument,
+              fmt::format("dataset {} has a chunk of {} bytes, more than a staging buffer ({})",
+                          e.path(), c.size(), st.options.range));
         }
-        p.chunks.push_back({{c.coords().begin(), c.coords().end()}, c.filter_mask(), c.address(), c.size()});
+        p.chunks.push_back(
+            {{c.coords().begin(), c.coords().end()}, c.filter_mask(), c.address(), c.size()});
         total += c.size();
       }
     }
@@ -807,10 +877,13 @@ Status Stager::fetch(const Remote& remote, const std::string& path, int dir_fd, 
     std::vector<Piece> pieces;
     for (std::size_t i = 0; i < plan.datasets.size(); ++i) {
       const DatasetPlan& p = plan.datasets[i];
-      if (p.kind == DatasetPlan::Kind::kContiguous) add_ranges(pieces, p.address, p.size, st.options.range, fd, destination->offset(i));
+      if (p.kind == DatasetPlan::Kind::kContiguous)
+        add_ranges(pieces, p.address, p.size, st.options.range, fd, destination->offset(i));
       for (const ChunkExtent& c : p.chunks) {
-        pieces.push_back({c.address, static_cast<std::size_t>(c.size), [&destination, i, &c, &p](const std::byte* data) {
-                            return with_context(destination->write_chunk(i, c, data), "writing a chunk of " + p.path);
+        pieces.push_back({c.address, static_cast<std::size_t>(c.size),
+                          [&destination, i, &c, &p](const std::byte* data) {
+                            return with_context(destination->write_chunk(i, c, data),
+                                                "writing a chunk of " + p.path);
                           }});
       }
     }
@@ -823,7 +896,8 @@ Status Stager::fetch(const Remote& remote, const std::string& path, int dir_fd, 
     if (copied && ::fsync(fd) != 0) copied = std::unexpected(errno_error("fsync " + name, errno));
     ::close(fd);
   }
-  if (copied && ::renameat(dir_fd, temp.c_str(), dir_fd, name.c_str()) != 0) copied = std::unexpected(errno_error("rename " + name, errno));
+  if (copied && ::renameat(dir_fd, temp.c_str(), dir_fd, name.c_str()) != 0)
+    copied = std::unexpected(errno_error("rename " + name, errno));
   if (!copied) ::unlinkat(dir_fd, temp.c_str(), 0);
   return copied;
 }
@@ -831,49 +905,57 @@ Status Stager::fetch(const Remote& remote, const std::string& path, int dir_fd, 
 Status Stager::store(const Remote& remote, int fd, const std::string& path, FileProgress& progress,
                      const std::atomic<bool>& cancelled) {
   State& st = *state_;
-  struct stat info{};
+  struct stat info {};
   if (::fstat(fd, &info) != 0) return std::unexpected(errno_error("fstat", errno));
   if (!S_ISREG(info.st_mode)) return make_error(ErrorCode::kInvalidArgument, "not a regular file");
   const auto size = static_cast<std::uint64_t>(info.st_size);
-  auto stub = v1::Storage::NewStub(grpc::CreateChannel(remote.address, grpc::InsecureChannelCredentials()));
+  auto stub =
+      v1::Storage::NewStub(grpc::CreateChannel(remote.address, grpc::InsecureChannelCredentials()));
   const v1::OpenReply opened = LOOM_TRY(open_remote(*stub, remote, path, true, st.name));
   v1::HandleRequest handle;
   handle.set_handle(opened.handle());
   auto peer = st.peer(opened.target());
   progress.total.store(size);
   progress.done.store(0);
-  Status copied = !peer ? Status(std::unexpected(peer.error()))
-                        : for_each_range(size, st.options.range, st.buffers.size(), cancelled,
-                                         [&](std::size_t worker, std::uint64_t offset, std::size_t length) -> Status {
-    Buffer& buffer = st.buffers[worker];
-    if (auto read = read_all(fd, buffer.memory.get(), length, offset); !read) return std::unexpected(read.error());
-    const std::uint32_t crc = crc32c(std::span(buffer.memory.get(), length));
-    const Mover mover{st.engine_mutex, *st.engine, *peer};
-    return retrying(st.options.attempts, offset, length, [&]() -> Attempt {
-      v1::Lease lease;
-      const Attempt moved = lease_and_move(*stub, mover, true, opened.handle(), offset, length, buffer, lease);
-      if (lease.id().empty()) return moved;
-      v1::CommitRequest commit;
-      commit.set_handle(opened.handle());
-      commit.set_lease(lease.id());
-      commit.set_offset(offset);
-      commit.set_length(length);
-      // A transfer that failed is committed with a checksum that cannot match: the storage
-      // agent then releases the buffer without writing it.
-      commit.set_crc32c(moved.outcome == Outcome::kDone ? crc : ~crc);
-      v1::Empty ignored;
-      const grpc::Status committed = stub->Commit(call_context().get(), commit, &ignored);
-      if (moved.outcome != Outcome::kDone) return moved;
-      if (committed.ok()) {
-        progress.done.fetch_add(length);
-        return {};
-      }
-      return {retryable(committed) ? Outcome::kRetry : Outcome::kFail, storage_error(committed)};
-    });
-  });
+  Status copied =
+      !peer ? Status(std::unexpected(peer.error()))
+            : for_each_range(
+                  size, st.options.range, st.buffers.size(), cancelled,
+                  [&](std::size_t worker, std::uint64_t offset, std::size_t length) -> Status {
+                    Buffer& buffer = st.buffers[worker];
+                    if (auto read = read_all(fd, buffer.memory.get(), length, offset); !read)
+                      return std::unexpected(read.error());
+                    const std::uint32_t crc = crc32c(std::span(buffer.memory.get(), length));
+                    const Mover mover{st.engine_mutex, *st.engine, *peer};
+                    return retrying(st.options.attempts, offset, length, [&]() -> Attempt {
+                      v1::Lease lease;
+                      const Attempt moved = lease_and_move(*stub, mover, true, opened.handle(),
+                                                           offset, length, buffer, lease);
+                      if (lease.id().empty()) return moved;
+                      v1::CommitRequest commit;
+                      commit.set_handle(opened.handle());
+                      commit.set_lease(lease.id());
+                      commit.set_offset(offset);
+                      commit.set_length(length);
+                      // A transfer that failed is committed with a checksum that cannot match: the
+                      // storage agent then releases the buffer without writing it.
+                      commit.set_crc32c(moved.outcome == Outcome::kDone ? crc : ~crc);
+                      v1::Empty ignored;
+                      const grpc::Status committed =
+                          stub->Commit(call_context().get(), commit, &ignored);
+                      if (moved.outcome != Outcome::kDone) return moved;
+                      if (committed.ok()) {
+                        progress.done.fetch_add(length);
+                        return {};
+                      }
+                      return {retryable(committed) ? Outcome::kRetry : Outcome::kFail,
+                              storage_error(committed)};
+                    });
+                  });
   v1::Empty ignored;
   if (copied) {
-    if (auto s = stub->Finish(call_context().get(), handle, &ignored); !s.ok()) copied = std::unexpected(storage_error(s));
+    if (auto s = stub->Finish(call_context().get(), handle, &ignored); !s.ok())
+      copied = std::unexpected(storage_error(s));
   } else {
     (void)stub->Close(call_context().get(), handle, &ignored);
   }

@@ -46,8 +46,10 @@ std::unexpected<Error> hdf5_error(ErrorCode code, std::string what) {
 // Variable-length data anywhere in the type: its bytes live in the global heap.
 bool has_vlen(hid_t type) {
   switch (H5Tget_class(type)) {
-    case H5T_VLEN: return true;
-    case H5T_STRING: return H5Tis_variable_str(type) > 0;
+    case H5T_VLEN:
+      return true;
+    case H5T_STRING:
+      return H5Tis_variable_str(type) > 0;
     case H5T_ARRAY: {
       Hid base(H5Tget_super(type), H5Tclose);
       return has_vlen(base.get());
@@ -59,7 +61,8 @@ bool has_vlen(hid_t type) {
       }
       return false;
     }
-    default: return false;
+    default:
+      return false;
   }
 }
 
@@ -80,31 +83,38 @@ herr_t copy_attribute(hid_t source, const char* name, const H5A_info_t*, void* d
   Hid attribute(H5Aopen(source, name, H5P_DEFAULT), H5Aclose);
   Hid type(H5Aget_type(attribute.get()), H5Tclose);
   if (has_reference(type.get())) {
-    copy->notes->push_back(fmt::format("attribute {} of {} references other objects: not carried", name, copy->object));
+    copy->notes->push_back(fmt::format("attribute {} of {} references other objects: not carried",
+                                       name, copy->object));
     return 0;
   }
   Hid space(H5Aget_space(attribute.get()), H5Sclose);
   const hssize_t points = H5Sget_simple_extent_npoints(space.get());
-  std::vector<std::byte> buffer(H5Tget_size(type.get()) * static_cast<std::size_t>(std::max<hssize_t>(points, 0)) + 1);
+  std::vector<std::byte> buffer(
+      H5Tget_size(type.get()) * static_cast<std::size_t>(std::max<hssize_t>(points, 0)) + 1);
   Hid plain = transient(type.get());
   if (H5Aread(attribute.get(), plain.get(), buffer.data()) < 0) {
-    copy->error = Error(ErrorCode::kInternal, fmt::format("reading attribute {} of {}", name, copy->object));
+    copy->error =
+        Error(ErrorCode::kInternal, fmt::format("reading attribute {} of {}", name, copy->object));
     return -1;
   }
-  Hid made(H5Acreate2(copy->destination, name, plain.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  Hid made(H5Acreate2(copy->destination, name, plain.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
+           H5Aclose);
   const bool written = made.valid() && H5Awrite(made.get(), plain.get(), buffer.data()) >= 0;
   if (has_vlen(plain.get())) H5Dvlen_reclaim(plain.get(), space.get(), H5P_DEFAULT, buffer.data());
   if (!written) {
-    copy->error = Error(ErrorCode::kInternal, fmt::format("writing attribute {} of {}", name, copy->object));
+    copy->error =
+        Error(ErrorCode::kInternal, fmt::format("writing attribute {} of {}", name, copy->object));
     return -1;
   }
   return 0;
 }
 
-Status copy_attributes(hid_t source, hid_t destination, const std::string& object, std::vector<std::string>& notes) {
+Status copy_attributes(hid_t source, hid_t destination, const std::string& object,
+                       std::vector<std::string>& notes) {
   AttributeCopy copy{destination, object, &notes, std::nullopt};
   if (H5Aiterate2(source, H5_INDEX_NAME, H5_ITER_INC, nullptr, copy_attribute, &copy) < 0) {
-    const Error e = copy.error.value_or(Error(ErrorCode::kInternal, fmt::format("copying the attributes of {}", object)));
+    const Error e = copy.error.value_or(
+        Error(ErrorCode::kInternal, fmt::format("copying the attributes of {}", object)));
     return hdf5_error(e.code(), e.message());
   }
   return {};
@@ -120,13 +130,15 @@ bool exists(hid_t file, const std::string& path) {
 }
 
 // The groups above `path` in the skeleton, made as they are in the source, attributes too.
-Status make_groups(hid_t source, hid_t skeleton, const std::string& path, std::vector<std::string>& notes) {
+Status make_groups(hid_t source, hid_t skeleton, const std::string& path,
+                   std::vector<std::string>& notes) {
   for (std::size_t at = path.find('/', 1); at != std::string::npos; at = path.find('/', at + 1)) {
     const std::string group = path.substr(0, at);
     if (H5Lexists(skeleton, group.c_str(), H5P_DEFAULT) > 0) continue;
     Hid from(H5Gopen2(source, group.c_str(), H5P_DEFAULT), H5Gclose);
     Hid made(H5Gcreate2(skeleton, group.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
-    if (!from.valid() || !made.valid()) return hdf5_error(ErrorCode::kInternal, fmt::format("making group {}", group));
+    if (!from.valid() || !made.valid())
+      return hdf5_error(ErrorCode::kInternal, fmt::format("making group {}", group));
     LOOM_TRY(copy_attributes(from.get(), made.get(), group, notes));
   }
   return {};
@@ -134,25 +146,33 @@ Status make_groups(hid_t source, hid_t skeleton, const std::string& path, std::v
 
 }  // namespace
 
-Result<SkeletonPlan> write_skeleton(const fs::path& source, std::span<const std::string> datasets, const fs::path& skeleton) {
+Result<SkeletonPlan> write_skeleton(const fs::path& source, std::span<const std::string> datasets,
+                                    const fs::path& skeleton) {
   quiet();
   Hid src(H5Fopen(source.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   if (!src.valid()) return hdf5_error(ErrorCode::kInvalidArgument, "it is not an HDF5 file");
   Hid dst(H5Fcreate(skeleton.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
-  if (!dst.valid()) return hdf5_error(ErrorCode::kInternal, fmt::format("cannot create {}", skeleton.string()));
+  if (!dst.valid())
+    return hdf5_error(ErrorCode::kInternal, fmt::format("cannot create {}", skeleton.string()));
   SkeletonPlan plan;
   for (const std::string& path : datasets) {
-    if (!exists(src.get(), path)) return hdf5_error(ErrorCode::kNotFound, fmt::format("dataset {} does not exist", path));
+    if (!exists(src.get(), path))
+      return hdf5_error(ErrorCode::kNotFound, fmt::format("dataset {} does not exist", path));
     Hid d(H5Dopen2(src.get(), path.c_str(), H5P_DEFAULT), H5Dclose);
-    if (!d.valid()) return hdf5_error(ErrorCode::kInvalidArgument, fmt::format("{} is not a dataset", path));
+    if (!d.valid())
+      return hdf5_error(ErrorCode::kInvalidArgument, fmt::format("{} is not a dataset", path));
     Hid type(H5Dget_type(d.get()), H5Tclose);
     if (has_reference(type.get())) {
       return hdf5_error(ErrorCode::kInvalidArgument,
-                        fmt::format("dataset {} holds object or region references, which do not survive a subset; stage the whole file", path));
+                        fmt::format("dataset {} holds object or region references, which do not "
+                                    "survive a subset; stage the whole file",
+                                    path));
     }
     Hid dcpl(H5Dget_create_plist(d.get()), H5Pclose);
     if (H5Pget_external_count(dcpl.get()) > 0) {
-      return hdf5_error(ErrorCode::kInvalidArgument, fmt::format("dataset {} keeps its data in external files; stage those files", path));
+      return hdf5_error(
+          ErrorCode::kInvalidArgument,
+          fmt::format("dataset {} keeps its data in external files; stage those files", path));
     }
     LOOM_TRY(make_groups(src.get(), dst.get(), path, plan.notes));
     const H5D_layout_t layout = H5Pget_layout(dcpl.get());
@@ -178,8 +198,11 @@ Result<SkeletonPlan> write_skeleton(const fs::path& source, std::span<const std:
     }
     Hid space(H5Dget_space(d.get()), H5Sclose);
     Hid plain = transient(type.get());
-    Hid made(H5Dcreate2(dst.get(), path.c_str(), plain.get(), space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), H5Dclose);
-    if (!made.valid()) return hdf5_error(ErrorCode::kInternal, fmt::format("making dataset {}", path));
+    Hid made(H5Dcreate2(dst.get(), path.c_str(), plain.get(), space.get(), H5P_DEFAULT, dcpl.get(),
+                        H5P_DEFAULT),
+             H5Dclose);
+    if (!made.valid())
+      return hdf5_error(ErrorCode::kInternal, fmt::format("making dataset {}", path));
     LOOM_TRY(copy_attributes(d.get(), made.get(), path, plan.notes));
     if (layout == H5D_CONTIGUOUS) {
       p.kind = DatasetPlan::Kind::kContiguous;
@@ -191,7 +214,8 @@ Result<SkeletonPlan> write_skeleton(const fs::path& source, std::span<const std:
     } else {
       p.kind = DatasetPlan::Kind::kChunked;
       const int rank = H5Sget_simple_extent_ndims(space.get());
-      std::vector<hsize_t> dims(static_cast<std::size_t>(rank)), chunk(static_cast<std::size_t>(rank));
+      std::vector<hsize_t> dims(static_cast<std::size_t>(rank)),
+          chunk(static_cast<std::size_t>(rank));
       H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
       H5Pget_chunk(dcpl.get(), rank, chunk.data());
       // The chunk grid, walked coordinate by coordinate (row-major).
@@ -202,9 +226,11 @@ Result<SkeletonPlan> write_skeleton(const fs::path& source, std::span<const std:
         haddr_t address = HADDR_UNDEF;
         hsize_t size = 0;
         if (H5Dget_chunk_info_by_coord(d.get(), at.data(), &mask, &address, &size) < 0) {
-          return hdf5_error(ErrorCode::kInternal, fmt::format("reading the chunk index of {}", path));
+          return hdf5_error(ErrorCode::kInternal,
+                            fmt::format("reading the chunk index of {}", path));
         }
-        if (address != HADDR_UNDEF) p.chunks.push_back({{at.begin(), at.end()}, mask, address, size});
+        if (address != HADDR_UNDEF)
+          p.chunks.push_back({{at.begin(), at.end()}, mask, address, size});
         int i = rank - 1;
         for (; i >= 0; --i) {
           at[static_cast<std::size_t>(i)] += chunk[static_cast<std::size_t>(i)];
@@ -216,7 +242,8 @@ Result<SkeletonPlan> write_skeleton(const fs::path& source, std::span<const std:
     }
     plan.datasets.push_back(std::move(p));
   }
-  if (H5Fflush(dst.get(), H5F_SCOPE_GLOBAL) < 0) return hdf5_error(ErrorCode::kInternal, "writing the skeleton");
+  if (H5Fflush(dst.get(), H5F_SCOPE_GLOBAL) < 0)
+    return hdf5_error(ErrorCode::kInternal, "writing the skeleton");
   return plan;
 }
 
@@ -229,17 +256,21 @@ struct Hdf5Destination::State {
 Hdf5Destination::Hdf5Destination(std::unique_ptr<State> state) : state_(std::move(state)) {}
 Hdf5Destination::~Hdf5Destination() { (void)close(); }
 
-Result<std::unique_ptr<Hdf5Destination>> Hdf5Destination::open(const fs::path& skeleton, const SkeletonPlan& plan) {
+Result<std::unique_ptr<Hdf5Destination>> Hdf5Destination::open(const fs::path& skeleton,
+                                                               const SkeletonPlan& plan) {
   quiet();
   auto state = std::make_unique<State>();
   state->file.emplace(H5Fopen(skeleton.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Fclose);
-  if (!state->file->valid()) return hdf5_error(ErrorCode::kInvalidArgument, "the staged skeleton is not an HDF5 file");
+  if (!state->file->valid())
+    return hdf5_error(ErrorCode::kInvalidArgument, "the staged skeleton is not an HDF5 file");
   for (const DatasetPlan& p : plan.datasets) {
     state->offsets.push_back(0);
     state->datasets.emplace_back();
     if (p.kind == DatasetPlan::Kind::kCopied) continue;
     Hid d(H5Dopen2(state->file->get(), p.path.c_str(), H5P_DEFAULT), H5Dclose);
-    if (!d.valid()) return hdf5_error(ErrorCode::kInternal, fmt::format("dataset {} is missing from the skeleton", p.path));
+    if (!d.valid())
+      return hdf5_error(ErrorCode::kInternal,
+                        fmt::format("dataset {} is missing from the skeleton", p.path));
     if (p.kind == DatasetPlan::Kind::kContiguous && p.size > 0) {
       // Writing one element allocates the whole contiguous block; its offset is where the
       // source's bytes go.
@@ -247,27 +278,35 @@ Result<std::unique_ptr<Hdf5Destination>> Hdf5Destination::open(const fs::path& s
       Hid space(H5Dget_space(d.get()), H5Sclose);
       const int rank = H5Sget_simple_extent_ndims(space.get());
       if (rank > 0) {
-        const std::vector<hsize_t> start(static_cast<std::size_t>(rank), 0), count(static_cast<std::size_t>(rank), 1);
-        H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
+        const std::vector<hsize_t> start(static_cast<std::size_t>(rank), 0),
+            count(static_cast<std::size_t>(rank), 1);
+        H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(),
+                            nullptr);
       }
       Hid one(H5Screate(H5S_SCALAR), H5Sclose);
       const std::vector<std::byte> zero(H5Tget_size(type.get()));
-      if (H5Dwrite(d.get(), type.get(), one.get(), space.get(), H5P_DEFAULT, zero.data()) < 0 || H5Dget_offset(d.get()) == HADDR_UNDEF) {
+      if (H5Dwrite(d.get(), type.get(), one.get(), space.get(), H5P_DEFAULT, zero.data()) < 0 ||
+          H5Dget_offset(d.get()) == HADDR_UNDEF) {
         return hdf5_error(ErrorCode::kInternal, fmt::format("allocating dataset {}", p.path));
       }
       state->offsets.back() = H5Dget_offset(d.get());
     }
     state->datasets.back().emplace(std::move(d));
   }
-  if (H5Fflush(state->file->get(), H5F_SCOPE_GLOBAL) < 0) return hdf5_error(ErrorCode::kInternal, "writing the skeleton");
+  if (H5Fflush(state->file->get(), H5F_SCOPE_GLOBAL) < 0)
+    return hdf5_error(ErrorCode::kInternal, "writing the skeleton");
   return std::unique_ptr<Hdf5Destination>(new Hdf5Destination(std::move(state)));
 }
 
-std::uint64_t Hdf5Destination::offset(std::size_t dataset) const { return state_->offsets.at(dataset); }
+std::uint64_t Hdf5Destination::offset(std::size_t dataset) const {
+  return state_->offsets.at(dataset);
+}
 
-Status Hdf5Destination::write_chunk(std::size_t dataset, const ChunkExtent& chunk, const std::byte* data) {
+Status Hdf5Destination::write_chunk(std::size_t dataset, const ChunkExtent& chunk,
+                                    const std::byte* data) {
   const std::vector<hsize_t> coords(chunk.coords.begin(), chunk.coords.end());
-  if (H5Dwrite_chunk(state_->datasets.at(dataset)->get(), H5P_DEFAULT, chunk.filter_mask, coords.data(), chunk.size, data) < 0) {
+  if (H5Dwrite_chunk(state_->datasets.at(dataset)->get(), H5P_DEFAULT, chunk.filter_mask,
+                     coords.data(), chunk.size, data) < 0) {
     return hdf5_error(ErrorCode::kInternal, "H5Dwrite_chunk failed");
   }
   return {};

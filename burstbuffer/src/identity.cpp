@@ -13,7 +13,9 @@ namespace loom::burstbuffer {
 
 namespace {
 
-long set_groups(const std::vector<gid_t>& groups) { return ::syscall(SYS_setgroups, groups.size(), groups.data()); }
+long set_groups(const std::vector<gid_t>& groups) {
+  return ::syscall(SYS_setgroups, groups.size(), groups.data());
+}
 
 }  // namespace
 
@@ -36,14 +38,16 @@ Result<FsIdentity> FsIdentity::assume(uid_t uid, gid_t gid) {
   // Groups first: changing them needs CAP_SETGID, which the fsuid change below leaves in
   // place, but do the riskiest step while nothing has changed yet.
   if (set_groups(groups) != 0) {
-    return make_error(ErrorCode::kPermissionDenied, fmt::format("cannot take uid {}'s groups: {}", uid, std::strerror(errno)));
+    return make_error(ErrorCode::kPermissionDenied,
+                      fmt::format("cannot take uid {}'s groups: {}", uid, std::strerror(errno)));
   }
   ::syscall(SYS_setfsgid, gid);
   ::syscall(SYS_setfsuid, uid);
   // setfsuid reports no error; read back that it took.
   if (static_cast<uid_t>(::syscall(SYS_setfsuid, static_cast<uid_t>(-1))) != uid) {
     FsIdentity restore(std::move(own));
-    return make_error(ErrorCode::kPermissionDenied, fmt::format("cannot act as uid {} on files", uid));
+    return make_error(ErrorCode::kPermissionDenied,
+                      fmt::format("cannot act as uid {} on files", uid));
   }
   return FsIdentity(std::move(own));
 }

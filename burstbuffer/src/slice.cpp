@@ -12,8 +12,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -42,7 +42,9 @@ Status run(std::vector<std::string> argv) {
   pid_t pid = -1;
   const int spawned = ::posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
-  if (spawned != 0) return make_error(ErrorCode::kNotFound, fmt::format("cannot run {}: {}", argv[0], std::strerror(spawned)));
+  if (spawned != 0)
+    return make_error(ErrorCode::kNotFound,
+                      fmt::format("cannot run {}: {}", argv[0], std::strerror(spawned)));
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
@@ -81,7 +83,8 @@ Result<Loop> attach_loop(const fs::path& image) {
     loop_config config{};
     config.fd = static_cast<std::uint32_t>(backing);
     config.info.lo_flags = LO_FLAGS_AUTOCLEAR;
-    std::strncpy(reinterpret_cast<char*>(config.info.lo_file_name), image.c_str(), LO_NAME_SIZE - 1);
+    std::strncpy(reinterpret_cast<char*>(config.info.lo_file_name), image.c_str(),
+                 LO_NAME_SIZE - 1);
     const int rc = ::ioctl(loop, LOOP_CONFIGURE, &config);
     const int saved = errno;
     ::close(backing);
@@ -115,11 +118,14 @@ bool is_mounted(const fs::path& dir) {
 }
 
 Result<Slice> Slice::create(const SliceSpec& spec) {
-  if (spec.bytes < (1u << 20)) return make_error(ErrorCode::kInvalidArgument, "a slice needs at least 1 MiB");
+  if (spec.bytes < (1u << 20))
+    return make_error(ErrorCode::kInvalidArgument, "a slice needs at least 1 MiB");
   std::error_code ec;
   fs::create_directories(spec.image.parent_path(), ec);
   fs::create_directories(spec.mount, ec);
-  if (ec) return make_error(ErrorCode::kInternal, fmt::format("cannot create {}: {}", spec.mount.string(), ec.message()));
+  if (ec)
+    return make_error(ErrorCode::kInternal,
+                      fmt::format("cannot create {}: {}", spec.mount.string(), ec.message()));
   Slice slice(spec.image, spec.mount);  // from here, failures clean up through destroy()
   auto fail = [&](Error e) -> Result<Slice> {
     (void)slice.destroy();
@@ -130,45 +136,54 @@ Result<Slice> Slice::create(const SliceSpec& spec) {
     if (fd < 0) return fail(system_error("create " + spec.image.string()).error());
     // fallocate, not a sparse file: the device's bytes are the slice's from the start, so
     // that a full device is full for the scheduler and for the filesystem alike.
-    const int rc = spec.preallocate ? ::posix_fallocate(fd, 0, static_cast<off_t>(spec.bytes))
-                                    : (::ftruncate(fd, static_cast<off_t>(spec.bytes)) == 0 ? 0 : errno);
+    const int rc = spec.preallocate
+                       ? ::posix_fallocate(fd, 0, static_cast<off_t>(spec.bytes))
+                       : (::ftruncate(fd, static_cast<off_t>(spec.bytes)) == 0 ? 0 : errno);
     ::close(fd);
     if (rc != 0) {
       errno = rc;
-      return fail(system_error(fmt::format("reserve {} bytes for {}", spec.bytes, spec.image.string())).error());
+      return fail(
+          system_error(fmt::format("reserve {} bytes for {}", spec.bytes, spec.image.string()))
+              .error());
     }
   }
   // Scratch space: no journal, no blocks reserved for root, few inodes; the root belongs
   // to the user from the start.
-  if (auto made = run({"mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-i", "65536", "-E",
-                       fmt::format("root_owner={}:{}", spec.uid, spec.gid), spec.image.string()});
+  if (auto made =
+          run({"mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-i", "65536", "-E",
+               fmt::format("root_owner={}:{}", spec.uid, spec.gid), spec.image.string()});
       !made) {
     return fail(made.error());
   }
   auto loop = attach_loop(spec.image);
   if (!loop) return fail(loop.error());
-  const int mounted = ::mount(loop->device.c_str(), spec.mount.c_str(), "ext4", MS_NOSUID | MS_NODEV, "");
+  const int mounted =
+      ::mount(loop->device.c_str(), spec.mount.c_str(), "ext4", MS_NOSUID | MS_NODEV, "");
   const int saved = errno;
   ::close(loop->fd);  // from here the mount holds the device; umount frees it
   if (mounted != 0) {
     errno = saved;
-    return fail(system_error(fmt::format("mount {} on {}", loop->device, spec.mount.string())).error());
+    return fail(
+        system_error(fmt::format("mount {} on {}", loop->device, spec.mount.string())).error());
   }
-  if (::chmod(spec.mount.c_str(), spec.mode) != 0) return fail(system_error("chmod " + spec.mount.string()).error());
+  if (::chmod(spec.mount.c_str(), spec.mode) != 0)
+    return fail(system_error("chmod " + spec.mount.string()).error());
   fs::remove(spec.mount / "lost+found", ec);
   return slice;
 }
 
 Result<Slice> Slice::find(const fs::path& image, const fs::path& mount) {
   if (!fs::exists(image) || !is_mounted(mount)) {
-    return make_error(ErrorCode::kNotFound, fmt::format("no slice {} mounted on {}", image.string(), mount.string()));
+    return make_error(ErrorCode::kNotFound,
+                      fmt::format("no slice {} mounted on {}", image.string(), mount.string()));
   }
   return Slice(image, mount);
 }
 
 Result<Slice> Slice::attach(const fs::path& image, const fs::path& mount) {
   if (auto found = find(image, mount)) return found;
-  if (!fs::exists(image)) return make_error(ErrorCode::kNotFound, fmt::format("no image {}", image.string()));
+  if (!fs::exists(image))
+    return make_error(ErrorCode::kNotFound, fmt::format("no image {}", image.string()));
   std::error_code ec;
   fs::create_directories(mount, ec);
   auto loop = LOOM_TRY(attach_loop(image));
@@ -189,32 +204,44 @@ Status Slice::destroy() {
   if (is_mounted(mount_) && ::umount2(mount_.c_str(), 0) != 0) {
     // A process still holds it (a job's leftover reader): detach it now; the loop device
     // and the image's space go when the last holder does.
-    if (errno != EBUSY || ::umount2(mount_.c_str(), MNT_DETACH) != 0) return system_error("umount " + mount_.string());
+    if (errno != EBUSY || ::umount2(mount_.c_str(), MNT_DETACH) != 0)
+      return system_error("umount " + mount_.string());
   }
   std::error_code ec;
   fs::remove(mount_, ec);
   fs::remove(image_, ec);
-  if (ec) return make_error(ErrorCode::kInternal, fmt::format("cannot remove {}: {}", image_.string(), ec.message()));
+  if (ec)
+    return make_error(ErrorCode::kInternal,
+                      fmt::format("cannot remove {}: {}", image_.string(), ec.message()));
   mount_.clear();
   return {};
 }
 
-fs::path buffer_image(const fs::path& device, const std::string& name) { return device / ".loom" / fmt::format("bb_{}.img", name); }
-fs::path buffer_mount(const fs::path& device, const std::string& name) { return device / fmt::format("bb_{}", name); }
+fs::path buffer_image(const fs::path& device, const std::string& name) {
+  return device / ".loom" / fmt::format("bb_{}.img", name);
+}
+fs::path buffer_mount(const fs::path& device, const std::string& name) {
+  return device / fmt::format("bb_{}", name);
+}
 
 std::vector<std::string> buffers_on(const fs::path& device) {
   std::vector<std::string> names;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(device / ".loom", ec)) {
     const std::string file = entry.path().filename().string();
-    if (file.starts_with("bb_") && file.ends_with(".img") && file.size() > 7) names.push_back(file.substr(3, file.size() - 7));
+    if (file.starts_with("bb_") && file.ends_with(".img") && file.size() > 7)
+      names.push_back(file.substr(3, file.size() - 7));
   }
   std::sort(names.begin(), names.end());
   return names;
 }
 
-fs::path slice_image(const fs::path& device, std::uint64_t job) { return device / ".loom" / fmt::format("job_{}.img", job); }
-fs::path slice_mount(const fs::path& device, std::uint64_t job) { return device / fmt::format("job_{}", job); }
+fs::path slice_image(const fs::path& device, std::uint64_t job) {
+  return device / ".loom" / fmt::format("job_{}.img", job);
+}
+fs::path slice_mount(const fs::path& device, std::uint64_t job) {
+  return device / fmt::format("job_{}", job);
+}
 
 std::vector<std::uint64_t> slices_on(const fs::path& device) {
   std::vector<std::uint64_t> jobs;
@@ -222,7 +249,9 @@ std::vector<std::uint64_t> slices_on(const fs::path& device) {
   for (const auto& entry : fs::directory_iterator(device / ".loom", ec)) {
     const std::string name = entry.path().filename().string();
     std::uint64_t job = 0;
-    if (std::sscanf(name.c_str(), "job_%lu.img", &job) == 1 && name == fmt::format("job_{}.img", job)) jobs.push_back(job);
+    if (std::sscanf(name.c_str(), "job_%lu.img", &job) == 1 &&
+        name == fmt::format("job_{}.img", job))
+      jobs.push_back(job);
   }
   return jobs;
 }
@@ -242,7 +271,8 @@ Result<int> open_beneath(int root, const fs::path& path, int flags, mode_t mode)
   how.mode = (flags & O_CREAT) ? mode : 0;
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
   const fs::path relative = path.is_absolute() ? path.relative_path() : path;
-  const int fd = static_cast<int>(::syscall(SYS_openat2, root, relative.c_str(), &how, sizeof(how)));
+  const int fd =
+      static_cast<int>(::syscall(SYS_openat2, root, relative.c_str(), &how, sizeof(how)));
   if (fd < 0) {
     const int e = errno;
     const std::string why = e == ELOOP    ? "it is or goes through a symbolic link"

@@ -29,12 +29,16 @@ Command add_bind(CLI::App& app) {
   };
   auto options = std::make_shared<Options>();
   command->add_option("--cores", options->cores, "Cores by logical index, e.g. 0-3,8")->required();
-  command->add_option("--numa", options->numa, "NUMA domain (OS index) to bind memory to, strictly");
+  command->add_option("--numa", options->numa,
+                      "NUMA domain (OS index) to bind memory to, strictly");
   auto source = add_topology_source_options(*command);
-  command->add_flag("-v,--verbose", options->verbose, "Print the placed and applied binding on stderr");
-  command->add_option("command", options->argv, "The command and its arguments, after --")->required();
+  command->add_flag("-v,--verbose", options->verbose,
+                    "Print the placed and applied binding on stderr");
+  command->add_option("command", options->argv, "The command and its arguments, after --")
+      ->required();
   return {command, [options, source](const Context&) -> Status {
-            std::vector<unsigned> cores = LOOM_TRY(with_context(parse_index_list(options->cores), "--cores"));
+            std::vector<unsigned> cores =
+                LOOM_TRY(with_context(parse_index_list(options->cores), "--cores"));
             auto simulated = [&]() -> Result<hwtopo::Binder> {
               hwtopo::Topology placed = LOOM_TRY(source->load());
               return hwtopo::Binder::for_simulated(std::move(placed));

@@ -13,7 +13,8 @@ namespace loom::cli {
 
 Error Client::error(const grpc::Status& status) const {
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
-    return Error(ErrorCode::kUnavailable, fmt::format("the controller at {} is unreachable: {}", address, status.error_message()));
+    return Error(ErrorCode::kUnavailable, fmt::format("the controller at {} is unreachable: {}",
+                                                      address, status.error_message()));
   }
   return from_grpc(status);
 }
@@ -25,9 +26,11 @@ Result<Client> connect(const std::string& option, const Config& config) {
     address = env != nullptr && *env != '\0' ? env : config.controller.address;
   }
   auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
-  if (!channel->WaitForConnected(std::chrono::system_clock::now() + config.controller.connect_timeout)) {
-    return make_error(ErrorCode::kUnavailable, fmt::format("the controller at {} is unreachable (tried for {})", address,
-                                                           format_duration(config.controller.connect_timeout)));
+  if (!channel->WaitForConnected(std::chrono::system_clock::now() +
+                                 config.controller.connect_timeout)) {
+    return make_error(ErrorCode::kUnavailable,
+                      fmt::format("the controller at {} is unreachable (tried for {})", address,
+                                  format_duration(config.controller.connect_timeout)));
   }
   return Client{address, v1::Controller::NewStub(channel)};
 }
@@ -40,7 +43,10 @@ Result<v1::Caller> me() {
 }
 
 Result<JobRef> parse_job_ref(const std::string& text) {
-  auto bad = [&] { return make_error(ErrorCode::kInvalidArgument, fmt::format("\"{}\" is not a job id (12, or 12_3 in an array)", text)); };
+  auto bad = [&] {
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("\"{}\" is not a job id (12, or 12_3 in an array)", text));
+  };
   JobRef ref;
   const char* end = text.data() + text.size();
   auto [rest, ec] = std::from_chars(text.data(), end, ref.job);
@@ -55,7 +61,8 @@ Result<JobRef> parse_job_ref(const std::string& text) {
 }
 
 std::string job_ref(const v1::JobInfo& job) {
-  return job.array_job() != 0 ? fmt::format("{}_{}", job.array_job(), job.array_index()) : std::to_string(job.id());
+  return job.array_job() != 0 ? fmt::format("{}_{}", job.array_job(), job.array_index())
+                              : std::to_string(job.id());
 }
 
 Result<v1::JobRequest> job_request(const std::string& text) {

@@ -24,7 +24,8 @@ struct Client {
 };
 
 // --controller's help, for every command that reaches the controller.
-inline constexpr const char* kControllerHelp = "The controller's HOST:PORT (default: $LOOM_CONTROLLER, then controller.address)";
+inline constexpr const char* kControllerHelp =
+    "The controller's HOST:PORT (default: $LOOM_CONTROLLER, then controller.address)";
 
 // The controller named by --controller (`option`), else LOOM_CONTROLLER, else
 // controller.address, once it accepts a connection: tried for controller.connect_timeout,

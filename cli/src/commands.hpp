@@ -3,7 +3,6 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
-
 #include <functional>
 
 #include "loom/common/config.hpp"
@@ -26,7 +25,8 @@ Command add_bind(CLI::App& app);
 Command add_config(CLI::App& app);
 Command add_sim(CLI::App& app);
 Command add_up(CLI::App& app);
-std::vector<Command> add_job_commands(CLI::App& app);   // queue, show, cancel, watch; submit for --help
+std::vector<Command> add_job_commands(
+    CLI::App& app);  // queue, show, cancel, watch; submit for --help
 std::vector<Command> add_node_commands(CLI::App& app);  // nodes, drain, resume
 std::vector<Command> add_bb_commands(CLI::App& app);    // bb create, bb list, bb destroy
 // `loom submit WORDS`: its own parser reads them (options, `--`, a script's #LOOM lines),

@@ -17,7 +17,11 @@ namespace {
 using namespace loom;
 
 nlohmann::json offer_json(const fabric::Offer& o) {
-  return {{"name", o.provider}, {"fabric", o.fabric}, {"domain", o.domain}, {"ep_type", o.ep_type}, {"mr_mode", o.mr_mode}};
+  return {{"name", o.provider},
+          {"fabric", o.fabric},
+          {"domain", o.domain},
+          {"ep_type", o.ep_type},
+          {"mr_mode", o.mr_mode}};
 }
 
 }  // namespace
@@ -27,7 +31,9 @@ int main(int argc, char** argv) {
   app.name("loom fabric");
   std::optional<std::filesystem::path> config_file;
   app.add_option("--config", config_file, loom::kConfigHelp);
-  auto* info = app.add_subcommand("info", "List the RDM endpoints with RMA that libfabric offers here, and the one Loom would choose");
+  auto* info = app.add_subcommand(
+      "info",
+      "List the RDM endpoints with RMA that libfabric offers here, and the one Loom would choose");
   app.require_subcommand(1);
   bool json = false;
   info->add_flag("--json", json, "Print one JSON object");
@@ -45,15 +51,19 @@ int main(int argc, char** argv) {
   if (json) {
     nlohmann::json providers = nlohmann::json::array();
     for (const fabric::Offer& o : *offers) providers.push_back(offer_json(o));
-    nlohmann::json out = {{"providers", providers}, {"chosen", chosen ? offer_json(chosen->offer()) : nlohmann::json(nullptr)}};
+    nlohmann::json out = {
+        {"providers", providers},
+        {"chosen", chosen ? offer_json(chosen->offer()) : nlohmann::json(nullptr)}};
     if (!chosen) out["chosen_error"] = chosen.error().to_string();
     std::cout << out.dump(2) << '\n';
     return 0;
   }
-  std::cout << fmt::format("{:<16} {:<24} {:<10} {:<10} {}\n", "provider", "fabric", "domain", "endpoint", "mr_mode");
+  std::cout << fmt::format("{:<16} {:<24} {:<10} {:<10} {}\n", "provider", "fabric", "domain",
+                           "endpoint", "mr_mode");
   for (const fabric::Offer& o : *offers) {
-    std::cout << fmt::format("{:<16} {:<24} {:<10} {:<10} {}\n", o.provider, o.fabric, o.domain, o.ep_type,
-                             o.mr_mode.empty() ? "-" : fmt::format("{}", fmt::join(o.mr_mode, ",")));
+    std::cout << fmt::format(
+        "{:<16} {:<24} {:<10} {:<10} {}\n", o.provider, o.fabric, o.domain, o.ep_type,
+        o.mr_mode.empty() ? "-" : fmt::format("{}", fmt::join(o.mr_mode, ",")));
   }
   if (chosen) {
     const fabric::Offer o = chosen->offer();

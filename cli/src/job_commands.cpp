@@ -6,8 +6,8 @@
 
 #include <fstream>
 #include <iostream>
-#include <sstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "client.hpp"
 #include "commands.hpp"
@@ -56,7 +56,9 @@ nlohmann::json job_json(const v1::JobInfo& j) {
                        {"error", f.error()},
                        {"notes", std::vector<std::string>(f.notes().begin(), f.notes().end())}});
   }
-  auto optional = [](bool has, auto value) { return has ? nlohmann::json(value) : nlohmann::json(nullptr); };
+  auto optional = [](bool has, auto value) {
+    return has ? nlohmann::json(value) : nlohmann::json(nullptr);
+  };
   return {{"id", j.id()},
           {"array_job", optional(j.array_job() != 0, j.array_job())},
           {"array_index", optional(j.array_job() != 0, j.array_index())},
@@ -72,12 +74,15 @@ nlohmann::json job_json(const v1::JobInfo& j) {
           {"start_time", optional(j.has_start_time(), j.start_time())},
           {"placement", placement},
           {"staging", staging},
-          {"times", {{"submit", j.submit_time()}, {"start", optional(j.has_start_time(), j.start_time())},
-                     {"end", optional(j.has_end_time(), j.end_time())}}}};
+          {"times",
+           {{"submit", j.submit_time()},
+            {"start", optional(j.has_start_time(), j.start_time())},
+            {"end", optional(j.has_end_time(), j.end_time())}}}};
 }
 
 std::string state_line(const v1::JobInfo& j) {
-  std::string line = fmt::format("job {} ({}) of {}: {}", job_ref(j), j.name(), j.user(), v1::JobState_Name(j.state()));
+  std::string line = fmt::format("job {} ({}) of {}: {}", job_ref(j), j.name(), j.user(),
+                                 v1::JobState_Name(j.state()));
   if (!j.reason().empty()) line += " (" + j.reason() + ")";
   if (j.has_exit_code()) line += fmt::format(", exit code {}", j.exit_code());
   if (j.has_signal()) line += fmt::format(" (signal {})", j.signal());
@@ -87,39 +92,42 @@ std::string state_line(const v1::JobInfo& j) {
 }  // namespace
 
 Status run_submit(const std::vector<std::string>& words, const Context& context) {
-    const auto end_of_options = std::find(words.begin(), words.end(), "--");
-    if (std::find(words.begin(), end_of_options, "--help") != end_of_options ||
-        std::find(words.begin(), end_of_options, "-h") != end_of_options) {
-      std::cout << submit_help();
-      return {};
-    }
-    std::map<std::string, std::string> env;
-    for (char** e = environ; *e != nullptr; ++e) {
-      const std::string kv = *e;
-      if (auto eq = kv.find('='); eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
-    }
-    char cwd[4096];
-    if (::getcwd(cwd, sizeof(cwd)) == nullptr) return make_error(ErrorCode::kInternal, "getcwd failed");
-    auto read_script = [](const std::string& path) -> Result<std::string> {
-      std::ifstream in(path);
-      if (!in) return make_error(ErrorCode::kNotFound, fmt::format("cannot read the batch script {}", path));
-      std::stringstream text;
-      text << in.rdbuf();
-      return text.str();
-    };
-    SubmitRequest parsed = LOOM_TRY(parse_submit(words, cwd, env, read_script));
-    const Client client = LOOM_TRY(connect(parsed.controller, context.config));
-    v1::SubmitRequest request;
-    v1::Caller caller = LOOM_TRY(me());
-    *request.mutable_caller() = std::move(caller);
-    *request.mutable_spec() = std::move(parsed.spec);
-    request.set_array_size(parsed.array_size);
-    v1::SubmitReply reply;
-    grpc::ClientContext call;
-    if (grpc::Status s = client.stub->Submit(&call, request, &reply); !s.ok()) return std::unexpected(client.error(s));
-    // The job's id; an array's id names its elements ID_1 ... ID_N.
-    std::cout << reply.job() << '\n';
+  const auto end_of_options = std::find(words.begin(), words.end(), "--");
+  if (std::find(words.begin(), end_of_options, "--help") != end_of_options ||
+      std::find(words.begin(), end_of_options, "-h") != end_of_options) {
+    std::cout << submit_help();
     return {};
+  }
+  std::map<std::string, std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string kv = *e;
+    if (auto eq = kv.find('='); eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  char cwd[4096];
+  if (::getcwd(cwd, sizeof(cwd)) == nullptr)
+    return make_error(ErrorCode::kInternal, "getcwd failed");
+  auto read_script = [](const std::string& path) -> Result<std::string> {
+    std::ifstream in(path);
+    if (!in)
+      return make_error(ErrorCode::kNotFound, fmt::format("cannot read the batch script {}", path));
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  };
+  SubmitRequest parsed = LOOM_TRY(parse_submit(words, cwd, env, read_script));
+  const Client client = LOOM_TRY(connect(parsed.controller, context.config));
+  v1::SubmitRequest request;
+  v1::Caller caller = LOOM_TRY(me());
+  *request.mutable_caller() = std::move(caller);
+  *request.mutable_spec() = std::move(parsed.spec);
+  request.set_array_size(parsed.array_size);
+  v1::SubmitReply reply;
+  grpc::ClientContext call;
+  if (grpc::Status s = client.stub->Submit(&call, request, &reply); !s.ok())
+    return std::unexpected(client.error(s));
+  // The job's id; an array's id names its elements ID_1 ... ID_N.
+  std::cout << reply.job() << '\n';
+  return {};
 }
 
 std::vector<Command> add_job_commands(CLI::App& app) {
@@ -127,128 +135,153 @@ std::vector<Command> add_job_commands(CLI::App& app) {
   std::vector<Command> commands;
 
   // Listed for --help only: main() hands `loom submit`'s words to run_submit untouched.
-  app.add_subcommand("submit", "Submit a job: loom submit [OPTIONS] -- CMD ARGS, or loom submit [OPTIONS] SCRIPT "
-                               "(Slurm's sbatch options; #LOOM lines in a script); prints the job id");
+  app.add_subcommand(
+      "submit",
+      "Submit a job: loom submit [OPTIONS] -- CMD ARGS, or loom submit [OPTIONS] SCRIPT "
+      "(Slurm's sbatch options; #LOOM lines in a script); prints the job id");
 
-  auto* queue = app.add_subcommand("queue", "List your pending and running jobs (every user's for an admin)");
+  auto* queue =
+      app.add_subcommand("queue", "List your pending and running jobs (every user's for an admin)");
   auto queue_json = std::make_shared<bool>(false);
   auto queue_all = std::make_shared<bool>(false);
   queue->add_flag("--json", *queue_json, "Print one JSON object");
   queue->add_flag("--all", *queue_all, "Jobs that have ended too");
   queue->add_option("--controller", *controller, kControllerHelp);
-  commands.push_back({queue, [queue_json, queue_all, controller](const Context& context) -> Status {
-    const Client client = LOOM_TRY(connect(*controller, context.config));
-    v1::ListRequest request;
-    v1::Caller caller = LOOM_TRY(me());
-    *request.mutable_caller() = std::move(caller);
-    request.set_include_ended(*queue_all);
-    v1::ListReply reply;
-    grpc::ClientContext call;
-    if (grpc::Status s = client.stub->List(&call, request, &reply); !s.ok()) return std::unexpected(client.error(s));
-    if (*queue_json) {
-      nlohmann::json jobs = nlohmann::json::array();
-      for (const v1::JobInfo& j : reply.jobs()) {
-        const nlohmann::json full = job_json(j);
-        nlohmann::json entry;
-        for (const char* key : {"id", "array_job", "array_index", "name", "user", "state", "nodes", "tasks", "submit_time", "start_time"}) {
-          entry[key] = full[key];
-        }
-        jobs.push_back(std::move(entry));
-      }
-      std::cout << nlohmann::json{{"jobs", jobs}}.dump(2) << '\n';
-      return {};
-    }
-    std::cout << fmt::format("{:>10} {:<16} {:<12} {:<11} {:>5} {:>5} {:<19} {}\n", "ID", "NAME", "USER", "STATE", "NODES",
-                             "TASKS", "SUBMIT", "START");
-    for (const v1::JobInfo& j : reply.jobs()) {
-      std::cout << fmt::format("{:>10} {:<16} {:<12} {:<11} {:>5} {:>5} {:<19} {}\n", job_ref(j), j.name().substr(0, 16), j.user(),
-                               v1::JobState_Name(j.state()), j.nodes(), j.tasks(), when(j.submit_time()),
-                               when(j.has_start_time() ? j.start_time() : 0));
-    }
-    return {};
-  }});
+  commands.push_back(
+      {queue, [queue_json, queue_all, controller](const Context& context) -> Status {
+         const Client client = LOOM_TRY(connect(*controller, context.config));
+         v1::ListRequest request;
+         v1::Caller caller = LOOM_TRY(me());
+         *request.mutable_caller() = std::move(caller);
+         request.set_include_ended(*queue_all);
+         v1::ListReply reply;
+         grpc::ClientContext call;
+         if (grpc::Status s = client.stub->List(&call, request, &reply); !s.ok())
+           return std::unexpected(client.error(s));
+         if (*queue_json) {
+           nlohmann::json jobs = nlohmann::json::array();
+           for (const v1::JobInfo& j : reply.jobs()) {
+             const nlohmann::json full = job_json(j);
+             nlohmann::json entry;
+             for (const char* key : {"id", "array_job", "array_index", "name", "user", "state",
+                                     "nodes", "tasks", "submit_time", "start_time"}) {
+               entry[key] = full[key];
+             }
+             jobs.push_back(std::move(entry));
+           }
+           std::cout << nlohmann::json{{"jobs", jobs}}.dump(2) << '\n';
+           return {};
+         }
+         std::cout << fmt::format("{:>10} {:<16} {:<12} {:<11} {:>5} {:>5} {:<19} {}\n", "ID",
+                                  "NAME", "USER", "STATE", "NODES", "TASKS", "SUBMIT", "START");
+         for (const v1::JobInfo& j : reply.jobs()) {
+           std::cout << fmt::format(
+               "{:>10} {:<16} {:<12} {:<11} {:>5} {:>5} {:<19} {}\n", job_ref(j),
+               j.name().substr(0, 16), j.user(), v1::JobState_Name(j.state()), j.nodes(), j.tasks(),
+               when(j.submit_time()), when(j.has_start_time() ? j.start_time() : 0));
+         }
+         return {};
+       }});
 
-  auto* show = app.add_subcommand("show", "Show a job: state, reason, exit status, placement and binding, times");
+  auto* show = app.add_subcommand(
+      "show", "Show a job: state, reason, exit status, placement and binding, times");
   auto show_id = std::make_shared<std::string>();
   auto show_json = std::make_shared<bool>(false);
   show->add_option("job", *show_id, "Job id (12, or 12_3 for an array's element)")->required();
   show->add_flag("--json", *show_json, "Print one JSON object");
   show->add_option("--controller", *controller, kControllerHelp);
-  commands.push_back({show, [show_id, show_json, controller](const Context& context) -> Status {
-    const v1::JobRequest request = LOOM_TRY(job_request(*show_id));
-    const Client client = LOOM_TRY(connect(*controller, context.config));
-    v1::JobInfo reply;
-    grpc::ClientContext call;
-    if (grpc::Status s = client.stub->Show(&call, request, &reply); !s.ok()) return std::unexpected(client.error(s));
-    const nlohmann::json j = job_json(reply);
-    if (*show_json) {
-      std::cout << j.dump(2) << '\n';
-      return {};
-    }
-    std::cout << state_line(reply) << '\n';
-    std::cout << fmt::format("submitted {}, started {}, ended {}\n", when(reply.submit_time()),
-                             when(reply.has_start_time() ? reply.start_time() : 0), when(reply.has_end_time() ? reply.end_time() : 0));
-    for (const nlohmann::json& rank : j["placement"]) {
-      std::string line = fmt::format("  rank {} on {}: cores {} memory on NUMA {}", rank["rank"].get<unsigned>(),
-                                     rank["node"].get<std::string>(), rank["cores"].dump(), rank["numa"].get<unsigned>());
-      if (!rank["bound_cpus"].is_null()) {
-        line += fmt::format("; bound to PUs {} NUMA {}", rank["bound_cpus"].dump(), rank["bound_numa"].dump());
-      }
-      std::cout << line << '\n';
-    }
-    for (const v1::StagingFile& f : reply.staging()) {
-      std::string line = fmt::format("  stage-{} {} -> {}: {}, {}/{}", f.direction(), f.source(), f.dest(), f.state(),
-                                     format_bytes(Bytes(f.bytes_done())), format_bytes(Bytes(f.bytes_total())));
-      if (f.rate_bps() > 0) line += fmt::format(" at {}/s", format_bytes(Bytes(static_cast<std::uint64_t>(f.rate_bps()))));
-      if (f.state() == "running" && f.rate_bps() > 0 && f.bytes_total() > f.bytes_done()) {
-        line += fmt::format(", {:.0f} s left", static_cast<double>(f.bytes_total() - f.bytes_done()) / f.rate_bps());
-      }
-      if (!f.error().empty()) line += ": " + f.error();
-      std::cout << line << '\n';
-      for (const std::string& note : f.notes()) std::cout << "    note: " << note << '\n';
-    }
-    return {};
-  }});
+  commands.push_back(
+      {show, [show_id, show_json, controller](const Context& context) -> Status {
+         const v1::JobRequest request = LOOM_TRY(job_request(*show_id));
+         const Client client = LOOM_TRY(connect(*controller, context.config));
+         v1::JobInfo reply;
+         grpc::ClientContext call;
+         if (grpc::Status s = client.stub->Show(&call, request, &reply); !s.ok())
+           return std::unexpected(client.error(s));
+         const nlohmann::json j = job_json(reply);
+         if (*show_json) {
+           std::cout << j.dump(2) << '\n';
+           return {};
+         }
+         std::cout << state_line(reply) << '\n';
+         std::cout << fmt::format("submitted {}, started {}, ended {}\n", when(reply.submit_time()),
+                                  when(reply.has_start_time() ? reply.start_time() : 0),
+                                  when(reply.has_end_time() ? reply.end_time() : 0));
+         for (const nlohmann::json& rank : j["placement"]) {
+           std::string line = fmt::format(
+               "  rank {} on {}: cores {} memory on NUMA {}", rank["rank"].get<unsigned>(),
+               rank["node"].get<std::string>(), rank["cores"].dump(), rank["numa"].get<unsigned>());
+           if (!rank["bound_cpus"].is_null()) {
+             line += fmt::format("; bound to PUs {} NUMA {}", rank["bound_cpus"].dump(),
+                                 rank["bound_numa"].dump());
+           }
+           std::cout << line << '\n';
+         }
+         for (const v1::StagingFile& f : reply.staging()) {
+           std::string line = fmt::format(
+               "  stage-{} {} -> {}: {}, {}/{}", f.direction(), f.source(), f.dest(), f.state(),
+               format_bytes(Bytes(f.bytes_done())), format_bytes(Bytes(f.bytes_total())));
+           if (f.rate_bps() > 0)
+             line += fmt::format(" at {}/s",
+                                 format_bytes(Bytes(static_cast<std::uint64_t>(f.rate_bps()))));
+           if (f.state() == "running" && f.rate_bps() > 0 && f.bytes_total() > f.bytes_done()) {
+             line +=
+                 fmt::format(", {:.0f} s left",
+                             static_cast<double>(f.bytes_total() - f.bytes_done()) / f.rate_bps());
+           }
+           if (!f.error().empty()) line += ": " + f.error();
+           std::cout << line << '\n';
+           for (const std::string& note : f.notes()) std::cout << "    note: " << note << '\n';
+         }
+         return {};
+       }});
 
-  auto* cancel = app.add_subcommand("cancel", "Cancel a job (SIGTERM, then SIGKILL after controller.kill_grace); an array's id cancels all of it");
+  auto* cancel = app.add_subcommand("cancel",
+                                    "Cancel a job (SIGTERM, then SIGKILL after "
+                                    "controller.kill_grace); an array's id cancels all of it");
   auto cancel_id = std::make_shared<std::string>();
   cancel->add_option("job", *cancel_id, "Job id (12, or 12_3 for an array's element)")->required();
   cancel->add_option("--controller", *controller, kControllerHelp);
   commands.push_back({cancel, [cancel_id, controller](const Context& context) -> Status {
-    const v1::JobRequest request = LOOM_TRY(job_request(*cancel_id));
-    const Client client = LOOM_TRY(connect(*controller, context.config));
-    v1::CancelReply reply;
-    grpc::ClientContext call;
-    if (grpc::Status s = client.stub->Cancel(&call, request, &reply); !s.ok()) return std::unexpected(client.error(s));
-    return {};
-  }});
+                        const v1::JobRequest request = LOOM_TRY(job_request(*cancel_id));
+                        const Client client = LOOM_TRY(connect(*controller, context.config));
+                        v1::CancelReply reply;
+                        grpc::ClientContext call;
+                        if (grpc::Status s = client.stub->Cancel(&call, request, &reply); !s.ok())
+                          return std::unexpected(client.error(s));
+                        return {};
+                      }});
 
-  auto* watch = app.add_subcommand("watch", "Follow a job: a line at each change of state, until it ends; "
-                                            "exits 0 if it COMPLETED, 1 otherwise");
+  auto* watch = app.add_subcommand("watch",
+                                   "Follow a job: a line at each change of state, until it ends; "
+                                   "exits 0 if it COMPLETED, 1 otherwise");
   auto watch_id = std::make_shared<std::string>();
   auto watch_json = std::make_shared<bool>(false);
   watch->add_option("job", *watch_id, "Job id (12, or 12_3 for an array's element)")->required();
   watch->add_flag("--json", *watch_json, "One JSON object per line, as loom show --json prints it");
   watch->add_option("--controller", *controller, kControllerHelp);
-  commands.push_back({watch, [watch_id, watch_json, controller](const Context& context) -> Status {
-    const v1::JobRequest request = LOOM_TRY(job_request(*watch_id));
-    const Client client = LOOM_TRY(connect(*controller, context.config));
-    grpc::ClientContext call;
-    auto stream = client.stub->Watch(&call, request);
-    v1::JobInfo last;
-    std::string printed;  // text mode prints a line when it would differ from the last
-    for (v1::JobInfo info; stream->Read(&info); last = info) {
-      std::string line = *watch_json ? job_json(info).dump() : state_line(info);
-      if (line == printed) continue;
-      std::cout << line << std::endl;
-      printed = std::move(line);
-    }
-    if (grpc::Status s = stream->Finish(); !s.ok()) return std::unexpected(client.error(s));
-    if (last.state() != v1::COMPLETED) {
-      return make_error(ErrorCode::kFailedPrecondition, fmt::format("job {} ended {}", job_ref(last), v1::JobState_Name(last.state())));
-    }
-    return {};
-  }});
+  commands.push_back(
+      {watch, [watch_id, watch_json, controller](const Context& context) -> Status {
+         const v1::JobRequest request = LOOM_TRY(job_request(*watch_id));
+         const Client client = LOOM_TRY(connect(*controller, context.config));
+         grpc::ClientContext call;
+         auto stream = client.stub->Watch(&call, request);
+         v1::JobInfo last;
+         std::string printed;  // text mode prints a line when it would differ from the last
+         for (v1::JobInfo info; stream->Read(&info); last = info) {
+           std::string line = *watch_json ? job_json(info).dump() : state_line(info);
+           if (line == printed) continue;
+           std::cout << line << std::endl;
+           printed = std::move(line);
+         }
+         if (grpc::Status s = stream->Finish(); !s.ok()) return std::unexpected(client.error(s));
+         if (last.state() != v1::COMPLETED) {
+           return make_error(
+               ErrorCode::kFailedPrecondition,
+               fmt::format("job {} ended {}", job_ref(last), v1::JobState_Name(last.state())));
+         }
+         return {};
+       }});
   return commands;
 }
 

@@ -1,16 +1,14 @@
 // loom: the user's and admin's command line. Parses, loads the configuration, runs one
 // subcommand; an Error becomes one line on stderr and exit status 1 (2 for bad usage).
 #include <fmt/format.h>
-
-#include <cstdio>
-#include <filesystem>
-#include <optional>
-#include <string>
-
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <optional>
+#include <string>
 
 #include "commands.hpp"
 #include "programs.hpp"
@@ -32,17 +30,23 @@ int main(int argc, char** argv) {
   app.add_option("--config", config_file, loom::kConfigHelp);
 
   std::vector<loom::cli::Command> commands = loom::cli::add_job_commands(app);
-  for (loom::cli::Command& command : loom::cli::add_node_commands(app)) commands.push_back(std::move(command));
-  for (loom::cli::Command& command : loom::cli::add_bb_commands(app)) commands.push_back(std::move(command));
-  for (auto add : {loom::cli::add_topo, loom::cli::add_bind, loom::cli::add_config, loom::cli::add_sim, loom::cli::add_up}) {
+  for (loom::cli::Command& command : loom::cli::add_node_commands(app))
+    commands.push_back(std::move(command));
+  for (loom::cli::Command& command : loom::cli::add_bb_commands(app))
+    commands.push_back(std::move(command));
+  for (auto add : {loom::cli::add_topo, loom::cli::add_bind, loom::cli::add_config,
+                   loom::cli::add_sim, loom::cli::add_up}) {
     commands.push_back(add(app));
   }
 
   // Listed for --help only: `loom fabric WORDS` runs loom-fabric (see fabric_main.cpp), and
   // `loom stage WORDS` loom-stage (stage_main.cpp).
-  app.add_subcommand("fabric", "The RDMA data plane: loom fabric info [--json] lists what libfabric offers here");
-  app.add_subcommand("stage", "Copy a file between here and a storage agent's export over the fabric, with a progress "
-                              "bar: loom stage SRC DST, one of them NODE:/path");
+  app.add_subcommand(
+      "fabric", "The RDMA data plane: loom fabric info [--json] lists what libfabric offers here");
+  app.add_subcommand(
+      "stage",
+      "Copy a file between here and a storage agent's export over the fabric, with a progress "
+      "bar: loom stage SRC DST, one of them NODE:/path");
 
   int first = 1;
   std::optional<std::filesystem::path> submit_config;
@@ -50,22 +54,28 @@ int main(int argc, char** argv) {
     submit_config = argv[first + 1];
     first += 2;
   }
-  if (first < argc && (std::string_view(argv[first]) == "fabric" || std::string_view(argv[first]) == "stage")) {
+  if (first < argc &&
+      (std::string_view(argv[first]) == "fabric" || std::string_view(argv[first]) == "stage")) {
     auto program = loom::cli::find_program(std::string("loom-") + argv[first], "cli");
     if (!program) return fail(program.error());
     std::vector<char*> args{const_cast<char*>(program->c_str())};
-    if (submit_config) args.insert(args.end(), {const_cast<char*>("--config"), const_cast<char*>(submit_config->c_str())});
+    if (submit_config)
+      args.insert(args.end(),
+                  {const_cast<char*>("--config"), const_cast<char*>(submit_config->c_str())});
     args.insert(args.end(), argv + first + 1, argv + argc);
     args.push_back(nullptr);
     ::execv(args[0], args.data());
-    return fail(loom::Error(loom::ErrorCode::kInternal, fmt::format("cannot run {}: {}", program->string(), std::strerror(errno))));
+    return fail(
+        loom::Error(loom::ErrorCode::kInternal,
+                    fmt::format("cannot run {}: {}", program->string(), std::strerror(errno))));
   }
   // `loom [--config FILE] submit WORDS`: the words go to run_submit as they are.
   if (first < argc && std::string_view(argv[first]) == "submit") {
     auto config = loom::start_program("loom", submit_config);
     if (!config) return fail(config.error());
     const loom::cli::Context context{std::move(*config)};
-    if (auto status = loom::cli::run_submit({argv + first + 1, argv + argc}, context); !status) return fail(status.error());
+    if (auto status = loom::cli::run_submit({argv + first + 1, argv + argc}, context); !status)
+      return fail(status.error());
     return 0;
   }
 
@@ -80,7 +90,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     // CLI11 reports an unknown first word as a missing subcommand; say what it was.
     if (!app.remaining().empty() && app.get_subcommands().empty()) {
-      std::fprintf(stderr, "loom: unknown command '%s' (see loom --help)\n", app.remaining().front().c_str());
+      std::fprintf(stderr, "loom: unknown command '%s' (see loom --help)\n",
+                   app.remaining().front().c_str());
     } else {
       std::fprintf(stderr, "loom: %s (see loom --help)\n", e.what());
     }

@@ -12,14 +12,16 @@
 
 namespace loom::cli {
 
-inline Result<std::filesystem::path> find_program(const std::string& name, const std::string& build_folder) {
+inline Result<std::filesystem::path> find_program(const std::string& name,
+                                                  const std::string& build_folder) {
   namespace fs = std::filesystem;
   const fs::path self = fs::read_symlink("/proc/self/exe").parent_path();
   for (const fs::path& candidate : {self / name, self.parent_path() / build_folder / name}) {
     if (::access(candidate.c_str(), X_OK) == 0) return candidate;
   }
-  return make_error(ErrorCode::kNotFound, fmt::format("cannot find {} beside {} or in {}", name, self.string(),
-                                                      (self.parent_path() / build_folder).string()));
+  return make_error(ErrorCode::kNotFound,
+                    fmt::format("cannot find {} beside {} or in {}", name, self.string(),
+                                (self.parent_path() / build_folder).string()));
 }
 
 }  // namespace loom::cli

@@ -16,7 +16,8 @@ namespace loom::cli {
 
 Command add_sim(CLI::App& app) {
   auto* command = app.add_subcommand(
-      "sim", "Replay an SWF workload trace through the scheduler and report wait, slowdown, utilization");
+      "sim",
+      "Replay an SWF workload trace through the scheduler and report wait, slowdown, utilization");
   struct Options {
     std::string swf;
     sched::SimOptions sim;
@@ -24,49 +25,65 @@ Command add_sim(CLI::App& app) {
   };
   auto options = std::make_shared<Options>();
   command->add_option("--swf", options->swf, "Trace in the Standard Workload Format")->required();
-  command->add_option("--policy", options->sim.backfill, "Backfill: fcfs (none), easy or conservative")
+  command
+      ->add_option("--policy", options->sim.backfill, "Backfill: fcfs (none), easy or conservative")
       ->capture_default_str();
-  command->add_option("--order", options->sim.order, "Queue order: fcfs, sjf, fairshare or priority")
+  command
+      ->add_option("--order", options->sim.order, "Queue order: fcfs, sjf, fairshare or priority")
       ->capture_default_str();
-  command->add_option("--cores-per-node", options->sim.cores_per_node,
-                      "Cores per simulated node (the machine's size comes from the trace header)")
+  command
+      ->add_option("--cores-per-node", options->sim.cores_per_node,
+                   "Cores per simulated node (the machine's size comes from the trace header)")
       ->capture_default_str();
-  command->add_option("--window", options->sim.window, "Jobs per window, each replayed from an empty machine");
-  command->add_option("--stride", options->sim.stride, "Jobs between window starts (default: the window)");
+  command->add_option("--window", options->sim.window,
+                      "Jobs per window, each replayed from an empty machine");
+  command->add_option("--stride", options->sim.stride,
+                      "Jobs between window starts (default: the window)");
   command->add_flag("--json", options->json, "Print one JSON object");
-  return {command, [options](const Context&) -> Status {
-            std::ifstream in(options->swf);
-            if (!in) {
-              return make_error(ErrorCode::kNotFound, fmt::format("cannot read trace {}", options->swf));
-            }
-            std::stringstream text;
-            text << in.rdbuf();
-            sched::SwfTrace trace = LOOM_TRY(sched::parse_swf(text.str(), options->swf));
-            const auto begin = std::chrono::steady_clock::now();
-            sched::SimMetrics m = LOOM_TRY(sched::simulate(trace, options->sim));
-            const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
-            if (options->json) {
-              nlohmann::json j = {
-                  {"trace", options->swf},        {"policy", options->sim.backfill},
-                  {"order", options->sim.order},  {"nodes", m.nodes},
-                  {"cores_per_node", m.cores_per_node},
-                  {"jobs", m.jobs},               {"skipped", m.skipped},
-                  {"windows", m.windows},         {"utilization", m.utilization},
-                  {"avg_wait_s", m.avg_wait_s},   {"avg_bsld", m.avg_bsld},
-                  {"max_wait_s", m.max_wait_s},   {"makespan_s", m.makespan_s},
-                  {"sim_seconds", seconds},
-              };
-              std::cout << j.dump(2) << '\n';
-              return {};
-            }
-            std::cout << fmt::format(
-                "trace       {}\nmachine     {} nodes x {} cores\npolicy      {} backfill, {} order\n"
-                "jobs        {} in {} window(s), {} skipped\nutilization {:.3f}\navg wait    {:.0f} s\n"
-                "avg bsld    {:.2f}\nmax wait    {:.0f} s\nmakespan    {:.0f} s\nsim time    {:.3f} s\n",
-                options->swf, m.nodes, m.cores_per_node, options->sim.backfill, options->sim.order, m.jobs,
-                m.windows, m.skipped, m.utilization, m.avg_wait_s, m.avg_bsld, m.max_wait_s, m.makespan_s, seconds);
-            return {};
-          }};
+  return {
+      command, [options](const Context&) -> Status {
+        std::ifstream in(options->swf);
+        if (!in) {
+          return make_error(ErrorCode::kNotFound,
+                            fmt::format("cannot read trace {}", options->swf));
+        }
+        std::stringstream text;
+        text << in.rdbuf();
+        sched::SwfTrace trace = LOOM_TRY(sched::parse_swf(text.str(), options->swf));
+        const auto begin = std::chrono::steady_clock::now();
+        sched::SimMetrics m = LOOM_TRY(sched::simulate(trace, options->sim));
+        const double seconds =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+        if (options->json) {
+          nlohmann::json j = {
+              {"trace", options->swf},
+              {"policy", options->sim.backfill},
+              {"order", options->sim.order},
+              {"nodes", m.nodes},
+              {"cores_per_node", m.cores_per_node},
+              {"jobs", m.jobs},
+              {"skipped", m.skipped},
+              {"windows", m.windows},
+              {"utilization", m.utilization},
+              {"avg_wait_s", m.avg_wait_s},
+              {"avg_bsld", m.avg_bsld},
+              {"max_wait_s", m.max_wait_s},
+              {"makespan_s", m.makespan_s},
+              {"sim_seconds", seconds},
+          };
+          std::cout << j.dump(2) << '\n';
+          return {};
+        }
+        std::cout << fmt::format(
+            "trace       {}\nmachine     {} nodes x {} cores\npolicy      {} backfill, {} order\n"
+            "jobs        {} in {} window(s), {} skipped\nutilization {:.3f}\navg wait    {:.0f} s\n"
+            "avg bsld    {:.2f}\nmax wait    {:.0f} s\nmakespan    {:.0f} s\nsim time    {:.3f} "
+            "s\n",
+            options->swf, m.nodes, m.cores_per_node, options->sim.backfill, options->sim.order,
+            m.jobs, m.windows, m.skipped, m.utilization, m.avg_wait_s, m.avg_bsld, m.max_wait_s,
+            m.makespan_s, seconds);
+        return {};
+      }};
 }
 
 }  // namespace loom::cli

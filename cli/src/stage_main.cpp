@@ -40,8 +40,12 @@ struct Remote {
 };
 Result<std::optional<Remote>> remote_of(const std::string& text, bool source) {
   const std::size_t colon = text.find(':');
-  if (colon == std::string::npos || colon == 0 || text.size() <= colon + 1 || text[colon + 1] != '/') return std::nullopt;
-  if (!source) return Remote{text.substr(0, colon), text.substr(colon + 1), {}};  // a file, or a directory ending in '/'
+  if (colon == std::string::npos || colon == 0 || text.size() <= colon + 1 ||
+      text[colon + 1] != '/')
+    return std::nullopt;
+  if (!source)
+    return Remote{
+        text.substr(0, colon), text.substr(colon + 1), {}};  // a file, or a directory ending in '/'
   const burstbuffer::StageIn in = LOOM_TRY(burstbuffer::parse_stage_in(text));
   return Remote{in.node, in.path, in.datasets};
 }
@@ -51,31 +55,40 @@ Result<std::string> data_address(const cli::Client& client, const std::string& n
   *request.mutable_caller() = LOOM_TRY(cli::me());
   v1::NodesReply reply;
   grpc::ClientContext call;
-  if (grpc::Status s = client.stub->Nodes(&call, request, &reply); !s.ok()) return std::unexpected(client.error(s));
+  if (grpc::Status s = client.stub->Nodes(&call, request, &reply); !s.ok())
+    return std::unexpected(client.error(s));
   for (const v1::NodeInfo& n : reply.nodes()) {
     if (n.name() == node && n.role() == "storage") return n.data_address();
   }
-  return make_error(ErrorCode::kNotFound, fmt::format("{} is not a storage agent connected to the controller (loom nodes)", node));
+  return make_error(
+      ErrorCode::kNotFound,
+      fmt::format("{} is not a storage agent connected to the controller (loom nodes)", node));
 }
 
-std::string progress_line(const std::string& name, std::uint64_t done, std::uint64_t total, double seconds) {
+std::string progress_line(const std::string& name, std::uint64_t done, std::uint64_t total,
+                          double seconds) {
   const double rate = seconds > 0 ? static_cast<double>(done) / seconds : 0;
   const int percent = total == 0 ? 100 : static_cast<int>(done * 100 / total);
   const int filled = percent * 30 / 100;
-  std::string line = fmt::format("{} [{}{}] {:3}% {}/{} {}/s", name, std::string(static_cast<std::size_t>(filled), '#'),
-                                 std::string(static_cast<std::size_t>(30 - filled), ' '), percent, format_bytes(Bytes(done)),
-                                 format_bytes(Bytes(total)), format_bytes(Bytes(static_cast<std::uint64_t>(rate))));
-  if (rate > 0 && done < total) line += fmt::format(" ETA {:.0f} s", static_cast<double>(total - done) / rate);
+  std::string line = fmt::format(
+      "{} [{}{}] {:3}% {}/{} {}/s", name, std::string(static_cast<std::size_t>(filled), '#'),
+      std::string(static_cast<std::size_t>(30 - filled), ' '), percent, format_bytes(Bytes(done)),
+      format_bytes(Bytes(total)), format_bytes(Bytes(static_cast<std::uint64_t>(rate))));
+  if (rate > 0 && done < total)
+    line += fmt::format(" ETA {:.0f} s", static_cast<double>(total - done) / rate);
   return line;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"loom stage: copy a file between here and a storage agent's export over the fabric, as you, with "
-               "a progress bar. One side is NODE:/path (a file in the export of storage agent NODE; as SRC, "
-               "NODE:/file.h5:/group/dset,... copies only those HDF5 datasets, as stored); a DST that ends with "
-               "'/' or is a directory gets SRC's name."};
+  CLI::App app{
+      "loom stage: copy a file between here and a storage agent's export over the fabric, as you, "
+      "with "
+      "a progress bar. One side is NODE:/path (a file in the export of storage agent NODE; as SRC, "
+      "NODE:/file.h5:/group/dset,... copies only those HDF5 datasets, as stored); a DST that ends "
+      "with "
+      "'/' or is a directory gets SRC's name."};
   app.name("loom stage");
   std::optional<fs::path> config_file;
   std::string source, dest, controller;
@@ -97,7 +110,8 @@ int main(int argc, char** argv) {
   if (!parsed_to) return fail(parsed_to.error());
   const std::optional<Remote> from = *parsed_from, to = *parsed_to;
   if (from.has_value() == to.has_value()) {
-    return fail(Error(ErrorCode::kInvalidArgument, "exactly one of SRC and DST must be NODE:/path (a storage agent's file)"));
+    return fail(Error(ErrorCode::kInvalidArgument,
+                      "exactly one of SRC and DST must be NODE:/path (a storage agent's file)"));
   }
   auto client = cli::connect(controller, *config);
   if (!client) return fail(client.error());
@@ -129,9 +143,11 @@ int main(int argc, char** argv) {
       const fs::path parent = local.parent_path().empty() ? fs::path(".") : local.parent_path();
       const int dir = ::open(parent.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
       if (dir < 0) {
-        copied = make_error(ErrorCode::kNotFound, fmt::format("{}: {}", parent.string(), std::strerror(errno)));
+        copied = make_error(ErrorCode::kNotFound,
+                            fmt::format("{}: {}", parent.string(), std::strerror(errno)));
       } else {
-        copied = (*stager)->fetch(remote, from->path, dir, local.filename().string(), progress, interrupted, from->datasets, &notes);
+        copied = (*stager)->fetch(remote, from->path, dir, local.filename().string(), progress,
+                                  interrupted, from->datasets, &notes);
         ::close(dir);
       }
     } else {
@@ -140,7 +156,8 @@ int main(int argc, char** argv) {
       shown_dest = to->node + ":" + path;
       const int fd = ::open(source.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0) {
-        copied = make_error(ErrorCode::kNotFound, fmt::format("{}: {}", source, std::strerror(errno)));
+        copied =
+            make_error(ErrorCode::kNotFound, fmt::format("{}: {}", source, std::strerror(errno)));
       } else {
         copied = (*stager)->store(remote, fd, path, progress, interrupted);
         ::close(fd);
@@ -156,8 +173,9 @@ int main(int argc, char** argv) {
     std::unique_lock lock(mutex);
     while (!done_cv.wait_for(lock, std::chrono::milliseconds(200), [&] { return done; })) {
       if (bar) {
-        std::cerr << '\r' << progress_line(name, progress.done.load(), progress.total.load(),
-                                            std::chrono::duration<double>(Clock::now() - start).count())
+        std::cerr << '\r'
+                  << progress_line(name, progress.done.load(), progress.total.load(),
+                                   std::chrono::duration<double>(Clock::now() - start).count())
                   << std::flush;
       }
     }
@@ -172,13 +190,15 @@ int main(int argc, char** argv) {
   const std::uint64_t bytes = progress.done.load();
   const double rate = seconds > 0 ? static_cast<double>(bytes) / seconds : 0;
   if (json) {
-    std::cout << nlohmann::json{{"source", source}, {"dest", shown_dest}, {"bytes", bytes}, {"seconds", seconds}, {"rate_bps", rate},
-                                {"notes", notes}}.dump()
+    std::cout << nlohmann::json{{"source", source},   {"dest", shown_dest}, {"bytes", bytes},
+                                {"seconds", seconds}, {"rate_bps", rate},   {"notes", notes}}
+                     .dump()
               << '\n';
     return 0;
   }
   if (bar) std::cerr << '\r' << progress_line(name, bytes, progress.total.load(), seconds) << '\n';
-  std::cout << fmt::format("staged {} -> {}: {} in {:.2f} s ({}/s), every range checked\n", source, shown_dest, format_bytes(Bytes(bytes)),
-                           seconds, format_bytes(Bytes(static_cast<std::uint64_t>(rate))));
+  std::cout << fmt::format("staged {} -> {}: {} in {:.2f} s ({}/s), every range checked\n", source,
+                           shown_dest, format_bytes(Bytes(bytes)), seconds,
+                           format_bytes(Bytes(static_cast<std::uint64_t>(rate))));
   return 0;
 }

@@ -1,13 +1,12 @@
 #include "submit_spec.hpp"
 
-#include "client.hpp"
-
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
 #include <charconv>
 #include <filesystem>
 
+#include "client.hpp"
 #include "loom/burstbuffer/staging_spec.hpp"
 #include "loom/common/bytes.hpp"
 #include "loom/common/duration.hpp"
@@ -18,8 +17,8 @@ namespace {
 
 // The options as typed; turned into a JobSpec once both sources are read.
 struct Typed {
-  std::string controller, name, output, error, chdir, export_vars, nodes, mem_per_task, time, bb, bb_persistent, account,
-      array;
+  std::string controller, name, output, error, chdir, export_vars, nodes, mem_per_task, time, bb,
+      bb_persistent, account, array;
   std::vector<std::string> dependency, stage_in, stage_out;
   unsigned tasks = 0, tasks_per_node = 0, cpus_per_task = 0;
   bool spread_numa = false, stage_out_all = false, exclusive = false, requeue = false, mpi = false;
@@ -29,32 +28,44 @@ struct Typed {
 void define(CLI::App& app, Typed& t) {
   app.add_option("--controller", t.controller, kControllerHelp);
   app.add_option("-J,--job-name", t.name, "Job name");
-  app.add_option("-o,--output", t.output, "stdout file (%j: job id, %N: node name, %t: rank, a file per rank); default loom-%j.out in the submit directory");
-  app.add_option("-e,--error", t.error, "stderr file (%j, %N, %t as for --output); default: with stdout");
+  app.add_option("-o,--output", t.output,
+                 "stdout file (%j: job id, %N: node name, %t: rank, a file per rank); default "
+                 "loom-%j.out in the submit directory");
+  app.add_option("-e,--error", t.error,
+                 "stderr file (%j, %N, %t as for --output); default: with stdout");
   app.add_option("--chdir", t.chdir, "Working directory of the job; default the submit directory");
-  app.add_option("--export", t.export_vars, "Environment passed: ALL (default), NONE, or NAME[=VALUE],...");
+  app.add_option("--export", t.export_vars,
+                 "Environment passed: ALL (default), NONE, or NAME[=VALUE],...");
   app.add_option("-N,--nodes", t.nodes, "Nodes, N or MIN-MAX");
   app.add_option("-n,--ntasks", t.tasks, "Tasks (ranks)");
   app.add_option("--tasks-per-node", t.tasks_per_node, "Tasks on each node");
   app.add_option("-c,--cpus-per-task", t.cpus_per_task, "Cores per task");
   app.add_option("--mem-per-task", t.mem_per_task, "Memory per task, e.g. 4G");
   app.add_flag("--spread-numa", t.spread_numa, "Let a task's cores span NUMA domains");
-  app.add_option("-t,--time", t.time, "Walltime: M, M:S, H:M:S, D-H:M:S, or 90m, 2h; default 1:00:00");
-  app.add_option("--bb", t.bb, "A burst-buffer slice of this size on each node, e.g. 100G, at $LOOM_BB_DIR");
-  app.add_option("--bb-persistent", t.bb_persistent, "Use your persistent burst buffer NAME (loom bb): the job runs on "
-                                                     "its node and sees it at $LOOM_BB_PERSISTENT_DIR");
-  app.add_option("--stage-in", t.stage_in, "NODE:/path: a file of storage agent NODE's export, copied into every "
-                                           "node's slice before the job starts (needs --bb; repeatable)");
-  app.add_option("--stage-out", t.stage_out, "SLICEPATH:NODE:/dir/: a file of the slice, copied into that directory "
-                                             "of NODE's export after the job ends (needs --bb; repeatable)");
-  app.add_flag("--stage-out-all", t.stage_out_all, "Stage out from every node (files named NAME.NODE), not only the first");
+  app.add_option("-t,--time", t.time,
+                 "Walltime: M, M:S, H:M:S, D-H:M:S, or 90m, 2h; default 1:00:00");
+  app.add_option("--bb", t.bb,
+                 "A burst-buffer slice of this size on each node, e.g. 100G, at $LOOM_BB_DIR");
+  app.add_option("--bb-persistent", t.bb_persistent,
+                 "Use your persistent burst buffer NAME (loom bb): the job runs on "
+                 "its node and sees it at $LOOM_BB_PERSISTENT_DIR");
+  app.add_option("--stage-in", t.stage_in,
+                 "NODE:/path: a file of storage agent NODE's export, copied into every "
+                 "node's slice before the job starts (needs --bb; repeatable)");
+  app.add_option("--stage-out", t.stage_out,
+                 "SLICEPATH:NODE:/dir/: a file of the slice, copied into that directory "
+                 "of NODE's export after the job ends (needs --bb; repeatable)");
+  app.add_flag("--stage-out-all", t.stage_out_all,
+               "Stage out from every node (files named NAME.NODE), not only the first");
   app.add_option("-A,--account", t.account, "Account charged (fair share)");
-  app.add_option("-d,--dependency", t.dependency, "afterok:ID[:ID...] or afterany:ID[:ID...], comma-separated");
+  app.add_option("-d,--dependency", t.dependency,
+                 "afterok:ID[:ID...] or afterany:ID[:ID...], comma-separated");
   app.add_flag("--exclusive", t.exclusive, "Whole nodes, shared with no other job");
   app.add_flag("--requeue", t.requeue, "Requeue the job when its node fails");
   app.add_option("-a,--array", t.array, "1-N: N jobs ID_1 ... ID_N, each with LOOM_ARRAY_INDEX");
   app.add_flag("--mpi", t.mpi,
-               "Launch the command as an Open MPI job: mpirun on the first node, its daemons on the others through "
+               "Launch the command as an Open MPI job: mpirun on the first node, its daemons on "
+               "the others through "
                "loom-rsh, each rank bound as placed");
   app.add_option("script", t.positional, "Batch script (or give the command after --)");
 }
@@ -75,7 +86,8 @@ Result<unsigned> parse_count(std::string_view text, std::string_view option) {
   unsigned value = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (text.empty() || ec != std::errc() || end != text.data() + text.size()) {
-    return make_error(ErrorCode::kInvalidArgument, fmt::format("{} \"{}\": expected a whole number", option, text));
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("{} \"{}\": expected a whole number", option, text));
   }
   return value;
 }
@@ -88,8 +100,9 @@ Status parse_dependencies(const std::vector<std::string>& items, v1::JobSpec& sp
       const std::size_t colon = one.find(':');
       const std::string kind = one.substr(0, colon);
       if (colon == std::string::npos || (kind != "afterok" && kind != "afterany")) {
-        return make_error(ErrorCode::kInvalidArgument,
-                          fmt::format("--dependency \"{}\": expected afterok:ID or afterany:ID", one));
+        return make_error(
+            ErrorCode::kInvalidArgument,
+            fmt::format("--dependency \"{}\": expected afterok:ID or afterany:ID", one));
       }
       for (std::size_t p = colon + 1; p <= one.size();) {
         const std::size_t next = std::min(one.find(':', p), one.size());
@@ -113,12 +126,15 @@ std::string absolute(const std::string& path, const std::string& base) {
 }  // namespace
 
 std::string submit_help() {
-  CLI::App app{"Submit a job. Options may also stand on #LOOM lines at the top of a batch script; "
-               "the command line overrides them.",
-               "loom submit"};
+  CLI::App app{
+      "Submit a job. Options may also stand on #LOOM lines at the top of a batch script; "
+      "the command line overrides them.",
+      "loom submit"};
   Typed t;
   define(app, t);
-  app.footer("Usage: loom submit [OPTIONS] -- CMD ARGS | loom submit [OPTIONS] SCRIPT. Prints the job id.");
+  app.footer(
+      "Usage: loom submit [OPTIONS] -- CMD ARGS | loom submit [OPTIONS] SCRIPT. Prints the job "
+      "id.");
   return app.help();
 }
 
@@ -159,26 +175,30 @@ Result<std::vector<std::string>> script_directives(const std::string& script) {
       }
     }
     if (quote != 0) {
-      return make_error(ErrorCode::kInvalidArgument, fmt::format("script line {}: unterminated {} quote", line_no, quote));
+      return make_error(ErrorCode::kInvalidArgument,
+                        fmt::format("script line {}: unterminated {} quote", line_no, quote));
     }
     if (in_word) words.push_back(word);
   }
   return words;
 }
 
-Result<SubmitRequest> parse_submit(const std::vector<std::string>& args, const std::string& cwd,
-                                   const std::map<std::string, std::string>& environment,
-                                   const std::function<Result<std::string>(const std::string&)>& read_script) {
+Result<SubmitRequest> parse_submit(
+    const std::vector<std::string>& args, const std::string& cwd,
+    const std::map<std::string, std::string>& environment,
+    const std::function<Result<std::string>(const std::string&)>& read_script) {
   std::vector<std::string> options(args.begin(), std::find(args.begin(), args.end(), "--"));
   std::vector<std::string> command;
-  if (options.size() < args.size()) command.assign(args.begin() + static_cast<std::ptrdiff_t>(options.size()) + 1, args.end());
+  if (options.size() < args.size())
+    command.assign(args.begin() + static_cast<std::ptrdiff_t>(options.size()) + 1, args.end());
 
   Typed t;
   LOOM_TRY(parse_words(options, t, ""));
   std::string script;
   if (!t.positional.empty()) {
     if (!command.empty() || t.positional.size() > 1) {
-      return make_error(ErrorCode::kInvalidArgument, "give either a batch SCRIPT or -- CMD ARGS, not both");
+      return make_error(ErrorCode::kInvalidArgument,
+                        "give either a batch SCRIPT or -- CMD ARGS, not both");
     }
     script = LOOM_TRY(read_script(absolute(t.positional.front(), cwd)));
     const std::vector<std::string> directives = LOOM_TRY(script_directives(script));
@@ -190,7 +210,8 @@ Result<SubmitRequest> parse_submit(const std::vector<std::string>& args, const s
     command = {absolute(t.positional.front(), cwd)};
   }
   if (command.empty()) {
-    return make_error(ErrorCode::kInvalidArgument, "nothing to run: give -- CMD ARGS or a batch SCRIPT");
+    return make_error(ErrorCode::kInvalidArgument,
+                      "nothing to run: give -- CMD ARGS or a batch SCRIPT");
   }
 
   SubmitRequest out;
@@ -198,7 +219,8 @@ Result<SubmitRequest> parse_submit(const std::vector<std::string>& args, const s
   v1::JobSpec& spec = out.spec;
   for (const std::string& word : command) spec.add_argv(word);
   spec.set_script(script);
-  spec.set_name(!t.name.empty() ? t.name : std::filesystem::path(command.front()).filename().string());
+  spec.set_name(!t.name.empty() ? t.name
+                                : std::filesystem::path(command.front()).filename().string());
   spec.set_chdir(absolute(t.chdir.empty() ? cwd : t.chdir, cwd));
   spec.set_stdout_path(absolute(t.output.empty() ? "loom-%j.out" : t.output, spec.chdir()));
   spec.set_stderr_path(t.error.empty() ? spec.stdout_path() : absolute(t.error, spec.chdir()));
@@ -207,16 +229,22 @@ Result<SubmitRequest> parse_submit(const std::vector<std::string>& args, const s
   if (!t.nodes.empty()) {
     const std::size_t dash = t.nodes.find('-');
     nodes_min = LOOM_TRY(parse_count(t.nodes.substr(0, dash), "--nodes"));
-    nodes_max = dash == std::string::npos ? nodes_min : LOOM_TRY(parse_count(t.nodes.substr(dash + 1), "--nodes"));
+    nodes_max = dash == std::string::npos
+                    ? nodes_min
+                    : LOOM_TRY(parse_count(t.nodes.substr(dash + 1), "--nodes"));
     if (nodes_min == 0 || nodes_max < nodes_min) {
-      return make_error(ErrorCode::kInvalidArgument, fmt::format("--nodes \"{}\": expected N or MIN-MAX with 1 <= MIN <= MAX", t.nodes));
+      return make_error(
+          ErrorCode::kInvalidArgument,
+          fmt::format("--nodes \"{}\": expected N or MIN-MAX with 1 <= MIN <= MAX", t.nodes));
     }
   }
   spec.set_nodes_min(nodes_min);
   spec.set_nodes_max(nodes_max);
   spec.set_tasks_per_node(t.tasks_per_node);
   unsigned tasks = t.tasks;
-  if (tasks == 0) tasks = nodes_min != 0 ? nodes_min * std::max(1u, t.tasks_per_node) : std::max(1u, t.tasks_per_node);
+  if (tasks == 0)
+    tasks = nodes_min != 0 ? nodes_min * std::max(1u, t.tasks_per_node)
+                           : std::max(1u, t.tasks_per_node);
   spec.set_tasks(tasks);
   spec.set_cpus_per_task(t.cpus_per_task == 0 ? 1 : t.cpus_per_task);
   if (!t.mem_per_task.empty()) {
@@ -229,7 +257,9 @@ Result<SubmitRequest> parse_submit(const std::vector<std::string>& args, const s
   }
   std::chrono::seconds walltime = std::chrono::hours(1);
   if (!t.time.empty()) walltime = LOOM_TRY(with_context(parse_duration(t.time), "--time"));
-  if (walltime.count() <= 0) return make_error(ErrorCode::kInvalidArgument, fmt::format("--time \"{}\": must be positive", t.time));
+  if (walltime.count() <= 0)
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("--time \"{}\": must be positive", t.time));
   spec.set_walltime_s(walltime.count());
   spec.set_spread_numa(t.spread_numa);
   spec.set_exclusive(t.exclusive);
@@ -245,11 +275,13 @@ Result<SubmitRequest> parse_submit(const std::vector<std::string>& args, const s
 
   if (!t.array.empty()) {
     if (!t.array.starts_with("1-")) {
-      return make_error(ErrorCode::kInvalidArgument, fmt::format("--array \"{}\": expected 1-N", t.array));
+      return make_error(ErrorCode::kInvalidArgument,
+                        fmt::format("--array \"{}\": expected 1-N", t.array));
     }
     out.array_size = LOOM_TRY(parse_count(t.array.substr(2), "--array"));
     if (out.array_size == 0 || out.array_size > 100000) {
-      return make_error(ErrorCode::kInvalidArgument, fmt::format("--array \"{}\": N must be 1 to 100000", t.array));
+      return make_error(ErrorCode::kInvalidArgument,
+                        fmt::format("--array \"{}\": N must be 1 to 100000", t.array));
     }
   }
 
@@ -264,13 +296,16 @@ Result<SubmitRequest> parse_submit(const std::vector<std::string>& args, const s
     if (item == "ALL") {
       for (const auto& [k, v] : environment) env[k] = v;
     } else if (item == "NONE") {
-      if (exports != "NONE") return make_error(ErrorCode::kInvalidArgument, "--export: NONE stands alone");
+      if (exports != "NONE")
+        return make_error(ErrorCode::kInvalidArgument, "--export: NONE stands alone");
     } else if (const std::size_t eq = item.find('='); eq != std::string::npos && eq > 0) {
       env[item.substr(0, eq)] = item.substr(eq + 1);
     } else if (!item.empty() && eq == std::string::npos) {
       if (auto it = environment.find(item); it != environment.end()) env[item] = it->second;
     } else {
-      return make_error(ErrorCode::kInvalidArgument, fmt::format("--export \"{}\": \"{}\" is not NAME or NAME=VALUE", exports, item));
+      return make_error(
+          ErrorCode::kInvalidArgument,
+          fmt::format("--export \"{}\": \"{}\" is not NAME or NAME=VALUE", exports, item));
     }
   }
   return out;

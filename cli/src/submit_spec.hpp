@@ -24,9 +24,10 @@ struct SubmitRequest {
 // args: the words after `loom submit`. cwd: the submit directory (the default for --chdir
 // and for the output files). environment: the submitter's, for --export. read_script reads
 // the batch script named by a lone positional argument.
-Result<SubmitRequest> parse_submit(const std::vector<std::string>& args, const std::string& cwd,
-                                   const std::map<std::string, std::string>& environment,
-                                   const std::function<Result<std::string>(const std::string&)>& read_script);
+Result<SubmitRequest> parse_submit(
+    const std::vector<std::string>& args, const std::string& cwd,
+    const std::map<std::string, std::string>& environment,
+    const std::function<Result<std::string>(const std::string&)>& read_script);
 
 // The options `loom submit` takes, as --help shows them.
 std::string submit_help();

@@ -3,8 +3,8 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <signal.h>
-#include <sys/file.h>
 #include <spawn.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,7 +32,8 @@ fs::path owner_file(unsigned slot) { return fmt::format("/run/loom-testbed-{}.pi
 // Runs a command (ip) to its end; its stderr is the error when it fails.
 Status command(const std::vector<std::string>& argv) {
   int pipe_fds[2];
-  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return make_error(ErrorCode::kInternal, "pipe: " + std::string(std::strerror(errno)));
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0)
+    return make_error(ErrorCode::kInternal, "pipe: " + std::string(std::strerror(errno)));
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
@@ -46,16 +47,20 @@ Status command(const std::vector<std::string>& argv) {
   ::close(pipe_fds[1]);
   std::string err;
   char buffer[512];
-  for (ssize_t n; error == 0 && (n = ::read(pipe_fds[0], buffer, sizeof(buffer))) > 0;) err.append(buffer, static_cast<std::size_t>(n));
+  for (ssize_t n; error == 0 && (n = ::read(pipe_fds[0], buffer, sizeof(buffer))) > 0;)
+    err.append(buffer, static_cast<std::size_t>(n));
   ::close(pipe_fds[0]);
   std::string line;
   for (const std::string& a : argv) line += (line.empty() ? "" : " ") + a;
-  if (error != 0) return make_error(ErrorCode::kNotFound, fmt::format("cannot run {}: {}", line, std::strerror(error)));
+  if (error != 0)
+    return make_error(ErrorCode::kNotFound,
+                      fmt::format("cannot run {}: {}", line, std::strerror(error)));
   int status = 0;
   ::waitpid(pid, &status, 0);
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     while (!err.empty() && err.back() == '\n') err.pop_back();
-    return make_error(ErrorCode::kInternal, fmt::format("{}: {}", line, err.empty() ? "failed" : err));
+    return make_error(ErrorCode::kInternal,
+                      fmt::format("{}: {}", line, err.empty() ? "failed" : err));
   }
   return {};
 }
@@ -65,7 +70,8 @@ void remove_slot(unsigned slot) {
   const std::string prefix = fmt::format("loom{}-", slot);
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator("/run/netns", ec)) {
-    if (entry.path().filename().string().starts_with(prefix)) (void)command({"ip", "netns", "delete", entry.path().filename().string()});
+    if (entry.path().filename().string().starts_with(prefix))
+      (void)command({"ip", "netns", "delete", entry.path().filename().string()});
   }
   for (const auto& entry : fs::directory_iterator("/etc/netns", ec)) {
     if (entry.path().filename().string().starts_with(prefix)) fs::remove_all(entry.path(), ec);
@@ -83,17 +89,26 @@ bool owner_alive(unsigned slot) {
 }  // namespace
 
 Testbed::Testbed(unsigned slot, std::vector<std::string> hosts)
-    : slot_(slot), run_(::getpid()), hosts_(std::move(hosts)), head_(fmt::format("198.18.0.{}", slot * 16 + 1)), owner_(true) {}
+    : slot_(slot),
+      run_(::getpid()),
+      hosts_(std::move(hosts)),
+      head_(fmt::format("198.18.0.{}", slot * 16 + 1)),
+      owner_(true) {}
 
 Testbed::Testbed(Testbed&& other) noexcept
-    : slot_(other.slot_), run_(other.run_), hosts_(std::move(other.hosts_)), head_(std::move(other.head_)),
+    : slot_(other.slot_),
+      run_(other.run_),
+      hosts_(std::move(other.hosts_)),
+      head_(std::move(other.head_)),
       owner_(std::exchange(other.owner_, false)) {}
 
 Testbed::~Testbed() {
   if (owner_) tear_down();
 }
 
-std::string Testbed::namespace_of(const std::string& host) const { return namespace_prefix() + host; }
+std::string Testbed::namespace_of(const std::string& host) const {
+  return namespace_prefix() + host;
+}
 
 std::string Testbed::namespace_prefix() const { return fmt::format("loom{}-{}-", slot_, run_); }
 
@@ -105,19 +120,25 @@ std::string Testbed::address(const std::string& host) const {
 }
 
 Result<Testbed> Testbed::make(const std::vector<std::string>& hosts) {
-  if (::geteuid() != 0) return make_error(ErrorCode::kPermissionDenied, "--netns needs root: it makes network namespaces");
+  if (::geteuid() != 0)
+    return make_error(ErrorCode::kPermissionDenied,
+                      "--netns needs root: it makes network namespaces");
   if (hosts.empty() || hosts.size() > kHostsPerSlot) {
-    return make_error(ErrorCode::kInvalidArgument, fmt::format("--netns: between 1 and {} hosts", kHostsPerSlot));
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("--netns: between 1 and {} hosts", kHostsPerSlot));
   }
   if (std::set<std::string>(hosts.begin(), hosts.end()).size() != hosts.size()) {
     return make_error(ErrorCode::kInvalidArgument, "--netns: host names must differ");
   }
-  if (!fs::exists("/proc/self/ns/net")) return make_error(ErrorCode::kUnimplemented, "--netns: this kernel has no network namespaces");
+  if (!fs::exists("/proc/self/ns/net"))
+    return make_error(ErrorCode::kUnimplemented, "--netns: this kernel has no network namespaces");
   // Claims are made one at a time, so that a run never takes another's half-made testbed
   // for one whose owner died.
   const int lock = ::open("/run/loom-testbed.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (lock < 0 || ::flock(lock, LOCK_EX) != 0) {
-    return make_error(ErrorCode::kInternal, fmt::format("--netns: cannot lock /run/loom-testbed.lock: {}", std::strerror(errno)));
+    return make_error(
+        ErrorCode::kInternal,
+        fmt::format("--netns: cannot lock /run/loom-testbed.lock: {}", std::strerror(errno)));
   }
   struct Unlock {
     int fd;
@@ -145,9 +166,11 @@ Result<Testbed> Testbed::make(const std::vector<std::string>& hosts) {
       const std::string ns = testbed.namespace_of(hosts[i]);
       const std::string veth = fmt::format("lm{}-{}", slot, i);
       LOOM_TRY(command({"ip", "netns", "add", ns}));
-      LOOM_TRY(command({"ip", "link", "add", veth, "type", "veth", "peer", "name", kInterface, "netns", ns}));
+      LOOM_TRY(command(
+          {"ip", "link", "add", veth, "type", "veth", "peer", "name", kInterface, "netns", ns}));
       LOOM_TRY(command({"ip", "link", "set", veth, "master", br, "up"}));
-      LOOM_TRY(command({"ip", "-n", ns, "addr", "add", testbed.address(hosts[i]) + "/28", "dev", kInterface}));
+      LOOM_TRY(command(
+          {"ip", "-n", ns, "addr", "add", testbed.address(hosts[i]) + "/28", "dev", kInterface}));
       LOOM_TRY(command({"ip", "-n", ns, "link", "set", kInterface, "up"}));
       LOOM_TRY(command({"ip", "-n", ns, "link", "set", "lo", "up"}));
       fs::create_directories(fs::path("/etc/netns") / ns);
@@ -155,29 +178,44 @@ Result<Testbed> Testbed::make(const std::vector<std::string>& hosts) {
     }
     return testbed;
   }
-  return make_error(ErrorCode::kResourceExhausted,
-                    fmt::format("--netns: all {} testbeds of 198.18.0.0/24 are in use ({})", kSlots, last_error));
+  return make_error(
+      ErrorCode::kResourceExhausted,
+      fmt::format("--netns: all {} testbeds of 198.18.0.0/24 are in use ({})", kSlots, last_error));
 }
 
-std::vector<std::string> Testbed::on(const std::string& host, const std::vector<std::string>& argv) const {
+std::vector<std::string> Testbed::on(const std::string& host,
+                                     const std::vector<std::string>& argv) const {
   const std::string ns = namespace_of(host);
   // nsenter and unshare exec in place: the daemon keeps the pid its supervisor started.
   // /etc/hosts is bound in a mount namespace of its own (as `ip netns exec` does, but
   // keeping /sys, and so the cgroup tree, as it is), and /dev/shm is a tmpfs of the host's
   // own, as each node has (gone with the last process in that namespace).
-  std::vector<std::string> out{"/usr/bin/nsenter", "--net=/run/netns/" + ns, "--", "unshare", "--uts", "--mount", "--propagation",
-                               "slave", "--", "sh", "-c",
-                               R"(mount --bind "$0" /etc/hosts && mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm && )"
-                               R"(hostname "$1" && shift && exec "$@")",
-                               (fs::path("/etc/netns") / ns / "hosts").string(), host};
+  std::vector<std::string> out{
+      "/usr/bin/nsenter",
+      "--net=/run/netns/" + ns,
+      "--",
+      "unshare",
+      "--uts",
+      "--mount",
+      "--propagation",
+      "slave",
+      "--",
+      "sh",
+      "-c",
+      R"(mount --bind "$0" /etc/hosts && mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm && )"
+      R"(hostname "$1" && shift && exec "$@")",
+      (fs::path("/etc/netns") / ns / "hosts").string(),
+      host};
   out.insert(out.end(), argv.begin(), argv.end());
   return out;
 }
 
 void Testbed::tear_down() {
-  for (const std::string& host : hosts_) (void)command({"ip", "netns", "delete", namespace_of(host)});
+  for (const std::string& host : hosts_)
+    (void)command({"ip", "netns", "delete", namespace_of(host)});
   std::error_code ec;
-  for (const std::string& host : hosts_) fs::remove_all(fs::path("/etc/netns") / namespace_of(host), ec);
+  for (const std::string& host : hosts_)
+    fs::remove_all(fs::path("/etc/netns") / namespace_of(host), ec);
   (void)command({"ip", "link", "delete", bridge(slot_)});
   fs::remove(owner_file(slot_), ec);
 }

@@ -3,9 +3,9 @@
 // and its own hostname and /etc/hosts naming every host. Names are unique per run: a
 // namespace, or a hosts file bound over /etc/hosts, never has the name of one an earlier
 // run removed. With names reused, back-to-back runs here (gVisor) saw an agent's bound
-// /etc/hosts revert to the machine's about once in 20 runs; in 63 runs since, never. The bridge holds the head node's
-// address, in this namespace: loomctld listens there and users' commands reach it. No host
-// has a route beyond the bridge.
+// /etc/hosts revert to the machine's about once in 20 runs; in 63 runs since, never. The bridge
+// holds the head node's address, in this namespace: loomctld listens there and users' commands
+// reach it. No host has a route beyond the bridge.
 //
 // Each testbed takes one /28 of the range (16 side by side, 13 hosts each), claimed by
 // creating its bridge, loom-br<K>, which fails when another run holds it. A testbed whose

@@ -34,12 +34,11 @@ void print_summary(const hwtopo::Topology& t) {
   for (const hwtopo::NumaDomain& d : t.numa_domains) {
     std::string cores = d.memory_only() ? fmt::format("(near {})", format_index_list(d.near))
                                         : format_index_list(d.cores);
-    std::cout << fmt::format("{:<5} {:<7} {:<8} {:<12} {:<16} {:>10}  {:<14} {}\n", d.os_index,
-                             d.kind, d.package ? std::to_string(*d.package) : "-", cores,
-                             d.memory_only() ? "-" : format_index_list(d.pus),
-                             format_bytes(Bytes(d.memory_bytes)),
-                             names_near(t.block_devices, d.os_index),
-                             names_near(t.network_devices, d.os_index));
+    std::cout << fmt::format(
+        "{:<5} {:<7} {:<8} {:<12} {:<16} {:>10}  {:<14} {}\n", d.os_index, d.kind,
+        d.package ? std::to_string(*d.package) : "-", cores,
+        d.memory_only() ? "-" : format_index_list(d.pus), format_bytes(Bytes(d.memory_bytes)),
+        names_near(t.block_devices, d.os_index), names_near(t.network_devices, d.os_index));
   }
   std::vector<std::string> unattached;
   for (const auto& b : t.block_devices) {

@@ -24,19 +24,19 @@ constexpr std::array kUnits = {
     Unit{"b", 1},
     Unit{"k", kKi},
     Unit{"kib", kKi},
-    Unit{"m", kKi * kKi},
-    Unit{"mib", kKi * kKi},
-    Unit{"g", kKi * kKi * kKi},
-    Unit{"gib", kKi * kKi * kKi},
-    Unit{"t", kKi * kKi * kKi * kKi},
-    Unit{"tib", kKi * kKi * kKi * kKi},
-    Unit{"p", kKi * kKi * kKi * kKi * kKi},
-    Unit{"pib", kKi * kKi * kKi * kKi * kKi},
+    Unit{"m", kKi* kKi},
+    Unit{"mib", kKi* kKi},
+    Unit{"g", kKi* kKi* kKi},
+    Unit{"gib", kKi* kKi* kKi},
+    Unit{"t", kKi* kKi* kKi* kKi},
+    Unit{"tib", kKi* kKi* kKi* kKi},
+    Unit{"p", kKi* kKi* kKi* kKi* kKi},
+    Unit{"pib", kKi* kKi* kKi* kKi* kKi},
     Unit{"kb", kK},
-    Unit{"mb", kK * kK},
-    Unit{"gb", kK * kK * kK},
-    Unit{"tb", kK * kK * kK * kK},
-    Unit{"pb", kK * kK * kK * kK * kK},
+    Unit{"mb", kK* kK},
+    Unit{"gb", kK* kK* kK},
+    Unit{"tb", kK* kK* kK* kK},
+    Unit{"pb", kK* kK* kK* kK* kK},
 };
 
 std::string lower(std::string_view text) {
@@ -49,7 +49,8 @@ std::string lower(std::string_view text) {
 
 Result<Bytes> parse_bytes(std::string_view text) {
   auto fail = [&](std::string_view why) {
-    return make_error(ErrorCode::kInvalidArgument, fmt::format("invalid size \"{}\": {}", text, why));
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("invalid size \"{}\": {}", text, why));
   };
   std::string_view rest = text;
   if (rest.empty()) return fail("empty");
@@ -64,10 +65,10 @@ Result<Bytes> parse_bytes(std::string_view text) {
     if (!count) return fail("too large (the largest size is 16 EiB)");
     return Bytes(*count);
   }
-  return fail(fmt::format(
-      "unknown unit \"{}\" (K, M, G, T, P or KiB, MiB, ... are powers of 1024; "
-      "KB, MB, GB, TB, PB are powers of 1000)",
-      rest));
+  return fail(
+      fmt::format("unknown unit \"{}\" (K, M, G, T, P or KiB, MiB, ... are powers of 1024; "
+                  "KB, MB, GB, TB, PB are powers of 1000)",
+                  rest));
 }
 
 std::string format_bytes(Bytes bytes) {

@@ -1,6 +1,7 @@
 #include "loom/common/config.hpp"
 
 #include <fmt/format.h>
+#include <toml++/toml.h>
 
 #include <array>
 #include <cerrno>
@@ -8,7 +9,6 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
-#include <toml++/toml.h>
 
 #include "loom/common/bytes.hpp"
 #include "loom/common/duration.hpp"
@@ -28,16 +28,26 @@ struct KeySpec {
 
 std::string_view type_name(const toml::node& node) {
   switch (node.type()) {
-    case toml::node_type::table: return "table";
-    case toml::node_type::array: return "array";
-    case toml::node_type::string: return "string";
-    case toml::node_type::integer: return "integer";
-    case toml::node_type::floating_point: return "float";
-    case toml::node_type::boolean: return "boolean";
-    case toml::node_type::date: return "date";
-    case toml::node_type::time: return "time";
-    case toml::node_type::date_time: return "date-time";
-    case toml::node_type::none: break;
+    case toml::node_type::table:
+      return "table";
+    case toml::node_type::array:
+      return "array";
+    case toml::node_type::string:
+      return "string";
+    case toml::node_type::integer:
+      return "integer";
+    case toml::node_type::floating_point:
+      return "float";
+    case toml::node_type::boolean:
+      return "boolean";
+    case toml::node_type::date:
+      return "date";
+    case toml::node_type::time:
+      return "time";
+    case toml::node_type::date_time:
+      return "date-time";
+    case toml::node_type::none:
+      break;
   }
   return "nothing";
 }
@@ -50,7 +60,8 @@ Result<std::string> as_string(const toml::node& node) {
 
 Result<bool> as_bool(const toml::node& node) {
   if (auto value = node.value<bool>(); value && node.is_boolean()) return *value;
-  return make_error(ErrorCode::kInvalidArgument, fmt::format("must be true or false, got {}", type_name(node)));
+  return make_error(ErrorCode::kInvalidArgument,
+                    fmt::format("must be true or false, got {}", type_name(node)));
 }
 
 const std::array kKeys = {
@@ -87,7 +98,8 @@ const std::array kKeys = {
         [](Config& config, const toml::node& value) -> Status {
           std::string address = LOOM_TRY(as_string(value));
           if (address.rfind(':') == std::string::npos) {
-            return make_error(ErrorCode::kInvalidArgument, fmt::format("must be HOST:PORT, got \"{}\"", address));
+            return make_error(ErrorCode::kInvalidArgument,
+                              fmt::format("must be HOST:PORT, got \"{}\"", address));
           }
           config.controller.address = std::move(address);
           return {};
@@ -122,7 +134,8 @@ const std::array kKeys = {
         [](Config& config, const toml::node& value) -> Status {
           const std::string text = LOOM_TRY(as_string(value));
           const std::chrono::seconds interval = LOOM_TRY(parse_duration(text));
-          if (interval.count() == 0) return make_error(ErrorCode::kInvalidArgument, "must be at least 1 second");
+          if (interval.count() == 0)
+            return make_error(ErrorCode::kInvalidArgument, "must be at least 1 second");
           config.controller.heartbeat_interval = interval;
           return {};
         },
@@ -163,7 +176,8 @@ const std::array kKeys = {
          "passes it to its daemons). loomd's --shm-dir overrides it."},
         [](Config& config, const toml::node& value) -> Status {
           config.agent.shm_dir = LOOM_TRY(as_string(value));
-          if (!config.agent.shm_dir.starts_with('/')) return make_error(ErrorCode::kInvalidArgument, "must be an absolute path");
+          if (!config.agent.shm_dir.starts_with('/'))
+            return make_error(ErrorCode::kInvalidArgument, "must be an absolute path");
           return {};
         },
         [](const Config& config) { return config.agent.shm_dir; },
@@ -176,7 +190,9 @@ const std::array kKeys = {
         [](Config& config, const toml::node& value) -> Status {
           const toml::array* devices = value.as_array();
           if (devices == nullptr) {
-            return make_error(ErrorCode::kInvalidArgument, fmt::format("must be [[agent.nvme]] tables, got {}", type_name(value)));
+            return make_error(
+                ErrorCode::kInvalidArgument,
+                fmt::format("must be [[agent.nvme]] tables, got {}", type_name(value)));
           }
           std::vector<Config::NvmeDevice> out;
           for (std::size_t i = 0; i < devices->size(); ++i) {
@@ -196,13 +212,15 @@ const std::array kKeys = {
                 device.capacity = bytes->count();
               } else if (key == "numa") {
                 const auto numa = field.value<std::int64_t>();
-                if (!numa || !field.is_integer() || *numa < 0) return bad("numa must be a NUMA node's number");
+                if (!numa || !field.is_integer() || *numa < 0)
+                  return bad("numa must be a NUMA node's number");
                 device.numa = static_cast<unsigned>(*numa);
               } else {
                 return bad(fmt::format("unknown key '{}' (path, capacity, numa)", key.str()));
               }
             }
-            if (device.path.empty() || device.capacity == 0) return bad("needs a path and a capacity");
+            if (device.path.empty() || device.capacity == 0)
+              return bad("needs a path and a capacity");
             out.push_back(std::move(device));
           }
           config.agent.nvme = std::move(out);
@@ -211,8 +229,9 @@ const std::array kKeys = {
         [](const Config& config) {
           std::string out = "[";
           for (const Config::NvmeDevice& d : config.agent.nvme) {
-            out += fmt::format("{}{{ path = \"{}\", capacity = \"{}\"{} }}", out.size() > 1 ? ", " : "", d.path,
-                               format_bytes(Bytes(d.capacity)), d.numa ? fmt::format(", numa = {}", *d.numa) : "");
+            out += fmt::format("{}{{ path = \"{}\", capacity = \"{}\"{} }}",
+                               out.size() > 1 ? ", " : "", d.path, format_bytes(Bytes(d.capacity)),
+                               d.numa ? fmt::format(", numa = {}", *d.numa) : "");
           }
           return out + "]";
         },
@@ -225,12 +244,15 @@ const std::array kKeys = {
           config.agent.allow_root_jobs = LOOM_TRY(as_bool(value));
           return {};
         },
-        [](const Config& config) -> std::string { return config.agent.allow_root_jobs ? "true" : "false"; },
+        [](const Config& config) -> std::string {
+          return config.agent.allow_root_jobs ? "true" : "false";
+        },
     },
     KeySpec{
         {"fabric.provider", "string", "",
          "libfabric provider for the data plane, e.g. \"verbs;ofi_rxm\", \"tcp;ofi_rxm\" or "
-         "\"shm\". Empty: FI_PROVIDER if set, else verbs;ofi_rxm, then tcp;ofi_rxm. shm reaches only the same node, "
+         "\"shm\". Empty: FI_PROVIDER if set, else verbs;ofi_rxm, then tcp;ofi_rxm. shm reaches "
+         "only the same node, "
          "and a killed shm peer can stall the others (fabric/README.md)."},
         [](Config& config, const toml::node& value) -> Status {
           config.fabric.provider = LOOM_TRY(as_string(value));
@@ -271,8 +293,8 @@ bool is_section(std::string_view name) {
 Status apply_table(Config& config, const toml::table& table, const std::string& prefix,
                    std::string_view source) {
   for (const auto& [key, node] : table) {
-    const std::string name = prefix.empty() ? std::string(key.str())
-                                            : fmt::format("{}.{}", prefix, key.str());
+    const std::string name =
+        prefix.empty() ? std::string(key.str()) : fmt::format("{}.{}", prefix, key.str());
     const auto line = node.source().begin.line;
     const auto where = fmt::format("{}:{}", source, line);
     if (const KeySpec* spec = find_key(name)) {
@@ -285,18 +307,18 @@ Status apply_table(Config& config, const toml::table& table, const std::string& 
       const toml::table* section = node.as_table();
       if (section == nullptr) {
         return make_error(ErrorCode::kInvalidArgument,
-                          fmt::format("{}: '{}' must be a table ([{}]), got {}", where, name,
-                                      name, type_name(node)));
+                          fmt::format("{}: '{}' must be a table ([{}]), got {}", where, name, name,
+                                      type_name(node)));
       }
       LOOM_TRY(apply_table(config, *section, name, source));
     } else if (node.is_table()) {
-      return make_error(ErrorCode::kInvalidArgument,
-                        fmt::format("{}: unknown section [{}] (`loom config --keys` lists them)",
-                                    where, name));
+      return make_error(
+          ErrorCode::kInvalidArgument,
+          fmt::format("{}: unknown section [{}] (`loom config --keys` lists them)", where, name));
     } else {
-      return make_error(ErrorCode::kInvalidArgument,
-                        fmt::format("{}: unknown key '{}' (`loom config --keys` lists them)",
-                                    where, name));
+      return make_error(
+          ErrorCode::kInvalidArgument,
+          fmt::format("{}: unknown key '{}' (`loom config --keys` lists them)", where, name));
     }
   }
   return {};
@@ -345,16 +367,16 @@ Result<Config> load_config(const std::optional<std::filesystem::path>& explicit_
   std::ifstream in(path);
   if (!in) {
     if (!must_exist && !std::filesystem::exists(path)) return Config{};
-    return make_error(ErrorCode::kNotFound,
-                      fmt::format("cannot read configuration file {}: {}", path.string(),
-                                  std::strerror(errno)));
+    return make_error(ErrorCode::kNotFound, fmt::format("cannot read configuration file {}: {}",
+                                                        path.string(), std::strerror(errno)));
   }
   std::ostringstream text;
   text << in.rdbuf();
   return parse_config(text.str(), path.string());
 }
 
-Result<Config> start_program(std::string_view program, const std::optional<std::filesystem::path>& explicit_path) {
+Result<Config> start_program(std::string_view program,
+                             const std::optional<std::filesystem::path>& explicit_path) {
   Config config = LOOM_TRY(load_config(explicit_path));
   LOOM_TRY(log::init(program, config.log.level));
   return config;

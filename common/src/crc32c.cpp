@@ -26,7 +26,8 @@ std::uint32_t by_table(const unsigned char* p, std::size_t n, std::uint32_t c) {
 }
 
 #if defined(__x86_64__)
-__attribute__((target("sse4.2"))) std::uint32_t by_instruction(const unsigned char* p, std::size_t n, std::uint32_t c) {
+__attribute__((target("sse4.2"))) std::uint32_t by_instruction(const unsigned char* p,
+                                                               std::size_t n, std::uint32_t c) {
   std::uint64_t c64 = c;
   for (; n >= 8; n -= 8, p += 8) {
     std::uint64_t word;

@@ -9,22 +9,38 @@ namespace loom {
 
 std::string_view to_string(ErrorCode code) {
   switch (code) {
-    case ErrorCode::kCancelled: return "cancelled";
-    case ErrorCode::kUnknown: return "unknown";
-    case ErrorCode::kInvalidArgument: return "invalid argument";
-    case ErrorCode::kDeadlineExceeded: return "deadline exceeded";
-    case ErrorCode::kNotFound: return "not found";
-    case ErrorCode::kAlreadyExists: return "already exists";
-    case ErrorCode::kPermissionDenied: return "permission denied";
-    case ErrorCode::kResourceExhausted: return "resource exhausted";
-    case ErrorCode::kFailedPrecondition: return "failed precondition";
-    case ErrorCode::kAborted: return "aborted";
-    case ErrorCode::kOutOfRange: return "out of range";
-    case ErrorCode::kUnimplemented: return "unimplemented";
-    case ErrorCode::kInternal: return "internal";
-    case ErrorCode::kUnavailable: return "unavailable";
-    case ErrorCode::kDataLoss: return "data loss";
-    case ErrorCode::kUnauthenticated: return "unauthenticated";
+    case ErrorCode::kCancelled:
+      return "cancelled";
+    case ErrorCode::kUnknown:
+      return "unknown";
+    case ErrorCode::kInvalidArgument:
+      return "invalid argument";
+    case ErrorCode::kDeadlineExceeded:
+      return "deadline exceeded";
+    case ErrorCode::kNotFound:
+      return "not found";
+    case ErrorCode::kAlreadyExists:
+      return "already exists";
+    case ErrorCode::kPermissionDenied:
+      return "permission denied";
+    case ErrorCode::kResourceExhausted:
+      return "resource exhausted";
+    case ErrorCode::kFailedPrecondition:
+      return "failed precondition";
+    case ErrorCode::kAborted:
+      return "aborted";
+    case ErrorCode::kOutOfRange:
+      return "out of range";
+    case ErrorCode::kUnimplemented:
+      return "unimplemented";
+    case ErrorCode::kInternal:
+      return "internal";
+    case ErrorCode::kUnavailable:
+      return "unavailable";
+    case ErrorCode::kDataLoss:
+      return "data loss";
+    case ErrorCode::kUnauthenticated:
+      return "unauthenticated";
   }
   return "unknown";
 }

@@ -33,7 +33,8 @@ Result<std::vector<unsigned>> parse_index_list(std::string_view text) {
     unsigned first = 0, last = 0;
     std::size_t dash = element.find('-');
     if (dash == std::string_view::npos) {
-      if (!number(element, first)) return fail(element, "is not an index such as 3 or a range such as 0-7");
+      if (!number(element, first))
+        return fail(element, "is not an index such as 3 or a range such as 0-7");
       last = first;
     } else {
       if (!number(element.substr(0, dash), first) || !number(element.substr(dash + 1), last)) {

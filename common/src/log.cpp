@@ -39,8 +39,8 @@ Status init(std::string_view program, std::string_view config_level) {
     return std::unexpected(std::move(level).error().with_context(
         env != nullptr && *env != '\0' ? "LOOM_LOG" : "log.level"));
   }
-  auto logger = std::make_shared<spdlog::logger>(
-      std::string(program), std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  auto logger = std::make_shared<spdlog::logger>(std::string(program),
+                                                 std::make_shared<spdlog::sinks::stderr_sink_mt>());
   logger->set_pattern(fmt::format("%Y-%m-%dT%H:%M:%S.%e %^%l%$ {}[%P]: %v", program));
   logger->set_level(*level);
   spdlog::set_default_logger(std::move(logger));

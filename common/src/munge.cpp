@@ -15,8 +15,9 @@ Result<std::string> munge_credential() {
   const munge_err_t rc = munge_encode(&credential, nullptr, nullptr, 0);
   if (rc != EMUNGE_SUCCESS) {
     std::free(credential);
-    return make_error(ErrorCode::kUnavailable,
-                      fmt::format("cannot get a Munge credential: {} (is munged running?)", munge_strerror(rc)));
+    return make_error(
+        ErrorCode::kUnavailable,
+        fmt::format("cannot get a Munge credential: {} (is munged running?)", munge_strerror(rc)));
   }
   std::string out(credential);
   std::free(credential);
@@ -24,12 +25,14 @@ Result<std::string> munge_credential() {
 }
 
 Result<Identity> munge_verify(std::string_view credential) {
-  if (credential.empty()) return make_error(ErrorCode::kUnauthenticated, "the request carries no Munge credential");
+  if (credential.empty())
+    return make_error(ErrorCode::kUnauthenticated, "the request carries no Munge credential");
   const std::string text(credential);
   Identity id;
   const munge_err_t rc = munge_decode(text.c_str(), nullptr, nullptr, nullptr, &id.uid, &id.gid);
   if (rc != EMUNGE_SUCCESS) {
-    return make_error(ErrorCode::kUnauthenticated, fmt::format("the Munge credential is refused: {}", munge_strerror(rc)));
+    return make_error(ErrorCode::kUnauthenticated,
+                      fmt::format("the Munge credential is refused: {}", munge_strerror(rc)));
   }
   passwd pw{};
   passwd* found = nullptr;

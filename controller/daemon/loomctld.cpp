@@ -17,11 +17,13 @@ int main(int argc, char** argv) {
   CLI::App app{"loomctld: the Loom controller"};
   std::string listen, state_dir = "/var/lib/loom";
   std::string config_file, check_config;
-  app.add_option("--listen", listen, "HOST:PORT to serve on; port 0 picks a free one (default: controller.address)");
+  app.add_option("--listen", listen,
+                 "HOST:PORT to serve on; port 0 picks a free one (default: controller.address)");
   app.add_option("--state-dir", state_dir, "Where the state lives")->capture_default_str();
   app.add_option("--config", config_file, loom::kConfigHelp);
-  app.add_option("--check-config", check_config, "Check a configuration file and exit: 0 when it is valid, 1 with the "
-                                                 "error (its line and key) when not");
+  app.add_option("--check-config", check_config,
+                 "Check a configuration file and exit: 0 when it is valid, 1 with the "
+                 "error (its line and key) when not");
   CLI11_PARSE(app, argc, argv);
   auto fail = [](const Error& e) {
     std::fprintf(stderr, "loomctld: %s\n", e.to_string().c_str());
@@ -30,11 +32,13 @@ int main(int argc, char** argv) {
   if (!check_config.empty()) {
     auto checked = load_config(std::filesystem::path(check_config));
     if (!checked) return fail(checked.error());
-    std::printf("%s: valid; controller.address %s, agent.state_dir %s\n", check_config.c_str(), checked->controller.address.c_str(),
-                checked->agent.state_dir.c_str());
+    std::printf("%s: valid; controller.address %s, agent.state_dir %s\n", check_config.c_str(),
+                checked->controller.address.c_str(), checked->agent.state_dir.c_str());
     return 0;
   }
-  auto config = start_program("loomctld", config_file.empty() ? std::nullopt : std::optional<std::filesystem::path>(config_file));
+  auto config = start_program("loomctld", config_file.empty()
+                                              ? std::nullopt
+                                              : std::optional<std::filesystem::path>(config_file));
   if (!config) return fail(config.error());
   if (listen.empty()) listen = config->controller.address;
 
@@ -50,7 +54,8 @@ int main(int argc, char** argv) {
   controller::Service service(cluster, *config);
   auto store = controller::open_sqlite_store(state_dir);
   if (!store) return fail(store.error());
-  auto manager = controller::JobManager::open(std::move(*store), cluster, {}, [&service] { service.on_change(); });
+  auto manager = controller::JobManager::open(std::move(*store), cluster, {},
+                                              [&service] { service.on_change(); });
   if (!manager) return fail(manager.error());
   service.serve(std::move(*manager));
 
@@ -60,13 +65,15 @@ int main(int argc, char** argv) {
   builder.RegisterService(static_cast<v1::Controller::Service*>(&service));
   builder.RegisterService(static_cast<v1::AgentLink::Service*>(&service));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server || port == 0) return fail(Error(ErrorCode::kUnavailable, fmt::format("cannot listen on {}", listen)));
+  if (!server || port == 0)
+    return fail(Error(ErrorCode::kUnavailable, fmt::format("cannot listen on {}", listen)));
   const std::string host = listen.substr(0, listen.rfind(':'));
   std::printf("loomctld: listening on %s:%d\n", host.c_str(), port);
   std::fflush(stdout);
 
   std::thread scheduler([&] {
-    if (!service.run_scheduler()) ::kill(::getpid(), SIGTERM);  // a pass that cannot be stored stops the controller
+    if (!service.run_scheduler())
+      ::kill(::getpid(), SIGTERM);  // a pass that cannot be stored stops the controller
   });
   int signal = 0;
   sigwait(&signals, &signal);

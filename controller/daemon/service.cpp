@@ -1,9 +1,8 @@
 #include "service.hpp"
 
 #include <fmt/format.h>
-#include <spdlog/spdlog.h>
-
 #include <fmt/ranges.h>
+#include <spdlog/spdlog.h>
 
 #include <nlohmann/json.hpp>
 
@@ -40,7 +39,8 @@ v1::JobInfo info(const JobRow& row) {
   if (row.end_time) j.set_end_time(*row.end_time);
   j.set_tasks(row.spec.tasks());
   // Placed jobs count the nodes they hold; pending ones what they asked for.
-  const auto placed = row.placement.empty() ? nlohmann::json::array() : nlohmann::json::parse(row.placement);
+  const auto placed =
+      row.placement.empty() ? nlohmann::json::array() : nlohmann::json::parse(row.placement);
   j.set_nodes(placed.empty() ? row.spec.nodes_min() : static_cast<std::uint32_t>(placed.size()));
   j.set_placement_json(row.placement);
   if (row.array_job) {
@@ -53,9 +53,12 @@ v1::JobInfo info(const JobRow& row) {
 
 std::string state_name(sched::NodeState state) {
   switch (state) {
-    case sched::NodeState::kUp: return "UP";
-    case sched::NodeState::kDrain: return "DRAIN";
-    case sched::NodeState::kDown: return "DOWN";
+    case sched::NodeState::kUp:
+      return "UP";
+    case sched::NodeState::kDrain:
+      return "DRAIN";
+    case sched::NodeState::kDown:
+      return "DOWN";
   }
   return "UNKNOWN";
 }
@@ -69,7 +72,8 @@ Result<Caller> Service::caller(const v1::Caller& c) const {
 
 // ---- CLI ----
 
-grpc::Status Service::Submit(grpc::ServerContext*, const v1::SubmitRequest* request, v1::SubmitReply* reply) {
+grpc::Status Service::Submit(grpc::ServerContext*, const v1::SubmitRequest* request,
+                             v1::SubmitReply* reply) {
   auto who = caller(request->caller());
   if (!who) return to_grpc(who.error());
   std::lock_guard lock(mutex_);
@@ -83,15 +87,18 @@ grpc::Status Service::Submit(grpc::ServerContext*, const v1::SubmitRequest* requ
   return grpc::Status::OK;
 }
 
-grpc::Status Service::List(grpc::ServerContext*, const v1::ListRequest* request, v1::ListReply* reply) {
+grpc::Status Service::List(grpc::ServerContext*, const v1::ListRequest* request,
+                           v1::ListReply* reply) {
   auto who = caller(request->caller());
   if (!who) return to_grpc(who.error());
   std::lock_guard lock(mutex_);
-  for (const JobRow& row : manager_->list(*who, request->include_ended())) *reply->add_jobs() = info(row);
+  for (const JobRow& row : manager_->list(*who, request->include_ended()))
+    *reply->add_jobs() = info(row);
   return grpc::Status::OK;
 }
 
-grpc::Status Service::Show(grpc::ServerContext*, const v1::JobRequest* request, v1::JobInfo* reply) {
+grpc::Status Service::Show(grpc::ServerContext*, const v1::JobRequest* request,
+                           v1::JobInfo* reply) {
   auto who = caller(request->caller());
   if (!who) return to_grpc(who.error());
   std::lock_guard lock(mutex_);
@@ -101,12 +108,14 @@ grpc::Status Service::Show(grpc::ServerContext*, const v1::JobRequest* request, 
   return grpc::Status::OK;
 }
 
-grpc::Status Service::Cancel(grpc::ServerContext*, const v1::JobRequest* request, v1::CancelReply*) {
+grpc::Status Service::Cancel(grpc::ServerContext*, const v1::JobRequest* request,
+                             v1::CancelReply*) {
   auto who = caller(request->caller());
   if (!who) return to_grpc(who.error());
   std::lock_guard lock(mutex_);
   std::vector<JobId> kill;
-  if (auto status = manager_->cancel(*who, JobId(request->job()), index_of(*request), now(), kill); !status) {
+  if (auto status = manager_->cancel(*who, JobId(request->job()), index_of(*request), now(), kill);
+      !status) {
     return to_grpc(status.error());
   }
   for (JobId id : kill) send_kill(id, config_.controller.kill_grace);
@@ -139,7 +148,8 @@ grpc::Status Service::Watch(grpc::ServerContext* context, const v1::JobRequest* 
   return {grpc::StatusCode::UNAVAILABLE, "the controller is stopping"};
 }
 
-grpc::Status Service::Nodes(grpc::ServerContext*, const v1::NodesRequest* request, v1::NodesReply* reply) {
+grpc::Status Service::Nodes(grpc::ServerContext*, const v1::NodesRequest* request,
+                            v1::NodesReply* reply) {
   auto who = caller(request->caller());
   if (!who) return to_grpc(who.error());
   std::lock_guard lock(mutex_);
@@ -186,7 +196,8 @@ grpc::Status Service::Drain(grpc::ServerContext*, const v1::NodeRequest* request
   auto who = caller(request->caller());
   if (!who) return to_grpc(who.error());
   std::lock_guard lock(mutex_);
-  if (auto status = manager_->drain(*who, request->node(), request->reason()); !status) return to_grpc(status.error());
+  if (auto status = manager_->drain(*who, request->node(), request->reason()); !status)
+    return to_grpc(status.error());
   spdlog::info("node {} drained by {}: {}", request->node(), who->user, request->reason());
   return grpc::Status::OK;
 }
@@ -195,7 +206,8 @@ grpc::Status Service::Resume(grpc::ServerContext*, const v1::NodeRequest* reques
   auto who = caller(request->caller());
   if (!who) return to_grpc(who.error());
   std::lock_guard lock(mutex_);
-  if (auto status = manager_->resume(*who, request->node()); !status) return to_grpc(status.error());
+  if (auto status = manager_->resume(*who, request->node()); !status)
+    return to_grpc(status.error());
   spdlog::info("node {} resumed by {}", request->node(), who->user);
   wake_.notify_one();
   return grpc::Status::OK;
@@ -226,11 +238,13 @@ void Service::send_buffer(const BufferRow& row, bool destroy) {
   send(*node, message);
 }
 
-grpc::Status Service::CreateBuffer(grpc::ServerContext*, const v1::BufferRequest* request, v1::BufferInfo* reply) {
+grpc::Status Service::CreateBuffer(grpc::ServerContext*, const v1::BufferRequest* request,
+                                   v1::BufferInfo* reply) {
   auto who = caller(request->caller());
   if (!who) return to_grpc(who.error());
   std::unique_lock lock(mutex_);
-  auto row = manager_->create_buffer(*who, request->name(), request->bytes(), request->node(), who->gid, now());
+  auto row = manager_->create_buffer(*who, request->name(), request->bytes(), request->node(),
+                                     who->gid, now());
   if (!row) return to_grpc(row.error());
   const std::optional<NodeId> node = cluster_.find(row->node);
   buffers_made_.erase(row->name);
@@ -240,19 +254,26 @@ grpc::Status Service::CreateBuffer(grpc::ServerContext*, const v1::BufferRequest
   }
   send_buffer(*row, false);
   // Answered once the agent has made it (mkfs and a mount: seconds at most).
-  const bool answered = changed_.wait_for(lock, std::chrono::seconds(60), [&] { return buffers_made_.contains(row->name) || stopping_.load(); });
-  const std::string error = answered && buffers_made_.contains(row->name) ? buffers_made_.at(row->name) : "no answer from its node";
+  const bool answered = changed_.wait_for(lock, std::chrono::seconds(60), [&] {
+    return buffers_made_.contains(row->name) || stopping_.load();
+  });
+  const std::string error = answered && buffers_made_.contains(row->name)
+                                ? buffers_made_.at(row->name)
+                                : "no answer from its node";
   buffers_made_.erase(row->name);
   if (!error.empty()) {
     (void)manager_->destroy_buffer(*who, row->name);
-    return {grpc::StatusCode::INTERNAL, fmt::format("{} could not make burst buffer {}: {}", row->node, row->name, error)};
+    return {grpc::StatusCode::INTERNAL,
+            fmt::format("{} could not make burst buffer {}: {}", row->node, row->name, error)};
   }
-  spdlog::info("burst buffer {} ({}) of {} made on {}", row->name, format_bytes(Bytes(row->bytes)), row->user, row->node);
+  spdlog::info("burst buffer {} ({}) of {} made on {}", row->name, format_bytes(Bytes(row->bytes)),
+               row->user, row->node);
   *reply = buffer_info(*row);
   return grpc::Status::OK;
 }
 
-grpc::Status Service::ListBuffers(grpc::ServerContext*, const v1::BuffersRequest* request, v1::BuffersReply* reply) {
+grpc::Status Service::ListBuffers(grpc::ServerContext*, const v1::BuffersRequest* request,
+                                  v1::BuffersReply* reply) {
   auto who = caller(request->caller());
   if (!who) return to_grpc(who.error());
   std::lock_guard lock(mutex_);
@@ -260,7 +281,8 @@ grpc::Status Service::ListBuffers(grpc::ServerContext*, const v1::BuffersRequest
   return grpc::Status::OK;
 }
 
-grpc::Status Service::DestroyBuffer(grpc::ServerContext*, const v1::BufferRequest* request, v1::BufferReply*) {
+grpc::Status Service::DestroyBuffer(grpc::ServerContext*, const v1::BufferRequest* request,
+                                    v1::BufferReply*) {
   auto who = caller(request->caller());
   if (!who) return to_grpc(who.error());
   std::lock_guard lock(mutex_);
@@ -278,51 +300,66 @@ void Service::serve(std::unique_ptr<JobManager> manager) {
   manager_ = std::move(manager);
   recovery_until_ = Clock::now() + window_;
   if (!manager_->unknown().empty()) {
-    spdlog::info("{} job(s) were running: waiting up to {} s for their agents to re-register", manager_->unknown().size(),
+    spdlog::info("{} job(s) were running: waiting up to {} s for their agents to re-register",
+                 manager_->unknown().size(),
                  std::chrono::duration_cast<std::chrono::seconds>(window_).count());
   }
 }
 
 // ---- loom-rsh ----
 
-Result<std::optional<NodeId>> Service::daemon_node(const Caller& who, JobId id, const std::string& node) const {
+Result<std::optional<NodeId>> Service::daemon_node(const Caller& who, JobId id,
+                                                   const std::string& node) const {
   const JobRow row = LOOM_TRY(manager_->show(who, id));
   if (row.uid != who.uid) {
-    return make_error(ErrorCode::kPermissionDenied,
-                      fmt::format("job {} is {}'s: loom-rsh starts daemons only in the caller's own job", id.value(), row.user));
+    return make_error(
+        ErrorCode::kPermissionDenied,
+        fmt::format("job {} is {}'s: loom-rsh starts daemons only in the caller's own job",
+                    id.value(), row.user));
   }
-  if (!row.spec.mpi()) return make_error(ErrorCode::kFailedPrecondition, fmt::format("job {} is not an MPI job (--mpi)", id.value()));
+  if (!row.spec.mpi())
+    return make_error(ErrorCode::kFailedPrecondition,
+                      fmt::format("job {} is not an MPI job (--mpi)", id.value()));
   const std::vector<std::string> nodes = manager_->nodes_of(id);
   const auto at = std::find(nodes.begin(), nodes.end(), node);
   if (row.state == v1::PENDING || row.state > v1::RUNNING) {
-    return make_error(ErrorCode::kFailedPrecondition,
-                      fmt::format("job {} is not running ({})", id.value(), v1::JobState_Name(row.state)));
+    return make_error(
+        ErrorCode::kFailedPrecondition,
+        fmt::format("job {} is not running ({})", id.value(), v1::JobState_Name(row.state)));
   }
   if (at == nodes.end()) {
     return make_error(ErrorCode::kPermissionDenied,
-                      fmt::format("{} is not a node of job {} (its nodes: {})", node, id.value(), fmt::join(nodes, ", ")));
+                      fmt::format("{} is not a node of job {} (its nodes: {})", node, id.value(),
+                                  fmt::join(nodes, ", ")));
   }
   if (at == nodes.begin()) {
-    return make_error(ErrorCode::kPermissionDenied,
-                      fmt::format("{} is job {}'s first node, where mpirun runs: no daemon is started there", node, id.value()));
+    return make_error(
+        ErrorCode::kPermissionDenied,
+        fmt::format("{} is job {}'s first node, where mpirun runs: no daemon is started there",
+                    node, id.value()));
   }
   // Staging in, or not found again yet after a restart: the caller waits.
-  if (row.state == v1::STAGING_IN || manager_->unknown().contains(id)) return std::optional<NodeId>();
+  if (row.state == v1::STAGING_IN || manager_->unknown().contains(id))
+    return std::optional<NodeId>();
   const std::optional<NodeId> found = cluster_.find(node);
   auto job = running_.find(id);
   if (!found || job == running_.end() || !job->second.pending.contains(*found)) {
-    return make_error(ErrorCode::kFailedPrecondition, fmt::format("job {} has ended on {}", id.value(), node));
+    return make_error(ErrorCode::kFailedPrecondition,
+                      fmt::format("job {} has ended on {}", id.value(), node));
   }
   if (job->second.daemons.contains(*found)) {
-    return make_error(ErrorCode::kAlreadyExists, fmt::format("job {} runs Open MPI's daemon on {} already", id.value(), node));
+    return make_error(ErrorCode::kAlreadyExists,
+                      fmt::format("job {} runs Open MPI's daemon on {} already", id.value(), node));
   }
   return found;
 }
 
-grpc::Status Service::Exec(grpc::ServerContext* context, const v1::ExecRequest* request, v1::ExecReply* reply) {
+grpc::Status Service::Exec(grpc::ServerContext* context, const v1::ExecRequest* request,
+                           v1::ExecReply* reply) {
   auto who = caller(request->caller());
   if (!who) return to_grpc(who.error());
-  if (auto arguments = launch::daemon_arguments({request->argv().begin(), request->argv().end()}); !arguments) {
+  if (auto arguments = launch::daemon_arguments({request->argv().begin(), request->argv().end()});
+      !arguments) {
     return to_grpc(arguments.error());
   }
   const JobId id(request->job());
@@ -345,7 +382,8 @@ grpc::Status Service::Exec(grpc::ServerContext* context, const v1::ExecRequest* 
   exec.mutable_exec()->set_job(id.value());
   *exec.mutable_exec()->mutable_argv() = request->argv();
   send(node, exec);
-  spdlog::info("job {}: Open MPI's daemon started on {} for {}", id.value(), request->node(), who->user);
+  spdlog::info("job {}: Open MPI's daemon started on {} for {}", id.value(), request->node(),
+               who->user);
   // The daemon's end is the node's end of the job (node_ended keeps it for this call).
   for (;;) {
     if (auto ended = daemon_ends_.extract({id, node})) {
@@ -357,14 +395,16 @@ grpc::Status Service::Exec(grpc::ServerContext* context, const v1::ExecRequest* 
     }
     auto job = running_.find(id);
     if (job == running_.end() || !job->second.pending.contains(node)) {
-      return {grpc::StatusCode::ABORTED, fmt::format("job {} ended on {}", id.value(), request->node())};
+      return {grpc::StatusCode::ABORTED,
+              fmt::format("job {} ended on {}", id.value(), request->node())};
     }
     if (stopping_.load()) return {grpc::StatusCode::UNAVAILABLE, "the controller is stopping"};
     changed_.wait_for(lock, std::chrono::seconds(1));
     if (context->IsCancelled()) {
       // mpirun stopped waiting for this daemon: it goes too (mpirun ends the job itself),
       // and its end is kept for no one.
-      if (auto still = running_.find(id); still != running_.end()) still->second.daemons.erase(node);
+      if (auto still = running_.find(id); still != running_.end())
+        still->second.daemons.erase(node);
       v1::ToAgent kill;
       kill.mutable_kill()->set_job(id.value());
       send(node, kill);
@@ -380,7 +420,8 @@ std::optional<NodeId> Service::mpirun_node(JobId id) const {
   return cluster_.find(nodes.front());
 }
 
-grpc::Status Service::Connect(grpc::ServerContext* context, grpc::ServerReaderWriter<v1::ToAgent, v1::FromAgent>* stream) {
+grpc::Status Service::Connect(grpc::ServerContext* context,
+                              grpc::ServerReaderWriter<v1::ToAgent, v1::FromAgent>* stream) {
   v1::FromAgent first;
   if (!stream->Read(&first) || !first.has_hello()) {
     return {grpc::StatusCode::INVALID_ARGUMENT, "an agent's first message must be its hello"};
@@ -390,7 +431,8 @@ grpc::Status Service::Connect(grpc::ServerContext* context, grpc::ServerReaderWr
   if (!identity) return to_grpc(identity.error());
   if (identity->uid != 0) {
     return {grpc::StatusCode::PERMISSION_DENIED,
-            fmt::format("an agent must run as root; {} (uid {}) may not register a node", identity->user, identity->uid)};
+            fmt::format("an agent must run as root; {} (uid {}) may not register a node",
+                        identity->user, identity->uid)};
   }
   if (!first.hello().data_address().empty()) return serve_storage(context, stream, first.hello());
   auto agent = std::make_shared<Agent>();
@@ -401,7 +443,8 @@ grpc::Status Service::Connect(grpc::ServerContext* context, grpc::ServerReaderWr
     std::lock_guard lock(mutex_);
     const std::string& name = first.hello().name();
     if (storage_.contains(name)) {
-      return {grpc::StatusCode::FAILED_PRECONDITION, fmt::format("{} is a storage agent's name already", name)};
+      return {grpc::StatusCode::FAILED_PRECONDITION,
+              fmt::format("{} is a storage agent's name already", name)};
     }
     if (auto existing = cluster_.find(name); existing && agents_.contains(*existing)) {
       // The node's agent restarted before its old stream was seen to break: the newest
@@ -412,9 +455,12 @@ grpc::Status Service::Connect(grpc::ServerContext* context, grpc::ServerReaderWr
     }
     std::vector<sched::NvmeDevice> nvme;
     for (const v1::NvmeDevice& d : first.hello().nvme()) {
-      nvme.push_back({d.path(), d.has_numa() ? std::optional<unsigned>(d.numa()) : std::nullopt, d.capacity()});
+      nvme.push_back({d.path(), d.has_numa() ? std::optional<unsigned>(d.numa()) : std::nullopt,
+                      d.capacity()});
     }
-    auto node = manager_->joined(name, nlohmann::json::parse(first.hello().topology_json(), nullptr, false), std::move(nvme));
+    auto node =
+        manager_->joined(name, nlohmann::json::parse(first.hello().topology_json(), nullptr, false),
+                         std::move(nvme));
     if (!node) return to_grpc(node.error());
     agent->node = *node;
     agents_[agent->node] = agent;
@@ -422,9 +468,10 @@ grpc::Status Service::Connect(grpc::ServerContext* context, grpc::ServerReaderWr
     v1::ToAgent registered;
     registered.mutable_registered();
     stream->Write(registered);
-    spdlog::info("agent {} registered ({}){}; it runs {} job(s), {} ended meanwhile", name, context->peer(),
-                 cluster_.state(agent->node) == sched::NodeState::kDrain ? ", drained" : "", first.hello().running_size(),
-                 first.hello().ended_size());
+    spdlog::info("agent {} registered ({}){}; it runs {} job(s), {} ended meanwhile", name,
+                 context->peer(),
+                 cluster_.state(agent->node) == sched::NodeState::kDrain ? ", drained" : "",
+                 first.hello().running_size(), first.hello().ended_size());
     reconcile(agent->node, first.hello());
     wake_.notify_one();
   }
@@ -434,15 +481,20 @@ grpc::Status Service::Connect(grpc::ServerContext* context, grpc::ServerReaderWr
     if (message.has_started()) node_started(agent->node, message.started());
     if (message.has_ended()) node_ended(agent->node, message.ended());
     if (message.has_buffer()) {
-      if (!message.buffer().destroy()) buffers_made_[message.buffer().name()] = message.buffer().error();
+      if (!message.buffer().destroy())
+        buffers_made_[message.buffer().name()] = message.buffer().error();
       if (!message.buffer().error().empty()) {
-        spdlog::error("burst buffer {} on {}: {}", message.buffer().name(), cluster_.name(agent->node), message.buffer().error());
+        spdlog::error("burst buffer {} on {}: {}", message.buffer().name(),
+                      cluster_.name(agent->node), message.buffer().error());
       }
       changed_.notify_all();
     }
     if (message.has_staging()) {
-      if (auto status = manager_->staged(JobId(message.staging().job()), cluster_.name(agent->node), message.staging()); !status) {
-        spdlog::debug("job {}: staging report from {}: {}", message.staging().job(), cluster_.name(agent->node), status.error().to_string());
+      if (auto status = manager_->staged(JobId(message.staging().job()), cluster_.name(agent->node),
+                                         message.staging());
+          !status) {
+        spdlog::debug("job {}: staging report from {}: {}", message.staging().job(),
+                      cluster_.name(agent->node), status.error().to_string());
       }
     }
   }
@@ -451,30 +503,35 @@ grpc::Status Service::Connect(grpc::ServerContext* context, grpc::ServerReaderWr
     agents_.erase(it);
     gone_[agent->node] = Clock::now();
     (void)cluster_.set_state(agent->node, sched::NodeState::kDown);
-    spdlog::warn("agent {} disconnected: node down; its jobs stand for {} s", cluster_.name(agent->node),
+    spdlog::warn("agent {} disconnected: node down; its jobs stand for {} s",
+                 cluster_.name(agent->node),
                  std::chrono::duration_cast<std::chrono::seconds>(window_).count());
   }
   return grpc::Status::OK;
 }
 
-grpc::Status Service::serve_storage(grpc::ServerContext* context, grpc::ServerReaderWriter<v1::ToAgent, v1::FromAgent>* stream,
+grpc::Status Service::serve_storage(grpc::ServerContext* context,
+                                    grpc::ServerReaderWriter<v1::ToAgent, v1::FromAgent>* stream,
                                     const v1::RegisterRequest& hello) {
   const std::string& name = hello.name();
   {
     std::lock_guard lock(mutex_);
     if (cluster_.find(name)) {
-      return {grpc::StatusCode::FAILED_PRECONDITION, fmt::format("{} is a compute node's name already", name)};
+      return {grpc::StatusCode::FAILED_PRECONDITION,
+              fmt::format("{} is a compute node's name already", name)};
     }
     storage_[name] = hello.data_address();
     v1::ToAgent registered;
     registered.mutable_registered();
     stream->Write(registered);
-    spdlog::info("storage agent {} registered ({}), serving at {}", name, context->peer(), hello.data_address());
+    spdlog::info("storage agent {} registered ({}), serving at {}", name, context->peer(),
+                 hello.data_address());
   }
   for (v1::FromAgent message; stream->Read(&message);) {
   }
   std::lock_guard lock(mutex_);
-  if (auto it = storage_.find(name); it != storage_.end() && it->second == hello.data_address()) storage_.erase(it);
+  if (auto it = storage_.find(name); it != storage_.end() && it->second == hello.data_address())
+    storage_.erase(it);
   spdlog::warn("storage agent {} disconnected", name);
   return grpc::Status::OK;
 }
@@ -487,7 +544,8 @@ void Service::reconcile(NodeId node, const v1::RegisterRequest& hello) {
   // Jobs this controller tracks on the node: the agent must know them, running or ended.
   std::vector<JobId> forgotten;
   for (auto& [id, job] : running_) {
-    if (job.pending.contains(node) && !running.contains(id.value()) && !ended.contains(id.value())) forgotten.push_back(id);
+    if (job.pending.contains(node) && !running.contains(id.value()) && !ended.contains(id.value()))
+      forgotten.push_back(id);
   }
   for (JobId id : forgotten) {
     v1::JobEnded e;
@@ -514,7 +572,8 @@ void Service::reconcile(NodeId node, const v1::RegisterRequest& hello) {
   for (std::uint64_t raw : running) {
     const JobId id(raw);
     if (manager_->unknown().contains(id)) continue;
-    if (auto it = running_.find(id); it != running_.end() && it->second.nodes.contains(node)) continue;
+    if (auto it = running_.find(id); it != running_.end() && it->second.nodes.contains(node))
+      continue;
     v1::ToAgent kill;  // the job is over as far as the state says: nothing may run twice
     kill.mutable_kill()->set_job(raw);
     send(node, kill);
@@ -551,13 +610,16 @@ void Service::adopt_ready() {
   }
   for (JobId id : ready) {
     const std::vector<std::string> names = manager_->nodes_of(id);
-    std::set<NodeId> unaware = never_launched_.contains(id) ? never_launched_.extract(id).mapped() : std::set<NodeId>{};
+    std::set<NodeId> unaware =
+        never_launched_.contains(id) ? never_launched_.extract(id).mapped() : std::set<NodeId>{};
     if (unaware.size() == names.size()) {
       // No agent ever had it: the controller stopped between storing the launch and
       // sending it. It has not run, so it runs now.
       early_starts_.erase(id);
       early_ends_.erase(id);
-      if (auto status = manager_->lost(id, "its launch was lost when the controller stopped", now(), false); !status) {
+      if (auto status =
+              manager_->lost(id, "its launch was lost when the controller stopped", now(), false);
+          !status) {
         spdlog::error("job {}: {}", id.value(), status.error().to_string());
       }
       spdlog::warn("job {}: never reached its nodes; queued again", id.value());
@@ -586,14 +648,16 @@ void Service::adopt_ready() {
     if (auto starts = early_starts_.extract(id)) {
       job.started = std::move(starts.mapped());
       if (job.started == job.nodes) {
-        if (auto status = manager_->ran(id, now()); !status) spdlog::error("job {}: {}", id.value(), status.error().to_string());
+        if (auto status = manager_->ran(id, now()); !status)
+          spdlog::error("job {}: {}", id.value(), status.error().to_string());
       }
     }
     if (auto ends = early_ends_.extract(id)) {
       for (const auto& [node, e] : ends.mapped()) node_ended(node, e);
     }
     // Cancelled while its state was unknown: the kill that had nowhere to go goes now.
-    if (running_.contains(id) && manager_->being_killed(id)) send_kill(id, config_.controller.kill_grace);
+    if (running_.contains(id) && manager_->being_killed(id))
+      send_kill(id, config_.controller.kill_grace);
   }
 }
 
@@ -617,7 +681,8 @@ void Service::lose(JobId id, const std::string& reason) {
   spdlog::warn("job {}: {}", id.value(), reason);
   v1::ToAgent kill;
   kill.mutable_kill()->set_job(id.value());
-  for (NodeId node : nodes) send(node, kill);  // what still runs of it elsewhere; ends reported later are forgotten
+  for (NodeId node : nodes)
+    send(node, kill);  // what still runs of it elsewhere; ends reported later are forgotten
 }
 
 void Service::forget(JobId id, const std::set<NodeId>& nodes) {
@@ -630,7 +695,8 @@ void Service::check_nodes() {
   const auto now_steady = Clock::now();
   for (auto& [node, agent] : agents_) {
     if (now_steady - agent->heard > window_) {
-      spdlog::warn("agent {} silent for {} heartbeats: dropping its stream", cluster_.name(node), config_.controller.heartbeat_misses);
+      spdlog::warn("agent {} silent for {} heartbeats: dropping its stream", cluster_.name(node),
+                   config_.controller.heartbeat_misses);
       agent->context->TryCancel();  // the stream's end marks the node gone
     }
   }
@@ -644,12 +710,16 @@ void Service::check_nodes() {
     for (const auto& [id, job] : running_) {
       if (job.pending.contains(node)) jobs.push_back(id);
     }
-    for (JobId id : jobs) lose(id, fmt::format("NodeFail: {} was down for longer than the heartbeat window", cluster_.name(node)));
+    for (JobId id : jobs)
+      lose(id, fmt::format("NodeFail: {} was down for longer than the heartbeat window",
+                           cluster_.name(node)));
   }
   if (now_steady > recovery_until_ && !manager_->unknown().empty()) {
     std::vector<std::pair<JobId, std::string>> missing;
     for (const auto& [id, waiting] : manager_->unknown()) {
-      missing.emplace_back(id, fmt::format("NodeFail: {} did not re-register after the controller restarted", fmt::join(waiting, ", ")));
+      missing.emplace_back(
+          id, fmt::format("NodeFail: {} did not re-register after the controller restarted",
+                          fmt::join(waiting, ", ")));
     }
     for (const auto& [id, reason] : missing) lose(id, reason);
   }
@@ -667,10 +737,12 @@ void Service::send_launch(const Launch& launch) {
   // left out, and the agent fails the staging that names it.
   std::map<std::string, std::string> storage;
   for (const std::string& text : launch.spec.stage_in()) {
-    if (auto in = burstbuffer::parse_stage_in(text); in && storage_.contains(in->node)) storage[in->node] = storage_.at(in->node);
+    if (auto in = burstbuffer::parse_stage_in(text); in && storage_.contains(in->node))
+      storage[in->node] = storage_.at(in->node);
   }
   for (const std::string& text : launch.spec.stage_out()) {
-    if (auto out = burstbuffer::parse_stage_out(text); out && storage_.contains(out->node)) storage[out->node] = storage_.at(out->node);
+    if (auto out = burstbuffer::parse_stage_out(text); out && storage_.contains(out->node))
+      storage[out->node] = storage_.at(out->node);
   }
   for (std::size_t index = 0; index < launch.placement.nodes.size(); ++index) {
     const sched::NodePlacement& np = launch.placement.nodes[index];
@@ -724,11 +796,13 @@ void Service::send_kill(JobId id, std::chrono::seconds grace) {
 void Service::node_started(NodeId node, const v1::JobStarted& started) {
   std::vector<RankBound> ranks;
   for (const v1::RankBinding& r : started.ranks()) {
-    ranks.push_back({r.rank(), {r.cpus().begin(), r.cpus().end()}, {r.numa().begin(), r.numa().end()}});
+    ranks.push_back(
+        {r.rank(), {r.cpus().begin(), r.cpus().end()}, {r.numa().begin(), r.numa().end()}});
   }
   const JobId id(started.job());
   if (auto status = manager_->started(id, cluster_.name(node), ranks); !status) {
-    spdlog::warn("job {} on {}: {}", started.job(), cluster_.name(node), status.error().to_string());
+    spdlog::warn("job {} on {}: {}", started.job(), cluster_.name(node),
+                 status.error().to_string());
     return;
   }
   if (manager_->unknown().contains(id)) {
@@ -739,7 +813,8 @@ void Service::node_started(NodeId node, const v1::JobStarted& started) {
   if (it == running_.end()) return;
   it->second.started.insert(node);
   if (it->second.started == it->second.nodes) {
-    if (auto status = manager_->ran(id, now()); !status) spdlog::error("job {}: {}", id.value(), status.error().to_string());
+    if (auto status = manager_->ran(id, now()); !status)
+      spdlog::error("job {}: {}", id.value(), status.error().to_string());
   }
 }
 
@@ -752,7 +827,9 @@ void Service::node_ended(NodeId node, const v1::JobEnded& ended) {
   }
   auto it = running_.find(id);
   if (it == running_.end() || !it->second.pending.contains(node)) {
-    forget(id, {node});  // a job lost meanwhile (or a run of it before a requeue): its end changes nothing
+    forget(
+        id,
+        {node});  // a job lost meanwhile (or a run of it before a requeue): its end changes nothing
     return;
   }
   RunningJob& job = it->second;
@@ -767,7 +844,8 @@ void Service::node_ended(NodeId node, const v1::JobEnded& ended) {
   // reports a failing rank), so only a node that could not run its part fails the job.
   const std::optional<NodeId> mpirun = mpirun_node(id);
   const bool counts = !mpirun || node == *mpirun || !ended.error().empty();
-  if (mpirun && node == *mpirun && !job.pending.empty() && ended.exit_code() == 0 && ended.error().empty()) {
+  if (mpirun && node == *mpirun && !job.pending.empty() && ended.exit_code() == 0 &&
+      ended.error().empty()) {
     v1::ToAgent finish;  // daemons normally end before mpirun does; stragglers are stopped
     finish.mutable_kill()->set_job(id.value());
     finish.mutable_kill()->set_finish(true);
@@ -778,7 +856,8 @@ void Service::node_ended(NodeId node, const v1::JobEnded& ended) {
     // A launch that failed ran nothing (127); a stage-out that failed keeps the ranks' status.
     job.ending.exit_code = ended.error().empty() || ended.staging() ? ended.exit_code() : 127;
     if (ended.has_signal()) job.ending.signal = ended.signal();
-    if (!ended.error().empty()) job.ending.error = fmt::format("on {}: {}", cluster_.name(node), ended.error());
+    if (!ended.error().empty())
+      job.ending.error = fmt::format("on {}: {}", cluster_.name(node), ended.error());
     job.ending.staging = ended.staging();
     if (ended.staging()) job.ending.error = ended.error();  // it names the file and the node
     send_kill(id, std::chrono::seconds(0));  // the first failing rank ends the job everywhere
@@ -812,7 +891,8 @@ bool Service::run_scheduler() {
       return false;
     }
     for (Launch& launch : *launches) send_launch(launch);
-    wake_.wait_for(lock, std::chrono::seconds(1));  // events notify; walltimes are checked each second
+    wake_.wait_for(lock,
+                   std::chrono::seconds(1));  // events notify; walltimes are checked each second
   }
   return true;
 }

@@ -26,26 +26,38 @@ namespace loom::controller {
 class Service final : public v1::Controller::Service, public v1::AgentLink::Service {
  public:
   Service(sched::Cluster& cluster, const Config& config)
-      : cluster_(cluster), config_(config), window_(config.controller.heartbeat_interval * config.controller.heartbeat_misses) {}
+      : cluster_(cluster),
+        config_(config),
+        window_(config.controller.heartbeat_interval * config.controller.heartbeat_misses) {}
 
   // The job manager to serve, opened with on_change() as its observer. Jobs it found
   // running wait (until the heartbeat window has passed) for their agents to re-register.
   void serve(std::unique_ptr<JobManager> manager);
   void on_change() { changed_.notify_all(); }
 
-  grpc::Status Submit(grpc::ServerContext*, const v1::SubmitRequest* request, v1::SubmitReply* reply) override;
-  grpc::Status List(grpc::ServerContext*, const v1::ListRequest* request, v1::ListReply* reply) override;
-  grpc::Status Show(grpc::ServerContext*, const v1::JobRequest* request, v1::JobInfo* reply) override;
-  grpc::Status Cancel(grpc::ServerContext*, const v1::JobRequest* request, v1::CancelReply*) override;
+  grpc::Status Submit(grpc::ServerContext*, const v1::SubmitRequest* request,
+                      v1::SubmitReply* reply) override;
+  grpc::Status List(grpc::ServerContext*, const v1::ListRequest* request,
+                    v1::ListReply* reply) override;
+  grpc::Status Show(grpc::ServerContext*, const v1::JobRequest* request,
+                    v1::JobInfo* reply) override;
+  grpc::Status Cancel(grpc::ServerContext*, const v1::JobRequest* request,
+                      v1::CancelReply*) override;
   grpc::Status Watch(grpc::ServerContext* context, const v1::JobRequest* request,
                      grpc::ServerWriter<v1::JobInfo>* writer) override;
-  grpc::Status Nodes(grpc::ServerContext*, const v1::NodesRequest* request, v1::NodesReply* reply) override;
+  grpc::Status Nodes(grpc::ServerContext*, const v1::NodesRequest* request,
+                     v1::NodesReply* reply) override;
   grpc::Status Drain(grpc::ServerContext*, const v1::NodeRequest* request, v1::NodeReply*) override;
-  grpc::Status Resume(grpc::ServerContext*, const v1::NodeRequest* request, v1::NodeReply*) override;
-  grpc::Status CreateBuffer(grpc::ServerContext*, const v1::BufferRequest* request, v1::BufferInfo* reply) override;
-  grpc::Status ListBuffers(grpc::ServerContext*, const v1::BuffersRequest* request, v1::BuffersReply* reply) override;
-  grpc::Status DestroyBuffer(grpc::ServerContext*, const v1::BufferRequest* request, v1::BufferReply*) override;
-  grpc::Status Exec(grpc::ServerContext* context, const v1::ExecRequest* request, v1::ExecReply* reply) override;
+  grpc::Status Resume(grpc::ServerContext*, const v1::NodeRequest* request,
+                      v1::NodeReply*) override;
+  grpc::Status CreateBuffer(grpc::ServerContext*, const v1::BufferRequest* request,
+                            v1::BufferInfo* reply) override;
+  grpc::Status ListBuffers(grpc::ServerContext*, const v1::BuffersRequest* request,
+                           v1::BuffersReply* reply) override;
+  grpc::Status DestroyBuffer(grpc::ServerContext*, const v1::BufferRequest* request,
+                             v1::BufferReply*) override;
+  grpc::Status Exec(grpc::ServerContext* context, const v1::ExecRequest* request,
+                    v1::ExecReply* reply) override;
 
   grpc::Status Connect(grpc::ServerContext* context,
                        grpc::ServerReaderWriter<v1::ToAgent, v1::FromAgent>* stream) override;
@@ -66,7 +78,8 @@ class Service final : public v1::Controller::Service, public v1::AgentLink::Serv
   struct RunningJob {
     std::set<NodeId> pending;  // nodes whose processes have not ended yet
     std::set<NodeId> nodes;    // all of them: each is told to Forget the job once its end is stored
-    std::set<NodeId> started;  // nodes whose ranks have started (a job staging in runs once all have)
+    std::set<NodeId>
+        started;  // nodes whose ranks have started (a job staging in runs once all have)
     std::set<NodeId> daemons;  // nodes where Open MPI's daemon was started (Exec)
     bool failed = false;
     Ending ending;
@@ -90,7 +103,8 @@ class Service final : public v1::Controller::Service, public v1::AgentLink::Serv
   void send_buffer(const BufferRow& row, bool destroy);
   // A storage agent's stream: it runs no jobs; it is known (by name, with its data address)
   // while its stream lasts.
-  grpc::Status serve_storage(grpc::ServerContext* context, grpc::ServerReaderWriter<v1::ToAgent, v1::FromAgent>* stream,
+  grpc::Status serve_storage(grpc::ServerContext* context,
+                             grpc::ServerReaderWriter<v1::ToAgent, v1::FromAgent>* stream,
                              const v1::RegisterRequest& hello);
   void node_ended(NodeId node, const v1::JobEnded& ended);
   // An MPI job over several nodes: its first node, where mpirun runs and whose status is
@@ -98,7 +112,8 @@ class Service final : public v1::Controller::Service, public v1::AgentLink::Serv
   std::optional<NodeId> mpirun_node(JobId id) const;
   // Whether `node` may start Open MPI's daemon for the job now: an error naming why not,
   // or nullopt while the job is still staging in (the caller waits).
-  Result<std::optional<NodeId>> daemon_node(const Caller& who, JobId id, const std::string& node) const;
+  Result<std::optional<NodeId>> daemon_node(const Caller& who, JobId id,
+                                            const std::string& node) const;
 
   sched::Cluster& cluster_;
   const Config& config_;
@@ -108,9 +123,10 @@ class Service final : public v1::Controller::Service, public v1::AgentLink::Serv
   std::condition_variable changed_;  // watchers: a job changed
   std::atomic<bool> stopping_{false};
   std::map<NodeId, std::shared_ptr<Agent>> agents_;
-  std::map<NodeId, Clock::time_point> gone_;  // nodes whose agent left, and since when
+  std::map<NodeId, Clock::time_point> gone_;    // nodes whose agent left, and since when
   std::map<std::string, std::string> storage_;  // storage agents connected: name -> data address
-  std::map<std::string, std::string> buffers_made_;  // buffers the agents report made: name -> error ("" made)
+  std::map<std::string, std::string>
+      buffers_made_;  // buffers the agents report made: name -> error ("" made)
   std::map<JobId, RunningJob> running_;
   // Starts and ends reported for unknown jobs, kept until they are adopted; and the nodes
   // whose agents did not know an unknown job at all (its launch never reached them).

@@ -1,13 +1,11 @@
 #include "loom/controller/job_manager.hpp"
 
 #include <fmt/format.h>
-
 #include <fmt/ranges.h>
-
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <nlohmann/json.hpp>
 
 #include "loom/burstbuffer/staging_spec.hpp"
 #include "loom/common/bytes.hpp"
@@ -18,18 +16,23 @@ namespace loom::controller {
 namespace {
 
 std::unexpected<Error> not_found(JobId id, std::optional<std::uint32_t> index = std::nullopt) {
-  return make_error(ErrorCode::kNotFound, index ? fmt::format("job {}_{} does not exist", id.value(), *index)
-                                                : fmt::format("job {} does not exist", id.value()));
+  return make_error(ErrorCode::kNotFound,
+                    index ? fmt::format("job {}_{} does not exist", id.value(), *index)
+                          : fmt::format("job {} does not exist", id.value()));
 }
 
 bool ended(v1::JobState state) { return state >= v1::COMPLETED; }
 // Holding its allocation: staging in, running, or staging out.
-bool active(v1::JobState state) { return state == v1::STAGING_IN || state == v1::RUNNING || state == v1::STAGING_OUT; }
+bool active(v1::JobState state) {
+  return state == v1::STAGING_IN || state == v1::RUNNING || state == v1::STAGING_OUT;
+}
 
 nlohmann::json nvme_json(std::span<const sched::NvmeDevice> devices) {
   nlohmann::json out = nlohmann::json::array();
   for (const sched::NvmeDevice& d : devices) {
-    out.push_back({{"path", d.name}, {"numa", d.numa ? nlohmann::json(*d.numa) : nlohmann::json(nullptr)}, {"capacity", d.capacity_bytes}});
+    out.push_back({{"path", d.name},
+                   {"numa", d.numa ? nlohmann::json(*d.numa) : nlohmann::json(nullptr)},
+                   {"capacity", d.capacity_bytes}});
   }
   return out;
 }
@@ -37,18 +40,26 @@ nlohmann::json nvme_json(std::span<const sched::NvmeDevice> devices) {
 std::vector<sched::NvmeDevice> nvme_devices(const nlohmann::json& json) {
   std::vector<sched::NvmeDevice> out;
   for (const nlohmann::json& d : json) {
-    out.push_back({d["path"], d["numa"].is_null() ? std::nullopt : std::optional<unsigned>(d["numa"].get<unsigned>()), d["capacity"]});
+    out.push_back(
+        {d["path"],
+         d["numa"].is_null() ? std::nullopt : std::optional<unsigned>(d["numa"].get<unsigned>()),
+         d["capacity"]});
   }
   return out;
 }
 
 sched::JobEnd end_kind(v1::JobState state) {
   switch (state) {
-    case v1::COMPLETED: return sched::JobEnd::kCompleted;
-    case v1::CANCELLED: return sched::JobEnd::kCancelled;
-    case v1::TIMEOUT: return sched::JobEnd::kTimeout;
-    case v1::NODE_FAIL: return sched::JobEnd::kNodeFail;
-    default: return sched::JobEnd::kFailed;
+    case v1::COMPLETED:
+      return sched::JobEnd::kCompleted;
+    case v1::CANCELLED:
+      return sched::JobEnd::kCancelled;
+    case v1::TIMEOUT:
+      return sched::JobEnd::kTimeout;
+    case v1::NODE_FAIL:
+      return sched::JobEnd::kNodeFail;
+    default:
+      return sched::JobEnd::kFailed;
   }
 }
 
@@ -57,11 +68,15 @@ std::string placement_json(const sched::Cluster& cluster, const sched::Placement
   for (const sched::NodePlacement& np : placement.nodes) {
     nlohmann::json ranks = nlohmann::json::array();
     for (const sched::RankPlacement& r : np.ranks) {
-      ranks.push_back({{"rank", r.rank}, {"cores", r.cores}, {"numa", r.numa}, {"memory_bytes", r.memory_bytes}});
+      ranks.push_back({{"rank", r.rank},
+                       {"cores", r.cores},
+                       {"numa", r.numa},
+                       {"memory_bytes", r.memory_bytes}});
     }
     nodes.push_back({{"node", cluster.name(np.node)},
                      {"ranks", ranks},
-                     {"nvme", np.nvme ? nlohmann::json(cluster.nvme(np.node)[*np.nvme].name) : nlohmann::json(nullptr)},
+                     {"nvme", np.nvme ? nlohmann::json(cluster.nvme(np.node)[*np.nvme].name)
+                                      : nlohmann::json(nullptr)},
                      {"bb_bytes", np.bb_bytes},
                      {"exclusive", np.exclusive}});
   }
@@ -89,39 +104,50 @@ Result<sched::JobSpec> to_sched_spec(const v1::JobSpec& in) {
   out.stage_in.assign(in.stage_in().begin(), in.stage_in().end());
   out.stage_out.assign(in.stage_out().begin(), in.stage_out().end());
   for (const v1::Dependency& d : in.dependencies()) {
-    out.dependencies.push_back({d.kind() == v1::Dependency::AFTER_OK ? sched::DependencyKind::kAfterOk
-                                                                      : sched::DependencyKind::kAfterAny,
+    out.dependencies.push_back({d.kind() == v1::Dependency::AFTER_OK
+                                    ? sched::DependencyKind::kAfterOk
+                                    : sched::DependencyKind::kAfterAny,
                                 JobId(d.job())});
   }
-  if (in.argv().empty()) return make_error(ErrorCode::kInvalidArgument, "nothing to run: the job has no command");
+  if (in.argv().empty())
+    return make_error(ErrorCode::kInvalidArgument, "nothing to run: the job has no command");
   LOOM_TRY(burstbuffer::check_staging(out.stage_in, out.stage_out));
   LOOM_TRY(sched::validate(out));
   return out;
 }
 
-JobManager::JobManager(std::unique_ptr<Store> store, sched::Cluster& cluster, sched::SchedulerOptions options,
-                       std::function<void()> on_change)
-    : store_(std::move(store)), cluster_(cluster), scheduler_(cluster, std::move(options)), on_change_(std::move(on_change)) {}
+JobManager::JobManager(std::unique_ptr<Store> store, sched::Cluster& cluster,
+                       sched::SchedulerOptions options, std::function<void()> on_change)
+    : store_(std::move(store)),
+      cluster_(cluster),
+      scheduler_(cluster, std::move(options)),
+      on_change_(std::move(on_change)) {}
 
-Result<std::unique_ptr<JobManager>> JobManager::open(std::unique_ptr<Store> store, sched::Cluster& cluster,
-                                                     sched::SchedulerOptions options, std::function<void()> on_change) {
+Result<std::unique_ptr<JobManager>> JobManager::open(std::unique_ptr<Store> store,
+                                                     sched::Cluster& cluster,
+                                                     sched::SchedulerOptions options,
+                                                     std::function<void()> on_change) {
   std::vector<JobRow> rows = LOOM_TRY(store->load_jobs(false));
   const std::vector<NodeRow> nodes = LOOM_TRY(store->load_nodes());
-  auto manager = std::unique_ptr<JobManager>(new JobManager(std::move(store), cluster, std::move(options), std::move(on_change)));
+  auto manager = std::unique_ptr<JobManager>(
+      new JobManager(std::move(store), cluster, std::move(options), std::move(on_change)));
   // The nodes known before: in the cluster from the start, DOWN until their agents return,
   // so that jobs can be submitted (and found again) before they do.
   for (const NodeRow& node : nodes) {
-    auto topology = hwtopo::topology_from_json(nlohmann::json::parse(node.topology_json, nullptr, false));
+    auto topology =
+        hwtopo::topology_from_json(nlohmann::json::parse(node.topology_json, nullptr, false));
     LOOM_TRY(with_context(topology, fmt::format("node {} in the state", node.name)));
     const nlohmann::json nvme = nlohmann::json::parse(node.nvme_json, nullptr, false);
-    const NodeId id = cluster.add_node({node.name, std::make_shared<const hwtopo::Topology>(std::move(*topology)),
-                                        nvme.is_array() ? nvme_devices(nvme) : std::vector<sched::NvmeDevice>{}});
+    const NodeId id =
+        cluster.add_node({node.name, std::make_shared<const hwtopo::Topology>(std::move(*topology)),
+                          nvme.is_array() ? nvme_devices(nvme) : std::vector<sched::NvmeDevice>{}});
     LOOM_TRY(cluster.set_state(id, sched::NodeState::kDown));
     if (node.drain_reason) manager->drained_[node.name] = *node.drain_reason;
   }
   for (BufferRow& buffer : LOOM_TRY(manager->store_->load_buffers())) {
     if (auto held = manager->hold(buffer, true); !held) {
-      spdlog::error("burst buffer {}: {}; its bytes are not accounted", buffer.name, held.error().to_string());
+      spdlog::error("burst buffer {}: {}; its bytes are not accounted", buffer.name,
+                    held.error().to_string());
     }
     manager->buffers_.emplace(buffer.name, std::move(buffer));
   }
@@ -140,35 +166,43 @@ Result<std::unique_ptr<JobManager>> JobManager::open(std::unique_ptr<Store> stor
     }
     if (row.state != v1::PENDING) continue;
     sched::JobSpec spec = LOOM_TRY(manager->spec_of(row.spec));
-    LOOM_TRY(with_context(manager->scheduler_.submit(id, std::move(spec), sched::Time(std::chrono::seconds(row.submit_time))),
-                          fmt::format("requeueing job {}", id.value())));
+    LOOM_TRY(
+        with_context(manager->scheduler_.submit(id, std::move(spec),
+                                                sched::Time(std::chrono::seconds(row.submit_time))),
+                     fmt::format("requeueing job {}", id.value())));
   }
   return manager;
 }
 
-Result<std::vector<JobId>> JobManager::submit(const Caller& caller, v1::JobSpec spec, std::uint32_t array_size,
-                                               sched::Time now) {
+Result<std::vector<JobId>> JobManager::submit(const Caller& caller, v1::JobSpec spec,
+                                              std::uint32_t array_size, sched::Time now) {
   spec.set_user(caller.user);
   if (!spec.bb_persistent().empty()) {
     auto it = buffers_.find(spec.bb_persistent());
     if (it == buffers_.end() || (it->second.uid != caller.uid && !caller.admin)) {
-      return make_error(ErrorCode::kInvalidArgument, fmt::format("--bb-persistent {}: there is no such burst buffer of yours "
-                                                                 "(loom bb list)", spec.bb_persistent()));
+      return make_error(ErrorCode::kInvalidArgument,
+                        fmt::format("--bb-persistent {}: there is no such burst buffer of yours "
+                                    "(loom bb list)",
+                                    spec.bb_persistent()));
     }
   }
   const sched::JobSpec checked = LOOM_TRY(spec_of(spec));
   LOOM_TRY(cluster_.check_feasible(sched::make_request(checked)));
   for (const sched::Dependency& d : checked.dependencies) {
     if (visible(caller, d.job) == nullptr) {
-      return make_error(ErrorCode::kInvalidArgument, fmt::format("--dependency names job {}, which does not exist", d.job.value()));
+      return make_error(
+          ErrorCode::kInvalidArgument,
+          fmt::format("--dependency names job {}, which does not exist", d.job.value()));
     }
   }
-  const std::vector<NewJob> jobs(std::max<std::uint32_t>(array_size, 1),
-                                 NewJob{caller.user, caller.uid, now.time_since_epoch().count(), spec});
+  const std::vector<NewJob> jobs(
+      std::max<std::uint32_t>(array_size, 1),
+      NewJob{caller.user, caller.uid, now.time_since_epoch().count(), spec});
   const std::vector<JobId> ids = LOOM_TRY(store_->insert_jobs(jobs, array_size > 0));
   for (std::size_t i = 0; i < ids.size(); ++i) {
     const Status queued = scheduler_.submit(ids[i], checked, now);
-    LOOM_CHECK(queued.has_value(), "a job checked before it was stored was refused by the scheduler");
+    LOOM_CHECK(queued.has_value(),
+               "a job checked before it was stored was refused by the scheduler");
     JobRow row;
     row.id = ids[i];
     row.user = caller.user;
@@ -185,12 +219,16 @@ Result<std::vector<JobId>> JobManager::submit(const Caller& caller, v1::JobSpec 
   return ids;
 }
 
-const JobRow* JobManager::visible(const Caller& caller, JobId id, std::optional<std::uint32_t> index) const {
+const JobRow* JobManager::visible(const Caller& caller, JobId id,
+                                  std::optional<std::uint32_t> index) const {
   auto it = jobs_.find(id);
   if (index) {
     // Elements are consecutive from the array's id (see Store::insert_jobs).
-    it = it == jobs_.end() || it->second.array_job != id ? jobs_.end() : jobs_.find(JobId(id.value() + *index - 1));
-    if (it != jobs_.end() && (it->second.array_job != id || it->second.array_index != *index)) it = jobs_.end();
+    it = it == jobs_.end() || it->second.array_job != id
+             ? jobs_.end()
+             : jobs_.find(JobId(id.value() + *index - 1));
+    if (it != jobs_.end() && (it->second.array_job != id || it->second.array_index != *index))
+      it = jobs_.end();
   }
   if (it == jobs_.end() || (!caller.admin && it->second.uid != caller.uid)) return nullptr;
   return &it->second;
@@ -199,12 +237,14 @@ const JobRow* JobManager::visible(const Caller& caller, JobId id, std::optional<
 std::vector<JobRow> JobManager::list(const Caller& caller, bool include_ended) const {
   std::vector<JobRow> out;
   for (const auto& [id, row] : jobs_) {
-    if ((caller.admin || row.uid == caller.uid) && (include_ended || !ended(row.state))) out.push_back(with_unknown(row));
+    if ((caller.admin || row.uid == caller.uid) && (include_ended || !ended(row.state)))
+      out.push_back(with_unknown(row));
   }
   return out;
 }
 
-Result<JobRow> JobManager::show(const Caller& caller, JobId id, std::optional<std::uint32_t> index) const {
+Result<JobRow> JobManager::show(const Caller& caller, JobId id,
+                                std::optional<std::uint32_t> index) const {
   const JobRow* row = visible(caller, id, index);
   if (row == nullptr) return not_found(id, index);
   return with_unknown(*row);
@@ -212,7 +252,8 @@ Result<JobRow> JobManager::show(const Caller& caller, JobId id, std::optional<st
 
 JobRow JobManager::with_unknown(JobRow row) const {
   if (auto it = unknown_.find(row.id); it != unknown_.end()) {
-    row.reason = fmt::format("StateUnknown: waiting for {} to re-register", fmt::join(it->second, ", "));
+    row.reason =
+        fmt::format("StateUnknown: waiting for {} to re-register", fmt::join(it->second, ", "));
   }
   return row;
 }
@@ -235,20 +276,22 @@ Status JobManager::apply(std::span<const JobUpdate> updates) {
   return {};
 }
 
-Status JobManager::cancel(const Caller& caller, JobId id, std::optional<std::uint32_t> index, sched::Time now,
-                          std::vector<JobId>& kill) {
+Status JobManager::cancel(const Caller& caller, JobId id, std::optional<std::uint32_t> index,
+                          sched::Time now, std::vector<JobId>& kill) {
   const JobRow* row = visible(caller, id, index);
   if (row == nullptr) return not_found(id, index);
   std::vector<const JobRow*> targets{row};
   if (!index && row->array_job == id) {  // the array's id: every element
     targets.clear();
-    for (auto it = jobs_.find(id); it != jobs_.end() && it->second.array_job == id; ++it) targets.push_back(&it->second);
+    for (auto it = jobs_.find(id); it != jobs_.end() && it->second.array_job == id; ++it)
+      targets.push_back(&it->second);
   }
   const auto live = std::erase_if(targets, [](const JobRow* r) { return ended(r->state); });
   if (targets.empty()) {
     return make_error(ErrorCode::kFailedPrecondition,
                       live > 1 ? fmt::format("every job of array {} has already ended", id.value())
-                               : fmt::format("job {} has already ended ({})", row->id.value(), v1::JobState_Name(row->state)));
+                               : fmt::format("job {} has already ended ({})", row->id.value(),
+                                             v1::JobState_Name(row->state)));
   }
   const std::string reason = fmt::format("cancelled by {}", caller.user);
   std::vector<JobUpdate> updates;
@@ -274,7 +317,8 @@ Status JobManager::cancel(const Caller& caller, JobId id, std::optional<std::uin
 Status JobManager::started(JobId id, const std::string& node, std::span<const RankBound> ranks) {
   auto it = jobs_.find(id);
   if (it == jobs_.end() || !active(it->second.state)) {
-    return make_error(ErrorCode::kFailedPrecondition, fmt::format("job {} is not running", id.value()));
+    return make_error(ErrorCode::kFailedPrecondition,
+                      fmt::format("job {} is not running", id.value()));
   }
   nlohmann::json placement = nlohmann::json::parse(it->second.placement);
   for (nlohmann::json& entry : placement) {
@@ -321,7 +365,8 @@ Result<std::vector<Launch>> JobManager::schedule(sched::Time now) {
   std::vector<Launch> launches;
   for (sched::Started& s : pass.started) {
     const JobRow& row = jobs_.at(s.id);
-    launches.push_back({s.id, row.user, row.uid, row.spec, std::move(s.placement), row.array_job, row.array_index});
+    launches.push_back({s.id, row.user, row.uid, row.spec, std::move(s.placement), row.array_job,
+                        row.array_index});
   }
   return launches;
 }
@@ -330,7 +375,8 @@ std::vector<JobId> JobManager::past_walltime(sched::Time now) {
   std::vector<JobId> out;
   for (JobId id : scheduler_.past_walltime(now)) {
     // Its ranks are done and their results on their way out: a kill would lose them.
-    if (auto it = jobs_.find(id); it != jobs_.end() && it->second.state == v1::STAGING_OUT) continue;
+    if (auto it = jobs_.find(id); it != jobs_.end() && it->second.state == v1::STAGING_OUT)
+      continue;
     if (ending_.emplace(id, "TimeLimit").second) out.push_back(id);
   }
   return out;
@@ -352,13 +398,16 @@ Status JobManager::ran(JobId id, sched::Time now) {
 Status JobManager::staged(JobId id, const std::string& node, const v1::StagingReport& report) {
   auto it = jobs_.find(id);
   if (it == jobs_.end() || !active(it->second.state)) {
-    return make_error(ErrorCode::kFailedPrecondition, fmt::format("job {} is not running", id.value()));
+    return make_error(ErrorCode::kFailedPrecondition,
+                      fmt::format("job {} is not running", id.value()));
   }
   // Progress is kept in memory, and stored with the job's end: a restart shows the last
   // state stored, and agents report again.
   v1::StagingReport& staging = it->second.staging;
   auto* files = staging.mutable_files();
-  files->erase(std::remove_if(files->begin(), files->end(), [&](const v1::StagingFile& f) { return f.node() == node; }), files->end());
+  files->erase(std::remove_if(files->begin(), files->end(),
+                              [&](const v1::StagingFile& f) { return f.node() == node; }),
+               files->end());
   for (const v1::StagingFile& f : report.files()) {
     v1::StagingFile* added = staging.add_files();
     *added = f;
@@ -377,7 +426,8 @@ Status JobManager::staged(JobId id, const std::string& node, const v1::StagingRe
 Status JobManager::finished(JobId id, const Ending& ending, sched::Time now) {
   auto it = jobs_.find(id);
   if (it == jobs_.end() || !active(it->second.state)) {
-    return make_error(ErrorCode::kFailedPrecondition, fmt::format("job {} is not running", id.value()));
+    return make_error(ErrorCode::kFailedPrecondition,
+                      fmt::format("job {} is not running", id.value()));
   }
   JobUpdate u;
   u.id = id;
@@ -396,9 +446,9 @@ Status JobManager::finished(JobId id, const Ending& ending, sched::Time now) {
     u.state = v1::FAILED;
     u.reason = !ending.error.empty() && ending.staging ? ending.error
                : !ending.error.empty()                 ? "LaunchFailed: " + ending.error
-               : ending.out_of_memory ? "OutOfMemory"
-               : ending.signal        ? fmt::format("killed by signal {}", *ending.signal)
-                                      : "NonZeroExitCode";
+               : ending.out_of_memory                  ? "OutOfMemory"
+               : ending.signal ? fmt::format("killed by signal {}", *ending.signal)
+                               : "NonZeroExitCode";
   }
   LOOM_TRY(apply(std::span<const JobUpdate>(&u, 1)));  // stored before the resources are given back
   scheduler_.finished(id, end_kind(u.state), now);
@@ -409,7 +459,8 @@ std::vector<std::string> JobManager::nodes_of(JobId id) const {
   std::vector<std::string> nodes;
   auto it = jobs_.find(id);
   if (it == jobs_.end() || it->second.placement.empty()) return nodes;
-  for (const nlohmann::json& node : nlohmann::json::parse(it->second.placement)) nodes.push_back(node["node"]);
+  for (const nlohmann::json& node : nlohmann::json::parse(it->second.placement))
+    nodes.push_back(node["node"]);
   return nodes;
 }
 
@@ -419,7 +470,8 @@ void JobManager::heard(JobId id, const std::string& node) {
 
 Result<sched::Placement> JobManager::adopt(JobId id) {
   auto unknown = unknown_.find(id);
-  LOOM_CHECK(unknown != unknown_.end() && unknown->second.empty(), "adopt() before every node of the job reported it");
+  LOOM_CHECK(unknown != unknown_.end() && unknown->second.empty(),
+             "adopt() before every node of the job reported it");
   const JobRow& row = jobs_.at(id);
   sched::Placement placement;
   for (const nlohmann::json& node : nlohmann::json::parse(row.placement)) {
@@ -441,7 +493,8 @@ Result<sched::Placement> JobManager::adopt(JobId id) {
     placement.nodes.push_back(std::move(np));
   }
   sched::JobSpec spec = LOOM_TRY(spec_of(row.spec));
-  LOOM_TRY(scheduler_.adopt(id, std::move(spec), placement, sched::Time(std::chrono::seconds(row.start_time.value_or(0)))));
+  LOOM_TRY(scheduler_.adopt(id, std::move(spec), placement,
+                            sched::Time(std::chrono::seconds(row.start_time.value_or(0)))));
   unknown_.erase(unknown);
   if (on_change_) on_change_();
   return placement;
@@ -478,9 +531,12 @@ Status JobManager::lost(JobId id, const std::string& reason, sched::Time now, bo
   return {};
 }
 
-Result<NodeId> JobManager::admin_node(const Caller& caller, const std::string& node, std::string_view what) const {
+Result<NodeId> JobManager::admin_node(const Caller& caller, const std::string& node,
+                                      std::string_view what) const {
   if (!caller.admin) {
-    return make_error(ErrorCode::kPermissionDenied, fmt::format("only an administrator may {} a node ({} is not one)", what, caller.user));
+    return make_error(
+        ErrorCode::kPermissionDenied,
+        fmt::format("only an administrator may {} a node ({} is not one)", what, caller.user));
   }
   const std::optional<NodeId> id = cluster_.find(node);
   if (!id) return make_error(ErrorCode::kNotFound, fmt::format("there is no node {}", node));
@@ -489,20 +545,25 @@ Result<NodeId> JobManager::admin_node(const Caller& caller, const std::string& n
 
 Status JobManager::drain(const Caller& caller, const std::string& node, const std::string& reason) {
   const NodeId id = LOOM_TRY(admin_node(caller, node, "drain"));
-  if (reason.empty()) return make_error(ErrorCode::kInvalidArgument, "--reason is required: say why the node is drained");
+  if (reason.empty())
+    return make_error(ErrorCode::kInvalidArgument,
+                      "--reason is required: say why the node is drained");
   LOOM_TRY(store_->set_drain(node, reason));
   drained_[node] = reason;
-  if (cluster_.state(id) == sched::NodeState::kUp) LOOM_TRY(cluster_.set_state(id, sched::NodeState::kDrain));
+  if (cluster_.state(id) == sched::NodeState::kUp)
+    LOOM_TRY(cluster_.set_state(id, sched::NodeState::kDrain));
   if (on_change_) on_change_();
   return {};
 }
 
 Status JobManager::resume(const Caller& caller, const std::string& node) {
   const NodeId id = LOOM_TRY(admin_node(caller, node, "resume"));
-  if (!drained_.contains(node)) return make_error(ErrorCode::kFailedPrecondition, fmt::format("node {} is not drained", node));
+  if (!drained_.contains(node))
+    return make_error(ErrorCode::kFailedPrecondition, fmt::format("node {} is not drained", node));
   LOOM_TRY(store_->set_drain(node, std::nullopt));
   drained_.erase(node);
-  if (cluster_.state(id) == sched::NodeState::kDrain) LOOM_TRY(cluster_.set_state(id, sched::NodeState::kUp));
+  if (cluster_.state(id) == sched::NodeState::kDrain)
+    LOOM_TRY(cluster_.set_state(id, sched::NodeState::kUp));
   if (on_change_) on_change_();
   return {};
 }
@@ -511,14 +572,19 @@ Result<NodeId> JobManager::joined(const std::string& name, const nlohmann::json&
                                   std::vector<sched::NvmeDevice> nvme) {
   hwtopo::Topology topology = LOOM_TRY(hwtopo::topology_from_json(topology_json));
   std::optional<NodeId> node = cluster_.find(name);
-  if (node && (cluster_.topology(*node) != topology || nvme_json(cluster_.nvme(*node)) != nvme_json(nvme))) {
-    return make_error(ErrorCode::kFailedPrecondition,
-                      fmt::format("node {} registered before with another topology or other NVMe devices; the cluster's "
-                                  "view of a node does not change under its jobs (give the changed node a new name)", name));
+  if (node && (cluster_.topology(*node) != topology ||
+               nvme_json(cluster_.nvme(*node)) != nvme_json(nvme))) {
+    return make_error(
+        ErrorCode::kFailedPrecondition,
+        fmt::format(
+            "node {} registered before with another topology or other NVMe devices; the cluster's "
+            "view of a node does not change under its jobs (give the changed node a new name)",
+            name));
   }
   if (!node) {
     LOOM_TRY(store_->save_node(name, topology_json.dump(), nvme_json(nvme).dump()));
-    node = cluster_.add_node({name, std::make_shared<const hwtopo::Topology>(std::move(topology)), std::move(nvme)});
+    node = cluster_.add_node(
+        {name, std::make_shared<const hwtopo::Topology>(std::move(topology)), std::move(nvme)});
   }
   const bool drained = drained_.contains(name);
   LOOM_TRY(cluster_.set_state(*node, drained ? sched::NodeState::kDrain : sched::NodeState::kUp));
@@ -530,7 +596,9 @@ Result<sched::JobSpec> JobManager::spec_of(const v1::JobSpec& spec) const {
   if (!spec.bb_persistent().empty()) {
     auto it = buffers_.find(spec.bb_persistent());
     if (it == buffers_.end()) {
-      return make_error(ErrorCode::kNotFound, fmt::format("--bb-persistent {}: the burst buffer no longer exists", spec.bb_persistent()));
+      return make_error(ErrorCode::kNotFound,
+                        fmt::format("--bb-persistent {}: the burst buffer no longer exists",
+                                    spec.bb_persistent()));
     }
     out.node = it->second.node;
     LOOM_TRY(sched::validate(out));
@@ -540,7 +608,8 @@ Result<sched::JobSpec> JobManager::spec_of(const v1::JobSpec& spec) const {
 
 Status JobManager::hold(const BufferRow& buffer, bool take) {
   const std::optional<NodeId> node = cluster_.find(buffer.node);
-  if (!node) return make_error(ErrorCode::kNotFound, fmt::format("there is no node {}", buffer.node));
+  if (!node)
+    return make_error(ErrorCode::kNotFound, fmt::format("there is no node {}", buffer.node));
   const auto devices = cluster_.nvme(*node);
   for (std::size_t i = 0; i < devices.size(); ++i) {
     if (devices[i].name != buffer.nvme) continue;
@@ -548,8 +617,11 @@ Status JobManager::hold(const BufferRow& buffer, bool take) {
     held.nodes.push_back({*node, {}, static_cast<unsigned>(i), buffer.bytes, false});
     if (take) {
       if (cluster_.free(*node).nvme.at(i) < buffer.bytes) {
-        return make_error(ErrorCode::kResourceExhausted, fmt::format("{} of {} is free on {}'s {}", format_bytes(Bytes(cluster_.free(*node).nvme.at(i))),
-                                                                     format_bytes(Bytes(devices[i].capacity_bytes)), buffer.node, buffer.nvme));
+        return make_error(
+            ErrorCode::kResourceExhausted,
+            fmt::format("{} of {} is free on {}'s {}",
+                        format_bytes(Bytes(cluster_.free(*node).nvme.at(i))),
+                        format_bytes(Bytes(devices[i].capacity_bytes)), buffer.node, buffer.nvme));
       }
       cluster_.allocate(held);
     } else {
@@ -557,32 +629,52 @@ Status JobManager::hold(const BufferRow& buffer, bool take) {
     }
     return {};
   }
-  return make_error(ErrorCode::kNotFound, fmt::format("node {} has no NVMe device {}", buffer.node, buffer.nvme));
+  return make_error(ErrorCode::kNotFound,
+                    fmt::format("node {} has no NVMe device {}", buffer.node, buffer.nvme));
 }
 
-Result<BufferRow> JobManager::create_buffer(const Caller& caller, const std::string& name, std::uint64_t bytes,
-                                            const std::string& node, std::uint32_t gid, sched::Time now) {
-  const bool valid = !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_' || c == '.';
-  });
-  if (!valid) return make_error(ErrorCode::kInvalidArgument, fmt::format("burst buffer name \"{}\": 1 to 64 letters, digits, '-', '_' or '.'", name));
-  if (bytes < (1u << 20)) return make_error(ErrorCode::kInvalidArgument, "--size: a burst buffer needs at least 1 MiB");
-  if (buffers_.contains(name)) return make_error(ErrorCode::kAlreadyExists, fmt::format("a burst buffer named {} exists already", name));
+Result<BufferRow> JobManager::create_buffer(const Caller& caller, const std::string& name,
+                                            std::uint64_t bytes, const std::string& node,
+                                            std::uint32_t gid, sched::Time now) {
+  const bool valid =
+      !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_' || c == '.';
+      });
+  if (!valid)
+    return make_error(
+        ErrorCode::kInvalidArgument,
+        fmt::format("burst buffer name \"{}\": 1 to 64 letters, digits, '-', '_' or '.'", name));
+  if (bytes < (1u << 20))
+    return make_error(ErrorCode::kInvalidArgument, "--size: a burst buffer needs at least 1 MiB");
+  if (buffers_.contains(name))
+    return make_error(ErrorCode::kAlreadyExists,
+                      fmt::format("a burst buffer named {} exists already", name));
   // The device with the most room: on the node named, or on any node that is up.
   std::optional<std::pair<NodeId, std::size_t>> best;
   for (std::size_t n = 0; n < cluster_.size(); ++n) {
     const NodeId id(static_cast<NodeId::rep>(n));
-    if (node.empty() ? cluster_.state(id) != sched::NodeState::kUp : cluster_.name(id) != node) continue;
+    if (node.empty() ? cluster_.state(id) != sched::NodeState::kUp : cluster_.name(id) != node)
+      continue;
     for (std::size_t i = 0; i < cluster_.nvme(id).size(); ++i) {
-      if (!best || cluster_.free(id).nvme[i] > cluster_.free(best->first).nvme[best->second]) best = std::pair(id, i);
+      if (!best || cluster_.free(id).nvme[i] > cluster_.free(best->first).nvme[best->second])
+        best = std::pair(id, i);
     }
   }
-  if (!node.empty() && !cluster_.find(node)) return make_error(ErrorCode::kNotFound, fmt::format("--node {}: there is no such node", node));
+  if (!node.empty() && !cluster_.find(node))
+    return make_error(ErrorCode::kNotFound, fmt::format("--node {}: there is no such node", node));
   if (!best || cluster_.free(best->first).nvme[best->second] < bytes) {
-    return make_error(ErrorCode::kResourceExhausted,
-                      fmt::format("--size {}: no NVMe device {}has that much free", format_bytes(Bytes(bytes)), node.empty() ? "" : "on " + node + " "));
+    return make_error(
+        ErrorCode::kResourceExhausted,
+        fmt::format("--size {}: no NVMe device {}has that much free", format_bytes(Bytes(bytes)),
+                    node.empty() ? "" : "on " + node + " "));
   }
-  BufferRow row{name, caller.user, caller.uid, gid, cluster_.name(best->first), cluster_.nvme(best->first)[best->second].name, bytes,
+  BufferRow row{name,
+                caller.user,
+                caller.uid,
+                gid,
+                cluster_.name(best->first),
+                cluster_.nvme(best->first)[best->second].name,
+                bytes,
                 now.time_since_epoch().count()};
   LOOM_TRY(store_->save_buffer(row));
   LOOM_TRY(hold(row, true));
@@ -593,15 +685,19 @@ Result<BufferRow> JobManager::create_buffer(const Caller& caller, const std::str
 Result<BufferRow> JobManager::destroy_buffer(const Caller& caller, const std::string& name) {
   auto it = buffers_.find(name);
   if (it == buffers_.end() || (!caller.admin && it->second.uid != caller.uid)) {
-    return make_error(ErrorCode::kNotFound, fmt::format("there is no burst buffer {} of yours", name));
+    return make_error(ErrorCode::kNotFound,
+                      fmt::format("there is no burst buffer {} of yours", name));
   }
   if (auto users = buffer_users(name); !users.empty()) {
-    return make_error(ErrorCode::kFailedPrecondition, fmt::format("burst buffer {} is in use by job {}", name, users.front().value()));
+    return make_error(
+        ErrorCode::kFailedPrecondition,
+        fmt::format("burst buffer {} is in use by job {}", name, users.front().value()));
   }
   LOOM_TRY(store_->delete_buffer(name));
   BufferRow row = std::move(it->second);
   buffers_.erase(it);
-  if (auto released = hold(row, false); !released) spdlog::error("burst buffer {}: {}", name, released.error().to_string());
+  if (auto released = hold(row, false); !released)
+    spdlog::error("burst buffer {}: {}", name, released.error().to_string());
   return row;
 }
 
@@ -624,7 +720,8 @@ std::vector<BufferRow> JobManager::buffers_on(const std::string& node) const {
 std::vector<JobId> JobManager::buffer_users(const std::string& name) const {
   std::vector<JobId> out;
   for (const auto& [id, row] : jobs_) {
-    if (!ended(row.state) && row.state != v1::PENDING && row.spec.bb_persistent() == name) out.push_back(id);
+    if (!ended(row.state) && row.state != v1::PENDING && row.spec.bb_persistent() == name)
+      out.push_back(id);
   }
   return out;
 }

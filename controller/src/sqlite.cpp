@@ -9,7 +9,7 @@ namespace loom::controller::detail {
 Error Database::error(std::string_view what) const {
   const int code = sqlite3_errcode(db_);
   const ErrorCode kind = code == SQLITE_BUSY || code == SQLITE_LOCKED ? ErrorCode::kUnavailable
-                         : code == SQLITE_FULL                        ? ErrorCode::kResourceExhausted
+                         : code == SQLITE_FULL ? ErrorCode::kResourceExhausted
                          : code == SQLITE_CORRUPT || code == SQLITE_NOTADB ? ErrorCode::kDataLoss
                                                                            : ErrorCode::kInternal;
   return Error(kind, fmt::format("{}: {}", what, sqlite3_errmsg(db_)));
@@ -17,7 +17,9 @@ Error Database::error(std::string_view what) const {
 
 Result<Database> Database::open(const std::string& path) {
   sqlite3* raw = nullptr;
-  const int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  const int rc =
+      sqlite3_open_v2(path.c_str(), &raw,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   Database db(raw);  // owns it even when opening failed
   if (rc != SQLITE_OK) return std::unexpected(db.error(fmt::format("opening {}", path)));
   return db;
@@ -36,7 +38,8 @@ Status Database::exec(std::string_view sql) {
 
 Result<Statement> Database::prepare(std::string_view sql) const {
   sqlite3_stmt* stmt = nullptr;
-  if (sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr) != SQLITE_OK) {
+  if (sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr) !=
+      SQLITE_OK) {
     return std::unexpected(error(fmt::format("preparing \"{}\"", sql.substr(0, 60))));
   }
   return Statement(db_, stmt);
@@ -45,7 +48,8 @@ Result<Statement> Database::prepare(std::string_view sql) const {
 Result<int> Statement::step() {
   const int rc = sqlite3_step(stmt_);
   if (rc == SQLITE_ROW || rc == SQLITE_DONE) return rc;
-  return make_error(ErrorCode::kInternal, fmt::format("{}: {}", sqlite3_sql(stmt_), sqlite3_errmsg(db_)));
+  return make_error(ErrorCode::kInternal,
+                    fmt::format("{}: {}", sqlite3_sql(stmt_), sqlite3_errmsg(db_)));
 }
 
 Status Statement::reset() {

@@ -14,7 +14,8 @@ using detail::Database;
 using detail::Statement;
 
 // The SQL below names unfinished jobs as `state < 4`: every state from COMPLETED on is final.
-static_assert(v1::COMPLETED == 4 && v1::NODE_FAIL > v1::COMPLETED && v1::STAGING_OUT < v1::COMPLETED);
+static_assert(v1::COMPLETED == 4 && v1::NODE_FAIL > v1::COMPLETED &&
+              v1::STAGING_OUT < v1::COMPLETED);
 
 // Migrations, in order: migrations[i] takes the schema from version i to i + 1.
 constexpr std::array<std::string_view, 3> kMigrations = {
@@ -68,26 +69,30 @@ class SqliteStore final : public Store {
     // Durability: WAL with a full fsync at every commit, as the controller acknowledges
     // only what is on disk.
     LOOM_TRY(db_.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"));
-    LOOM_TRY(db_.exec("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)"));
+    LOOM_TRY(
+        db_.exec("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)"));
     Statement read = LOOM_TRY(db_.prepare("SELECT value FROM meta WHERE key = 'schema_version'"));
     int version = 0;
     if (LOOM_TRY(read.step()) == SQLITE_ROW) version = sqlite3_column_int(read.get(), 0);
     if (version > store_schema_version()) {
-      return make_error(ErrorCode::kFailedPrecondition,
-                        fmt::format("the state was written by a newer Loom (schema {}; this one knows up to {})",
-                                    version, store_schema_version()));
+      return make_error(
+          ErrorCode::kFailedPrecondition,
+          fmt::format("the state was written by a newer Loom (schema {}; this one knows up to {})",
+                      version, store_schema_version()));
     }
     for (; version < store_schema_version(); ++version) {
       LOOM_TRY(db_.exec("BEGIN IMMEDIATE"));
       Status step = db_.exec(kMigrations[static_cast<std::size_t>(version)]);
       if (step) {
-        step = db_.exec(fmt::format("INSERT INTO meta(key, value) VALUES('schema_version', {}) "
-                                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                                    version + 1));
+        step =
+            db_.exec(fmt::format("INSERT INTO meta(key, value) VALUES('schema_version', {}) "
+                                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                                 version + 1));
       }
       if (!step) {
         (void)db_.exec("ROLLBACK");
-        return std::unexpected(std::move(step).error().with_context(fmt::format("migrating the state to schema {}", version + 1)));
+        return std::unexpected(std::move(step).error().with_context(
+            fmt::format("migrating the state to schema {}", version + 1)));
       }
       LOOM_TRY(db_.exec("COMMIT"));
     }
@@ -111,7 +116,8 @@ class SqliteStore final : public Store {
         const std::string spec = job.spec.SerializeAsString();
         sqlite3_stmt* s = insert.get();
         sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(id.value()));
-        sqlite3_bind_text(s, 2, job.user.data(), static_cast<int>(job.user.size()), SQLITE_TRANSIENT);
+        sqlite3_bind_text(s, 2, job.user.data(), static_cast<int>(job.user.size()),
+                          SQLITE_TRANSIENT);
         sqlite3_bind_int64(s, 3, job.uid);
         sqlite3_bind_int64(s, 4, job.submit_time);
         sqlite3_bind_blob(s, 5, spec.data(), static_cast<int>(spec.size()), SQLITE_TRANSIENT);
@@ -130,12 +136,17 @@ class SqliteStore final : public Store {
     });
   }
 
-  Status save_node(const std::string& name, const std::string& topology_json, const std::string& nvme_json) override {
-    Statement statement = LOOM_TRY(db_.prepare("INSERT INTO nodes(name, topology, nvme) VALUES(?, ?, ?) "
-                                               "ON CONFLICT(name) DO UPDATE SET topology = excluded.topology, nvme = excluded.nvme"));
-    sqlite3_bind_text(statement.get(), 1, name.data(), static_cast<int>(name.size()), SQLITE_TRANSIENT);
-    sqlite3_bind_text(statement.get(), 2, topology_json.data(), static_cast<int>(topology_json.size()), SQLITE_TRANSIENT);
-    sqlite3_bind_text(statement.get(), 3, nvme_json.data(), static_cast<int>(nvme_json.size()), SQLITE_TRANSIENT);
+  Status save_node(const std::string& name, const std::string& topology_json,
+                   const std::string& nvme_json) override {
+    Statement statement = LOOM_TRY(db_.prepare(
+        "INSERT INTO nodes(name, topology, nvme) VALUES(?, ?, ?) "
+        "ON CONFLICT(name) DO UPDATE SET topology = excluded.topology, nvme = excluded.nvme"));
+    sqlite3_bind_text(statement.get(), 1, name.data(), static_cast<int>(name.size()),
+                      SQLITE_TRANSIENT);
+    sqlite3_bind_text(statement.get(), 2, topology_json.data(),
+                      static_cast<int>(topology_json.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_text(statement.get(), 3, nvme_json.data(), static_cast<int>(nvme_json.size()),
+                      SQLITE_TRANSIENT);
     Result<bool> done = transaction([&]() -> Result<bool> {
       LOOM_TRY(statement.step());
       return true;
@@ -146,11 +157,15 @@ class SqliteStore final : public Store {
 
   Status set_drain(const std::string& node, const std::optional<std::string>& reason) override {
     Statement statement = LOOM_TRY(db_.prepare("UPDATE nodes SET drain_reason = ? WHERE name = ?"));
-    if (reason) sqlite3_bind_text(statement.get(), 1, reason->data(), static_cast<int>(reason->size()), SQLITE_TRANSIENT);
-    sqlite3_bind_text(statement.get(), 2, node.data(), static_cast<int>(node.size()), SQLITE_TRANSIENT);
+    if (reason)
+      sqlite3_bind_text(statement.get(), 1, reason->data(), static_cast<int>(reason->size()),
+                        SQLITE_TRANSIENT);
+    sqlite3_bind_text(statement.get(), 2, node.data(), static_cast<int>(node.size()),
+                      SQLITE_TRANSIENT);
     Result<bool> done = transaction([&]() -> Result<bool> {
       LOOM_TRY(statement.step());
-      if (sqlite3_changes(db_.get()) != 1) return make_error(ErrorCode::kNotFound, fmt::format("there is no node {}", node));
+      if (sqlite3_changes(db_.get()) != 1)
+        return make_error(ErrorCode::kNotFound, fmt::format("there is no node {}", node));
       return true;
     });
     if (!done) return std::unexpected(std::move(done).error());
@@ -158,14 +173,16 @@ class SqliteStore final : public Store {
   }
 
   Result<std::vector<NodeRow>> load_nodes() const override {
-    Statement select = LOOM_TRY(db_.prepare("SELECT name, topology, drain_reason, nvme FROM nodes ORDER BY rowid"));
+    Statement select = LOOM_TRY(
+        db_.prepare("SELECT name, topology, drain_reason, nvme FROM nodes ORDER BY rowid"));
     std::vector<NodeRow> out;
     while (LOOM_TRY(select.step()) == SQLITE_ROW) {
       sqlite3_stmt* s = select.get();
       NodeRow row;
       row.name = reinterpret_cast<const char*>(sqlite3_column_text(s, 0));
       row.topology_json = reinterpret_cast<const char*>(sqlite3_column_text(s, 1));
-      if (sqlite3_column_type(s, 2) != SQLITE_NULL) row.drain_reason = reinterpret_cast<const char*>(sqlite3_column_text(s, 2));
+      if (sqlite3_column_type(s, 2) != SQLITE_NULL)
+        row.drain_reason = reinterpret_cast<const char*>(sqlite3_column_text(s, 2));
       row.nvme_json = reinterpret_cast<const char*>(sqlite3_column_text(s, 3));
       out.push_back(std::move(row));
     }
@@ -173,8 +190,9 @@ class SqliteStore final : public Store {
   }
 
   Status save_buffer(const BufferRow& b) override {
-    Statement statement = LOOM_TRY(db_.prepare("INSERT INTO buffers(name, user, uid, gid, node, nvme, bytes, created) "
-                                               "VALUES(?, ?, ?, ?, ?, ?, ?, ?)"));
+    Statement statement = LOOM_TRY(
+        db_.prepare("INSERT INTO buffers(name, user, uid, gid, node, nvme, bytes, created) "
+                    "VALUES(?, ?, ?, ?, ?, ?, ?, ?)"));
     sqlite3_stmt* s = statement.get();
     sqlite3_bind_text(s, 1, b.name.data(), static_cast<int>(b.name.size()), SQLITE_TRANSIENT);
     sqlite3_bind_text(s, 2, b.user.data(), static_cast<int>(b.user.size()), SQLITE_TRANSIENT);
@@ -187,7 +205,8 @@ class SqliteStore final : public Store {
     Result<bool> done = transaction([&]() -> Result<bool> {
       if (auto stepped = statement.step(); !stepped) {
         if (sqlite3_extended_errcode(db_.get()) == SQLITE_CONSTRAINT_PRIMARYKEY) {
-          return make_error(ErrorCode::kAlreadyExists, fmt::format("a burst buffer named {} exists already", b.name));
+          return make_error(ErrorCode::kAlreadyExists,
+                            fmt::format("a burst buffer named {} exists already", b.name));
         }
         return std::unexpected(stepped.error());
       }
@@ -199,7 +218,8 @@ class SqliteStore final : public Store {
 
   Status delete_buffer(const std::string& name) override {
     Statement statement = LOOM_TRY(db_.prepare("DELETE FROM buffers WHERE name = ?"));
-    sqlite3_bind_text(statement.get(), 1, name.data(), static_cast<int>(name.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_text(statement.get(), 1, name.data(), static_cast<int>(name.size()),
+                      SQLITE_TRANSIENT);
     Result<bool> done = transaction([&]() -> Result<bool> {
       LOOM_TRY(statement.step());
       return true;
@@ -209,7 +229,8 @@ class SqliteStore final : public Store {
   }
 
   Result<std::vector<BufferRow>> load_buffers() const override {
-    Statement select = LOOM_TRY(db_.prepare("SELECT name, user, uid, gid, node, nvme, bytes, created FROM buffers ORDER BY name"));
+    Statement select = LOOM_TRY(db_.prepare(
+        "SELECT name, user, uid, gid, node, nvme, bytes, created FROM buffers ORDER BY name"));
     std::vector<BufferRow> out;
     while (LOOM_TRY(select.step()) == SQLITE_ROW) {
       sqlite3_stmt* s = select.get();
@@ -229,27 +250,33 @@ class SqliteStore final : public Store {
 
   Status update_jobs(std::span<const JobUpdate> updates) override {
     Result<bool> done = transaction([&]() -> Result<bool> {
-      Statement update = LOOM_TRY(db_.prepare(
-          "UPDATE jobs SET state = ?, reason = ?, exit_code = coalesce(?, exit_code), "
-          "signal = coalesce(?, signal), start_time = coalesce(?, start_time), "
-          "end_time = coalesce(?, end_time), placement = coalesce(?, placement), staging = coalesce(?, staging) "
-          "WHERE id = ?"));
+      Statement update = LOOM_TRY(
+          db_.prepare("UPDATE jobs SET state = ?, reason = ?, exit_code = coalesce(?, exit_code), "
+                      "signal = coalesce(?, signal), start_time = coalesce(?, start_time), "
+                      "end_time = coalesce(?, end_time), placement = coalesce(?, placement), "
+                      "staging = coalesce(?, staging) "
+                      "WHERE id = ?"));
       for (const JobUpdate& u : updates) {
         sqlite3_stmt* s = update.get();
         sqlite3_bind_int(s, 1, u.state);
-        sqlite3_bind_text(s, 2, u.reason.data(), static_cast<int>(u.reason.size()), SQLITE_TRANSIENT);
+        sqlite3_bind_text(s, 2, u.reason.data(), static_cast<int>(u.reason.size()),
+                          SQLITE_TRANSIENT);
         bind_optional(s, 3, u.exit_code);
         bind_optional(s, 4, u.signal);
         bind_optional(s, 5, u.start_time);
         bind_optional(s, 6, u.end_time);
         if (u.placement) {
-          sqlite3_bind_text(s, 7, u.placement->data(), static_cast<int>(u.placement->size()), SQLITE_TRANSIENT);
+          sqlite3_bind_text(s, 7, u.placement->data(), static_cast<int>(u.placement->size()),
+                            SQLITE_TRANSIENT);
         }
-        if (u.staging) sqlite3_bind_blob(s, 8, u.staging->data(), static_cast<int>(u.staging->size()), SQLITE_TRANSIENT);
+        if (u.staging)
+          sqlite3_bind_blob(s, 8, u.staging->data(), static_cast<int>(u.staging->size()),
+                            SQLITE_TRANSIENT);
         sqlite3_bind_int64(s, 9, static_cast<sqlite3_int64>(u.id.value()));
         LOOM_TRY(update.step());
         if (sqlite3_changes(db_.get()) != 1) {
-          return make_error(ErrorCode::kNotFound, fmt::format("job {} does not exist", u.id.value()));
+          return make_error(ErrorCode::kNotFound,
+                            fmt::format("job {} does not exist", u.id.value()));
         }
         LOOM_TRY(update.reset());
       }
@@ -261,10 +288,12 @@ class SqliteStore final : public Store {
 
   Result<std::vector<JobRow>> load_jobs(bool unfinished_only) const override {
     Statement select = LOOM_TRY(db_.prepare(
-        unfinished_only ? "SELECT id, user, uid, state, reason, exit_code, signal, submit_time, start_time, "
-                          "end_time, spec, placement, array_job, array_index, staging FROM jobs WHERE state < 4 ORDER BY id"
-                        : "SELECT id, user, uid, state, reason, exit_code, signal, submit_time, start_time, "
-                          "end_time, spec, placement, array_job, array_index, staging FROM jobs ORDER BY id"));
+        unfinished_only
+            ? "SELECT id, user, uid, state, reason, exit_code, signal, submit_time, start_time, "
+              "end_time, spec, placement, array_job, array_index, staging FROM jobs WHERE state < "
+              "4 ORDER BY id"
+            : "SELECT id, user, uid, state, reason, exit_code, signal, submit_time, start_time, "
+              "end_time, spec, placement, array_job, array_index, staging FROM jobs ORDER BY id"));
     std::vector<JobRow> rows;
     while (LOOM_TRY(select.step()) == SQLITE_ROW) {
       sqlite3_stmt* s = select.get();
@@ -281,14 +310,17 @@ class SqliteStore final : public Store {
       row.end_time = optional_int64(s, 9);
       const void* blob = sqlite3_column_blob(s, 10);
       if (!row.spec.ParseFromArray(blob, sqlite3_column_bytes(s, 10))) {
-        return make_error(ErrorCode::kDataLoss, fmt::format("job {}: its stored spec does not parse", row.id.value()));
+        return make_error(ErrorCode::kDataLoss,
+                          fmt::format("job {}: its stored spec does not parse", row.id.value()));
       }
       row.placement = reinterpret_cast<const char*>(sqlite3_column_text(s, 11));
-      if (auto array = optional_int64(s, 12)) row.array_job = JobId(static_cast<JobId::rep>(*array));
+      if (auto array = optional_int64(s, 12))
+        row.array_job = JobId(static_cast<JobId::rep>(*array));
       row.array_index = static_cast<std::uint32_t>(sqlite3_column_int64(s, 13));
       if (sqlite3_column_type(s, 14) != SQLITE_NULL &&
           !row.staging.ParseFromArray(sqlite3_column_blob(s, 14), sqlite3_column_bytes(s, 14))) {
-        return make_error(ErrorCode::kDataLoss, fmt::format("job {}: its stored staging does not parse", row.id.value()));
+        return make_error(ErrorCode::kDataLoss,
+                          fmt::format("job {}: its stored staging does not parse", row.id.value()));
       }
       rows.push_back(std::move(row));
     }
@@ -336,13 +368,15 @@ Result<std::unique_ptr<Store>> open_sqlite_store(const std::filesystem::path& st
   std::error_code ec;
   std::filesystem::create_directories(state_dir, ec);
   if (ec) {
-    return make_error(ErrorCode::kFailedPrecondition,
-                      fmt::format("cannot create the state directory {}: {}", state_dir.string(), ec.message()));
+    return make_error(
+        ErrorCode::kFailedPrecondition,
+        fmt::format("cannot create the state directory {}: {}", state_dir.string(), ec.message()));
   }
   ::chmod(state_dir.c_str(), 0700);  // job specs and credentials' owners live here
   Database db = LOOM_TRY(Database::open((state_dir / "state.db").string()));
   auto store = std::make_unique<SqliteStore>(std::move(db));
-  LOOM_TRY(with_context(store->migrate(), fmt::format("state {}", (state_dir / "state.db").string())));
+  LOOM_TRY(
+      with_context(store->migrate(), fmt::format("state {}", (state_dir / "state.db").string())));
   return store;
 }
 

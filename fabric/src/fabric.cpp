@@ -73,22 +73,37 @@ Error fi_error(std::string_view call, int code) {
   const int positive = code < 0 ? -code : code;
   ErrorCode kind = ErrorCode::kInternal;
   switch (positive) {
-    case FI_EAGAIN: kind = ErrorCode::kUnavailable; break;
+    case FI_EAGAIN:
+      kind = ErrorCode::kUnavailable;
+      break;
     case FI_ENODATA:
-    case FI_ENOENT: kind = ErrorCode::kNotFound; break;
-    case FI_ETIMEDOUT: kind = ErrorCode::kDeadlineExceeded; break;
-    case FI_ECANCELED: kind = ErrorCode::kCancelled; break;
+    case FI_ENOENT:
+      kind = ErrorCode::kNotFound;
+      break;
+    case FI_ETIMEDOUT:
+      kind = ErrorCode::kDeadlineExceeded;
+      break;
+    case FI_ECANCELED:
+      kind = ErrorCode::kCancelled;
+      break;
     case FI_EACCES:
-    case FI_EPERM: kind = ErrorCode::kPermissionDenied; break;
+    case FI_EPERM:
+      kind = ErrorCode::kPermissionDenied;
+      break;
     case FI_EINVAL:
-    case FI_EKEYREJECTED: kind = ErrorCode::kInvalidArgument; break;
+    case FI_EKEYREJECTED:
+      kind = ErrorCode::kInvalidArgument;
+      break;
     case FI_ECONNRESET:
     case FI_ECONNREFUSED:
     case FI_ECONNABORTED:
     case FI_EHOSTUNREACH:
     case FI_ENOTCONN:
-    case FI_EIO: kind = ErrorCode::kUnavailable; break;
-    default: break;
+    case FI_EIO:
+      kind = ErrorCode::kUnavailable;
+      break;
+    default:
+      break;
   }
   return Error(kind, fmt::format("{}: {}", call, fi_strerror(positive)));
 }
@@ -118,7 +133,8 @@ Result<std::vector<Offer>> list_offers() {
     // Providers list one offer per protocol variant; they read the same to a user.
     Offer offer = offer_of(info);
     auto same = [&](const Offer& o) {
-      return o.provider == offer.provider && o.fabric == offer.fabric && o.domain == offer.domain && o.mr_mode == offer.mr_mode;
+      return o.provider == offer.provider && o.fabric == offer.fabric && o.domain == offer.domain &&
+             o.mr_mode == offer.mr_mode;
     };
     if (std::none_of(offers.begin(), offers.end(), same)) offers.push_back(std::move(offer));
   }
@@ -151,28 +167,32 @@ Result<Info> Info::choose(const Options& options) {
     }
     if (chosen == nullptr) continue;
     fi_info* copy = fi_dupinfo(chosen);
-    if (copy == nullptr) return make_error(ErrorCode::kResourceExhausted, "fi_dupinfo: out of memory");
+    if (copy == nullptr)
+      return make_error(ErrorCode::kResourceExhausted, "fi_dupinfo: out of memory");
     return Info(copy);
   }
-  return make_error(ErrorCode::kNotFound,
-                    fmt::format("no fabric provider offers RDM endpoints with RMA for provider {}{} "
-                                "(`loom fabric info` lists what this machine offers)",
-                                fmt::join(providers, " or "),
-                                options.interface.empty() ? "" : " on interface " + options.interface));
+  return make_error(
+      ErrorCode::kNotFound,
+      fmt::format("no fabric provider offers RDM endpoints with RMA for provider {}{} "
+                  "(`loom fabric info` lists what this machine offers)",
+                  fmt::join(providers, " or "),
+                  options.interface.empty() ? "" : " on interface " + options.interface));
 }
 
 Offer Info::offer() const { return offer_of(info_.get()); }
 
 Result<Info> Info::duplicate() const {
   fi_info* copy = fi_dupinfo(info_.get());
-  if (copy == nullptr) return make_error(ErrorCode::kResourceExhausted, "fi_dupinfo: out of memory");
+  if (copy == nullptr)
+    return make_error(ErrorCode::kResourceExhausted, "fi_dupinfo: out of memory");
   return Info(copy);
 }
 
 Result<std::shared_ptr<Fabric>> Fabric::open(const Info& info) {
   auto fabric = std::make_shared<Fabric>();
   fid_fabric* raw = nullptr;
-  if (int rc = fi_fabric(info.get()->fabric_attr, &raw, nullptr); rc != 0) return std::unexpected(fi_error("fi_fabric", rc));
+  if (int rc = fi_fabric(info.get()->fabric_attr, &raw, nullptr); rc != 0)
+    return std::unexpected(fi_error("fi_fabric", rc));
   fabric->fabric_.reset(raw);
   return fabric;
 }
@@ -183,7 +203,8 @@ Result<std::shared_ptr<Domain>> Domain::open(std::shared_ptr<Fabric> fabric, con
   domain->info_ = std::make_shared<const Info>(std::move(copy));
   fid_domain* raw = nullptr;
   fi_info* attributes = const_cast<fi_info*>(domain->info_->get());  // fi_domain reads it only
-  if (int rc = fi_domain(fabric->get(), attributes, &raw, nullptr); rc != 0) return std::unexpected(fi_error("fi_domain", rc));
+  if (int rc = fi_domain(fabric->get(), attributes, &raw, nullptr); rc != 0)
+    return std::unexpected(fi_error("fi_domain", rc));
   domain->domain_.reset(raw);
   domain->fabric_ = std::move(fabric);
   return domain;
@@ -191,14 +212,16 @@ Result<std::shared_ptr<Domain>> Domain::open(std::shared_ptr<Fabric> fabric, con
 
 std::size_t Domain::max_message() const { return info_->get()->ep_attr->max_msg_size; }
 
-Result<std::shared_ptr<CompletionQueue>> CompletionQueue::open(std::shared_ptr<Domain> domain, std::size_t size) {
+Result<std::shared_ptr<CompletionQueue>> CompletionQueue::open(std::shared_ptr<Domain> domain,
+                                                               std::size_t size) {
   auto cq = std::make_shared<CompletionQueue>();
   fi_cq_attr attr{};
   attr.size = size;
   attr.format = FI_CQ_FORMAT_CONTEXT;
   attr.wait_obj = FI_WAIT_NONE;  // progress is driven by polling
   fid_cq* raw = nullptr;
-  if (int rc = fi_cq_open(domain->get(), &attr, &raw, nullptr); rc != 0) return std::unexpected(fi_error("fi_cq_open", rc));
+  if (int rc = fi_cq_open(domain->get(), &attr, &raw, nullptr); rc != 0)
+    return std::unexpected(fi_error("fi_cq_open", rc));
   cq->cq_.reset(raw);
   cq->domain_ = std::move(domain);
   return cq;
@@ -209,7 +232,8 @@ Result<std::shared_ptr<AddressVector>> AddressVector::open(std::shared_ptr<Domai
   fi_av_attr attr{};
   attr.type = FI_AV_TABLE;
   fid_av* raw = nullptr;
-  if (int rc = fi_av_open(domain->get(), &attr, &raw, nullptr); rc != 0) return std::unexpected(fi_error("fi_av_open", rc));
+  if (int rc = fi_av_open(domain->get(), &attr, &raw, nullptr); rc != 0)
+    return std::unexpected(fi_error("fi_av_open", rc));
   av->av_.reset(raw);
   av->domain_ = std::move(domain);
   return av;
@@ -219,8 +243,9 @@ Result<fi_addr_t> AddressVector::insert(std::span<const std::byte> name) {
   fi_addr_t address = FI_ADDR_UNSPEC;
   const int rc = fi_av_insert(av_.get(), name.data(), 1, &address, 0, nullptr);
   if (rc != 1) {
-    return make_error(ErrorCode::kInvalidArgument,
-                      fmt::format("fi_av_insert: the peer's endpoint name ({} bytes) was refused", name.size()));
+    return make_error(
+        ErrorCode::kInvalidArgument,
+        fmt::format("fi_av_insert: the peer's endpoint name ({} bytes) was refused", name.size()));
   }
   return address;
 }
@@ -231,12 +256,14 @@ Result<std::shared_ptr<Endpoint>> Endpoint::open(std::shared_ptr<Domain> domain)
   ep->av_ = LOOM_TRY(AddressVector::open(domain));
   fid_ep* raw = nullptr;
   fi_info* info = const_cast<fi_info*>(domain->info().get());  // fi_endpoint does not modify it
-  if (int rc = fi_endpoint(domain->get(), info, &raw, nullptr); rc != 0) return std::unexpected(fi_error("fi_endpoint", rc));
+  if (int rc = fi_endpoint(domain->get(), info, &raw, nullptr); rc != 0)
+    return std::unexpected(fi_error("fi_endpoint", rc));
   ep->ep_.reset(raw);
   if (int rc = fi_ep_bind(raw, &ep->cq_->get()->fid, FI_TRANSMIT | FI_RECV); rc != 0) {
     return std::unexpected(fi_error("fi_ep_bind(cq)", rc));
   }
-  if (int rc = fi_ep_bind(raw, &ep->av_->get()->fid, 0); rc != 0) return std::unexpected(fi_error("fi_ep_bind(av)", rc));
+  if (int rc = fi_ep_bind(raw, &ep->av_->get()->fid, 0); rc != 0)
+    return std::unexpected(fi_error("fi_ep_bind(av)", rc));
   if (std::string_view(info->fabric_attr->prov_name).starts_with("shm")) {
     // shm names its region in /dev/shm after the pid ("PID:0:0") unless told otherwise. A
     // process killed with SIGKILL leaves that file behind, and a later process given the
@@ -244,32 +271,38 @@ Result<std::shared_ptr<Endpoint>> Endpoint::open(std::shared_ptr<Domain> domain)
     static std::atomic<std::uint64_t> sequence{0};
     std::string name = fmt::format("loom-{}-{}-{:x}", ::getpid(), sequence.fetch_add(1),
                                    std::chrono::steady_clock::now().time_since_epoch().count());
-    if (int rc = fi_setname(&raw->fid, name.data(), name.size() + 1); rc != 0) return std::unexpected(fi_error("fi_setname", rc));
+    if (int rc = fi_setname(&raw->fid, name.data(), name.size() + 1); rc != 0)
+      return std::unexpected(fi_error("fi_setname", rc));
   }
   if (int rc = fi_enable(raw); rc != 0) return std::unexpected(fi_error("fi_enable", rc));
   std::size_t length = 0;
   fi_getname(&raw->fid, nullptr, &length);  // -FI_ETOOSMALL, with the length
   ep->name_.resize(length);
-  if (int rc = fi_getname(&raw->fid, ep->name_.data(), &length); rc != 0) return std::unexpected(fi_error("fi_getname", rc));
+  if (int rc = fi_getname(&raw->fid, ep->name_.data(), &length); rc != 0)
+    return std::unexpected(fi_error("fi_getname", rc));
   ep->name_.resize(length);
   ep->domain_ = std::move(domain);
   return ep;
 }
 
-Result<std::unique_ptr<MemoryRegion>> MemoryRegion::register_memory(const Endpoint& endpoint, void* buffer,
-                                                                    std::size_t length, std::uint64_t access) {
+Result<std::unique_ptr<MemoryRegion>> MemoryRegion::register_memory(const Endpoint& endpoint,
+                                                                    void* buffer,
+                                                                    std::size_t length,
+                                                                    std::uint64_t access) {
   const std::shared_ptr<Domain>& domain = endpoint.domain();
   const std::uint64_t mode = domain->mr_mode();
   auto region = std::unique_ptr<MemoryRegion>(new MemoryRegion());
   // Without FI_MR_PROV_KEY the requester picks keys; they must be unique in the domain.
   const std::uint64_t requested = (mode & FI_MR_PROV_KEY) ? 0 : next_key.fetch_add(1);
   fid_mr* raw = nullptr;
-  if (int rc = fi_mr_reg(domain->get(), buffer, length, access, 0, requested, 0, &raw, nullptr); rc != 0) {
+  if (int rc = fi_mr_reg(domain->get(), buffer, length, access, 0, requested, 0, &raw, nullptr);
+      rc != 0) {
     return std::unexpected(fi_error("fi_mr_reg", rc));
   }
   region->mr_.reset(raw);
   if (mode & FI_MR_ENDPOINT) {
-    if (int rc = fi_mr_bind(raw, &endpoint.get()->fid, 0); rc != 0) return std::unexpected(fi_error("fi_mr_bind", rc));
+    if (int rc = fi_mr_bind(raw, &endpoint.get()->fid, 0); rc != 0)
+      return std::unexpected(fi_error("fi_mr_bind", rc));
     if (int rc = fi_mr_enable(raw); rc != 0) return std::unexpected(fi_error("fi_mr_enable", rc));
   }
   region->domain_ = domain;
@@ -279,7 +312,8 @@ Result<std::unique_ptr<MemoryRegion>> MemoryRegion::register_memory(const Endpoi
 }
 
 std::uint64_t MemoryRegion::remote_address(std::size_t offset) const {
-  if (domain_->mr_mode() & FI_MR_VIRT_ADDR) return reinterpret_cast<std::uint64_t>(buffer_) + offset;
+  if (domain_->mr_mode() & FI_MR_VIRT_ADDR)
+    return reinterpret_cast<std::uint64_t>(buffer_) + offset;
   return offset;
 }
 

@@ -6,7 +6,8 @@
 
 namespace loom::fabric {
 
-ProgressThread::ProgressThread(std::shared_ptr<Endpoint> endpoint) : endpoint_(std::move(endpoint)) {
+ProgressThread::ProgressThread(std::shared_ptr<Endpoint> endpoint)
+    : endpoint_(std::move(endpoint)) {
   thread_ = std::thread([this] {
     std::array<fi_cq_entry, 16> entries{};
     while (!stop_.load(std::memory_order_relaxed)) {

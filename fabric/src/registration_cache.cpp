@@ -2,7 +2,8 @@
 
 namespace loom::fabric {
 
-RegistrationCache::RegistrationCache(std::shared_ptr<Endpoint> endpoint, std::uint64_t max_bytes, bool enabled)
+RegistrationCache::RegistrationCache(std::shared_ptr<Endpoint> endpoint, std::uint64_t max_bytes,
+                                     bool enabled)
     : endpoint_(std::move(endpoint)), max_bytes_(max_bytes), enabled_(enabled) {}
 
 Result<std::shared_ptr<const MemoryRegion>> RegistrationCache::get(void* buffer, std::size_t length,
@@ -24,7 +25,8 @@ Result<std::shared_ptr<const MemoryRegion>> RegistrationCache::get(void* buffer,
     }
   }
   ++stats_.misses;
-  std::unique_ptr<MemoryRegion> made = LOOM_TRY(MemoryRegion::register_memory(*endpoint_, buffer, length, access));
+  std::unique_ptr<MemoryRegion> made =
+      LOOM_TRY(MemoryRegion::register_memory(*endpoint_, buffer, length, access));
   std::shared_ptr<const MemoryRegion> region = std::move(made);
   if (!enabled_) return region;
   // The new region replaces any it overlaps, so lookups stay a single interval probe.

@@ -26,22 +26,26 @@ std::string encode_name(std::span<const std::byte> name) {
 
 Result<std::vector<std::byte>> decode_name(std::string_view text) {
   if (text.empty() || text.size() % 2 != 0) {
-    return make_error(ErrorCode::kInvalidArgument,
-                      fmt::format("endpoint name \"{}\": expected an even number of hex digits", text));
+    return make_error(
+        ErrorCode::kInvalidArgument,
+        fmt::format("endpoint name \"{}\": expected an even number of hex digits", text));
   }
   std::vector<std::byte> out;
   for (std::size_t i = 0; i < text.size(); i += 2) {
     const int hi = nibble(text[i]), lo = nibble(text[i + 1]);
     if (hi < 0 || lo < 0) {
       return make_error(ErrorCode::kInvalidArgument,
-                        fmt::format("endpoint name \"{}\": '{}' at {} is not a hex digit", text, hi < 0 ? text[i] : text[i + 1], hi < 0 ? i : i + 1));
+                        fmt::format("endpoint name \"{}\": '{}' at {} is not a hex digit", text,
+                                    hi < 0 ? text[i] : text[i + 1], hi < 0 ? i : i + 1));
     }
     out.push_back(static_cast<std::byte>(hi * 16 + lo));
   }
   return out;
 }
 
-std::string encode_region(const RemoteRegion& r) { return fmt::format("{:x}:{:x}:{:x}", r.address, r.key, r.length); }
+std::string encode_region(const RemoteRegion& r) {
+  return fmt::format("{:x}:{:x}:{:x}", r.address, r.key, r.length);
+}
 
 Result<RemoteRegion> decode_region(std::string_view text) {
   RemoteRegion r;
@@ -51,12 +55,15 @@ Result<RemoteRegion> decode_region(std::string_view text) {
   for (std::size_t i = 0; i < 3; ++i) {
     const std::size_t colon = i < 2 ? rest.find(':') : rest.size();
     if (colon == std::string_view::npos) {
-      return make_error(ErrorCode::kInvalidArgument, fmt::format("region \"{}\": expected address:key:length in hex", text));
+      return make_error(ErrorCode::kInvalidArgument,
+                        fmt::format("region \"{}\": expected address:key:length in hex", text));
     }
     const std::string_view field = rest.substr(0, colon);
     auto [end, ec] = std::from_chars(field.data(), field.data() + field.size(), *fields[i], 16);
     if (field.empty() || ec != std::errc() || end != field.data() + field.size()) {
-      return make_error(ErrorCode::kInvalidArgument, fmt::format("region \"{}\": {} \"{}\" is not a hex number", text, names[i], field));
+      return make_error(
+          ErrorCode::kInvalidArgument,
+          fmt::format("region \"{}\": {} \"{}\" is not a hex number", text, names[i], field));
     }
     rest.remove_prefix(std::min(rest.size(), colon + 1));
   }

@@ -39,7 +39,8 @@ std::vector<unsigned> all_pus(const Topology& topology) {
 }  // namespace
 
 std::string Binding::describe() const {
-  std::string text = fmt::format("cores {} (PUs {})", format_index_list(cores), format_index_list(pus));
+  std::string text =
+      fmt::format("cores {} (PUs {})", format_index_list(cores), format_index_list(pus));
   if (numa) text += fmt::format(" memory on NUMA {}", *numa);
   if (simulated) {
     text += fmt::format(" -> applied PUs {}", format_index_list(applied_pus));
@@ -62,7 +63,8 @@ Result<Binder> Binder::for_live_machine() {
 Result<Binder> Binder::for_simulated(Topology placed) {
   auto live = LOOM_TRY(detail::HwlocTopology::live());
   Topology machine = LOOM_TRY(detail::to_topology(live, "live"));
-  Binder binder(std::make_unique<State>(State{std::move(live), std::move(machine), std::move(placed)}));
+  Binder binder(
+      std::make_unique<State>(State{std::move(live), std::move(machine), std::move(placed)}));
   spdlog::info("{}", binder.describe_mapping());
   return binder;
 }
@@ -85,7 +87,8 @@ std::string Binder::describe_mapping() const {
       format_index_list(domain_indexes(m)));
 }
 
-Result<Binding> Binder::resolve(std::span<const unsigned> cores, std::optional<unsigned> numa) const {
+Result<Binding> Binder::resolve(std::span<const unsigned> cores,
+                                std::optional<unsigned> numa) const {
   const Topology& placed = this->placed();
   if (cores.empty()) return make_error(ErrorCode::kInvalidArgument, "no cores to bind to");
   Binding b;
@@ -106,8 +109,8 @@ Result<Binding> Binder::resolve(std::span<const unsigned> cores, std::optional<u
   if (numa) {
     if (placed.find_numa(*numa) == nullptr) {
       return make_error(ErrorCode::kInvalidArgument,
-                        fmt::format("NUMA domain {} does not exist: this node has domains {}", *numa,
-                                    format_index_list(domain_indexes(placed))));
+                        fmt::format("NUMA domain {} does not exist: this node has domains {}",
+                                    *numa, format_index_list(domain_indexes(placed))));
     }
     b.numa = numa;
   }
@@ -132,9 +135,9 @@ Status Binder::apply(const Binding& binding) const {
   detail::Bitmap cpus;
   for (unsigned pu : binding.applied_pus) hwloc_bitmap_set(cpus.get(), pu);
   if (hwloc_set_cpubind(topology, cpus.get(), HWLOC_CPUBIND_PROCESS | HWLOC_CPUBIND_STRICT) != 0) {
-    return make_error(ErrorCode::kInternal, fmt::format("hwloc_set_cpubind(PUs {}): {}",
-                                                        format_index_list(binding.applied_pus),
-                                                        std::strerror(errno)));
+    return make_error(ErrorCode::kInternal,
+                      fmt::format("hwloc_set_cpubind(PUs {}): {}",
+                                  format_index_list(binding.applied_pus), std::strerror(errno)));
   }
   detail::Bitmap bound_cpus;
   if (hwloc_get_cpubind(topology, bound_cpus.get(), HWLOC_CPUBIND_PROCESS) != 0 ||

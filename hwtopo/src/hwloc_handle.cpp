@@ -20,7 +20,8 @@ Result<HwlocTopology> HwlocTopology::load(std::string_view what, Configure confi
   // NVMe and NIC locality come from I/O objects, which hwloc drops unless asked.
   hwloc_topology_set_io_types_filter(raw, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
   if (configure(raw) != 0) {
-    return make_error(ErrorCode::kInvalidArgument, fmt::format("{}: {}", what, std::strerror(errno)));
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("{}: {}", what, std::strerror(errno)));
   }
   if (hwloc_topology_load(raw) != 0) {
     return make_error(ErrorCode::kInvalidArgument,
@@ -54,9 +55,10 @@ Result<HwlocTopology> HwlocTopology::xml(const std::filesystem::path& file) {
 
 Result<HwlocTopology> HwlocTopology::synthetic(std::string_view description) {
   const std::string spec(description);
-  auto result = load(fmt::format("synthetic topology \"{}\"", spec), [&](hwloc_topology_t topology) {
-    return hwloc_topology_set_synthetic(topology, spec.c_str());
-  });
+  auto result =
+      load(fmt::format("synthetic topology \"{}\"", spec), [&](hwloc_topology_t topology) {
+        return hwloc_topology_set_synthetic(topology, spec.c_str());
+      });
   if (!result && result.error().code() == ErrorCode::kInvalidArgument) {
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("invalid synthetic topology \"{}\": hwloc cannot parse it "

@@ -3,8 +3,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <limits>
 #include <functional>
+#include <limits>
 #include <set>
 
 namespace loom::hwtopo {
@@ -30,7 +30,8 @@ std::vector<std::string> names_in(const auto& devices, unsigned numa) {
 class Reader {
  public:
   static std::unexpected<Error> fail(const std::string& path, std::string_view why) {
-    return make_error(ErrorCode::kInvalidArgument, fmt::format("topology JSON: '{}' {}", path, why));
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("topology JSON: '{}' {}", path, why));
   }
 
   using Ref = std::reference_wrapper<const json>;
@@ -44,8 +45,10 @@ class Reader {
   }
 
   static Result<std::uint64_t> u64(const json& value, const std::string& path) {
-    const bool non_negative = value.is_number_unsigned() || (value.is_number_integer() && value.get<std::int64_t>() >= 0);
-    if (!non_negative) return fail(path, fmt::format("must be an unsigned integer, got {}", value.dump()));
+    const bool non_negative =
+        value.is_number_unsigned() || (value.is_number_integer() && value.get<std::int64_t>() >= 0);
+    if (!non_negative)
+      return fail(path, fmt::format("must be an unsigned integer, got {}", value.dump()));
     return value.get<std::uint64_t>();
   }
 
@@ -55,19 +58,22 @@ class Reader {
     return static_cast<unsigned>(n);
   }
 
-  static Result<std::optional<unsigned>> optional_index(const json& value, const std::string& path) {
+  static Result<std::optional<unsigned>> optional_index(const json& value,
+                                                        const std::string& path) {
     if (value.is_null()) return std::optional<unsigned>();
     const unsigned n = LOOM_TRY(index(value, path));
     return std::optional<unsigned>(n);
   }
 
   static Result<std::string> string(const json& value, const std::string& path) {
-    if (!value.is_string()) return fail(path, fmt::format("must be a string, got {}", value.dump()));
+    if (!value.is_string())
+      return fail(path, fmt::format("must be a string, got {}", value.dump()));
     return value.get<std::string>();
   }
 
   static Result<bool> boolean(const json& value, const std::string& path) {
-    if (!value.is_boolean()) return fail(path, fmt::format("must be true or false, got {}", value.dump()));
+    if (!value.is_boolean())
+      return fail(path, fmt::format("must be true or false, got {}", value.dump()));
     return value.get<bool>();
   }
 
@@ -106,7 +112,8 @@ Status check_derived(const json& in, const Topology& t) {
   const std::uint64_t cores = LOOM_TRY(Reader::member(in, "", "cores", Reader::u64));
   const std::uint64_t pus = LOOM_TRY(Reader::member(in, "", "pus", Reader::u64));
   if (cores != t.cores.size()) {
-    return Reader::fail("cores", fmt::format("says {} but core_map lists {}", cores, t.cores.size()));
+    return Reader::fail("cores",
+                        fmt::format("says {} but core_map lists {}", cores, t.cores.size()));
   }
   if (pus != t.pu_count()) {
     return Reader::fail("pus", fmt::format("says {} but core_map lists {}", pus, t.pu_count()));
@@ -119,8 +126,9 @@ Status check_derived(const json& in, const Topology& t) {
     if (listed != d.pus) {
       return Reader::fail(path + ".pus", "differs from the PUs of the domain's cores in core_map");
     }
-    for (auto [key, expected] : {std::pair{"block_devices", names_in(t.block_devices, d.os_index)},
-                                 std::pair{"network_devices", names_in(t.network_devices, d.os_index)}}) {
+    for (auto [key, expected] :
+         {std::pair{"block_devices", names_in(t.block_devices, d.os_index)},
+          std::pair{"network_devices", names_in(t.network_devices, d.os_index)}}) {
       const json& names = LOOM_TRY(Reader::field(jd, path, key));
       if (names != json(expected)) {
         return Reader::fail(fmt::format("{}.{}", path, key),
@@ -208,20 +216,24 @@ Result<Topology> topology_from_json(const json& in) {
     const std::string path = fmt::format("core_map[{}]", i);
     Core c;
     c.logical_index = LOOM_TRY(R::member(cores[i], path, "core", R::index));
-    if (c.logical_index != i) return R::fail(path + ".core", fmt::format("must be {}: cores are numbered 0, 1, ...", i));
+    if (c.logical_index != i)
+      return R::fail(path + ".core", fmt::format("must be {}: cores are numbered 0, 1, ...", i));
     c.package = LOOM_TRY(R::member(cores[i], path, "package", R::index));
     c.pus = LOOM_TRY(R::member(cores[i], path, "pus", R::indexes));
     if (c.pus.empty()) return R::fail(path + ".pus", "must list at least one PU");
     for (unsigned pu : c.pus) {
-      if (!seen_pus.insert(pu).second) return R::fail(path + ".pus", fmt::format("repeats PU {}", pu));
+      if (!seen_pus.insert(pu).second)
+        return R::fail(path + ".pus", fmt::format("repeats PU {}", pu));
     }
     const NumaDomain* home = nullptr;
     for (const NumaDomain& d : t.numa_domains) {
       if (!std::binary_search(d.cores.begin(), d.cores.end(), c.logical_index)) continue;
-      if (home != nullptr) return R::fail("numa_domains", fmt::format("list core {} in two domains", i));
+      if (home != nullptr)
+        return R::fail("numa_domains", fmt::format("list core {} in two domains", i));
       home = &d;
     }
-    if (home == nullptr) return R::fail(path, fmt::format("core {} is in no NUMA domain's cores", i));
+    if (home == nullptr)
+      return R::fail(path, fmt::format("core {} is in no NUMA domain's cores", i));
     c.numa = home->os_index;
     t.cores.push_back(std::move(c));
   }
@@ -229,19 +241,22 @@ Result<Topology> topology_from_json(const json& in) {
     NumaDomain& d = t.numa_domains[i];
     for (unsigned core : d.cores) {
       if (core >= t.cores.size()) {
-        return R::fail(fmt::format("numa_domains[{}].cores", i), fmt::format("names core {}, which core_map lacks", core));
+        return R::fail(fmt::format("numa_domains[{}].cores", i),
+                       fmt::format("names core {}, which core_map lacks", core));
       }
       d.pus.insert(d.pus.end(), t.cores[core].pus.begin(), t.cores[core].pus.end());
     }
     std::sort(d.pus.begin(), d.pus.end());
     for (unsigned near : d.near) {
       if (t.find_numa(near) == nullptr) {
-        return R::fail(fmt::format("numa_domains[{}].near", i), fmt::format("names domain {}, which does not exist", near));
+        return R::fail(fmt::format("numa_domains[{}].near", i),
+                       fmt::format("names domain {}, which does not exist", near));
       }
     }
   }
 
-  auto device_numa = [&](const json& device, const std::string& path) -> Result<std::optional<unsigned>> {
+  auto device_numa = [&](const json& device,
+                         const std::string& path) -> Result<std::optional<unsigned>> {
     auto numa = LOOM_TRY(R::member(device, path, "numa", R::optional_index));
     if (numa && t.find_numa(*numa) == nullptr) {
       return R::fail(path + ".numa", fmt::format("names domain {}, which does not exist", *numa));
@@ -273,13 +288,15 @@ Result<Topology> topology_from_json(const json& in) {
 
   const json& distances = LOOM_TRY(R::member(in, "", "distances", R::array));
   if (!distances.empty() && distances.size() != t.numa_domains.size()) {
-    return R::fail("distances", fmt::format("must have one row per NUMA domain ({})", t.numa_domains.size()));
+    return R::fail("distances",
+                   fmt::format("must have one row per NUMA domain ({})", t.numa_domains.size()));
   }
   for (std::size_t row = 0; row < distances.size(); ++row) {
     const std::string path = fmt::format("distances[{}]", row);
     const json& values = LOOM_TRY(R::array(distances[row], path));
     if (values.size() != t.numa_domains.size()) {
-      return R::fail(path, fmt::format("must have one column per NUMA domain ({})", t.numa_domains.size()));
+      return R::fail(
+          path, fmt::format("must have one column per NUMA domain ({})", t.numa_domains.size()));
     }
     std::vector<std::uint64_t> out;
     for (std::size_t col = 0; col < values.size(); ++col) {

@@ -27,7 +27,8 @@ hwloc_obj_t home_domain(hwloc_topology_t topology, hwloc_const_cpuset_t cpus,
   hwloc_obj_t best = nullptr;
   const int count = hwloc_get_nbobjs_by_type(topology, HWLOC_OBJ_NUMANODE);
   for (int i = 0; i < count; ++i) {
-    hwloc_obj_t numa = hwloc_get_obj_by_type(topology, HWLOC_OBJ_NUMANODE, static_cast<unsigned>(i));
+    hwloc_obj_t numa =
+        hwloc_get_obj_by_type(topology, HWLOC_OBJ_NUMANODE, static_cast<unsigned>(i));
     if (!eligible[static_cast<std::size_t>(i)]) continue;
     if (hwloc_bitmap_iszero(cpus) || !hwloc_bitmap_isincluded(cpus, numa->cpuset)) continue;
     if (best == nullptr || (is_dram(numa) && !is_dram(best))) best = numa;
@@ -44,7 +45,8 @@ std::optional<unsigned> logical_package(hwloc_topology_t topology, hwloc_obj_t o
 std::vector<unsigned> pus_in(hwloc_topology_t topology, hwloc_const_cpuset_t cpus) {
   std::vector<unsigned> pus;
   hwloc_obj_t pu = nullptr;
-  while ((pu = hwloc_get_next_obj_inside_cpuset_by_type(topology, cpus, HWLOC_OBJ_PU, pu)) != nullptr) {
+  while ((pu = hwloc_get_next_obj_inside_cpuset_by_type(topology, cpus, HWLOC_OBJ_PU, pu)) !=
+         nullptr) {
     pus.push_back(pu->os_index);
   }
   std::sort(pus.begin(), pus.end());
@@ -64,7 +66,8 @@ std::vector<std::vector<std::uint64_t>> numa_distances(hwloc_topology_t topology
   for (unsigned i = 0; i < count; ++i) {
     if (found[i]->nbobjs != domains.size()) continue;
     const char* name = hwloc_distances_get_name(topology, found[i]);
-    if (chosen == nullptr || (name != nullptr && std::strcmp(name, "NUMALatency") == 0)) chosen = found[i];
+    if (chosen == nullptr || (name != nullptr && std::strcmp(name, "NUMALatency") == 0))
+      chosen = found[i];
   }
   std::vector<std::vector<std::uint64_t>> matrix;
   if (chosen != nullptr) {
@@ -95,8 +98,8 @@ Result<Topology> to_topology(const HwlocTopology& hwloc, std::string source) {
   hwloc_topology_t topology = hwloc.get();
   Topology out;
   out.source = std::move(source);
-  out.packages = static_cast<unsigned>(
-      std::max(0, hwloc_get_nbobjs_by_type(topology, HWLOC_OBJ_PACKAGE)));
+  out.packages =
+      static_cast<unsigned>(std::max(0, hwloc_get_nbobjs_by_type(topology, HWLOC_OBJ_PACKAGE)));
 
   const int numa_count = hwloc_get_nbobjs_by_type(topology, HWLOC_OBJ_NUMANODE);
   if (numa_count <= 0) {
@@ -121,15 +124,17 @@ Result<Topology> to_topology(const HwlocTopology& hwloc, std::string source) {
     if (c.pus.empty()) continue;  // every PU disallowed or offline: not usable
     hwloc_obj_t home = home_domain(topology, core->cpuset, any_domain);
     if (home == nullptr) {
-      return make_error(ErrorCode::kInvalidArgument,
-                        fmt::format("core L#{} lies in no single NUMA domain", core->logical_index));
+      return make_error(
+          ErrorCode::kInvalidArgument,
+          fmt::format("core L#{} lies in no single NUMA domain", core->logical_index));
     }
     has_cores[home->logical_index] = true;
     c.numa = home->os_index;
     homes.push_back(home);
     out.cores.push_back(std::move(c));
   }
-  if (out.cores.empty()) return make_error(ErrorCode::kInvalidArgument, "the topology has no usable core");
+  if (out.cores.empty())
+    return make_error(ErrorCode::kInvalidArgument, "the topology has no usable core");
 
   for (std::size_t i = 0; i < numa_total; ++i) {
     hwloc_obj_t numa = numa_obj(i);
@@ -167,7 +172,8 @@ Result<Topology> to_topology(const HwlocTopology& hwloc, std::string source) {
     switch (dev->attr->osdev.type) {
       case HWLOC_OBJ_OSDEV_BLOCK: {
         BlockDevice b{.name = name, .nvme = false, .numa = numa, .capacity_bytes = std::nullopt};
-        b.nvme = name.starts_with("nvme") || (dev->subtype != nullptr && std::strcmp(dev->subtype, "NVMe") == 0);
+        b.nvme = name.starts_with("nvme") ||
+                 (dev->subtype != nullptr && std::strcmp(dev->subtype, "NVMe") == 0);
         // hwloc gives a block device's Size in KiB.
         if (const char* size = hwloc_obj_get_info_by_name(dev, "Size"); size != nullptr) {
           b.capacity_bytes = std::strtoull(size, nullptr, 10) * 1024;

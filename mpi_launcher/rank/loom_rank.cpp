@@ -9,8 +9,8 @@
 
 #include <cerrno>
 #include <cstdio>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "loom/launch/apply_binding.hpp"
@@ -30,7 +30,8 @@ void redirect_output(const std::string& rank) {
   const char* error = std::getenv("LOOM_RANK_ERROR");
   if (output == nullptr || error == nullptr) return;
   auto path_of = [&](std::string pattern) {
-    for (std::size_t at = pattern.find("%t"); at != std::string::npos; at = pattern.find("%t", at + rank.size())) {
+    for (std::size_t at = pattern.find("%t"); at != std::string::npos;
+         at = pattern.find("%t", at + rank.size())) {
       pattern.replace(at, 2, rank);
     }
     return pattern;
@@ -38,9 +39,11 @@ void redirect_output(const std::string& rank) {
   const std::string out = path_of(output), err = path_of(error);
   const int out_fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (out_fd < 0) fail("cannot open " + out + ": " + std::strerror(errno));
-  const int err_fd = err == out ? out_fd : ::open(err.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  const int err_fd =
+      err == out ? out_fd : ::open(err.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (err_fd < 0) fail("cannot open " + err + ": " + std::strerror(errno));
-  if (::dup2(out_fd, STDOUT_FILENO) < 0 || ::dup2(err_fd, STDERR_FILENO) < 0) fail(std::string("dup2: ") + std::strerror(errno));
+  if (::dup2(out_fd, STDOUT_FILENO) < 0 || ::dup2(err_fd, STDERR_FILENO) < 0)
+    fail(std::string("dup2: ") + std::strerror(errno));
   ::unsetenv("LOOM_RANK_OUTPUT");
   ::unsetenv("LOOM_RANK_ERROR");
 }
@@ -62,7 +65,8 @@ int main(int argc, char** argv) {
   if (argc < 2) fail("usage: loom-rank APP ARGS (mpirun runs it for each rank of a Loom job)");
   const char* rank_text = std::getenv("OMPI_COMM_WORLD_RANK");
   if (rank_text == nullptr) rank_text = std::getenv("PMIX_RANK");
-  if (rank_text == nullptr) fail("no OMPI_COMM_WORLD_RANK or PMIX_RANK: not started by mpirun as a rank");
+  if (rank_text == nullptr)
+    fail("no OMPI_COMM_WORLD_RANK or PMIX_RANK: not started by mpirun as a rank");
   const char* bindings_text = std::getenv("LOOM_RANK_BINDING");
   if (bindings_text == nullptr) fail("no LOOM_RANK_BINDING: not started in a Loom job");
   auto bindings = loom::launch::decode_bindings(bindings_text);
@@ -73,7 +77,8 @@ int main(int argc, char** argv) {
   const char* size = std::getenv("OMPI_COMM_WORLD_SIZE");
   const char* tasks = std::getenv("LOOM_NTASKS");
   if (size != nullptr && tasks != nullptr && std::string(size) != tasks) {
-    fail("rank " + std::to_string(rank) + " is in an MPI world of " + size + " ranks; the job has " + tasks);
+    fail("rank " + std::to_string(rank) + " is in an MPI world of " + size +
+         " ranks; the job has " + tasks);
   }
   for (const loom::launch::RankBinding& b : *bindings) {
     if (b.rank != rank) continue;
@@ -88,5 +93,6 @@ int main(int argc, char** argv) {
     ::execvp(argv[1], argv + 1);
     fail(std::string("cannot run ") + argv[1] + ": " + std::strerror(errno));
   }
-  fail("rank " + std::to_string(rank) + " has no binding on this node (LOOM_RANK_BINDING): mpirun placed it elsewhere than Loom");
+  fail("rank " + std::to_string(rank) +
+       " has no binding on this node (LOOM_RANK_BINDING): mpirun placed it elsewhere than Loom");
 }

@@ -27,8 +27,10 @@ int fail(const std::string& message) {
 constexpr const char* kUsage =
     "usage: loom-rsh HOST COMMAND...\n"
     "Open MPI's rsh agent inside a Loom MPI job (mpirun --mca plm_rsh_agent loom-rsh), in place\n"
-    "of ssh: asks the controller to start COMMAND, which must be Open MPI's orted, on HOST, a node\n"
-    "of your running job LOOM_JOB_ID; that node's agent runs it as you in the job's cgroup. Proves\n"
+    "of ssh: asks the controller to start COMMAND, which must be Open MPI's orted, on HOST, a "
+    "node\n"
+    "of your running job LOOM_JOB_ID; that node's agent runs it as you in the job's cgroup. "
+    "Proves\n"
     "you with a Munge credential. Exits with the daemon's status; 255 when it could not run.\n";
 
 int main(int argc, char** argv) {
@@ -36,17 +38,22 @@ int main(int argc, char** argv) {
     std::fputs(kUsage, stdout);
     return 0;
   }
-  if (argc < 3) return fail("usage: loom-rsh HOST COMMAND... (Open MPI's rsh agent inside a Loom job)");
+  if (argc < 3)
+    return fail("usage: loom-rsh HOST COMMAND... (Open MPI's rsh agent inside a Loom job)");
   const char* job = std::getenv("LOOM_JOB_ID");
-  if (job == nullptr || *job == '\0') return fail("not inside a Loom job (LOOM_JOB_ID is not set): there is no node to start anything on");
+  if (job == nullptr || *job == '\0')
+    return fail(
+        "not inside a Loom job (LOOM_JOB_ID is not set): there is no node to start anything on");
   auto job_ref = loom::cli::parse_job_ref(job);
-  if (!job_ref || job_ref->index) return fail(fmt::format("LOOM_JOB_ID \"{}\" is not a job id", job));
+  if (!job_ref || job_ref->index)
+    return fail(fmt::format("LOOM_JOB_ID \"{}\" is not a job id", job));
   // Open MPI passes the daemon's command as words quoted for a remote shell.
   std::string line;
   for (int i = 2; i < argc; ++i) line += std::string(i > 2 ? " " : "") + argv[i];
   auto words = loom::launch::split_command(line);
   if (!words) return fail(words.error().message());
-  if (auto arguments = loom::launch::daemon_arguments(*words); !arguments) return fail(arguments.error().message());
+  if (auto arguments = loom::launch::daemon_arguments(*words); !arguments)
+    return fail(arguments.error().message());
 
   auto config = loom::start_program("loom-rsh", std::nullopt);
   if (!config) return fail(config.error().to_string());

@@ -23,13 +23,16 @@ std::string nodelist(const std::vector<NodeRanks>& nodes) {
 std::vector<std::string> mpirun_argv(const MpiPlan& plan) {
   unsigned ranks = 0;
   for (const NodeRanks& n : plan.nodes) ranks += n.ranks;
-  std::vector<std::string> argv{"mpirun", "-np", std::to_string(ranks), "--host", hosts(plan.nodes), "--map-by", "slot",
-                                "--bind-to", "none"};
+  std::vector<std::string> argv{
+      "mpirun",   "-np",  std::to_string(ranks), "--host", hosts(plan.nodes),
+      "--map-by", "slot", "--bind-to",           "none"};
   if (!plan.rsh_agent.empty()) {  // daemons on other nodes start through it, never ssh
-    argv.insert(argv.end(), {"--mca", "plm_rsh_agent", plan.rsh_agent, "--mca", "plm_rsh_no_tree_spawn", "1"});
+    argv.insert(argv.end(),
+                {"--mca", "plm_rsh_agent", plan.rsh_agent, "--mca", "plm_rsh_no_tree_spawn", "1"});
   }
   if (!plan.network.empty()) {
-    argv.insert(argv.end(), {"--mca", "oob_tcp_if_include", plan.network, "--mca", "btl_tcp_if_include", plan.network});
+    argv.insert(argv.end(), {"--mca", "oob_tcp_if_include", plan.network, "--mca",
+                             "btl_tcp_if_include", plan.network});
   }
   argv.push_back(plan.rank_wrapper);
   argv.insert(argv.end(), plan.argv.begin(), plan.argv.end());
@@ -51,18 +54,22 @@ Result<std::vector<std::string>> split_command(std::string_view line) {
     if (c == '\'') {
       const std::size_t close = line.find('\'', i + 1);
       if (close == std::string_view::npos) {
-        return make_error(ErrorCode::kInvalidArgument, fmt::format("command \"{}\": a ' at {} is not closed", line, i));
+        return make_error(ErrorCode::kInvalidArgument,
+                          fmt::format("command \"{}\": a ' at {} is not closed", line, i));
       }
       word.append(line.substr(i + 1, close - i - 1));
       i = close;
     } else if (c == '"') {
       std::size_t j = i + 1;
       for (; j < line.size() && line[j] != '"'; ++j) {
-        if (line[j] == '\\' && j + 1 < line.size() && std::string_view("$`\"\\\n").find(line[j + 1]) != std::string_view::npos) ++j;
+        if (line[j] == '\\' && j + 1 < line.size() &&
+            std::string_view("$`\"\\\n").find(line[j + 1]) != std::string_view::npos)
+          ++j;
         word.push_back(line[j]);
       }
       if (j == line.size()) {
-        return make_error(ErrorCode::kInvalidArgument, fmt::format("command \"{}\": a \" at {} is not closed", line, i));
+        return make_error(ErrorCode::kInvalidArgument,
+                          fmt::format("command \"{}\": a \" at {} is not closed", line, i));
       }
       i = j;
     } else if (c == '\\' && i + 1 < line.size()) {
@@ -78,7 +85,8 @@ Result<std::vector<std::string>> split_command(std::string_view line) {
 Result<std::vector<std::string>> daemon_arguments(const std::vector<std::string>& words) {
   if (words.empty() || words.front() != "orted") {
     return make_error(ErrorCode::kPermissionDenied,
-                      fmt::format("loom-rsh runs only Open MPI's daemon, orted, not \"{}\"", fmt::join(words, " ")));
+                      fmt::format("loom-rsh runs only Open MPI's daemon, orted, not \"{}\"",
+                                  fmt::join(words, " ")));
   }
   std::vector<std::string> arguments;
   for (std::size_t i = 1; i < words.size(); ++i) {
@@ -90,7 +98,8 @@ Result<std::vector<std::string>> daemon_arguments(const std::vector<std::string>
 std::string encode_bindings(const std::vector<RankBinding>& ranks) {
   std::vector<std::string> parts;
   for (const RankBinding& r : ranks) {
-    parts.push_back(fmt::format("{}={}@{}", r.rank, fmt::join(r.pus, ","), r.numa ? std::to_string(*r.numa) : ""));
+    parts.push_back(fmt::format("{}={}@{}", r.rank, fmt::join(r.pus, ","),
+                                r.numa ? std::to_string(*r.numa) : ""));
   }
   return fmt::format("{}", fmt::join(parts, ";"));
 }
@@ -101,7 +110,8 @@ Result<unsigned> number(std::string_view text, std::string_view whole) {
   unsigned value = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (ec != std::errc() || end != text.data() + text.size() || text.empty()) {
-    return make_error(ErrorCode::kInvalidArgument, fmt::format("LOOM_RANK_BINDING \"{}\": \"{}\" is not a number", whole, text));
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("LOOM_RANK_BINDING \"{}\": \"{}\" is not a number", whole, text));
   }
   return value;
 }
@@ -115,7 +125,8 @@ Result<std::vector<RankBinding>> decode_bindings(std::string_view text) {
     const std::string_view part = text.substr(start, end - start);
     const std::size_t eq = part.find('='), at = part.find('@');
     if (eq == std::string_view::npos || at == std::string_view::npos || at < eq) {
-      return make_error(ErrorCode::kInvalidArgument, fmt::format("LOOM_RANK_BINDING \"{}\": expected RANK=PUS@NUMA", text));
+      return make_error(ErrorCode::kInvalidArgument,
+                        fmt::format("LOOM_RANK_BINDING \"{}\": expected RANK=PUS@NUMA", text));
     }
     RankBinding r;
     r.rank = LOOM_TRY(number(part.substr(0, eq), text));

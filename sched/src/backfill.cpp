@@ -19,7 +19,8 @@ class NoBackfillPass final : public BackfillPass {
 class NoBackfill final : public BackfillPolicy {
  public:
   std::string_view name() const override { return "fcfs"; }
-  std::unique_ptr<BackfillPass> begin(const Cluster&, std::span<const RunningJob>, Time) const override {
+  std::unique_ptr<BackfillPass> begin(const Cluster&, std::span<const RunningJob>,
+                                      Time) const override {
     return std::make_unique<NoBackfillPass>();
   }
 };
@@ -44,7 +45,8 @@ class EasyPass final : public BackfillPass {
       // Gone before the head starts, so its nodes' capacity at T is what they have free
       // now: pin that before the job takes it, or a later job would be judged against a
       // capacity this one only borrows.
-      for (const NodePlacement& np : placement.nodes) at_head_start_.try_emplace(np.node, cluster_.free(np.node));
+      for (const NodePlacement& np : placement.nodes)
+        at_head_start_.try_emplace(np.node, cluster_.free(np.node));
       return true;
     }
     // Still running at T: it must leave the head enough room there.
@@ -75,7 +77,9 @@ class EasyPass final : public BackfillPass {
   std::int64_t score(NodeId node, const NodeCapacity& capacity) const {
     if (cluster_.state(node) != NodeState::kUp) return 0;
     if (request_->ranks_per_node != 0) {
-      return ranks_fit(capacity, *request_, request_->ranks_per_node) >= request_->ranks_per_node ? 1 : 0;
+      return ranks_fit(capacity, *request_, request_->ranks_per_node) >= request_->ranks_per_node
+                 ? 1
+                 : 0;
     }
     return ranks_fit(capacity, *request_, request_->tasks);
   }
@@ -124,7 +128,6 @@ class EasyBackfill final : public BackfillPolicy {
   }
 };
 
-
 // What a reservation holds on one node over its interval, in counts.
 struct Claim {
   Time start;
@@ -136,7 +139,9 @@ struct Claim {
 bool subtract(NodeCapacity& cap, const NodeCapacity& usage) {
   if (cap.held_exclusive || (usage.held_exclusive && !cap.idle())) return false;
   for (std::size_t d = 0; d < cap.domains.size(); ++d) {
-    if (cap.domains[d].cores < usage.domains[d].cores || cap.domains[d].memory < usage.domains[d].memory) return false;
+    if (cap.domains[d].cores < usage.domains[d].cores ||
+        cap.domains[d].memory < usage.domains[d].memory)
+      return false;
     cap.domains[d].cores -= usage.domains[d].cores;
     cap.domains[d].memory -= usage.domains[d].memory;
   }
@@ -174,7 +179,8 @@ class ConservativePass final : public BackfillPass {
   ConservativePass(const Cluster& cluster, std::span<const RunningJob> running, Time now)
       : cluster_(cluster), running_(running), now_(now) {
     for (const RunningJob& r : running) {
-      for (const NodePlacement& np : r.placement->nodes) releases_[np.node].emplace_back(r.deadline, &np);
+      for (const NodePlacement& np : r.placement->nodes)
+        releases_[np.node].emplace_back(r.deadline, &np);
       times_.push_back(r.deadline);
     }
   }
@@ -225,7 +231,8 @@ class ConservativePass final : public BackfillPass {
       for (auto& [node, cap] : usable) {
         if (left == 0) break;
         NodeCapacity after = cap;
-        const unsigned taken = take_ranks(after, r, r.ranks_per_node != 0 ? r.ranks_per_node : left);
+        const unsigned taken =
+            take_ranks(after, r, r.ranks_per_node != 0 ? r.ranks_per_node : left);
         left -= std::min(left, taken);
         claims_[node].push_back({start, end, difference(cap, after)});
       }
@@ -309,14 +316,17 @@ class ConservativeBackfill final : public BackfillPolicy {
 
 std::unique_ptr<BackfillPolicy> make_no_backfill() { return std::make_unique<NoBackfill>(); }
 std::unique_ptr<BackfillPolicy> make_easy_backfill() { return std::make_unique<EasyBackfill>(); }
-std::unique_ptr<BackfillPolicy> make_conservative_backfill() { return std::make_unique<ConservativeBackfill>(); }
+std::unique_ptr<BackfillPolicy> make_conservative_backfill() {
+  return std::make_unique<ConservativeBackfill>();
+}
 
 Result<std::unique_ptr<BackfillPolicy>> make_backfill(std::string_view name) {
   if (name == "fcfs") return make_no_backfill();
   if (name == "easy") return make_easy_backfill();
   if (name == "conservative") return make_conservative_backfill();
-  return make_error(ErrorCode::kInvalidArgument,
-                    fmt::format("unknown backfill policy \"{}\": expected fcfs, easy or conservative", name));
+  return make_error(
+      ErrorCode::kInvalidArgument,
+      fmt::format("unknown backfill policy \"{}\": expected fcfs, easy or conservative", name));
 }
 
 }  // namespace loom::sched

@@ -6,16 +6,19 @@
 #include <bit>
 #include <unordered_map>
 
-#include "loom/common/bytes.hpp"
 #include "free_core_index.hpp"
+#include "loom/common/bytes.hpp"
 
 namespace loom::sched {
 
 std::string_view to_string(NodeState state) {
   switch (state) {
-    case NodeState::kUp: return "up";
-    case NodeState::kDrain: return "drain";
-    case NodeState::kDown: return "down";
+    case NodeState::kUp:
+      return "up";
+    case NodeState::kDrain:
+      return "drain";
+    case NodeState::kDown:
+      return "down";
   }
   return "unknown";
 }
@@ -24,8 +27,8 @@ namespace {
 
 struct Domain {
   unsigned os_index = 0;
-  std::vector<unsigned> core_ids;     // logical indexes, ascending
-  std::vector<std::uint64_t> free;    // bit i set: core_ids[i] is free
+  std::vector<unsigned> core_ids;   // logical indexes, ascending
+  std::vector<std::uint64_t> free;  // bit i set: core_ids[i] is free
   std::size_t position(unsigned core) const {
     auto it = std::lower_bound(core_ids.begin(), core_ids.end(), core);
     return it != core_ids.end() && *it == core ? static_cast<std::size_t>(it - core_ids.begin())
@@ -62,8 +65,8 @@ struct Node {
         const CoreSlot slot = slot_of(core);
         std::uint64_t& word = domains[slot.domain].free[slot.bit / 64];
         const std::uint64_t bit = std::uint64_t{1} << (slot.bit % 64);
-        LOOM_CHECK(((word & bit) != 0) != free,
-                   fmt::format("core {} of node {} {} twice", core, name, free ? "released" : "given"));
+        LOOM_CHECK(((word & bit) != 0) != free, fmt::format("core {} of node {} {} twice", core,
+                                                            name, free ? "released" : "given"));
         word ^= bit;
       }
       const auto count = static_cast<unsigned>(rank.cores.size());
@@ -73,7 +76,8 @@ struct Node {
 
   CoreSlot slot_of(unsigned core) const {
     for (std::size_t d = 0; d < domains.size(); ++d) {
-      if (std::size_t bit = domains[d].position(core); bit < domains[d].core_ids.size()) return {d, bit};
+      if (std::size_t bit = domains[d].position(core); bit < domains[d].core_ids.size())
+        return {d, bit};
     }
     LOOM_CHECK(false, fmt::format("node {} has no core {}", name, core));
     return {};
@@ -109,7 +113,9 @@ struct Cluster::State {
     LOOM_CHECK(id.value() < nodes.size(), fmt::format("no node {}", id.value()));
     return nodes[id.value()];
   }
-  bool schedulable(const Node& n) const { return n.state == NodeState::kUp && !n.free.held_exclusive; }
+  bool schedulable(const Node& n) const {
+    return n.state == NodeState::kUp && !n.free.held_exclusive;
+  }
   void reindex(NodeId id) {
     const Node& n = node(id);
     index.update(id.value(), n.free_cores, schedulable(n));
@@ -132,7 +138,8 @@ NodeId Cluster::add_node(NodeSpec spec) {
   for (const hwtopo::NumaDomain& d : n.topology->numa_domains) {
     if (d.memory_only()) continue;
     Domain domain{d.os_index, d.cores, std::vector<std::uint64_t>((d.cores.size() + 63) / 64, 0)};
-    for (std::size_t i = 0; i < d.cores.size(); ++i) domain.free[i / 64] |= std::uint64_t{1} << (i % 64);
+    for (std::size_t i = 0; i < d.cores.size(); ++i)
+      domain.free[i / 64] |= std::uint64_t{1} << (i % 64);
     n.domains.push_back(std::move(domain));
   }
   n.total = empty_capacity(*n.topology, n.nvme);
@@ -193,9 +200,12 @@ std::vector<unsigned> Cluster::free_cores(NodeId id, std::size_t domain) const {
 }
 
 Status Cluster::check_feasible(const Request& r) const {
-  auto refuse = [](std::string message) { return make_error(ErrorCode::kInvalidArgument, std::move(message)); };
+  auto refuse = [](std::string message) {
+    return make_error(ErrorCode::kInvalidArgument, std::move(message));
+  };
   if (state_->nodes.empty()) return refuse("the cluster has no nodes");
-  if (!r.node.empty() && !state_->by_name.contains(r.node)) return refuse(fmt::format("there is no node {}", r.node));
+  if (!r.node.empty() && !state_->by_name.contains(r.node))
+    return refuse(fmt::format("there is no node {}", r.node));
   unsigned largest_domain = 0, largest_node = 0;
   std::uint64_t largest_domain_memory = 0, largest_nvme = 0;
   for (const auto& [shape, count] : state_->node_types) {
@@ -225,14 +235,15 @@ Status Cluster::check_feasible(const Request& r) const {
         format_bytes(Bytes(r.mem_per_task)), format_bytes(Bytes(largest_domain_memory))));
   }
   if (r.bb_per_node > largest_nvme) {
-    return refuse(largest_nvme == 0
-                      ? fmt::format("bb {} asked for, but no node has an NVMe device",
-                                    format_bytes(Bytes(r.bb_per_node)))
-                      : fmt::format("bb {} exceeds the largest NVMe device ({})",
-                                    format_bytes(Bytes(r.bb_per_node)), format_bytes(Bytes(largest_nvme))));
+    return refuse(largest_nvme == 0 ? fmt::format("bb {} asked for, but no node has an NVMe device",
+                                                  format_bytes(Bytes(r.bb_per_node)))
+                                    : fmt::format("bb {} exceeds the largest NVMe device ({})",
+                                                  format_bytes(Bytes(r.bb_per_node)),
+                                                  format_bytes(Bytes(largest_nvme))));
   }
   if (r.nodes_min > state_->nodes.size()) {
-    return refuse(fmt::format("nodes {} exceeds the cluster's {} nodes", r.nodes_min, state_->nodes.size()));
+    return refuse(
+        fmt::format("nodes {} exceeds the cluster's {} nodes", r.nodes_min, state_->nodes.size()));
   }
   // On an empty cluster: enough nodes that hold a node's share, or enough room in all.
   std::uint64_t nodes_that_fit = 0, ranks_that_fit = 0;
@@ -253,8 +264,9 @@ Status Cluster::check_feasible(const Request& r) const {
         nodes_that_fit, r.nodes_min, most_on_a_node));
   }
   if (r.ranks_per_node == 0 && ranks_that_fit < r.tasks) {
-    return refuse(fmt::format("ntasks {} of {} cores exceeds what the whole cluster holds ({} tasks)",
-                              r.tasks, r.cores_per_task, ranks_that_fit));
+    return refuse(
+        fmt::format("ntasks {} of {} cores exceeds what the whole cluster holds ({} tasks)",
+                    r.tasks, r.cores_per_task, ranks_that_fit));
   }
   return {};
 }
@@ -262,7 +274,8 @@ Status Cluster::check_feasible(const Request& r) const {
 namespace {
 
 // Fills in one node's ranks: domain by domain, the lowest free cores first.
-NodePlacement assign(const Node& n, NodeId id, const Request& r, unsigned ranks, unsigned first_rank) {
+NodePlacement assign(const Node& n, NodeId id, const Request& r, unsigned ranks,
+                     unsigned first_rank) {
   NodePlacement out;
   out.node = id;
   out.exclusive = r.exclusive;
@@ -286,7 +299,8 @@ NodePlacement assign(const Node& n, NodeId id, const Request& r, unsigned ranks,
     rank.rank = first_rank + k;
     rank.memory_bytes = r.mem_per_task;
     if (!r.spread_numa) {
-      while (left[domain].cores < r.cores_per_task || left[domain].memory < r.mem_per_task) ++domain;
+      while (left[domain].cores < r.cores_per_task || left[domain].memory < r.mem_per_task)
+        ++domain;
       take(domain, r.cores_per_task, rank.cores);
       left[domain].cores -= r.cores_per_task;
       left[domain].memory -= r.mem_per_task;
@@ -317,9 +331,9 @@ NodePlacement assign(const Node& n, NodeId id, const Request& r, unsigned ranks,
     std::size_t best_local = 0;
     for (std::size_t i = 0; i < n.nvme.size(); ++i) {
       if (n.free.nvme[i] < r.bb_per_node) continue;
-      const std::size_t local = static_cast<std::size_t>(std::count_if(
-          out.ranks.begin(), out.ranks.end(),
-          [&](const RankPlacement& rank) { return n.nvme[i].numa == rank.numa; }));
+      const std::size_t local = static_cast<std::size_t>(
+          std::count_if(out.ranks.begin(), out.ranks.end(),
+                        [&](const RankPlacement& rank) { return n.nvme[i].numa == rank.numa; }));
       if (!out.nvme || local > best_local) {
         out.nvme = static_cast<unsigned>(i);
         best_local = local;
@@ -384,7 +398,8 @@ std::optional<Placement> Cluster::place(const Request& r) const {
 void Cluster::take(NodeCapacity& capacity, const NodePlacement& np) const {
   const Node& n = state_->node(np.node);
   LOOM_CHECK(!capacity.held_exclusive, fmt::format("node {} is held by an exclusive job", n.name));
-  LOOM_CHECK(!np.exclusive || capacity.idle(), fmt::format("exclusive job on busy node {}", n.name));
+  LOOM_CHECK(!np.exclusive || capacity.idle(),
+             fmt::format("exclusive job on busy node {}", n.name));
   for (const RankPlacement& rank : np.ranks) {
     DomainCapacity& memory_domain = capacity.domains[n.domain_of(rank.numa)];
     LOOM_CHECK(memory_domain.memory >= rank.memory_bytes,

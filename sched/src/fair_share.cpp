@@ -43,8 +43,8 @@ double FairShare::dominant_share(const std::string& account) const {
   auto share = [](std::uint64_t held, std::uint64_t total) {
     return total == 0 ? 0.0 : static_cast<double>(held) / static_cast<double>(total);
   };
-  return std::max({share(a.cores, total_.cores), share(a.memory, total_.memory),
-                   share(a.nvme, total_.nvme)});
+  return std::max(
+      {share(a.cores, total_.cores), share(a.memory, total_.memory), share(a.nvme, total_.nvme)});
 }
 
 double FairShare::weighted_share(const std::string& account) const {

@@ -29,18 +29,19 @@ Status validate(const JobSpec& spec) {
   if (spec.tasks_per_node != 0) {
     const unsigned needed = (spec.tasks + spec.tasks_per_node - 1) / spec.tasks_per_node;
     if (needed < spec.nodes_min || (spec.nodes_max != 0 && needed > spec.nodes_max)) {
-      return invalid(fmt::format(
-          "--ntasks {} at --tasks-per-node {} needs {} nodes, outside --nodes {}-{}", spec.tasks,
-          spec.tasks_per_node, needed, spec.nodes_min,
-          spec.nodes_max != 0 ? spec.nodes_max : spec.tasks));
+      return invalid(
+          fmt::format("--ntasks {} at --tasks-per-node {} needs {} nodes, outside --nodes {}-{}",
+                      spec.tasks, spec.tasks_per_node, needed, spec.nodes_min,
+                      spec.nodes_max != 0 ? spec.nodes_max : spec.tasks));
     }
   }
   for (const Dependency& d : spec.dependencies) {
     if (d.job.value() == 0) return invalid("--dependency names job 0, which cannot exist");
   }
-  if (!spec.node.empty() && (spec.nodes_min > 1 ||
-                             (spec.tasks_per_node != 0 && spec.tasks > spec.tasks_per_node))) {
-    return invalid("--bb-persistent: the job runs on its buffer's node, so it must fit on one node");
+  if (!spec.node.empty() &&
+      (spec.nodes_min > 1 || (spec.tasks_per_node != 0 && spec.tasks > spec.tasks_per_node))) {
+    return invalid(
+        "--bb-persistent: the job runs on its buffer's node, so it must fit on one node");
   }
   if (spec.bb_per_node.count() == 0 && !spec.stage_in.empty()) {
     return invalid("--stage-in needs --bb: staged files land in the job's burst-buffer slice");

@@ -94,8 +94,9 @@ Result<std::unique_ptr<QueueOrder>> make_order(std::string_view name) {
   if (name == "sjf") return make_sjf_order();
   if (name == "fairshare") return make_fair_share_order();
   if (name == "priority") return make_multifactor_order();
-  return make_error(ErrorCode::kInvalidArgument,
-                    fmt::format("unknown queue order \"{}\": expected fcfs, sjf, fairshare or priority", name));
+  return make_error(
+      ErrorCode::kInvalidArgument,
+      fmt::format("unknown queue order \"{}\": expected fcfs, sjf, fairshare or priority", name));
 }
 
 }  // namespace loom::sched

@@ -22,7 +22,8 @@ Resources usage_of(const Placement& placement) {
 
 Scheduler::Scheduler(Cluster& cluster, SchedulerOptions options)
     : cluster_(cluster), options_(std::move(options)) {
-  LOOM_CHECK(options_.order != nullptr && options_.backfill != nullptr, "scheduler needs its policies");
+  LOOM_CHECK(options_.order != nullptr && options_.backfill != nullptr,
+             "scheduler needs its policies");
 }
 
 Status Scheduler::submit(JobId id, JobSpec spec, Time now) {
@@ -33,9 +34,11 @@ Status Scheduler::submit(JobId id, JobSpec spec, Time now) {
   Request request = make_request(spec);
   LOOM_TRY(cluster_.check_feasible(request));
   for (const Dependency& d : spec.dependencies) {
-    if (!pending_.contains(d.job) && !running_.contains(d.job) && !ended_.contains(d.job) && !awaited_.contains(d.job)) {
-      return make_error(ErrorCode::kInvalidArgument,
-                        fmt::format("--dependency names job {}, which does not exist", d.job.value()));
+    if (!pending_.contains(d.job) && !running_.contains(d.job) && !ended_.contains(d.job) &&
+        !awaited_.contains(d.job)) {
+      return make_error(
+          ErrorCode::kInvalidArgument,
+          fmt::format("--dependency names job {}, which does not exist", d.job.value()));
     }
   }
   awaited_.erase(id);  // a job that was running when the controller stopped, queued again
@@ -108,7 +111,8 @@ PassResult Scheduler::schedule(Time now) {
     if (!placement) {
       if (!backfill) {
         running.reserve(running_.size());
-        for (const auto& [deadline, id] : deadlines_) running.push_back({id, &running_.at(id).placement, deadline});
+        for (const auto& [deadline, id] : deadlines_)
+          running.push_back({id, &running_.at(id).placement, deadline});
         backfill = options_.backfill->begin(cluster_, running, now);
       }
       if (!backfill->blocked(job)) break;
@@ -123,7 +127,8 @@ PassResult Scheduler::schedule(Time now) {
 
 void Scheduler::finished(JobId id, JobEnd end, Time) {
   auto it = running_.find(id);
-  LOOM_CHECK(it != running_.end(), fmt::format("finished() for job {}, which is not running", id.value()));
+  LOOM_CHECK(it != running_.end(),
+             fmt::format("finished() for job {}, which is not running", id.value()));
   cluster_.release(it->second.placement);
   fair_share_.unallocated(it->second.spec.account, it->second.usage);
   deadlines_.erase({it->second.deadline, id});
@@ -133,16 +138,19 @@ void Scheduler::finished(JobId id, JobEnd end, Time) {
 
 Status Scheduler::adopt(JobId id, JobSpec spec, Placement placement, Time started) {
   if (pending_.contains(id) || running_.contains(id) || ended_.contains(id)) {
-    return make_error(ErrorCode::kAlreadyExists, fmt::format("job {} is known already", id.value()));
+    return make_error(ErrorCode::kAlreadyExists,
+                      fmt::format("job {} is known already", id.value()));
   }
   for (const NodePlacement& np : placement.nodes) {
     NodeCapacity free = cluster_.free(np.node);
     NodeCapacity after = free;
     cluster_.take(after, np);
     for (std::size_t d = 0; d < free.domains.size(); ++d) {
-      if (after.domains[d].cores > free.domains[d].cores || after.domains[d].memory > free.domains[d].memory) {
+      if (after.domains[d].cores > free.domains[d].cores ||
+          after.domains[d].memory > free.domains[d].memory) {
         return make_error(ErrorCode::kFailedPrecondition,
-                          fmt::format("job {}'s placement on {} overlaps what is held", id.value(), cluster_.name(np.node)));
+                          fmt::format("job {}'s placement on {} overlaps what is held", id.value(),
+                                      cluster_.name(np.node)));
       }
     }
     for (const RankPlacement& r : np.ranks) {
@@ -156,7 +164,8 @@ Status Scheduler::adopt(JobId id, JobSpec spec, Placement placement, Time starte
         }
         if (!is_free) {
           return make_error(ErrorCode::kFailedPrecondition,
-                            fmt::format("job {}'s core {} on {} is held already", id.value(), core, cluster_.name(np.node)));
+                            fmt::format("job {}'s core {} on {} is held already", id.value(), core,
+                                        cluster_.name(np.node)));
         }
       }
     }
@@ -173,7 +182,8 @@ Status Scheduler::adopt(JobId id, JobSpec spec, Placement placement, Time starte
 
 void Scheduler::start_clock(JobId id, Time now) {
   auto it = running_.find(id);
-  LOOM_CHECK(it != running_.end(), fmt::format("start_clock() for job {}, which is not running", id.value()));
+  LOOM_CHECK(it != running_.end(),
+             fmt::format("start_clock() for job {}, which is not running", id.value()));
   deadlines_.erase({it->second.deadline, id});
   it->second.deadline = now + it->second.spec.walltime;
   deadlines_.emplace(it->second.deadline, id);
@@ -181,7 +191,8 @@ void Scheduler::start_clock(JobId id, Time now) {
 
 void Scheduler::requeue(JobId id, Time submitted) {
   auto it = running_.find(id);
-  LOOM_CHECK(it != running_.end(), fmt::format("requeue() for job {}, which is not running", id.value()));
+  LOOM_CHECK(it != running_.end(),
+             fmt::format("requeue() for job {}, which is not running", id.value()));
   cluster_.release(it->second.placement);
   fair_share_.unallocated(it->second.spec.account, it->second.usage);
   deadlines_.erase({it->second.deadline, id});

@@ -13,7 +13,7 @@ namespace {
 
 struct SimJob {
   std::int64_t submit;
-  std::int64_t run;       // as it will run: the trace's run time, cut at its walltime
+  std::int64_t run;  // as it will run: the trace's run time, cut at its walltime
   std::int64_t walltime;
   unsigned procs;
 };
@@ -39,8 +39,8 @@ std::shared_ptr<const hwtopo::Topology> uniform_node(unsigned cores) {
   return t;
 }
 
-Result<WindowMetrics> replay(std::span<const SimJob> jobs, std::size_t nodes, unsigned cores_per_node,
-                             const SimOptions& options) {
+Result<WindowMetrics> replay(std::span<const SimJob> jobs, std::size_t nodes,
+                             unsigned cores_per_node, const SimOptions& options) {
   Cluster cluster;
   auto topology = uniform_node(cores_per_node);
   for (std::size_t i = 0; i < nodes; ++i) cluster.add_node({fmt::format("sim{}", i), topology, {}});
@@ -89,7 +89,8 @@ Result<WindowMetrics> replay(std::span<const SimJob> jobs, std::size_t nodes, un
     last_end = std::max(last_end, start[i] + jobs[i].run);
   }
   m.makespan = static_cast<double>(last_end - first_submit);
-  m.utilization = m.makespan > 0 ? busy / (static_cast<double>(nodes) * cores_per_node * m.makespan) : 0;
+  m.utilization =
+      m.makespan > 0 ? busy / (static_cast<double>(nodes) * cores_per_node * m.makespan) : 0;
   m.avg_wait = wait_sum / static_cast<double>(jobs.size());
   m.avg_bsld = bsld_sum / static_cast<double>(jobs.size());
   return m;
@@ -98,7 +99,9 @@ Result<WindowMetrics> replay(std::span<const SimJob> jobs, std::size_t nodes, un
 }  // namespace
 
 Result<SimMetrics> simulate(const SwfTrace& trace, const SimOptions& options) {
-  auto invalid = [](std::string message) { return make_error(ErrorCode::kInvalidArgument, std::move(message)); };
+  auto invalid = [](std::string message) {
+    return make_error(ErrorCode::kInvalidArgument, std::move(message));
+  };
   if (options.cores_per_node == 0) return invalid("--cores-per-node must be at least 1");
   std::int64_t cores = 0;
   if (trace.max_procs && *trace.max_procs > 0) {
@@ -106,10 +109,13 @@ Result<SimMetrics> simulate(const SwfTrace& trace, const SimOptions& options) {
   } else if (trace.max_nodes && *trace.max_nodes > 0) {
     cores = *trace.max_nodes * options.cores_per_node;
   } else {
-    return invalid("the trace's header gives neither MaxProcs nor MaxNodes: the machine size is unknown");
+    return invalid(
+        "the trace's header gives neither MaxProcs nor MaxNodes: the machine size is unknown");
   }
   const std::size_t nodes = static_cast<std::size_t>(cores) / options.cores_per_node;
-  if (nodes == 0) return invalid(fmt::format("--cores-per-node {} exceeds the machine's {} cores", options.cores_per_node, cores));
+  if (nodes == 0)
+    return invalid(fmt::format("--cores-per-node {} exceeds the machine's {} cores",
+                               options.cores_per_node, cores));
 
   SimMetrics metrics;
   metrics.nodes = nodes;
@@ -117,22 +123,27 @@ Result<SimMetrics> simulate(const SwfTrace& trace, const SimOptions& options) {
   std::vector<SimJob> jobs;
   for (const SwfJob& j : trace.jobs) {
     const std::int64_t procs = j.requested > 0 ? j.requested : j.allocated;
-    if (procs <= 0 || j.run < 0 || procs > static_cast<std::int64_t>(nodes * options.cores_per_node)) {
+    if (procs <= 0 || j.run < 0 ||
+        procs > static_cast<std::int64_t>(nodes * options.cores_per_node)) {
       ++metrics.skipped;
       continue;
     }
-    const std::int64_t walltime = std::max<std::int64_t>(1, j.requested_time > 0 ? j.requested_time : j.run);
+    const std::int64_t walltime =
+        std::max<std::int64_t>(1, j.requested_time > 0 ? j.requested_time : j.run);
     jobs.push_back({j.submit, std::min(j.run, walltime), walltime, static_cast<unsigned>(procs)});
   }
-  std::stable_sort(jobs.begin(), jobs.end(), [](const SimJob& a, const SimJob& b) { return a.submit < b.submit; });
+  std::stable_sort(jobs.begin(), jobs.end(),
+                   [](const SimJob& a, const SimJob& b) { return a.submit < b.submit; });
   if (jobs.empty()) return invalid("the trace has no job to replay");
 
   const std::size_t window = options.window == 0 ? jobs.size() : options.window;
   const std::size_t stride = options.stride == 0 ? window : options.stride;
-  if (window > jobs.size()) return invalid(fmt::format("--window {} exceeds the trace's {} jobs", window, jobs.size()));
+  if (window > jobs.size())
+    return invalid(fmt::format("--window {} exceeds the trace's {} jobs", window, jobs.size()));
   std::vector<WindowMetrics> results;
   for (std::size_t first = 0; first + window <= jobs.size(); first += stride) {
-    WindowMetrics result = LOOM_TRY(replay(std::span(jobs).subspan(first, window), nodes, options.cores_per_node, options));
+    WindowMetrics result = LOOM_TRY(
+        replay(std::span(jobs).subspan(first, window), nodes, options.cores_per_node, options));
     results.push_back(result);
     metrics.jobs += window;
   }

@@ -24,7 +24,8 @@ std::optional<std::int64_t> header_value(std::string_view line, std::string_view
   if (rest.empty() || rest.front() != ':') return std::nullopt;
   rest.remove_prefix(1);
   while (!rest.empty() && (rest.front() == ' ' || rest.front() == '\t')) rest.remove_prefix(1);
-  while (!rest.empty() && (rest.back() == ' ' || rest.back() == '\t' || rest.back() == '\r')) rest.remove_suffix(1);
+  while (!rest.empty() && (rest.back() == ' ' || rest.back() == '\t' || rest.back() == '\r'))
+    rest.remove_suffix(1);
   return parse_int(rest);
 }
 
@@ -71,8 +72,9 @@ Result<SwfTrace> parse_swf(std::string_view text, std::string_view source) {
                         fmt::format("{}:{}: {} fields, expected 18", source, number, count));
     }
     if (fields[0] < 0 || fields[1] < 0) {
-      return make_error(ErrorCode::kInvalidArgument,
-                        fmt::format("{}:{}: a job needs a job number and a submit time", source, number));
+      return make_error(
+          ErrorCode::kInvalidArgument,
+          fmt::format("{}:{}: a job needs a job number and a submit time", source, number));
     }
     trace.jobs.push_back({static_cast<std::uint64_t>(fields[0]), fields[1], fields[3], fields[4],
                           fields[7], fields[8], number});

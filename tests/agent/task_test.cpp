@@ -64,19 +64,21 @@ class TaskTest : public ::testing::Test {
 
   uid_t alice_ = 0;
   std::filesystem::path dir_;
-  std::filesystem::path state_ = loom::testing::temp_path("agent-state");  // the agent's, root's only
+  std::filesystem::path state_ =
+      loom::testing::temp_path("agent-state");  // the agent's, root's only
   std::optional<hwtopo::Binder> binder_;
 };
 
 TEST_F(TaskTest, RunsAsTheUserWithItsEnvironmentAndReportsTheExitCode) {
-  auto task = Task::start(spec({"sh", "-c", "id -u; echo job=$LOOM_JOB_ID; pwd; echo oops >&2; exit 3"}));
+  auto task =
+      Task::start(spec({"sh", "-c", "id -u; echo job=$LOOM_JOB_ID; pwd; echo oops >&2; exit 3"}));
   ASSERT_TRUE(task.has_value()) << task.error().to_string();
   auto exit = task->wait();
   ASSERT_TRUE(exit.has_value());
   EXPECT_EQ(exit->exit_code, 3);
   EXPECT_FALSE(exit->signal.has_value());
   EXPECT_EQ(output(), fmt::format("{}\njob=42\n{}\noops\n", alice_, dir_.string()));
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::stat((dir_ / "out").c_str(), &st), 0);
   EXPECT_EQ(st.st_uid, alice_) << "the output file is the user's";
 }
@@ -107,16 +109,20 @@ TEST_F(TaskTest, TheTaskRunsOnItsPlacedCoresAndMemory) {
   const hwtopo::Core& last = binder_->machine().cores.back();
   auto binding = binder_->resolve(std::vector<unsigned>{last.logical_index}, last.numa);
   ASSERT_TRUE(binding.has_value());
-  TaskSpec s = spec({"sh", "-c", "grep Cpus_allowed_list /proc/self/status; grep -m1 -o 'bind:[0-9]*' /proc/self/numa_maps"});
+  TaskSpec s = spec(
+      {"sh", "-c",
+       "grep Cpus_allowed_list /proc/self/status; grep -m1 -o 'bind:[0-9]*' /proc/self/numa_maps"});
   s.binding = *binding;
   auto task = Task::start(s);
   ASSERT_TRUE(task.has_value()) << task.error().to_string();
   ASSERT_TRUE(task->wait().has_value());
-  EXPECT_EQ(output(), fmt::format("Cpus_allowed_list:\t{}\nbind:{}\n", format_index_list(last.pus), last.numa));
+  EXPECT_EQ(output(), fmt::format("Cpus_allowed_list:\t{}\nbind:{}\n", format_index_list(last.pus),
+                                  last.numa));
 }
 
 TEST_F(TaskTest, TheMemoryLimitIsEnforced) {
-  TaskSpec s = spec({"sh", "-c", "head -c 256M /dev/zero | tail > /dev/null"});  // tail holds it all
+  TaskSpec s =
+      spec({"sh", "-c", "head -c 256M /dev/zero | tail > /dev/null"});  // tail holds it all
   s.memory_limit = 32ull << 20;
   auto task = Task::start(s);
   ASSERT_TRUE(task.has_value()) << task.error().to_string();
@@ -127,7 +133,8 @@ TEST_F(TaskTest, TheMemoryLimitIsEnforced) {
 }
 
 TEST_F(TaskTest, ATaskRemovesItsCgroupAndTheLevelAboveIsRemovedOnRequest) {
-  const std::filesystem::path level_dir = std::filesystem::path("/sys/fs/cgroup/pids/loom") / level();
+  const std::filesystem::path level_dir =
+      std::filesystem::path("/sys/fs/cgroup/pids/loom") / level();
   {
     auto task = Task::start(spec({"true"}));
     ASSERT_TRUE(task.has_value()) << task.error().to_string();
@@ -161,7 +168,8 @@ TEST_F(TaskTest, ATaskOutlivesItsAgentAndIsAdoptedWithItsExitStatus) {
   auto lost = Task::adopt(gone);
   ASSERT_FALSE(lost.has_value());
   EXPECT_EQ(lost.error().code(), ErrorCode::kDataLoss);
-  EXPECT_EQ(loom::testing::run({"sh", "-c", "pgrep -u loom-alice -f 'sleep 999' || true"}).out, "") << "its task is killed";
+  EXPECT_EQ(loom::testing::run({"sh", "-c", "pgrep -u loom-alice -f 'sleep 999' || true"}).out, "")
+      << "its task is killed";
 }
 
 TEST_F(TaskTest, KillLeavesNoProcessBehindEvenForked) {

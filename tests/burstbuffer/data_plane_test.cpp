@@ -17,7 +17,8 @@ TEST_F(DataPlaneTest, FilesOfEverySizeGoBothWaysByteIdentical) {
   fs::create_directories(export_ / "results");
   const std::uint64_t mib = 1 << 20;
   std::set<std::string> names;
-  for (std::uint64_t size : {std::uint64_t{0}, std::uint64_t{1}, mib - 1, mib, mib + 1, 13 * mib + 12345}) {
+  for (std::uint64_t size :
+       {std::uint64_t{0}, std::uint64_t{1}, mib - 1, mib, mib + 1, 13 * mib + 12345}) {
     SCOPED_TRACE(size);
     const std::string name = "f" + std::to_string(size);
     names.insert(name);
@@ -55,7 +56,8 @@ TEST_F(DataPlaneTest, RefusesWhatIsOutsideTheExportOrMissing) {
   fs::create_symlink(secret, export_ / "link");
   auto through_link = fetch("/link", "link");
   ASSERT_FALSE(through_link);
-  EXPECT_NE(through_link.error().message().find("symbolic link"), std::string::npos) << through_link.error().to_string();
+  EXPECT_NE(through_link.error().message().find("symbolic link"), std::string::npos)
+      << through_link.error().to_string();
   auto up = fetch("/../" + secret.filename().string(), "up");
   ASSERT_FALSE(up);
   EXPECT_NE(up.error().message().find("outside"), std::string::npos) << up.error().to_string();
@@ -95,7 +97,7 @@ TEST_F(DataPlaneTest, ActsAsTheUserItIsAskedFor) {
   auto stored = stager_->store(as_alice, fd, "/alice/mine", progress, cancelled);
   ::close(fd);
   ASSERT_TRUE(stored) << stored.error().to_string();
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::stat((export_ / "alice" / "mine").c_str(), &st), 0);
   EXPECT_EQ(st.st_uid, uid);
 }

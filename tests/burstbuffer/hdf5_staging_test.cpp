@@ -18,8 +18,11 @@ using loom::testing::run;
 // Writes a file with one dataset of each kind staging must carry.
 void write_mixed(const fs::path& path) {
   const hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  auto dataset = [&](const char* name, hid_t type, std::vector<hsize_t> dims, hid_t dcpl, const void* data) {
-    const hid_t space = dims.empty() ? H5Screate(H5S_SCALAR) : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
+  auto dataset = [&](const char* name, hid_t type, std::vector<hsize_t> dims, hid_t dcpl,
+                     const void* data) {
+    const hid_t space = dims.empty()
+                            ? H5Screate(H5S_SCALAR)
+                            : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
     const hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
     H5Pset_create_intermediate_group(lcpl, 1);
     const hid_t d = H5Dcreate2(file, name, type, space, lcpl, dcpl, H5P_DEFAULT);
@@ -139,8 +142,9 @@ void write_mixed(const fs::path& path) {
   H5Fclose(file);
 }
 
-const std::vector<std::string> kMixed = {"/contiguous", "/grid/chunked", "/grid/deep/gzip", "/compact", "/strings/fixed",
-                                         "/strings/variable", "/compound", "/sequences", "/never_written"};
+const std::vector<std::string> kMixed = {"/contiguous", "/grid/chunked",  "/grid/deep/gzip",
+                                         "/compact",    "/strings/fixed", "/strings/variable",
+                                         "/compound",   "/sequences",     "/never_written"};
 
 // h5diff's verdict on one object of two files: 0 when they are the same.
 int h5diff(const fs::path& a, const fs::path& b, const std::string& object) {
@@ -151,8 +155,8 @@ int h5diff(const fs::path& a, const fs::path& b, const std::string& object) {
 
 class Hdf5StagingTest : public DataPlaneTest {
  protected:
-  Status fetch_datasets(const std::string& path, const std::vector<std::string>& datasets, const std::string& name,
-                        std::vector<std::string>* notes = nullptr) {
+  Status fetch_datasets(const std::string& path, const std::vector<std::string>& datasets,
+                        const std::string& name, std::vector<std::string>* notes = nullptr) {
     FileProgress progress;
     std::atomic<bool> cancelled{false};
     return stager_->fetch(remote(), path, dir_fd_, name, progress, cancelled, datasets, notes);
@@ -167,12 +171,14 @@ TEST_F(Hdf5StagingTest, EveryKindOfDatasetArrivesAsStored) {
   const auto registered = fabric::MemoryRegion::live_count();
   auto all = fetch_datasets("/mixed.h5", objects, "subset.h5");
   ASSERT_TRUE(all) << all.error().to_string();
-  EXPECT_EQ(fabric::MemoryRegion::live_count(), registered) << "staging reuses the buffers it registered once";
+  EXPECT_EQ(fabric::MemoryRegion::live_count(), registered)
+      << "staging reuses the buffers it registered once";
   for (const std::string& object : objects) {
     EXPECT_EQ(h5diff(export_ / "mixed.h5", local_ / "whole.h5", object), 0);
     EXPECT_EQ(h5diff(export_ / "mixed.h5", local_ / "subset.h5", object), 0);
   }
-  EXPECT_EQ(h5diff(export_ / "mixed.h5", local_ / "subset.h5", "/grid"), 0) << "the group, its attribute and what it holds";
+  EXPECT_EQ(h5diff(export_ / "mixed.h5", local_ / "subset.h5", "/grid"), 0)
+      << "the group, its attribute and what it holds";
   // One dataset alone: only it (and its groups) in the file, compressed chunks still compressed.
   ASSERT_TRUE(fetch_datasets("/mixed.h5", {"/grid/deep/gzip"}, "one.h5"));
   EXPECT_EQ(h5diff(export_ / "mixed.h5", local_ / "one.h5", "/grid/deep/gzip"), 0);
@@ -180,7 +186,8 @@ TEST_F(Hdf5StagingTest, EveryKindOfDatasetArrivesAsStored) {
   const std::vector<std::string> listing = loom::testing::lines(listed.out);
   ASSERT_EQ(listing.size(), 4u) << listed.out;  // /, /grid, /grid/deep, /grid/deep/gzip
   EXPECT_EQ(listing[3].substr(0, listing[3].find(' ')), "/grid/deep/gzip") << listed.out;
-  const loom::testing::Completed filters = run({"h5dump", "-p", "-H", "-d", "/grid/deep/gzip", (local_ / "one.h5").string()});
+  const loom::testing::Completed filters =
+      run({"h5dump", "-p", "-H", "-d", "/grid/deep/gzip", (local_ / "one.h5").string()});
   EXPECT_NE(filters.out.find("DEFLATE"), std::string::npos) << filters.out;
   EXPECT_NE(filters.out.find("SHUFFLE"), std::string::npos) << filters.out;
   EXPECT_LT(fs::file_size(local_ / "one.h5"), 64u * 64 * 8) << "smaller than the data uncompressed";
@@ -188,18 +195,20 @@ TEST_F(Hdf5StagingTest, EveryKindOfDatasetArrivesAsStored) {
 
 TEST_F(Hdf5StagingTest, NetCdf4VariablesArriveWithTheirData) {
   const fs::path cdl = local_ / "climate.cdl";
-  std::ofstream(cdl) << "netcdf climate {\n"
-                        "dimensions: time = UNLIMITED ; lat = 3 ; lon = 4 ;\n"
-                        "variables:\n"
-                        "  double time(time) ; time:units = \"hours since 2026-01-01\" ;\n"
-                        "  float lat(lat) ; float lon(lon) ;\n"
-                        "  float temperature(time, lat, lon) ; temperature:units = \"K\" ;\n"
-                        "data:\n"
-                        "  time = 0, 6 ; lat = -10, 0, 10 ; lon = 0, 90, 180, 270 ;\n"
-                        "  temperature = 270, 271, 272, 273, 274, 275, 276, 277, 278, 279, 280, 281,\n"
-                        "                282, 283, 284, 285, 286, 287, 288, 289, 290, 291, 292, 293 ;\n"
-                        "}\n";
-  const loom::testing::Completed made = run({"ncgen", "-k", "nc4", "-o", (export_ / "climate.nc").string(), cdl.string()});
+  std::ofstream(cdl)
+      << "netcdf climate {\n"
+         "dimensions: time = UNLIMITED ; lat = 3 ; lon = 4 ;\n"
+         "variables:\n"
+         "  double time(time) ; time:units = \"hours since 2026-01-01\" ;\n"
+         "  float lat(lat) ; float lon(lon) ;\n"
+         "  float temperature(time, lat, lon) ; temperature:units = \"K\" ;\n"
+         "data:\n"
+         "  time = 0, 6 ; lat = -10, 0, 10 ; lon = 0, 90, 180, 270 ;\n"
+         "  temperature = 270, 271, 272, 273, 274, 275, 276, 277, 278, 279, 280, 281,\n"
+         "                282, 283, 284, 285, 286, 287, 288, 289, 290, 291, 292, 293 ;\n"
+         "}\n";
+  const loom::testing::Completed made =
+      run({"ncgen", "-k", "nc4", "-o", (export_ / "climate.nc").string(), cdl.string()});
   ASSERT_EQ(made.exit_code, 0) << made.err;
   ASSERT_TRUE(fetch("/climate.nc", "whole.nc"));
   for (const char* object : {"/temperature", "/time", "/lat", "/lon"}) {
@@ -213,12 +222,16 @@ TEST_F(Hdf5StagingTest, NetCdf4VariablesArriveWithTheirData) {
   EXPECT_NE(notes[0].find("DIMENSION_LIST"), std::string::npos) << notes[0];
   // h5diff compares the data and every attribute both have, finding no difference; it
   // reports the files unequal only for the attribute that was not carried.
-  const loom::testing::Completed diff = run({"h5diff", "-v", (export_ / "climate.nc").string(), (local_ / "temperature.nc").string(),
-                                             "/temperature", "/temperature"});
+  const loom::testing::Completed diff =
+      run({"h5diff", "-v", (export_ / "climate.nc").string(), (local_ / "temperature.nc").string(),
+           "/temperature", "/temperature"});
   EXPECT_EQ(diff.exit_code, 1) << diff.out << diff.err;
   const std::vector<std::string> compared = loom::testing::lines(diff.out);
-  EXPECT_EQ(std::count(compared.begin(), compared.end(), "0 differences found"), 3) << diff.out;  // data, units, _Netcdf4Coordinates
-  EXPECT_EQ(std::count_if(compared.begin(), compared.end(), [](const std::string& l) { return l.ends_with("differences found"); }), 3)
+  EXPECT_EQ(std::count(compared.begin(), compared.end(), "0 differences found"), 3)
+      << diff.out;  // data, units, _Netcdf4Coordinates
+  EXPECT_EQ(std::count_if(compared.begin(), compared.end(),
+                          [](const std::string& l) { return l.ends_with("differences found"); }),
+            3)
       << diff.out;
 }
 
@@ -227,41 +240,49 @@ TEST_F(Hdf5StagingTest, RefusalsNameTheFileAndTheDatasetAndLeaveNothing) {
   auto missing = fetch_datasets("/mixed.h5", {"/contiguous", "/grid/nothing"}, "x.h5");
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.error().code(), ErrorCode::kNotFound);
-  EXPECT_NE(missing.error().message().find("/mixed.h5"), std::string::npos) << missing.error().message();
-  EXPECT_NE(missing.error().message().find("/grid/nothing"), std::string::npos) << missing.error().message();
+  EXPECT_NE(missing.error().message().find("/mixed.h5"), std::string::npos)
+      << missing.error().message();
+  EXPECT_NE(missing.error().message().find("/grid/nothing"), std::string::npos)
+      << missing.error().message();
   auto group = fetch_datasets("/mixed.h5", {"/grid"}, "x.h5");
   ASSERT_FALSE(group);
-  EXPECT_NE(group.error().message().find("/grid is not a dataset"), std::string::npos) << group.error().message();
+  EXPECT_NE(group.error().message().find("/grid is not a dataset"), std::string::npos)
+      << group.error().message();
   // Object references do not survive a subset.
   const hid_t file = H5Fopen((export_ / "mixed.h5").c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
   hobj_ref_t reference;
   H5Rcreate(&reference, file, "/contiguous", H5R_OBJECT, -1);
   const hsize_t one = 1;
   const hid_t space = H5Screate_simple(1, &one, nullptr);
-  const hid_t d = H5Dcreate2(file, "/refs", H5T_STD_REF_OBJ, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  const hid_t d =
+      H5Dcreate2(file, "/refs", H5T_STD_REF_OBJ, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
   H5Dwrite(d, H5T_STD_REF_OBJ, H5S_ALL, H5S_ALL, H5P_DEFAULT, &reference);
   H5Dclose(d);
   H5Sclose(space);
   H5Fclose(file);
   auto refs = fetch_datasets("/mixed.h5", {"/refs"}, "x.h5");
   ASSERT_FALSE(refs);
-  EXPECT_NE(refs.error().message().find("dataset /refs holds object or region references"), std::string::npos)
+  EXPECT_NE(refs.error().message().find("dataset /refs holds object or region references"),
+            std::string::npos)
       << refs.error().message();
   { std::ofstream(export_ / "text.h5") << "not HDF5"; }
   auto text = fetch_datasets("/text.h5", {"/x"}, "x.h5");
   ASSERT_FALSE(text);
-  EXPECT_NE(text.error().message().find("not an HDF5 file"), std::string::npos) << text.error().message();
+  EXPECT_NE(text.error().message().find("not an HDF5 file"), std::string::npos)
+      << text.error().message();
   EXPECT_EQ(leftovers(local_, {}), std::vector<std::string>{});
 }
 
 TEST_F(Hdf5StagingTest, AConnectionCutMidDatasetFailsAndLeavesNothing) {
   // 256 chunks of 1 MiB: the cut comes while chunks are moving.
-  const hid_t file = H5Fcreate((export_ / "big.h5").c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  const hid_t file =
+      H5Fcreate((export_ / "big.h5").c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   const hsize_t dims[] = {256, 262144}, chunk[] = {1, 262144};
   const hid_t space = H5Screate_simple(2, dims, nullptr);
   const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
   H5Pset_chunk(dcpl, 2, chunk);
-  const hid_t d = H5Dcreate2(file, "/data", H5T_NATIVE_FLOAT, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  const hid_t d =
+      H5Dcreate2(file, "/data", H5T_NATIVE_FLOAT, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
   std::vector<float> values(256 * 262144, 1.5f);
   H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data());
   H5Dclose(d);
@@ -277,7 +298,8 @@ TEST_F(Hdf5StagingTest, AConnectionCutMidDatasetFailsAndLeavesNothing) {
     finished.store(true);
   });
   // Past the skeleton (a few KiB), into the chunks: then the storage agent goes away.
-  while (progress.done.load() < (std::uint64_t{1} << 20) && !finished.load()) std::this_thread::yield();
+  while (progress.done.load() < (std::uint64_t{1} << 20) && !finished.load())
+    std::this_thread::yield();
   stop_server();
   copy.join();
   ASSERT_FALSE(result);

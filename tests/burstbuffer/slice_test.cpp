@@ -34,7 +34,13 @@ class SliceTest : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
 
   SliceSpec spec(std::uint64_t bytes) const {
-    return {dir_ / "nvme0" / "job_1.img", dir_ / "bb" / "job_1", bytes, alice_.uid, alice_.gid, 0700, true};
+    return {dir_ / "nvme0" / "job_1.img",
+            dir_ / "bb" / "job_1",
+            bytes,
+            alice_.uid,
+            alice_.gid,
+            0700,
+            true};
   }
 
   // As `user`, writes `bytes` to `file` (1 MiB at a time); returns the errno that stopped
@@ -50,12 +56,14 @@ class SliceTest : public ::testing::Test {
     const pid_t pid = ::fork();
     if (pid == 0) {
       int result = 0;
-      if (::setgroups(0, nullptr) != 0 || ::setgid(user.gid) != 0 || ::setuid(user.uid) != 0) result = -2;
+      if (::setgroups(0, nullptr) != 0 || ::setgid(user.gid) != 0 || ::setuid(user.uid) != 0)
+        result = -2;
       const int fd = result == 0 ? ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600) : -1;
       if (result == 0 && fd < 0) result = errno;
       std::vector<char> chunk(1 << 20, 'x');
       for (std::uint64_t done = 0; result == 0 && done < bytes; done += chunk.size()) {
-        if (::write(fd, chunk.data(), chunk.size()) != static_cast<ssize_t>(chunk.size())) result = errno;
+        if (::write(fd, chunk.data(), chunk.size()) != static_cast<ssize_t>(chunk.size()))
+          result = errno;
       }
       if (result == 0 && ::fsync(fd) != 0) result = errno;
       (void)::write(pipe_fds[1], &result, sizeof(result));
@@ -77,13 +85,16 @@ TEST_F(SliceTest, ASliceIsTheUsersAndHoldsItsSizeAndNoMore) {
   auto slice = Slice::create(spec(32u << 20));
   ASSERT_TRUE(slice.has_value()) << slice.error().to_string();
   EXPECT_TRUE(is_mounted(slice->dir()));
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::stat(slice->dir().c_str(), &st), 0);
   EXPECT_EQ(st.st_uid, alice_.uid);
   EXPECT_EQ(st.st_mode & 07777, 0700u);
-  EXPECT_EQ(write_as(alice_, slice->dir() / "fits", 24u << 20), 0) << "most of the 32 MiB is usable";
-  EXPECT_EQ(write_as(alice_, slice->dir() / "overflows", 16u << 20), ENOSPC) << "a write past the slice fails";
-  EXPECT_EQ(write_as(bob_, slice->dir() / "intruder", 1), EACCES) << "another user cannot write in it";
+  EXPECT_EQ(write_as(alice_, slice->dir() / "fits", 24u << 20), 0)
+      << "most of the 32 MiB is usable";
+  EXPECT_EQ(write_as(alice_, slice->dir() / "overflows", 16u << 20), ENOSPC)
+      << "a write past the slice fails";
+  EXPECT_EQ(write_as(bob_, slice->dir() / "intruder", 1), EACCES)
+      << "another user cannot write in it";
   ASSERT_TRUE(slice->destroy().has_value());
   EXPECT_FALSE(is_mounted(dir_ / "bb" / "job_1"));
   EXPECT_FALSE(fs::exists(dir_ / "bb" / "job_1"));

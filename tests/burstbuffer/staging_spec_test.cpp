@@ -29,14 +29,15 @@ TEST(StagingSpec, StageOutNamesASliceFileANodeAndADirectory) {
 }
 
 TEST(StagingSpec, RefusalsNameTheOptionAndWhy) {
-  for (const char* bad : {"in.h5", ":/in.h5", "storage:in.h5", "storage:/", "storage:/a/../b", "storage:/dir/",
-                          "st orage:/in.h5", "storage:/in.h5:temperature", "storage:/in.h5:"}) {
+  for (const char* bad :
+       {"in.h5", ":/in.h5", "storage:in.h5", "storage:/", "storage:/a/../b", "storage:/dir/",
+        "st orage:/in.h5", "storage:/in.h5:temperature", "storage:/in.h5:"}) {
     auto r = parse_stage_in(bad);
     ASSERT_FALSE(r) << bad;
     EXPECT_NE(r.error().message().find("--stage-in"), std::string::npos) << r.error().message();
   }
-  for (const char* bad : {"out.h5", "out.h5:storage", "/abs:storage:/r/", "../out:storage:/r/", "out::/r/",
-                          "out:storage:results/", "out:storage:/a/../b/"}) {
+  for (const char* bad : {"out.h5", "out.h5:storage", "/abs:storage:/r/", "../out:storage:/r/",
+                          "out::/r/", "out:storage:results/", "out:storage:/a/../b/"}) {
     auto r = parse_stage_out(bad);
     ASSERT_FALSE(r) << bad;
     EXPECT_NE(r.error().message().find("--stage-out"), std::string::npos) << r.error().message();

@@ -44,16 +44,19 @@ inline std::uint32_t file_crc(const fs::path& path) {
   const int fd = ::open(path.c_str(), O_RDONLY);
   std::vector<std::byte> chunk(8 << 20);
   std::uint32_t crc = 0;
-  for (ssize_t n; (n = ::read(fd, chunk.data(), chunk.size())) > 0;) crc = crc32c(std::span(chunk.data(), static_cast<std::size_t>(n)), crc);
+  for (ssize_t n; (n = ::read(fd, chunk.data(), chunk.size())) > 0;)
+    crc = crc32c(std::span(chunk.data(), static_cast<std::size_t>(n)), crc);
   ::close(fd);
   return crc;
 }
 
 // Files whose name is not one the test expects: what a failed copy must not leave.
-inline std::vector<std::string> leftovers(const fs::path& dir, const std::set<std::string>& expected) {
+inline std::vector<std::string> leftovers(const fs::path& dir,
+                                          const std::set<std::string>& expected) {
   std::vector<std::string> out;
   for (const auto& e : fs::directory_iterator(dir)) {
-    if (!expected.contains(e.path().filename().string())) out.push_back(e.path().filename().string());
+    if (!expected.contains(e.path().filename().string()))
+      out.push_back(e.path().filename().string());
   }
   return out;
 }

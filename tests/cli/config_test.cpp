@@ -32,7 +32,8 @@ TEST(LoomConfig, ATypoInTheFileNamesTheKeyAndLine) {
   auto file = write_config("[log]\nlevle = \"debug\"\n");
   auto done = run({built("cli/loom"), "--config", file, "topo"});
   EXPECT_EQ(done.exit_code, 1);
-  EXPECT_EQ(done.err, "loom: " + file + ":2: unknown key 'log.levle' (`loom config --keys` lists them)\n");
+  EXPECT_EQ(done.err,
+            "loom: " + file + ":2: unknown key 'log.levle' (`loom config --keys` lists them)\n");
 }
 
 TEST(LoomConfig, KeysAreListedWithTheirDefaults) {

@@ -17,7 +17,8 @@ TEST(LoomFabricInfo, ListsTheProvidersAndTheChoice) {
   json j = json::parse(done.out);
   bool shm = false, tcp_on_lo = false;
   for (const json& p : j["providers"]) {
-    for (const char* key : {"name", "fabric", "domain", "ep_type", "mr_mode"}) EXPECT_TRUE(p.contains(key)) << key;
+    for (const char* key : {"name", "fabric", "domain", "ep_type", "mr_mode"})
+      EXPECT_TRUE(p.contains(key)) << key;
     if (p["name"] == "shm") {
       shm = true;
       EXPECT_EQ(p["mr_mode"], json({"FI_MR_VIRT_ADDR"}));

@@ -16,12 +16,12 @@ using nlohmann::json;
 const std::string kTrace = LOOM_SHARED_DIR "/traces/lublin-aaroh.swf";
 
 TEST(LoomSim, ReplaysTheSharedTraceInWindows) {
-  auto done = run({built("cli/loom"), "sim", "--swf", kTrace, "--policy", "easy", "--window", "1024",
-                   "--stride", "1024", "--json"});
+  auto done = run({built("cli/loom"), "sim", "--swf", kTrace, "--policy", "easy", "--window",
+                   "1024", "--stride", "1024", "--json"});
   ASSERT_EQ(done.exit_code, 0) << done.err;
   json j = json::parse(done.out);
-  for (const char* key : {"jobs", "utilization", "avg_wait_s", "avg_bsld", "max_wait_s", "makespan_s",
-                          "sim_seconds", "windows"}) {
+  for (const char* key : {"jobs", "utilization", "avg_wait_s", "avg_bsld", "max_wait_s",
+                          "makespan_s", "sim_seconds", "windows"}) {
     EXPECT_TRUE(j.contains(key)) << key;
   }
   EXPECT_EQ(j["windows"], 9);  // 10,000 jobs hold nine whole windows of 1,024
@@ -37,15 +37,18 @@ TEST(LoomSim, BackfillNeverWaitsLongerThanStrictOrderOnAverage) {
   auto strict = run({built("cli/loom"), "sim", "--swf", kTrace, "--policy", "fcfs", "--json"});
   ASSERT_EQ(easy.exit_code, 0) << easy.err;
   ASSERT_EQ(strict.exit_code, 0) << strict.err;
-  EXPECT_LT(json::parse(easy.out)["avg_wait_s"].get<double>(), json::parse(strict.out)["avg_wait_s"].get<double>());
+  EXPECT_LT(json::parse(easy.out)["avg_wait_s"].get<double>(),
+            json::parse(strict.out)["avg_wait_s"].get<double>());
 }
 
 TEST(LoomSim, BadInputGetsOneLine) {
   auto policy = run({built("cli/loom"), "sim", "--swf", kTrace, "--policy", "lottery"});
   EXPECT_EQ(policy.exit_code, 1);
-  EXPECT_EQ(policy.err, "loom: unknown backfill policy \"lottery\": expected fcfs, easy or conservative\n");
+  EXPECT_EQ(policy.err,
+            "loom: unknown backfill policy \"lottery\": expected fcfs, easy or conservative\n");
   const auto bad = loom::testing::temp_path("bad.swf");
-  std::ofstream(bad) << "; MaxNodes: 4\n1 0 -1 10 1 -1 -1 -1 -1 -1 1 -1 -1 -1 0 -1 -1 -1\n2 1 -1 10\n";
+  std::ofstream(bad)
+      << "; MaxNodes: 4\n1 0 -1 10 1 -1 -1 -1 -1 -1 1 -1 -1 -1 0 -1 -1 -1\n2 1 -1 10\n";
   auto malformed = run({built("cli/loom"), "sim", "--swf", bad.string()});
   EXPECT_EQ(malformed.exit_code, 1);
   EXPECT_EQ(malformed.err, "loom: " + bad.string() + ":3: 4 fields, expected 18\n");

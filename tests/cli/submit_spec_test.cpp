@@ -5,7 +5,8 @@
 namespace loom::cli {
 namespace {
 
-const std::map<std::string, std::string> kEnv = {{"HOME", "/home/loom-alice"}, {"PATH", "/usr/bin:/bin"}, {"OMP_NUM_THREADS", "4"}};
+const std::map<std::string, std::string> kEnv = {
+    {"HOME", "/home/loom-alice"}, {"PATH", "/usr/bin:/bin"}, {"OMP_NUM_THREADS", "4"}};
 
 Result<std::string> no_script(const std::string& path) {
   return make_error(ErrorCode::kNotFound, "cannot read " + path);
@@ -22,8 +23,27 @@ std::string error_of(const std::vector<std::string>& args) {
 }
 
 TEST(Submit, OptionsBecomeASpecWithSlurmsDefaults) {
-  auto r = submit({"-J", "sim", "-N", "2", "--tasks-per-node", "4", "-c", "2", "--mem-per-task", "4G", "-t", "1:30:00",
-                   "--bb", "100G", "-A", "physics", "--exclusive", "--", "./app", "--steps", "10"});
+  auto r = submit({"-J",
+                   "sim",
+                   "-N",
+                   "2",
+                   "--tasks-per-node",
+                   "4",
+                   "-c",
+                   "2",
+                   "--mem-per-task",
+                   "4G",
+                   "-t",
+                   "1:30:00",
+                   "--bb",
+                   "100G",
+                   "-A",
+                   "physics",
+                   "--exclusive",
+                   "--",
+                   "./app",
+                   "--steps",
+                   "10"});
   ASSERT_TRUE(r.has_value()) << r.error().to_string();
   const v1::JobSpec& s = r->spec;
   EXPECT_EQ(s.name(), "sim");
@@ -36,7 +56,8 @@ TEST(Submit, OptionsBecomeASpecWithSlurmsDefaults) {
   EXPECT_EQ(s.bb_per_node(), 100ull << 30);
   EXPECT_EQ(s.account(), "physics");
   EXPECT_TRUE(s.exclusive());
-  EXPECT_EQ(std::vector<std::string>(s.argv().begin(), s.argv().end()), (std::vector<std::string>{"./app", "--steps", "10"}));
+  EXPECT_EQ(std::vector<std::string>(s.argv().begin(), s.argv().end()),
+            (std::vector<std::string>{"./app", "--steps", "10"}));
   EXPECT_EQ(s.chdir(), "/home/loom-alice/run");
   EXPECT_EQ(s.stdout_path(), "/home/loom-alice/run/loom-%j.out");
   EXPECT_EQ(s.stderr_path(), s.stdout_path());
@@ -54,7 +75,8 @@ TEST(Submit, DefaultsForABareCommand) {
 }
 
 TEST(Submit, DependenciesArraysAndExports) {
-  auto r = submit({"-d", "afterok:12:13,afterany:14", "--array", "1-50", "--export", "NONE", "--", "x"});
+  auto r =
+      submit({"-d", "afterok:12:13,afterany:14", "--array", "1-50", "--export", "NONE", "--", "x"});
   ASSERT_TRUE(r.has_value()) << r.error().to_string();
   ASSERT_EQ(r->spec.dependencies_size(), 3);
   EXPECT_EQ(r->spec.dependencies(1).job(), 13u);
@@ -69,11 +91,15 @@ TEST(Submit, DependenciesArraysAndExports) {
 
 TEST(Submit, BadInputNamesTheOption) {
   EXPECT_EQ(error_of({"--mem-per-task", "4X", "--", "x"}),
-            "--mem-per-task: invalid size \"4X\": unknown unit \"X\" (K, M, G, T, P or KiB, MiB, ... are powers of "
+            "--mem-per-task: invalid size \"4X\": unknown unit \"X\" (K, M, G, T, P or KiB, MiB, "
+            "... are powers of "
             "1024; KB, MB, GB, TB, PB are powers of 1000)");
-  EXPECT_EQ(error_of({"-t", "1:75:00", "--", "x"}), "--time: invalid duration \"1:75:00\": minutes must be below 60");
-  EXPECT_EQ(error_of({"-N", "4-2", "--", "x"}), "--nodes \"4-2\": expected N or MIN-MAX with 1 <= MIN <= MAX");
-  EXPECT_EQ(error_of({"-d", "after:3", "--", "x"}), "--dependency \"after:3\": expected afterok:ID or afterany:ID");
+  EXPECT_EQ(error_of({"-t", "1:75:00", "--", "x"}),
+            "--time: invalid duration \"1:75:00\": minutes must be below 60");
+  EXPECT_EQ(error_of({"-N", "4-2", "--", "x"}),
+            "--nodes \"4-2\": expected N or MIN-MAX with 1 <= MIN <= MAX");
+  EXPECT_EQ(error_of({"-d", "after:3", "--", "x"}),
+            "--dependency \"after:3\": expected afterok:ID or afterany:ID");
   EXPECT_EQ(error_of({"--array", "5", "--", "x"}), "--array \"5\": expected 1-N");
   EXPECT_EQ(error_of({"-n", "2"}), "nothing to run: give -- CMD ARGS or a batch SCRIPT");
   EXPECT_NE(error_of({"--frobnicate", "--", "x"}).find("--frobnicate"), std::string::npos);
@@ -104,7 +130,9 @@ TEST(Submit, ScriptDirectivesAndTheCommandLineOverridesThem) {
 }
 
 TEST(Submit, ABadDirectiveIsNamedAsOne) {
-  auto read = [](const std::string&) -> Result<std::string> { return std::string("#LOOM --bogus\n"); };
+  auto read = [](const std::string&) -> Result<std::string> {
+    return std::string("#LOOM --bogus\n");
+  };
   auto r = parse_submit({"job.sh"}, "/tmp", kEnv, read);
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().message().rfind("#LOOM line: ", 0), 0u) << r.error().message();

@@ -21,18 +21,22 @@ TEST(LoomTopo, JsonHasWhatAgentsAndScriptsRead) {
   EXPECT_EQ(j["cores"], 16);
   EXPECT_EQ(j["pus"], 32);
   ASSERT_EQ(j["numa_domains"].size(), 2u);
-  for (const char* key : {"os_index", "memory_bytes", "cores", "pus", "block_devices", "network_devices"}) {
+  for (const char* key :
+       {"os_index", "memory_bytes", "cores", "pus", "block_devices", "network_devices"}) {
     EXPECT_TRUE(j["numa_domains"][0].contains(key)) << key;
   }
   EXPECT_EQ(j["numa_domains"][1]["network_devices"], json({"eth0", "eth1", "ib0", "mlx5_0"}));
 }
 
 TEST(LoomTopo, TheSummaryShowsEachDomain) {
-  auto done = run({built("cli/loom"), "topo", "--synthetic", "pack:2 numa:2(memory=64GiB) core:16 pu:2"});
+  auto done =
+      run({built("cli/loom"), "topo", "--synthetic", "pack:2 numa:2(memory=64GiB) core:16 pu:2"});
   ASSERT_EQ(done.exit_code, 0) << done.err;
   auto out = lines(done.out);
   ASSERT_EQ(out.size(), 6u) << done.out;  // a headline, a header and four domains
-  EXPECT_NE(out[0].find("2 packages, 4 NUMA domains, 64 cores, 128 PUs, 256 GiB memory"), std::string::npos) << out[0];
+  EXPECT_NE(out[0].find("2 packages, 4 NUMA domains, 64 cores, 128 PUs, 256 GiB memory"),
+            std::string::npos)
+      << out[0];
   EXPECT_NE(out[5].find("48-63"), std::string::npos) << out[5];
   EXPECT_NE(out[5].find("64 GiB"), std::string::npos) << out[5];
 }

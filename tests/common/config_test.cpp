@@ -27,8 +27,8 @@ TEST(Config, EveryKeyHasItsDefaultWhenTheFileIsEmpty) {
 }
 
 TEST(Config, ReadsSetKeys) {
-  auto config = parse_config("[log]\nlevel = \"debug\"\n[auth]\nadmin_group = \"hpcadm\"\n",
-                             "loom.toml");
+  auto config =
+      parse_config("[log]\nlevel = \"debug\"\n[auth]\nadmin_group = \"hpcadm\"\n", "loom.toml");
   ASSERT_TRUE(config.has_value()) << config.error().to_string();
   EXPECT_EQ(config->log.level, "debug");
   EXPECT_EQ(config->auth.admin_group, "hpcadm");
@@ -47,12 +47,16 @@ capacity = "512G"
   ASSERT_TRUE(config.has_value()) << config.error().to_string();
   ASSERT_EQ(config->agent.nvme.size(), 2u);
   EXPECT_EQ(config->agent.nvme[0], (Config::NvmeDevice{"/mnt/nvme0/loom", 3584ull << 30, 0}));
-  EXPECT_EQ(config->agent.nvme[1], (Config::NvmeDevice{"/mnt/nvme1/loom", 512ull << 30, std::nullopt}));
-  EXPECT_EQ(config_value(*config, "agent.nvme"),
-            R"([{ path = "/mnt/nvme0/loom", capacity = "3.5 TiB", numa = 0 }, { path = "/mnt/nvme1/loom", capacity = "512 GiB" }])");
+  EXPECT_EQ(config->agent.nvme[1],
+            (Config::NvmeDevice{"/mnt/nvme1/loom", 512ull << 30, std::nullopt}));
+  EXPECT_EQ(
+      config_value(*config, "agent.nvme"),
+      R"([{ path = "/mnt/nvme0/loom", capacity = "3.5 TiB", numa = 0 }, { path = "/mnt/nvme1/loom", capacity = "512 GiB" }])");
   EXPECT_EQ(error_of("[[agent.nvme]]\npath = \"/x\"\ncapacity = \"lots\"\n"),
-            "loom.toml:1: key 'agent.nvme' [0]: capacity: invalid size \"lots\": expected a number such as 512M, 64G or 1.5TiB");
-  EXPECT_EQ(error_of("[[agent.nvme]]\npath = \"/x\"\n"), "loom.toml:1: key 'agent.nvme' [0]: needs a path and a capacity");
+            "loom.toml:1: key 'agent.nvme' [0]: capacity: invalid size \"lots\": expected a number "
+            "such as 512M, 64G or 1.5TiB");
+  EXPECT_EQ(error_of("[[agent.nvme]]\npath = \"/x\"\n"),
+            "loom.toml:1: key 'agent.nvme' [0]: needs a path and a capacity");
   EXPECT_EQ(error_of("[[agent.nvme]]\npath = \"/x\"\ncapacity = \"1G\"\nspeed = 3\n"),
             "loom.toml:1: key 'agent.nvme' [0]: unknown key 'speed' (path, capacity, numa)");
 }
@@ -73,7 +77,8 @@ TEST(Config, AnUnknownKeyIsNamedWithItsLine) {
 }
 
 TEST(Config, AWrongTypeIsNamedWithItsLine) {
-  EXPECT_EQ(error_of("[log]\n\nlevel = 3\n"), "loom.toml:3: key 'log.level' must be a string, got integer");
+  EXPECT_EQ(error_of("[log]\n\nlevel = 3\n"),
+            "loom.toml:3: key 'log.level' must be a string, got integer");
   EXPECT_EQ(error_of("log = \"debug\"\n"),
             "loom.toml:1: 'log' must be a table ([log]), got string");
 }
@@ -138,7 +143,8 @@ TEST(Config, TheInstalledFileShowsEveryKeyAtItsDefault) {
   for (std::string line; std::getline(lines, line);) {
     if (line.starts_with("[")) section = line.substr(1, line.find(']') - 1);
     const std::size_t eq = line.find(" = ");
-    if (line.starts_with("# ") && eq != std::string::npos && names.contains(section + "." + line.substr(2, eq - 2))) {
+    if (line.starts_with("# ") && eq != std::string::npos &&
+        names.contains(section + "." + line.substr(2, eq - 2))) {
       shown.insert(section + "." + line.substr(2, eq - 2));
       line = line.substr(2);
     }

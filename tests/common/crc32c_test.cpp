@@ -9,7 +9,9 @@
 namespace loom {
 namespace {
 
-std::span<const std::byte> bytes(std::string_view s) { return std::as_bytes(std::span(s.data(), s.size())); }
+std::span<const std::byte> bytes(std::string_view s) {
+  return std::as_bytes(std::span(s.data(), s.size()));
+}
 
 // Bit by bit, straight from the definition: what the fast paths must equal.
 std::uint32_t reference(std::span<const std::byte> data) {

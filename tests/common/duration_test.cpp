@@ -20,10 +20,10 @@ std::string error_of(std::string_view text) {
 TEST(ParseDuration, ABareNumberIsMinutesAsInSbatch) { EXPECT_EQ(seconds_of("90"), 90 * 60); }
 
 TEST(ParseDuration, SlurmColonForms) {
-  EXPECT_EQ(seconds_of("90:30"), 90 * 60 + 30);          // M:S
-  EXPECT_EQ(seconds_of("1:30:00"), 90 * 60);             // H:M:S
-  EXPECT_EQ(seconds_of("2-00:00:00"), 2 * 86400);        // D-H:M:S
-  EXPECT_EQ(seconds_of("1-12"), 36 * 3600);              // D-H
+  EXPECT_EQ(seconds_of("90:30"), 90 * 60 + 30);           // M:S
+  EXPECT_EQ(seconds_of("1:30:00"), 90 * 60);              // H:M:S
+  EXPECT_EQ(seconds_of("2-00:00:00"), 2 * 86400);         // D-H:M:S
+  EXPECT_EQ(seconds_of("1-12"), 36 * 3600);               // D-H
   EXPECT_EQ(seconds_of("1-12:30"), 36 * 3600 + 30 * 60);  // D-H:M
   EXPECT_EQ(seconds_of("0:05"), 5);
 }
@@ -45,7 +45,8 @@ TEST(ParseDuration, FieldsOutOfRangeAreRefused) {
 TEST(ParseDuration, MalformedInputIsQuoted) {
   EXPECT_EQ(error_of(""), "invalid duration \"\": empty");
   EXPECT_EQ(error_of("-5"), "invalid duration \"-5\": a duration cannot be negative");
-  EXPECT_EQ(error_of("1:2:3:4"), "invalid duration \"1:2:3:4\": too many ':' fields (at most H:M:S)");
+  EXPECT_EQ(error_of("1:2:3:4"),
+            "invalid duration \"1:2:3:4\": too many ':' fields (at most H:M:S)");
   EXPECT_NE(error_of("abc").find("\"abc\""), std::string::npos);
   EXPECT_NE(error_of("1::2").find("expected M, M:S"), std::string::npos);
   EXPECT_NE(error_of("xm").find("expected a number before the unit"), std::string::npos);

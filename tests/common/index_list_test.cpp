@@ -19,7 +19,8 @@ TEST(IndexList, SortsAndDropsDuplicates) {
 }
 
 TEST(IndexList, RefusesMalformedElementsByName) {
-  for (std::string_view bad : {"", "a", "1,", ",1", "1-", "-1", "3-1", "1-2-3", "1 ,2", "9999999"}) {
+  for (std::string_view bad :
+       {"", "a", "1,", ",1", "1-", "-1", "3-1", "1-2-3", "1 ,2", "9999999"}) {
     auto list = parse_index_list(bad);
     EXPECT_FALSE(list.has_value()) << bad;
     if (!list) {

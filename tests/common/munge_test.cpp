@@ -23,7 +23,8 @@ TEST(Munge, ForgedOrMissingCredentialsAreRefused) {
   auto forged = munge_verify("MUNGE:AwQFAAD1forgedforgedforged:");
   ASSERT_FALSE(forged.has_value());
   EXPECT_EQ(forged.error().code(), ErrorCode::kUnauthenticated);
-  EXPECT_EQ(forged.error().message().rfind("the Munge credential is refused: ", 0), 0u) << forged.error().message();
+  EXPECT_EQ(forged.error().message().rfind("the Munge credential is refused: ", 0), 0u)
+      << forged.error().message();
   auto missing = munge_verify("");
   ASSERT_FALSE(missing.has_value());
   EXPECT_EQ(missing.error().message(), "the request carries no Munge credential");

@@ -58,8 +58,9 @@ class JobManagerTest : public ::testing::Test {
   }
   // n0's agent registers: 8 cores in 2 domains, a 100 MiB NVMe device on domain 1.
   void join(const std::string& name) {
-    auto node = manager_->joined(name, hwtopo::to_json(hwtopo::load_synthetic("pack:1 numa:2 core:4 pu:1").value()),
-                                 {{"/nvme-" + name, 1u, std::uint64_t{100} << 20}});
+    auto node = manager_->joined(
+        name, hwtopo::to_json(hwtopo::load_synthetic("pack:1 numa:2 core:4 pu:1").value()),
+        {{"/nvme-" + name, 1u, std::uint64_t{100} << 20}});
     ASSERT_TRUE(node.has_value()) << node.error().to_string();
   }
   JobRow row(JobId id) { return manager_->show(kAdmin, id).value(); }
@@ -85,8 +86,9 @@ TEST_F(JobManagerTest, AJobGoesFromPendingToCompletedAndEveryStepIsStored) {
   EXPECT_EQ((*launches)[0].uid, 1001u);
   EXPECT_EQ((*launches)[0].placement.nodes.at(0).ranks.size(), 2u);
   EXPECT_EQ(row(*id).state, v1::RUNNING);
-  EXPECT_EQ(row(*id).placement,
-            R"([{"bb_bytes":0,"exclusive":false,"node":"n0","nvme":null,"ranks":[{"cores":[0],"memory_bytes":0,"numa":0,"rank":0},{"cores":[1],"memory_bytes":0,"numa":0,"rank":1}]}])");
+  EXPECT_EQ(
+      row(*id).placement,
+      R"([{"bb_bytes":0,"exclusive":false,"node":"n0","nvme":null,"ranks":[{"cores":[0],"memory_bytes":0,"numa":0,"rank":0},{"cores":[1],"memory_bytes":0,"numa":0,"rank":1}]}])");
   ASSERT_TRUE(manager_->finished(*id, {}, at(20)).has_value());
   reopen();  // what is shown after a restart is what was stored
   const JobRow done = row(*id);
@@ -113,7 +115,8 @@ TEST_F(JobManagerTest, StageInIsNotChargedToTheWalltime) {
   manager_->heard(id, "n0");
   ASSERT_TRUE(manager_->adopt(id).has_value());
   EXPECT_TRUE(manager_->past_walltime(at(899)).empty());
-  EXPECT_EQ(manager_->past_walltime(at(900)), std::vector<JobId>{id}) << "ten minutes from its start";
+  EXPECT_EQ(manager_->past_walltime(at(900)), std::vector<JobId>{id})
+      << "ten minutes from its start";
 }
 
 TEST_F(JobManagerTest, AStagedJobStagesInRunsStagesOutAndKeepsItsStaging) {
@@ -127,7 +130,8 @@ TEST_F(JobManagerTest, AStagedJobStagesInRunsStagesOutAndKeepsItsStaging) {
   ASSERT_EQ(launches->size(), 1u);
   EXPECT_EQ((*launches)[0].placement.nodes[0].nvme, 0u);
   EXPECT_EQ((*launches)[0].placement.nodes[0].bb_bytes, std::uint64_t{10} << 20);
-  EXPECT_EQ(cluster_.free(NodeId(0)).nvme[0], std::uint64_t{90} << 20) << "the slice's bytes are held";
+  EXPECT_EQ(cluster_.free(NodeId(0)).nvme[0], std::uint64_t{90} << 20)
+      << "the slice's bytes are held";
   EXPECT_EQ(row(id).state, v1::STAGING_IN);
   v1::StagingReport report;
   v1::StagingFile* f = report.add_files();
@@ -141,7 +145,8 @@ TEST_F(JobManagerTest, AStagedJobStagesInRunsStagesOutAndKeepsItsStaging) {
   report.set_out(true);
   ASSERT_TRUE(manager_->staged(id, "n0", report).has_value());
   EXPECT_EQ(row(id).state, v1::STAGING_OUT);
-  EXPECT_TRUE(manager_->past_walltime(at(100000)).empty()) << "stage-out is not cut short by the walltime";
+  EXPECT_TRUE(manager_->past_walltime(at(100000)).empty())
+      << "stage-out is not cut short by the walltime";
   Ending failed;
   failed.error = "StageOutFailed: out.h5 from n0's slice to storage:/results: no space";
   failed.staging = true;
@@ -156,15 +161,20 @@ TEST_F(JobManagerTest, AStagedJobStagesInRunsStagesOutAndKeepsItsStaging) {
 
 TEST_F(JobManagerTest, PersistentBuffersAreTheirOwnersHeldAndBindTheirJobsToTheirNode) {
   join("n1");
-  auto made = manager_->create_buffer(kAlice, "scratch", std::uint64_t{60} << 20, "n1", 1001, at(0));
+  auto made =
+      manager_->create_buffer(kAlice, "scratch", std::uint64_t{60} << 20, "n1", 1001, at(0));
   ASSERT_TRUE(made.has_value()) << made.error().to_string();
   EXPECT_EQ(made->node, "n1");
   EXPECT_EQ(made->nvme, "/nvme-n1");
   EXPECT_EQ(cluster_.free(NodeId(1)).nvme[0], std::uint64_t{40} << 20);
-  EXPECT_EQ(manager_->create_buffer(kBob, "scratch", 1 << 20, "", 1002, at(0)).error().code(), ErrorCode::kAlreadyExists);
-  EXPECT_EQ(manager_->create_buffer(kBob, "big", std::uint64_t{200} << 20, "", 1002, at(0)).error().code(),
+  EXPECT_EQ(manager_->create_buffer(kBob, "scratch", 1 << 20, "", 1002, at(0)).error().code(),
+            ErrorCode::kAlreadyExists);
+  EXPECT_EQ(manager_->create_buffer(kBob, "big", std::uint64_t{200} << 20, "", 1002, at(0))
+                .error()
+                .code(),
             ErrorCode::kResourceExhausted);
-  EXPECT_EQ(manager_->create_buffer(kBob, "../x", 1 << 20, "", 1002, at(0)).error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(manager_->create_buffer(kBob, "../x", 1 << 20, "", 1002, at(0)).error().code(),
+            ErrorCode::kInvalidArgument);
   EXPECT_EQ(manager_->buffers(kBob).size(), 0u);
   EXPECT_EQ(manager_->buffers(kAdmin).size(), 1u);
 
@@ -174,8 +184,11 @@ TEST_F(JobManagerTest, PersistentBuffersAreTheirOwnersHeldAndBindTheirJobsToThei
   const JobId id = submit(kAlice, s, at(1)).value();
   auto launches = manager_->schedule(at(2));
   ASSERT_EQ(launches->size(), 1u);
-  EXPECT_EQ(cluster_.name((*launches)[0].placement.nodes[0].node), "n1") << "on the buffer's node, though n0 is emptier";
-  EXPECT_EQ(manager_->destroy_buffer(kAlice, "scratch").error().code(), ErrorCode::kFailedPrecondition) << "in use";
+  EXPECT_EQ(cluster_.name((*launches)[0].placement.nodes[0].node), "n1")
+      << "on the buffer's node, though n0 is emptier";
+  EXPECT_EQ(manager_->destroy_buffer(kAlice, "scratch").error().code(),
+            ErrorCode::kFailedPrecondition)
+      << "in use";
   ASSERT_TRUE(manager_->finished(id, {}, at(3)).has_value());
 
   reopen();  // stored, and held again before its node returns
@@ -195,7 +208,8 @@ TEST_F(JobManagerTest, UsersSeeAndCancelOnlyTheirOwnJobs) {
   EXPECT_EQ(manager_->list(kAdmin, true).size(), 2u);
   auto hidden = manager_->show(kAlice, bobs);
   ASSERT_FALSE(hidden.has_value());
-  EXPECT_EQ(hidden.error().message(), fmt::format("job {} does not exist", bobs.value())) << "invisible, not forbidden";
+  EXPECT_EQ(hidden.error().message(), fmt::format("job {} does not exist", bobs.value()))
+      << "invisible, not forbidden";
   std::vector<JobId> kill;
   EXPECT_FALSE(manager_->cancel(kAlice, bobs, std::nullopt, at(1), kill).has_value());
   EXPECT_EQ(row(bobs).state, v1::PENDING);
@@ -217,7 +231,8 @@ TEST_F(JobManagerTest, CancellingARunningJobKillsItThenEndsItCancelled) {
   EXPECT_EQ(row(id).signal, 9);
   auto again = manager_->cancel(kAlice, id, std::nullopt, at(7), kill);
   ASSERT_FALSE(again.has_value());
-  EXPECT_EQ(again.error().message(), fmt::format("job {} has already ended (CANCELLED)", id.value()));
+  EXPECT_EQ(again.error().message(),
+            fmt::format("job {} has already ended (CANCELLED)", id.value()));
 }
 
 TEST_F(JobManagerTest, AJobThatCouldNotStartSaysWhy) {
@@ -273,7 +288,8 @@ TEST_F(JobManagerTest, PendingJobsAreQueuedAgainAfterARestart) {
 TEST_F(JobManagerTest, BadJobsAreRefusedBeforeAnythingIsStored) {
   v1::JobSpec no_command = spec(1);
   no_command.clear_argv();
-  EXPECT_EQ(submit(kAlice, no_command, at(0)).error().message(), "nothing to run: the job has no command");
+  EXPECT_EQ(submit(kAlice, no_command, at(0)).error().message(),
+            "nothing to run: the job has no command");
   EXPECT_EQ(submit(kAlice, spec(9), at(0)).error().message(),
             "ntasks 9 of 1 cores exceeds what the whole cluster holds (8 tasks)");
   v1::JobSpec on_bobs = spec(1);
@@ -294,7 +310,8 @@ TEST_F(JobManagerTest, AnArrayIsNJobsWithIndexesCancelledTogetherByItsId) {
   EXPECT_EQ(second.id, ids[1]);
   EXPECT_EQ(second.array_job, ids[0]);
   EXPECT_EQ(second.array_index, 2u);
-  EXPECT_EQ(manager_->show(kAlice, ids[0], 4).error().message(), fmt::format("job {}_4 does not exist", ids[0].value()));
+  EXPECT_EQ(manager_->show(kAlice, ids[0], 4).error().message(),
+            fmt::format("job {}_4 does not exist", ids[0].value()));
   EXPECT_FALSE(manager_->show(kBob, ids[0], 1).has_value()) << "another user's array is invisible";
 
   auto launches = manager_->schedule(at(1)).value();
@@ -321,10 +338,11 @@ TEST_F(JobManagerTest, TheBindingAnAgentAppliedIsShownBesideThePlacement) {
   EXPECT_NE(row(id).placement.find(R"("bound_cpus":[4])"), std::string::npos) << "shown at once";
   ASSERT_TRUE(manager_->finished(id, {}, at(5)).has_value());
   reopen();  // and stored with the job's end
-  EXPECT_EQ(row(id).placement,
-            R"([{"bb_bytes":0,"exclusive":false,"node":"n0","nvme":null,"ranks":[)"
-            R"({"bound_cpus":[4],"bound_numa":[1],"cores":[0],"memory_bytes":0,"numa":0,"rank":0},)"
-            R"({"bound_cpus":[5],"bound_numa":[1],"cores":[1],"memory_bytes":0,"numa":0,"rank":1}]}])");
+  EXPECT_EQ(
+      row(id).placement,
+      R"([{"bb_bytes":0,"exclusive":false,"node":"n0","nvme":null,"ranks":[)"
+      R"({"bound_cpus":[4],"bound_numa":[1],"cores":[0],"memory_bytes":0,"numa":0,"rank":0},)"
+      R"({"bound_cpus":[5],"bound_numa":[1],"cores":[1],"memory_bytes":0,"numa":0,"rank":1}]}])");
 }
 
 TEST_F(JobManagerTest, ADrainedNodeTakesNothingNewAndStaysDrainedAcrossARestart) {
@@ -332,7 +350,8 @@ TEST_F(JobManagerTest, ADrainedNodeTakesNothingNewAndStaysDrainedAcrossARestart)
   EXPECT_EQ(manager_->drain(kAlice, "n0", "maintenance").error().message(),
             "only an administrator may drain a node (loom-alice is not one)");
   EXPECT_EQ(manager_->drain(kAdmin, "n9", "maintenance").error().message(), "there is no node n9");
-  EXPECT_EQ(manager_->drain(kAdmin, "n0", "").error().message(), "--reason is required: say why the node is drained");
+  EXPECT_EQ(manager_->drain(kAdmin, "n0", "").error().message(),
+            "--reason is required: say why the node is drained");
   ASSERT_TRUE(manager_->drain(kAdmin, "n0", "new DIMM").has_value());
   EXPECT_EQ(cluster_.state(n0), sched::NodeState::kDrain);
   const JobId id = submit(kAlice, spec(1), at(0)).value();
@@ -342,7 +361,8 @@ TEST_F(JobManagerTest, ADrainedNodeTakesNothingNewAndStaysDrainedAcrossARestart)
   EXPECT_EQ(cluster_.state(*cluster_.find("n0")), sched::NodeState::kDrain);
   EXPECT_EQ(manager_->drain_reason("n0"), "new DIMM");
   EXPECT_TRUE(manager_->schedule(at(2)).value().empty());
-  EXPECT_EQ(manager_->resume(kBob, "n0").error().message(), "only an administrator may resume a node (loom-bob is not one)");
+  EXPECT_EQ(manager_->resume(kBob, "n0").error().message(),
+            "only an administrator may resume a node (loom-bob is not one)");
   ASSERT_TRUE(manager_->resume(kAdmin, "n0").has_value());
   EXPECT_EQ(manager_->resume(kAdmin, "n0").error().message(), "node n0 is not drained");
   auto launches = manager_->schedule(at(3)).value();
@@ -373,7 +393,8 @@ TEST_F(JobManagerTest, ARunningJobIsUnknownAfterARestartUntilItsNodeReportsIt) {
   EXPECT_EQ(row(id).reason, "");
   EXPECT_TRUE(manager_->schedule(at(21)).value().empty()) << "the adopted job holds every core";
   EXPECT_TRUE(manager_->past_walltime(at(109)).empty());
-  EXPECT_EQ(manager_->past_walltime(at(110)), std::vector<JobId>{id}) << "its walltime runs from its start";
+  EXPECT_EQ(manager_->past_walltime(at(110)), std::vector<JobId>{id})
+      << "its walltime runs from its start";
   ASSERT_TRUE(manager_->finished(id, {}, at(111)).has_value());
   const auto launches = manager_->schedule(at(112)).value();
   ASSERT_EQ(launches.size(), 2u);

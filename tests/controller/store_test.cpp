@@ -111,7 +111,7 @@ TEST_F(StoreTest, StateSurvivesReopeningAndItsDirectoryIsPrivate) {
   EXPECT_EQ(store->load_jobs(false).value().size(), 2u);
   const JobId next = store->insert_jobs(std::vector<NewJob>{job("c")}, false).value()[0];
   EXPECT_EQ(next.value(), 3u) << "ids are never reused";
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::stat(dir_.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0700u);
 }
@@ -119,7 +119,8 @@ TEST_F(StoreTest, StateSurvivesReopeningAndItsDirectoryIsPrivate) {
 TEST_F(StoreTest, AnArraysElementsAreConsecutiveAndNameTheirArray) {
   auto store = open();
   const JobId single = store->insert_jobs(std::vector<NewJob>{job("single")}, false).value()[0];
-  const std::vector<JobId> ids = store->insert_jobs(std::vector<NewJob>{job("e"), job("e"), job("e")}, true).value();
+  const std::vector<JobId> ids =
+      store->insert_jobs(std::vector<NewJob>{job("e"), job("e"), job("e")}, true).value();
   ASSERT_EQ(ids.size(), 3u);
   EXPECT_EQ(ids[0].value(), single.value() + 1);
   EXPECT_EQ(ids[2].value(), ids[0].value() + 2);
@@ -140,7 +141,8 @@ TEST_F(StoreTest, NodesAndTheirDrainsOutliveTheStore) {
     ASSERT_TRUE(store->save_node("n2", R"({"cores":8})", "[]").has_value());
     ASSERT_TRUE(store->set_drain("n1", "bad DIMM").has_value());
     EXPECT_EQ(store->set_drain("n9", "typo").error().message(), "there is no node n9");
-    ASSERT_TRUE(store->save_node("n1", R"({"cores":6})", "[]").has_value()) << "re-registering keeps the drain";
+    ASSERT_TRUE(store->save_node("n1", R"({"cores":6})", "[]").has_value())
+        << "re-registering keeps the drain";
   }
   {
     auto store = open();
@@ -161,17 +163,22 @@ TEST_F(StoreTest, AVersionOneStateIsMigrated) {
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open((dir_ / "state.db").c_str(), &db), SQLITE_OK);
   const std::string spec = job("old").spec.SerializeAsString();
-  ASSERT_EQ(sqlite3_exec(db,
-                         "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
-                         "INSERT INTO meta VALUES('schema_version', 1);"
-                         "CREATE TABLE jobs (id INTEGER PRIMARY KEY, user TEXT NOT NULL, uid INTEGER NOT NULL,"
-                         " state INTEGER NOT NULL, reason TEXT NOT NULL DEFAULT '', exit_code INTEGER, signal INTEGER,"
-                         " submit_time INTEGER NOT NULL, start_time INTEGER, end_time INTEGER, spec BLOB NOT NULL,"
-                         " placement TEXT NOT NULL DEFAULT '');",
-                         nullptr, nullptr, nullptr),
-            SQLITE_OK);
+  ASSERT_EQ(
+      sqlite3_exec(
+          db,
+          "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+          "INSERT INTO meta VALUES('schema_version', 1);"
+          "CREATE TABLE jobs (id INTEGER PRIMARY KEY, user TEXT NOT NULL, uid INTEGER NOT NULL,"
+          " state INTEGER NOT NULL, reason TEXT NOT NULL DEFAULT '', exit_code INTEGER, signal "
+          "INTEGER,"
+          " submit_time INTEGER NOT NULL, start_time INTEGER, end_time INTEGER, spec BLOB NOT NULL,"
+          " placement TEXT NOT NULL DEFAULT '');",
+          nullptr, nullptr, nullptr),
+      SQLITE_OK);
   sqlite3_stmt* insert = nullptr;
-  ASSERT_EQ(sqlite3_prepare_v2(db, "INSERT INTO jobs(id, user, uid, state, submit_time, spec) VALUES(5, 'loom-alice', 1001, 4, 1000, ?)",
+  ASSERT_EQ(sqlite3_prepare_v2(db,
+                               "INSERT INTO jobs(id, user, uid, state, submit_time, spec) "
+                               "VALUES(5, 'loom-alice', 1001, 4, 1000, ?)",
                                -1, &insert, nullptr),
             SQLITE_OK);
   sqlite3_bind_blob(insert, 1, spec.data(), static_cast<int>(spec.size()), SQLITE_TRANSIENT);
@@ -195,7 +202,8 @@ TEST_F(StoreTest, AVersionOneStateIsMigrated) {
 TEST_F(StoreTest, NvmeDevicesStagingAndBuffersOutliveTheStore) {
   {
     auto store = open();
-    ASSERT_TRUE(store->save_node("n1", "{}", R"([{"path":"/nvme0","numa":0,"capacity":1000}])").has_value());
+    ASSERT_TRUE(store->save_node("n1", "{}", R"([{"path":"/nvme0","numa":0,"capacity":1000}])")
+                    .has_value());
     const JobId id = store->insert_jobs(std::vector<NewJob>{job("staged")}, false).value()[0];
     v1::StagingReport report;
     v1::StagingFile* f = report.add_files();
@@ -206,14 +214,18 @@ TEST_F(StoreTest, NvmeDevicesStagingAndBuffersOutliveTheStore) {
     u.state = v1::COMPLETED;
     u.staging = report.SerializeAsString();
     ASSERT_TRUE(store->update_jobs(std::span<const JobUpdate>(&u, 1)).has_value());
-    ASSERT_TRUE(store->save_buffer({"scratch", "loom-alice", 1001, 1001, "n1", "/nvme0", 1 << 20, 77}).has_value());
-    auto twice = store->save_buffer({"scratch", "loom-bob", 1002, 1002, "n1", "/nvme0", 1 << 20, 78});
+    ASSERT_TRUE(
+        store->save_buffer({"scratch", "loom-alice", 1001, 1001, "n1", "/nvme0", 1 << 20, 77})
+            .has_value());
+    auto twice =
+        store->save_buffer({"scratch", "loom-bob", 1002, 1002, "n1", "/nvme0", 1 << 20, 78});
     ASSERT_FALSE(twice.has_value());
     EXPECT_EQ(twice.error().code(), ErrorCode::kAlreadyExists);
   }
   {
     auto store = open();
-    EXPECT_EQ(store->load_nodes().value()[0].nvme_json, R"([{"path":"/nvme0","numa":0,"capacity":1000}])");
+    EXPECT_EQ(store->load_nodes().value()[0].nvme_json,
+              R"([{"path":"/nvme0","numa":0,"capacity":1000}])");
     const JobRow row = store->load_jobs(false).value().at(0);
     ASSERT_EQ(row.staging.files_size(), 1);
     EXPECT_EQ(row.staging.files(0).source(), "storage:/in.h5");
@@ -232,12 +244,15 @@ TEST_F(StoreTest, AStateFromANewerLoomIsRefused) {
   { open(); }
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open((dir_ / "state.db").c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db, "UPDATE meta SET value = 99 WHERE key = 'schema_version'", nullptr, nullptr, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "UPDATE meta SET value = 99 WHERE key = 'schema_version'", nullptr,
+                         nullptr, nullptr),
+            SQLITE_OK);
   sqlite3_close(db);
   auto store = open_sqlite_store(dir_);
   ASSERT_FALSE(store.has_value());
   EXPECT_EQ(store.error().code(), ErrorCode::kFailedPrecondition);
-  EXPECT_NE(store.error().to_string().find("newer Loom (schema 99"), std::string::npos) << store.error().to_string();
+  EXPECT_NE(store.error().to_string().find("newer Loom (schema 99"), std::string::npos)
+      << store.error().to_string();
 }
 
 // A child commits jobs one at a time and reports each id once insert_jobs returned (what
@@ -263,9 +278,11 @@ TEST_F(StoreTest, EveryAcknowledgedJobSurvivesAKill) {
   ::close(pipe_fds[1]);
   std::set<std::uint64_t> acknowledged;
   std::uint64_t id = 0;
-  while (acknowledged.size() < 200 && ::read(pipe_fds[0], &id, sizeof(id)) == sizeof(id)) acknowledged.insert(id);
+  while (acknowledged.size() < 200 && ::read(pipe_fds[0], &id, sizeof(id)) == sizeof(id))
+    acknowledged.insert(id);
   ::kill(pid, SIGKILL);
-  while (::read(pipe_fds[0], &id, sizeof(id)) == sizeof(id)) acknowledged.insert(id);  // what it sent before dying
+  while (::read(pipe_fds[0], &id, sizeof(id)) == sizeof(id))
+    acknowledged.insert(id);  // what it sent before dying
   ::close(pipe_fds[0]);
   int status = 0;
   ::waitpid(pid, &status, 0);
@@ -275,7 +292,8 @@ TEST_F(StoreTest, EveryAcknowledgedJobSurvivesAKill) {
   std::set<std::uint64_t> stored;
   const std::vector<JobRow> rows = store->load_jobs(false).value();
   for (const JobRow& row : rows) stored.insert(row.id.value());
-  for (std::uint64_t acked : acknowledged) EXPECT_TRUE(stored.contains(acked)) << "acknowledged job " << acked << " lost";
+  for (std::uint64_t acked : acknowledged)
+    EXPECT_TRUE(stored.contains(acked)) << "acknowledged job " << acked << " lost";
 }
 
 }  // namespace

@@ -16,7 +16,7 @@ int main() {
     std::fprintf(stderr, "%s\n", info.error().to_string().c_str());
     return 1;
   }
-  std::printf("numa=%zu cores=%zu pus=%zu provider=%s\n", topology->numa_domains.size(), topology->cores.size(), topology->pu_count(),
-              info->offer().provider.c_str());
+  std::printf("numa=%zu cores=%zu pus=%zu provider=%s\n", topology->numa_domains.size(),
+              topology->cores.size(), topology->pu_count(), info->offer().provider.c_str());
   return 0;
 }

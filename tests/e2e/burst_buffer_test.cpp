@@ -51,18 +51,22 @@ class BurstBufferTest : public ClusterTest {
 };
 
 TEST_F(BurstBufferTest, ASliceIsTheJobsOwnAndHoldsWhatItWasGivenAndNoMore) {
-  const std::uint64_t id = submit({"submit", "--bb", "16M", "-o", "out-%j", "--", "/bin/sh", "-c",
-                                   "stat -c '%U %a' \"$LOOM_BB_DIR\"; echo secret > \"$LOOM_BB_DIR/secret\"; "
-                                   "dd if=/dev/zero of=\"$LOOM_BB_DIR/fill\" bs=1M count=64 2>&1 | grep -o 'No space left'; "
-                                   "echo \"$LOOM_BB_DIR\" > slice; while [ ! -e release ]; do sleep 0.05; done"});
+  const std::uint64_t id = submit(
+      {"submit", "--bb", "16M", "-o", "out-%j", "--", "/bin/sh", "-c",
+       "stat -c '%U %a' \"$LOOM_BB_DIR\"; echo secret > \"$LOOM_BB_DIR/secret\"; "
+       "dd if=/dev/zero of=\"$LOOM_BB_DIR/fill\" bs=1M count=64 2>&1 | grep -o 'No space left'; "
+       "echo \"$LOOM_BB_DIR\" > slice; while [ ! -e release ]; do sleep 0.05; done"});
   ASSERT_TRUE(appears("slice"));
   const std::string slice = read("slice").substr(0, read("slice").find('\n'));
   // Another user cannot look in, whatever they run.
-  Completed bob = cluster_->loom("loom-bob", {"submit", "-o", (dir_ / "bob-%j").string(), "--", "/bin/sh", "-c",
-                                              "cat '" + slice + "/secret' || echo refused"}, dir_.string());
+  Completed bob = cluster_->loom("loom-bob",
+                                 {"submit", "-o", (dir_ / "bob-%j").string(), "--", "/bin/sh", "-c",
+                                  "cat '" + slice + "/secret' || echo refused"},
+                                 dir_.string());
   ASSERT_EQ(bob.exit_code, 0) << bob.err;
   const std::uint64_t bob_id = std::stoull(bob.out);
-  const Completed watched = cluster_->loom("loom-bob", {"watch", "--json", std::to_string(bob_id)}, dir_.string());
+  const Completed watched =
+      cluster_->loom("loom-bob", {"watch", "--json", std::to_string(bob_id)}, dir_.string());
   EXPECT_EQ(watched.exit_code, 0) << watched.err;
   EXPECT_NE(read("bob-" + std::to_string(bob_id)).find("refused"), std::string::npos);
   EXPECT_EQ(read("bob-" + std::to_string(bob_id)).find("secret\n"), std::string::npos);
@@ -77,9 +81,10 @@ TEST_F(BurstBufferTest, ASliceIsTheJobsOwnAndHoldsWhatItWasGivenAndNoMore) {
 TEST_F(BurstBufferTest, FilesAreStagedInAndOutByteIdentical) {
   write_random(export_ / "one.bin", 1);
   write_random(export_ / "data.bin", (5 << 20) + 3);
-  const std::uint64_t id = submit({"submit", "--bb", "32M", "--stage-in", "storage:/one.bin", "--stage-in", "storage:/data.bin",
-                                   "--stage-out", "out.bin:storage:/results/", "-o", "out-%j", "--", "/bin/sh", "-c",
-                                   "echo \"$LOOM_STAGED_FILES\"; cp \"$LOOM_BB_DIR/data.bin\" \"$LOOM_BB_DIR/out.bin\""});
+  const std::uint64_t id = submit(
+      {"submit", "--bb", "32M", "--stage-in", "storage:/one.bin", "--stage-in", "storage:/data.bin",
+       "--stage-out", "out.bin:storage:/results/", "-o", "out-%j", "--", "/bin/sh", "-c",
+       "echo \"$LOOM_STAGED_FILES\"; cp \"$LOOM_BB_DIR/data.bin\" \"$LOOM_BB_DIR/out.bin\""});
   const nlohmann::json job = finish(id);
   ASSERT_EQ(job["state"], "COMPLETED") << job.dump();
   EXPECT_EQ(contents(export_ / "results" / "out.bin"), contents(export_ / "data.bin"));
@@ -99,7 +104,8 @@ TEST_F(BurstBufferTest, FilesAreStagedInAndOutByteIdentical) {
 
 TEST_F(BurstBufferTest, StagingFailuresNameTheFileAndLeaveNothing) {
   // Refused at submit: outside the export, or no slice to stage into.
-  Completed outside = alice({"submit", "--bb", "8M", "--stage-in", "storage:/../etc/passwd", "--", "true"});
+  Completed outside =
+      alice({"submit", "--bb", "8M", "--stage-in", "storage:/../etc/passwd", "--", "true"});
   EXPECT_NE(outside.exit_code, 0);
   EXPECT_NE(outside.err.find("--stage-in"), std::string::npos) << outside.err;
   Completed no_bb = alice({"submit", "--stage-in", "storage:/one.bin", "--", "true"});
@@ -107,32 +113,42 @@ TEST_F(BurstBufferTest, StagingFailuresNameTheFileAndLeaveNothing) {
   EXPECT_NE(no_bb.err.find("--bb"), std::string::npos) << no_bb.err;
 
   // A missing file: the job fails before it runs, naming it.
-  const std::uint64_t missing = submit({"submit", "--bb", "8M", "--stage-in", "storage:/missing.bin", "--", "touch", "ran"});
+  const std::uint64_t missing =
+      submit({"submit", "--bb", "8M", "--stage-in", "storage:/missing.bin", "--", "touch", "ran"});
   nlohmann::json job = finish(missing);
   EXPECT_EQ(job["state"], "FAILED");
-  EXPECT_NE(job["reason"].get<std::string>().find("StageInFailed: storage:/missing.bin"), std::string::npos) << job.dump();
-  EXPECT_NE(job["reason"].get<std::string>().find("does not exist"), std::string::npos) << job.dump();
+  EXPECT_NE(job["reason"].get<std::string>().find("StageInFailed: storage:/missing.bin"),
+            std::string::npos)
+      << job.dump();
+  EXPECT_NE(job["reason"].get<std::string>().find("does not exist"), std::string::npos)
+      << job.dump();
   EXPECT_FALSE(fs::exists(dir_ / "ran"));
 
   // A file larger than the slice.
   write_random(export_ / "big.bin", 24 << 20);
-  const std::uint64_t full = submit({"submit", "--bb", "8M", "--stage-in", "storage:/big.bin", "--", "touch", "ran"});
+  const std::uint64_t full =
+      submit({"submit", "--bb", "8M", "--stage-in", "storage:/big.bin", "--", "touch", "ran"});
   job = finish(full);
   EXPECT_EQ(job["state"], "FAILED");
-  EXPECT_NE(job["reason"].get<std::string>().find("No space left"), std::string::npos) << job.dump();
+  EXPECT_NE(job["reason"].get<std::string>().find("No space left"), std::string::npos)
+      << job.dump();
 
   // A job that turns its output into a link to a file it may not read gets nothing out.
-  const std::uint64_t link = submit({"submit", "--bb", "8M", "--stage-out", "out.h5:storage:/results/", "--", "/bin/sh", "-c",
-                                     "ln -s /etc/shadow \"$LOOM_BB_DIR/out.h5\""});
+  const std::uint64_t link =
+      submit({"submit", "--bb", "8M", "--stage-out", "out.h5:storage:/results/", "--", "/bin/sh",
+              "-c", "ln -s /etc/shadow \"$LOOM_BB_DIR/out.h5\""});
   job = finish(link);
   EXPECT_EQ(job["state"], "FAILED");
-  EXPECT_NE(job["reason"].get<std::string>().find("StageOutFailed: out.h5"), std::string::npos) << job.dump();
-  EXPECT_NE(job["reason"].get<std::string>().find("symbolic link"), std::string::npos) << job.dump();
+  EXPECT_NE(job["reason"].get<std::string>().find("StageOutFailed: out.h5"), std::string::npos)
+      << job.dump();
+  EXPECT_NE(job["reason"].get<std::string>().find("symbolic link"), std::string::npos)
+      << job.dump();
   EXPECT_EQ(job["exit_code"], 0) << "the ranks' own status: they ran, and exited 0";
   EXPECT_FALSE(fs::exists(export_ / "results" / "out.h5"));
   // Nothing partial anywhere: no temporary names in the export, no slice on any device.
   std::vector<std::string> exported;
-  for (const auto& e : fs::recursive_directory_iterator(export_)) exported.push_back(e.path().filename().string());
+  for (const auto& e : fs::recursive_directory_iterator(export_))
+    exported.push_back(e.path().filename().string());
   std::sort(exported.begin(), exported.end());
   EXPECT_EQ(exported, (std::vector<std::string>{"big.bin", "results"}));
   EXPECT_EQ(slices_left(), std::vector<std::string>{});
@@ -149,7 +165,8 @@ TEST_F(BurstBufferTest, APersistentBufferOutlivesJobsAndRestartsUntilDestroyed) 
   const Completed created = alice({"bb", "create", "scratch", "--size", "32M", "--node", "node1"});
   ASSERT_EQ(created.exit_code, 0) << created.err;
   const std::uint64_t free_before = nvme_free("node0");
-  EXPECT_EQ(nvme_free("node0") - nvme_free("node1"), std::uint64_t{32} << 20) << "its bytes are taken from node1's device";
+  EXPECT_EQ(nvme_free("node0") - nvme_free("node1"), std::uint64_t{32} << 20)
+      << "its bytes are taken from node1's device";
   nlohmann::json listed = nlohmann::json::parse(alice({"bb", "list", "--json"}).out)["buffers"];
   ASSERT_EQ(listed.size(), 1u);
   EXPECT_EQ(listed[0]["name"], "scratch");
@@ -159,8 +176,8 @@ TEST_F(BurstBufferTest, APersistentBufferOutlivesJobsAndRestartsUntilDestroyed) 
   EXPECT_EQ(listed[0]["used_by"], nlohmann::json::array());
 
   // A job writes in it; it runs on the buffer's node.
-  const std::uint64_t writer = submit({"submit", "--bb-persistent", "scratch", "--", "/bin/sh", "-c",
-                                       "echo kept > \"$LOOM_BB_PERSISTENT_DIR/data\""});
+  const std::uint64_t writer = submit({"submit", "--bb-persistent", "scratch", "--", "/bin/sh",
+                                       "-c", "echo kept > \"$LOOM_BB_PERSISTENT_DIR/data\""});
   nlohmann::json job = finish(writer);
   EXPECT_EQ(job["state"], "COMPLETED") << job.dump();
   EXPECT_EQ(job["placement"][0]["node"], "node1");
@@ -169,18 +186,23 @@ TEST_F(BurstBufferTest, APersistentBufferOutlivesJobsAndRestartsUntilDestroyed) 
   cluster_->wait_log("loomctld was killed by signal 9; restarting it");
   ASSERT_EQ(::kill(daemon("loomd", "--name node1 "), SIGKILL), 0);
   cluster_->wait_log("loomd node1 was killed by signal 9; restarting it");
-  const std::uint64_t reader = submit({"submit", "--bb-persistent", "scratch", "-o", "read-%j", "--", "/bin/sh", "-c",
-                                       "cat \"$LOOM_BB_PERSISTENT_DIR/data\""});
+  const std::uint64_t reader =
+      submit({"submit", "--bb-persistent", "scratch", "-o", "read-%j", "--", "/bin/sh", "-c",
+              "cat \"$LOOM_BB_PERSISTENT_DIR/data\""});
   job = finish(reader);
   EXPECT_EQ(job["state"], "COMPLETED") << job.dump();
   EXPECT_EQ(read("read-" + std::to_string(reader)), "kept\n");
 
   // Another user can neither use nor destroy it, nor see it.
-  const Completed bob = cluster_->loom("loom-bob", {"submit", "--bb-persistent", "scratch", "--", "true"}, dir_.string());
+  const Completed bob = cluster_->loom(
+      "loom-bob", {"submit", "--bb-persistent", "scratch", "--", "true"}, dir_.string());
   EXPECT_NE(bob.exit_code, 0);
   EXPECT_NE(bob.err.find("--bb-persistent scratch"), std::string::npos) << bob.err;
   EXPECT_NE(cluster_->loom("loom-bob", {"bb", "destroy", "scratch"}, dir_.string()).exit_code, 0);
-  EXPECT_EQ(nlohmann::json::parse(cluster_->loom("loom-bob", {"bb", "list", "--json"}, dir_.string()).out)["buffers"].size(), 0u);
+  EXPECT_EQ(nlohmann::json::parse(
+                cluster_->loom("loom-bob", {"bb", "list", "--json"}, dir_.string()).out)["buffers"]
+                .size(),
+            0u);
 
   const Completed destroyed = alice({"bb", "destroy", "scratch"});
   ASSERT_EQ(destroyed.exit_code, 0) << destroyed.err;
@@ -192,29 +214,38 @@ TEST_F(BurstBufferTest, APersistentBufferOutlivesJobsAndRestartsUntilDestroyed) 
 
 TEST_F(BurstBufferTest, AJobGetsOnlyTheHdf5DatasetsItAskedFor) {
   const fs::path cdl = dir_ / "in.cdl";
-  std::ofstream(cdl) << "netcdf in {\n"
-                        "dimensions: x = 4 ;\n"
-                        "group: fields {\n"
-                        "  variables: float temperature(x) ; float pressure(x) ; float humidity(x) ;\n"
-                        "  data: temperature = 1, 2, 3, 4 ; pressure = 5, 6, 7, 8 ; humidity = 9, 9, 9, 9 ;\n"
-                        "}\n"
-                        "}\n";
-  const Completed made = run({"ncgen", "-k", "nc4", "-o", (export_ / "in.h5").string(), cdl.string()});
+  std::ofstream(cdl)
+      << "netcdf in {\n"
+         "dimensions: x = 4 ;\n"
+         "group: fields {\n"
+         "  variables: float temperature(x) ; float pressure(x) ; float humidity(x) ;\n"
+         "  data: temperature = 1, 2, 3, 4 ; pressure = 5, 6, 7, 8 ; humidity = 9, 9, 9, 9 ;\n"
+         "}\n"
+         "}\n";
+  const Completed made =
+      run({"ncgen", "-k", "nc4", "-o", (export_ / "in.h5").string(), cdl.string()});
   ASSERT_EQ(made.exit_code, 0) << made.err;
-  const std::uint64_t id = submit({"submit", "--bb", "16M", "--stage-in", "storage:/in.h5:/fields/temperature,/fields/pressure",
-                                   "--stage-out", "in.h5:storage:/results/", "-o", "out-%j", "--", "/bin/sh", "-c",
-                                   "h5ls -r \"$LOOM_BB_DIR/in.h5\" | cut -d' ' -f1"});
+  const std::uint64_t id = submit(
+      {"submit", "--bb", "16M", "--stage-in", "storage:/in.h5:/fields/temperature,/fields/pressure",
+       "--stage-out", "in.h5:storage:/results/", "-o", "out-%j", "--", "/bin/sh", "-c",
+       "h5ls -r \"$LOOM_BB_DIR/in.h5\" | cut -d' ' -f1"});
   const nlohmann::json job = finish(id);
   ASSERT_EQ(job["state"], "COMPLETED") << job.dump();
-  EXPECT_EQ(read("out-" + std::to_string(id)), "/\n/fields\n/fields/pressure\n/fields/temperature\n");
+  EXPECT_EQ(read("out-" + std::to_string(id)),
+            "/\n/fields\n/fields/pressure\n/fields/temperature\n");
   const nlohmann::json staged = show(id)["staging"][0];
   EXPECT_EQ(staged["source"], "storage:/in.h5:/fields/temperature,/fields/pressure");
   ASSERT_FALSE(staged["notes"].empty()) << staged.dump();
-  EXPECT_NE(staged["notes"][0].get<std::string>().find("DIMENSION_LIST"), std::string::npos) << staged.dump();
-  // What came back out has each dataset's data as it was (only the dimension scales' links are not carried).
+  EXPECT_NE(staged["notes"][0].get<std::string>().find("DIMENSION_LIST"), std::string::npos)
+      << staged.dump();
+  // What came back out has each dataset's data as it was (only the dimension scales' links are not
+  // carried).
   for (const char* object : {"/fields/temperature", "/fields/pressure"}) {
-    const Completed diff = run({"h5diff", "-v", (export_ / "in.h5").string(), (export_ / "results" / "in.h5").string(), object, object});
-    EXPECT_NE(diff.out.find("dataset: <" + std::string(object) + "> and <" + object + ">\n0 differences found"), std::string::npos)
+    const Completed diff = run({"h5diff", "-v", (export_ / "in.h5").string(),
+                                (export_ / "results" / "in.h5").string(), object, object});
+    EXPECT_NE(diff.out.find("dataset: <" + std::string(object) + "> and <" + object +
+                            ">\n0 differences found"),
+              std::string::npos)
         << diff.out;
   }
 }
@@ -225,7 +256,8 @@ TEST_F(BurstBufferTest, LoomStageCopiesAsTheUserBothWays) {
   ASSERT_EQ(in.exit_code, 0) << in.err;
   EXPECT_NE(in.out.find("staged storage:/data.bin -> "), std::string::npos) << in.out;
   EXPECT_EQ(contents(dir_ / "here.bin"), contents(export_ / "data.bin"));
-  const Completed out = alice({"stage", "--json", (dir_ / "here.bin").string(), "storage:/results/"});
+  const Completed out =
+      alice({"stage", "--json", (dir_ / "here.bin").string(), "storage:/results/"});
   ASSERT_EQ(out.exit_code, 0) << out.err;
   const nlohmann::json summary = nlohmann::json::parse(out.out);
   EXPECT_EQ(summary["bytes"], (3 << 20) + 7);

@@ -42,7 +42,9 @@ class ClusterTest : public ::testing::Test {
     std::filesystem::remove_all(dir_);
   }
 
-  Completed alice(const std::vector<std::string>& args) const { return cluster_->loom("loom-alice", args, dir_.string()); }
+  Completed alice(const std::vector<std::string>& args) const {
+    return cluster_->loom("loom-alice", args, dir_.string());
+  }
 
   std::uint64_t submit(const std::vector<std::string>& args) {
     Completed done = alice(args);
@@ -64,7 +66,9 @@ class ClusterTest : public ::testing::Test {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
     while (std::chrono::steady_clock::now() < deadline) {
       j = show(id);
-      if (j["state"] == "RUNNING" && !j["placement"].empty() && !j["placement"][0]["bound_cpus"].is_null()) return j;
+      if (j["state"] == "RUNNING" && !j["placement"].empty() &&
+          !j["placement"][0]["bound_cpus"].is_null())
+        return j;
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     ADD_FAILURE() << "job " << id << " stayed " << j.dump();
@@ -103,7 +107,8 @@ class ClusterTest : public ::testing::Test {
     for (const auto& entry : std::filesystem::directory_iterator(cluster_->state_dir() / "state")) {
       if (!entry.path().filename().string().starts_with("nvme-") || !entry.is_directory()) continue;
       for (const auto& inside : std::filesystem::recursive_directory_iterator(entry.path())) {
-        if (inside.path().filename().string().starts_with("job_")) out.push_back(inside.path().string());
+        if (inside.path().filename().string().starts_with("job_"))
+          out.push_back(inside.path().string());
       }
     }
     return out;
@@ -111,8 +116,8 @@ class ClusterTest : public ::testing::Test {
 
   // The pid of loom up's child with command name `comm` whose command line holds `word`.
   pid_t daemon(const std::string& comm, const std::string& word = "") const {
-    for (const std::string& line : lines(
-             run({"pgrep", "-x", "-P", std::to_string(cluster_->pid()), comm}).out)) {
+    for (const std::string& line :
+         lines(run({"pgrep", "-x", "-P", std::to_string(cluster_->pid()), comm}).out)) {
       std::ifstream in(fmt::format("/proc/{}/cmdline", line));
       std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
       std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');

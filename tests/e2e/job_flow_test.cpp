@@ -1,5 +1,6 @@
 // The job flow end to end: loomctld and loomd as processes, `loom` as the user runs it.
 #include <fmt/format.h>
+#include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <pwd.h>
 #include <sys/stat.h>
@@ -7,11 +8,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "loom/common/index_list.hpp"
-
-#include <grpcpp/grpcpp.h>
-
 #include "cluster_test.hpp"
+#include "loom/common/index_list.hpp"
 #include "loom/proto/loom.grpc.pb.h"
 
 namespace loom {
@@ -29,7 +27,8 @@ class JobFlow : public loom::testing::ClusterTest {
 
 TEST_F(JobFlow, AJobRunsAsItsUserBoundAsPlacedAndItsOutputLands) {
   const std::uint64_t id = submit({"submit", "-n", "2", "-o", "out-%j.txt", "--", "sh", "-c",
-                                   "echo rank=$LOOM_RANK job=$LOOM_JOB_ID uid=$(id -u) $(grep Cpus_allowed_list /proc/self/status)"});
+                                   "echo rank=$LOOM_RANK job=$LOOM_JOB_ID uid=$(id -u) $(grep "
+                                   "Cpus_allowed_list /proc/self/status)"});
   ASSERT_NE(id, 0u);
   json j = finish(id);
   EXPECT_EQ(j["state"], "COMPLETED");
@@ -40,16 +39,19 @@ TEST_F(JobFlow, AJobRunsAsItsUserBoundAsPlacedAndItsOutputLands) {
   for (const json& rank : j["placement"]) {
     ASSERT_FALSE(rank["bound_cpus"].is_null()) << j.dump();
     std::vector<unsigned> cpus = rank["bound_cpus"];
-    EXPECT_NE(out.find(fmt::format("rank={} job={}", rank["rank"].get<unsigned>(), id)), std::string::npos);
+    EXPECT_NE(out.find(fmt::format("rank={} job={}", rank["rank"].get<unsigned>(), id)),
+              std::string::npos);
     // (the shell's word splitting turned /proc's tab into a space)
-    EXPECT_NE(out.find(fmt::format("Cpus_allowed_list: {}", loom::format_index_list(cpus))), std::string::npos) << out;
+    EXPECT_NE(out.find(fmt::format("Cpus_allowed_list: {}", loom::format_index_list(cpus))),
+              std::string::npos)
+        << out;
   }
   const uid_t alice = ::getpwnam("loom-alice")->pw_uid;
   // Simulated node: 4 cores over 2 domains; ranks 0 and 1 on cores 0 and 1, mapped onto
   // this machine's PUs k mod P.
   EXPECT_NE(out.find(fmt::format("rank=0 job={} uid={}", id, alice)), std::string::npos) << out;
   EXPECT_NE(out.find(fmt::format("rank=1 job={} uid={}", id, alice)), std::string::npos) << out;
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::stat((dir_ / fmt::format("out-{}.txt", id)).c_str(), &st), 0);
   EXPECT_EQ(st.st_uid, alice);
 }
@@ -80,8 +82,9 @@ TEST_F(JobFlow, CancelEndsARunningJobAndLeavesNoProcess) {
 // Walltime as Slurm enforces it: SIGTERM, and SIGKILL once the grace (2 s here) has passed.
 TEST_F(JobFlow, AJobPastItsWalltimeGetsTermThenKillAndEndsTimeout) {
   const std::uint64_t polite = submit({"submit", "-t", "2s", "--", "sleep", "1002"});
-  const std::uint64_t stubborn = submit({"submit", "-t", "2s", "-o", "stubborn.txt", "--", "sh", "-c",
-                                         "trap 'echo got TERM' TERM; while :; do sleep 0.1; done"});
+  const std::uint64_t stubborn =
+      submit({"submit", "-t", "2s", "-o", "stubborn.txt", "--", "sh", "-c",
+              "trap 'echo got TERM' TERM; while :; do sleep 0.1; done"});
   json p = finish(polite);
   EXPECT_EQ(p["state"], "TIMEOUT");
   EXPECT_EQ(p["reason"], "TimeLimit");
@@ -89,19 +92,24 @@ TEST_F(JobFlow, AJobPastItsWalltimeGetsTermThenKillAndEndsTimeout) {
   json s = finish(stubborn);
   EXPECT_EQ(s["state"], "TIMEOUT") << s.dump();
   EXPECT_EQ(s["signal"], 9) << "a job that ignores SIGTERM is killed after the grace";
-  EXPECT_GE(s["times"]["end"].get<std::int64_t>() - s["times"]["start"].get<std::int64_t>(), 4) << "2 s walltime + 2 s grace";
+  EXPECT_GE(s["times"]["end"].get<std::int64_t>() - s["times"]["start"].get<std::int64_t>(), 4)
+      << "2 s walltime + 2 s grace";
   EXPECT_NE(read("stubborn.txt").find("got TERM"), std::string::npos);
 }
 
 TEST_F(JobFlow, DependentsWaitForTheirDependencyAndDieWithAFailedOne) {
   const std::uint64_t first = submit({"submit", "--", "sleep", "1"});
-  const std::uint64_t after_ok = submit({"submit", "--dependency", fmt::format("afterok:{}", first), "--", "true"});
+  const std::uint64_t after_ok =
+      submit({"submit", "--dependency", fmt::format("afterok:{}", first), "--", "true"});
   const std::uint64_t failing = submit({"submit", "--", "false"});
-  const std::uint64_t never = submit({"submit", "--dependency", fmt::format("afterok:{}", failing), "--", "true"});
-  const std::uint64_t anyway = submit({"submit", "--dependency", fmt::format("afterany:{}", failing), "--", "true"});
+  const std::uint64_t never =
+      submit({"submit", "--dependency", fmt::format("afterok:{}", failing), "--", "true"});
+  const std::uint64_t anyway =
+      submit({"submit", "--dependency", fmt::format("afterany:{}", failing), "--", "true"});
   json a = finish(after_ok);
   EXPECT_EQ(a["state"], "COMPLETED");
-  EXPECT_GE(a["times"]["start"].get<std::int64_t>(), show(std::to_string(first))["times"]["end"].get<std::int64_t>());
+  EXPECT_GE(a["times"]["start"].get<std::int64_t>(),
+            show(std::to_string(first))["times"]["end"].get<std::int64_t>());
   json n = finish(never);
   EXPECT_EQ(n["state"], "CANCELLED");
   EXPECT_EQ(n["reason"], "DependencyNeverSatisfied");
@@ -109,8 +117,8 @@ TEST_F(JobFlow, DependentsWaitForTheirDependencyAndDieWithAFailedOne) {
 }
 
 TEST_F(JobFlow, AnArraysElementsSeeTheirIndexAndAreNamedByIt) {
-  const std::uint64_t array = submit({"submit", "--array", "1-4", "-o", "array-%j.txt", "--", "sh", "-c",
-                                      "echo index=$LOOM_ARRAY_INDEX of=$LOOM_ARRAY_JOB_ID"});
+  const std::uint64_t array = submit({"submit", "--array", "1-4", "-o", "array-%j.txt", "--", "sh",
+                                      "-c", "echo index=$LOOM_ARRAY_INDEX of=$LOOM_ARRAY_JOB_ID"});
   std::set<std::string> seen;
   for (int i = 1; i <= 4; ++i) {
     const std::string ref = fmt::format("{}_{}", array, i);
@@ -127,13 +135,15 @@ TEST_F(JobFlow, AnArraysElementsSeeTheirIndexAndAreNamedByIt) {
   const std::uint64_t sleepers = submit({"submit", "--array", "1-3", "--", "sleep", "1003"});
   Completed cancel = alice({"cancel", std::to_string(sleepers)});
   ASSERT_EQ(cancel.exit_code, 0) << cancel.err;
-  for (int i = 1; i <= 3; ++i) EXPECT_EQ(finish(fmt::format("{}_{}", sleepers, i))["state"], "CANCELLED");
+  for (int i = 1; i <= 3; ++i)
+    EXPECT_EQ(finish(fmt::format("{}_{}", sleepers, i))["state"], "CANCELLED");
   Completed missing = alice({"show", fmt::format("{}_9", array)});
   EXPECT_EQ(missing.err, fmt::format("loom: job {}_9 does not exist\n", array));
 }
 
 TEST_F(JobFlow, MemoryPerTaskIsEnforced) {
-  const std::uint64_t id = submit({"submit", "--mem-per-task", "32M", "--", "sh", "-c", "head -c 256M /dev/zero | tail > /dev/null"});
+  const std::uint64_t id = submit({"submit", "--mem-per-task", "32M", "--", "sh", "-c",
+                                   "head -c 256M /dev/zero | tail > /dev/null"});
   json j = finish(id);
   EXPECT_EQ(j["state"], "FAILED");
   EXPECT_EQ(j["reason"], "OutOfMemory");
@@ -177,7 +187,8 @@ TEST_F(JobFlow, ThreeHundredTrivialJobsAllComplete) {
   }
   json all = json::parse(alice({"queue", "--all", "--json"}).out)["jobs"];
   EXPECT_EQ(all.size(), 300u);
-  EXPECT_TRUE(json::parse(alice({"queue", "--json"}).out)["jobs"].empty()) << "nothing pending or running";
+  EXPECT_TRUE(json::parse(alice({"queue", "--json"}).out)["jobs"].empty())
+      << "nothing pending or running";
 }
 
 // loom up restarts a controller that dies, on the same port, with its state; and when it is
@@ -185,11 +196,13 @@ TEST_F(JobFlow, ThreeHundredTrivialJobsAllComplete) {
 TEST_F(JobFlow, LoomUpRestartsADeadControllerAndStopsCleanly) {
   const std::uint64_t before = submit({"submit", "--", "true"});
   EXPECT_EQ(finish(before)["state"], "COMPLETED");
-  Completed controller = loom::testing::run({"pgrep", "-x", "-P", std::to_string(cluster_->pid()), "loomctld"});
+  Completed controller =
+      loom::testing::run({"pgrep", "-x", "-P", std::to_string(cluster_->pid()), "loomctld"});
   ASSERT_EQ(controller.exit_code, 0);
   ASSERT_EQ(::kill(std::stoi(controller.out), SIGKILL), 0);
   cluster_->wait_log("loomctld was killed by signal 9; restarting it");
-  EXPECT_EQ(show(std::to_string(before))["state"], "COMPLETED") << "the state outlives the controller";
+  EXPECT_EQ(show(std::to_string(before))["state"], "COMPLETED")
+      << "the state outlives the controller";
   const std::uint64_t after = submit({"submit", "--", "true"});
   EXPECT_EQ(finish(after)["state"], "COMPLETED") << cluster_->log();
 
@@ -198,16 +211,20 @@ TEST_F(JobFlow, LoomUpRestartsADeadControllerAndStopsCleanly) {
   wait_running(running);
   EXPECT_EQ(cluster_->stop(), 0);
   EXPECT_EQ(loom::testing::run({"pgrep", "-f", "sleep 1004"}).out, "");
-  EXPECT_EQ(loom::testing::run({"pgrep", "-f", fmt::format("--cgroup up{}/", up)}).out, "") << "no agent left";
+  EXPECT_EQ(loom::testing::run({"pgrep", "-f", fmt::format("--cgroup up{}/", up)}).out, "")
+      << "no agent left";
   for (const char* controller_name : {"cpuset", "memory", "freezer", "pids"}) {
-    EXPECT_FALSE(std::filesystem::exists(fmt::format("/sys/fs/cgroup/{}/loom/up{}", controller_name, up))) << controller_name;
+    EXPECT_FALSE(
+        std::filesystem::exists(fmt::format("/sys/fs/cgroup/{}/loom/up{}", controller_name, up)))
+        << controller_name;
   }
 }
 
 TEST_F(JobFlow, OthersJobsAreInvisibleAndBadInputGetsOneLine) {
   const std::uint64_t id = submit({"submit", "--", "true"});
   Completed bob = cluster_->loom("loom-bob", {"show", std::to_string(id)});
-  EXPECT_EQ(cluster_->loom("loom-bob", {"cancel", std::to_string(id)}).err, fmt::format("loom: job {} does not exist\n", id));
+  EXPECT_EQ(cluster_->loom("loom-bob", {"cancel", std::to_string(id)}).err,
+            fmt::format("loom: job {} does not exist\n", id));
   EXPECT_EQ(bob.exit_code, 1);
   EXPECT_EQ(bob.err, fmt::format("loom: job {} does not exist\n", id));
   Completed queue = cluster_->loom("loom-bob", {"queue", "--all", "--json"});
@@ -215,13 +232,16 @@ TEST_F(JobFlow, OthersJobsAreInvisibleAndBadInputGetsOneLine) {
   EXPECT_TRUE(json::parse(queue.out)["jobs"].empty());
   Completed huge = alice({"submit", "-c", "3", "--", "true"});
   EXPECT_EQ(huge.exit_code, 1);
-  EXPECT_EQ(huge.err, "loom: cpus-per-task 3 exceeds the largest NUMA domain (2 cores); ask for --spread-numa to cross domains\n");
+  EXPECT_EQ(huge.err,
+            "loom: cpus-per-task 3 exceeds the largest NUMA domain (2 cores); ask for "
+            "--spread-numa to cross domains\n");
   Completed size = alice({"submit", "--mem-per-task", "lots", "--", "true"});
   EXPECT_EQ(size.exit_code, 1);
   Completed bad_id = alice({"show", "12_x"});
   EXPECT_EQ(bad_id.err, "loom: \"12_x\" is not a job id (12, or 12_3 in an array)\n");
   EXPECT_EQ(size.exit_code, 1);
-  EXPECT_NE(size.err.find("loom: --mem-per-task: invalid size \"lots\""), std::string::npos) << size.err;
+  EXPECT_NE(size.err.find("loom: --mem-per-task: invalid size \"lots\""), std::string::npos)
+      << size.err;
 }
 
 TEST_F(JobFlow, AnAdminSeesAndCancelsAnyJob) {
@@ -238,8 +258,10 @@ TEST_F(JobFlow, AnAdminSeesAndCancelsAnyJob) {
 // The controller itself refuses a request whose credential is forged or missing: the CLI
 // is not the only door.
 TEST_F(JobFlow, TheControllerRefusesForgedAndMissingCredentials) {
-  auto stub = v1::Controller::NewStub(grpc::CreateChannel(cluster_->address(), grpc::InsecureChannelCredentials()));
-  for (const std::string& credential : {std::string("MUNGE:AwQFAAD1forgedforgedforged:"), std::string()}) {
+  auto stub = v1::Controller::NewStub(
+      grpc::CreateChannel(cluster_->address(), grpc::InsecureChannelCredentials()));
+  for (const std::string& credential :
+       {std::string("MUNGE:AwQFAAD1forgedforgedforged:"), std::string()}) {
     v1::ListRequest request;
     request.mutable_caller()->set_credential(credential);
     v1::ListReply reply;
@@ -251,9 +273,9 @@ TEST_F(JobFlow, TheControllerRefusesForgedAndMissingCredentials) {
 }
 
 TEST_F(JobFlow, OnlyRootMayRegisterANode) {
-  Completed rogue = loom::testing::run({"runuser", "-u", "loom-bob", "--", loom::testing::built("agent/loomd"),
-                                        "--controller", cluster_->address(), "--name", "rogue", "--synthetic",
-                                        "pack:1 core:64 pu:1"});
+  Completed rogue = loom::testing::run(
+      {"runuser", "-u", "loom-bob", "--", loom::testing::built("agent/loomd"), "--controller",
+       cluster_->address(), "--name", "rogue", "--synthetic", "pack:1 core:64 pu:1"});
   EXPECT_NE(rogue.exit_code, 0);
   EXPECT_NE(rogue.err.find("an agent must run as root; loom-bob"), std::string::npos) << rogue.err;
 }

@@ -36,8 +36,9 @@ class LocalCluster {
     std::vector<std::string> env;
     for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
     env.push_back("LOOM_CONFIG=" + (dir_ / "loom.toml").string());
-    std::vector<std::string> argv{built("cli/loom"), "up", "--agents", std::to_string(agents), "--topology", topology,
-                                  "--state-dir", (dir_ / "state").string()};
+    std::vector<std::string> argv{
+        built("cli/loom"), "up",     "--agents",    std::to_string(agents),
+        "--topology",      topology, "--state-dir", (dir_ / "state").string()};
     argv.insert(argv.end(), up_args.begin(), up_args.end());
     up_ = spawn(argv, env, dir_ / "up.out");
     const std::string line = wait_for(dir_ / "up.out", "export LOOM_CONTROLLER=");
@@ -59,7 +60,8 @@ class LocalCluster {
   // The processes of job `job` in this cluster's cgroups (loom/up<pid>/NODE/job_ID_rank_R),
   // whatever their command: none once the job has ended.
   std::vector<pid_t> job_processes(std::uint64_t job) const {
-    const std::string level = "/loom/up" + std::to_string(up_) + "/", mark = "/job_" + std::to_string(job) + "_rank_";
+    const std::string level = "/loom/up" + std::to_string(up_) + "/",
+                      mark = "/job_" + std::to_string(job) + "_rank_";
     std::vector<pid_t> found;
     std::error_code ec;
     for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
@@ -67,7 +69,8 @@ class LocalCluster {
       if (name.find_first_not_of("0123456789") != std::string::npos) continue;
       std::ifstream in(entry.path() / "cgroup");
       for (std::string line; std::getline(in, line);) {
-        if (line.find(level) != std::string::npos && line.find(mark) != std::string::npos) found.push_back(std::stoi(name));
+        if (line.find(level) != std::string::npos && line.find(mark) != std::string::npos)
+          found.push_back(std::stoi(name));
       }
     }
     return found;
@@ -75,7 +78,8 @@ class LocalCluster {
   // An MPI job's shared-memory directory on `node` (loom up's agent.shm_dir on loopback is
   // one per agent).
   std::filesystem::path shm_dir(const std::string& node, std::uint64_t job) const {
-    return std::filesystem::path("/dev/shm") / ("loom-up" + std::to_string(up_) + "-" + node) / ("job_" + std::to_string(job));
+    return std::filesystem::path("/dev/shm") / ("loom-up" + std::to_string(up_) + "-" + node) /
+           ("job_" + std::to_string(job));
   }
   // What loom up printed (stdout and stderr).
   std::string log() const {
@@ -109,7 +113,8 @@ class LocalCluster {
   }
 
   // `loom ARGS` against this cluster, run as `user` (root when empty) in `cwd`.
-  Completed loom(const std::string& user, std::vector<std::string> args, const std::string& cwd = "/tmp") const {
+  Completed loom(const std::string& user, std::vector<std::string> args,
+                 const std::string& cwd = "/tmp") const {
     std::vector<std::string> argv;
     if (!user.empty()) argv = {"runuser", "-u", user, "--"};
     argv.push_back("env");
@@ -142,10 +147,12 @@ class LocalCluster {
   }
 
  private:
-  static pid_t spawn(const std::vector<std::string>& argv, const std::vector<std::string>& env, const std::filesystem::path& output) {
+  static pid_t spawn(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+                     const std::filesystem::path& output) {
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&actions, 1, output.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                     0644);
     posix_spawn_file_actions_adddup2(&actions, 1, 2);
     std::vector<char*> args, envp;
     for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -153,7 +160,8 @@ class LocalCluster {
     for (const std::string& e : env) envp.push_back(const_cast<char*>(e.c_str()));
     envp.push_back(nullptr);
     pid_t pid = -1;
-    EXPECT_EQ(posix_spawn(&pid, args[0], &actions, nullptr, args.data(), envp.data()), 0) << argv[0];
+    EXPECT_EQ(posix_spawn(&pid, args[0], &actions, nullptr, args.data(), envp.data()), 0)
+        << argv[0];
     posix_spawn_file_actions_destroy(&actions);
     return pid;
   }

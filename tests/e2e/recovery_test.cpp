@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
-
 #include <sys/wait.h>
 
 #include <fstream>
@@ -23,14 +22,19 @@ using nlohmann::json;
 // Heartbeats every second, a node DOWN after 3 missed.
 class Recovery : public loom::testing::ClusterTest {
  protected:
-  std::string config() const override { return "[controller]\nkill_grace = \"2s\"\nheartbeat_misses = 3\n"; }
+  std::string config() const override {
+    return "[controller]\nkill_grace = \"2s\"\nheartbeat_misses = 3\n";
+  }
 
   // Polls (bounded: 30 s) until the job's output file holds `text`: the job is running.
-  void wait_output(const std::string& file, const std::string& text) { LocalCluster::wait_for(dir_ / file, text); }
+  void wait_output(const std::string& file, const std::string& text) {
+    LocalCluster::wait_for(dir_ / file, text);
+  }
   // Polls (bounded: 30 s) until the file has `count` lines.
   void wait_lines(const std::string& file, std::size_t count) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (std::chrono::steady_clock::now() < deadline && loom::testing::lines(read(file)).size() < count) {
+    while (std::chrono::steady_clock::now() < deadline &&
+           loom::testing::lines(read(file)).size() < count) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     EXPECT_EQ(loom::testing::lines(read(file)).size(), count) << file;
@@ -38,8 +42,9 @@ class Recovery : public loom::testing::ClusterTest {
 };
 
 TEST_F(Recovery, AnAgentKilledMidJobIsRestartedAndKeepsItsJob) {
-  const std::uint64_t id = submit({"submit", "-o", "agent.txt", "--", "sh", "-c",
-                                   "echo start; while [ ! -e go ]; do sleep 0.05; done; echo end; exit 3"});
+  const std::uint64_t id =
+      submit({"submit", "-o", "agent.txt", "--", "sh", "-c",
+              "echo start; while [ ! -e go ]; do sleep 0.05; done; echo end; exit 3"});
   wait_output("agent.txt", "start");
   const std::string node = show(id)["placement"][0]["node"];
   ASSERT_EQ(::kill(daemon("loomd", "--name " + node + " "), SIGKILL), 0);
@@ -52,15 +57,17 @@ TEST_F(Recovery, AnAgentKilledMidJobIsRestartedAndKeepsItsJob) {
 }
 
 TEST_F(Recovery, AControllerKilledMidJobLosesNothingAndRunsNothingTwice) {
-  const std::uint64_t first = submit({"submit", "-o", "first.txt", "--", "sh", "-c",
-                                      "echo start; while [ ! -e go ]; do sleep 0.05; done; echo end"});
-  const std::uint64_t after = submit({"submit", "--dependency", fmt::format("afterok:{}", first), "-o", "after.txt", "--",
-                                      "echo", "after"});
+  const std::uint64_t first =
+      submit({"submit", "-o", "first.txt", "--", "sh", "-c",
+              "echo start; while [ ! -e go ]; do sleep 0.05; done; echo end"});
+  const std::uint64_t after = submit({"submit", "--dependency", fmt::format("afterok:{}", first),
+                                      "-o", "after.txt", "--", "echo", "after"});
   wait_output("first.txt", "start");
   const json running = wait_running(first);
   ASSERT_EQ(::kill(daemon("loomctld"), SIGKILL), 0);
   cluster_->wait_log("loomctld was killed by signal 9; restarting it");
-  EXPECT_EQ(wait_running(first)["placement"], running["placement"]) << "the agent reported the ranks' binding again";
+  EXPECT_EQ(wait_running(first)["placement"], running["placement"])
+      << "the agent reported the ranks' binding again";
   std::ofstream(dir_ / "go") << "";
   EXPECT_EQ(finish(first)["state"], "COMPLETED");
   EXPECT_EQ(finish(after)["state"], "COMPLETED") << "the pending dependent survived the restart";
@@ -72,8 +79,10 @@ TEST_F(Recovery, AControllerKilledMidJobLosesNothingAndRunsNothingTwice) {
 // heartbeat window: its job ends NODE_FAIL, a --requeue job runs again elsewhere, and what
 // the agent still ran when it woke up is killed.
 TEST_F(Recovery, ANodeSilentPastTheWindowFailsItsJobsAndARequeuedOneRunsAgain) {
-  const std::uint64_t plain = submit({"submit", "-o", "plain.txt", "--", "sh", "-c", "echo start; exec sleep 3001"});
-  const std::uint64_t again = submit({"submit", "--requeue", "-o", "again.txt", "--", "sh", "-c", "echo run; exec sleep 3002"});
+  const std::uint64_t plain =
+      submit({"submit", "-o", "plain.txt", "--", "sh", "-c", "echo start; exec sleep 3001"});
+  const std::uint64_t again = submit(
+      {"submit", "--requeue", "-o", "again.txt", "--", "sh", "-c", "echo run; exec sleep 3002"});
   wait_output("plain.txt", "start");
   wait_output("again.txt", "run");
   const std::string node = show(plain)["placement"][0]["node"];
@@ -82,7 +91,8 @@ TEST_F(Recovery, ANodeSilentPastTheWindowFailsItsJobsAndARequeuedOneRunsAgain) {
   ASSERT_EQ(::kill(agent, SIGSTOP), 0);
   const json p = finish(plain);
   EXPECT_EQ(p["state"], "NODE_FAIL");
-  EXPECT_NE(p["reason"].get<std::string>().find("NodeFail: " + node), std::string::npos) << p.dump();
+  EXPECT_NE(p["reason"].get<std::string>().find("NodeFail: " + node), std::string::npos)
+      << p.dump();
   wait_lines("again.txt", 2);  // the requeued job's second run has started
   json a = show(again);
   EXPECT_EQ(a["state"], "RUNNING");
@@ -95,7 +105,8 @@ TEST_F(Recovery, ANodeSilentPastTheWindowFailsItsJobsAndARequeuedOneRunsAgain) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   EXPECT_EQ(loom::testing::run({"pgrep", "-f", "sleep 3001"}).out, "");
-  EXPECT_EQ(loom::testing::lines(loom::testing::run({"pgrep", "-f", "sleep 3002"}).out).size(), 1u) << "only the requeued run";
+  EXPECT_EQ(loom::testing::lines(loom::testing::run({"pgrep", "-f", "sleep 3002"}).out).size(), 1u)
+      << "only the requeued run";
   ASSERT_EQ(alice({"cancel", std::to_string(again)}).exit_code, 0);
   EXPECT_EQ(finish(again)["state"], "CANCELLED");
 }
@@ -106,12 +117,15 @@ TEST_F(Recovery, AControllerKilledWhileJobsStreamThroughLosesNoneAndRunsNoneTwic
   std::vector<std::uint64_t> acknowledged;
   std::thread submitter([&] {
     for (int i = 0; i < 200; ++i) {
-      Completed done = alice({"submit", "-o", "/dev/null", "--", "sh", "-c", "echo $LOOM_JOB_ID >> ids.txt"});
-      if (done.exit_code == 0) acknowledged.push_back(std::stoull(done.out));  // refused in flight: not acknowledged
+      Completed done =
+          alice({"submit", "-o", "/dev/null", "--", "sh", "-c", "echo $LOOM_JOB_ID >> ids.txt"});
+      if (done.exit_code == 0)
+        acknowledged.push_back(std::stoull(done.out));  // refused in flight: not acknowledged
     }
   });
   LocalCluster::wait_for(dir_ / "ids.txt", "");  // jobs are running
-  while (loom::testing::lines(read("ids.txt")).size() < 50) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  while (loom::testing::lines(read("ids.txt")).size() < 50)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   ASSERT_EQ(::kill(daemon("loomctld"), SIGKILL), 0);
   submitter.join();
   EXPECT_GE(acknowledged.size(), 199u) << "the CLI waits for the controller to come back";
@@ -119,13 +133,15 @@ TEST_F(Recovery, AControllerKilledWhileJobsStreamThroughLosesNoneAndRunsNoneTwic
   std::map<std::uint64_t, int> runs;
   for (const std::string& line : loom::testing::lines(read("ids.txt"))) ++runs[std::stoull(line)];
   for (std::uint64_t id : acknowledged) EXPECT_EQ(runs[id], 1) << "job " << id;
-  for (const auto& [id, count] : runs) EXPECT_EQ(count, 1) << "job " << id << " ran " << count << " times";
+  for (const auto& [id, count] : runs)
+    EXPECT_EQ(count, 1) << "job " << id << " ran " << count << " times";
 }
 
 // After a controller restart, before the job's agent has re-registered: the job's state is
 // unknown, not lost; a cancel then is carried out once the agent reports the job.
 TEST_F(Recovery, AJobIsUnknownUntilItsAgentReturnsAndACancelMeanwhileKillsItThen) {
-  const std::uint64_t id = submit({"submit", "-o", "unknown.txt", "--", "sh", "-c", "echo start; exec sleep 3004"});
+  const std::uint64_t id =
+      submit({"submit", "-o", "unknown.txt", "--", "sh", "-c", "echo start; exec sleep 3004"});
   wait_output("unknown.txt", "start");
   const std::string node = show(id)["placement"][0]["node"];
   const pid_t agent = daemon("loomd", "--name " + node + " ");
@@ -144,8 +160,9 @@ TEST_F(Recovery, AJobIsUnknownUntilItsAgentReturnsAndACancelMeanwhileKillsItThen
 
 TEST_F(Recovery, TheCliWaitsForAControllerAndThenSaysItIsUnreachable) {
   std::ofstream(dir_ / "short.toml") << "[controller]\nconnect_timeout = \"2s\"\n";
-  Completed done = loom::testing::run({"runuser", "-u", "loom-alice", "--", loom::testing::built("cli/loom"), "--config",
-                                       (dir_ / "short.toml").string(), "queue", "--controller", "127.0.0.1:1"});
+  Completed done = loom::testing::run(
+      {"runuser", "-u", "loom-alice", "--", loom::testing::built("cli/loom"), "--config",
+       (dir_ / "short.toml").string(), "queue", "--controller", "127.0.0.1:1"});
   EXPECT_EQ(done.exit_code, 1);
   EXPECT_EQ(done.err, "loom: the controller at 127.0.0.1:1 is unreachable (tried for 0:02)\n");
 }
@@ -157,26 +174,32 @@ TEST(RecoveryNoRestart, AnAgentKeptAwayFailsItsJobsAndComesBackEmpty) {
   const std::filesystem::path dir = loom::testing::temp_path("jobs");
   std::filesystem::create_directories(dir);
   ::chmod(dir.c_str(), 01777);
-  LocalCluster cluster(1, "pack:1 numa:2 core:2 pu:1", "[controller]\nheartbeat_misses = 2\n", {"--no-restart"});
-  Completed submitted = cluster.loom("loom-alice", {"submit", "-o", "away.txt", "--", "sh", "-c", "echo start; exec sleep 3003"}, dir.string());
+  LocalCluster cluster(1, "pack:1 numa:2 core:2 pu:1", "[controller]\nheartbeat_misses = 2\n",
+                       {"--no-restart"});
+  Completed submitted = cluster.loom(
+      "loom-alice", {"submit", "-o", "away.txt", "--", "sh", "-c", "echo start; exec sleep 3003"},
+      dir.string());
   ASSERT_EQ(submitted.exit_code, 0) << submitted.err;
   const std::string id = loom::testing::lines(submitted.out).at(0);
   LocalCluster::wait_for(dir / "away.txt", "start");
   // loomd's command line, to start it again as loom up did.
-  const std::string agent = loom::testing::run({"pgrep", "-x", "-P", std::to_string(cluster.pid()), "loomd"}).out;
+  const std::string agent =
+      loom::testing::run({"pgrep", "-x", "-P", std::to_string(cluster.pid()), "loomd"}).out;
   ASSERT_FALSE(agent.empty());
   std::ifstream in(fmt::format("/proc/{}/cmdline", std::stoi(agent)));
   std::vector<std::string> argv;
   for (std::string word; std::getline(in, word, '\0');) argv.push_back(word);
   ASSERT_EQ(::kill(std::stoi(agent), SIGKILL), 0);
   cluster.wait_log("loomd node0 was killed by signal 9; not restarted (--no-restart)");
-  const std::vector<std::string> seen = loom::testing::lines(cluster.loom("loom-alice", {"watch", "--json", id}).out);
+  const std::vector<std::string> seen =
+      loom::testing::lines(cluster.loom("loom-alice", {"watch", "--json", id}).out);
   ASSERT_FALSE(seen.empty());
   const json ended = json::parse(seen.back());
   EXPECT_EQ(ended["state"], "NODE_FAIL");
   json nodes = json::parse(cluster.loom("", {"nodes", "--json"}).out)["nodes"];
   EXPECT_EQ(nodes[0]["state"], "DOWN");
-  EXPECT_FALSE(loom::testing::run({"pgrep", "-f", "sleep 3003"}).out.empty()) << "its keeper kept the task while it was away";
+  EXPECT_FALSE(loom::testing::run({"pgrep", "-f", "sleep 3003"}).out.empty())
+      << "its keeper kept the task while it was away";
 
   // The agent comes back: it reports the job, which the state has ended, and it is killed.
   std::vector<char*> args;
@@ -194,8 +217,11 @@ TEST(RecoveryNoRestart, AnAgentKeptAwayFailsItsJobsAndComesBackEmpty) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   EXPECT_EQ(json::parse(cluster.loom("", {"nodes", "--json"}).out)["nodes"][0]["state"], "UP");
-  EXPECT_EQ(loom::testing::run({"pgrep", "-f", "sleep 3003"}).out, "") << "nothing of the failed job runs";
-  EXPECT_EQ(json::parse(cluster.loom("loom-alice", {"show", id, "--json"}).out)["state"], "NODE_FAIL") << "and it stays failed";
+  EXPECT_EQ(loom::testing::run({"pgrep", "-f", "sleep 3003"}).out, "")
+      << "nothing of the failed job runs";
+  EXPECT_EQ(json::parse(cluster.loom("loom-alice", {"show", id, "--json"}).out)["state"],
+            "NODE_FAIL")
+      << "and it stays failed";
   ::kill(back, SIGTERM);
   ::waitpid(back, nullptr, 0);
   std::filesystem::remove_all(dir);

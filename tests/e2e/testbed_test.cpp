@@ -11,10 +11,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <thread>
 #include <map>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "cluster_test.hpp"
 #include "loom/proto/loom.grpc.pb.h"
@@ -30,7 +30,8 @@ class Testbed : public ClusterTest {
   std::string config() const override { return "[controller]\nkill_grace = \"2s\"\n"; }
   // 4 hosts of 8 cores in 2 NUMA domains: 4 ranks of 2 cores each per host.
   std::unique_ptr<LocalCluster> make_cluster() const override {
-    return std::make_unique<LocalCluster>(4, "pack:1 numa:2 core:4 pu:1", config(), std::vector<std::string>{"--netns", "4"});
+    return std::make_unique<LocalCluster>(4, "pack:1 numa:2 core:4 pu:1", config(),
+                                          std::vector<std::string>{"--netns", "4"});
   }
   void SetUp() override {
     ClusterTest::SetUp();
@@ -38,8 +39,10 @@ class Testbed : public ClusterTest {
   }
 
   // loom-rsh as `user` would run it inside a job (LOOM_JOB_ID set unless job is empty).
-  Completed rsh(const std::string& user, const std::string& job, const std::vector<std::string>& args) const {
-    std::vector<std::string> argv{"runuser", "-u", user, "--", "env", "LOOM_CONTROLLER=" + cluster_->address()};
+  Completed rsh(const std::string& user, const std::string& job,
+                const std::vector<std::string>& args) const {
+    std::vector<std::string> argv{"runuser", "-u",  user,
+                                  "--",      "env", "LOOM_CONTROLLER=" + cluster_->address()};
     if (!job.empty()) argv.push_back("LOOM_JOB_ID=" + job);
     argv.push_back(built("mpi_launcher/loom-rsh"));
     argv.insert(argv.end(), args.begin(), args.end());
@@ -52,7 +55,8 @@ class Testbed : public ClusterTest {
 std::map<std::string, std::string> fields(const std::string& line) {
   std::map<std::string, std::string> out;
   std::istringstream words(line);
-  for (std::string word; words >> word;) out[word.substr(0, word.find('='))] = word.substr(word.find('=') + 1);
+  for (std::string word; words >> word;)
+    out[word.substr(0, word.find('='))] = word.substr(word.find('=') + 1);
   return out;
 }
 
@@ -72,16 +76,19 @@ TEST_F(Testbed, AnMpiJobStagesHdf5DatasetsInAndItsResultOutAcrossFourHosts) {
   const nlohmann::json nodes = nlohmann::json::parse(alice({"nodes", "--json"}).out);
   for (const nlohmann::json& n : nodes["nodes"]) {
     if (n["name"] == "storage") {
-      EXPECT_TRUE(n["data_address"].get<std::string>().starts_with("198.18.0.")) << "staging crosses the bridge: " << n.dump();
+      EXPECT_TRUE(n["data_address"].get<std::string>().starts_with("198.18.0."))
+          << "staging crosses the bridge: " << n.dump();
     }
   }
   constexpr long kRows = 512, kCols = 1024;
-  ASSERT_EQ(run({built("tests/mpi/mpi_stage_app"), "--make", (export_ / "in.h5").string(), std::to_string(kRows),
-                 std::to_string(kCols)}).exit_code, 0);
-  const std::uint64_t id = submit({"submit", "--mpi", "-N", "4", "--tasks-per-node", "4", "-c", "2", "--bb", "1G",
-                                   "--stage-in", "storage:/in.h5:/fields/temperature,/fields/pressure",
-                                   "--stage-out", "out.h5:storage:/results/", "-o", "stage-%j", "--",
-                                   built("tests/mpi/mpi_stage_app")});
+  ASSERT_EQ(run({built("tests/mpi/mpi_stage_app"), "--make", (export_ / "in.h5").string(),
+                 std::to_string(kRows), std::to_string(kCols)})
+                .exit_code,
+            0);
+  const std::uint64_t id = submit(
+      {"submit", "--mpi", "-N", "4", "--tasks-per-node", "4", "-c", "2", "--bb", "1G", "--stage-in",
+       "storage:/in.h5:/fields/temperature,/fields/pressure", "--stage-out",
+       "out.h5:storage:/results/", "-o", "stage-%j", "--", built("tests/mpi/mpi_stage_app")});
   const nlohmann::json job = finish(id);
   const std::string output = read("stage-" + std::to_string(id));
   ASSERT_EQ(job["state"], "COMPLETED") << job.dump() << output;
@@ -144,7 +151,8 @@ TEST_F(Testbed, AnMpiJobStagesHdf5DatasetsInAndItsResultOutAcrossFourHosts) {
   }
   EXPECT_EQ(staged_on, hosts);
   for (const std::string object : {"/fields/temperature", "/fields/pressure"}) {
-    const Completed diff = run({"h5diff", "-v", (export_ / "in.h5").string(), (export_ / "results" / "out.h5").string(), object, object});
+    const Completed diff = run({"h5diff", "-v", (export_ / "in.h5").string(),
+                                (export_ / "results" / "out.h5").string(), object, object});
     EXPECT_EQ(diff.exit_code, 0) << diff.out << diff.err;
     EXPECT_NE(diff.out.find("0 differences found"), std::string::npos) << diff.out;
   }
@@ -155,12 +163,14 @@ TEST_F(Testbed, AnMpiJobStagesHdf5DatasetsInAndItsResultOutAcrossFourHosts) {
 }
 
 TEST_F(Testbed, LoomRshStartsOnlyOpenMpisDaemonOnlyInTheCallersJob) {
-  const std::uint64_t id = submit({"submit", "--mpi", "-N", "2", "--tasks-per-node", "1", "-o", "long-%j", "--", "sh", "-c",
-                                   "echo up on $(hostname); exec sleep 3006"});
+  const std::uint64_t id =
+      submit({"submit", "--mpi", "-N", "2", "--tasks-per-node", "1", "-o", "long-%j", "--", "sh",
+              "-c", "echo up on $(hostname); exec sleep 3006"});
   const std::string job = std::to_string(id);
   ASSERT_EQ(LocalCluster::wait_for(dir_ / ("long-" + job), "up on").empty(), false);
   std::vector<std::string> on;
-  const nlohmann::json running = show(id);  // kept: a loop over a temporary's member would outlive it
+  const nlohmann::json running =
+      show(id);  // kept: a loop over a temporary's member would outlive it
   for (const nlohmann::json& p : running["placement"]) on.push_back(p["node"].get<std::string>());
   ASSERT_EQ(on.size(), 2u) << show(id).dump() << read("long-" + job);
   std::string outside;
@@ -177,33 +187,46 @@ TEST_F(Testbed, LoomRshStartsOnlyOpenMpisDaemonOnlyInTheCallersJob) {
     std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
     commands[fs::path(cmdline.substr(0, cmdline.find(' '))).filename().string()] = cmdline;
-    struct stat st{};
+    struct stat st {};
     ASSERT_EQ(::stat(fmt::format("/proc/{}", pid).c_str(), &st), 0);
     EXPECT_EQ(st.st_uid, user->pw_uid) << cmdline;
   }
-  ASSERT_TRUE(commands.contains("mpirun") && commands.contains("orted") && commands.contains("sleep")) << ::testing::PrintToString(commands);
-  EXPECT_NE(commands["mpirun"].find("--mca plm_rsh_agent " + built("mpi_launcher/loom-rsh")), std::string::npos) << commands["mpirun"];
-  EXPECT_NE(commands["mpirun"].find("--mca oob_tcp_if_include 198.18.0."), std::string::npos) << commands["mpirun"];
-  EXPECT_NE(commands["mpirun"].find("--mca btl_tcp_if_include 198.18.0."), std::string::npos) << commands["mpirun"];
+  ASSERT_TRUE(commands.contains("mpirun") && commands.contains("orted") &&
+              commands.contains("sleep"))
+      << ::testing::PrintToString(commands);
+  EXPECT_NE(commands["mpirun"].find("--mca plm_rsh_agent " + built("mpi_launcher/loom-rsh")),
+            std::string::npos)
+      << commands["mpirun"];
+  EXPECT_NE(commands["mpirun"].find("--mca oob_tcp_if_include 198.18.0."), std::string::npos)
+      << commands["mpirun"];
+  EXPECT_NE(commands["mpirun"].find("--mca btl_tcp_if_include 198.18.0."), std::string::npos)
+      << commands["mpirun"];
   EXPECT_EQ(commands["orted"].find("--daemonize"), std::string::npos) << commands["orted"];
 
   auto refused = [](const Completed& done, const std::string& why) {
     EXPECT_EQ(done.exit_code, 255) << done.out << done.err;
     EXPECT_NE(done.err.find(why), std::string::npos) << done.err;
   };
-  refused(rsh("loom-alice", "", {on[1], "orted"}), "not inside a Loom job (LOOM_JOB_ID is not set)");
-  refused(rsh("loom-alice", job, {on[1], "sh", "-c", "id"}), "runs only Open MPI's daemon, orted, not \"sh -c id\"");
-  refused(rsh("loom-alice", job, {outside, "orted"}), fmt::format("{} is not a node of job {}", outside, job));
+  refused(rsh("loom-alice", "", {on[1], "orted"}),
+          "not inside a Loom job (LOOM_JOB_ID is not set)");
+  refused(rsh("loom-alice", job, {on[1], "sh", "-c", "id"}),
+          "runs only Open MPI's daemon, orted, not \"sh -c id\"");
+  refused(rsh("loom-alice", job, {outside, "orted"}),
+          fmt::format("{} is not a node of job {}", outside, job));
   refused(rsh("loom-alice", job, {on[0], "orted"}), "first node, where mpirun runs");
-  refused(rsh("loom-alice", job, {on[1], "orted"}), fmt::format("job {} runs Open MPI's daemon on {} already", job, on[1]));
-  refused(rsh("loom-bob", job, {on[1], "orted"}), fmt::format("job {} does not exist", job));  // another's job is invisible
-  refused(rsh("root", job, {on[1], "orted"}), fmt::format("job {} is loom-alice's", job));    // an admin sees it, may not enter it
+  refused(rsh("loom-alice", job, {on[1], "orted"}),
+          fmt::format("job {} runs Open MPI's daemon on {} already", job, on[1]));
+  refused(rsh("loom-bob", job, {on[1], "orted"}),
+          fmt::format("job {} does not exist", job));  // another's job is invisible
+  refused(rsh("root", job, {on[1], "orted"}),
+          fmt::format("job {} is loom-alice's", job));  // an admin sees it, may not enter it
 
   // The controller checks the command itself, whatever the client: Exec as loom-alice,
   // with her own credential, asking for a shell.
   const Completed credential = run({"runuser", "-u", "loom-alice", "--", "munge", "-n"});
   ASSERT_EQ(credential.exit_code, 0) << credential.err;
-  auto stub = v1::Controller::NewStub(grpc::CreateChannel(cluster_->address(), grpc::InsecureChannelCredentials()));
+  auto stub = v1::Controller::NewStub(
+      grpc::CreateChannel(cluster_->address(), grpc::InsecureChannelCredentials()));
   v1::ExecRequest request;
   request.mutable_caller()->set_credential(lines(credential.out).front());
   request.set_job(id);
@@ -221,8 +244,9 @@ TEST_F(Testbed, LoomRshStartsOnlyOpenMpisDaemonOnlyInTheCallersJob) {
 }
 
 TEST_F(Testbed, AnMpiJobAcrossHostsOutlivesAControllerRestart) {
-  const std::uint64_t id = submit({"submit", "--mpi", "-N", "2", "--tasks-per-node", "1", "-o", "restart-%j", "--", "sh", "-c",
-                                   "echo up; while [ ! -e release ]; do sleep 0.05; done; echo done on $(hostname)"});
+  const std::uint64_t id = submit(
+      {"submit", "--mpi", "-N", "2", "--tasks-per-node", "1", "-o", "restart-%j", "--", "sh", "-c",
+       "echo up; while [ ! -e release ]; do sleep 0.05; done; echo done on $(hostname)"});
   const std::string output = "restart-" + std::to_string(id);
   // Both ranks are up (mpirun's own warnings may share the file).
   auto ranks_up = [&] {
@@ -242,7 +266,10 @@ TEST_F(Testbed, AnMpiJobAcrossHostsOutlivesAControllerRestart) {
   const nlohmann::json job = finish(id);
   EXPECT_EQ(job["state"], "COMPLETED") << job.dump() << read(output);
   const std::vector<std::string> said = lines(read(output));
-  EXPECT_EQ(std::count_if(said.begin(), said.end(), [](const std::string& l) { return l.starts_with("done on node"); }), 2) << read(output);
+  EXPECT_EQ(std::count_if(said.begin(), said.end(),
+                          [](const std::string& l) { return l.starts_with("done on node"); }),
+            2)
+      << read(output);
 }
 
 }  // namespace

@@ -31,8 +31,9 @@ TEST_P(Conformance, ReportsTheMemoryRegistrationModeItAsksFor) {
   ASSERT_TRUE(info.has_value()) << info.error().to_string();
   EXPECT_EQ(info->offer().provider, provider());
   // Measured on libfabric 1.17: neither asks for keys, local registration or endpoint binding.
-  const std::vector<std::string> expected =
-      provider() == "shm" ? std::vector<std::string>{"FI_MR_VIRT_ADDR"} : std::vector<std::string>{};
+  const std::vector<std::string> expected = provider() == "shm"
+                                                ? std::vector<std::string>{"FI_MR_VIRT_ADDR"}
+                                                : std::vector<std::string>{};
   EXPECT_EQ(info->offer().mr_mode, expected);
 }
 
@@ -102,18 +103,29 @@ TEST_P(Conformance, WritesAndReadsAreByteExactFromOneByteTo256MiB) {
   std::vector<std::byte> source = pattern(kLargest + 64, 1);
   std::vector<std::byte> remote(kLargest + 64);
   std::vector<std::byte> back(kLargest + 64);
-  auto src_mr = MemoryRegion::register_memory(*pair.initiator, source.data(), source.size(), kAllAccess).value();
-  auto back_mr = MemoryRegion::register_memory(*pair.initiator, back.data(), back.size(), kAllAccess).value();
-  auto remote_mr = MemoryRegion::register_memory(*pair.target, remote.data(), remote.size(), kAllAccess).value();
+  auto src_mr =
+      MemoryRegion::register_memory(*pair.initiator, source.data(), source.size(), kAllAccess)
+          .value();
+  auto back_mr =
+      MemoryRegion::register_memory(*pair.initiator, back.data(), back.size(), kAllAccess).value();
+  auto remote_mr =
+      MemoryRegion::register_memory(*pair.target, remote.data(), remote.size(), kAllAccess).value();
   ProgressThread progress(pair.target);
   TransferEngine engine(pair.initiator, {.window = 8, .max_operation = std::size_t{1} << 20});
-  for (std::size_t size : {std::size_t{1}, std::size_t{7}, std::size_t{4095}, std::size_t{4097}, std::size_t{65537},
-                           (std::size_t{1} << 20) + 13, (std::size_t{64} << 20) + 1, kLargest}) {
+  for (std::size_t size :
+       {std::size_t{1}, std::size_t{7}, std::size_t{4095}, std::size_t{4097}, std::size_t{65537},
+        (std::size_t{1} << 20) + 13, (std::size_t{64} << 20) + 1, kLargest}) {
     SCOPED_TRACE(size);
     const std::size_t local_offset = 3, remote_offset = 5;  // unaligned on both sides
-    ASSERT_TRUE(engine.write(*src_mr, local_offset, pair.target_address, remote_mr->remote(), remote_offset, size).has_value());
-    ASSERT_EQ(std::memcmp(remote.data() + remote_offset, source.data() + local_offset, size), 0) << "write";
-    ASSERT_TRUE(engine.read(*back_mr, 11, pair.target_address, remote_mr->remote(), remote_offset, size).has_value());
+    ASSERT_TRUE(engine
+                    .write(*src_mr, local_offset, pair.target_address, remote_mr->remote(),
+                           remote_offset, size)
+                    .has_value());
+    ASSERT_EQ(std::memcmp(remote.data() + remote_offset, source.data() + local_offset, size), 0)
+        << "write";
+    ASSERT_TRUE(
+        engine.read(*back_mr, 11, pair.target_address, remote_mr->remote(), remote_offset, size)
+            .has_value());
     ASSERT_EQ(std::memcmp(back.data() + 11, source.data() + local_offset, size), 0) << "read";
   }
 }
@@ -123,8 +135,10 @@ TEST_P(Conformance, TheEngineMovesOnlyTheCallersRegisteredMemory) {
   const std::size_t bytes = std::size_t{16} << 20;
   std::vector<std::byte> local = pattern(bytes, 2);
   std::vector<std::byte> remote(bytes);
-  auto local_mr = MemoryRegion::register_memory(*pair.initiator, local.data(), bytes, kAllAccess).value();
-  auto remote_mr = MemoryRegion::register_memory(*pair.target, remote.data(), bytes, kAllAccess).value();
+  auto local_mr =
+      MemoryRegion::register_memory(*pair.initiator, local.data(), bytes, kAllAccess).value();
+  auto remote_mr =
+      MemoryRegion::register_memory(*pair.target, remote.data(), bytes, kAllAccess).value();
   const std::size_t registered = MemoryRegion::live_count();
   ProgressThread progress(pair.target);
   TransferEngine engine(pair.initiator, {.window = 4, .max_operation = std::size_t{1} << 20});
@@ -132,8 +146,10 @@ TEST_P(Conformance, TheEngineMovesOnlyTheCallersRegisteredMemory) {
   const RemoteRegion target = remote_mr->remote();
   engine.on_post([&](const PostedOperation& op) {
     ++posted;
-    const bool local_inside = op.local >= local.data() && op.local + op.length <= local.data() + bytes;
-    const bool remote_inside = op.remote_address >= target.address && op.remote_address + op.length <= target.address + target.length;
+    const bool local_inside =
+        op.local >= local.data() && op.local + op.length <= local.data() + bytes;
+    const bool remote_inside = op.remote_address >= target.address &&
+                               op.remote_address + op.length <= target.address + target.length;
     if (!local_inside || !remote_inside || op.key != target.key) ++outside;
   });
   ASSERT_TRUE(engine.write(*local_mr, 0, pair.target_address, target, 0, bytes).has_value());
@@ -157,24 +173,32 @@ TEST_P(Conformance, MovingMoreBytesDoesNotGrowMemory) {
   const std::size_t bytes = std::size_t{32} << 20;
   std::vector<std::byte> local = pattern(bytes, 3);
   std::vector<std::byte> remote = pattern(bytes, 4);  // touched: pages exist before timing RSS
-  auto local_mr = MemoryRegion::register_memory(*pair.initiator, local.data(), bytes, kAllAccess).value();
-  auto remote_mr = MemoryRegion::register_memory(*pair.target, remote.data(), bytes, kAllAccess).value();
+  auto local_mr =
+      MemoryRegion::register_memory(*pair.initiator, local.data(), bytes, kAllAccess).value();
+  auto remote_mr =
+      MemoryRegion::register_memory(*pair.target, remote.data(), bytes, kAllAccess).value();
   ProgressThread progress(pair.target);
   TransferEngine engine(pair.initiator);
-  ASSERT_TRUE(engine.write(*local_mr, 0, pair.target_address, remote_mr->remote(), 0, bytes).has_value());
+  ASSERT_TRUE(
+      engine.write(*local_mr, 0, pair.target_address, remote_mr->remote(), 0, bytes).has_value());
   const std::size_t before = resident_kib();
   for (int i = 0; i < 16; ++i) {  // 512 MiB
-    ASSERT_TRUE(engine.write(*local_mr, 0, pair.target_address, remote_mr->remote(), 0, bytes).has_value());
+    ASSERT_TRUE(
+        engine.write(*local_mr, 0, pair.target_address, remote_mr->remote(), 0, bytes).has_value());
   }
   const std::size_t after = resident_kib();
-  EXPECT_LT(after, before + 8 * 1024) << "RSS grew from " << before << " KiB to " << after << " KiB";
+  EXPECT_LT(after, before + 8 * 1024)
+      << "RSS grew from " << before << " KiB to " << after << " KiB";
 }
 
 TEST_P(Conformance, ABadKeyIsAnErrorNotACrash) {
   Pair pair = connect(provider());
   std::vector<std::byte> local = pattern(8192, 5), remote(8192);
-  auto local_mr = MemoryRegion::register_memory(*pair.initiator, local.data(), local.size(), kAllAccess).value();
-  auto remote_mr = MemoryRegion::register_memory(*pair.target, remote.data(), remote.size(), kAllAccess).value();
+  auto local_mr =
+      MemoryRegion::register_memory(*pair.initiator, local.data(), local.size(), kAllAccess)
+          .value();
+  auto remote_mr =
+      MemoryRegion::register_memory(*pair.target, remote.data(), remote.size(), kAllAccess).value();
   {
     ProgressThread progress(pair.target);
     TransferEngine engine(pair.initiator, {.timeout = std::chrono::seconds(2)});
@@ -187,7 +211,8 @@ TEST_P(Conformance, ABadKeyIsAnErrorNotACrash) {
       // initiator learns of it by the timeout.
       EXPECT_EQ(status.error().code(), ErrorCode::kDeadlineExceeded) << status.error().to_string();
     } else {
-      EXPECT_NE(status.error().message().find("RMA completion"), std::string::npos) << status.error().to_string();
+      EXPECT_NE(status.error().message().find("RMA completion"), std::string::npos)
+          << status.error().to_string();
     }
     EXPECT_EQ(remote, std::vector<std::byte>(8192)) << "nothing was written";
   }
@@ -198,8 +223,10 @@ TEST_P(Conformance, CancelStopsATransferAndTheEngineGoesOn) {
   Pair pair = connect(provider());
   const std::size_t bytes = std::size_t{32} << 20;
   std::vector<std::byte> local = pattern(bytes, 6), remote(bytes);
-  auto local_mr = MemoryRegion::register_memory(*pair.initiator, local.data(), bytes, kAllAccess).value();
-  auto remote_mr = MemoryRegion::register_memory(*pair.target, remote.data(), bytes, kAllAccess).value();
+  auto local_mr =
+      MemoryRegion::register_memory(*pair.initiator, local.data(), bytes, kAllAccess).value();
+  auto remote_mr =
+      MemoryRegion::register_memory(*pair.target, remote.data(), bytes, kAllAccess).value();
   ProgressThread progress(pair.target);
   TransferEngine engine(pair.initiator, {.window = 2, .max_operation = std::size_t{64} << 10});
   std::size_t posted = 0;
@@ -211,20 +238,25 @@ TEST_P(Conformance, CancelStopsATransferAndTheEngineGoesOn) {
   EXPECT_EQ(cancelled.error().code(), ErrorCode::kCancelled);
   EXPECT_LT(posted, bytes / (64 << 10)) << "it went on posting after cancel()";
   engine.on_post(nullptr);
-  ASSERT_TRUE(engine.write(*local_mr, 0, pair.target_address, remote_mr->remote(), 0, bytes).has_value());
+  ASSERT_TRUE(
+      engine.write(*local_mr, 0, pair.target_address, remote_mr->remote(), 0, bytes).has_value());
   EXPECT_EQ(remote, local);
 }
 
 TEST_P(Conformance, RegionBoundsAreCheckedBeforeAnythingIsPosted) {
   Pair pair = connect(provider());
   std::vector<std::byte> local(100), remote(100);
-  auto local_mr = MemoryRegion::register_memory(*pair.initiator, local.data(), local.size(), kAllAccess).value();
-  auto remote_mr = MemoryRegion::register_memory(*pair.target, remote.data(), remote.size(), kAllAccess).value();
+  auto local_mr =
+      MemoryRegion::register_memory(*pair.initiator, local.data(), local.size(), kAllAccess)
+          .value();
+  auto remote_mr =
+      MemoryRegion::register_memory(*pair.target, remote.data(), remote.size(), kAllAccess).value();
   TransferEngine engine(pair.initiator);
   auto over = engine.write(*local_mr, 0, pair.target_address, remote_mr->remote(), 50, 60);
   ASSERT_FALSE(over.has_value());
   EXPECT_EQ(over.error().code(), ErrorCode::kOutOfRange);
-  EXPECT_EQ(over.error().message(), "fi_write: 60 bytes at offset 50 overrun the remote region of 100 bytes");
+  EXPECT_EQ(over.error().message(),
+            "fi_write: 60 bytes at offset 50 overrun the remote region of 100 bytes");
 }
 
 // The target lives in a child process: it opens its endpoint and a region, sends both over
@@ -263,8 +295,11 @@ Child spawn_target(const std::string& provider, std::size_t bytes, unsigned seed
       std::vector<std::byte> memory = pattern(bytes, seed);
       auto mr = MemoryRegion::register_memory(**ep, memory.data(), bytes, kAllAccess);
       if (!mr) ::_exit(3);
-      const std::string message = encode_name((*ep)->name()) + "\n" + encode_region((*mr)->remote()) + "\n";
-      if (::write(to_parent[1], message.data(), message.size()) != static_cast<ssize_t>(message.size())) ::_exit(4);
+      const std::string message =
+          encode_name((*ep)->name()) + "\n" + encode_region((*mr)->remote()) + "\n";
+      if (::write(to_parent[1], message.data(), message.size()) !=
+          static_cast<ssize_t>(message.size()))
+        ::_exit(4);
       ProgressThread progress(*ep);
       char byte;
       while (::read(from_parent[0], &byte, 1) > 0) {
@@ -328,14 +363,16 @@ TEST_P(Conformance, APeerKilledMidTransferIsAnErrorWithinTheTimeout) {
   auto mr = MemoryRegion::register_memory(**ep, local.data(), bytes, kAllAccess).value();
   const auto timeout = std::chrono::seconds(3);
   {
-    TransferEngine engine(*ep, {.window = 4, .max_operation = std::size_t{256} << 10, .timeout = timeout});
+    TransferEngine engine(
+        *ep, {.window = 4, .max_operation = std::size_t{256} << 10, .timeout = timeout});
     std::size_t posted = 0;
     engine.on_post([&](const PostedOperation&) {
       if (++posted == 8) ::kill(child.pid, SIGKILL);  // the peer dies with operations in flight
     });
     const auto start = std::chrono::steady_clock::now();
     Status status;
-    for (int i = 0; i < 50 && status; ++i) status = engine.read(*mr, 0, peer, child.region, 0, bytes);
+    for (int i = 0; i < 50 && status; ++i)
+      status = engine.read(*mr, 0, peer, child.region, 0, bytes);
     const auto took = std::chrono::steady_clock::now() - start;
     ASSERT_FALSE(status.has_value()) << "a dead peer went unnoticed";
     EXPECT_LT(took, timeout + std::chrono::seconds(2)) << status.error().to_string();
@@ -346,7 +383,9 @@ TEST_P(Conformance, APeerKilledMidTransferIsAnErrorWithinTheTimeout) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Providers, Conformance, ::testing::Values("tcp;ofi_rxm", "shm"),
-                         [](const auto& info) { return info.param == "shm" ? std::string("shm") : std::string("tcp_rxm"); });
+                         [](const auto& info) {
+                           return info.param == "shm" ? std::string("shm") : std::string("tcp_rxm");
+                         });
 
 TEST(Wire, NamesAndRegionsRoundTripAndBadTextIsNamed) {
   const std::vector<std::byte> name = pattern(37, 11);
@@ -354,10 +393,14 @@ TEST(Wire, NamesAndRegionsRoundTripAndBadTextIsNamed) {
   const RemoteRegion region{0x7f00deadbeef, 42, 1ull << 30};
   EXPECT_EQ(encode_region(region), "7f00deadbeef:2a:40000000");
   EXPECT_EQ(decode_region(encode_region(region)).value(), region);
-  EXPECT_EQ(decode_name("abc").error().message(), "endpoint name \"abc\": expected an even number of hex digits");
-  EXPECT_EQ(decode_name("zz").error().message(), "endpoint name \"zz\": 'z' at 0 is not a hex digit");
-  EXPECT_EQ(decode_region("12:xy:3").error().message(), "region \"12:xy:3\": key \"xy\" is not a hex number");
-  EXPECT_EQ(decode_region("12").error().message(), "region \"12\": expected address:key:length in hex");
+  EXPECT_EQ(decode_name("abc").error().message(),
+            "endpoint name \"abc\": expected an even number of hex digits");
+  EXPECT_EQ(decode_name("zz").error().message(),
+            "endpoint name \"zz\": 'z' at 0 is not a hex digit");
+  EXPECT_EQ(decode_region("12:xy:3").error().message(),
+            "region \"12:xy:3\": key \"xy\" is not a hex number");
+  EXPECT_EQ(decode_region("12").error().message(),
+            "region \"12\": expected address:key:length in hex");
 }
 
 }  // namespace

@@ -28,7 +28,8 @@ TEST_F(Cache, ACoveredRequestIsAHit) {
   auto inside = cache.get(at(4096), 8192, FI_READ);
   ASSERT_TRUE(inside.has_value());
   EXPECT_EQ(inside->get(), whole->get());
-  EXPECT_EQ(cache.stats(), (CacheStats{.hits = 1, .misses = 1, .evictions = 0, .registered_bytes = 65536}));
+  EXPECT_EQ(cache.stats(),
+            (CacheStats{.hits = 1, .misses = 1, .evictions = 0, .registered_bytes = 65536}));
 }
 
 TEST_F(Cache, MoreAccessOrAWiderRangeIsAMissThatReplacesTheOldRegion) {
@@ -42,9 +43,10 @@ TEST_F(Cache, MoreAccessOrAWiderRangeIsAMissThatReplacesTheOldRegion) {
 
 TEST_F(Cache, LeastRecentlyUsedGoesFirstPastTheBudget) {
   RegistrationCache cache(endpoint_, 3 * 4096);
-  for (std::size_t i = 0; i < 3; ++i) ASSERT_TRUE(cache.get(at(i * 8192), 4096, kAllAccess).has_value());
-  ASSERT_TRUE(cache.get(at(0), 4096, kAllAccess).has_value());           // 0 is now the most recent
-  ASSERT_TRUE(cache.get(at(3 * 8192), 4096, kAllAccess).has_value());    // over budget: 8192 goes
+  for (std::size_t i = 0; i < 3; ++i)
+    ASSERT_TRUE(cache.get(at(i * 8192), 4096, kAllAccess).has_value());
+  ASSERT_TRUE(cache.get(at(0), 4096, kAllAccess).has_value());         // 0 is now the most recent
+  ASSERT_TRUE(cache.get(at(3 * 8192), 4096, kAllAccess).has_value());  // over budget: 8192 goes
   EXPECT_EQ(cache.stats().evictions, 1u);
   EXPECT_EQ(cache.stats().registered_bytes, 3u * 4096);
   const auto hits = cache.stats().hits;
@@ -58,8 +60,9 @@ TEST_F(Cache, ARegionInUseIsNotEvicted) {
   RegistrationCache cache(endpoint_, 4096);
   auto held = cache.get(at(0), 4096, kAllAccess);
   ASSERT_TRUE(held.has_value());
-  ASSERT_TRUE(cache.get(at(8192), 4096, kAllAccess).has_value());   // over budget, but returned
-  ASSERT_TRUE(cache.get(at(16384), 4096, kAllAccess).has_value());  // evicts 8192, keeps the held one
+  ASSERT_TRUE(cache.get(at(8192), 4096, kAllAccess).has_value());  // over budget, but returned
+  ASSERT_TRUE(
+      cache.get(at(16384), 4096, kAllAccess).has_value());  // evicts 8192, keeps the held one
   EXPECT_EQ(cache.stats().evictions, 1u);
   const auto hits = cache.stats().hits;
   auto again = cache.get(at(0), 4096, kAllAccess);

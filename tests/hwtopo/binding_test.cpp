@@ -48,7 +48,8 @@ Probe probe_in_bound_child(const Binder& binder, const Binding& binding) {
   ::close(pipe_fds[1]);
   std::string out;
   char buffer[4096];
-  for (ssize_t n; (n = ::read(pipe_fds[0], buffer, sizeof(buffer))) > 0;) out.append(buffer, static_cast<std::size_t>(n));
+  for (ssize_t n; (n = ::read(pipe_fds[0], buffer, sizeof(buffer))) > 0;)
+    out.append(buffer, static_cast<std::size_t>(n));
   ::close(pipe_fds[0]);
   int status = 0;
   ::waitpid(pid, &status, 0);
@@ -83,10 +84,12 @@ TEST(Binding, CoresAndDomainsThatDoNotExistAreRefused) {
   auto binder = Binder::for_live_machine();
   ASSERT_TRUE(binder.has_value());
   const std::size_t cores = binder->machine().cores.size();
-  auto bad_core = binder->resolve(std::vector<unsigned>{static_cast<unsigned>(cores)}, std::nullopt);
+  auto bad_core =
+      binder->resolve(std::vector<unsigned>{static_cast<unsigned>(cores)}, std::nullopt);
   ASSERT_FALSE(bad_core.has_value());
-  EXPECT_EQ(bad_core.error().message(),
-            "core " + std::to_string(cores) + " does not exist: this node has cores 0-" + std::to_string(cores - 1));
+  EXPECT_EQ(bad_core.error().message(), "core " + std::to_string(cores) +
+                                            " does not exist: this node has cores 0-" +
+                                            std::to_string(cores - 1));
   auto bad_numa = binder->resolve(std::vector<unsigned>{0}, 4096);
   ASSERT_FALSE(bad_numa.has_value());
   EXPECT_EQ(bad_numa.error().message().rfind("NUMA domain 4096 does not exist", 0), 0u);
@@ -114,7 +117,8 @@ TEST(Binding, SimulatedNodesMapExplicitlyOntoRealPus) {
   expected.erase(std::unique(expected.begin(), expected.end()), expected.end());
   EXPECT_EQ(binding->applied_pus, expected);
   EXPECT_EQ(binding->applied_numa, machine.numa_domains[2 % machine.numa_domains.size()].os_index);
-  EXPECT_NE(binder->describe_mapping().find("k mod " + std::to_string(real_pus.size())), std::string::npos);
+  EXPECT_NE(binder->describe_mapping().find("k mod " + std::to_string(real_pus.size())),
+            std::string::npos);
 
   Probe probe = probe_in_bound_child(*binder, *binding);
   EXPECT_EQ(probe.cpus, format_index_list(expected));
@@ -128,21 +132,27 @@ TEST(LoomBind, RunsTheCommandBoundAndReportsBothSets) {
   auto machine = load_live();
   ASSERT_TRUE(machine.has_value());
   const Core& last = machine->cores.back();
-  auto done = run({built("cli/loom"), "bind", "--verbose", "--cores", std::to_string(last.logical_index),
-                   "--numa", std::to_string(last.numa), "--", built("tests/hwtopo/mempolicy_probe")});
+  auto done =
+      run({built("cli/loom"), "bind", "--verbose", "--cores", std::to_string(last.logical_index),
+           "--numa", std::to_string(last.numa), "--", built("tests/hwtopo/mempolicy_probe")});
   ASSERT_EQ(done.exit_code, 0) << done.err;
   Probe probe = parse_probe(done.out);
   EXPECT_EQ(probe.cpus, format_index_list(last.pus));
   EXPECT_EQ(probe.mempolicy, "bind " + std::to_string(last.numa));
-  EXPECT_NE(done.err.find("loom bind: cores " + std::to_string(last.logical_index)), std::string::npos) << done.err;
+  EXPECT_NE(done.err.find("loom bind: cores " + std::to_string(last.logical_index)),
+            std::string::npos)
+      << done.err;
 }
 
 TEST(LoomBind, ReportsTheSimulatedAndTheAppliedBinding) {
-  auto done = run({built("cli/loom"), "bind", "--verbose", "--synthetic", "pack:2 numa:2 core:16 pu:2",
-                   "--cores", "40-41", "--numa", "2", "--", built("tests/hwtopo/mempolicy_probe")});
+  auto done =
+      run({built("cli/loom"), "bind", "--verbose", "--synthetic", "pack:2 numa:2 core:16 pu:2",
+           "--cores", "40-41", "--numa", "2", "--", built("tests/hwtopo/mempolicy_probe")});
   ASSERT_EQ(done.exit_code, 0) << done.err;
   EXPECT_NE(done.err.find("mapped onto this machine"), std::string::npos) << done.err;
-  EXPECT_NE(done.err.find("cores 40-41 (PUs 80-83) memory on NUMA 2 -> applied PUs "), std::string::npos) << done.err;
+  EXPECT_NE(done.err.find("cores 40-41 (PUs 80-83) memory on NUMA 2 -> applied PUs "),
+            std::string::npos)
+      << done.err;
 }
 
 TEST(LoomBind, BadRequestsGetOneLineAndANonZeroExit) {

@@ -12,8 +12,10 @@ using nlohmann::json;
 
 std::vector<Topology> every_topology() {
   std::vector<Topology> out;
-  for (const auto& file : loom::testing::shared_topology_files()) out.push_back(load_xml(file).value());
-  for (const auto& spec : loom::testing::synthetic_descriptions()) out.push_back(load_synthetic(spec).value());
+  for (const auto& file : loom::testing::shared_topology_files())
+    out.push_back(load_xml(file).value());
+  for (const auto& spec : loom::testing::synthetic_descriptions())
+    out.push_back(load_synthetic(spec).value());
   out.push_back(load_live().value());
   return out;
 }
@@ -70,10 +72,12 @@ TEST_F(BadTopologyJson, AMissingFieldIsNamedByItsPath) {
 TEST_F(BadTopologyJson, AWrongTypeIsNamed) {
   json j = valid_;
   j["core_map"][2]["pus"][0] = "4";
-  EXPECT_EQ(error_of(j), "topology JSON: 'core_map[2].pus[0]' must be an unsigned integer, got \"4\"");
+  EXPECT_EQ(error_of(j),
+            "topology JSON: 'core_map[2].pus[0]' must be an unsigned integer, got \"4\"");
   j = valid_;
   j["numa_domains"][0]["os_index"] = -1;
-  EXPECT_EQ(error_of(j), "topology JSON: 'numa_domains[0].os_index' must be an unsigned integer, got -1");
+  EXPECT_EQ(error_of(j),
+            "topology JSON: 'numa_domains[0].os_index' must be an unsigned integer, got -1");
   EXPECT_EQ(error_of(json::array()), "topology JSON: '(top level)' must be an object");
 }
 
@@ -92,10 +96,14 @@ TEST_F(BadTopologyJson, InconsistentPartsAreRefused) {
   EXPECT_EQ(error_of(j), "topology JSON: 'core_map[3].pus' repeats PU 0");
   j = valid_;
   j["numa_domains"][0]["pus"] = json({0, 1});
-  EXPECT_EQ(error_of(j), "topology JSON: 'numa_domains[0].pus' differs from the PUs of the domain's cores in core_map");
+  EXPECT_EQ(error_of(j),
+            "topology JSON: 'numa_domains[0].pus' differs from the PUs of the domain's cores in "
+            "core_map");
   j = valid_;
-  j["block_devices"] = json::array({{{"name", "nvme0n1"}, {"nvme", true}, {"numa", 7}, {"capacity_bytes", nullptr}}});
-  EXPECT_EQ(error_of(j), "topology JSON: 'block_devices[0].numa' names domain 7, which does not exist");
+  j["block_devices"] = json::array(
+      {{{"name", "nvme0n1"}, {"nvme", true}, {"numa", 7}, {"capacity_bytes", nullptr}}});
+  EXPECT_EQ(error_of(j),
+            "topology JSON: 'block_devices[0].numa' names domain 7, which does not exist");
   j = valid_;
   j["distances"] = json::array({json::array({10, 20})});
   EXPECT_EQ(error_of(j), "topology JSON: 'distances' must have one row per NUMA domain (2)");

@@ -239,14 +239,16 @@ TEST(LoadErrors, AMissingFileIsNamed) {
 }
 
 TEST(LoadErrors, MalformedXmlIsNamed) {
-  for (const std::string& text : {std::string("<topology><object type=\"Machine\""), std::string("not xml at all"),
-                                  std::string("<?xml version=\"1.0\"?><root/>")}) {
+  for (const std::string& text :
+       {std::string("<topology><object type=\"Machine\""), std::string("not xml at all"),
+        std::string("<?xml version=\"1.0\"?><root/>")}) {
     auto path = write_temp("loom-malformed.xml", text);
     auto t = load_xml(path);
     ASSERT_FALSE(t.has_value()) << text;
     EXPECT_EQ(t.error().code(), ErrorCode::kInvalidArgument);
-    EXPECT_EQ(t.error().to_string(), "topology XML " + path.string() +
-                                         " is malformed or not an hwloc export (`lstopo --of xml` writes one)");
+    EXPECT_EQ(t.error().to_string(),
+              "topology XML " + path.string() +
+                  " is malformed or not an hwloc export (`lstopo --of xml` writes one)");
     std::filesystem::remove(path);
   }
 }
@@ -256,7 +258,8 @@ TEST(LoadErrors, ABadSyntheticStringIsQuoted) {
     auto t = load_synthetic(spec);
     ASSERT_FALSE(t.has_value()) << spec;
     EXPECT_EQ(t.error().code(), ErrorCode::kInvalidArgument);
-    EXPECT_NE(t.error().message().find("\"" + spec + "\""), std::string::npos) << t.error().message();
+    EXPECT_NE(t.error().message().find("\"" + spec + "\""), std::string::npos)
+        << t.error().message();
   }
 }
 

@@ -13,7 +13,8 @@ int main() {
   std::ifstream status("/proc/self/status");
   for (std::string line; std::getline(status, line);) {
     if (line.starts_with("Cpus_allowed_list:")) {
-      std::printf("Cpus_allowed_list: %s\n", line.substr(line.find_first_not_of(" \t", 18)).c_str());
+      std::printf("Cpus_allowed_list: %s\n",
+                  line.substr(line.find_first_not_of(" \t", 18)).c_str());
     }
   }
   int mode = -1;

@@ -1,11 +1,12 @@
 /* An MPI program as a Loom job runs it: an MPI_Allreduce over the world, then one line per
  * rank with what the kernel says of it (its CPUs, its memory policy), its host, and a file
  * it wrote in its burst buffer. The tests compare each line with `loom show --json`. */
-#include "report.h"
-
+#define _GNU_SOURCE /* before any header: report.h uses sched_getaffinity */
 #include <mpi.h>
 #include <stdlib.h>
 #include <time.h>
+
+#include "report.h"
 
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
@@ -29,5 +30,5 @@ int main(int argc, char** argv) {
          (long long)initialized.tv_sec * 1000000000LL + initialized.tv_nsec);
   fflush(stdout);
   MPI_Finalize();
-  return argc > 1 && rank == atoi(argv[1]) ? 3 : 0;  /* `mpi_app R`: rank R exits 3 */
+  return argc > 1 && rank == atoi(argv[1]) ? 3 : 0; /* `mpi_app R`: rank R exits 3 */
 }

@@ -7,11 +7,12 @@
  *
  * `mpi_stage_app --make FILE ROWS COLS` writes such an input without MPI: temperature
  * chunked and gzip-compressed, pressure contiguous, and humidity, which jobs leave behind. */
-#include "report.h"
-
+#define _GNU_SOURCE /* before any header: report.h uses sched_getaffinity */
 #include <hdf5.h>
 #include <mpi.h>
 #include <stdlib.h>
+
+#include "report.h"
 
 static double temperature(long i, long j) { return 250.0 + 0.01 * (double)i + 0.001 * (double)j; }
 static double pressure(long i, long j) { return 1000.0 - 0.02 * (double)i + 0.0005 * (double)j; }
@@ -21,19 +22,26 @@ static int make(const char* path, long rows, long cols) {
   if (values == NULL) return 1;
   hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   hid_t group = H5Gcreate2(file, "/fields", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  hsize_t dims[2] = {(hsize_t)rows, (hsize_t)cols}, chunk[2] = {(hsize_t)(rows < 64 ? rows : 64), (hsize_t)cols};
+  hsize_t dims[2] = {(hsize_t)rows, (hsize_t)cols},
+          chunk[2] = {(hsize_t)(rows < 64 ? rows : 64), (hsize_t)cols};
   hid_t space = H5Screate_simple(2, dims, NULL);
   hid_t chunked = H5Pcreate(H5P_DATASET_CREATE);
   H5Pset_chunk(chunked, 2, chunk);
   H5Pset_deflate(chunked, 4);
-  const struct { const char* name; double (*f)(long, long); hid_t dcpl; } fields[] = {
-      {"temperature", temperature, chunked}, {"pressure", pressure, H5P_DEFAULT}, {"humidity", pressure, H5P_DEFAULT}};
+  const struct {
+    const char* name;
+    double (*f)(long, long);
+    hid_t dcpl;
+  } fields[] = {{"temperature", temperature, chunked},
+                {"pressure", pressure, H5P_DEFAULT},
+                {"humidity", pressure, H5P_DEFAULT}};
   herr_t status = 0;
   for (int k = 0; k < 3; ++k) {
     for (long i = 0; i < rows; ++i) {
       for (long j = 0; j < cols; ++j) values[i * cols + j] = fields[k].f(i, j);
     }
-    hid_t set = H5Dcreate2(group, fields[k].name, H5T_IEEE_F64LE, space, H5P_DEFAULT, fields[k].dcpl, H5P_DEFAULT);
+    hid_t set = H5Dcreate2(group, fields[k].name, H5T_IEEE_F64LE, space, H5P_DEFAULT,
+                           fields[k].dcpl, H5P_DEFAULT);
     status |= H5Dwrite(set, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, values);
     status |= H5Dclose(set);
   }
@@ -46,7 +54,8 @@ static int make(const char* path, long rows, long cols) {
 }
 
 /* Rows [first, first + count) of a 2-D dataset of doubles. */
-static int read_rows(hid_t file, const char* name, hsize_t first, hsize_t count, hsize_t cols, double* out) {
+static int read_rows(hid_t file, const char* name, hsize_t first, hsize_t count, hsize_t cols,
+                     double* out) {
   hid_t set = H5Dopen2(file, name, H5P_DEFAULT);
   if (set < 0) return -1;
   hid_t space = H5Dget_space(set);
@@ -66,7 +75,8 @@ static void fail(int rank, const char* what) {
 }
 
 int main(int argc, char** argv) {
-  if (argc == 5 && strcmp(argv[1], "--make") == 0) return make(argv[2], atol(argv[3]), atol(argv[4]));
+  if (argc == 5 && strcmp(argv[1], "--make") == 0)
+    return make(argv[2], atol(argv[3]), atol(argv[4]));
   MPI_Init(&argc, &argv);
   int rank = 0, size = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -89,14 +99,16 @@ int main(int argc, char** argv) {
   int* counts = malloc(sizeof(int) * (size_t)size);
   int* offsets = malloc(sizeof(int) * (size_t)size);
   for (int r = 0; r < size; ++r) {
-    const hsize_t first = rows * (hsize_t)r / (hsize_t)size, next = rows * (hsize_t)(r + 1) / (hsize_t)size;
+    const hsize_t first = rows * (hsize_t)r / (hsize_t)size,
+                  next = rows * (hsize_t)(r + 1) / (hsize_t)size;
     counts[r] = (int)((next - first) * cols);
     offsets[r] = (int)(first * cols);
   }
   const hsize_t first = (hsize_t)offsets[rank] / cols, count = (hsize_t)counts[rank] / cols;
   double* t = malloc(sizeof(double) * (size_t)(count * cols + 1));
   double* p = malloc(sizeof(double) * (size_t)(count * cols + 1));
-  if (read_rows(file, "/fields/temperature", first, count, cols, t) < 0 || read_rows(file, "/fields/pressure", first, count, cols, p) < 0) {
+  if (read_rows(file, "/fields/temperature", first, count, cols, t) < 0 ||
+      read_rows(file, "/fields/pressure", first, count, cols, p) < 0) {
     fail(rank, "cannot read its rows of /fields/temperature and /fields/pressure");
   }
   H5Fclose(file);
@@ -125,15 +137,21 @@ int main(int argc, char** argv) {
     hid_t results = H5Gcreate2(out, "/results", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     hid_t whole = H5Screate_simple(2, dims, NULL);
     herr_t status = 0;
-    const struct { hid_t where; const char* name; double* values; } sets[] = {{fields, "temperature", all_t}, {fields, "pressure", all_p}};
+    const struct {
+      hid_t where;
+      const char* name;
+      double* values;
+    } sets[] = {{fields, "temperature", all_t}, {fields, "pressure", all_p}};
     for (int k = 0; k < 2; ++k) {
-      hid_t d = H5Dcreate2(sets[k].where, sets[k].name, H5T_IEEE_F64LE, whole, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+      hid_t d = H5Dcreate2(sets[k].where, sets[k].name, H5T_IEEE_F64LE, whole, H5P_DEFAULT,
+                           H5P_DEFAULT, H5P_DEFAULT);
       status |= H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, sets[k].values);
       status |= H5Dclose(d);
     }
     hsize_t two = 2;
     hid_t pair = H5Screate_simple(1, &two, NULL);
-    hid_t sums = H5Dcreate2(results, "sums", H5T_IEEE_F64LE, pair, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t sums =
+        H5Dcreate2(results, "sums", H5T_IEEE_F64LE, pair, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     status |= H5Dwrite(sums, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, total);
     H5Dclose(sums);
     H5Sclose(pair);
@@ -142,8 +160,8 @@ int main(int argc, char** argv) {
     H5Gclose(fields);
     status |= H5Fclose(out);
     if (status < 0) fail(rank, "cannot write out.h5");
-    printf("total rows=%llu cols=%llu temperature=%.6f pressure=%.6f\n", (unsigned long long)rows, (unsigned long long)cols,
-           total[0], total[1]);
+    printf("total rows=%llu cols=%llu temperature=%.6f pressure=%.6f\n", (unsigned long long)rows,
+           (unsigned long long)cols, total[0], total[1]);
   }
   fflush(stdout);
   MPI_Finalize();

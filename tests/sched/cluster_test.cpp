@@ -15,8 +15,8 @@ std::shared_ptr<const hwtopo::Topology> dual_socket() {
 }
 
 NodeSpec node(std::string name) {
-  return {std::move(name), dual_socket(),
-          {{"nvme0", 1, 3500ull << 30}, {"nvme1", 2, 3500ull << 30}}};
+  return {
+      std::move(name), dual_socket(), {{"nvme0", 1, 3500ull << 30}, {"nvme1", 2, 3500ull << 30}}};
 }
 
 Request request(unsigned tasks, unsigned cpus, std::uint64_t mem = 0) {
@@ -199,7 +199,8 @@ TEST(CheckFeasible, NamesWhatCanNeverFit) {
   EXPECT_EQ(fail(request(1, 1, 65ull << 30)),
             "mem-per-task 65 GiB exceeds the largest NUMA domain's memory (64 GiB); ask for "
             "--spread-numa to cross domains");
-  EXPECT_EQ(fail(request(65, 1)), "ntasks 65 of 1 cores exceeds what the whole cluster holds (64 tasks)");
+  EXPECT_EQ(fail(request(65, 1)),
+            "ntasks 65 of 1 cores exceeds what the whole cluster holds (64 tasks)");
   JobSpec spec;
   spec.bb_per_node = Bytes(4ull << 40);
   spec.walltime = std::chrono::minutes(1);

@@ -25,7 +25,8 @@ const std::filesystem::path kGoldenDir = LOOM_SOURCE_DIR "/tests/sched/golden";
 
 std::shared_ptr<const hwtopo::Topology> topology(const std::string& source) {
   auto t = source.starts_with("xml:")
-               ? hwtopo::load_xml(std::filesystem::path(LOOM_SHARED_DIR "/topologies") / source.substr(4))
+               ? hwtopo::load_xml(std::filesystem::path(LOOM_SHARED_DIR "/topologies") /
+                                  source.substr(4))
                : hwtopo::load_synthetic(source);
   EXPECT_TRUE(t.has_value()) << source << ": " << t.error().to_string();
   return std::make_shared<const hwtopo::Topology>(std::move(t).value());
@@ -48,7 +49,8 @@ JobSpec job_spec(const json& j) {
   spec.spread_numa = j.value("spread_numa", false);
   spec.account = j.value("account", "default");
   spec.priority = j.value("priority", 0);
-  for (const json& d : j.value("afterok", json::array())) spec.dependencies.push_back({DependencyKind::kAfterOk, JobId(d.get<std::uint64_t>())});
+  for (const json& d : j.value("afterok", json::array()))
+    spec.dependencies.push_back({DependencyKind::kAfterOk, JobId(d.get<std::uint64_t>())});
   return spec;
 }
 
@@ -61,7 +63,9 @@ std::string render(const Cluster& cluster, const Placement& p) {
       if (r.memory_bytes) out += fmt::format(" mem {}", format_bytes(Bytes(r.memory_bytes)));
       out += ";";
     }
-    if (np.nvme) out += fmt::format(" slice {} {}", cluster.nvme(np.node)[*np.nvme].name, format_bytes(Bytes(np.bb_bytes)));
+    if (np.nvme)
+      out += fmt::format(" slice {} {}", cluster.nvme(np.node)[*np.nvme].name,
+                         format_bytes(Bytes(np.bb_bytes)));
     if (np.exclusive) out += " exclusive";
   }
   return out;
@@ -75,9 +79,10 @@ std::string run_scenario(const json& scenario) {
     auto t = topology(group.at("topology").get<std::string>());
     std::vector<NvmeDevice> nvme;
     for (const json& d : group.value("nvme", json::array())) {
-      nvme.push_back({d.at("name").get<std::string>(),
-                      d.contains("numa") ? std::optional<unsigned>(d["numa"].get<unsigned>()) : std::nullopt,
-                      bytes(d, "capacity")});
+      nvme.push_back(
+          {d.at("name").get<std::string>(),
+           d.contains("numa") ? std::optional<unsigned>(d["numa"].get<unsigned>()) : std::nullopt,
+           bytes(d, "capacity")});
     }
     const unsigned count = group.value("count", 1u);
     for (unsigned i = 0; i < count; ++i) {
@@ -88,7 +93,8 @@ std::string run_scenario(const json& scenario) {
                                 make_backfill(scenario.value("backfill", "easy")).value()});
   std::vector<std::pair<std::int64_t, json>> arrivals;
   for (const json& j : scenario.at("jobs")) arrivals.emplace_back(j.value("submit", 0), j);
-  std::stable_sort(arrivals.begin(), arrivals.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::stable_sort(arrivals.begin(), arrivals.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
   std::map<std::uint64_t, std::int64_t> run_of;
   using Event = std::pair<std::int64_t, std::uint64_t>;
   std::priority_queue<Event, std::vector<Event>, std::greater<>> ends;
@@ -118,9 +124,11 @@ std::string run_scenario(const json& scenario) {
       ends.emplace(now + run_of.at(s.id.value()), s.id.value());
     }
     for (const Reservation& r : pass.reservations) {
-      out << fmt::format("t={} reserve job {} at t={}\n", now, r.job.value(), r.start.time_since_epoch().count());
+      out << fmt::format("t={} reserve job {} at t={}\n", now, r.job.value(),
+                         r.start.time_since_epoch().count());
     }
-    for (JobId id : pass.never_satisfiable) out << fmt::format("t={} never job {}\n", now, id.value());
+    for (JobId id : pass.never_satisfiable)
+      out << fmt::format("t={} never job {}\n", now, id.value());
   }
   return out.str();
 }

@@ -85,8 +85,8 @@ void check_invariants(const Cluster& cluster, const std::map<JobId, Placement>& 
         for (unsigned core : rank.cores) {
           ASSERT_LT(core, t.cores.size());
           auto [it, fresh] = core_owner.emplace(std::pair{np.node.value(), core}, id);
-          ASSERT_TRUE(fresh) << "core " << core << " of " << cluster.name(np.node) << " given to jobs "
-                             << it->second.value() << " and " << id.value();
+          ASSERT_TRUE(fresh) << "core " << core << " of " << cluster.name(np.node)
+                             << " given to jobs " << it->second.value() << " and " << id.value();
         }
         memory_used[{np.node.value(), rank.numa}] += rank.memory_bytes;
         const hwtopo::NumaDomain* domain = t.find_numa(rank.numa);
@@ -111,7 +111,8 @@ void check_invariants(const Cluster& cluster, const std::map<JobId, Placement>& 
     ASSERT_LE(used, d->memory_bytes) << "memory over-committed";
   }
   for (const auto& [key, used] : nvme_used) {
-    ASSERT_LE(used, cluster.nvme(NodeId(key.first))[key.second].capacity_bytes) << "NVMe over-committed";
+    ASSERT_LE(used, cluster.nvme(NodeId(key.first))[key.second].capacity_bytes)
+        << "NVMe over-committed";
   }
   for (const auto& [node, jobs] : jobs_on) {
     for (JobId id : jobs) {
@@ -157,10 +158,12 @@ Outcome replay(std::uint32_t seed, std::unique_ptr<QueueOrder> order, bool check
   std::uint64_t next_id = 1;
   const std::uint64_t count = 300;
   while (next_id <= count || !ends.empty() || scheduler.pending_count() > 0) {
-    const std::int64_t next_arrival = next_id <= count ? now + static_cast<std::int64_t>(rng() % 40) : INT64_MAX;
+    const std::int64_t next_arrival =
+        next_id <= count ? now + static_cast<std::int64_t>(rng() % 40) : INT64_MAX;
     if (next_arrival == INT64_MAX && ends.empty()) {
       // Only drained nodes stand between the queue and the end: bring them back.
-      for (NodeId node : w.nodes) EXPECT_TRUE(w.cluster.set_state(node, NodeState::kUp).has_value());
+      for (NodeId node : w.nodes)
+        EXPECT_TRUE(w.cluster.set_state(node, NodeState::kUp).has_value());
     } else {
       now = ends.empty() ? next_arrival : std::min(next_arrival, ends.top().first);
     }
@@ -176,7 +179,8 @@ Outcome replay(std::uint32_t seed, std::unique_ptr<QueueOrder> order, bool check
     }
     if (!check_easy && rng() % 50 == 0) {  // a node drains now and then, and comes back
       const NodeId node = w.nodes[rng() % w.nodes.size()];
-      const NodeState state = w.cluster.state(node) == NodeState::kUp ? NodeState::kDrain : NodeState::kUp;
+      const NodeState state =
+          w.cluster.state(node) == NodeState::kUp ? NodeState::kDrain : NodeState::kUp;
       EXPECT_TRUE(w.cluster.set_state(node, state).has_value());
     }
     PassResult pass = scheduler.schedule(at(now));
@@ -185,18 +189,21 @@ Outcome replay(std::uint32_t seed, std::unique_ptr<QueueOrder> order, bool check
         EXPECT_EQ(w.cluster.state(np.node), NodeState::kUp) << "a job started on a node not up";
       }
       const JobSpec& spec = specs.at(s.id);
-      const std::int64_t run = 1 + static_cast<std::int64_t>(rng() % static_cast<unsigned>(spec.walltime.count()));
+      const std::int64_t run =
+          1 + static_cast<std::int64_t>(rng() % static_cast<unsigned>(spec.walltime.count()));
       ends.emplace(now + run, s.id);
       running.emplace(s.id, s.placement);
       ++outcome.started;
       if (auto it = first_reservation.find(s.id); check_easy && it != first_reservation.end()) {
-        EXPECT_LE(now, it->second.time_since_epoch().count()) << "job " << s.id.value() << " was delayed past its reservation";
+        EXPECT_LE(now, it->second.time_since_epoch().count())
+            << "job " << s.id.value() << " was delayed past its reservation";
         ++outcome.reservations_checked;
       }
     }
     // The head's: the first blocked job in order. Later reservations are re-planned every
     // pass, and conservative backfill promises them nothing across passes.
-    if (!pass.reservations.empty()) first_reservation.try_emplace(pass.reservations[0].job, pass.reservations[0].start);
+    if (!pass.reservations.empty())
+      first_reservation.try_emplace(pass.reservations[0].job, pass.reservations[0].start);
     check_invariants(w.cluster, running, specs);
     if (::testing::Test::HasFatalFailure()) return outcome;
   }

@@ -60,9 +60,9 @@ TEST(Scheduler, EasyBackfillsWhatEndsBeforeTheHeadsReservation) {
   Scheduler s(cluster, {make_fcfs_order(), make_easy_backfill()});
   ASSERT_TRUE(s.submit(JobId(1), job(3, 100), at(0)).has_value());
   EXPECT_EQ(ids(s.schedule(at(0))), (std::vector<std::uint64_t>{1}));
-  ASSERT_TRUE(s.submit(JobId(2), job(4, 100), at(1)).has_value());   // head: waits for job 1
-  ASSERT_TRUE(s.submit(JobId(3), job(1, 200), at(2)).has_value());   // would delay the head
-  ASSERT_TRUE(s.submit(JobId(4), job(1, 98), at(2)).has_value());    // ends at 100: fits
+  ASSERT_TRUE(s.submit(JobId(2), job(4, 100), at(1)).has_value());  // head: waits for job 1
+  ASSERT_TRUE(s.submit(JobId(3), job(1, 200), at(2)).has_value());  // would delay the head
+  ASSERT_TRUE(s.submit(JobId(4), job(1, 98), at(2)).has_value());   // ends at 100: fits
   auto pass = s.schedule(at(2));
   EXPECT_EQ(ids(pass), (std::vector<std::uint64_t>{4}));
   ASSERT_EQ(pass.reservations.size(), 1u);
@@ -74,9 +74,9 @@ TEST(Scheduler, EasyBackfillsLongJobsOnWhatTheHeadDoesNotNeed) {
   Scheduler s(cluster, {make_fcfs_order(), make_easy_backfill()});
   ASSERT_TRUE(s.submit(JobId(1), job(6, 100), at(0)).has_value());
   EXPECT_EQ(ids(s.schedule(at(0))), (std::vector<std::uint64_t>{1}));  // 4 on n0, 2 on n1
-  ASSERT_TRUE(s.submit(JobId(2), job(6, 100), at(1)).has_value());    // head at t=100
-  ASSERT_TRUE(s.submit(JobId(3), job(2, 1000), at(2)).has_value());   // the 2 spare cores
-  ASSERT_TRUE(s.submit(JobId(4), job(1, 1000), at(3)).has_value());   // nothing spare left
+  ASSERT_TRUE(s.submit(JobId(2), job(6, 100), at(1)).has_value());     // head at t=100
+  ASSERT_TRUE(s.submit(JobId(3), job(2, 1000), at(2)).has_value());    // the 2 spare cores
+  ASSERT_TRUE(s.submit(JobId(4), job(1, 1000), at(3)).has_value());    // nothing spare left
   auto pass = s.schedule(at(3));
   // At t=100 the head needs 6 of 8 cores: job 3 may keep 2, job 4 may not take a third.
   EXPECT_EQ(ids(pass), (std::vector<std::uint64_t>{3}));
@@ -123,7 +123,8 @@ TEST(Scheduler, SubmitRefusesBadJobsNamingTheField) {
   };
   EXPECT_EQ(message(JobId(1), job(0, 60)), "--ntasks must be at least 1");
   EXPECT_EQ(message(JobId(1), job(1, 0)), "--time must be a positive walltime");
-  EXPECT_EQ(message(JobId(1), job(5, 60)), "ntasks 5 of 1 cores exceeds what the whole cluster holds (4 tasks)");
+  EXPECT_EQ(message(JobId(1), job(5, 60)),
+            "ntasks 5 of 1 cores exceeds what the whole cluster holds (4 tasks)");
   JobSpec dependent = job(1, 60);
   dependent.dependencies = {{DependencyKind::kAfterOk, JobId(99)}};
   EXPECT_EQ(message(JobId(1), dependent), "--dependency names job 99, which does not exist");
@@ -224,11 +225,13 @@ TEST(Scheduler, AnAdoptedJobHoldsItsCoresAndKeepsItsDeadline) {
   Scheduler s(again, {});
   ASSERT_TRUE(s.adopt(JobId(1), job(2, 100), placement, at(10)).has_value());
   EXPECT_EQ(again.free(NodeId(0)).domains[0].cores, 2u);
-  EXPECT_EQ(s.next_deadline(), at(110)) << "the walltime runs from the job's start, not the restart";
+  EXPECT_EQ(s.next_deadline(), at(110))
+      << "the walltime runs from the job's start, not the restart";
   const auto twice = s.adopt(JobId(2), job(2, 100), placement, at(10));
   ASSERT_FALSE(twice.has_value());
   EXPECT_EQ(twice.error().message(), "job 2's core 0 on n0 is held already");
-  EXPECT_EQ(s.adopt(JobId(1), job(2, 100), placement, at(10)).error().message(), "job 1 is known already");
+  EXPECT_EQ(s.adopt(JobId(1), job(2, 100), placement, at(10)).error().message(),
+            "job 1 is known already");
   ASSERT_TRUE(s.submit(JobId(3), job(4, 100), at(20)).has_value());
   EXPECT_TRUE(s.schedule(at(20)).started.empty()) << "the adopted job's cores are not given twice";
 }

@@ -14,12 +14,13 @@ namespace {
 constexpr std::string_view kHeader = "; Version: 2\n; MaxNodes: 4\n; MaxProcs: 8\n";
 
 std::string line(int id, int submit, int run, int procs, int requested_time = -1) {
-  return fmt::format("{} {} -1 {} {} -1 -1 -1 {} -1 1 -1 -1 -1 0 -1 -1 -1\n", id, submit, run, procs,
-                     requested_time);
+  return fmt::format("{} {} -1 {} {} -1 -1 -1 {} -1 1 -1 -1 -1 0 -1 -1 -1\n", id, submit, run,
+                     procs, requested_time);
 }
 
 TEST(Swf, ReadsTheHeaderAndTheFieldsLoomUses) {
-  auto trace = parse_swf(std::string(kHeader) + line(1, 0, 100, 4, 120) + "\n" + line(2, 5, 50, 2), "t.swf");
+  auto trace =
+      parse_swf(std::string(kHeader) + line(1, 0, 100, 4, 120) + "\n" + line(2, 5, 50, 2), "t.swf");
   ASSERT_TRUE(trace.has_value()) << trace.error().to_string();
   EXPECT_EQ(trace->max_nodes, 4);
   EXPECT_EQ(trace->max_procs, 8);
@@ -35,7 +36,9 @@ TEST(Swf, BadLinesAreNamedByNumber) {
   auto short_line = parse_swf(std::string(kHeader) + "1 0 -1 100 4\n", "t.swf");
   ASSERT_FALSE(short_line.has_value());
   EXPECT_EQ(short_line.error().message(), "t.swf:4: 5 fields, expected 18");
-  auto word = parse_swf(std::string(kHeader) + line(1, 0, 100, 4) + "2 x -1 1 1 -1 -1 -1 -1 -1 1 -1 -1 -1 0 -1 -1 -1\n", "t.swf");
+  auto word = parse_swf(std::string(kHeader) + line(1, 0, 100, 4) +
+                            "2 x -1 1 1 -1 -1 -1 -1 -1 1 -1 -1 -1 0 -1 -1 -1\n",
+                        "t.swf");
   ASSERT_FALSE(word.has_value());
   EXPECT_EQ(word.error().message(), "t.swf:5: field 2 is \"x\", not an integer");
 }
@@ -43,7 +46,8 @@ TEST(Swf, BadLinesAreNamedByNumber) {
 TEST(Simulate, ComputesWaitAndBoundedSlowdownByHand) {
   // 8 cores. Job 1 holds 6 for 100 s; job 2 (4 cores) waits until t=100; job 3 (2 cores,
   // 50 s) backfills at t=2 and ends before job 2 could start.
-  auto trace = parse_swf(std::string(kHeader) + line(1, 0, 100, 6) + line(2, 1, 100, 4) + line(3, 2, 50, 2), "t.swf");
+  auto trace = parse_swf(
+      std::string(kHeader) + line(1, 0, 100, 6) + line(2, 1, 100, 4) + line(3, 2, 50, 2), "t.swf");
   ASSERT_TRUE(trace.has_value());
   SimOptions options;
   options.cores_per_node = 2;
@@ -84,7 +88,8 @@ TEST(Simulate, RefusesATraceWithoutAMachineSize) {
   ASSERT_TRUE(trace.has_value());
   auto m = simulate(*trace, {});
   ASSERT_FALSE(m.has_value());
-  EXPECT_EQ(m.error().message(), "the trace's header gives neither MaxProcs nor MaxNodes: the machine size is unknown");
+  EXPECT_EQ(m.error().message(),
+            "the trace's header gives neither MaxProcs nor MaxNodes: the machine size is unknown");
 }
 
 }  // namespace

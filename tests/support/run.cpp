@@ -7,8 +7,8 @@
 
 #include <cerrno>
 #include <cstdio>
-#include <filesystem>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -71,7 +71,9 @@ Completed run(const std::vector<std::string>& argv) {
   return done;
 }
 
-std::string built(const std::string& relative) { return std::string(LOOM_BINARY_DIR) + "/" + relative; }
+std::string built(const std::string& relative) {
+  return std::string(LOOM_BINARY_DIR) + "/" + relative;
+}
 
 std::vector<std::string> lines(const std::string& text) {
   std::vector<std::string> out;

@@ -17,9 +17,9 @@
 namespace loom::agent {
 
 struct CgroupLimits {
-  std::vector<unsigned> cpus;           // PU OS indexes; empty: the parent's
-  std::optional<unsigned> numa;         // memory node; none: the parent's
-  std::uint64_t memory_bytes = 0;       // 0: no limit
+  std::vector<unsigned> cpus;      // PU OS indexes; empty: the parent's
+  std::optional<unsigned> numa;    // memory node; none: the parent's
+  std::uint64_t memory_bytes = 0;  // 0: no limit
 };
 
 class Cgroup {

@@ -40,7 +40,7 @@ struct TaskSpec {
 };
 
 struct ExitStatus {
-  int exit_code = 0;           // 128 + signal when killed by one
+  int exit_code = 0;  // 128 + signal when killed by one
   std::optional<int> signal;
   bool out_of_memory = false;  // the memory limit's OOM killer acted
 };
@@ -63,7 +63,9 @@ class Task {
   // written. An error when neither (its keeper is gone and wrote nothing).
   static Result<Task> adopt(const TaskRecord& record);
   Task(Task&& other) noexcept
-      : record_(std::move(other.record_)), cgroup_(std::move(other.cgroup_)), own_child_(other.own_child_),
+      : record_(std::move(other.record_)),
+        cgroup_(std::move(other.cgroup_)),
+        own_child_(other.own_child_),
         done_(std::exchange(other.done_, true)) {}
   Task& operator=(Task&&) = delete;
   ~Task();

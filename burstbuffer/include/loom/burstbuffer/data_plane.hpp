@@ -34,15 +34,16 @@ struct Piece;
 struct DataPlaneOptions {
   fabric::Options fabric;
   std::size_t range = std::size_t{4} << 20;  // bytes per range: one buffer
-  std::size_t buffers = 8;                    // registered buffers (storage: leases; stager: ranges in flight)
-  int attempts = 3;                           // tries per range before the file fails
-  std::chrono::seconds lease_timeout{30};     // a lease not released by then is taken back
+  std::size_t buffers = 8;  // registered buffers (storage: leases; stager: ranges in flight)
+  int attempts = 3;         // tries per range before the file fails
+  std::chrono::seconds lease_timeout{30};  // a lease not released by then is taken back
 };
 
 // The Storage service of a storage agent, serving files beneath one export root.
 class StorageServer final : public v1::Storage::Service {
  public:
-  static Result<std::unique_ptr<StorageServer>> open(const std::filesystem::path& export_root, DataPlaneOptions options);
+  static Result<std::unique_ptr<StorageServer>> open(const std::filesystem::path& export_root,
+                                                     DataPlaneOptions options);
   ~StorageServer() override;
 
   grpc::Status Open(grpc::ServerContext*, const v1::OpenRequest*, v1::OpenReply*) override;
@@ -52,7 +53,8 @@ class StorageServer final : public v1::Storage::Service {
   grpc::Status Commit(grpc::ServerContext*, const v1::CommitRequest*, v1::Empty*) override;
   grpc::Status Finish(grpc::ServerContext*, const v1::HandleRequest*, v1::Empty*) override;
   grpc::Status Close(grpc::ServerContext*, const v1::HandleRequest*, v1::Empty*) override;
-  grpc::Status Describe(grpc::ServerContext*, const v1::DescribeRequest*, v1::DescribeReply*) override;
+  grpc::Status Describe(grpc::ServerContext*, const v1::DescribeRequest*,
+                        v1::DescribeReply*) override;
 
  private:
   struct State;
@@ -85,8 +87,9 @@ class Stager {
   // identity is the one the destination is created with. With `datasets`, `path` is an HDF5
   // file and only those datasets are copied, as stored (hdf5_plan.hpp); `notes` gets what
   // could not be carried.
-  Status fetch(const Remote& remote, const std::string& path, int dir_fd, const std::string& name, FileProgress& progress,
-               const std::atomic<bool>& cancelled, std::span<const std::string> datasets = {},
+  Status fetch(const Remote& remote, const std::string& path, int dir_fd, const std::string& name,
+               FileProgress& progress, const std::atomic<bool>& cancelled,
+               std::span<const std::string> datasets = {},
                std::vector<std::string>* notes = nullptr);
   // Copies the open file `fd` to the export's `path` (a file in an existing directory).
   Status store(const Remote& remote, int fd, const std::string& path, FileProgress& progress,
@@ -96,8 +99,9 @@ class Stager {
   struct State;
   explicit Stager(std::unique_ptr<State> state);
   // Reads the pieces of an open remote file, several at once, each checked and retried.
-  Status pull(v1::Storage::Stub& stub, fi_addr_t peer, const std::string& handle, const std::vector<Piece>& pieces,
-              FileProgress& progress, const std::atomic<bool>& cancelled);
+  Status pull(v1::Storage::Stub& stub, fi_addr_t peer, const std::string& handle,
+              const std::vector<Piece>& pieces, FileProgress& progress,
+              const std::atomic<bool>& cancelled);
   std::unique_ptr<State> state_;
 };
 

@@ -48,7 +48,8 @@ struct SkeletonPlan {
 // The storage side: reads `source` (an HDF5 file, opened by path) and writes the skeleton of
 // `datasets` to `skeleton` (created). Errors name the dataset: a missing one, one whose type
 // cannot be staged (object or region references).
-Result<SkeletonPlan> write_skeleton(const std::filesystem::path& source, std::span<const std::string> datasets,
+Result<SkeletonPlan> write_skeleton(const std::filesystem::path& source,
+                                    std::span<const std::string> datasets,
                                     const std::filesystem::path& skeleton);
 
 // The stager's side: a fetched skeleton opened for its raw data to be written in.
@@ -56,7 +57,8 @@ class Hdf5Destination {
  public:
   // Opens the skeleton read-write and allocates each contiguous dataset's storage, so that
   // its bytes can be written where the file says.
-  static Result<std::unique_ptr<Hdf5Destination>> open(const std::filesystem::path& skeleton, const SkeletonPlan& plan);
+  static Result<std::unique_ptr<Hdf5Destination>> open(const std::filesystem::path& skeleton,
+                                                       const SkeletonPlan& plan);
   ~Hdf5Destination();
 
   // A contiguous dataset's offset in the destination file.

@@ -17,7 +17,10 @@ class FsIdentity {
  public:
   // With the uid's supplementary groups as the password and group databases say.
   static Result<FsIdentity> assume(uid_t uid, gid_t gid);
-  FsIdentity(FsIdentity&& other) noexcept : groups_(std::move(other.groups_)), active_(other.active_) { other.active_ = false; }
+  FsIdentity(FsIdentity&& other) noexcept
+      : groups_(std::move(other.groups_)), active_(other.active_) {
+    other.active_ = false;
+  }
   FsIdentity& operator=(FsIdentity&&) = delete;
   ~FsIdentity();  // root again
 

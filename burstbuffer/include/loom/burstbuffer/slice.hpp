@@ -37,9 +37,12 @@ class Slice {
   static Result<Slice> find(const std::filesystem::path& image, const std::filesystem::path& mount);
   // A slice whose image is there but not mounted (the machine restarted, or `loom up` with
   // a state directory again): mounted again, contents as they were. Found if mounted.
-  static Result<Slice> attach(const std::filesystem::path& image, const std::filesystem::path& mount);
+  static Result<Slice> attach(const std::filesystem::path& image,
+                              const std::filesystem::path& mount);
 
-  Slice(Slice&& other) noexcept : image_(std::move(other.image_)), mount_(std::move(other.mount_)) { other.mount_.clear(); }
+  Slice(Slice&& other) noexcept : image_(std::move(other.image_)), mount_(std::move(other.mount_)) {
+    other.mount_.clear();
+  }
   Slice& operator=(Slice&&) = delete;
   ~Slice();  // does not unmount: a slice outlives its agent until destroy()
 
@@ -48,7 +51,8 @@ class Slice {
   Status destroy();
 
  private:
-  Slice(std::filesystem::path image, std::filesystem::path mount) : image_(std::move(image)), mount_(std::move(mount)) {}
+  Slice(std::filesystem::path image, std::filesystem::path mount)
+      : image_(std::move(image)), mount_(std::move(mount)) {}
   std::filesystem::path image_;
   std::filesystem::path mount_;
 };

@@ -26,7 +26,7 @@ struct StageIn {
 struct StageOut {
   std::string slice_path;  // relative to the slice, no "." or ".." component
   std::string node;
-  std::string dir;         // absolute in the export, a directory
+  std::string dir;  // absolute in the export, a directory
 };
 
 Result<StageIn> parse_stage_in(std::string_view text);

@@ -69,7 +69,8 @@ std::string config_value(const Config& config, std::string_view key);
 Result<Config> parse_config(std::string_view text, std::string_view source);
 
 // --config's help, for every program.
-inline constexpr const char* kConfigHelp = "Configuration file (default: $LOOM_CONFIG, else /etc/loom/loom.toml)";
+inline constexpr const char* kConfigHelp =
+    "Configuration file (default: $LOOM_CONFIG, else /etc/loom/loom.toml)";
 
 // The file to read: explicit when given, else $LOOM_CONFIG, else /etc/loom/loom.toml.
 std::filesystem::path config_path(const std::optional<std::filesystem::path>& explicit_path);
@@ -80,6 +81,7 @@ Result<Config> load_config(const std::optional<std::filesystem::path>& explicit_
 
 // What every Loom program does first: reads the configuration and sends its log to stderr
 // at log.level (or LOOM_LOG), tagged with the program's name.
-Result<Config> start_program(std::string_view program, const std::optional<std::filesystem::path>& explicit_path);
+Result<Config> start_program(std::string_view program,
+                             const std::optional<std::filesystem::path>& explicit_path);
 
 }  // namespace loom

@@ -98,12 +98,12 @@ Result<T> with_context(Result<T> result, std::string_view what) {
 // list, a braced initialiser, another LOOM_TRY): returning out of a statement expression
 // skips the destructors of what the enclosing expression had built so far (AddressSanitizer
 // caught exactly that leak).
-#define LOOM_TRY(expr)                                                  \
-  ({                                                                    \
-    auto&& loom_try_result_ = (expr);                                   \
-    if (!loom_try_result_) [[unlikely]]                                 \
-      return std::unexpected(std::move(loom_try_result_).error());      \
-    std::move(loom_try_result_).value();                                \
+#define LOOM_TRY(expr)                                             \
+  ({                                                               \
+    auto&& loom_try_result_ = (expr);                              \
+    if (!loom_try_result_) [[unlikely]]                            \
+      return std::unexpected(std::move(loom_try_result_).error()); \
+    std::move(loom_try_result_).value();                           \
   })
 
 namespace loom::detail {
@@ -112,8 +112,8 @@ namespace loom::detail {
 }  // namespace loom::detail
 
 // A broken invariant is a bug, not an error to handle: log it and abort.
-#define LOOM_CHECK(condition, message)                                           \
-  do {                                                                           \
-    if (!(condition)) [[unlikely]]                                               \
-      ::loom::detail::check_failed(#condition, __FILE__, __LINE__, (message));   \
+#define LOOM_CHECK(condition, message)                                         \
+  do {                                                                         \
+    if (!(condition)) [[unlikely]]                                             \
+      ::loom::detail::check_failed(#condition, __FILE__, __LINE__, (message)); \
   } while (false)

@@ -6,12 +6,11 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 #include "loom/common/error.hpp"
 #include "loom/controller/store.hpp"
@@ -40,7 +39,7 @@ struct Launch {
 
 // How a job's processes ended: the first failing rank's status, over all its nodes.
 struct Ending {
-  int exit_code = 0;           // 128 + signal when killed by one
+  int exit_code = 0;  // 128 + signal when killed by one
   std::optional<int> signal;
   bool out_of_memory = false;  // a rank hit its --mem-per-task
   std::string error;           // why the job could not start, when it could not
@@ -61,18 +60,22 @@ class JobManager {
  public:
   // Loads the jobs and drained nodes the store holds; pending jobs are queued again.
   // on_change runs after every change is stored (watchers wake on it).
-  static Result<std::unique_ptr<JobManager>> open(std::unique_ptr<Store> store, sched::Cluster& cluster,
-                                                  sched::SchedulerOptions options, std::function<void()> on_change = {});
+  static Result<std::unique_ptr<JobManager>> open(std::unique_ptr<Store> store,
+                                                  sched::Cluster& cluster,
+                                                  sched::SchedulerOptions options,
+                                                  std::function<void()> on_change = {});
 
   // Stores the job PENDING and queues it, or with array_size N > 0 an array of N jobs in one
   // transaction; ids are acknowledged only once stored.
-  Result<std::vector<JobId>> submit(const Caller& caller, v1::JobSpec spec, std::uint32_t array_size, sched::Time now);
+  Result<std::vector<JobId>> submit(const Caller& caller, v1::JobSpec spec,
+                                    std::uint32_t array_size, sched::Time now);
 
   // A user's own jobs, or every job for an admin; other users' jobs are invisible. Jobs
   // that have ended only with include_ended.
   std::vector<JobRow> list(const Caller& caller, bool include_ended) const;
   // The job `id`, or element `index` of the array `id`.
-  Result<JobRow> show(const Caller& caller, JobId id, std::optional<std::uint32_t> index = std::nullopt) const;
+  Result<JobRow> show(const Caller& caller, JobId id,
+                      std::optional<std::uint32_t> index = std::nullopt) const;
 
   // A pending job ends CANCELLED at once. A running one is returned in `kill` for the
   // caller to kill on its nodes, and ends CANCELLED when finished() reports it. An array's
@@ -127,16 +130,19 @@ class JobManager {
   Status drain(const Caller& caller, const std::string& node, const std::string& reason);
   Status resume(const Caller& caller, const std::string& node);
   // A node's agent registered with this topology and these NVMe devices: a new node is
-  // stored and added; a known one must have the topology and devices it had. It is up, or drained when a stored drain says so.
-  Result<NodeId> joined(const std::string& name, const nlohmann::json& topology, std::vector<sched::NvmeDevice> nvme);
+  // stored and added; a known one must have the topology and devices it had. It is up, or drained
+  // when a stored drain says so.
+  Result<NodeId> joined(const std::string& name, const nlohmann::json& topology,
+                        std::vector<sched::NvmeDevice> nvme);
   // Why a node is drained; empty when it is not.
   std::string drain_reason(const std::string& node) const;
 
   // ---- Persistent burst buffers ----
   // Stores a new buffer on the device with the most room (on `node` when named) and takes
   // its bytes there; the caller has the node's agent make it, and forgets it if that fails.
-  Result<BufferRow> create_buffer(const Caller& caller, const std::string& name, std::uint64_t bytes, const std::string& node,
-                                  std::uint32_t gid, sched::Time now);
+  Result<BufferRow> create_buffer(const Caller& caller, const std::string& name,
+                                  std::uint64_t bytes, const std::string& node, std::uint32_t gid,
+                                  sched::Time now);
   // Removes it from the store and gives its bytes back: the caller's own (an admin's: any),
   // and only while no job uses it.
   Result<BufferRow> destroy_buffer(const Caller& caller, const std::string& name);
@@ -148,8 +154,10 @@ class JobManager {
  private:
   JobManager(std::unique_ptr<Store> store, sched::Cluster& cluster, sched::SchedulerOptions options,
              std::function<void()> on_change);
-  const JobRow* visible(const Caller& caller, JobId id, std::optional<std::uint32_t> index = std::nullopt) const;
-  Result<NodeId> admin_node(const Caller& caller, const std::string& node, std::string_view what) const;
+  const JobRow* visible(const Caller& caller, JobId id,
+                        std::optional<std::uint32_t> index = std::nullopt) const;
+  Result<NodeId> admin_node(const Caller& caller, const std::string& node,
+                            std::string_view what) const;
   // The row as shown: an unknown job's reason says which nodes it waits for.
   JobRow with_unknown(JobRow row) const;
   // The scheduler's spec: with --bb-persistent, bound to the buffer's node.
@@ -162,10 +170,10 @@ class JobManager {
   std::unique_ptr<Store> store_;
   sched::Cluster& cluster_;
   sched::Scheduler scheduler_;
-  std::map<JobId, JobRow> jobs_;  // the store's content, for reads
+  std::map<JobId, JobRow> jobs_;         // the store's content, for reads
   std::map<JobId, std::string> ending_;  // running jobs being killed: the reason they end with
-  std::map<std::string, std::string> drained_;  // the store's drained nodes, by name
-  std::map<std::string, BufferRow> buffers_;    // the store's persistent buffers, by name
+  std::map<std::string, std::string> drained_;      // the store's drained nodes, by name
+  std::map<std::string, BufferRow> buffers_;        // the store's persistent buffers, by name
   std::map<JobId, std::set<std::string>> unknown_;  // see unknown()
   std::function<void()> on_change_;
 };

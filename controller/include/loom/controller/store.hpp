@@ -93,7 +93,8 @@ class Store {
 
   // Nodes, by name, as their agents registered them: a restarted controller knows its
   // nodes (DOWN until they re-register), and a drain outlives the node's agent.
-  virtual Status save_node(const std::string& name, const std::string& topology_json, const std::string& nvme_json) = 0;
+  virtual Status save_node(const std::string& name, const std::string& topology_json,
+                           const std::string& nvme_json) = 0;
   // Drains a known node (a reason) or resumes it (nullopt); durable on return.
   virtual Status set_drain(const std::string& node, const std::optional<std::string>& reason) = 0;
   virtual Result<std::vector<NodeRow>> load_nodes() const = 0;

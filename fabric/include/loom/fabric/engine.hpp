@@ -19,16 +19,17 @@
 namespace loom::fabric {
 
 struct EngineOptions {
-  std::size_t window = 16;                        // operations in flight at most
-  std::size_t max_operation = std::size_t{4} << 20;  // bytes per operation (the provider may lower it)
+  std::size_t window = 16;  // operations in flight at most
+  std::size_t max_operation = std::size_t{4}
+                              << 20;  // bytes per operation (the provider may lower it)
   // No completion for this long while operations are in flight: the peer is gone.
   std::chrono::milliseconds timeout{10'000};
 };
 
 struct PostedOperation {
   bool write;
-  const std::byte* local;       // where in the caller's memory
-  std::uint64_t remote_address; // as passed to the provider
+  const std::byte* local;        // where in the caller's memory
+  std::uint64_t remote_address;  // as passed to the provider
   std::uint64_t key;
   std::size_t length;
 };
@@ -51,7 +52,9 @@ class TransferEngine {
               const RemoteRegion& remote, std::size_t remote_offset, std::size_t length);
 
   void cancel() { cancelled_.store(true); }
-  void on_post(std::function<void(const PostedOperation&)> observer) { observer_ = std::move(observer); }
+  void on_post(std::function<void(const PostedOperation&)> observer) {
+    observer_ = std::move(observer);
+  }
 
  private:
   Status transfer(bool write, const MemoryRegion& local, std::size_t local_offset, fi_addr_t peer,

@@ -33,10 +33,10 @@ struct Options {
 
 // One RDM + RMA offer of a provider, as `loom fabric info` lists them.
 struct Offer {
-  std::string provider;  // "tcp;ofi_rxm", "shm", "verbs;ofi_rxm"
-  std::string fabric;    // "127.0.0.1/32"
-  std::string domain;    // "lo"
-  std::string ep_type;   // "FI_EP_RDM"
+  std::string provider;              // "tcp;ofi_rxm", "shm", "verbs;ofi_rxm"
+  std::string fabric;                // "127.0.0.1/32"
+  std::string domain;                // "lo"
+  std::string ep_type;               // "FI_EP_RDM"
   std::vector<std::string> mr_mode;  // the FI_MR_* bits the provider asks for
 };
 
@@ -92,7 +92,7 @@ class Domain {
   std::size_t max_message() const;
 
  private:
-  std::shared_ptr<Fabric> fabric_;      // outlives the domain
+  std::shared_ptr<Fabric> fabric_;  // outlives the domain
   std::shared_ptr<const Info> info_;
   detail::Owned<fid_domain> domain_;
   friend class Endpoint;
@@ -100,7 +100,8 @@ class Domain {
 
 class CompletionQueue {
  public:
-  static Result<std::shared_ptr<CompletionQueue>> open(std::shared_ptr<Domain> domain, std::size_t size);
+  static Result<std::shared_ptr<CompletionQueue>> open(std::shared_ptr<Domain> domain,
+                                                       std::size_t size);
   fid_cq* get() const { return cq_.get(); }
 
  private:
@@ -133,7 +134,9 @@ class Endpoint {
 
   // Operation contexts the provider may still hold (an engine torn down after a timeout):
   // freed only once the endpoint is closed, never under the provider.
-  void keep_until_closed(std::unique_ptr<fi_context2[]> contexts) { abandoned_.push_back(std::move(contexts)); }
+  void keep_until_closed(std::unique_ptr<fi_context2[]> contexts) {
+    abandoned_.push_back(std::move(contexts));
+  }
 
  private:
   std::shared_ptr<Domain> domain_;
@@ -159,8 +162,9 @@ class MemoryRegion {
   // access: FI_READ | FI_WRITE | FI_REMOTE_READ | FI_REMOTE_WRITE. Under FI_MR_ENDPOINT the
   // region is bound to `endpoint`. Without FI_MR_PROV_KEY, Loom picks the key: unique per
   // process.
-  static Result<std::unique_ptr<MemoryRegion>> register_memory(const Endpoint& endpoint, void* buffer,
-                                                               std::size_t length, std::uint64_t access);
+  static Result<std::unique_ptr<MemoryRegion>> register_memory(const Endpoint& endpoint,
+                                                               void* buffer, std::size_t length,
+                                                               std::uint64_t access);
   void* descriptor() const { return fi_mr_desc(mr_.get()); }
   std::uint64_t key() const { return fi_mr_key(mr_.get()); }
   std::byte* data() const { return static_cast<std::byte*>(buffer_); }

@@ -27,11 +27,13 @@ struct CacheStats {
 
 class RegistrationCache {
  public:
-  RegistrationCache(std::shared_ptr<Endpoint> endpoint, std::uint64_t max_bytes, bool enabled = true);
+  RegistrationCache(std::shared_ptr<Endpoint> endpoint, std::uint64_t max_bytes,
+                    bool enabled = true);
 
   // A region covering [buffer, buffer + length) with at least `access`. The region stays
   // registered while the caller holds it, whatever the budget says.
-  Result<std::shared_ptr<const MemoryRegion>> get(void* buffer, std::size_t length, std::uint64_t access);
+  Result<std::shared_ptr<const MemoryRegion>> get(void* buffer, std::size_t length,
+                                                  std::uint64_t access);
 
   // Forgets every region overlapping [buffer, buffer + length): call before freeing it.
   void invalidate(const void* buffer, std::size_t length);

@@ -17,11 +17,11 @@ namespace loom::hwtopo {
 // applied, on this machine's PUs and domains. The two differ only on a simulated node,
 // and whoever reports a binding reports both.
 struct Binding {
-  std::vector<unsigned> cores;             // placed: logical core indexes
-  std::vector<unsigned> pus;               // placed: OS indexes of those cores' PUs
-  std::optional<unsigned> numa;            // placed: OS index of the memory domain
-  std::vector<unsigned> applied_pus;       // applied: this machine's PU OS indexes
-  std::optional<unsigned> applied_numa;    // applied: this machine's domain OS index
+  std::vector<unsigned> cores;           // placed: logical core indexes
+  std::vector<unsigned> pus;             // placed: OS indexes of those cores' PUs
+  std::optional<unsigned> numa;          // placed: OS index of the memory domain
+  std::vector<unsigned> applied_pus;     // applied: this machine's PU OS indexes
+  std::optional<unsigned> applied_numa;  // applied: this machine's domain OS index
   bool simulated = false;
 
   // "cores 0-3 (PUs 0-3,16-19) memory on NUMA 1", plus " -> applied PUs 0,1 memory on

@@ -17,9 +17,9 @@ namespace loom::hwtopo {
 // OS index repeats in every package, its logical index does not.
 struct Core {
   unsigned logical_index = 0;
-  unsigned package = 0;         // logical index of its package
-  unsigned numa = 0;            // OS index of its home NUMA domain
-  std::vector<unsigned> pus;    // OS indexes of its usable PUs, ascending
+  unsigned package = 0;       // logical index of its package
+  unsigned numa = 0;          // OS index of its home NUMA domain
+  std::vector<unsigned> pus;  // OS indexes of its usable PUs, ascending
 
   friend bool operator==(const Core&, const Core&) = default;
 };
@@ -41,27 +41,27 @@ struct NumaDomain {
 };
 
 struct BlockDevice {
-  std::string name;                          // "nvme0n1", "sda"
+  std::string name;  // "nvme0n1", "sda"
   bool nvme = false;
-  std::optional<unsigned> numa;              // OS index of the domain it is local to
+  std::optional<unsigned> numa;  // OS index of the domain it is local to
   std::optional<std::uint64_t> capacity_bytes;
 
   friend bool operator==(const BlockDevice&, const BlockDevice&) = default;
 };
 
 struct NetworkDevice {
-  std::string name;               // "eth0", "ib0", "mlx5_0"
-  bool rdma = false;              // an OpenFabrics (verbs) device rather than a netdev
-  std::optional<unsigned> numa;   // OS index of the domain it is local to
+  std::string name;              // "eth0", "ib0", "mlx5_0"
+  bool rdma = false;             // an OpenFabrics (verbs) device rather than a netdev
+  std::optional<unsigned> numa;  // OS index of the domain it is local to
 
   friend bool operator==(const NetworkDevice&, const NetworkDevice&) = default;
 };
 
 struct Topology {
-  std::string source;                      // "live", "xml:FILE" or "synthetic:SPEC"
+  std::string source;  // "live", "xml:FILE" or "synthetic:SPEC"
   unsigned packages = 0;
-  std::vector<NumaDomain> numa_domains;    // ascending OS index
-  std::vector<Core> cores;                 // ascending logical index, 0..n-1
+  std::vector<NumaDomain> numa_domains;  // ascending OS index
+  std::vector<Core> cores;               // ascending logical index, 0..n-1
   std::vector<BlockDevice> block_devices;
   std::vector<NetworkDevice> network_devices;
   // Relative latencies between domains, in numa_domains' order (10 = local, as the ACPI

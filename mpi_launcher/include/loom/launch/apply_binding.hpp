@@ -24,7 +24,8 @@ inline std::string apply_binding(std::span<const unsigned> pus, std::optional<un
     CPU_ZERO(&cpus);
     for (unsigned pu : pus) CPU_SET(pu, &cpus);
     cpu_set_t applied;
-    if (::sched_setaffinity(0, sizeof(cpus), &cpus) != 0 || ::sched_getaffinity(0, sizeof(applied), &applied) != 0) {
+    if (::sched_setaffinity(0, sizeof(cpus), &cpus) != 0 ||
+        ::sched_getaffinity(0, sizeof(applied), &applied) != 0) {
       return std::string("cannot bind to the placed PUs: ") + std::strerror(errno);
     }
     if (!CPU_EQUAL(&cpus, &applied)) return "the kernel applied other PUs than the placed ones";
@@ -37,8 +38,8 @@ inline std::string apply_binding(std::span<const unsigned> pus, std::optional<un
     }
     int mode = -1;
     unsigned long applied[16] = {};
-    if (::syscall(SYS_get_mempolicy, &mode, applied, sizeof(applied) * 8, nullptr, 0) != 0 || mode != MPOL_BIND ||
-        std::memcmp(mask, applied, sizeof(mask)) != 0) {
+    if (::syscall(SYS_get_mempolicy, &mode, applied, sizeof(applied) * 8, nullptr, 0) != 0 ||
+        mode != MPOL_BIND || std::memcmp(mask, applied, sizeof(mask)) != 0) {
       return "the kernel applied another memory policy than MPOL_BIND to the placed NUMA node";
     }
   }

@@ -1,7 +1,7 @@
 // What Open MPI needs to start a job on a Loom allocation: its hosts with their slots in
 // the placement's node order (`--host`, Open MPI filling node 0's slots first, as Loom
-// numbers ranks), the mpirun command line, and each rank's binding, handed to the ranks in the environment so that
-// `loom-rank` applies it before exec. Binding is Loom's: mpirun binds nothing.
+// numbers ranks), the mpirun command line, and each rank's binding, handed to the ranks in the
+// environment so that `loom-rank` applies it before exec. Binding is Loom's: mpirun binds nothing.
 #pragma once
 
 #include <cstdint>
@@ -25,16 +25,16 @@ struct RankBinding {
 };
 
 struct NodeRanks {
-  std::string node;     // its hostname, as Open MPI resolves it
-  unsigned ranks = 0;   // slots
+  std::string node;    // its hostname, as Open MPI resolves it
+  unsigned ranks = 0;  // slots
 };
 
 struct MpiPlan {
-  std::vector<NodeRanks> nodes;        // in rank order
-  std::string rank_wrapper;            // loom-rank
-  std::string rsh_agent;               // loom-rsh; "" on one node (no daemon to start elsewhere)
-  std::string network;                 // oob/btl tcp interfaces ("" : Open MPI's choice)
-  std::vector<std::string> argv;       // the application
+  std::vector<NodeRanks> nodes;   // in rank order
+  std::string rank_wrapper;       // loom-rank
+  std::string rsh_agent;          // loom-rsh; "" on one node (no daemon to start elsewhere)
+  std::string network;            // oob/btl tcp interfaces ("" : Open MPI's choice)
+  std::vector<std::string> argv;  // the application
 };
 
 // "node0:4,node1:4": mpirun's --host.

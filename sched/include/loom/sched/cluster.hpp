@@ -31,8 +31,8 @@ enum class NodeState {
 std::string_view to_string(NodeState state);
 
 struct NvmeDevice {
-  std::string name;             // a path or device name, as the agent reports it
-  std::optional<unsigned> numa; // OS index of the domain it is local to
+  std::string name;              // a path or device name, as the agent reports it
+  std::optional<unsigned> numa;  // OS index of the domain it is local to
   std::uint64_t capacity_bytes = 0;
 };
 

@@ -24,7 +24,7 @@ struct NodePlacement {
   std::vector<RankPlacement> ranks;
   std::optional<unsigned> nvme;  // index into the node's NVMe devices; none when no slice
   std::uint64_t bb_bytes = 0;
-  bool exclusive = false;        // the whole node is the job's
+  bool exclusive = false;  // the whole node is the job's
 
   friend bool operator==(const NodePlacement&, const NodePlacement&) = default;
 };

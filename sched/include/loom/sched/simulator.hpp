@@ -22,16 +22,16 @@ struct SimOptions {
 };
 
 struct SimMetrics {
-  std::size_t jobs = 0;          // jobs replayed (summed over windows)
-  std::size_t skipped = 0;       // trace jobs without a size or run time, or larger than the machine
+  std::size_t jobs = 0;     // jobs replayed (summed over windows)
+  std::size_t skipped = 0;  // trace jobs without a size or run time, or larger than the machine
   std::size_t windows = 1;
   std::size_t nodes = 0;
   unsigned cores_per_node = 0;
-  double utilization = 0;        // busy core-seconds / (cores x makespan)
+  double utilization = 0;  // busy core-seconds / (cores x makespan)
   double avg_wait_s = 0;
-  double avg_bsld = 0;           // bounded slowdown, tau = 10 s: max(1, (wait + run) / max(run, 10))
+  double avg_bsld = 0;  // bounded slowdown, tau = 10 s: max(1, (wait + run) / max(run, 10))
   double max_wait_s = 0;
-  double makespan_s = 0;         // last end - first submit
+  double makespan_s = 0;  // last end - first submit
 };
 
 // Processors map to cores. The machine has MaxProcs cores from the header, else MaxNodes x

@@ -12,11 +12,11 @@
 namespace loom::sched {
 
 struct SwfJob {
-  std::uint64_t id = 0;           // field 1
-  std::int64_t submit = 0;        // field 2, seconds
-  std::int64_t run = -1;          // field 4, seconds
-  std::int64_t allocated = -1;    // field 5, processors
-  std::int64_t requested = -1;    // field 8, processors
+  std::uint64_t id = 0;              // field 1
+  std::int64_t submit = 0;           // field 2, seconds
+  std::int64_t run = -1;             // field 4, seconds
+  std::int64_t allocated = -1;       // field 5, processors
+  std::int64_t requested = -1;       // field 8, processors
   std::int64_t requested_time = -1;  // field 9, seconds
   std::size_t line = 0;
 };
