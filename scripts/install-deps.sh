@@ -12,6 +12,7 @@ fi
 # The exact Debian 12 packages; each name is what a configure error would ask for.
 packages=(
   build-essential cmake ninja-build pkg-config git
+  clang-format-16  # scripts/test.sh checks every source's format with it
   libhwloc-dev hwloc
   libfabric-dev libfabric-bin
   rdma-core
