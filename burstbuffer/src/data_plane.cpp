@@ -13,12 +13,14 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <future>
 #include <map>
 #include <mutex>
 #include <numeric>
 #include <set>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "loom/burstbuffer/hdf5_plan.hpp"
@@ -36,7 +38,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-constexpr std::uint64_t kAccess = FI_READ | FI_WRITE | FI_REMOTE_READ | FI_REMOTE_WRITE;
 
 std::string random_token() {
   std::array<unsigned char, 16> bytes{};
@@ -98,6 +99,16 @@ Status write_all(int fd, const std::byte* data, std::size_t length, std::uint64_
   return {};
 }
 
+// Memory touched once, up front: registering pins pages that exist, and fresh pages cost
+// more to fault in than the copy that fills them (../shared/MACHINE.md).
+std::unique_ptr<std::byte[]> touched(std::size_t size) {
+  auto memory = std::make_unique<std::byte[]>(size);
+  std::memset(memory.get(), 0, size);
+  return memory;
+}
+
+// The stager's side of a transfer: its own memory, registered for its own use only. The
+// stager starts every transfer, so no peer is given access to these bytes.
 struct Buffer {
   std::unique_ptr<std::byte[]> memory;
   std::unique_ptr<fabric::MemoryRegion> region;
@@ -110,14 +121,13 @@ Result<std::shared_ptr<fabric::Endpoint>> open_endpoint(const fabric::Options& o
   return fabric::Endpoint::open(domain);
 }
 
-Result<std::vector<Buffer>> register_buffers(const fabric::Endpoint& endpoint, std::size_t count,
-                                             std::size_t size) {
+Result<std::vector<Buffer>> local_buffers(const fabric::Endpoint& endpoint, std::size_t count,
+                                          std::size_t size) {
   std::vector<Buffer> buffers(count);
   for (Buffer& b : buffers) {
-    b.memory = std::make_unique<std::byte[]>(size);
-    std::memset(b.memory.get(), 0, size);  // touched: registration pins pages that exist
-    b.region =
-        LOOM_TRY(fabric::MemoryRegion::register_memory(endpoint, b.memory.get(), size, kAccess));
+    b.memory = touched(size);
+    b.region = LOOM_TRY(
+        fabric::MemoryRegion::register_memory(endpoint, b.memory.get(), size, FI_READ | FI_WRITE));
   }
   return buffers;
 }
@@ -137,9 +147,15 @@ struct StorageServer::State {
     gid_t gid = 0;
     Clock::time_point used;
   };
+  // A buffer lent to one range of one copy at a time. What a peer may reach is registered
+  // per lease: exactly the leased bytes, for the one access the lease is for (the peer reads
+  // what Fetch put there, or writes what Commit will check), under a random key, and
+  // closed before the slot is lent again. Every registered byte holds the lease's own data
+  // or zeros, never an earlier copy's.
   struct Slot {
-    Buffer buffer;
-    std::string lease;  // empty: free
+    std::unique_ptr<std::byte[]> memory;
+    std::unique_ptr<fabric::MemoryRegion> region;  // while leased and exposed
+    std::string lease;                             // empty: free
     std::string handle;
     std::uint64_t offset = 0, length = 0;
     Clock::time_point deadline;
@@ -157,18 +173,15 @@ struct StorageServer::State {
 
   // The fabric thread owns the endpoint (FI_THREAD_DOMAIN): it drives the provider while a
   // lease is out (a peer's fi_read or fi_write progresses only while the target polls,
-  // under FI_PROGRESS_MANUAL) and sleeps otherwise, and inserts initiators' addresses.
+  // under FI_PROGRESS_MANUAL) and sleeps otherwise; every other use of the domain
+  // (inserting initiators' addresses, registering and closing leases' regions) is a call
+  // it runs. Lock order: `mutex`, then `fabric_mutex`.
   std::mutex fabric_mutex;
   std::condition_variable fabric_wake;
   int leased = 0;
   bool stopping = false;
-  struct Insert {
-    std::string hex;
-    std::vector<std::byte> name;
-    std::promise<Status> done;
-  };
-  std::deque<Insert> inserts;
-  std::set<std::string> known;  // names inserted, hex
+  std::deque<std::function<void()>> calls;
+  std::set<std::string> known;  // names inserted, hex; the fabric thread's
   std::thread fabric_thread;
 
   ~State() {
@@ -184,20 +197,16 @@ struct StorageServer::State {
 
   void drive() {
     std::array<fi_cq_entry, 16> entries{};
+    auto next_expiry_check = Clock::now();
     std::unique_lock lock(fabric_mutex);
-    while (!stopping) {
-      fabric_wake.wait(lock, [&] { return stopping || leased > 0 || !inserts.empty(); });
-      while (!inserts.empty()) {
-        Insert insert = std::move(inserts.front());
-        inserts.pop_front();
-        if (known.contains(insert.hex)) {
-          insert.done.set_value({});
-          continue;
-        }
-        auto inserted = endpoint->av().insert(insert.name);
-        if (inserted) known.insert(insert.hex);
-        insert.done.set_value(inserted ? Status{} : Status(std::unexpected(inserted.error())));
+    for (;;) {
+      fabric_wake.wait(lock, [&] { return stopping || leased > 0 || !calls.empty(); });
+      while (!calls.empty()) {
+        std::function<void()> call = std::move(calls.front());
+        calls.pop_front();
+        call();
       }
+      if (stopping) return;
       if (leased == 0) continue;
       lock.unlock();
       const ssize_t n = fi_cq_read(endpoint->cq().get(), entries.data(), entries.size());
@@ -206,21 +215,71 @@ struct StorageServer::State {
         fi_cq_readerr(endpoint->cq().get(), &err, 0);
       }
       if (n <= 0) std::this_thread::yield();
+      if (Clock::now() >= next_expiry_check) {
+        expire_leases();
+        next_expiry_check = Clock::now() + std::chrono::seconds(1);
+      }
       lock.lock();
     }
+  }
+
+  // Runs `call` on the fabric thread and returns what it returns. Not from the fabric
+  // thread itself.
+  template <typename F>
+  std::invoke_result_t<F> on_fabric(F call) {
+    std::packaged_task<std::invoke_result_t<F>()> task(std::move(call));
+    auto result = task.get_future();
+    {
+      std::lock_guard lock(fabric_mutex);
+      calls.emplace_back([&task] { task(); });
+    }
+    fabric_wake.notify_all();
+    return result.get();
   }
 
   // Inserts an initiator's endpoint name (hex) into the address vector, once.
   Status know(const std::string& hex) {
     std::vector<std::byte> name = LOOM_TRY(fabric::decode_name(hex));
-    std::promise<Status> done;
-    auto result = done.get_future();
-    {
-      std::lock_guard lock(fabric_mutex);
-      inserts.push_back({hex, std::move(name), std::move(done)});
+    return on_fabric([&]() -> Status {
+      if (known.contains(hex)) return {};
+      LOOM_TRY(endpoint->av().insert(name));
+      known.insert(hex);
+      return {};
+    });
+  }
+
+  // Lets the lease's holder reach exactly `length` bytes of its slot, for `access` only.
+  // Under `mutex`, with the lease checked: a slot lent again is never exposed for the old one.
+  Status expose(Slot& s, std::size_t length, std::uint64_t access) {
+    auto region = on_fabric([&] {
+      return fabric::MemoryRegion::register_memory(*endpoint, s.memory.get(), length, access);
+    });
+    if (!region) return std::unexpected(region.error());
+    s.region = std::move(*region);
+    return {};
+  }
+
+  // Closes the slot's registration: its key reaches nothing from here on.
+  void conceal(Slot& s) {
+    if (s.region) on_fabric([&] { s.region.reset(); });
+  }
+
+  // On the fabric thread: leases whose holder never gave them back are taken back now, not
+  // when the slot is next wanted, so that their keys die with them. Skipped while another
+  // thread holds `mutex` (it may be waiting on a call of this thread's).
+  void expire_leases() {
+    std::unique_lock state(mutex, std::try_to_lock);
+    if (!state) return;
+    const auto now = Clock::now();
+    for (Slot& s : slots) {
+      if (s.lease.empty() || s.deadline > now) continue;
+      spdlog::warn("storage: a lease on {} was not released within {} s; taken back", s.handle,
+                   options.lease_timeout.count());
+      s.region.reset();
+      s.lease.clear();
+      lease_count(-1);
+      freed.notify_one();
     }
-    fabric_wake.notify_all();
-    return result.get();
   }
 
   void lease_count(int delta) {
@@ -252,7 +311,7 @@ struct StorageServer::State {
         if (!s.lease.empty()) {
           spdlog::warn("storage: a lease on {} was not released within {} s; taken back", s.handle,
                        options.lease_timeout.count());
-          lease_count(-1);
+          release(s);
         }
         s.lease = random_token();
         s.handle = handle;
@@ -270,6 +329,7 @@ struct StorageServer::State {
   }
 
   void release(Slot& s) {
+    conceal(s);
     s.lease.clear();
     lease_count(-1);
     freed.notify_one();
@@ -280,6 +340,56 @@ struct StorageServer::State {
       if (!lease.empty() && s.lease == lease) return &s;
     }
     return nullptr;
+  }
+
+  // Lends a slot for a range of an open file: filled from the file to be read (Fetch), or
+  // cleared to be written (Reserve); then exposed for that one access.
+  grpc::Status lend(const v1::RangeRequest& request, bool write, v1::Lease& reply) {
+    if (request.length() == 0 || request.length() > options.range) {
+      return {grpc::StatusCode::INVALID_ARGUMENT,
+              fmt::format("a range of {} bytes (1 to {}, a buffer, expected)", request.length(),
+                          options.range)};
+    }
+    const auto length = static_cast<std::size_t>(request.length());
+    std::unique_lock lock(mutex);
+    auto it = handles.find(request.handle());
+    if (it == handles.end() || it->second.write != write) {
+      return {grpc::StatusCode::NOT_FOUND,
+              write ? "no such file being written (closed, or the storage agent restarted)"
+                    : "no such open file (closed, or the storage agent restarted)"};
+    }
+    it->second.used = Clock::now();
+    const int fd = it->second.fd;
+    const std::string path = it->second.path;
+    auto slot = acquire(lock, request.handle(), request.offset(), length);
+    if (!slot) return {grpc::StatusCode::ABORTED, slot.error().message()};
+    const std::string lease = slots[*slot].lease;
+    std::byte* data = slots[*slot].memory.get();
+    lock.unlock();
+    // Outside the lock: other ranges are read meanwhile. The slot is this call's alone.
+    Status filled;
+    std::uint32_t crc = 0;
+    if (write) {
+      std::memset(data, 0, length);
+    } else {
+      filled = read_all(fd, data, length, request.offset());
+      if (filled) crc = crc32c(std::span(data, length));
+    }
+    lock.lock();
+    Slot* held = find_lease(lease);
+    if (held == nullptr) {
+      return {grpc::StatusCode::ABORTED,
+              fmt::format("the lease on {} ran out before it was granted", path)};
+    }
+    if (filled) filled = expose(*held, length, write ? FI_REMOTE_WRITE : FI_REMOTE_READ);
+    if (!filled) {
+      release(*held);
+      return to_grpc(Error(filled.error()).with_context(path));
+    }
+    reply.set_id(lease);
+    reply.set_region(fabric::encode_region(held->region->remote()));
+    reply.set_crc32c(crc);
+    return grpc::Status::OK;
   }
 
   // Forgets handles nobody has used for a long time: their initiator is gone.
@@ -310,10 +420,8 @@ Result<std::unique_ptr<StorageServer>> StorageServer::open(const fs::path& expor
   state->endpoint = LOOM_TRY(
       with_context(open_endpoint(options.fabric), "opening the storage agent's fabric endpoint"));
   state->target = fabric::encode_name(state->endpoint->name());
-  std::vector<Buffer> buffers =
-      LOOM_TRY(register_buffers(*state->endpoint, options.buffers, options.range));
-  state->slots.resize(buffers.size());
-  for (std::size_t i = 0; i < buffers.size(); ++i) state->slots[i].buffer = std::move(buffers[i]);
+  state->slots.resize(options.buffers);
+  for (State::Slot& slot : state->slots) slot.memory = touched(options.range);
   State* raw = state.get();
   state->fabric_thread = std::thread([raw] { raw->drive(); });
   return std::unique_ptr<StorageServer>(new StorageServer(std::move(state)));
@@ -380,33 +488,7 @@ grpc::Status StorageServer::Open(grpc::ServerContext*, const v1::OpenRequest* re
 
 grpc::Status StorageServer::Fetch(grpc::ServerContext*, const v1::RangeRequest* request,
                                   v1::Lease* reply) {
-  std::unique_lock lock(state_->mutex);
-  auto it = state_->handles.find(request->handle());
-  if (it == state_->handles.end() || it->second.write)
-    return {grpc::StatusCode::NOT_FOUND,
-            "no such open file (closed, or the storage agent restarted)"};
-  if (request->length() > state_->options.range)
-    return {grpc::StatusCode::INVALID_ARGUMENT, "a range larger than a buffer"};
-  it->second.used = Clock::now();
-  const int fd = it->second.fd;
-  auto slot = state_->acquire(lock, request->handle(), request->offset(), request->length());
-  if (!slot) return {grpc::StatusCode::ABORTED, slot.error().message()};
-  State::Slot& s = state_->slots[*slot];
-  const std::string lease = s.lease;
-  std::byte* data = s.buffer.memory.get();
-  lock.unlock();
-  // Read outside the lock: other ranges are read meanwhile. The slot is this call's alone.
-  const Status read = read_all(fd, data, request->length(), request->offset());
-  const std::uint32_t crc = read ? crc32c(std::span(data, request->length())) : 0;
-  lock.lock();
-  if (!read) {
-    if (State::Slot* held = state_->find_lease(lease)) state_->release(*held);
-    return to_grpc(Error(read.error()).with_context(it->second.path));
-  }
-  reply->set_id(lease);
-  reply->set_region(fabric::encode_region(s.buffer.region->remote()));
-  reply->set_crc32c(crc);
-  return grpc::Status::OK;
+  return state_->lend(*request, false, *reply);
 }
 
 grpc::Status StorageServer::Release(grpc::ServerContext*, const v1::ReleaseRequest* request,
@@ -418,20 +500,7 @@ grpc::Status StorageServer::Release(grpc::ServerContext*, const v1::ReleaseReque
 
 grpc::Status StorageServer::Reserve(grpc::ServerContext*, const v1::RangeRequest* request,
                                     v1::Lease* reply) {
-  std::unique_lock lock(state_->mutex);
-  auto it = state_->handles.find(request->handle());
-  if (it == state_->handles.end() || !it->second.write)
-    return {grpc::StatusCode::NOT_FOUND,
-            "no such file being written (closed, or the storage agent restarted)"};
-  if (request->length() > state_->options.range)
-    return {grpc::StatusCode::INVALID_ARGUMENT, "a range larger than a buffer"};
-  it->second.used = Clock::now();
-  auto slot = state_->acquire(lock, request->handle(), request->offset(), request->length());
-  if (!slot) return {grpc::StatusCode::ABORTED, slot.error().message()};
-  const State::Slot& s = state_->slots[*slot];
-  reply->set_id(s.lease);
-  reply->set_region(fabric::encode_region(s.buffer.region->remote()));
-  return grpc::Status::OK;
+  return state_->lend(*request, true, *reply);
 }
 
 grpc::Status StorageServer::Commit(grpc::ServerContext*, const v1::CommitRequest* request,
@@ -444,10 +513,12 @@ grpc::Status StorageServer::Commit(grpc::ServerContext*, const v1::CommitRequest
     return {grpc::StatusCode::NOT_FOUND,
             "no such lease for this range (it ran out, or the storage agent restarted)"};
   }
+  // The peer's writes end here: what is checked is what is written.
+  state_->conceal(*s);
   it->second.used = Clock::now();
   const int fd = it->second.fd;
   const std::string path = it->second.path;
-  std::byte* data = s->buffer.memory.get();
+  std::byte* data = s->memory.get();
   const std::string lease = s->lease;
   lock.unlock();
   grpc::Status result = grpc::Status::OK;
@@ -589,7 +660,7 @@ Result<std::unique_ptr<Stager>> Stager::open(DataPlaneOptions options) {
       with_context(open_endpoint(options.fabric), "opening a fabric endpoint for staging"));
   state->name = fabric::encode_name(state->endpoint->name());
   state->engine = std::make_unique<fabric::TransferEngine>(state->endpoint);
-  state->buffers = LOOM_TRY(register_buffers(*state->endpoint, options.buffers, options.range));
+  state->buffers = LOOM_TRY(local_buffers(*state->endpoint, options.buffers, options.range));
   return std::unique_ptr<Stager>(new Stager(std::move(state)));
 }
 

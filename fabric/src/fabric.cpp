@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <rdma/fi_cm.h>
 #include <rdma/fi_errno.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,8 +20,11 @@ namespace {
 constexpr std::uint32_t kApiVersion = FI_VERSION(1, 17);
 
 // The mr_mode bits Loom honours; a provider that asks for another is not offered.
+// FI_MR_PROV_KEY is offered only to providers that cannot do without it (verbs): where a
+// provider lets the caller choose, Loom's random keys are the stronger ones (tcp's and
+// shm's own are small and sequential, so a peer guesses them).
 constexpr std::uint64_t kHonouredMrModes =
-    FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY | FI_MR_ENDPOINT;
+    FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_ENDPOINT;
 
 constexpr std::array<std::string_view, 2> kFallback = {"verbs;ofi_rxm", "tcp;ofi_rxm"};
 
@@ -31,13 +35,14 @@ struct InfoList {
   }
 };
 
-Result<fi_info*> query(const std::string& provider, const std::string& domain, InfoList& list) {
+Result<fi_info*> query_modes(const std::string& provider, const std::string& domain,
+                             std::uint64_t mr_modes, InfoList& list) {
   std::unique_ptr<fi_info, void (*)(fi_info*)> hints(fi_allocinfo(), fi_freeinfo);
   if (!hints) return make_error(ErrorCode::kResourceExhausted, "fi_allocinfo: out of memory");
   hints->caps = FI_RMA | FI_READ | FI_WRITE | FI_REMOTE_READ | FI_REMOTE_WRITE;
   hints->mode = FI_CONTEXT | FI_CONTEXT2;
   hints->ep_attr->type = FI_EP_RDM;
-  hints->domain_attr->mr_mode = static_cast<int>(kHonouredMrModes);
+  hints->domain_attr->mr_mode = static_cast<int>(mr_modes);
   hints->domain_attr->threading = FI_THREAD_DOMAIN;
   hints->domain_attr->data_progress = FI_PROGRESS_MANUAL;
   // A write completes once its bytes are in the target's memory, not when they have left
@@ -50,6 +55,14 @@ Result<fi_info*> query(const std::string& provider, const std::string& domain, I
   if (rc == -FI_ENODATA) return static_cast<fi_info*>(nullptr);
   if (rc != 0) return std::unexpected(fi_error("fi_getinfo", rc));
   return list.head;
+}
+
+// The provider's offers with Loom choosing keys, or, where it insists on its own keys,
+// with those.
+Result<fi_info*> query(const std::string& provider, const std::string& domain, InfoList& list) {
+  const fi_info* own_keys = LOOM_TRY(query_modes(provider, domain, kHonouredMrModes, list));
+  if (own_keys != nullptr) return list.head;
+  return query_modes(provider, domain, kHonouredMrModes | FI_MR_PROV_KEY, list);
 }
 
 bool is_loopback(const fi_info* info) {
@@ -65,7 +78,15 @@ Offer offer_of(const fi_info* info) {
           mr_mode_names(static_cast<std::uint64_t>(info->domain_attr->mr_mode))};
 }
 
-std::atomic<std::uint64_t> next_key{1};
+// A key for a registration that a peer will use: random, so that knowing one lease's key
+// (or any number of them) says nothing of another's. Fits the domain's mr_key_size.
+std::uint64_t random_key(std::size_t key_size) {
+  std::uint64_t key = 0;
+  while (::getrandom(&key, sizeof(key), 0) != sizeof(key)) {
+  }
+  if (key_size < sizeof(key)) key &= (std::uint64_t{1} << (8 * key_size)) - 1;
+  return key;
+}
 
 }  // namespace
 
@@ -127,9 +148,11 @@ std::span<const std::string_view> fallback_order() { return kFallback; }
 
 Result<std::vector<Offer>> list_offers() {
   std::vector<Offer> offers;
-  InfoList list;
-  const fi_info* head = LOOM_TRY(query("", "", list));
-  for (const fi_info* info = head; info != nullptr; info = info->next) {
+  // Both kinds of provider: those that let Loom pick keys, and those that insist on theirs.
+  InfoList choosing, insisting;
+  LOOM_TRY(query_modes("", "", kHonouredMrModes, choosing));
+  LOOM_TRY(query_modes("", "", kHonouredMrModes | FI_MR_PROV_KEY, insisting));
+  auto add = [&](const fi_info* info) {
     // Providers list one offer per protocol variant; they read the same to a user.
     Offer offer = offer_of(info);
     auto same = [&](const Offer& o) {
@@ -137,7 +160,9 @@ Result<std::vector<Offer>> list_offers() {
              o.mr_mode == offer.mr_mode;
     };
     if (std::none_of(offers.begin(), offers.end(), same)) offers.push_back(std::move(offer));
-  }
+  };
+  for (const fi_info* info = choosing.head; info != nullptr; info = info->next) add(info);
+  for (const fi_info* info = insisting.head; info != nullptr; info = info->next) add(info);
   return offers;
 }
 
@@ -292,12 +317,15 @@ Result<std::unique_ptr<MemoryRegion>> MemoryRegion::register_memory(const Endpoi
   const std::shared_ptr<Domain>& domain = endpoint.domain();
   const std::uint64_t mode = domain->mr_mode();
   auto region = std::unique_ptr<MemoryRegion>(new MemoryRegion());
-  // Without FI_MR_PROV_KEY the requester picks keys; they must be unique in the domain.
-  const std::uint64_t requested = (mode & FI_MR_PROV_KEY) ? 0 : next_key.fetch_add(1);
+  // Without FI_MR_PROV_KEY the requester picks keys: random ones, drawn again in the
+  // unlikely case that one is taken in the domain.
+  const std::size_t key_size = domain->info().get()->domain_attr->mr_key_size;
   fid_mr* raw = nullptr;
-  if (int rc = fi_mr_reg(domain->get(), buffer, length, access, 0, requested, 0, &raw, nullptr);
-      rc != 0) {
-    return std::unexpected(fi_error("fi_mr_reg", rc));
+  for (int attempt = 0;; ++attempt) {
+    const std::uint64_t requested = (mode & FI_MR_PROV_KEY) ? 0 : random_key(key_size);
+    const int rc = fi_mr_reg(domain->get(), buffer, length, access, 0, requested, 0, &raw, nullptr);
+    if (rc == 0) break;
+    if (rc != -FI_ENOKEY || attempt == 8) return std::unexpected(fi_error("fi_mr_reg", rc));
   }
   region->mr_.reset(raw);
   if (mode & FI_MR_ENDPOINT) {

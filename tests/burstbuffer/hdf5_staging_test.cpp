@@ -172,7 +172,7 @@ TEST_F(Hdf5StagingTest, EveryKindOfDatasetArrivesAsStored) {
   auto all = fetch_datasets("/mixed.h5", objects, "subset.h5");
   ASSERT_TRUE(all) << all.error().to_string();
   EXPECT_EQ(fabric::MemoryRegion::live_count(), registered)
-      << "staging reuses the buffers it registered once";
+      << "every lease's registration is closed once its copy is done";
   for (const std::string& object : objects) {
     EXPECT_EQ(h5diff(export_ / "mixed.h5", local_ / "whole.h5", object), 0);
     EXPECT_EQ(h5diff(export_ / "mixed.h5", local_ / "subset.h5", object), 0);

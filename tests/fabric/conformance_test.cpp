@@ -219,6 +219,48 @@ TEST_P(Conformance, ABadKeyIsAnErrorNotACrash) {
   pair.initiator.reset();  // closed before the buffers an abandoned operation may name
 }
 
+// A peer that has a region's key reaches it only for the access it was registered for:
+// the stager's own buffers, registered for local use, are nobody else's to read.
+TEST_P(Conformance, ARegionForLocalUseRefusesAPeerThatHasItsKey) {
+  Pair pair = connect(provider());
+  std::vector<std::byte> local(8192), secret = pattern(8192, 6);
+  auto local_mr =
+      MemoryRegion::register_memory(*pair.initiator, local.data(), local.size(), kAllAccess)
+          .value();
+  auto secret_mr =
+      MemoryRegion::register_memory(*pair.target, secret.data(), secret.size(), FI_READ | FI_WRITE)
+          .value();
+  {
+    ProgressThread progress(pair.target);
+    TransferEngine engine(pair.initiator, {.timeout = std::chrono::seconds(2)});
+    auto status =
+        engine.read(*local_mr, 0, pair.target_address, secret_mr->remote(), 0, local.size());
+    EXPECT_FALSE(status.has_value()) << "read a region registered for local use";
+    EXPECT_EQ(local, std::vector<std::byte>(8192)) << "nothing arrived";
+  }
+  pair.initiator.reset();  // closed before the buffers an abandoned operation may name
+}
+
+// Keys Loom picks are drawn at random from the provider's key size, not counted: one key
+// says nothing of the next.
+TEST_P(Conformance, KeysLoomChoosesCannotBeGuessedFromEachOther) {
+  auto ep = open_endpoint(provider());
+  ASSERT_TRUE(ep.has_value());
+  std::vector<std::byte> buffer(4096);
+  std::vector<std::uint64_t> keys;
+  for (int i = 0; i < 16; ++i) {
+    auto mr = MemoryRegion::register_memory(**ep, buffer.data(), buffer.size(), kAllAccess);
+    ASSERT_TRUE(mr.has_value()) << mr.error().to_string();
+    keys.push_back((*mr)->key());
+  }
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    EXPECT_GT(keys[i], std::uint64_t{0xffff'ffff}) << "key " << i << " is small";
+    if (i > 0) {
+      EXPECT_GT(keys[i] - keys[i - 1] + 8, std::uint64_t{16}) << "keys " << i - 1 << ", " << i;
+    }
+  }
+}
+
 TEST_P(Conformance, CancelStopsATransferAndTheEngineGoesOn) {
   Pair pair = connect(provider());
   const std::size_t bytes = std::size_t{32} << 20;

@@ -160,8 +160,9 @@ struct RemoteRegion {
 class MemoryRegion {
  public:
   // access: FI_READ | FI_WRITE | FI_REMOTE_READ | FI_REMOTE_WRITE. Under FI_MR_ENDPOINT the
-  // region is bound to `endpoint`. Without FI_MR_PROV_KEY, Loom picks the key: unique per
-  // process.
+  // region is bound to `endpoint`. Without FI_MR_PROV_KEY, Loom picks the key: random
+  // within the domain's mr_key_size, so that no peer can guess one. Register for remote
+  // access only what a peer is meant to reach, and only while it is meant to.
   static Result<std::unique_ptr<MemoryRegion>> register_memory(const Endpoint& endpoint,
                                                                void* buffer, std::size_t length,
                                                                std::uint64_t access);
