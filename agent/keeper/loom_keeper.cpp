@@ -60,17 +60,21 @@ std::string what(const std::string& action) { return action + ": " + std::strerr
   const std::string chdir = spec["chdir"];
   if (::chdir(chdir.c_str()) != 0) fail(what("cannot enter " + chdir));
   const std::string out_path = spec["stdout"], err_path = spec["stderr"];
-  const int in = ::open("/dev/null", O_RDONLY);
-  const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0644);
+  const int in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  const int out =
+      ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (out < 0) fail(what("cannot open " + out_path));
-  const int err = err_path == out_path
-                      ? out
-                      : ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0644);
+  const int err =
+      err_path == out_path
+          ? out
+          : ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (err < 0) fail(what("cannot open " + err_path));
   ::dup2(in, 0);
   ::dup2(out, 1);
   ::dup2(err, 2);
-  ::fcntl(kReport, F_SETFD, FD_CLOEXEC);  // closes at exec: the agent sees EOF, and no message
+  // The task gets 0-2 and nothing else, whatever this process was handed: every other
+  // descriptor closes at exec, the report pipe too (the agent then sees EOF, no message).
+  if (::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0) fail(what("close_range"));
   std::vector<std::string> argv_strings = spec["argv"], env_strings = spec["env"];
   std::vector<char*> argv, envp;
   for (std::string& a : argv_strings) argv.push_back(a.data());
@@ -102,6 +106,10 @@ int main(int argc, char** argv) {
                          std::istreambuf_iterator<char>()};
   const nlohmann::json spec = nlohmann::json::parse(text, nullptr, false);
   if (spec.is_discarded()) fail("loom-keeper: the task's spec does not parse");
+  // Nothing of the agent's but the report pipe: the agent spawns the keeper with only 0-3,
+  // and whatever else came (a descriptor the agent failed to mark close-on-exec) is not
+  // held for the task's whole life.
+  ::close_range(kReport + 1, ~0U, 0);
   // A session of its own: signals for the agent's terminal or process group do not reach
   // the keeper or its task.
   ::setsid();

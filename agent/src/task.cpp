@@ -95,6 +95,9 @@ Result<Task> Task::start(const TaskSpec& spec) {
   posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, report[1], 3);
+  // 0-3 only: the agent's other descriptors (libfabric's sockets and epoll among them, which
+  // libfabric opens without close-on-exec) never reach the keeper, nor so a user's task.
+  posix_spawn_file_actions_addclosefrom_np(&actions, 4);
   posix_spawnattr_t attributes;
   posix_spawnattr_init(&attributes);
   sigset_t none;
