@@ -5,6 +5,7 @@
 #include <grpcpp/grpcpp.h>
 #include <rdma/fi_errno.h>
 #include <spdlog/spdlog.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -584,23 +585,23 @@ grpc::Status StorageServer::Describe(grpc::ServerContext*, const v1::DescribeReq
   const gid_t gid = it->second.gid;
   lock.unlock();
   // HDF5 opens files by name: the descriptor opened beneath the export, as the user, is
-  // the name. The skeleton is the user's too, and lives only as long as its handle.
-  const fs::path skeleton =
-      fs::temp_directory_path() / fmt::format("loom-skeleton-{}.h5", random_token());
+  // the name. The skeleton holds the user's data (small datasets, attributes), so it lives
+  // in memory only (a memfd of this process; it once lay in /tmp, 0644), for as long as its
+  // handle.
   State::Handle h;
   h.path = path + " (skeleton)";
   h.used = Clock::now();
-  Result<SkeletonPlan> plan;
-  {
-    auto as_user = FsIdentity::assume(uid, gid);
-    if (!as_user) return to_grpc(as_user.error());
+  h.fd = ::memfd_create("loom-skeleton", MFD_CLOEXEC);
+  if (h.fd < 0) return to_grpc(errno_error("making the skeleton", errno));
+  const Result<SkeletonPlan> plan = [&]() -> Result<SkeletonPlan> {
+    const FsIdentity as_user = LOOM_TRY(FsIdentity::assume(uid, gid));
     std::vector<std::string> datasets(request->datasets().begin(), request->datasets().end());
-    plan = write_skeleton(fmt::format("/proc/self/fd/{}", fd), datasets, skeleton);
-    if (plan) h.fd = ::open(skeleton.c_str(), O_RDONLY | O_CLOEXEC);
-    ::unlink(skeleton.c_str());
+    return write_skeleton(fmt::format("/proc/self/fd/{}", fd), datasets, h.fd);
+  }();
+  if (!plan) {
+    State::close_handle(h);
+    return to_grpc(Error(plan.error()).with_context(path));
   }
-  if (!plan) return to_grpc(Error(plan.error()).with_context(path));
-  if (h.fd < 0) return to_grpc(errno_error("opening the skeleton", errno));
   struct stat st {};
   ::fstat(h.fd, &st);
   reply->set_skeleton_size(static_cast<std::uint64_t>(st.st_size));

@@ -2,8 +2,11 @@
 
 #include <fmt/format.h>
 #include <hdf5.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <functional>
 #include <optional>
 
@@ -147,13 +150,15 @@ Status make_groups(hid_t source, hid_t skeleton, const std::string& path,
 }  // namespace
 
 Result<SkeletonPlan> write_skeleton(const fs::path& source, std::span<const std::string> datasets,
-                                    const fs::path& skeleton) {
+                                    int skeleton_fd) {
   quiet();
   Hid src(H5Fopen(source.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   if (!src.valid()) return hdf5_error(ErrorCode::kInvalidArgument, "it is not an HDF5 file");
-  Hid dst(H5Fcreate(skeleton.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
-  if (!dst.valid())
-    return hdf5_error(ErrorCode::kInternal, fmt::format("cannot create {}", skeleton.string()));
+  Hid in_memory(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+  H5Pset_fapl_core(in_memory.get(), std::size_t{1} << 20, false);  // no backing store
+  // The name is HDF5's only: no file is created under it.
+  Hid dst(H5Fcreate("loom-skeleton", H5F_ACC_TRUNC, H5P_DEFAULT, in_memory.get()), H5Fclose);
+  if (!dst.valid()) return hdf5_error(ErrorCode::kInternal, "cannot make the skeleton");
   SkeletonPlan plan;
   for (const std::string& path : datasets) {
     if (!exists(src.get(), path))
@@ -244,6 +249,21 @@ Result<SkeletonPlan> write_skeleton(const fs::path& source, std::span<const std:
   }
   if (H5Fflush(dst.get(), H5F_SCOPE_GLOBAL) < 0)
     return hdf5_error(ErrorCode::kInternal, "writing the skeleton");
+  const ssize_t size = H5Fget_file_image(dst.get(), nullptr, 0);
+  if (size < 0) return hdf5_error(ErrorCode::kInternal, "sizing the skeleton");
+  std::vector<char> image(static_cast<std::size_t>(size));
+  if (H5Fget_file_image(dst.get(), image.data(), image.size()) != size)
+    return hdf5_error(ErrorCode::kInternal, "copying the skeleton");
+  for (std::size_t done = 0; done < image.size();) {
+    const ssize_t n =
+        ::pwrite(skeleton_fd, image.data() + done, image.size() - done, static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      return make_error(ErrorCode::kResourceExhausted,
+                        fmt::format("writing the skeleton: {}", std::strerror(errno)));
+    }
+    done += static_cast<std::size_t>(n);
+  }
   return plan;
 }
 

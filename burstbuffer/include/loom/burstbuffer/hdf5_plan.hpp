@@ -46,11 +46,12 @@ struct SkeletonPlan {
 };
 
 // The storage side: reads `source` (an HDF5 file, opened by path) and writes the skeleton of
-// `datasets` to `skeleton` (created). Errors name the dataset: a missing one, one whose type
-// cannot be staged (object or region references).
+// `datasets` into `skeleton_fd` (empty, writable). The skeleton is built in memory (HDF5's
+// core driver) and written whole: it holds the user's data, and no file of its own ever
+// exists. Errors name the dataset: a missing one, one whose type cannot be staged (object
+// or region references).
 Result<SkeletonPlan> write_skeleton(const std::filesystem::path& source,
-                                    std::span<const std::string> datasets,
-                                    const std::filesystem::path& skeleton);
+                                    std::span<const std::string> datasets, int skeleton_fd);
 
 // The stager's side: a fetched skeleton opened for its raw data to be written in.
 class Hdf5Destination {
