@@ -254,7 +254,9 @@ Status JobStorage::stage_out(const std::atomic<bool>& cancelled) {
               return make_error(ErrorCode::kInternal,
                                 fmt::format("cannot open the slice {}: {}", mount.string(),
                                             std::strerror(errno)));
-            auto opened = burstbuffer::open_beneath(root, out.slice_path, O_RDONLY);
+            // Non-blocking: a FIFO the job left must not hold the node's stager (store()
+            // refuses anything but a regular file).
+            auto opened = burstbuffer::open_beneath(root, out.slice_path, O_RDONLY | O_NONBLOCK);
             ::close(root);
             fd = LOOM_TRY(opened);
           }

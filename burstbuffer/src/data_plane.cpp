@@ -452,7 +452,9 @@ grpc::Status StorageServer::Open(grpc::ServerContext*, const v1::OpenRequest* re
     auto as_user = FsIdentity::assume(uid, gid);
     if (!as_user) return to_grpc(as_user.error());
     if (!h.write) {
-      auto fd = open_beneath(state_->root, path, O_RDONLY);
+      // Non-blocking: a FIFO named as the file must not hold this call until somebody
+      // writes to it; it is refused below.
+      auto fd = open_beneath(state_->root, path, O_RDONLY | O_NONBLOCK);
       if (!fd) return to_grpc(fd.error());
       h.fd = *fd;
       struct stat st {};

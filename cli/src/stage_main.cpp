@@ -154,7 +154,7 @@ int main(int argc, char** argv) {
       std::string path = to->path;
       if (path.ends_with('/')) path += fs::path(source).filename().string();
       shown_dest = to->node + ":" + path;
-      const int fd = ::open(source.c_str(), O_RDONLY | O_CLOEXEC);
+      const int fd = ::open(source.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
       if (fd < 0) {
         copied =
             make_error(ErrorCode::kNotFound, fmt::format("{}: {}", source, std::strerror(errno)));

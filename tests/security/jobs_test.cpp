@@ -1,0 +1,59 @@
+// Attacks of issue 19 end to end, as a user's jobs make them: a job on a node that has just
+// staged (its agent's libfabric endpoint open) lists its own descriptors, and finds none of
+// loomd's; a job that leaves a FIFO to be staged out does not hold the node's stager.
+#include <regex>
+#include <set>
+
+#include "cluster_test.hpp"
+
+namespace loom::testing {
+namespace {
+
+class JobAttacksTest : public ClusterTest {
+ protected:
+  std::string config() const override { return "[controller]\nkill_grace = \"2s\"\n"; }
+  static std::string read_file(const std::filesystem::path& path) {
+    std::ifstream in(path);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  }
+};
+
+TEST_F(JobAttacksTest, AJobAfterAStagingOnItsNodeHoldsOnlyItsOwnDescriptors) {
+  const std::filesystem::path storage = storage_with_results();
+  std::ofstream(storage / "in.bin") << "input";
+  // `; true`: sh forks ls, so the listing is the shell's own, as the agent started it.
+  const std::uint64_t id = submit({"submit", "--bb", "8M", "--stage-in", "storage:/in.bin", "-o",
+                                   "fds-%j", "--", "/bin/sh", "-c", "ls -l /proc/$$/fd; true"});
+  const nlohmann::json job = finish(std::to_string(id));
+  ASSERT_EQ(job["state"], "COMPLETED") << job.dump();
+  const std::string listing = read("fds-" + std::to_string(id));
+  std::set<int> fds;
+  const std::regex line(R"((\d+) -> )");
+  for (auto it = std::sregex_iterator(listing.begin(), listing.end(), line);
+       it != std::sregex_iterator(); ++it) {
+    fds.insert(std::stoi((*it)[1]));
+  }
+  EXPECT_EQ(fds, (std::set<int>{0, 1, 2})) << listing;
+}
+
+TEST_F(JobAttacksTest, AFifoLeftForStageOutFailsThatJobAloneAndTheNodeStagesOn) {
+  const std::filesystem::path storage = storage_with_results();
+  const std::uint64_t fifo =
+      submit({"submit", "--bb", "8M", "--stage-out", "out.bin:storage:/results/", "--", "/bin/sh",
+              "-c", "mkfifo \"$LOOM_BB_DIR/out.bin\""});
+  nlohmann::json job = finish(fifo);
+  EXPECT_EQ(job["state"], "FAILED") << job.dump();
+  EXPECT_NE(job["reason"].get<std::string>().find("StageOutFailed: out.bin"), std::string::npos)
+      << job.dump();
+  EXPECT_NE(job["reason"].get<std::string>().find("not a regular file"), std::string::npos)
+      << job.dump();
+  const std::uint64_t next =
+      submit({"submit", "--bb", "8M", "--stage-out", "out.bin:storage:/results/", "--", "/bin/sh",
+              "-c", "echo fine > \"$LOOM_BB_DIR/out.bin\""});
+  job = finish(next);
+  EXPECT_EQ(job["state"], "COMPLETED") << job.dump();
+  EXPECT_EQ(read_file(storage / "results" / "out.bin"), "fine\n");
+}
+
+}  // namespace
+}  // namespace loom::testing
