@@ -12,7 +12,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <fstream>
@@ -54,8 +57,9 @@ class Supervisor {
     const auto offset = fs::exists(d.log) ? fs::file_size(d.log) : 0;
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, d.log.c_str(), O_WRONLY | O_CREAT | O_APPEND,
-                                     0644);
+    // Root's daemons' logs: root's to read, and never written through a link.
+    posix_spawn_file_actions_addopen(&actions, 1, d.log.c_str(),
+                                     O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0600);
     posix_spawn_file_actions_adddup2(&actions, 1, 2);
     posix_spawnattr_t attributes;
     posix_spawnattr_init(&attributes);
@@ -179,9 +183,11 @@ Command add_up(CLI::App& app) {
   up->add_option("--topology", o->topology,
                  "Each agent's node: an hwloc XML file, or a synthetic topology")
       ->capture_default_str();
-  up->add_option("--state-dir", o->state_dir,
-                 "The controller's state and the daemons' logs (default: a new directory "
-                 "under /tmp, removed at exit); a state directory given is kept and reused");
+  up->add_option(
+      "--state-dir", o->state_dir,
+      "The controller's state and the daemons' logs (default: a new directory "
+      "in $TMPDIR or /tmp, loom-up.XXXXXX, removed at exit); a state directory given is kept "
+      "and reused");
   up->add_option("--nvme", o->nvme,
                  "Each agent's NVMe device for burst buffers: a loop-mounted ext4 image of this "
                  "size (sparse: the disk is used as it fills)")
@@ -207,10 +213,22 @@ Command add_up(CLI::App& app) {
                             fmt::format("--nvme {}: a device needs at least 64 MiB", o->nvme));
         }
         const bool temporary = o->state_dir.empty();
-        const fs::path dir = temporary
-                                 ? fs::temp_directory_path() / fmt::format("loom-up.{}", ::getpid())
-                                 : fs::path(o->state_dir);
-        fs::create_directories(dir);
+        fs::path dir;
+        if (temporary) {
+          // Made anew (mkdtemp), never a name another user could have taken first: root
+          // would write its logs through their symlinks and mount images where they chose.
+          std::string name = (fs::temp_directory_path() / "loom-up.XXXXXX").string();
+          if (::mkdtemp(name.data()) == nullptr) {
+            return make_error(
+                ErrorCode::kInternal,
+                fmt::format("cannot make a state directory in {}: {}",
+                            fs::temp_directory_path().string(), std::strerror(errno)));
+          }
+          dir = name;
+        } else {
+          dir = o->state_dir;
+          fs::create_directories(dir);
+        }
         // Users reach their slices on the devices in it (the controller's state is 0700 inside).
         ::chmod(dir.c_str(), 0711);
         const std::vector<std::string> topology =
