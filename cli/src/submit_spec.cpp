@@ -10,6 +10,7 @@
 #include "loom/burstbuffer/staging_spec.hpp"
 #include "loom/common/bytes.hpp"
 #include "loom/common/duration.hpp"
+#include "loom/sched/job.hpp"
 
 namespace loom::cli {
 
@@ -279,9 +280,10 @@ Result<SubmitRequest> parse_submit(
                         fmt::format("--array \"{}\": expected 1-N", t.array));
     }
     out.array_size = LOOM_TRY(parse_count(t.array.substr(2), "--array"));
-    if (out.array_size == 0 || out.array_size > 100000) {
-      return make_error(ErrorCode::kInvalidArgument,
-                        fmt::format("--array \"{}\": N must be 1 to 100000", t.array));
+    if (out.array_size == 0 || out.array_size > sched::kMaxArraySize) {
+      return make_error(
+          ErrorCode::kInvalidArgument,
+          fmt::format("--array \"{}\": N must be 1 to {}", t.array, sched::kMaxArraySize));
     }
   }
 

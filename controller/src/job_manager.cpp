@@ -176,6 +176,11 @@ Result<std::unique_ptr<JobManager>> JobManager::open(std::unique_ptr<Store> stor
 
 Result<std::vector<JobId>> JobManager::submit(const Caller& caller, v1::JobSpec spec,
                                               std::uint32_t array_size, sched::Time now) {
+  if (array_size > sched::kMaxArraySize) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("array_size {}: an array holds at most {} jobs", array_size,
+                                  sched::kMaxArraySize));
+  }
   spec.set_user(caller.user);
   if (!spec.bb_persistent().empty()) {
     auto it = buffers_.find(spec.bb_persistent());

@@ -330,6 +330,16 @@ TEST_F(JobManagerTest, AnArrayIsNJobsWithIndexesCancelledTogetherByItsId) {
   EXPECT_EQ(manager_->show(kAlice, ids[0], 3).value().id, ids[2]) << "the array survives a restart";
 }
 
+// The CLI stops at 100,000; a request made without it was accepted, and root's `loom queue
+// --all` then failed with "Received message larger than max" (issue 19).
+TEST_F(JobManagerTest, AnArrayPastTheLimitIsRefusedWhoeverSendsIt) {
+  auto refused = manager_->submit(kAlice, spec(1), sched::kMaxArraySize + 1, at(0));
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(refused.error().message(), "array_size 100001: an array holds at most 100000 jobs");
+  EXPECT_TRUE(manager_->list(kAdmin, true).empty()) << "nothing was stored";
+}
+
 TEST_F(JobManagerTest, TheBindingAnAgentAppliedIsShownBesideThePlacement) {
   const JobId id = submit(kAlice, spec(2), at(0)).value();
   ASSERT_EQ(manager_->schedule(at(0)).value().size(), 1u);

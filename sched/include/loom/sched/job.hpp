@@ -48,6 +48,10 @@ struct JobSpec {
 // Field checks that need no cluster: positive counts, consistent node bounds, a walltime.
 Status validate(const JobSpec& spec);
 
+// The most jobs one array holds (`--array 1-N`, as Slurm's MaxArraySize bounds it). The CLI
+// refuses more, and so does the controller, whoever sends the request.
+constexpr std::uint32_t kMaxArraySize = 100'000;
+
 // The shape the placer works on, derived from a valid JobSpec.
 struct Request {
   unsigned tasks = 1;
