@@ -11,30 +11,20 @@
 
 #include <fstream>
 
-#include "loom/burstbuffer/data_plane.hpp"
-#include "loom/common/munge.hpp"
 #include "loom/fabric/engine.hpp"
 #include "loom/fabric/wire.hpp"
-#include "temp.hpp"
+#include "storage_fixture.hpp"
 
 namespace loom::burstbuffer {
 namespace {
 
 namespace fs = std::filesystem;
 
-DataPlaneOptions tcp_options() {
-  DataPlaneOptions o;
-  o.fabric = {"tcp;ofi_rxm", "lo"};
-  o.range = std::size_t{1} << 20;
-  o.buffers = 4;
-  return o;
-}
-
 // An endpoint of the attacker's own, with memory to read into.
 class Peer {
  public:
   Peer() {
-    auto info = fabric::Info::choose(tcp_options().fabric);
+    auto info = fabric::Info::choose(options().fabric);
     EXPECT_TRUE(info) << info.error().to_string();
     auto f = fabric::Fabric::open(*info);
     auto domain = fabric::Domain::open(*f, *info);
@@ -70,40 +60,22 @@ class Peer {
   std::unique_ptr<fabric::TransferEngine> engine_;
 };
 
-class DataPlaneAttackTest : public ::testing::Test {
+class DataPlaneAttackTest : public DataPlaneTest {
  protected:
   void SetUp() override {
-    ASSERT_EQ(::geteuid(), 0u) << "a storage agent runs as root";
+    DataPlaneTest::SetUp();
     const passwd* alice = ::getpwnam("loom-alice");
     const passwd* bob = ::getpwnam("loom-bob");
     ASSERT_TRUE(alice != nullptr && bob != nullptr) << "scripts/install-deps.sh makes the users";
     alice_ = {alice->pw_uid, alice->pw_gid};
     bob_ = {bob->pw_uid, bob->pw_gid};
-    fs::create_directories(export_);
     secret_.assign(std::size_t{1} << 20, '\0');
     for (std::size_t i = 0; i < secret_.size(); ++i) secret_[i] = "alice's secret! "[i % 16];
     std::ofstream(export_ / "secret.bin", std::ios::binary) << secret_;
     fs::permissions(export_ / "secret.bin", fs::perms::owner_read | fs::perms::owner_write);
     ::chown((export_ / "secret.bin").c_str(), alice_.first, alice_.second);
     ::chown(export_.c_str(), bob_.first, bob_.second);  // bob may write his results here
-
-    auto storage = StorageServer::open(export_, tcp_options());
-    ASSERT_TRUE(storage) << storage.error().to_string();
-    storage_ = std::move(*storage);
-    grpc::ServerBuilder builder;
-    int port = 0;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-    builder.RegisterService(storage_.get());
-    server_ = builder.BuildAndStart();
-    ASSERT_NE(server_, nullptr);
-    stub_ = v1::Storage::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(port),
-                                                     grpc::InsecureChannelCredentials()));
-  }
-  void TearDown() override {
-    if (server_) server_->Shutdown(std::chrono::system_clock::now());
-    server_.reset();
-    storage_.reset();
-    fs::remove_all(export_);
+    stub_ = v1::Storage::NewStub(grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
   }
 
   // Opens a file of the export as `user` would through their job (the agent, root, says whom).
@@ -148,11 +120,8 @@ class DataPlaneAttackTest : public ::testing::Test {
     EXPECT_TRUE(stub_->Release(&context, request, &ignored).ok());
   }
 
-  fs::path export_ = testing::temp_path("attacked-export");
   std::string secret_;
   std::pair<uid_t, gid_t> alice_, bob_;
-  std::unique_ptr<StorageServer> storage_;
-  std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<v1::Storage::Stub> stub_;
 };
 
