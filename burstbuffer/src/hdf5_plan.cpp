@@ -123,11 +123,34 @@ Status copy_attributes(hid_t source, hid_t destination, const std::string& objec
   return {};
 }
 
-// Whether every component of the absolute path exists (H5Lexists needs its parent to).
-bool exists(hid_t file, const std::string& path) {
+// Whether `path` names an object of this file, every link on the way checked before it is
+// followed: an external link (or a user-defined one) would open another file, which may lie
+// outside the export, so it is refused, naming the link; soft links are followed to their
+// targets, checked the same way.
+Result<bool> exists_here(hid_t file, const std::string& path, int depth = 0) {
+  if (depth > 16) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("{}: soft links nest too deep", path));
+  }
   for (std::size_t at = path.find('/', 1);; at = path.find('/', at + 1)) {
     const std::string prefix = path.substr(0, at);
     if (H5Lexists(file, prefix.c_str(), H5P_DEFAULT) <= 0) return false;
+    H5L_info_t info{};
+    if (H5Lget_info(file, prefix.c_str(), &info, H5P_DEFAULT) < 0) return false;
+    if (info.type == H5L_TYPE_SOFT) {
+      std::string target(info.u.val_size, '\0');
+      if (H5Lget_val(file, prefix.c_str(), target.data(), target.size(), H5P_DEFAULT) < 0)
+        return false;
+      target.resize(std::strlen(target.c_str()));
+      if (!target.starts_with('/'))
+        target = prefix.substr(0, prefix.rfind('/') + 1) + target;  // relative to its group
+      if (!LOOM_TRY(exists_here(file, target, depth + 1))) return false;
+    } else if (info.type != H5L_TYPE_HARD) {
+      return hdf5_error(ErrorCode::kInvalidArgument,
+                        fmt::format("{} is an external link into another file; staging reads "
+                                    "only the file named (stage the other file itself)",
+                                    prefix));
+    }
     if (at == std::string::npos) return true;
   }
 }
@@ -161,7 +184,7 @@ Result<SkeletonPlan> write_skeleton(const fs::path& source, std::span<const std:
   if (!dst.valid()) return hdf5_error(ErrorCode::kInternal, "cannot make the skeleton");
   SkeletonPlan plan;
   for (const std::string& path : datasets) {
-    if (!exists(src.get(), path))
+    if (!LOOM_TRY(exists_here(src.get(), path)))
       return hdf5_error(ErrorCode::kNotFound, fmt::format("dataset {} does not exist", path));
     Hid d(H5Dopen2(src.get(), path.c_str(), H5P_DEFAULT), H5Dclose);
     if (!d.valid())
@@ -179,8 +202,13 @@ Result<SkeletonPlan> write_skeleton(const fs::path& source, std::span<const std:
           ErrorCode::kInvalidArgument,
           fmt::format("dataset {} keeps its data in external files; stage those files", path));
     }
-    LOOM_TRY(make_groups(src.get(), dst.get(), path, plan.notes));
     const H5D_layout_t layout = H5Pget_layout(dcpl.get());
+    if (layout == H5D_VIRTUAL) {
+      return hdf5_error(
+          ErrorCode::kInvalidArgument,
+          fmt::format("dataset {} is virtual: its data lies in other files; stage those", path));
+    }
+    LOOM_TRY(make_groups(src.get(), dst.get(), path, plan.notes));
     DatasetPlan p;
     p.path = path;
     // Small contiguous datasets travel inside the skeleton too: a round trip and an
