@@ -249,7 +249,7 @@ grpc::Status Service::CreateBuffer(grpc::ServerContext*, const v1::BufferRequest
   const std::optional<NodeId> node = cluster_.find(row->node);
   buffers_made_.erase(row->name);
   if (!agents_.contains(*node)) {
-    (void)manager_->destroy_buffer(*who, row->name);
+    (void)manager_->destroy_buffer(*who, row->name, now());
     return {grpc::StatusCode::UNAVAILABLE, fmt::format("node {} is down", row->node)};
   }
   send_buffer(*row, false);
@@ -262,7 +262,7 @@ grpc::Status Service::CreateBuffer(grpc::ServerContext*, const v1::BufferRequest
                                 : "no answer from its node";
   buffers_made_.erase(row->name);
   if (!error.empty()) {
-    (void)manager_->destroy_buffer(*who, row->name);
+    (void)manager_->destroy_buffer(*who, row->name, now());
     return {grpc::StatusCode::INTERNAL,
             fmt::format("{} could not make burst buffer {}: {}", row->node, row->name, error)};
   }
@@ -286,7 +286,7 @@ grpc::Status Service::DestroyBuffer(grpc::ServerContext*, const v1::BufferReques
   auto who = caller(request->caller());
   if (!who) return to_grpc(who.error());
   std::lock_guard lock(mutex_);
-  auto row = manager_->destroy_buffer(*who, request->name());
+  auto row = manager_->destroy_buffer(*who, request->name(), now());
   if (!row) return to_grpc(row.error());
   // A node that is down removes it when it registers again (see reconcile).
   send_buffer(*row, true);

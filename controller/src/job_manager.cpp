@@ -687,7 +687,8 @@ Result<BufferRow> JobManager::create_buffer(const Caller& caller, const std::str
   return row;
 }
 
-Result<BufferRow> JobManager::destroy_buffer(const Caller& caller, const std::string& name) {
+Result<BufferRow> JobManager::destroy_buffer(const Caller& caller, const std::string& name,
+                                             sched::Time now) {
   auto it = buffers_.find(name);
   if (it == buffers_.end() || (!caller.admin && it->second.uid != caller.uid)) {
     return make_error(ErrorCode::kNotFound,
@@ -697,6 +698,21 @@ Result<BufferRow> JobManager::destroy_buffer(const Caller& caller, const std::st
     return make_error(
         ErrorCode::kFailedPrecondition,
         fmt::format("burst buffer {} is in use by job {}", name, users.front().value()));
+  }
+  // The jobs first: a crash before the buffer goes leaves them ended and the buffer there.
+  std::vector<JobUpdate> updates;
+  for (const auto& [id, job] : jobs_) {
+    if (job.state != v1::PENDING || job.spec.bb_persistent() != name) continue;
+    JobUpdate u;
+    u.id = id;
+    u.state = v1::CANCELLED;
+    u.reason = fmt::format("BufferDestroyed: --bb-persistent {} was destroyed", name);
+    u.end_time = now.time_since_epoch().count();
+    updates.push_back(std::move(u));
+  }
+  if (!updates.empty()) {
+    LOOM_TRY(apply(updates));
+    for (const JobUpdate& u : updates) LOOM_TRY(scheduler_.cancel_pending(u.id));
   }
   LOOM_TRY(store_->delete_buffer(name));
   BufferRow row = std::move(it->second);

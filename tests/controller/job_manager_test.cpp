@@ -186,7 +186,7 @@ TEST_F(JobManagerTest, PersistentBuffersAreTheirOwnersHeldAndBindTheirJobsToThei
   ASSERT_EQ(launches->size(), 1u);
   EXPECT_EQ(cluster_.name((*launches)[0].placement.nodes[0].node), "n1")
       << "on the buffer's node, though n0 is emptier";
-  EXPECT_EQ(manager_->destroy_buffer(kAlice, "scratch").error().code(),
+  EXPECT_EQ(manager_->destroy_buffer(kAlice, "scratch", at(3)).error().code(),
             ErrorCode::kFailedPrecondition)
       << "in use";
   ASSERT_TRUE(manager_->finished(id, {}, at(3)).has_value());
@@ -194,10 +194,31 @@ TEST_F(JobManagerTest, PersistentBuffersAreTheirOwnersHeldAndBindTheirJobsToThei
   reopen();  // stored, and held again before its node returns
   join("n1");
   EXPECT_EQ(cluster_.free(NodeId(1)).nvme[0], std::uint64_t{40} << 20);
-  EXPECT_EQ(manager_->destroy_buffer(kBob, "scratch").error().code(), ErrorCode::kNotFound);
-  ASSERT_TRUE(manager_->destroy_buffer(kAlice, "scratch").has_value());
+  EXPECT_EQ(manager_->destroy_buffer(kBob, "scratch", at(3)).error().code(), ErrorCode::kNotFound);
+  ASSERT_TRUE(manager_->destroy_buffer(kAlice, "scratch", at(3)).has_value());
   EXPECT_EQ(cluster_.free(NodeId(1)).nvme[0], std::uint64_t{100} << 20);
   EXPECT_FALSE(submit(kAlice, s, at(4)).has_value()) << "the buffer is gone";
+}
+
+// A pending job of loom-bob's was bound to loom-alice's buffer made later under the same
+// name (issue 19): a job's buffer ends with it.
+TEST_F(JobManagerTest, APendingJobsBufferDestroyedEndsItAndANewOneOfTheNameIsNotItsOwn) {
+  ASSERT_TRUE(manager_->create_buffer(kBob, "scratch", 1 << 20, "n0", 1002, at(0)).has_value());
+  const JobId whole = submit(kAlice, spec(8), at(0)).value();  // n0 is full meanwhile
+  ASSERT_EQ(manager_->schedule(at(0)).value().size(), 1u);
+  v1::JobSpec s = spec(1);
+  s.set_bb_persistent("scratch");
+  const JobId bobs = submit(kBob, s, at(1)).value();
+  ASSERT_EQ(manager_->schedule(at(1)).value().size(), 0u);
+  EXPECT_EQ(row(bobs).state, v1::PENDING);
+  ASSERT_TRUE(manager_->destroy_buffer(kBob, "scratch", at(2)).has_value());
+  EXPECT_EQ(row(bobs).state, v1::CANCELLED);
+  EXPECT_EQ(row(bobs).reason, "BufferDestroyed: --bb-persistent scratch was destroyed");
+  ASSERT_TRUE(manager_->create_buffer(kAlice, "scratch", 1 << 20, "n0", 1001, at(3)).has_value());
+  ASSERT_TRUE(manager_->finished(whole, {}, at(4)).has_value());
+  EXPECT_TRUE(manager_->schedule(at(5)).value().empty()) << "bob's job does not start on it";
+  reopen();  // and the controller starts again with both stored
+  EXPECT_EQ(row(bobs).state, v1::CANCELLED);
 }
 
 TEST_F(JobManagerTest, UsersSeeAndCancelOnlyTheirOwnJobs) {

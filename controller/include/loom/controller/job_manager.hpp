@@ -144,8 +144,9 @@ class JobManager {
                                   std::uint64_t bytes, const std::string& node, std::uint32_t gid,
                                   sched::Time now);
   // Removes it from the store and gives its bytes back: the caller's own (an admin's: any),
-  // and only while no job uses it.
-  Result<BufferRow> destroy_buffer(const Caller& caller, const std::string& name);
+  // and only while no job uses it. Pending jobs bound to it are cancelled with it: a buffer
+  // made later under its name (another user's, perhaps) is not theirs.
+  Result<BufferRow> destroy_buffer(const Caller& caller, const std::string& name, sched::Time now);
   std::vector<BufferRow> buffers(const Caller& caller) const;
   std::vector<BufferRow> buffers_on(const std::string& node) const;
   // Jobs holding the buffer now (started, not ended).
