@@ -12,6 +12,7 @@
 #include "client.hpp"
 #include "commands.hpp"
 #include "loom/common/bytes.hpp"
+#include "loom/common/printable.hpp"
 #include "submit_spec.hpp"
 
 extern char** environ;
@@ -81,9 +82,9 @@ nlohmann::json job_json(const v1::JobInfo& j) {
 }
 
 std::string state_line(const v1::JobInfo& j) {
-  std::string line = fmt::format("job {} ({}) of {}: {}", job_ref(j), j.name(), j.user(),
+  std::string line = fmt::format("job {} ({}) of {}: {}", job_ref(j), printable(j.name()), j.user(),
                                  v1::JobState_Name(j.state()));
-  if (!j.reason().empty()) line += " (" + j.reason() + ")";
+  if (!j.reason().empty()) line += " (" + printable(j.reason()) + ")";
   if (j.has_exit_code()) line += fmt::format(", exit code {}", j.exit_code());
   if (j.has_signal()) line += fmt::format(" (signal {})", j.signal());
   return line;
@@ -177,8 +178,8 @@ std::vector<Command> add_job_commands(CLI::App& app) {
          for (const v1::JobInfo& j : reply.jobs()) {
            std::cout << fmt::format(
                "{:>10} {:<16} {:<12} {:<11} {:>5} {:>5} {:<19} {}\n", job_ref(j),
-               j.name().substr(0, 16), j.user(), v1::JobState_Name(j.state()), j.nodes(), j.tasks(),
-               when(j.submit_time()), when(j.has_start_time() ? j.start_time() : 0));
+               printable(j.name()).substr(0, 16), j.user(), v1::JobState_Name(j.state()), j.nodes(),
+               j.tasks(), when(j.submit_time()), when(j.has_start_time() ? j.start_time() : 0));
          }
          return {};
        }});
@@ -218,9 +219,10 @@ std::vector<Command> add_job_commands(CLI::App& app) {
            std::cout << line << '\n';
          }
          for (const v1::StagingFile& f : reply.staging()) {
-           std::string line = fmt::format(
-               "  stage-{} {} -> {}: {}, {}/{}", f.direction(), f.source(), f.dest(), f.state(),
-               format_bytes(Bytes(f.bytes_done())), format_bytes(Bytes(f.bytes_total())));
+           std::string line =
+               fmt::format("  stage-{} {} -> {}: {}, {}/{}", f.direction(), printable(f.source()),
+                           printable(f.dest()), f.state(), format_bytes(Bytes(f.bytes_done())),
+                           format_bytes(Bytes(f.bytes_total())));
            if (f.rate_bps() > 0)
              line += fmt::format(" at {}/s",
                                  format_bytes(Bytes(static_cast<std::uint64_t>(f.rate_bps()))));
@@ -229,9 +231,10 @@ std::vector<Command> add_job_commands(CLI::App& app) {
                  fmt::format(", {:.0f} s left",
                              static_cast<double>(f.bytes_total() - f.bytes_done()) / f.rate_bps());
            }
-           if (!f.error().empty()) line += ": " + f.error();
+           if (!f.error().empty()) line += ": " + printable(f.error());
            std::cout << line << '\n';
-           for (const std::string& note : f.notes()) std::cout << "    note: " << note << '\n';
+           for (const std::string& note : f.notes())
+             std::cout << "    note: " << printable(note) << '\n';
          }
          return {};
        }});

@@ -8,6 +8,7 @@
 #include "client.hpp"
 #include "commands.hpp"
 #include "loom/common/bytes.hpp"
+#include "loom/common/printable.hpp"
 
 namespace loom::cli {
 
@@ -109,7 +110,7 @@ std::vector<Command> add_node_commands(CLI::App& app) {
                fmt::format("{}/{}", format_bytes(Bytes(mem_free)), format_bytes(Bytes(mem_total))),
                fmt::format("{}/{}", format_bytes(Bytes(nvme_free)),
                            format_bytes(Bytes(nvme_total))),
-               n.reason());
+               printable(n.reason()));
          }
          return {};
        }});

@@ -1,6 +1,7 @@
 // Attacks of issue 19 end to end, as a user's jobs make them: a job on a node that has just
 // staged (its agent's libfabric endpoint open) lists its own descriptors, and finds none of
-// loomd's; a job that leaves a FIFO to be staged out does not hold the node's stager.
+// loomd's; a job that leaves a FIFO to be staged out does not hold the node's stager; a
+// job's name reaches an admin's terminal with its control characters escaped.
 #include <regex>
 #include <set>
 
@@ -53,6 +54,22 @@ TEST_F(JobAttacksTest, AFifoLeftForStageOutFailsThatJobAloneAndTheNodeStagesOn) 
   job = finish(next);
   EXPECT_EQ(job["state"], "COMPLETED") << job.dump();
   EXPECT_EQ(read_file(storage / "results" / "out.bin"), "fine\n");
+}
+
+TEST_F(JobAttacksTest, AJobsNameCannotDriveAnAdminsTerminal) {
+  const std::string name = "\x1b]0;owned\x07job\nFAKE 99 loom-bob COMPLETED";
+  const std::uint64_t id = submit({"submit", "-J", name, "--", "true"});
+  finish(id);
+  for (const std::vector<std::string>& command :
+       {std::vector<std::string>{"queue", "--all"}, {"show", std::to_string(id)}}) {
+    const Completed shown = cluster_->loom("", command);
+    ASSERT_EQ(shown.exit_code, 0) << shown.err;
+    EXPECT_EQ(shown.out.find('\x1b'), std::string::npos) << shown.out;
+    EXPECT_EQ(shown.out.find('\x07'), std::string::npos) << shown.out;
+    EXPECT_EQ(shown.out.find("\nFAKE"), std::string::npos) << "a forged line:\n" << shown.out;
+  }
+  const Completed show = cluster_->loom("", {"show", std::to_string(id)});
+  EXPECT_NE(show.out.find("\\x1b]0;owned\\x07job\\nFAKE"), std::string::npos) << show.out;
 }
 
 }  // namespace
