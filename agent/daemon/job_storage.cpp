@@ -121,7 +121,9 @@ Result<burstbuffer::Remote> JobStorage::remote(const std::string& node) const {
         fmt::format("no storage agent named {} is connected to the controller", node));
   }
   const std::string credential = LOOM_TRY(munge_credential());
-  return burstbuffer::Remote{it->second, credential, launch_.uid(), gid_};
+  const v1::JobSpec& spec = launch_.spec();
+  return burstbuffer::Remote{it->second, credential, launch_.uid(), gid_,
+                             spec.has_umask() ? spec.umask() : 022};
 }
 
 Status JobStorage::copy(

@@ -533,6 +533,7 @@ class Agent {
       t.stdout_path = replace_all(output_path(id, spec.stdout_path()), "%t", std::to_string(rank));
       t.stderr_path = replace_all(output_path(id, spec.stderr_path()), "%t", std::to_string(rank));
       t.uid = launch.uid();
+      t.umask = spec.has_umask() ? spec.umask() & 0777 : 022;
       t.allow_root = o_.allow_root;
       t.status_path = o_.state_dir / fmt::format("job_{}_rank_{}.status", id.value(), rank);
       t.keeper = o_.keeper;

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -56,18 +57,20 @@ std::string what(const std::string& action) { return action + ": " + std::strerr
   const gid_t gid = spec["gid"];
   if (::setgid(gid) != 0 || ::initgroups(user.c_str(), gid) != 0 || ::setuid(uid) != 0)
     fail(what("cannot become " + user));
-  // As the user from here on: files and directories are the user's to open.
+  // As the user from here on: files and directories are the user's to open, with the modes
+  // the user's own umask gives them (the task inherits it too).
+  ::umask(spec["umask"].get<mode_t>());
   const std::string chdir = spec["chdir"];
   if (::chdir(chdir.c_str()) != 0) fail(what("cannot enter " + chdir));
   const std::string out_path = spec["stdout"], err_path = spec["stderr"];
   const int in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   const int out =
-      ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0644);
+      ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0666);
   if (out < 0) fail(what("cannot open " + out_path));
   const int err =
       err_path == out_path
           ? out
-          : ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0644);
+          : ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0666);
   if (err < 0) fail(what("cannot open " + err_path));
   ::dup2(in, 0);
   ::dup2(out, 1);

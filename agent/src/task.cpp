@@ -74,6 +74,7 @@ Result<Task> Task::start(const TaskSpec& spec) {
   keeper_spec["uid"] = spec.uid;
   keeper_spec["gid"] = pw.pw_gid;
   keeper_spec["chdir"] = spec.chdir;
+  keeper_spec["umask"] = spec.umask & 0777;
   keeper_spec["stdout"] = spec.stdout_path;
   keeper_spec["stderr"] = spec.stderr_path;
   keeper_spec["argv"] = spec.argv;

@@ -472,10 +472,13 @@ grpc::Status StorageServer::Open(grpc::ServerContext*, const v1::OpenRequest* re
       h.name = path.filename().string();
       h.temp = fmt::format(".{}.loom-{}", h.name, random_token().substr(0, 8));
       h.fd = ::openat(h.dir_fd, h.temp.c_str(),
-                      O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-      if (h.fd < 0) {
+                      O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+      // The mode the user's umask gives, not this daemon's: set outright, since the
+      // process umask (the daemon's, shared by its threads) would mask any mode asked for.
+      const mode_t mode = 0666 & ~(request->has_umask() ? request->umask() & 0777 : 022);
+      if (h.fd < 0 || ::fchmod(h.fd, mode) != 0) {
         const Error e = errno_error(fmt::format("creating {}", request->path()), errno);
-        ::close(h.dir_fd);
+        State::close_handle(h);
         return to_grpc(e);
       }
     }
@@ -733,6 +736,7 @@ Result<v1::OpenReply> open_remote(v1::Storage::Stub& stub, const Remote& remote,
   open.set_uid(remote.uid);
   open.set_gid(remote.gid);
   open.set_initiator(initiator);
+  if (write) open.set_umask(remote.umask);
   v1::OpenReply opened;
   if (auto s = stub.Open(call_context().get(), open, &opened); !s.ok())
     return std::unexpected(storage_error(s));

@@ -1,6 +1,7 @@
 #include "client.hpp"
 
 #include <fmt/format.h>
+#include <sys/stat.h>
 
 #include <charconv>
 #include <cstdlib>
@@ -73,6 +74,12 @@ Result<v1::JobRequest> job_request(const std::string& text) {
   v1::Caller caller = LOOM_TRY(me());
   *request.mutable_caller() = std::move(caller);
   return request;
+}
+
+std::uint32_t current_umask() {
+  const mode_t mask = ::umask(0);  // the only way to read it: set, then put back
+  ::umask(mask);
+  return static_cast<std::uint32_t>(mask);
 }
 
 }  // namespace loom::cli

@@ -36,6 +36,10 @@ Result<Client> connect(const std::string& option, const Config& config);
 // This process, as a fresh Munge credential proves it.
 Result<v1::Caller> me();
 
+// This process's umask, sent with what Loom writes for the user (a job's files, `loom
+// stage` uploads) so that those files get the modes the user's own would.
+std::uint32_t current_umask();
+
 // "12" or, for an array's element, "12_3".
 struct JobRef {
   std::uint64_t job = 0;

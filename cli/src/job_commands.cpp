@@ -116,6 +116,7 @@ Status run_submit(const std::vector<std::string>& words, const Context& context)
     return text.str();
   };
   SubmitRequest parsed = LOOM_TRY(parse_submit(words, cwd, env, read_script));
+  parsed.spec.set_umask(current_umask());
   const Client client = LOOM_TRY(connect(parsed.controller, context.config));
   v1::SubmitRequest request;
   v1::Caller caller = LOOM_TRY(me());

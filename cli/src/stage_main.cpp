@@ -119,7 +119,7 @@ int main(int argc, char** argv) {
   if (!address) return fail(address.error());
   auto credential = munge_credential();
   if (!credential) return fail(credential.error());
-  const burstbuffer::Remote remote{*address, *credential, 0, 0};
+  const burstbuffer::Remote remote{*address, *credential, 0, 0, cli::current_umask()};
   burstbuffer::DataPlaneOptions options;
   options.fabric = {config->fabric.provider, config->fabric.interface};
   auto stager = burstbuffer::Stager::open(options);

@@ -181,6 +181,10 @@ Result<std::vector<JobId>> JobManager::submit(const Caller& caller, v1::JobSpec 
                       fmt::format("array_size {}: an array holds at most {} jobs", array_size,
                                   sched::kMaxArraySize));
   }
+  if (spec.has_umask() && spec.umask() > 0777) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("umask {:o}: a umask is at most 0777", spec.umask()));
+  }
   spec.set_user(caller.user);
   if (!spec.bb_persistent().empty()) {
     auto it = buffers_.find(spec.bb_persistent());

@@ -37,10 +37,10 @@ void redirect_output(const std::string& rank) {
     return pattern;
   };
   const std::string out = path_of(output), err = path_of(error);
-  const int out_fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  const int out_fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
   if (out_fd < 0) fail("cannot open " + out + ": " + std::strerror(errno));
   const int err_fd =
-      err == out ? out_fd : ::open(err.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+      err == out ? out_fd : ::open(err.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
   if (err_fd < 0) fail("cannot open " + err + ": " + std::strerror(errno));
   if (::dup2(out_fd, STDOUT_FILENO) < 0 || ::dup2(err_fd, STDERR_FILENO) < 0)
     fail(std::string("dup2: ") + std::strerror(errno));

@@ -361,6 +361,18 @@ TEST_F(JobManagerTest, AnArrayPastTheLimitIsRefusedWhoeverSendsIt) {
   EXPECT_TRUE(manager_->list(kAdmin, true).empty()) << "nothing was stored";
 }
 
+TEST_F(JobManagerTest, AUmaskIsCheckedAndStoredWithTheJob) {
+  v1::JobSpec s = spec(1);
+  s.set_umask(01022);
+  auto refused = submit(kAlice, s, at(0));
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().message(), "umask 1022: a umask is at most 0777");
+  s.set_umask(077);
+  const JobId id = submit(kAlice, s, at(0)).value();
+  reopen();
+  EXPECT_EQ(row(id).spec.umask(), 077u);
+}
+
 TEST_F(JobManagerTest, TheBindingAnAgentAppliedIsShownBesideThePlacement) {
   const JobId id = submit(kAlice, spec(2), at(0)).value();
   ASSERT_EQ(manager_->schedule(at(0)).value().size(), 1u);

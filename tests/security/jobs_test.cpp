@@ -1,7 +1,10 @@
 // Attacks of issue 19 end to end, as a user's jobs make them: a job on a node that has just
 // staged (its agent's libfabric endpoint open) lists its own descriptors, and finds none of
 // loomd's; a job that leaves a FIFO to be staged out does not hold the node's stager; a
-// job's name reaches an admin's terminal with its control characters escaped.
+// job's name reaches an admin's terminal with its control characters escaped; what Loom
+// writes for a job has the modes its submitter's umask gives.
+#include <sys/stat.h>
+
 #include <regex>
 #include <set>
 
@@ -70,6 +73,44 @@ TEST_F(JobAttacksTest, AJobsNameCannotDriveAnAdminsTerminal) {
   }
   const Completed show = cluster_->loom("", {"show", std::to_string(id)});
   EXPECT_NE(show.out.find("\\x1b]0;owned\\x07job\\nFAKE"), std::string::npos) << show.out;
+}
+
+// Files Loom made for a user were 0644 whatever their umask: a 0600 input came back
+// readable by everybody (issue 19).
+TEST_F(JobAttacksTest, FilesLoomWritesForAUserHonourTheirUmask) {
+  const std::filesystem::path storage = storage_with_results();
+  std::ofstream(dir_ / "job.sh") << "#!/bin/sh\n#LOOM --bb 8M\n"
+                                    "#LOOM --stage-out out.bin:storage:/results/\n"
+                                    "#LOOM -o private-%j\n"
+                                    "echo secret\necho data > \"$LOOM_BB_DIR/out.bin\"\n";
+  auto mode = [](const std::filesystem::path& path) {
+    struct stat st {};
+    EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+    return st.st_mode & 07777;
+  };
+  for (const auto& [umask, expected] : {std::pair{"077", 0600u}, std::pair{"027", 0640u}}) {
+    SCOPED_TRACE(umask);
+    std::filesystem::remove(storage / "results" / "out.bin");
+    const Completed submitted =
+        run({"runuser", "-u", "loom-alice", "--", "sh", "-c",
+             fmt::format("umask {} && cd '{}' && LOOM_CONTROLLER={} exec '{}' submit job.sh", umask,
+                         dir_.string(), cluster_->address(), built("cli/loom"))});
+    ASSERT_EQ(submitted.exit_code, 0) << submitted.err;
+    const std::string id = lines(submitted.out).at(0);
+    const nlohmann::json job = finish(id);
+    ASSERT_EQ(job["state"], "COMPLETED") << job.dump();
+    EXPECT_EQ(read("private-" + id), "secret\n");
+    EXPECT_EQ(mode(dir_ / ("private-" + id)), expected) << "the job's output";
+    EXPECT_EQ(mode(storage / "results" / "out.bin"), expected) << "the staged-out file";
+    std::filesystem::remove(storage / "results" / "up.txt");
+    const Completed staged =
+        run({"runuser", "-u", "loom-alice", "--", "sh", "-c",
+             fmt::format("umask {} && cd '{}' && LOOM_CONTROLLER={} exec '{}' stage job.sh "
+                         "storage:/results/up.txt",
+                         umask, dir_.string(), cluster_->address(), built("cli/loom"))});
+    ASSERT_EQ(staged.exit_code, 0) << staged.err;
+    EXPECT_EQ(mode(storage / "results" / "up.txt"), expected) << "a loom stage upload";
+  }
 }
 
 }  // namespace

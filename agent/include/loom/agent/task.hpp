@@ -31,6 +31,7 @@ struct TaskSpec {
   std::string chdir;
   std::string stdout_path;  // opened as the user, appended to
   std::string stderr_path;  // may equal stdout_path
+  mode_t umask = 022;       // the submitter's: the task's, and its output files' modes
   uid_t uid = 0;
   std::optional<hwtopo::Binding> binding;  // resolved against the node's Binder
   std::uint64_t memory_limit = 0;          // bytes; 0: none

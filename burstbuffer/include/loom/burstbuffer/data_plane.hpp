@@ -74,6 +74,7 @@ struct Remote {
   std::string credential;  // Munge: a user's, or root's with uid and gid
   std::uint32_t uid = 0;
   std::uint32_t gid = 0;
+  std::uint32_t umask = 022;  // whose files a copy makes there get 0666 & ~umask
 };
 
 // The initiating side: one endpoint and its buffers, for copies one after another (a copy
