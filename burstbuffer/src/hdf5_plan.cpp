@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <functional>
@@ -179,8 +180,11 @@ Result<SkeletonPlan> write_skeleton(const fs::path& source, std::span<const std:
   if (!src.valid()) return hdf5_error(ErrorCode::kInvalidArgument, "it is not an HDF5 file");
   Hid in_memory(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
   H5Pset_fapl_core(in_memory.get(), std::size_t{1} << 20, false);  // no backing store
-  // The name is HDF5's only: no file is created under it.
-  Hid dst(H5Fcreate("loom-skeleton", H5F_ACC_TRUNC, H5P_DEFAULT, in_memory.get()), H5Fclose);
+  // The name is HDF5's only: no file is created under it. Unique, since HDF5 refuses to
+  // create a file by the name of one it has open (skeletons made at once for several hosts).
+  static std::atomic<std::uint64_t> made{0};
+  const std::string name = fmt::format("loom-skeleton-{}", made.fetch_add(1));
+  Hid dst(H5Fcreate(name.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, in_memory.get()), H5Fclose);
   if (!dst.valid()) return hdf5_error(ErrorCode::kInternal, "cannot make the skeleton");
   SkeletonPlan plan;
   for (const std::string& path : datasets) {
