@@ -27,6 +27,29 @@ fs::path shm_job_dir(const fs::path& base, std::uint64_t job) {
   return base / fmt::format("job_{}", job);
 }
 
+Status make_shm_base(const fs::path& base) {
+  std::error_code ec;
+  fs::create_directories(base, ec);
+  struct stat st {};
+  if (::lstat(base.c_str(), &st) != 0) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      fmt::format("agent.shm_dir {}: {}", base.string(),
+                                  ec ? ec.message() : std::strerror(errno)));
+  }
+  if (!S_ISDIR(st.st_mode) || st.st_uid != 0) {
+    return make_error(
+        ErrorCode::kFailedPrecondition,
+        fmt::format("agent.shm_dir {} is {} of uid {}, not a directory of root's: "
+                    "remove it, or set another agent.shm_dir",
+                    base.string(), S_ISDIR(st.st_mode) ? "a directory" : "a file", st.st_uid));
+  }
+  if (::chmod(base.c_str(), 0711) != 0) {
+    return make_error(ErrorCode::kInternal,
+                      fmt::format("chmod 0711 {}: {}", base.string(), std::strerror(errno)));
+  }
+  return {};
+}
+
 std::vector<std::uint64_t> shm_jobs_on(const fs::path& base) {
   std::vector<std::uint64_t> jobs;
   std::error_code ec;
@@ -146,16 +169,8 @@ Status JobStorage::copy(
 }
 
 Status JobStorage::make_shm_dir() const {
-  std::error_code ec;
-  fs::create_directories(shm_base_, ec);
-  // /dev/shm is anyone's: a base that a user made first is refused, not used.
+  LOOM_TRY(make_shm_base(shm_base_));  // made at the agent's start; checked again
   struct stat st {};
-  if (::lstat(shm_base_.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != 0) {
-    return make_error(ErrorCode::kFailedPrecondition,
-                      fmt::format("agent.shm_dir {} is not a directory of root's{}",
-                                  shm_base_.string(), ec ? ": " + ec.message() : ""));
-  }
-  ::chmod(shm_base_.c_str(), 0711);
   const fs::path dir = shm_job_dir(shm_base_, launch_.job());
   if (::mkdir(dir.c_str(), 0700) == 0) {
     if (::chown(dir.c_str(), launch_.uid(), gid_) == 0) return {};

@@ -40,6 +40,9 @@ class StagerPool {
 // user's, 0700. Open MPI's session directory and shared-memory segments go there, so that
 // a job killed mid-run leaves nothing in /dev/shm or /tmp once it is removed.
 std::filesystem::path shm_job_dir(const std::filesystem::path& base, std::uint64_t job);
+// Makes `base` (root's, 0711), or checks the one there: /dev/shm is anyone's, and a base a
+// user made first (which failed every MPI job of the node) is refused, naming its owner.
+Status make_shm_base(const std::filesystem::path& base);
 // The jobs that have one under base.
 std::vector<std::uint64_t> shm_jobs_on(const std::filesystem::path& base);
 Status remove_shm_job_dir(const std::filesystem::path& base, std::uint64_t job);

@@ -1061,6 +1061,8 @@ int main(int argc, char** argv) {
     return fail(Error(ErrorCode::kNotFound, fmt::format("cannot find {}, which starts every task",
                                                         options.keeper.string())));
   }
+  // Made before any job runs, so that no user makes it first in a world-writable /dev/shm.
+  if (auto made = agent::make_shm_base(options.shm_dir); !made) return fail(made.error());
   options.data_plane.fabric = {
       config->fabric.provider,
       fabric_interface.empty() ? config->fabric.interface : fabric_interface};
