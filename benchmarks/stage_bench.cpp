@@ -328,7 +328,9 @@ int main(int argc, char** argv) {
       {"large_file_bytes", size->count()},
       {"chunk_bytes", 1 << 20},
       {"small_datasets", small_count},
-      {"pipeline", "8 buffers of 4 MiB per side, registered once"},
+      {"pipeline",
+       "8 buffers of 4 MiB per side, allocated once; the stager's registered once, the "
+       "storage agent's per lease (its bytes only)"},
       {"cold_source", "posix_fadvise DONTNEED before every timed copy; every copy synced"},
       {"fabric", "loom-fabric-bw: RMA reads of 4 MiB between two processes, 16 in flight"},
       {"peak_rss_mb",
