@@ -85,6 +85,33 @@ std::string placement_json(const sched::Cluster& cluster, const sched::Placement
 
 }  // namespace
 
+// What one job may carry at most, whoever sends it (the CLI is not the only client): each
+// repeated field and the larger strings, so that no submission makes a job's record, or a
+// listing of jobs, too large to store or send. docs/user-guide.md lists them.
+Status check_bounds(const v1::JobSpec& spec) {
+  struct Bound {
+    std::string_view field;
+    std::size_t size, most;
+    std::string_view unit;
+  };
+  const Bound bounds[] = {
+      {"argv", static_cast<std::size_t>(spec.argv_size()), 4096, "words"},
+      {"environment", spec.environment().size(), 4096, "variables"},
+      {"stage_in", static_cast<std::size_t>(spec.stage_in_size()), 256, "entries"},
+      {"stage_out", static_cast<std::size_t>(spec.stage_out_size()), 256, "entries"},
+      {"dependencies", static_cast<std::size_t>(spec.dependencies_size()), 1024, "jobs"},
+      {"name", spec.name().size(), 1024, "bytes"},
+      {"script", spec.script().size(), std::size_t{1} << 20, "bytes"},
+  };
+  for (const Bound& b : bounds) {
+    if (b.size > b.most) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        fmt::format("{}: {} {}, at most {}", b.field, b.size, b.unit, b.most));
+    }
+  }
+  return {};
+}
+
 Result<sched::JobSpec> to_sched_spec(const v1::JobSpec& in) {
   sched::JobSpec out;
   out.name = in.name();
@@ -181,6 +208,7 @@ Result<std::vector<JobId>> JobManager::submit(const Caller& caller, v1::JobSpec 
                       fmt::format("array_size {}: an array holds at most {} jobs", array_size,
                                   sched::kMaxArraySize));
   }
+  LOOM_TRY(check_bounds(spec));
   if (spec.has_umask() && spec.umask() > 0777) {
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("umask {:o}: a umask is at most 0777", spec.umask()));

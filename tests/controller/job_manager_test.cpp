@@ -361,6 +361,22 @@ TEST_F(JobManagerTest, AnArrayPastTheLimitIsRefusedWhoeverSendsIt) {
   EXPECT_TRUE(manager_->list(kAdmin, true).empty()) << "nothing was stored";
 }
 
+TEST_F(JobManagerTest, RepeatedFieldsPastTheirBoundsAreRefusedNamingTheField) {
+  v1::JobSpec words = spec(1);
+  for (int i = 0; i < 4096; ++i) words.add_argv("x");  // 4097 with the command
+  auto refused = submit(kAlice, words, at(0));
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().message(), "argv: 4097 words, at most 4096");
+  v1::JobSpec env = spec(1);
+  for (int i = 0; i < 4097; ++i) (*env.mutable_environment())[fmt::format("V{}", i)] = "1";
+  refused = submit(kAlice, env, at(0));
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().message(), "environment: 4097 variables, at most 4096");
+  EXPECT_TRUE(manager_->list(kAdmin, true).empty()) << "nothing was stored";
+  words.mutable_argv()->RemoveLast();
+  EXPECT_TRUE(submit(kAlice, words, at(0)).has_value()) << "4096 words are fine";
+}
+
 TEST_F(JobManagerTest, AUmaskIsCheckedAndStoredWithTheJob) {
   v1::JobSpec s = spec(1);
   s.set_umask(01022);
