@@ -153,13 +153,19 @@ std::vector<Command> add_job_commands(CLI::App& app) {
       {queue, [queue_json, queue_all, controller](const Context& context) -> Status {
          const Client client = LOOM_TRY(connect(*controller, context.config));
          v1::ListRequest request;
-         v1::Caller caller = LOOM_TRY(me());
-         *request.mutable_caller() = std::move(caller);
          request.set_include_ended(*queue_all);
-         v1::ListReply reply;
-         grpc::ClientContext call;
-         if (grpc::Status s = client.stub->List(&call, request, &reply); !s.ok())
-           return std::unexpected(client.error(s));
+         v1::ListReply reply;  // every page's jobs
+         for (std::uint64_t after = 0;;) {
+           *request.mutable_caller() = LOOM_TRY(me());  // a credential decodes once
+           request.set_after(after);
+           v1::ListReply page;
+           grpc::ClientContext call;
+           if (grpc::Status s = client.stub->List(&call, request, &page); !s.ok())
+             return std::unexpected(client.error(s));
+           for (v1::JobInfo& j : *page.mutable_jobs()) *reply.add_jobs() = std::move(j);
+           if (page.next_after() == 0) break;
+           after = page.next_after();
+         }
          if (*queue_json) {
            nlohmann::json jobs = nlohmann::json::array();
            for (const v1::JobInfo& j : reply.jobs()) {

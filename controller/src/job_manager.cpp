@@ -271,9 +271,11 @@ const JobRow* JobManager::visible(const Caller& caller, JobId id,
   return &it->second;
 }
 
-std::vector<JobRow> JobManager::list(const Caller& caller, bool include_ended) const {
+std::vector<JobRow> JobManager::list(const Caller& caller, bool include_ended, JobId after,
+                                     std::size_t limit) const {
   std::vector<JobRow> out;
-  for (const auto& [id, row] : jobs_) {
+  for (auto it = jobs_.upper_bound(after); it != jobs_.end() && out.size() < limit; ++it) {
+    const JobRow& row = it->second;
     if ((caller.admin || row.uid == caller.uid) && (include_ended || !ended(row.state)))
       out.push_back(with_unknown(row));
   }

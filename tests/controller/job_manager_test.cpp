@@ -377,6 +377,20 @@ TEST_F(JobManagerTest, RepeatedFieldsPastTheirBoundsAreRefusedNamingTheField) {
   EXPECT_TRUE(submit(kAlice, words, at(0)).has_value()) << "4096 words are fine";
 }
 
+TEST_F(JobManagerTest, AListingComesAPageAtATimeInIdOrder) {
+  const std::vector<JobId> ids = manager_->submit(kAlice, spec(1), 5, at(0)).value();
+  (void)submit(kBob, spec(1), at(0)).value();
+  std::vector<JobId> seen;
+  for (JobId after(0);;) {
+    const std::vector<JobRow> page = manager_->list(kAlice, true, after, 2);
+    if (page.empty()) break;
+    EXPECT_LE(page.size(), 2u);
+    for (const JobRow& r : page) seen.push_back(r.id);
+    after = page.back().id;
+  }
+  EXPECT_EQ(seen, ids) << "alice's five, each once, in order; none of bob's";
+}
+
 TEST_F(JobManagerTest, AUmaskIsCheckedAndStoredWithTheJob) {
   v1::JobSpec s = spec(1);
   s.set_umask(01022);

@@ -113,5 +113,28 @@ TEST_F(JobAttacksTest, FilesLoomWritesForAUserHonourTheirUmask) {
   }
 }
 
+// root's `loom queue --all` failed with "Received message larger than max" once an array
+// had made the listing larger than gRPC's 4 MiB (issue 19): listings come a page at a time.
+TEST_F(JobAttacksTest, AListingLargerThanOneMessageComesWholeAPageAtATime) {
+  const std::uint64_t blocker =
+      submit({"submit", "--", "/bin/sh", "-c", "while [ ! -e release ]; do sleep 0.05; done"});
+  // 40,000 records of over 170 bytes each (a 128-byte name): more than 6 MiB in one reply.
+  constexpr unsigned kArray = 40'000;
+  const std::uint64_t array =
+      submit({"submit", "-a", fmt::format("1-{}", kArray), "-J", std::string(128, 'n'), "-d",
+              fmt::format("afterok:{}", blocker), "--", "true"});
+  const Completed listed = cluster_->loom("", {"queue", "--all", "--json"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  const nlohmann::json jobs = nlohmann::json::parse(listed.out)["jobs"];
+  ASSERT_EQ(jobs.size(), kArray + 1);
+  std::set<std::uint64_t> ids;
+  for (const nlohmann::json& j : jobs) ids.insert(j["id"].get<std::uint64_t>());
+  EXPECT_EQ(ids.size(), kArray + 1u) << "each job once";
+  EXPECT_EQ(jobs.back()["array_index"], kArray);
+  ASSERT_EQ(alice({"cancel", std::to_string(array)}).exit_code, 0);
+  std::ofstream(dir_ / "release") << "";
+  EXPECT_EQ(finish(blocker)["state"], "COMPLETED");
+}
+
 }  // namespace
 }  // namespace loom::testing

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
@@ -71,8 +72,10 @@ class JobManager {
                                     std::uint32_t array_size, sched::Time now);
 
   // A user's own jobs, or every job for an admin; other users' jobs are invisible. Jobs
-  // that have ended only with include_ended.
-  std::vector<JobRow> list(const Caller& caller, bool include_ended) const;
+  // that have ended only with include_ended. In id order, from the first after `after`, at
+  // most `limit` of them: a listing goes out a page at a time.
+  std::vector<JobRow> list(const Caller& caller, bool include_ended, JobId after = JobId(0),
+                           std::size_t limit = std::numeric_limits<std::size_t>::max()) const;
   // The job `id`, or element `index` of the array `id`.
   Result<JobRow> show(const Caller& caller, JobId id,
                       std::optional<std::uint32_t> index = std::nullopt) const;
