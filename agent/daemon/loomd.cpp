@@ -1062,7 +1062,11 @@ int main(int argc, char** argv) {
                                                         options.keeper.string())));
   }
   // Made before any job runs, so that no user makes it first in a world-writable /dev/shm.
-  if (auto made = agent::make_shm_base(options.shm_dir); !made) return fail(made.error());
+  // Only by root: an agent run as anybody else makes nothing (the controller refuses it
+  // when it registers), least of all a base of its user's that root's agents would refuse.
+  if (::geteuid() == 0) {
+    if (auto made = agent::make_shm_base(options.shm_dir); !made) return fail(made.error());
+  }
   options.data_plane.fabric = {
       config->fabric.provider,
       fabric_interface.empty() ? config->fabric.interface : fabric_interface};

@@ -136,5 +136,22 @@ TEST_F(JobAttacksTest, AListingLargerThanOneMessageComesWholeAPageAtATime) {
   EXPECT_EQ(finish(blocker)["state"], "COMPLETED");
 }
 
+// An agent run by a user is refused when it registers; before that it makes nothing: a
+// /dev/shm base of loom-bob's, made by his own loomd, would have stopped root's agents.
+TEST_F(JobAttacksTest, AnAgentRunByAUserMakesNoSharedMemoryBase) {
+  const std::filesystem::path shm = temp_path("rogue-shm");
+  std::filesystem::create_directories(shm);
+  std::filesystem::permissions(
+      shm, std::filesystem::perms::all | std::filesystem::perms::sticky_bit);  // as /dev/shm is
+  const Completed rogue =
+      run({"runuser", "-u", "loom-bob", "--", built("agent/loomd"), "--controller",
+           cluster_->address(), "--name", "rogue", "--synthetic", "pack:1 core:4 pu:1", "--shm-dir",
+           (shm / "loom").string(), "--state-dir", (shm / "state").string()});
+  EXPECT_NE(rogue.exit_code, 0);
+  EXPECT_NE(rogue.err.find("an agent must run as root; loom-bob"), std::string::npos) << rogue.err;
+  EXPECT_FALSE(std::filesystem::exists(shm / "loom")) << rogue.err;
+  std::filesystem::remove_all(shm);
+}
+
 }  // namespace
 }  // namespace loom::testing
