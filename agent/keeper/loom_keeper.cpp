@@ -5,6 +5,7 @@
 // waits for the task and writes its wait status to the spec's status file (whole, then
 // renamed). It outlives the agent, so that an agent that restarts learns how its tasks
 // ended. A small program of its own, so that forking it and the task costs little.
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
@@ -15,6 +16,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <iterator>
@@ -37,6 +39,24 @@ constexpr int kReport = 3;  // the agent reads what went wrong before exec here
 }
 
 std::string what(const std::string& action) { return action + ": " + std::strerror(errno); }
+
+// Closes every descriptor from `first` up, or with `at_exec` marks it close-on-exec.
+// close_range does it in one call where the kernel has it (5.9; CLOSE_RANGE_CLOEXEC from
+// 5.11); an older kernel (RHEL 8's 4.18) gets each descriptor /proc/self/fd lists.
+bool close_from(int first, bool at_exec) {
+  if (::close_range(static_cast<unsigned>(first), ~0U, at_exec ? CLOSE_RANGE_CLOEXEC : 0) == 0)
+    return true;
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) return false;
+  std::vector<int> fds;
+  for (const dirent* entry; (entry = ::readdir(dir)) != nullptr;) {
+    const int fd = std::atoi(entry->d_name);
+    if (entry->d_name[0] != '.' && fd >= first && fd != ::dirfd(dir)) fds.push_back(fd);
+  }
+  ::closedir(dir);
+  for (int fd : fds) at_exec ? ::fcntl(fd, F_SETFD, FD_CLOEXEC) : ::close(fd);
+  return true;
+}
 
 // In the task: everything between fork and exec, in order. Any failure is reported and ends
 // the task before it runs anything of the user's.
@@ -77,7 +97,7 @@ std::string what(const std::string& action) { return action + ": " + std::strerr
   ::dup2(err, 2);
   // The task gets 0-2 and nothing else, whatever this process was handed: every other
   // descriptor closes at exec, the report pipe too (the agent then sees EOF, no message).
-  if (::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0) fail(what("close_range"));
+  if (!close_from(3, true)) fail(what("marking descriptors close-on-exec"));
   std::vector<std::string> argv_strings = spec["argv"], env_strings = spec["env"];
   std::vector<char*> argv, envp;
   for (std::string& a : argv_strings) argv.push_back(a.data());
@@ -112,7 +132,7 @@ int main(int argc, char** argv) {
   // Nothing of the agent's but the report pipe: the agent spawns the keeper with only 0-3,
   // and whatever else came (a descriptor the agent failed to mark close-on-exec) is not
   // held for the task's whole life.
-  ::close_range(kReport + 1, ~0U, 0);
+  (void)close_from(kReport + 1, false);
   // A session of its own: signals for the agent's terminal or process group do not reach
   // the keeper or its task.
   ::setsid();
