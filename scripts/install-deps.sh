@@ -13,6 +13,7 @@ fi
 packages=(
   build-essential cmake ninja-build pkg-config git
   clang-format-16  # scripts/test.sh checks every source's format with it
+  user-mode-linux kmod  # tests/cgroup2/vm.sh: a kernel with cgroup v2 alone, and insmod for its loop driver
   libhwloc-dev hwloc
   libfabric-dev libfabric-bin
   rdma-core

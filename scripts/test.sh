@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds Loom and runs every test, as CI does (.ci/run calls the README's test command).
 #   0. every C++ source formatted as .clang-format says (clang-format 16: `clang-format-16 -i`);
-#   1. the release preset: every test, all labels (unit, integration, e2e);
+#   1. the release preset: every test, all labels (unit, integration, e2e, and cgroup2: the
+#      job flow inside a kernel with cgroup v2 alone, tests/cgroup2/vm.sh);
 #   2. the asan preset (AddressSanitizer + UndefinedBehaviorSanitizer): the unit and
 #      integration labels (e2e tests, which run whole clusters, run in release only).
 # Exits non-zero on the first failure.

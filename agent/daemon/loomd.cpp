@@ -69,6 +69,8 @@ struct Options {
   fs::path state_dir;
   fs::path shm_dir;  // MPI jobs' shared-memory directories
   bool allow_root = false;
+  std::uint64_t pids_max = 0;  // agent.pids_max
+  std::uint64_t swap = 0;      // agent.swap
   std::chrono::seconds heartbeat{1};
   fs::path keeper;  // loom-keeper, beside loomd
   std::vector<Config::NvmeDevice> nvme;
@@ -78,9 +80,10 @@ struct Options {
 
 class Agent {
  public:
-  Agent(Options options, hwtopo::Binder binder)
+  Agent(Options options, hwtopo::Binder binder, agent::CgroupTree cgroups)
       : o_(std::move(options)),
         binder_(std::move(binder)),
+        cgroups_(std::move(cgroups)),
         stagers_(std::make_shared<agent::StagerPool>(o_.data_plane)) {}
 
   // Adopts what the state directory says an agent before this one left running, then
@@ -211,7 +214,11 @@ class Agent {
     return {{"exit_code", e.exit_code()},
             {"signal", e.has_signal() ? nlohmann::json(e.signal()) : nlohmann::json(nullptr)},
             {"out_of_memory", e.out_of_memory()},
-            {"error", e.error()}};
+            {"error", e.error()},
+            {"cpu_seconds", e.usage().cpu_seconds()},
+            {"memory_peak_bytes", e.usage().has_memory_peak_bytes()
+                                      ? nlohmann::json(e.usage().memory_peak_bytes())
+                                      : nlohmann::json(nullptr)}};
   }
 
   // The state directory's records: jobs still running are adopted and waited for again;
@@ -236,7 +243,7 @@ class Agent {
         // The agent before this one stopped while starting the job: whatever of it started
         // is killed, and the job reported failed here.
         for (const nlohmann::json& rank : record["launching"]) {
-          if (auto cgroup = agent::Cgroup::open(
+          if (auto cgroup = cgroups_.open(
                   fmt::format("{}/job_{}_rank_{}", o_.cgroup, id.value(), rank.get<unsigned>()))) {
             (void)cgroup->kill_all();
           }
@@ -255,6 +262,10 @@ class Agent {
         if (!record["ended"]["signal"].is_null()) e.set_signal(record["ended"]["signal"]);
         e.set_out_of_memory(record["ended"]["out_of_memory"]);
         e.set_error(record["ended"]["error"]);
+        const nlohmann::json& used = record["ended"];
+        if (used.contains("cpu_seconds")) e.mutable_usage()->set_cpu_seconds(used["cpu_seconds"]);
+        if (used.contains("memory_peak_bytes") && !used["memory_peak_bytes"].is_null())
+          e.mutable_usage()->set_memory_peak_bytes(used["memory_peak_bytes"]);
         std::lock_guard lock(jobs_mutex_);
         ended_[id] = e;
         continue;
@@ -273,7 +284,7 @@ class Agent {
       for (const nlohmann::json& r : record["ranks"]) {
         agent::TaskRecord tr{r["cgroup"], r["keeper"], r["keeper_start"],
                              r["status"].get<std::string>()};
-        auto task = agent::Task::adopt(tr);
+        auto task = agent::Task::adopt(cgroups_, tr);
         if (!task) {
           lost = task.error().to_string();
           continue;
@@ -340,6 +351,11 @@ class Agent {
     hello.mutable_hello()->set_topology_json(topology_json);
     hello.mutable_hello()->set_credential(*credential);
     hello.mutable_hello()->set_data_address(o_.data_address);
+    v1::CgroupInfo* cgroup = hello.mutable_hello()->mutable_cgroup();
+    cgroup->set_version(cgroups_.version() == agent::CgroupVersion::kV2 ? "v2" : "v1");
+    cgroup->set_layout(cgroups_.layout());
+    for (const std::string& c : cgroups_.enforced()) cgroup->add_enforced(c);
+    for (const std::string& note : cgroups_.notes()) cgroup->add_not_enforced(note);
     for (const Config::NvmeDevice& d : o_.nvme) {
       v1::NvmeDevice* device = hello.mutable_hello()->add_nvme();
       device->set_path(d.path);
@@ -514,6 +530,8 @@ class Agent {
     auto task_for = [&](unsigned rank, std::vector<std::string> argv) {
       agent::TaskSpec t;
       t.cgroup_name = fmt::format("{}/job_{}_rank_{}", o_.cgroup, id.value(), rank);
+      t.pids_max = o_.pids_max;
+      t.swap_limit = o_.swap;
       t.argv = std::move(argv);
       t.environment.insert(spec.environment().begin(), spec.environment().end());
       for (const auto& [name, value] : job->storage->environment()) t.environment[name] = value;
@@ -563,7 +581,7 @@ class Agent {
     }
     for (auto& [rank, t] : tasks) {
       if (!error.empty()) break;
-      auto task = agent::Task::start(t);
+      auto task = agent::Task::start(cgroups_, t);
       if (!task) {
         error = task.error().to_string();
         break;
@@ -615,7 +633,7 @@ class Agent {
     } else {
       t.argv = {orted->string()};
       t.argv.insert(t.argv.end(), arguments->begin(), arguments->end());
-      if (auto task = agent::Task::start(t)) {
+      if (auto task = agent::Task::start(cgroups_, t)) {
         save(job->id, running_record(*job, nlohmann::json::array({task_json(
                                                job->launch.ranks(0).rank(), task->record())})));
         job->tasks.push_back(std::move(*task));
@@ -840,6 +858,12 @@ class Agent {
         if (status->signal) e.set_signal(*status->signal);
       }
       if (status->out_of_memory) e.set_out_of_memory(true);
+      v1::Usage* usage = e.mutable_usage();
+      usage->set_cpu_seconds(usage->cpu_seconds() + status->usage.cpu_seconds);
+      if (status->usage.memory_peak_bytes) {
+        usage->set_memory_peak_bytes(
+            std::max(usage->memory_peak_bytes(), *status->usage.memory_peak_bytes));
+      }
     }
     if (!job->killed.load() && job->storage->stages_out()) {
       send_staging(*job, /*out=*/true);
@@ -936,6 +960,7 @@ class Agent {
 
   Options o_;
   hwtopo::Binder binder_;
+  const agent::CgroupTree cgroups_;
   std::shared_ptr<agent::StagerPool> stagers_;
   std::atomic<bool> stopped_{false};
   std::mutex write_mutex_;  // guards the stream pointers and writes to the stream
@@ -1052,6 +1077,8 @@ int main(int argc, char** argv) {
                   shm_dir.empty() ? std::filesystem::path(config->agent.shm_dir)
                                   : std::filesystem::path(shm_dir),
                   config->agent.allow_root_jobs,
+                  config->agent.pids_max,
+                  config->agent.swap,
                   config->controller.heartbeat_interval,
                   std::filesystem::read_symlink("/proc/self/exe").parent_path() / "loom-keeper",
                   config->agent.nvme,
@@ -1067,6 +1094,19 @@ int main(int argc, char** argv) {
   if (::geteuid() == 0) {
     if (auto made = agent::make_shm_base(options.shm_dir); !made) return fail(made.error());
   }
+  auto choice = agent::parse_cgroup_choice(config->agent.cgroup);
+  if (!choice) return fail(choice.error());
+  auto cgroups = agent::CgroupTree::find(*choice);
+  if (!cgroups) return fail(cgroups.error());
+  // As for the shm base: an agent that is not root works in no cgroup (and is refused).
+  if (::geteuid() == 0) {
+    if (auto entered = cgroups->enter(options.cgroup); !entered) return fail(entered.error());
+  }
+  spdlog::info(
+      "cgroup {} ({}): jobs get {} limits",
+      cgroups->version() == agent::CgroupVersion::kV2 ? "v2" : "v1", cgroups->layout(),
+      cgroups->enforced().empty() ? "no" : fmt::format("{}", fmt::join(cgroups->enforced(), ", ")));
+  for (const std::string& note : cgroups->notes()) spdlog::warn("cgroup: {}", note);
   options.data_plane.fabric = {
       config->fabric.provider,
       fabric_interface.empty() ? config->fabric.interface : fabric_interface};
@@ -1115,8 +1155,8 @@ int main(int argc, char** argv) {
         fmt::format("{}:{}", data_listen.substr(0, data_listen.rfind(':')), port);
     spdlog::info("exporting {} for staging at {}", export_dir, options.data_address);
   }
-  auto agent =
-      std::make_unique<Agent>(options, std::move(*binder));  // never destroyed: see Agent::waiters_
+  auto agent = std::make_unique<Agent>(
+      options, std::move(*binder), std::move(*cgroups));  // never destroyed: see Agent::waiters_
   std::thread signal_waiter([&] {
     int signal = 0;
     sigwait(&signals, &signal);

@@ -61,9 +61,10 @@ bool close_from(int first, bool at_exec) {
 // In the task: everything between fork and exec, in order. Any failure is reported and ends
 // the task before it runs anything of the user's.
 [[noreturn]] void run_task(const nlohmann::json& spec) {
-  // Join the cgroups first, as a single thread writing 0 to `tasks`: the kernel then skips
-  // the global lock (and its RCU grace period, ~10 ms) that moving a process by pid takes.
-  for (const std::string file : spec["tasks_files"]) {
+  // Join the cgroups first, writing 0 (itself) to each file named: v1's `tasks`, as a single
+  // thread, which skips the global lock (and its RCU grace period, ~10 ms) that moving a
+  // process by pid takes; v2's cgroup.procs.
+  for (const std::string file : spec["join_files"]) {
     const int fd = ::open(file.c_str(), O_WRONLY | O_CLOEXEC);
     if (fd < 0 || ::write(fd, "0", 1) != 1) fail(what("cannot join the cgroup " + file));
     ::close(fd);

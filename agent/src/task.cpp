@@ -37,7 +37,7 @@ std::uint64_t start_time(pid_t pid) {
 
 }  // namespace
 
-Result<Task> Task::start(const TaskSpec& spec) {
+Result<Task> Task::start(const CgroupTree& cgroups, const TaskSpec& spec) {
   if (spec.argv.empty()) return make_error(ErrorCode::kInvalidArgument, "the task has no command");
   if (spec.uid == 0 && !spec.allow_root) {
     return make_error(ErrorCode::kPermissionDenied,
@@ -59,13 +59,14 @@ Result<Task> Task::start(const TaskSpec& spec) {
     limits.numa = spec.binding->applied_numa;
   }
   limits.memory_bytes = spec.memory_limit;
-  Cgroup cgroup = LOOM_TRY(Cgroup::create(spec.cgroup_name, limits));
+  limits.swap_bytes = spec.swap_limit;
+  limits.pids_max = spec.pids_max;
+  Cgroup cgroup = LOOM_TRY(cgroups.create(spec.cgroup_name, limits));
 
-  std::vector<std::string> tasks_files, env;
-  for (const std::string& path : cgroup.paths()) tasks_files.push_back(path + "/tasks");
+  std::vector<std::string> env;
   for (const auto& [key, value] : spec.environment) env.push_back(key + "=" + value);
   nlohmann::json keeper_spec;
-  keeper_spec["tasks_files"] = tasks_files;
+  keeper_spec["join_files"] = cgroup.join_files();
   keeper_spec["cpus"] = spec.binding ? spec.binding->applied_pus : std::vector<unsigned>{};
   keeper_spec["numa"] = spec.binding && spec.binding->applied_numa
                             ? nlohmann::json(*spec.binding->applied_numa)
@@ -143,8 +144,8 @@ Result<Task> Task::start(const TaskSpec& spec) {
   return task;
 }
 
-Result<Task> Task::adopt(const TaskRecord& record) {
-  Cgroup cgroup = LOOM_TRY(Cgroup::open(record.cgroup_name));
+Result<Task> Task::adopt(const CgroupTree& cgroups, const TaskRecord& record) {
+  Cgroup cgroup = LOOM_TRY(cgroups.open(record.cgroup_name));
   const bool ended = std::filesystem::exists(record.status_path);
   if (!ended && (record.keeper_start == 0 || start_time(record.keeper) != record.keeper_start)) {
     (void)cgroup.kill_all();
@@ -190,6 +191,7 @@ Result<ExitStatus> Task::wait() {
     exit.exit_code = WEXITSTATUS(status);
   }
   exit.out_of_memory = cgroup_.out_of_memory();
+  exit.usage = cgroup_.usage();
   return exit;
 }
 

@@ -75,6 +75,12 @@ nlohmann::json job_json(const v1::JobInfo& j) {
           {"start_time", optional(j.has_start_time(), j.start_time())},
           {"placement", placement},
           {"staging", staging},
+          // What the kernel counted in the job's cgroups; null until it has ended.
+          {"usage", j.has_usage() ? nlohmann::json{{"cpu_seconds", j.usage().cpu_seconds()},
+                                                   {"memory_peak_bytes",
+                                                    optional(j.usage().has_memory_peak_bytes(),
+                                                             j.usage().memory_peak_bytes())}}
+                                  : nlohmann::json(nullptr)},
           {"times",
            {{"submit", j.submit_time()},
             {"start", optional(j.has_start_time(), j.start_time())},
@@ -215,6 +221,13 @@ std::vector<Command> add_job_commands(CLI::App& app) {
          std::cout << fmt::format("submitted {}, started {}, ended {}\n", when(reply.submit_time()),
                                   when(reply.has_start_time() ? reply.start_time() : 0),
                                   when(reply.has_end_time() ? reply.end_time() : 0));
+         if (reply.has_usage()) {
+           std::cout << fmt::format("used {:.2f} s of CPU, peak memory {}\n",
+                                    reply.usage().cpu_seconds(),
+                                    reply.usage().has_memory_peak_bytes()
+                                        ? format_bytes(Bytes(reply.usage().memory_peak_bytes()))
+                                        : std::string("not measured"));
+         }
          for (const nlohmann::json& rank : j["placement"]) {
            std::string line = fmt::format(
                "  rank {} on {}: cores {} memory on NUMA {}", rank["rank"].get<unsigned>(),

@@ -36,7 +36,14 @@ nlohmann::json node_json(const v1::NodeInfo& n) {
           {"reason", n.reason()},
           {"numa", numa},
           {"nvme", nvme},
-          {"data_address", n.data_address()}};
+          {"data_address", n.data_address()},
+          {"cgroup",
+           {{"version", n.cgroup().version()},
+            {"layout", n.cgroup().layout()},
+            {"enforced",
+             std::vector<std::string>(n.cgroup().enforced().begin(), n.cgroup().enforced().end())},
+            {"not_enforced", std::vector<std::string>(n.cgroup().not_enforced().begin(),
+                                                      n.cgroup().not_enforced().end())}}}};
 }
 
 // Drain or resume: the same request, told apart by the call.
@@ -111,6 +118,9 @@ std::vector<Command> add_node_commands(CLI::App& app) {
                fmt::format("{}/{}", format_bytes(Bytes(nvme_free)),
                            format_bytes(Bytes(nvme_total))),
                printable(n.reason()));
+           // A limit the node cannot enforce is said, never silently dropped.
+           for (const std::string& note : n.cgroup().not_enforced())
+             std::cout << "  not enforced: " << printable(note) << '\n';
          }
          return {};
        }});

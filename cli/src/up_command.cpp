@@ -49,8 +49,8 @@ struct Daemon {
 
 class Supervisor {
  public:
-  Supervisor(bool restart, fs::path cgroup_root)
-      : restart_(restart), cgroup_root_(std::move(cgroup_root)) {}
+  Supervisor(bool restart, agent::CgroupTree cgroups, std::string cgroup_root)
+      : restart_(restart), cgroups_(std::move(cgroups)), cgroup_root_(std::move(cgroup_root)) {}
 
   // Starts the daemon and waits (bounded) for its ready line; returns that line.
   Result<std::string> start(Daemon& d) {
@@ -144,7 +144,7 @@ class Supervisor {
   // What the stopped agents left running: their jobs' processes, killed by cgroup, and
   // the keepers that watched them, which this process (a child subreaper) inherited.
   void remove_jobs() const {
-    agent::Cgroup::destroy_level(cgroup_root_.string());
+    cgroups_.destroy_level(cgroup_root_);
     const auto deadline = Clock::now() + std::chrono::seconds(10);
     while (Clock::now() < deadline) {
       const pid_t pid = ::waitpid(-1, nullptr, WNOHANG);
@@ -155,7 +155,8 @@ class Supervisor {
 
  private:
   bool restart_;
-  fs::path cgroup_root_;
+  agent::CgroupTree cgroups_;  // as the agents find it: the same configuration, the same tree
+  std::string cgroup_root_;
 };
 
 }  // namespace
@@ -200,7 +201,7 @@ Command add_up(CLI::App& app) {
   up->add_flag("--no-restart", o->no_restart,
                "Leave a daemon that dies stopped, instead of restarting it as systemd would");
   return {
-      up, [o](const Context&) -> Status {
+      up, [o](const Context& context) -> Status {
         if (::geteuid() != 0) {
           return make_error(ErrorCode::kPermissionDenied,
                             "loom up must run as root: its agents start jobs as their users");
@@ -246,7 +247,10 @@ Command add_up(CLI::App& app) {
         // This run's agents keep their jobs' cgroups under loom/up<pid>/, apart from any other
         // cluster on the machine.
         const std::string cgroup_root = fmt::format("up{}", ::getpid());
-        Supervisor supervisor(!o->no_restart, cgroup_root);
+        const agent::CgroupChoice choice =
+            LOOM_TRY(agent::parse_cgroup_choice(context.config.agent.cgroup));
+        Supervisor supervisor(!o->no_restart, LOOM_TRY(agent::CgroupTree::find(choice)),
+                              cgroup_root);
         if (o->netns > 0) o->agents = o->netns;
         std::vector<std::string> names;
         for (unsigned i = 0; i < o->agents; ++i) names.push_back(fmt::format("node{}", i));

@@ -249,6 +249,50 @@ const std::array kKeys = {
         },
     },
     KeySpec{
+        {"agent.cgroup", "string", "auto",
+         "Which cgroups loomd confines jobs with: \"v2\" (one tree, as stock Debian 12, RHEL 9 "
+         "and Ubuntu 22.04 nodes mount it alone), \"v1\" (a hierarchy per controller) or "
+         "\"auto\": v2 where the node's v2 tree has the memory controller, else v1. loomd "
+         "logs what it chose and which limits it cannot enforce; loom nodes shows both."},
+        [](Config& config, const toml::node& value) -> Status {
+          std::string choice = LOOM_TRY(as_string(value));
+          if (choice != "auto" && choice != "v1" && choice != "v2")
+            return make_error(ErrorCode::kInvalidArgument, "must be \"auto\", \"v1\" or \"v2\"");
+          config.agent.cgroup = std::move(choice);
+          return {};
+        },
+        [](const Config& config) { return config.agent.cgroup; },
+    },
+    KeySpec{
+        {"agent.pids_max", "integer", "0",
+         "The most processes and threads one task (a rank, or an MPI job's processes on a "
+         "node) may have at once, by the pids controller; a fork past it fails. 0: no limit."},
+        [](Config& config, const toml::node& value) -> Status {
+          const auto pids = value.value<std::int64_t>();
+          if (!pids || !value.is_integer() || *pids < 0 || *pids > 4'194'304)
+            return make_error(ErrorCode::kInvalidArgument, "must be an integer from 0 to 4194304");
+          config.agent.pids_max = static_cast<std::uint64_t>(*pids);
+          return {};
+        },
+        [](const Config& config) { return std::to_string(config.agent.pids_max); },
+    },
+    KeySpec{
+        {"agent.swap", "size", "0",
+         "Swap a task may use beyond its --mem-per-task before the kernel's OOM killer ends it "
+         "(memory.swap.max on cgroup v2, memory.memsw.limit_in_bytes on v1, where the kernel "
+         "accounts swap). 0: a task over its memory is killed, not swapped out."},
+        [](Config& config, const toml::node& value) -> Status {
+          const std::string text = LOOM_TRY(as_string(value));
+          auto bytes = parse_bytes(text);
+          if (!bytes) return std::unexpected(bytes.error());
+          config.agent.swap = bytes->count();
+          return {};
+        },
+        [](const Config& config) -> std::string {
+          return config.agent.swap == 0 ? "0" : format_bytes(Bytes(config.agent.swap));
+        },
+    },
+    KeySpec{
         {"fabric.provider", "string", "",
          "libfabric provider for the data plane, e.g. \"verbs;ofi_rxm\", \"tcp;ofi_rxm\" or "
          "\"shm\". Empty: FI_PROVIDER if set, else verbs;ofi_rxm, then tcp;ofi_rxm. shm reaches "

@@ -48,6 +48,7 @@ v1::JobInfo info(const JobRow& row) {
     j.set_array_index(row.array_index);
   }
   *j.mutable_staging() = row.staging.files();
+  if (row.usage) *j.mutable_usage() = *row.usage;
   return j;
 }
 
@@ -192,6 +193,7 @@ grpc::Status Service::Nodes(grpc::ServerContext*, const v1::NodesRequest* reques
       nvme->set_bytes_total(total.nvme.at(k));
     }
     n->set_role("compute");
+    if (auto it = cgroups_.find(n->name()); it != cgroups_.end()) *n->mutable_cgroup() = it->second;
   }
   for (const auto& [name, address] : storage_) {
     v1::NodeInfo* n = reply->add_nodes();
@@ -199,6 +201,7 @@ grpc::Status Service::Nodes(grpc::ServerContext*, const v1::NodesRequest* reques
     n->set_state("UP");
     n->set_role("storage");
     n->set_data_address(address);
+    if (auto it = cgroups_.find(name); it != cgroups_.end()) *n->mutable_cgroup() = it->second;
   }
   return grpc::Status::OK;
 }
@@ -475,6 +478,7 @@ grpc::Status Service::Connect(grpc::ServerContext* context,
     if (!node) return to_grpc(node.error());
     agent->node = *node;
     agents_[agent->node] = agent;
+    cgroups_[name] = first.hello().cgroup();
     gone_.erase(agent->node);
     v1::ToAgent registered;
     registered.mutable_registered();
@@ -532,6 +536,7 @@ grpc::Status Service::serve_storage(grpc::ServerContext* context,
               fmt::format("{} is a compute node's name already", name)};
     }
     storage_[name] = hello.data_address();
+    cgroups_[name] = hello.cgroup();
     v1::ToAgent registered;
     registered.mutable_registered();
     stream->Write(registered);
@@ -850,6 +855,12 @@ void Service::node_ended(NodeId node, const v1::JobEnded& ended) {
     changed_.notify_all();
   }
   job.ending.out_of_memory = job.ending.out_of_memory || ended.out_of_memory();
+  v1::Usage& usage = job.ending.usage;
+  usage.set_cpu_seconds(usage.cpu_seconds() + ended.usage().cpu_seconds());
+  if (ended.usage().has_memory_peak_bytes()) {
+    usage.set_memory_peak_bytes(
+        std::max(usage.memory_peak_bytes(), ended.usage().memory_peak_bytes()));
+  }
   // An MPI job over several nodes ends with mpirun: its status is the job's, and what is
   // left of its daemons elsewhere is killed. A daemon's own status is not a rank's (mpirun
   // reports a failing rank), so only a node that could not run its part fails the job.

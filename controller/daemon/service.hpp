@@ -125,6 +125,7 @@ class Service final : public v1::Controller::Service, public v1::AgentLink::Serv
   std::map<NodeId, std::shared_ptr<Agent>> agents_;
   std::map<NodeId, Clock::time_point> gone_;    // nodes whose agent left, and since when
   std::map<std::string, std::string> storage_;  // storage agents connected: name -> data address
+  std::map<std::string, v1::CgroupInfo> cgroups_;  // how each agent last said it confines jobs
   std::map<std::string, std::string>
       buffers_made_;  // buffers the agents report made: name -> error ("" made)
   std::map<JobId, RunningJob> running_;

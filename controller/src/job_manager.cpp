@@ -310,6 +310,7 @@ Status JobManager::apply(std::span<const JobUpdate> updates) {
     if (update.end_time) row.end_time = update.end_time;
     if (update.placement) row.placement = *update.placement;
     if (update.staging) row.staging.ParseFromString(*update.staging);
+    if (update.usage) row.usage.emplace().ParseFromString(*update.usage);
   }
   if (on_change_) on_change_();
   return {};
@@ -474,6 +475,7 @@ Status JobManager::finished(JobId id, const Ending& ending, sched::Time now) {
   u.signal = ending.signal;
   u.placement = it->second.placement;  // with the binding the agents reported
   if (it->second.staging.files_size() > 0) u.staging = it->second.staging.SerializeAsString();
+  u.usage = ending.usage.SerializeAsString();
   u.end_time = now.time_since_epoch().count();
   if (auto killed = ending_.find(id); killed != ending_.end()) {
     u.state = killed->second == "TimeLimit" ? v1::TIMEOUT : v1::CANCELLED;

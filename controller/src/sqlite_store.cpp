@@ -18,7 +18,7 @@ static_assert(v1::COMPLETED == 4 && v1::NODE_FAIL > v1::COMPLETED &&
               v1::STAGING_OUT < v1::COMPLETED);
 
 // Migrations, in order: migrations[i] takes the schema from version i to i + 1.
-constexpr std::array<std::string_view, 3> kMigrations = {
+constexpr std::array<std::string_view, 4> kMigrations = {
     R"sql(
       CREATE TABLE jobs (
         id          INTEGER PRIMARY KEY,
@@ -58,6 +58,9 @@ constexpr std::array<std::string_view, 3> kMigrations = {
         bytes   INTEGER NOT NULL,
         created INTEGER NOT NULL
       );
+    )sql",
+    R"sql(
+      ALTER TABLE jobs ADD COLUMN usage BLOB;  -- loom.v1.Usage, kept with the end
     )sql",
 };
 
@@ -254,7 +257,7 @@ class SqliteStore final : public Store {
           db_.prepare("UPDATE jobs SET state = ?, reason = ?, exit_code = coalesce(?, exit_code), "
                       "signal = coalesce(?, signal), start_time = coalesce(?, start_time), "
                       "end_time = coalesce(?, end_time), placement = coalesce(?, placement), "
-                      "staging = coalesce(?, staging) "
+                      "staging = coalesce(?, staging), usage = coalesce(?, usage) "
                       "WHERE id = ?"));
       for (const JobUpdate& u : updates) {
         sqlite3_stmt* s = update.get();
@@ -272,7 +275,10 @@ class SqliteStore final : public Store {
         if (u.staging)
           sqlite3_bind_blob(s, 8, u.staging->data(), static_cast<int>(u.staging->size()),
                             SQLITE_TRANSIENT);
-        sqlite3_bind_int64(s, 9, static_cast<sqlite3_int64>(u.id.value()));
+        if (u.usage)
+          sqlite3_bind_blob(s, 9, u.usage->data(), static_cast<int>(u.usage->size()),
+                            SQLITE_TRANSIENT);
+        sqlite3_bind_int64(s, 10, static_cast<sqlite3_int64>(u.id.value()));
         LOOM_TRY(update.step());
         if (sqlite3_changes(db_.get()) != 1) {
           return make_error(ErrorCode::kNotFound,
@@ -290,10 +296,12 @@ class SqliteStore final : public Store {
     Statement select = LOOM_TRY(db_.prepare(
         unfinished_only
             ? "SELECT id, user, uid, state, reason, exit_code, signal, submit_time, start_time, "
-              "end_time, spec, placement, array_job, array_index, staging FROM jobs WHERE state < "
+              "end_time, spec, placement, array_job, array_index, staging, usage FROM jobs WHERE "
+              "state < "
               "4 ORDER BY id"
             : "SELECT id, user, uid, state, reason, exit_code, signal, submit_time, start_time, "
-              "end_time, spec, placement, array_job, array_index, staging FROM jobs ORDER BY id"));
+              "end_time, spec, placement, array_job, array_index, staging, usage FROM jobs ORDER "
+              "BY id"));
     std::vector<JobRow> rows;
     while (LOOM_TRY(select.step()) == SQLITE_ROW) {
       sqlite3_stmt* s = select.get();
@@ -321,6 +329,12 @@ class SqliteStore final : public Store {
           !row.staging.ParseFromArray(sqlite3_column_blob(s, 14), sqlite3_column_bytes(s, 14))) {
         return make_error(ErrorCode::kDataLoss,
                           fmt::format("job {}: its stored staging does not parse", row.id.value()));
+      }
+      if (sqlite3_column_type(s, 15) != SQLITE_NULL &&
+          !row.usage.emplace().ParseFromArray(sqlite3_column_blob(s, 15),
+                                              sqlite3_column_bytes(s, 15))) {
+        return make_error(ErrorCode::kDataLoss,
+                          fmt::format("job {}: its stored usage does not parse", row.id.value()));
       }
       rows.push_back(std::move(row));
     }

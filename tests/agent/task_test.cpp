@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <fstream>
 #include <sstream>
@@ -20,10 +21,16 @@
 namespace loom::agent {
 namespace {
 
-class TaskTest : public ::testing::Test {
+// Each test runs on both cgroup versions the node has: here v1's hierarchies and the v2
+// tree of a hybrid node (which has no controllers: kill and events, no limits); inside
+// tests/support/cgroup2-vm (the cgroup2 label) v2 with memory and pids, and no v1.
+class TaskTest : public ::testing::TestWithParam<CgroupChoice> {
  protected:
   void SetUp() override {
     ASSERT_EQ(::geteuid(), 0u) << "the agent's tests run as root, as loomd does";
+    auto tree = CgroupTree::find(GetParam());
+    if (!tree) GTEST_SKIP() << tree.error().to_string();
+    tree_.emplace(std::move(*tree));
     passwd* pw = ::getpwnam("loom-alice");
     ASSERT_NE(pw, nullptr) << "scripts/install-deps.sh creates loom-alice";
     alice_ = pw->pw_uid;
@@ -36,7 +43,7 @@ class TaskTest : public ::testing::Test {
     binder_.emplace(std::move(*binder));
   }
   void TearDown() override {
-    Cgroup::remove_level(level());
+    if (tree_) tree_->remove_level(level());
     std::filesystem::remove_all(dir_);
     std::filesystem::remove_all(state_);
   }
@@ -62,6 +69,12 @@ class TaskTest : public ::testing::Test {
     return text.str();
   }
 
+  bool enforces(std::string_view controller) const {
+    return std::ranges::find(tree_->enforced(), controller) != tree_->enforced().end();
+  }
+  Result<Task> start(const TaskSpec& s) { return Task::start(*tree_, s); }
+
+  std::optional<CgroupTree> tree_;
   uid_t alice_ = 0;
   std::filesystem::path dir_;
   std::filesystem::path state_ =
@@ -69,9 +82,8 @@ class TaskTest : public ::testing::Test {
   std::optional<hwtopo::Binder> binder_;
 };
 
-TEST_F(TaskTest, RunsAsTheUserWithItsEnvironmentAndReportsTheExitCode) {
-  auto task =
-      Task::start(spec({"sh", "-c", "id -u; echo job=$LOOM_JOB_ID; pwd; echo oops >&2; exit 3"}));
+TEST_P(TaskTest, RunsAsTheUserWithItsEnvironmentAndReportsTheExitCode) {
+  auto task = start(spec({"sh", "-c", "id -u; echo job=$LOOM_JOB_ID; pwd; echo oops >&2; exit 3"}));
   ASSERT_TRUE(task.has_value()) << task.error().to_string();
   auto exit = task->wait();
   ASSERT_TRUE(exit.has_value());
@@ -83,8 +95,8 @@ TEST_F(TaskTest, RunsAsTheUserWithItsEnvironmentAndReportsTheExitCode) {
   EXPECT_EQ(st.st_uid, alice_) << "the output file is the user's";
 }
 
-TEST_F(TaskTest, ASignalIsReportedAs128PlusIt) {
-  auto task = Task::start(spec({"sh", "-c", "kill -TERM $$"}));
+TEST_P(TaskTest, ASignalIsReportedAs128PlusIt) {
+  auto task = start(spec({"sh", "-c", "kill -TERM $$"}));
   ASSERT_TRUE(task.has_value()) << task.error().to_string();
   auto exit = task->wait();
   ASSERT_TRUE(exit.has_value());
@@ -93,38 +105,42 @@ TEST_F(TaskTest, ASignalIsReportedAs128PlusIt) {
 }
 
 // loomd blocks SIGTERM to wait for it on a thread; its tasks must not inherit that.
-TEST_F(TaskTest, ATaskStartsWithNoSignalBlockedWhateverTheAgentBlocks) {
+TEST_P(TaskTest, ATaskStartsWithNoSignalBlockedWhateverTheAgentBlocks) {
   sigset_t term, before;
   sigemptyset(&term);
   sigaddset(&term, SIGTERM);
   ::pthread_sigmask(SIG_BLOCK, &term, &before);
-  auto task = Task::start(spec({"grep", "SigBlk", "/proc/self/status"}));
+  auto task = start(spec({"grep", "SigBlk", "/proc/self/status"}));
   ::pthread_sigmask(SIG_SETMASK, &before, nullptr);
   ASSERT_TRUE(task.has_value()) << task.error().to_string();
   ASSERT_TRUE(task->wait().has_value());
   EXPECT_EQ(output(), "SigBlk:\t0000000000000000\n");
 }
 
-TEST_F(TaskTest, TheTaskRunsOnItsPlacedCoresAndMemory) {
+TEST_P(TaskTest, TheTaskRunsOnItsPlacedCoresAndMemory) {
   const hwtopo::Core& last = binder_->machine().cores.back();
   auto binding = binder_->resolve(std::vector<unsigned>{last.logical_index}, last.numa);
   ASSERT_TRUE(binding.has_value());
-  TaskSpec s = spec(
-      {"sh", "-c",
-       "grep Cpus_allowed_list /proc/self/status; grep -m1 -o 'bind:[0-9]*' /proc/self/numa_maps"});
+  // A kernel without NUMA (the cgroup2 label's) has no numa_maps, and one memory node.
+  const bool numa = std::filesystem::exists("/proc/self/numa_maps");
+  TaskSpec s = spec({"sh", "-c",
+                     numa ? "grep Cpus_allowed_list /proc/self/status; "
+                            "grep -m1 -o 'bind:[0-9]*' /proc/self/numa_maps"
+                          : "grep Cpus_allowed_list /proc/self/status"});
   s.binding = *binding;
-  auto task = Task::start(s);
+  auto task = start(s);
   ASSERT_TRUE(task.has_value()) << task.error().to_string();
   ASSERT_TRUE(task->wait().has_value());
-  EXPECT_EQ(output(), fmt::format("Cpus_allowed_list:\t{}\nbind:{}\n", format_index_list(last.pus),
-                                  last.numa));
+  EXPECT_EQ(output(), fmt::format("Cpus_allowed_list:\t{}\n", format_index_list(last.pus)) +
+                          (numa ? fmt::format("bind:{}\n", last.numa) : ""));
 }
 
-TEST_F(TaskTest, TheMemoryLimitIsEnforced) {
+TEST_P(TaskTest, TheMemoryLimitIsEnforced) {
+  if (!enforces("memory")) GTEST_SKIP() << "this tree has no memory controller";
   TaskSpec s =
       spec({"sh", "-c", "head -c 256M /dev/zero | tail > /dev/null"});  // tail holds it all
   s.memory_limit = 32ull << 20;
-  auto task = Task::start(s);
+  auto task = start(s);
   ASSERT_TRUE(task.has_value()) << task.error().to_string();
   auto exit = task->wait();
   ASSERT_TRUE(exit.has_value());
@@ -132,27 +148,27 @@ TEST_F(TaskTest, TheMemoryLimitIsEnforced) {
   EXPECT_NE(exit->exit_code, 0);
 }
 
-TEST_F(TaskTest, ATaskRemovesItsCgroupAndTheLevelAboveIsRemovedOnRequest) {
-  const std::filesystem::path level_dir =
-      std::filesystem::path("/sys/fs/cgroup/pids/loom") / level();
+TEST_P(TaskTest, ATaskRemovesItsCgroupAndTheLevelAboveIsRemovedOnRequest) {
+  std::filesystem::path level_dir;
   {
-    auto task = Task::start(spec({"true"}));
+    auto task = start(spec({"true"}));
     ASSERT_TRUE(task.has_value()) << task.error().to_string();
     ASSERT_TRUE(task->wait().has_value());
-    EXPECT_TRUE(std::filesystem::exists(level_dir / "task"));
+    level_dir = task->cgroup().dir("pids").parent_path();
+    EXPECT_EQ(level_dir.filename(), level());
   }
   EXPECT_FALSE(std::filesystem::exists(level_dir / "task"));
   EXPECT_TRUE(std::filesystem::exists(level_dir)) << "the level is its owner's to remove";
-  Cgroup::remove_level(level());
+  tree_->remove_level(level());
   EXPECT_FALSE(std::filesystem::exists(level_dir));
 }
 
 // An agent that restarts finds its tasks again: running ones, and how ended ones ended.
-TEST_F(TaskTest, ATaskOutlivesItsAgentAndIsAdoptedWithItsExitStatus) {
-  auto task = Task::start(spec({"sh", "-c", "sleep 0.3; exit 5"}));
+TEST_P(TaskTest, ATaskOutlivesItsAgentAndIsAdoptedWithItsExitStatus) {
+  auto task = start(spec({"sh", "-c", "sleep 0.3; exit 5"}));
   ASSERT_TRUE(task.has_value()) << task.error().to_string();
   const TaskRecord record = std::move(*task).detach();
-  auto adopted = Task::adopt(record);
+  auto adopted = Task::adopt(*tree_, record);
   ASSERT_TRUE(adopted.has_value()) << adopted.error().to_string();
   auto exit = adopted->wait();
   ASSERT_TRUE(exit.has_value()) << exit.error().to_string();
@@ -160,20 +176,20 @@ TEST_F(TaskTest, ATaskOutlivesItsAgentAndIsAdoptedWithItsExitStatus) {
   ::waitpid(record.keeper, nullptr, 0);  // this test's own child, after all
 
   // A keeper that vanished without a word: its task is lost, and said to be.
-  auto second = Task::start(spec({"sleep", "999"}));
+  auto second = start(spec({"sleep", "999"}));
   ASSERT_TRUE(second.has_value()) << second.error().to_string();
   TaskRecord gone = std::move(*second).detach();
   ::kill(gone.keeper, SIGKILL);
   ::waitpid(gone.keeper, nullptr, 0);
-  auto lost = Task::adopt(gone);
+  auto lost = Task::adopt(*tree_, gone);
   ASSERT_FALSE(lost.has_value());
   EXPECT_EQ(lost.error().code(), ErrorCode::kDataLoss);
   EXPECT_EQ(loom::testing::run({"sh", "-c", "pgrep -u loom-alice -f 'sleep 999' || true"}).out, "")
       << "its task is killed";
 }
 
-TEST_F(TaskTest, KillLeavesNoProcessBehindEvenForked) {
-  auto task = Task::start(spec({"sh", "-c", "sleep 999 & sleep 999 & echo started; wait"}));
+TEST_P(TaskTest, KillLeavesNoProcessBehindEvenForked) {
+  auto task = start(spec({"sh", "-c", "sleep 999 & sleep 999 & echo started; wait"}));
   ASSERT_TRUE(task.has_value()) << task.error().to_string();
   // Wait for the event: the line the task prints once its children exist.
   for (int i = 0; i < 500 && output().empty(); ++i) ::usleep(10'000);
@@ -191,22 +207,91 @@ TEST_F(TaskTest, KillLeavesNoProcessBehindEvenForked) {
   EXPECT_EQ(ps, "");
 }
 
-TEST_F(TaskTest, RefusalsComeBackBeforeAnythingRuns) {
+TEST_P(TaskTest, RefusalsComeBackBeforeAnythingRuns) {
   TaskSpec root = spec({"true"});
   root.uid = 0;
-  auto refused = Task::start(root);
+  auto refused = start(root);
   ASSERT_FALSE(refused.has_value());
   EXPECT_EQ(refused.error().message(), "jobs as root are refused (agent.allow_root_jobs is false)");
 
-  auto missing = Task::start(spec({"/nonexistent/app"}));
+  auto missing = start(spec({"/nonexistent/app"}));
   ASSERT_FALSE(missing.has_value());
   EXPECT_EQ(missing.error().message(), "cannot run /nonexistent/app: No such file or directory");
 
   TaskSpec elsewhere = spec({"true"});
   elsewhere.stdout_path = "/root/loom-test-output";  // not the user's to write
-  auto denied = Task::start(elsewhere);
+  auto denied = start(elsewhere);
   ASSERT_FALSE(denied.has_value());
   EXPECT_EQ(denied.error().message(), "cannot open /root/loom-test-output: Permission denied");
+}
+
+// What `loom show` reports as the job's usage: CPU time and peak memory, from the kernel.
+TEST_P(TaskTest, CpuTimeAndPeakMemoryComeFromTheKernel) {
+  auto task = start(spec({"sh", "-c",
+                          "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; "
+                          "head -c 64M /dev/zero | tail > /dev/null"}));
+  ASSERT_TRUE(task.has_value()) << task.error().to_string();
+  auto exit = task->wait();
+  ASSERT_TRUE(exit.has_value()) << exit.error().to_string();
+  EXPECT_EQ(exit->exit_code, 0);
+  EXPECT_GT(exit->usage.cpu_seconds, 0.05) << "a shell counting to 100,000 takes CPU";
+  EXPECT_LT(exit->usage.cpu_seconds, 60.0);
+  if (enforces("memory")) {
+    ASSERT_TRUE(exit->usage.memory_peak_bytes.has_value());
+    EXPECT_GE(*exit->usage.memory_peak_bytes, 64ull << 20) << "tail held 64 MiB";
+  }
+}
+
+// The task's processes are in its cgroup, under the tree's loom/, with the limits asked.
+TEST_P(TaskTest, TheTaskIsInItsCgroupWithItsLimits) {
+  TaskSpec s = spec({"sh", "-c", "cat /proc/self/cgroup; echo done; exec sleep 60"});
+  s.memory_limit = 96ull << 20;
+  s.pids_max = 50;
+  auto task = start(s);
+  ASSERT_TRUE(task.has_value()) << task.error().to_string();
+  for (int i = 0; i < 500 && output().find("done\n") == std::string::npos; ++i) ::usleep(10'000);
+  const std::string membership = output();
+  const Cgroup* cgroup = &task->cgroup();
+  EXPECT_EQ(cgroup->processes().size(), 1u) << "the task's sleep";
+  const std::string suffix = "/loom/" + level() + "/task\n";
+  if (tree_->version() == CgroupVersion::kV2) {
+    EXPECT_NE(membership.find("0::"), std::string::npos) << membership;
+    EXPECT_NE(membership.find(suffix), std::string::npos) << membership;
+  } else {
+    EXPECT_NE(membership.find(":memory:"), std::string::npos) << membership;
+    EXPECT_NE(membership.find(":freezer:"), std::string::npos) << membership;
+  }
+  auto read = [](const std::filesystem::path& file) {
+    std::ifstream in(file);
+    std::string value;
+    in >> value;
+    return value;
+  };
+  if (enforces("memory")) {
+    EXPECT_EQ(
+        read(cgroup->dir("memory") /
+             (tree_->version() == CgroupVersion::kV2 ? "memory.max" : "memory.limit_in_bytes")),
+        std::to_string(96ull << 20));
+  }
+  if (enforces("pids")) {
+    EXPECT_EQ(read(cgroup->dir("pids") / "pids.max"), "50");
+  }
+  ASSERT_TRUE(task->kill().has_value());
+  EXPECT_TRUE(cgroup->processes().empty()) << "kill returns once the cgroup is empty";
+  auto exit = task->wait();
+  ASSERT_TRUE(exit.has_value());
+  EXPECT_EQ(exit->signal, SIGKILL);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cgroups, TaskTest, ::testing::Values(CgroupChoice::kV1, CgroupChoice::kV2),
+                         [](const ::testing::TestParamInfo<CgroupChoice>& info) {
+                           return info.param == CgroupChoice::kV1 ? "v1" : "v2";
+                         });
+
+TEST(CgroupChoice, AnUnknownValueNamesTheKey) {
+  auto bad = parse_cgroup_choice("v3");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().message(), "agent.cgroup: \"v3\" is none of auto, v1, v2");
 }
 
 }  // namespace

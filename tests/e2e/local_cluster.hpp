@@ -69,8 +69,10 @@ class LocalCluster {
       if (name.find_first_not_of("0123456789") != std::string::npos) continue;
       std::ifstream in(entry.path() / "cgroup");
       for (std::string line; std::getline(in, line);) {
-        if (line.find(level) != std::string::npos && line.find(mark) != std::string::npos)
+        if (line.find(level) != std::string::npos && line.find(mark) != std::string::npos) {
           found.push_back(std::stoi(name));
+          break;  // once, though v1 lists it in every hierarchy
+        }
       }
     }
     return found;

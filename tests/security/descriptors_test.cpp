@@ -87,7 +87,9 @@ TEST(Descriptors, ATaskHoldsOnlyItsOwnWhateverTheAgentHasOpen) {
   spec.uid = alice->pw_uid;
   spec.status_path = state / "status";
   spec.keeper = testing::built("agent/loom-keeper");
-  auto task = Task::start(spec);
+  auto tree = CgroupTree::find(CgroupChoice::kAuto);
+  ASSERT_TRUE(tree) << tree.error().to_string();
+  auto task = Task::start(*tree, spec);
   ASSERT_TRUE(task) << task.error().to_string();
   // start() returns once the task has exec'd (the report pipe closed at exec).
   const pid_t keeper = task->record().keeper;
@@ -107,7 +109,7 @@ TEST(Descriptors, ATaskHoldsOnlyItsOwnWhateverTheAgentHasOpen) {
   (void)task->wait();
   ::close(epoll);
   ::close(listening);
-  Cgroup::remove_level(level);
+  tree->remove_level(level);
   fs::remove_all(dir);
   fs::remove_all(state);
 }

@@ -35,6 +35,8 @@ struct TaskSpec {
   uid_t uid = 0;
   std::optional<hwtopo::Binding> binding;  // resolved against the node's Binder
   std::uint64_t memory_limit = 0;          // bytes; 0: none
+  std::uint64_t swap_limit = 0;            // swap beyond memory_limit (agent.swap)
+  std::uint64_t pids_max = 0;              // agent.pids_max; 0: none
   bool allow_root = false;                 // agent.allow_root_jobs
   std::filesystem::path status_path;       // where the keeper writes the exit status
   std::filesystem::path keeper;            // the loom-keeper program (beside loomd)
@@ -44,6 +46,7 @@ struct ExitStatus {
   int exit_code = 0;  // 128 + signal when killed by one
   std::optional<int> signal;
   bool out_of_memory = false;  // the memory limit's OOM killer acted
+  CgroupUsage usage;           // what the task's processes used, all of them
 };
 
 // What finds a task again after the agent restarts.
@@ -59,10 +62,10 @@ class Task {
  public:
   // Starts the task; an error (no such user, root refused, command not found, a file that
   // cannot be opened as the user) comes back before anything runs.
-  static Result<Task> start(const TaskSpec& spec);
+  static Result<Task> start(const CgroupTree& cgroups, const TaskSpec& spec);
   // A task started by an agent before this one: running still, or ended with its status
   // written. An error when neither (its keeper is gone and wrote nothing).
-  static Result<Task> adopt(const TaskRecord& record);
+  static Result<Task> adopt(const CgroupTree& cgroups, const TaskRecord& record);
   Task(Task&& other) noexcept
       : record_(std::move(other.record_)),
         cgroup_(std::move(other.cgroup_)),
@@ -72,6 +75,7 @@ class Task {
   ~Task();
 
   const TaskRecord& record() const { return record_; }
+  const Cgroup& cgroup() const { return cgroup_; }
   // Leaves the task running without this object, as an agent that stops does: its record
   // is what adopt() takes.
   TaskRecord detach() && {

@@ -43,6 +43,9 @@ struct Config {
     std::string state_dir = "/var/lib/loom/agent";
     std::string shm_dir = "/dev/shm/loom";
     bool allow_root_jobs = false;
+    std::string cgroup = "auto";  // "auto", "v1" or "v2"
+    std::uint64_t pids_max = 0;   // per task; 0: no limit
+    std::uint64_t swap = 0;       // bytes of swap a task may use beyond --mem-per-task
     std::vector<NvmeDevice> nvme;
   } agent;
   struct Fabric {

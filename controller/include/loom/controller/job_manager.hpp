@@ -45,6 +45,7 @@ struct Ending {
   bool out_of_memory = false;  // a rank hit its --mem-per-task
   std::string error;           // why the job could not start, when it could not
   bool staging = false;        // the error is a staging failure's (the reason says which file)
+  v1::Usage usage;             // summed over the nodes (CPU time), the largest (peak memory)
 };
 
 // How one rank runs on its node, as the agent applied it.

@@ -38,6 +38,7 @@ struct JobUpdate {
   std::optional<std::int64_t> end_time;
   std::optional<std::string> placement;  // JSON
   std::optional<std::string> staging;    // a serialized loom.v1.StagingReport
+  std::optional<std::string> usage;      // a serialized loom.v1.Usage
 };
 
 struct JobRow {
@@ -55,7 +56,8 @@ struct JobRow {
   std::string placement;
   std::optional<JobId> array_job;  // an array's element: the array's id, and its index
   std::uint32_t array_index = 0;
-  v1::StagingReport staging;  // what it staged, as its agents last reported
+  v1::StagingReport staging;       // what it staged, as its agents last reported
+  std::optional<v1::Usage> usage;  // what its processes used, once it has ended
 };
 
 struct NodeRow {

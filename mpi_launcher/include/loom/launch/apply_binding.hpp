@@ -34,6 +34,8 @@ inline std::string apply_binding(std::span<const unsigned> pus, std::optional<un
     unsigned long mask[16] = {};
     mask[*numa / (8 * sizeof(unsigned long))] |= 1ul << (*numa % (8 * sizeof(unsigned long)));
     if (::syscall(SYS_set_mempolicy, MPOL_BIND, mask, sizeof(mask) * 8) != 0) {
+      // A kernel built without NUMA has one memory node, 0, which all memory comes from.
+      if (errno == ENOSYS && *numa == 0) return {};
       return "cannot bind memory to NUMA " + std::to_string(*numa) + ": " + std::strerror(errno);
     }
     int mode = -1;

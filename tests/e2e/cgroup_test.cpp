@@ -1,0 +1,117 @@
+// How a node confines jobs, end to end: what loom nodes says of it, the job's processes in
+// its cgroup with its limits, and the usage loom show reports. On this machine's v1; the
+// cgroup2 label runs the same tests inside tests/cgroup2/vm.sh, on v2 alone.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "cluster_test.hpp"
+
+namespace loom {
+namespace {
+
+using loom::testing::Completed;
+using nlohmann::json;
+
+class Cgroups : public loom::testing::ClusterTest {
+ protected:
+  std::string config() const override { return "[controller]\nkill_grace = \"2s\"\n"; }
+  // The first compute node's cgroup, as loom nodes --json says it.
+  json node_cgroup() const {
+    Completed nodes = cluster_->loom("", {"nodes", "--json"});
+    EXPECT_EQ(nodes.exit_code, 0) << nodes.err;
+    const json listing = json::parse(nodes.out);
+    for (const json& n : listing["nodes"]) {
+      if (n["role"] == "compute") return n["cgroup"];
+    }
+    ADD_FAILURE() << nodes.out;
+    return {};
+  }
+  static bool has(const json& list, const std::string& word) {
+    return std::ranges::any_of(
+        list, [&](const json& w) { return w.get<std::string>().find(word) != std::string::npos; });
+  }
+};
+
+TEST_F(Cgroups, EveryNodeSaysWhichLimitsItEnforcesAndWhyNotTheOthers) {
+  const json cgroup = node_cgroup();
+  ASSERT_TRUE(cgroup["version"] == "v1" || cgroup["version"] == "v2") << cgroup.dump();
+  ASSERT_TRUE(cgroup["layout"] == "legacy" || cgroup["layout"] == "hybrid" ||
+              cgroup["layout"] == "unified")
+      << cgroup.dump();
+  for (const char* controller : {"cpuset", "memory", "pids"}) {
+    const bool enforced = has(cgroup["enforced"], controller);
+    const bool noted = has(cgroup["not_enforced"], std::string(controller) + ":");
+    EXPECT_NE(enforced, noted) << controller
+                               << " is either enforced or said not to be: " << cgroup.dump();
+  }
+  if (cgroup["version"] == "v2" && cgroup["layout"] == "unified") {
+    EXPECT_TRUE(has(cgroup["enforced"], "memory")) << cgroup.dump();
+  }
+  const Completed table = cluster_->loom("", {"nodes"});
+  for (const json& note : cgroup["not_enforced"]) {
+    EXPECT_NE(table.out.find("not enforced: " + note.get<std::string>()), std::string::npos)
+        << table.out;
+  }
+}
+
+// A job's processes are in its own cgroup under the agent's, whose memory limit is the
+// job's request; cancel empties it.
+TEST_F(Cgroups, AJobsProcessIsInItsCgroupWithItsMemoryLimitAndCancelEmptiesIt) {
+  const json cgroup = node_cgroup();
+  if (!has(cgroup["enforced"], "memory")) GTEST_SKIP() << "no memory controller: " << cgroup;
+  const std::uint64_t id = submit({"submit", "--mem-per-task", "64M", "-o", "cgroup.txt", "--",
+                                   "sh", "-c", "cat /proc/self/cgroup; exec sleep 1005"});
+  wait_running(id);
+  const std::vector<pid_t> processes = [&] {
+    for (int i = 0; i < 1000; ++i) {
+      if (auto found = cluster_->job_processes(id); !found.empty()) return found;
+      ::usleep(10'000);
+    }
+    return std::vector<pid_t>{};
+  }();
+  ASSERT_EQ(processes.size(), 1u) << "the job's sleep";
+  std::ifstream membership(fmt::format("/proc/{}/cgroup", processes.front()));
+  std::string path;
+  for (std::string line; std::getline(membership, line);) {
+    const bool v2 = cgroup["version"] == "v2";
+    if (v2 && line.starts_with("0::")) path = "/sys/fs/cgroup" + line.substr(3);
+    if (!v2 && line.find(":memory:") != std::string::npos)
+      path = "/sys/fs/cgroup/memory" + line.substr(line.rfind(':') + 1);
+  }
+  EXPECT_NE(path.find(fmt::format("/loom/up{}/node", cluster_->pid())), std::string::npos)
+      << path << ": under the agent's tree";
+  std::ifstream limit(path +
+                      (cgroup["version"] == "v2" ? "/memory.max" : "/memory.limit_in_bytes"));
+  std::uint64_t bytes = 0;
+  limit >> bytes;
+  EXPECT_EQ(bytes, 64ull << 20) << path;
+  ASSERT_EQ(alice({"cancel", std::to_string(id)}).exit_code, 0);
+  EXPECT_EQ(finish(id)["state"], "CANCELLED");
+  EXPECT_TRUE(cluster_->job_processes(id).empty());
+  EXPECT_FALSE(std::filesystem::exists(path)) << "its cgroup is removed";
+}
+
+TEST_F(Cgroups, AnEndedJobShowsTheCpuTimeAndPeakMemoryTheKernelCounted) {
+  const std::uint64_t id = submit({"submit", "-n", "2", "--", "sh", "-c",
+                                   "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; "
+                                   "head -c 48M /dev/zero | tail > /dev/null"});
+  const json j = finish(id);
+  ASSERT_EQ(j["state"], "COMPLETED") << j.dump();
+  ASSERT_TRUE(j["usage"].is_object()) << j.dump();
+  EXPECT_GT(j["usage"]["cpu_seconds"].get<double>(), 0.1) << "two ranks each counted to 100,000";
+  if (has(node_cgroup()["enforced"], "memory")) {
+    EXPECT_GE(j["usage"]["memory_peak_bytes"].get<std::uint64_t>(), 48ull << 20) << j.dump();
+  }
+  const Completed human = alice({"show", std::to_string(id)});
+  EXPECT_NE(human.out.find("used "), std::string::npos) << human.out;
+  const std::uint64_t running = submit({"submit", "--", "sleep", "1006"});
+  EXPECT_TRUE(wait_running(running)["usage"].is_null()) << "no usage before a job has ended";
+  ASSERT_EQ(alice({"cancel", std::to_string(running)}).exit_code, 0);
+}
+
+}  // namespace
+}  // namespace loom
