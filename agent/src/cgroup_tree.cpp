@@ -163,6 +163,13 @@ Result<CgroupTree> CgroupTree::find(CgroupChoice choice, const fs::path& mount) 
   return tree;
 }
 
+CgroupTree CgroupTree::v2_at(const fs::path& base, std::vector<std::string> enforced) {
+  CgroupTree tree(CgroupVersion::kV2, "unified");
+  tree.hierarchies_.push_back({"", base / "loom"});
+  tree.enforced_ = std::move(enforced);
+  return tree;
+}
+
 bool CgroupTree::enforces(std::string_view controller) const {
   return std::ranges::find(enforced_, controller) != enforced_.end();
 }

@@ -294,5 +294,65 @@ TEST(CgroupChoice, AnUnknownValueNamesTheKey) {
   EXPECT_EQ(bad.error().message(), "agent.cgroup: \"v3\" is none of auto, v1, v2");
 }
 
+// agent.cgroup's choice against what the node has: on a hybrid node (here) both; on a
+// node with v2 alone (the cgroup2 label) v1 is refused, naming the key.
+TEST(CgroupTree, AChoiceTheNodeCannotHonourIsRefusedNamingTheKey) {
+  auto found = CgroupTree::find(CgroupChoice::kAuto);
+  ASSERT_TRUE(found.has_value()) << found.error().to_string();
+  auto v1 = CgroupTree::find(CgroupChoice::kV1);
+  auto v2 = CgroupTree::find(CgroupChoice::kV2);
+  if (found->layout() == "hybrid") {
+    EXPECT_TRUE(v1.has_value());
+    EXPECT_TRUE(v2.has_value());
+    EXPECT_EQ(found->version(), CgroupVersion::kV1) << "auto: hybrid's v2 tree has no memory";
+  } else if (found->layout() == "unified") {
+    ASSERT_FALSE(v1.has_value());
+    EXPECT_NE(v1.error().message().find("agent.cgroup is \"v1\""), std::string::npos)
+        << v1.error().message();
+    EXPECT_EQ(found->version(), CgroupVersion::kV2);
+  } else {
+    ASSERT_FALSE(v2.has_value());
+    EXPECT_NE(v2.error().message().find("agent.cgroup is \"v2\""), std::string::npos);
+  }
+}
+
+// What a v2 cgroup is given, file by file, on a directory shaped like a v2 mount: cpuset
+// cannot be written live on either kernel here (this one keeps it in v1; the cgroup2
+// label's has no cpuset), so its sequence is checked here.
+TEST(CgroupTree, AV2TaskCgroupGetsItsControllersCpusMemoryNodeAndLimits) {
+  const std::filesystem::path base = loom::testing::temp_path("cgroup2-mount");
+  const std::filesystem::path level = base / "loom" / "n0", leaf = level / "job_7_rank_0";
+  std::filesystem::create_directories(leaf);
+  for (const auto& dir : {base, base / "loom", level})
+    std::ofstream(dir / "cgroup.subtree_control");
+  for (const char* file : {"cpuset.cpus", "cpuset.mems", "memory.max", "memory.swap.max",
+                           "pids.max", "cgroup.procs"}) {
+    std::ofstream(leaf / file);
+  }
+  const CgroupTree tree = CgroupTree::v2_at(base, {"cpuset", "memory", "pids"});
+  CgroupLimits limits;
+  limits.cpus = {2, 3, 5};
+  limits.numa = 1;
+  limits.memory_bytes = 64ull << 20;
+  limits.pids_max = 100;
+  auto cgroup = tree.create("n0/job_7_rank_0", limits);
+  ASSERT_TRUE(cgroup.has_value()) << cgroup.error().to_string();
+  auto read = [](const std::filesystem::path& file) {
+    std::ifstream in(file);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  };
+  for (const auto& dir : {base, base / "loom", level}) {
+    EXPECT_EQ(read(dir / "cgroup.subtree_control"), "+cpuset +memory +pids ") << dir;
+  }
+  EXPECT_EQ(read(leaf / "cpuset.cpus"), "2-3,5");
+  EXPECT_EQ(read(leaf / "cpuset.mems"), "1");
+  EXPECT_EQ(read(leaf / "memory.max"), std::to_string(64ull << 20));
+  EXPECT_EQ(read(leaf / "memory.swap.max"), "0") << "no swap unless agent.swap says";
+  EXPECT_EQ(read(leaf / "pids.max"), "100");
+  EXPECT_EQ(cgroup->join_files(), std::vector<std::string>{(leaf / "cgroup.procs").string()});
+}
+
 }  // namespace
 }  // namespace loom::agent

@@ -15,7 +15,7 @@ run() {
   echo "== $*"
   "$@" || status=1
 }
-run "$build/tests/agent/agent_test" --gtest_filter='Cgroups/TaskTest.*/v2:CgroupChoice.*'
+run "$build/tests/agent/agent_test" --gtest_filter='Cgroups/TaskTest.*/v2:CgroupChoice.*:CgroupTree.*'
 flow=(
   'Cgroups.*'
   JobFlow.AJobRunsAsItsUserBoundAsPlacedAndItsOutputLands

@@ -61,6 +61,20 @@ capacity = "512G"
             "loom.toml:1: key 'agent.nvme' [0]: unknown key 'speed' (path, capacity, numa)");
 }
 
+// How jobs are confined: a value loomd cannot act on stops it at start, the key named.
+TEST(Config, TheAgentsCgroupKeysAreCheckedWhereTheyAreRead) {
+  auto config =
+      parse_config("[agent]\ncgroup = \"v2\"\npids_max = 4096\nswap = \"1G\"\n", "loom.toml");
+  ASSERT_TRUE(config.has_value()) << config.error().to_string();
+  EXPECT_EQ(config->agent.cgroup, "v2");
+  EXPECT_EQ(config->agent.pids_max, 4096u);
+  EXPECT_EQ(config->agent.swap, 1ull << 30);
+  EXPECT_EQ(error_of("[agent]\ncgroup = \"v3\"\n"),
+            "loom.toml:2: key 'agent.cgroup' must be \"auto\", \"v1\" or \"v2\"");
+  EXPECT_EQ(error_of("[agent]\npids_max = -1\n"),
+            "loom.toml:2: key 'agent.pids_max' must be an integer from 0 to 4194304");
+}
+
 TEST(Config, DottedKeysWorkToo) {
   auto config = parse_config("log.level = \"error\"\n", "loom.toml");
   ASSERT_TRUE(config.has_value()) << config.error().to_string();

@@ -56,6 +56,11 @@ class CgroupTree {
   static Result<CgroupTree> find(CgroupChoice choice,
                                  const std::filesystem::path& mount = "/sys/fs/cgroup");
 
+  // The v2 tree whose cgroup for this process is `base`, its children given `enforced`:
+  // what find() would make of it, for a tree find() cannot see (the files it writes,
+  // tested on a plain directory shaped like a v2 mount).
+  static CgroupTree v2_at(const std::filesystem::path& base, std::vector<std::string> enforced);
+
   // Refuses a tree this process may not write, naming the cgroup. v2: moves this process
   // into loom/<level>/loomd (a cgroup with children may hold no process) and enables the
   // controllers it can in each cgroup from its own down to loom/<level>; what it cannot
