@@ -50,6 +50,7 @@ void print_summary(const hwtopo::Topology& t) {
   if (!unattached.empty()) {
     std::cout << fmt::format("devices local to no single domain: {}\n", fmt::join(unattached, ","));
   }
+  for (const std::string& note : t.notes) std::cout << "note: " << note << '\n';
 }
 
 }  // namespace

@@ -19,6 +19,9 @@ Result<HwlocTopology> HwlocTopology::load(std::string_view what, Configure confi
   HwlocTopology owned(raw);  // destroys it on every early return below
   // NVMe and NIC locality come from I/O objects, which hwloc drops unless asked.
   hwloc_topology_set_io_types_filter(raw, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
+  // Objects outside this process's cpuset and nodeset too (marked by the allowed sets):
+  // a core whose NUMA node a cgroup hides must still show where its memory would be.
+  hwloc_topology_set_flags(raw, HWLOC_TOPOLOGY_FLAG_INCLUDE_DISALLOWED);
   if (configure(raw) != 0) {
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("{}: {}", what, std::strerror(errno)));

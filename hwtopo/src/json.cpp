@@ -183,6 +183,7 @@ json to_json(const Topology& t) {
       {"block_devices", std::move(blocks)},
       {"network_devices", std::move(nets)},
       {"distances", t.distances},
+      {"notes", t.notes},
   };
 }
 
@@ -306,6 +307,12 @@ Result<Topology> topology_from_json(const json& in) {
     t.distances.push_back(std::move(out));
   }
 
+  // Absent from topologies an older Loom wrote.
+  if (in.contains("notes")) {
+    const json& notes = LOOM_TRY(R::member(in, "", "notes", R::array));
+    for (std::size_t i = 0; i < notes.size(); ++i)
+      t.notes.push_back(LOOM_TRY(R::string(notes[i], fmt::format("notes[{}]", i))));
+  }
   LOOM_TRY(check_derived(in, t));
   return t;
 }

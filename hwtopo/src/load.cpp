@@ -4,11 +4,13 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <optional>
 #include <string>
 
 #include "convert.hpp"
 #include "hwloc_handle.hpp"
+#include "loom/common/index_list.hpp"
 
 namespace loom::hwtopo {
 
@@ -64,13 +66,17 @@ std::vector<std::vector<std::uint64_t>> numa_distances(hwloc_topology_t topology
   // Prefer the firmware's table (named NUMALatency) covering every domain.
   hwloc_distances_s* chosen = nullptr;
   for (unsigned i = 0; i < count; ++i) {
-    if (found[i]->nbobjs != domains.size()) continue;
+    std::size_t covered = 0;
+    for (unsigned k = 0; k < found[i]->nbobjs; ++k) {
+      for (const NumaDomain& d : domains) covered += d.os_index == found[i]->objs[k]->os_index;
+    }
+    if (covered != domains.size()) continue;
     const char* name = hwloc_distances_get_name(topology, found[i]);
     if (chosen == nullptr || (name != nullptr && std::strcmp(name, "NUMALatency") == 0))
       chosen = found[i];
   }
   std::vector<std::vector<std::uint64_t>> matrix;
-  if (chosen != nullptr) {
+  if (chosen != nullptr) {  // it may cover disallowed domains too: those rows are left out
     auto position = [&](hwloc_obj_t obj) {
       for (std::size_t k = 0; k < domains.size(); ++k) {
         if (domains[k].os_index == obj->os_index) return k;
@@ -92,6 +98,48 @@ std::vector<std::vector<std::uint64_t>> numa_distances(hwloc_topology_t topology
   return matrix;
 }
 
+// The domain that takes the place of `hidden`, a NUMA node this process may not use, for
+// the cores whose home it is: the nearest allowed one by hwloc's latencies, else an
+// allowed one in the same package, else the first allowed; and how it was chosen.
+std::pair<hwloc_obj_t, std::string_view> stand_in(hwloc_topology_t topology, hwloc_obj_t hidden,
+                                                  hwloc_const_nodeset_t allowed) {
+  auto is_allowed = [&](hwloc_obj_t numa) { return hwloc_bitmap_isset(allowed, numa->os_index); };
+  hwloc_obj_t best = nullptr;
+  unsigned count = 8;
+  hwloc_distances_s* found[8] = {};
+  if (hwloc_distances_get_by_type(topology, HWLOC_OBJ_NUMANODE, &count, found,
+                                  HWLOC_DISTANCES_KIND_MEANS_LATENCY, 0) == 0) {
+    for (unsigned m = 0; m < count && best == nullptr; ++m) {
+      const hwloc_distances_s* d = found[m];
+      unsigned from = d->nbobjs;
+      for (unsigned i = 0; i < d->nbobjs; ++i) {
+        if (d->objs[i] == hidden) from = i;
+      }
+      if (from == d->nbobjs) continue;
+      std::uint64_t nearest = 0;
+      for (unsigned to = 0; to < d->nbobjs; ++to) {
+        if (!is_allowed(d->objs[to])) continue;
+        const std::uint64_t value = d->values[from * d->nbobjs + to];
+        if (best == nullptr || value < nearest) {
+          best = d->objs[to];
+          nearest = value;
+        }
+      }
+    }
+    for (unsigned m = 0; m < count; ++m) hwloc_distances_release(topology, found[m]);
+    if (best != nullptr) return {best, "the nearest by hwloc's latencies"};
+  }
+  const auto package = logical_package(topology, hidden);
+  hwloc_obj_t first = nullptr;
+  for (hwloc_obj_t numa = hwloc_get_next_obj_by_type(topology, HWLOC_OBJ_NUMANODE, nullptr);
+       numa != nullptr; numa = hwloc_get_next_obj_by_type(topology, HWLOC_OBJ_NUMANODE, numa)) {
+    if (!is_allowed(numa)) continue;
+    if (first == nullptr) first = numa;
+    if (package && logical_package(topology, numa) == package) return {numa, "in the same package"};
+  }
+  return {first, "the first allowed"};
+}
+
 }  // namespace
 
 Result<Topology> to_topology(const HwlocTopology& hwloc, std::string source) {
@@ -109,6 +157,19 @@ Result<Topology> to_topology(const HwlocTopology& hwloc, std::string source) {
     return hwloc_get_obj_by_type(topology, HWLOC_OBJ_NUMANODE, static_cast<unsigned>(i));
   };
   const auto numa_total = static_cast<std::size_t>(numa_count);
+  // Loaded with the disallowed objects (HwlocTopology), so that a core whose NUMA node
+  // this process may not use still has a home to stand in for.
+  hwloc_const_cpuset_t allowed_cpus = hwloc_topology_get_allowed_cpuset(topology);
+  hwloc_const_nodeset_t allowed_nodes = hwloc_topology_get_allowed_nodeset(topology);
+  auto is_allowed = [&](hwloc_obj_t numa) {
+    return hwloc_bitmap_isset(allowed_nodes, numa->os_index) != 0;
+  };
+  struct StandIn {
+    unsigned os_index;
+    std::string_view how;
+    std::vector<unsigned> cores;
+  };
+  std::map<unsigned, StandIn> stand_ins;  // hidden domain's OS index -> what replaces it
 
   // Cores first: a domain is memory-only exactly when no core calls it home.
   std::vector<bool> has_cores(numa_total, false);
@@ -118,15 +179,27 @@ Result<Topology> to_topology(const HwlocTopology& hwloc, std::string source) {
   for (int i = 0; i < core_count; ++i) {
     hwloc_obj_t core = hwloc_get_obj_by_type(topology, HWLOC_OBJ_CORE, static_cast<unsigned>(i));
     Core c;
-    c.logical_index = core->logical_index;
+    // Among the usable cores: hwloc's own index counts the disallowed ones as well.
+    c.logical_index = static_cast<unsigned>(out.cores.size());
     c.package = logical_package(topology, core).value_or(0);
-    c.pus = pus_in(topology, core->cpuset);
+    hwloc_bitmap_t usable = hwloc_bitmap_alloc();
+    hwloc_bitmap_and(usable, core->cpuset, allowed_cpus);
+    c.pus = pus_in(topology, usable);
+    hwloc_bitmap_free(usable);
     if (c.pus.empty()) continue;  // every PU disallowed or offline: not usable
     hwloc_obj_t home = home_domain(topology, core->cpuset, any_domain);
     if (home == nullptr) {
       return make_error(
           ErrorCode::kInvalidArgument,
           fmt::format("core L#{} lies in no single NUMA domain", core->logical_index));
+    }
+    if (!is_allowed(home)) {
+      auto [replacement, how] = stand_in(topology, home, allowed_nodes);
+      if (replacement == nullptr)
+        return make_error(ErrorCode::kInvalidArgument, "no NUMA domain is allowed here");
+      stand_ins.try_emplace(home->os_index, StandIn{replacement->os_index, how, {}})
+          .first->second.cores.push_back(c.logical_index);
+      home = replacement;
     }
     has_cores[home->logical_index] = true;
     c.numa = home->os_index;
@@ -136,8 +209,14 @@ Result<Topology> to_topology(const HwlocTopology& hwloc, std::string source) {
   if (out.cores.empty())
     return make_error(ErrorCode::kInvalidArgument, "the topology has no usable core");
 
+  for (const auto& [hidden, s] : stand_ins) {
+    out.notes.push_back(fmt::format(
+        "NUMA P#{} is not allowed here: the memory of its cores (L#{}) comes from P#{}, {}", hidden,
+        format_index_list(s.cores), s.os_index, s.how));
+  }
   for (std::size_t i = 0; i < numa_total; ++i) {
     hwloc_obj_t numa = numa_obj(i);
+    if (!is_allowed(numa)) continue;
     NumaDomain d;
     d.os_index = numa->os_index;
     d.memory_bytes = numa->attr != nullptr ? numa->attr->numanode.local_memory : 0;

@@ -1,8 +1,11 @@
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "run.hpp"
+#include "temp.hpp"
 
 namespace loom {
 namespace {
@@ -26,6 +29,27 @@ TEST(LoomTopo, JsonHasWhatAgentsAndScriptsRead) {
     EXPECT_TRUE(j["numa_domains"][0].contains(key)) << key;
   }
   EXPECT_EQ(j["numa_domains"][1]["network_devices"], json({"eth0", "eth1", "ib0", "mlx5_0"}));
+}
+
+// A node whose cgroup hides package 1's memory (allowed_nodeset P#0 only) loads, and the
+// summary says where those cores' memory comes from.
+TEST(LoomTopo, ANodeWithAHiddenNumaNodeLoadsAndSaysSo) {
+  std::ifstream in(LOOM_SHARED_DIR "/topologies/24em64t-2n6c2t-pci.xml");
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string xml = text.str();
+  const std::string nodes = "allowed_nodeset=\"0x00000003\"";
+  ASSERT_NE(xml.find(nodes), std::string::npos);
+  xml.replace(xml.find(nodes), nodes.size(), "allowed_nodeset=\"0x00000001\"");
+  const auto file = loom::testing::temp_path("hidden-numa.xml");
+  std::ofstream(file) << xml;
+  auto done = run({built("cli/loom"), "topo", "--xml", file.string()});
+  ASSERT_EQ(done.exit_code, 0) << done.err;
+  EXPECT_NE(done.out.find("1 NUMA domains, 12 cores"), std::string::npos) << done.out;
+  EXPECT_NE(done.out.find("note: NUMA P#1 is not allowed here: the memory of its cores (L#6-11) "
+                          "comes from P#0"),
+            std::string::npos)
+      << done.out;
 }
 
 TEST(LoomTopo, TheSummaryShowsEachDomain) {

@@ -57,6 +57,84 @@ std::filesystem::path write_temp(const std::string& name, const std::string& tex
   return path;
 }
 
+// The shared XML `name`, with the machine's allowed cpuset and nodeset narrowed as a
+// cgroup or a Slurm allocation narrows them on a real node.
+std::filesystem::path narrowed(const std::string& name, const std::string& cpus,
+                               const std::string& nodes, const std::string& old_cpus,
+                               const std::string& old_nodes) {
+  std::string text = read_file(std::string(LOOM_SHARED_DIR "/topologies/") + name);
+  auto replace = [&](const std::string& from, const std::string& to) {
+    const std::size_t at = text.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    if (at != std::string::npos) text.replace(at, from.size(), to);
+  };
+  replace("allowed_cpuset=\"" + old_cpus + "\"", "allowed_cpuset=\"" + cpus + "\"");
+  replace("allowed_nodeset=\"" + old_nodes + "\"", "allowed_nodeset=\"" + nodes + "\"");
+  return write_temp("narrowed.xml", text);
+}
+
+// 24em64t: package 0 holds NUMA P#0 and the even PUs, package 1 NUMA P#1 and the odd ones.
+TEST(LoadXml, AWholeNumaNodeHiddenIsLeftOut) {
+  auto t = load_xml(
+      narrowed("24em64t-2n6c2t-pci.xml", "0x00555555", "0x00000001", "0x00ffffff", "0x00000003"));
+  ASSERT_TRUE(t.has_value()) << t.error().to_string();
+  expect_well_formed(*t);
+  ASSERT_EQ(t->numa_domains.size(), 1u);
+  EXPECT_EQ(t->numa_domains[0].os_index, 0u);
+  EXPECT_EQ(t->cores.size(), 6u);
+  EXPECT_TRUE(t->notes.empty());
+}
+
+TEST(LoadXml, PartOfANumaNodeHiddenLeavesTheRestOfIt) {
+  // Core L#6 (PUs P#1 and P#13), the first of package 1, is outside the cpuset.
+  auto t = load_xml(
+      narrowed("24em64t-2n6c2t-pci.xml", "0x00ffdffd", "0x00000003", "0x00ffffff", "0x00000003"));
+  ASSERT_TRUE(t.has_value()) << t.error().to_string();
+  expect_well_formed(*t);
+  ASSERT_EQ(t->numa_domains.size(), 2u);
+  EXPECT_EQ(t->cores.size(), 11u);
+  EXPECT_EQ(t->numa_domains[1].cores.size(), 5u);
+  EXPECT_EQ(t->pu_count(), 22u);
+  EXPECT_TRUE(t->notes.empty());
+}
+
+// The cores of package 1 without its memory: they load, their memory from P#0, and say so.
+TEST(LoadXml, CoresWhoseNumaNodeIsHiddenTakeAnAllowedOneAndANoteSaysWhich) {
+  const auto file =
+      narrowed("24em64t-2n6c2t-pci.xml", "0x00ffffff", "0x00000001", "0x00ffffff", "0x00000003");
+  auto t = load_xml(file);
+  ASSERT_TRUE(t.has_value()) << t.error().to_string();
+  expect_well_formed(*t);
+  ASSERT_EQ(t->numa_domains.size(), 1u);
+  EXPECT_EQ(t->cores.size(), 12u);
+  for (const Core& c : t->cores) EXPECT_EQ(c.numa, 0u) << "core L#" << c.logical_index;
+  ASSERT_EQ(t->notes.size(), 1u);
+  EXPECT_NE(t->notes[0].find("NUMA P#1 is not allowed here"), std::string::npos) << t->notes[0];
+  EXPECT_NE(t->notes[0].find("(L#6-11) comes from P#0"), std::string::npos) << t->notes[0];
+}
+
+// 16amd64: eight packages of one NUMA node each, so no package can stand in; the firmware's
+// latencies (edited: from P#1, P#5 is nearest) choose.
+TEST(LoadXml, AHiddenNodesCoresTakeTheNearestAllowedNodeByLatency) {
+  std::string text = read_file(LOOM_SHARED_DIR "/topologies/16amd64-4distances.xml");
+  // The NUMALatency matrix, in the order of its indexes (1 0 2 5 4 3 6 7): row 0 is P#1's.
+  const std::string row0 = "<u64values length=\"30\">10 20 20 20 20 20 20 20 20 10 </u64values>";
+  const std::size_t at = text.find(row0);
+  ASSERT_NE(at, std::string::npos);
+  text.replace(at, row0.size(),
+               "<u64values length=\"30\">10 40 40 15 40 40 40 40 20 10 </u64values>");
+  const std::string nodes = "allowed_nodeset=\"0x000000ff\"";
+  text.replace(text.find(nodes), nodes.size(), "allowed_nodeset=\"0x000000fd\"");
+  auto t = load_xml(write_temp("latency.xml", text));
+  ASSERT_TRUE(t.has_value()) << t.error().to_string();
+  expect_well_formed(*t);
+  EXPECT_EQ(t->numa_domains.size(), 7u);
+  EXPECT_EQ(t->cores.size(), 16u);
+  ASSERT_EQ(t->notes.size(), 1u);
+  EXPECT_NE(t->notes[0].find("comes from P#5, the nearest by hwloc's latencies"), std::string::npos)
+      << t->notes[0];
+}
+
 TEST(LoadXml, EverySharedTopologyMatchesHwlocCalc) {
   auto files = loom::testing::shared_topology_files();
   ASSERT_EQ(files.size(), 3u);

@@ -67,6 +67,10 @@ struct Topology {
   // Relative latencies between domains, in numa_domains' order (10 = local, as the ACPI
   // SLIT gives them); empty when hwloc has none.
   std::vector<std::vector<std::uint64_t>> distances;
+  // What loading had to decide, for `loom topo` to say: cores whose own NUMA node this
+  // process may not use (a Slurm allocation's or a systemd slice's cpuset hides it), and
+  // the allowed domain their memory comes from instead.
+  std::vector<std::string> notes;
 
   std::size_t pu_count() const;
   std::uint64_t memory_bytes() const;
