@@ -19,7 +19,9 @@ class Loom(CMakePackage):
     # A site building from its own clone sets `packages: loom: package_attributes: git: URL`.
     git = "https://github.com/loom-hpc/loom.git"
 
-    # Releases are tags vX.Y.Z, added as version("X.Y.Z", tag="vX.Y.Z", commit="<sha>").
+    # Releases are tags vX.Y.Z, each with its commit: Spack checks that the tag still names
+    # it, and records the version it built.
+    version("0.1.0", tag="v0.1.0", commit="b87a89c35457560075674f6bd6749826bbf23dac")
     version("main", branch="main")
 
     variant(
@@ -46,8 +48,9 @@ class Loom(CMakePackage):
     # again wherever a project links Loom (find_package(Loom), pkg-config loom).
     depends_on("hwloc@2.9:")
     depends_on("libfabric@1.17:")
-    # Datasets are staged as stored (chunks by address); serial HDF5 is enough.
-    depends_on("hdf5@1.10.5:")
+    # Datasets are staged as stored (chunks by address): Loom links the serial library,
+    # and says so, so that the spec records what was linked.
+    depends_on("hdf5@1.10.5: ~mpi")
     # Every request between Loom's processes and from users carries a Munge credential.
     depends_on("munge")
     depends_on("grpc")
@@ -63,6 +66,9 @@ class Loom(CMakePackage):
     depends_on("rdma-core", when="+verbs", type="run")
 
     depends_on("googletest", type="test")
+    # The tests run Python scripts (the recipe's own check among them): this Python, not
+    # whichever python3 comes first on PATH.
+    depends_on("python@3:", type="test")
 
     conflicts("%gcc@:11", msg="Loom is written in C++23 as GCC 12 has it")
     conflicts("platform=darwin", msg="Loom binds with Linux cgroups, namespaces and loop devices")
@@ -72,7 +78,11 @@ class Loom(CMakePackage):
             self.define("LOOM_BUILD_TESTS", self.run_tests),
             self.define_from_variant("LOOM_WITH_MPI", "mpi"),
             self.define("LOOM_WARNINGS_AS_ERRORS", False),
-        ]
+        ] + (
+            [self.define("Python3_EXECUTABLE", self.spec["python"].command.path)]
+            if self.run_tests
+            else []
+        )
 
     def check(self):
         """The unit tests: they need no daemon, user or device of the machine (the
