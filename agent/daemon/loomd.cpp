@@ -312,6 +312,16 @@ class Agent {
         }
       }
     }
+    // So are cgroups no adopted task holds (a launch cut short before its record).
+    std::vector<std::string> held;
+    {
+      std::lock_guard lock(jobs_mutex_);
+      for (const auto& [id, job] : jobs_) {
+        for (const agent::Task& task : job->tasks) held.push_back(task.record().cgroup_name);
+      }
+    }
+    for (const std::string& name : cgroups_.sweep(o_.cgroup, held))
+      spdlog::info("killed and removed the orphaned cgroup loom/{}", name);
     // Slices no job here holds (a launch cut short, a teardown interrupted) are orphans.
     for (const Config::NvmeDevice& device : o_.nvme) {
       for (std::uint64_t orphan : burstbuffer::slices_on(device.path)) {

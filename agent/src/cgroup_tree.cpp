@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "cgroup_files.hpp"
@@ -310,6 +311,30 @@ void CgroupTree::destroy_level(const std::string& name) const {
     if (auto cgroup = open(cgroup_name)) (void)cgroup->kill_all();  // ~Cgroup removes it
   }
   remove_level(name);
+}
+
+std::vector<std::string> CgroupTree::sweep(const std::string& level,
+                                           const std::vector<std::string>& keep) const {
+  std::set<std::string> names;
+  for (const Hierarchy& h : hierarchies_) {
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(h.loom_dir / level, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (entry.is_directory() && name != "loomd") names.insert(level + "/" + name);
+    }
+  }
+  std::vector<std::string> swept;
+  for (const std::string& name : names) {
+    if (std::ranges::find(keep, name) != keep.end()) continue;
+    std::vector<Cgroup::Dir> found;  // v1's freezer first when it is there: it kills
+    for (const Hierarchy& h : hierarchies_) {
+      if (fs::is_directory(h.loom_dir / name)) found.push_back({h.controller, h.loom_dir / name});
+    }
+    const Cgroup orphan(version_, std::move(found));
+    (void)orphan.kill_all();  // ~Cgroup removes it
+    swept.push_back(name);
+  }
+  return swept;
 }
 
 }  // namespace loom::agent

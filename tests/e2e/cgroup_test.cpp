@@ -3,8 +3,11 @@
 // cgroup2 label runs the same tests inside tests/cgroup2/vm.sh, on v2 alone.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -111,6 +114,45 @@ TEST_F(Cgroups, AnEndedJobShowsTheCpuTimeAndPeakMemoryTheKernelCounted) {
   const std::uint64_t running = submit({"submit", "--", "sleep", "1006"});
   EXPECT_TRUE(wait_running(running)["usage"].is_null()) << "no usage before a job has ended";
   ASSERT_EQ(alice({"cancel", std::to_string(running)}).exit_code, 0);
+}
+
+// What a crashed agent left that no job holds (a launch cut short before its record): the
+// agent after it kills it and removes it.
+TEST_F(Cgroups, ARestartedAgentRemovesTheCgroupsNoJobHolds) {
+  const bool v2 = node_cgroup()["version"] == "v2";
+  std::string own;  // this process's cgroup, where loom up and its agents started
+  std::ifstream self("/proc/self/cgroup");
+  for (std::string line; std::getline(self, line);) {
+    if (v2 ? line.starts_with("0::") : line.find(":freezer:") != std::string::npos)
+      own = line.substr(line.rfind(':') + 1);
+  }
+  const std::filesystem::path stray =
+      std::filesystem::path(v2 ? "/sys/fs/cgroup" : "/sys/fs/cgroup/freezer") / own.substr(1) /
+      fmt::format("loom/up{}/node0/job_999_rank_0", cluster_->pid());
+  std::filesystem::create_directories(stray);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    std::ofstream(stray / "cgroup.procs") << ::getpid() << std::flush;
+    ::execlp("sleep", "sleep", "1007", nullptr);
+    ::_exit(127);
+  }
+  ASSERT_GT(child, 0);
+  auto holds_child = [&] {
+    std::ifstream procs(stray / "cgroup.procs");
+    for (pid_t pid; procs >> pid;) {
+      if (pid == child) return true;
+    }
+    return false;
+  };
+  for (int i = 0; i < 1000 && !holds_child(); ++i) ::usleep(10'000);
+  ASSERT_TRUE(holds_child()) << stray;
+  ASSERT_EQ(::kill(daemon("loomd", "--name node0 "), SIGKILL), 0);
+  cluster_->wait_log("loomd node0 was killed by signal 9; restarting it");
+  for (int i = 0; i < 3000 && std::filesystem::exists(stray); ++i) ::usleep(10'000);
+  EXPECT_FALSE(std::filesystem::exists(stray)) << "the new agent removes it";
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "its process killed";
 }
 
 }  // namespace

@@ -86,6 +86,12 @@ class CgroupTree {
   // Kills every process in every cgroup under loom/<name> and removes them all, deepest
   // first: what is left of a cluster that is being taken down.
   void destroy_level(const std::string& name) const;
+  // The cgroups directly under loom/<level> that are not in `keep` (names below loom/, as
+  // create() takes them), nor an agent's own leaf: each is killed and removed, even where
+  // it exists in some v1 hierarchies only. What an agent that crashed left behind (a
+  // launch cut short before its record); returns their names.
+  std::vector<std::string> sweep(const std::string& level,
+                                 const std::vector<std::string>& keep) const;
 
  private:
   struct Hierarchy {
