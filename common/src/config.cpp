@@ -157,6 +157,23 @@ const std::array kKeys = {
         [](const Config& config) { return std::to_string(config.controller.heartbeat_misses); },
     },
     KeySpec{
+        {"controller.agent_queue", "size", "64MiB",
+         "What the controller holds for one agent that does not read its stream (hung, or "
+         "behind a saturated link): messages wait for that agent's own writer, and past this "
+         "the agent is dropped, its node DOWN until it registers again. No other agent, RPC "
+         "or scheduling pass waits for it."},
+        [](Config& config, const toml::node& value) -> Status {
+          const std::string text = LOOM_TRY(as_string(value));
+          auto bytes = parse_bytes(text);
+          if (!bytes) return std::unexpected(bytes.error());
+          if (bytes->count() < (1u << 20))
+            return make_error(ErrorCode::kInvalidArgument, "must be at least 1MiB");
+          config.controller.agent_queue = bytes->count();
+          return {};
+        },
+        [](const Config& config) { return format_bytes(Bytes(config.controller.agent_queue)); },
+    },
+    KeySpec{
         {"agent.state_dir", "string", "/var/lib/loom/agent",
          "Where loomd records the jobs it runs, so that after a restart it finds them again. "
          "loomd's --state-dir overrides it."},

@@ -451,7 +451,7 @@ grpc::Status Service::Connect(grpc::ServerContext* context,
   if (!first.hello().data_address().empty()) return serve_storage(context, stream, first.hello());
   auto agent = std::make_shared<Agent>();
   agent->context = context;
-  agent->stream = stream;
+  agent->out = std::make_unique<AgentStream>(context, stream, config_.controller.agent_queue);
   agent->heard = Clock::now();
   {
     std::lock_guard lock(mutex_);
@@ -482,7 +482,7 @@ grpc::Status Service::Connect(grpc::ServerContext* context,
     gone_.erase(agent->node);
     v1::ToAgent registered;
     registered.mutable_registered();
-    stream->Write(registered);
+    agent->out->send(registered);
     spdlog::info("agent {} registered ({}){}; it runs {} job(s), {} ended meanwhile", name,
                  context->peer(),
                  cluster_.state(agent->node) == sched::NodeState::kDrain ? ", drained" : "",
@@ -513,7 +513,9 @@ grpc::Status Service::Connect(grpc::ServerContext* context,
       }
     }
   }
+  std::unique_ptr<AgentStream> out;  // its writer joined outside the lock
   std::lock_guard lock(mutex_);
+  out = std::move(agent->out);
   if (auto it = agents_.find(agent->node); it != agents_.end() && it->second == agent) {
     agents_.erase(it);
     gone_[agent->node] = Clock::now();
@@ -743,8 +745,16 @@ void Service::check_nodes() {
 
 void Service::send(NodeId node, const v1::ToAgent& message) {
   auto it = agents_.find(node);
-  if (it == agents_.end()) return;  // a node gone down: its jobs end with it (crash recovery)
-  it->second->stream->Write(message);
+  if (it == agents_.end()) return;        // a node gone down: its jobs end with it (crash recovery)
+  if (it->second->out->closed()) return;  // dropped already: its Connect is ending
+  const std::size_t queued = it->second->out->queued_bytes();
+  if (!it->second->out->send(message)) {
+    spdlog::warn(
+        "agent {} is not reading its stream ({} queued for it, controller.agent_queue "
+        "is {}); dropping it until it registers again",
+        cluster_.name(node), format_bytes(Bytes(queued)),
+        format_bytes(Bytes(config_.controller.agent_queue)));
+  }
 }
 
 void Service::send_launch(const Launch& launch) {

@@ -1,9 +1,9 @@
 // loomctld's gRPC services: the CLI's (Controller) and the agents' (AgentLink), over one
 // JobManager and Cluster, plus the scheduling loop that drives them.
 //
-// Threads: gRPC's, for the calls and one per agent stream; one scheduling thread. One mutex
-// guards the job manager, the cluster, the agent table and writes to agents' streams (so
-// that each stream has one writer at a time, as gRPC requires).
+// Threads: gRPC's, for the calls and one per agent stream (its reader); a writer per agent
+// stream (AgentStream); one scheduling thread. One mutex guards the job manager, the
+// cluster and the agent table; no write to an agent is made under it.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -17,6 +17,7 @@
 #include <set>
 #include <string>
 
+#include "agent_stream.hpp"
 #include "loom/common/config.hpp"
 #include "loom/controller/job_manager.hpp"
 #include "loom/proto/loom.grpc.pb.h"
@@ -72,8 +73,8 @@ class Service final : public v1::Controller::Service, public v1::AgentLink::Serv
   struct Agent {
     NodeId node;
     grpc::ServerContext* context = nullptr;
-    grpc::ServerReaderWriter<v1::ToAgent, v1::FromAgent>* stream = nullptr;
-    Clock::time_point heard;  // its last message
+    std::unique_ptr<AgentStream> out;  // what the controller sends it; reset as Connect ends
+    Clock::time_point heard;           // its last message
   };
   struct RunningJob {
     std::set<NodeId> pending;  // nodes whose processes have not ended yet
@@ -123,8 +124,8 @@ class Service final : public v1::Controller::Service, public v1::AgentLink::Serv
   std::condition_variable changed_;  // watchers: a job changed
   std::atomic<bool> stopping_{false};
   std::map<NodeId, std::shared_ptr<Agent>> agents_;
-  std::map<NodeId, Clock::time_point> gone_;    // nodes whose agent left, and since when
-  std::map<std::string, std::string> storage_;  // storage agents connected: name -> data address
+  std::map<NodeId, Clock::time_point> gone_;       // nodes whose agent left, and since when
+  std::map<std::string, std::string> storage_;     // storage agents connected: name -> data address
   std::map<std::string, v1::CgroupInfo> cgroups_;  // how each agent last said it confines jobs
   std::map<std::string, std::string>
       buffers_made_;  // buffers the agents report made: name -> error ("" made)

@@ -31,6 +31,7 @@ struct Config {
     std::chrono::seconds connect_timeout{30};
     std::chrono::seconds heartbeat_interval{1};
     int heartbeat_misses = 5;
+    std::uint64_t agent_queue = 64ull << 20;  // bytes held for an agent that does not read
   } controller;
   // An NVMe device an agent offers for burst-buffer slices.
   struct NvmeDevice {

@@ -1,0 +1,56 @@
+// The controller's side of one agent's stream, written by a thread of its own.
+//
+// gRPC allows one writer at a time on a stream, and a Write blocks while the agent does not
+// read (its TCP window full: a hung agent, a saturated link). Written under the lock that
+// every RPC and the scheduler take, one such agent stalled the whole controller. Here
+// messages queue for the writer instead, up to a bound; past it the agent is dropped (its
+// stream cancelled), as a node that stopped listening is, and it comes back by registering
+// again, its jobs reconciled then.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "loom/proto/loom.grpc.pb.h"
+
+namespace loom::controller {
+
+class AgentStream {
+ public:
+  using Stream = grpc::ServerReaderWriter<v1::ToAgent, v1::FromAgent>;
+  // max_bytes: the most the queue may hold (controller.agent_queue).
+  AgentStream(grpc::ServerContext* context, Stream* stream, std::size_t max_bytes);
+  AgentStream(const AgentStream&) = delete;
+  AgentStream& operator=(const AgentStream&) = delete;
+  // Cancels the stream (a Write in progress returns) and joins the writer: the stream is
+  // gRPC's only until the call that carries it returns.
+  ~AgentStream();
+
+  // Queues the message for the writer. False, with the stream cancelled, when the queue
+  // would pass its bound or a write has failed: the agent is gone or not reading.
+  bool send(const v1::ToAgent& message);
+  // Bytes queued and not yet written (what a send() that fails reports).
+  std::size_t queued_bytes() const;
+  // Whether nothing more will be written: cancelled, overflowed or a write failed.
+  bool closed() const;
+
+ private:
+  void write_all();
+
+  grpc::ServerContext* context_;
+  Stream* stream_;
+  const std::size_t max_bytes_;
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<v1::ToAgent> queue_;
+  std::size_t queued_bytes_ = 0;
+  bool closed_ = false;  // cancelled, or a write failed: nothing more is written
+  std::thread writer_;   // last: started once the members above exist
+};
+
+}  // namespace loom::controller
