@@ -157,7 +157,7 @@ const std::array kKeys = {
         [](const Config& config) { return std::to_string(config.controller.heartbeat_misses); },
     },
     KeySpec{
-        {"controller.agent_queue", "size", "64MiB",
+        {"controller.agent_queue", "size", "64 MiB",
          "What the controller holds for one agent that does not read its stream (hung, or "
          "behind a saturated link): messages wait for that agent's own writer, and past this "
          "the agent is dropped, its node DOWN until it registers again. No other agent, RPC "
