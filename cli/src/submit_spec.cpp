@@ -38,9 +38,12 @@ void define(CLI::App& app, Typed& t) {
   app.add_option("--export", t.export_vars,
                  "Environment passed: ALL (default), NONE, or NAME[=VALUE],...");
   app.add_option("-N,--nodes", t.nodes, "Nodes, N or MIN-MAX");
-  app.add_option("-n,--ntasks", t.tasks, "Tasks (ranks)");
-  app.add_option("--tasks-per-node", t.tasks_per_node, "Tasks on each node");
-  app.add_option("-c,--cpus-per-task", t.cpus_per_task, "Cores per task");
+  // 0 would be taken for "not given" (one task, one core): refused, as sbatch refuses it.
+  app.add_option("-n,--ntasks", t.tasks, "Tasks (ranks)")->check(CLI::Range(1u, 1'000'000u));
+  app.add_option("--tasks-per-node", t.tasks_per_node, "Tasks on each node")
+      ->check(CLI::Range(1u, 1'000'000u));
+  app.add_option("-c,--cpus-per-task", t.cpus_per_task, "Cores per task")
+      ->check(CLI::Range(1u, 1'000'000u));
   app.add_option("--mem-per-task", t.mem_per_task, "Memory per task, e.g. 4G");
   app.add_flag("--spread-numa", t.spread_numa, "Let a task's cores span NUMA domains");
   app.add_option("-t,--time", t.time,
@@ -214,6 +217,8 @@ Result<SubmitRequest> parse_submit(
     return make_error(ErrorCode::kInvalidArgument,
                       "nothing to run: give -- CMD ARGS or a batch SCRIPT");
   }
+  if (command.front().empty())
+    return make_error(ErrorCode::kInvalidArgument, "nothing to run: the command is \"\"");
 
   SubmitRequest out;
   out.controller = t.controller;

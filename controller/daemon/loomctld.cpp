@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <csignal>
 #include <thread>
 
@@ -71,9 +72,12 @@ int main(int argc, char** argv) {
   std::printf("loomctld: listening on %s:%d\n", host.c_str(), port);
   std::fflush(stdout);
 
+  std::atomic<bool> failed = false;
   std::thread scheduler([&] {
-    if (!service.run_scheduler())
+    if (!service.run_scheduler()) {
+      failed = true;
       ::kill(::getpid(), SIGTERM);  // a pass that cannot be stored stops the controller
+    }
   });
   int signal = 0;
   sigwait(&signals, &signal);
@@ -81,5 +85,11 @@ int main(int argc, char** argv) {
   service.stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   scheduler.join();
+  if (failed) {
+    // Non-zero, so that systemd's Restart=on-failure starts it again once the state can be
+    // written (the log says why it could not).
+    std::fprintf(stderr, "loomctld: stopped: the state could not be written\n");
+    return 1;
+  }
   return 0;
 }

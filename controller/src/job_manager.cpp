@@ -138,6 +138,8 @@ Result<sched::JobSpec> to_sched_spec(const v1::JobSpec& in) {
   }
   if (in.argv().empty())
     return make_error(ErrorCode::kInvalidArgument, "nothing to run: the job has no command");
+  if (in.argv(0).empty())
+    return make_error(ErrorCode::kInvalidArgument, "nothing to run: the command is \"\"");
   LOOM_TRY(burstbuffer::check_staging(out.stage_in, out.stage_out));
   LOOM_TRY(sched::validate(out));
   return out;

@@ -102,6 +102,13 @@ TEST(Submit, BadInputNamesTheOption) {
             "--dependency \"after:3\": expected afterok:ID or afterany:ID");
   EXPECT_EQ(error_of({"--array", "5", "--", "x"}), "--array \"5\": expected 1-N");
   EXPECT_EQ(error_of({"-n", "2"}), "nothing to run: give -- CMD ARGS or a batch SCRIPT");
+  EXPECT_EQ(error_of({"--", ""}), "nothing to run: the command is \"\"");
+  // 0 is no count: not one task on one core, as it ran before.
+  for (const char* option : {"-n", "-c", "--tasks-per-node"}) {
+    const std::string error = error_of({option, "0", "--", "x"});
+    EXPECT_NE(error.find("not in range 1 to 1000000"), std::string::npos)
+        << option << ": " << error;
+  }
   EXPECT_NE(error_of({"--frobnicate", "--", "x"}).find("--frobnicate"), std::string::npos);
   EXPECT_EQ(error_of({"job.sh"}), "cannot read /home/loom-alice/run/job.sh");
 }

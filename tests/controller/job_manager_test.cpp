@@ -311,6 +311,10 @@ TEST_F(JobManagerTest, BadJobsAreRefusedBeforeAnythingIsStored) {
   no_command.clear_argv();
   EXPECT_EQ(submit(kAlice, no_command, at(0)).error().message(),
             "nothing to run: the job has no command");
+  v1::JobSpec empty_command = spec(1);
+  empty_command.set_argv(0, "");
+  EXPECT_EQ(submit(kAlice, empty_command, at(0)).error().message(),
+            "nothing to run: the command is \"\"");
   EXPECT_EQ(submit(kAlice, spec(9), at(0)).error().message(),
             "ntasks 9 of 1 cores exceeds what the whole cluster holds (8 tasks)");
   v1::JobSpec on_bobs = spec(1);
