@@ -138,6 +138,15 @@ class Agent {
     v1::Launch launch;
     std::unique_ptr<agent::JobStorage> storage;  // its slice and staging on this node
     std::mutex mutex;  // guards tasks and daemon: kill() may come while they start
+    // Its cgroup level, loom/<agent's level>/job_<id>/, removed once its tasks' cgroups
+    // (the leaves, removed with the tasks below, destroyed first) are gone.
+    struct CgroupLevel {
+      const agent::CgroupTree* tree = nullptr;
+      std::string name;
+      ~CgroupLevel() {
+        if (tree != nullptr) tree->remove_level(name);
+      }
+    } level;
     std::vector<agent::Task> tasks;
     // An MPI job's node other than its first: Open MPI's daemon, all but its command line,
     // until mpirun asks for it through loom-rsh (exec()).
@@ -182,8 +191,12 @@ class Agent {
     job->id = JobId(launch.job());
     job->launch = launch;
     job->storage = std::make_unique<agent::JobStorage>(launch, o_.name, o_.shm_dir, stagers_);
+    job->level.tree = &cgroups_;
+    job->level.name = job_level(job->id);
     return job;
   }
+  // Where a job's task cgroups go: one level per job, a leaf per task (rank_<r>).
+  std::string job_level(JobId id) const { return fmt::format("{}/job_{}", o_.cgroup, id.value()); }
 
   fs::path record_path(JobId id) const {
     return o_.state_dir / fmt::format("job_{}.json", id.value());
@@ -243,10 +256,11 @@ class Agent {
         // The agent before this one stopped while starting the job: whatever of it started
         // is killed, and the job reported failed here.
         for (const nlohmann::json& rank : record["launching"]) {
-          if (auto cgroup = cgroups_.open(
-                  fmt::format("{}/job_{}_rank_{}", o_.cgroup, id.value(), rank.get<unsigned>()))) {
+          if (auto cgroup =
+                  cgroups_.open(fmt::format("{}/rank_{}", job_level(id), rank.get<unsigned>()))) {
             (void)cgroup->kill_all();
           }
+          cgroups_.remove_level(job_level(id));
         }
         v1::JobEnded e;
         e.set_job(id.value());
@@ -539,7 +553,7 @@ class Agent {
     std::vector<std::pair<unsigned, agent::TaskSpec>> tasks;
     auto task_for = [&](unsigned rank, std::vector<std::string> argv) {
       agent::TaskSpec t;
-      t.cgroup_name = fmt::format("{}/job_{}_rank_{}", o_.cgroup, id.value(), rank);
+      t.cgroup_name = fmt::format("{}/rank_{}", job_level(id), rank);
       t.pids_max = o_.pids_max;
       t.swap_limit = o_.swap;
       t.argv = std::move(argv);

@@ -297,21 +297,30 @@ void CgroupTree::remove_level(const std::string& name) const {
   for (const fs::path& dir : dirs(name)) ::rmdir(dir.c_str());  // fails, harmlessly, if not empty
 }
 
-void CgroupTree::destroy_level(const std::string& name) const {
-  // The hierarchy that lists every process: v1's freezer (found first), v2's one tree.
-  const fs::path loom = hierarchies_.front().loom_dir;
-  std::error_code ec;
-  std::vector<std::string> below;  // names under loom/ of every cgroup under the level
-  for (auto it = fs::recursive_directory_iterator(loom / name, ec);
-       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-    if (it->is_directory()) below.push_back(fs::relative(it->path(), loom).string());
+// Every cgroup at and under loom/<name>, in any hierarchy, deepest first: each killed (v1's
+// freezer first where it has it) and removed.
+void CgroupTree::kill_and_remove(const std::string& name) const {
+  std::set<std::string> found;  // names below loom/
+  for (const Hierarchy& h : hierarchies_) {
+    std::error_code ec;
+    if (!fs::is_directory(h.loom_dir / name, ec)) continue;
+    found.insert(name);
+    for (auto it = fs::recursive_directory_iterator(h.loom_dir / name, ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      if (it->is_directory()) found.insert(fs::relative(it->path(), h.loom_dir).string());
+    }
   }
-  std::sort(below.rbegin(), below.rend());  // children sort after their parents
-  for (const std::string& cgroup_name : below) {
-    if (auto cgroup = open(cgroup_name)) (void)cgroup->kill_all();  // ~Cgroup removes it
+  for (auto it = found.rbegin(); it != found.rend(); ++it) {  // children sort after parents
+    std::vector<Cgroup::Dir> dirs;
+    for (const Hierarchy& h : hierarchies_) {
+      if (fs::is_directory(h.loom_dir / *it)) dirs.push_back({h.controller, h.loom_dir / *it});
+    }
+    const Cgroup cgroup(version_, std::move(dirs));
+    (void)cgroup.kill_all();  // ~Cgroup removes it
   }
-  remove_level(name);
 }
+
+void CgroupTree::destroy_level(const std::string& name) const { kill_and_remove(name); }
 
 std::vector<std::string> CgroupTree::sweep(const std::string& level,
                                            const std::vector<std::string>& keep) const {
@@ -325,13 +334,10 @@ std::vector<std::string> CgroupTree::sweep(const std::string& level,
   }
   std::vector<std::string> swept;
   for (const std::string& name : names) {
-    if (std::ranges::find(keep, name) != keep.end()) continue;
-    std::vector<Cgroup::Dir> found;  // v1's freezer first when it is there: it kills
-    for (const Hierarchy& h : hierarchies_) {
-      if (fs::is_directory(h.loom_dir / name)) found.push_back({h.controller, h.loom_dir / name});
-    }
-    const Cgroup orphan(version_, std::move(found));
-    (void)orphan.kill_all();  // ~Cgroup removes it
+    const bool held = std::ranges::any_of(
+        keep, [&](const std::string& k) { return k == name || k.starts_with(name + "/"); });
+    if (held) continue;
+    kill_and_remove(name);
     swept.push_back(name);
   }
   return swept;

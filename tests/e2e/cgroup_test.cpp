@@ -96,6 +96,11 @@ TEST_F(Cgroups, AJobsProcessIsInItsCgroupWithItsMemoryLimitAndCancelEmptiesIt) {
   EXPECT_EQ(finish(id)["state"], "CANCELLED");
   EXPECT_TRUE(cluster_->job_processes(id).empty());
   EXPECT_FALSE(std::filesystem::exists(path)) << "its cgroup is removed";
+  // A level per job, a leaf per task: the level goes once the job has left the agent.
+  const std::filesystem::path level = std::filesystem::path(path).parent_path();
+  EXPECT_EQ(level.filename(), fmt::format("job_{}", id));
+  for (int i = 0; i < 1000 && std::filesystem::exists(level); ++i) ::usleep(10'000);
+  EXPECT_FALSE(std::filesystem::exists(level)) << level;
 }
 
 TEST_F(Cgroups, AnEndedJobShowsTheCpuTimeAndPeakMemoryTheKernelCounted) {
@@ -128,7 +133,7 @@ TEST_F(Cgroups, ARestartedAgentRemovesTheCgroupsNoJobHolds) {
   }
   const std::filesystem::path stray =
       std::filesystem::path(v2 ? "/sys/fs/cgroup" : "/sys/fs/cgroup/freezer") / own.substr(1) /
-      fmt::format("loom/up{}/node0/job_999_rank_0", cluster_->pid());
+      fmt::format("loom/up{}/node0/job_999/rank_0", cluster_->pid());
   std::filesystem::create_directories(stray);
   const pid_t child = ::fork();
   if (child == 0) {

@@ -86,10 +86,10 @@ class CgroupTree {
   // Kills every process in every cgroup under loom/<name> and removes them all, deepest
   // first: what is left of a cluster that is being taken down.
   void destroy_level(const std::string& name) const;
-  // The cgroups directly under loom/<level> that are not in `keep` (names below loom/, as
-  // create() takes them), nor an agent's own leaf: each is killed and removed, even where
-  // it exists in some v1 hierarchies only. What an agent that crashed left behind (a
-  // launch cut short before its record); returns their names.
+  // The cgroups directly under loom/<level> that hold none of `keep` (names below loom/,
+  // as create() takes them) and are not an agent's own leaf: each is killed and removed
+  // with what is under it, even where it exists in some v1 hierarchies only. What an agent that
+  // crashed left behind (a launch cut short before its record); returns their names.
   std::vector<std::string> sweep(const std::string& level,
                                  const std::vector<std::string>& keep) const;
 
@@ -101,6 +101,7 @@ class CgroupTree {
   CgroupTree(CgroupVersion version, std::string layout)
       : version_(version), layout_(std::move(layout)) {}
   bool enforces(std::string_view controller) const;
+  void kill_and_remove(const std::string& name) const;
   std::vector<std::filesystem::path> dirs(const std::string& name) const;
   Status enable_controllers(const std::filesystem::path& from,
                             const std::filesystem::path& to) const;
