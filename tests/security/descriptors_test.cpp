@@ -109,6 +109,7 @@ TEST(Descriptors, ATaskHoldsOnlyItsOwnWhateverTheAgentHasOpen) {
   (void)task->wait();
   ::close(epoll);
   ::close(listening);
+  { const Task ended = std::move(*task); }  // its cgroup goes with it, then the level can
   tree->remove_level(level);
   fs::remove_all(dir);
   fs::remove_all(state);
