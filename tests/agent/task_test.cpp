@@ -73,6 +73,11 @@ class TaskTest : public ::testing::TestWithParam<CgroupChoice> {
     return std::ranges::find(tree_->enforced(), controller) != tree_->enforced().end();
   }
   Result<Task> start(const TaskSpec& s) { return Task::start(*tree_, s); }
+  // A sleep's argument no other test (ctest runs them side by side) gives: what pgrep finds
+  // of it after a kill is this test's own.
+  std::string sleep_for(int test) const {
+    return std::to_string(9000 + 10 * test + static_cast<int>(GetParam()));
+  }
 
   std::optional<CgroupTree> tree_;
   uid_t alice_ = 0;
@@ -176,7 +181,7 @@ TEST_P(TaskTest, ATaskOutlivesItsAgentAndIsAdoptedWithItsExitStatus) {
   ::waitpid(record.keeper, nullptr, 0);  // this test's own child, after all
 
   // A keeper that vanished without a word: its task is lost, and said to be.
-  auto second = start(spec({"sleep", "999"}));
+  auto second = start(spec({"sleep", sleep_for(1)}));
   ASSERT_TRUE(second.has_value()) << second.error().to_string();
   TaskRecord gone = std::move(*second).detach();
   ::kill(gone.keeper, SIGKILL);
@@ -184,12 +189,16 @@ TEST_P(TaskTest, ATaskOutlivesItsAgentAndIsAdoptedWithItsExitStatus) {
   auto lost = Task::adopt(*tree_, gone);
   ASSERT_FALSE(lost.has_value());
   EXPECT_EQ(lost.error().code(), ErrorCode::kDataLoss);
-  EXPECT_EQ(loom::testing::run({"sh", "-c", "pgrep -u loom-alice -f 'sleep 999' || true"}).out, "")
+  EXPECT_EQ(loom::testing::run(
+                {"sh", "-c", "pgrep -u loom-alice -fx 'sleep " + sleep_for(1) + "' || true"})
+                .out,
+            "")
       << "its task is killed";
 }
 
 TEST_P(TaskTest, KillLeavesNoProcessBehindEvenForked) {
-  auto task = start(spec({"sh", "-c", "sleep 999 & sleep 999 & echo started; wait"}));
+  const std::string sleeper = "sleep " + sleep_for(2);
+  auto task = start(spec({"sh", "-c", sleeper + " & " + sleeper + " & echo started; wait"}));
   ASSERT_TRUE(task.has_value()) << task.error().to_string();
   // Wait for the event: the line the task prints once its children exist.
   for (int i = 0; i < 500 && output().empty(); ++i) ::usleep(10'000);
@@ -198,9 +207,9 @@ TEST_P(TaskTest, KillLeavesNoProcessBehindEvenForked) {
   auto exit = task->wait();
   ASSERT_TRUE(exit.has_value());
   EXPECT_EQ(exit->signal, SIGKILL);
-  // Both sleeps went with it: no process of loom-alice's is left running sleep 999.
+  // Both sleeps went with it: no process of loom-alice's is left running them.
   std::string ps;
-  FILE* pipe = ::popen("pgrep -u loom-alice -f 'sleep 999' || true", "r");
+  FILE* pipe = ::popen(("pgrep -u loom-alice -fx '" + sleeper + "' || true").c_str(), "r");
   char line[256];
   while (std::fgets(line, sizeof(line), pipe) != nullptr) ps += line;
   ::pclose(pipe);

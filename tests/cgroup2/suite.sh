@@ -22,7 +22,6 @@ flow=(
   JobFlow.MemoryPerTaskIsEnforced
   JobFlow.CancelEndsARunningJobAndLeavesNoProcess
   JobFlow.AJobPastItsWalltimeGetsTermThenKillAndEndsTimeout
-  Recovery.AnAgentKilledMidJobIsRestartedAndKeepsItsJob
   BurstBufferTest.ASliceIsTheJobsOwnAndHoldsWhatItWasGivenAndNoMore
   BurstBufferTest.FilesAreStagedInAndOutByteIdentical
 )

@@ -21,7 +21,11 @@ using nlohmann::json;
 
 class Cgroups : public loom::testing::ClusterTest {
  protected:
-  std::string config() const override { return "[controller]\nkill_grace = \"2s\"\n"; }
+  // A wide heartbeat window: the cgroup2 label runs these in a kernel where processes start
+  // about five times slower, and none of them is about a node going silent.
+  std::string config() const override {
+    return "[controller]\nkill_grace = \"2s\"\nheartbeat_misses = 30\n";
+  }
   // The first compute node's cgroup, as loom nodes --json says it.
   json node_cgroup() const {
     Completed nodes = cluster_->loom("", {"nodes", "--json"});
@@ -119,6 +123,34 @@ TEST_F(Cgroups, AnEndedJobShowsTheCpuTimeAndPeakMemoryTheKernelCounted) {
   const std::uint64_t running = submit({"submit", "--", "sleep", "1006"});
   EXPECT_TRUE(wait_running(running)["usage"].is_null()) << "no usage before a job has ended";
   ASSERT_EQ(alice({"cancel", std::to_string(running)}).exit_code, 0);
+}
+
+// An agent killed mid-job: the next one adopts the job, whose process stays in its cgroup,
+// and learns how it ended.
+TEST_F(Cgroups, AnAgentKilledMidJobIsAdoptedWithItsProcessInItsCgroup) {
+  const std::uint64_t id =
+      submit({"submit", "-o", "adopted.txt", "--", "sh", "-c",
+              "echo start; while [ ! -e go ]; do sleep 0.05; done; echo end; exit 3"});
+  wait_running(id);
+  auto shell = [&] {  // the job's sh, among its processes (a sleep 0.05 comes and goes)
+    for (pid_t pid : cluster_->job_processes(id)) {
+      std::ifstream comm(fmt::format("/proc/{}/comm", pid));
+      std::string name;
+      if (comm >> name && name == "sh") return pid;
+    }
+    return pid_t{0};
+  };
+  pid_t before = 0;
+  for (int i = 0; i < 1000 && (before = shell()) == 0; ++i) ::usleep(10'000);
+  ASSERT_NE(before, 0);
+  ASSERT_EQ(::kill(daemon("loomd", "--name node0 "), SIGKILL), 0);
+  cluster_->wait_log("loomd node0 was killed by signal 9; restarting it");
+  EXPECT_EQ(shell(), before) << "the job's shell is still in its cgroup";
+  std::ofstream(dir_ / "go") << "";  // the job ends only now, under the new agent
+  const json j = finish(id);
+  EXPECT_EQ(j["state"], "FAILED");
+  EXPECT_EQ(j["exit_code"], 3) << "the new agent learned how the job ended";
+  EXPECT_EQ(read("adopted.txt"), "start\nend\n") << "ran once";
 }
 
 // What a crashed agent left that no job holds (a launch cut short before its record): the
