@@ -260,8 +260,8 @@ class Agent {
                   cgroups_.open(fmt::format("{}/rank_{}", job_level(id), rank.get<unsigned>()))) {
             (void)cgroup->kill_all();
           }
-          cgroups_.remove_level(job_level(id));
         }
+        cgroups_.remove_level(job_level(id));
         v1::JobEnded e;
         e.set_job(id.value());
         e.set_exit_code(127);

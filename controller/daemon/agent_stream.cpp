@@ -1,9 +1,18 @@
 #include "agent_stream.hpp"
 
+#include <spdlog/spdlog.h>
+
+#include "loom/common/bytes.hpp"
+
 namespace loom::controller {
 
-AgentStream::AgentStream(grpc::ServerContext* context, Stream* stream, std::size_t max_bytes)
-    : context_(context), stream_(stream), max_bytes_(max_bytes), writer_([this] { write_all(); }) {}
+AgentStream::AgentStream(grpc::ServerContext* context, Stream* stream, std::size_t max_bytes,
+                         std::string node)
+    : context_(context),
+      stream_(stream),
+      max_bytes_(max_bytes),
+      node_(std::move(node)),
+      writer_([this] { write_all(); }) {}
 
 AgentStream::~AgentStream() {
   {
@@ -15,32 +24,27 @@ AgentStream::~AgentStream() {
   writer_.join();
 }
 
-bool AgentStream::send(const v1::ToAgent& message) {
+void AgentStream::send(const v1::ToAgent& message) {
   const std::size_t bytes = message.ByteSizeLong();
+  std::size_t queued = 0;
   {
     std::lock_guard lock(mutex_);
-    if (closed_) return false;
+    if (closed_) return;
     if (queued_bytes_ + bytes <= max_bytes_) {
       queue_.push_back(message);
       queued_bytes_ += bytes;
       wake_.notify_one();
-      return true;
+      return;
     }
     closed_ = true;
+    queued = queued_bytes_;
   }
   wake_.notify_one();
   context_->TryCancel();  // the agent's Connect ends; it may register again
-  return false;
-}
-
-std::size_t AgentStream::queued_bytes() const {
-  std::lock_guard lock(mutex_);
-  return queued_bytes_;
-}
-
-bool AgentStream::closed() const {
-  std::lock_guard lock(mutex_);
-  return closed_;
+  spdlog::warn(
+      "agent {} is not reading its stream ({} queued for it, controller.agent_queue is {}); "
+      "dropping it until it registers again",
+      node_, format_bytes(Bytes(queued)), format_bytes(Bytes(max_bytes_)));
 }
 
 void AgentStream::write_all() {

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <deque>
 #include <mutex>
+#include <string>
 #include <thread>
 
 #include "loom/proto/loom.grpc.pb.h"
@@ -23,21 +24,20 @@ namespace loom::controller {
 class AgentStream {
  public:
   using Stream = grpc::ServerReaderWriter<v1::ToAgent, v1::FromAgent>;
-  // max_bytes: the most the queue may hold (controller.agent_queue).
-  AgentStream(grpc::ServerContext* context, Stream* stream, std::size_t max_bytes);
+  // max_bytes: the most the queue may hold (controller.agent_queue); node names the agent
+  // in the log line that says it was dropped.
+  AgentStream(grpc::ServerContext* context, Stream* stream, std::size_t max_bytes,
+              std::string node);
   AgentStream(const AgentStream&) = delete;
   AgentStream& operator=(const AgentStream&) = delete;
   // Cancels the stream (a Write in progress returns) and joins the writer: the stream is
   // gRPC's only until the call that carries it returns.
   ~AgentStream();
 
-  // Queues the message for the writer. False, with the stream cancelled, when the queue
-  // would pass its bound or a write has failed: the agent is gone or not reading.
-  bool send(const v1::ToAgent& message);
-  // Bytes queued and not yet written (what a send() that fails reports).
-  std::size_t queued_bytes() const;
-  // Whether nothing more will be written: cancelled, overflowed or a write failed.
-  bool closed() const;
+  // Queues the message for the writer. Once the queue would pass its bound the stream is
+  // cancelled, which is logged, and what is sent after that (or after a failed write: the
+  // agent is gone) is dropped: its Connect is ending.
+  void send(const v1::ToAgent& message);
 
  private:
   void write_all();
@@ -45,7 +45,8 @@ class AgentStream {
   grpc::ServerContext* context_;
   Stream* stream_;
   const std::size_t max_bytes_;
-  mutable std::mutex mutex_;
+  const std::string node_;
+  std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<v1::ToAgent> queue_;
   std::size_t queued_bytes_ = 0;

@@ -451,7 +451,8 @@ grpc::Status Service::Connect(grpc::ServerContext* context,
   if (!first.hello().data_address().empty()) return serve_storage(context, stream, first.hello());
   auto agent = std::make_shared<Agent>();
   agent->context = context;
-  agent->out = std::make_unique<AgentStream>(context, stream, config_.controller.agent_queue);
+  agent->out = std::make_unique<AgentStream>(context, stream, config_.controller.agent_queue,
+                                             first.hello().name());
   agent->heard = Clock::now();
   {
     std::lock_guard lock(mutex_);
@@ -745,16 +746,8 @@ void Service::check_nodes() {
 
 void Service::send(NodeId node, const v1::ToAgent& message) {
   auto it = agents_.find(node);
-  if (it == agents_.end()) return;        // a node gone down: its jobs end with it (crash recovery)
-  if (it->second->out->closed()) return;  // dropped already: its Connect is ending
-  const std::size_t queued = it->second->out->queued_bytes();
-  if (!it->second->out->send(message)) {
-    spdlog::warn(
-        "agent {} is not reading its stream ({} queued for it, controller.agent_queue "
-        "is {}); dropping it until it registers again",
-        cluster_.name(node), format_bytes(Bytes(queued)),
-        format_bytes(Bytes(config_.controller.agent_queue)));
-  }
+  if (it == agents_.end()) return;  // a node gone down: its jobs end with it (crash recovery)
+  it->second->out->send(message);
 }
 
 void Service::send_launch(const Launch& launch) {

@@ -72,6 +72,7 @@ class CgroupTree {
   const std::string& layout() const { return layout_; }
   // The controllers whose limits tasks get ("cpuset", "memory", "pids").
   const std::vector<std::string>& enforced() const { return enforced_; }
+  bool enforces(std::string_view controller) const;
   // What is not enforced on this node, and why; empty when everything is.
   const std::vector<std::string>& notes() const { return notes_; }
 
@@ -100,7 +101,6 @@ class CgroupTree {
   };
   CgroupTree(CgroupVersion version, std::string layout)
       : version_(version), layout_(std::move(layout)) {}
-  bool enforces(std::string_view controller) const;
   void kill_and_remove(const std::string& name) const;
   std::vector<std::filesystem::path> dirs(const std::string& name) const;
   Status enable_controllers(const std::filesystem::path& from,
