@@ -128,9 +128,7 @@ TEST_F(Cgroups, AnEndedJobShowsTheCpuTimeAndPeakMemoryTheKernelCounted) {
 // An agent killed mid-job: the next one adopts the job, whose process stays in its cgroup,
 // and learns how it ended.
 TEST_F(Cgroups, AnAgentKilledMidJobIsAdoptedWithItsProcessInItsCgroup) {
-  const std::uint64_t id =
-      submit({"submit", "-o", "adopted.txt", "--", "sh", "-c",
-              "echo start; while [ ! -e go ]; do sleep 0.05; done; echo end; exit 3"});
+  const std::uint64_t id = submit_gated("adopted.txt");
   wait_running(id);
   auto shell = [&] {  // the job's sh, among its processes (a sleep 0.05 comes and goes)
     for (pid_t pid : cluster_->job_processes(id)) {
@@ -146,11 +144,7 @@ TEST_F(Cgroups, AnAgentKilledMidJobIsAdoptedWithItsProcessInItsCgroup) {
   ASSERT_EQ(::kill(daemon("loomd", "--name node0 "), SIGKILL), 0);
   cluster_->wait_log("loomd node0 was killed by signal 9; restarting it");
   EXPECT_EQ(shell(), before) << "the job's shell is still in its cgroup";
-  std::ofstream(dir_ / "go") << "";  // the job ends only now, under the new agent
-  const json j = finish(id);
-  EXPECT_EQ(j["state"], "FAILED");
-  EXPECT_EQ(j["exit_code"], 3) << "the new agent learned how the job ended";
-  EXPECT_EQ(read("adopted.txt"), "start\nend\n") << "ran once";
+  expect_gated_ran_once(id, "adopted.txt");  // it ends only now, under the new agent
 }
 
 // What a crashed agent left that no job holds (a launch cut short before its record): the

@@ -84,6 +84,21 @@ class ClusterTest : public ::testing::Test {
   }
   nlohmann::json finish(std::uint64_t id) { return finish(std::to_string(id)); }
 
+  // A job to restart an agent under: it prints "start" to `output`, waits for the file
+  // `go`, prints "end" and exits 3.
+  std::uint64_t submit_gated(const std::string& output) {
+    return submit({"submit", "-o", output, "--", "sh", "-c",
+                   "echo start; while [ ! -e go ]; do sleep 0.05; done; echo end; exit 3"});
+  }
+  // Lets that job end, and checks it ran once and ended as it did, whichever agent saw it.
+  void expect_gated_ran_once(std::uint64_t id, const std::string& output) {
+    std::ofstream(dir_ / "go") << "";
+    const nlohmann::json j = finish(id);
+    EXPECT_EQ(j["state"], "FAILED");
+    EXPECT_EQ(j["exit_code"], 3) << "the agent learned how the job ended";
+    EXPECT_EQ(read(output), "start\nend\n") << "ran once";
+  }
+
   std::string read(const std::string& name) const {
     std::ifstream in(dir_ / name);
     return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};

@@ -42,18 +42,12 @@ class Recovery : public loom::testing::ClusterTest {
 };
 
 TEST_F(Recovery, AnAgentKilledMidJobIsRestartedAndKeepsItsJob) {
-  const std::uint64_t id =
-      submit({"submit", "-o", "agent.txt", "--", "sh", "-c",
-              "echo start; while [ ! -e go ]; do sleep 0.05; done; echo end; exit 3"});
+  const std::uint64_t id = submit_gated("agent.txt");
   wait_output("agent.txt", "start");
   const std::string node = show(id)["placement"][0]["node"];
   ASSERT_EQ(::kill(daemon("loomd", "--name " + node + " "), SIGKILL), 0);
   cluster_->wait_log(fmt::format("loomd {} was killed by signal 9; restarting it", node));
-  std::ofstream(dir_ / "go") << "";  // the job ends only now, under the new agent
-  const json j = finish(id);
-  EXPECT_EQ(j["state"], "FAILED");
-  EXPECT_EQ(j["exit_code"], 3) << "the new agent learned how the job ended";
-  EXPECT_EQ(read("agent.txt"), "start\nend\n") << "ran once";
+  expect_gated_ran_once(id, "agent.txt");  // it ends only now, under the new agent
 }
 
 TEST_F(Recovery, AControllerKilledMidJobLosesNothingAndRunsNothingTwice) {
