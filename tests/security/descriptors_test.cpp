@@ -9,8 +9,10 @@
 #include <pwd.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -40,6 +42,16 @@ std::string describe(const std::map<int, std::string>& fds) {
   std::string text;
   for (const auto& [fd, target] : fds) text += std::to_string(fd) + " -> " + target + "\n";
   return text;
+}
+
+// Whether a process is in its sleep: after exec the dynamic loader opens and closes the
+// libraries (a descriptor 3 that comes and goes), so a listing means something only once
+// the program has reached the call it waits in.
+bool sleeping(pid_t pid) {
+  std::ifstream in(fs::path("/proc") / std::to_string(pid) / "syscall");
+  long number = -1;
+  in >> number;
+  return number == SYS_clock_nanosleep || number == SYS_nanosleep;
 }
 
 pid_t child_of(pid_t parent) {
@@ -95,6 +107,9 @@ TEST(Descriptors, ATaskHoldsOnlyItsOwnWhateverTheAgentHasOpen) {
   const pid_t keeper = task->record().keeper;
   const pid_t job = child_of(keeper);
   ASSERT_GT(job, 0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!sleeping(job) && std::chrono::steady_clock::now() < deadline) ::usleep(1000);
+  ASSERT_TRUE(sleeping(job)) << "the job never reached its sleep";
   const std::map<int, std::string> jobs = descriptors(job);
   EXPECT_EQ((std::set<int>{0, 1, 2}), [&] {
     std::set<int> fds;
