@@ -2,7 +2,7 @@
 //
 // gRPC allows one writer at a time on a stream, and a Write blocks while the agent does not
 // read (its TCP window full: a hung agent, a saturated link). Written under the lock that
-// every RPC and the scheduler take, one such agent stalled the whole controller. Here
+// every RPC and the scheduler took, one such agent stalled the whole controller. Here
 // messages queue for the writer instead, up to a bound; past it the agent is dropped (its
 // stream cancelled), as a node that stopped listening is, and it comes back by registering
 // again, its jobs reconciled then.
@@ -17,11 +17,12 @@
 #include <string>
 #include <thread>
 
+#include "loom/controller/core.hpp"
 #include "loom/proto/loom.grpc.pb.h"
 
 namespace loom::controller {
 
-class AgentStream {
+class AgentStream final : public AgentChannel {
  public:
   using Stream = grpc::ServerReaderWriter<v1::ToAgent, v1::FromAgent>;
   // max_bytes: the most the queue may hold (controller.agent_queue); node names the agent
@@ -32,12 +33,14 @@ class AgentStream {
   AgentStream& operator=(const AgentStream&) = delete;
   // Cancels the stream (a Write in progress returns) and joins the writer: the stream is
   // gRPC's only until the call that carries it returns.
-  ~AgentStream();
+  ~AgentStream() override;
 
   // Queues the message for the writer. Once the queue would pass its bound the stream is
   // cancelled, which is logged, and what is sent after that (or after a failed write: the
   // agent is gone) is dropped: its Connect is ending.
-  void send(const v1::ToAgent& message);
+  void send(const v1::ToAgent& message) override;
+  // Ends the stream: the agent's Connect returns, and it may register again.
+  void drop() override { context_->TryCancel(); }
 
  private:
   void write_all();

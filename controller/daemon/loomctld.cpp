@@ -1,5 +1,5 @@
-// loomctld: the controller. Serves the CLI and the agents over gRPC (service.hpp), keeps the
-// state in the store, and drives the scheduler on events and at walltime deadlines.
+// loomctld: the controller. Serves the CLI and the agents over gRPC (service.hpp) and runs
+// the core (loom/controller/core.hpp) on a thread of its own, fed by an inbox (inbox.hpp).
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
@@ -9,7 +9,9 @@
 #include <csignal>
 #include <thread>
 
+#include "inbox.hpp"
 #include "loom/common/config.hpp"
+#include "loom/controller/core.hpp"
 #include "loom/controller/job_manager.hpp"
 #include "service.hpp"
 
@@ -52,13 +54,16 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   sched::Cluster cluster;
-  controller::Service service(cluster, *config);
+  controller::Inbox inbox;
   auto store = controller::open_sqlite_store(state_dir);
   if (!store) return fail(store.error());
-  auto manager = controller::JobManager::open(std::move(*store), cluster, {},
-                                              [&service] { service.on_change(); });
+  auto manager =
+      controller::JobManager::open(std::move(*store), cluster, {}, [&inbox] { inbox.changed(); });
   if (!manager) return fail(manager.error());
-  service.serve(std::move(*manager));
+  const controller::SystemClock clock;
+  controller::Core core(cluster, *config, clock, std::move(*manager),
+                        [&inbox] { inbox.changed(); });
+  controller::Service service(inbox, *config);
 
   int port = 0;
   grpc::ServerBuilder builder;
@@ -73,18 +78,20 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   std::atomic<bool> failed = false;
-  std::thread scheduler([&] {
-    if (!service.run_scheduler()) {
+  std::thread core_thread([&] {
+    inbox.run(core, [&](const Error& error) {
+      spdlog::critical("{}; stopping", error.to_string());
       failed = true;
       ::kill(::getpid(), SIGTERM);  // a pass that cannot be stored stops the controller
-    }
+    });
   });
   int signal = 0;
   sigwait(&signals, &signal);
   spdlog::info("signal {}: stopping", signal);
-  service.stop();
+  inbox.stop_waiting();  // the calls that wait are answered: the server waits for them
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  scheduler.join();
+  inbox.stop();  // nothing posts once the server is down
+  core_thread.join();
   if (failed) {
     // Non-zero, so that systemd's Restart=on-failure starts it again once the state can be
     // written (the log says why it could not).

@@ -1,0 +1,69 @@
+// The controller core's thread: gRPC's threads hand the core events (a call's work, an
+// agent's message) and the core runs them one at a time, in the order they came; after
+// each batch of events, a scheduling pass when one of them asked for it, and one at least
+// every Core::tick_interval() (walltimes, heartbeats). Nothing holds a lock while the core
+// works or while anything is written to the network.
+//
+// Calls that wait for something the core will see (Watch, Exec for an Open MPI daemon's
+// life, CreateBuffer for a node's mkfs) park no thread: each leaves a waiter, which the
+// core's thread runs after each batch in which something changed and after each pass,
+// until the waiter has answered its call.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <future>
+#include <list>
+#include <mutex>
+#include <type_traits>
+
+#include "loom/controller/core.hpp"
+
+namespace loom::controller {
+
+class Inbox {
+ public:
+  // Returns true once it has answered its call. With `stopping` (once, as the daemon
+  // stops) it must answer.
+  using Waiter = std::move_only_function<bool(Core&, bool stopping)>;
+
+  // Runs `event` on the core's thread, later.
+  void post(std::move_only_function<void(Core&)> event);
+  // Runs `event` on the core's thread and returns what it returned.
+  template <class F>
+  std::invoke_result_t<F&, Core&> call(F event) {
+    std::packaged_task<std::invoke_result_t<F&, Core&>(Core&)> task(std::move(event));
+    auto result = task.get_future();
+    post([task = std::move(task)](Core& core) mutable { task(core); });
+    return result.get();
+  }
+  // Runs `waiter` on the core's thread at once, and again after changes and passes until
+  // it returns true.
+  void wait(Waiter waiter);
+  // Something a waiter may look at changed (the core's and the job manager's observer;
+  // called on the core's thread).
+  void changed() { changed_ = true; }
+
+  // Runs events, passes and waiters until stop(). A pass that cannot be stored goes to
+  // `failed`, once, and no pass runs after it; events still do, so that the calls in
+  // flight are answered while the daemon stops.
+  void run(Core& core, const std::function<void(const Error&)>& failed);
+  // Every waiter answers its call (the controller is stopping); before the gRPC server
+  // shuts down, which waits for every call's answer.
+  void stop_waiting();
+  // Once nothing posts any more (the gRPC server has shut down).
+  void stop();
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::move_only_function<void(Core&)>> events_;
+  bool stopping_ = false;
+  // The core thread's own.
+  std::list<Waiter> waiters_;
+  bool changed_ = false;
+  bool waiting_stopped_ = false;
+};
+
+}  // namespace loom::controller

@@ -1,0 +1,276 @@
+// The core's CLI events, Open MPI's daemons and its tick; agents are core_agents.cpp's,
+// recovery core_recovery.cpp's.
+#include "loom/controller/core.hpp"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <spdlog/spdlog.h>
+
+#include "loom/burstbuffer/slice.hpp"
+#include "loom/common/bytes.hpp"
+
+namespace loom::controller {
+
+namespace {
+
+std::string state_name(sched::NodeState state) {
+  switch (state) {
+    case sched::NodeState::kUp:
+      return "UP";
+    case sched::NodeState::kDrain:
+      return "DRAIN";
+    case sched::NodeState::kDown:
+      return "DOWN";
+  }
+  return "UNKNOWN";
+}
+
+}  // namespace
+
+sched::Time SystemClock::wall() const {
+  return std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now());
+}
+
+Clock::Steady SystemClock::steady() const { return std::chrono::steady_clock::now(); }
+
+Core::Core(sched::Cluster& cluster, const Config& config, const Clock& clock,
+           std::unique_ptr<JobManager> manager, std::function<void()> changed)
+    : cluster_(cluster),
+      config_(config),
+      clock_(clock),
+      manager_(std::move(manager)),
+      changed_(std::move(changed)),
+      window_(config.controller.heartbeat_interval * config.controller.heartbeat_misses),
+      recovery_until_(clock.steady() + window_) {
+  if (!manager_->unknown().empty()) {
+    spdlog::info("{} job(s) were running: waiting up to {} s for their agents to re-register",
+                 manager_->unknown().size(),
+                 std::chrono::duration_cast<std::chrono::seconds>(window_).count());
+  }
+}
+
+// ---- The CLI ----
+
+Result<std::vector<JobId>> Core::submit(const Caller& who, const v1::SubmitRequest& request) {
+  auto ids = LOOM_TRY(manager_->submit(who, request.spec(), request.array_size(), clock_.wall()));
+  wants_pass_ = true;
+  return ids;
+}
+
+Status Core::cancel(const Caller& who, JobId id, std::optional<std::uint32_t> index) {
+  std::vector<JobId> kill;
+  LOOM_TRY(manager_->cancel(who, id, index, clock_.wall(), kill));
+  for (JobId k : kill) send_kill(k, config_.controller.kill_grace);
+  return {};
+}
+
+Status Core::resume(const Caller& who, const std::string& node) {
+  LOOM_TRY(manager_->resume(who, node));
+  wants_pass_ = true;
+  return {};
+}
+
+v1::NodesReply Core::nodes() const {
+  v1::NodesReply reply;
+  for (std::size_t i = 0; i < cluster_.size(); ++i) {
+    const NodeId node(static_cast<NodeId::rep>(i));
+    v1::NodeInfo* n = reply.add_nodes();
+    n->set_name(cluster_.name(node));
+    n->set_state(state_name(cluster_.state(node)));
+    n->set_reason(manager_->drain_reason(cluster_.name(node)));
+    const sched::NodeCapacity& free = cluster_.free(node);
+    const sched::NodeCapacity& total = cluster_.total(node);
+    std::size_t domain = 0;  // capacities list the domains with cores, ascending OS index
+    for (const hwtopo::NumaDomain& d : cluster_.topology(node).numa_domains) {
+      if (d.memory_only()) continue;
+      v1::NumaInfo* numa = n->add_numa();
+      numa->set_os_index(d.os_index);
+      numa->set_cores_free(free.domains.at(domain).cores);
+      numa->set_cores_total(total.domains.at(domain).cores);
+      numa->set_mem_free(free.domains.at(domain).memory);
+      numa->set_mem_total(total.domains.at(domain).memory);
+      ++domain;
+    }
+    const auto devices = cluster_.nvme(node);
+    for (std::size_t k = 0; k < devices.size(); ++k) {
+      v1::NvmeInfo* nvme = n->add_nvme();
+      nvme->set_path(devices[k].name);
+      if (devices[k].numa) nvme->set_numa(*devices[k].numa);
+      nvme->set_bytes_free(free.nvme.at(k));
+      nvme->set_bytes_total(total.nvme.at(k));
+    }
+    n->set_role("compute");
+    if (auto it = cgroups_.find(n->name()); it != cgroups_.end()) *n->mutable_cgroup() = it->second;
+  }
+  for (const auto& [name, address] : storage_) {
+    v1::NodeInfo* n = reply.add_nodes();
+    n->set_name(name);
+    n->set_state("UP");
+    n->set_role("storage");
+    n->set_data_address(address);
+    if (auto it = cgroups_.find(name); it != cgroups_.end()) *n->mutable_cgroup() = it->second;
+  }
+  return reply;
+}
+
+// ---- Persistent burst buffers ----
+
+v1::BufferInfo Core::buffer_info(const BufferRow& row) const {
+  v1::BufferInfo b;
+  b.set_name(row.name);
+  b.set_owner(row.user);
+  b.set_node(row.node);
+  b.set_bytes(row.bytes);
+  b.set_path(burstbuffer::buffer_mount(row.nvme, row.name).string());
+  for (JobId id : manager_->buffer_users(row.name)) b.add_used_by(id.value());
+  return b;
+}
+
+void Core::send_buffer(const BufferRow& row, bool destroy) {
+  const std::optional<NodeId> node = cluster_.find(row.node);
+  if (!node) return;
+  v1::ToAgent message;
+  v1::BufferCommand* c = message.mutable_buffer();
+  c->set_name(row.name);
+  c->set_device(row.nvme);
+  c->set_bytes(row.bytes);
+  c->set_uid(row.uid);
+  c->set_gid(row.gid);
+  c->set_destroy(destroy);
+  send(*node, message);
+}
+
+Result<BufferRow> Core::create_buffer(const Caller& who, const v1::BufferRequest& request) {
+  BufferRow row = LOOM_TRY(manager_->create_buffer(who, request.name(), request.bytes(),
+                                                   request.node(), who.gid, clock_.wall()));
+  buffers_made_.erase(row.name);
+  if (!agents_.contains(*cluster_.find(row.node))) {
+    (void)manager_->destroy_buffer(who, row.name, clock_.wall());
+    return make_error(ErrorCode::kUnavailable, fmt::format("node {} is down", row.node));
+  }
+  send_buffer(row, false);
+  return row;
+}
+
+std::optional<std::string> Core::buffer_made(const std::string& name) {
+  auto answer = buffers_made_.extract(name);
+  if (!answer) return std::nullopt;
+  return std::move(answer.mapped());
+}
+
+void Core::drop_buffer(const Caller& who, const std::string& name) {
+  buffers_made_.erase(name);
+  (void)manager_->destroy_buffer(who, name, clock_.wall());
+}
+
+Result<BufferRow> Core::destroy_buffer(const Caller& who, const std::string& name) {
+  BufferRow row = LOOM_TRY(manager_->destroy_buffer(who, name, clock_.wall()));
+  // A node that is down removes it when it registers again (see reconcile).
+  send_buffer(row, true);
+  spdlog::info("burst buffer {} of {} destroyed by {}", row.name, row.user, who.user);
+  return row;
+}
+
+// ---- loom-rsh ----
+
+Result<std::optional<NodeId>> Core::daemon_node(const Caller& who, JobId id,
+                                                const std::string& node) const {
+  const JobRow row = LOOM_TRY(manager_->show(who, id));
+  if (row.uid != who.uid) {
+    return make_error(
+        ErrorCode::kPermissionDenied,
+        fmt::format("job {} is {}'s: loom-rsh starts daemons only in the caller's own job",
+                    id.value(), row.user));
+  }
+  if (!row.spec.mpi())
+    return make_error(ErrorCode::kFailedPrecondition,
+                      fmt::format("job {} is not an MPI job (--mpi)", id.value()));
+  const std::vector<std::string> nodes = manager_->nodes_of(id);
+  const auto at = std::find(nodes.begin(), nodes.end(), node);
+  if (row.state == v1::PENDING || row.state > v1::RUNNING) {
+    return make_error(
+        ErrorCode::kFailedPrecondition,
+        fmt::format("job {} is not running ({})", id.value(), v1::JobState_Name(row.state)));
+  }
+  if (at == nodes.end()) {
+    return make_error(ErrorCode::kPermissionDenied,
+                      fmt::format("{} is not a node of job {} (its nodes: {})", node, id.value(),
+                                  fmt::join(nodes, ", ")));
+  }
+  if (at == nodes.begin()) {
+    return make_error(
+        ErrorCode::kPermissionDenied,
+        fmt::format("{} is job {}'s first node, where mpirun runs: no daemon is started there",
+                    node, id.value()));
+  }
+  // Staging in, or not found again yet after a restart: the caller waits.
+  if (row.state == v1::STAGING_IN || manager_->unknown().contains(id))
+    return std::optional<NodeId>();
+  const std::optional<NodeId> found = cluster_.find(node);
+  auto job = running_.find(id);
+  if (!found || job == running_.end() || !job->second.pending.contains(*found)) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      fmt::format("job {} has ended on {}", id.value(), node));
+  }
+  if (job->second.daemons.contains(*found)) {
+    return make_error(ErrorCode::kAlreadyExists,
+                      fmt::format("job {} runs Open MPI's daemon on {} already", id.value(), node));
+  }
+  return found;
+}
+
+Result<std::optional<NodeId>> Core::start_daemon(const Caller& who, JobId id,
+                                                 const std::string& node,
+                                                 const v1::ExecRequest& request) {
+  const std::optional<NodeId> ready = LOOM_TRY(daemon_node(who, id, node));
+  if (!ready) return ready;
+  running_.at(id).daemons.insert(*ready);
+  v1::ToAgent exec;
+  exec.mutable_exec()->set_job(id.value());
+  *exec.mutable_exec()->mutable_argv() = request.argv();
+  send(*ready, exec);
+  spdlog::info("job {}: Open MPI's daemon started on {} for {}", id.value(), node, who.user);
+  return ready;
+}
+
+Result<std::optional<v1::JobEnded>> Core::daemon_end(JobId id, NodeId node) {
+  // The daemon's end is the node's end of the job (node_ended keeps it for this call).
+  if (auto ended = daemon_ends_.extract({id, node})) return std::move(ended.mapped());
+  auto job = running_.find(id);
+  if (job == running_.end() || !job->second.pending.contains(node)) {
+    return make_error(ErrorCode::kAborted,
+                      fmt::format("job {} ended on {}", id.value(), cluster_.name(node)));
+  }
+  return std::optional<v1::JobEnded>();
+}
+
+void Core::abandon_daemon(JobId id, NodeId node) {
+  // mpirun stopped waiting for this daemon: it goes too (mpirun ends the job itself).
+  if (auto job = running_.find(id); job != running_.end()) job->second.daemons.erase(node);
+  daemon_ends_.erase({id, node});
+  v1::ToAgent kill;
+  kill.mutable_kill()->set_job(id.value());
+  send(node, kill);
+}
+
+// ---- Time ----
+
+std::chrono::milliseconds Core::tick_interval() const {
+  // While jobs are unknown, nodes are checked often: each found job lets scheduling resume.
+  return manager_->unknown().empty() ? std::chrono::seconds(1) : std::chrono::milliseconds(200);
+}
+
+Status Core::tick() {
+  wants_pass_ = false;
+  check_nodes();
+  // Until every job that was running is found again or given up, nothing new starts: its
+  // cores would be given twice.
+  if (!manager_->unknown().empty()) return {};
+  for (JobId id : manager_->past_walltime(clock_.wall()))
+    send_kill(id, config_.controller.kill_grace);
+  std::vector<Launch> launches = LOOM_TRY(manager_->schedule(clock_.wall()));
+  for (const Launch& launch : launches) send_launch(launch);
+  return {};
+}
+
+}  // namespace loom::controller

@@ -1,0 +1,266 @@
+// The core's agents: their joining and leaving, what they are sent (launches, kills) and
+// what they report (starts, ends, staging, buffers).
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <nlohmann/json.hpp>
+
+#include "loom/burstbuffer/staging_spec.hpp"
+#include "loom/controller/core.hpp"
+
+namespace loom::controller {
+
+Result<NodeId> Core::agent_joined(const v1::RegisterRequest& hello,
+                                  std::shared_ptr<AgentChannel> channel) {
+  const std::string& name = hello.name();
+  if (storage_.contains(name)) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      fmt::format("{} is a storage agent's name already", name));
+  }
+  if (auto existing = cluster_.find(name); existing && agents_.contains(*existing)) {
+    // The node's agent restarted before its old stream was seen to break: the newest
+    // registration is the live one (only root registers), the old stream is dropped.
+    spdlog::warn("agent {} registered again; dropping its previous stream", name);
+    agents_.at(*existing).channel->drop();
+    agents_.erase(*existing);
+  }
+  std::vector<sched::NvmeDevice> nvme;
+  for (const v1::NvmeDevice& d : hello.nvme()) {
+    nvme.push_back(
+        {d.path(), d.has_numa() ? std::optional<unsigned>(d.numa()) : std::nullopt, d.capacity()});
+  }
+  const NodeId node = LOOM_TRY(manager_->joined(
+      name, nlohmann::json::parse(hello.topology_json(), nullptr, false), std::move(nvme)));
+  agents_[node] = Agent{std::move(channel), clock_.steady()};
+  cgroups_[name] = hello.cgroup();
+  gone_.erase(node);
+  v1::ToAgent registered;
+  registered.mutable_registered();
+  send(node, registered);
+  spdlog::info("agent {} registered{}; it runs {} job(s), {} ended meanwhile", name,
+               cluster_.state(node) == sched::NodeState::kDrain ? ", drained" : "",
+               hello.running_size(), hello.ended_size());
+  reconcile(node, hello);
+  wants_pass_ = true;
+  return node;
+}
+
+void Core::agent_message(NodeId node, const v1::FromAgent& message) {
+  auto agent = agents_.find(node);
+  if (agent == agents_.end()) return;  // a stream already replaced or dropped
+  agent->second.heard = clock_.steady();
+  if (message.has_started()) node_started(node, message.started());
+  if (message.has_ended()) node_ended(node, message.ended());
+  if (message.has_buffer()) {
+    if (!message.buffer().destroy())
+      buffers_made_[message.buffer().name()] = message.buffer().error();
+    if (!message.buffer().error().empty()) {
+      spdlog::error("burst buffer {} on {}: {}", message.buffer().name(), cluster_.name(node),
+                    message.buffer().error());
+    }
+    notify();
+  }
+  if (message.has_staging()) {
+    if (auto status = manager_->staged(JobId(message.staging().job()), cluster_.name(node),
+                                       message.staging());
+        !status) {
+      spdlog::debug("job {}: staging report from {}: {}", message.staging().job(),
+                    cluster_.name(node), status.error().to_string());
+    }
+  }
+}
+
+void Core::agent_left(NodeId node, const AgentChannel* channel) {
+  auto it = agents_.find(node);
+  if (it == agents_.end() || it->second.channel.get() != channel) return;
+  agents_.erase(it);
+  gone_[node] = clock_.steady();
+  (void)cluster_.set_state(node, sched::NodeState::kDown);
+  spdlog::warn("agent {} disconnected: node down; its jobs stand for {} s", cluster_.name(node),
+               std::chrono::duration_cast<std::chrono::seconds>(window_).count());
+}
+
+Status Core::storage_joined(const v1::RegisterRequest& hello) {
+  const std::string& name = hello.name();
+  if (cluster_.find(name)) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      fmt::format("{} is a compute node's name already", name));
+  }
+  storage_[name] = hello.data_address();
+  cgroups_[name] = hello.cgroup();
+  spdlog::info("storage agent {} registered, serving at {}", name, hello.data_address());
+  return {};
+}
+
+void Core::storage_left(const v1::RegisterRequest& hello) {
+  if (auto it = storage_.find(hello.name());
+      it != storage_.end() && it->second == hello.data_address())
+    storage_.erase(it);
+  spdlog::warn("storage agent {} disconnected", hello.name());
+}
+
+void Core::send(NodeId node, const v1::ToAgent& message) {
+  auto it = agents_.find(node);
+  if (it == agents_.end()) return;  // a node gone down: its jobs end with it (crash recovery)
+  it->second.channel->send(message);
+}
+
+void Core::forget(JobId id, const std::set<NodeId>& nodes) {
+  v1::ToAgent message;
+  message.mutable_forget()->set_job(id.value());
+  for (NodeId node : nodes) send(node, message);
+}
+
+void Core::send_launch(const Launch& launch) {
+  auto& nodes = running_[launch.id];
+  // Where the storage nodes the job stages from and to serve; one that is not connected is
+  // left out, and the agent fails the staging that names it.
+  std::map<std::string, std::string> storage;
+  for (const std::string& text : launch.spec.stage_in()) {
+    if (auto in = burstbuffer::parse_stage_in(text); in && storage_.contains(in->node))
+      storage[in->node] = storage_.at(in->node);
+  }
+  for (const std::string& text : launch.spec.stage_out()) {
+    if (auto out = burstbuffer::parse_stage_out(text); out && storage_.contains(out->node))
+      storage[out->node] = storage_.at(out->node);
+  }
+  for (std::size_t index = 0; index < launch.placement.nodes.size(); ++index) {
+    const sched::NodePlacement& np = launch.placement.nodes[index];
+    v1::ToAgent message;
+    v1::Launch* l = message.mutable_launch();
+    l->set_job(launch.id.value());
+    l->set_uid(launch.uid);
+    *l->mutable_spec() = launch.spec;
+    l->set_node_index(static_cast<std::uint32_t>(index));
+    for (const sched::NodePlacement& other : launch.placement.nodes) {
+      v1::JobNode* job_node = l->add_nodes();
+      job_node->set_name(cluster_.name(other.node));
+      job_node->set_ranks(static_cast<std::uint32_t>(other.ranks.size()));
+    }
+    if (np.nvme) {
+      l->set_bb_device(cluster_.nvme(np.node)[*np.nvme].name);
+      l->set_bb_bytes(np.bb_bytes);
+    }
+    l->mutable_storage()->insert(storage.begin(), storage.end());
+    if (!launch.spec.bb_persistent().empty()) {
+      for (const BufferRow& row : manager_->buffers_on(cluster_.name(np.node))) {
+        if (row.name == launch.spec.bb_persistent()) l->set_persistent_device(row.nvme);
+      }
+    }
+    if (launch.array_job) {
+      l->set_array_job(launch.array_job->value());
+      l->set_array_index(launch.array_index);
+    }
+    for (const sched::RankPlacement& r : np.ranks) {
+      v1::Rank* rank = l->add_ranks();
+      rank->set_rank(r.rank);
+      for (unsigned core : r.cores) rank->add_cores(core);
+      rank->set_numa(r.numa);
+      rank->set_memory_bytes(r.memory_bytes);
+    }
+    nodes.pending.insert(np.node);
+    nodes.nodes.insert(np.node);
+    send(np.node, message);
+  }
+}
+
+void Core::send_kill(JobId id, std::chrono::seconds grace) {
+  auto it = running_.find(id);
+  if (it == running_.end()) return;
+  v1::ToAgent message;
+  message.mutable_kill()->set_job(id.value());
+  message.mutable_kill()->set_grace_s(static_cast<std::uint32_t>(grace.count()));
+  for (NodeId node : it->second.pending) send(node, message);
+}
+
+void Core::node_started(NodeId node, const v1::JobStarted& started) {
+  std::vector<RankBound> ranks;
+  for (const v1::RankBinding& r : started.ranks()) {
+    ranks.push_back(
+        {r.rank(), {r.cpus().begin(), r.cpus().end()}, {r.numa().begin(), r.numa().end()}});
+  }
+  const JobId id(started.job());
+  if (auto status = manager_->started(id, cluster_.name(node), ranks); !status) {
+    spdlog::warn("job {} on {}: {}", started.job(), cluster_.name(node),
+                 status.error().to_string());
+    return;
+  }
+  if (manager_->unknown().contains(id)) {
+    early_starts_[id].insert(node);
+    return;
+  }
+  auto it = running_.find(id);
+  if (it == running_.end()) return;
+  it->second.started.insert(node);
+  if (it->second.started == it->second.nodes) {
+    if (auto status = manager_->ran(id, clock_.wall()); !status)
+      spdlog::error("job {}: {}", id.value(), status.error().to_string());
+  }
+}
+
+std::optional<NodeId> Core::mpirun_node(JobId id) const {
+  auto row = manager_->show(Caller{0, "root", true, 0}, id);
+  const std::vector<std::string> nodes = manager_->nodes_of(id);
+  if (!row || !row->spec.mpi() || nodes.size() < 2) return std::nullopt;
+  return cluster_.find(nodes.front());
+}
+
+void Core::node_ended(NodeId node, const v1::JobEnded& ended) {
+  const JobId id(ended.job());
+  if (manager_->unknown().contains(id)) {
+    early_ends_[id][node] = ended;
+    return;
+  }
+  auto it = running_.find(id);
+  if (it == running_.end() || !it->second.pending.contains(node)) {
+    // A job lost meanwhile (or a run of it before a requeue): its end changes nothing.
+    forget(id, {node});
+    return;
+  }
+  RunningJob& job = it->second;
+  job.pending.erase(node);
+  if (job.daemons.contains(node)) {
+    daemon_ends_[{id, node}] = ended;
+    notify();
+  }
+  job.ending.out_of_memory = job.ending.out_of_memory || ended.out_of_memory();
+  v1::Usage& usage = job.ending.usage;
+  usage.set_cpu_seconds(usage.cpu_seconds() + ended.usage().cpu_seconds());
+  if (ended.usage().has_memory_peak_bytes()) {
+    usage.set_memory_peak_bytes(
+        std::max(usage.memory_peak_bytes(), ended.usage().memory_peak_bytes()));
+  }
+  // An MPI job over several nodes ends with mpirun: its status is the job's, and what is
+  // left of its daemons elsewhere is killed. A daemon's own status is not a rank's (mpirun
+  // reports a failing rank), so only a node that could not run its part fails the job.
+  const std::optional<NodeId> mpirun = mpirun_node(id);
+  const bool counts = !mpirun || node == *mpirun || !ended.error().empty();
+  if (mpirun && node == *mpirun && !job.pending.empty() && ended.exit_code() == 0 &&
+      ended.error().empty()) {
+    v1::ToAgent finish;  // daemons normally end before mpirun does; stragglers are stopped
+    finish.mutable_kill()->set_job(id.value());
+    finish.mutable_kill()->set_finish(true);
+    for (NodeId other : job.pending) send(other, finish);
+  }
+  if (counts && !job.failed && (ended.exit_code() != 0 || !ended.error().empty())) {
+    job.failed = true;
+    // A launch that failed ran nothing (127); a stage-out that failed keeps the ranks' status.
+    job.ending.exit_code = ended.error().empty() || ended.staging() ? ended.exit_code() : 127;
+    if (ended.has_signal()) job.ending.signal = ended.signal();
+    if (!ended.error().empty())
+      job.ending.error = fmt::format("on {}: {}", cluster_.name(node), ended.error());
+    job.ending.staging = ended.staging();
+    if (ended.staging()) job.ending.error = ended.error();  // it names the file and the node
+    send_kill(id, std::chrono::seconds(0));  // the first failing rank ends the job everywhere
+  }
+  if (!job.pending.empty()) return;
+  if (auto status = manager_->finished(id, job.ending, clock_.wall()); !status) {
+    spdlog::error("job {}: {}", id.value(), status.error().to_string());
+    return;  // not stored: the agents keep the job's ends, and report them again
+  }
+  forget(id, job.nodes);
+  running_.erase(it);
+  wants_pass_ = true;
+}
+
+}  // namespace loom::controller

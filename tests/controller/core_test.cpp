@@ -1,0 +1,250 @@
+// The controller's core on a fake clock: walltimes, heartbeats and the recovery window in
+// milliseconds of real time, the agents' streams as channels that record what they are
+// sent.
+#include "loom/controller/core.hpp"
+
+#include <gtest/gtest.h>
+
+#include "loom/hwtopo/json.hpp"
+#include "loom/hwtopo/load.hpp"
+#include "temp.hpp"
+
+namespace loom::controller {
+namespace {
+
+using std::chrono::seconds;
+
+class FakeClock final : public Clock {
+ public:
+  sched::Time wall() const override { return wall_; }
+  Steady steady() const override { return steady_; }
+  void advance(std::chrono::seconds by) {
+    wall_ += by;
+    steady_ += by;
+  }
+
+ private:
+  sched::Time wall_{seconds(1'000'000)};
+  Steady steady_{};
+};
+
+// What the core sent one agent, and whether it dropped the stream.
+class FakeChannel final : public AgentChannel {
+ public:
+  void send(const v1::ToAgent& message) override { sent.push_back(message); }
+  void drop() override { dropped = true; }
+  std::vector<v1::ToAgent> take() { return std::exchange(sent, {}); }
+
+  std::vector<v1::ToAgent> sent;
+  bool dropped = false;
+};
+
+const Caller kAlice{1001, "loom-alice", false, 1001};
+const Caller kAdmin{0, "root", true, 0};
+
+class CoreTest : public ::testing::Test {
+ protected:
+  CoreTest() {
+    config_.controller.kill_grace = seconds(30);
+    config_.controller.heartbeat_interval = seconds(1);
+    config_.controller.heartbeat_misses = 5;  // a window of 5 s
+  }
+  void SetUp() override { start(); }
+  void TearDown() override {
+    core_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  // A controller (re)starting on the same state directory.
+  void start() {
+    core_.reset();
+    cluster_ = sched::Cluster();
+    auto store = open_sqlite_store(dir_);
+    ASSERT_TRUE(store) << store.error().to_string();
+    auto manager = JobManager::open(std::move(*store), cluster_, {});
+    ASSERT_TRUE(manager) << manager.error().to_string();
+    core_ = std::make_unique<Core>(cluster_, config_, clock_, std::move(*manager));
+  }
+  // n0's agent registers (4 cores), holding `running` (and what `hello` says) from before.
+  std::shared_ptr<FakeChannel> join(std::vector<std::uint64_t> running = {},
+                                    v1::RegisterRequest hello = {}) {
+    hello.set_name("n0");
+    hello.set_topology_json(
+        hwtopo::to_json(hwtopo::load_synthetic("pack:1 numa:1 core:4 pu:1").value()).dump());
+    for (std::uint64_t id : running) hello.add_running(id);
+    auto channel = std::make_shared<FakeChannel>();
+    auto node = core_->agent_joined(hello, channel);
+    EXPECT_TRUE(node) << node.error().to_string();
+    node_ = *node;
+    EXPECT_TRUE(channel->take().front().has_registered());
+    return channel;
+  }
+  JobId submit(std::int64_t walltime_s) {
+    v1::SubmitRequest request;
+    v1::JobSpec* s = request.mutable_spec();
+    s->set_name("t");
+    s->set_tasks(1);
+    s->set_cpus_per_task(1);
+    s->set_walltime_s(walltime_s);
+    s->add_argv("/bin/true");
+    auto ids = core_->submit(kAlice, request);
+    EXPECT_TRUE(ids) << ids.error().to_string();
+    return ids->front();
+  }
+  // A pass that stores what it does.
+  void tick() {
+    const Status status = core_->tick();
+    ASSERT_TRUE(status) << status.error().to_string();
+  }
+  void report(const v1::FromAgent& message) { core_->agent_message(node_, message); }
+  void started(JobId id) {
+    v1::FromAgent message;
+    message.mutable_started()->set_job(id.value());
+    report(message);
+  }
+  void ended(JobId id, int exit_code, std::optional<int> signal = std::nullopt) {
+    v1::FromAgent message;
+    message.mutable_ended()->set_job(id.value());
+    message.mutable_ended()->set_exit_code(exit_code);
+    if (signal) message.mutable_ended()->set_signal(*signal);
+    report(message);
+  }
+  JobRow row(JobId id) { return core_->jobs().show(kAdmin, id).value(); }
+  // A job launched on n0 and started there.
+  JobId running(FakeChannel& agent, std::int64_t walltime_s = 600) {
+    const JobId id = submit(walltime_s);
+    tick();
+    const auto sent = agent.take();
+    EXPECT_EQ(sent.size(), 1u);
+    EXPECT_TRUE(sent.at(0).has_launch());
+    started(id);
+    EXPECT_EQ(row(id).state, v1::RUNNING);
+    return id;
+  }
+
+  std::filesystem::path dir_ = loom::testing::temp_path("core-state");
+  Config config_;
+  FakeClock clock_;
+  sched::Cluster cluster_;
+  std::unique_ptr<Core> core_;
+  NodeId node_;
+};
+
+TEST_F(CoreTest, AJobPastItsWalltimeIsKilledOnceWithTheGraceAndEndsTimeout) {
+  auto agent = join();
+  const JobId id = running(*agent, 60);
+  clock_.advance(seconds(59));
+  report({});  // heartbeats
+  tick();
+  EXPECT_TRUE(agent->take().empty()) << "killed before its walltime";
+  clock_.advance(seconds(2));
+  report({});
+  tick();
+  auto sent = agent->take();
+  ASSERT_EQ(sent.size(), 1u);
+  ASSERT_TRUE(sent[0].has_kill());
+  EXPECT_EQ(sent[0].kill().job(), id.value());
+  // SIGTERM, then SIGKILL after the grace: the agent's, told the grace here.
+  EXPECT_EQ(sent[0].kill().grace_s(), 30u);
+  clock_.advance(seconds(1));
+  report({});
+  tick();
+  EXPECT_TRUE(agent->take().empty()) << "a job being killed is not killed again each pass";
+  ended(id, 128 + 15, 15);
+  EXPECT_EQ(row(id).state, v1::TIMEOUT);
+  sent = agent->take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_TRUE(sent[0].has_forget()) << "the node's end is acknowledged once stored";
+}
+
+TEST_F(CoreTest, AnAgentSilentForTheWindowIsDroppedAndItsJobsFailAfterAnotherWindow) {
+  auto agent = join();
+  const JobId id = running(*agent);
+  for (int i = 0; i < 10; ++i) {  // heartbeats keep it
+    clock_.advance(seconds(1));
+    report({});
+    tick();
+  }
+  EXPECT_FALSE(agent->dropped);
+  clock_.advance(seconds(6));
+  tick();
+  ASSERT_TRUE(agent->dropped) << "silent for longer than 5 heartbeats";
+  core_->agent_left(node_, agent.get());
+  EXPECT_EQ(cluster_.state(node_), sched::NodeState::kDown);
+  clock_.advance(seconds(4));
+  tick();
+  EXPECT_EQ(row(id).state, v1::RUNNING) << "a node back within the window keeps its jobs";
+  clock_.advance(seconds(2));
+  tick();
+  const JobRow lost = row(id);
+  EXPECT_EQ(lost.state, v1::NODE_FAIL);
+  EXPECT_EQ(lost.reason, "NodeFail: n0 was down for longer than the heartbeat window");
+}
+
+TEST_F(CoreTest, AnAgentBackWithinTheWindowKeepsItsJobs) {
+  auto agent = join();
+  const JobId id = running(*agent);
+  core_->agent_left(node_, agent.get());
+  clock_.advance(seconds(4));
+  auto again = join({id.value()});
+  clock_.advance(seconds(10));
+  report({});
+  tick();
+  EXPECT_EQ(row(id).state, v1::RUNNING);
+  EXPECT_TRUE(again->take().empty()) << "nothing killed";
+}
+
+TEST_F(CoreTest, AfterARestartWhatTheNodeReportsIsTakenBackAndWhatItNeverHadRunsAgain) {
+  auto agent = join();
+  const JobId kept = running(*agent);
+  const JobId done = running(*agent);
+  const JobId unheard = running(*agent);
+  start();  // the controller restarts: all three are unknown
+  EXPECT_EQ(core_->jobs().unknown().size(), 3u);
+  EXPECT_EQ(core_->tick_interval(), std::chrono::milliseconds(200));
+  const JobId queued = submit(600);
+  v1::RegisterRequest hello;
+  v1::JobEnded* e = hello.add_ended();
+  e->set_job(done.value());
+  e->set_exit_code(0);
+  auto back = join({kept.value()}, hello);
+  EXPECT_TRUE(core_->jobs().unknown().empty());
+  EXPECT_EQ(row(kept).state, v1::RUNNING) << "adopted, its cores held again";
+  EXPECT_EQ(row(done).state, v1::COMPLETED) << "its end, reported on return, is stored";
+  // No node knew it: its launch was lost with the controller, so it never ran.
+  EXPECT_EQ(row(unheard).state, v1::PENDING);
+  tick();
+  EXPECT_EQ(row(queued).state, v1::RUNNING) << "scheduling resumes once every job is found";
+  EXPECT_EQ(row(unheard).state, v1::RUNNING);
+}
+
+TEST_F(CoreTest, AfterARestartJobsWhoseNodesDoNotReturnAreLostAfterTheWindow) {
+  auto agent = join();
+  const JobId id = running(*agent);
+  start();
+  const JobId queued = submit(600);
+  clock_.advance(seconds(4));
+  tick();
+  EXPECT_EQ(row(id).state, v1::RUNNING) << "unknown, waiting for n0: " << row(id).reason;
+  EXPECT_EQ(row(queued).state, v1::PENDING) << "nothing new starts while a job is unknown";
+  clock_.advance(seconds(2));
+  tick();
+  const JobRow lost = row(id);
+  EXPECT_EQ(lost.state, v1::NODE_FAIL);
+  EXPECT_EQ(lost.reason, "NodeFail: n0 did not re-register after the controller restarted");
+}
+
+TEST_F(CoreTest, AStreamReplacedByANewerRegistrationLeavesTheNodeUp) {
+  auto first = join();
+  auto second = join();
+  EXPECT_TRUE(first->dropped) << "the older stream is dropped";
+  core_->agent_left(node_, first.get());  // its end comes after the new hello
+  EXPECT_EQ(cluster_.state(node_), sched::NodeState::kUp);
+  const JobId id = submit(600);
+  tick();
+  EXPECT_EQ(row(id).state, v1::RUNNING);
+  EXPECT_TRUE(first->take().empty());
+  EXPECT_EQ(second->take().size(), 1u) << "the launch goes to the live stream";
+}
+
+}  // namespace
+}  // namespace loom::controller
