@@ -1,0 +1,244 @@
+// The storage agent's RPCs: opening files in its export as the caller (or, for an agent,
+// as the job's user), lending ranges of them (storage_state.hpp), committing what was
+// written, and describing HDF5 files' skeletons.
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#include "loom/burstbuffer/hdf5_plan.hpp"
+#include "loom/burstbuffer/identity.hpp"
+#include "loom/burstbuffer/slice.hpp"
+#include "loom/common/munge.hpp"
+#include "storage_state.hpp"
+
+namespace loom::burstbuffer {
+
+namespace fs = std::filesystem;
+
+StorageServer::StorageServer(std::unique_ptr<State> state) : state_(std::move(state)) {}
+StorageServer::~StorageServer() = default;
+
+Result<std::unique_ptr<StorageServer>> StorageServer::open(const fs::path& export_root,
+                                                           DataPlaneOptions options) {
+  auto state = std::make_unique<State>();
+  state->options = options;
+  state->root = ::open(export_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (state->root < 0)
+    return std::unexpected(errno_error(fmt::format("export {}", export_root.string()), errno));
+  state->endpoint = LOOM_TRY(
+      with_context(open_endpoint(options.fabric), "opening the storage agent's fabric endpoint"));
+  state->target = fabric::encode_name(state->endpoint->name());
+  state->slots.resize(options.buffers);
+  for (State::Slot& slot : state->slots) slot.memory = touched(options.range);
+  State* raw = state.get();
+  state->fabric_thread = std::thread([raw] { raw->drive(); });
+  return std::unique_ptr<StorageServer>(new StorageServer(std::move(state)));
+}
+
+grpc::Status StorageServer::Open(grpc::ServerContext*, const v1::OpenRequest* request,
+                                 v1::OpenReply* reply) {
+  auto who = munge_verify(request->credential());
+  if (!who) return to_grpc(who.error());
+  // An agent (root) stages for a job's user and says whom; anyone else acts as themselves.
+  const uid_t uid = who->uid == 0 ? request->uid() : who->uid;
+  const gid_t gid = who->uid == 0 ? request->gid() : who->gid;
+  const fs::path path(request->path());
+  if (!path.is_absolute() || !path.has_filename()) {
+    return {grpc::StatusCode::INVALID_ARGUMENT,
+            fmt::format("{}: a file's absolute path in the export is expected", request->path())};
+  }
+  if (auto known = state_->know(request->initiator()); !known) return to_grpc(known.error());
+
+  State::Handle h;
+  h.write = request->write();
+  h.path = request->path();
+  h.uid = uid;
+  h.gid = gid;
+  h.used = Clock::now();
+  {
+    auto as_user = FsIdentity::assume(uid, gid);
+    if (!as_user) return to_grpc(as_user.error());
+    if (!h.write) {
+      // Non-blocking: a FIFO named as the file must not hold this call until somebody
+      // writes to it; it is refused below.
+      auto fd = open_beneath(state_->root, path, O_RDONLY | O_NONBLOCK);
+      if (!fd) return to_grpc(fd.error());
+      h.fd = *fd;
+      struct stat st {};
+      if (::fstat(h.fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        ::close(h.fd);
+        return {grpc::StatusCode::INVALID_ARGUMENT,
+                fmt::format("{} is not a regular file", request->path())};
+      }
+      reply->set_size(static_cast<std::uint64_t>(st.st_size));
+    } else {
+      const fs::path dir = path.parent_path() == "/" ? fs::path(".") : path.parent_path();
+      auto dir_fd = open_beneath(state_->root, dir, O_PATH | O_DIRECTORY);
+      if (!dir_fd) return to_grpc(dir_fd.error());
+      h.dir_fd = *dir_fd;
+      h.name = path.filename().string();
+      h.temp = fmt::format(".{}.loom-{}", h.name, random_token().substr(0, 8));
+      h.fd = ::openat(h.dir_fd, h.temp.c_str(),
+                      O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+      // The mode the user's umask gives, not this daemon's: set outright, since the
+      // process umask (the daemon's, shared by its threads) would mask any mode asked for.
+      const mode_t mode = 0666 & ~(request->has_umask() ? request->umask() & 0777 : 022);
+      if (h.fd < 0 || ::fchmod(h.fd, mode) != 0) {
+        const Error e = errno_error(fmt::format("creating {}", request->path()), errno);
+        State::close_handle(h);
+        return to_grpc(e);
+      }
+    }
+  }
+  const std::string token = random_token();
+  std::lock_guard lock(state_->mutex);
+  state_->sweep();
+  state_->handles.emplace(token, std::move(h));
+  reply->set_handle(token);
+  reply->set_target(state_->target);
+  return grpc::Status::OK;
+}
+
+grpc::Status StorageServer::Fetch(grpc::ServerContext*, const v1::RangeRequest* request,
+                                  v1::Lease* reply) {
+  return state_->lend(*request, false, *reply);
+}
+
+grpc::Status StorageServer::Release(grpc::ServerContext*, const v1::ReleaseRequest* request,
+                                    v1::Empty*) {
+  std::lock_guard lock(state_->mutex);
+  if (State::Slot* s = state_->find_lease(request->lease())) state_->release(*s);
+  return grpc::Status::OK;
+}
+
+grpc::Status StorageServer::Reserve(grpc::ServerContext*, const v1::RangeRequest* request,
+                                    v1::Lease* reply) {
+  return state_->lend(*request, true, *reply);
+}
+
+grpc::Status StorageServer::Commit(grpc::ServerContext*, const v1::CommitRequest* request,
+                                   v1::Empty*) {
+  std::unique_lock lock(state_->mutex);
+  State::Slot* s = state_->find_lease(request->lease());
+  auto it = state_->handles.find(request->handle());
+  if (s == nullptr || it == state_->handles.end() || s->handle != request->handle() ||
+      s->offset != request->offset() || s->length != request->length()) {
+    return {grpc::StatusCode::NOT_FOUND,
+            "no such lease for this range (it ran out, or the storage agent restarted)"};
+  }
+  // The peer's writes end here: what is checked is what is written.
+  state_->conceal(*s);
+  it->second.used = Clock::now();
+  const int fd = it->second.fd;
+  const std::string path = it->second.path;
+  std::byte* data = s->memory.get();
+  const std::string lease = s->lease;
+  lock.unlock();
+  grpc::Status result = grpc::Status::OK;
+  if (crc32c(std::span(data, request->length())) != request->crc32c()) {
+    result = {grpc::StatusCode::DATA_LOSS,
+              fmt::format("bytes {}-{} of {} arrived damaged (CRC-32C mismatch)", request->offset(),
+                          request->offset() + request->length(), path)};
+  } else if (auto wrote = write_all(fd, data, request->length(), request->offset()); !wrote) {
+    result = to_grpc(wrote.error().with_context(path));
+  }
+  lock.lock();
+  if (State::Slot* held = state_->find_lease(lease)) state_->release(*held);
+  return result;
+}
+
+grpc::Status StorageServer::Finish(grpc::ServerContext*, const v1::HandleRequest* request,
+                                   v1::Empty*) {
+  std::unique_lock lock(state_->mutex);
+  auto it = state_->handles.find(request->handle());
+  if (it == state_->handles.end() || !it->second.write)
+    return {grpc::StatusCode::NOT_FOUND, "no such file being written"};
+  State::Handle h = std::move(it->second);
+  state_->handles.erase(it);
+  lock.unlock();
+  Status done;
+  if (::fsync(h.fd) != 0) {
+    done = std::unexpected(errno_error("fsync " + h.path, errno));
+  } else if (auto as_user = FsIdentity::assume(h.uid, h.gid); !as_user) {
+    done = std::unexpected(as_user.error());
+  } else if (::renameat(h.dir_fd, h.temp.c_str(), h.dir_fd, h.name.c_str()) != 0) {
+    done = std::unexpected(errno_error("rename into " + h.path, errno));
+  } else {
+    h.temp.clear();  // in place: nothing to remove
+  }
+  State::close_handle(h);
+  return done ? grpc::Status::OK : to_grpc(done.error());
+}
+
+grpc::Status StorageServer::Close(grpc::ServerContext*, const v1::HandleRequest* request,
+                                  v1::Empty*) {
+  std::lock_guard lock(state_->mutex);
+  auto it = state_->handles.find(request->handle());
+  if (it == state_->handles.end()) return grpc::Status::OK;
+  State::close_handle(it->second);
+  for (State::Slot& s : state_->slots) {
+    if (!s.lease.empty() && s.handle == request->handle()) state_->release(s);
+  }
+  state_->handles.erase(it);
+  return grpc::Status::OK;
+}
+
+grpc::Status StorageServer::Describe(grpc::ServerContext*, const v1::DescribeRequest* request,
+                                     v1::DescribeReply* reply) {
+  std::unique_lock lock(state_->mutex);
+  auto it = state_->handles.find(request->handle());
+  if (it == state_->handles.end() || it->second.write)
+    return {grpc::StatusCode::NOT_FOUND,
+            "no such open file (closed, or the storage agent restarted)"};
+  it->second.used = Clock::now();
+  const int fd = it->second.fd;
+  const std::string path = it->second.path;
+  const uid_t uid = it->second.uid;
+  const gid_t gid = it->second.gid;
+  lock.unlock();
+  // HDF5 opens files by name: the descriptor opened beneath the export, as the user, is
+  // the name. The skeleton holds the user's data (small datasets, attributes), so it lives
+  // in memory only (a memfd of this process; it once lay in /tmp, 0644), for as long as its
+  // handle.
+  State::Handle h;
+  h.path = path + " (skeleton)";
+  h.used = Clock::now();
+  h.fd = ::memfd_create("loom-skeleton", MFD_CLOEXEC);
+  if (h.fd < 0) return to_grpc(errno_error("making the skeleton", errno));
+  const Result<SkeletonPlan> plan = [&]() -> Result<SkeletonPlan> {
+    const FsIdentity as_user = LOOM_TRY(FsIdentity::assume(uid, gid));
+    std::vector<std::string> datasets(request->datasets().begin(), request->datasets().end());
+    return write_skeleton(fmt::format("/proc/self/fd/{}", fd), datasets, h.fd);
+  }();
+  if (!plan) {
+    State::close_handle(h);
+    return to_grpc(Error(plan.error()).with_context(path));
+  }
+  struct stat st {};
+  ::fstat(h.fd, &st);
+  reply->set_skeleton_size(static_cast<std::uint64_t>(st.st_size));
+  reply->set_copied_bytes(plan->copied_bytes);
+  for (const std::string& note : plan->notes) reply->add_notes(note);
+  for (const DatasetPlan& p : plan->datasets) {
+    v1::DatasetExtents* e = reply->add_datasets();
+    e->set_path(p.path);
+    e->set_kind(p.kind == DatasetPlan::Kind::kContiguous ? v1::DatasetExtents::CONTIGUOUS
+                : p.kind == DatasetPlan::Kind::kChunked  ? v1::DatasetExtents::CHUNKED
+                                                         : v1::DatasetExtents::COPIED);
+    e->set_address(p.address);
+    e->set_size(p.size);
+    for (const ChunkExtent& c : p.chunks) {
+      v1::Chunk* chunk = e->add_chunks();
+      for (std::uint64_t x : c.coords) chunk->add_coords(x);
+      chunk->set_filter_mask(c.filter_mask);
+      chunk->set_address(c.address);
+      chunk->set_size(c.size);
+    }
+  }
+  const std::string token = random_token();
+  lock.lock();
+  state_->handles.emplace(token, std::move(h));
+  reply->set_skeleton(token);
+  return grpc::Status::OK;
+}
+
+}  // namespace loom::burstbuffer
