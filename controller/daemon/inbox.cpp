@@ -24,7 +24,7 @@ void Inbox::stop_waiting() {
   });
 }
 
-void Inbox::run(Core& core, const std::function<void(const Error&)>& failed) {
+void Inbox::run(Core& core, const std::function<void(const Error&, bool fatal)>& failed) {
   using Clock = std::chrono::steady_clock;
   bool passes = true;
   Clock::time_point next_pass = Clock::now();
@@ -34,12 +34,16 @@ void Inbox::run(Core& core, const std::function<void(const Error&)>& failed) {
     std::deque<std::move_only_function<void(Core&)>> batch;
     batch.swap(events_);
     lock.unlock();
+    if (Status begun = core.begin(); !begun) {
+      failed(begun.error(), true);
+      return;
+    }
     for (auto& event : batch) event(core);
     bool ticked = false;
     if (passes && (core.wants_pass() || Clock::now() >= next_pass)) {
       if (Status status = core.tick(); !status) {
         passes = false;
-        failed(status.error());
+        failed(status.error(), false);
       }
       next_pass = Clock::now() + core.tick_interval();
       ticked = true;
@@ -49,6 +53,11 @@ void Inbox::run(Core& core, const std::function<void(const Error&)>& failed) {
     if (std::exchange(changed_, false) || ticked) {
       std::erase_if(waiters_, [&core](Waiter& waiter) { return waiter(core, false); });
     }
+    if (Status stored = core.commit(); !stored) {
+      failed(stored.error(), true);
+      return;
+    }
+    for (auto& reply : std::exchange(replies_, {})) reply();
     lock.lock();
     const auto woken = [this] { return stopping_ || !events_.empty(); };
     if (passes) {

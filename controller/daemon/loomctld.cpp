@@ -79,7 +79,14 @@ int main(int argc, char** argv) {
 
   std::atomic<bool> failed = false;
   std::thread core_thread([&] {
-    inbox.run(core, [&](const Error& error) {
+    inbox.run(core, [&](const Error& error, bool fatal) {
+      if (fatal) {
+        // Nothing of the batch was answered or sent, and the core is ahead of the store:
+        // this process may do nothing more. The next start reads the store as it is.
+        spdlog::critical("{}; stopping at once", error.to_string());
+        std::fprintf(stderr, "loomctld: stopped: the state could not be written\n");
+        std::_Exit(1);
+      }
       spdlog::critical("{}; stopping", error.to_string());
       failed = true;
       ::kill(::getpid(), SIGTERM);  // a pass that cannot be stored stops the controller

@@ -50,30 +50,47 @@ const grpc::Status kStopping{grpc::StatusCode::UNAVAILABLE, "the controller is s
 
 // A Watch call: the job as it is, then each time it changed, until it ends. Changes that
 // come faster than the watcher reads are coalesced: it is sent the latest. The core's
-// thread looks (a waiter); gRPC's reports each write done; both under State's mutex.
+// thread looks (a waiter) and hands what it saw over once stored; gRPC's reports each
+// write done; both under State's mutex.
 class WatchReactor final : public grpc::ServerWriteReactor<v1::JobInfo> {
  public:
   WatchReactor(Inbox& inbox, Caller who, const v1::JobRequest& request)
       : state_(std::make_shared<State>()) {
     state_->reactor = this;
-    inbox.wait([state = state_, who = std::move(who), id = JobId(request.job()),
+    inbox.wait([&inbox, state = state_, who = std::move(who), id = JobId(request.job()),
                 index = index_of(request)](Core& core, bool stopping) {
-      std::lock_guard lock(state->mutex);
-      if (state->finished) return true;
-      if (stopping) return state->finish(kStopping);
-      auto row = core.jobs().show(who, id, index);
-      if (!row) return state->finish(to_grpc(row.error()));
-      v1::JobInfo now = info(*row);
-      const bool ended = now.state() >= v1::COMPLETED;
-      if (std::string serialized = now.SerializeAsString(); serialized != state->last) {
-        state->last = std::move(serialized);
-        state->next = std::move(now);
-        state->write_next();
+      {
+        std::lock_guard lock(state->mutex);
+        if (state->finished) return true;  // the watcher went away
       }
-      if (!ended) return false;
-      state->ended = true;
-      if (!state->writing) state->finish(grpc::Status::OK);
-      return true;
+      std::optional<grpc::Status> end;
+      std::optional<v1::JobInfo> now;
+      if (stopping) {
+        end = kStopping;
+      } else if (auto row = core.jobs().show(who, id, index); !row) {
+        end = to_grpc(row.error());
+      } else {
+        now = info(*row);
+      }
+      const bool ended = now && now->state() >= v1::COMPLETED;
+      // Sent once stored: a watcher never sees a state that the store could still lose.
+      inbox.after_commit([state, now = std::move(now), end = std::move(end), ended]() mutable {
+        std::lock_guard lock(state->mutex);
+        if (state->finished) return;
+        if (end) {
+          state->finish(std::move(*end));
+          return;
+        }
+        if (std::string serialized = now->SerializeAsString(); serialized != state->last) {
+          state->last = std::move(serialized);
+          state->next = std::move(*now);
+          state->write_next();
+        }
+        if (!ended) return;
+        state->ended = true;
+        if (!state->writing) state->finish(grpc::Status::OK);
+      });
+      return end.has_value() || ended;
     });
   }
   // A call refused before it watches anything.
@@ -115,10 +132,9 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::JobInfo> {
       writing = true;
       reactor->StartWrite(&in_flight);
     }
-    bool finish(grpc::Status status) {
+    void finish(grpc::Status status) {
       finished = true;
       reactor->Finish(std::move(status));
-      return true;
     }
   };
   explicit WatchReactor(grpc::Status status) : state_(std::make_shared<State>()) {
@@ -130,6 +146,12 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::JobInfo> {
 };
 
 }  // namespace
+
+bool Service::answer(grpc::ServerUnaryReactor* reactor, grpc::Status status) {
+  inbox_.after_commit(
+      [reactor, status = std::move(status)]() mutable { reactor->Finish(std::move(status)); });
+  return true;
+}
 
 Result<Caller> Service::caller(const v1::Caller& c) const {
   Identity id = LOOM_TRY(munge_verify(c.credential()));
@@ -237,32 +259,27 @@ grpc::ServerUnaryReactor* Service::CreateBuffer(grpc::CallbackServerContext* con
     return reactor;
   }
   // Answered once the agent has made it (mkfs and a mount: seconds at most).
-  inbox_.wait([reactor, request, reply, who = *who, row = std::optional<BufferRow>(),
+  inbox_.wait([this, reactor, request, reply, who = *who, row = std::optional<BufferRow>(),
                deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60)](
                   Core& core, bool stopping) mutable {
     if (!row) {
-      auto made = core.create_buffer(who, *request);
-      if (!made) {
-        reactor->Finish(to_grpc(made.error()));
-        return true;
-      }
-      row = std::move(*made);
+      auto stored = core.create_buffer(who, *request);
+      if (!stored) return answer(reactor, to_grpc(stored.error()));
+      row = std::move(*stored);
     }
-    const std::optional<std::string> answer = core.buffer_made(row->name);
-    if (!answer && !stopping && std::chrono::steady_clock::now() < deadline) return false;
-    const std::string error = answer.value_or("no answer from its node");
+    const std::optional<std::string> made = core.buffer_made(row->name);
+    if (!made && !stopping && std::chrono::steady_clock::now() < deadline) return false;
+    const std::string error = made.value_or("no answer from its node");
     if (!error.empty()) {
       core.drop_buffer(who, row->name);
-      reactor->Finish(
-          {grpc::StatusCode::INTERNAL,
-           fmt::format("{} could not make burst buffer {}: {}", row->node, row->name, error)});
-      return true;
+      return answer(
+          reactor, {grpc::StatusCode::INTERNAL, fmt::format("{} could not make burst buffer {}: {}",
+                                                            row->node, row->name, error)});
     }
     spdlog::info("burst buffer {} ({}) of {} made on {}", row->name,
                  format_bytes(Bytes(row->bytes)), row->user, row->node);
     *reply = core.buffer_info(*row);
-    reactor->Finish(grpc::Status::OK);
-    return true;
+    return answer(reactor, grpc::Status::OK);
   });
   return reactor;
 }
@@ -304,12 +321,9 @@ grpc::ServerUnaryReactor* Service::Exec(grpc::CallbackServerContext* context,
   }
   // Started once the job runs: its first node may start mpirun while others still stage
   // in. Answered with the daemon's end, which is the node's end of the job.
-  inbox_.wait([reactor, context, request, reply, who = *who, node = std::optional<NodeId>()](
+  inbox_.wait([this, reactor, context, request, reply, who = *who, node = std::optional<NodeId>()](
                   Core& core, bool stopping) mutable {
-    const auto finish = [reactor](grpc::Status status) {
-      reactor->Finish(std::move(status));
-      return true;
-    };
+    const auto finish = [&](grpc::Status status) { return answer(reactor, std::move(status)); };
     if (stopping) return finish(kStopping);
     const JobId id(request->job());
     if (!node) {

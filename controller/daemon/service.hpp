@@ -55,6 +55,9 @@ class Service final : public ControllerService, public v1::AgentLink::Service {
 
  private:
   Result<Caller> caller(const v1::Caller& c) const;
+  // A waiter's answer to its call, sent once the batch it ran in is stored; true, for the
+  // waiter to return.
+  bool answer(grpc::ServerUnaryReactor* reactor, grpc::Status status);
   grpc::Status serve_storage(grpc::ServerContext* context,
                              grpc::ServerReaderWriter<v1::ToAgent, v1::FromAgent>* stream,
                              const v1::RegisterRequest& hello);

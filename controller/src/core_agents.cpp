@@ -102,7 +102,25 @@ void Core::storage_left(const v1::RegisterRequest& hello) {
 void Core::send(NodeId node, const v1::ToAgent& message) {
   auto it = agents_.find(node);
   if (it == agents_.end()) return;  // a node gone down: its jobs end with it (crash recovery)
-  it->second.channel->send(message);
+  if (batch_) {
+    held_.emplace_back(it->second.channel, message);
+  } else {
+    it->second.channel->send(message);
+  }
+}
+
+Status Core::begin() {
+  LOOM_TRY(manager_->begin_batch());
+  batch_ = true;
+  return {};
+}
+
+Status Core::commit() {
+  batch_ = false;
+  auto held = std::exchange(held_, {});
+  LOOM_TRY(manager_->end_batch());
+  for (auto& [channel, message] : held) channel->send(message);
+  return {};
 }
 
 void Core::forget(JobId id, const std::set<NodeId>& nodes) {

@@ -355,9 +355,36 @@ class SqliteStore final : public Store {
     return sqlite3_column_int64(s, column);
   }
 
-  // Runs body inside BEGIN IMMEDIATE ... COMMIT; rolls back on any error.
+  Status begin_batch() override {
+    LOOM_CHECK(!batch_, "begin_batch() inside a batch");
+    LOOM_TRY(db_.exec("BEGIN IMMEDIATE"));
+    batch_ = true;
+    return {};
+  }
+
+  Status end_batch() override {
+    LOOM_CHECK(batch_, "end_batch() outside a batch");
+    batch_ = false;
+    // A failure SQLite answers by rolling the whole transaction back (a full disk, an I/O
+    // error) leaves no transaction to commit: COMMIT fails, and the batch is said lost.
+    if (Status committed = db_.exec("COMMIT"); !committed) {
+      (void)db_.exec("ROLLBACK");
+      return std::unexpected(std::move(committed).error().with_context("storing a batch"));
+    }
+    return {};
+  }
+
+  // Runs body as one transaction, rolled back on any error: BEGIN IMMEDIATE ... COMMIT, or
+  // inside a batch a savepoint of it.
   template <typename Body>
   auto transaction(Body body) -> decltype(body()) {
+    if (batch_) {
+      LOOM_TRY(db_.exec("SAVEPOINT write"));
+      auto result = body();
+      if (!result) (void)db_.exec("ROLLBACK TO write");
+      (void)db_.exec("RELEASE write");
+      return result;
+    }
     LOOM_TRY(db_.exec("BEGIN IMMEDIATE"));
     auto result = body();
     if (!result) {
@@ -372,6 +399,7 @@ class SqliteStore final : public Store {
   }
 
   Database db_;
+  bool batch_ = false;
 };
 
 }  // namespace

@@ -233,6 +233,19 @@ TEST_F(CoreTest, AfterARestartJobsWhoseNodesDoNotReturnAreLostAfterTheWindow) {
   EXPECT_EQ(lost.reason, "NodeFail: n0 did not re-register after the controller restarted");
 }
 
+TEST_F(CoreTest, ABatchSendsNothingUntilItIsStored) {
+  auto agent = join();
+  ASSERT_TRUE(core_->begin());
+  const JobId id = submit(600);
+  tick();
+  EXPECT_EQ(row(id).state, v1::RUNNING);
+  EXPECT_TRUE(agent->sent.empty()) << "a launch went out before the pass was stored";
+  ASSERT_TRUE(core_->commit());
+  const auto sent = agent->take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].launch().job(), id.value());
+}
+
 TEST_F(CoreTest, AStreamReplacedByANewerRegistrationLeavesTheNodeUp) {
   auto first = join();
   auto second = join();

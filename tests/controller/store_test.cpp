@@ -102,6 +102,41 @@ TEST_F(StoreTest, ABatchWithAnUnknownJobChangesNothing) {
   EXPECT_EQ(store->load_jobs(false).value().at(0).state, v1::PENDING);
 }
 
+TEST_F(StoreTest, AWriteThatFailsInsideABatchTakesOnlyItselfBack) {
+  auto store = open();
+  ASSERT_TRUE(store->begin_batch());
+  const JobId a = store->insert_jobs(std::vector<NewJob>{job("a")}, false).value()[0];
+  EXPECT_FALSE(store->update_jobs(
+      std::vector<JobUpdate>{transition(a, v1::RUNNING), transition(JobId(999), v1::RUNNING)}));
+  const JobId b = store->insert_jobs(std::vector<NewJob>{job("b")}, false).value()[0];
+  ASSERT_TRUE(store->update_jobs(std::vector<JobUpdate>{transition(b, v1::RUNNING)}));
+  EXPECT_EQ(store->load_jobs(false).value().size(), 2u) << "a batch's writes are read back in it";
+  ASSERT_TRUE(store->end_batch());
+  store.reset();
+  const std::vector<JobRow> rows = open()->load_jobs(false).value();
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].state, v1::PENDING) << "the failed update left a as it was";
+  EXPECT_EQ(rows[1].state, v1::RUNNING);
+}
+
+TEST_F(StoreTest, ABatchNotEndedWhenTheControllerDiesIsNotStored) {
+  { open(); }  // the schema, before the child
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    auto store = open_sqlite_store(dir_);
+    if (!store || !(*store)->insert_jobs(std::vector<NewJob>{job("kept")}, false)) ::_exit(2);
+    if (!(*store)->begin_batch()) ::_exit(3);
+    if (!(*store)->insert_jobs(std::vector<NewJob>{job("lost")}, false)) ::_exit(4);
+    ::_exit(0);  // dies with the batch open: nothing of it was answered
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  const std::vector<JobRow> rows = open()->load_jobs(false).value();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].spec.name(), "kept");
+}
+
 TEST_F(StoreTest, StateSurvivesReopeningAndItsDirectoryIsPrivate) {
   {
     auto store = open();

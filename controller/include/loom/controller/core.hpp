@@ -101,6 +101,16 @@ class Core {
   Status storage_joined(const v1::RegisterRequest& hello);
   void storage_left(const v1::RegisterRequest& hello);
 
+  // ---- Group commit ----
+  // The events between begin() and commit() are stored as one transaction at commit();
+  // what they send the agents is held until then, and goes out once it is stored (a
+  // launch, a kill, a Forget are acted on only once what they follow is on disk). Outside
+  // a batch every change is stored as it is made and sent at once. An error from commit()
+  // means nothing of the batch is stored and nothing of it was sent: the controller must
+  // stop without answering any of it.
+  Status begin();
+  Status commit();
+
   // ---- Time ----
   // Silent and lost nodes, the recovery window, walltimes, then a scheduling pass. An
   // error when the pass could not be stored: the controller must stop.
@@ -170,6 +180,9 @@ class Core {
   std::map<JobId, std::map<NodeId, v1::JobEnded>> early_ends_;
   std::map<JobId, std::set<NodeId>> never_launched_;
   std::map<std::pair<JobId, NodeId>, v1::JobEnded> daemon_ends_;  // for daemon_end()
+  // What a batch sends, held until it is stored.
+  std::vector<std::pair<std::shared_ptr<AgentChannel>, v1::ToAgent>> held_;
+  bool batch_ = false;
   const std::chrono::steady_clock::duration window_;  // heartbeat_interval x heartbeat_misses
   Clock::Steady recovery_until_;
   bool wants_pass_ = true;

@@ -141,6 +141,12 @@ class JobManager {
   // Why a node is drained; empty when it is not.
   std::string drain_reason(const std::string& node) const;
 
+  // ---- Group commit (Store::begin_batch) ----
+  // What changes between the two is stored at end_batch(); until then none of it may be
+  // acted on (the core holds what it sends and the replies).
+  Status begin_batch() { return store_->begin_batch(); }
+  Status end_batch() { return store_->end_batch(); }
+
   // ---- Persistent burst buffers ----
   // Stores a new buffer on the device with the most room (on `node` when named) and takes
   // its bytes there; the caller has the node's agent make it, and forgets it if that fails.

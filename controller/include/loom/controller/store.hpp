@@ -105,6 +105,13 @@ class Store {
   virtual Status save_buffer(const BufferRow& buffer) = 0;
   virtual Status delete_buffer(const std::string& name) = 0;
   virtual Result<std::vector<BufferRow>> load_buffers() const = 0;
+
+  // Group commit: the writes between begin_batch() and end_batch() are one transaction,
+  // durable (one fsync) once end_batch() returns; each write inside still succeeds or
+  // fails whole, and is visible to the reads that follow it. An error from end_batch()
+  // means none of the batch is stored: its caller must not act on any of it.
+  virtual Status begin_batch() = 0;
+  virtual Status end_batch() = 0;
 };
 
 // SQLite in WAL mode with synchronous=FULL, one file `state.db` under state_dir (created
