@@ -251,7 +251,8 @@ void Core::node_ended(NodeId node, const v1::JobEnded& ended) {
   // An MPI job over several nodes ends with mpirun: its status is the job's, and what is
   // left of its daemons elsewhere is killed. A daemon's own status is not a rank's (mpirun
   // reports a failing rank), so only a node that could not run its part fails the job.
-  const std::optional<NodeId> mpirun = mpirun_node(id);
+  const std::optional<NodeId> mpirun =
+      job.nodes.size() > 1 ? mpirun_node(id) : std::nullopt;  // one node: nothing to look up
   const bool counts = !mpirun || node == *mpirun || !ended.error().empty();
   if (mpirun && node == *mpirun && !job.pending.empty() && ended.exit_code() == 0 &&
       ended.error().empty()) {

@@ -45,6 +45,22 @@ Result<Statement> Database::prepare(std::string_view sql) const {
   return Statement(db_, stmt);
 }
 
+Result<Statement*> Database::cached(std::string_view sql) {
+  auto it = cache_.find(sql);
+  if (it == cache_.end()) {
+    Statement statement = LOOM_TRY(prepare(sql));
+    it = cache_.emplace(std::string(sql), std::move(statement)).first;
+  }
+  LOOM_TRY(it->second.reset());  // a use that failed midway may have left it stepped
+  return &it->second;
+}
+
+Status Database::run(std::string_view sql) {
+  Statement* statement = LOOM_TRY(cached(sql));
+  LOOM_TRY(statement->step());
+  return statement->reset();
+}
+
 Result<int> Statement::step() {
   const int rc = sqlite3_step(stmt_);
   if (rc == SQLITE_ROW || rc == SQLITE_DONE) return rc;

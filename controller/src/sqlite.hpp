@@ -3,6 +3,7 @@
 
 #include <sqlite3.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -32,18 +33,28 @@ class Statement {
 class Database {
  public:
   static Result<Database> open(const std::string& path);
-  Database(Database&& other) noexcept : db_(std::exchange(other.db_, nullptr)) {}
+  Database(Database&& other) noexcept
+      : db_(std::exchange(other.db_, nullptr)), cache_(std::move(other.cache_)) {}
   Database& operator=(Database&&) = delete;
-  ~Database() { sqlite3_close(db_); }
+  ~Database() {
+    cache_.clear();  // statements are finalized before the connection closes
+    sqlite3_close(db_);
+  }
 
   Status exec(std::string_view sql);
   Result<Statement> prepare(std::string_view sql) const;
+  // The statement for `sql`, prepared once and kept, reset and unbound: for what runs at
+  // every write (parsing it each time cost more than running it).
+  Result<Statement*> cached(std::string_view sql);
+  // Runs a cached statement that returns no rows (SAVEPOINT, COMMIT, ...).
+  Status run(std::string_view sql);
   sqlite3* get() const { return db_; }
   Error error(std::string_view what) const;
 
  private:
   explicit Database(sqlite3* db) : db_(db) {}
   sqlite3* db_;
+  std::map<std::string, Statement, std::less<>> cache_;
 };
 
 }  // namespace loom::controller::detail

@@ -106,10 +106,11 @@ class SqliteStore final : public Store {
     return transaction([&]() -> Result<std::vector<JobId>> {
       // Ids are chosen here, inside the write transaction that makes this the only writer,
       // so that an array's elements are consecutive and know their array's id up front.
-      Statement next = LOOM_TRY(db_.prepare("SELECT coalesce(max(id), 0) + 1 FROM jobs"));
+      Statement& next = *LOOM_TRY(db_.cached("SELECT coalesce(max(id), 0) + 1 FROM jobs"));
       LOOM_TRY(next.step());
       const auto first = static_cast<JobId::rep>(sqlite3_column_int64(next.get(), 0));
-      Statement insert = LOOM_TRY(db_.prepare(
+      LOOM_TRY(next.reset());
+      Statement& insert = *LOOM_TRY(db_.cached(
           "INSERT INTO jobs(id, user, uid, state, submit_time, spec, array_job, array_index) "
           "VALUES(?, ?, ?, 0, ?, ?, ?, ?)"));
       std::vector<JobId> ids;
@@ -253,12 +254,12 @@ class SqliteStore final : public Store {
 
   Status update_jobs(std::span<const JobUpdate> updates) override {
     Result<bool> done = transaction([&]() -> Result<bool> {
-      Statement update = LOOM_TRY(
-          db_.prepare("UPDATE jobs SET state = ?, reason = ?, exit_code = coalesce(?, exit_code), "
-                      "signal = coalesce(?, signal), start_time = coalesce(?, start_time), "
-                      "end_time = coalesce(?, end_time), placement = coalesce(?, placement), "
-                      "staging = coalesce(?, staging), usage = coalesce(?, usage) "
-                      "WHERE id = ?"));
+      Statement& update = *LOOM_TRY(
+          db_.cached("UPDATE jobs SET state = ?, reason = ?, exit_code = coalesce(?, exit_code), "
+                     "signal = coalesce(?, signal), start_time = coalesce(?, start_time), "
+                     "end_time = coalesce(?, end_time), placement = coalesce(?, placement), "
+                     "staging = coalesce(?, staging), usage = coalesce(?, usage) "
+                     "WHERE id = ?"));
       for (const JobUpdate& u : updates) {
         sqlite3_stmt* s = update.get();
         sqlite3_bind_int(s, 1, u.state);
@@ -357,7 +358,7 @@ class SqliteStore final : public Store {
 
   Status begin_batch() override {
     LOOM_CHECK(!batch_, "begin_batch() inside a batch");
-    LOOM_TRY(db_.exec("BEGIN IMMEDIATE"));
+    LOOM_TRY(db_.run("BEGIN IMMEDIATE"));
     batch_ = true;
     return {};
   }
@@ -367,8 +368,8 @@ class SqliteStore final : public Store {
     batch_ = false;
     // A failure SQLite answers by rolling the whole transaction back (a full disk, an I/O
     // error) leaves no transaction to commit: COMMIT fails, and the batch is said lost.
-    if (Status committed = db_.exec("COMMIT"); !committed) {
-      (void)db_.exec("ROLLBACK");
+    if (Status committed = db_.run("COMMIT"); !committed) {
+      (void)db_.run("ROLLBACK");
       return std::unexpected(std::move(committed).error().with_context("storing a batch"));
     }
     return {};
@@ -379,20 +380,20 @@ class SqliteStore final : public Store {
   template <typename Body>
   auto transaction(Body body) -> decltype(body()) {
     if (batch_) {
-      LOOM_TRY(db_.exec("SAVEPOINT write"));
+      LOOM_TRY(db_.run("SAVEPOINT write"));
       auto result = body();
-      if (!result) (void)db_.exec("ROLLBACK TO write");
-      (void)db_.exec("RELEASE write");
+      if (!result) (void)db_.run("ROLLBACK TO write");
+      (void)db_.run("RELEASE write");
       return result;
     }
-    LOOM_TRY(db_.exec("BEGIN IMMEDIATE"));
+    LOOM_TRY(db_.run("BEGIN IMMEDIATE"));
     auto result = body();
     if (!result) {
-      (void)db_.exec("ROLLBACK");
+      (void)db_.run("ROLLBACK");
       return result;
     }
-    if (Status committed = db_.exec("COMMIT"); !committed) {
-      (void)db_.exec("ROLLBACK");
+    if (Status committed = db_.run("COMMIT"); !committed) {
+      (void)db_.run("ROLLBACK");
       return std::unexpected(std::move(committed).error());
     }
     return result;

@@ -109,6 +109,17 @@ class CoreTest : public ::testing::Test {
     report(message);
   }
   JobRow row(JobId id) { return core_->jobs().show(kAdmin, id).value(); }
+  // The window (5 s) from now: the job stands just before it ends and is lost just after.
+  void expect_lost_after_the_window(JobId id, const std::string& reason) {
+    clock_.advance(seconds(4));
+    tick();
+    EXPECT_EQ(row(id).state, v1::RUNNING) << "lost before the window passed: " << row(id).reason;
+    clock_.advance(seconds(2));
+    tick();
+    const JobRow lost = row(id);
+    EXPECT_EQ(lost.state, v1::NODE_FAIL);
+    EXPECT_EQ(lost.reason, reason);
+  }
   // A job launched on n0 and started there.
   JobId running(FakeChannel& agent, std::int64_t walltime_s = 600) {
     const JobId id = submit(walltime_s);
@@ -170,14 +181,7 @@ TEST_F(CoreTest, AnAgentSilentForTheWindowIsDroppedAndItsJobsFailAfterAnotherWin
   ASSERT_TRUE(agent->dropped) << "silent for longer than 5 heartbeats";
   core_->agent_left(node_, agent.get());
   EXPECT_EQ(cluster_.state(node_), sched::NodeState::kDown);
-  clock_.advance(seconds(4));
-  tick();
-  EXPECT_EQ(row(id).state, v1::RUNNING) << "a node back within the window keeps its jobs";
-  clock_.advance(seconds(2));
-  tick();
-  const JobRow lost = row(id);
-  EXPECT_EQ(lost.state, v1::NODE_FAIL);
-  EXPECT_EQ(lost.reason, "NodeFail: n0 was down for longer than the heartbeat window");
+  expect_lost_after_the_window(id, "NodeFail: n0 was down for longer than the heartbeat window");
 }
 
 TEST_F(CoreTest, AnAgentBackWithinTheWindowKeepsItsJobs) {
@@ -222,15 +226,10 @@ TEST_F(CoreTest, AfterARestartJobsWhoseNodesDoNotReturnAreLostAfterTheWindow) {
   const JobId id = running(*agent);
   start();
   const JobId queued = submit(600);
-  clock_.advance(seconds(4));
   tick();
-  EXPECT_EQ(row(id).state, v1::RUNNING) << "unknown, waiting for n0: " << row(id).reason;
   EXPECT_EQ(row(queued).state, v1::PENDING) << "nothing new starts while a job is unknown";
-  clock_.advance(seconds(2));
-  tick();
-  const JobRow lost = row(id);
-  EXPECT_EQ(lost.state, v1::NODE_FAIL);
-  EXPECT_EQ(lost.reason, "NodeFail: n0 did not re-register after the controller restarted");
+  expect_lost_after_the_window(id,
+                               "NodeFail: n0 did not re-register after the controller restarted");
 }
 
 TEST_F(CoreTest, ABatchSendsNothingUntilItIsStored) {
