@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <pwd.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -80,7 +81,15 @@ Status remove_shm_job_dir(const fs::path& base, std::uint64_t job) {
 Status StagerPool::with(const std::function<Status(burstbuffer::Stager&)>& copy) {
   std::lock_guard lock(mutex_);
   if (!stager_) stager_ = LOOM_TRY(burstbuffer::Stager::open(options_));
-  return copy(*stager_);
+  Status copied = copy(*stager_);
+  if (stager_->broken()) {
+    // Before, every later staging of the node failed with it until loomd restarted.
+    spdlog::warn(
+        "staging: a transfer got no completion in time; the next copy opens a new "
+        "fabric endpoint");
+    stager_.reset();
+  }
+  return copied;
 }
 
 JobStorage::JobStorage(v1::Launch launch, std::string node, fs::path shm_base,

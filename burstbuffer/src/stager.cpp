@@ -95,6 +95,11 @@ struct Stager::State {
 Stager::Stager(std::unique_ptr<State> state) : state_(std::move(state)) {}
 Stager::~Stager() = default;
 
+bool Stager::broken() const {
+  std::lock_guard lock(state_->engine_mutex);
+  return state_->engine->broken();
+}
+
 Result<std::unique_ptr<Stager>> Stager::open(DataPlaneOptions options) {
   auto state = std::make_unique<State>();
   state->options = options;
@@ -227,7 +232,8 @@ Attempt lease_and_move(v1::Storage::Stub& stub, const Mover& mover, bool write,
   std::lock_guard lock(mover.mutex);
   Status moved = write ? mover.engine.write(*buffer.region, 0, mover.peer, *region, 0, length)
                        : mover.engine.read(*buffer.region, 0, mover.peer, *region, 0, length);
-  if (!moved) return {Outcome::kRetry, moved.error()};
+  // A timeout leaves the engine refusing every transfer: another try would only hide it.
+  if (!moved) return {mover.engine.broken() ? Outcome::kFail : Outcome::kRetry, moved.error()};
   return {};
 }
 

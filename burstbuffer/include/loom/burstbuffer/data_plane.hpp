@@ -83,6 +83,9 @@ class Stager {
  public:
   static Result<std::unique_ptr<Stager>> open(DataPlaneOptions options);
   ~Stager();
+  // A transfer got no completion within the engine's timeout (a peer hung): the provider
+  // may still own this stager's buffers, so it copies nothing more. Open another.
+  bool broken() const;
 
   // Copies the export's `path` into directory `dir_fd` as `name`. The caller's file-system
   // identity is the one the destination is created with. With `datasets`, `path` is an HDF5

@@ -52,6 +52,8 @@ class TransferEngine {
               const RemoteRegion& remote, std::size_t remote_offset, std::size_t length);
 
   void cancel() { cancelled_.store(true); }
+  // A transfer timed out: this engine transfers nothing more (see above).
+  bool broken() const { return broken_; }
   void on_post(std::function<void(const PostedOperation&)> observer) {
     observer_ = std::move(observer);
   }
