@@ -25,7 +25,7 @@
 #include <string>
 #include <vector>
 
-#include "loom/launch/apply_binding.hpp"
+#include "loom/hwtopo/apply_binding.hpp"
 
 namespace {
 
@@ -72,7 +72,7 @@ bool close_from(int first, bool at_exec) {
   const std::vector<unsigned> pus = spec["cpus"];
   const std::optional<unsigned> numa =
       spec["numa"].is_null() ? std::nullopt : std::optional<unsigned>(spec["numa"].get<unsigned>());
-  if (const std::string failed = launch::apply_binding(pus, numa); !failed.empty()) fail(failed);
+  if (const std::string failed = hwtopo::apply_binding(pus, numa); !failed.empty()) fail(failed);
   const std::string user = spec["user"];
   const uid_t uid = spec["uid"];
   const gid_t gid = spec["gid"];

@@ -9,6 +9,7 @@
 
 #include "convert.hpp"
 #include "hwloc_handle.hpp"
+#include "loom/hwtopo/apply_binding.hpp"
 #include "loom/common/index_list.hpp"
 
 namespace loom::hwtopo {
@@ -131,41 +132,9 @@ Result<Binding> Binder::resolve(std::span<const unsigned> cores,
 }
 
 Status Binder::apply(const Binding& binding) const {
-  hwloc_topology_t topology = state_->live.get();
-  detail::Bitmap cpus;
-  for (unsigned pu : binding.applied_pus) hwloc_bitmap_set(cpus.get(), pu);
-  if (hwloc_set_cpubind(topology, cpus.get(), HWLOC_CPUBIND_PROCESS | HWLOC_CPUBIND_STRICT) != 0) {
-    return make_error(ErrorCode::kInternal,
-                      fmt::format("hwloc_set_cpubind(PUs {}): {}",
-                                  format_index_list(binding.applied_pus), std::strerror(errno)));
-  }
-  detail::Bitmap bound_cpus;
-  if (hwloc_get_cpubind(topology, bound_cpus.get(), HWLOC_CPUBIND_PROCESS) != 0 ||
-      !hwloc_bitmap_isequal(bound_cpus.get(), cpus.get())) {
-    return make_error(ErrorCode::kInternal,
-                      fmt::format("binding to PUs {} did not take: the kernel reports another set",
-                                  format_index_list(binding.applied_pus)));
-  }
-  if (!binding.applied_numa) return {};
-
-  detail::Bitmap nodes;
-  hwloc_bitmap_set(nodes.get(), *binding.applied_numa);
-  // Neither PROCESS nor THREAD: Linux binds memory per thread, and hwloc then binds the
-  // calling thread, which in a child before exec is the whole process.
-  if (hwloc_set_membind(topology, nodes.get(), HWLOC_MEMBIND_BIND,
-                        HWLOC_MEMBIND_STRICT | HWLOC_MEMBIND_BYNODESET) != 0) {
-    return make_error(ErrorCode::kInternal,
-                      fmt::format("hwloc_set_membind(NUMA {}, BIND|STRICT): {}",
-                                  *binding.applied_numa, std::strerror(errno)));
-  }
-  detail::Bitmap bound_nodes;
-  hwloc_membind_policy_t policy{};
-  if (hwloc_get_membind(topology, bound_nodes.get(), &policy, HWLOC_MEMBIND_BYNODESET) != 0 ||
-      policy != HWLOC_MEMBIND_BIND || !hwloc_bitmap_isequal(bound_nodes.get(), nodes.get())) {
-    return make_error(ErrorCode::kInternal,
-                      fmt::format("binding memory to NUMA {} did not take: the kernel reports "
-                                  "another policy or domain",
-                                  *binding.applied_numa));
+  if (const std::string failed = apply_binding(binding.applied_pus, binding.applied_numa);
+      !failed.empty()) {
+    return make_error(ErrorCode::kInternal, failed);
   }
   return {};
 }

@@ -13,7 +13,7 @@
 #include <cstring>
 #include <string>
 
-#include "loom/launch/apply_binding.hpp"
+#include "loom/hwtopo/apply_binding.hpp"
 #include "loom/launch/mpi.hpp"
 
 namespace {
@@ -82,7 +82,7 @@ int main(int argc, char** argv) {
   }
   for (const loom::launch::RankBinding& b : *bindings) {
     if (b.rank != rank) continue;
-    if (const std::string failed = loom::launch::apply_binding(b.pus, b.numa); !failed.empty()) {
+    if (const std::string failed = loom::hwtopo::apply_binding(b.pus, b.numa); !failed.empty()) {
       fail("rank " + std::to_string(rank) + ": " + failed);
     }
     std::string cores;

@@ -1,7 +1,8 @@
 // Binds the calling process to its PUs and its memory to one NUMA node (MPOL_BIND), then
 // reads back what the kernel applied: a binding that did not take is an error, not a
-// warning. Shared by loom-keeper (a task, before exec) and loom-rank (an MPI rank, before
-// exec); header-only, so that both stay small programs.
+// warning. The one way Loom binds: loom-keeper (a task, before exec), loom-rank (an MPI
+// rank, before exec) and Binder::apply (`loom bind`). Header-only and without hwloc, so
+// that the first two stay small programs.
 #pragma once
 
 #include <numaif.h>
@@ -15,7 +16,7 @@
 #include <span>
 #include <string>
 
-namespace loom::launch {
+namespace loom::hwtopo {
 
 // An empty string when bound as asked; else what failed, and why.
 inline std::string apply_binding(std::span<const unsigned> pus, std::optional<unsigned> numa) {
@@ -48,4 +49,4 @@ inline std::string apply_binding(std::span<const unsigned> pus, std::optional<un
   return {};
 }
 
-}  // namespace loom::launch
+}  // namespace loom::hwtopo

@@ -59,11 +59,10 @@ class Binder {
   // the ones that do.
   Result<Binding> resolve(std::span<const unsigned> cores, std::optional<unsigned> numa) const;
 
-  // Binds the calling process's CPUs, and its memory with a strict MPOL_BIND policy
-  // (without STRICT hwloc would settle for a preferred policy), then reads both back from
-  // the kernel and fails unless they are what was asked. Meant for a child between fork
-  // and exec: the binding is inherited by what it execs. Memory binding applies to the
-  // calling thread, so call it while the process has only one.
+  // Binds the calling thread's CPUs, and its memory with MPOL_BIND, then reads both back
+  // from the kernel and fails unless they are what was asked: apply_binding.hpp, as jobs'
+  // tasks and ranks are bound. Meant for a child between fork and exec, while the process
+  // has one thread: the binding is inherited by what it execs.
   Status apply(const Binding& binding) const;
 
  private:
