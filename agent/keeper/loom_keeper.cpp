@@ -29,7 +29,7 @@
 
 namespace {
 
-namespace launch = loom::launch;
+namespace hwtopo = loom::hwtopo;
 
 constexpr int kReport = 3;  // the agent reads what went wrong before exec here
 

@@ -9,8 +9,8 @@
 
 #include "convert.hpp"
 #include "hwloc_handle.hpp"
-#include "loom/hwtopo/apply_binding.hpp"
 #include "loom/common/index_list.hpp"
+#include "loom/hwtopo/apply_binding.hpp"
 
 namespace loom::hwtopo {
 
