@@ -4,11 +4,14 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
-#include "client.hpp"
 #include "commands.hpp"
+#include "loom/client/client.hpp"
 #include "loom/common/bytes.hpp"
 
 namespace loom::cli {
+
+// The controller as `loom` reaches it (loom/client/client.hpp).
+using namespace loom::client;
 
 std::vector<Command> add_bb_commands(CLI::App& app) {
   auto controller = std::make_shared<std::string>();

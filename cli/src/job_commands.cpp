@@ -9,8 +9,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "client.hpp"
 #include "commands.hpp"
+#include "loom/client/client.hpp"
 #include "loom/common/bytes.hpp"
 #include "loom/common/printable.hpp"
 #include "submit_spec.hpp"
@@ -18,6 +18,9 @@
 extern char** environ;
 
 namespace loom::cli {
+
+// The controller as `loom` reaches it (loom/client/client.hpp).
+using namespace loom::client;
 
 namespace {
 

@@ -5,12 +5,15 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
-#include "client.hpp"
 #include "commands.hpp"
+#include "loom/client/client.hpp"
 #include "loom/common/bytes.hpp"
 #include "loom/common/printable.hpp"
 
 namespace loom::cli {
+
+// The controller as `loom` reaches it (loom/client/client.hpp).
+using namespace loom::client;
 
 namespace {
 

@@ -17,9 +17,9 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "client.hpp"
 #include "loom/burstbuffer/data_plane.hpp"
 #include "loom/burstbuffer/staging_spec.hpp"
+#include "loom/client/client.hpp"
 #include "loom/common/bytes.hpp"
 #include "loom/common/config.hpp"
 #include "loom/common/munge.hpp"
@@ -50,9 +50,9 @@ Result<std::optional<Remote>> remote_of(const std::string& text, bool source) {
   return Remote{in.node, in.path, in.datasets};
 }
 
-Result<std::string> data_address(const cli::Client& client, const std::string& node) {
+Result<std::string> data_address(const client::Client& client, const std::string& node) {
   v1::NodesRequest request;
-  *request.mutable_caller() = LOOM_TRY(cli::me());
+  *request.mutable_caller() = LOOM_TRY(client::me());
   v1::NodesReply reply;
   grpc::ClientContext call;
   if (grpc::Status s = client.stub->Nodes(&call, request, &reply); !s.ok())
@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
   std::string source, dest, controller;
   bool json = false;
   app.add_option("--config", config_file, loom::kConfigHelp);
-  app.add_option("--controller", controller, loom::cli::kControllerHelp);
+  app.add_option("--controller", controller, loom::client::kControllerHelp);
   app.add_option("source", source, "What to copy: NODE:/path, or a local file")->required();
   app.add_option("dest", dest, "Where: a local path, or NODE:/path")->required();
   app.add_flag("--json", json, "Print one JSON object when done instead of the progress bar");
@@ -113,13 +113,13 @@ int main(int argc, char** argv) {
     return fail(Error(ErrorCode::kInvalidArgument,
                       "exactly one of SRC and DST must be NODE:/path (a storage agent's file)"));
   }
-  auto client = cli::connect(controller, *config);
+  auto client = client::connect(controller, *config);
   if (!client) return fail(client.error());
   auto address = data_address(*client, from ? from->node : to->node);
   if (!address) return fail(address.error());
   auto credential = munge_credential();
   if (!credential) return fail(credential.error());
-  const burstbuffer::Remote remote{*address, *credential, 0, 0, cli::current_umask()};
+  const burstbuffer::Remote remote{*address, *credential, 0, 0, client::current_umask()};
   burstbuffer::DataPlaneOptions options;
   options.fabric = {config->fabric.provider, config->fabric.interface};
   auto stager = burstbuffer::Stager::open(options);

@@ -6,13 +6,16 @@
 #include <charconv>
 #include <filesystem>
 
-#include "client.hpp"
 #include "loom/burstbuffer/staging_spec.hpp"
+#include "loom/client/client.hpp"
 #include "loom/common/bytes.hpp"
 #include "loom/common/duration.hpp"
 #include "loom/sched/job.hpp"
 
 namespace loom::cli {
+
+// The controller as `loom` reaches it (loom/client/client.hpp).
+using namespace loom::client;
 
 namespace {
 

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "client.hpp"
+#include "loom/client/client.hpp"
 #include "loom/common/config.hpp"
 #include "loom/launch/mpi.hpp"
 
@@ -44,7 +44,7 @@ int main(int argc, char** argv) {
   if (job == nullptr || *job == '\0')
     return fail(
         "not inside a Loom job (LOOM_JOB_ID is not set): there is no node to start anything on");
-  auto job_ref = loom::cli::parse_job_ref(job);
+  auto job_ref = loom::client::parse_job_ref(job);
   if (!job_ref || job_ref->index)
     return fail(fmt::format("LOOM_JOB_ID \"{}\" is not a job id", job));
   // Open MPI passes the daemon's command as words quoted for a remote shell.
@@ -64,12 +64,12 @@ int main(int argc, char** argv) {
   // waits controller.connect_timeout).
   constexpr int kAttempts = 5;
   for (int attempt = 1;; ++attempt) {
-    auto client = loom::cli::connect("", *config);
+    auto client = loom::client::connect("", *config);
     if (!client) {
       if (attempt < kAttempts) continue;
       return fail(client.error().to_string());
     }
-    auto caller = loom::cli::me();  // fresh each time: Munge refuses a credential replayed
+    auto caller = loom::client::me();  // fresh each time: Munge refuses a credential replayed
     if (!caller) return fail(caller.error().to_string());
     loom::v1::ExecRequest request;
     *request.mutable_caller() = *caller;

@@ -13,7 +13,7 @@
 #include "loom/common/error.hpp"
 #include "loom/proto/loom.grpc.pb.h"
 
-namespace loom::cli {
+namespace loom::client {
 
 struct Client {
   std::string address;
@@ -51,4 +51,4 @@ std::string job_ref(const v1::JobInfo& job);
 // The request naming one job, as this user.
 Result<v1::JobRequest> job_request(const std::string& text);
 
-}  // namespace loom::cli
+}  // namespace loom::client

@@ -1,4 +1,4 @@
-#include "client.hpp"
+#include "loom/client/client.hpp"
 
 #include <fmt/format.h>
 #include <sys/stat.h>
@@ -10,7 +10,7 @@
 #include "loom/common/munge.hpp"
 #include "loom/proto/status.hpp"
 
-namespace loom::cli {
+namespace loom::client {
 
 Error Client::error(const grpc::Status& status) const {
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
@@ -82,4 +82,4 @@ std::uint32_t current_umask() {
   return static_cast<std::uint32_t>(mask);
 }
 
-}  // namespace loom::cli
+}  // namespace loom::client
