@@ -324,7 +324,7 @@ Status JobManager::cancel(const Caller& caller, JobId id, std::optional<std::uin
   std::vector<JobUpdate> updates;
   for (const JobRow* target : targets) {
     if (target->state != v1::PENDING) {
-      ending_.emplace(target->id, reason);
+      ending_.emplace(target->id, Killing{v1::CANCELLED, reason});
       kill.push_back(target->id);
       continue;
     }
@@ -404,7 +404,7 @@ std::vector<JobId> JobManager::past_walltime(sched::Time now) {
     // Its ranks are done and their results on their way out: a kill would lose them.
     if (auto it = jobs_.find(id); it != jobs_.end() && it->second.state == v1::STAGING_OUT)
       continue;
-    if (ending_.emplace(id, "TimeLimit").second) out.push_back(id);
+    if (ending_.emplace(id, Killing{v1::TIMEOUT, "TimeLimit"}).second) out.push_back(id);
   }
   return out;
 }
@@ -465,8 +465,8 @@ Status JobManager::finished(JobId id, const Ending& ending, sched::Time now) {
   u.usage = ending.usage.SerializeAsString();
   u.end_time = now.time_since_epoch().count();
   if (auto killed = ending_.find(id); killed != ending_.end()) {
-    u.state = killed->second == "TimeLimit" ? v1::TIMEOUT : v1::CANCELLED;
-    u.reason = killed->second;
+    u.state = killed->second.state;
+    u.reason = killed->second.reason;
     ending_.erase(killed);
   } else if (ending.exit_code == 0 && ending.error.empty()) {
     u.state = v1::COMPLETED;

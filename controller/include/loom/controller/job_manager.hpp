@@ -181,8 +181,14 @@ class JobManager {
   std::unique_ptr<Store> store_;
   sched::Cluster& cluster_;
   sched::Scheduler scheduler_;
-  std::map<JobId, JobRow> jobs_;         // the store's content, for reads
-  std::map<JobId, std::string> ending_;  // running jobs being killed: the reason they end with
+  std::map<JobId, JobRow> jobs_;  // the store's content, for reads
+  // A running job being killed: the state and reason it ends with once its nodes report
+  // it gone (CANCELLED, or TIMEOUT past its walltime).
+  struct Killing {
+    v1::JobState state = v1::CANCELLED;
+    std::string reason;
+  };
+  std::map<JobId, Killing> ending_;
   std::map<std::string, std::string> drained_;      // the store's drained nodes, by name
   std::map<std::string, BufferRow> buffers_;        // the store's persistent buffers, by name
   std::map<JobId, std::set<std::string>> unknown_;  // see unknown()
