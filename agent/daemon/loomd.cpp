@@ -12,7 +12,6 @@
 #include <arpa/inet.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 #include <ifaddrs.h>
 #include <netdb.h>
@@ -28,14 +27,13 @@
 #include <condition_variable>
 #include <csignal>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <mutex>
-#include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
 
 #include "job_storage.hpp"
+#include "loom/agent/job_record.hpp"
 #include "loom/agent/task.hpp"
 #include "loom/burstbuffer/data_plane.hpp"
 #include "loom/burstbuffer/slice.hpp"
@@ -80,8 +78,10 @@ struct Options {
 
 class Agent {
  public:
-  Agent(Options options, hwtopo::Binder binder, agent::CgroupTree cgroups)
+  Agent(Options options, hwtopo::Binder binder, agent::CgroupTree cgroups,
+        agent::JobRecords records)
       : o_(std::move(options)),
+        records_(std::move(records)),
         binder_(std::move(binder)),
         cgroups_(std::move(cgroups)),
         stagers_(std::make_shared<agent::StagerPool>(o_.data_plane)) {}
@@ -157,34 +157,20 @@ class Agent {
     std::atomic<bool> killed{false};  // a kill came: no staging starts or goes on
   };
 
-  static std::string launch_json(const v1::Launch& launch) {
-    std::string json;
-    (void)google::protobuf::util::MessageToJsonString(launch, &json);
-    return json;
+  // The job's record as it runs: its launch, what it reported started, and its tasks.
+  static agent::JobRecord running_record(
+      const Job& job, std::vector<std::pair<std::uint32_t, agent::TaskRecord>> ranks) {
+    agent::JobRecord r;
+    r.id = job.id;
+    r.launch = job.launch;
+    r.started = job.started;
+    r.ranks = std::move(ranks);
+    r.daemon = job.daemon.has_value();
+    return r;
   }
-  // A job whose tasks run here, as recover() reads it back.
-  static nlohmann::json running_record(const Job& job, nlohmann::json ranks) {
-    std::string started;
-    (void)google::protobuf::util::MessageToJsonString(job.started, &started);
-    return {{"job", job.launch.job()},
-            {"launch", launch_json(job.launch)},
-            {"started", started},
-            {"ranks", std::move(ranks)},
-            {"ended", nullptr}};
-  }
-  static nlohmann::json task_json(unsigned rank, const agent::TaskRecord& r) {
-    return {{"rank", rank},
-            {"cgroup", r.cgroup_name},
-            {"keeper", r.keeper},
-            {"keeper_start", r.keeper_start},
-            {"status", r.status_path.string()}};
-  }
-  static v1::Launch parse_launch(const nlohmann::json& record) {
-    v1::Launch launch;
-    if (record.contains("launch"))
-      (void)google::protobuf::util::JsonStringToMessage(record["launch"].get<std::string>(),
-                                                        &launch);
-    return launch;
+  // Not fatal: the job runs on, but a restart of this agent would lose it (said so).
+  void save(const agent::JobRecord& record) const {
+    if (auto saved = records_.save(record); !saved) spdlog::error("{}", saved.error().to_string());
   }
   std::shared_ptr<Job> make_job(const v1::Launch& launch) {
     auto job = std::make_shared<Job>();
@@ -198,68 +184,17 @@ class Agent {
   // Where a job's task cgroups go: one level per job, a leaf per task (rank_<r>).
   std::string job_level(JobId id) const { return fmt::format("{}/job_{}", o_.cgroup, id.value()); }
 
-  fs::path record_path(JobId id) const {
-    return o_.state_dir / fmt::format("job_{}.json", id.value());
-  }
-
-  // Written whole, then renamed: a crash leaves the old record or the new one.
-  void save(JobId id, const nlohmann::json& record) const {
-    const fs::path path = record_path(id), temp = path.string() + ".tmp";
-    {
-      std::ofstream out(temp);
-      // Replace, not throw on, bytes that are not UTF-8 (a path in an error message).
-      out << record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-      out.flush();
-      if (!out) {
-        spdlog::error("cannot write {}: the job would be lost by a restart", temp.string());
-        return;
-      }
-    }
-    // Not the throwing overload: this runs on the jobs' threads, where an exception ends loomd.
-    std::error_code ec;
-    fs::rename(temp, path, ec);
-    if (ec)
-      spdlog::error("cannot save {}: {}: the job would be lost by a restart", path.string(),
-                    ec.message());
-  }
-
-  static nlohmann::json ended_json(const v1::JobEnded& e) {
-    return {{"exit_code", e.exit_code()},
-            {"signal", e.has_signal() ? nlohmann::json(e.signal()) : nlohmann::json(nullptr)},
-            {"out_of_memory", e.out_of_memory()},
-            {"error", e.error()},
-            {"cpu_seconds", e.usage().cpu_seconds()},
-            {"memory_peak_bytes", e.usage().has_memory_peak_bytes()
-                                      ? nlohmann::json(e.usage().memory_peak_bytes())
-                                      : nlohmann::json(nullptr)}};
-  }
-
   // The state directory's records: jobs still running are adopted and waited for again;
   // ends not yet acknowledged are reported at the next registration.
   void recover() {
-    std::error_code ec;
-    fs::create_directories(o_.state_dir, ec);
-    ::chmod(o_.state_dir.c_str(), 0700);
-    for (const auto& entry : fs::directory_iterator(o_.state_dir, ec)) {
-      const std::string file = entry.path().filename().string();
-      if (!file.starts_with("job_") || !file.ends_with(".json")) continue;
-      std::ifstream in(entry.path());
-      const nlohmann::json record = nlohmann::json::parse(in, nullptr, false);
-      if (record.is_discarded()) {
-        spdlog::error("{} does not parse; set aside", entry.path().string());
-        fs::rename(entry.path(), entry.path().string() + ".bad", ec);
-        continue;
-      }
-      const JobId id(record["job"].get<std::uint64_t>());
-      const v1::Launch launch = parse_launch(record);
-      if (record.contains("launching")) {
+    for (agent::JobRecord& record : records_.load_all()) {
+      const JobId id = record.id;
+      if (record.launching) {
         // The agent before this one stopped while starting the job: whatever of it started
         // is killed, and the job reported failed here.
-        for (const nlohmann::json& rank : record["launching"]) {
-          if (auto cgroup =
-                  cgroups_.open(fmt::format("{}/rank_{}", job_level(id), rank.get<unsigned>()))) {
+        for (std::uint32_t rank : *record.launching) {
+          if (auto cgroup = cgroups_.open(fmt::format("{}/rank_{}", job_level(id), rank)))
             (void)cgroup->kill_all();
-          }
         }
         cgroups_.remove_level(job_level(id));
         v1::JobEnded e;
@@ -269,35 +204,20 @@ class Agent {
         finish(id, e);
         continue;
       }
-      if (!record["ended"].is_null()) {
-        v1::JobEnded e;
-        e.set_job(id.value());
-        e.set_exit_code(record["ended"]["exit_code"]);
-        if (!record["ended"]["signal"].is_null()) e.set_signal(record["ended"]["signal"]);
-        e.set_out_of_memory(record["ended"]["out_of_memory"]);
-        e.set_error(record["ended"]["error"]);
-        const nlohmann::json& used = record["ended"];
-        if (used.contains("cpu_seconds")) e.mutable_usage()->set_cpu_seconds(used["cpu_seconds"]);
-        if (used.contains("memory_peak_bytes") && !used["memory_peak_bytes"].is_null())
-          e.mutable_usage()->set_memory_peak_bytes(used["memory_peak_bytes"]);
+      if (record.ended) {
         std::lock_guard lock(jobs_mutex_);
-        ended_[id] = e;
+        ended_[id] = *record.ended;
         continue;
       }
-      auto job = make_job(launch);
+      auto job = make_job(record.launch);
       job->id = id;
-      if (record.contains("started")) {
-        (void)google::protobuf::util::JsonStringToMessage(record["started"].get<std::string>(),
-                                                          &job->started);
-      }
-      if (record.contains("daemon")) {
+      job->started = record.started;
+      if (record.daemon) {
         abandon(*job, "its agent restarted before Open MPI's daemon started here");
         continue;
       }
       std::string lost;
-      for (const nlohmann::json& r : record["ranks"]) {
-        agent::TaskRecord tr{r["cgroup"], r["keeper"], r["keeper_start"],
-                             r["status"].get<std::string>()};
+      for (const auto& [rank, tr] : record.ranks) {
         auto task = agent::Task::adopt(cgroups_, tr);
         if (!task) {
           lost = task.error().to_string();
@@ -492,13 +412,12 @@ class Agent {
     auto job = make_job(launch);
     // Recorded before anything starts: an agent that dies while launching leaves a record
     // that says so (and which cgroups and slice to clean), never tasks that no record knows.
-    nlohmann::json launching = nlohmann::json::array();
-    for (const v1::Rank& rank : launch.ranks()) launching.push_back(rank.rank());
-    save(id, {{"job", id.value()},
-              {"launching", launching},
-              {"launch", launch_json(launch)},
-              {"ranks", nlohmann::json::array()},
-              {"ended", nullptr}});
+    agent::JobRecord record;
+    record.id = id;
+    record.launch = launch;
+    record.launching.emplace();
+    for (const v1::Rank& rank : launch.ranks()) record.launching->push_back(rank.rank());
+    save(record);
     {
       std::lock_guard lock(jobs_mutex_);
       jobs_[id] = job;
@@ -525,7 +444,7 @@ class Agent {
     send_staging(*job);
     std::string error;
     v1::FromAgent started;
-    nlohmann::json ranks = nlohmann::json::array();
+    std::vector<std::pair<std::uint32_t, agent::TaskRecord>> ranks;
     std::unique_lock lock(job->mutex);
     if (job->killed.load()) {
       lock.unlock();
@@ -610,7 +529,7 @@ class Agent {
         error = task.error().to_string();
         break;
       }
-      ranks.push_back(task_json(rank, task->record()));
+      ranks.emplace_back(rank, task->record());
       job->tasks.push_back(std::move(*task));
     }
     started.mutable_started()->set_job(id.value());
@@ -620,9 +539,7 @@ class Agent {
       abandon(*job, error);
       return false;
     }
-    nlohmann::json record = running_record(*job, ranks);
-    if (job->daemon) record["daemon"] = true;
-    save(id, record);
+    save(running_record(*job, std::move(ranks)));
     write(started);
     return !job->daemon;  // a node waiting for its daemon is completed once that starts
   }
@@ -658,8 +575,7 @@ class Agent {
       t.argv = {orted->string()};
       t.argv.insert(t.argv.end(), arguments->begin(), arguments->end());
       if (auto task = agent::Task::start(cgroups_, t)) {
-        save(job->id, running_record(*job, nlohmann::json::array({task_json(
-                                               job->launch.ranks(0).rank(), task->record())})));
+        save(running_record(*job, {{job->launch.ranks(0).rank(), task->record()}}));
         job->tasks.push_back(std::move(*task));
       } else {
         error = task.error().to_string();
@@ -907,15 +823,15 @@ class Agent {
   // The job's processes here are all gone: recorded, then reported (again at every
   // registration until the controller says Forget).
   void finish(JobId id, const v1::JobEnded& e) {
-    nlohmann::json record;
-    {
-      std::ifstream in(record_path(id));
-      record = nlohmann::json::parse(in, nullptr, false);
+    agent::JobRecord record;
+    if (auto found = records_.load(id)) {
+      record = std::move(*found);
+    } else {
+      record.id = id;  // a record lost meanwhile: the end is what matters now
     }
-    if (record.is_discarded()) record = {{"job", id.value()}, {"ranks", nlohmann::json::array()}};
-    record.erase("launching");
-    record["ended"] = ended_json(e);
-    save(id, record);
+    record.launching.reset();
+    record.ended = e;
+    save(record);
     {
       std::lock_guard lock(jobs_mutex_);
       jobs_.erase(id);
@@ -929,8 +845,7 @@ class Agent {
   void forget(JobId id) {
     std::lock_guard lock(jobs_mutex_);
     ended_.erase(id);
-    std::error_code ignored;
-    fs::remove(record_path(id), ignored);
+    records_.remove(id);
   }
 
   // SIGTERM now and SIGKILL after the grace period; at once without one. With `finish`
@@ -983,6 +898,7 @@ class Agent {
   }
 
   Options o_;
+  agent::JobRecords records_;  // in o_.state_dir
   hwtopo::Binder binder_;
   const agent::CgroupTree cgroups_;
   std::shared_ptr<agent::StagerPool> stagers_;
@@ -1179,8 +1095,11 @@ int main(int argc, char** argv) {
         fmt::format("{}:{}", data_listen.substr(0, data_listen.rfind(':')), port);
     spdlog::info("exporting {} for staging at {}", export_dir, options.data_address);
   }
-  auto agent = std::make_unique<Agent>(
-      options, std::move(*binder), std::move(*cgroups));  // never destroyed: see Agent::waiters_
+  auto records = agent::JobRecords::open(options.state_dir);
+  if (!records) return fail(records.error());
+  auto agent =
+      std::make_unique<Agent>(options, std::move(*binder), std::move(*cgroups),
+                              std::move(*records));  // never destroyed: see Agent::waiters_
   std::thread signal_waiter([&] {
     int signal = 0;
     sigwait(&signals, &signal);

@@ -273,9 +273,18 @@ TEST_F(JobFlow, TheControllerRefusesForgedAndMissingCredentials) {
 }
 
 TEST_F(JobFlow, OnlyRootMayRegisterANode) {
-  Completed rogue = loom::testing::run(
-      {"runuser", "-u", "loom-bob", "--", loom::testing::built("agent/loomd"), "--controller",
-       cluster_->address(), "--name", "rogue", "--synthetic", "pack:1 core:64 pu:1"});
+  // A state directory of its own, so that what stops it is the controller's refusal (loomd
+  // refuses to start on one it cannot write).
+  const passwd* bob = ::getpwnam("loom-bob");
+  ASSERT_NE(bob, nullptr);
+  const std::filesystem::path state = loom::testing::temp_path("rogue-state");
+  std::filesystem::create_directories(state);
+  ASSERT_EQ(::chown(state.c_str(), bob->pw_uid, bob->pw_gid), 0);
+  Completed rogue =
+      loom::testing::run({"runuser", "-u", "loom-bob", "--", loom::testing::built("agent/loomd"),
+                          "--controller", cluster_->address(), "--name", "rogue", "--synthetic",
+                          "pack:1 core:64 pu:1", "--state-dir", state.string()});
+  std::filesystem::remove_all(state);
   EXPECT_NE(rogue.exit_code, 0);
   EXPECT_NE(rogue.err.find("an agent must run as root; loom-bob"), std::string::npos) << rogue.err;
 }

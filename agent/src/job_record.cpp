@@ -1,0 +1,175 @@
+#include "loom/agent/job_record.hpp"
+
+#include <fmt/format.h>
+#include <google/protobuf/util/json_util.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+namespace loom::agent {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string to_json_string(const google::protobuf::Message& message) {
+  std::string json;
+  (void)google::protobuf::util::MessageToJsonString(message, &json);
+  return json;
+}
+
+// Protobuf messages are kept as their JSON, in a string: the format older agents wrote.
+template <typename Message>
+Message from_json_string(const nlohmann::json& text, std::string_view field) {
+  Message message;
+  if (!google::protobuf::util::JsonStringToMessage(text.get<std::string>(), &message).ok())
+    throw std::invalid_argument(fmt::format("{} does not parse", field));
+  return message;
+}
+
+nlohmann::json ended_json(const v1::JobEnded& e) {
+  return {{"exit_code", e.exit_code()},
+          {"signal", e.has_signal() ? nlohmann::json(e.signal()) : nlohmann::json(nullptr)},
+          {"out_of_memory", e.out_of_memory()},
+          {"error", e.error()},
+          {"staging", e.staging()},
+          {"cpu_seconds", e.usage().cpu_seconds()},
+          {"memory_peak_bytes", e.usage().has_memory_peak_bytes()
+                                    ? nlohmann::json(e.usage().memory_peak_bytes())
+                                    : nlohmann::json(nullptr)}};
+}
+
+v1::JobEnded ended_of(JobId id, const nlohmann::json& j) {
+  v1::JobEnded e;
+  e.set_job(id.value());
+  e.set_exit_code(j.at("exit_code").get<int>());
+  if (!j.at("signal").is_null()) e.set_signal(j.at("signal").get<int>());
+  e.set_out_of_memory(j.at("out_of_memory").get<bool>());
+  e.set_error(j.at("error").get<std::string>());
+  e.set_staging(j.value("staging", false));
+  e.mutable_usage()->set_cpu_seconds(j.value("cpu_seconds", 0.0));
+  if (j.contains("memory_peak_bytes") && !j["memory_peak_bytes"].is_null())
+    e.mutable_usage()->set_memory_peak_bytes(j["memory_peak_bytes"].get<std::uint64_t>());
+  return e;
+}
+
+nlohmann::json to_json(const JobRecord& r) {
+  nlohmann::json ranks = nlohmann::json::array();
+  for (const auto& [rank, t] : r.ranks) {
+    ranks.push_back({{"rank", rank},
+                     {"cgroup", t.cgroup_name},
+                     {"keeper", t.keeper},
+                     {"keeper_start", t.keeper_start},
+                     {"status", t.status_path.string()}});
+  }
+  nlohmann::json j = {{"job", r.id.value()},
+                      {"launch", to_json_string(r.launch)},
+                      {"started", to_json_string(r.started)},
+                      {"ranks", std::move(ranks)},
+                      {"ended", r.ended ? ended_json(*r.ended) : nlohmann::json(nullptr)}};
+  if (r.launching) j["launching"] = *r.launching;
+  if (r.daemon) j["daemon"] = true;
+  return j;
+}
+
+// Throws (nlohmann's exceptions, std::invalid_argument) on what a record cannot be.
+JobRecord from_json(const nlohmann::json& j) {
+  JobRecord r;
+  r.id = JobId(j.at("job").get<std::uint64_t>());
+  if (j.contains("launch")) r.launch = from_json_string<v1::Launch>(j["launch"], "launch");
+  if (j.contains("started")) r.started = from_json_string<v1::JobStarted>(j["started"], "started");
+  if (j.contains("launching")) r.launching = j["launching"].get<std::vector<std::uint32_t>>();
+  for (const nlohmann::json& t : j.value("ranks", nlohmann::json::array())) {
+    r.ranks.emplace_back(
+        t.value("rank", 0u),
+        TaskRecord{t.at("cgroup").get<std::string>(), t.at("keeper").get<pid_t>(),
+                   t.at("keeper_start").get<std::uint64_t>(), t.at("status").get<std::string>()});
+  }
+  r.daemon = j.value("daemon", false);
+  if (j.contains("ended") && !j["ended"].is_null()) r.ended = ended_of(r.id, j["ended"]);
+  return r;
+}
+
+Result<JobRecord> read(const fs::path& path) {
+  std::ifstream in(path);
+  const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+  if (j.is_discarded())
+    return make_error(ErrorCode::kDataLoss, "does not parse as JSON (cut short?)");
+  try {
+    return from_json(j);
+  } catch (const std::exception& e) {
+    return make_error(ErrorCode::kDataLoss, fmt::format("not a job's record: {}", e.what()));
+  }
+}
+
+}  // namespace
+
+Result<JobRecords> JobRecords::open(fs::path dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      fmt::format("cannot make {}: {}", dir.string(), ec.message()));
+  }
+  ::chmod(dir.c_str(), 0700);  // jobs' commands and users are in the records
+  return JobRecords(std::move(dir));
+}
+
+fs::path JobRecords::path(JobId id) const { return dir_ / fmt::format("job_{}.json", id.value()); }
+
+Status JobRecords::save(const JobRecord& record) const {
+  const fs::path target = path(record.id), temp = target.string() + ".tmp";
+  {
+    std::ofstream out(temp);
+    // Replace, not throw on, bytes that are not UTF-8 (a path in an error message).
+    out << to_json(record).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    out.flush();
+    if (!out) {
+      return make_error(
+          ErrorCode::kInternal,
+          fmt::format("cannot write {}: the job would be lost by a restart", temp.string()));
+    }
+  }
+  std::error_code ec;
+  fs::rename(temp, target, ec);
+  if (ec) {
+    return make_error(ErrorCode::kInternal,
+                      fmt::format("cannot save {}: {}: the job would be lost by a restart",
+                                  target.string(), ec.message()));
+  }
+  return {};
+}
+
+std::optional<JobRecord> JobRecords::load(JobId id) const {
+  if (!fs::exists(path(id))) return std::nullopt;
+  auto record = read(path(id));
+  if (!record) return std::nullopt;
+  return std::move(*record);
+}
+
+void JobRecords::remove(JobId id) const {
+  std::error_code ignored;
+  fs::remove(path(id), ignored);
+}
+
+std::vector<JobRecord> JobRecords::load_all() const {
+  std::vector<JobRecord> out;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
+    const std::string file = entry.path().filename().string();
+    if (!file.starts_with("job_") || !file.ends_with(".json")) continue;
+    auto record = read(entry.path());
+    if (!record) {
+      spdlog::error("{} {}; set aside as {}.bad", entry.path().string(), record.error().message(),
+                    file);
+      fs::rename(entry.path(), entry.path().string() + ".bad", ec);
+      continue;
+    }
+    out.push_back(std::move(*record));
+  }
+  return out;
+}
+
+}  // namespace loom::agent

@@ -1,0 +1,112 @@
+// An agent's job records: what one agent writes the next one reads back, and a record that
+// is damaged is set aside rather than stopping the agent.
+#include "loom/agent/job_record.hpp"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "temp.hpp"
+
+namespace loom::agent {
+namespace {
+
+namespace fs = std::filesystem;
+
+class JobRecordTest : public ::testing::Test {
+ protected:
+  void TearDown() override { fs::remove_all(dir_); }
+  JobRecords records() {
+    auto opened = JobRecords::open(dir_);
+    EXPECT_TRUE(opened) << opened.error().to_string();
+    return std::move(*opened);
+  }
+  void write(const std::string& file, const std::string& text) {
+    std::ofstream(dir_ / file) << text;
+  }
+  JobRecord running(std::uint64_t id) {
+    JobRecord r;
+    r.id = JobId(id);
+    r.launch.set_job(id);
+    r.launch.mutable_spec()->add_argv("/bin/sleep");
+    r.started.set_job(id);
+    r.started.add_ranks()->set_rank(3);
+    r.ranks.emplace_back(3, TaskRecord{"level/job_7/rank_3", 4242, 99, dir_ / "s"});
+    return r;
+  }
+  fs::path dir_ = loom::testing::temp_path("records");
+};
+
+TEST_F(JobRecordTest, WhatOneAgentRecordsTheNextReadsBack) {
+  const JobRecords rs = records();
+  JobRecord r = running(7);
+  r.daemon = true;
+  ASSERT_TRUE(rs.save(r));
+  JobRecord ended = running(8);
+  v1::JobEnded e;
+  e.set_job(8);
+  e.set_exit_code(1);
+  e.set_error("StageInFailed: storage:/in on n0: no such file");
+  e.set_staging(true);
+  e.mutable_usage()->set_memory_peak_bytes(1 << 20);
+  ended.ended = e;
+  ASSERT_TRUE(rs.save(ended));
+
+  const std::optional<JobRecord> back = rs.load(JobId(7));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->launch.spec().argv(0), "/bin/sleep");
+  EXPECT_EQ(back->started.ranks(0).rank(), 3u);
+  ASSERT_EQ(back->ranks.size(), 1u);
+  EXPECT_EQ(back->ranks[0].first, 3u);
+  EXPECT_EQ(back->ranks[0].second.cgroup_name, "level/job_7/rank_3");
+  EXPECT_EQ(back->ranks[0].second.keeper, 4242);
+  EXPECT_EQ(back->ranks[0].second.keeper_start, 99u);
+  EXPECT_TRUE(back->daemon);
+  EXPECT_FALSE(back->ended);
+  const std::optional<JobRecord> end = rs.load(JobId(8));
+  ASSERT_TRUE(end && end->ended);
+  EXPECT_EQ(end->ended->error(), e.error());
+  EXPECT_TRUE(end->ended->staging()) << "a staging failure stays one across a restart";
+  EXPECT_EQ(end->ended->usage().memory_peak_bytes(), 1u << 20);
+  EXPECT_EQ(rs.load_all().size(), 2u);
+  rs.remove(JobId(7));
+  EXPECT_FALSE(rs.load(JobId(7)));
+}
+
+TEST_F(JobRecordTest, ARecordTheAgentBeforeThisOneWroteIsRead) {
+  const JobRecords rs = records();
+  // As the agent wrote them before JobRecord: a launch being started, and an end.
+  write("job_5.json",
+        R"({"job":5,"launching":[0,1],"launch":"{\"job\":\"5\"}","ranks":[],"ended":null})");
+  write("job_6.json",
+        R"({"job":6,"ranks":[],"ended":{"exit_code":137,"signal":9,"out_of_memory":true,)"
+        R"("error":"","cpu_seconds":1.5,"memory_peak_bytes":null}})");
+  const std::vector<JobRecord> all = rs.load_all();
+  ASSERT_EQ(all.size(), 2u);
+  const JobRecord& launching = all[0].id == JobId(5) ? all[0] : all[1];
+  const JobRecord& ended = all[0].id == JobId(5) ? all[1] : all[0];
+  ASSERT_TRUE(launching.launching);
+  EXPECT_EQ(*launching.launching, (std::vector<std::uint32_t>{0, 1}));
+  EXPECT_EQ(launching.launch.job(), 5u);
+  ASSERT_TRUE(ended.ended);
+  EXPECT_EQ(ended.ended->signal(), 9);
+  EXPECT_TRUE(ended.ended->out_of_memory());
+  EXPECT_DOUBLE_EQ(ended.ended->usage().cpu_seconds(), 1.5);
+}
+
+TEST_F(JobRecordTest, ATruncatedOrIncompleteRecordIsSetAsideAndTheOthersStillLoad) {
+  const JobRecords rs = records();
+  ASSERT_TRUE(rs.save(running(1)));
+  write("job_2.json", R"({"job":2,"launch":"{}","ranks":[{"cgroup":"x","kee)");  // disk full
+  write("job_3.json", R"({"job":3,"ranks":[{"cgroup":"x"}],"ended":null})");     // no keeper
+  write("job_4.json", R"({"ranks":[]})");                                        // no id
+  const std::vector<JobRecord> all = rs.load_all();
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].id, JobId(1));
+  for (const char* bad : {"job_2.json.bad", "job_3.json.bad", "job_4.json.bad"})
+    EXPECT_TRUE(fs::exists(dir_ / bad)) << bad << " was not set aside";
+  EXPECT_EQ(rs.load_all().size(), 1u) << "a record set aside is not read again";
+}
+
+}  // namespace
+}  // namespace loom::agent
