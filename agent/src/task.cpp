@@ -156,6 +156,16 @@ Result<Task> Task::adopt(const CgroupTree& cgroups, const TaskRecord& record) {
   return Task(record, std::move(cgroup), false);
 }
 
+std::optional<UniqueFd> Task::exit_fd() const {
+  if (done_) return std::nullopt;
+  UniqueFd fd(static_cast<int>(::syscall(SYS_pidfd_open, record_.keeper, 0)));
+  if (!fd) return std::nullopt;  // gone: an adopted task's keeper, which wrote its status
+  // This process's child cannot be another process until reaped; an adopted keeper's PID
+  // may have been reused since, which its start time tells.
+  if (!own_child_ && start_time(record_.keeper) != record_.keeper_start) return std::nullopt;
+  return fd;
+}
+
 Result<ExitStatus> Task::wait() {
   if (own_child_) {
     while (::waitpid(record_.keeper, nullptr, 0) < 0) {

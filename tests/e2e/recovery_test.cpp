@@ -50,6 +50,17 @@ TEST_F(Recovery, AnAgentKilledMidJobIsRestartedAndKeepsItsJob) {
   expect_gated_ran_once(id, "agent.txt");  // it ends only now, under the new agent
 }
 
+// An orderly stop (systemctl stop, an upgrade): the agent leaves, exits 0 after joining its
+// threads (under ASan its leak check runs then), and the job runs on for the next agent.
+TEST_F(Recovery, AnAgentStoppedWithSigtermLeavesItsJobRunningForTheNextOne) {
+  const std::uint64_t id = submit_gated("term.txt");
+  wait_output("term.txt", "start");
+  const std::string node = show(id)["placement"][0]["node"];
+  ASSERT_EQ(::kill(daemon("loomd", "--name " + node + " "), SIGTERM), 0);
+  cluster_->wait_log(fmt::format("loomd {} exited with status 0; restarting it", node));
+  expect_gated_ran_once(id, "term.txt");  // it ends only now, under the new agent
+}
+
 TEST_F(Recovery, AControllerKilledMidJobLosesNothingAndRunsNothingTwice) {
   const std::uint64_t first =
       submit({"submit", "-o", "first.txt", "--", "sh", "-c",

@@ -20,6 +20,7 @@
 
 #include "loom/agent/cgroup.hpp"
 #include "loom/common/error.hpp"
+#include "loom/common/unique_fd.hpp"
 #include "loom/hwtopo/binding.hpp"
 
 namespace loom::agent {
@@ -82,6 +83,9 @@ class Task {
     done_ = true;
     return record_;
   }
+  // A pidfd that is readable once the task's keeper has exited; none when it has exited
+  // already (an adopted task whose keeper is gone). After it, wait() does not block.
+  std::optional<UniqueFd> exit_fd() const;
   // Waits for the task to exit, then kills anything it left behind.
   Result<ExitStatus> wait();
   // Kills every process of the task (by cgroup); wait() then reports the signal.

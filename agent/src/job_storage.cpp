@@ -1,4 +1,4 @@
-#include "job_storage.hpp"
+#include "loom/agent/job_storage.hpp"
 
 #include <fcntl.h>
 #include <fmt/format.h>

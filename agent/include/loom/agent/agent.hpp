@@ -1,0 +1,128 @@
+// loomd's agent: registers its node with the controller over one stream, runs each job it
+// is sent as tasks (own cgroup, bound as placed, as the user, watched by a keeper) and
+// reports when a job's processes on this node have all ended.
+//
+// Jobs outlive the agent: each job is recorded in the state directory, so that an agent
+// that restarts (crashed, upgraded, or stopped with SIGTERM) adopts its tasks again, and a
+// job's end is kept until the controller acknowledges it (Forget). When the stream breaks
+// the agent reconnects and tells the controller what it still runs and what ended meanwhile.
+//
+// Threads, all joined by run() before it returns: the stream reader (run's caller), the
+// heartbeat sender, the killer (SIGKILLs due after kill grace periods), the exit watcher
+// (every task's keeper, by pidfd), and two bounded pools for blocking work: one for jobs
+// that copy files (the stager takes one copy at a time anyway), one for the rest.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "loom/agent/cgroup.hpp"
+#include "loom/agent/exit_watcher.hpp"
+#include "loom/agent/job_record.hpp"
+#include "loom/agent/task.hpp"
+#include "loom/agent/work_pool.hpp"
+#include "loom/burstbuffer/data_plane.hpp"
+#include "loom/common/config.hpp"
+#include "loom/common/ids.hpp"
+#include "loom/hwtopo/binding.hpp"
+#include "loom/launch/plan.hpp"
+#include "loom/proto/loom.pb.h"
+
+namespace loom::agent {
+
+class ControllerLink;
+class StagerPool;
+
+struct AgentOptions {
+  std::string controller;  // HOST:PORT
+  std::string name;        // the node's
+  std::string cgroup;      // this agent's level under loom/
+  std::filesystem::path state_dir;
+  std::filesystem::path shm_dir;  // MPI jobs' shared-memory directories
+  bool allow_root = false;
+  std::uint64_t pids_max = 0;  // agent.pids_max
+  std::uint64_t swap = 0;      // agent.swap
+  std::chrono::milliseconds heartbeat{1000};
+  std::filesystem::path keeper;        // loom-keeper
+  std::filesystem::path launcher_dir;  // loom-rank and loom-rsh
+  std::vector<Config::NvmeDevice> nvme;
+  std::string data_address;  // a storage agent's Storage service; empty on a compute node
+  burstbuffer::DataPlaneOptions data_plane;
+  std::size_t workers = 4;  // the pool for jobs that copy no files
+};
+
+class Agent {
+ public:
+  static Result<std::unique_ptr<Agent>> make(AgentOptions options, hwtopo::Binder binder,
+                                             CgroupTree cgroups, JobRecords records);
+  ~Agent();
+
+  // Adopts what the state directory says an agent before this one left running, then
+  // serves the controller until stop(), reconnecting whenever the stream breaks. Returns
+  // the exit status: 1 when the controller refuses this agent. Every thread is joined
+  // before it returns, and the jobs' tasks left running under their keepers.
+  int run(const std::string& topology_json);
+  // An orderly stop (SIGTERM, SIGINT): the agent leaves, its jobs keep running under their
+  // keepers for the next agent to adopt. Any thread may call it.
+  void stop();
+
+ private:
+  struct Job;
+  Agent(AgentOptions options, hwtopo::Binder binder, CgroupTree cgroups, JobRecords records,
+        std::unique_ptr<ExitWatcher> watcher);
+
+  // agent.cpp: the stream and the threads.
+  v1::FromAgent hello(const std::string& topology_json);
+  void command(const v1::ToAgent& command);
+  std::vector<v1::FromAgent> started_jobs();
+  void send_heartbeats();
+  void deliver_kills();
+  void leave();
+  // agent_recovery.cpp
+  void recover();
+  void sweep_orphans();
+  // agent_launch.cpp
+  std::shared_ptr<Job> make_job(const v1::Launch& launch);
+  void launch(const v1::Launch& launch);
+  bool start(const std::shared_ptr<Job>& job);
+  TaskSpec task_spec(JobId job, const launch::TaskPlan& plan) const;
+  void exec(const v1::Exec& exec);
+  void buffer(const v1::BufferCommand& command);
+  // agent_end.cpp
+  WorkPool& lane(const Job& job);
+  void watch(const std::shared_ptr<Job>& job);
+  void complete(const std::shared_ptr<Job>& job);
+  void abandon(Job& job, const std::string& error, bool staging = false);
+  void end_killed(Job& job);
+  void finish(JobId id, const v1::JobEnded& e);
+  void forget(JobId id);
+  void kill(JobId id, std::chrono::seconds grace, bool finish);
+  void save(const JobRecord& record) const;
+  void send_staging(const Job& job, bool out = false);
+
+  AgentOptions o_;
+  JobRecords records_;  // in o_.state_dir
+  hwtopo::Binder binder_;
+  const CgroupTree cgroups_;
+  std::shared_ptr<StagerPool> stagers_;
+  std::unique_ptr<ControllerLink> link_;
+  std::atomic<bool> stopped_{false};
+  std::mutex jobs_mutex_;                       // guards jobs_, ended_ and kill_at_
+  std::map<JobId, std::shared_ptr<Job>> jobs_;  // running here
+  std::map<JobId, v1::JobEnded> ended_;         // ended here, not yet acknowledged
+  std::multimap<std::chrono::steady_clock::time_point, JobId> kill_at_;  // SIGKILLs due
+  std::condition_variable_any wake_;  // stop, a kill due, a heartbeat due, a reconnection
+  // Last: the threads that use what is above go before it does.
+  std::unique_ptr<ExitWatcher> watcher_;
+  WorkPool copies_{1};
+  WorkPool work_;
+};
+
+}  // namespace loom::agent

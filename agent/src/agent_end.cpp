@@ -1,0 +1,175 @@
+// A job's end on this node: its tasks watched until they exit, stage-out, teardown, and the
+// end recorded and reported; and the kills that hasten it.
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+
+#include "agent_job.hpp"
+#include "controller_link.hpp"
+
+namespace loom::agent {
+
+// A job that copies files waits behind other copies (the stager takes one at a time); no
+// other job waits behind a copy.
+WorkPool& Agent::lane(const Job& job) { return job.copies() ? copies_ : work_; }
+
+// Without a thread: each task's keeper is watched by pidfd, and once all have exited the
+// job is completed on its lane.
+void Agent::watch(const std::shared_ptr<Job>& job) {
+  std::vector<std::optional<UniqueFd>> exits;
+  {
+    std::lock_guard lock(job->mutex);
+    for (const Task& task : job->tasks) exits.push_back(task.exit_fd());
+  }
+  auto left = std::make_shared<std::atomic<std::size_t>>(exits.size() + 1);
+  auto exited = [this, job, left] {
+    if (left->fetch_sub(1) == 1) lane(*job).post([this, job] { complete(job); });
+  };
+  for (std::optional<UniqueFd>& fd : exits) {
+    if (fd) {
+      watcher_->watch(std::move(*fd), exited);
+    } else {
+      exited();  // it had exited already
+    }
+  }
+  exited();
+}
+
+// Collects the tasks' ends (the first failing rank's status is the job's), stages out
+// unless the job was killed (cancelled, past its walltime, failed elsewhere), removes the
+// slice and reports the end. An agent stopping leaves the job as recorded.
+void Agent::complete(const std::shared_ptr<Job>& job) {
+  if (stopped_.load()) return;
+  v1::JobEnded e;
+  e.set_job(job->id.value());
+  for (Task& task : job->tasks) {
+    auto status = task.wait();
+    if (!status) {
+      if (e.error().empty()) e.set_error(status.error().to_string());
+      if (e.exit_code() == 0) e.set_exit_code(127);
+      continue;
+    }
+    if (status->exit_code != 0 && e.exit_code() == 0) {
+      e.set_exit_code(status->exit_code);
+      if (status->signal) e.set_signal(*status->signal);
+    }
+    if (status->out_of_memory) e.set_out_of_memory(true);
+    v1::Usage* usage = e.mutable_usage();
+    usage->set_cpu_seconds(usage->cpu_seconds() + status->usage.cpu_seconds);
+    if (status->usage.memory_peak_bytes) {
+      usage->set_memory_peak_bytes(
+          std::max(usage->memory_peak_bytes(), *status->usage.memory_peak_bytes));
+    }
+  }
+  if (!job->killed.load() && job->storage->stages_out()) {
+    send_staging(*job, /*out=*/true);
+    Status staged = job->storage->stage_out(job->interrupted);
+    if (stopped_.load()) return;
+    send_staging(*job, /*out=*/true);
+    if (!staged && e.error().empty() && !job->killed.load()) {
+      e.set_error(staged.error().message());
+      e.set_staging(true);
+    }
+  }
+  if (auto removed = job->storage->teardown(); !removed)
+    spdlog::error("job {}: removing its slice: {}", job->id.value(), removed.error().to_string());
+  finish(job->id, e);
+}
+
+// A job that cannot run here: what started of it is killed, its slice removed, and it
+// ends failed with why.
+void Agent::abandon(Job& job, const std::string& error, bool staging) {
+  for (Task& task : job.tasks) (void)task.kill();
+  for (Task& task : job.tasks) (void)task.wait();
+  (void)job.storage->teardown();
+  v1::JobEnded e;
+  e.set_job(job.id.value());
+  e.set_exit_code(127);
+  e.set_error(error);
+  e.set_staging(staging);
+  finish(job.id, e);
+}
+
+// Killed before its ranks started (while staging in): it ends as a SIGTERMed job would.
+void Agent::end_killed(Job& job) {
+  v1::JobEnded e;
+  e.set_job(job.id.value());
+  e.set_exit_code(128 + SIGTERM);
+  e.set_signal(SIGTERM);
+  finish(job.id, e);
+}
+
+// The job's processes here are all gone: recorded, then reported (again at every
+// registration until the controller says Forget).
+void Agent::finish(JobId id, const v1::JobEnded& e) {
+  JobRecord record;
+  if (auto found = records_.load(id)) {
+    record = std::move(*found);
+  } else {
+    record.id = id;  // a record lost meanwhile: the end is what matters now
+  }
+  record.launching.reset();
+  record.ended = e;
+  save(record);
+  {
+    std::lock_guard lock(jobs_mutex_);
+    jobs_.erase(id);
+    ended_[id] = e;
+  }
+  v1::FromAgent message;
+  *message.mutable_ended() = e;
+  link_->write(message);
+}
+
+void Agent::forget(JobId id) {
+  std::lock_guard lock(jobs_mutex_);
+  ended_.erase(id);
+  records_.remove(id);
+}
+
+// SIGTERM now and SIGKILL after the grace period; at once without one. With `finish` the
+// job ended well elsewhere (its mpirun): what is left here stops, and the job's end here
+// goes on as if its tasks had ended (stage-out included).
+void Agent::kill(JobId id, std::chrono::seconds grace, bool finish) {
+  std::lock_guard lock(jobs_mutex_);
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return;
+  const std::shared_ptr<Job> job = it->second;
+  if (!finish) {
+    job->killed.store(true);
+    job->interrupted.store(true);
+  }
+  std::lock_guard tasks(job->mutex);
+  if (job->daemon) {  // nothing started here yet, and nothing will
+    job->daemon.reset();
+    work_.post([this, job] {
+      if (auto removed = job->storage->teardown(); !removed) {
+        spdlog::error("job {}: removing its slice: {}", job->id.value(),
+                      removed.error().to_string());
+      }
+      end_killed(*job);
+    });
+    return;
+  }
+  if (grace.count() == 0) {
+    for (Task& task : job->tasks) (void)task.kill();
+    return;
+  }
+  for (Task& task : job->tasks) task.terminate();
+  kill_at_.emplace(std::chrono::steady_clock::now() + grace, id);
+  wake_.notify_all();
+}
+
+// Not fatal: the job runs on, but a restart of this agent would lose it (said so).
+void Agent::save(const JobRecord& record) const {
+  if (auto saved = records_.save(record); !saved) spdlog::error("{}", saved.error().to_string());
+}
+
+void Agent::send_staging(const Job& job, bool out) {
+  v1::FromAgent message;
+  *message.mutable_staging() = job.storage->report();
+  if (out) message.mutable_staging()->set_out(true);
+  if (message.staging().files_size() > 0) link_->write(message);
+}
+
+}  // namespace loom::agent
