@@ -218,13 +218,6 @@ Status Slice::destroy() {
   return {};
 }
 
-fs::path buffer_image(const fs::path& device, const std::string& name) {
-  return device / ".loom" / fmt::format("bb_{}.img", name);
-}
-fs::path buffer_mount(const fs::path& device, const std::string& name) {
-  return device / fmt::format("bb_{}", name);
-}
-
 std::vector<std::string> buffers_on(const fs::path& device) {
   std::vector<std::string> names;
   std::error_code ec;
@@ -235,13 +228,6 @@ std::vector<std::string> buffers_on(const fs::path& device) {
   }
   std::sort(names.begin(), names.end());
   return names;
-}
-
-fs::path slice_image(const fs::path& device, std::uint64_t job) {
-  return device / ".loom" / fmt::format("job_{}.img", job);
-}
-fs::path slice_mount(const fs::path& device, std::uint64_t job) {
-  return device / fmt::format("job_{}", job);
 }
 
 std::vector<std::uint64_t> slices_on(const fs::path& device) {

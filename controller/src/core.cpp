@@ -6,7 +6,7 @@
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
-#include "loom/burstbuffer/slice.hpp"
+#include "loom/burstbuffer/names.hpp"
 #include "loom/common/bytes.hpp"
 
 namespace loom::controller {

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "loom/burstbuffer/names.hpp"
 #include "loom/common/error.hpp"
 
 namespace loom::burstbuffer {
@@ -57,16 +58,9 @@ class Slice {
   std::filesystem::path mount_;
 };
 
-// Where a persistent buffer goes on a device: DEVICE/.loom/bb_NAME.img on DEVICE/bb_NAME.
-std::filesystem::path buffer_image(const std::filesystem::path& device, const std::string& name);
-std::filesystem::path buffer_mount(const std::filesystem::path& device, const std::string& name);
 // The persistent buffers whose images are on the device.
 std::vector<std::string> buffers_on(const std::filesystem::path& device);
 
-// Where a job's slice goes on a node's NVMe device (a directory on it): the image at
-// DEVICE/.loom/job_ID.img, mounted at DEVICE/job_ID (the job's LOOM_BB_DIR).
-std::filesystem::path slice_image(const std::filesystem::path& device, std::uint64_t job);
-std::filesystem::path slice_mount(const std::filesystem::path& device, std::uint64_t job);
 // The jobs that have a slice image on the device.
 std::vector<std::uint64_t> slices_on(const std::filesystem::path& device);
 // Unmounts and removes a job's slice, whatever state it was left in.
