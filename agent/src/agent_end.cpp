@@ -44,8 +44,11 @@ void Agent::complete(const std::shared_ptr<Job>& job) {
   e.set_job(job->id.value());
   for (Task& task : job->tasks) {
     auto status = task.wait();
-    if (!status) {
-      if (e.error().empty()) e.set_error(status.error().to_string());
+    if (!status) {  // its keeper vanished, or wrote no status: it is lost
+      if (e.error().empty()) {
+        e.set_error(status.error().to_string());
+        e.set_reason(v1::REASON_LAUNCH_FAILED);
+      }
       if (e.exit_code() == 0) e.set_exit_code(127);
       continue;
     }
@@ -68,7 +71,7 @@ void Agent::complete(const std::shared_ptr<Job>& job) {
     send_staging(*job, /*out=*/true);
     if (!staged && e.error().empty() && !job->killed.load()) {
       e.set_error(staged.error().message());
-      e.set_staging(true);
+      e.set_reason(v1::REASON_STAGE_OUT_FAILED);
     }
   }
   if (auto removed = job->storage->teardown(); !removed)
@@ -78,15 +81,15 @@ void Agent::complete(const std::shared_ptr<Job>& job) {
 
 // A job that cannot run here: what started of it is killed, its slice removed, and it
 // ends failed with why.
-void Agent::abandon(Job& job, const std::string& error, bool staging) {
+void Agent::abandon(Job& job, v1::Reason reason, const std::string& error) {
   for (Task& task : job.tasks) (void)task.kill();
   for (Task& task : job.tasks) (void)task.wait();
   (void)job.storage->teardown();
   v1::JobEnded e;
   e.set_job(job.id.value());
-  e.set_exit_code(127);
+  e.set_exit_code(127);  // it ran nothing, as a shell says of a command it cannot run
   e.set_error(error);
-  e.set_staging(staging);
+  e.set_reason(reason);
   finish(job.id, e);
 }
 

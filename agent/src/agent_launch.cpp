@@ -87,8 +87,7 @@ bool Agent::start(const std::shared_ptr<Job>& job) {
     if (job->killed.load()) {
       end_killed(*job);
     } else {
-      abandon(*job, prepared.error().message(),
-              /*staging=*/prepared.error().message().starts_with("StageInFailed"));
+      abandon(*job, prepared.error().reason, prepared.error().error.message());
     }
     return false;
   }
@@ -154,7 +153,7 @@ bool Agent::start(const std::shared_ptr<Job>& job) {
   if (error.empty()) job->started = started;
   lock.unlock();
   if (!error.empty()) {
-    abandon(*job, error);
+    abandon(*job, v1::REASON_LAUNCH_FAILED, error);
     return false;
   }
   save(running(job->id, launch, started, std::move(ranks), job->daemon.has_value()));
@@ -228,7 +227,9 @@ void Agent::exec(const v1::Exec& e) {
   }
   lock.unlock();
   if (!error.empty()) {
-    work_.post([this, job, error] { abandon(*job, "Open MPI's daemon: " + error); });
+    work_.post([this, job, error] {
+      abandon(*job, v1::REASON_LAUNCH_FAILED, "Open MPI's daemon: " + error);
+    });
     return;
   }
   spdlog::info("job {}: Open MPI's daemon started", e.job());

@@ -30,6 +30,7 @@ void Agent::recover() {
       e.set_job(id.value());
       e.set_exit_code(127);
       e.set_error("the agent stopped while starting the job");
+      e.set_reason(v1::REASON_LAUNCH_FAILED);
       finish(id, e);
       continue;
     }
@@ -42,7 +43,8 @@ void Agent::recover() {
     job->id = id;
     job->started = record.started;
     if (record.daemon) {
-      abandon(*job, "its agent restarted before Open MPI's daemon started here");
+      abandon(*job, v1::REASON_LAUNCH_FAILED,
+              "its agent restarted before Open MPI's daemon started here");
       continue;
     }
     std::string lost;
@@ -55,7 +57,7 @@ void Agent::recover() {
       job->tasks.push_back(std::move(*task));
     }
     if (!lost.empty()) {
-      abandon(*job, "lost by an agent restart: " + lost);
+      abandon(*job, v1::REASON_LAUNCH_FAILED, "lost by an agent restart: " + lost);
       continue;
     }
     spdlog::info("job {}: {} rank(s) still running, adopted", id.value(), job->tasks.size());

@@ -34,7 +34,7 @@ nlohmann::json ended_json(const v1::JobEnded& e) {
           {"signal", e.has_signal() ? nlohmann::json(e.signal()) : nlohmann::json(nullptr)},
           {"out_of_memory", e.out_of_memory()},
           {"error", e.error()},
-          {"staging", e.staging()},
+          {"reason", v1::Reason_Name(e.reason())},
           {"cpu_seconds", e.usage().cpu_seconds()},
           {"memory_peak_bytes", e.usage().has_memory_peak_bytes()
                                     ? nlohmann::json(e.usage().memory_peak_bytes())
@@ -48,7 +48,22 @@ v1::JobEnded ended_of(JobId id, const nlohmann::json& j) {
   if (!j.at("signal").is_null()) e.set_signal(j.at("signal").get<int>());
   e.set_out_of_memory(j.at("out_of_memory").get<bool>());
   e.set_error(j.at("error").get<std::string>());
-  e.set_staging(j.value("staging", false));
+  v1::Reason reason = v1::REASON_NONE;
+  if (j.contains("reason")) {
+    if (!v1::Reason_Parse(j["reason"].get<std::string>(), &reason))
+      throw std::invalid_argument("reason is not a reason");
+  } else if (!e.error().empty()) {
+    // A record from before reasons had codes: its error said which ("StageInFailed: ...").
+    for (auto [prefix, code] : {std::pair{"StageInFailed: ", v1::REASON_STAGE_IN_FAILED},
+                                std::pair{"StageOutFailed: ", v1::REASON_STAGE_OUT_FAILED}}) {
+      if (e.error().starts_with(prefix)) {
+        reason = code;
+        e.set_error(e.error().substr(std::string_view(prefix).size()));
+      }
+    }
+    if (reason == v1::REASON_NONE) reason = v1::REASON_LAUNCH_FAILED;
+  }
+  e.set_reason(reason);
   e.mutable_usage()->set_cpu_seconds(j.value("cpu_seconds", 0.0));
   if (j.contains("memory_peak_bytes") && !j["memory_peak_bytes"].is_null())
     e.mutable_usage()->set_memory_peak_bytes(j["memory_peak_bytes"].get<std::uint64_t>());

@@ -198,9 +198,16 @@ Status JobStorage::make_shm_dir() const {
   return {};
 }
 
-Status JobStorage::prepare(const std::atomic<bool>& cancelled) {
-  if (launch_.spec().mpi())
-    LOOM_TRY(with_context(make_shm_dir(), "the job's shared-memory directory"));
+std::expected<void, StorageFailure> JobStorage::prepare(const std::atomic<bool>& cancelled) {
+  auto failed = [](v1::Reason reason, Error error) {
+    return std::unexpected(StorageFailure{reason, std::move(error)});
+  };
+  if (launch_.spec().mpi()) {
+    if (Status made = make_shm_dir(); !made) {
+      return failed(v1::REASON_LAUNCH_FAILED,
+                    std::move(made.error()).with_context("the job's shared-memory directory"));
+    }
+  }
   if (launch_.bb_device().empty()) return {};
   const fs::path device = launch_.bb_device();
   auto slice = burstbuffer::Slice::create({slice_image(device, launch_.job()),
@@ -208,12 +215,15 @@ Status JobStorage::prepare(const std::atomic<bool>& cancelled) {
                                            launch_.uid(), gid_, 0700, true});
   if (!slice) {
     (void)teardown();
-    return std::unexpected(Error(slice.error()).with_context("creating the burst-buffer slice"));
+    return failed(v1::REASON_LAUNCH_FAILED,
+                  Error(slice.error()).with_context("creating the burst-buffer slice"));
   }
   slice_.emplace(std::move(*slice));
   std::size_t index = 0;
   for (const std::string& text : launch_.spec().stage_in()) {
-    const burstbuffer::StageIn in = LOOM_TRY(burstbuffer::parse_stage_in(text));
+    auto parsed = burstbuffer::parse_stage_in(text);
+    if (!parsed) return failed(v1::REASON_STAGE_IN_FAILED, parsed.error());
+    const burstbuffer::StageIn& in = *parsed;
     File& file = files_.at(index++);
     Status copied =
         copy(file, [&](burstbuffer::Stager& stager, burstbuffer::FileProgress& progress) -> Status {
@@ -234,10 +244,10 @@ Status JobStorage::prepare(const std::atomic<bool>& cancelled) {
         });
     if (!copied) {
       (void)teardown();
-      if (copied.error().code() == ErrorCode::kCancelled) return copied;
-      return make_error(copied.error().code(),
-                        fmt::format("StageInFailed: {}:{} into {}'s slice: {}", in.node, in.path,
-                                    node_, copied.error().message()));
+      return failed(
+          v1::REASON_STAGE_IN_FAILED,
+          Error(copied.error().code(), fmt::format("{}:{} into {}'s slice: {}", in.node, in.path,
+                                                   node_, copied.error().message())));
     }
   }
   return {};
@@ -292,10 +302,9 @@ Status JobStorage::stage_out(const std::atomic<bool>& cancelled) {
         });
     if (!copied && result) {
       // The first failure is the job's; the other files are still staged out.
-      result =
-          make_error(copied.error().code(),
-                     fmt::format("StageOutFailed: {} from {}'s slice to {}:{}: {}", out.slice_path,
-                                 node_, out.node, out.dir, copied.error().message()));
+      result = make_error(copied.error().code(),
+                          fmt::format("{} from {}'s slice to {}:{}: {}", out.slice_path, node_,
+                                      out.node, out.dir, copied.error().message()));
     }
   }
   return result;

@@ -25,7 +25,8 @@ v1::JobInfo info(const JobRow& row) {
   j.set_name(row.spec.name());
   j.set_user(row.user);
   j.set_state(row.state);
-  j.set_reason(row.reason);
+  j.set_reason(row.reason.text());
+  j.set_reason_code(row.reason.code);
   if (row.exit_code) j.set_exit_code(*row.exit_code);
   if (row.signal) j.set_signal(*row.signal);
   j.set_submit_time(row.submit_time);

@@ -252,24 +252,27 @@ void Core::node_ended(NodeId node, const v1::JobEnded& ended) {
   // left of its daemons elsewhere is killed. A daemon's own status is not a rank's (mpirun
   // reports a failing rank), so only a node that could not run its part fails the job.
   const std::optional<NodeId> mpirun =
-      job.nodes.size() > 1 ? mpirun_node(id) : std::nullopt;  // one node: nothing to look up
-  const bool counts = !mpirun || node == *mpirun || !ended.error().empty();
-  if (mpirun && node == *mpirun && !job.pending.empty() && ended.exit_code() == 0 &&
-      ended.error().empty()) {
+      job.nodes.size() > 1 ? mpirun_node(id) : std::nullopt;   // one node: nothing to look up
+  const bool failed_here = ended.reason() != v1::REASON_NONE;  // it could not start or stage
+  const bool counts = !mpirun || node == *mpirun || failed_here;
+  if (mpirun && node == *mpirun && !job.pending.empty() && ended.exit_code() == 0 && !failed_here) {
     v1::ToAgent finish;  // daemons normally end before mpirun does; stragglers are stopped
     finish.mutable_kill()->set_job(id.value());
     finish.mutable_kill()->set_finish(true);
     for (NodeId other : job.pending) send(other, finish);
   }
-  if (counts && !job.failed && (ended.exit_code() != 0 || !ended.error().empty())) {
+  if (counts && !job.failed && (ended.exit_code() != 0 || failed_here)) {
     job.failed = true;
-    // A launch that failed ran nothing (127); a stage-out that failed keeps the ranks' status.
-    job.ending.exit_code = ended.error().empty() || ended.staging() ? ended.exit_code() : 127;
+    // The agent's status: 127 for a launch that ran nothing, the ranks' under a failed
+    // stage-out.
+    job.ending.exit_code = ended.exit_code();
     if (ended.has_signal()) job.ending.signal = ended.signal();
-    if (!ended.error().empty())
-      job.ending.error = fmt::format("on {}: {}", cluster_.name(node), ended.error());
-    job.ending.staging = ended.staging();
-    if (ended.staging()) job.ending.error = ended.error();  // it names the file and the node
+    if (ended.reason() == v1::REASON_LAUNCH_FAILED) {
+      job.ending.failure = {ended.reason(),
+                            fmt::format("on {}: {}", cluster_.name(node), ended.error())};
+    } else if (failed_here) {
+      job.ending.failure = {ended.reason(), ended.error()};  // it names the file and the node
+    }
     send_kill(id, std::chrono::seconds(0));  // the first failing rank ends the job everywhere
   }
   if (!job.pending.empty()) return;

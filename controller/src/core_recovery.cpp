@@ -25,6 +25,7 @@ void Core::reconcile(NodeId node, const v1::RegisterRequest& hello) {
     e.set_job(id.value());
     e.set_exit_code(127);
     e.set_error("its agent restarted and no longer knows the job");
+    e.set_reason(v1::REASON_LAUNCH_FAILED);
     node_ended(node, e);
   }
   for (const auto& [id, job] : manager_->unknown()) {
@@ -90,8 +91,9 @@ void Core::adopt_ready() {
       // sending it. It has not run, so it runs now.
       early_starts_.erase(id);
       early_ends_.erase(id);
-      if (auto status = manager_->lost(id, "its launch was lost when the controller stopped",
-                                       clock_.wall(), false);
+      if (auto status = manager_->lost(
+              id, {v1::REASON_LAUNCH_FAILED, "its launch was lost when the controller stopped"},
+              clock_.wall(), false);
           !status) {
         spdlog::error("job {}: {}", id.value(), status.error().to_string());
       }
@@ -103,12 +105,13 @@ void Core::adopt_ready() {
       e.set_job(id.value());
       e.set_exit_code(127);
       e.set_error(fmt::format("its agent on {} no longer knows the job", cluster_.name(node)));
+      e.set_reason(v1::REASON_LAUNCH_FAILED);
       early_ends_[id][node] = e;
     }
     auto placement = manager_->adopt(id);
     if (!placement) {
       spdlog::error("job {}: {}", id.value(), placement.error().to_string());
-      lose(id, "NodeFail: " + placement.error().message());
+      lose(id, placement.error().message());
       continue;
     }
     RunningJob& job = running_[id];
@@ -134,7 +137,8 @@ void Core::adopt_ready() {
   }
 }
 
-void Core::lose(JobId id, const std::string& reason) {
+void Core::lose(JobId id, const std::string& node_failure) {
+  const Reason reason{v1::REASON_NODE_FAIL, node_failure};
   std::set<NodeId> nodes;
   if (auto it = running_.find(id); it != running_.end()) {
     nodes = it->second.nodes;
@@ -151,7 +155,7 @@ void Core::lose(JobId id, const std::string& reason) {
     spdlog::error("job {}: {}", id.value(), status.error().to_string());
     return;
   }
-  spdlog::warn("job {}: {}", id.value(), reason);
+  spdlog::warn("job {}: {}", id.value(), reason.text());
   wants_pass_ = true;
   v1::ToAgent kill;
   kill.mutable_kill()->set_job(id.value());
@@ -179,15 +183,14 @@ void Core::check_nodes() {
       if (job.pending.contains(node)) jobs.push_back(id);
     }
     for (JobId id : jobs)
-      lose(id, fmt::format("NodeFail: {} was down for longer than the heartbeat window",
-                           cluster_.name(node)));
+      lose(id,
+           fmt::format("{} was down for longer than the heartbeat window", cluster_.name(node)));
   }
   if (now > recovery_until_ && !manager_->unknown().empty()) {
     std::vector<std::pair<JobId, std::string>> missing;
     for (const auto& [id, waiting] : manager_->unknown()) {
-      missing.emplace_back(
-          id, fmt::format("NodeFail: {} did not re-register after the controller restarted",
-                          fmt::join(waiting, ", ")));
+      missing.emplace_back(id, fmt::format("{} did not re-register after the controller restarted",
+                                           fmt::join(waiting, ", ")));
     }
     for (const auto& [id, reason] : missing) lose(id, reason);
   }

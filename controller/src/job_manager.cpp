@@ -278,8 +278,8 @@ Result<JobRow> JobManager::show(const Caller& caller, JobId id,
 
 JobRow JobManager::with_unknown(JobRow row) const {
   if (auto it = unknown_.find(row.id); it != unknown_.end()) {
-    row.reason =
-        fmt::format("StateUnknown: waiting for {} to re-register", fmt::join(it->second, ", "));
+    row.reason = {v1::REASON_STATE_UNKNOWN,
+                  fmt::format("waiting for {} to re-register", fmt::join(it->second, ", "))};
   }
   return row;
 }
@@ -320,7 +320,7 @@ Status JobManager::cancel(const Caller& caller, JobId id, std::optional<std::uin
                                : fmt::format("job {} has already ended ({})", row->id.value(),
                                              v1::JobState_Name(row->state)));
   }
-  const std::string reason = fmt::format("cancelled by {}", caller.user);
+  const Reason reason{v1::REASON_CANCELLED, caller.user};
   std::vector<JobUpdate> updates;
   for (const JobRow* target : targets) {
     if (target->state != v1::PENDING) {
@@ -373,7 +373,7 @@ Result<std::vector<Launch>> JobManager::schedule(sched::Time now) {
     JobUpdate u;
     u.id = id;
     u.state = v1::CANCELLED;
-    u.reason = "DependencyNeverSatisfied";
+    u.reason = {v1::REASON_DEPENDENCY_NEVER_SATISFIED, ""};
     u.end_time = now.time_since_epoch().count();
     updates.push_back(std::move(u));
   }
@@ -404,7 +404,8 @@ std::vector<JobId> JobManager::past_walltime(sched::Time now) {
     // Its ranks are done and their results on their way out: a kill would lose them.
     if (auto it = jobs_.find(id); it != jobs_.end() && it->second.state == v1::STAGING_OUT)
       continue;
-    if (ending_.emplace(id, Killing{v1::TIMEOUT, "TimeLimit"}).second) out.push_back(id);
+    if (ending_.emplace(id, Killing{v1::TIMEOUT, {v1::REASON_TIME_LIMIT, ""}}).second)
+      out.push_back(id);
   }
   return out;
 }
@@ -468,15 +469,14 @@ Status JobManager::finished(JobId id, const Ending& ending, sched::Time now) {
     u.state = killed->second.state;
     u.reason = killed->second.reason;
     ending_.erase(killed);
-  } else if (ending.exit_code == 0 && ending.error.empty()) {
+  } else if (ending.exit_code == 0 && ending.failure.code == v1::REASON_NONE) {
     u.state = v1::COMPLETED;
   } else {
     u.state = v1::FAILED;
-    u.reason = !ending.error.empty() && ending.staging ? ending.error
-               : !ending.error.empty()                 ? "LaunchFailed: " + ending.error
-               : ending.out_of_memory                  ? "OutOfMemory"
-               : ending.signal ? fmt::format("killed by signal {}", *ending.signal)
-                               : "NonZeroExitCode";
+    u.reason = ending.failure.code != v1::REASON_NONE ? ending.failure
+               : ending.out_of_memory                 ? Reason{v1::REASON_OUT_OF_MEMORY, ""}
+               : ending.signal ? Reason{v1::REASON_SIGNAL, std::to_string(*ending.signal)}
+                               : Reason{v1::REASON_NON_ZERO_EXIT_CODE, ""};
   }
   LOOM_TRY(apply(std::span<const JobUpdate>(&u, 1)));  // stored before the resources are given back
   scheduler_.finished(id, end_kind(u.state), now);

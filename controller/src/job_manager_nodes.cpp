@@ -70,7 +70,7 @@ Result<sched::Placement> JobManager::adopt(JobId id) {
   return placement;
 }
 
-Status JobManager::lost(JobId id, const std::string& reason, sched::Time now, bool started) {
+Status JobManager::lost(JobId id, const Reason& reason, sched::Time now, bool started) {
   auto it = jobs_.find(id);
   LOOM_CHECK(it != jobs_.end() && active(it->second.state), "lost() of a job that is not running");
   const bool was_unknown = unknown_.erase(id) > 0;
@@ -79,7 +79,7 @@ Status JobManager::lost(JobId id, const std::string& reason, sched::Time now, bo
   u.id = id;
   if (it->second.spec.requeue() || !started) {
     u.state = v1::PENDING;
-    u.reason = fmt::format("requeued: {}", reason);
+    u.reason = {v1::REASON_REQUEUED, reason.text()};
     u.placement = "";
   } else {
     u.state = v1::NODE_FAIL;
@@ -271,7 +271,7 @@ Result<BufferRow> JobManager::destroy_buffer(const Caller& caller, const std::st
     JobUpdate u;
     u.id = id;
     u.state = v1::CANCELLED;
-    u.reason = fmt::format("BufferDestroyed: --bb-persistent {} was destroyed", name);
+    u.reason = {v1::REASON_BUFFER_DESTROYED, fmt::format("--bb-persistent {} was destroyed", name)};
     u.end_time = now.time_since_epoch().count();
     updates.push_back(std::move(u));
   }

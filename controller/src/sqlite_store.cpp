@@ -18,7 +18,7 @@ static_assert(v1::COMPLETED == 4 && v1::NODE_FAIL > v1::COMPLETED &&
               v1::STAGING_OUT < v1::COMPLETED);
 
 // Migrations, in order: migrations[i] takes the schema from version i to i + 1.
-constexpr std::array<std::string_view, 4> kMigrations = {
+constexpr std::array<std::string_view, 5> kMigrations = {
     R"sql(
       CREATE TABLE jobs (
         id          INTEGER PRIMARY KEY,
@@ -61,6 +61,10 @@ constexpr std::array<std::string_view, 4> kMigrations = {
     )sql",
     R"sql(
       ALTER TABLE jobs ADD COLUMN usage BLOB;  -- loom.v1.Usage, kept with the end
+    )sql",
+    R"sql(
+      -- loom.v1.Reason; reason is its detail. 0 on rows stored before: their reason is whole.
+      ALTER TABLE jobs ADD COLUMN reason_code INTEGER NOT NULL DEFAULT 0;
     )sql",
 };
 
@@ -255,7 +259,8 @@ class SqliteStore final : public Store {
   Status update_jobs(std::span<const JobUpdate> updates) override {
     Result<bool> done = transaction([&]() -> Result<bool> {
       Statement& update = *LOOM_TRY(
-          db_.cached("UPDATE jobs SET state = ?, reason = ?, exit_code = coalesce(?, exit_code), "
+          db_.cached("UPDATE jobs SET state = ?, reason = ?, reason_code = ?, "
+                     "exit_code = coalesce(?, exit_code), "
                      "signal = coalesce(?, signal), start_time = coalesce(?, start_time), "
                      "end_time = coalesce(?, end_time), placement = coalesce(?, placement), "
                      "staging = coalesce(?, staging), usage = coalesce(?, usage) "
@@ -263,23 +268,24 @@ class SqliteStore final : public Store {
       for (const JobUpdate& u : updates) {
         sqlite3_stmt* s = update.get();
         sqlite3_bind_int(s, 1, u.state);
-        sqlite3_bind_text(s, 2, u.reason.data(), static_cast<int>(u.reason.size()),
+        sqlite3_bind_text(s, 2, u.reason.detail.data(), static_cast<int>(u.reason.detail.size()),
                           SQLITE_TRANSIENT);
-        bind_optional(s, 3, u.exit_code);
-        bind_optional(s, 4, u.signal);
-        bind_optional(s, 5, u.start_time);
-        bind_optional(s, 6, u.end_time);
+        sqlite3_bind_int(s, 3, u.reason.code);
+        bind_optional(s, 4, u.exit_code);
+        bind_optional(s, 5, u.signal);
+        bind_optional(s, 6, u.start_time);
+        bind_optional(s, 7, u.end_time);
         if (u.placement) {
-          sqlite3_bind_text(s, 7, u.placement->data(), static_cast<int>(u.placement->size()),
+          sqlite3_bind_text(s, 8, u.placement->data(), static_cast<int>(u.placement->size()),
                             SQLITE_TRANSIENT);
         }
         if (u.staging)
-          sqlite3_bind_blob(s, 8, u.staging->data(), static_cast<int>(u.staging->size()),
+          sqlite3_bind_blob(s, 9, u.staging->data(), static_cast<int>(u.staging->size()),
                             SQLITE_TRANSIENT);
         if (u.usage)
-          sqlite3_bind_blob(s, 9, u.usage->data(), static_cast<int>(u.usage->size()),
+          sqlite3_bind_blob(s, 10, u.usage->data(), static_cast<int>(u.usage->size()),
                             SQLITE_TRANSIENT);
-        sqlite3_bind_int64(s, 10, static_cast<sqlite3_int64>(u.id.value()));
+        sqlite3_bind_int64(s, 11, static_cast<sqlite3_int64>(u.id.value()));
         LOOM_TRY(update.step());
         if (sqlite3_changes(db_.get()) != 1) {
           return make_error(ErrorCode::kNotFound,
@@ -297,12 +303,15 @@ class SqliteStore final : public Store {
     Statement select = LOOM_TRY(db_.prepare(
         unfinished_only
             ? "SELECT id, user, uid, state, reason, exit_code, signal, submit_time, start_time, "
-              "end_time, spec, placement, array_job, array_index, staging, usage FROM jobs WHERE "
+              "end_time, spec, placement, array_job, array_index, staging, usage, reason_code FROM "
+              "jobs "
+              "WHERE "
               "state < "
               "4 ORDER BY id"
             : "SELECT id, user, uid, state, reason, exit_code, signal, submit_time, start_time, "
-              "end_time, spec, placement, array_job, array_index, staging, usage FROM jobs ORDER "
-              "BY id"));
+              "end_time, spec, placement, array_job, array_index, staging, usage, reason_code FROM "
+              "jobs "
+              "ORDER BY id"));
     std::vector<JobRow> rows;
     while (LOOM_TRY(select.step()) == SQLITE_ROW) {
       sqlite3_stmt* s = select.get();
@@ -311,7 +320,8 @@ class SqliteStore final : public Store {
       row.user = reinterpret_cast<const char*>(sqlite3_column_text(s, 1));
       row.uid = static_cast<std::uint32_t>(sqlite3_column_int64(s, 2));
       row.state = static_cast<v1::JobState>(sqlite3_column_int(s, 3));
-      row.reason = reinterpret_cast<const char*>(sqlite3_column_text(s, 4));
+      row.reason.detail = reinterpret_cast<const char*>(sqlite3_column_text(s, 4));
+      row.reason.code = static_cast<v1::Reason>(sqlite3_column_int(s, 16));
       row.exit_code = optional_int(s, 5);
       row.signal = optional_int(s, 6);
       row.submit_time = sqlite3_column_int64(s, 7);

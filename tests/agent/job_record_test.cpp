@@ -2,6 +2,7 @@
 // is damaged is set aside rather than stopping the agent.
 #include "loom/agent/job_record.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -46,8 +47,8 @@ TEST_F(JobRecordTest, WhatOneAgentRecordsTheNextReadsBack) {
   v1::JobEnded e;
   e.set_job(8);
   e.set_exit_code(1);
-  e.set_error("StageInFailed: storage:/in on n0: no such file");
-  e.set_staging(true);
+  e.set_error("storage:/in on n0: no such file");
+  e.set_reason(v1::REASON_STAGE_IN_FAILED);
   e.mutable_usage()->set_memory_peak_bytes(1 << 20);
   ended.ended = e;
   ASSERT_TRUE(rs.save(ended));
@@ -66,7 +67,8 @@ TEST_F(JobRecordTest, WhatOneAgentRecordsTheNextReadsBack) {
   const std::optional<JobRecord> end = rs.load(JobId(8));
   ASSERT_TRUE(end && end->ended);
   EXPECT_EQ(end->ended->error(), e.error());
-  EXPECT_TRUE(end->ended->staging()) << "a staging failure stays one across a restart";
+  EXPECT_EQ(end->ended->reason(), v1::REASON_STAGE_IN_FAILED)
+      << "a staging failure stays one across a restart";
   EXPECT_EQ(end->ended->usage().memory_peak_bytes(), 1u << 20);
   EXPECT_EQ(rs.load_all().size(), 2u);
   rs.remove(JobId(7));
@@ -92,6 +94,33 @@ TEST_F(JobRecordTest, ARecordTheAgentBeforeThisOneWroteIsRead) {
   EXPECT_EQ(ended.ended->signal(), 9);
   EXPECT_TRUE(ended.ended->out_of_memory());
   EXPECT_DOUBLE_EQ(ended.ended->usage().cpu_seconds(), 1.5);
+  EXPECT_EQ(ended.ended->reason(), v1::REASON_NONE);
+}
+
+TEST_F(JobRecordTest, AnEndRecordedBeforeReasonsHadCodesGetsItsCode) {
+  const JobRecords rs = records();
+  const std::string end = R"({"job":JOB,"ranks":[],"ended":{"exit_code":127,"signal":null,)"
+                          R"("out_of_memory":false,"error":"ERROR","staging":STAGING}})";
+  auto record = [&](int job, const std::string& error, bool staging) {
+    std::string text = end;
+    text.replace(text.find("JOB"), 3, std::to_string(job));
+    text.replace(text.find("ERROR"), 5, error);
+    text.replace(text.find("STAGING"), 7, staging ? "true" : "false");
+    write(fmt::format("job_{}.json", job), text);
+  };
+  record(1, "StageInFailed: storage:/in into n0's slice: gone", true);
+  record(2, "StageOutFailed: o from n0's slice to storage:/r/: full", true);
+  record(3, "on n0: cannot run nosuch", false);
+  const std::vector<std::pair<v1::Reason, std::string>> expected{
+      {v1::REASON_STAGE_IN_FAILED, "storage:/in into n0's slice: gone"},
+      {v1::REASON_STAGE_OUT_FAILED, "o from n0's slice to storage:/r/: full"},
+      {v1::REASON_LAUNCH_FAILED, "on n0: cannot run nosuch"}};
+  for (int job = 1; job <= 3; ++job) {
+    const std::optional<JobRecord> r = rs.load(JobId(job));
+    ASSERT_TRUE(r && r->ended) << job;
+    EXPECT_EQ(r->ended->reason(), expected[job - 1].first) << job;
+    EXPECT_EQ(r->ended->error(), expected[job - 1].second) << job;
+  }
 }
 
 TEST_F(JobRecordTest, ATruncatedOrIncompleteRecordIsSetAsideAndTheOthersStillLoad) {

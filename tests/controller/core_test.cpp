@@ -113,12 +113,13 @@ class CoreTest : public ::testing::Test {
   void expect_lost_after_the_window(JobId id, const std::string& reason) {
     clock_.advance(seconds(4));
     tick();
-    EXPECT_EQ(row(id).state, v1::RUNNING) << "lost before the window passed: " << row(id).reason;
+    EXPECT_EQ(row(id).state, v1::RUNNING)
+        << "lost before the window passed: " << row(id).reason.text();
     clock_.advance(seconds(2));
     tick();
     const JobRow lost = row(id);
     EXPECT_EQ(lost.state, v1::NODE_FAIL);
-    EXPECT_EQ(lost.reason, reason);
+    EXPECT_EQ(lost.reason.text(), reason);
   }
   // A job launched on n0 and started there.
   JobId running(FakeChannel& agent, std::int64_t walltime_s = 600) {

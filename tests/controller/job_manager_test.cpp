@@ -148,13 +148,16 @@ TEST_F(JobManagerTest, AStagedJobStagesInRunsStagesOutAndKeepsItsStaging) {
   EXPECT_TRUE(manager_->past_walltime(at(100000)).empty())
       << "stage-out is not cut short by the walltime";
   Ending failed;
-  failed.error = "StageOutFailed: out.h5 from n0's slice to storage:/results: no space";
-  failed.staging = true;
+  failed.failure = {v1::REASON_STAGE_OUT_FAILED,
+                    "out.h5 from n0's slice to storage:/results: no space"};
   ASSERT_TRUE(manager_->finished(id, failed, at(5)).has_value());
   EXPECT_EQ(cluster_.free(NodeId(0)).nvme[0], std::uint64_t{100} << 20);
   reopen();
   EXPECT_EQ(row(id).state, v1::FAILED);
-  EXPECT_EQ(row(id).reason, failed.error) << "a staging failure is the reason as the agent gave it";
+  EXPECT_EQ(row(id).reason.text(),
+            "StageOutFailed: out.h5 from n0's slice to storage:/results: no space")
+      << "a staging failure is the reason as the agent gave it";
+  EXPECT_EQ(row(id).reason.code, v1::REASON_STAGE_OUT_FAILED);
   ASSERT_EQ(row(id).staging.files_size(), 1) << "the staging is stored with the end";
   EXPECT_EQ(row(id).staging.files(0).source(), "storage:/in.h5");
 }
@@ -213,7 +216,7 @@ TEST_F(JobManagerTest, APendingJobsBufferDestroyedEndsItAndANewOneOfTheNameIsNot
   EXPECT_EQ(row(bobs).state, v1::PENDING);
   ASSERT_TRUE(manager_->destroy_buffer(kBob, "scratch", at(2)).has_value());
   EXPECT_EQ(row(bobs).state, v1::CANCELLED);
-  EXPECT_EQ(row(bobs).reason, "BufferDestroyed: --bb-persistent scratch was destroyed");
+  EXPECT_EQ(row(bobs).reason.text(), "BufferDestroyed: --bb-persistent scratch was destroyed");
   ASSERT_TRUE(manager_->create_buffer(kAlice, "scratch", 1 << 20, "n0", 1001, at(3)).has_value());
   ASSERT_TRUE(manager_->finished(whole, {}, at(4)).has_value());
   EXPECT_TRUE(manager_->schedule(at(5)).value().empty()) << "bob's job does not start on it";
@@ -236,7 +239,7 @@ TEST_F(JobManagerTest, UsersSeeAndCancelOnlyTheirOwnJobs) {
   EXPECT_EQ(row(bobs).state, v1::PENDING);
   ASSERT_TRUE(manager_->cancel(kAdmin, bobs, std::nullopt, at(1), kill).has_value());
   EXPECT_EQ(row(bobs).state, v1::CANCELLED);
-  EXPECT_EQ(row(bobs).reason, "cancelled by root");
+  EXPECT_EQ(row(bobs).reason.text(), "cancelled by root");
   EXPECT_TRUE(kill.empty()) << "a pending job has nothing to kill";
 }
 
@@ -260,10 +263,11 @@ TEST_F(JobManagerTest, AJobThatCouldNotStartSaysWhy) {
   const JobId id = submit(kAlice, spec(1), at(0)).value();
   ASSERT_TRUE(manager_->schedule(at(0)).has_value());
   Ending e = exited(127);
-  e.error = "on n0: cannot run nosuch: No such file or directory";
+  e.failure = {v1::REASON_LAUNCH_FAILED, "on n0: cannot run nosuch: No such file or directory"};
   ASSERT_TRUE(manager_->finished(id, e, at(1)).has_value());
   EXPECT_EQ(row(id).state, v1::FAILED);
-  EXPECT_EQ(row(id).reason, "LaunchFailed: on n0: cannot run nosuch: No such file or directory");
+  EXPECT_EQ(row(id).reason.text(),
+            "LaunchFailed: on n0: cannot run nosuch: No such file or directory");
 }
 
 TEST_F(JobManagerTest, AJobPastItsWalltimeEndsTimeout) {
@@ -274,7 +278,7 @@ TEST_F(JobManagerTest, AJobPastItsWalltimeEndsTimeout) {
   EXPECT_TRUE(manager_->past_walltime(at(61)).empty()) << "reported once";
   ASSERT_TRUE(manager_->finished(id, killed_by(15), at(62)).has_value());
   EXPECT_EQ(row(id).state, v1::TIMEOUT);
-  EXPECT_EQ(row(id).reason, "TimeLimit");
+  EXPECT_EQ(row(id).reason.text(), "TimeLimit");
 }
 
 TEST_F(JobManagerTest, AFailedDependencyCancelsItsDependentEvenAcrossARestart) {
@@ -282,7 +286,7 @@ TEST_F(JobManagerTest, AFailedDependencyCancelsItsDependentEvenAcrossARestart) {
   ASSERT_TRUE(manager_->schedule(at(0)).has_value());
   ASSERT_TRUE(manager_->finished(first, exited(2), at(5)).has_value());
   EXPECT_EQ(row(first).state, v1::FAILED);
-  EXPECT_EQ(row(first).reason, "NonZeroExitCode");
+  EXPECT_EQ(row(first).reason.text(), "NonZeroExitCode");
   v1::JobSpec dependent = spec(1);
   auto* dep = dependent.add_dependencies();
   dep->set_kind(v1::Dependency::AFTER_OK);
@@ -291,7 +295,7 @@ TEST_F(JobManagerTest, AFailedDependencyCancelsItsDependentEvenAcrossARestart) {
   reopen();  // the dependency's end must be known to the new scheduler
   ASSERT_TRUE(manager_->schedule(at(7)).has_value());
   EXPECT_EQ(row(second).state, v1::CANCELLED);
-  EXPECT_EQ(row(second).reason, "DependencyNeverSatisfied");
+  EXPECT_EQ(row(second).reason.text(), "DependencyNeverSatisfied");
 }
 
 TEST_F(JobManagerTest, PendingJobsAreQueuedAgainAfterARestart) {
@@ -460,14 +464,14 @@ TEST_F(JobManagerTest, ARunningJobIsUnknownAfterARestartUntilItsNodeReportsIt) {
   EXPECT_EQ(row(waits).state, v1::PENDING);
   ASSERT_EQ(manager_->unknown().size(), 1u);
   EXPECT_EQ(row(id).state, v1::RUNNING);
-  EXPECT_EQ(row(id).reason, "StateUnknown: waiting for n0 to re-register");
+  EXPECT_EQ(row(id).reason.text(), "StateUnknown: waiting for n0 to re-register");
   const JobId next = submit(kAlice, spec(1), at(20)).value();
   manager_->heard(id, "n0");
   auto placement = manager_->adopt(id);
   ASSERT_TRUE(placement.has_value()) << placement.error().to_string();
   EXPECT_EQ(placement->nodes.at(0).ranks.size(), 8u);
   EXPECT_TRUE(manager_->unknown().empty());
-  EXPECT_EQ(row(id).reason, "");
+  EXPECT_EQ(row(id).reason.text(), "");
   EXPECT_TRUE(manager_->schedule(at(21)).value().empty()) << "the adopted job holds every core";
   EXPECT_TRUE(manager_->past_walltime(at(109)).empty());
   EXPECT_EQ(manager_->past_walltime(at(110)), std::vector<JobId>{id})
@@ -486,17 +490,19 @@ TEST_F(JobManagerTest, AJobWhoseNodeNeverReturnsEndsNodeFailOrIsRequeued) {
   const JobId requeued = submit(kAlice, again, at(0)).value();
   ASSERT_EQ(manager_->schedule(at(1)).value().size(), 2u);
   reopen();
-  ASSERT_TRUE(manager_->lost(plain, "NodeFail: n0 did not re-register", at(30)).has_value());
-  ASSERT_TRUE(manager_->lost(requeued, "NodeFail: n0 did not re-register", at(30)).has_value());
+  ASSERT_TRUE(
+      manager_->lost(plain, {v1::REASON_NODE_FAIL, "n0 did not re-register"}, at(30)).has_value());
+  ASSERT_TRUE(manager_->lost(requeued, {v1::REASON_NODE_FAIL, "n0 did not re-register"}, at(30))
+                  .has_value());
   EXPECT_EQ(row(plain).state, v1::NODE_FAIL);
-  EXPECT_EQ(row(plain).reason, "NodeFail: n0 did not re-register");
+  EXPECT_EQ(row(plain).reason.text(), "NodeFail: n0 did not re-register");
   EXPECT_EQ(row(requeued).state, v1::PENDING);
-  EXPECT_EQ(row(requeued).reason, "requeued: NodeFail: n0 did not re-register");
+  EXPECT_EQ(row(requeued).reason.text(), "requeued: NodeFail: n0 did not re-register");
   auto launches = manager_->schedule(at(31)).value();
   ASSERT_EQ(launches.size(), 1u);
   EXPECT_EQ(launches[0].id, requeued) << "it runs again, once";
   // A running job losing its node while the controller runs: the same, resources given back.
-  ASSERT_TRUE(manager_->lost(requeued, "NodeFail: n0 was down", at(40)).has_value());
+  ASSERT_TRUE(manager_->lost(requeued, {v1::REASON_NODE_FAIL, "n0 was down"}, at(40)).has_value());
   EXPECT_EQ(manager_->schedule(at(41)).value().size(), 1u);
 }
 

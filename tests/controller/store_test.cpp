@@ -76,14 +76,15 @@ TEST_F(StoreTest, TransitionsSetOnlyWhatTheyName) {
   running.placement = R"({"nodes":["n0"]})";
   ASSERT_TRUE(store->update_jobs(std::vector<JobUpdate>{running}).has_value());
   JobUpdate failed = transition(id, v1::FAILED);
-  failed.reason = "NonZeroExitCode";
+  failed.reason = {v1::REASON_NON_ZERO_EXIT_CODE, ""};
   failed.exit_code = 137;
   failed.signal = 9;
   failed.end_time = 1020;
   ASSERT_TRUE(store->update_jobs(std::vector<JobUpdate>{failed}).has_value());
   JobRow row = store->load_jobs(false).value().at(0);
   EXPECT_EQ(row.state, v1::FAILED);
-  EXPECT_EQ(row.reason, "NonZeroExitCode");
+  EXPECT_EQ(row.reason, failed.reason);
+  EXPECT_EQ(row.reason.text(), "NonZeroExitCode");
   EXPECT_EQ(row.exit_code, 137);
   EXPECT_EQ(row.signal, 9);
   EXPECT_EQ(row.start_time, 1010);  // kept from the earlier transition
@@ -212,8 +213,8 @@ TEST_F(StoreTest, AVersionOneStateIsMigrated) {
       SQLITE_OK);
   sqlite3_stmt* insert = nullptr;
   ASSERT_EQ(sqlite3_prepare_v2(db,
-                               "INSERT INTO jobs(id, user, uid, state, submit_time, spec) "
-                               "VALUES(5, 'loom-alice', 1001, 4, 1000, ?)",
+                               "INSERT INTO jobs(id, user, uid, state, reason, submit_time, spec) "
+                               "VALUES(5, 'loom-alice', 1001, 5, 'NonZeroExitCode', 1000, ?)",
                                -1, &insert, nullptr),
             SQLITE_OK);
   sqlite3_bind_blob(insert, 1, spec.data(), static_cast<int>(spec.size()), SQLITE_TRANSIENT);
@@ -225,7 +226,8 @@ TEST_F(StoreTest, AVersionOneStateIsMigrated) {
   const std::vector<JobRow> rows = store->load_jobs(false).value();
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(rows[0].id.value(), 5u);
-  EXPECT_EQ(rows[0].state, v1::COMPLETED);
+  EXPECT_EQ(rows[0].state, v1::FAILED);
+  EXPECT_EQ(rows[0].reason.text(), "NonZeroExitCode") << "a reason stored before codes is whole";
   EXPECT_EQ(rows[0].spec.name(), "old");
   EXPECT_FALSE(rows[0].array_job.has_value());
   EXPECT_EQ(rows[0].staging.files_size(), 0) << "schema 3's staging column starts empty";

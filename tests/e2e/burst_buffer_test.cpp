@@ -117,6 +117,7 @@ TEST_F(BurstBufferTest, StagingFailuresNameTheFileAndLeaveNothing) {
       submit({"submit", "--bb", "8M", "--stage-in", "storage:/missing.bin", "--", "touch", "ran"});
   nlohmann::json job = finish(missing);
   EXPECT_EQ(job["state"], "FAILED");
+  EXPECT_EQ(job["reason_code"], "STAGE_IN_FAILED");
   EXPECT_NE(job["reason"].get<std::string>().find("StageInFailed: storage:/missing.bin"),
             std::string::npos)
       << job.dump();
@@ -139,6 +140,7 @@ TEST_F(BurstBufferTest, StagingFailuresNameTheFileAndLeaveNothing) {
               "-c", "ln -s /etc/shadow \"$LOOM_BB_DIR/out.h5\""});
   job = finish(link);
   EXPECT_EQ(job["state"], "FAILED");
+  EXPECT_EQ(job["reason_code"], "STAGE_OUT_FAILED");
   EXPECT_NE(job["reason"].get<std::string>().find("StageOutFailed: out.h5"), std::string::npos)
       << job.dump();
   EXPECT_NE(job["reason"].get<std::string>().find("symbolic link"), std::string::npos)

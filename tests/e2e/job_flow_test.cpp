@@ -88,6 +88,7 @@ TEST_F(JobFlow, AJobPastItsWalltimeGetsTermThenKillAndEndsTimeout) {
   json p = finish(polite);
   EXPECT_EQ(p["state"], "TIMEOUT");
   EXPECT_EQ(p["reason"], "TimeLimit");
+  EXPECT_EQ(p["reason_code"], "TIME_LIMIT");
   EXPECT_EQ(p["signal"], 15) << "sleep ends on the SIGTERM";
   json s = finish(stubborn);
   EXPECT_EQ(s["state"], "TIMEOUT") << s.dump();

@@ -47,22 +47,30 @@ Status make_shm_base(const std::filesystem::path& base);
 std::vector<std::uint64_t> shm_jobs_on(const std::filesystem::path& base);
 Status remove_shm_job_dir(const std::filesystem::path& base, std::uint64_t job);
 
+// Why a job's storage failed it: its end's reason (LAUNCH_FAILED for the slice or the
+// shared-memory directory, STAGE_IN_FAILED for a copy) and the error, the reason's detail.
+struct StorageFailure {
+  v1::Reason reason;
+  Error error;
+};
+
 class JobStorage {
  public:
   JobStorage(v1::Launch launch, std::string node, std::filesystem::path shm_base,
              std::shared_ptr<StagerPool> stagers);
 
   // Makes an MPI job's shared-memory directory; creates the slice (if the job has one) and
-  // stages every --stage-in file into it. On failure they are gone again, and the error is
-  // the job's reason: "StageInFailed: storage:/in.h5 on node0: ...".
-  Status prepare(const std::atomic<bool>& cancelled);
+  // stages every --stage-in file into it. On failure they are gone again, and the failure
+  // is the job's reason: STAGE_IN_FAILED, "storage:/in.h5 into node0's slice: ...".
+  std::expected<void, StorageFailure> prepare(const std::atomic<bool>& cancelled);
   // What the ranks see: LOOM_BB_DIR and LOOM_STAGED_FILES; for an MPI job, where Open MPI
   // puts its session directory and shared-memory segments.
   std::map<std::string, std::string> environment() const;
   // Whether this node stages out: the job has --stage-out, and this is its first node (or
   // any, with --stage-out-all).
   bool stages_out() const;
-  // Stages out every --stage-out file ("NAME.NODE" with --stage-out-all).
+  // Stages out every --stage-out file ("NAME.NODE" with --stage-out-all). The first
+  // failure is the job's STAGE_OUT_FAILED: "out.h5 from node0's slice to storage:/r/: ...".
   Status stage_out(const std::atomic<bool>& cancelled);
   // Removes the slice and the shared-memory directory.
   Status teardown();

@@ -142,7 +142,7 @@ class Core {
   // Nodes silent or gone past the window fail their jobs; after the recovery window,
   // jobs still unknown are lost.
   void check_nodes();
-  void lose(JobId id, const std::string& reason);
+  void lose(JobId id, const std::string& node_failure);  // ends it NODE_FAIL, or requeues it
   void forget(JobId id, const std::set<NodeId>& nodes);
   void send(NodeId node, const v1::ToAgent& message);
   void send_launch(const Launch& launch);

@@ -43,9 +43,8 @@ struct Ending {
   int exit_code = 0;  // 128 + signal when killed by one
   std::optional<int> signal;
   bool out_of_memory = false;  // a rank hit its --mem-per-task
-  std::string error;           // why the job could not start, when it could not
-  bool staging = false;        // the error is a staging failure's (the reason says which file)
-  v1::Usage usage;             // summed over the nodes (CPU time), the largest (peak memory)
+  Reason failure;   // why it could not start or stage: LAUNCH_FAILED, STAGE_IN/OUT_FAILED
+  v1::Usage usage;  // summed over the nodes (CPU time), the largest (peak memory)
 };
 
 // How one rank runs on its node, as the agent applied it.
@@ -122,7 +121,7 @@ class JobManager {
   // queued again. Its other nodes are the caller's to kill. A job that never started
   // anywhere (its launch was lost with a controller that stopped) is queued again whatever
   // --requeue says: running it is not running it twice.
-  Status lost(JobId id, const std::string& reason, sched::Time now, bool started = true);
+  Status lost(JobId id, const Reason& reason, sched::Time now, bool started = true);
   // Whether a running job is being killed (cancelled, or past its walltime).
   bool being_killed(JobId id) const { return ending_.contains(id); }
   // The names of the nodes a job was placed on.
@@ -186,7 +185,7 @@ class JobManager {
   // it gone (CANCELLED, or TIMEOUT past its walltime).
   struct Killing {
     v1::JobState state = v1::CANCELLED;
-    std::string reason;
+    Reason reason;
   };
   std::map<JobId, Killing> ending_;
   std::map<std::string, std::string> drained_;      // the store's drained nodes, by name

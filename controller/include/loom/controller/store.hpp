@@ -16,6 +16,7 @@
 
 #include "loom/common/error.hpp"
 #include "loom/common/ids.hpp"
+#include "loom/controller/reason.hpp"
 #include "loom/proto/loom.pb.h"
 
 namespace loom::controller {
@@ -31,7 +32,7 @@ struct NewJob {
 struct JobUpdate {
   JobId id;
   v1::JobState state = v1::PENDING;
-  std::string reason;
+  Reason reason;
   std::optional<int> exit_code;
   std::optional<int> signal;
   std::optional<std::int64_t> start_time;
@@ -46,7 +47,7 @@ struct JobRow {
   std::string user;
   std::uint32_t uid = 0;
   v1::JobState state = v1::PENDING;
-  std::string reason;
+  Reason reason;
   std::optional<int> exit_code;
   std::optional<int> signal;
   std::int64_t submit_time = 0;
