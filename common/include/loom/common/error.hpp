@@ -70,8 +70,15 @@ class Error {
   std::vector<std::string> context_;
 };
 
+// A value or the Error that stands in its place. [[nodiscard]]: an error dropped on the
+// floor does not compile; `(void)` says that one is dropped on purpose.
 template <typename T>
-using Result = std::expected<T, Error>;
+class [[nodiscard]] Result : public std::expected<T, Error> {
+ public:
+  using std::expected<T, Error>::expected;
+  Result() = default;
+  Result(std::expected<T, Error> other) : std::expected<T, Error>(std::move(other)) {}
+};
 using Status = Result<void>;
 
 inline std::unexpected<Error> make_error(ErrorCode code, std::string message) {
