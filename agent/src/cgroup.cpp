@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "cgroup_files.hpp"
+#include "loom/common/unique_fd.hpp"
 
 namespace loom::agent {
 
@@ -27,22 +28,19 @@ constexpr auto kKillTimeout = std::chrono::seconds(5);
 // cgroup's events file, so this sleeps on inotify, not in a polling loop. False at deadline.
 bool wait_for(const fs::path& events, std::string_view key, std::uint64_t value,
               Clock::time_point deadline) {
-  const int watch = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-  if (watch < 0 || ::inotify_add_watch(watch, events.c_str(), IN_MODIFY) < 0) {
-    if (watch >= 0) ::close(watch);
+  const UniqueFd watch(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+  if (!watch || ::inotify_add_watch(watch.get(), events.c_str(), IN_MODIFY) < 0)
     return files::keyed(events, key) == value;
-  }
   bool reached = false;
   while (!(reached = files::keyed(events, key) == value) && Clock::now() < deadline) {
     const auto left =
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-    pollfd p{watch, POLLIN, 0};
+    pollfd p{watch.get(), POLLIN, 0};
     ::poll(&p, 1, static_cast<int>(std::max<long>(left, 1)));
     char drain[4096];
-    while (::read(watch, drain, sizeof(drain)) > 0) {
+    while (::read(watch.get(), drain, sizeof(drain)) > 0) {
     }
   }
-  ::close(watch);
   return reached;
 }
 

@@ -11,6 +11,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "loom/common/unique_fd.hpp"
+
 namespace loom::agent::cgroup_files {
 
 std::string read(const std::filesystem::path& path) {
@@ -23,11 +25,10 @@ std::string read(const std::filesystem::path& path) {
 }
 
 Status write(const std::filesystem::path& path, std::string_view value) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  const UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
   const bool written =
-      fd >= 0 && ::write(fd, value.data(), value.size()) == static_cast<ssize_t>(value.size());
+      fd && ::write(fd.get(), value.data(), value.size()) == static_cast<ssize_t>(value.size());
   const int error = errno;
-  if (fd >= 0) ::close(fd);
   if (!written) {
     return make_error(ErrorCode::kInternal, fmt::format("cannot write \"{}\" to {}: {}", value,
                                                         path.string(), std::strerror(error)));

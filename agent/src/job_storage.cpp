@@ -14,6 +14,7 @@
 #include "loom/burstbuffer/identity.hpp"
 #include "loom/burstbuffer/staging_spec.hpp"
 #include "loom/common/munge.hpp"
+#include "loom/common/unique_fd.hpp"
 
 namespace loom::agent {
 
@@ -229,15 +230,14 @@ std::expected<void, StorageFailure> JobStorage::prepare(const std::atomic<bool>&
         copy(file, [&](burstbuffer::Stager& stager, burstbuffer::FileProgress& progress) -> Status {
           const burstbuffer::Remote r = LOOM_TRY(remote(in.node));
           auto as_user = LOOM_TRY(burstbuffer::FsIdentity::assume(launch_.uid(), gid_));
-          const int dir = ::open(slice_->dir().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-          if (dir < 0)
+          const UniqueFd dir(::open(slice_->dir().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+          if (!dir)
             return make_error(ErrorCode::kInternal,
                               fmt::format("cannot open the slice {}: {}", slice_->dir().string(),
                                           std::strerror(errno)));
           std::vector<std::string> notes;
-          Status s =
-              stager.fetch(r, in.path, dir, in.name(), progress, cancelled, in.datasets, &notes);
-          ::close(dir);
+          Status s = stager.fetch(r, in.path, dir.get(), in.name(), progress, cancelled,
+                                  in.datasets, &notes);
           std::lock_guard lock(mutex_);
           for (const std::string& note : notes) file.shown.add_notes(note);
           return s;
@@ -282,23 +282,23 @@ Status JobStorage::stage_out(const std::atomic<bool>& cancelled) {
     Status copied =
         copy(file, [&](burstbuffer::Stager& stager, burstbuffer::FileProgress& progress) -> Status {
           const burstbuffer::Remote r = LOOM_TRY(remote(out.node));
-          int fd = -1;
+          UniqueFd fd;
           {
             auto as_user = LOOM_TRY(burstbuffer::FsIdentity::assume(launch_.uid(), gid_));
-            const int root = ::open(mount.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-            if (root < 0)
+            const UniqueFd root(::open(mount.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+            if (!root)
               return make_error(ErrorCode::kInternal,
                                 fmt::format("cannot open the slice {}: {}", mount.string(),
                                             std::strerror(errno)));
             // Non-blocking: a FIFO the job left must not hold the node's stager (store()
             // refuses anything but a regular file).
-            auto opened = burstbuffer::open_beneath(root, out.slice_path, O_RDONLY | O_NONBLOCK);
-            ::close(root);
-            fd = LOOM_TRY(opened);
+            auto opened =
+                burstbuffer::open_beneath(root.get(), out.slice_path, O_RDONLY | O_NONBLOCK);
+            if (!opened) return std::unexpected(std::move(opened).error());
+            fd.reset(*opened);
           }
-          Status s = stager.store(r, fd, (fs::path(out.dir) / name).string(), progress, cancelled);
-          ::close(fd);
-          return s;
+          return stager.store(r, fd.get(), (fs::path(out.dir) / name).string(), progress,
+                              cancelled);
         });
     if (!copied && result) {
       // The first failure is the job's; the other files are still staged out.

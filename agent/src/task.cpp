@@ -87,16 +87,21 @@ Result<Task> Task::start(const CgroupTree& cgroups, const TaskSpec& spec) {
   std::filesystem::remove(spec.status_path, ignored);
 
   // The keeper is spawned, not forked: no copy of this (large, multithreaded) process.
-  int input[2], report[2];
-  if (::pipe2(input, O_CLOEXEC) != 0 || ::pipe2(report, O_CLOEXEC) != 0) {
+  int in[2], out[2];
+  if (::pipe2(in, O_CLOEXEC) != 0) {
     return make_error(ErrorCode::kResourceExhausted, fmt::format("pipe: {}", std::strerror(errno)));
   }
+  UniqueFd input[2] = {UniqueFd(in[0]), UniqueFd(in[1])};
+  if (::pipe2(out, O_CLOEXEC) != 0) {
+    return make_error(ErrorCode::kResourceExhausted, fmt::format("pipe: {}", std::strerror(errno)));
+  }
+  UniqueFd report[2] = {UniqueFd(out[0]), UniqueFd(out[1])};
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, input[0], 0);
+  posix_spawn_file_actions_adddup2(&actions, input[0].get(), 0);
   posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, report[1], 3);
+  posix_spawn_file_actions_adddup2(&actions, report[1].get(), 3);
   // 0-3 only: the agent's other descriptors (libfabric's sockets and epoll among them, which
   // libfabric opens without close-on-exec) never reach the keeper, nor so a user's task.
   posix_spawn_file_actions_addclosefrom_np(&actions, 4);
@@ -114,28 +119,25 @@ Result<Task> Task::start(const CgroupTree& cgroups, const TaskSpec& spec) {
   const int spawned = ::posix_spawn(&keeper, program.c_str(), &actions, &attributes, argv, no_env);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attributes);
-  ::close(input[0]);
-  ::close(report[1]);
+  input[0].reset();
+  report[1].reset();
   if (spawned != 0) {
-    ::close(input[1]);
-    ::close(report[0]);
     return make_error(ErrorCode::kInternal,
                       fmt::format("cannot start {}: {}", program, std::strerror(spawned)));
   }
   const std::string text = keeper_spec.dump();
   for (std::size_t done = 0; done < text.size();) {
-    const ssize_t n = ::write(input[1], text.data() + done, text.size() - done);
+    const ssize_t n = ::write(input[1].get(), text.data() + done, text.size() - done);
     if (n <= 0) break;  // the keeper died: its status says so below
     done += static_cast<std::size_t>(n);
   }
-  ::close(input[1]);
+  input[1].reset();  // the keeper reads its spec to the end
   TaskRecord record{spec.cgroup_name, keeper, start_time(keeper), spec.status_path};
   Task task(std::move(record), std::move(cgroup), true);
   std::string failure;
   char chunk[512];
-  for (ssize_t n; (n = ::read(report[0], chunk, sizeof(chunk))) > 0;)
+  for (ssize_t n; (n = ::read(report[0].get(), chunk, sizeof(chunk))) > 0;)
     failure.append(chunk, static_cast<std::size_t>(n));
-  ::close(report[0]);
   if (!failure.empty()) {
     (void)task.wait();  // reaps the keeper; ~Task has nothing left to do
     std::filesystem::remove(spec.status_path, ignored);
@@ -175,12 +177,11 @@ Result<ExitStatus> Task::wait() {
     }
   } else if (!std::filesystem::exists(record_.status_path)) {
     // Another agent's child: a pidfd tells when it exits.
-    const int fd = static_cast<int>(::syscall(SYS_pidfd_open, record_.keeper, 0));
-    if (fd >= 0) {
-      pollfd p{fd, POLLIN, 0};
+    const UniqueFd fd(static_cast<int>(::syscall(SYS_pidfd_open, record_.keeper, 0)));
+    if (fd) {
+      pollfd p{fd.get(), POLLIN, 0};
       while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
       }
-      ::close(fd);
     }
   }
   done_ = true;

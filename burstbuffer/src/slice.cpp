@@ -20,6 +20,8 @@
 #include <string>
 #include <vector>
 
+#include "loom/common/unique_fd.hpp"
+
 extern char** environ;
 
 namespace loom::burstbuffer {
@@ -58,49 +60,31 @@ Status run(std::vector<std::string> argv) {
 // A free loop device bound to the image, and an open descriptor of it. With autoclear the
 // device unbinds itself when its last user goes: keep the descriptor open until the device
 // is mounted (the mount is then its user until umount).
+// An attached loop device, open: the caller mounts it and then lets it go.
 struct Loop {
   std::string device;
-  int fd = -1;
+  UniqueFd fd;
 };
 
 Result<Loop> attach_loop(const fs::path& image) {
-  const int control = ::open("/dev/loop-control", O_RDWR | O_CLOEXEC);
-  if (control < 0) return system_error("open /dev/loop-control");
+  const UniqueFd control(::open("/dev/loop-control", O_RDWR | O_CLOEXEC));
+  if (!control) return system_error("open /dev/loop-control");
   for (int attempt = 0; attempt < 8; ++attempt) {  // another process may take the device first
-    const int number = ::ioctl(control, LOOP_CTL_GET_FREE);
-    if (number < 0) {
-      ::close(control);
-      return system_error("LOOP_CTL_GET_FREE");
-    }
+    const int number = ::ioctl(control.get(), LOOP_CTL_GET_FREE);
+    if (number < 0) return system_error("LOOP_CTL_GET_FREE");
     const std::string device = fmt::format("/dev/loop{}", number);
-    const int loop = ::open(device.c_str(), O_RDWR | O_CLOEXEC);
-    const int backing = ::open(image.c_str(), O_RDWR | O_CLOEXEC);
-    if (loop < 0 || backing < 0) {
-      if (loop >= 0) ::close(loop);
-      if (backing >= 0) ::close(backing);
-      ::close(control);
-      return system_error("open " + (loop < 0 ? device : image.string()));
-    }
+    UniqueFd loop(::open(device.c_str(), O_RDWR | O_CLOEXEC));
+    if (!loop) return system_error("open " + device);
+    const UniqueFd backing(::open(image.c_str(), O_RDWR | O_CLOEXEC));
+    if (!backing) return system_error("open " + image.string());
     loop_config config{};
-    config.fd = static_cast<std::uint32_t>(backing);
+    config.fd = static_cast<std::uint32_t>(backing.get());
     config.info.lo_flags = LO_FLAGS_AUTOCLEAR;
     std::strncpy(reinterpret_cast<char*>(config.info.lo_file_name), image.c_str(),
                  LO_NAME_SIZE - 1);
-    const int rc = ::ioctl(loop, LOOP_CONFIGURE, &config);
-    const int saved = errno;
-    ::close(backing);
-    if (rc == 0) {
-      ::close(control);
-      return Loop{device, loop};
-    }
-    ::close(loop);
-    if (saved != EBUSY) {
-      ::close(control);
-      errno = saved;
-      return system_error("LOOP_CONFIGURE " + device);
-    }
+    if (::ioctl(loop.get(), LOOP_CONFIGURE, &config) == 0) return Loop{device, std::move(loop)};
+    if (errno != EBUSY) return system_error("LOOP_CONFIGURE " + device);
   }
-  ::close(control);
   return make_error(ErrorCode::kResourceExhausted, "no free loop device after 8 attempts");
 }
 
@@ -133,14 +117,13 @@ Result<Slice> Slice::create(const SliceSpec& spec) {
     return std::unexpected(std::move(e));
   };
   {
-    const int fd = ::open(spec.image.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) return fail(system_error("create " + spec.image.string()).error());
+    const UniqueFd fd(::open(spec.image.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!fd) return fail(system_error("create " + spec.image.string()).error());
     // fallocate, not a sparse file: the device's bytes are the slice's from the start, so
     // that a full device is full for the scheduler and for the filesystem alike.
     const int rc = spec.preallocate
-                       ? ::posix_fallocate(fd, 0, static_cast<off_t>(spec.bytes))
-                       : (::ftruncate(fd, static_cast<off_t>(spec.bytes)) == 0 ? 0 : errno);
-    ::close(fd);
+                       ? ::posix_fallocate(fd.get(), 0, static_cast<off_t>(spec.bytes))
+                       : (::ftruncate(fd.get(), static_cast<off_t>(spec.bytes)) == 0 ? 0 : errno);
     if (rc != 0) {
       errno = rc;
       return fail(
@@ -161,7 +144,7 @@ Result<Slice> Slice::create(const SliceSpec& spec) {
   const int mounted =
       ::mount(loop->device.c_str(), spec.mount.c_str(), "ext4", MS_NOSUID | MS_NODEV, "");
   const int saved = errno;
-  ::close(loop->fd);  // from here the mount holds the device; umount frees it
+  loop->fd.reset();  // from here the mount holds the device; umount frees it
   if (mounted != 0) {
     errno = saved;
     return fail(
@@ -190,7 +173,7 @@ Result<Slice> Slice::attach(const fs::path& image, const fs::path& mount) {
   auto loop = LOOM_TRY(attach_loop(image));
   const int mounted = ::mount(loop.device.c_str(), mount.c_str(), "ext4", MS_NOSUID | MS_NODEV, "");
   const int saved = errno;
-  ::close(loop.fd);
+  loop.fd.reset();
   if (mounted != 0) {
     errno = saved;
     return system_error(fmt::format("mount {} on {}", loop.device, mount.string()));
