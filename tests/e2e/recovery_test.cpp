@@ -39,26 +39,26 @@ class Recovery : public loom::testing::ClusterTest {
     }
     EXPECT_EQ(loom::testing::lines(read(file)).size(), count) << file;
   }
+  // A job's agent, stopped by `signal` while the job runs, ends as `how` and is restarted;
+  // the job ends only then, under the new agent, having run once.
+  void stop_its_agent_mid_job(const std::string& output, int signal, std::string_view how) {
+    const std::uint64_t id = submit_gated(output);
+    wait_output(output, "start");
+    const std::string node = show(id)["placement"][0]["node"];
+    ASSERT_EQ(::kill(daemon("loomd", "--name " + node + " "), signal), 0);
+    cluster_->wait_log(fmt::format("loomd {} {}; restarting it", node, how));
+    expect_gated_ran_once(id, output);
+  }
 };
 
 TEST_F(Recovery, AnAgentKilledMidJobIsRestartedAndKeepsItsJob) {
-  const std::uint64_t id = submit_gated("agent.txt");
-  wait_output("agent.txt", "start");
-  const std::string node = show(id)["placement"][0]["node"];
-  ASSERT_EQ(::kill(daemon("loomd", "--name " + node + " "), SIGKILL), 0);
-  cluster_->wait_log(fmt::format("loomd {} was killed by signal 9; restarting it", node));
-  expect_gated_ran_once(id, "agent.txt");  // it ends only now, under the new agent
+  stop_its_agent_mid_job("agent.txt", SIGKILL, "was killed by signal 9");
 }
 
-// An orderly stop (systemctl stop, an upgrade): the agent leaves, exits 0 after joining its
-// threads (under ASan its leak check runs then), and the job runs on for the next agent.
+// An orderly stop (systemctl stop, an upgrade): the agent leaves, joins its threads and
+// exits 0, and the job runs on for the next agent.
 TEST_F(Recovery, AnAgentStoppedWithSigtermLeavesItsJobRunningForTheNextOne) {
-  const std::uint64_t id = submit_gated("term.txt");
-  wait_output("term.txt", "start");
-  const std::string node = show(id)["placement"][0]["node"];
-  ASSERT_EQ(::kill(daemon("loomd", "--name " + node + " "), SIGTERM), 0);
-  cluster_->wait_log(fmt::format("loomd {} exited with status 0; restarting it", node));
-  expect_gated_ran_once(id, "term.txt");  // it ends only now, under the new agent
+  stop_its_agent_mid_job("term.txt", SIGTERM, "exited with status 0");
 }
 
 TEST_F(Recovery, AControllerKilledMidJobLosesNothingAndRunsNothingTwice) {
