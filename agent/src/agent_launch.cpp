@@ -4,6 +4,8 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <span>
+
 #include "agent_job.hpp"
 #include "controller_link.hpp"
 #include "loom/burstbuffer/slice.hpp"
@@ -139,7 +141,7 @@ bool Agent::start(const std::shared_ptr<Job>& job) {
     Result<launch::LaunchPlan> plan = launch::plan_launch(launch, bindings, environment, node);
     if (!plan) error = plan.error().message();
     if (plan && plan->daemon) job->daemon = task_spec(job->id, *plan->daemon);
-    for (const launch::TaskPlan& t : plan ? plan->tasks : std::vector<launch::TaskPlan>{}) {
+    for (const launch::TaskPlan& t : plan ? plan->tasks : std::span<const launch::TaskPlan>{}) {
       auto task = Task::start(cgroups_, task_spec(job->id, t));
       if (!task) {
         error = task.error().to_string();

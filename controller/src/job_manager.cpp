@@ -373,7 +373,7 @@ Result<std::vector<Launch>> JobManager::schedule(sched::Time now) {
     JobUpdate u;
     u.id = id;
     u.state = v1::CANCELLED;
-    u.reason = {v1::REASON_DEPENDENCY_NEVER_SATISFIED, ""};
+    u.reason = Reason(v1::REASON_DEPENDENCY_NEVER_SATISFIED);
     u.end_time = now.time_since_epoch().count();
     updates.push_back(std::move(u));
   }
@@ -404,7 +404,7 @@ std::vector<JobId> JobManager::past_walltime(sched::Time now) {
     // Its ranks are done and their results on their way out: a kill would lose them.
     if (auto it = jobs_.find(id); it != jobs_.end() && it->second.state == v1::STAGING_OUT)
       continue;
-    if (ending_.emplace(id, Killing{v1::TIMEOUT, {v1::REASON_TIME_LIMIT, ""}}).second)
+    if (ending_.emplace(id, Killing{v1::TIMEOUT, Reason(v1::REASON_TIME_LIMIT)}).second)
       out.push_back(id);
   }
   return out;
@@ -474,9 +474,9 @@ Status JobManager::finished(JobId id, const Ending& ending, sched::Time now) {
   } else {
     u.state = v1::FAILED;
     u.reason = ending.failure.code != v1::REASON_NONE ? ending.failure
-               : ending.out_of_memory                 ? Reason{v1::REASON_OUT_OF_MEMORY, ""}
+               : ending.out_of_memory                 ? Reason(v1::REASON_OUT_OF_MEMORY)
                : ending.signal ? Reason{v1::REASON_SIGNAL, std::to_string(*ending.signal)}
-                               : Reason{v1::REASON_NON_ZERO_EXIT_CODE, ""};
+                               : Reason(v1::REASON_NON_ZERO_EXIT_CODE);
   }
   LOOM_TRY(apply(std::span<const JobUpdate>(&u, 1)));  // stored before the resources are given back
   scheduler_.finished(id, end_kind(u.state), now);

@@ -76,7 +76,7 @@ TEST_F(StoreTest, TransitionsSetOnlyWhatTheyName) {
   running.placement = R"({"nodes":["n0"]})";
   ASSERT_TRUE(store->update_jobs(std::vector<JobUpdate>{running}).has_value());
   JobUpdate failed = transition(id, v1::FAILED);
-  failed.reason = {v1::REASON_NON_ZERO_EXIT_CODE, ""};
+  failed.reason = Reason(v1::REASON_NON_ZERO_EXIT_CODE);
   failed.exit_code = 137;
   failed.signal = 9;
   failed.end_time = 1020;
