@@ -39,7 +39,7 @@ struct Agent::Job {
   // Set by a kill and by the agent's stop: a copy under way gives up.
   std::atomic<bool> interrupted{false};
   bool copies() const {
-    return !launch.spec().stage_in().empty() || !launch.spec().stage_out().empty();
+    return launch.spec().stage_in_files_size() > 0 || launch.spec().stage_out_files_size() > 0;
   }
 };
 

@@ -8,6 +8,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "loom/burstbuffer/staging_spec.hpp"
+
 namespace loom::agent {
 
 namespace fs = std::filesystem;
@@ -93,7 +95,12 @@ nlohmann::json to_json(const JobRecord& r) {
 JobRecord from_json(const nlohmann::json& j) {
   JobRecord r;
   r.id = JobId(j.at("job").get<std::uint64_t>());
-  if (j.contains("launch")) r.launch = from_json_string<v1::Launch>(j["launch"], "launch");
+  if (j.contains("launch")) {
+    r.launch = from_json_string<v1::Launch>(j["launch"], "launch");
+    // A record a Loom 0.1 agent wrote stages by text.
+    if (Status lifted = burstbuffer::lift_legacy_staging(*r.launch.mutable_spec()); !lifted)
+      throw std::invalid_argument(lifted.error().to_string());
+  }
   if (j.contains("started")) r.started = from_json_string<v1::JobStarted>(j["started"], "started");
   if (j.contains("launching")) r.launching = j["launching"].get<std::vector<std::uint32_t>>();
   for (const nlohmann::json& t : j.value("ranks", nlohmann::json::array())) {

@@ -21,6 +21,8 @@ namespace loom::agent {
 using burstbuffer::remove_slice;
 using burstbuffer::slice_image;
 using burstbuffer::slice_mount;
+using burstbuffer::slice_name;
+using burstbuffer::text_of;
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
@@ -107,32 +109,29 @@ JobStorage::JobStorage(v1::Launch launch, std::string node, fs::path shm_base,
     gid_ = pw.pw_gid;
   // Known from the start, so that `loom show` lists what is waiting; and found again after
   // an agent restart (a slice is found by its path).
-  for (const std::string& text : launch_.spec().stage_in()) {
-    auto in = burstbuffer::parse_stage_in(text);
-    if (!in) continue;  // checked at submit
+  for (const v1::StageIn& in : launch_.spec().stage_in_files()) {
+    const fs::path staged = slice_mount(launch_.bb_device(), launch_.job()) / slice_name(in);
     File f;
     f.shown.set_direction("in");
-    f.shown.set_source(text);
-    f.shown.set_dest(fmt::format(
-        "{}:{}", node_, (slice_mount(launch_.bb_device(), launch_.job()) / in->name()).string()));
+    f.shown.set_source(text_of(in));
+    f.shown.set_dest(fmt::format("{}:{}", node_, staged.string()));
     f.shown.set_state("waiting");
     f.shown.set_node(node_);
     f.progress = std::make_shared<burstbuffer::FileProgress>();
     files_.push_back(std::move(f));
-    staged_.push_back((slice_mount(launch_.bb_device(), launch_.job()) / in->name()).string());
+    staged_.push_back(staged.string());
   }
   if (stages_out()) {
-    for (const std::string& text : launch_.spec().stage_out()) {
-      auto out = burstbuffer::parse_stage_out(text);
-      if (!out) continue;
-      const std::string name = fs::path(out->slice_path).filename().string() +
+    for (const v1::StageOut& out : launch_.spec().stage_out_files()) {
+      const std::string name = fs::path(out.slice_path()).filename().string() +
                                (launch_.spec().stage_out_all() ? "." + node_ : "");
       File f;
       f.shown.set_direction("out");
       f.shown.set_source(fmt::format(
           "{}:{}", node_,
-          (slice_mount(launch_.bb_device(), launch_.job()) / out->slice_path).string()));
-      f.shown.set_dest(fmt::format("{}:{}", out->node, (fs::path(out->dir) / name).string()));
+          (slice_mount(launch_.bb_device(), launch_.job()) / out.slice_path()).string()));
+      f.shown.set_dest(
+          fmt::format("{}:{}", out.export_name(), (fs::path(out.dir()) / name).string()));
       f.shown.set_state("waiting");
       f.shown.set_node(node_);
       f.progress = std::make_shared<burstbuffer::FileProgress>();
@@ -142,7 +141,7 @@ JobStorage::JobStorage(v1::Launch launch, std::string node, fs::path shm_base,
 }
 
 bool JobStorage::stages_out() const {
-  return !launch_.spec().stage_out().empty() &&
+  return launch_.spec().stage_out_files_size() > 0 &&
          (launch_.node_index() == 0 || launch_.spec().stage_out_all());
 }
 
@@ -221,33 +220,30 @@ std::expected<void, StorageFailure> JobStorage::prepare(const std::atomic<bool>&
   }
   slice_.emplace(std::move(*slice));
   std::size_t index = 0;
-  for (const std::string& text : launch_.spec().stage_in()) {
-    auto parsed = burstbuffer::parse_stage_in(text);
-    if (!parsed) return failed(v1::REASON_STAGE_IN_FAILED, parsed.error());
-    const burstbuffer::StageIn& in = *parsed;
+  for (const v1::StageIn& in : launch_.spec().stage_in_files()) {
     File& file = files_.at(index++);
     Status copied =
         copy(file, [&](burstbuffer::Stager& stager, burstbuffer::FileProgress& progress) -> Status {
-          const burstbuffer::Remote r = LOOM_TRY(remote(in.node));
+          const burstbuffer::Remote r = LOOM_TRY(remote(in.export_name()));
           auto as_user = LOOM_TRY(burstbuffer::FsIdentity::assume(launch_.uid(), gid_));
           const UniqueFd dir(::open(slice_->dir().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
           if (!dir)
             return make_error(ErrorCode::kInternal,
                               fmt::format("cannot open the slice {}: {}", slice_->dir().string(),
                                           std::strerror(errno)));
+          const std::vector<std::string> datasets(in.datasets().begin(), in.datasets().end());
           std::vector<std::string> notes;
-          Status s = stager.fetch(r, in.path, dir.get(), in.name(), progress, cancelled,
-                                  in.datasets, &notes);
+          Status s = stager.fetch(r, in.path(), dir.get(), slice_name(in), progress, cancelled,
+                                  datasets, &notes);
           std::lock_guard lock(mutex_);
           for (const std::string& note : notes) file.shown.add_notes(note);
           return s;
         });
     if (!copied) {
       (void)teardown();
-      return failed(
-          v1::REASON_STAGE_IN_FAILED,
-          Error(copied.error().code(), fmt::format("{}:{} into {}'s slice: {}", in.node, in.path,
-                                                   node_, copied.error().message())));
+      return failed(v1::REASON_STAGE_IN_FAILED,
+                    Error(copied.error().code(), fmt::format("{} into {}'s slice: {}", text_of(in),
+                                                             node_, copied.error().message())));
     }
   }
   return {};
@@ -272,16 +268,15 @@ std::map<std::string, std::string> JobStorage::environment() const {
 Status JobStorage::stage_out(const std::atomic<bool>& cancelled) {
   if (!stages_out() || launch_.bb_device().empty()) return {};
   const fs::path mount = slice_mount(launch_.bb_device(), launch_.job());
-  std::size_t index = static_cast<std::size_t>(launch_.spec().stage_in_size());
+  std::size_t index = static_cast<std::size_t>(launch_.spec().stage_in_files_size());
   Status result;
-  for (const std::string& text : launch_.spec().stage_out()) {
-    const burstbuffer::StageOut out = LOOM_TRY(burstbuffer::parse_stage_out(text));
+  for (const v1::StageOut& out : launch_.spec().stage_out_files()) {
     File& file = files_.at(index++);
-    const std::string name = fs::path(out.slice_path).filename().string() +
+    const std::string name = fs::path(out.slice_path()).filename().string() +
                              (launch_.spec().stage_out_all() ? "." + node_ : "");
     Status copied =
         copy(file, [&](burstbuffer::Stager& stager, burstbuffer::FileProgress& progress) -> Status {
-          const burstbuffer::Remote r = LOOM_TRY(remote(out.node));
+          const burstbuffer::Remote r = LOOM_TRY(remote(out.export_name()));
           UniqueFd fd;
           {
             auto as_user = LOOM_TRY(burstbuffer::FsIdentity::assume(launch_.uid(), gid_));
@@ -293,18 +288,18 @@ Status JobStorage::stage_out(const std::atomic<bool>& cancelled) {
             // Non-blocking: a FIFO the job left must not hold the node's stager (store()
             // refuses anything but a regular file).
             auto opened =
-                burstbuffer::open_beneath(root.get(), out.slice_path, O_RDONLY | O_NONBLOCK);
+                burstbuffer::open_beneath(root.get(), out.slice_path(), O_RDONLY | O_NONBLOCK);
             if (!opened) return std::unexpected(std::move(opened).error());
             fd.reset(*opened);
           }
-          return stager.store(r, fd.get(), (fs::path(out.dir) / name).string(), progress,
+          return stager.store(r, fd.get(), (fs::path(out.dir()) / name).string(), progress,
                               cancelled);
         });
     if (!copied && result) {
       // The first failure is the job's; the other files are still staged out.
       result = make_error(copied.error().code(),
-                          fmt::format("{} from {}'s slice to {}:{}: {}", out.slice_path, node_,
-                                      out.node, out.dir, copied.error().message()));
+                          fmt::format("{} from {}'s slice to {}:{}: {}", out.slice_path(), node_,
+                                      out.export_name(), out.dir(), copied.error().message()));
     }
   }
   return result;

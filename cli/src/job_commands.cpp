@@ -34,17 +34,16 @@ std::string when(std::int64_t seconds) {
 
 nlohmann::json job_json(const v1::JobInfo& j) {
   nlohmann::json placement = nlohmann::json::array();
-  if (!j.placement_json().empty()) {
-    for (const nlohmann::json& node : nlohmann::json::parse(j.placement_json())) {
-      for (const nlohmann::json& rank : node["ranks"]) {
-        // bound_*: as the node's agent applied them; null until it has reported.
-        placement.push_back({{"rank", rank["rank"]},
-                             {"node", node["node"]},
-                             {"cores", rank["cores"]},
-                             {"numa", rank["numa"]},
-                             {"bound_cpus", rank.value("bound_cpus", nlohmann::json(nullptr))},
-                             {"bound_numa", rank.value("bound_numa", nlohmann::json(nullptr))}});
-      }
+  for (const v1::PlacedNode& node : j.placement().nodes()) {
+    for (const v1::PlacedRank& rank : node.ranks()) {
+      // bound_*: as the node's agent applied them; null until it has reported.
+      placement.push_back(
+          {{"rank", rank.rank()},
+           {"node", node.node()},
+           {"cores", rank.cores()},
+           {"numa", rank.numa()},
+           {"bound_cpus", rank.has_bound() ? nlohmann::json(rank.bound().cpus()) : nullptr},
+           {"bound_numa", rank.has_bound() ? nlohmann::json(rank.bound().numa()) : nullptr}});
     }
   }
   nlohmann::json staging = nlohmann::json::array();

@@ -46,8 +46,8 @@ Result<std::optional<Remote>> remote_of(const std::string& text, bool source) {
   if (!source)
     return Remote{
         text.substr(0, colon), text.substr(colon + 1), {}};  // a file, or a directory ending in '/'
-  const burstbuffer::StageIn in = LOOM_TRY(burstbuffer::parse_stage_in(text));
-  return Remote{in.node, in.path, in.datasets};
+  const v1::StageIn in = LOOM_TRY(burstbuffer::parse_stage_in(text));
+  return Remote{in.export_name(), in.path(), {in.datasets().begin(), in.datasets().end()}};
 }
 
 Result<std::string> data_address(const client::Client& client, const std::string& node) {

@@ -276,9 +276,10 @@ Result<SubmitRequest> parse_submit(
   spec.set_mpi(t.mpi);
   spec.set_account(t.account);
   spec.set_bb_persistent(t.bb_persistent);
-  LOOM_TRY(burstbuffer::check_staging(t.stage_in, t.stage_out));
-  for (const std::string& s : t.stage_in) spec.add_stage_in(s);
-  for (const std::string& s : t.stage_out) spec.add_stage_out(s);
+  for (const std::string& s : t.stage_in)
+    *spec.add_stage_in_files() = LOOM_TRY(burstbuffer::parse_stage_in(s));
+  for (const std::string& s : t.stage_out)
+    *spec.add_stage_out_files() = LOOM_TRY(burstbuffer::parse_stage_out(s));
   spec.set_stage_out_all(t.stage_out_all);
   LOOM_TRY(parse_dependencies(t.dependency, spec));
 

@@ -3,8 +3,6 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include <nlohmann/json.hpp>
-
 #include "agent_stream.hpp"
 #include "loom/common/bytes.hpp"
 #include "loom/common/munge.hpp"
@@ -34,10 +32,9 @@ v1::JobInfo info(const JobRow& row) {
   if (row.end_time) j.set_end_time(*row.end_time);
   j.set_tasks(row.spec.tasks());
   // Placed jobs count the nodes they hold; pending ones what they asked for.
-  const auto placed =
-      row.placement.empty() ? nlohmann::json::array() : nlohmann::json::parse(row.placement);
-  j.set_nodes(placed.empty() ? row.spec.nodes_min() : static_cast<std::uint32_t>(placed.size()));
-  j.set_placement_json(row.placement);
+  const int placed = row.placement.nodes_size();
+  j.set_nodes(placed == 0 ? row.spec.nodes_min() : static_cast<std::uint32_t>(placed));
+  *j.mutable_placement() = row.placement;
   if (row.array_job) {
     j.set_array_job(row.array_job->value());
     j.set_array_index(row.array_index);

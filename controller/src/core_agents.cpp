@@ -134,14 +134,11 @@ void Core::send_launch(const Launch& launch) {
   // Where the storage nodes the job stages from and to serve; one that is not connected is
   // left out, and the agent fails the staging that names it.
   std::map<std::string, std::string> storage;
-  for (const std::string& text : launch.spec.stage_in()) {
-    if (auto in = burstbuffer::parse_stage_in(text); in && storage_.contains(in->node))
-      storage[in->node] = storage_.at(in->node);
-  }
-  for (const std::string& text : launch.spec.stage_out()) {
-    if (auto out = burstbuffer::parse_stage_out(text); out && storage_.contains(out->node))
-      storage[out->node] = storage_.at(out->node);
-  }
+  auto serve = [&](const std::string& name) {
+    if (storage_.contains(name)) storage[name] = storage_.at(name);
+  };
+  for (const v1::StageIn& in : launch.spec.stage_in_files()) serve(in.export_name());
+  for (const v1::StageOut& out : launch.spec.stage_out_files()) serve(out.export_name());
   for (std::size_t index = 0; index < launch.placement.nodes.size(); ++index) {
     const sched::NodePlacement& np = launch.placement.nodes[index];
     v1::ToAgent message;
@@ -192,13 +189,8 @@ void Core::send_kill(JobId id, std::chrono::seconds grace) {
 }
 
 void Core::node_started(NodeId node, const v1::JobStarted& started) {
-  std::vector<RankBound> ranks;
-  for (const v1::RankBinding& r : started.ranks()) {
-    ranks.push_back(
-        {r.rank(), {r.cpus().begin(), r.cpus().end()}, {r.numa().begin(), r.numa().end()}});
-  }
   const JobId id(started.job());
-  if (auto status = manager_->started(id, cluster_.name(node), ranks); !status) {
+  if (auto status = manager_->started(cluster_.name(node), started); !status) {
     spdlog::warn("job {} on {}: {}", started.job(), cluster_.name(node),
                  status.error().to_string());
     return;

@@ -48,24 +48,23 @@ sched::JobEnd end_kind(v1::JobState state) {
   }
 }
 
-std::string placement_json(const sched::Cluster& cluster, const sched::Placement& placement) {
-  nlohmann::json nodes = nlohmann::json::array();
+v1::Placement placed(const sched::Cluster& cluster, const sched::Placement& placement) {
+  v1::Placement out;
   for (const sched::NodePlacement& np : placement.nodes) {
-    nlohmann::json ranks = nlohmann::json::array();
+    v1::PlacedNode& node = *out.add_nodes();
+    node.set_node(cluster.name(np.node));
     for (const sched::RankPlacement& r : np.ranks) {
-      ranks.push_back({{"rank", r.rank},
-                       {"cores", r.cores},
-                       {"numa", r.numa},
-                       {"memory_bytes", r.memory_bytes}});
+      v1::PlacedRank& rank = *node.add_ranks();
+      rank.set_rank(r.rank);
+      rank.mutable_cores()->Add(r.cores.begin(), r.cores.end());
+      rank.set_numa(r.numa);
+      rank.set_memory_bytes(r.memory_bytes);
     }
-    nodes.push_back({{"node", cluster.name(np.node)},
-                     {"ranks", ranks},
-                     {"nvme", np.nvme ? nlohmann::json(cluster.nvme(np.node)[*np.nvme].name)
-                                      : nlohmann::json(nullptr)},
-                     {"bb_bytes", np.bb_bytes},
-                     {"exclusive", np.exclusive}});
+    if (np.nvme) node.set_nvme(cluster.nvme(np.node)[*np.nvme].name);
+    node.set_bb_bytes(np.bb_bytes);
+    node.set_exclusive(np.exclusive);
   }
-  return nodes.dump();
+  return out;
 }
 
 }  // namespace
@@ -82,8 +81,8 @@ Status check_bounds(const v1::JobSpec& spec) {
   const Bound bounds[] = {
       {"argv", static_cast<std::size_t>(spec.argv_size()), 4096, "words"},
       {"environment", spec.environment().size(), 4096, "variables"},
-      {"stage_in", static_cast<std::size_t>(spec.stage_in_size()), 256, "entries"},
-      {"stage_out", static_cast<std::size_t>(spec.stage_out_size()), 256, "entries"},
+      {"stage_in", static_cast<std::size_t>(spec.stage_in_files_size()), 256, "entries"},
+      {"stage_out", static_cast<std::size_t>(spec.stage_out_files_size()), 256, "entries"},
       {"dependencies", static_cast<std::size_t>(spec.dependencies_size()), 1024, "jobs"},
       {"name", spec.name().size(), 1024, "bytes"},
       {"script", spec.script().size(), std::size_t{1} << 20, "bytes"},
@@ -113,8 +112,8 @@ Result<sched::JobSpec> to_sched_spec(const v1::JobSpec& in) {
   out.priority = in.priority();
   out.exclusive = in.exclusive();
   out.spread_numa = in.spread_numa();
-  out.stage_in.assign(in.stage_in().begin(), in.stage_in().end());
-  out.stage_out.assign(in.stage_out().begin(), in.stage_out().end());
+  out.stages_in = in.stage_in_files_size() > 0;
+  out.stages_out = in.stage_out_files_size() > 0;
   for (const v1::Dependency& d : in.dependencies()) {
     out.dependencies.push_back({d.kind() == v1::Dependency::AFTER_OK
                                     ? sched::DependencyKind::kAfterOk
@@ -125,7 +124,7 @@ Result<sched::JobSpec> to_sched_spec(const v1::JobSpec& in) {
     return make_error(ErrorCode::kInvalidArgument, "nothing to run: the job has no command");
   if (in.argv(0).empty())
     return make_error(ErrorCode::kInvalidArgument, "nothing to run: the command is \"\"");
-  LOOM_TRY(burstbuffer::check_staging(out.stage_in, out.stage_out));
+  LOOM_TRY(burstbuffer::check_staging(in));
   LOOM_TRY(sched::validate(out));
   return out;
 }
@@ -167,6 +166,8 @@ Result<std::unique_ptr<JobManager>> JobManager::open(std::unique_ptr<Store> stor
   }
   for (JobRow& row : rows) {
     const JobId id = row.id;
+    LOOM_TRY(with_context(burstbuffer::lift_legacy_staging(row.spec),
+                          fmt::format("job {} in the state", id.value())));
     if (ended(row.state)) manager->scheduler_.record_ended(id, end_kind(row.state));
     manager->jobs_.emplace(id, std::move(row));
   }
@@ -195,6 +196,7 @@ Result<std::vector<JobId>> JobManager::submit(const Caller& caller, v1::JobSpec 
                       fmt::format("array_size {}: an array holds at most {} jobs", array_size,
                                   sched::kMaxArraySize));
   }
+  LOOM_TRY(burstbuffer::lift_legacy_staging(spec));  // from a Loom 0.1 client
   LOOM_TRY(check_bounds(spec));
   if (spec.has_umask() && spec.umask() > 0777) {
     return make_error(ErrorCode::kInvalidArgument,
@@ -341,27 +343,24 @@ Status JobManager::cancel(const Caller& caller, JobId id, std::optional<std::uin
   return {};
 }
 
-Status JobManager::started(JobId id, const std::string& node, std::span<const RankBound> ranks) {
+Status JobManager::started(const std::string& node, const v1::JobStarted& report) {
+  const JobId id(report.job());
   auto it = jobs_.find(id);
   if (it == jobs_.end() || !active(it->second.state)) {
     return make_error(ErrorCode::kFailedPrecondition,
                       fmt::format("job {} is not running", id.value()));
   }
-  nlohmann::json placement = nlohmann::json::parse(it->second.placement);
-  for (nlohmann::json& entry : placement) {
-    if (entry["node"] != node) continue;
-    for (nlohmann::json& rank : entry["ranks"]) {
-      for (const RankBound& bound : ranks) {
-        if (rank["rank"] != bound.rank) continue;
-        rank["bound_cpus"] = bound.cpus;
-        rank["bound_numa"] = bound.numa;
+  for (v1::PlacedNode& placed_node : *it->second.placement.mutable_nodes()) {
+    if (placed_node.node() != node) continue;
+    for (v1::PlacedRank& rank : *placed_node.mutable_ranks()) {
+      for (const v1::RankBinding& bound : report.ranks()) {
+        if (bound.rank() == rank.rank()) *rank.mutable_bound() = bound;
       }
     }
   }
   // Not a transition: kept in memory, and stored with the job's end (one fsync fewer per
   // job). A controller that restarts meanwhile has it again when the agents re-register:
   // they report their running jobs' starts again.
-  it->second.placement = placement.dump();
   if (on_change_) on_change_();
   return {};
 }
@@ -380,9 +379,9 @@ Result<std::vector<Launch>> JobManager::schedule(sched::Time now) {
   for (const sched::Started& s : pass.started) {
     JobUpdate u;
     u.id = s.id;
-    u.state = jobs_.at(s.id).spec.stage_in().empty() ? v1::RUNNING : v1::STAGING_IN;
+    u.state = jobs_.at(s.id).spec.stage_in_files().empty() ? v1::RUNNING : v1::STAGING_IN;
     u.start_time = now.time_since_epoch().count();
-    u.placement = placement_json(cluster_, s.placement);
+    u.placement = placed(cluster_, s.placement);
     updates.push_back(std::move(u));
   }
   if (updates.empty()) return std::vector<Launch>{};

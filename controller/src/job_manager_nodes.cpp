@@ -28,9 +28,8 @@ nlohmann::json nvme_json(std::span<const sched::NvmeDevice> devices) {
 std::vector<std::string> JobManager::nodes_of(JobId id) const {
   std::vector<std::string> nodes;
   auto it = jobs_.find(id);
-  if (it == jobs_.end() || it->second.placement.empty()) return nodes;
-  for (const nlohmann::json& node : nlohmann::json::parse(it->second.placement))
-    nodes.push_back(node["node"]);
+  if (it == jobs_.end()) return nodes;
+  for (const v1::PlacedNode& node : it->second.placement.nodes()) nodes.push_back(node.node());
   return nodes;
 }
 
@@ -44,21 +43,21 @@ Result<sched::Placement> JobManager::adopt(JobId id) {
              "adopt() before every node of the job reported it");
   const JobRow& row = jobs_.at(id);
   sched::Placement placement;
-  for (const nlohmann::json& node : nlohmann::json::parse(row.placement)) {
-    const std::optional<NodeId> found = cluster_.find(node["node"].get<std::string>());
+  for (const v1::PlacedNode& node : row.placement.nodes()) {
+    const std::optional<NodeId> found = cluster_.find(node.node());
     LOOM_CHECK(found.has_value(), "a node that reported a job is in the cluster");
     sched::NodePlacement np;
     np.node = *found;
-    for (const nlohmann::json& r : node["ranks"]) {
-      np.ranks.push_back({r["rank"], r["cores"], r["numa"], r["memory_bytes"]});
+    for (const v1::PlacedRank& r : node.ranks()) {
+      np.ranks.push_back(
+          {r.rank(), {r.cores().begin(), r.cores().end()}, r.numa(), r.memory_bytes()});
     }
-    np.bb_bytes = node["bb_bytes"];
-    np.exclusive = node["exclusive"];
-    if (!node["nvme"].is_null()) {
-      const auto devices = cluster_.nvme(np.node);
-      for (std::size_t i = 0; i < devices.size(); ++i) {
-        if (devices[i].name == node["nvme"]) np.nvme = static_cast<unsigned>(i);
-      }
+    np.bb_bytes = node.bb_bytes();
+    np.exclusive = node.exclusive();
+    const auto devices = cluster_.nvme(np.node);
+    for (std::size_t i = 0; i < devices.size(); ++i) {
+      if (!node.nvme().empty() && devices[i].name == node.nvme())
+        np.nvme = static_cast<unsigned>(i);
     }
     placement.nodes.push_back(std::move(np));
   }
@@ -80,7 +79,7 @@ Status JobManager::lost(JobId id, const Reason& reason, sched::Time now, bool st
   if (it->second.spec.requeue() || !started) {
     u.state = v1::PENDING;
     u.reason = {v1::REASON_REQUEUED, reason.text()};
-    u.placement = "";
+    u.placement = v1::Placement();
   } else {
     u.state = v1::NODE_FAIL;
     u.reason = reason;

@@ -5,6 +5,7 @@
 
 #include "loom/controller/store.hpp"
 #include "sqlite.hpp"
+#include "stored_placement.hpp"
 
 namespace loom::controller {
 
@@ -276,8 +277,8 @@ class SqliteStore final : public Store {
         bind_optional(s, 6, u.start_time);
         bind_optional(s, 7, u.end_time);
         if (u.placement) {
-          sqlite3_bind_text(s, 8, u.placement->data(), static_cast<int>(u.placement->size()),
-                            SQLITE_TRANSIENT);
+          const std::string json = detail::placement_to_json(*u.placement);
+          sqlite3_bind_text(s, 8, json.data(), static_cast<int>(json.size()), SQLITE_TRANSIENT);
         }
         if (u.staging)
           sqlite3_bind_blob(s, 9, u.staging->data(), static_cast<int>(u.staging->size()),
@@ -332,7 +333,13 @@ class SqliteStore final : public Store {
         return make_error(ErrorCode::kDataLoss,
                           fmt::format("job {}: its stored spec does not parse", row.id.value()));
       }
-      row.placement = reinterpret_cast<const char*>(sqlite3_column_text(s, 11));
+      auto placement =
+          detail::placement_from_json(reinterpret_cast<const char*>(sqlite3_column_text(s, 11)));
+      if (!placement) {
+        return std::unexpected(
+            std::move(placement).error().with_context(fmt::format("job {}", row.id.value())));
+      }
+      row.placement = *std::move(placement);
       if (auto array = optional_int64(s, 12))
         row.array_job = JobId(static_cast<JobId::rep>(*array));
       row.array_index = static_cast<std::uint32_t>(sqlite3_column_int64(s, 13));

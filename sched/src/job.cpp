@@ -43,10 +43,10 @@ Status validate(const JobSpec& spec) {
     return invalid(
         "--bb-persistent: the job runs on its buffer's node, so it must fit on one node");
   }
-  if (spec.bb_per_node.count() == 0 && !spec.stage_in.empty()) {
+  if (spec.bb_per_node.count() == 0 && spec.stages_in) {
     return invalid("--stage-in needs --bb: staged files land in the job's burst-buffer slice");
   }
-  if (spec.bb_per_node.count() == 0 && !spec.stage_out.empty()) {
+  if (spec.bb_per_node.count() == 0 && spec.stages_out) {
     return invalid("--stage-out needs --bb: staged files leave from the job's burst-buffer slice");
   }
   return {};

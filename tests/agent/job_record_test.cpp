@@ -97,6 +97,28 @@ TEST_F(JobRecordTest, ARecordTheAgentBeforeThisOneWroteIsRead) {
   EXPECT_EQ(ended.ended->reason(), v1::REASON_NONE);
 }
 
+// Loom 0.1 agents recorded a job's staging as the user wrote it; the files it stages out
+// once it ends are read from that text.
+TEST_F(JobRecordTest, AStagingRecordedAsTextIsReadIntoItsFiles) {
+  const JobRecords rs = records();
+  write("job_8.json",
+        R"({"job":8,"launch":"{\"job\":\"8\",\"spec\":{\"stageIn\":[\"storage:/in.h5:/a\"],)"
+        R"(\"stageOut\":[\"out.h5:storage:/results/\"]}}","ranks":[],"ended":null})");
+  write("job_9.json",
+        R"({"job":9,"launch":"{\"job\":\"9\",\"spec\":{\"stageIn\":[\"storage:in.h5\"]}}",)"
+        R"("ranks":[],"ended":null})");
+  const std::vector<JobRecord> all = rs.load_all();
+  ASSERT_EQ(all.size(), 1u) << "a staging that does not parse sets its record aside";
+  EXPECT_TRUE(fs::exists(dir_ / "job_9.json.bad"));
+  const v1::JobSpec& spec = all[0].launch.spec();
+  ASSERT_EQ(spec.stage_in_files_size(), 1);
+  EXPECT_EQ(spec.stage_in_files(0).path(), "/in.h5");
+  EXPECT_EQ(spec.stage_in_files(0).datasets(0), "/a");
+  ASSERT_EQ(spec.stage_out_files_size(), 1);
+  EXPECT_EQ(spec.stage_out_files(0).export_name(), "storage");
+  EXPECT_EQ(spec.stage_out_files(0).dir(), "/results");
+}
+
 TEST_F(JobRecordTest, AnEndRecordedBeforeReasonsHadCodesGetsItsCode) {
   const JobRecords rs = records();
   const std::string end = R"({"job":JOB,"ranks":[],"ended":{"exit_code":127,"signal":null,)"

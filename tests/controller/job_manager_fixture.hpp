@@ -66,6 +66,12 @@ class JobManagerTest : public ::testing::Test {
     ASSERT_TRUE(node.has_value()) << node.error().to_string();
   }
   JobRow row(JobId id) { return manager_->show(kAdmin, id).value(); }
+  // An agent's report that it started the job's ranks, without their binding.
+  static v1::JobStarted start_of(JobId id) {
+    v1::JobStarted report;
+    report.set_job(id.value());
+    return report;
+  }
   Result<JobId> submit(const Caller& caller, const v1::JobSpec& s, sched::Time now) {
     std::vector<JobId> ids = LOOM_TRY(manager_->submit(caller, s, 0, now));
     return ids.at(0);

@@ -1,5 +1,6 @@
 #include "loom/controller/store.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
@@ -73,7 +74,7 @@ TEST_F(StoreTest, TransitionsSetOnlyWhatTheyName) {
   const JobId id = store->insert_jobs(std::vector<NewJob>{job("a")}, false).value()[0];
   JobUpdate running = transition(id, v1::RUNNING);
   running.start_time = 1010;
-  running.placement = R"({"nodes":["n0"]})";
+  running.placement.emplace().add_nodes()->set_node("n0");
   ASSERT_TRUE(store->update_jobs(std::vector<JobUpdate>{running}).has_value());
   JobUpdate failed = transition(id, v1::FAILED);
   failed.reason = Reason(v1::REASON_NON_ZERO_EXIT_CODE);
@@ -89,7 +90,8 @@ TEST_F(StoreTest, TransitionsSetOnlyWhatTheyName) {
   EXPECT_EQ(row.signal, 9);
   EXPECT_EQ(row.start_time, 1010);  // kept from the earlier transition
   EXPECT_EQ(row.end_time, 1020);
-  EXPECT_EQ(row.placement, R"({"nodes":["n0"]})");
+  ASSERT_EQ(row.placement.nodes_size(), 1);
+  EXPECT_EQ(row.placement.nodes(0).node(), "n0");
   EXPECT_TRUE(store->load_jobs(true).value().empty()) << "a FAILED job is finished";
 }
 
@@ -193,7 +195,8 @@ TEST_F(StoreTest, NodesAndTheirDrainsOutliveTheStore) {
   EXPECT_FALSE(open()->load_nodes().value()[0].drain_reason.has_value());
 }
 
-// A state written by the first schema opens with its jobs intact.
+// A state written by the first schema opens with its jobs intact, their placement as the
+// Loom of then wrote it included.
 TEST_F(StoreTest, AVersionOneStateIsMigrated) {
   std::filesystem::create_directories(dir_);
   sqlite3* db = nullptr;
@@ -213,11 +216,18 @@ TEST_F(StoreTest, AVersionOneStateIsMigrated) {
       SQLITE_OK);
   sqlite3_stmt* insert = nullptr;
   ASSERT_EQ(sqlite3_prepare_v2(db,
-                               "INSERT INTO jobs(id, user, uid, state, reason, submit_time, spec) "
-                               "VALUES(5, 'loom-alice', 1001, 5, 'NonZeroExitCode', 1000, ?)",
+                               "INSERT INTO jobs(id, user, uid, state, reason, submit_time, spec, "
+                               "placement) VALUES(5, 'loom-alice', 1001, 5, 'NonZeroExitCode', "
+                               "1000, ?, ?)",
                                -1, &insert, nullptr),
             SQLITE_OK);
   sqlite3_bind_blob(insert, 1, spec.data(), static_cast<int>(spec.size()), SQLITE_TRANSIENT);
+  sqlite3_bind_text(
+      insert, 2,
+      R"([{"bb_bytes":1048576,"exclusive":false,"node":"n0","nvme":"/dev/nvme0n1","ranks":[)"
+      R"({"bound_cpus":[4,5],"bound_numa":[1],"cores":[2],"memory_bytes":0,"numa":1,"rank":0},)"
+      R"({"cores":[3],"memory_bytes":0,"numa":1,"rank":1}]}])",
+      -1, SQLITE_TRANSIENT);
   ASSERT_EQ(sqlite3_step(insert), SQLITE_DONE);
   sqlite3_finalize(insert);
   sqlite3_close(db);
@@ -229,11 +239,39 @@ TEST_F(StoreTest, AVersionOneStateIsMigrated) {
   EXPECT_EQ(rows[0].state, v1::FAILED);
   EXPECT_EQ(rows[0].reason.text(), "NonZeroExitCode") << "a reason stored before codes is whole";
   EXPECT_EQ(rows[0].spec.name(), "old");
+  ASSERT_EQ(rows[0].placement.nodes_size(), 1);
+  const v1::PlacedNode& placed = rows[0].placement.nodes(0);
+  EXPECT_EQ(placed.node(), "n0");
+  EXPECT_EQ(placed.nvme(), "/dev/nvme0n1");
+  EXPECT_EQ(placed.bb_bytes(), 1u << 20);
+  ASSERT_EQ(placed.ranks_size(), 2);
+  EXPECT_EQ(placed.ranks(0).numa(), 1u);
+  ASSERT_TRUE(placed.ranks(0).has_bound());
+  EXPECT_EQ(placed.ranks(0).bound().cpus_size(), 2);
+  EXPECT_EQ(placed.ranks(0).bound().cpus(1), 5u);
+  EXPECT_FALSE(placed.ranks(1).has_bound()) << "rank 1's agent had not reported";
   EXPECT_FALSE(rows[0].array_job.has_value());
   EXPECT_EQ(rows[0].staging.files_size(), 0) << "schema 3's staging column starts empty";
   EXPECT_EQ(store->insert_jobs(std::vector<NewJob>{job("new")}, false).value()[0].value(), 6u);
   EXPECT_TRUE(store->load_nodes().value().empty());
   EXPECT_TRUE(store->load_buffers().value().empty());
+}
+
+TEST_F(StoreTest, AStoredPlacementThatDoesNotParseIsAnErrorNamingTheJob) {
+  auto store = open();
+  const JobId id = store->insert_jobs(std::vector<NewJob>{job("a")}, false).value()[0];
+  store.reset();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ / "state.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(
+      sqlite3_exec(db, R"(UPDATE jobs SET placement = '[{"node":"n0"')", nullptr, nullptr, nullptr),
+      SQLITE_OK);
+  sqlite3_close(db);
+  const auto rows = open()->load_jobs(false);
+  ASSERT_FALSE(rows.has_value());
+  EXPECT_EQ(rows.error().code(), ErrorCode::kDataLoss);
+  EXPECT_NE(rows.error().to_string().find(fmt::format("job {}", id.value())), std::string::npos)
+      << rows.error().to_string();
 }
 
 TEST_F(StoreTest, NvmeDevicesStagingAndBuffersOutliveTheStore) {

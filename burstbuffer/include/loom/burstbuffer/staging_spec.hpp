@@ -1,38 +1,39 @@
-// The grammar of --stage-in and --stage-out, checked where a job is submitted (the CLI and
-// again the controller) and read where it is staged (the agents).
+// The grammar of --stage-in and --stage-out, parsed once where a job is submitted (the CLI)
+// into loom.v1.StageIn and StageOut, which the controller checks again and the agents read.
 //
 //   stage-in   NODE:/path[:/group/dset[,/other]]   a file in NODE's export ("/" is its root),
 //                                                  optionally only those HDF5 datasets
 //   stage-out  SLICEPATH:NODE:/dir/                a file of the slice, to a directory of
 //                                                  NODE's export
+//
+// The types name an export (export_name): today each storage node has one export, named as
+// the node is (the testbed's is `storage`).
 #pragma once
 
-#include <span>
 #include <string>
 #include <string_view>
-#include <vector>
 
 #include "loom/common/error.hpp"
+#include "loom/proto/loom.pb.h"
 
 namespace loom::burstbuffer {
 
-struct StageIn {
-  std::string node;
-  std::string path;                   // absolute in the export, no "." or ".." component
-  std::vector<std::string> datasets;  // empty: the whole file
-  std::string name() const;           // what it is called in the slice: the path's base name
-};
+Result<v1::StageIn> parse_stage_in(std::string_view text);
+Result<v1::StageOut> parse_stage_out(std::string_view text);
 
-struct StageOut {
-  std::string slice_path;  // relative to the slice, no "." or ".." component
-  std::string node;
-  std::string dir;  // absolute in the export, a directory
-};
+// As a user writes them: in refusals and in what `loom show` lists.
+std::string text_of(const v1::StageIn& in);
+std::string text_of(const v1::StageOut& out);
 
-Result<StageIn> parse_stage_in(std::string_view text);
-Result<StageOut> parse_stage_out(std::string_view text);
+// What a staged-in file is called in the slice: its path's base name.
+std::string slice_name(const v1::StageIn& in);
 
-// Every --stage-in and --stage-out of a job parses, and asks for what can be staged.
-Status check_staging(std::span<const std::string> stage_in, std::span<const std::string> stage_out);
+// Every file the job stages is well formed, whichever client sent it; a refusal names the
+// option and the file as the user would write it.
+Status check_staging(const v1::JobSpec& spec);
+
+// Reads a Loom 0.1 spec's --stage-in and --stage-out text into the typed fields and clears
+// the text; a spec without them is left as it is.
+Status lift_legacy_staging(v1::JobSpec& spec);
 
 }  // namespace loom::burstbuffer

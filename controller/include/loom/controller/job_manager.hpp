@@ -47,13 +47,6 @@ struct Ending {
   v1::Usage usage;  // summed over the nodes (CPU time), the largest (peak memory)
 };
 
-// How one rank runs on its node, as the agent applied it.
-struct RankBound {
-  std::uint32_t rank = 0;
-  std::vector<unsigned> cpus;  // PU OS indexes
-  std::vector<unsigned> numa;  // NUMA node OS indexes
-};
-
 // The loom.v1.JobSpec a user sent, as the scheduler takes it; refusals name the option.
 Result<sched::JobSpec> to_sched_spec(const v1::JobSpec& spec);
 
@@ -86,9 +79,9 @@ class JobManager {
   Status cancel(const Caller& caller, JobId id, std::optional<std::uint32_t> index, sched::Time now,
                 std::vector<JobId>& kill);
 
-  // The agent of `node` started the job's ranks there, bound as `ranks` says: recorded
+  // The agent of `node` started the job's ranks there, bound as `report` says: recorded
   // beside the placement, for `loom show`, and stored with the job's end.
-  Status started(JobId id, const std::string& node, std::span<const RankBound> ranks);
+  Status started(const std::string& node, const v1::JobStarted& report);
 
   // One scheduling pass; the jobs it starts are stored RUNNING, with their placement,
   // before they are returned. Jobs whose dependency can never be met end CANCELLED.

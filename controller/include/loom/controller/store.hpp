@@ -37,9 +37,9 @@ struct JobUpdate {
   std::optional<int> signal;
   std::optional<std::int64_t> start_time;
   std::optional<std::int64_t> end_time;
-  std::optional<std::string> placement;  // JSON
-  std::optional<std::string> staging;    // a serialized loom.v1.StagingReport
-  std::optional<std::string> usage;      // a serialized loom.v1.Usage
+  std::optional<v1::Placement> placement;
+  std::optional<std::string> staging;  // a serialized loom.v1.StagingReport
+  std::optional<std::string> usage;    // a serialized loom.v1.Usage
 };
 
 struct JobRow {
@@ -54,7 +54,7 @@ struct JobRow {
   std::optional<std::int64_t> start_time;
   std::optional<std::int64_t> end_time;
   v1::JobSpec spec;
-  std::string placement;
+  v1::Placement placement;
   std::optional<JobId> array_job;  // an array's element: the array's id, and its index
   std::uint32_t array_index = 0;
   v1::StagingReport staging;       // what it staged, as its agents last reported

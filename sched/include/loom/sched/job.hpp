@@ -38,11 +38,11 @@ struct JobSpec {
   std::chrono::seconds walltime{0};
   int priority = 0;  // the user's own priority, higher first (multifactor order)
   std::vector<Dependency> dependencies;
-  bool exclusive = false;              // whole nodes, shared with no other job
-  bool spread_numa = false;            // a rank may take cores from several NUMA domains
-  std::vector<std::string> stage_in;   // opaque to the scheduler
-  std::vector<std::string> stage_out;  // opaque to the scheduler
-  std::string node;  // the one node it must run on (its persistent buffer's); empty: any
+  bool exclusive = false;    // whole nodes, shared with no other job
+  bool spread_numa = false;  // a rank may take cores from several NUMA domains
+  bool stages_in = false;    // the job stages files in: it needs a slice (--bb)
+  bool stages_out = false;   // and out
+  std::string node;          // the one node it must run on (its persistent buffer's); empty: any
 };
 
 // Field checks that need no cluster: positive counts, consistent node bounds, a walltime.
