@@ -30,7 +30,10 @@ Result<std::unique_ptr<StorageServer>> StorageServer::open(const fs::path& expor
   state->slots.resize(options.buffers);
   for (State::Slot& slot : state->slots) slot.memory = touched(options.range);
   State* raw = state.get();
-  state->fabric_thread = std::thread([raw] { raw->drive(); });
+  state->progress = std::make_unique<fabric::ProgressThread>(
+      state->endpoint, fabric::ProgressOptions{.on_demand = true,
+                                               .tick = std::chrono::seconds(1),
+                                               .on_tick = [raw] { raw->expire_leases(); }});
   return std::unique_ptr<StorageServer>(new StorageServer(std::move(state)));
 }
 

@@ -15,19 +15,15 @@
 #include <array>
 #include <condition_variable>
 #include <cstring>
-#include <deque>
-#include <functional>
-#include <future>
 #include <map>
 #include <mutex>
 #include <set>
-#include <thread>
-#include <type_traits>
 #include <vector>
 
 #include "data_plane_io.hpp"
 #include "loom/burstbuffer/data_plane.hpp"
 #include "loom/common/crc32c.hpp"
+#include "loom/fabric/progress.hpp"
 #include "loom/fabric/wire.hpp"
 #include "loom/proto/status.hpp"
 
@@ -86,72 +82,20 @@ struct StorageServer::State {
   // lease is out (a peer's fi_read or fi_write progresses only while the target polls,
   // under FI_PROGRESS_MANUAL) and sleeps otherwise; every other use of the domain
   // (inserting initiators' addresses, registering and closing leases' regions) is a call
-  // it runs. Lock order: `mutex`, then `fabric_mutex`.
-  std::mutex fabric_mutex;
-  std::condition_variable fabric_wake;
-  int leased = 0;
-  bool stopping = false;
-  std::deque<std::function<void()>> calls;
+  // it runs. Started last by StorageServer::open, stopped first.
+  std::unique_ptr<fabric::ProgressThread> progress;
   std::set<std::string> known;  // names inserted, hex; the fabric thread's
-  std::thread fabric_thread;
 
   ~State() {
-    {
-      std::lock_guard lock(fabric_mutex);
-      stopping = true;
-    }
-    fabric_wake.notify_all();
-    if (fabric_thread.joinable()) fabric_thread.join();
+    progress.reset();
     for (auto& [token, h] : handles) close_handle(h);
     if (root >= 0) ::close(root);
-  }
-
-  void drive() {
-    std::array<fi_cq_entry, 16> entries{};
-    auto next_expiry_check = Clock::now();
-    std::unique_lock lock(fabric_mutex);
-    for (;;) {
-      fabric_wake.wait(lock, [&] { return stopping || leased > 0 || !calls.empty(); });
-      while (!calls.empty()) {
-        std::function<void()> call = std::move(calls.front());
-        calls.pop_front();
-        call();
-      }
-      if (stopping) return;
-      if (leased == 0) continue;
-      lock.unlock();
-      const ssize_t n = fi_cq_read(endpoint->cq().get(), entries.data(), entries.size());
-      if (n == -FI_EAVAIL) {
-        fi_cq_err_entry err{};
-        fi_cq_readerr(endpoint->cq().get(), &err, 0);
-      }
-      if (n <= 0) std::this_thread::yield();
-      if (Clock::now() >= next_expiry_check) {
-        expire_leases();
-        next_expiry_check = Clock::now() + std::chrono::seconds(1);
-      }
-      lock.lock();
-    }
-  }
-
-  // Runs `call` on the fabric thread and returns what it returns. Not from the fabric
-  // thread itself.
-  template <typename F>
-  std::invoke_result_t<F> on_fabric(F call) {
-    std::packaged_task<std::invoke_result_t<F>()> task(std::move(call));
-    auto result = task.get_future();
-    {
-      std::lock_guard lock(fabric_mutex);
-      calls.emplace_back([&task] { task(); });
-    }
-    fabric_wake.notify_all();
-    return result.get();
   }
 
   // Inserts an initiator's endpoint name (hex) into the address vector, once.
   Status know(const std::string& hex) {
     std::vector<std::byte> name = LOOM_TRY(fabric::decode_name(hex));
-    return on_fabric([&]() -> Status {
+    return progress->run([&]() -> Status {
       if (known.contains(hex)) return {};
       LOOM_TRY(endpoint->av().insert(name));
       known.insert(hex);
@@ -162,7 +106,7 @@ struct StorageServer::State {
   // Lets the lease's holder reach exactly `length` bytes of its slot, for `access` only.
   // Under `mutex`, with the lease checked: a slot lent again is never exposed for the old one.
   Status expose(Slot& s, std::size_t length, std::uint64_t access) {
-    auto region = on_fabric([&] {
+    auto region = progress->run([&] {
       return fabric::MemoryRegion::register_memory(*endpoint, s.memory.get(), length, access);
     });
     if (!region) return std::unexpected(region.error());
@@ -172,7 +116,7 @@ struct StorageServer::State {
 
   // Closes the slot's registration: its key reaches nothing from here on.
   void conceal(Slot& s) {
-    if (s.region) on_fabric([&] { s.region.reset(); });
+    if (s.region) progress->run([&] { s.region.reset(); });
   }
 
   // On the fabric thread: leases whose holder never gave them back are taken back now, not
@@ -188,17 +132,9 @@ struct StorageServer::State {
                    options.lease_timeout.count());
       s.region.reset();
       s.lease.clear();
-      lease_count(-1);
+      progress->hold(-1);
       freed.notify_one();
     }
-  }
-
-  void lease_count(int delta) {
-    {
-      std::lock_guard lock(fabric_mutex);
-      leased += delta;
-    }
-    fabric_wake.notify_all();
   }
 
   static void close_handle(Handle& h) {
@@ -229,7 +165,7 @@ struct StorageServer::State {
         s.offset = offset;
         s.length = length;
         s.deadline = now + options.lease_timeout;
-        lease_count(+1);
+        progress->hold(+1);
         return i;
       }
       if (freed.wait_until(lock, give_up) == std::cv_status::timeout) {
@@ -242,7 +178,7 @@ struct StorageServer::State {
   void release(Slot& s) {
     conceal(s);
     s.lease.clear();
-    lease_count(-1);
+    progress->hold(-1);
     freed.notify_one();
   }
 
