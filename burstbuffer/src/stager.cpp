@@ -24,6 +24,7 @@
 #include "loom/burstbuffer/slice.hpp"
 #include "loom/common/crc32c.hpp"
 #include "loom/common/munge.hpp"
+#include "loom/common/unique_fd.hpp"
 #include "loom/fabric/engine.hpp"
 #include "loom/fabric/wire.hpp"
 #include "loom/proto/status.hpp"
@@ -344,12 +345,13 @@ Status Stager::fetch(const Remote& remote, const std::string& path, int dir_fd,
     }
   };
   const std::string temp = fmt::format(".{}.loom-partial", name);
-  int fd = -1;
+  UniqueFd file;
   auto copy = [&]() -> Status {
     const fi_addr_t peer = LOOM_TRY(st.peer(opened.target()));
-    fd =
-        ::openat(dir_fd, temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) return std::unexpected(errno_error("creating " + name, errno));
+    file.reset(::openat(dir_fd, temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+                        0600));
+    const int fd = file.get();
+    if (!file) return std::unexpected(errno_error("creating " + name, errno));
     progress.done.store(0);
     if (datasets.empty()) {
       progress.total.store(opened.size());
@@ -412,9 +414,10 @@ Status Stager::fetch(const Remote& remote, const std::string& path, int dir_fd,
   };
   Status copied = copy();
   close_remote();
-  if (fd >= 0) {
-    if (copied && ::fsync(fd) != 0) copied = std::unexpected(errno_error("fsync " + name, errno));
-    ::close(fd);
+  if (file) {
+    if (copied && ::fsync(file.get()) != 0)
+      copied = std::unexpected(errno_error("fsync " + name, errno));
+    file.reset();
   }
   if (copied && ::renameat(dir_fd, temp.c_str(), dir_fd, name.c_str()) != 0)
     copied = std::unexpected(errno_error("rename " + name, errno));

@@ -21,8 +21,8 @@ Result<std::unique_ptr<StorageServer>> StorageServer::open(const fs::path& expor
                                                            DataPlaneOptions options) {
   auto state = std::make_unique<State>();
   state->options = options;
-  state->root = ::open(export_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (state->root < 0)
+  state->root.reset(::open(export_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!state->root)
     return std::unexpected(errno_error(fmt::format("export {}", export_root.string()), errno));
   state->endpoint = LOOM_TRY(
       with_context(open_endpoint(options.fabric), "opening the storage agent's fabric endpoint"));
@@ -63,30 +63,30 @@ grpc::Status StorageServer::Open(grpc::ServerContext*, const v1::OpenRequest* re
     if (!h.write) {
       // Non-blocking: a FIFO named as the file must not hold this call until somebody
       // writes to it; it is refused below.
-      auto fd = open_beneath(state_->root, path, O_RDONLY | O_NONBLOCK);
+      auto fd = open_beneath(state_->root.get(), path, O_RDONLY | O_NONBLOCK);
       if (!fd) return to_grpc(fd.error());
-      h.fd = *fd;
+      h.file = std::make_shared<const UniqueFd>(*fd);
       struct stat st {};
-      if (::fstat(h.fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        ::close(h.fd);
+      if (::fstat(h.file->get(), &st) != 0 || !S_ISREG(st.st_mode)) {
         return {grpc::StatusCode::INVALID_ARGUMENT,
                 fmt::format("{} is not a regular file", request->path())};
       }
       reply->set_size(static_cast<std::uint64_t>(st.st_size));
     } else {
       const fs::path dir = path.parent_path() == "/" ? fs::path(".") : path.parent_path();
-      auto dir_fd = open_beneath(state_->root, dir, O_PATH | O_DIRECTORY);
+      auto dir_fd = open_beneath(state_->root.get(), dir, O_PATH | O_DIRECTORY);
       if (!dir_fd) return to_grpc(dir_fd.error());
-      h.dir_fd = *dir_fd;
+      h.dir.reset(*dir_fd);
       h.name = path.filename().string();
       h.temp = fmt::format(".{}.loom-{}", h.name, random_token().substr(0, 8));
-      h.fd = ::openat(h.dir_fd, h.temp.c_str(),
-                      O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+      h.file = std::make_shared<const UniqueFd>(::openat(
+          h.dir.get(), h.temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
       // The mode the user's umask gives, not this daemon's: set outright, since the
       // process umask (the daemon's, shared by its threads) would mask any mode asked for.
       const mode_t mode = 0666 & ~(request->has_umask() ? request->umask() & 0777 : 022);
-      if (h.fd < 0 || ::fchmod(h.fd, mode) != 0) {
+      if (!*h.file || ::fchmod(h.file->get(), mode) != 0) {
         const Error e = errno_error(fmt::format("creating {}", request->path()), errno);
+        if (!*h.file) h.temp.clear();  // not made: nothing to remove, nor anyone else's
         State::close_handle(h);
         return to_grpc(e);
       }
@@ -131,7 +131,7 @@ grpc::Status StorageServer::Commit(grpc::ServerContext*, const v1::CommitRequest
   // The peer's writes end here: what is checked is what is written.
   state_->conceal(*s);
   it->second.used = Clock::now();
-  const int fd = it->second.fd;
+  const std::shared_ptr<const UniqueFd> file = it->second.file;
   const std::string path = it->second.path;
   std::byte* data = s->memory.get();
   const std::string lease = s->lease;
@@ -141,7 +141,8 @@ grpc::Status StorageServer::Commit(grpc::ServerContext*, const v1::CommitRequest
     result = {grpc::StatusCode::DATA_LOSS,
               fmt::format("bytes {}-{} of {} arrived damaged (CRC-32C mismatch)", request->offset(),
                           request->offset() + request->length(), path)};
-  } else if (auto wrote = write_all(fd, data, request->length(), request->offset()); !wrote) {
+  } else if (auto wrote = write_all(file->get(), data, request->length(), request->offset());
+             !wrote) {
     result = to_grpc(wrote.error().with_context(path));
   }
   lock.lock();
@@ -159,11 +160,11 @@ grpc::Status StorageServer::Finish(grpc::ServerContext*, const v1::HandleRequest
   state_->handles.erase(it);
   lock.unlock();
   Status done;
-  if (::fsync(h.fd) != 0) {
+  if (::fsync(h.file->get()) != 0) {
     done = std::unexpected(errno_error("fsync " + h.path, errno));
   } else if (auto as_user = FsIdentity::assume(h.uid, h.gid); !as_user) {
     done = std::unexpected(as_user.error());
-  } else if (::renameat(h.dir_fd, h.temp.c_str(), h.dir_fd, h.name.c_str()) != 0) {
+  } else if (::renameat(h.dir.get(), h.temp.c_str(), h.dir.get(), h.name.c_str()) != 0) {
     done = std::unexpected(errno_error("rename into " + h.path, errno));
   } else {
     h.temp.clear();  // in place: nothing to remove
@@ -193,7 +194,7 @@ grpc::Status StorageServer::Describe(grpc::ServerContext*, const v1::DescribeReq
     return {grpc::StatusCode::NOT_FOUND,
             "no such open file (closed, or the storage agent restarted)"};
   it->second.used = Clock::now();
-  const int fd = it->second.fd;
+  const std::shared_ptr<const UniqueFd> file = it->second.file;
   const std::string path = it->second.path;
   const uid_t uid = it->second.uid;
   const gid_t gid = it->second.gid;
@@ -205,19 +206,19 @@ grpc::Status StorageServer::Describe(grpc::ServerContext*, const v1::DescribeReq
   State::Handle h;
   h.path = path + " (skeleton)";
   h.used = Clock::now();
-  h.fd = ::memfd_create("loom-skeleton", MFD_CLOEXEC);
-  if (h.fd < 0) return to_grpc(errno_error("making the skeleton", errno));
+  h.file = std::make_shared<const UniqueFd>(::memfd_create("loom-skeleton", MFD_CLOEXEC));
+  if (!*h.file) return to_grpc(errno_error("making the skeleton", errno));
   const Result<SkeletonPlan> plan = [&]() -> Result<SkeletonPlan> {
     const FsIdentity as_user = LOOM_TRY(FsIdentity::assume(uid, gid));
     std::vector<std::string> datasets(request->datasets().begin(), request->datasets().end());
-    return write_skeleton(fmt::format("/proc/self/fd/{}", fd), datasets, h.fd);
+    return write_skeleton(fmt::format("/proc/self/fd/{}", file->get()), datasets, h.file->get());
   }();
   if (!plan) {
     State::close_handle(h);
     return to_grpc(Error(plan.error()).with_context(path));
   }
   struct stat st {};
-  ::fstat(h.fd, &st);
+  ::fstat(h.file->get(), &st);
   reply->set_skeleton_size(static_cast<std::uint64_t>(st.st_size));
   reply->set_copied_bytes(plan->copied_bytes);
   for (const std::string& note : plan->notes) reply->add_notes(note);

@@ -23,6 +23,7 @@
 #include "data_plane_io.hpp"
 #include "loom/burstbuffer/data_plane.hpp"
 #include "loom/common/crc32c.hpp"
+#include "loom/common/unique_fd.hpp"
 #include "loom/fabric/progress.hpp"
 #include "loom/fabric/wire.hpp"
 #include "loom/proto/status.hpp"
@@ -45,8 +46,10 @@ inline std::string random_token() {
 
 struct StorageServer::State {
   struct Handle {
-    int fd = -1;
-    int dir_fd = -1;  // writing: the directory the file goes in
+    // Shared with the calls that read or write it outside `mutex`: a Close meanwhile must
+    // not let the number be reused for another user's file while they still use it.
+    std::shared_ptr<const UniqueFd> file;
+    UniqueFd dir;  // writing: the directory the file goes in
     bool write = false;
     std::string path;  // as asked, for messages
     std::string temp, name;
@@ -68,7 +71,7 @@ struct StorageServer::State {
     Clock::time_point deadline;
   };
 
-  int root = -1;
+  UniqueFd root;
   DataPlaneOptions options;
   std::shared_ptr<fabric::Endpoint> endpoint;
   std::string target;  // the endpoint's name, hex
@@ -89,7 +92,6 @@ struct StorageServer::State {
   ~State() {
     progress.reset();
     for (auto& [token, h] : handles) close_handle(h);
-    if (root >= 0) ::close(root);
   }
 
   // Inserts an initiator's endpoint name (hex) into the address vector, once.
@@ -139,10 +141,9 @@ struct StorageServer::State {
 
   static void close_handle(Handle& h) {
     if (h.write && !h.temp.empty())
-      ::unlinkat(h.dir_fd, h.temp.c_str(), 0);  // never finished: nothing partial stays
-    if (h.fd >= 0) ::close(h.fd);
-    if (h.dir_fd >= 0) ::close(h.dir_fd);
-    h.fd = h.dir_fd = -1;
+      ::unlinkat(h.dir.get(), h.temp.c_str(), 0);  // never finished: nothing partial stays
+    h.file.reset();
+    h.dir.reset();
   }
 
   // Takes a free slot (or one whose lease ran out) for the handle's range; waits a while
@@ -206,7 +207,7 @@ struct StorageServer::State {
                     : "no such open file (closed, or the storage agent restarted)"};
     }
     it->second.used = Clock::now();
-    const int fd = it->second.fd;
+    const std::shared_ptr<const UniqueFd> file = it->second.file;
     const std::string path = it->second.path;
     auto slot = acquire(lock, request.handle(), request.offset(), length);
     if (!slot) return {grpc::StatusCode::ABORTED, slot.error().message()};
@@ -219,7 +220,7 @@ struct StorageServer::State {
     if (write) {
       std::memset(data, 0, length);
     } else {
-      filled = read_all(fd, data, length, request.offset());
+      filled = read_all(file->get(), data, length, request.offset());
       if (filled) crc = crc32c(std::span(data, length));
     }
     lock.lock();

@@ -23,6 +23,7 @@
 #include "loom/common/bytes.hpp"
 #include "loom/common/config.hpp"
 #include "loom/common/munge.hpp"
+#include "loom/common/unique_fd.hpp"
 
 namespace {
 
@@ -141,26 +142,24 @@ int main(int argc, char** argv) {
       if (dest.ends_with('/') || fs::is_directory(local)) local /= fs::path(from->path).filename();
       shown_dest = local.string();
       const fs::path parent = local.parent_path().empty() ? fs::path(".") : local.parent_path();
-      const int dir = ::open(parent.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-      if (dir < 0) {
+      const UniqueFd dir(::open(parent.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+      if (!dir) {
         copied = make_error(ErrorCode::kNotFound,
                             fmt::format("{}: {}", parent.string(), std::strerror(errno)));
       } else {
-        copied = (*stager)->fetch(remote, from->path, dir, local.filename().string(), progress,
-                                  interrupted, from->datasets, &notes);
-        ::close(dir);
+        copied = (*stager)->fetch(remote, from->path, dir.get(), local.filename().string(),
+                                  progress, interrupted, from->datasets, &notes);
       }
     } else {
       std::string path = to->path;
       if (path.ends_with('/')) path += fs::path(source).filename().string();
       shown_dest = to->node + ":" + path;
-      const int fd = ::open(source.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-      if (fd < 0) {
+      const UniqueFd fd(::open(source.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+      if (!fd) {
         copied =
             make_error(ErrorCode::kNotFound, fmt::format("{}: {}", source, std::strerror(errno)));
       } else {
-        copied = (*stager)->store(remote, fd, path, progress, interrupted);
-        ::close(fd);
+        copied = (*stager)->store(remote, fd.get(), path, progress, interrupted);
       }
     }
     std::lock_guard lock(mutex);

@@ -15,6 +15,8 @@
 #include <set>
 #include <utility>
 
+#include "loom/common/unique_fd.hpp"
+
 extern char** environ;
 
 namespace loom::cli {
@@ -34,22 +36,23 @@ Status command(const std::vector<std::string>& argv) {
   int pipe_fds[2];
   if (::pipe2(pipe_fds, O_CLOEXEC) != 0)
     return make_error(ErrorCode::kInternal, "pipe: " + std::string(std::strerror(errno)));
+  const UniqueFd read_end(pipe_fds[0]);
+  UniqueFd write_end(pipe_fds[1]);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], 2);
+  posix_spawn_file_actions_adddup2(&actions, write_end.get(), 2);
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   pid_t pid = -1;
   const int error = ::posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
-  ::close(pipe_fds[1]);
+  write_end.reset();  // the child's copy is the only one left: EOF when it exits
   std::string err;
   char buffer[512];
-  for (ssize_t n; error == 0 && (n = ::read(pipe_fds[0], buffer, sizeof(buffer))) > 0;)
+  for (ssize_t n; error == 0 && (n = ::read(read_end.get(), buffer, sizeof(buffer))) > 0;)
     err.append(buffer, static_cast<std::size_t>(n));
-  ::close(pipe_fds[0]);
   std::string line;
   for (const std::string& a : argv) line += (line.empty() ? "" : " ") + a;
   if (error != 0)
@@ -134,16 +137,12 @@ Result<Testbed> Testbed::make(const std::vector<std::string>& hosts) {
     return make_error(ErrorCode::kUnimplemented, "--netns: this kernel has no network namespaces");
   // Claims are made one at a time, so that a run never takes another's half-made testbed
   // for one whose owner died.
-  const int lock = ::open("/run/loom-testbed.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (lock < 0 || ::flock(lock, LOCK_EX) != 0) {
+  const UniqueFd lock(::open("/run/loom-testbed.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lock || ::flock(lock.get(), LOCK_EX) != 0) {
     return make_error(
         ErrorCode::kInternal,
         fmt::format("--netns: cannot lock /run/loom-testbed.lock: {}", std::strerror(errno)));
   }
-  struct Unlock {
-    int fd;
-    ~Unlock() { ::close(fd); }
-  } unlock{lock};
   std::string last_error;
   for (unsigned slot = 0; slot < kSlots; ++slot) {
     Status claimed = command({"ip", "link", "add", bridge(slot), "type", "bridge"});
