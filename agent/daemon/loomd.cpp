@@ -160,8 +160,8 @@ int main(int argc, char** argv) {
     int signal = 0;
     sigwait(&signals, &signal);
     if (signal == SIGUSR1) return;
+    (*agent)->stop();  // first: once this is logged, no copy goes on past its next range
     spdlog::info("signal {}: leaving; this node's jobs keep running for the next agent", signal);
-    (*agent)->stop();
   });
   const int status = (*agent)->run(topology_json);
   ::kill(::getpid(),

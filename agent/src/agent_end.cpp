@@ -65,14 +65,32 @@ void Agent::complete(const std::shared_ptr<Job>& job) {
     }
   }
   if (!job->killed.load() && job->storage->stages_out()) {
-    send_staging(*job, /*out=*/true);
-    Status staged = job->storage->stage_out(job->interrupted);
-    if (stopped_.load()) return;
-    send_staging(*job, /*out=*/true);
-    if (!staged && e.error().empty() && !job->killed.load()) {
-      e.set_error(staged.error().message());
-      e.set_reason(v1::REASON_STAGE_OUT_FAILED);
-    }
+    // Recorded first: an agent stopped during the copy leaves it to the next one, which
+    // stages out again (into a temporary name, renamed once whole) and reports this end.
+    std::optional<JobRecord> record = records_.load(job->id);
+    if (!record) record.emplace().id = job->id;  // lost meanwhile: the end is what matters
+    record->launch = job->launch;
+    record->staging_out = e;
+    save(*record);
+    stage_out(job, std::move(e));
+    return;
+  }
+  if (auto removed = job->storage->teardown(); !removed)
+    spdlog::error("job {}: removing its slice: {}", job->id.value(), removed.error().to_string());
+  finish(job->id, e);
+}
+
+// The job's files out of its slice, then the slice removed and the end reported; a
+// failure that is the first of the job's is its end. An agent stopping leaves the job as
+// recorded.
+void Agent::stage_out(const std::shared_ptr<Job>& job, v1::JobEnded e) {
+  send_staging(*job, /*out=*/true);
+  Status staged = job->storage->stage_out(job->interrupted);
+  if (stopped_.load()) return;
+  send_staging(*job, /*out=*/true);
+  if (!staged && e.error().empty() && !job->killed.load()) {
+    e.set_error(staged.error().message());
+    e.set_reason(v1::REASON_STAGE_OUT_FAILED);
   }
   if (auto removed = job->storage->teardown(); !removed)
     spdlog::error("job {}: removing its slice: {}", job->id.value(), removed.error().to_string());

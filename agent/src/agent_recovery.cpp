@@ -15,6 +15,7 @@ namespace loom::agent {
 // not yet acknowledged are reported at the next registration.
 void Agent::recover() {
   std::vector<std::shared_ptr<Job>> adopted;
+  std::vector<std::pair<std::shared_ptr<Job>, v1::JobEnded>> staging_out;
   for (JobRecord& record : records_.load_all()) {
     const JobId id = record.id;
     if (record.launching) {
@@ -42,6 +43,13 @@ void Agent::recover() {
     auto job = make_job(record.launch);
     job->id = id;
     job->started = record.started;
+    if (record.staging_out) {
+      spdlog::info("job {}: its ranks had ended; staging out again", id.value());
+      std::lock_guard lock(jobs_mutex_);
+      jobs_[id] = job;
+      staging_out.emplace_back(job, *record.staging_out);
+      continue;
+    }
     if (record.daemon) {
       abandon(*job, v1::REASON_LAUNCH_FAILED,
               "its agent restarted before Open MPI's daemon started here");
@@ -80,6 +88,8 @@ void Agent::recover() {
   sweep_orphans();
   // Watched only now: a job that ends at once must not be gone when the sweep looks.
   for (const std::shared_ptr<Job>& job : adopted) watch(job);
+  for (auto& [job, e] : staging_out)
+    copies_.post([this, job, e = std::move(e)] { stage_out(job, e); });
 }
 
 // Cgroups no adopted task holds, slices and shared-memory directories no job here holds:

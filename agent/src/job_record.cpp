@@ -88,6 +88,7 @@ nlohmann::json to_json(const JobRecord& r) {
                       {"ended", r.ended ? ended_json(*r.ended) : nlohmann::json(nullptr)}};
   if (r.launching) j["launching"] = *r.launching;
   if (r.daemon) j["daemon"] = true;
+  if (r.staging_out) j["staging_out"] = to_json_string(*r.staging_out);
   return j;
 }
 
@@ -103,6 +104,8 @@ JobRecord from_json(const nlohmann::json& j) {
   }
   if (j.contains("started")) r.started = from_json_string<v1::JobStarted>(j["started"], "started");
   if (j.contains("launching")) r.launching = j["launching"].get<std::vector<std::uint32_t>>();
+  if (j.contains("staging_out"))
+    r.staging_out = from_json_string<v1::JobEnded>(j["staging_out"], "staging_out");
   for (const nlohmann::json& t : j.value("ranks", nlohmann::json::array())) {
     r.ranks.emplace_back(
         t.value("rank", 0u),

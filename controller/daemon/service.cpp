@@ -71,6 +71,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::JobInfo> {
         now = info(*row);
       }
       const bool ended = now && now->state() >= v1::COMPLETED;
+      const bool last = end.has_value() || ended;  // before `end` moves into the callback
       // Sent once stored: a watcher never sees a state that the store could still lose.
       inbox.after_commit([state, now = std::move(now), end = std::move(end), ended]() mutable {
         std::lock_guard lock(state->mutex);
@@ -88,7 +89,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::JobInfo> {
         state->ended = true;
         if (!state->writing) state->finish(grpc::Status::OK);
       });
-      return end.has_value() || ended;
+      return last;
     });
   }
   // A call refused before it watches anything.

@@ -102,6 +102,35 @@ TEST_F(BurstBufferTest, FilesAreStagedInAndOutByteIdentical) {
   EXPECT_EQ(slices_left(), std::vector<std::string>{});
 }
 
+// An agent stopped (SIGTERM: an upgrade) while it stages a job's file out leaves the copy
+// to the next agent, which stages out again: the job completes with its file whole. The
+// storage agent is held (SIGSTOP) so that the stop lands mid-copy.
+TEST_F(BurstBufferTest, AStageOutCutShortByAnAgentStopIsDoneByTheNextAgent) {
+  const std::uint64_t id = submit(
+      {"submit", "--bb", "32M", "--stage-out", "out.bin:storage:/results/", "-o", "out-%j", "--",
+       "/bin/sh", "-c",
+       "head -c 5000000 /dev/urandom > \"$LOOM_BB_DIR/out.bin\"; cp \"$LOOM_BB_DIR/out.bin\" "
+       "kept.bin; echo start; while [ ! -e go ]; do sleep 0.05; done"});
+  LocalCluster::wait_for(dir_ / fmt::format("out-{}", id), "start");
+  const std::string node = show(id)["placement"][0]["node"];
+  const pid_t storage = daemon("loomd", "--export");
+  ASSERT_EQ(::kill(storage, SIGSTOP), 0);
+  std::ofstream(dir_ / "go") << "";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (show(id)["state"] != "STAGING_OUT" && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_EQ(show(id)["state"], "STAGING_OUT");
+  ASSERT_EQ(::kill(daemon("loomd", "--name " + node + " "), SIGTERM), 0);
+  LocalCluster::wait_for(cluster_->state_dir() / "state" / fmt::format("loomd-{}.log", node),
+                         "signal 15: leaving");
+  ASSERT_EQ(::kill(storage, SIGCONT), 0);
+  cluster_->wait_log(fmt::format("loomd {} exited with status 0; restarting it", node));
+  const nlohmann::json job = finish(id);
+  EXPECT_EQ(job["state"], "COMPLETED") << job.dump();
+  EXPECT_EQ(contents(export_ / "results" / "out.bin"), contents(dir_ / "kept.bin"));
+  EXPECT_EQ(slices_left(), std::vector<std::string>{});
+}
+
 TEST_F(BurstBufferTest, StagingFailuresNameTheFileAndLeaveNothing) {
   // Refused at submit: outside the export, or no slice to stage into.
   Completed outside =

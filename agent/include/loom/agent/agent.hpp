@@ -99,6 +99,7 @@ class Agent {
   WorkPool& lane(const Job& job);
   void watch(const std::shared_ptr<Job>& job);
   void complete(const std::shared_ptr<Job>& job);
+  void stage_out(const std::shared_ptr<Job>& job, v1::JobEnded e);
   void abandon(Job& job, v1::Reason reason, const std::string& error);
   void end_killed(Job& job);
   void finish(JobId id, const v1::JobEnded& e);

@@ -1,6 +1,6 @@
 // A job as its node's agent records it (agent.state_dir/job_ID.json), for the agent after
-// it: being launched (which ranks), running (each task's keeper), or ended (its end, kept
-// until the controller acknowledges it).
+// it: being launched (which ranks), running (each task's keeper), staging out (the end its
+// ranks made), or ended (its end, kept until the controller acknowledges it).
 #pragma once
 
 #include <cstdint>
@@ -25,6 +25,9 @@ struct JobRecord {
   std::vector<std::pair<std::uint32_t, TaskRecord>> ranks;  // rank, and its task's keeper
   v1::JobStarted started;  // as reported: sent again at each registration
   bool daemon = false;     // an MPI job's node waiting for Open MPI's daemon
+  // Set once its ranks have ended and it stages out: the end they made. An agent that
+  // stops during the copy leaves this, and the next one stages out again and reports it.
+  std::optional<v1::JobEnded> staging_out;
   std::optional<v1::JobEnded> ended;
 };
 
