@@ -1,6 +1,10 @@
 // The controller's job table: the durable store, the scheduler and the cluster kept in
 // step. Single-threaded, time passed in. Every transition is in the store before it is
 // returned to the caller to act on (launch, kill) or to acknowledge (a job id).
+//
+// Its public methods, more than the usual fifteen, are one per operation on jobs, nodes
+// and buffers that the core's events come to; split by what they touch, the one rule they
+// keep (stored before acted on) would be kept in several places.
 #pragma once
 
 #include <functional>

@@ -5,6 +5,10 @@
 // request and the current state; allocate() and release() are the only mutations of free
 // resources, and they keep an index over free cores so that placement looks at the nodes
 // that can hold a request, not at every node.
+//
+// More than the usual fifteen public methods: most read one node's facts (its name,
+// topology, devices, free and total capacity), asked of the cluster rather than of a node
+// object handed out, so that nothing but allocate() and release() changes what is free.
 #pragma once
 
 #include <memory>

@@ -5,6 +5,10 @@
 // Feedback arrives as events (finished), never as calls into its internals. The caller
 // acts on the decisions a pass returns: it launches what started, kills what ran past its
 // walltime and reports it back as finished(kTimeout), cancels what can never run.
+//
+// Its public methods, more than the usual fifteen, are those events (a submission, a
+// cancel, an end, a job found again after a restart, a pass) and reads for the controller,
+// the simulator and the tests; none hands out its state to change.
 #pragma once
 
 #include <map>
