@@ -211,9 +211,9 @@ int main(int argc, char** argv) {
       return 1;
     }
     const Run& r = *result;
-    const double n = static_cast<double>(r.jobs);
+    const auto n = static_cast<double>(r.jobs);
     const double total = r.submit_s + r.pass_s + r.retire_s;
-    const double pass_max = *std::max_element(r.passes_ms.begin(), r.passes_ms.end());
+    const double pass_max = *std::ranges::max_element(r.passes_ms);
     results.push_back({{"store", r.store},
                        {"batch", r.batch},
                        {"joins_per_s", static_cast<double>(nodes) / r.join_s},

@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "loom/common/bytes.hpp"
+#include "loom/common/errno_text.hpp"
 #include "loom/fabric/engine.hpp"
 #include "loom/fabric/progress.hpp"
 #include "loom/fabric/wire.hpp"
@@ -108,7 +109,7 @@ int run_server(const Args& a) {
   addr.sin_addr.s_addr = htonl(INADDR_ANY);
   if (::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
       ::listen(listener, 1) != 0) {
-    die("cannot listen on port " + std::to_string(a.port) + ": " + std::strerror(errno));
+    die("cannot listen on port " + std::to_string(a.port) + ": " + loom::errno_text(errno));
   }
   std::fprintf(stderr, "loom-fabric-bw: server waiting on port %d\n", a.port);
   const int fd = ::accept(listener, nullptr, nullptr);
@@ -199,7 +200,7 @@ double memcpy_gbps() {
     rates.push_back(static_cast<double>(bytes) /
                     std::chrono::duration<double>(Clock::now() - t0).count() / 1e9);
   }
-  std::sort(rates.begin(), rates.end());
+  std::ranges::sort(rates);
   return rates[rates.size() / 2];
 }
 
@@ -252,7 +253,7 @@ int run_client(const Args& a) {
     die("not an IPv4 address: " + a.server);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     die("cannot reach the server at " + a.server + ":" + std::to_string(a.port) + ": " +
-        std::strerror(errno));
+        loom::errno_text(errno));
   }
   auto ep = open_endpoint(a);
   const auto server_name = check(decode_name(recv_line(fd)), "server name");
@@ -373,7 +374,7 @@ int main(int argc, char** argv) {
       return argv[++i];
     };
     auto is = [&](std::initializer_list<const char*> names) {
-      return std::any_of(names.begin(), names.end(), [&](const char* name) { return arg == name; });
+      return std::ranges::any_of(names, [&](const char* name) { return arg == name; });
     };
     if (is({"-p", "--provider"}))
       a.provider = value();

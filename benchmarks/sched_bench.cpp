@@ -87,7 +87,7 @@ std::vector<JobSpec> make_jobs(std::size_t count, std::uint32_t seed) {
 
 double percentile(std::vector<double> samples, double p) {
   if (samples.empty()) return 0;
-  const std::size_t k = static_cast<std::size_t>(p * static_cast<double>(samples.size() - 1));
+  const auto k = static_cast<std::size_t>(p * static_cast<double>(samples.size() - 1));
   std::nth_element(samples.begin(), samples.begin() + static_cast<std::ptrdiff_t>(k),
                    samples.end());
   return samples[k];

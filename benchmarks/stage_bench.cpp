@@ -46,7 +46,7 @@ double seconds_since(Clock::time_point start) {
 }
 
 double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
+  std::ranges::sort(v);
   return v.empty() ? 0 : v[v.size() / 2];
 }
 
@@ -302,7 +302,7 @@ int main(int argc, char** argv) {
       fs::remove(dest / "cp.h5");
       fs::remove(dest / "h5copy.h5");
     }
-    const double bytes = static_cast<double>(t.data_bytes);
+    const auto bytes = static_cast<double>(t.data_bytes);
     for (const std::string& provider : providers) {
       const double limit = std::min({median(reads), median(writes), fabric[provider]});
       results.push_back({{"file", t.name},

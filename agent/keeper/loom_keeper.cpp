@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "loom/common/errno_text.hpp"
 #include "loom/hwtopo/apply_binding.hpp"
 
 namespace {
@@ -38,7 +39,7 @@ constexpr int kReport = 3;  // the agent reads what went wrong before exec here
   ::_exit(127);
 }
 
-std::string what(const std::string& action) { return action + ": " + std::strerror(errno); }
+std::string what(const std::string& action) { return action + ": " + loom::errno_text(errno); }
 
 // Closes every descriptor from `first` up, or with `at_exec` marks it close-on-exec.
 // close_range does it in one call where the kernel has it (5.9; CLOSE_RANGE_CLOEXEC from

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "loom/common/errno_text.hpp"
 #include "loom/common/unique_fd.hpp"
 
 namespace loom::agent::cgroup_files {
@@ -31,7 +32,7 @@ Status write(const std::filesystem::path& path, std::string_view value) {
   const int error = errno;
   if (!written) {
     return make_error(ErrorCode::kInternal, fmt::format("cannot write \"{}\" to {}: {}", value,
-                                                        path.string(), std::strerror(error)));
+                                                        path.string(), loom::errno_text(error)));
   }
   return {};
 }
@@ -58,7 +59,7 @@ std::optional<std::uint64_t> keyed(const std::filesystem::path& path, std::strin
 Status make_dir(const std::filesystem::path& path) {
   if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) {
     return make_error(ErrorCode::kInternal, fmt::format("cannot create cgroup {}: {}",
-                                                        path.string(), std::strerror(errno)));
+                                                        path.string(), loom::errno_text(errno)));
   }
   return {};
 }

@@ -8,11 +8,13 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <ranges>
 #include <set>
 #include <sstream>
 
 #include "cgroup_files.hpp"
 #include "loom/agent/cgroup.hpp"
+#include "loom/common/errno_text.hpp"
 #include "loom/common/index_list.hpp"
 
 namespace loom::agent {
@@ -206,7 +208,7 @@ Status CgroupTree::enter(const std::string& level) {
       return make_error(ErrorCode::kPermissionDenied,
                         fmt::format("cannot write the cgroup {} this agent runs in: {} (delegate "
                                     "it to loomd: systemd's Delegate=yes)",
-                                    base.string(), std::strerror(errno)));
+                                    base.string(), loom::errno_text(errno)));
     }
   }
   if (version_ != CgroupVersion::kV2) return {};
@@ -310,10 +312,10 @@ void CgroupTree::kill_and_remove(const std::string& name) const {
       if (it->is_directory()) found.insert(fs::relative(it->path(), h.loom_dir).string());
     }
   }
-  for (auto it = found.rbegin(); it != found.rend(); ++it) {  // children sort after parents
+  for (const auto& below : std::ranges::reverse_view(found)) {  // children sort after parents
     std::vector<Cgroup::Dir> dirs;
     for (const Hierarchy& h : hierarchies_) {
-      if (fs::is_directory(h.loom_dir / *it)) dirs.push_back({h.controller, h.loom_dir / *it});
+      if (fs::is_directory(h.loom_dir / below)) dirs.push_back({h.controller, h.loom_dir / below});
     }
     const Cgroup cgroup(version_, std::move(dirs));
     (void)cgroup.kill_all();  // ~Cgroup removes it

@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "loom/common/errno_text.hpp"
+
 namespace loom::agent {
 
 Result<std::unique_ptr<ExitWatcher>> ExitWatcher::open() {
@@ -14,13 +16,13 @@ Result<std::unique_ptr<ExitWatcher>> ExitWatcher::open() {
   UniqueFd wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!epoll || !wake) {
     return make_error(ErrorCode::kResourceExhausted,
-                      fmt::format("epoll or eventfd: {}", std::strerror(errno)));
+                      fmt::format("epoll or eventfd: {}", loom::errno_text(errno)));
   }
   epoll_event event{};
   event.events = EPOLLIN;
   event.data.fd = wake.get();
   if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, wake.get(), &event) != 0)
-    return make_error(ErrorCode::kInternal, fmt::format("epoll_ctl: {}", std::strerror(errno)));
+    return make_error(ErrorCode::kInternal, fmt::format("epoll_ctl: {}", loom::errno_text(errno)));
   return std::unique_ptr<ExitWatcher>(new ExitWatcher(std::move(epoll), std::move(wake)));
 }
 

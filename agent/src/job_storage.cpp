@@ -13,6 +13,7 @@
 
 #include "loom/burstbuffer/identity.hpp"
 #include "loom/burstbuffer/staging_spec.hpp"
+#include "loom/common/errno_text.hpp"
 #include "loom/common/munge.hpp"
 #include "loom/common/unique_fd.hpp"
 
@@ -38,7 +39,7 @@ Status make_shm_base(const fs::path& base) {
   if (::lstat(base.c_str(), &st) != 0) {
     return make_error(ErrorCode::kFailedPrecondition,
                       fmt::format("agent.shm_dir {}: {}", base.string(),
-                                  ec ? ec.message() : std::strerror(errno)));
+                                  ec ? ec.message() : loom::errno_text(errno)));
   }
   if (!S_ISDIR(st.st_mode) || st.st_uid != 0) {
     return make_error(
@@ -49,7 +50,7 @@ Status make_shm_base(const fs::path& base) {
   }
   if (::chmod(base.c_str(), 0711) != 0) {
     return make_error(ErrorCode::kInternal,
-                      fmt::format("chmod 0711 {}: {}", base.string(), std::strerror(errno)));
+                      fmt::format("chmod 0711 {}: {}", base.string(), loom::errno_text(errno)));
   }
   return {};
 }
@@ -185,11 +186,11 @@ Status JobStorage::make_shm_dir() const {
     if (::chown(dir.c_str(), launch_.uid(), gid_) == 0) return {};
     return make_error(ErrorCode::kInternal,
                       fmt::format("cannot give {} to uid {}: {}", dir.string(), launch_.uid(),
-                                  std::strerror(errno)));
+                                  loom::errno_text(errno)));
   }
   if (errno != EEXIST)
     return make_error(ErrorCode::kInternal,
-                      fmt::format("cannot make {}: {}", dir.string(), std::strerror(errno)));
+                      fmt::format("cannot make {}: {}", dir.string(), loom::errno_text(errno)));
   // Made already for this job by another agent sharing the machine's /dev/shm.
   if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != launch_.uid()) {
     return make_error(ErrorCode::kFailedPrecondition,
@@ -230,7 +231,7 @@ std::expected<void, StorageFailure> JobStorage::prepare(const std::atomic<bool>&
           if (!dir)
             return make_error(ErrorCode::kInternal,
                               fmt::format("cannot open the slice {}: {}", slice_->dir().string(),
-                                          std::strerror(errno)));
+                                          loom::errno_text(errno)));
           const std::vector<std::string> datasets(in.datasets().begin(), in.datasets().end());
           std::vector<std::string> notes;
           Status s = stager.fetch(r, in.path(), dir.get(), slice_name(in), progress, cancelled,
@@ -268,7 +269,7 @@ std::map<std::string, std::string> JobStorage::environment() const {
 Status JobStorage::stage_out(const std::atomic<bool>& cancelled) {
   if (!stages_out() || launch_.bb_device().empty()) return {};
   const fs::path mount = slice_mount(launch_.bb_device(), launch_.job());
-  std::size_t index = static_cast<std::size_t>(launch_.spec().stage_in_files_size());
+  auto index = static_cast<std::size_t>(launch_.spec().stage_in_files_size());
   Status result;
   for (const v1::StageOut& out : launch_.spec().stage_out_files()) {
     File& file = files_.at(index++);
@@ -284,7 +285,7 @@ Status JobStorage::stage_out(const std::atomic<bool>& cancelled) {
             if (!root)
               return make_error(ErrorCode::kInternal,
                                 fmt::format("cannot open the slice {}: {}", mount.string(),
-                                            std::strerror(errno)));
+                                            loom::errno_text(errno)));
             // Non-blocking: a FIFO the job left must not hold the node's stager (store()
             // refuses anything but a regular file).
             auto opened =

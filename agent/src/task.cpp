@@ -17,6 +17,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "loom/common/errno_text.hpp"
+
 namespace loom::agent {
 
 namespace {
@@ -89,11 +91,13 @@ Result<Task> Task::start(const CgroupTree& cgroups, const TaskSpec& spec) {
   // The keeper is spawned, not forked: no copy of this (large, multithreaded) process.
   int in[2], out[2];
   if (::pipe2(in, O_CLOEXEC) != 0) {
-    return make_error(ErrorCode::kResourceExhausted, fmt::format("pipe: {}", std::strerror(errno)));
+    return make_error(ErrorCode::kResourceExhausted,
+                      fmt::format("pipe: {}", loom::errno_text(errno)));
   }
   UniqueFd input[2] = {UniqueFd(in[0]), UniqueFd(in[1])};
   if (::pipe2(out, O_CLOEXEC) != 0) {
-    return make_error(ErrorCode::kResourceExhausted, fmt::format("pipe: {}", std::strerror(errno)));
+    return make_error(ErrorCode::kResourceExhausted,
+                      fmt::format("pipe: {}", loom::errno_text(errno)));
   }
   UniqueFd report[2] = {UniqueFd(out[0]), UniqueFd(out[1])};
   posix_spawn_file_actions_t actions;
@@ -123,7 +127,7 @@ Result<Task> Task::start(const CgroupTree& cgroups, const TaskSpec& spec) {
   report[1].reset();
   if (spawned != 0) {
     return make_error(ErrorCode::kInternal,
-                      fmt::format("cannot start {}: {}", program, std::strerror(spawned)));
+                      fmt::format("cannot start {}: {}", program, loom::errno_text(spawned)));
   }
   const std::string text = keeper_spec.dump();
   for (std::size_t done = 0; done < text.size();) {
@@ -173,7 +177,7 @@ Result<ExitStatus> Task::wait() {
     while (::waitpid(record_.keeper, nullptr, 0) < 0) {
       if (errno != EINTR)
         return make_error(ErrorCode::kInternal,
-                          fmt::format("waitpid {}: {}", record_.keeper, std::strerror(errno)));
+                          fmt::format("waitpid {}: {}", record_.keeper, loom::errno_text(errno)));
     }
   } else if (!std::filesystem::exists(record_.status_path)) {
     // Another agent's child: a pidfd tells when it exits.

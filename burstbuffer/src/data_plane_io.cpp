@@ -6,13 +6,15 @@
 #include <cerrno>
 #include <cstring>
 
+#include "loom/common/errno_text.hpp"
+
 namespace loom::burstbuffer {
 
 Error errno_error(std::string_view what, int e) {
-  return Error(e == ENOSPC   ? ErrorCode::kResourceExhausted
-               : e == EACCES ? ErrorCode::kPermissionDenied
-                             : ErrorCode::kInternal,
-               fmt::format("{}: {}", what, std::strerror(e)));
+  return {e == ENOSPC   ? ErrorCode::kResourceExhausted
+          : e == EACCES ? ErrorCode::kPermissionDenied
+                        : ErrorCode::kInternal,
+          fmt::format("{}: {}", what, loom::errno_text(e))};
 }
 
 Status read_all(int fd, std::byte* data, std::size_t length, std::uint64_t offset) {

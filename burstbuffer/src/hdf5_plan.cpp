@@ -11,6 +11,8 @@
 #include <functional>
 #include <optional>
 
+#include "loom/common/errno_text.hpp"
+
 namespace loom::burstbuffer {
 
 namespace {
@@ -73,7 +75,7 @@ bool has_vlen(hid_t type) {
 bool has_reference(hid_t type) { return H5Tdetect_class(type, H5T_REFERENCE) > 0; }
 
 // A transient copy of a committed (named) type: the skeleton has no such named object.
-Hid transient(hid_t type) { return Hid(H5Tcopy(type), H5Tclose); }
+Hid transient(hid_t type) { return {H5Tcopy(type), H5Tclose}; }
 
 struct AttributeCopy {
   hid_t destination;
@@ -257,7 +259,7 @@ Result<SkeletonPlan> write_skeleton(const fs::path& source, std::span<const std:
       H5Pget_chunk(dcpl.get(), rank, chunk.data());
       // The chunk grid, walked coordinate by coordinate (row-major).
       std::vector<hsize_t> at(static_cast<std::size_t>(rank), 0);
-      const bool empty = std::any_of(dims.begin(), dims.end(), [](hsize_t d) { return d == 0; });
+      const bool empty = std::ranges::any_of(dims, [](hsize_t d) { return d == 0; });
       while (!empty) {
         unsigned mask = 0;
         haddr_t address = HADDR_UNDEF;
@@ -292,7 +294,7 @@ Result<SkeletonPlan> write_skeleton(const fs::path& source, std::span<const std:
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
       return make_error(ErrorCode::kResourceExhausted,
-                        fmt::format("writing the skeleton: {}", std::strerror(errno)));
+                        fmt::format("writing the skeleton: {}", loom::errno_text(errno)));
     }
     done += static_cast<std::size_t>(n);
   }

@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "loom/common/errno_text.hpp"
+
 namespace loom::burstbuffer {
 
 namespace {
@@ -39,7 +41,7 @@ Result<FsIdentity> FsIdentity::assume(uid_t uid, gid_t gid) {
   // place, but do the riskiest step while nothing has changed yet.
   if (set_groups(groups) != 0) {
     return make_error(ErrorCode::kPermissionDenied,
-                      fmt::format("cannot take uid {}'s groups: {}", uid, std::strerror(errno)));
+                      fmt::format("cannot take uid {}'s groups: {}", uid, loom::errno_text(errno)));
   }
   ::syscall(SYS_setfsgid, gid);
   ::syscall(SYS_setfsuid, uid);

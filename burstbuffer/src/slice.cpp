@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "loom/common/errno_text.hpp"
 #include "loom/common/unique_fd.hpp"
 
 extern char** environ;
@@ -31,7 +32,7 @@ namespace {
 namespace fs = std::filesystem;
 
 std::unexpected<Error> system_error(std::string_view what) {
-  return make_error(ErrorCode::kInternal, fmt::format("{}: {}", what, std::strerror(errno)));
+  return make_error(ErrorCode::kInternal, fmt::format("{}: {}", what, loom::errno_text(errno)));
 }
 
 Status run(std::vector<std::string> argv) {
@@ -47,7 +48,7 @@ Status run(std::vector<std::string> argv) {
   posix_spawn_file_actions_destroy(&actions);
   if (spawned != 0)
     return make_error(ErrorCode::kNotFound,
-                      fmt::format("cannot run {}: {}", argv[0], std::strerror(spawned)));
+                      fmt::format("cannot run {}: {}", argv[0], loom::errno_text(spawned)));
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
@@ -209,7 +210,7 @@ std::vector<std::string> buffers_on(const fs::path& device) {
     if (file.starts_with("bb_") && file.ends_with(".img") && file.size() > 7)
       names.push_back(file.substr(3, file.size() - 7));
   }
-  std::sort(names.begin(), names.end());
+  std::ranges::sort(names);
   return names;
 }
 
@@ -248,7 +249,7 @@ Result<int> open_beneath(int root, const fs::path& path, int flags, mode_t mode)
     const std::string why = e == ELOOP    ? "it is or goes through a symbolic link"
                             : e == EXDEV  ? "it leads outside the directory it must stay in"
                             : e == ENOENT ? "it does not exist"
-                                          : std::strerror(e);
+                                          : loom::errno_text(e);
     return make_error(e == ENOENT ? ErrorCode::kNotFound : ErrorCode::kPermissionDenied,
                       fmt::format("refusing {}: {}", path.string(), why));
   }

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstring>
 #include <functional>
@@ -39,8 +40,8 @@ using Clock = std::chrono::steady_clock;
 Error storage_error(const grpc::Status& s) {
   if (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
       s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-    return Error(ErrorCode::kUnavailable,
-                 fmt::format("the storage agent is unreachable ({})", s.error_message()));
+    return {ErrorCode::kUnavailable,
+            fmt::format("the storage agent is unreachable ({})", s.error_message())};
   }
   return from_grpc(s);
 }
@@ -101,7 +102,7 @@ bool Stager::broken() const {
   return state_->engine->broken();
 }
 
-Result<std::unique_ptr<Stager>> Stager::open(DataPlaneOptions options) {
+Result<std::unique_ptr<Stager>> Stager::open(const DataPlaneOptions& options) {
   auto state = std::make_unique<State>();
   state->options = options;
   state->endpoint = LOOM_TRY(
@@ -261,10 +262,10 @@ Status Stager::pull(v1::Storage::Stub& stub, fi_addr_t peer, const std::string& 
     std::uint64_t offset = 0, length = 0;
     std::vector<std::size_t> pieces;
   };
-  std::vector<std::size_t> order(pieces.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(),
-            [&](std::size_t a, std::size_t b) { return pieces[a].offset < pieces[b].offset; });
+  std::vector<std::size_t> order;
+  for (std::size_t i = 0; i < pieces.size(); ++i) order.push_back(i);
+  std::ranges::sort(
+      order, [&](std::size_t a, std::size_t b) { return pieces[a].offset < pieces[b].offset; });
   std::vector<Range> ranges;
   for (std::size_t i : order) {
     const Piece& p = pieces[i];

@@ -18,7 +18,7 @@ std::unexpected<Error> invalid(std::string_view option, std::string_view text,
 }
 
 bool valid_export(std::string_view name) {
-  return !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
+  return !name.empty() && std::ranges::all_of(name, [](char c) {
     return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_' || c == '.';
   });
 }

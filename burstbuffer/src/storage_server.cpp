@@ -18,7 +18,7 @@ StorageServer::StorageServer(std::unique_ptr<State> state) : state_(std::move(st
 StorageServer::~StorageServer() = default;
 
 Result<std::unique_ptr<StorageServer>> StorageServer::open(const fs::path& export_root,
-                                                           DataPlaneOptions options) {
+                                                           const DataPlaneOptions& options) {
   auto state = std::make_unique<State>();
   state->options = options;
   state->root.reset(::open(export_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));

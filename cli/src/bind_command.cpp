@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "commands.hpp"
+#include "loom/common/errno_text.hpp"
 #include "loom/common/index_list.hpp"
 #include "loom/hwtopo/binding.hpp"
 #include "topology_source.hpp"
@@ -54,8 +55,8 @@ Command add_bind(CLI::App& app) {
             ::execvp(argv[0], argv.data());
             // As env(1) and the shells do: 127 when the command cannot be found, 126 otherwise.
             const int error = errno;
-            std::fprintf(stderr, "loom: cannot run %s: %s\n", argv[0], std::strerror(error));
-            std::fflush(stderr);
+            std::cerr << "loom: cannot run " << argv[0] << ": " << loom::errno_text(error)
+                      << std::endl;
             ::_exit(error == ENOENT ? 127 : 126);
           }};
 }

@@ -4,6 +4,7 @@
 #include <pwd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -104,7 +105,7 @@ std::string state_line(const v1::JobInfo& j) {
 }  // namespace
 
 Status run_submit(const std::vector<std::string>& words, const Context& context) {
-  const auto end_of_options = std::find(words.begin(), words.end(), "--");
+  const auto end_of_options = std::ranges::find(words, "--");
   if (std::find(words.begin(), end_of_options, "--help") != end_of_options ||
       std::find(words.begin(), end_of_options, "-h") != end_of_options) {
     std::cout << submit_help();

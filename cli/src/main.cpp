@@ -11,6 +11,7 @@
 #include <string>
 
 #include "commands.hpp"
+#include "loom/common/errno_text.hpp"
 #include "programs.hpp"
 
 namespace {
@@ -67,7 +68,7 @@ int main(int argc, char** argv) {
     ::execv(args[0], args.data());
     return fail(
         loom::Error(loom::ErrorCode::kInternal,
-                    fmt::format("cannot run {}: {}", program->string(), std::strerror(errno))));
+                    fmt::format("cannot run {}: {}", program->string(), loom::errno_text(errno))));
   }
   // `loom [--config FILE] submit WORDS`: the words go to run_submit as they are.
   if (first < argc && std::string_view(argv[first]) == "submit") {

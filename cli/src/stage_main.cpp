@@ -22,6 +22,7 @@
 #include "loom/client/client.hpp"
 #include "loom/common/bytes.hpp"
 #include "loom/common/config.hpp"
+#include "loom/common/errno_text.hpp"
 #include "loom/common/munge.hpp"
 #include "loom/common/unique_fd.hpp"
 
@@ -145,7 +146,7 @@ int main(int argc, char** argv) {
       const UniqueFd dir(::open(parent.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
       if (!dir) {
         copied = make_error(ErrorCode::kNotFound,
-                            fmt::format("{}: {}", parent.string(), std::strerror(errno)));
+                            fmt::format("{}: {}", parent.string(), loom::errno_text(errno)));
       } else {
         copied = (*stager)->fetch(remote, from->path, dir.get(), local.filename().string(),
                                   progress, interrupted, from->datasets, &notes);
@@ -156,8 +157,8 @@ int main(int argc, char** argv) {
       shown_dest = to->node + ":" + path;
       const UniqueFd fd(::open(source.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
       if (!fd) {
-        copied =
-            make_error(ErrorCode::kNotFound, fmt::format("{}: {}", source, std::strerror(errno)));
+        copied = make_error(ErrorCode::kNotFound,
+                            fmt::format("{}: {}", source, loom::errno_text(errno)));
       } else {
         copied = (*stager)->store(remote, fd.get(), path, progress, interrupted);
       }

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <charconv>
 #include <filesystem>
 
@@ -194,7 +195,7 @@ Result<SubmitRequest> parse_submit(
     const std::vector<std::string>& args, const std::string& cwd,
     const std::map<std::string, std::string>& environment,
     const std::function<Result<std::string>(const std::string&)>& read_script) {
-  std::vector<std::string> options(args.begin(), std::find(args.begin(), args.end(), "--"));
+  std::vector<std::string> options(args.begin(), std::ranges::find(args, "--"));
   std::vector<std::string> command;
   if (options.size() < args.size())
     command.assign(args.begin() + static_cast<std::ptrdiff_t>(options.size()) + 1, args.end());
@@ -316,7 +317,7 @@ Result<SubmitRequest> parse_submit(
     } else {
       return make_error(
           ErrorCode::kInvalidArgument,
-          fmt::format("--export \"{}\": \"{}\" is not NAME or NAME=VALUE", exports, item));
+          fmt::format(R"(--export "{}": "{}" is not NAME or NAME=VALUE)", exports, item));
     }
   }
   return out;

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <signal.h>
 #include <spawn.h>
 #include <sys/file.h>
 #include <sys/wait.h>
@@ -10,11 +9,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <fstream>
 #include <set>
 #include <utility>
 
+#include "loom/common/errno_text.hpp"
 #include "loom/common/unique_fd.hpp"
 
 extern char** environ;
@@ -35,7 +36,7 @@ fs::path owner_file(unsigned slot) { return fmt::format("/run/loom-testbed-{}.pi
 Status command(const std::vector<std::string>& argv) {
   int pipe_fds[2];
   if (::pipe2(pipe_fds, O_CLOEXEC) != 0)
-    return make_error(ErrorCode::kInternal, "pipe: " + std::string(std::strerror(errno)));
+    return make_error(ErrorCode::kInternal, "pipe: " + std::string(loom::errno_text(errno)));
   const UniqueFd read_end(pipe_fds[0]);
   UniqueFd write_end(pipe_fds[1]);
   posix_spawn_file_actions_t actions;
@@ -57,7 +58,7 @@ Status command(const std::vector<std::string>& argv) {
   for (const std::string& a : argv) line += (line.empty() ? "" : " ") + a;
   if (error != 0)
     return make_error(ErrorCode::kNotFound,
-                      fmt::format("cannot run {}: {}", line, std::strerror(error)));
+                      fmt::format("cannot run {}: {}", line, loom::errno_text(error)));
   int status = 0;
   ::waitpid(pid, &status, 0);
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
@@ -118,7 +119,7 @@ std::string Testbed::namespace_prefix() const { return fmt::format("loom{}-{}-",
 std::string Testbed::network() const { return fmt::format("198.18.0.{}/28", slot_ * 16); }
 
 std::string Testbed::address(const std::string& host) const {
-  const auto at = std::find(hosts_.begin(), hosts_.end(), host);
+  const auto at = std::ranges::find(hosts_, host);
   return fmt::format("198.18.0.{}", slot_ * 16 + 2 + static_cast<unsigned>(at - hosts_.begin()));
 }
 
@@ -141,7 +142,7 @@ Result<Testbed> Testbed::make(const std::vector<std::string>& hosts) {
   if (!lock || ::flock(lock.get(), LOCK_EX) != 0) {
     return make_error(
         ErrorCode::kInternal,
-        fmt::format("--netns: cannot lock /run/loom-testbed.lock: {}", std::strerror(errno)));
+        fmt::format("--netns: cannot lock /run/loom-testbed.lock: {}", loom::errno_text(errno)));
   }
   std::string last_error;
   for (unsigned slot = 0; slot < kSlots; ++slot) {

@@ -5,7 +5,6 @@
 // first, leaving no process, cgroup, mount or namespace behind.
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <signal.h>
 #include <spawn.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -14,6 +13,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -26,6 +26,7 @@
 #include "loom/agent/cgroup.hpp"
 #include "loom/burstbuffer/slice.hpp"
 #include "loom/common/bytes.hpp"
+#include "loom/common/errno_text.hpp"
 #include "programs.hpp"
 #include "testbed.hpp"
 
@@ -75,7 +76,7 @@ class Supervisor {
     posix_spawnattr_destroy(&attributes);
     if (error != 0)
       return make_error(ErrorCode::kInternal,
-                        fmt::format("cannot start {}: {}", d.what, std::strerror(error)));
+                        fmt::format("cannot start {}: {}", d.what, loom::errno_text(error)));
     d.starts.push_back(Clock::now());
     const auto deadline = Clock::now() + std::chrono::seconds(30);
     while (Clock::now() < deadline) {
@@ -223,7 +224,7 @@ Command add_up(CLI::App& app) {
             return make_error(
                 ErrorCode::kInternal,
                 fmt::format("cannot make a state directory in {}: {}",
-                            fs::temp_directory_path().string(), std::strerror(errno)));
+                            fs::temp_directory_path().string(), loom::errno_text(errno)));
           }
           dir = name;
         } else {
@@ -257,7 +258,7 @@ Command add_up(CLI::App& app) {
         std::optional<Testbed> testbed;  // outlives stop_all: the namespaces go after their daemons
         if (o->netns > 0) {
           std::vector<std::string> hosts = names;
-          hosts.push_back("storage");
+          hosts.emplace_back("storage");
           auto made = Testbed::make(hosts);
           if (made) {
             testbed.emplace(std::move(*made));
@@ -267,7 +268,7 @@ Command add_up(CLI::App& app) {
           }
         }
         // Where a daemon runs: on its host of the testbed, or here.
-        auto on = [&](const std::string& host, std::vector<std::string> argv) {
+        auto on = [&](const std::string& host, const std::vector<std::string>& argv) {
           return testbed ? testbed->on(host, argv) : argv;
         };
         // MPI jobs' shared-memory directories: on a testbed host, in its own /dev/shm (a tmpfs

@@ -14,8 +14,8 @@ namespace loom::client {
 
 Error Client::error(const grpc::Status& status) const {
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
-    return Error(ErrorCode::kUnavailable, fmt::format("the controller at {} is unreachable: {}",
-                                                      address, status.error_message()));
+    return {ErrorCode::kUnavailable, fmt::format("the controller at {} is unreachable: {}", address,
+                                                 status.error_message())};
   }
   return from_grpc(status);
 }

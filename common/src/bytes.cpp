@@ -77,7 +77,7 @@ std::string format_bytes(Bytes bytes) {
   std::uint64_t n = bytes.count();
   if (n < kKi) return fmt::format("{} B", n);
   std::size_t unit = 0;
-  long double value = static_cast<long double>(n);
+  auto value = static_cast<long double>(n);
   while (value >= 1024.0L && unit + 1 < kNames.size()) {
     value /= 1024.0L;
     ++unit;

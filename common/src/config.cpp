@@ -12,6 +12,7 @@
 
 #include "loom/common/bytes.hpp"
 #include "loom/common/duration.hpp"
+#include "loom/common/errno_text.hpp"
 #include "loom/common/log.hpp"
 
 namespace loom {
@@ -246,7 +247,7 @@ const std::array kKeys = {
         [](const Config& config) {
           std::string out = "[";
           for (const Config::NvmeDevice& d : config.agent.nvme) {
-            out += fmt::format("{}{{ path = \"{}\", capacity = \"{}\"{} }}",
+            out += fmt::format(R"({}{{ path = "{}", capacity = "{}"{} }})",
                                out.size() > 1 ? ", " : "", d.path, format_bytes(Bytes(d.capacity)),
                                d.numa ? fmt::format(", numa = {}", *d.numa) : "");
           }
@@ -274,7 +275,7 @@ const std::array kKeys = {
         [](Config& config, const toml::node& value) -> Status {
           std::string choice = LOOM_TRY(as_string(value));
           if (choice != "auto" && choice != "v1" && choice != "v2")
-            return make_error(ErrorCode::kInvalidArgument, "must be \"auto\", \"v1\" or \"v2\"");
+            return make_error(ErrorCode::kInvalidArgument, R"(must be "auto", "v1" or "v2")");
           config.agent.cgroup = std::move(choice);
           return {};
         },
@@ -429,7 +430,7 @@ Result<Config> load_config(const std::optional<std::filesystem::path>& explicit_
   if (!in) {
     if (!must_exist && !std::filesystem::exists(path)) return Config{};
     return make_error(ErrorCode::kNotFound, fmt::format("cannot read configuration file {}: {}",
-                                                        path.string(), std::strerror(errno)));
+                                                        path.string(), loom::errno_text(errno)));
   }
   std::ostringstream text;
   text << in.rdbuf();

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <ranges>
 
 namespace loom {
 
@@ -59,8 +60,8 @@ bool is_retryable(ErrorCode code) {
 
 std::string Error::to_string() const {
   std::string line;
-  for (auto it = context_.rbegin(); it != context_.rend(); ++it) {
-    line += *it;
+  for (const std::string& what : std::ranges::reverse_view(context_)) {  // outermost first
+    line += what;
     line += ": ";
   }
   line += message_;

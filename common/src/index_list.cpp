@@ -16,7 +16,7 @@ constexpr unsigned kMaxIndex = 1u << 20;  // far above any core count; bounds a 
 Result<std::vector<unsigned>> parse_index_list(std::string_view text) {
   auto fail = [&](std::string_view element, std::string_view why) {
     return make_error(ErrorCode::kInvalidArgument,
-                      fmt::format("invalid index list \"{}\": \"{}\" {}", text, element, why));
+                      fmt::format(R"(invalid index list "{}": "{}" {})", text, element, why));
   };
   if (text.empty()) {
     return make_error(ErrorCode::kInvalidArgument, "invalid index list \"\": empty");
@@ -45,15 +45,15 @@ Result<std::vector<unsigned>> parse_index_list(std::string_view text) {
     for (unsigned i = first; i <= last; ++i) out.push_back(i);
     start = comma + 1;
   }
-  std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
+  std::ranges::sort(out);
+  out.erase(std::ranges::unique(out).begin(), out.end());
   return out;
 }
 
 std::string format_index_list(std::span<const unsigned> indexes) {
   std::vector<unsigned> sorted(indexes.begin(), indexes.end());
-  std::sort(sorted.begin(), sorted.end());
-  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+  std::ranges::sort(sorted);
+  sorted.erase(std::ranges::unique(sorted).begin(), sorted.end());
   std::string out;
   for (std::size_t i = 0; i < sorted.size();) {
     std::size_t j = i;

@@ -6,6 +6,8 @@
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "loom/burstbuffer/names.hpp"
 #include "loom/common/bytes.hpp"
 
@@ -186,7 +188,7 @@ Result<std::optional<NodeId>> Core::daemon_node(const Caller& who, JobId id,
     return make_error(ErrorCode::kFailedPrecondition,
                       fmt::format("job {} is not an MPI job (--mpi)", id.value()));
   const std::vector<std::string> nodes = manager_->nodes_of(id);
-  const auto at = std::find(nodes.begin(), nodes.end(), node);
+  const auto at = std::ranges::find(nodes, node);
   if (row.state == v1::PENDING || row.state > v1::RUNNING) {
     return make_error(
         ErrorCode::kFailedPrecondition,

@@ -5,6 +5,8 @@
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "loom/controller/core.hpp"
 
 namespace loom::controller {
@@ -30,7 +32,7 @@ void Core::reconcile(NodeId node, const v1::RegisterRequest& hello) {
   }
   for (const auto& [id, job] : manager_->unknown()) {
     const std::vector<std::string> nodes = manager_->nodes_of(id);
-    if (std::find(nodes.begin(), nodes.end(), name) == nodes.end()) continue;
+    if (std::ranges::find(nodes, name) == nodes.end()) continue;
     if (!running.contains(id.value()) && !ended.contains(id.value())) {
       never_launched_[id].insert(node);
       manager_->heard(id, name);

@@ -432,9 +432,10 @@ Status JobManager::staged(JobId id, const std::string& node, const v1::StagingRe
   // state stored, and agents report again.
   v1::StagingReport& staging = it->second.staging;
   auto* files = staging.mutable_files();
-  files->erase(std::remove_if(files->begin(), files->end(),
-                              [&](const v1::StagingFile& f) { return f.node() == node; }),
-               files->end());
+  files->erase(
+      std::ranges::remove_if(*files, [&](const v1::StagingFile& f) { return f.node() == node; })
+          .begin(),
+      files->end());
   for (const v1::StagingFile& f : report.files()) {
     v1::StagingFile* added = staging.add_files();
     *added = f;

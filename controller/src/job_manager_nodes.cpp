@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "job_states.hpp"
@@ -205,10 +206,9 @@ Status JobManager::hold(const BufferRow& buffer, bool take) {
 Result<BufferRow> JobManager::create_buffer(const Caller& caller, const std::string& name,
                                             std::uint64_t bytes, const std::string& node,
                                             std::uint32_t gid, sched::Time now) {
-  const bool valid =
-      !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
-        return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_' || c == '.';
-      });
+  const bool valid = !name.empty() && name.size() <= 64 && std::ranges::all_of(name, [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_' || c == '.';
+  });
   if (!valid)
     return make_error(
         ErrorCode::kInvalidArgument,

@@ -12,7 +12,7 @@ Error Database::error(std::string_view what) const {
                          : code == SQLITE_FULL ? ErrorCode::kResourceExhausted
                          : code == SQLITE_CORRUPT || code == SQLITE_NOTADB ? ErrorCode::kDataLoss
                                                                            : ErrorCode::kInternal;
-  return Error(kind, fmt::format("{}: {}", what, sqlite3_errmsg(db_)));
+  return {kind, fmt::format("{}: {}", what, sqlite3_errmsg(db_))};
 }
 
 Result<Database> Database::open(const std::string& path) {

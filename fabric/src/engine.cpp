@@ -29,7 +29,7 @@ TransferEngine::~TransferEngine() {
   // The provider still holds operations and may write into their contexts: cancel them and
   // reap for a bounded time; what is left stays allocated until the endpoint is closed.
   for (std::size_t i = 0; i < context_count_; ++i) {
-    if (std::find(free_.begin(), free_.end(), i) == free_.end())
+    if (std::ranges::find(free_, i) == free_.end())
       fi_cancel(&endpoint_->get()->fid, &contexts_[i]);
   }
   const auto deadline = Clock::now() + std::chrono::seconds(1);

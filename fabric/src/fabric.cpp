@@ -126,7 +126,7 @@ Error fi_error(std::string_view call, int code) {
     default:
       break;
   }
-  return Error(kind, fmt::format("{}: {}", call, fi_strerror(positive)));
+  return {kind, fmt::format("{}: {}", call, fi_strerror(positive))};
 }
 
 std::vector<std::string> mr_mode_names(std::uint64_t mode) {
@@ -159,7 +159,7 @@ Result<std::vector<Offer>> list_offers() {
       return o.provider == offer.provider && o.fabric == offer.fabric && o.domain == offer.domain &&
              o.mr_mode == offer.mr_mode;
     };
-    if (std::none_of(offers.begin(), offers.end(), same)) offers.push_back(std::move(offer));
+    if (std::ranges::none_of(offers, same)) offers.push_back(std::move(offer));
   };
   for (const fi_info* info = choosing.head; info != nullptr; info = info->next) add(info);
   for (const fi_info* info = insisting.head; info != nullptr; info = info->next) add(info);
@@ -227,7 +227,7 @@ Result<std::shared_ptr<Domain>> Domain::open(std::shared_ptr<Fabric> fabric, con
   Info copy = LOOM_TRY(info.duplicate());
   domain->info_ = std::make_shared<const Info>(std::move(copy));
   fid_domain* raw = nullptr;
-  fi_info* attributes = const_cast<fi_info*>(domain->info_->get());  // fi_domain reads it only
+  auto* attributes = const_cast<fi_info*>(domain->info_->get());  // fi_domain reads it only
   if (int rc = fi_domain(fabric->get(), attributes, &raw, nullptr); rc != 0)
     return std::unexpected(fi_error("fi_domain", rc));
   domain->domain_.reset(raw);
@@ -280,7 +280,7 @@ Result<std::shared_ptr<Endpoint>> Endpoint::open(std::shared_ptr<Domain> domain)
   ep->cq_ = LOOM_TRY(CompletionQueue::open(domain, 1024));
   ep->av_ = LOOM_TRY(AddressVector::open(domain));
   fid_ep* raw = nullptr;
-  fi_info* info = const_cast<fi_info*>(domain->info().get());  // fi_endpoint does not modify it
+  auto* info = const_cast<fi_info*>(domain->info().get());  // fi_endpoint does not modify it
   if (int rc = fi_endpoint(domain->get(), info, &raw, nullptr); rc != 0)
     return std::unexpected(fi_error("fi_endpoint", rc));
   ep->ep_.reset(raw);

@@ -63,7 +63,7 @@ Result<RemoteRegion> decode_region(std::string_view text) {
     if (field.empty() || ec != std::errc() || end != field.data() + field.size()) {
       return make_error(
           ErrorCode::kInvalidArgument,
-          fmt::format("region \"{}\": {} \"{}\" is not a hex number", text, names[i], field));
+          fmt::format(R"(region "{}": {} "{}" is not a hex number)", text, names[i], field));
     }
     rest.remove_prefix(std::min(rest.size(), colon + 1));
   }

@@ -33,7 +33,7 @@ std::vector<unsigned> domain_indexes(const Topology& topology) {
 std::vector<unsigned> all_pus(const Topology& topology) {
   std::vector<unsigned> out;
   for (const Core& c : topology.cores) out.insert(out.end(), c.pus.begin(), c.pus.end());
-  std::sort(out.begin(), out.end());
+  std::ranges::sort(out);
   return out;
 }
 
@@ -95,8 +95,8 @@ Result<Binding> Binder::resolve(std::span<const unsigned> cores,
   Binding b;
   b.simulated = simulated();
   b.cores.assign(cores.begin(), cores.end());
-  std::sort(b.cores.begin(), b.cores.end());
-  b.cores.erase(std::unique(b.cores.begin(), b.cores.end()), b.cores.end());
+  std::ranges::sort(b.cores);
+  b.cores.erase(std::ranges::unique(b.cores).begin(), b.cores.end());
   for (unsigned core : b.cores) {
     if (core >= placed.cores.size()) {
       return make_error(ErrorCode::kInvalidArgument,
@@ -106,7 +106,7 @@ Result<Binding> Binder::resolve(std::span<const unsigned> cores,
     const auto& pus = placed.cores[core].pus;
     b.pus.insert(b.pus.end(), pus.begin(), pus.end());
   }
-  std::sort(b.pus.begin(), b.pus.end());
+  std::ranges::sort(b.pus);
   if (numa) {
     if (placed.find_numa(*numa) == nullptr) {
       return make_error(ErrorCode::kInvalidArgument,
@@ -122,8 +122,8 @@ Result<Binding> Binder::resolve(std::span<const unsigned> cores,
   }
   const std::vector<unsigned> real_pus = all_pus(state_->machine);
   for (unsigned pu : b.pus) b.applied_pus.push_back(real_pus[pu % real_pus.size()]);
-  std::sort(b.applied_pus.begin(), b.applied_pus.end());
-  b.applied_pus.erase(std::unique(b.applied_pus.begin(), b.applied_pus.end()), b.applied_pus.end());
+  std::ranges::sort(b.applied_pus);
+  b.applied_pus.erase(std::ranges::unique(b.applied_pus).begin(), b.applied_pus.end());
   if (numa) {
     const auto& domains = state_->machine.numa_domains;
     b.applied_numa = domains[*numa % domains.size()].os_index;

@@ -7,6 +7,8 @@
 #include <string>
 #include <system_error>
 
+#include "loom/common/errno_text.hpp"
+
 namespace loom::hwtopo::detail {
 
 template <typename Configure>
@@ -14,7 +16,7 @@ Result<HwlocTopology> HwlocTopology::load(std::string_view what, Configure confi
   hwloc_topology_t raw = nullptr;
   if (hwloc_topology_init(&raw) != 0) {
     return make_error(ErrorCode::kResourceExhausted,
-                      fmt::format("hwloc_topology_init: {}", std::strerror(errno)));
+                      fmt::format("hwloc_topology_init: {}", loom::errno_text(errno)));
   }
   HwlocTopology owned(raw);  // destroys it on every early return below
   // NVMe and NIC locality come from I/O objects, which hwloc drops unless asked.
@@ -24,11 +26,11 @@ Result<HwlocTopology> HwlocTopology::load(std::string_view what, Configure confi
   hwloc_topology_set_flags(raw, HWLOC_TOPOLOGY_FLAG_INCLUDE_DISALLOWED);
   if (configure(raw) != 0) {
     return make_error(ErrorCode::kInvalidArgument,
-                      fmt::format("{}: {}", what, std::strerror(errno)));
+                      fmt::format("{}: {}", what, loom::errno_text(errno)));
   }
   if (hwloc_topology_load(raw) != 0) {
-    return make_error(ErrorCode::kInvalidArgument,
-                      fmt::format("{}: hwloc could not load it: {}", what, std::strerror(errno)));
+    return make_error(ErrorCode::kInvalidArgument, fmt::format("{}: hwloc could not load it: {}",
+                                                               what, loom::errno_text(errno)));
   }
   return owned;
 }

@@ -98,8 +98,7 @@ class Reader {
       const unsigned n = LOOM_TRY(index(value[i], fmt::format("{}[{}]", path, i)));
       out.push_back(n);
     }
-    if (!std::is_sorted(out.begin(), out.end()) ||
-        std::adjacent_find(out.begin(), out.end()) != out.end()) {
+    if (!std::ranges::is_sorted(out) || std::ranges::adjacent_find(out) != out.end()) {
       return fail(path, "must be ascending without repeats");
     }
     return out;
@@ -228,7 +227,7 @@ Result<Topology> topology_from_json(const json& in) {
     }
     const NumaDomain* home = nullptr;
     for (const NumaDomain& d : t.numa_domains) {
-      if (!std::binary_search(d.cores.begin(), d.cores.end(), c.logical_index)) continue;
+      if (!std::ranges::binary_search(d.cores, c.logical_index)) continue;
       if (home != nullptr)
         return R::fail("numa_domains", fmt::format("list core {} in two domains", i));
       home = &d;
@@ -247,7 +246,7 @@ Result<Topology> topology_from_json(const json& in) {
       }
       d.pus.insert(d.pus.end(), t.cores[core].pus.begin(), t.cores[core].pus.end());
     }
-    std::sort(d.pus.begin(), d.pus.end());
+    std::ranges::sort(d.pus);
     for (unsigned near : d.near) {
       if (t.find_numa(near) == nullptr) {
         return R::fail(fmt::format("numa_domains[{}].near", i),

@@ -51,7 +51,7 @@ std::vector<unsigned> pus_in(hwloc_topology_t topology, hwloc_const_cpuset_t cpu
          nullptr) {
     pus.push_back(pu->os_index);
   }
-  std::sort(pus.begin(), pus.end());
+  std::ranges::sort(pus);
   return pus;
 }
 
@@ -227,19 +227,20 @@ Result<Topology> to_topology(const HwlocTopology& hwloc, std::string source) {
       d.cores.push_back(out.cores[k].logical_index);
       d.pus.insert(d.pus.end(), out.cores[k].pus.begin(), out.cores[k].pus.end());
     }
-    std::sort(d.pus.begin(), d.pus.end());
+    std::ranges::sort(d.pus);
     if (d.cores.empty()) {
       for (std::size_t j = 0; j < numa_total; ++j) {
         if (has_cores[j] && hwloc_bitmap_intersects(numa_obj(j)->cpuset, numa->cpuset)) {
           d.near.push_back(numa_obj(j)->os_index);
         }
       }
-      std::sort(d.near.begin(), d.near.end());
+      std::ranges::sort(d.near);
     }
     out.numa_domains.push_back(std::move(d));
   }
-  std::sort(out.numa_domains.begin(), out.numa_domains.end(),
-            [](const NumaDomain& a, const NumaDomain& b) { return a.os_index < b.os_index; });
+  std::ranges::sort(out.numa_domains, [](const NumaDomain& a, const NumaDomain& b) {
+    return a.os_index < b.os_index;
+  });
 
   for (hwloc_obj_t dev = hwloc_get_next_osdev(topology, nullptr); dev != nullptr;
        dev = hwloc_get_next_osdev(topology, dev)) {

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <string>
 
+#include "loom/common/errno_text.hpp"
 #include "loom/hwtopo/apply_binding.hpp"
 #include "loom/launch/mpi.hpp"
 
@@ -38,12 +39,12 @@ void redirect_output(const std::string& rank) {
   };
   const std::string out = path_of(output), err = path_of(error);
   const int out_fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
-  if (out_fd < 0) fail("cannot open " + out + ": " + std::strerror(errno));
+  if (out_fd < 0) fail("cannot open " + out + ": " + loom::errno_text(errno));
   const int err_fd =
       err == out ? out_fd : ::open(err.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
-  if (err_fd < 0) fail("cannot open " + err + ": " + std::strerror(errno));
+  if (err_fd < 0) fail("cannot open " + err + ": " + loom::errno_text(errno));
   if (::dup2(out_fd, STDOUT_FILENO) < 0 || ::dup2(err_fd, STDERR_FILENO) < 0)
-    fail(std::string("dup2: ") + std::strerror(errno));
+    fail(std::string("dup2: ") + loom::errno_text(errno));
   ::unsetenv("LOOM_RANK_OUTPUT");
   ::unsetenv("LOOM_RANK_ERROR");
 }
@@ -71,7 +72,7 @@ int main(int argc, char** argv) {
   if (bindings_text == nullptr) fail("no LOOM_RANK_BINDING: not started in a Loom job");
   auto bindings = loom::launch::decode_bindings(bindings_text);
   if (!bindings) fail(bindings.error().to_string());
-  const unsigned rank = static_cast<unsigned>(std::strtoul(rank_text, nullptr, 10));
+  const auto rank = static_cast<unsigned>(std::strtoul(rank_text, nullptr, 10));
   // One world of the job's size: ranks that came up apart (singletons, or two worlds) are
   // an error, not a job that runs wrong.
   const char* size = std::getenv("OMPI_COMM_WORLD_SIZE");
@@ -91,7 +92,7 @@ int main(int argc, char** argv) {
     ::setenv("LOOM_RANK", rank_text, 1);
     ::setenv("LOOM_RANK_CORES", cores.c_str(), 1);
     ::execvp(argv[1], argv + 1);
-    fail(std::string("cannot run ") + argv[1] + ": " + std::strerror(errno));
+    fail(std::string("cannot run ") + argv[1] + ": " + loom::errno_text(errno));
   }
   fail("rank " + std::to_string(rank) +
        " has no binding on this node (LOOM_RANK_BINDING): mpirun placed it elsewhere than Loom");

@@ -11,6 +11,8 @@
 #include <cstring>
 #include <thread>
 
+#include "loom/common/errno_text.hpp"
+
 namespace loom::launch {
 
 namespace {
@@ -25,7 +27,7 @@ std::string resolve_error(const std::string& host) {
     if (found != nullptr) ::freeaddrinfo(found);
     if (status == 0) return "";
     if (status != EAI_AGAIN || attempt == 3)
-      return status == EAI_SYSTEM ? std::strerror(errno) : ::gai_strerror(status);
+      return status == EAI_SYSTEM ? loom::errno_text(errno) : ::gai_strerror(status);
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
 }

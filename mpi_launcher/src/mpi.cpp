@@ -69,7 +69,7 @@ Result<std::vector<std::string>> split_command(std::string_view line) {
       }
       if (j == line.size()) {
         return make_error(ErrorCode::kInvalidArgument,
-                          fmt::format("command \"{}\": a \" at {} is not closed", line, i));
+                          fmt::format(R"(command "{}": a " at {} is not closed)", line, i));
       }
       i = j;
     } else if (c == '\\' && i + 1 < line.size()) {
@@ -111,7 +111,7 @@ Result<unsigned> number(std::string_view text, std::string_view whole) {
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (ec != std::errc() || end != text.data() + text.size() || text.empty()) {
     return make_error(ErrorCode::kInvalidArgument,
-                      fmt::format("LOOM_RANK_BINDING \"{}\": \"{}\" is not a number", whole, text));
+                      fmt::format(R"(LOOM_RANK_BINDING "{}": "{}" is not a number)", whole, text));
   }
   return value;
 }

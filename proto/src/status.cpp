@@ -35,9 +35,9 @@ grpc::Status to_grpc(const Error& error) {
 
 Error from_grpc(const grpc::Status& status) {
   for (const auto& [ours, theirs] : kCodes) {
-    if (theirs == status.error_code()) return Error(ours, status.error_message());
+    if (theirs == status.error_code()) return {ours, status.error_message()};
   }
-  return Error(ErrorCode::kInternal, status.error_message());
+  return {ErrorCode::kInternal, status.error_message()};
 }
 
 }  // namespace loom

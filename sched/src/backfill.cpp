@@ -191,8 +191,8 @@ class ConservativePass final : public BackfillPass {
     const std::int64_t needed = r.ranks_per_node != 0 ? r.nodes_min : r.tasks;
     std::vector<Time> candidates = times_;
     candidates.push_back(now_);
-    std::sort(candidates.begin(), candidates.end());
-    candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
+    std::ranges::sort(candidates);
+    candidates.erase(std::ranges::unique(candidates).begin(), candidates.end());
     // Capacity at each candidate start, with the running jobs due by then gone: copied
     // only for the nodes those jobs touch; every other node reads its live free capacity.
     std::unordered_map<NodeId, NodeCapacity> at_start;

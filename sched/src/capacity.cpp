@@ -9,9 +9,9 @@ namespace {
 
 bool has_room(const NodeCapacity& free, const Request& r) {
   if (free.held_exclusive || (r.exclusive && !free.idle())) return false;
-  return r.bb_per_node == 0 ||
-         std::any_of(free.nvme.begin(), free.nvme.end(),
-                     [&](std::uint64_t bytes) { return bytes >= r.bb_per_node; });
+  return r.bb_per_node == 0 || std::ranges::any_of(free.nvme, [&](std::uint64_t bytes) {
+           return bytes >= r.bb_per_node;
+         });
 }
 
 // Ranks that stay in one domain: each domain holds min(cores / c, memory / m) of them,
@@ -23,8 +23,8 @@ unsigned fill_domains(Domains& domains, const Request& r, unsigned wanted) {
     if (placed == wanted) break;
     const std::uint64_t by_cores = d.cores / r.cores_per_task;
     const std::uint64_t by_memory = r.mem_per_task == 0 ? by_cores : d.memory / r.mem_per_task;
-    const auto here =
-        static_cast<unsigned>(std::min<std::uint64_t>({by_cores, by_memory, wanted - placed}));
+    const auto here = static_cast<unsigned>(std::min<std::uint64_t>(
+        {by_cores, by_memory, static_cast<unsigned long>(wanted - placed)}));
     if constexpr (!std::is_const_v<Domains>) {
       d.cores -= here * r.cores_per_task;
       d.memory -= here * r.mem_per_task;
@@ -80,8 +80,8 @@ unsigned take_ranks(NodeCapacity& free, const Request& r, unsigned wanted) {
   if (placed == 0) return 0;
   if (r.bb_per_node > 0) {
     // The placer picks the device local to most ranks; for planning any with room will do.
-    *std::find_if(free.nvme.begin(), free.nvme.end(),
-                  [&](std::uint64_t bytes) { return bytes >= r.bb_per_node; }) -= r.bb_per_node;
+    *std::ranges::find_if(free.nvme, [&](std::uint64_t bytes) { return bytes >= r.bb_per_node; }) -=
+        r.bb_per_node;
   }
   ++free.allocations;
   if (r.exclusive) free.held_exclusive = true;

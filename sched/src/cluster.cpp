@@ -30,7 +30,7 @@ struct Domain {
   std::vector<unsigned> core_ids;   // logical indexes, ascending
   std::vector<std::uint64_t> free;  // bit i set: core_ids[i] is free
   std::size_t position(unsigned core) const {
-    auto it = std::lower_bound(core_ids.begin(), core_ids.end(), core);
+    auto it = std::ranges::lower_bound(core_ids, core);
     return it != core_ids.end() && *it == core ? static_cast<std::size_t>(it - core_ids.begin())
                                                : core_ids.size();
   }
@@ -286,7 +286,7 @@ NodePlacement assign(const Node& n, NodeId id, const Request& r, unsigned ranks,
   auto take = [&](std::size_t d, unsigned count, std::vector<unsigned>& cores) {
     for (std::size_t w = 0; w < bits[d].size() && count > 0; ++w) {
       while (bits[d][w] != 0 && count > 0) {
-        const unsigned bit = static_cast<unsigned>(std::countr_zero(bits[d][w]));
+        const auto bit = static_cast<unsigned>(std::countr_zero(bits[d][w]));
         bits[d][w] &= bits[d][w] - 1;
         cores.push_back(n.domains[d].core_ids[w * 64 + bit]);
         --count;
@@ -323,7 +323,7 @@ NodePlacement assign(const Node& n, NodeId id, const Request& r, unsigned ranks,
       rank.numa = n.domains[best].os_index;
       while (domain < left.size() && left[domain].cores == 0) ++domain;
     }
-    std::sort(rank.cores.begin(), rank.cores.end());
+    std::ranges::sort(rank.cores);
     out.ranks.push_back(std::move(rank));
   }
   if (r.bb_per_node > 0) {
@@ -331,7 +331,7 @@ NodePlacement assign(const Node& n, NodeId id, const Request& r, unsigned ranks,
     std::size_t best_local = 0;
     for (std::size_t i = 0; i < n.nvme.size(); ++i) {
       if (n.free.nvme[i] < r.bb_per_node) continue;
-      const std::size_t local = static_cast<std::size_t>(
+      const auto local = static_cast<std::size_t>(
           std::count_if(out.ranks.begin(), out.ranks.end(),
                         [&](const RankPlacement& rank) { return n.nvme[i].numa == rank.numa; }));
       if (!out.nvme || local > best_local) {

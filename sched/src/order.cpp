@@ -17,7 +17,7 @@ class Fcfs final : public QueueOrder {
  public:
   std::string_view name() const override { return "fcfs"; }
   void sort(std::vector<QueuedJob>& jobs, const OrderContext&) const override {
-    std::sort(jobs.begin(), jobs.end(), fcfs_before);
+    std::ranges::sort(jobs, fcfs_before);
   }
 };
 
@@ -25,7 +25,7 @@ class Sjf final : public QueueOrder {
  public:
   std::string_view name() const override { return "sjf"; }
   void sort(std::vector<QueuedJob>& jobs, const OrderContext&) const override {
-    std::sort(jobs.begin(), jobs.end(), [](const QueuedJob& a, const QueuedJob& b) {
+    std::ranges::sort(jobs, [](const QueuedJob& a, const QueuedJob& b) {
       if (a.spec->walltime != b.spec->walltime) return a.spec->walltime < b.spec->walltime;
       return fcfs_before(a, b);
     });
@@ -42,7 +42,7 @@ class FairShareOrder final : public QueueOrder {
     for (const QueuedJob& job : jobs) {
       keyed.emplace_back(context.fair_share->weighted_share(job.spec->account), job);
     }
-    std::sort(keyed.begin(), keyed.end(), [](const auto& a, const auto& b) {
+    std::ranges::sort(keyed, [](const auto& a, const auto& b) {
       return a.first != b.first ? a.first < b.first : fcfs_before(a.second, b.second);
     });
     for (std::size_t i = 0; i < jobs.size(); ++i) jobs[i] = keyed[i].second;
@@ -57,7 +57,7 @@ class Multifactor final : public QueueOrder {
     std::vector<std::pair<double, QueuedJob>> keyed;
     keyed.reserve(jobs.size());
     for (const QueuedJob& job : jobs) keyed.emplace_back(priority(job, context), job);
-    std::sort(keyed.begin(), keyed.end(), [](const auto& a, const auto& b) {
+    std::ranges::sort(keyed, [](const auto& a, const auto& b) {
       return a.first != b.first ? a.first > b.first : fcfs_before(a.second, b.second);
     });
     for (std::size_t i = 0; i < jobs.size(); ++i) jobs[i] = keyed[i].second;

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 namespace loom::sched {
 
 namespace {
@@ -160,7 +162,7 @@ Status Scheduler::adopt(JobId id, JobSpec spec, Placement placement, Time starte
         for (std::size_t d = 0, with_cores = 0; d < domains.size(); ++d) {
           if (domains[d].memory_only()) continue;
           const std::vector<unsigned> cores = cluster_.free_cores(np.node, with_cores++);
-          is_free = is_free || std::find(cores.begin(), cores.end(), core) != cores.end();
+          is_free = is_free || std::ranges::find(cores, core) != cores.end();
         }
         if (!is_free) {
           return make_error(ErrorCode::kFailedPrecondition,

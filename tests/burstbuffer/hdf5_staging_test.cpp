@@ -167,7 +167,7 @@ TEST_F(Hdf5StagingTest, EveryKindOfDatasetArrivesAsStored) {
   write_mixed(export_ / "mixed.h5");
   ASSERT_TRUE(fetch("/mixed.h5", "whole.h5"));
   std::vector<std::string> objects = kMixed;
-  if (H5Zfilter_avail(H5Z_FILTER_SZIP) > 0) objects.push_back("/grid/deep/szip");
+  if (H5Zfilter_avail(H5Z_FILTER_SZIP) > 0) objects.emplace_back("/grid/deep/szip");
   const auto registered = fabric::MemoryRegion::live_count();
   auto all = fetch_datasets("/mixed.h5", objects, "subset.h5");
   ASSERT_TRUE(all) << all.error().to_string();

@@ -65,7 +65,7 @@ class CoreTest : public ::testing::Test {
     core_ = std::make_unique<Core>(cluster_, config_, clock_, std::move(*manager));
   }
   // n0's agent registers (4 cores), holding `running` (and what `hello` says) from before.
-  std::shared_ptr<FakeChannel> join(std::vector<std::uint64_t> running = {},
+  std::shared_ptr<FakeChannel> join(const std::vector<std::uint64_t>& running = {},
                                     v1::RegisterRequest hello = {}) {
     hello.set_name("n0");
     hello.set_topology_json(

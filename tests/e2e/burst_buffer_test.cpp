@@ -3,10 +3,11 @@
 // moved over libfabric tcp;ofi_rxm on loopback.
 #include <fcntl.h>
 #include <pwd.h>
-#include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <random>
 #include <thread>
 
@@ -84,7 +85,7 @@ TEST_F(BurstBufferTest, FilesAreStagedInAndOutByteIdentical) {
   const std::uint64_t id = submit(
       {"submit", "--bb", "32M", "--stage-in", "storage:/one.bin", "--stage-in", "storage:/data.bin",
        "--stage-out", "out.bin:storage:/results/", "-o", "out-%j", "--", "/bin/sh", "-c",
-       "echo \"$LOOM_STAGED_FILES\"; cp \"$LOOM_BB_DIR/data.bin\" \"$LOOM_BB_DIR/out.bin\""});
+       R"(echo "$LOOM_STAGED_FILES"; cp "$LOOM_BB_DIR/data.bin" "$LOOM_BB_DIR/out.bin")"});
   const nlohmann::json job = finish(id);
   ASSERT_EQ(job["state"], "COMPLETED") << job.dump();
   EXPECT_EQ(contents(export_ / "results" / "out.bin"), contents(export_ / "data.bin"));
@@ -180,7 +181,7 @@ TEST_F(BurstBufferTest, StagingFailuresNameTheFileAndLeaveNothing) {
   std::vector<std::string> exported;
   for (const auto& e : fs::recursive_directory_iterator(export_))
     exported.push_back(e.path().filename().string());
-  std::sort(exported.begin(), exported.end());
+  std::ranges::sort(exported);
   EXPECT_EQ(exported, (std::vector<std::string>{"big.bin", "results"}));
   EXPECT_EQ(slices_left(), std::vector<std::string>{});
 }

@@ -2,10 +2,10 @@
 // mid-job, and a node that falls silent. Nothing is lost and nothing runs twice.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
-#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <csignal>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>

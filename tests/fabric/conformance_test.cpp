@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstring>
 #include <filesystem>
@@ -382,7 +383,7 @@ TEST_P(Conformance, TransfersAcrossTwoProcesses) {
   std::vector<std::byte> mine = pattern(bytes, 8);
   std::memcpy(local.data(), mine.data(), bytes);
   ASSERT_TRUE(engine.write(*mr, 0, peer, child.region, 0, bytes).has_value());
-  std::fill(local.begin(), local.end(), std::byte{0});
+  std::ranges::fill(local, std::byte{0});
   ASSERT_TRUE(engine.read(*mr, 0, peer, child.region, 0, bytes).has_value());
   EXPECT_EQ(local, mine) << "written to the child and read back";
   ep->reset();

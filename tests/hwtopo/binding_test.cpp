@@ -5,6 +5,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "loom/common/index_list.hpp"
 #include "loom/hwtopo/load.hpp"
 #include "run.hpp"
@@ -105,7 +107,7 @@ TEST(Binding, SimulatedNodesMapExplicitlyOntoRealPus) {
   const Topology& machine = binder->machine();
   std::vector<unsigned> real_pus;
   for (const Core& c : machine.cores) real_pus.insert(real_pus.end(), c.pus.begin(), c.pus.end());
-  std::sort(real_pus.begin(), real_pus.end());
+  std::ranges::sort(real_pus);
 
   // Core 37 of the simulated node is in domain 2 (cores 32-47); its PUs are 74 and 75.
   auto binding = binder->resolve(std::vector<unsigned>{37}, 2);
@@ -113,8 +115,8 @@ TEST(Binding, SimulatedNodesMapExplicitlyOntoRealPus) {
   EXPECT_EQ(binding->pus, (std::vector<unsigned>{74, 75}));
   EXPECT_EQ(binding->numa, 2u);
   std::vector<unsigned> expected{real_pus[74 % real_pus.size()], real_pus[75 % real_pus.size()]};
-  std::sort(expected.begin(), expected.end());
-  expected.erase(std::unique(expected.begin(), expected.end()), expected.end());
+  std::ranges::sort(expected);
+  expected.erase(std::ranges::unique(expected).begin(), expected.end());
   EXPECT_EQ(binding->applied_pus, expected);
   EXPECT_EQ(binding->applied_numa, machine.numa_domains[2 % machine.numa_domains.size()].os_index);
   EXPECT_NE(binder->describe_mapping().find("k mod " + std::to_string(real_pus.size())),

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sched.h>
 
+#include <algorithm>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -37,7 +38,7 @@ void expect_well_formed(const Topology& t) {
     EXPECT_FALSE(t.cores[i].pus.empty());
     const NumaDomain* home = t.find_numa(t.cores[i].numa);
     ASSERT_NE(home, nullptr);
-    EXPECT_TRUE(std::binary_search(home->cores.begin(), home->cores.end(), i));
+    EXPECT_TRUE(std::ranges::binary_search(home->cores, i));
   }
   std::size_t cores_in_domains = 0;
   for (const NumaDomain& d : t.numa_domains) cores_in_domains += d.cores.size();
@@ -268,7 +269,7 @@ std::string exported_xml(const std::string& spec) {
 TEST(LoadXml, DramIsHomeBeforeHighBandwidthMemory) {
   // KNL in hybrid mode lists MCDRAM first in some firmware; cores still call DRAM home.
   std::string xml = exported_xml("pack:1 [numa(memory=16GiB)] [numa(memory=96GiB)] core:4 pu:1");
-  const std::string first_numa = "type=\"NUMANode\" os_index=\"0\"";
+  const std::string first_numa = R"(type="NUMANode" os_index="0")";
   ASSERT_NE(xml.find(first_numa), std::string::npos);
   xml.replace(xml.find(first_numa), first_numa.size(), first_numa + " subtype=\"MCDRAM\"");
   auto t = load_xml(write_temp("loom-knl.xml", xml));

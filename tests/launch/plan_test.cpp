@@ -143,7 +143,7 @@ TEST(LaunchPlan, RanksSharingPusYieldInsteadOfSpinning) {
   EXPECT_FALSE(plan->tasks.at(0).argv.empty());
   // One node: no rsh agent, no network to pin.
   const auto& argv = plan->tasks.at(0).argv;
-  EXPECT_EQ(std::find(argv.begin(), argv.end(), "plm_rsh_agent"), argv.end());
+  EXPECT_EQ(std::ranges::find(argv, "plm_rsh_agent"), argv.end());
 }
 
 TEST(LaunchPlan, ABindingPerRankIsRequired) {

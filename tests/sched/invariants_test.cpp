@@ -95,7 +95,7 @@ void check_invariants(const Cluster& cluster, const std::map<JobId, Placement>& 
           for (unsigned core : rank.cores) {
             ASSERT_EQ(t.cores[core].numa, rank.numa) << "a rank crosses NUMA domains";
           }
-          const std::size_t index = static_cast<std::size_t>(domain - t.numa_domains.data());
+          const auto index = static_cast<std::size_t>(domain - t.numa_domains.data());
           ASSERT_GE(index, previous_domain) << "ranks are not packed domain by domain";
           previous_domain = index;
         }

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "loom/hwtopo/load.hpp"
 
 namespace loom::sched {
@@ -183,7 +185,7 @@ TEST(FairShare, SharesConvergeToTheWeights) {
   for (const Started& st : s.schedule(at(0)).started) ends.emplace_back(10 + st.id.value(), st.id);
   // Jobs end one at a time; each pass refills the free core.
   for (std::int64_t t = 1; t <= 60; ++t) {
-    std::sort(ends.begin(), ends.end());
+    std::ranges::sort(ends);
     auto [end, id] = ends.front();
     ends.erase(ends.begin());
     s.finished(id, JobEnd::kCompleted, at(end));

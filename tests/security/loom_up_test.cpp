@@ -2,10 +2,11 @@
 // first, and root appended its log through his symlink and mounted his ext4 image at a path
 // he chose. The attack, exactly: loom-bob prepares the directory for the very pid that then
 // becomes `loom up` (sh's pid, kept across exec).
-#include <signal.h>
 #include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+
+#include <csignal>
 
 #include "local_cluster.hpp"
 

@@ -43,7 +43,7 @@ struct DataPlaneOptions {
 class StorageServer final : public v1::Storage::Service {
  public:
   static Result<std::unique_ptr<StorageServer>> open(const std::filesystem::path& export_root,
-                                                     DataPlaneOptions options);
+                                                     const DataPlaneOptions& options);
   ~StorageServer() override;
 
   grpc::Status Open(grpc::ServerContext*, const v1::OpenRequest*, v1::OpenReply*) override;
@@ -81,7 +81,7 @@ struct Remote {
 // uses every buffer at once). Not for concurrent use.
 class Stager {
  public:
-  static Result<std::unique_ptr<Stager>> open(DataPlaneOptions options);
+  static Result<std::unique_ptr<Stager>> open(const DataPlaneOptions& options);
   ~Stager();
   // A transfer got no completion within the engine's timeout (a peer hung): the provider
   // may still own this stager's buffers, so it copies nothing more. Open another.

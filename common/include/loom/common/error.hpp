@@ -105,12 +105,12 @@ Result<T> with_context(Result<T> result, std::string_view what) {
 // list, a braced initialiser, another LOOM_TRY): returning out of a statement expression
 // skips the destructors of what the enclosing expression had built so far (AddressSanitizer
 // caught exactly that leak).
-#define LOOM_TRY(expr)                                             \
-  ({                                                               \
-    auto&& loom_try_result_ = (expr);                              \
-    if (!loom_try_result_) [[unlikely]]                            \
-      return std::unexpected(std::move(loom_try_result_).error()); \
-    std::move(loom_try_result_).value();                           \
+#define LOOM_TRY(expr)                                            \
+  ({                                                              \
+    auto&& loom_try_result = (expr);                              \
+    if (!loom_try_result) [[unlikely]]                            \
+      return std::unexpected(std::move(loom_try_result).error()); \
+    std::move(loom_try_result).value();                           \
   })
 
 namespace loom::detail {

@@ -16,6 +16,8 @@
 #include <span>
 #include <string>
 
+#include "loom/common/errno_text.hpp"
+
 namespace loom::hwtopo {
 
 // An empty string when bound as asked; else what failed, and why.
@@ -27,7 +29,7 @@ inline std::string apply_binding(std::span<const unsigned> pus, std::optional<un
     cpu_set_t applied;
     if (::sched_setaffinity(0, sizeof(cpus), &cpus) != 0 ||
         ::sched_getaffinity(0, sizeof(applied), &applied) != 0) {
-      return std::string("cannot bind to the placed PUs: ") + std::strerror(errno);
+      return std::string("cannot bind to the placed PUs: ") + loom::errno_text(errno);
     }
     if (!CPU_EQUAL(&cpus, &applied)) return "the kernel applied other PUs than the placed ones";
   }
@@ -37,7 +39,7 @@ inline std::string apply_binding(std::span<const unsigned> pus, std::optional<un
     if (::syscall(SYS_set_mempolicy, MPOL_BIND, mask, sizeof(mask) * 8) != 0) {
       // A kernel built without NUMA has one memory node, 0, which all memory comes from.
       if (errno == ENOSYS && *numa == 0) return {};
-      return "cannot bind memory to NUMA " + std::to_string(*numa) + ": " + std::strerror(errno);
+      return "cannot bind memory to NUMA " + std::to_string(*numa) + ": " + loom::errno_text(errno);
     }
     int mode = -1;
     unsigned long applied[16] = {};
