@@ -21,6 +21,9 @@
 
 using namespace loom;
 
+// Errors are Results; an exception that escapes is a bug, and terminate()'s core dump is
+// how it should be seen.
+// NOLINTNEXTLINE(bugprone-exception-escape)
 int main(int argc, char** argv) {
   CLI::App app{"loomd: the Loom node agent"};
   std::string controller, name, cgroup, xml, synthetic, config_file, state_dir, shm_dir;
@@ -57,7 +60,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   auto fail = [](const Error& e) {
-    std::fprintf(stderr, "loomd: %s\n", e.to_string().c_str());
+    (void)std::fprintf(stderr, "loomd: %s\n", e.to_string().c_str());
     return 1;
   };
   auto config = start_program("loomd", config_file.empty()

@@ -53,8 +53,8 @@ int Agent::run(const std::string& topology_json) {
         ended.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
         ended.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||
         ended.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
-      std::fprintf(stderr, "loomd: the controller refused this agent: %s\n",
-                   ended.error_message().c_str());
+      (void)std::fprintf(stderr, "loomd: the controller refused this agent: %s\n",
+                         ended.error_message().c_str());
       status = 1;
       break;
     }

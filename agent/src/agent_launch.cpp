@@ -21,8 +21,7 @@ std::optional<std::filesystem::path> find_program(const std::string& name) {
   std::string_view dirs = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";
   for (std::size_t start = 0; start <= dirs.size();) {
     const std::size_t end = std::min(dirs.find(':', start), dirs.size());
-    const std::filesystem::path candidate =
-        std::filesystem::path(dirs.substr(start, end - start)) / name;
+    std::filesystem::path candidate = std::filesystem::path(dirs.substr(start, end - start)) / name;
     if (!dirs.substr(start, end - start).empty() && ::access(candidate.c_str(), X_OK) == 0)
       return candidate;
     start = end + 1;

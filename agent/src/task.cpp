@@ -210,6 +210,8 @@ Result<ExitStatus> Task::wait() {
   return exit;
 }
 
+// Only std::bad_alloc can escape, and then terminate() is right.
+// NOLINTNEXTLINE(bugprone-exception-escape)
 Task::~Task() {
   if (done_) return;
   (void)cgroup_.kill_all();

@@ -453,8 +453,8 @@ Status Stager::store(const Remote& remote, int fd, const std::string& path, File
                     const Mover mover{st.engine_mutex, *st.engine, *peer};
                     return retrying(st.options.attempts, offset, length, [&]() -> Attempt {
                       v1::Lease lease;
-                      const Attempt moved = lease_and_move(*stub, mover, true, opened.handle(),
-                                                           offset, length, buffer, lease);
+                      Attempt moved = lease_and_move(*stub, mover, true, opened.handle(), offset,
+                                                     length, buffer, lease);
                       if (lease.id().empty()) return moved;
                       v1::CommitRequest commit;
                       commit.set_handle(opened.handle());

@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <ctime>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -27,10 +29,11 @@ namespace {
 
 std::string when(std::int64_t seconds) {
   if (seconds == 0) return "-";
-  std::time_t t = seconds;
-  char text[32];
-  std::strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%S", std::localtime(&t));
-  return text;
+  const std::time_t t = seconds;
+  std::tm local{};
+  std::array<char, 32> text{};
+  std::strftime(text.data(), text.size(), "%Y-%m-%dT%H:%M:%S", ::localtime_r(&t, &local));
+  return text.data();
 }
 
 nlohmann::json job_json(const v1::JobInfo& j) {

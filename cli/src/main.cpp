@@ -17,12 +17,15 @@
 namespace {
 
 int fail(const loom::Error& error) {
-  std::fprintf(stderr, "loom: %s\n", error.to_string().c_str());
+  (void)std::fprintf(stderr, "loom: %s\n", error.to_string().c_str());
   return 1;
 }
 
 }  // namespace
 
+// Errors are Results; an exception that escapes is a bug, and terminate()'s core dump is
+// how it should be seen.
+// NOLINTNEXTLINE(bugprone-exception-escape)
 int main(int argc, char** argv) {
   CLI::App app{"loom: HPC jobs on NUMA-pinned cores with NVMe burst buffers and RDMA staging"};
   app.require_subcommand(1);
@@ -91,10 +94,10 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     // CLI11 reports an unknown first word as a missing subcommand; say what it was.
     if (!app.remaining().empty() && app.get_subcommands().empty()) {
-      std::fprintf(stderr, "loom: unknown command '%s' (see loom --help)\n",
-                   app.remaining().front().c_str());
+      (void)std::fprintf(stderr, "loom: unknown command '%s' (see loom --help)\n",
+                         app.remaining().front().c_str());
     } else {
-      std::fprintf(stderr, "loom: %s (see loom --help)\n", e.what());
+      (void)std::fprintf(stderr, "loom: %s (see loom --help)\n", e.what());
     }
     return 2;
   }

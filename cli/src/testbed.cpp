@@ -190,22 +190,23 @@ std::vector<std::string> Testbed::on(const std::string& host,
   // /etc/hosts is bound in a mount namespace of its own (as `ip netns exec` does, but
   // keeping /sys, and so the cgroup tree, as it is), and /dev/shm is a tmpfs of the host's
   // own, as each node has (gone with the last process in that namespace).
-  std::vector<std::string> out{
-      "/usr/bin/nsenter",
-      "--net=/run/netns/" + ns,
-      "--",
-      "unshare",
-      "--uts",
-      "--mount",
-      "--propagation",
-      "slave",
-      "--",
-      "sh",
-      "-c",
+  const std::string enter =
       R"(mount --bind "$0" /etc/hosts && mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm && )"
-      R"(hostname "$1" && shift && exec "$@")",
-      (fs::path("/etc/netns") / ns / "hosts").string(),
-      host};
+      R"(hostname "$1" && shift && exec "$@")";
+  std::vector<std::string> out{"/usr/bin/nsenter",
+                               "--net=/run/netns/" + ns,
+                               "--",
+                               "unshare",
+                               "--uts",
+                               "--mount",
+                               "--propagation",
+                               "slave",
+                               "--",
+                               "sh",
+                               "-c",
+                               enter,
+                               (fs::path("/etc/netns") / ns / "hosts").string(),
+                               host};
   out.insert(out.end(), argv.begin(), argv.end());
   return out;
 }

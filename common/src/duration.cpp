@@ -18,7 +18,7 @@ constexpr std::uint64_t kHour = 60 * kMinute;
 constexpr std::uint64_t kDay = 24 * kHour;
 // Keeps every sum below in range and far beyond any walltime (about 292 billion years
 // fit in chrono::seconds; this is 100 years).
-constexpr std::uint64_t kMaxSeconds = 100 * 365 * kDay;
+constexpr std::uint64_t kMaxSeconds = std::uint64_t{100} * 365 * kDay;
 
 // A field of Slurm's colon form: plain digits.
 std::optional<std::uint64_t> parse_field(std::string_view field) {

@@ -71,8 +71,8 @@ std::string Error::to_string() const {
 namespace detail {
 
 void check_failed(const char* condition, const char* file, int line, std::string_view message) {
-  std::fprintf(stderr, "bug: check failed at %s:%d: %s: %.*s\n", file, line, condition,
-               static_cast<int>(message.size()), message.data());
+  (void)std::fprintf(stderr, "bug: check failed at %s:%d: %s: %.*s\n", file, line, condition,
+                     static_cast<int>(message.size()), message.data());
   // Once log::init has run, the log may go elsewhere too (a file, the journal): say it there.
   if (auto logger = spdlog::default_logger(); logger && !logger->name().empty()) {
     logger->critical("bug: check failed at {}:{}: {}: {}", file, line, condition, message);

@@ -5,6 +5,7 @@
 #include <munge.h>
 #include <pwd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <vector>
 
@@ -47,7 +48,13 @@ Result<Identity> munge_verify(std::string_view credential) {
 
 bool in_group(const Identity& identity, const std::string& group) {
   if (identity.uid == 0) return true;
-  ::group* g = ::getgrnam(group.c_str());
+  // getgrnam_r: credentials are checked on gRPC's threads at once; getgrnam shares a buffer.
+  ::group entry{};
+  ::group* g = nullptr;
+  std::vector<char> buffer(16384);
+  while (::getgrnam_r(group.c_str(), &entry, buffer.data(), buffer.size(), &g) == ERANGE &&
+         buffer.size() < (std::size_t{1} << 24))
+    buffer.resize(buffer.size() * 2);  // a group of many members
   if (g == nullptr) return false;
   if (g->gr_gid == identity.gid) return true;
   for (char** member = g->gr_mem; *member != nullptr; ++member) {

@@ -15,6 +15,9 @@
 #include "loom/controller/job_manager.hpp"
 #include "service.hpp"
 
+// Errors are Results; an exception that escapes is a bug, and terminate()'s core dump is
+// how it should be seen.
+// NOLINTNEXTLINE(bugprone-exception-escape)
 int main(int argc, char** argv) {
   using namespace loom;
   CLI::App app{"loomctld: the Loom controller"};
@@ -29,7 +32,7 @@ int main(int argc, char** argv) {
                  "error (its line and key) when not");
   CLI11_PARSE(app, argc, argv);
   auto fail = [](const Error& e) {
-    std::fprintf(stderr, "loomctld: %s\n", e.to_string().c_str());
+    (void)std::fprintf(stderr, "loomctld: %s\n", e.to_string().c_str());
     return 1;
   };
   if (!check_config.empty()) {
@@ -75,7 +78,7 @@ int main(int argc, char** argv) {
     return fail(Error(ErrorCode::kUnavailable, fmt::format("cannot listen on {}", listen)));
   const std::string host = listen.substr(0, listen.rfind(':'));
   std::printf("loomctld: listening on %s:%d\n", host.c_str(), port);
-  std::fflush(stdout);
+  (void)std::fflush(stdout);
 
   std::atomic<bool> failed = false;
   std::thread core_thread([&] {
@@ -84,7 +87,7 @@ int main(int argc, char** argv) {
         // Nothing of the batch was answered or sent, and the core is ahead of the store:
         // this process may do nothing more. The next start reads the store as it is.
         spdlog::critical("{}; stopping at once", error.to_string());
-        std::fprintf(stderr, "loomctld: stopped: the state could not be written\n");
+        (void)std::fprintf(stderr, "loomctld: stopped: the state could not be written\n");
         std::_Exit(1);
       }
       spdlog::critical("{}; stopping", error.to_string());
@@ -102,7 +105,7 @@ int main(int argc, char** argv) {
   if (failed) {
     // Non-zero, so that systemd's Restart=on-failure starts it again once the state can be
     // written (the log says why it could not).
-    std::fprintf(stderr, "loomctld: stopped: the state could not be written\n");
+    (void)std::fprintf(stderr, "loomctld: stopped: the state could not be written\n");
     return 1;
   }
   return 0;

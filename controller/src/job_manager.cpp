@@ -67,8 +67,6 @@ v1::Placement placed(const sched::Cluster& cluster, const sched::Placement& plac
   return out;
 }
 
-}  // namespace
-
 // What one job may carry at most, whoever sends it (the CLI is not the only client): each
 // repeated field and the larger strings, so that no submission makes a job's record, or a
 // listing of jobs, too large to store or send. docs/user-guide.md lists them.
@@ -95,6 +93,8 @@ Status check_bounds(const v1::JobSpec& spec) {
   }
   return {};
 }
+
+}  // namespace
 
 Result<sched::JobSpec> to_sched_spec(const v1::JobSpec& in) {
   sched::JobSpec out;
@@ -224,7 +224,7 @@ Result<std::vector<JobId>> JobManager::submit(const Caller& caller, v1::JobSpec 
   const std::vector<NewJob> jobs(
       std::max<std::uint32_t>(array_size, 1),
       NewJob{caller.user, caller.uid, now.time_since_epoch().count(), spec});
-  const std::vector<JobId> ids = LOOM_TRY(store_->insert_jobs(jobs, array_size > 0));
+  std::vector<JobId> ids = LOOM_TRY(store_->insert_jobs(jobs, array_size > 0));
   for (std::size_t i = 0; i < ids.size(); ++i) {
     const Status queued = scheduler_.submit(ids[i], checked, now);
     LOOM_CHECK(queued.has_value(),

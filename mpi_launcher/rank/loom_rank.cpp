@@ -20,7 +20,7 @@
 namespace {
 
 [[noreturn]] void fail(const std::string& message) {
-  std::fprintf(stderr, "loom-rank: %s\n", message.c_str());
+  (void)std::fprintf(stderr, "loom-rank: %s\n", message.c_str());
   std::exit(127);
 }
 
@@ -58,9 +58,12 @@ constexpr const char* kUsage =
     "the rank's own output files when the job asked for %t, sets LOOM_RANK and LOOM_RANK_CORES\n"
     "and execs APP. A rank it cannot bind fails rather than run unbound.\n";
 
+// Errors are Results; an exception that escapes is a bug, and terminate()'s core dump is
+// how it should be seen.
+// NOLINTNEXTLINE(bugprone-exception-escape)
 int main(int argc, char** argv) {
   if (argc == 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
-    std::fputs(kUsage, stdout);
+    (void)std::fputs(kUsage, stdout);
     return 0;
   }
   if (argc < 2) fail("usage: loom-rank APP ARGS (mpirun runs it for each rank of a Loom job)");

@@ -359,7 +359,7 @@ std::optional<Placement> Cluster::place(const Request& r) const {
     chosen.emplace_back(it->second, r.tasks);
   } else if (r.ranks_per_node != 0) {
     const unsigned per_node = r.ranks_per_node;
-    s.index.for_each_from(per_node * r.cores_per_task, [&](std::uint32_t id) {
+    s.index.for_each_from(std::uint64_t{per_node} * r.cores_per_task, [&](std::uint32_t id) {
       const Node& n = s.nodes[id];
       if (ranks_fit(n.free, r, per_node) < per_node) return true;
       chosen.emplace_back(NodeId(id), ranks_on_node(r, static_cast<unsigned>(chosen.size())));
@@ -369,7 +369,7 @@ std::optional<Placement> Cluster::place(const Request& r) const {
   } else {
     // All ranks on one node if any holds them (best fit); else the emptiest nodes first,
     // so that the job spans as few nodes as it can.
-    s.index.for_each_from(r.tasks * r.cores_per_task, [&](std::uint32_t id) {
+    s.index.for_each_from(std::uint64_t{r.tasks} * r.cores_per_task, [&](std::uint32_t id) {
       if (ranks_fit(s.nodes[id].free, r, r.tasks) < r.tasks) return true;
       chosen.emplace_back(NodeId(id), r.tasks);
       return false;

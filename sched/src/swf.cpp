@@ -43,8 +43,9 @@ Result<SwfTrace> parse_swf(std::string_view text, std::string_view source) {
     if (first == std::string_view::npos) continue;
     line.remove_prefix(first);
     if (line.front() == ';') {
-      if (auto v = header_value(line, "MaxProcs")) trace.max_procs = *v;
-      if (auto v = header_value(line, "MaxNodes")) trace.max_nodes = *v;
+      // A header that lacks one keeps what an earlier header line said.
+      if (auto v = header_value(line, "MaxProcs")) trace.max_procs = v;
+      if (auto v = header_value(line, "MaxNodes")) trace.max_nodes = v;
       continue;
     }
     std::array<std::int64_t, 18> fields{};

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cerrno>
+
+#include "loom/common/errno_text.hpp"
 #include "loom/common/ids.hpp"
 
 namespace loom {
@@ -62,6 +65,13 @@ TEST(StrongId, ComparesAndHashesByValue) {
   EXPECT_EQ(std::hash<JobId>{}(JobId(7)), std::hash<std::uint64_t>{}(7));
   static_assert(!std::is_convertible_v<JobId, NodeId>);
   static_assert(!std::is_convertible_v<std::uint64_t, JobId>);
+}
+
+// strerror's text, for a code it knows and one it does not (which strerror_r writes into
+// the caller's buffer, not a static one).
+TEST(ErrnoText, IsStrerrorsText) {
+  EXPECT_EQ(errno_text(ENOENT), "No such file or directory");
+  EXPECT_EQ(errno_text(10007), "Unknown error 10007");
 }
 
 }  // namespace
