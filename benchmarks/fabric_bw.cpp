@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -170,7 +171,7 @@ void raw_round(Endpoint& ep, MemoryRegion& mr, fi_addr_t peer, const RemoteRegio
                bool write, std::size_t size, std::size_t window, std::size_t count) {
   std::vector<fi_context2> contexts(window);
   std::size_t posted = 0, completed = 0, slot = 0;
-  fi_cq_entry entries[16];
+  std::array<fi_cq_entry, 16> entries{};
   while (completed < count) {
     while (posted < count && posted - completed < window) {
       const std::size_t offset = (posted * size) % (kBuffer - size + 1);
@@ -184,7 +185,7 @@ void raw_round(Endpoint& ep, MemoryRegion& mr, fi_addr_t peer, const RemoteRegio
       ++posted;
       ++slot;
     }
-    const ssize_t n = fi_cq_read(ep.cq().get(), entries, 16);
+    const ssize_t n = fi_cq_read(ep.cq().get(), entries.data(), entries.size());
     if (n > 0) completed += static_cast<std::size_t>(n);
     if (n == -FI_EAVAIL) die("raw loop: an operation failed");
   }
@@ -210,9 +211,10 @@ double tcp_loopback_gbps() {
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t len = sizeof(addr);
-  ::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  ::listen(listener, 1);
-  ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+  if (::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::listen(listener, 1) != 0 ||
+      ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+    die("loopback listener: " + loom::errno_text(errno));
   const std::size_t total = std::size_t{2} << 30, chunk = std::size_t{4} << 20;
   std::thread receiver([&] {
     const int fd = ::accept(listener, nullptr, nullptr);
@@ -226,7 +228,8 @@ double tcp_loopback_gbps() {
     ::close(fd);
   });
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
+    die("loopback connect: " + loom::errno_text(errno));
   std::vector<char> buffer(chunk, 'x');
   // Warm the socket buffers before timing.
   const auto t0 = Clock::now();

@@ -18,6 +18,7 @@
 #include <sstream>
 #include <thread>
 
+#include "loom/common/host_name.hpp"
 #include "process.hpp"
 
 namespace {
@@ -61,8 +62,8 @@ int main(int argc, char** argv) {
   const fs::path build = fs::read_symlink("/proc/self/exe").parent_path().parent_path();
   const std::string loom = (build / "cli" / "loom").string(),
                     mpi_app = (build / "tests" / "mpi" / "mpi_app").string();
-  char pattern[] = "/tmp/loom-mpi-launch.XXXXXX";
-  const fs::path dir = ::mkdtemp(pattern);
+  std::string pattern = "/tmp/loom-mpi-launch.XXXXXX";
+  const fs::path dir = ::mkdtemp(pattern.data());
   fs::permissions(dir, fs::perms::all | fs::perms::sticky_bit);
   if (ranks % hosts != 0) {
     std::fprintf(stderr, "mpi_launch: --ranks must be a multiple of --hosts\n");
@@ -80,9 +81,8 @@ int main(int argc, char** argv) {
   }
   const pid_t up = spawn(up_argv, {}, (dir / "up.out").string());
   std::vector<double> plain_ms, loom_ms;
-  char host[256] = {};
-  ::gethostname(
-      host, sizeof(host) - 1);  // as loomd names the host to mpirun: its slots are the job's ranks
+  // As loomd names the host to mpirun: its slots are the job's ranks.
+  const std::string host = loom::host_name();
   try {
     const std::string address = wait_line(dir / "up.out", "export LOOM_CONTROLLER=").substr(23);
     // mpirun without Loom: from the first host, its daemons through an rsh agent that only

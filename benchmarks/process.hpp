@@ -83,7 +83,7 @@ inline std::string wait_line(const fs::path& file, const std::string& text) {
 }
 
 inline double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
+  std::ranges::sort(v);
   return v.empty()      ? 0
          : v.size() % 2 ? v[v.size() / 2]
                         : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;

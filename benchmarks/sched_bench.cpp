@@ -198,6 +198,7 @@ int main(int argc, char** argv) {
   }
   const std::vector<JobSpec> jobs = make_jobs(job_count, 42);
   std::vector<Request> requests;
+  requests.reserve(jobs.size());
   for (const JobSpec& spec : jobs) requests.push_back(make_request(spec));
 
   nlohmann::json results = nlohmann::json::array();
@@ -212,16 +213,17 @@ int main(int argc, char** argv) {
   for (unsigned size : sizes) {
     Cluster cluster = make_cluster(size);
     // Warm-up: one pass over the first jobs, so that caches and the allocator are warm.
-    place_all(cluster,
-              std::vector<Request>(requests.begin(),
-                                   requests.begin() + std::min<std::size_t>(2000, requests.size())),
-              [](const Cluster& c, const Request& r) { return c.place(r); });
+    place_all(
+        cluster,
+        std::vector<Request>(requests.begin(), requests.begin() + std::min<std::ptrdiff_t>(
+                                                                      2000, std::ssize(requests))),
+        [](const Cluster& c, const Request& r) { return c.place(r); });
     PlacementRun indexed =
         place_all(cluster, requests, [](const Cluster& c, const Request& r) { return c.place(r); });
     double scan_rate = 0;
     if (size <= 10000) {
       Cluster baseline = make_cluster(size);
-      const std::size_t n = std::min<std::size_t>(requests.size(), 20000);
+      const std::ptrdiff_t n = std::min<std::ptrdiff_t>(std::ssize(requests), 20000);
       PlacementRun scan = place_all(
           baseline, std::vector<Request>(requests.begin(), requests.begin() + n), scan_place);
       scan_rate = static_cast<double>(scan.placed) / scan.seconds;

@@ -16,6 +16,7 @@
 #include "loom/agent/nvme.hpp"
 #include "loom/burstbuffer/data_plane.hpp"
 #include "loom/common/config.hpp"
+#include "loom/common/host_name.hpp"
 #include "loom/hwtopo/json.hpp"
 #include "loom/hwtopo/load.hpp"
 
@@ -27,9 +28,7 @@ using namespace loom;
 int main(int argc, char** argv) {
   CLI::App app{"loomd: the Loom node agent"};
   std::string controller, name, cgroup, xml, synthetic, config_file, state_dir, shm_dir;
-  char host[256] = {};
-  ::gethostname(host, sizeof(host) - 1);
-  name = host;
+  name = loom::host_name();
   app.add_option("--controller", controller,
                  "The controller's HOST:PORT (default: controller.address)");
   app.add_option("--name", name, "This node's name")->capture_default_str();

@@ -157,6 +157,5 @@ int main(int argc, char** argv) {
   (void)::write(fd, text_status.data(), text_status.size());
   ::fsync(fd);
   (void)::close(fd);
-  ::rename(temp.c_str(), status_path.c_str());
-  return 0;
+  return ::rename(temp.c_str(), status_path.c_str()) == 0 ? 0 : 127;
 }

@@ -9,6 +9,7 @@
 #include "agent_job.hpp"
 #include "controller_link.hpp"
 #include "loom/burstbuffer/slice.hpp"
+#include "loom/common/host_name.hpp"
 #include "loom/launch/hosts.hpp"
 #include "loom/launch/plan.hpp"
 
@@ -39,12 +40,6 @@ JobRecord running(JobId id, const v1::Launch& launch, const v1::JobStarted& star
   r.ranks = std::move(ranks);
   r.daemon = daemon;
   return r;
-}
-
-std::string hostname() {
-  char host[256] = {};
-  ::gethostname(host, sizeof(host) - 1);
-  return host;
 }
 
 }  // namespace
@@ -130,7 +125,7 @@ bool Agent::start(const std::shared_ptr<Job>& job) {
             .string();
   }
   const launch::NodeFacts node{o_.name,
-                               hostname(),
+                               loom::host_name(),
                                o_.cgroup,
                                o_.launcher_dir.string(),
                                launch::interface_network(o_.data_plane.fabric.interface),

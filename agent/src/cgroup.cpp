@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <csignal>
 #include <fstream>
@@ -37,8 +38,8 @@ bool wait_for(const fs::path& events, std::string_view key, std::uint64_t value,
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
     pollfd p{watch.get(), POLLIN, 0};
     ::poll(&p, 1, static_cast<int>(std::max<long>(left, 1)));
-    char drain[4096];
-    while (::read(watch.get(), drain, sizeof(drain)) > 0) {
+    std::array<char, 4096> drain{};
+    while (::read(watch.get(), drain.data(), drain.size()) > 0) {
     }
   }
   return reached;
@@ -63,6 +64,7 @@ fs::path Cgroup::procs_dir() const { return dirs_.front().path; }  // v1's freez
 
 std::vector<std::string> Cgroup::join_files() const {
   std::vector<std::string> out;
+  out.reserve(dirs_.size());
   // v1's `tasks` moves the writing thread alone, which a single-threaded process is; v2 has
   // no `tasks`, and cgroup.procs moves the process.
   for (const Dir& d : dirs_)

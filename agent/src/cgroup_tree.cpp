@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -25,7 +26,7 @@ namespace files = cgroup_files;
 namespace {
 
 // The controllers whose limits a task gets, in the order they are enabled.
-constexpr std::string_view kLimiting[] = {"cpuset", "memory", "pids"};
+constexpr std::array<std::string_view, 3> kLimiting{"cpuset", "memory", "pids"};
 
 // What a task loses where a controller is missing.
 std::string_view loss(std::string_view controller) {
@@ -179,6 +180,7 @@ bool CgroupTree::enforces(std::string_view controller) const {
 
 std::vector<fs::path> CgroupTree::dirs(const std::string& name) const {
   std::vector<fs::path> out;
+  out.reserve(hierarchies_.size());
   for (const Hierarchy& h : hierarchies_) out.push_back(h.loom_dir / name);
   return out;
 }
@@ -232,6 +234,7 @@ Status CgroupTree::enter(const std::string& level) {
 
 Result<Cgroup> CgroupTree::create(const std::string& name, const CgroupLimits& limits) const {
   std::vector<Cgroup::Dir> made;
+  made.reserve(hierarchies_.size());
   for (const Hierarchy& h : hierarchies_) made.push_back({h.controller, h.loom_dir / name});
   if (version_ == CgroupVersion::kV2) {
     const fs::path loom = hierarchies_.front().loom_dir;
@@ -331,7 +334,7 @@ std::vector<std::string> CgroupTree::sweep(const std::string& level,
     std::error_code ec;
     for (const auto& entry : fs::directory_iterator(h.loom_dir / level, ec)) {
       const std::string name = entry.path().filename().string();
-      if (entry.is_directory() && name != "loomd") names.insert(level + "/" + name);
+      if (entry.is_directory() && name != "loomd") names.insert(fmt::format("{}/{}", level, name));
     }
   }
   std::vector<std::string> swept;

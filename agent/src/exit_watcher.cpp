@@ -4,6 +4,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 
@@ -59,9 +60,9 @@ void ExitWatcher::stop() {
 }
 
 void ExitWatcher::serve() {
-  epoll_event events[16];
+  std::array<epoll_event, 16> events{};
   for (;;) {
-    const int n = ::epoll_wait(epoll_.get(), events, 16, -1);
+    const int n = ::epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()), -1);
     if (n < 0) {
       if (errno == EINTR) continue;
       return;  // only a bug (EBADF, EINVAL) gets here: nothing would ever be seen again

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -66,7 +67,8 @@ Result<Task> Task::start(const CgroupTree& cgroups, const TaskSpec& spec) {
   Cgroup cgroup = LOOM_TRY(cgroups.create(spec.cgroup_name, limits));
 
   std::vector<std::string> env;
-  for (const auto& [key, value] : spec.environment) env.push_back(key + "=" + value);
+  env.reserve(spec.environment.size());
+  for (const auto& [key, value] : spec.environment) env.push_back(fmt::format("{}={}", key, value));
   nlohmann::json keeper_spec;
   keeper_spec["join_files"] = cgroup.join_files();
   keeper_spec["cpus"] = spec.binding ? spec.binding->applied_pus : std::vector<unsigned>{};
@@ -89,23 +91,18 @@ Result<Task> Task::start(const CgroupTree& cgroups, const TaskSpec& spec) {
   std::filesystem::remove(spec.status_path, ignored);
 
   // The keeper is spawned, not forked: no copy of this (large, multithreaded) process.
-  int in[2], out[2];
-  if (::pipe2(in, O_CLOEXEC) != 0) {
+  Pipe input = Pipe::open();
+  Pipe report = input ? Pipe::open() : Pipe{};
+  if (!input || !report) {
     return make_error(ErrorCode::kResourceExhausted,
                       fmt::format("pipe: {}", loom::errno_text(errno)));
   }
-  UniqueFd input[2] = {UniqueFd(in[0]), UniqueFd(in[1])};
-  if (::pipe2(out, O_CLOEXEC) != 0) {
-    return make_error(ErrorCode::kResourceExhausted,
-                      fmt::format("pipe: {}", loom::errno_text(errno)));
-  }
-  UniqueFd report[2] = {UniqueFd(out[0]), UniqueFd(out[1])};
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, input[0].get(), 0);
+  posix_spawn_file_actions_adddup2(&actions, input.read_end.get(), 0);
   posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, report[1].get(), 3);
+  posix_spawn_file_actions_adddup2(&actions, report.write_end.get(), 3);
   // 0-3 only: the agent's other descriptors (libfabric's sockets and epoll among them, which
   // libfabric opens without close-on-exec) never reach the keeper, nor so a user's task.
   posix_spawn_file_actions_addclosefrom_np(&actions, 4);
@@ -117,31 +114,32 @@ Result<Task> Task::start(const CgroupTree& cgroups, const TaskSpec& spec) {
                              &none);  // the agent blocks the signals it waits for; tasks must not
   posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK);
   const std::string program = spec.keeper.string();
-  char* const argv[] = {const_cast<char*>(program.c_str()), nullptr};
-  char* const no_env[] = {nullptr};
+  const std::array<char*, 2> argv{const_cast<char*>(program.c_str()), nullptr};
+  const std::array<char*, 1> no_env{nullptr};
   pid_t keeper = -1;
-  const int spawned = ::posix_spawn(&keeper, program.c_str(), &actions, &attributes, argv, no_env);
+  const int spawned =
+      ::posix_spawn(&keeper, program.c_str(), &actions, &attributes, argv.data(), no_env.data());
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attributes);
-  input[0].reset();
-  report[1].reset();
+  input.read_end.reset();
+  report.write_end.reset();
   if (spawned != 0) {
     return make_error(ErrorCode::kInternal,
                       fmt::format("cannot start {}: {}", program, loom::errno_text(spawned)));
   }
   const std::string text = keeper_spec.dump();
   for (std::size_t done = 0; done < text.size();) {
-    const ssize_t n = ::write(input[1].get(), text.data() + done, text.size() - done);
+    const ssize_t n = ::write(input.write_end.get(), text.data() + done, text.size() - done);
     if (n <= 0) break;  // the keeper died: its status says so below
     done += static_cast<std::size_t>(n);
   }
-  input[1].reset();  // the keeper reads its spec to the end
+  input.write_end.reset();  // the keeper reads its spec to the end
   TaskRecord record{spec.cgroup_name, keeper, start_time(keeper), spec.status_path};
   Task task(std::move(record), std::move(cgroup), true);
   std::string failure;
-  char chunk[512];
-  for (ssize_t n; (n = ::read(report[0].get(), chunk, sizeof(chunk))) > 0;)
-    failure.append(chunk, static_cast<std::size_t>(n));
+  std::array<char, 512> chunk{};
+  for (ssize_t n; (n = ::read(report.read_end.get(), chunk.data(), chunk.size())) > 0;)
+    failure.append(chunk.data(), static_cast<std::size_t>(n));
   if (!failure.empty()) {
     (void)task.wait();  // reaps the keeper; ~Task has nothing left to do
     std::filesystem::remove(spec.status_path, ignored);

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string_view>
+#include <vector>
 
 #include "loom/burstbuffer/data_plane.hpp"
 #include "loom/fabric/fabric.hpp"
@@ -17,7 +18,7 @@ Status read_all(int fd, std::byte* data, std::size_t length, std::uint64_t offse
 Status write_all(int fd, const std::byte* data, std::size_t length, std::uint64_t offset);
 // Memory touched once, up front: registering pins pages that exist, and fresh pages cost
 // more to fault in than the copy that fills them (../shared/MACHINE.md).
-std::unique_ptr<std::byte[]> touched(std::size_t size);
+std::vector<std::byte> touched(std::size_t size);
 Result<std::shared_ptr<fabric::Endpoint>> open_endpoint(const fabric::Options& options);
 
 }  // namespace loom::burstbuffer

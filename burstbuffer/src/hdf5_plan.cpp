@@ -146,7 +146,7 @@ Result<bool> exists_here(hid_t file, const std::string& path, int depth = 0) {
         return false;
       target.resize(std::strlen(target.c_str()));
       if (!target.starts_with('/'))
-        target = prefix.substr(0, prefix.rfind('/') + 1) + target;  // relative to its group
+        target.insert(0, prefix, 0, prefix.rfind('/') + 1);  // relative to its group
       if (!LOOM_TRY(exists_here(file, target, depth + 1))) return false;
     } else if (info.type != H5L_TYPE_HARD) {
       return hdf5_error(ErrorCode::kInvalidArgument,

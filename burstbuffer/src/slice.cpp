@@ -37,6 +37,7 @@ std::unexpected<Error> system_error(std::string_view what) {
 
 Status run(std::vector<std::string> argv) {
   std::vector<char*> args;
+  args.reserve(argv.size() + 1);
   for (std::string& a : argv) args.push_back(a.data());
   args.push_back(nullptr);
   posix_spawn_file_actions_t actions;

@@ -58,7 +58,7 @@ bool retryable(const grpc::Status& s) {
 // The stager's side of a transfer: its own memory, registered for its own use only. The
 // stager starts every transfer, so no peer is given access to these bytes.
 struct Buffer {
-  std::unique_ptr<std::byte[]> memory;
+  std::vector<std::byte> memory;
   std::unique_ptr<fabric::MemoryRegion> region;
 };
 
@@ -68,7 +68,7 @@ Result<std::vector<Buffer>> local_buffers(const fabric::Endpoint& endpoint, std:
   for (Buffer& b : buffers) {
     b.memory = touched(size);
     b.region = LOOM_TRY(
-        fabric::MemoryRegion::register_memory(endpoint, b.memory.get(), size, FI_READ | FI_WRITE));
+        fabric::MemoryRegion::register_memory(endpoint, b.memory.data(), size, FI_READ | FI_WRITE));
   }
   return buffers;
 }
@@ -263,6 +263,7 @@ Status Stager::pull(v1::Storage::Stub& stub, fi_addr_t peer, const std::string& 
     std::vector<std::size_t> pieces;
   };
   std::vector<std::size_t> order;
+  order.reserve(pieces.size());
   for (std::size_t i = 0; i < pieces.size(); ++i) order.push_back(i);
   std::ranges::sort(
       order, [&](std::size_t a, std::size_t b) { return pieces[a].offset < pieces[b].offset; });
@@ -297,13 +298,13 @@ Status Stager::pull(v1::Storage::Stub& stub, fi_addr_t peer, const std::string& 
             (void)stub.Release(call_context().get(), release, &ignored);
           }
           if (moved.outcome != Outcome::kDone) return moved;
-          if (crc32c(std::span(buffer.memory.get(), length)) != lease.crc32c()) {
+          if (crc32c(std::span(buffer.memory.data(), length)) != lease.crc32c()) {
             return {Outcome::kRetry,
                     Error(ErrorCode::kDataLoss, "arrived damaged (CRC-32C mismatch)")};
           }
           for (std::size_t i : range.pieces) {
             const Piece& piece = pieces[i];
-            if (auto wrote = piece.write(buffer.memory.get() + (piece.offset - range.offset));
+            if (auto wrote = piece.write(buffer.memory.data() + (piece.offset - range.offset));
                 !wrote)
               return {Outcome::kFail, wrote.error()};
             progress.done.fetch_add(piece.length);
@@ -447,9 +448,9 @@ Status Stager::store(const Remote& remote, int fd, const std::string& path, File
                   size, st.options.range, st.buffers.size(), cancelled,
                   [&](std::size_t worker, std::uint64_t offset, std::size_t length) -> Status {
                     Buffer& buffer = st.buffers[worker];
-                    if (auto read = read_all(fd, buffer.memory.get(), length, offset); !read)
+                    if (auto read = read_all(fd, buffer.memory.data(), length, offset); !read)
                       return std::unexpected(read.error());
-                    const std::uint32_t crc = crc32c(std::span(buffer.memory.get(), length));
+                    const std::uint32_t crc = crc32c(std::span(buffer.memory.data(), length));
                     const Mover mover{st.engine_mutex, *st.engine, *peer};
                     return retrying(st.options.attempts, offset, length, [&]() -> Attempt {
                       v1::Lease lease;

@@ -133,7 +133,7 @@ grpc::Status StorageServer::Commit(grpc::ServerContext*, const v1::CommitRequest
   it->second.used = Clock::now();
   const std::shared_ptr<const UniqueFd> file = it->second.file;
   const std::string path = it->second.path;
-  std::byte* data = s->memory.get();
+  std::byte* data = s->memory.data();
   const std::string lease = s->lease;
   lock.unlock();
   grpc::Status result = grpc::Status::OK;

@@ -63,7 +63,7 @@ struct StorageServer::State {
   // closed before the slot is lent again. Every registered byte holds the lease's own data
   // or zeros, never an earlier copy's.
   struct Slot {
-    std::unique_ptr<std::byte[]> memory;
+    std::vector<std::byte> memory;
     std::unique_ptr<fabric::MemoryRegion> region;  // while leased and exposed
     std::string lease;                             // empty: free
     std::string handle;
@@ -109,7 +109,7 @@ struct StorageServer::State {
   // Under `mutex`, with the lease checked: a slot lent again is never exposed for the old one.
   Status expose(Slot& s, std::size_t length, std::uint64_t access) {
     auto region = progress->run([&] {
-      return fabric::MemoryRegion::register_memory(*endpoint, s.memory.get(), length, access);
+      return fabric::MemoryRegion::register_memory(*endpoint, s.memory.data(), length, access);
     });
     if (!region) return std::unexpected(region.error());
     s.region = std::move(*region);
@@ -212,7 +212,7 @@ struct StorageServer::State {
     auto slot = acquire(lock, request.handle(), request.offset(), length);
     if (!slot) return {grpc::StatusCode::ABORTED, slot.error().message()};
     const std::string lease = slots[*slot].lease;
-    std::byte* data = slots[*slot].memory.get();
+    std::byte* data = slots[*slot].memory.data();
     lock.unlock();
     // Outside the lock: other ranges are read meanwhile. The slot is this call's alone.
     Status filled;

@@ -48,15 +48,16 @@ Command add_bind(CLI::App& app) {
                 LOOM_TRY(source->is_live() ? hwtopo::Binder::for_live_machine() : simulated());
             hwtopo::Binding binding = LOOM_TRY(binder.resolve(cores, options->numa));
             LOOM_TRY(binder.apply(binding));
-            if (options->verbose) std::cerr << "loom bind: " << binding.describe() << std::endl;
+            if (options->verbose) std::cerr << "loom bind: " << binding.describe() << '\n';
             std::vector<char*> argv;
+            argv.reserve(options->argv.size() + 1);
             for (std::string& arg : options->argv) argv.push_back(arg.data());
             argv.push_back(nullptr);
             ::execvp(argv[0], argv.data());
             // As env(1) and the shells do: 127 when the command cannot be found, 126 otherwise.
             const int error = errno;
             std::cerr << "loom: cannot run " << argv[0] << ": " << loom::errno_text(error)
-                      << std::endl;
+                      << '\n';
             ::_exit(error == ENOENT ? 127 : 126);
           }};
 }

@@ -303,7 +303,7 @@ std::vector<Command> add_job_commands(CLI::App& app) {
          for (v1::JobInfo info; stream->Read(&info); last = info) {
            std::string line = *watch_json ? job_json(info).dump() : state_line(info);
            if (line == printed) continue;
-           std::cout << line << std::endl;
+           std::cout << line << '\n' << std::flush;
            printed = std::move(line);
          }
          if (grpc::Status s = stream->Finish(); !s.ok()) return std::unexpected(client.error(s));

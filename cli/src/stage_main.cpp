@@ -113,7 +113,8 @@ int main(int argc, char** argv) {
   auto parsed_from = remote_of(source, true), parsed_to = remote_of(dest, false);
   if (!parsed_from) return fail(parsed_from.error());
   if (!parsed_to) return fail(parsed_to.error());
-  const std::optional<Remote> from = *parsed_from, to = *parsed_to;
+  const std::optional<Remote>& from = *parsed_from;
+  const std::optional<Remote>& to = *parsed_to;
   if (from.has_value() == to.has_value()) {
     return fail(Error(ErrorCode::kInvalidArgument,
                       "exactly one of SRC and DST must be NODE:/path (a storage agent's file)"));

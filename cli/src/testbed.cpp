@@ -2,12 +2,14 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spawn.h>
 #include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -34,16 +36,17 @@ fs::path owner_file(unsigned slot) { return fmt::format("/run/loom-testbed-{}.pi
 
 // Runs a command (ip) to its end; its stderr is the error when it fails.
 Status command(const std::vector<std::string>& argv) {
-  int pipe_fds[2];
-  if (::pipe2(pipe_fds, O_CLOEXEC) != 0)
+  Pipe pipe = Pipe::open();
+  if (!pipe)
     return make_error(ErrorCode::kInternal, "pipe: " + std::string(loom::errno_text(errno)));
-  const UniqueFd read_end(pipe_fds[0]);
-  UniqueFd write_end(pipe_fds[1]);
+  const UniqueFd read_end = std::move(pipe.read_end);
+  UniqueFd write_end = std::move(pipe.write_end);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, write_end.get(), 2);
   std::vector<char*> args;
+  args.reserve(argv.size() + 1);
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   pid_t pid = -1;
@@ -51,11 +54,10 @@ Status command(const std::vector<std::string>& argv) {
   posix_spawn_file_actions_destroy(&actions);
   write_end.reset();  // the child's copy is the only one left: EOF when it exits
   std::string err;
-  char buffer[512];
-  for (ssize_t n; error == 0 && (n = ::read(read_end.get(), buffer, sizeof(buffer))) > 0;)
-    err.append(buffer, static_cast<std::size_t>(n));
-  std::string line;
-  for (const std::string& a : argv) line += (line.empty() ? "" : " ") + a;
+  std::array<char, 512> buffer{};
+  for (ssize_t n; error == 0 && (n = ::read(read_end.get(), buffer.data(), buffer.size())) > 0;)
+    err.append(buffer.data(), static_cast<std::size_t>(n));
+  const std::string line = fmt::format("{}", fmt::join(argv, " "));
   if (error != 0)
     return make_error(ErrorCode::kNotFound,
                       fmt::format("cannot run {}: {}", line, loom::errno_text(error)));

@@ -380,7 +380,7 @@ Command add_up(CLI::App& app) {
                 testbed->namespace_prefix());
           }
           std::cout << "export LOOM_CONTROLLER=" << address << "\n";
-          std::cout << "export LOOM_STORAGE_EXPORT=" << exported.string() << std::endl;
+          std::cout << "export LOOM_STORAGE_EXPORT=" << exported.string() << '\n' << std::flush;
           for (;;) {
             int signal = 0;
             sigwait(&signals, &signal);

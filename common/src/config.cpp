@@ -389,12 +389,12 @@ Status apply_table(Config& config, const toml::table& table, const std::string& 
 }  // namespace
 
 std::span<const ConfigKey> config_keys() {
-  static const auto docs = [] {
+  static const auto kDocs = [] {
     std::array<ConfigKey, kKeys.size()> out{};
     for (std::size_t i = 0; i < kKeys.size(); ++i) out[i] = kKeys[i].doc;
     return out;
   }();
-  return docs;
+  return kDocs;
 }
 
 std::string config_value(const Config& config, std::string_view key) {

@@ -76,7 +76,7 @@ Status check_bounds(const v1::JobSpec& spec) {
     std::size_t size, most;
     std::string_view unit;
   };
-  const Bound bounds[] = {
+  const auto bounds = std::to_array<Bound>({
       {"argv", static_cast<std::size_t>(spec.argv_size()), 4096, "words"},
       {"environment", spec.environment().size(), 4096, "variables"},
       {"stage_in", static_cast<std::size_t>(spec.stage_in_files_size()), 256, "entries"},
@@ -84,7 +84,7 @@ Status check_bounds(const v1::JobSpec& spec) {
       {"dependencies", static_cast<std::size_t>(spec.dependencies_size()), 1024, "jobs"},
       {"name", spec.name().size(), 1024, "bytes"},
       {"script", spec.script().size(), std::size_t{1} << 20, "bytes"},
-  };
+  });
   for (const Bound& b : bounds) {
     if (b.size > b.most) {
       return make_error(ErrorCode::kInvalidArgument,

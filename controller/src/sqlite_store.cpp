@@ -132,7 +132,7 @@ class SqliteStore final : public Store {
         sqlite3_bind_blob(s, 5, spec.data(), static_cast<int>(spec.size()), SQLITE_TRANSIENT);
         if (as_array) {
           sqlite3_bind_int64(s, 6, static_cast<sqlite3_int64>(first));
-          sqlite3_bind_int64(s, 7, static_cast<sqlite3_int64>(i + 1));
+          sqlite3_bind_int64(s, 7, static_cast<sqlite3_int64>(i) + 1);
         } else {
           sqlite3_bind_null(s, 6);
           sqlite3_bind_int64(s, 7, 0);

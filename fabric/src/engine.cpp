@@ -15,20 +15,19 @@ using Clock = std::chrono::steady_clock;
 
 TransferEngine::TransferEngine(std::shared_ptr<Endpoint> endpoint, EngineOptions options)
     : options_(options),
-      contexts_(std::make_unique<fi_context2[]>(std::max<std::size_t>(1, options.window))),
-      context_count_(std::max<std::size_t>(1, options.window)),
+      contexts_(std::max<std::size_t>(1, options.window)),
       endpoint_(std::move(endpoint)) {
-  options_.window = context_count_;
+  options_.window = contexts_.size();
   options_.max_operation = std::max<std::size_t>(
       1, std::min(options_.max_operation, endpoint_->domain()->max_message()));
-  for (std::size_t i = context_count_; i-- > 0;) free_.push_back(i);
+  for (std::size_t i = contexts_.size(); i-- > 0;) free_.push_back(i);
 }
 
 TransferEngine::~TransferEngine() {
   if (in_flight_ == 0) return;
   // The provider still holds operations and may write into their contexts: cancel them and
   // reap for a bounded time; what is left stays allocated until the endpoint is closed.
-  for (std::size_t i = 0; i < context_count_; ++i) {
+  for (std::size_t i = 0; i < contexts_.size(); ++i) {
     if (std::ranges::find(free_, i) == free_.end())
       fi_cancel(&endpoint_->get()->fid, &contexts_[i]);
   }
@@ -53,7 +52,7 @@ int TransferEngine::reap(Error* error) {
     for (ssize_t i = 0; i < n; ++i) {
       free_.push_back(static_cast<std::size_t>(
           static_cast<fi_context2*>(entries[static_cast<std::size_t>(i)].op_context) -
-          contexts_.get()));
+          contexts_.data()));
       --in_flight_;
     }
     return static_cast<int>(n);
@@ -64,7 +63,7 @@ int TransferEngine::reap(Error* error) {
     if (fi_cq_readerr(endpoint_->cq().get(), &err, 0) == 1) {
       if (err.op_context != nullptr) {
         free_.push_back(
-            static_cast<std::size_t>(static_cast<fi_context2*>(err.op_context) - contexts_.get()));
+            static_cast<std::size_t>(static_cast<fi_context2*>(err.op_context) - contexts_.data()));
         --in_flight_;
       }
       const char* detail =

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <array>
 #include <charconv>
 
 namespace loom::fabric {
@@ -49,11 +50,11 @@ std::string encode_region(const RemoteRegion& r) {
 
 Result<RemoteRegion> decode_region(std::string_view text) {
   RemoteRegion r;
-  std::uint64_t* fields[] = {&r.address, &r.key, &r.length};
-  const char* names[] = {"address", "key", "length"};
+  const std::array<std::uint64_t*, 3> fields{&r.address, &r.key, &r.length};
+  const std::array<const char*, 3> names{"address", "key", "length"};
   std::string_view rest = text;
-  for (std::size_t i = 0; i < 3; ++i) {
-    const std::size_t colon = i < 2 ? rest.find(':') : rest.size();
+  for (std::size_t i = 0; i < fields.size(); ++i) {
+    const std::size_t colon = i + 1 < fields.size() ? rest.find(':') : rest.size();
     if (colon == std::string_view::npos) {
       return make_error(ErrorCode::kInvalidArgument,
                         fmt::format("region \"{}\": expected address:key:length in hex", text));

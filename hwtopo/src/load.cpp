@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -57,9 +58,9 @@ std::vector<unsigned> pus_in(hwloc_topology_t topology, hwloc_const_cpuset_t cpu
 
 std::vector<std::vector<std::uint64_t>> numa_distances(hwloc_topology_t topology,
                                                        const std::vector<NumaDomain>& domains) {
-  unsigned count = 8;
-  hwloc_distances_s* found[8] = {};
-  if (hwloc_distances_get_by_type(topology, HWLOC_OBJ_NUMANODE, &count, found,
+  std::array<hwloc_distances_s*, 8> found{};
+  auto count = static_cast<unsigned>(found.size());
+  if (hwloc_distances_get_by_type(topology, HWLOC_OBJ_NUMANODE, &count, found.data(),
                                   HWLOC_DISTANCES_KIND_MEANS_LATENCY, 0) != 0) {
     return {};
   }
@@ -105,9 +106,9 @@ std::pair<hwloc_obj_t, std::string_view> stand_in(hwloc_topology_t topology, hwl
                                                   hwloc_const_nodeset_t allowed) {
   auto is_allowed = [&](hwloc_obj_t numa) { return hwloc_bitmap_isset(allowed, numa->os_index); };
   hwloc_obj_t best = nullptr;
-  unsigned count = 8;
-  hwloc_distances_s* found[8] = {};
-  if (hwloc_distances_get_by_type(topology, HWLOC_OBJ_NUMANODE, &count, found,
+  std::array<hwloc_distances_s*, 8> found{};
+  auto count = static_cast<unsigned>(found.size());
+  if (hwloc_distances_get_by_type(topology, HWLOC_OBJ_NUMANODE, &count, found.data(),
                                   HWLOC_DISTANCES_KIND_MEANS_LATENCY, 0) == 0) {
     for (unsigned m = 0; m < count && best == nullptr; ++m) {
       const hwloc_distances_s* d = found[m];

@@ -46,7 +46,7 @@ void write_mixed(const fs::path& path) {
     H5Tclose(type);
   };
 
-  std::vector<std::int32_t> ints(100 * 200);
+  std::vector<std::int32_t> ints(std::size_t{100} * 200);
   for (std::size_t i = 0; i < ints.size(); ++i) ints[i] = static_cast<std::int32_t>(i * 7 - 3000);
   hid_t d = dataset("/contiguous", H5T_STD_I32LE, {100, 200}, H5P_DEFAULT, ints.data());
   string_attribute(d, "units", "counts", false);
@@ -64,7 +64,7 @@ void write_mixed(const fs::path& path) {
   const float fill = -1;
   H5Pset_fill_value(dcpl, H5T_NATIVE_FLOAT, &fill);
   d = dataset("/grid/chunked", H5T_IEEE_F32LE, {20, 30, 40}, dcpl, nullptr);
-  std::vector<float> half(10 * 30 * 40);
+  std::vector<float> half(std::size_t{10} * 30 * 40);
   for (std::size_t i = 0; i < half.size(); ++i) half[i] = static_cast<float>(i) / 3;
   const hsize_t start[] = {0, 0, 0}, count[] = {10, 30, 40};
   const hid_t file_space = H5Dget_space(d);
@@ -80,7 +80,7 @@ void write_mixed(const fs::path& path) {
   H5Gclose(grid);
 
   // Compressed: shuffle + gzip, and szip where the library has it.
-  std::vector<double> smooth(64 * 64);
+  std::vector<double> smooth(std::size_t{64} * 64);
   for (std::size_t i = 0; i < smooth.size(); ++i) smooth[i] = static_cast<double>(i % 64) * 0.5;
   for (const char* name : {"/grid/deep/gzip", "/grid/deep/szip"}) {
     const bool szip = std::string_view(name).ends_with("szip");
@@ -283,7 +283,7 @@ TEST_F(Hdf5StagingTest, AConnectionCutMidDatasetFailsAndLeavesNothing) {
   H5Pset_chunk(dcpl, 2, chunk);
   const hid_t d =
       H5Dcreate2(file, "/data", H5T_NATIVE_FLOAT, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-  std::vector<float> values(256 * 262144, 1.5f);
+  std::vector<float> values(std::size_t{256} * 262144, 1.5f);
   H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data());
   H5Dclose(d);
   H5Pclose(dcpl);

@@ -135,7 +135,7 @@ class ClusterTest : public ::testing::Test {
          lines(run({"pgrep", "-x", "-P", std::to_string(cluster_->pid()), comm}).out)) {
       std::ifstream in(fmt::format("/proc/{}/cmdline", line));
       std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
+      std::ranges::replace(cmdline, '\0', ' ');
       if (cmdline.find(word) != std::string::npos) return std::stoi(line);
     }
     ADD_FAILURE() << "no " << comm << " " << word << " under loom up";

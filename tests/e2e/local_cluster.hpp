@@ -115,14 +115,11 @@ class LocalCluster {
   }
 
   // `loom ARGS` against this cluster, run as `user` (root when empty) in `cwd`.
-  Completed loom(const std::string& user, std::vector<std::string> args,
+  Completed loom(const std::string& user, const std::vector<std::string>& args,
                  const std::string& cwd = "/tmp") const {
     std::vector<std::string> argv;
     if (!user.empty()) argv = {"runuser", "-u", user, "--"};
-    argv.push_back("env");
-    argv.push_back("LOOM_CONTROLLER=" + address_);
-    argv.push_back("sh");
-    argv.push_back("-c");
+    argv.insert(argv.end(), {"env", "LOOM_CONTROLLER=" + address_, "sh", "-c"});
     auto quote = [](const std::string& word) {  // for sh: '...', with ' written as '\''
       std::string out = "'";
       for (char c : word) out += c == '\'' ? std::string("'\\''") : std::string(1, c);

@@ -208,6 +208,7 @@ TEST(RecoveryNoRestart, AnAgentKeptAwayFailsItsJobsAndComesBackEmpty) {
 
   // The agent comes back: it reports the job, which the state has ended, and it is killed.
   std::vector<char*> args;
+  args.reserve(argv.size() + 1);
   for (std::string& a : argv) args.push_back(a.data());
   args.push_back(nullptr);
   const pid_t back = ::fork();

@@ -66,11 +66,11 @@ TEST_P(Conformance, ObjectsCloseInAnyOrder) {
 TEST_P(Conformance, KeysLoomChoosesAreUnique) {
   auto ep = open_endpoint(provider());
   ASSERT_TRUE(ep.has_value());
-  std::vector<std::byte> buffer(64 * 4096);
+  std::vector<std::byte> buffer(std::size_t{64} * 4096);
   std::vector<std::unique_ptr<MemoryRegion>> regions;
   std::set<std::uint64_t> keys;
-  for (int i = 0; i < 64; ++i) {
-    auto mr = MemoryRegion::register_memory(**ep, buffer.data() + i * 4096, 4096, kAllAccess);
+  for (std::size_t offset = 0; offset < buffer.size(); offset += 4096) {
+    auto mr = MemoryRegion::register_memory(**ep, buffer.data() + offset, 4096, kAllAccess);
     ASSERT_TRUE(mr.has_value()) << mr.error().to_string();
     keys.insert((*mr)->key());
     regions.push_back(std::move(*mr));
@@ -188,7 +188,7 @@ TEST_P(Conformance, MovingMoreBytesDoesNotGrowMemory) {
         engine.write(*local_mr, 0, pair.target_address, remote_mr->remote(), 0, bytes).has_value());
   }
   const std::size_t after = resident_kib();
-  EXPECT_LT(after, before + 8 * 1024)
+  EXPECT_LT(after, before + std::size_t{8} * 1024)
       << "RSS grew from " << before << " KiB to " << after << " KiB";
 }
 

@@ -86,13 +86,13 @@ TEST_F(BadTopologyJson, InconsistentPartsAreRefused) {
   j["cores"] = 5;
   EXPECT_EQ(error_of(j), "topology JSON: 'cores' says 5 but core_map lists 4");
   j = valid_;
-  j["numa_domains"][0]["cores"] = json({0});  // core 1 now belongs to no domain
+  j["numa_domains"][0]["cores"] = json::array({0});  // core 1 now belongs to no domain
   EXPECT_EQ(error_of(j), "topology JSON: 'core_map[1]' core 1 is in no NUMA domain's cores");
   j = valid_;
   j["numa_domains"][1]["cores"] = json({1, 2, 3});
   EXPECT_EQ(error_of(j), "topology JSON: 'numa_domains' list core 1 in two domains");
   j = valid_;
-  j["core_map"][3]["pus"] = json({0});
+  j["core_map"][3]["pus"] = json::array({0});
   EXPECT_EQ(error_of(j), "topology JSON: 'core_map[3].pus' repeats PU 0");
   j = valid_;
   j["numa_domains"][0]["pus"] = json({0, 1});

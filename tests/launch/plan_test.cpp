@@ -42,6 +42,7 @@ v1::Launch job(unsigned tasks, unsigned per_node, unsigned index) {
 
 std::vector<RankBinding> bound(const v1::Launch& l) {
   std::vector<RankBinding> b;
+  b.reserve(static_cast<std::size_t>(l.ranks_size()));
   for (unsigned i = 0; i < static_cast<unsigned>(l.ranks_size()); ++i)
     b.push_back({l.ranks(static_cast<int>(i)).rank(), {2 * i, 2 * i + 1}, i % 2});
   return b;

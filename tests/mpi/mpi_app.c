@@ -1,7 +1,6 @@
 /* An MPI program as a Loom job runs it: an MPI_Allreduce over the world, then one line per
  * rank with what the kernel says of it (its CPUs, its memory policy), its host, and a file
  * it wrote in its burst buffer. The tests compare each line with `loom show --json`. */
-#define _GNU_SOURCE /* before any header: report.h uses sched_getaffinity */
 #include <mpi.h>
 #include <stdlib.h>
 #include <time.h>

@@ -7,7 +7,6 @@
  *
  * `mpi_stage_app --make FILE ROWS COLS` writes such an input without MPI: temperature
  * chunked and gzip-compressed, pressure contiguous, and humidity, which jobs leave behind. */
-#define _GNU_SOURCE /* before any header: report.h uses sched_getaffinity */
 #include <hdf5.h>
 #include <mpi.h>
 #include <stdlib.h>

@@ -1,7 +1,7 @@
 /* What the kernel says of the calling process, as the MPI test programs print it:
  * "host=H cpus=0,1 mempolicy=bind numa=0". */
 #pragma once
-/* Needs _GNU_SOURCE defined before the first header (sched_getaffinity, CPU_ISSET). */
+/* Needs _GNU_SOURCE (sched_getaffinity, CPU_ISSET): tests/mpi/CMakeLists.txt defines it. */
 #include <numaif.h>
 #include <sched.h>
 #include <stdio.h>

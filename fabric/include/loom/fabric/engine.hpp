@@ -67,8 +67,7 @@ class TransferEngine {
   EngineOptions options_;
   // Each posted operation owns one context until its completion is reaped; contexts the
   // provider still holds at teardown go to the endpoint, which frees them once closed.
-  std::unique_ptr<fi_context2[]> contexts_;
-  std::size_t context_count_;
+  std::vector<fi_context2> contexts_;
   std::vector<std::size_t> free_;
   std::size_t in_flight_ = 0;
   bool broken_ = false;

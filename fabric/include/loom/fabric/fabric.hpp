@@ -134,7 +134,7 @@ class Endpoint {
 
   // Operation contexts the provider may still hold (an engine torn down after a timeout):
   // freed only once the endpoint is closed, never under the provider.
-  void keep_until_closed(std::unique_ptr<fi_context2[]> contexts) {
+  void keep_until_closed(std::vector<fi_context2> contexts) {
     abandoned_.push_back(std::move(contexts));
   }
 
@@ -142,7 +142,7 @@ class Endpoint {
   std::shared_ptr<Domain> domain_;
   std::shared_ptr<CompletionQueue> cq_;
   std::shared_ptr<AddressVector> av_;
-  std::vector<std::unique_ptr<fi_context2[]>> abandoned_;
+  std::vector<std::vector<fi_context2>> abandoned_;
   detail::Owned<fid_ep> ep_;  // declared after what it may still use: closed first
   std::vector<std::byte> name_;
 };

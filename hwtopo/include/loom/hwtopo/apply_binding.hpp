@@ -10,8 +10,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
-#include <cstring>
 #include <optional>
 #include <span>
 #include <string>
@@ -34,17 +34,21 @@ inline std::string apply_binding(std::span<const unsigned> pus, std::optional<un
     if (!CPU_EQUAL(&cpus, &applied)) return "the kernel applied other PUs than the placed ones";
   }
   if (numa) {
-    unsigned long mask[16] = {};
-    mask[*numa / (8 * sizeof(unsigned long))] |= 1ul << (*numa % (8 * sizeof(unsigned long)));
-    if (::syscall(SYS_set_mempolicy, MPOL_BIND, mask, sizeof(mask) * 8) != 0) {
+    constexpr std::size_t kBits = 8 * sizeof(unsigned long);
+    std::array<unsigned long, 16> mask{};
+    if (*numa >= mask.size() * kBits)
+      return "NUMA node " + std::to_string(*numa) + " is beyond the largest this build binds to";
+    mask.at(*numa / kBits) |= 1UL << (*numa % kBits);
+    if (::syscall(SYS_set_mempolicy, MPOL_BIND, mask.data(), mask.size() * kBits) != 0) {
       // A kernel built without NUMA has one memory node, 0, which all memory comes from.
       if (errno == ENOSYS && *numa == 0) return {};
       return "cannot bind memory to NUMA " + std::to_string(*numa) + ": " + loom::errno_text(errno);
     }
     int mode = -1;
-    unsigned long applied[16] = {};
-    if (::syscall(SYS_get_mempolicy, &mode, applied, sizeof(applied) * 8, nullptr, 0) != 0 ||
-        mode != MPOL_BIND || std::memcmp(mask, applied, sizeof(mask)) != 0) {
+    std::array<unsigned long, 16> applied{};
+    if (::syscall(SYS_get_mempolicy, &mode, applied.data(), applied.size() * kBits, nullptr, 0) !=
+            0 ||
+        mode != MPOL_BIND || mask != applied) {
       return "the kernel applied another memory policy than MPOL_BIND to the placed NUMA node";
     }
   }
