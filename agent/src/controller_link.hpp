@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "loom/proto/loom.grpc.pb.h"
+#include "loom/proto/agent.grpc.pb.h"
 
 namespace loom::agent {
 

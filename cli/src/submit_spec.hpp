@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "loom/common/error.hpp"
-#include "loom/proto/loom.pb.h"
+#include "loom/proto/types.pb.h"
 
 namespace loom::cli {
 

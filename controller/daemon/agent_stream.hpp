@@ -18,7 +18,7 @@
 #include <thread>
 
 #include "loom/controller/core.hpp"
-#include "loom/proto/loom.grpc.pb.h"
+#include "loom/proto/agent.grpc.pb.h"
 
 namespace loom::controller {
 

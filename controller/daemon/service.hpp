@@ -13,7 +13,8 @@
 
 #include "inbox.hpp"
 #include "loom/common/config.hpp"
-#include "loom/proto/loom.grpc.pb.h"
+#include "loom/proto/agent.grpc.pb.h"
+#include "loom/proto/controller.grpc.pb.h"
 
 namespace loom::controller {
 

@@ -1,7 +1,7 @@
 // What a job's state says about it, for the job manager's files.
 #pragma once
 
-#include "loom/proto/loom.pb.h"
+#include "loom/proto/types.pb.h"
 
 namespace loom::controller {
 

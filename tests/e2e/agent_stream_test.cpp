@@ -10,7 +10,7 @@
 
 #include "cluster_test.hpp"
 #include "loom/common/munge.hpp"
-#include "loom/proto/loom.grpc.pb.h"
+#include "loom/proto/agent.grpc.pb.h"
 
 namespace loom {
 namespace {
@@ -57,7 +57,8 @@ TEST_F(SlowAgent, AnAgentThatReadsNothingDelaysOnlyItselfAndIsDropped) {
 
   // Every new job goes to slow0, each launch carrying a script of nearly 1 MiB.
   ASSERT_EQ(cluster_->loom("", {"drain", "node0", "--reason", "slow0 takes these"}).exit_code, 0);
-  std::ofstream(dir_ / "big.sh") << "#!/bin/sh\n# " << std::string(1000 * 1000, 'x') << "\ntrue\n";
+  std::ofstream(dir_ / "big.sh") << "#!/bin/sh\n# " << std::string(std::size_t{1000} * 1000, 'x')
+                                 << "\ntrue\n";
   for (int i = 0; i < 12; ++i) submit({"submit", "big.sh"});
 
   // The controller answers all along, and drops slow0 once 2 MiB wait for it.

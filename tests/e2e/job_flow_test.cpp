@@ -10,7 +10,7 @@
 
 #include "cluster_test.hpp"
 #include "loom/common/index_list.hpp"
-#include "loom/proto/loom.grpc.pb.h"
+#include "loom/proto/controller.grpc.pb.h"
 
 namespace loom {
 namespace {

@@ -17,7 +17,7 @@
 #include <thread>
 
 #include "cluster_test.hpp"
-#include "loom/proto/loom.grpc.pb.h"
+#include "loom/proto/controller.grpc.pb.h"
 #include "run.hpp"
 
 namespace loom::testing {
@@ -174,8 +174,8 @@ TEST_F(Testbed, LoomRshStartsOnlyOpenMpisDaemonOnlyInTheCallersJob) {
   for (const nlohmann::json& p : running["placement"]) on.push_back(p["node"].get<std::string>());
   ASSERT_EQ(on.size(), 2u) << show(id).dump() << read("long-" + job);
   std::string outside;
-  for (const std::string node : {"node0", "node1", "node2", "node3"}) {
-    if (std::find(on.begin(), on.end(), node) == on.end()) outside = node;
+  for (const char* node : {"node0", "node1", "node2", "node3"}) {
+    if (std::ranges::find(on, node) == on.end()) outside = node;
   }
   // mpirun and a rank on the first host, orted and a rank on the second: all the job's
   // user's, Open MPI's traffic kept on the hosts' network, its daemon started by loom-rsh.
@@ -185,7 +185,7 @@ TEST_F(Testbed, LoomRshStartsOnlyOpenMpisDaemonOnlyInTheCallersJob) {
   for (pid_t pid : cluster_->job_processes(id)) {
     std::ifstream in(fmt::format("/proc/{}/cmdline", pid));
     std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
+    std::ranges::replace(cmdline, '\0', ' ');
     commands[fs::path(cmdline.substr(0, cmdline.find(' '))).filename().string()] = cmdline;
     struct stat st {};
     ASSERT_EQ(::stat(fmt::format("/proc/{}", pid).c_str(), &st), 0);

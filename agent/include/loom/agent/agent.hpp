@@ -33,7 +33,8 @@
 #include "loom/common/ids.hpp"
 #include "loom/hwtopo/binding.hpp"
 #include "loom/launch/plan.hpp"
-#include "loom/proto/loom.pb.h"
+#include "loom/proto/agent.pb.h"
+#include "loom/proto/types.pb.h"
 
 namespace loom::agent {
 

@@ -12,7 +12,7 @@
 #include "loom/agent/task.hpp"
 #include "loom/common/error.hpp"
 #include "loom/common/ids.hpp"
-#include "loom/proto/loom.pb.h"
+#include "loom/proto/agent.pb.h"
 
 namespace loom::agent {
 

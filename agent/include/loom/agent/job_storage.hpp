@@ -19,7 +19,8 @@
 #include "loom/burstbuffer/data_plane.hpp"
 #include "loom/burstbuffer/slice.hpp"
 #include "loom/common/error.hpp"
-#include "loom/proto/loom.pb.h"
+#include "loom/proto/agent.pb.h"
+#include "loom/proto/types.pb.h"
 
 namespace loom::agent {
 

@@ -25,7 +25,7 @@
 
 #include "loom/common/error.hpp"
 #include "loom/fabric/fabric.hpp"
-#include "loom/proto/loom.grpc.pb.h"
+#include "loom/proto/storage.grpc.pb.h"
 
 namespace loom::burstbuffer {
 

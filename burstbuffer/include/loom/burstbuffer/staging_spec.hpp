@@ -14,7 +14,7 @@
 #include <string_view>
 
 #include "loom/common/error.hpp"
-#include "loom/proto/loom.pb.h"
+#include "loom/proto/types.pb.h"
 
 namespace loom::burstbuffer {
 

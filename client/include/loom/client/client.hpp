@@ -11,7 +11,7 @@
 
 #include "loom/common/config.hpp"
 #include "loom/common/error.hpp"
-#include "loom/proto/loom.grpc.pb.h"
+#include "loom/proto/controller.grpc.pb.h"
 
 namespace loom::client {
 

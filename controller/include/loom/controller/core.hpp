@@ -20,7 +20,9 @@
 
 #include "loom/common/config.hpp"
 #include "loom/controller/job_manager.hpp"
-#include "loom/proto/loom.pb.h"
+#include "loom/proto/agent.pb.h"
+#include "loom/proto/controller.pb.h"
+#include "loom/proto/types.pb.h"
 
 namespace loom::controller {
 

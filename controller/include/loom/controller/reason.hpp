@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "loom/proto/loom.pb.h"
+#include "loom/proto/types.pb.h"
 
 namespace loom::controller {
 

@@ -17,7 +17,8 @@
 #include "loom/common/error.hpp"
 #include "loom/common/ids.hpp"
 #include "loom/controller/reason.hpp"
-#include "loom/proto/loom.pb.h"
+#include "loom/proto/agent.pb.h"
+#include "loom/proto/types.pb.h"
 
 namespace loom::controller {
 

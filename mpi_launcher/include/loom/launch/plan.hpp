@@ -15,7 +15,7 @@
 #include "loom/common/error.hpp"
 #include "loom/common/ids.hpp"
 #include "loom/launch/mpi.hpp"
-#include "loom/proto/loom.pb.h"
+#include "loom/proto/agent.pb.h"
 
 namespace loom::launch {
 
