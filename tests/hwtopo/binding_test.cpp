@@ -1,13 +1,16 @@
 // Binds real child processes on this machine and asks the kernel what it applied.
 #include "loom/hwtopo/binding.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 
 #include "loom/common/index_list.hpp"
+#include "loom/hwtopo/apply_binding.hpp"
 #include "loom/hwtopo/load.hpp"
 #include "run.hpp"
 
@@ -96,6 +99,20 @@ TEST(Binding, CoresAndDomainsThatDoNotExistAreRefused) {
   ASSERT_FALSE(bad_numa.has_value());
   EXPECT_EQ(bad_numa.error().message().rfind("NUMA domain 4096 does not exist", 0), 0u);
   EXPECT_FALSE(binder->resolve(std::vector<unsigned>{}, std::nullopt).has_value());
+}
+
+// Past what a cpu_set_t or the memory policy's mask holds is refused before any change: not
+// written out of bounds, and not a bind to fewer PUs than placed that still reads as bound.
+TEST(Binding, APuOrNumaNodePastTheMasksIsRefusedAndNothingChanges) {
+  cpu_set_t before;
+  ASSERT_EQ(::sched_getaffinity(0, sizeof(before), &before), 0);
+  const std::vector<unsigned> far_pu{0, CPU_SETSIZE + 7};
+  EXPECT_EQ(apply_binding(far_pu, std::nullopt),
+            fmt::format("PU {} is beyond the largest this build binds to", CPU_SETSIZE + 7));
+  EXPECT_EQ(apply_binding({}, 16 * 64), "NUMA node 1024 is beyond the largest this build binds to");
+  cpu_set_t after;
+  ASSERT_EQ(::sched_getaffinity(0, sizeof(after), &after), 0);
+  EXPECT_TRUE(CPU_EQUAL(&before, &after));
 }
 
 TEST(Binding, SimulatedNodesMapExplicitlyOntoRealPus) {

@@ -25,7 +25,12 @@ inline std::string apply_binding(std::span<const unsigned> pus, std::optional<un
   if (!pus.empty()) {
     cpu_set_t cpus;
     CPU_ZERO(&cpus);
-    for (unsigned pu : pus) CPU_SET(pu, &cpus);
+    for (unsigned pu : pus) {
+      // CPU_SET ignores what is past the set: a bind to fewer PUs than placed would pass.
+      if (pu >= CPU_SETSIZE)
+        return "PU " + std::to_string(pu) + " is beyond the largest this build binds to";
+      CPU_SET(pu, &cpus);
+    }
     cpu_set_t applied;
     if (::sched_setaffinity(0, sizeof(cpus), &cpus) != 0 ||
         ::sched_getaffinity(0, sizeof(applied), &applied) != 0) {
