@@ -139,7 +139,8 @@ int main(int argc, char** argv) {
   std::unique_ptr<burstbuffer::StorageServer> storage;
   std::unique_ptr<grpc::Server> data_server;
   if (!export_dir.empty()) {
-    auto opened = burstbuffer::StorageServer::open(export_dir, options.data_plane);
+    auto opened = burstbuffer::StorageServer::open(
+        {export_dir, options.name, options.state_dir / "storage-writes"}, options.data_plane);
     if (!opened) return fail(opened.error());
     storage = std::move(*opened);
     grpc::ServerBuilder builder;

@@ -14,16 +14,36 @@ namespace loom::burstbuffer {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+// .NAME.loom-AGENT-XXXXXXXX: hidden, and whose it is. Without NAME where that would pass
+// NAME_MAX.
+std::string temporary_name(const std::string& name, const std::string& agent) {
+  const std::string suffix = fmt::format("loom-{}-{}", agent, random_token().substr(0, 8));
+  const std::string whole = fmt::format(".{}.{}", name, suffix);
+  return whole.size() <= NAME_MAX ? whole : "." + suffix;
+}
+
+}  // namespace
+
 StorageServer::StorageServer(std::unique_ptr<State> state) : state_(std::move(state)) {}
 StorageServer::~StorageServer() = default;
 
-Result<std::unique_ptr<StorageServer>> StorageServer::open(const fs::path& export_root,
+Result<std::unique_ptr<StorageServer>> StorageServer::open(const StorageExport& exported,
                                                            const DataPlaneOptions& options) {
   auto state = std::make_unique<State>();
   state->options = options;
-  state->root.reset(::open(export_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  state->agent = exported.agent;
+  state->root.reset(::open(exported.root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!state->root)
-    return std::unexpected(errno_error(fmt::format("export {}", export_root.string()), errno));
+    return std::unexpected(errno_error(fmt::format("export {}", exported.root.string()), errno));
+  state->journal = LOOM_TRY(WriteJournal::open(exported.journal));
+  if (const std::size_t swept = state->journal->sweep(state->root.get()); swept > 0) {
+    spdlog::info(
+        "storage: removed {} temporary file(s) that writes cut short by this agent's "
+        "last stop left in {}",
+        swept, exported.root.string());
+  }
   state->endpoint = LOOM_TRY(
       with_context(open_endpoint(options.fabric), "opening the storage agent's fabric endpoint"));
   state->target = fabric::encode_name(state->endpoint->name());
@@ -51,48 +71,55 @@ grpc::Status StorageServer::Open(grpc::ServerContext*, const v1::OpenRequest* re
   }
   if (auto known = state_->know(request->initiator()); !known) return to_grpc(known.error());
 
+  const std::string token = random_token();
   State::Handle h;
   h.write = request->write();
   h.path = request->path();
   h.uid = uid;
   h.gid = gid;
   h.used = Clock::now();
-  {
-    auto as_user = FsIdentity::assume(uid, gid);
-    if (!as_user) return to_grpc(as_user.error());
+  const fs::path dir = path.parent_path() == "/" ? fs::path(".") : path.parent_path();
+  if (h.write) {
+    // Recorded as root, before the file exists: a crash from here on leaves a record.
+    h.name = path.filename().string();
+    h.temp = temporary_name(h.name, state_->agent);
+    if (auto recorded = state_->journal->begin(token, {uid, gid, dir, h.temp}); !recorded)
+      return to_grpc(recorded.error());
+    h.journal_id = token;
+  }
+  const Status opened = [&]() -> Status {
+    const FsIdentity as_user = LOOM_TRY(FsIdentity::assume(uid, gid));
     if (!h.write) {
       // Non-blocking: a FIFO named as the file must not hold this call until somebody
       // writes to it; it is refused below.
-      auto fd = open_beneath(state_->root.get(), path, O_RDONLY | O_NONBLOCK);
-      if (!fd) return to_grpc(fd.error());
-      h.file = std::make_shared<const UniqueFd>(*fd);
+      h.file = std::make_shared<const UniqueFd>(
+          LOOM_TRY(open_beneath(state_->root.get(), path, O_RDONLY | O_NONBLOCK)));
       struct stat st {};
       if (::fstat(h.file->get(), &st) != 0 || !S_ISREG(st.st_mode)) {
-        return {grpc::StatusCode::INVALID_ARGUMENT,
-                fmt::format("{} is not a regular file", request->path())};
+        return make_error(ErrorCode::kInvalidArgument,
+                          fmt::format("{} is not a regular file", request->path()));
       }
       reply->set_size(static_cast<std::uint64_t>(st.st_size));
-    } else {
-      const fs::path dir = path.parent_path() == "/" ? fs::path(".") : path.parent_path();
-      auto dir_fd = open_beneath(state_->root.get(), dir, O_PATH | O_DIRECTORY);
-      if (!dir_fd) return to_grpc(dir_fd.error());
-      h.dir.reset(*dir_fd);
-      h.name = path.filename().string();
-      h.temp = fmt::format(".{}.loom-{}", h.name, random_token().substr(0, 8));
-      h.file = std::make_shared<const UniqueFd>(::openat(
-          h.dir.get(), h.temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-      // The mode the user's umask gives, not this daemon's: set outright, since the
-      // process umask (the daemon's, shared by its threads) would mask any mode asked for.
-      const mode_t mode = 0666 & ~(request->has_umask() ? request->umask() & 0777 : 022);
-      if (!*h.file || ::fchmod(h.file->get(), mode) != 0) {
-        const Error e = errno_error(fmt::format("creating {}", request->path()), errno);
-        if (!*h.file) h.temp.clear();  // not made: nothing to remove, nor anyone else's
-        State::close_handle(h);
-        return to_grpc(e);
-      }
+      return {};
     }
+    h.dir.reset(LOOM_TRY(open_beneath(state_->root.get(), dir, O_PATH | O_DIRECTORY)));
+    h.file = std::make_shared<const UniqueFd>(::openat(
+        h.dir.get(), h.temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    // The mode the user's umask gives, not this daemon's: set outright, since the process
+    // umask (the daemon's, shared by its threads) would mask any mode asked for.
+    const mode_t mode = 0666 & ~(request->has_umask() ? request->umask() & 0777 : 022);
+    if (!*h.file || ::fchmod(h.file->get(), mode) != 0) {
+      const Error e = errno_error(fmt::format("creating {}", request->path()), errno);
+      if (!*h.file) h.temp.clear();  // not made: nothing to remove, nor anyone else's
+      return std::unexpected(e);
+    }
+    return {};
+  }();
+  if (!opened) {
+    if (!h.dir) h.temp.clear();  // the directory was not reached: nothing was made
+    state_->close_handle(h);     // as root again: its record goes too
+    return to_grpc(opened.error());
   }
-  const std::string token = random_token();
   std::lock_guard lock(state_->mutex);
   state_->sweep();
   state_->handles.emplace(token, std::move(h));
@@ -169,7 +196,7 @@ grpc::Status StorageServer::Finish(grpc::ServerContext*, const v1::HandleRequest
   } else {
     h.temp.clear();  // in place: nothing to remove
   }
-  State::close_handle(h);
+  state_->close_handle(h);
   return done ? grpc::Status::OK : to_grpc(done.error());
 }
 
@@ -178,7 +205,7 @@ grpc::Status StorageServer::Close(grpc::ServerContext*, const v1::HandleRequest*
   std::lock_guard lock(state_->mutex);
   auto it = state_->handles.find(request->handle());
   if (it == state_->handles.end()) return grpc::Status::OK;
-  State::close_handle(it->second);
+  state_->close_handle(it->second);
   for (State::Slot& s : state_->slots) {
     if (!s.lease.empty() && s.handle == request->handle()) state_->release(s);
   }
@@ -214,7 +241,7 @@ grpc::Status StorageServer::Describe(grpc::ServerContext*, const v1::DescribeReq
     return write_skeleton(fmt::format("/proc/self/fd/{}", file->get()), datasets, h.file->get());
   }();
   if (!plan) {
-    State::close_handle(h);
+    state_->close_handle(h);
     return to_grpc(Error(plan.error()).with_context(path));
   }
   struct stat st {};

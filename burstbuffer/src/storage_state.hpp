@@ -17,6 +17,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <vector>
 
@@ -27,6 +28,7 @@
 #include "loom/fabric/progress.hpp"
 #include "loom/fabric/wire.hpp"
 #include "loom/proto/status.hpp"
+#include "write_journal.hpp"
 
 namespace loom::burstbuffer {
 
@@ -53,6 +55,7 @@ struct StorageServer::State {
     bool write = false;
     std::string path;  // as asked, for messages
     std::string temp, name;
+    std::string journal_id;  // writing: its record in the write journal
     uid_t uid = 0;
     gid_t gid = 0;
     Clock::time_point used;
@@ -72,6 +75,8 @@ struct StorageServer::State {
   };
 
   UniqueFd root;
+  std::string agent;
+  std::optional<WriteJournal> journal;
   DataPlaneOptions options;
   std::shared_ptr<fabric::Endpoint> endpoint;
   std::string target;  // the endpoint's name, hex
@@ -139,9 +144,10 @@ struct StorageServer::State {
     }
   }
 
-  static void close_handle(Handle& h) {
+  void close_handle(Handle& h) const {
     if (h.write && !h.temp.empty())
       ::unlinkat(h.dir.get(), h.temp.c_str(), 0);  // never finished: nothing partial stays
+    if (h.write && !h.journal_id.empty()) journal->end(h.journal_id);
     h.file.reset();
     h.dir.reset();
   }

@@ -78,10 +78,11 @@ class DataPlaneTest : public ::testing::Test {
     stop_server();
     fs::remove_all(export_);
     fs::remove_all(local_);
+    fs::remove_all(journal_);
   }
 
   void start_server() {
-    auto storage = StorageServer::open(export_, options());
+    auto storage = StorageServer::open({export_, "storage0", journal_}, options());
     ASSERT_TRUE(storage) << storage.error().to_string();
     storage_ = std::move(*storage);
     grpc::ServerBuilder builder;
@@ -120,6 +121,7 @@ class DataPlaneTest : public ::testing::Test {
 
   fs::path export_ = testing::temp_path("export");
   fs::path local_ = testing::temp_path("local");
+  fs::path journal_ = testing::temp_path("storage-writes");
   std::unique_ptr<StorageServer> storage_;
   std::unique_ptr<grpc::Server> server_;
   std::string address_;

@@ -2,16 +2,20 @@
 // NVMe devices, a storage agent exporting a directory), jobs submitted as loom-alice, files
 // moved over libfabric tcp;ofi_rxm on loopback.
 #include <fcntl.h>
+#include <poll.h>
 #include <pwd.h>
+#include <sys/inotify.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <csignal>
 #include <random>
 #include <thread>
 
 #include "cluster_test.hpp"
+#include "loom/common/unique_fd.hpp"
 #include "run.hpp"
 
 namespace loom::testing {
@@ -129,6 +133,47 @@ TEST_F(BurstBufferTest, AStageOutCutShortByAnAgentStopIsDoneByTheNextAgent) {
   const nlohmann::json job = finish(id);
   EXPECT_EQ(job["state"], "COMPLETED") << job.dump();
   EXPECT_EQ(contents(export_ / "results" / "out.bin"), contents(dir_ / "kept.bin"));
+  EXPECT_EQ(slices_left(), std::vector<std::string>{});
+}
+
+// A storage agent killed (SIGKILL) while it writes a job's file out leaves the file's
+// temporary name in the export; its next start removes it, as the file's writer. The job
+// fails naming its stage-out, and nothing of it is left in the export.
+TEST_F(BurstBufferTest, AStorageAgentKilledMidStageOutLeavesNoTemporaryFileOnceRestarted) {
+  const fs::path results = export_ / "results";
+  const UniqueFd watch(::inotify_init1(IN_CLOEXEC));
+  ASSERT_GE(::inotify_add_watch(watch.get(), results.c_str(), IN_CREATE), 0);
+  const std::uint64_t id =
+      submit({"submit", "--bb", "160M", "--stage-out", "out.bin:storage:/results/", "--", "/bin/sh",
+              "-c", "head -c 134217728 /dev/zero > \"$LOOM_BB_DIR/out.bin\""});
+  // The moment the storage agent makes the temporary file: 128 MiB are still to come.
+  std::string temp;
+  std::array<char, 4096> events{};
+  pollfd ready{watch.get(), POLLIN, 0};
+  while (temp.empty() && ::poll(&ready, 1, 60'000) == 1) {
+    const ssize_t n = ::read(watch.get(), events.data(), events.size());
+    for (ssize_t at = 0; at < n;) {
+      const auto* event = reinterpret_cast<const inotify_event*>(events.data() + at);
+      if (event->len > 0 && std::string_view(event->name).starts_with(".out.bin.loom-storage-"))
+        temp = event->name;
+      at += static_cast<ssize_t>(sizeof(inotify_event) + event->len);
+    }
+  }
+  ASSERT_FALSE(temp.empty()) << "the storage agent never began writing out.bin";
+  ASSERT_EQ(::kill(daemon("loomd", "--export"), SIGKILL), 0);
+  EXPECT_TRUE(fs::exists(results / temp)) << "the copy ended before the kill: nothing tested";
+
+  cluster_->wait_log("loomd storage was killed by signal 9; restarting it");
+  LocalCluster::wait_for(cluster_->state_dir() / "state" / "loomd-storage.log",
+                         "removed 1 temporary file(s)");
+  EXPECT_FALSE(fs::exists(results / temp));
+  const nlohmann::json job = finish(id);
+  EXPECT_EQ(job["state"], "FAILED") << job.dump();
+  EXPECT_EQ(job["reason_code"], "STAGE_OUT_FAILED") << job.dump();
+  std::vector<std::string> left;
+  for (const fs::directory_entry& e : fs::directory_iterator(results))
+    left.push_back(e.path().filename().string());
+  EXPECT_EQ(left, std::vector<std::string>{});
   EXPECT_EQ(slices_left(), std::vector<std::string>{});
 }
 

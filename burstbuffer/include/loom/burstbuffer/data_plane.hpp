@@ -39,10 +39,22 @@ struct DataPlaneOptions {
   std::chrono::seconds lease_timeout{30};  // a lease not released by then is taken back
 };
 
+// What a storage agent serves, and as whom.
+struct StorageExport {
+  std::filesystem::path root;  // files are served beneath it
+  // The agent's name: part of every temporary file's name (.NAME.loom-AGENT-XXXXXXXX), so
+  // that on an export several agents write, each file says who was writing it.
+  std::string agent;
+  // A directory of the agent's own (its state directory's storage-writes/): what it is
+  // writing, so that its next start removes what a crash left (write_journal.hpp).
+  std::filesystem::path journal;
+};
+
 // The Storage service of a storage agent, serving files beneath one export root.
 class StorageServer final : public v1::Storage::Service {
  public:
-  static Result<std::unique_ptr<StorageServer>> open(const std::filesystem::path& export_root,
+  // Removes the temporary files this agent's previous run left, first.
+  static Result<std::unique_ptr<StorageServer>> open(const StorageExport& exported,
                                                      const DataPlaneOptions& options);
   ~StorageServer() override;
 
