@@ -30,47 +30,76 @@ struct Typed {
   std::vector<std::string> positional;
 };
 
+// An option's value typed empty (`-t ""`) would be taken for the option not given: refused.
+const CLI::Validator kGiven(
+    [](const std::string& value) { return value.empty() ? "expected a value, not \"\"" : ""; }, "");
+// Counts in decimal digits only: CLI11 alone takes " 2" and "0x10" (16).
+const CLI::Validator kCount(
+    [](const std::string& value) {
+      return !value.empty() &&
+                     std::ranges::all_of(value, [](char c) { return c >= '0' && c <= '9'; })
+                 ? std::string()
+                 : fmt::format("\"{}\" is not a whole number", value);
+    },
+    "");
+
 void define(CLI::App& app, Typed& t) {
-  app.add_option("--controller", t.controller, kControllerHelp);
-  app.add_option("-J,--job-name", t.name, "Job name");
+  app.add_option("--controller", t.controller, kControllerHelp)->check(kGiven);
+  app.add_option("-J,--job-name", t.name, "Job name")->check(kGiven);
   app.add_option("-o,--output", t.output,
                  "stdout file (%j: job id, %N: node name, %t: rank, a file per rank); default "
-                 "loom-%j.out in the submit directory");
+                 "loom-%j.out in the submit directory")
+      ->check(kGiven);
   app.add_option("-e,--error", t.error,
-                 "stderr file (%j, %N, %t as for --output); default: with stdout");
-  app.add_option("--chdir", t.chdir, "Working directory of the job; default the submit directory");
+                 "stderr file (%j, %N, %t as for --output); default: with stdout")
+      ->check(kGiven);
+  app.add_option("--chdir", t.chdir, "Working directory of the job; default the submit directory")
+      ->check(kGiven);
   app.add_option("--export", t.export_vars,
-                 "Environment passed: ALL (default), NONE, or NAME[=VALUE],...");
-  app.add_option("-N,--nodes", t.nodes, "Nodes, N or MIN-MAX");
+                 "Environment passed: ALL (default), NONE, or NAME[=VALUE],...")
+      ->check(kGiven);
+  app.add_option("-N,--nodes", t.nodes, "Nodes, N or MIN-MAX")->check(kGiven);
   // 0 would be taken for "not given" (one task, one core): refused, as sbatch refuses it.
-  app.add_option("-n,--ntasks", t.tasks, "Tasks (ranks)")->check(CLI::Range(1u, 1'000'000u));
+  app.add_option("-n,--ntasks", t.tasks, "Tasks (ranks)")
+      ->check(kCount)
+      ->check(CLI::Range(1u, 1'000'000u));
   app.add_option("--tasks-per-node", t.tasks_per_node, "Tasks on each node")
+      ->check(kCount)
       ->check(CLI::Range(1u, 1'000'000u));
   app.add_option("-c,--cpus-per-task", t.cpus_per_task, "Cores per task")
+      ->check(kCount)
       ->check(CLI::Range(1u, 1'000'000u));
-  app.add_option("--mem-per-task", t.mem_per_task, "Memory per task, e.g. 4G");
+  app.add_option("--mem-per-task", t.mem_per_task, "Memory per task, e.g. 4G")->check(kGiven);
   app.add_flag("--spread-numa", t.spread_numa, "Let a task's cores span NUMA domains");
   app.add_option("-t,--time", t.time,
-                 "Walltime: M, M:S, H:M:S, D-H:M:S, or 90m, 2h; default 1:00:00");
+                 "Walltime: M, M:S, H:M:S, D-H:M:S, or 90m, 2h; default 1:00:00; at most 365 "
+                 "days")
+      ->check(kGiven);
   app.add_option("--bb", t.bb,
-                 "A burst-buffer slice of this size on each node, e.g. 100G, at $LOOM_BB_DIR");
+                 "A burst-buffer slice of this size on each node, e.g. 100G, at $LOOM_BB_DIR")
+      ->check(kGiven);
   app.add_option("--bb-persistent", t.bb_persistent,
                  "Use your persistent burst buffer NAME (loom bb): the job runs on "
-                 "its node and sees it at $LOOM_BB_PERSISTENT_DIR");
+                 "its node and sees it at $LOOM_BB_PERSISTENT_DIR")
+      ->check(kGiven);
   app.add_option("--stage-in", t.stage_in,
                  "NODE:/path: a file of storage agent NODE's export, copied into every "
-                 "node's slice before the job starts (needs --bb; repeatable)");
+                 "node's slice before the job starts (needs --bb; repeatable)")
+      ->check(kGiven);
   app.add_option("--stage-out", t.stage_out,
                  "SLICEPATH:NODE:/dir/: a file of the slice, copied into that directory "
-                 "of NODE's export after the job ends (needs --bb; repeatable)");
+                 "of NODE's export after the job ends (needs --bb; repeatable)")
+      ->check(kGiven);
   app.add_flag("--stage-out-all", t.stage_out_all,
                "Stage out from every node (files named NAME.NODE), not only the first");
-  app.add_option("-A,--account", t.account, "Account charged (fair share)");
+  app.add_option("-A,--account", t.account, "Account charged (fair share)")->check(kGiven);
   app.add_option("-d,--dependency", t.dependency,
-                 "afterok:ID[:ID...] or afterany:ID[:ID...], comma-separated");
+                 "afterok:ID[:ID...] or afterany:ID[:ID...], comma-separated")
+      ->check(kGiven);
   app.add_flag("--exclusive", t.exclusive, "Whole nodes, shared with no other job");
   app.add_flag("--requeue", t.requeue, "Requeue the job when its node fails");
-  app.add_option("-a,--array", t.array, "1-N: N jobs ID_1 ... ID_N, each with LOOM_ARRAY_INDEX");
+  app.add_option("-a,--array", t.array, "1-N: N jobs ID_1 ... ID_N, each with LOOM_ARRAY_INDEX")
+      ->check(kGiven);
   app.add_flag("--mpi", t.mpi,
                "Launch the command as an Open MPI job: mpirun on the first node, its daemons on "
                "the others through "
@@ -90,8 +119,9 @@ Status parse_words(const std::vector<std::string>& words, Typed& t, std::string_
   return {};
 }
 
-Result<unsigned> parse_count(std::string_view text, std::string_view option) {
-  unsigned value = 0;
+template <typename Count = unsigned>
+Result<Count> parse_count(std::string_view text, std::string_view option) {
+  Count value = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (text.empty() || ec != std::errc() || end != text.data() + text.size()) {
     return make_error(ErrorCode::kInvalidArgument,
@@ -114,7 +144,12 @@ Status parse_dependencies(const std::vector<std::string>& items, v1::JobSpec& sp
       }
       for (std::size_t p = colon + 1; p <= one.size();) {
         const std::size_t next = std::min(one.find(':', p), one.size());
-        unsigned id = LOOM_TRY(parse_count(one.substr(p, next - p), "--dependency"));
+        const auto id =
+            LOOM_TRY(parse_count<std::uint64_t>(one.substr(p, next - p), "--dependency"));
+        if (id == 0) {
+          return make_error(ErrorCode::kInvalidArgument,
+                            fmt::format("--dependency \"{}\": job 0 cannot exist", one));
+        }
         auto* dep = spec.add_dependencies();
         dep->set_kind(kind == "afterok" ? v1::Dependency::AFTER_OK : v1::Dependency::AFTER_ANY);
         dep->set_job(id);
@@ -238,10 +273,10 @@ Result<SubmitRequest> parse_submit(
   unsigned nodes_min = 0, nodes_max = 0;
   if (!t.nodes.empty()) {
     const std::size_t dash = t.nodes.find('-');
-    nodes_min = LOOM_TRY(parse_count(t.nodes.substr(0, dash), "--nodes"));
-    nodes_max = dash == std::string::npos
-                    ? nodes_min
-                    : LOOM_TRY(parse_count(t.nodes.substr(dash + 1), "--nodes"));
+    auto min = parse_count(t.nodes.substr(0, dash), "--nodes");
+    auto max = dash == std::string::npos ? min : parse_count(t.nodes.substr(dash + 1), "--nodes");
+    nodes_min = min.value_or(0);
+    nodes_max = max.value_or(0);
     if (nodes_min == 0 || nodes_max < nodes_min) {
       return make_error(
           ErrorCode::kInvalidArgument,
@@ -270,6 +305,11 @@ Result<SubmitRequest> parse_submit(
   if (walltime.count() <= 0)
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("--time \"{}\": must be positive", t.time));
+  if (walltime > sched::kMaxWalltime) {
+    return make_error(
+        ErrorCode::kInvalidArgument,
+        fmt::format("--time \"{}\": at most {}", t.time, format_duration(sched::kMaxWalltime)));
+  }
   spec.set_walltime_s(walltime.count());
   spec.set_spread_numa(t.spread_numa);
   spec.set_exclusive(t.exclusive);

@@ -26,6 +26,7 @@ namespace {
 
 std::vector<unsigned> domain_indexes(const Topology& topology) {
   std::vector<unsigned> out;
+  out.reserve(topology.numa_domains.size());
   for (const NumaDomain& d : topology.numa_domains) out.push_back(d.os_index);
   return out;
 }

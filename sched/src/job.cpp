@@ -3,6 +3,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdint>
+
+#include "loom/common/duration.hpp"
 
 namespace loom::sched {
 
@@ -12,12 +15,21 @@ std::unexpected<Error> invalid(std::string message) {
   return make_error(ErrorCode::kInvalidArgument, std::move(message));
 }
 
+// a / b rounded up, in 64 bits: a + b - 1 passes 32 bits for counts near their largest.
+unsigned ceil_div(unsigned a, unsigned b) {
+  return static_cast<unsigned>((std::uint64_t{a} + b - 1) / b);
+}
+
 }  // namespace
 
 Status validate(const JobSpec& spec) {
   if (spec.tasks == 0) return invalid("--ntasks must be at least 1");
   if (spec.cpus_per_task == 0) return invalid("--cpus-per-task must be at least 1");
   if (spec.walltime.count() <= 0) return invalid("--time must be a positive walltime");
+  if (spec.walltime > kMaxWalltime) {
+    return invalid(fmt::format("--time {}: at most {}", format_duration(spec.walltime),
+                               format_duration(kMaxWalltime)));
+  }
   if (spec.nodes_max != 0 && spec.nodes_min > spec.nodes_max) {
     return invalid(fmt::format("--nodes {}-{}: the minimum exceeds the maximum", spec.nodes_min,
                                spec.nodes_max));
@@ -27,7 +39,7 @@ Status validate(const JobSpec& spec) {
                                spec.nodes_min, spec.tasks));
   }
   if (spec.tasks_per_node != 0) {
-    const unsigned needed = (spec.tasks + spec.tasks_per_node - 1) / spec.tasks_per_node;
+    const unsigned needed = ceil_div(spec.tasks, spec.tasks_per_node);
     if (needed < spec.nodes_min || (spec.nodes_max != 0 && needed > spec.nodes_max)) {
       return invalid(
           fmt::format("--ntasks {} at --tasks-per-node {} needs {} nodes, outside --nodes {}-{}",
@@ -63,11 +75,11 @@ Request make_request(const JobSpec& spec) {
   r.node = spec.node;
   if (spec.tasks_per_node != 0) {
     r.ranks_per_node = spec.tasks_per_node;
-    r.nodes_min = r.nodes_max = (spec.tasks + spec.tasks_per_node - 1) / spec.tasks_per_node;
+    r.nodes_min = r.nodes_max = ceil_div(spec.tasks, spec.tasks_per_node);
   } else if (spec.nodes_min != 0) {
     // Slurm's -N without --ntasks-per-node: the tasks spread evenly over exactly that many.
     r.nodes_min = r.nodes_max = spec.nodes_min;
-    r.ranks_per_node = (spec.tasks + spec.nodes_min - 1) / spec.nodes_min;
+    r.ranks_per_node = ceil_div(spec.tasks, spec.nodes_min);
     r.even_spread = true;
   } else {
     r.nodes_min = 1;

@@ -113,6 +113,66 @@ TEST(Submit, BadInputNamesTheOption) {
   EXPECT_EQ(error_of({"job.sh"}), "cannot read /home/loom-alice/run/job.sh");
 }
 
+// Every numeric, size and duration option at its limits: 0, negative, past 32 and 64 bits,
+// forms CLI11 alone would take (" 2", "0x10"), and "" (which read as "not given" before).
+// Each is refused with one line naming the option; what the cluster holds is the
+// controller's to say (tests/controller/job_limits_test.cpp).
+TEST(Submit, EveryNumericOptionAtItsLimitsIsRefusedNamingIt) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"-n", "-1"}, "--ntasks: \"-1\" is not a whole number"},
+      {{"-n", "4294967296"}, "--ntasks: Value 4294967296 not in range 1 to 1000000"},
+      {{"-n", "99999999999999999999999"},
+       "--ntasks: Value 99999999999999999999999 not in range 1 to 1000000"},
+      {{"-n", " 2"}, "--ntasks: \" 2\" is not a whole number"},
+      {{"-n", "0x10"}, "--ntasks: \"0x10\" is not a whole number"},
+      {{"-n", "1.5"}, "--ntasks: \"1.5\" is not a whole number"},
+      {{"-n", ""}, "--ntasks: \"\" is not a whole number"},
+      {{"-c", "1e3"}, "--cpus-per-task: \"1e3\" is not a whole number"},
+      {{"--tasks-per-node", "1000001"},
+       "--tasks-per-node: Value 1000001 not in range 1 to 1000000"},
+      {{"-N", "-1"}, "--nodes \"-1\": expected N or MIN-MAX with 1 <= MIN <= MAX"},
+      {{"-N", "0-0"}, "--nodes \"0-0\": expected N or MIN-MAX with 1 <= MIN <= MAX"},
+      {{"-N", "1-"}, "--nodes \"1-\": expected N or MIN-MAX with 1 <= MIN <= MAX"},
+      {{"-N", "4294967296"}, "--nodes \"4294967296\": expected N or MIN-MAX with 1 <= MIN <= MAX"},
+      {{"-N", ""}, "--nodes: expected a value, not \"\""},
+      {{"--mem-per-task", "-1"}, "--mem-per-task: invalid size \"-1\": a size cannot be negative"},
+      {{"--mem-per-task", "18446744073709551616"},
+       "--mem-per-task: invalid size \"18446744073709551616\": too large (the largest size is 16 "
+       "EiB)"},
+      {{"--mem-per-task", "17E"},
+       "--mem-per-task: invalid size \"17E\": unknown unit \"E\" (K, M, G, T, P or KiB, MiB, ... "
+       "are powers of 1024; KB, MB, GB, TB, PB are powers of 1000)"},
+      {{"--mem-per-task", ""}, "--mem-per-task: expected a value, not \"\""},
+      {{"--bb", "99999999999999999999999"},
+       "--bb: invalid size \"99999999999999999999999\": too large (the largest size is 16 EiB)"},
+      {{"--bb", ""}, "--bb: expected a value, not \"\""},
+      {{"-t", "-1"}, "--time: invalid duration \"-1\": a duration cannot be negative"},
+      {{"-t", "400-00:00:00"}, "--time \"400-00:00:00\": at most 365-00:00:00"},
+      {{"-t", "9999999999:00:00"},
+       "--time: invalid duration \"9999999999:00:00\": longer than 100 years"},
+      {{"-t", ""}, "--time: expected a value, not \"\""},
+      {{"--array", "1-0"}, "--array \"1-0\": N must be 1 to 100000"},
+      {{"--array", "1-4294967296"}, "--array \"4294967296\": expected a whole number"},
+      {{"--array", ""}, "--array: expected a value, not \"\""},
+      {{"-d", "afterok:0"}, "--dependency \"afterok:0\": job 0 cannot exist"},
+      {{"-d", "afterok:18446744073709551616"},
+       "--dependency \"18446744073709551616\": expected a whole number"},
+      {{"-J", ""}, "--job-name: expected a value, not \"\""},
+  };
+  for (const auto& [options, expected] : cases) {
+    std::vector<std::string> args = options;
+    args.insert(args.end(), {"--", "x"});
+    EXPECT_EQ(error_of(args), expected) << options[0] << " \"" << options[1] << "\"";
+  }
+  // At the limits, and still within them.
+  auto largest = submit({"-n", "1000000", "-t", "365-00:00:00", "--mem-per-task",
+                         "18446744073709551615", "-d", "afterok:18446744073709551615", "--", "x"});
+  ASSERT_TRUE(largest.has_value()) << largest.error().to_string();
+  EXPECT_EQ(largest->spec.tasks(), 1'000'000u);
+  EXPECT_EQ(largest->spec.walltime_s(), 365 * 86400);
+  EXPECT_EQ(largest->spec.dependencies(0).job(), 18446744073709551615u);
+}
+
 TEST(Submit, ScriptDirectivesAndTheCommandLineOverridesThem) {
   const std::string script =
       "#!/bin/bash\n"

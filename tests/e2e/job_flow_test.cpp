@@ -16,7 +16,6 @@ namespace loom {
 namespace {
 
 using loom::testing::Completed;
-using loom::testing::LocalCluster;
 using nlohmann::json;
 
 // With a 2 s kill grace.
@@ -165,6 +164,7 @@ TEST_F(JobFlow, ADrainedNodeTakesNoNewJobsUntilResumed) {
   EXPECT_EQ(nodes[1]["numa"][0]["cores_total"], 2);
   // Four 1-core jobs at once would fill node1; each must land there.
   std::vector<std::uint64_t> ids;
+  ids.reserve(4);
   for (int i = 0; i < 4; ++i) ids.push_back(submit({"submit", "--", "sleep", "1"}));
   for (std::uint64_t id : ids) {
     json j = finish(id);

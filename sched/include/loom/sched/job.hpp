@@ -52,6 +52,10 @@ Status validate(const JobSpec& spec);
 // refuses more, and so does the controller, whoever sends the request.
 constexpr std::uint32_t kMaxArraySize = 100'000;
 
+// The longest walltime (as Slurm's MaxTime would bound it): a job's end must be a time the
+// clocks can hold, and a year is past any allocation a centre grants.
+constexpr std::chrono::seconds kMaxWalltime = std::chrono::days(365);
+
 // The shape the placer works on, derived from a valid JobSpec.
 struct Request {
   unsigned tasks = 1;
