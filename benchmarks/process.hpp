@@ -16,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include "loom/common/exec_args.hpp"
+
 extern char** environ;
 
 namespace loom::bench {
@@ -42,11 +44,7 @@ inline pid_t spawn(const std::vector<std::string>& argv, const std::vector<std::
   std::vector<std::string> environment;
   for (char** e = environ; *e != nullptr; ++e) environment.emplace_back(*e);
   environment.insert(environment.end(), env.begin(), env.end());
-  std::vector<char*> args, envp;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  for (const std::string& e : environment) envp.push_back(const_cast<char*>(e.c_str()));
-  envp.push_back(nullptr);
+  const std::vector<char*> args = loom::exec_args(argv), envp = loom::exec_args(environment);
   pid_t pid = -1;
   if (posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), envp.data()) != 0) pid = -1;
   posix_spawn_file_actions_destroy(&actions);

@@ -33,7 +33,11 @@ if [[ $what == all || $what == tidy ]]; then
   cmake --build --preset release -j "$jobs"
   echo "== clang-tidy: every source of ours (about 20 minutes on 2 cores)"
   # -Wno-unknown-warning-option: GCC's -Wno-restrict, which clang does not know.
+  # -Wno-deprecated-declarations: libstdc++ 12's stable_sort calls get_temporary_buffer,
+  # which clang 19 reports as deprecated at every use; GCC's -Werror build still refuses a
+  # deprecated use of ours (the 0.1 staging fields are read under a pragma that says why).
   run-clang-tidy-19 -p build/release -j "$jobs" -quiet \
-    -extra-arg=-Wno-unknown-warning-option "^$PWD/(?!build/)"
+    -extra-arg=-Wno-unknown-warning-option -extra-arg=-Wno-deprecated-declarations \
+    "^$PWD/(?!build/)"
 fi
 echo "== lint: clean"

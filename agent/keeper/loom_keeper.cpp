@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "loom/common/errno_text.hpp"
+#include "loom/common/exec_args.hpp"
 #include "loom/hwtopo/apply_binding.hpp"
 
 namespace {
@@ -101,11 +102,8 @@ bool close_from(int first, bool at_exec) {
   // descriptor closes at exec, the report pipe too (the agent then sees EOF, no message).
   if (!close_from(3, true)) fail(what("marking descriptors close-on-exec"));
   std::vector<std::string> argv_strings = spec["argv"], env_strings = spec["env"];
-  std::vector<char*> argv, envp;
-  for (std::string& a : argv_strings) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  for (std::string& e : env_strings) envp.push_back(e.data());
-  envp.push_back(nullptr);
+  const std::vector<char*> argv = loom::exec_args(argv_strings),
+                           envp = loom::exec_args(env_strings);
   const std::string path = spec["path"];
   ::setenv("PATH", path.c_str(), 1);  // execvpe searches the task's PATH
   ::execvpe(argv[0], argv.data(), envp.data());

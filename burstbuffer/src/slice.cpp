@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "loom/common/errno_text.hpp"
+#include "loom/common/exec_args.hpp"
 #include "loom/common/unique_fd.hpp"
 
 extern char** environ;
@@ -36,10 +37,7 @@ std::unexpected<Error> system_error(std::string_view what) {
 }
 
 Status run(std::vector<std::string> argv) {
-  std::vector<char*> args;
-  args.reserve(argv.size() + 1);
-  for (std::string& a : argv) args.push_back(a.data());
-  args.push_back(nullptr);
+  const std::vector<char*> args = exec_args(argv);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);

@@ -10,6 +10,7 @@
 
 #include "commands.hpp"
 #include "loom/common/errno_text.hpp"
+#include "loom/common/exec_args.hpp"
 #include "loom/common/index_list.hpp"
 #include "loom/hwtopo/binding.hpp"
 #include "topology_source.hpp"
@@ -49,15 +50,11 @@ Command add_bind(CLI::App& app) {
             hwtopo::Binding binding = LOOM_TRY(binder.resolve(cores, options->numa));
             LOOM_TRY(binder.apply(binding));
             if (options->verbose) std::cerr << "loom bind: " << binding.describe() << '\n';
-            std::vector<char*> argv;
-            argv.reserve(options->argv.size() + 1);
-            for (std::string& arg : options->argv) argv.push_back(arg.data());
-            argv.push_back(nullptr);
+            const std::vector<char*> argv = exec_args(options->argv);
             ::execvp(argv[0], argv.data());
             // As env(1) and the shells do: 127 when the command cannot be found, 126 otherwise.
             const int error = errno;
-            std::cerr << "loom: cannot run " << argv[0] << ": " << loom::errno_text(error)
-                      << '\n';
+            std::cerr << "loom: cannot run " << argv[0] << ": " << loom::errno_text(error) << '\n';
             ::_exit(error == ENOENT ? 127 : 126);
           }};
 }

@@ -32,7 +32,8 @@ std::string when(std::int64_t seconds) {
   const std::time_t t = seconds;
   std::tm local{};
   std::array<char, 32> text{};
-  std::strftime(text.data(), text.size(), "%Y-%m-%dT%H:%M:%S", ::localtime_r(&t, &local));
+  if (std::strftime(text.data(), text.size(), "%Y-%m-%dT%H:%M:%S", ::localtime_r(&t, &local)) == 0)
+    return "-";  // not a time localtime can write
   return text.data();
 }
 
@@ -119,8 +120,8 @@ Status run_submit(const std::vector<std::string>& words, const Context& context)
     const std::string kv = *e;
     if (auto eq = kv.find('='); eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
   }
-  char cwd[4096];
-  if (::getcwd(cwd, sizeof(cwd)) == nullptr)
+  std::array<char, 4096> cwd{};
+  if (::getcwd(cwd.data(), cwd.size()) == nullptr)
     return make_error(ErrorCode::kInternal, "getcwd failed");
   auto read_script = [](const std::string& path) -> Result<std::string> {
     std::ifstream in(path);
@@ -130,7 +131,7 @@ Status run_submit(const std::vector<std::string>& words, const Context& context)
     text << in.rdbuf();
     return text.str();
   };
-  SubmitRequest parsed = LOOM_TRY(parse_submit(words, cwd, env, read_script));
+  SubmitRequest parsed = LOOM_TRY(parse_submit(words, cwd.data(), env, read_script));
   parsed.spec.set_umask(current_umask());
   const Client client = LOOM_TRY(connect(parsed.controller, context.config));
   v1::SubmitRequest request;

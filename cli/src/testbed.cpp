@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "loom/common/errno_text.hpp"
+#include "loom/common/exec_args.hpp"
 #include "loom/common/unique_fd.hpp"
 
 extern char** environ;
@@ -45,10 +46,7 @@ Status command(const std::vector<std::string>& argv) {
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, write_end.get(), 2);
-  std::vector<char*> args;
-  args.reserve(argv.size() + 1);
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
+  const std::vector<char*> args = exec_args(argv);
   pid_t pid = -1;
   const int error = ::posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
   posix_spawn_file_actions_destroy(&actions);

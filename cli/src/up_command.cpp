@@ -27,6 +27,7 @@
 #include "loom/burstbuffer/slice.hpp"
 #include "loom/common/bytes.hpp"
 #include "loom/common/errno_text.hpp"
+#include "loom/common/exec_args.hpp"
 #include "programs.hpp"
 #include "testbed.hpp"
 
@@ -68,9 +69,7 @@ class Supervisor {
     sigemptyset(&none);
     posix_spawnattr_setsigmask(&attributes, &none);  // the daemons handle their own signals
     posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK);
-    std::vector<char*> args;
-    for (std::string& a : d.argv) args.push_back(a.data());
-    args.push_back(nullptr);
+    const std::vector<char*> args = exec_args(d.argv);
     const int error = ::posix_spawn(&d.pid, args[0], &actions, &attributes, args.data(), environ);
     posix_spawn_file_actions_destroy(&actions);
     posix_spawnattr_destroy(&attributes);
@@ -254,6 +253,7 @@ Command add_up(CLI::App& app) {
                               cgroup_root);
         if (o->netns > 0) o->agents = o->netns;
         std::vector<std::string> names;
+        names.reserve(o->agents);
         for (unsigned i = 0; i < o->agents; ++i) names.push_back(fmt::format("node{}", i));
         std::optional<Testbed> testbed;  // outlives stop_all: the namespaces go after their daemons
         if (o->netns > 0) {
@@ -331,9 +331,9 @@ Command add_up(CLI::App& app) {
                 "--name",
                 name,
                 "--cgroup",
-                cgroup_root + "/" + name,
+                fmt::format("{}/{}", cgroup_root, name),
                 "--state-dir",
-                (dir / ("agent-" + name)).string(),
+                (dir / fmt::format("agent-{}", name)).string(),
                 "--shm-dir",
                 shm_dir(name).string(),
                 "--nvme",
@@ -342,7 +342,7 @@ Command add_up(CLI::App& app) {
                 interface};
             argv.insert(argv.end(), topology.begin(), topology.end());
             Daemon agent{"loomd " + name,
-                         on(name, std::move(argv)),
+                         on(name, argv),
                          dir / fmt::format("loomd-{}.log", name),
                          "registered with",
                          -1,

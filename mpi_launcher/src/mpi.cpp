@@ -10,12 +10,14 @@ namespace loom::launch {
 
 std::string hosts(const std::vector<NodeRanks>& nodes) {
   std::vector<std::string> out;
+  out.reserve(nodes.size());
   for (const NodeRanks& n : nodes) out.push_back(fmt::format("{}:{}", n.node, n.ranks));
   return fmt::format("{}", fmt::join(out, ","));
 }
 
 std::string nodelist(const std::vector<NodeRanks>& nodes) {
   std::vector<std::string> names;
+  names.reserve(nodes.size());
   for (const NodeRanks& n : nodes) names.push_back(n.node);
   return fmt::format("{}", fmt::join(names, ","));
 }
@@ -97,6 +99,7 @@ Result<std::vector<std::string>> daemon_arguments(const std::vector<std::string>
 
 std::string encode_bindings(const std::vector<RankBinding>& ranks) {
   std::vector<std::string> parts;
+  parts.reserve(ranks.size());
   for (const RankBinding& r : ranks) {
     parts.push_back(fmt::format("{}={}@{}", r.rank, fmt::join(r.pus, ","),
                                 r.numa ? std::to_string(*r.numa) : ""));

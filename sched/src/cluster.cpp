@@ -282,6 +282,7 @@ NodePlacement assign(const Node& n, NodeId id, const Request& r, unsigned ranks,
   out.bb_bytes = r.bb_per_node;
   std::vector<DomainCapacity> left = n.free.domains;
   std::vector<std::vector<std::uint64_t>> bits;
+  bits.reserve(n.domains.size());
   for (const Domain& d : n.domains) bits.push_back(d.free);
   auto take = [&](std::size_t d, unsigned count, std::vector<unsigned>& cores) {
     for (std::size_t w = 0; w < bits[d].size() && count > 0; ++w) {

@@ -56,7 +56,7 @@ std::vector<std::string> FairShare::sort() const {
   for (const auto& [name, _] : allocations_) names.insert(name);
   for (const auto& [name, _] : weights_) names.insert(name);
   std::vector<std::string> out(names.begin(), names.end());
-  std::stable_sort(out.begin(), out.end(), [&](const std::string& a, const std::string& b) {
+  std::ranges::stable_sort(out, [&](const std::string& a, const std::string& b) {
     return weighted_share(a) < weighted_share(b);
   });
   return out;

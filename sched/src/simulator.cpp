@@ -79,8 +79,8 @@ Result<WindowMetrics> replay(std::span<const SimJob> jobs, std::size_t nodes,
   std::int64_t first_submit = jobs.front().submit, last_end = 0;
   for (std::size_t i = 0; i < jobs.size(); ++i) {
     LOOM_CHECK(start[i] >= 0, "a simulated job never started");
-    const double wait = static_cast<double>(start[i] - jobs[i].submit);
-    const double run = static_cast<double>(jobs[i].run);
+    const auto wait = static_cast<double>(start[i] - jobs[i].submit);
+    const auto run = static_cast<double>(jobs[i].run);
     busy += run * jobs[i].procs;
     wait_sum += wait;
     bsld_sum += std::max(1.0, (wait + run) / std::max(run, 10.0));
@@ -132,8 +132,8 @@ Result<SimMetrics> simulate(const SwfTrace& trace, const SimOptions& options) {
         std::max<std::int64_t>(1, j.requested_time > 0 ? j.requested_time : j.run);
     jobs.push_back({j.submit, std::min(j.run, walltime), walltime, static_cast<unsigned>(procs)});
   }
-  std::stable_sort(jobs.begin(), jobs.end(),
-                   [](const SimJob& a, const SimJob& b) { return a.submit < b.submit; });
+  std::ranges::stable_sort(jobs,
+                           [](const SimJob& a, const SimJob& b) { return a.submit < b.submit; });
   if (jobs.empty()) return invalid("the trace has no job to replay");
 
   const std::size_t window = options.window == 0 ? jobs.size() : options.window;

@@ -79,6 +79,7 @@ TEST_F(InboxTest, CallsFromManyThreadsAreEachAnsweredOnceStored) {
   constexpr int kThreads = 4, kEach = 50;
   std::vector<std::vector<JobId>> ids(kThreads);
   std::vector<std::thread> callers;
+  callers.reserve(kThreads);
   for (int t = 0; t < kThreads; ++t) {
     callers.emplace_back([&, t] {
       for (int i = 0; i < kEach; ++i) {
@@ -91,7 +92,7 @@ TEST_F(InboxTest, CallsFromManyThreadsAreEachAnsweredOnceStored) {
   for (std::thread& t : callers) t.join();
   std::set<JobId> all;
   for (const auto& mine : ids) all.insert(mine.begin(), mine.end());
-  EXPECT_EQ(all.size(), std::size_t{kThreads * kEach}) << "every call got its own job";
+  EXPECT_EQ(all.size(), std::size_t{kThreads} * kEach) << "every call got its own job";
   const std::size_t listed =
       inbox_.call([](Core& core) { return core.jobs().list(kAlice, true).size(); });
   EXPECT_EQ(listed, all.size());

@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "loom/common/exec_args.hpp"
 #include "run.hpp"
 #include "temp.hpp"
 
@@ -153,11 +154,7 @@ class LocalCluster {
     posix_spawn_file_actions_addopen(&actions, 1, output.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
                                      0644);
     posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    std::vector<char*> args, envp;
-    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    for (const std::string& e : env) envp.push_back(const_cast<char*>(e.c_str()));
-    envp.push_back(nullptr);
+    const std::vector<char*> args = loom::exec_args(argv), envp = loom::exec_args(env);
     pid_t pid = -1;
     EXPECT_EQ(posix_spawn(&pid, args[0], &actions, nullptr, args.data(), envp.data()), 0)
         << argv[0];

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cluster_test.hpp"
+#include "loom/common/exec_args.hpp"
 
 namespace loom {
 namespace {
@@ -207,10 +208,7 @@ TEST(RecoveryNoRestart, AnAgentKeptAwayFailsItsJobsAndComesBackEmpty) {
       << "its keeper kept the task while it was away";
 
   // The agent comes back: it reports the job, which the state has ended, and it is killed.
-  std::vector<char*> args;
-  args.reserve(argv.size() + 1);
-  for (std::string& a : argv) args.push_back(a.data());
-  args.push_back(nullptr);
+  const std::vector<char*> args = loom::exec_args(argv);
   const pid_t back = ::fork();
   if (back == 0) {
     ::execv(args[0], args.data());

@@ -116,7 +116,7 @@ TEST_F(Testbed, AnMpiJobStagesHdf5DatasetsInAndItsResultOutAcrossFourHosts) {
     ASSERT_TRUE(placed.contains(rank)) << line;
     const nlohmann::json& p = placed[rank];
     EXPECT_EQ(r["size"], "16") << "one world over four hosts";
-    EXPECT_EQ(r["host"], p["node"]) << line;
+    EXPECT_EQ(r["host"], p["node"].get<std::string>()) << line;
     EXPECT_EQ(r["cpus"], joined(numbers(p["bound_cpus"]))) << line;
     EXPECT_EQ(r["mempolicy"], "bind") << line;
     EXPECT_EQ(r["numa"], joined(numbers(p["bound_numa"]))) << line;

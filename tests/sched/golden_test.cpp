@@ -93,8 +93,8 @@ std::string run_scenario(const json& scenario) {
                                 make_backfill(scenario.value("backfill", "easy")).value()});
   std::vector<std::pair<std::int64_t, json>> arrivals;
   for (const json& j : scenario.at("jobs")) arrivals.emplace_back(j.value("submit", 0), j);
-  std::stable_sort(arrivals.begin(), arrivals.end(),
-                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::ranges::stable_sort(arrivals,
+                           [](const auto& a, const auto& b) { return a.first < b.first; });
   std::map<std::uint64_t, std::int64_t> run_of;
   using Event = std::pair<std::int64_t, std::uint64_t>;
   std::priority_queue<Event, std::vector<Event>, std::greater<>> ends;
@@ -145,7 +145,7 @@ TEST(Golden, PlacementsMatchTheCheckedInExpectations) {
   for (const auto& entry : std::filesystem::directory_iterator(kGoldenDir)) {
     if (entry.path().extension() == ".json") inputs.push_back(entry.path());
   }
-  std::sort(inputs.begin(), inputs.end());
+  std::ranges::sort(inputs);
   ASSERT_GE(inputs.size(), 4u);
   const bool update = std::getenv("LOOM_UPDATE_GOLDEN") != nullptr;
   for (const auto& input : inputs) {

@@ -32,6 +32,7 @@ JobSpec job(unsigned tasks, std::int64_t walltime_s, std::string account = "a") 
 
 std::vector<std::uint64_t> ids(const PassResult& pass) {
   std::vector<std::uint64_t> out;
+  out.reserve(pass.started.size());
   for (const Started& s : pass.started) out.push_back(s.id.value());
   return out;
 }

@@ -9,6 +9,7 @@
 #include <csignal>
 
 #include "local_cluster.hpp"
+#include "loom/common/exec_args.hpp"
 
 namespace loom::testing {
 namespace {
@@ -34,9 +35,7 @@ TEST(LoomUpAttack, ADirectoryAnotherUserMadeForItsPidIsNotUsed) {
       "exec '{}' up --agents 1 --no-restart",
       victim.string(), built("cli/loom"));
   std::vector<std::string> env{"TMPDIR=" + tmp.string(), "PATH=/usr/sbin:/usr/bin:/sbin:/bin"};
-  std::vector<char*> envp;
-  for (std::string& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
+  const std::vector<char*> envp = loom::exec_args(env);
   const char* argv[] = {"/bin/sh", "-c", script.c_str(), nullptr};
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);

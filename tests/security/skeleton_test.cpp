@@ -76,9 +76,11 @@ TEST_F(SkeletonTest, NothingOfAUsersFileIsWrittenToTheTemporaryDirectory) {
 TEST_F(SkeletonTest, SkeletonsForSeveralStagersAtOnceAreEachMade) {
   write_small_dataset(export_ / "shared.h5");
   std::vector<std::unique_ptr<Stager>> stagers;
+  stagers.reserve(4);
   for (int i = 0; i < 4; ++i) stagers.push_back(Stager::open(options()).value());
   std::vector<Status> results(stagers.size());
   std::vector<std::thread> threads;
+  threads.reserve(stagers.size());
   for (std::size_t i = 0; i < stagers.size(); ++i) {
     threads.emplace_back([&, i] {
       FileProgress progress;

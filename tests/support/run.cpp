@@ -13,6 +13,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "loom/common/exec_args.hpp"
+
 extern char** environ;
 
 namespace loom::testing {
@@ -50,9 +52,7 @@ Completed run(const std::vector<std::string>& argv) {
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, out.fd, 1);
   posix_spawn_file_actions_adddup2(&actions, err.fd, 2);
-  std::vector<char*> args;
-  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
-  args.push_back(nullptr);
+  const std::vector<char*> args = loom::exec_args(argv);
   pid_t pid = -1;
   const int rc = ::posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
