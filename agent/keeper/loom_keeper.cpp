@@ -1,6 +1,7 @@
 // loom-keeper: starts one task and keeps watch over it for the agent. loomd spawns it
-// (posix_spawn: no copy of the agent's address space) with the task's spec as JSON on
-// stdin and a pipe on fd 3; the keeper forks the task, which joins its cgroups, takes its
+// (posix_spawn: no copy of the agent's address space) with the task's spec on stdin (CBOR:
+// its argv, environment and paths are the user's bytes, which JSON, UTF-8 only, could not
+// carry) and a pipe on fd 3; the keeper forks the task, which joins its cgroups, takes its
 // binding, becomes the user and execs — or writes why it could not on fd 3. The keeper
 // waits for the task and writes its wait status to the spec's status file (whole, then
 // renamed). It outlives the agent, so that an agent that restarts learns how its tasks
@@ -113,7 +114,7 @@ bool close_from(int first, bool at_exec) {
 }  // namespace
 
 constexpr const char* kUsage =
-    "usage: loom-keeper < TASK.json 3> REPORT\n"
+    "usage: loom-keeper < TASK.cbor 3> REPORT\n"
     "loomd's keeper of one task, not run by hand: reads the task's spec on stdin, forks the task\n"
     "(cgroups, binding, the user's identity, exec; why it could not, written to fd 3), waits for "
     "it\n"
@@ -130,7 +131,7 @@ int main(int argc, char** argv) {
   }
   const std::string text{std::istreambuf_iterator<char>(std::cin.rdbuf()),
                          std::istreambuf_iterator<char>()};
-  const nlohmann::json spec = nlohmann::json::parse(text, nullptr, false);
+  const nlohmann::json spec = nlohmann::json::from_cbor(text, true, false);
   if (spec.is_discarded()) fail("loom-keeper: the task's spec does not parse");
   // Nothing of the agent's but the report pipe: the agent spawns the keeper with only 0-3,
   // and whatever else came (a descriptor the agent failed to mark close-on-exec) is not

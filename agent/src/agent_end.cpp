@@ -6,6 +6,7 @@
 
 #include "agent_job.hpp"
 #include "controller_link.hpp"
+#include "loom/common/printable.hpp"
 
 namespace loom::agent {
 
@@ -46,7 +47,7 @@ void Agent::complete(const std::shared_ptr<Job>& job) {
     auto status = task.wait();
     if (!status) {  // its keeper vanished, or wrote no status: it is lost
       if (e.error().empty()) {
-        e.set_error(status.error().to_string());
+        e.set_error(valid_utf8(status.error().to_string()));
         e.set_reason(v1::REASON_LAUNCH_FAILED);
       }
       if (e.exit_code() == 0) e.set_exit_code(127);
@@ -89,7 +90,7 @@ void Agent::stage_out(const std::shared_ptr<Job>& job, v1::JobEnded e) {
   if (stopped_.load()) return;
   send_staging(*job, /*out=*/true);
   if (!staged && e.error().empty() && !job->killed.load()) {
-    e.set_error(staged.error().message());
+    e.set_error(valid_utf8(staged.error().message()));
     e.set_reason(v1::REASON_STAGE_OUT_FAILED);
   }
   if (auto removed = job->storage->teardown(); !removed)
@@ -105,8 +106,8 @@ void Agent::abandon(Job& job, v1::Reason reason, const std::string& error) {
   (void)job.storage->teardown();
   v1::JobEnded e;
   e.set_job(job.id.value());
-  e.set_exit_code(127);  // it ran nothing, as a shell says of a command it cannot run
-  e.set_error(error);
+  e.set_exit_code(127);            // it ran nothing, as a shell says of a command it cannot run
+  e.set_error(valid_utf8(error));  // it may name the user's command or paths, which are bytes
   e.set_reason(reason);
   finish(job.id, e);
 }

@@ -10,6 +10,7 @@
 #include "controller_link.hpp"
 #include "loom/burstbuffer/slice.hpp"
 #include "loom/common/host_name.hpp"
+#include "loom/common/printable.hpp"
 #include "loom/launch/hosts.hpp"
 #include "loom/launch/plan.hpp"
 
@@ -253,7 +254,7 @@ void Agent::buffer(const v1::BufferCommand& c) {
                                             c.bytes(), c.uid(), c.gid(), 0700, true});
     if (!made) result = std::unexpected(made.error());
   }
-  if (!result) done.mutable_buffer()->set_error(result.error().to_string());
+  if (!result) done.mutable_buffer()->set_error(valid_utf8(result.error().to_string()));
   spdlog::info("burst buffer {} {}{}", c.name(), c.destroy() ? "destroyed" : "made",
                result ? "" : ": " + result.error().to_string());
   link_->write(done);

@@ -31,6 +31,41 @@ Message from_json_string(const nlohmann::json& text, std::string_view field) {
   return message;
 }
 
+// A record written before the job's text fields were bytes (format 1) holds them as JSON
+// strings, which protobuf's JSON now reads as base64: they are taken out and set as they are.
+v1::Launch legacy_launch(const nlohmann::json& text) {
+  nlohmann::json launch = nlohmann::json::parse(text.get<std::string>(), nullptr, false);
+  if (!launch.is_object()) throw std::invalid_argument("launch does not parse");
+  nlohmann::json spec = launch.value("spec", nlohmann::json::object());
+  const auto take = [&](std::initializer_list<const char*> names) {
+    nlohmann::json value;
+    for (const char* name : names) {
+      if (spec.contains(name)) value = std::exchange(spec[name], nullptr);
+      spec.erase(name);
+    }
+    return value;
+  };
+  const nlohmann::json name = take({"name"}), argv = take({"argv"}), script = take({"script"}),
+                       chdir = take({"chdir"}), out = take({"stdoutPath", "stdout_path"}),
+                       err = take({"stderrPath", "stderr_path"}), env = take({"environment"});
+  launch["spec"] = spec;
+  auto message = from_json_string<v1::Launch>(launch.dump(), "launch");
+  v1::JobSpec& s = *message.mutable_spec();
+  if (name.is_string()) s.set_name(name.get<std::string>());
+  if (argv.is_array()) {
+    for (const nlohmann::json& word : argv) s.add_argv(word.get<std::string>());
+  }
+  if (script.is_string()) s.set_script(script.get<std::string>());
+  if (chdir.is_string()) s.set_chdir(chdir.get<std::string>());
+  if (out.is_string()) s.set_stdout_path(out.get<std::string>());
+  if (err.is_string()) s.set_stderr_path(err.get<std::string>());
+  if (env.is_object()) {
+    for (const auto& [key, value] : env.items())
+      (*s.mutable_environment())[key] = value.get<std::string>();
+  }
+  return message;
+}
+
 nlohmann::json ended_json(const v1::JobEnded& e) {
   return {{"exit_code", e.exit_code()},
           {"signal", e.has_signal() ? nlohmann::json(e.signal()) : nlohmann::json(nullptr)},
@@ -82,6 +117,7 @@ nlohmann::json to_json(const JobRecord& r) {
                      {"status", t.status_path.string()}});
   }
   nlohmann::json j = {{"job", r.id.value()},
+                      {"format", 2},
                       {"launch", to_json_string(r.launch)},
                       {"started", to_json_string(r.started)},
                       {"ranks", std::move(ranks)},
@@ -97,7 +133,8 @@ JobRecord from_json(const nlohmann::json& j) {
   JobRecord r;
   r.id = JobId(j.at("job").get<std::uint64_t>());
   if (j.contains("launch")) {
-    r.launch = from_json_string<v1::Launch>(j["launch"], "launch");
+    r.launch = j.value("format", 1) >= 2 ? from_json_string<v1::Launch>(j["launch"], "launch")
+                                         : legacy_launch(j["launch"]);
     // A record a Loom 0.1 agent wrote stages by text.
     if (Status lifted = burstbuffer::lift_legacy_staging(*r.launch.mutable_spec()); !lifted)
       throw std::invalid_argument(lifted.error().to_string());

@@ -15,6 +15,7 @@
 #include "loom/burstbuffer/staging_spec.hpp"
 #include "loom/common/errno_text.hpp"
 #include "loom/common/munge.hpp"
+#include "loom/common/printable.hpp"
 #include "loom/common/unique_fd.hpp"
 
 namespace loom::agent {
@@ -174,7 +175,7 @@ Status JobStorage::copy(
   std::lock_guard lock(mutex_);
   file.ended = Clock::now();
   file.shown.set_state(done ? "done" : "failed");
-  if (!done) file.shown.set_error(done.error().message());
+  if (!done) file.shown.set_error(valid_utf8(done.error().message()));
   return done;
 }
 
@@ -237,7 +238,7 @@ std::expected<void, StorageFailure> JobStorage::prepare(const std::atomic<bool>&
           Status s = stager.fetch(r, in.path(), dir.get(), slice_name(in), progress, cancelled,
                                   datasets, &notes);
           std::lock_guard lock(mutex_);
-          for (const std::string& note : notes) file.shown.add_notes(note);
+          for (const std::string& note : notes) file.shown.add_notes(valid_utf8(note));
           return s;
         });
     if (!copied) {

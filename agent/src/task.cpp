@@ -127,7 +127,8 @@ Result<Task> Task::start(const CgroupTree& cgroups, const TaskSpec& spec) {
     return make_error(ErrorCode::kInternal,
                       fmt::format("cannot start {}: {}", program, loom::errno_text(spawned)));
   }
-  const std::string text = keeper_spec.dump();
+  // CBOR, not JSON: the argv, environment and paths are the user's bytes, not always UTF-8.
+  const std::vector<std::uint8_t> text = nlohmann::json::to_cbor(keeper_spec);
   for (std::size_t done = 0; done < text.size();) {
     const ssize_t n = ::write(input.write_end.get(), text.data() + done, text.size() - done);
     if (n <= 0) break;  // the keeper died: its status says so below

@@ -71,7 +71,8 @@ nlohmann::json job_json(const v1::JobInfo& j) {
       {"id", j.id()},
       {"array_job", optional(j.array_job() != 0, j.array_job())},
       {"array_index", optional(j.array_job() != 0, j.array_index())},
-      {"name", j.name()},
+      // The name is the user's bytes; JSON is UTF-8: bytes that are not, as U+FFFD.
+      {"name", valid_utf8(j.name())},
       {"user", j.user()},
       {"state", v1::JobState_Name(j.state())},
       {"reason", j.reason()},
@@ -132,6 +133,8 @@ Status run_submit(const std::vector<std::string>& words, const Context& context)
     return text.str();
   };
   SubmitRequest parsed = LOOM_TRY(parse_submit(words, cwd.data(), env, read_script));
+  for (const std::string& name : parsed.not_exported)
+    std::cerr << fmt::format("loom: not exported: {} (a variable's name must be UTF-8)\n", name);
   parsed.spec.set_umask(current_umask());
   const Client client = LOOM_TRY(connect(parsed.controller, context.config));
   v1::SubmitRequest request;

@@ -11,6 +11,7 @@
 #include "loom/client/client.hpp"
 #include "loom/common/bytes.hpp"
 #include "loom/common/duration.hpp"
+#include "loom/common/printable.hpp"
 #include "loom/sched/job.hpp"
 
 namespace loom::cli {
@@ -315,12 +316,25 @@ Result<SubmitRequest> parse_submit(
   spec.set_exclusive(t.exclusive);
   spec.set_requeue(t.requeue);
   spec.set_mpi(t.mpi);
+  // The job's command, paths and environment are bytes; these name things the cluster knows
+  // (an account, a buffer, an export's files) and travel as text, which must be UTF-8.
+  const auto text = [](std::string_view option, const std::string& value) -> Status {
+    if (is_utf8(value)) return {};
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("{} \"{}\": not UTF-8", option, printable(value)));
+  };
+  LOOM_TRY(text("--account", t.account));
+  LOOM_TRY(text("--bb-persistent", t.bb_persistent));
   spec.set_account(t.account);
   spec.set_bb_persistent(t.bb_persistent);
-  for (const std::string& s : t.stage_in)
+  for (const std::string& s : t.stage_in) {
+    LOOM_TRY(text("--stage-in", s));
     *spec.add_stage_in_files() = LOOM_TRY(burstbuffer::parse_stage_in(s));
-  for (const std::string& s : t.stage_out)
+  }
+  for (const std::string& s : t.stage_out) {
+    LOOM_TRY(text("--stage-out", s));
     *spec.add_stage_out_files() = LOOM_TRY(burstbuffer::parse_stage_out(s));
+  }
   spec.set_stage_out_all(t.stage_out_all);
   LOOM_TRY(parse_dependencies(t.dependency, spec));
 
@@ -346,10 +360,20 @@ Result<SubmitRequest> parse_submit(
     const std::string item = exports.substr(start, comma - start);
     start = comma + 1;
     if (item == "ALL") {
-      for (const auto& [k, v] : environment) env[k] = v;
+      for (const auto& [k, v] : environment) {
+        if (is_utf8(k)) {
+          env[k] = v;
+        } else {
+          out.not_exported.push_back(printable(k));  // a name travels as text: said, not sent
+        }
+      }
     } else if (item == "NONE") {
       if (exports != "NONE")
         return make_error(ErrorCode::kInvalidArgument, "--export: NONE stands alone");
+    } else if (!is_utf8(item.substr(0, item.find('=')))) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        fmt::format(R"(--export "{}": a variable's name must be UTF-8)",
+                                    printable(item.substr(0, item.find('=')))));
     } else if (const std::size_t eq = item.find('='); eq != std::string::npos && eq > 0) {
       env[item.substr(0, eq)] = item.substr(eq + 1);
     } else if (!item.empty() && eq == std::string::npos) {

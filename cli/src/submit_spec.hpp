@@ -19,6 +19,9 @@ struct SubmitRequest {
   v1::JobSpec spec;
   std::string controller;   // --controller, when given
   unsigned array_size = 0;  // --array 1-N: N jobs, 0 without --array
+  // Variables of the submitter's environment that --export ALL could not carry (a name that
+  // is not UTF-8), as printable names: the CLI says so.
+  std::vector<std::string> not_exported;
 };
 
 // args: the words after `loom submit`. cwd: the submit directory (the default for --chdir

@@ -97,6 +97,44 @@ TEST_F(JobRecordTest, ARecordTheAgentBeforeThisOneWroteIsRead) {
   EXPECT_EQ(ended.ended->reason(), v1::REASON_NONE);
 }
 
+// A command, a path, a name and an environment that are not UTF-8 are the user's bytes: the
+// record keeps them exactly. Records written before they were bytes (their text as JSON
+// strings, no "format") still read as they were written.
+TEST_F(JobRecordTest, TheJobsBytesAreKeptExactlyAndTextRecordsStillRead) {
+  const JobRecords rs = records();
+  JobRecord r = running(7);
+  v1::JobSpec& spec = *r.launch.mutable_spec();
+  spec.set_name("caf\xe9");
+  spec.add_argv("r\xe9sum\xe9.txt");
+  spec.set_chdir("/home/loom-alice/\xff");
+  (*spec.mutable_environment())["GREETING"] = "gr\xfc\xdf";
+  ASSERT_TRUE(rs.save(r));
+  const std::optional<JobRecord> back = rs.load(JobId(7));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->launch.spec().name(), "caf\xe9");
+  EXPECT_EQ(back->launch.spec().argv(1), "r\xe9sum\xe9.txt");
+  EXPECT_EQ(back->launch.spec().chdir(), "/home/loom-alice/\xff");
+  EXPECT_EQ(back->launch.spec().environment().at("GREETING"), "gr\xfc\xdf");
+
+  write("job_5.json",
+        R"({"job":5,"launch":"{\"job\":\"5\",\"spec\":{\"name\":\"sim\",\"argv\":[\"/bin/sh\",)"
+        R"(\"run.sh\"],\"script\":\"#!/bin/sh\",\"chdir\":\"/home/a\",\"stdoutPath\":\"o-%j\",)"
+        R"(\"stderrPath\":\"e-%j\",\"environment\":{\"OMP_NUM_THREADS\":\"4\"},\"tasks\":2}}",)"
+        R"("ranks":[],"ended":null})");
+  const std::optional<JobRecord> old = rs.load(JobId(5));
+  ASSERT_TRUE(old);
+  const v1::JobSpec& s = old->launch.spec();
+  EXPECT_EQ(s.name(), "sim");
+  EXPECT_EQ(std::vector<std::string>(s.argv().begin(), s.argv().end()),
+            (std::vector<std::string>{"/bin/sh", "run.sh"}));
+  EXPECT_EQ(s.script(), "#!/bin/sh");
+  EXPECT_EQ(s.chdir(), "/home/a");
+  EXPECT_EQ(s.stdout_path(), "o-%j");
+  EXPECT_EQ(s.stderr_path(), "e-%j");
+  EXPECT_EQ(s.environment().at("OMP_NUM_THREADS"), "4");
+  EXPECT_EQ(s.tasks(), 2u) << "the other fields as protobuf reads them";
+}
+
 // Loom 0.1 agents recorded a job's staging as the user wrote it; the files it stages out
 // once it ends are read from that text.
 TEST_F(JobRecordTest, AStagingRecordedAsTextIsReadIntoItsFiles) {

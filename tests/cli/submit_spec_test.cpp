@@ -173,6 +173,34 @@ TEST(Submit, EveryNumericOptionAtItsLimitsIsRefusedNamingIt) {
   EXPECT_EQ(largest->spec.dependencies(0).job(), 18446744073709551615u);
 }
 
+// Arguments and environments are bytes on Unix: what is not UTF-8 is carried as it is (it
+// once failed every submission: with --export ALL, one such variable blocked them all).
+// What names something the cluster knows travels as text and is refused naming the option.
+TEST(Submit, BytesThatAreNotUtf8AreCarriedExactlyOrRefusedNamingTheOption) {
+  std::map<std::string, std::string> env = kEnv;
+  env["LATIN1"] = "caf\xe9";
+  env["NAME\xff"] = "x";
+  auto r = parse_submit({"-J", "r\xe9sum\xe9", "--", "./r\xe9sum\xe9", "\xff\xfe"}, "/home/\xe9",
+                        env, no_script);
+  ASSERT_TRUE(r.has_value()) << r.error().to_string();
+  EXPECT_EQ(r->spec.name(), "r\xe9sum\xe9");
+  EXPECT_EQ(r->spec.argv(0), "./r\xe9sum\xe9");
+  EXPECT_EQ(r->spec.argv(1), "\xff\xfe");
+  EXPECT_EQ(r->spec.chdir(), "/home/\xe9");
+  EXPECT_EQ(r->spec.environment().at("LATIN1"), "caf\xe9");
+  EXPECT_FALSE(r->spec.environment().contains("NAME\xff"));
+  EXPECT_EQ(r->not_exported, std::vector<std::string>{"NAME\\xff"});
+  v1::JobSpec back;
+  ASSERT_TRUE(back.ParseFromString(r->spec.SerializeAsString())) << "what the controller reads";
+  EXPECT_EQ(back.argv(1), "\xff\xfe");
+
+  EXPECT_EQ(error_of({"-A", "phys\xe9", "--", "x"}), "--account \"phys\\xe9\": not UTF-8");
+  EXPECT_EQ(error_of({"--bb", "1G", "--stage-in", "storage:/caf\xe9.h5", "--", "x"}),
+            "--stage-in \"storage:/caf\\xe9.h5\": not UTF-8");
+  EXPECT_EQ(error_of({"--export", "N\xe9=1", "--", "x"}),
+            "--export \"N\\xe9\": a variable's name must be UTF-8");
+}
+
 TEST(Submit, ScriptDirectivesAndTheCommandLineOverridesThem) {
   const std::string script =
       "#!/bin/bash\n"
