@@ -42,6 +42,7 @@ std::string printable(std::string_view text) {
   out.reserve(text.size());
   for (std::size_t i = 0; i < text.size(); ++i) {
     const auto c = static_cast<unsigned char>(text[i]);
+    const std::size_t length = c < 0x80 ? 1 : multibyte_at(text, i);  // 0: not UTF-8
     if (c == '\\') {
       out += "\\\\";
     } else if (c == '\n') {
@@ -50,11 +51,7 @@ std::string printable(std::string_view text) {
       out += "\\t";
     } else if (c == '\r') {
       out += "\\r";
-    } else if (c < 0x20 || c == 0x7f) {
-      out += fmt::format("\\x{:02x}", c);
-    } else if (c < 0x80) {
-      out += static_cast<char>(c);
-    } else if (const std::size_t length = multibyte_at(text, i); length == 0) {
+    } else if (c < 0x20 || c == 0x7f || length == 0) {
       out += fmt::format("\\x{:02x}", c);
     } else if (c == 0xc2 && static_cast<unsigned char>(text[i + 1]) <= 0x9f) {
       out += fmt::format("\\u{:04x}", static_cast<unsigned char>(text[i + 1]));

@@ -56,7 +56,8 @@ const Case kCases[] = {
      "--time must be a positive walltime"},
     {"walltime past any clock", [](v1::JobSpec& s) { s.set_walltime_s(kMaxI64); },
      "--time 106751991167300-15:30:07: at most 365-00:00:00"},
-    {"walltime of a year", [](v1::JobSpec& s) { s.set_walltime_s(365 * 86400); }, nullptr},
+    {"walltime of a year", [](v1::JobSpec& s) { s.set_walltime_s(std::int64_t{365} * 86400); },
+     nullptr},
     {"nodes past the cluster",
      [](v1::JobSpec& s) {
        s.set_tasks(2);

@@ -251,7 +251,7 @@ TEST_F(JobFlow, OthersJobsAreInvisibleAndBadInputGetsOneLine) {
 TEST_F(JobFlow, BytesThatAreNotUtf8ReachTheJobExactly) {
   const std::uint64_t id =
       submit({"submit", "-J", "caf\xe9\x1b[2J", "--export", "ALL,LATIN1=gr\xfc\xdf", "--", "sh",
-              "-c", "printf '%s' \"$1\" > arg.out; printf '%s' \"$LATIN1\" > env.out", "sh",
+              "-c", R"(printf '%s' "$1" > arg.out; printf '%s' "$LATIN1" > env.out)", "sh",
               "r\xe9sum\xe9 \xff"});
   ASSERT_NE(id, 0u);
   const json j = finish(id);
