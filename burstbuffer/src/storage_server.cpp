@@ -4,6 +4,8 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+
 #include "loom/burstbuffer/hdf5_plan.hpp"
 #include "loom/burstbuffer/identity.hpp"
 #include "loom/burstbuffer/slice.hpp"
@@ -17,8 +19,9 @@ namespace fs = std::filesystem;
 namespace {
 
 // .NAME.loom-AGENT-XXXXXXXX: hidden, and whose it is. Without NAME where that would pass
-// NAME_MAX.
-std::string temporary_name(const std::string& name, const std::string& agent) {
+// NAME_MAX; a '/' in the agent's name (which --name does not forbid) as '_'.
+std::string temporary_name(const std::string& name, std::string agent) {
+  std::ranges::replace(agent, '/', '_');
   const std::string suffix = fmt::format("loom-{}-{}", agent, random_token().substr(0, 8));
   const std::string whole = fmt::format(".{}.{}", name, suffix);
   return whole.size() <= NAME_MAX ? whole : "." + suffix;

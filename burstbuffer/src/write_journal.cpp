@@ -36,7 +36,7 @@ Status WriteJournal::begin(const std::string& id, const PendingWrite& write) con
       {"uid", write.uid},
       {"gid", write.gid},
       {"dir", write.dir.string()},
-      {"temp", write.temp}}.dump();
+      {"temp", write.temp}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   // Not fsynced: the record is for a restart of this process, and the page cache outlives
   // it. A machine that loses power loses the unsynced temporary file's data too.
   const UniqueFd fd(::open((dir_ / id).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
