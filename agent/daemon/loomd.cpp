@@ -95,6 +95,8 @@ int main(int argc, char** argv) {
   options.pids_max = config->agent.pids_max;
   options.swap = config->agent.swap;
   options.heartbeat = config->controller.heartbeat_interval;
+  options.silent_after = config->controller.heartbeat_window();
+  options.fence_after = config->agent.fence_after;
   options.keeper = here / "loom-keeper";
   // Installed beside loomd; in a build tree, in mpi_launcher/ beside agent/.
   options.launcher_dir =

@@ -1,7 +1,10 @@
 // The agent's stream to the controller, and its threads: from start to an orderly stop.
 #include "loom/agent/agent.hpp"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
 
 #include "agent_job.hpp"
 #include "controller_link.hpp"
@@ -33,7 +36,7 @@ Agent::~Agent() = default;
 int Agent::run(const std::string& topology_json) {
   recover();
   std::thread beat([this] { send_heartbeats(); });
-  std::thread killer([this] { deliver_kills(); });
+  std::thread killer([this] { keep_deadlines(); });
   int status = 0;
   for (auto retry = std::chrono::milliseconds(100); !stopped_.load();) {
     grpc::Status ended;
@@ -166,17 +169,33 @@ void Agent::send_heartbeats() {
   }
 }
 
-// SIGKILLs each job whose grace period has run out, if it still runs.
-void Agent::deliver_kills() {
+// SIGKILLs each job whose grace period has run out, if it still runs; and, once every
+// heartbeat interval, the controller's silence: a stream silent for the heartbeat window is
+// made again (a network that dropped it without a word), and a silence past
+// agent.fence_after fences the --requeue jobs. Nothing here waits on the network.
+void Agent::keep_deadlines() {
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point next_look = Clock::now();
   std::unique_lock lock(jobs_mutex_);
   while (!stopped_.load()) {
-    if (kill_at_.empty()) {
-      wake_.wait(lock);
+    if (Clock::now() >= next_look) {
+      lock.unlock();
+      if (link_->silence() > o_.silent_after) {
+        spdlog::warn("no word from the controller at {} for {} s; connecting again", o_.controller,
+                     std::chrono::duration_cast<std::chrono::seconds>(link_->silence()).count());
+        link_->reset();
+      }
+      if (Clock::now() - link_->heard() > o_.fence_after) fence();
+      lock.lock();
+      next_look = Clock::now() + o_.heartbeat;
       continue;
     }
-    const auto [due, id] = *kill_at_.begin();
-    if (wake_.wait_until(lock, due) != std::cv_status::timeout)
+    Clock::time_point wake = next_look;
+    if (!kill_at_.empty()) wake = std::min(wake, kill_at_.begin()->first);
+    if (wake_.wait_until(lock, wake) != std::cv_status::timeout)
       continue;  // re-check: stopped, or new or earlier kills
+    if (kill_at_.empty() || kill_at_.begin()->first > Clock::now()) continue;
+    const JobId id = kill_at_.begin()->second;
     kill_at_.erase(kill_at_.begin());
     if (auto it = jobs_.find(id); it != jobs_.end()) {
       spdlog::info("job {}: still running when its kill grace ran out; SIGKILL", id.value());
@@ -184,6 +203,36 @@ void Agent::deliver_kills() {
       for (Task& task : it->second->tasks) (void)task.kill();
     }
   }
+}
+
+void Agent::fence() {
+  const auto heard = link_->heard();
+  std::vector<JobId> fenced;
+  {
+    std::lock_guard lock(jobs_mutex_);
+    if (fenced_for_ == heard) return;  // this silence's fence has struck
+    fenced_for_ = heard;
+    for (const auto& [id, job] : jobs_) {
+      if (!job->launch.spec().requeue()) continue;
+      job->fenced.store(true);
+      fenced.push_back(id);
+    }
+  }
+  spdlog::warn(
+      "no word from the controller at {} for longer than agent.fence_after ({} s): killing {} "
+      "--requeue job(s), which it may start elsewhere; other jobs run on",
+      o_.controller, std::chrono::duration_cast<std::chrono::seconds>(o_.fence_after).count(),
+      fenced.size());
+  for (JobId id : fenced) kill(id, std::chrono::seconds(0), false);
+}
+
+void Agent::fenced_end(const Job& job, v1::JobEnded& e) const {
+  if (!job.fenced.load()) return;
+  e.set_reason(v1::REASON_NODE_FAIL);
+  e.set_error(fmt::format(
+      "its agent heard no controller for agent.fence_after ({} s) and killed it, so that it "
+      "could run elsewhere",
+      std::chrono::duration_cast<std::chrono::seconds>(o_.fence_after).count()));
 }
 
 }  // namespace loom::agent

@@ -65,6 +65,7 @@ void Agent::complete(const std::shared_ptr<Job>& job) {
           std::max(usage->memory_peak_bytes(), *status->usage.memory_peak_bytes));
     }
   }
+  fenced_end(*job, e);
   if (!job->killed.load() && job->storage->stages_out()) {
     // Recorded first: an agent stopped during the copy leaves it to the next one, which
     // stages out again (into a temporary name, renamed once whole) and reports this end.
@@ -118,6 +119,7 @@ void Agent::end_killed(Job& job) {
   e.set_job(job.id.value());
   e.set_exit_code(128 + SIGTERM);
   e.set_signal(SIGTERM);
+  fenced_end(job, e);
   finish(job.id, e);
 }
 

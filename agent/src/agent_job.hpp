@@ -36,6 +36,7 @@ struct Agent::Job {
   // again at each registration, for a controller that restarted before it stored it.
   v1::JobStarted started;
   std::atomic<bool> killed{false};  // a kill came: no staging starts or goes on
+  std::atomic<bool> fenced{false};  // killed by the fence (agent.fence_after): NODE_FAIL
   // Set by a kill and by the agent's stop: a copy under way gives up.
   std::atomic<bool> interrupted{false};
   bool copies() const {

@@ -1,5 +1,7 @@
 #include "controller_link.hpp"
 
+#include <algorithm>
+
 namespace loom::agent {
 
 grpc::Status ControllerLink::serve(const std::function<std::vector<v1::FromAgent>()>& greeting,
@@ -8,24 +10,39 @@ grpc::Status ControllerLink::serve(const std::function<std::vector<v1::FromAgent
       v1::AgentLink::NewStub(grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   auto stream = stub->Connect(&context);
-  bool greeted = true;
   {
     std::lock_guard lock(mutex_);
     if (cancelled_) return grpc::Status::OK;
     context_ = &context;
+    attempt_ = Clock::now();
+  }
+  bool greeted = true;
+  {
+    std::lock_guard lock(write_mutex_);
     stream_ = stream.get();
     for (const v1::FromAgent& message : greeting()) greeted = greeted && stream->Write(message);
   }
   if (greeted) {
-    for (v1::ToAgent received; stream->Read(&received);) command(received);
+    for (v1::ToAgent received; stream->Read(&received);) {
+      {
+        std::lock_guard lock(mutex_);
+        heard_ = Clock::now();
+      }
+      command(received);
+    }
   }
   close();
   return stream->Finish();
 }
 
 bool ControllerLink::write(const v1::FromAgent& message) {
-  std::lock_guard lock(mutex_);
+  std::lock_guard lock(write_mutex_);
   return stream_ != nullptr && stream_->Write(message);
+}
+
+void ControllerLink::reset() {
+  std::lock_guard lock(mutex_);
+  if (context_ != nullptr) context_->TryCancel();  // a write blocked on the stream returns
 }
 
 void ControllerLink::cancel() {
@@ -34,9 +51,22 @@ void ControllerLink::cancel() {
   if (context_ != nullptr) context_->TryCancel();
 }
 
+ControllerLink::Clock::time_point ControllerLink::heard() const {
+  std::lock_guard lock(mutex_);
+  return heard_;
+}
+
+ControllerLink::Clock::duration ControllerLink::silence() const {
+  std::lock_guard lock(mutex_);
+  return Clock::now() - std::max(heard_, attempt_);
+}
+
 void ControllerLink::close() {
-  std::lock_guard lock(mutex_);  // no message may be written once Finish is called
-  stream_ = nullptr;
+  {
+    std::lock_guard lock(write_mutex_);
+    stream_ = nullptr;
+  }
+  std::lock_guard lock(mutex_);
   context_ = nullptr;
 }
 

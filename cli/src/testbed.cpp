@@ -164,7 +164,9 @@ Result<Testbed> Testbed::make(const std::vector<std::string>& hosts) {
     for (const std::string& host : hosts) hosts_file += testbed.address(host) + " " + host + "\n";
     for (std::size_t i = 0; i < hosts.size(); ++i) {
       const std::string ns = testbed.namespace_of(hosts[i]);
-      const std::string veth = fmt::format("lm{}-{}", slot, i);
+      // The run's id in the name: a veth whose namespace is still held (a socket of a
+      // killed process lingering there) outlives its run, and must not block the next.
+      const std::string veth = fmt::format("lm{}-{}-{}", slot, testbed.run_, i);
       LOOM_TRY(command({"ip", "netns", "add", ns}));
       LOOM_TRY(command(
           {"ip", "link", "add", veth, "type", "veth", "peer", "name", kInterface, "netns", ns}));

@@ -131,7 +131,8 @@ const std::array kKeys = {
     },
     KeySpec{
         {"controller.heartbeat_interval", "duration", "0:01",
-         "How often agents send a heartbeat to loomctld."},
+         "How often agents send a heartbeat to loomctld, and loomctld answers each: either "
+         "side hears whether the other is there."},
         [](Config& config, const toml::node& value) -> Status {
           const std::string text = LOOM_TRY(as_string(value));
           const std::chrono::seconds interval = LOOM_TRY(parse_duration(text));
@@ -143,10 +144,11 @@ const std::array kKeys = {
         [](const Config& config) { return format_duration(config.controller.heartbeat_interval); },
     },
     KeySpec{
-        {"controller.heartbeat_misses", "integer", "5",
-         "Heartbeats an agent may miss before its node is DOWN. Back within that window, the "
-         "agent keeps its jobs; after it, they end NODE_FAIL (or are requeued with --requeue). "
-         "The same window bounds how long a restarted loomctld waits for agents to re-register."},
+        {"controller.heartbeat_misses", "integer", "30",
+         "Heartbeats an agent may miss before its node is DOWN and its jobs unreachable: "
+         "nothing new is placed there, and its jobs are not final yet (see "
+         "controller.requeue_after). A restarted loomctld schedules nothing for this long "
+         "while agents re-register."},
         [](Config& config, const toml::node& value) -> Status {
           const auto misses = value.value<std::int64_t>();
           if (!misses || !value.is_integer() || *misses < 1 || *misses > 1000) {
@@ -156,6 +158,19 @@ const std::array kKeys = {
           return {};
         },
         [](const Config& config) { return std::to_string(config.controller.heartbeat_misses); },
+    },
+    KeySpec{
+        {"controller.requeue_after", "duration", "5:00",
+         "How long a node may stay unreachable before loomctld gives its jobs up: they end "
+         "NODE_FAIL, or go back to the queue with --requeue. Must exceed agent.fence_after "
+         "by three heartbeat intervals, so that a --requeue job cut off from the controller "
+         "is killed by its agent before it can run elsewhere."},
+        [](Config& config, const toml::node& value) -> Status {
+          const std::string text = LOOM_TRY(as_string(value));
+          config.controller.requeue_after = LOOM_TRY(parse_duration(text));
+          return {};
+        },
+        [](const Config& config) { return format_duration(config.controller.requeue_after); },
     },
     KeySpec{
         {"controller.agent_queue", "size", "64 MiB",
@@ -173,6 +188,20 @@ const std::array kKeys = {
           return {};
         },
         [](const Config& config) { return format_bytes(Bytes(config.controller.agent_queue)); },
+    },
+    KeySpec{
+        {"agent.fence_after", "duration", "2:00",
+         "How long an agent may hear nothing from the controller before it kills its "
+         "--requeue jobs, which the controller will start again elsewhere (a network split); "
+         "other jobs run on, and are reconciled when the controller is back. At least the "
+         "heartbeat window (controller.heartbeat_interval x controller.heartbeat_misses), so "
+         "that a controller restart costs no job."},
+        [](Config& config, const toml::node& value) -> Status {
+          const std::string text = LOOM_TRY(as_string(value));
+          config.agent.fence_after = LOOM_TRY(parse_duration(text));
+          return {};
+        },
+        [](const Config& config) { return format_duration(config.agent.fence_after); },
     },
     KeySpec{
         {"agent.state_dir", "string", "/var/lib/loom/agent",
@@ -386,6 +415,34 @@ Status apply_table(Config& config, const toml::table& table, const std::string& 
   return {};
 }
 
+// The deadlines that keep a job from running twice across a network split, checked
+// against each other: the agent fences its --requeue jobs before the controller can start
+// them elsewhere. The controller last heard the agent up to one interval before the split
+// began, the agent looks at its deadline once an interval, and its kill takes a moment:
+// three intervals between the two deadlines. Both sides read the same file.
+Status check_deadlines(const Config& config, std::string_view source) {
+  const Config::Controller& c = config.controller;
+  if (config.agent.fence_after < c.heartbeat_window()) {
+    return make_error(
+        ErrorCode::kInvalidArgument,
+        fmt::format("{}: agent.fence_after ({}) must be at least the heartbeat window, "
+                    "controller.heartbeat_interval x controller.heartbeat_misses ({}): a "
+                    "controller restart would kill --requeue jobs",
+                    source, format_duration(config.agent.fence_after),
+                    format_duration(c.heartbeat_window())));
+  }
+  const std::chrono::seconds least = config.agent.fence_after + 3 * c.heartbeat_interval;
+  if (c.requeue_after < least) {
+    return make_error(
+        ErrorCode::kInvalidArgument,
+        fmt::format("{}: controller.requeue_after ({}) must be at least agent.fence_after + 3 x "
+                    "controller.heartbeat_interval ({}): a --requeue job cut off from the "
+                    "controller could run again elsewhere before its agent kills it",
+                    source, format_duration(c.requeue_after), format_duration(least)));
+  }
+  return {};
+}
+
 }  // namespace
 
 std::span<const ConfigKey> config_keys() {
@@ -413,6 +470,7 @@ Result<Config> parse_config(std::string_view text, std::string_view source) {
   }
   Config config;
   LOOM_TRY(apply_table(config, table, "", source));
+  LOOM_TRY(check_deadlines(config, source));
   return config;
 }
 

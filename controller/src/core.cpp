@@ -42,12 +42,12 @@ Core::Core(sched::Cluster& cluster, const Config& config, const Clock& clock,
       clock_(clock),
       manager_(std::move(manager)),
       changed_(std::move(changed)),
-      window_(config.controller.heartbeat_interval * config.controller.heartbeat_misses),
-      recovery_until_(clock.steady() + window_) {
+      window_(config.controller.heartbeat_window()),
+      requeue_after_(config.controller.requeue_after),
+      started_(clock.steady()) {
   if (!manager_->unknown().empty()) {
     spdlog::info("{} job(s) were running: waiting up to {} s for their agents to re-register",
-                 manager_->unknown().size(),
-                 std::chrono::duration_cast<std::chrono::seconds>(window_).count());
+                 manager_->unknown().size(), requeue_after_.count());
   }
 }
 
@@ -257,6 +257,14 @@ void Core::abandon_daemon(JobId id, NodeId node) {
 
 // ---- Time ----
 
+bool Core::holds_passes() const {
+  if (manager_->unknown().empty()) return false;
+  if (clock_.steady() - started_ <= window_) return true;
+  return std::ranges::any_of(manager_->unknown(), [this](const auto& job) {
+    return job.second.size() < manager_->nodes_of(job.first).size();
+  });
+}
+
 std::chrono::milliseconds Core::tick_interval() const {
   // While jobs are unknown, nodes are checked often: each found job lets scheduling resume.
   return manager_->unknown().empty() ? std::chrono::seconds(1) : std::chrono::milliseconds(200);
@@ -265,9 +273,9 @@ std::chrono::milliseconds Core::tick_interval() const {
 Status Core::tick() {
   wants_pass_ = false;
   check_nodes();
-  // Until every job that was running is found again or given up, nothing new starts: its
-  // cores would be given twice.
-  if (!manager_->unknown().empty()) return {};
+  // While a job that was running may be found again on nodes that are up, nothing new
+  // starts: its cores would be given twice.
+  if (holds_passes()) return {};
   for (JobId id : manager_->past_walltime(clock_.wall()))
     send_kill(id, config_.controller.kill_grace);
   std::vector<Launch> launches = LOOM_TRY(manager_->schedule(clock_.wall()));

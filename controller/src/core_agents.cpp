@@ -1,5 +1,6 @@
 // The core's agents: their joining and leaving, what they are sent (launches, kills) and
 // what they report (starts, ends, staging, buffers).
+#include <fmt/chrono.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -34,6 +35,7 @@ Result<NodeId> Core::agent_joined(const v1::RegisterRequest& hello,
   agents_[node] = Agent{std::move(channel), clock_.steady()};
   cgroups_[name] = hello.cgroup();
   gone_.erase(node);
+  manager_->unreachable(name, std::nullopt);
   v1::ToAgent registered;
   registered.mutable_registered();
   send(node, registered);
@@ -49,6 +51,11 @@ void Core::agent_message(NodeId node, const v1::FromAgent& message) {
   auto agent = agents_.find(node);
   if (agent == agents_.end()) return;  // a stream already replaced or dropped
   agent->second.heard = clock_.steady();
+  if (message.has_heartbeat()) {
+    v1::ToAgent answer;  // the agent's own deadlines count from the last one it hears
+    answer.mutable_heartbeat();
+    send(node, answer);
+  }
   if (message.has_started()) node_started(node, message.started());
   if (message.has_ended()) node_ended(node, message.ended());
   if (message.has_buffer()) {
@@ -73,11 +80,19 @@ void Core::agent_message(NodeId node, const v1::FromAgent& message) {
 void Core::agent_left(NodeId node, const AgentChannel* channel) {
   auto it = agents_.find(node);
   if (it == agents_.end() || it->second.channel.get() != channel) return;
+  // Its silence began with the last message heard: the deadline counts from there, as the
+  // agent's own fence does.
+  const Clock::Steady since = it->second.heard;
   agents_.erase(it);
-  gone_[node] = clock_.steady();
+  gone_[node] = since;
   (void)cluster_.set_state(node, sched::NodeState::kDown);
-  spdlog::warn("agent {} disconnected: node down; its jobs stand for {} s", cluster_.name(node),
-               std::chrono::duration_cast<std::chrono::seconds>(window_).count());
+  const sched::Time wall_since =
+      clock_.wall() - std::chrono::duration_cast<std::chrono::seconds>(clock_.steady() - since);
+  const std::string detail =
+      fmt::format("{} silent since {:%FT%TZ}; its jobs are given up at {:%FT%TZ} unless it returns",
+                  cluster_.name(node), wall_since, wall_since + requeue_after_);
+  manager_->unreachable(cluster_.name(node), detail);
+  spdlog::warn("agent {} disconnected: node down; {}", cluster_.name(node), detail);
 }
 
 Status Core::storage_joined(const v1::RegisterRequest& hello) {
@@ -224,6 +239,13 @@ void Core::node_ended(NodeId node, const v1::JobEnded& ended) {
   auto it = running_.find(id);
   if (it == running_.end() || !it->second.pending.contains(node)) {
     // A job lost meanwhile (or a run of it before a requeue): its end changes nothing.
+    forget(id, {node});
+    return;
+  }
+  if (ended.reason() == v1::REASON_NODE_FAIL) {
+    // Its agent heard no controller for agent.fence_after and killed it (--requeue): it
+    // is lost as if the node had been, and queued again.
+    lose(id, fmt::format("{} fenced it: {}", cluster_.name(node), ended.error()));
     forget(id, {node});
     return;
   }

@@ -1,12 +1,13 @@
 // The core's recovery: an agent that re-registers is reconciled with what the state says,
-// jobs of unknown state after a restart are found again or given up, and nodes silent or
-// gone for longer than the heartbeat window fail their jobs.
+// jobs of unknown state after a restart are found again or given up, and nodes silent for
+// the heartbeat window are DOWN, their jobs given up after controller.requeue_after.
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 
+#include "loom/common/duration.hpp"
 #include "loom/controller/core.hpp"
 
 namespace loom::controller {
@@ -176,19 +177,21 @@ void Core::check_nodes() {
   }
   std::vector<NodeId> failed;
   for (const auto& [node, since] : gone_) {
-    if (now - since > window_) failed.push_back(node);
+    if (now - since > requeue_after_) failed.push_back(node);
   }
   for (NodeId node : failed) {
     gone_.erase(node);
+    manager_->unreachable(cluster_.name(node), std::nullopt);
     std::vector<JobId> jobs;
     for (const auto& [id, job] : running_) {
       if (job.pending.contains(node)) jobs.push_back(id);
     }
-    for (JobId id : jobs)
-      lose(id,
-           fmt::format("{} was down for longer than the heartbeat window", cluster_.name(node)));
+    for (JobId id : jobs) {
+      lose(id, fmt::format("{} was unreachable for longer than controller.requeue_after ({})",
+                           cluster_.name(node), format_duration(requeue_after_)));
+    }
   }
-  if (now > recovery_until_ && !manager_->unknown().empty()) {
+  if (now - started_ > requeue_after_ && !manager_->unknown().empty()) {
     std::vector<std::pair<JobId, std::string>> missing;
     for (const auto& [id, waiting] : manager_->unknown()) {
       missing.emplace_back(id, fmt::format("{} did not re-register after the controller restarted",

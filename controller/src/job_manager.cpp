@@ -266,7 +266,7 @@ std::vector<JobRow> JobManager::list(const Caller& caller, bool include_ended, J
   for (auto it = jobs_.upper_bound(after); it != jobs_.end() && out.size() < limit; ++it) {
     const JobRow& row = it->second;
     if ((caller.admin || row.uid == caller.uid) && (include_ended || !ended(row.state)))
-      out.push_back(with_unknown(row));
+      out.push_back(as_shown(row));
   }
   return out;
 }
@@ -275,13 +275,21 @@ Result<JobRow> JobManager::show(const Caller& caller, JobId id,
                                 std::optional<std::uint32_t> index) const {
   const JobRow* row = visible(caller, id, index);
   if (row == nullptr) return not_found(id, index);
-  return with_unknown(*row);
+  return as_shown(*row);
 }
 
-JobRow JobManager::with_unknown(JobRow row) const {
+JobRow JobManager::as_shown(JobRow row) const {
   if (auto it = unknown_.find(row.id); it != unknown_.end()) {
     row.reason = {v1::REASON_STATE_UNKNOWN,
                   fmt::format("waiting for {} to re-register", fmt::join(it->second, ", "))};
+    return row;
+  }
+  if (unreachable_.empty() || !active(row.state)) return row;
+  for (const v1::PlacedNode& node : row.placement.nodes()) {
+    if (auto it = unreachable_.find(node.node()); it != unreachable_.end()) {
+      row.reason = {v1::REASON_NODE_UNREACHABLE, it->second};
+      break;
+    }
   }
   return row;
 }

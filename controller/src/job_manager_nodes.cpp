@@ -34,6 +34,14 @@ std::vector<std::string> JobManager::nodes_of(JobId id) const {
   return nodes;
 }
 
+void JobManager::unreachable(const std::string& node, std::optional<std::string> detail) {
+  if (detail) {
+    unreachable_[node] = std::move(*detail);
+  } else {
+    unreachable_.erase(node);
+  }
+}
+
 void JobManager::heard(JobId id, const std::string& node) {
   if (auto it = unknown_.find(id); it != unknown_.end()) it->second.erase(node);
 }

@@ -38,6 +38,8 @@ std::string Reason::text() const {
       return with("BufferDestroyed");
     case v1::REASON_STATE_UNKNOWN:
       return with("StateUnknown");
+    case v1::REASON_NODE_UNREACHABLE:
+      return with("NodeUnreachable");
     default:
       return with(v1::Reason_Name(code));  // from a newer controller's store
   }

@@ -110,6 +110,26 @@ TEST(Config, ATomlSyntaxErrorGivesItsLine) {
   EXPECT_EQ(message.rfind("loom.toml:2: ", 0), 0u) << message;
 }
 
+// The deadlines that keep a --requeue job from running on both sides of a network split
+// are checked against each other, naming both keys.
+TEST(Config, TheSplitDeadlinesAreCheckedAgainstEachOther) {
+  EXPECT_EQ(error_of("[agent]\nfence_after = \"0:20\"\n"),
+            "loom.toml: agent.fence_after (0:20) must be at least the heartbeat window, "
+            "controller.heartbeat_interval x controller.heartbeat_misses (0:30): a controller "
+            "restart would kill --requeue jobs");
+  EXPECT_EQ(error_of("[agent]\nfence_after = \"5:00\"\n"),
+            "loom.toml: controller.requeue_after (5:00) must be at least agent.fence_after + 3 x "
+            "controller.heartbeat_interval (5:03): a --requeue job cut off from the controller "
+            "could run again elsewhere before its agent kills it");
+  auto short_windows = parse_config(
+      "[controller]\nheartbeat_misses = 2\nrequeue_after = \"0:06\"\n"
+      "[agent]\nfence_after = \"0:03\"\n",
+      "loom.toml");
+  ASSERT_TRUE(short_windows) << short_windows.error().to_string();
+  EXPECT_EQ(short_windows->controller.requeue_after, std::chrono::seconds(6));
+  EXPECT_EQ(short_windows->agent.fence_after, std::chrono::seconds(3));
+}
+
 TEST(Config, AMissingExplicitFileIsAnError) {
   auto config = load_config(std::filesystem::path("/nonexistent/loom.toml"));
   ASSERT_FALSE(config.has_value());

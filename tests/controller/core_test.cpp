@@ -48,6 +48,7 @@ class CoreTest : public ::testing::Test {
     config_.controller.kill_grace = seconds(30);
     config_.controller.heartbeat_interval = seconds(1);
     config_.controller.heartbeat_misses = 5;  // a window of 5 s
+    config_.controller.requeue_after = seconds(10);
   }
   void SetUp() override { start(); }
   void TearDown() override {
@@ -64,10 +65,12 @@ class CoreTest : public ::testing::Test {
     ASSERT_TRUE(manager) << manager.error().to_string();
     core_ = std::make_unique<Core>(cluster_, config_, clock_, std::move(*manager));
   }
-  // n0's agent registers (4 cores), holding `running` (and what `hello` says) from before.
+  // n0's agent (or another node's) registers (4 cores), holding `running` (and what
+  // `hello` says) from before.
   std::shared_ptr<FakeChannel> join(const std::vector<std::uint64_t>& running = {},
-                                    v1::RegisterRequest hello = {}) {
-    hello.set_name("n0");
+                                    v1::RegisterRequest hello = {},
+                                    const std::string& name = "n0") {
+    hello.set_name(name);
     hello.set_topology_json(
         hwtopo::to_json(hwtopo::load_synthetic("pack:1 numa:1 core:4 pu:1").value()).dump());
     for (std::uint64_t id : running) hello.add_running(id);
@@ -78,11 +81,12 @@ class CoreTest : public ::testing::Test {
     EXPECT_TRUE(channel->take().front().has_registered());
     return channel;
   }
-  JobId submit(std::int64_t walltime_s) {
+  JobId submit(std::int64_t walltime_s, std::uint32_t tasks = 1, bool requeue = false) {
     v1::SubmitRequest request;
     v1::JobSpec* s = request.mutable_spec();
     s->set_name("t");
-    s->set_tasks(1);
+    s->set_tasks(tasks);
+    s->set_requeue(requeue);
     s->set_cpus_per_task(1);
     s->set_walltime_s(walltime_s);
     s->add_argv("/bin/true");
@@ -109,12 +113,12 @@ class CoreTest : public ::testing::Test {
     report(message);
   }
   JobRow row(JobId id) { return core_->jobs().show(kAdmin, id).value(); }
-  // The window (5 s) from now: the job stands just before it ends and is lost just after.
-  void expect_lost_after_the_window(JobId id, const std::string& reason) {
-    clock_.advance(seconds(4));
+  // `left` from now: the job stands just before it and is lost just after.
+  void expect_lost_after(seconds left, JobId id, const std::string& reason) {
+    clock_.advance(left - seconds(1));
     tick();
     EXPECT_EQ(row(id).state, v1::RUNNING)
-        << "lost before the window passed: " << row(id).reason.text();
+        << "lost before its deadline passed: " << row(id).reason.text();
     clock_.advance(seconds(2));
     tick();
     const JobRow lost = row(id);
@@ -168,7 +172,19 @@ TEST_F(CoreTest, AJobPastItsWalltimeIsKilledOnceWithTheGraceAndEndsTimeout) {
   EXPECT_TRUE(sent[0].has_forget()) << "the node's end is acknowledged once stored";
 }
 
-TEST_F(CoreTest, AnAgentSilentForTheWindowIsDroppedAndItsJobsFailAfterAnotherWindow) {
+TEST_F(CoreTest, TheControllerAnswersEveryHeartbeat) {
+  auto agent = join();
+  v1::FromAgent beat;
+  beat.mutable_heartbeat();
+  report(beat);
+  const auto sent = agent->take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_TRUE(sent[0].has_heartbeat()) << "the agent's fence counts from what it hears";
+}
+
+// Silent for the heartbeat window, the node is DOWN and its job unreachable, not final;
+// only after controller.requeue_after from its last word is the job given up.
+TEST_F(CoreTest, ASilentAgentsJobIsUnreachableUntilRequeueAfterAndThenFails) {
   auto agent = join();
   const JobId id = running(*agent);
   for (int i = 0; i < 10; ++i) {  // heartbeats keep it
@@ -177,12 +193,44 @@ TEST_F(CoreTest, AnAgentSilentForTheWindowIsDroppedAndItsJobsFailAfterAnotherWin
     tick();
   }
   EXPECT_FALSE(agent->dropped);
-  clock_.advance(seconds(6));
+  clock_.advance(seconds(6));  // last heard 6 s ago
   tick();
   ASSERT_TRUE(agent->dropped) << "silent for longer than 5 heartbeats";
   core_->agent_left(node_, agent.get());
   EXPECT_EQ(cluster_.state(node_), sched::NodeState::kDown);
-  expect_lost_after_the_window(id, "NodeFail: n0 was down for longer than the heartbeat window");
+  const JobRow unreachable = row(id);
+  EXPECT_EQ(unreachable.state, v1::RUNNING);
+  EXPECT_EQ(unreachable.reason.code, v1::REASON_NODE_UNREACHABLE);
+  EXPECT_TRUE(unreachable.reason.text().starts_with("NodeUnreachable: n0 silent since "))
+      << unreachable.reason.text();
+  expect_lost_after(seconds(4), id,
+                    "NodeFail: n0 was unreachable for longer than controller.requeue_after (0:10)");
+}
+
+// An agent that heard no controller for agent.fence_after killed its --requeue job: the
+// job goes back to the queue at once, and the agent may forget it.
+TEST_F(CoreTest, AJobItsAgentFencedIsRequeuedAtOnce) {
+  auto agent = join();
+  const JobId id = submit(600, 1, /*requeue=*/true);
+  tick();
+  ASSERT_TRUE(agent->take().at(0).has_launch());
+  started(id);
+  v1::FromAgent message;
+  v1::JobEnded* e = message.mutable_ended();
+  e->set_job(id.value());
+  e->set_exit_code(128 + 9);
+  e->set_signal(9);
+  e->set_reason(v1::REASON_NODE_FAIL);
+  e->set_error("fenced");
+  report(message);
+  const JobRow requeued = row(id);
+  EXPECT_EQ(requeued.state, v1::PENDING);
+  EXPECT_EQ(requeued.reason.text(), "requeued: NodeFail: n0 fenced it: fenced");
+  bool forgotten = false;
+  for (const v1::ToAgent& sent : agent->take()) forgotten = forgotten || sent.has_forget();
+  EXPECT_TRUE(forgotten);
+  tick();
+  EXPECT_EQ(row(id).state, v1::RUNNING) << "it runs again";
 }
 
 TEST_F(CoreTest, AnAgentBackWithinTheWindowKeepsItsJobs) {
@@ -222,15 +270,39 @@ TEST_F(CoreTest, AfterARestartWhatTheNodeReportsIsTakenBackAndWhatItNeverHadRuns
   EXPECT_EQ(row(unheard).state, v1::RUNNING);
 }
 
-TEST_F(CoreTest, AfterARestartJobsWhoseNodesDoNotReturnAreLostAfterTheWindow) {
+// A node that does not come back after a restart holds passes for the heartbeat window
+// (its agent may be re-registering); after it, the other nodes take work again, and the
+// node's job is given up only after controller.requeue_after.
+TEST_F(CoreTest, AfterARestartAJobWhoseNodeStaysAwayIsLostAfterRequeueAfter) {
   auto agent = join();
   const JobId id = running(*agent);
   start();
+  join({}, {}, "n1");
   const JobId queued = submit(600);
   tick();
-  EXPECT_EQ(row(queued).state, v1::PENDING) << "nothing new starts while a job is unknown";
-  expect_lost_after_the_window(id,
-                               "NodeFail: n0 did not re-register after the controller restarted");
+  EXPECT_EQ(row(queued).state, v1::PENDING) << "nothing new starts while agents re-register";
+  clock_.advance(seconds(6));
+  tick();
+  EXPECT_EQ(row(queued).state, v1::RUNNING) << "n1 takes work once the window passed";
+  EXPECT_EQ(row(id).reason.text(), "StateUnknown: waiting for n0 to re-register");
+  expect_lost_after(seconds(4), id,
+                    "NodeFail: n0 did not re-register after the controller restarted");
+}
+
+// A job over two nodes, one back after the restart and one not: the cores it holds on the
+// node that is back are not held again until it is adopted, so nothing new starts.
+TEST_F(CoreTest, AfterARestartAJobReportedByOnlySomeOfItsNodesHoldsPasses) {
+  auto n0 = join();
+  auto n1 = join({}, {}, "n1");
+  const JobId wide = submit(600, 8);  // 4 cores on each
+  tick();
+  ASSERT_EQ(core_->jobs().nodes_of(wide).size(), 2u);
+  start();
+  join({wide.value()}, {}, "n0");
+  clock_.advance(seconds(6));
+  const JobId queued = submit(600);
+  tick();
+  EXPECT_EQ(row(queued).state, v1::PENDING) << "its cores on n0 may still be the wide job's";
 }
 
 TEST_F(CoreTest, ABatchSendsNothingUntilItIsStored) {

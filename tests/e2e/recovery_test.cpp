@@ -20,11 +20,12 @@ using loom::testing::Completed;
 using loom::testing::LocalCluster;
 using nlohmann::json;
 
-// Heartbeats every second, a node DOWN after 3 missed.
+// Heartbeats every second, a node DOWN after 3 missed, its jobs given up after 6 s.
 class Recovery : public loom::testing::ClusterTest {
  protected:
   std::string config() const override {
-    return "[controller]\nkill_grace = \"2s\"\nheartbeat_misses = 3\n";
+    return "[controller]\nkill_grace = \"2s\"\nheartbeat_misses = 3\nrequeue_after = \"0:06\"\n"
+           "[agent]\nfence_after = \"0:03\"\n";
   }
 
   // Polls (bounded: 30 s) until the job's output file holds `text`: the job is running.
@@ -82,8 +83,9 @@ TEST_F(Recovery, AControllerKilledMidJobLosesNothingAndRunsNothingTwice) {
 }
 
 // A node whose agent stops answering (SIGSTOP: the stream stays open) is DOWN after the
-// heartbeat window: its job ends NODE_FAIL, a --requeue job runs again elsewhere, and what
-// the agent still ran when it woke up is killed.
+// heartbeat window, and after controller.requeue_after its job ends NODE_FAIL, a --requeue
+// job runs again elsewhere, and what the agent still ran when it woke up is killed. (A
+// stopped agent cannot fence: its --requeue job's processes run on until it wakes.)
 TEST_F(Recovery, ANodeSilentPastTheWindowFailsItsJobsAndARequeuedOneRunsAgain) {
   const std::uint64_t plain =
       submit({"submit", "-o", "plain.txt", "--", "sh", "-c", "echo start; exec sleep 3001"});
@@ -180,7 +182,9 @@ TEST(RecoveryNoRestart, AnAgentKeptAwayFailsItsJobsAndComesBackEmpty) {
   const std::filesystem::path dir = loom::testing::temp_path("jobs");
   std::filesystem::create_directories(dir);
   ::chmod(dir.c_str(), 01777);
-  LocalCluster cluster(1, "pack:1 numa:2 core:2 pu:1", "[controller]\nheartbeat_misses = 2\n",
+  LocalCluster cluster(1, "pack:1 numa:2 core:2 pu:1",
+                       "[controller]\nheartbeat_misses = 2\nrequeue_after = \"0:05\"\n"
+                       "[agent]\nfence_after = \"0:02\"\n",
                        {"--no-restart"});
   Completed submitted = cluster.loom(
       "loom-alice", {"submit", "-o", "away.txt", "--", "sh", "-c", "echo start; exec sleep 3003"},

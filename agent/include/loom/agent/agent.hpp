@@ -8,7 +8,8 @@
 // the agent reconnects and tells the controller what it still runs and what ended meanwhile.
 //
 // Threads, all joined by run() before it returns: the stream reader (run's caller), the
-// heartbeat sender, the killer (SIGKILLs due after kill grace periods), the exit watcher
+// heartbeat sender, the killer (SIGKILLs due after kill grace periods; a stream that has
+// gone silent; the fence of --requeue jobs after agent.fence_after), the exit watcher
 // (every task's keeper, by pidfd), and two bounded pools for blocking work: one for jobs
 // that copy files (the stager takes one copy at a time anyway), one for the rest.
 #pragma once
@@ -51,6 +52,10 @@ struct AgentOptions {
   std::uint64_t pids_max = 0;  // agent.pids_max
   std::uint64_t swap = 0;      // agent.swap
   std::chrono::milliseconds heartbeat{1000};
+  // No word from the controller this long: the stream is made again (the heartbeat
+  // window); --requeue jobs are killed (agent.fence_after).
+  std::chrono::milliseconds silent_after{30'000};
+  std::chrono::milliseconds fence_after{120'000};
   std::filesystem::path keeper;        // loom-keeper
   std::filesystem::path launcher_dir;  // loom-rank and loom-rsh
   std::vector<Config::NvmeDevice> nvme;
@@ -84,7 +89,13 @@ class Agent {
   void command(const v1::ToAgent& command);
   std::vector<v1::FromAgent> started_jobs();
   void send_heartbeats();
-  void deliver_kills();
+  // The killer thread: SIGKILLs due, a silent stream dropped, the fence.
+  void keep_deadlines();
+  // Kills the --requeue jobs: the controller, which has not been heard from, may start
+  // them elsewhere.
+  void fence();
+  // A fenced job's end says so.
+  void fenced_end(const Job& job, v1::JobEnded& e) const;
   void leave();
   // agent_recovery.cpp
   void recover();
@@ -120,6 +131,9 @@ class Agent {
   std::map<JobId, std::shared_ptr<Job>> jobs_;  // running here
   std::map<JobId, v1::JobEnded> ended_;         // ended here, not yet acknowledged
   std::multimap<std::chrono::steady_clock::time_point, JobId> kill_at_;  // SIGKILLs due
+  // The last word from the controller before the fence last struck: it strikes once per
+  // silence.
+  std::chrono::steady_clock::time_point fenced_for_{};
   std::condition_variable_any wake_;  // stop, a kill due, a heartbeat due, a reconnection
   // Last: the threads that use what is above go before it does.
   std::unique_ptr<ExitWatcher> watcher_;

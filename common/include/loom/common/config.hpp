@@ -30,7 +30,11 @@ struct Config {
     std::chrono::seconds kill_grace{30};
     std::chrono::seconds connect_timeout{30};
     std::chrono::seconds heartbeat_interval{1};
-    int heartbeat_misses = 5;
+    int heartbeat_misses = 30;
+    // A node unreachable this long has its jobs given up (NODE_FAIL, or requeued).
+    std::chrono::seconds requeue_after{300};
+    // How long an agent may be silent before its node is DOWN.
+    std::chrono::seconds heartbeat_window() const { return heartbeat_interval * heartbeat_misses; }
     std::uint64_t agent_queue = 64ull << 20;  // bytes held for an agent that does not read
   } controller;
   // An NVMe device an agent offers for burst-buffer slices.
@@ -45,8 +49,10 @@ struct Config {
     std::string shm_dir = "/dev/shm/loom";
     bool allow_root_jobs = false;
     std::string cgroup = "auto";  // "auto", "v1" or "v2"
-    std::uint64_t pids_max = 0;   // per task; 0: no limit
-    std::uint64_t swap = 0;       // bytes of swap a task may use beyond --mem-per-task
+    // With no word from the controller this long, --requeue jobs are killed (fenced).
+    std::chrono::seconds fence_after{120};
+    std::uint64_t pids_max = 0;  // per task; 0: no limit
+    std::uint64_t swap = 0;      // bytes of swap a task may use beyond --mem-per-task
     std::vector<NvmeDevice> nvme;
   } agent;
   struct Fabric {

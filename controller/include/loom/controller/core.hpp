@@ -54,7 +54,7 @@ class AgentChannel {
 
 class Core {
  public:
-  // Jobs the manager found running wait, for one heartbeat window from now, for their
+  // Jobs the manager found running wait, for controller.requeue_after from now, for their
   // agents to re-register. `changed` runs when something a waiting call looks at changed:
   // an Open MPI daemon's end, a buffer's answer (the manager's own observer covers jobs).
   Core(sched::Cluster& cluster, const Config& config, const Clock& clock,
@@ -186,7 +186,12 @@ class Core {
   std::vector<std::pair<std::shared_ptr<AgentChannel>, v1::ToAgent>> held_;
   bool batch_ = false;
   const std::chrono::steady_clock::duration window_;  // heartbeat_interval x heartbeat_misses
-  Clock::Steady recovery_until_;
+  const std::chrono::seconds requeue_after_;          // controller.requeue_after
+  const Clock::Steady started_;
+  // Whether a pass must wait: for the heartbeat window after a restart, while agents
+  // re-register, and after it while a job of unknown state has been reported by some of
+  // its nodes but not all (its cores there are not held yet).
+  bool holds_passes() const;
   bool wants_pass_ = true;
 };
 

@@ -123,6 +123,9 @@ class JobManager {
   bool being_killed(JobId id) const { return ending_.contains(id); }
   // The names of the nodes a job was placed on.
   std::vector<std::string> nodes_of(JobId id) const;
+  // A node gone silent, and why it is (nullopt once it is back or its jobs given up): its
+  // running jobs are shown NodeUnreachable with that detail until then.
+  void unreachable(const std::string& node, std::optional<std::string> detail);
 
   // Admins drain a node (it runs what it has and takes nothing new) or resume it; stored,
   // so that a drain outlives restarts. A node drained before it (re)joins is drained when
@@ -165,8 +168,9 @@ class JobManager {
                         std::optional<std::uint32_t> index = std::nullopt) const;
   Result<NodeId> admin_node(const Caller& caller, const std::string& node,
                             std::string_view what) const;
-  // The row as shown: an unknown job's reason says which nodes it waits for.
-  JobRow with_unknown(JobRow row) const;
+  // The row as shown: an unknown job's reason says which nodes it waits for, a running
+  // job's which of its nodes is unreachable.
+  JobRow as_shown(JobRow row) const;
   // The scheduler's spec: with --bb-persistent, bound to the buffer's node.
   Result<sched::JobSpec> spec_of(const v1::JobSpec& spec) const;
   // Takes (or gives back) a buffer's bytes on its node's device.
@@ -188,6 +192,7 @@ class JobManager {
   std::map<std::string, std::string> drained_;      // the store's drained nodes, by name
   std::map<std::string, BufferRow> buffers_;        // the store's persistent buffers, by name
   std::map<JobId, std::set<std::string>> unknown_;  // see unknown()
+  std::map<std::string, std::string> unreachable_;  // see unreachable()
   std::function<void()> on_change_;
 };
 
