@@ -13,6 +13,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -29,10 +30,14 @@ namespace loom::testing {
 class LocalCluster {
  public:
   // `loom up --agents N --topology T [up_args]`, its daemons reading `config` (TOML).
+  // `prepare` is given the state directory before loom up starts (a filesystem of the
+  // test's own mounted in it).
   LocalCluster(unsigned agents, const std::string& topology, const std::string& config = "",
-               const std::vector<std::string>& up_args = {})
+               const std::vector<std::string>& up_args = {},
+               const std::function<void(const std::filesystem::path&)>& prepare = {})
       : dir_(temp_path("cluster")) {
-    std::filesystem::create_directories(dir_);
+    std::filesystem::create_directories(dir_ / "state");
+    if (prepare) prepare(dir_ / "state");
     std::ofstream(dir_ / "loom.toml") << config;
     std::vector<std::string> env;
     for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
