@@ -4,15 +4,10 @@
 #include <toml++/toml.h>
 
 #include <array>
-#include <cerrno>
-#include <cstdlib>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "loom/common/bytes.hpp"
 #include "loom/common/duration.hpp"
-#include "loom/common/errno_text.hpp"
 #include "loom/common/log.hpp"
 
 namespace loom {
@@ -188,6 +183,18 @@ const std::array kKeys = {
           return {};
         },
         [](const Config& config) { return format_bytes(Bytes(config.controller.agent_queue)); },
+    },
+    KeySpec{
+        {"controller.min_job_age", "duration", "5:00",
+         "How long an ended job stays in loomctld's memory, as Slurm's MinJobAge: `loom queue "
+         "--all` lists it until then. The state keeps every job: `loom show ID` finds it "
+         "later, and a restart loads only the jobs ended this recently."},
+        [](Config& config, const toml::node& value) -> Status {
+          const std::string text = LOOM_TRY(as_string(value));
+          config.controller.min_job_age = LOOM_TRY(parse_duration(text));
+          return {};
+        },
+        [](const Config& config) { return format_duration(config.controller.min_job_age); },
     },
     KeySpec{
         {"agent.fence_after", "duration", "2:00",
@@ -471,34 +478,6 @@ Result<Config> parse_config(std::string_view text, std::string_view source) {
   Config config;
   LOOM_TRY(apply_table(config, table, "", source));
   LOOM_TRY(check_deadlines(config, source));
-  return config;
-}
-
-std::filesystem::path config_path(const std::optional<std::filesystem::path>& explicit_path) {
-  if (explicit_path) return *explicit_path;
-  if (const char* env = std::getenv("LOOM_CONFIG"); env != nullptr && *env != '\0') return env;
-  return "/etc/loom/loom.toml";
-}
-
-Result<Config> load_config(const std::optional<std::filesystem::path>& explicit_path) {
-  const std::filesystem::path path = config_path(explicit_path);
-  const char* env = std::getenv("LOOM_CONFIG");
-  const bool must_exist = explicit_path || (env != nullptr && *env != '\0');
-  std::ifstream in(path);
-  if (!in) {
-    if (!must_exist && !std::filesystem::exists(path)) return Config{};
-    return make_error(ErrorCode::kNotFound, fmt::format("cannot read configuration file {}: {}",
-                                                        path.string(), loom::errno_text(errno)));
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  return parse_config(text.str(), path.string());
-}
-
-Result<Config> start_program(std::string_view program,
-                             const std::optional<std::filesystem::path>& explicit_path) {
-  Config config = LOOM_TRY(load_config(explicit_path));
-  LOOM_TRY(log::init(program, config.log.level));
   return config;
 }
 

@@ -60,8 +60,11 @@ int main(int argc, char** argv) {
   controller::Inbox inbox;
   auto store = controller::open_sqlite_store(state_dir);
   if (!store) return fail(store.error());
-  auto manager =
-      controller::JobManager::open(std::move(*store), cluster, {}, [&inbox] { inbox.changed(); });
+  // Jobs ended longer ago than min_job_age stay in the store only.
+  const auto now = controller::SystemClock().wall();
+  auto manager = controller::JobManager::open(
+      std::move(*store), cluster, {}, [&inbox] { inbox.changed(); },
+      (now - config->controller.min_job_age).time_since_epoch().count());
   if (!manager) return fail(manager.error());
   const controller::SystemClock clock;
   controller::Core core(cluster, *config, clock, std::move(*manager),

@@ -273,6 +273,7 @@ std::chrono::milliseconds Core::tick_interval() const {
 Status Core::tick() {
   wants_pass_ = false;
   check_nodes();
+  manager_->forget_ended(clock_.wall() - config_.controller.min_job_age);
   // While a job that was running may be found again on nodes that are up, nothing new
   // starts: its cores would be given twice.
   if (holds_passes()) return {};

@@ -16,12 +16,6 @@ namespace loom::controller {
 
 namespace {
 
-std::unexpected<Error> not_found(JobId id, std::optional<std::uint32_t> index = std::nullopt) {
-  return make_error(ErrorCode::kNotFound,
-                    index ? fmt::format("job {}_{} does not exist", id.value(), *index)
-                          : fmt::format("job {} does not exist", id.value()));
-}
-
 std::vector<sched::NvmeDevice> nvme_devices(const nlohmann::json& json) {
   std::vector<sched::NvmeDevice> out;
   for (const nlohmann::json& d : json) {
@@ -139,8 +133,9 @@ JobManager::JobManager(std::unique_ptr<Store> store, sched::Cluster& cluster,
 Result<std::unique_ptr<JobManager>> JobManager::open(std::unique_ptr<Store> store,
                                                      sched::Cluster& cluster,
                                                      sched::SchedulerOptions options,
-                                                     std::function<void()> on_change) {
-  std::vector<JobRow> rows = LOOM_TRY(store->load_jobs(false));
+                                                     std::function<void()> on_change,
+                                                     std::int64_t ended_since) {
+  std::vector<JobRow> rows = LOOM_TRY(store->load_jobs(ended_since));
   const std::vector<NodeRow> nodes = LOOM_TRY(store->load_nodes());
   auto manager = std::unique_ptr<JobManager>(
       new JobManager(std::move(store), cluster, std::move(options), std::move(on_change)));
@@ -168,7 +163,10 @@ Result<std::unique_ptr<JobManager>> JobManager::open(std::unique_ptr<Store> stor
     const JobId id = row.id;
     LOOM_TRY(with_context(burstbuffer::lift_legacy_staging(row.spec),
                           fmt::format("job {} in the state", id.value())));
-    if (ended(row.state)) manager->scheduler_.record_ended(id, end_kind(row.state));
+    if (ended(row.state)) {
+      manager->scheduler_.record_ended(id, end_kind(row.state));
+      manager->ended_at_.emplace(row.end_time.value_or(0), id);
+    }
     manager->jobs_.emplace(id, std::move(row));
   }
   // Pending jobs queue again in id order, so a dependency is always known before its
@@ -215,7 +213,7 @@ Result<std::vector<JobId>> JobManager::submit(const Caller& caller, v1::JobSpec 
   const sched::JobSpec checked = LOOM_TRY(spec_of(spec));
   LOOM_TRY(cluster_.check_feasible(sched::make_request(checked)));
   for (const sched::Dependency& d : checked.dependencies) {
-    if (visible(caller, d.job) == nullptr) {
+    if (visible(caller, d.job) == nullptr && !LOOM_TRY(stored(caller, d.job, std::nullopt))) {
       return make_error(
           ErrorCode::kInvalidArgument,
           fmt::format("--dependency names job {}, which does not exist", d.job.value()));
@@ -245,55 +243,6 @@ Result<std::vector<JobId>> JobManager::submit(const Caller& caller, v1::JobSpec 
   return ids;
 }
 
-const JobRow* JobManager::visible(const Caller& caller, JobId id,
-                                  std::optional<std::uint32_t> index) const {
-  auto it = jobs_.find(id);
-  if (index) {
-    // Elements are consecutive from the array's id (see Store::insert_jobs).
-    it = it == jobs_.end() || it->second.array_job != id
-             ? jobs_.end()
-             : jobs_.find(JobId(id.value() + *index - 1));
-    if (it != jobs_.end() && (it->second.array_job != id || it->second.array_index != *index))
-      it = jobs_.end();
-  }
-  if (it == jobs_.end() || (!caller.admin && it->second.uid != caller.uid)) return nullptr;
-  return &it->second;
-}
-
-std::vector<JobRow> JobManager::list(const Caller& caller, bool include_ended, JobId after,
-                                     std::size_t limit) const {
-  std::vector<JobRow> out;
-  for (auto it = jobs_.upper_bound(after); it != jobs_.end() && out.size() < limit; ++it) {
-    const JobRow& row = it->second;
-    if ((caller.admin || row.uid == caller.uid) && (include_ended || !ended(row.state)))
-      out.push_back(as_shown(row));
-  }
-  return out;
-}
-
-Result<JobRow> JobManager::show(const Caller& caller, JobId id,
-                                std::optional<std::uint32_t> index) const {
-  const JobRow* row = visible(caller, id, index);
-  if (row == nullptr) return not_found(id, index);
-  return as_shown(*row);
-}
-
-JobRow JobManager::as_shown(JobRow row) const {
-  if (auto it = unknown_.find(row.id); it != unknown_.end()) {
-    row.reason = {v1::REASON_STATE_UNKNOWN,
-                  fmt::format("waiting for {} to re-register", fmt::join(it->second, ", "))};
-    return row;
-  }
-  if (unreachable_.empty() || !active(row.state)) return row;
-  for (const v1::PlacedNode& node : row.placement.nodes()) {
-    if (auto it = unreachable_.find(node.node()); it != unreachable_.end()) {
-      row.reason = {v1::REASON_NODE_UNREACHABLE, it->second};
-      break;
-    }
-  }
-  return row;
-}
-
 Status JobManager::apply(std::span<const JobUpdate> updates) {
   LOOM_TRY(store_->update_jobs(updates));
   // The cache follows the store, field for field as update_jobs sets them.
@@ -308,6 +257,7 @@ Status JobManager::apply(std::span<const JobUpdate> updates) {
     if (update.placement) row.placement = *update.placement;
     if (update.staging) row.staging.ParseFromString(*update.staging);
     if (update.usage) row.usage.emplace().ParseFromString(*update.usage);
+    if (ended(row.state)) ended_at_.emplace(row.end_time.value_or(0), row.id);
   }
   if (on_change_) on_change_();
   return {};
@@ -316,19 +266,30 @@ Status JobManager::apply(std::span<const JobUpdate> updates) {
 Status JobManager::cancel(const Caller& caller, JobId id, std::optional<std::uint32_t> index,
                           sched::Time now, std::vector<JobId>& kill) {
   const JobRow* row = visible(caller, id, index);
-  if (row == nullptr) return not_found(id, index);
-  std::vector<const JobRow*> targets{row};
-  if (!index && row->array_job == id) {  // the array's id: every element
+  if (row == nullptr) {
+    std::optional<JobRow> old = LOOM_TRY(stored(caller, id, index));
+    if (!old) return not_found(id, index);
+    if (old->array_job != id || index) {  // not an array's id: the job itself, ended
+      return make_error(ErrorCode::kFailedPrecondition,
+                        fmt::format("job {} has already ended ({})", old->id.value(),
+                                    v1::JobState_Name(old->state)));
+    }
+  }
+  std::vector<const JobRow*> targets;
+  if (row != nullptr) targets.push_back(row);
+  if (!index && (row == nullptr || row->array_job == id)) {  // the array's id: every element
     targets.clear();
-    for (auto it = jobs_.find(id); it != jobs_.end() && it->second.array_job == id; ++it)
+    // Elements that left memory (ended) leave gaps; those still here follow from the id.
+    for (auto it = jobs_.lower_bound(id); it != jobs_.end() && it->second.array_job == id; ++it)
       targets.push_back(&it->second);
   }
   const auto live = std::erase_if(targets, [](const JobRow* r) { return ended(r->state); });
   if (targets.empty()) {
     return make_error(ErrorCode::kFailedPrecondition,
-                      live > 1 ? fmt::format("every job of array {} has already ended", id.value())
-                               : fmt::format("job {} has already ended ({})", row->id.value(),
-                                             v1::JobState_Name(row->state)));
+                      row == nullptr || live > 1
+                          ? fmt::format("every job of array {} has already ended", id.value())
+                          : fmt::format("job {} has already ended ({})", row->id.value(),
+                                        v1::JobState_Name(row->state)));
   }
   const Reason reason{v1::REASON_CANCELLED, caller.user};
   std::vector<JobUpdate> updates;

@@ -19,7 +19,7 @@ static_assert(v1::COMPLETED == 4 && v1::NODE_FAIL > v1::COMPLETED &&
               v1::STAGING_OUT < v1::COMPLETED);
 
 // Migrations, in order: migrations[i] takes the schema from version i to i + 1.
-constexpr std::array<std::string_view, 5> kMigrations = {
+constexpr std::array<std::string_view, 6> kMigrations = {
     R"sql(
       CREATE TABLE jobs (
         id          INTEGER PRIMARY KEY,
@@ -66,6 +66,10 @@ constexpr std::array<std::string_view, 5> kMigrations = {
     R"sql(
       -- loom.v1.Reason; reason is its detail. 0 on rows stored before: their reason is whole.
       ALTER TABLE jobs ADD COLUMN reason_code INTEGER NOT NULL DEFAULT 0;
+    )sql",
+    R"sql(
+      -- A restart loads the jobs ended since controller.min_job_age, not the whole history.
+      CREATE INDEX jobs_end_time ON jobs(end_time);
     )sql",
 };
 
@@ -300,66 +304,70 @@ class SqliteStore final : public Store {
     return {};
   }
 
-  Result<std::vector<JobRow>> load_jobs(bool unfinished_only) const override {
-    Statement select = LOOM_TRY(db_.prepare(
-        unfinished_only
-            ? "SELECT id, user, uid, state, reason, exit_code, signal, submit_time, start_time, "
-              "end_time, spec, placement, array_job, array_index, staging, usage, reason_code FROM "
-              "jobs "
-              "WHERE "
-              "state < "
-              "4 ORDER BY id"
-            : "SELECT id, user, uid, state, reason, exit_code, signal, submit_time, start_time, "
-              "end_time, spec, placement, array_job, array_index, staging, usage, reason_code FROM "
-              "jobs "
-              "ORDER BY id"));
+  Result<std::vector<JobRow>> load_jobs(std::int64_t ended_since) const override {
+    Statement select =
+        LOOM_TRY(db_.prepare(std::string(kSelectJob) +
+                             " WHERE state < 4 OR end_time IS NULL OR end_time >= ? ORDER BY id"));
+    sqlite3_bind_int64(select.get(), 1, ended_since);
     std::vector<JobRow> rows;
-    while (LOOM_TRY(select.step()) == SQLITE_ROW) {
-      sqlite3_stmt* s = select.get();
-      JobRow row;
-      row.id = JobId(static_cast<JobId::rep>(sqlite3_column_int64(s, 0)));
-      row.user = reinterpret_cast<const char*>(sqlite3_column_text(s, 1));
-      row.uid = static_cast<std::uint32_t>(sqlite3_column_int64(s, 2));
-      row.state = static_cast<v1::JobState>(sqlite3_column_int(s, 3));
-      row.reason.detail = reinterpret_cast<const char*>(sqlite3_column_text(s, 4));
-      row.reason.code = static_cast<v1::Reason>(sqlite3_column_int(s, 16));
-      row.exit_code = optional_int(s, 5);
-      row.signal = optional_int(s, 6);
-      row.submit_time = sqlite3_column_int64(s, 7);
-      row.start_time = optional_int64(s, 8);
-      row.end_time = optional_int64(s, 9);
-      const void* blob = sqlite3_column_blob(s, 10);
-      if (!row.spec.ParseFromArray(blob, sqlite3_column_bytes(s, 10))) {
-        return make_error(ErrorCode::kDataLoss,
-                          fmt::format("job {}: its stored spec does not parse", row.id.value()));
-      }
-      auto placement =
-          detail::placement_from_json(reinterpret_cast<const char*>(sqlite3_column_text(s, 11)));
-      if (!placement) {
-        return std::unexpected(
-            std::move(placement).error().with_context(fmt::format("job {}", row.id.value())));
-      }
-      row.placement = *std::move(placement);
-      if (auto array = optional_int64(s, 12))
-        row.array_job = JobId(static_cast<JobId::rep>(*array));
-      row.array_index = static_cast<std::uint32_t>(sqlite3_column_int64(s, 13));
-      if (sqlite3_column_type(s, 14) != SQLITE_NULL &&
-          !row.staging.ParseFromArray(sqlite3_column_blob(s, 14), sqlite3_column_bytes(s, 14))) {
-        return make_error(ErrorCode::kDataLoss,
-                          fmt::format("job {}: its stored staging does not parse", row.id.value()));
-      }
-      if (sqlite3_column_type(s, 15) != SQLITE_NULL &&
-          !row.usage.emplace().ParseFromArray(sqlite3_column_blob(s, 15),
-                                              sqlite3_column_bytes(s, 15))) {
-        return make_error(ErrorCode::kDataLoss,
-                          fmt::format("job {}: its stored usage does not parse", row.id.value()));
-      }
-      rows.push_back(std::move(row));
-    }
+    while (LOOM_TRY(select.step()) == SQLITE_ROW) rows.push_back(LOOM_TRY(job_from(select.get())));
     return rows;
   }
 
+  Result<std::optional<JobRow>> load_job(JobId id) const override {
+    Statement select = LOOM_TRY(db_.prepare(std::string(kSelectJob) + " WHERE id = ?"));
+    sqlite3_bind_int64(select.get(), 1, static_cast<std::int64_t>(id.value()));
+    if (LOOM_TRY(select.step()) != SQLITE_ROW) return std::nullopt;
+    return LOOM_TRY(job_from(select.get()));
+  }
+
  private:
+  static constexpr const char* kSelectJob =
+      "SELECT id, user, uid, state, reason, exit_code, signal, submit_time, start_time, end_time, "
+      "spec, placement, array_job, array_index, staging, usage, reason_code FROM jobs";
+
+  // A row of kSelectJob.
+  static Result<JobRow> job_from(sqlite3_stmt* s) {
+    JobRow row;
+    row.id = JobId(static_cast<JobId::rep>(sqlite3_column_int64(s, 0)));
+    row.user = reinterpret_cast<const char*>(sqlite3_column_text(s, 1));
+    row.uid = static_cast<std::uint32_t>(sqlite3_column_int64(s, 2));
+    row.state = static_cast<v1::JobState>(sqlite3_column_int(s, 3));
+    row.reason.detail = reinterpret_cast<const char*>(sqlite3_column_text(s, 4));
+    row.reason.code = static_cast<v1::Reason>(sqlite3_column_int(s, 16));
+    row.exit_code = optional_int(s, 5);
+    row.signal = optional_int(s, 6);
+    row.submit_time = sqlite3_column_int64(s, 7);
+    row.start_time = optional_int64(s, 8);
+    row.end_time = optional_int64(s, 9);
+    const void* blob = sqlite3_column_blob(s, 10);
+    if (!row.spec.ParseFromArray(blob, sqlite3_column_bytes(s, 10))) {
+      return make_error(ErrorCode::kDataLoss,
+                        fmt::format("job {}: its stored spec does not parse", row.id.value()));
+    }
+    auto placement =
+        detail::placement_from_json(reinterpret_cast<const char*>(sqlite3_column_text(s, 11)));
+    if (!placement) {
+      return std::unexpected(
+          std::move(placement).error().with_context(fmt::format("job {}", row.id.value())));
+    }
+    row.placement = *std::move(placement);
+    if (auto array = optional_int64(s, 12)) row.array_job = JobId(static_cast<JobId::rep>(*array));
+    row.array_index = static_cast<std::uint32_t>(sqlite3_column_int64(s, 13));
+    if (sqlite3_column_type(s, 14) != SQLITE_NULL &&
+        !row.staging.ParseFromArray(sqlite3_column_blob(s, 14), sqlite3_column_bytes(s, 14))) {
+      return make_error(ErrorCode::kDataLoss,
+                        fmt::format("job {}: its stored staging does not parse", row.id.value()));
+    }
+    if (sqlite3_column_type(s, 15) != SQLITE_NULL &&
+        !row.usage.emplace().ParseFromArray(sqlite3_column_blob(s, 15),
+                                            sqlite3_column_bytes(s, 15))) {
+      return make_error(ErrorCode::kDataLoss,
+                        fmt::format("job {}: its stored usage does not parse", row.id.value()));
+    }
+    return row;
+  }
+
   template <typename T>
   static void bind_optional(sqlite3_stmt* s, int index, const std::optional<T>& value) {
     if (value) sqlite3_bind_int64(s, index, *value);

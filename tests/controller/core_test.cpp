@@ -3,7 +3,10 @@
 // sent.
 #include "loom/controller/core.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include <algorithm>
 
 #include "loom/hwtopo/json.hpp"
 #include "loom/hwtopo/load.hpp"
@@ -41,6 +44,7 @@ class FakeChannel final : public AgentChannel {
 
 const Caller kAlice{1001, "loom-alice", false, 1001};
 const Caller kAdmin{0, "root", true, 0};
+const Caller kBob{1002, "loom-bob", false, 1002};
 
 class CoreTest : public ::testing::Test {
  protected:
@@ -303,6 +307,93 @@ TEST_F(CoreTest, AfterARestartAJobReportedByOnlySomeOfItsNodesHoldsPasses) {
   const JobId queued = submit(600);
   tick();
   EXPECT_EQ(row(queued).state, v1::PENDING) << "its cores on n0 may still be the wide job's";
+}
+
+// controller.min_job_age: an ended job leaves memory (and `loom queue --all`) after it,
+// and is still found, whole, in the store: by show, by cancel, as a dependency, and by a
+// controller that restarts, which loads only the jobs ended since.
+TEST_F(CoreTest, AnEndedJobLeavesMemoryAfterMinJobAgeAndIsStillFoundInTheStore) {
+  auto agent = join();
+  const JobId id = running(*agent);
+  ended(id, 3);
+  auto listed = [&] {
+    const std::vector<JobRow> rows = core_->jobs().list(kAlice, /*include_ended=*/true);
+    return std::ranges::any_of(rows, [&](const JobRow& r) { return r.id == id; });
+  };
+  clock_.advance(seconds(299));
+  report({});
+  tick();
+  EXPECT_TRUE(listed()) << "ended less than min_job_age ago";
+  clock_.advance(seconds(2));
+  report({});
+  tick();
+  EXPECT_FALSE(listed()) << "ended more than min_job_age ago";
+  auto expect_found = [&] {
+    const Result<JobRow> old = core_->jobs().show(kAlice, id);
+    ASSERT_TRUE(old) << old.error().to_string();
+    EXPECT_EQ(old->state, v1::FAILED);
+    EXPECT_EQ(old->exit_code, 3);
+    EXPECT_EQ(old->spec.argv(0), "/bin/true");
+    EXPECT_FALSE(core_->jobs().show(kBob, id)) << "another user's job, even from the store";
+  };
+  expect_found();
+  const Status cancelled = core_->cancel(kAlice, id, std::nullopt);
+  ASSERT_FALSE(cancelled);
+  EXPECT_EQ(cancelled.error().message(),
+            fmt::format("job {} has already ended (FAILED)", id.value()));
+  v1::SubmitRequest dependent;
+  dependent.mutable_spec()->set_tasks(1);
+  dependent.mutable_spec()->add_argv("/bin/true");
+  v1::Dependency* d = dependent.mutable_spec()->add_dependencies();
+  d->set_job(id.value());
+  d->set_kind(v1::Dependency::AFTER_ANY);
+  dependent.mutable_spec()->set_cpus_per_task(1);
+  dependent.mutable_spec()->set_walltime_s(60);
+  const auto accepted = core_->submit(kAlice, dependent);
+  EXPECT_TRUE(accepted) << "a dependency on a job that left memory: "
+                        << (accepted ? "" : accepted.error().to_string());
+  tick();
+
+  // A restart loads what ended within min_job_age only; the rest is in the store.
+  core_.reset();
+  cluster_ = sched::Cluster();
+  auto manager =
+      JobManager::open(open_sqlite_store(dir_).value(), cluster_, {}, {},
+                       (clock_.wall() - config_.controller.min_job_age).time_since_epoch().count());
+  ASSERT_TRUE(manager) << manager.error().to_string();
+  core_ = std::make_unique<Core>(cluster_, config_, clock_, std::move(*manager));
+  EXPECT_FALSE(listed());
+  expect_found();
+}
+
+// An array whose first element has left memory is still cancelled whole by its id.
+TEST_F(CoreTest, AnArrayWhoseFirstElementLeftMemoryIsStillCancelledWhole) {
+  auto agent = join();
+  v1::SubmitRequest request;
+  request.set_array_size(3);
+  request.mutable_spec()->set_tasks(1);
+  request.mutable_spec()->set_cpus_per_task(1);
+  request.mutable_spec()->set_walltime_s(600);
+  request.mutable_spec()->add_argv("/bin/true");
+  const std::vector<JobId> ids = core_->submit(kAlice, request).value();
+  tick();
+  EXPECT_EQ(agent->take().size(), 3u) << "three launches";
+  for (JobId id : ids) started(id);
+  ended(ids[0], 0);
+  clock_.advance(seconds(301));
+  report({});
+  tick();
+  ASSERT_TRUE(core_->jobs().show(kAlice, ids[0]));
+  ASSERT_TRUE(core_->cancel(kAlice, ids[0], std::nullopt));
+  std::vector<std::uint64_t> killed;
+  for (const v1::ToAgent& sent : agent->take()) {
+    if (sent.has_kill()) killed.push_back(sent.kill().job());
+  }
+  EXPECT_EQ(killed, (std::vector<std::uint64_t>{ids[1].value(), ids[2].value()}));
+  const Status again = core_->cancel(kAlice, ids[0], 1);
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().message(),
+            fmt::format("job {} has already ended (COMPLETED)", ids[0].value()));
 }
 
 TEST_F(CoreTest, ABatchSendsNothingUntilItIsStored) {

@@ -56,7 +56,7 @@ TEST_F(StoreTest, JobsRoundTripWithTheirSpecs) {
   ASSERT_TRUE(ids.has_value()) << ids.error().to_string();
   ASSERT_EQ(ids->size(), 2u);
   EXPECT_LT((*ids)[0], (*ids)[1]);
-  auto rows = store->load_jobs(false);
+  auto rows = store->load_jobs(0);
   ASSERT_TRUE(rows.has_value());
   ASSERT_EQ(rows->size(), 2u);
   const JobRow& b = (*rows)[1];
@@ -82,7 +82,7 @@ TEST_F(StoreTest, TransitionsSetOnlyWhatTheyName) {
   failed.signal = 9;
   failed.end_time = 1020;
   ASSERT_TRUE(store->update_jobs(std::vector<JobUpdate>{failed}).has_value());
-  JobRow row = store->load_jobs(false).value().at(0);
+  JobRow row = store->load_jobs(0).value().at(0);
   EXPECT_EQ(row.state, v1::FAILED);
   EXPECT_EQ(row.reason, failed.reason);
   EXPECT_EQ(row.reason.text(), "NonZeroExitCode");
@@ -92,7 +92,32 @@ TEST_F(StoreTest, TransitionsSetOnlyWhatTheyName) {
   EXPECT_EQ(row.end_time, 1020);
   ASSERT_EQ(row.placement.nodes_size(), 1);
   EXPECT_EQ(row.placement.nodes(0).node(), "n0");
-  EXPECT_TRUE(store->load_jobs(true).value().empty()) << "a FAILED job is finished";
+  EXPECT_TRUE(store->load_jobs(Store::kUnfinished).value().empty()) << "a FAILED job is finished";
+}
+
+// A restart loads the jobs not ended and those ended since a time; any one job is found by
+// its id, whenever it ended.
+TEST_F(StoreTest, JobsEndedBeforeATimeAreLeftOutOfALoadAndStillFoundOneByOne) {
+  auto store = open();
+  const auto ids =
+      store->insert_jobs(std::vector<NewJob>{job("old"), job("recent"), job("pending")}, false)
+          .value();
+  JobUpdate old = transition(ids[0], v1::COMPLETED);
+  old.end_time = 1000;
+  JobUpdate recent = transition(ids[1], v1::FAILED);
+  recent.end_time = 2000;
+  ASSERT_TRUE(store->update_jobs(std::vector<JobUpdate>{old, recent}));
+  const std::vector<JobRow> rows = store->load_jobs(2000).value();
+  std::vector<JobId> loaded;
+  for (const JobRow& row : rows) loaded.push_back(row.id);
+  EXPECT_EQ(loaded, (std::vector<JobId>{ids[1], ids[2]}));
+  EXPECT_EQ(store->load_jobs(0).value().size(), 3u);
+  const std::optional<JobRow> found = store->load_job(ids[0]).value();
+  ASSERT_TRUE(found);
+  EXPECT_EQ(found->state, v1::COMPLETED);
+  EXPECT_EQ(found->end_time, 1000);
+  EXPECT_EQ(found->spec.name(), "old");
+  EXPECT_FALSE(store->load_job(JobId(ids[2].value() + 1)).value()) << "no such job";
 }
 
 TEST_F(StoreTest, ABatchWithAnUnknownJobChangesNothing) {
@@ -102,7 +127,7 @@ TEST_F(StoreTest, ABatchWithAnUnknownJobChangesNothing) {
       std::vector<JobUpdate>{transition(id, v1::RUNNING), transition(JobId(999), v1::RUNNING)});
   ASSERT_FALSE(status.has_value());
   EXPECT_EQ(status.error().message(), "job 999 does not exist");
-  EXPECT_EQ(store->load_jobs(false).value().at(0).state, v1::PENDING);
+  EXPECT_EQ(store->load_jobs(0).value().at(0).state, v1::PENDING);
 }
 
 TEST_F(StoreTest, AWriteThatFailsInsideABatchTakesOnlyItselfBack) {
@@ -113,10 +138,10 @@ TEST_F(StoreTest, AWriteThatFailsInsideABatchTakesOnlyItselfBack) {
       std::vector<JobUpdate>{transition(a, v1::RUNNING), transition(JobId(999), v1::RUNNING)}));
   const JobId b = store->insert_jobs(std::vector<NewJob>{job("b")}, false).value()[0];
   ASSERT_TRUE(store->update_jobs(std::vector<JobUpdate>{transition(b, v1::RUNNING)}));
-  EXPECT_EQ(store->load_jobs(false).value().size(), 2u) << "a batch's writes are read back in it";
+  EXPECT_EQ(store->load_jobs(0).value().size(), 2u) << "a batch's writes are read back in it";
   ASSERT_TRUE(store->end_batch());
   store.reset();
-  const std::vector<JobRow> rows = open()->load_jobs(false).value();
+  const std::vector<JobRow> rows = open()->load_jobs(0).value();
   ASSERT_EQ(rows.size(), 2u);
   EXPECT_EQ(rows[0].state, v1::PENDING) << "the failed update left a as it was";
   EXPECT_EQ(rows[1].state, v1::RUNNING);
@@ -135,7 +160,7 @@ TEST_F(StoreTest, ABatchNotEndedWhenTheControllerDiesIsNotStored) {
   int status = 0;
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
-  const std::vector<JobRow> rows = open()->load_jobs(false).value();
+  const std::vector<JobRow> rows = open()->load_jobs(0).value();
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(rows[0].spec.name(), "kept");
 }
@@ -146,7 +171,7 @@ TEST_F(StoreTest, StateSurvivesReopeningAndItsDirectoryIsPrivate) {
     ASSERT_TRUE(store->insert_jobs(std::vector<NewJob>{job("a"), job("b")}, false).has_value());
   }
   auto store = open();
-  EXPECT_EQ(store->load_jobs(false).value().size(), 2u);
+  EXPECT_EQ(store->load_jobs(0).value().size(), 2u);
   const JobId next = store->insert_jobs(std::vector<NewJob>{job("c")}, false).value()[0];
   EXPECT_EQ(next.value(), 3u) << "ids are never reused";
   struct stat st {};
@@ -162,7 +187,7 @@ TEST_F(StoreTest, AnArraysElementsAreConsecutiveAndNameTheirArray) {
   ASSERT_EQ(ids.size(), 3u);
   EXPECT_EQ(ids[0].value(), single.value() + 1);
   EXPECT_EQ(ids[2].value(), ids[0].value() + 2);
-  const std::vector<JobRow> rows = store->load_jobs(false).value();
+  const std::vector<JobRow> rows = store->load_jobs(0).value();
   ASSERT_EQ(rows.size(), 4u);
   EXPECT_FALSE(rows[0].array_job.has_value());
   EXPECT_EQ(rows[0].array_index, 0u);
@@ -233,7 +258,7 @@ TEST_F(StoreTest, AVersionOneStateIsMigrated) {
   sqlite3_close(db);
 
   auto store = open();
-  const std::vector<JobRow> rows = store->load_jobs(false).value();
+  const std::vector<JobRow> rows = store->load_jobs(0).value();
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(rows[0].id.value(), 5u);
   EXPECT_EQ(rows[0].state, v1::FAILED);
@@ -267,7 +292,7 @@ TEST_F(StoreTest, AStoredPlacementThatDoesNotParseIsAnErrorNamingTheJob) {
       sqlite3_exec(db, R"(UPDATE jobs SET placement = '[{"node":"n0"')", nullptr, nullptr, nullptr),
       SQLITE_OK);
   sqlite3_close(db);
-  const auto rows = open()->load_jobs(false);
+  const auto rows = open()->load_jobs(0);
   ASSERT_FALSE(rows.has_value());
   EXPECT_EQ(rows.error().code(), ErrorCode::kDataLoss);
   EXPECT_NE(rows.error().to_string().find(fmt::format("job {}", id.value())), std::string::npos)
@@ -301,7 +326,7 @@ TEST_F(StoreTest, NvmeDevicesStagingAndBuffersOutliveTheStore) {
     auto store = open();
     EXPECT_EQ(store->load_nodes().value()[0].nvme_json,
               R"([{"path":"/nvme0","numa":0,"capacity":1000}])");
-    const JobRow row = store->load_jobs(false).value().at(0);
+    const JobRow row = store->load_jobs(0).value().at(0);
     ASSERT_EQ(row.staging.files_size(), 1);
     EXPECT_EQ(row.staging.files(0).source(), "storage:/in.h5");
     EXPECT_EQ(row.staging.files(0).bytes_done(), 42u);
@@ -365,7 +390,7 @@ TEST_F(StoreTest, EveryAcknowledgedJobSurvivesAKill) {
   ASSERT_GE(acknowledged.size(), 200u);
   auto store = open();
   std::set<std::uint64_t> stored;
-  const std::vector<JobRow> rows = store->load_jobs(false).value();
+  const std::vector<JobRow> rows = store->load_jobs(0).value();
   for (const JobRow& row : rows) stored.insert(row.id.value());
   for (std::uint64_t acked : acknowledged)
     EXPECT_TRUE(stored.contains(acked)) << "acknowledged job " << acked << " lost";

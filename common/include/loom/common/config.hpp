@@ -36,6 +36,9 @@ struct Config {
     // How long an agent may be silent before its node is DOWN.
     std::chrono::seconds heartbeat_window() const { return heartbeat_interval * heartbeat_misses; }
     std::uint64_t agent_queue = 64ull << 20;  // bytes held for an agent that does not read
+    // Ended jobs leave the controller's memory this long after their end (the store keeps
+    // them).
+    std::chrono::seconds min_job_age{300};
   } controller;
   // An NVMe device an agent offers for burst-buffer slices.
   struct NvmeDevice {

@@ -56,12 +56,14 @@ Result<sched::JobSpec> to_sched_spec(const v1::JobSpec& spec);
 
 class JobManager {
  public:
-  // Loads the jobs and drained nodes the store holds; pending jobs are queued again.
-  // on_change runs after every change is stored (watchers wake on it).
+  // Loads the drained nodes and the jobs the store holds, but for those ended before
+  // `ended_since` (seconds since the epoch), which stay in the store only; pending jobs are
+  // queued again. on_change runs after every change is stored (watchers wake on it).
   static Result<std::unique_ptr<JobManager>> open(std::unique_ptr<Store> store,
                                                   sched::Cluster& cluster,
                                                   sched::SchedulerOptions options,
-                                                  std::function<void()> on_change = {});
+                                                  std::function<void()> on_change = {},
+                                                  std::int64_t ended_since = 0);
 
   // Stores the job PENDING and queues it, or with array_size N > 0 an array of N jobs in one
   // transaction; ids are acknowledged only once stored.
@@ -69,13 +71,18 @@ class JobManager {
                                     std::uint32_t array_size, sched::Time now);
 
   // A user's own jobs, or every job for an admin; other users' jobs are invisible. Jobs
-  // that have ended only with include_ended. In id order, from the first after `after`, at
-  // most `limit` of them: a listing goes out a page at a time.
+  // that have ended only with include_ended, and only those still in memory (see
+  // forget_ended). In id order, from the first after `after`, at most `limit` of them: a
+  // listing goes out a page at a time.
   std::vector<JobRow> list(const Caller& caller, bool include_ended, JobId after = JobId(0),
                            std::size_t limit = std::numeric_limits<std::size_t>::max()) const;
-  // The job `id`, or element `index` of the array `id`.
+  // The job `id`, or element `index` of the array `id`; one that left memory is read from
+  // the store.
   Result<JobRow> show(const Caller& caller, JobId id,
                       std::optional<std::uint32_t> index = std::nullopt) const;
+  // Jobs that ended before `before` leave memory (controller.min_job_age); the store keeps
+  // them, and show() finds them there. Returns how many left.
+  std::size_t forget_ended(sched::Time before);
 
   // A pending job ends CANCELLED at once. A running one is returned in `kill` for the
   // caller to kill on its nodes, and ends CANCELLED when finished() reports it. An array's
@@ -164,8 +171,12 @@ class JobManager {
  private:
   JobManager(std::unique_ptr<Store> store, sched::Cluster& cluster, sched::SchedulerOptions options,
              std::function<void()> on_change);
+  // In memory: every job not ended, and those ended since the last forget_ended().
   const JobRow* visible(const Caller& caller, JobId id,
                         std::optional<std::uint32_t> index = std::nullopt) const;
+  // From the store: a job that has left memory (ended), as visible() would find it.
+  Result<std::optional<JobRow>> stored(const Caller& caller, JobId id,
+                                       std::optional<std::uint32_t> index) const;
   Result<NodeId> admin_node(const Caller& caller, const std::string& node,
                             std::string_view what) const;
   // The row as shown: an unknown job's reason says which nodes it waits for, a running
@@ -181,7 +192,8 @@ class JobManager {
   std::unique_ptr<Store> store_;
   sched::Cluster& cluster_;
   sched::Scheduler scheduler_;
-  std::map<JobId, JobRow> jobs_;  // the store's content, for reads
+  std::map<JobId, JobRow> jobs_;  // the store's content, for reads, but for old ends
+  std::set<std::pair<std::int64_t, JobId>> ended_at_;  // the ended jobs in jobs_, by end time
   // A running job being killed: the state and reason it ends with once its nodes report
   // it gone (CANCELLED, or TIMEOUT past its walltime).
   struct Killing {

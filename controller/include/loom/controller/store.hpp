@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -92,8 +93,12 @@ class Store {
   // Applies transitions in one transaction; durable on return. An unknown id fails the
   // whole batch.
   virtual Status update_jobs(std::span<const JobUpdate> updates) = 0;
-  // Every job, or only those not yet ended, in id order.
-  virtual Result<std::vector<JobRow>> load_jobs(bool unfinished_only) const = 0;
+  // The jobs not yet ended and those ended at or after `ended_since` (seconds since the
+  // epoch: 0 for every job; kUnfinished for none that ended), in id order.
+  static constexpr std::int64_t kUnfinished = std::numeric_limits<std::int64_t>::max();
+  virtual Result<std::vector<JobRow>> load_jobs(std::int64_t ended_since) const = 0;
+  // One job, whatever its state; nullopt when there is none.
+  virtual Result<std::optional<JobRow>> load_job(JobId id) const = 0;
 
   // Nodes, by name, as their agents registered them: a restarted controller knows its
   // nodes (DOWN until they re-register), and a drain outlives the node's agent.

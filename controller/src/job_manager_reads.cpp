@@ -1,0 +1,88 @@
+// The job manager's reads: jobs as their users see them, from memory or, once they have
+// left it (controller.min_job_age), from the store; and what leaves memory.
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <limits>
+
+#include "job_states.hpp"
+#include "loom/controller/job_manager.hpp"
+
+namespace loom::controller {
+
+const JobRow* JobManager::visible(const Caller& caller, JobId id,
+                                  std::optional<std::uint32_t> index) const {
+  auto it = jobs_.find(id);
+  if (index) {
+    // Elements are consecutive from the array's id (see Store::insert_jobs).
+    it = it == jobs_.end() || it->second.array_job != id
+             ? jobs_.end()
+             : jobs_.find(JobId(id.value() + *index - 1));
+    if (it != jobs_.end() && (it->second.array_job != id || it->second.array_index != *index))
+      it = jobs_.end();
+  }
+  if (it == jobs_.end() || (!caller.admin && it->second.uid != caller.uid)) return nullptr;
+  return &it->second;
+}
+
+std::vector<JobRow> JobManager::list(const Caller& caller, bool include_ended, JobId after,
+                                     std::size_t limit) const {
+  std::vector<JobRow> out;
+  for (auto it = jobs_.upper_bound(after); it != jobs_.end() && out.size() < limit; ++it) {
+    const JobRow& row = it->second;
+    if ((caller.admin || row.uid == caller.uid) && (include_ended || !ended(row.state)))
+      out.push_back(as_shown(row));
+  }
+  return out;
+}
+
+Result<std::optional<JobRow>> JobManager::stored(const Caller& caller, JobId id,
+                                                 std::optional<std::uint32_t> index) const {
+  if (index && (*index == 0 || id.value() > std::numeric_limits<JobId::rep>::max() - *index))
+    return std::nullopt;
+  // Elements are consecutive from the array's id (see Store::insert_jobs).
+  std::optional<JobRow> row =
+      LOOM_TRY(store_->load_job(index ? JobId(id.value() + *index - 1) : id));
+  if (!row || (index && (row->array_job != id || row->array_index != *index)) ||
+      (!caller.admin && row->uid != caller.uid)) {
+    return std::nullopt;
+  }
+  return row;
+}
+
+Result<JobRow> JobManager::show(const Caller& caller, JobId id,
+                                std::optional<std::uint32_t> index) const {
+  if (const JobRow* row = visible(caller, id, index)) return as_shown(*row);
+  std::optional<JobRow> old = LOOM_TRY(stored(caller, id, index));
+  if (!old) return not_found(id, index);
+  return *std::move(old);
+}
+
+std::size_t JobManager::forget_ended(sched::Time before) {
+  const std::int64_t cutoff = before.time_since_epoch().count();
+  std::size_t forgotten = 0;
+  while (!ended_at_.empty() && ended_at_.begin()->first < cutoff) {
+    jobs_.erase(ended_at_.begin()->second);
+    ended_at_.erase(ended_at_.begin());
+    ++forgotten;
+  }
+  return forgotten;
+}
+
+JobRow JobManager::as_shown(JobRow row) const {
+  if (auto it = unknown_.find(row.id); it != unknown_.end()) {
+    row.reason = {v1::REASON_STATE_UNKNOWN,
+                  fmt::format("waiting for {} to re-register", fmt::join(it->second, ", "))};
+    return row;
+  }
+  if (unreachable_.empty() || !active(row.state)) return row;
+  for (const v1::PlacedNode& node : row.placement.nodes()) {
+    if (auto it = unreachable_.find(node.node()); it != unreachable_.end()) {
+      row.reason = {v1::REASON_NODE_UNREACHABLE, it->second};
+      break;
+    }
+  }
+  return row;
+}
+
+}  // namespace loom::controller
