@@ -165,7 +165,7 @@ Result<std::unique_ptr<JobManager>> JobManager::open(std::unique_ptr<Store> stor
                           fmt::format("job {} in the state", id.value())));
     if (ended(row.state)) {
       manager->scheduler_.record_ended(id, end_kind(row.state));
-      manager->ended_at_.emplace(row.end_time.value_or(0), id);
+      manager->ended_as_shown(row);
     }
     manager->jobs_.emplace(id, std::move(row));
   }
@@ -257,7 +257,7 @@ Status JobManager::apply(std::span<const JobUpdate> updates) {
     if (update.placement) row.placement = *update.placement;
     if (update.staging) row.staging.ParseFromString(*update.staging);
     if (update.usage) row.usage.emplace().ParseFromString(*update.usage);
-    if (ended(row.state)) ended_at_.emplace(row.end_time.value_or(0), row.id);
+    if (ended(row.state)) ended_as_shown(row);
   }
   if (on_change_) on_change_();
   return {};

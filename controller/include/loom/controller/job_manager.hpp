@@ -186,6 +186,9 @@ class JobManager {
   Result<sched::JobSpec> spec_of(const v1::JobSpec& spec) const;
   // Takes (or gives back) a buffer's bytes on its node's device.
   Status hold(const BufferRow& buffer, bool take);
+  // An ended job's row: kept in memory for min_job_age without what only the store needs
+  // (its environment and script), and listed by its end time for forget_ended().
+  void ended_as_shown(JobRow& row);
   // Stores transitions in one transaction, then mirrors them in jobs_.
   Status apply(std::span<const JobUpdate> updates);
 
