@@ -62,7 +62,7 @@ Result<Bytes> parse_bytes(std::string_view text) {
   for (const Unit& u : kUnits) {
     if (u.name != unit) continue;
     auto count = detail::scale_decimal(*number, u.multiplier);
-    if (!count) return fail("too large (the largest size is 16 EiB)");
+    if (!count) return fail("too large (a size is below 16384P: 2^64 bytes)");
     return Bytes(*count);
   }
   return fail(

@@ -137,14 +137,15 @@ TEST(Submit, EveryNumericOptionAtItsLimitsIsRefusedNamingIt) {
       {{"-N", ""}, "--nodes: expected a value, not \"\""},
       {{"--mem-per-task", "-1"}, "--mem-per-task: invalid size \"-1\": a size cannot be negative"},
       {{"--mem-per-task", "18446744073709551616"},
-       "--mem-per-task: invalid size \"18446744073709551616\": too large (the largest size is 16 "
-       "EiB)"},
+       "--mem-per-task: invalid size \"18446744073709551616\": too large (a size is below "
+       "16384P: 2^64 bytes)"},
       {{"--mem-per-task", "17E"},
        "--mem-per-task: invalid size \"17E\": unknown unit \"E\" (K, M, G, T, P or KiB, MiB, ... "
        "are powers of 1024; KB, MB, GB, TB, PB are powers of 1000)"},
       {{"--mem-per-task", ""}, "--mem-per-task: expected a value, not \"\""},
       {{"--bb", "99999999999999999999999"},
-       "--bb: invalid size \"99999999999999999999999\": too large (the largest size is 16 EiB)"},
+       "--bb: invalid size \"99999999999999999999999\": too large (a size is below 16384P: 2^64 "
+       "bytes)"},
       {{"--bb", ""}, "--bb: expected a value, not \"\""},
       {{"-t", "-1"}, "--time: invalid duration \"-1\": a duration cannot be negative"},
       {{"-t", "400-00:00:00"}, "--time \"400-00:00:00\": at most 365-00:00:00"},

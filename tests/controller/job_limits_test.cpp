@@ -73,8 +73,10 @@ const Case kCases[] = {
      // The node count once wrapped to 0, and the job was accepted.
      "4294967295 tasks per node of 1 cores fit on 0 of the cluster's nodes, and 1 are asked for "
      "(a node holds at most 8)"},
-    {"priority at its extremes",
+    {"priority at its lowest",
      [](v1::JobSpec& s) { s.set_priority(std::numeric_limits<std::int32_t>::min()); }, nullptr},
+    {"priority at its highest",
+     [](v1::JobSpec& s) { s.set_priority(std::numeric_limits<std::int32_t>::max()); }, nullptr},
     {"dependency on job 0", [](v1::JobSpec& s) { s.add_dependencies()->set_job(0); },
      "--dependency names job 0, which cannot exist"},
 };
