@@ -32,6 +32,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "launch_channel.hpp"
 #include "loom/controller/core.hpp"
 #include "loom/hwtopo/json.hpp"
 #include "loom/hwtopo/load.hpp"
@@ -43,22 +44,6 @@ using namespace loom::controller;
 using Steady = std::chrono::steady_clock;
 
 constexpr const char* kNodeTopology = "pack:2 numa:2 core:16 pu:1";
-
-class FakeClock final : public Clock {
- public:
-  sched::Time wall() const override { return sched::Time(std::chrono::seconds(1'000'000)); }
-  Clock::Steady steady() const override { return {}; }
-};
-
-// An agent's stream: the launches it was sent, to answer.
-class Channel final : public AgentChannel {
- public:
-  void send(const v1::ToAgent& message) override {
-    if (message.has_launch()) launched.push_back(message.launch().job());
-  }
-  void drop() override {}
-  std::vector<std::uint64_t> launched;
-};
 
 struct Run {
   std::string store;
@@ -92,21 +77,21 @@ Result<Run> run(const std::string& label, const std::filesystem::path& dir, std:
   out.batch = batch;
   sched::Cluster cluster;
   Config config;
-  const FakeClock clock;
+  const ManualClock clock{sched::Time(std::chrono::seconds(1'000'000))};
   auto store = LOOM_TRY(open_sqlite_store(dir));
   auto manager = LOOM_TRY(JobManager::open(std::move(store), cluster, {}));
   Core core(cluster, config, clock, std::move(manager));
 
   const std::string topology =
       hwtopo::to_json(hwtopo::load_synthetic(kNodeTopology).value()).dump();
-  std::vector<std::shared_ptr<Channel>> channels;
+  std::vector<std::shared_ptr<bench::LaunchChannel>> channels;
   std::vector<NodeId> ids;
   auto t0 = Steady::now();
   LOOM_TRY(batched(core, nodes, batch, [&](std::size_t i) -> Status {
     v1::RegisterRequest hello;
     hello.set_name("node" + std::to_string(i));
     hello.set_topology_json(topology);
-    channels.push_back(std::make_shared<Channel>());
+    channels.push_back(std::make_shared<bench::LaunchChannel>());
     ids.push_back(LOOM_TRY(core.agent_joined(hello, channels.back())));
     return {};
   }));

@@ -31,6 +31,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "launch_channel.hpp"
 #include "loom/controller/core.hpp"
 #include "loom/hwtopo/json.hpp"
 #include "loom/hwtopo/load.hpp"
@@ -43,33 +44,12 @@ using namespace loom;
 using namespace loom::controller;
 using Steady = std::chrono::steady_clock;
 
+const sched::Time kStart{std::chrono::seconds(2'000'000'000)};
+
 struct Options {
   std::size_t jobs = 100000, nodes = 100, round = 1000;
   std::chrono::seconds step{10}, min_job_age{300};
   std::filesystem::path dir = "/var/tmp";
-};
-
-class SteppingClock final : public Clock {
- public:
-  sched::Time wall() const override { return wall_; }
-  Steady steady() const override { return steady_; }
-  void advance(std::chrono::seconds by) {
-    wall_ += by;
-    steady_ += by;
-  }
-
- private:
-  sched::Time wall_{std::chrono::seconds(2'000'000'000)};
-  Steady steady_{};
-};
-
-class Channel final : public AgentChannel {
- public:
-  void send(const v1::ToAgent& message) override {
-    if (message.has_launch()) launched.push_back(message.launch().job());
-  }
-  void drop() override {}
-  std::vector<std::uint64_t> launched;
 };
 
 // This process's resident set now and at its peak, in MiB (/proc/self/status).
@@ -93,19 +73,19 @@ Result<nlohmann::json> run_jobs(const Options& o, const std::filesystem::path& d
   sched::Cluster cluster;
   Config config;
   config.controller.min_job_age = min_job_age;
-  SteppingClock clock;
+  ManualClock clock(kStart);
   Core core(cluster, config, clock,
             LOOM_TRY(JobManager::open(LOOM_TRY(open_sqlite_store(dir)), cluster, {})));
   const std::string topology =
       hwtopo::to_json(hwtopo::load_synthetic("pack:2 numa:2 core:16 pu:1").value()).dump();
-  std::vector<std::shared_ptr<Channel>> channels;
+  std::vector<std::shared_ptr<bench::LaunchChannel>> channels;
   std::vector<NodeId> ids;
   LOOM_TRY(core.begin());
   for (std::size_t i = 0; i < o.nodes; ++i) {
     v1::RegisterRequest hello;
     hello.set_name("node" + std::to_string(i));
     hello.set_topology_json(topology);
-    channels.push_back(std::make_shared<Channel>());
+    channels.push_back(std::make_shared<bench::LaunchChannel>());
     ids.push_back(LOOM_TRY(core.agent_joined(hello, channels.back())));
   }
   LOOM_TRY(core.commit());
@@ -166,7 +146,7 @@ Result<nlohmann::json> restart(const std::filesystem::path& dir, std::int64_t wa
   sched::Cluster cluster;
   Config config;
   config.controller.min_job_age = min_job_age;
-  SteppingClock clock;
+  const ManualClock clock{sched::Time(std::chrono::seconds(wall_end))};
   auto manager = LOOM_TRY(JobManager::open(LOOM_TRY(open_sqlite_store(dir)), cluster, {}, {},
                                            wall_end - min_job_age.count()));
   Core core(cluster, config, clock, std::move(manager));

@@ -17,20 +17,6 @@ namespace {
 
 using std::chrono::seconds;
 
-class FakeClock final : public Clock {
- public:
-  sched::Time wall() const override { return wall_; }
-  Steady steady() const override { return steady_; }
-  void advance(std::chrono::seconds by) {
-    wall_ += by;
-    steady_ += by;
-  }
-
- private:
-  sched::Time wall_{seconds(1'000'000)};
-  Steady steady_{};
-};
-
 // What the core sent one agent, and whether it dropped the stream.
 class FakeChannel final : public AgentChannel {
  public:
@@ -143,7 +129,7 @@ class CoreTest : public ::testing::Test {
 
   std::filesystem::path dir_ = loom::testing::temp_path("core-state");
   Config config_;
-  FakeClock clock_;
+  ManualClock clock_{sched::Time(seconds(1'000'000))};
   sched::Cluster cluster_;
   std::unique_ptr<Core> core_;
   NodeId node_;

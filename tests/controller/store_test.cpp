@@ -108,9 +108,9 @@ TEST_F(StoreTest, JobsEndedBeforeATimeAreLeftOutOfALoadAndStillFoundOneByOne) {
   recent.end_time = 2000;
   ASSERT_TRUE(store->update_jobs(std::vector<JobUpdate>{old, recent}));
   const std::vector<JobRow> rows = store->load_jobs(2000).value();
-  std::vector<JobId> loaded;
-  for (const JobRow& row : rows) loaded.push_back(row.id);
-  EXPECT_EQ(loaded, (std::vector<JobId>{ids[1], ids[2]}));
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].id, ids[1]);
+  EXPECT_EQ(rows[1].id, ids[2]);
   EXPECT_EQ(store->load_jobs(0).value().size(), 3u);
   const std::optional<JobRow> found = store->load_job(ids[0]).value();
   ASSERT_TRUE(found);

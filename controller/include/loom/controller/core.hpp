@@ -42,6 +42,22 @@ class SystemClock final : public Clock {
   Steady steady() const override;
 };
 
+// A clock its owner moves: the core on simulated time, in its tests and benchmarks.
+class ManualClock final : public Clock {
+ public:
+  explicit ManualClock(sched::Time wall) : wall_(wall) {}
+  sched::Time wall() const override { return wall_; }
+  Steady steady() const override { return steady_; }
+  void advance(std::chrono::seconds by) {
+    wall_ += by;
+    steady_ += by;
+  }
+
+ private:
+  sched::Time wall_;
+  Steady steady_{};
+};
+
 // One agent's stream as the core sees it. send() only queues (the daemon's AgentStream has
 // a writer thread of its own); drop() ends the stream, after which the agent's leaving
 // comes as an event.
