@@ -361,7 +361,9 @@ const std::array kKeys = {
     KeySpec{
         {"fabric.interface", "string", "",
          "The fabric interface (libfabric's domain: a NIC such as \"mlx5_0\" or \"eth0\") "
-         "whose address the data plane binds. Empty: the provider's first that is not loopback. "
+         "whose address the data plane binds. Empty: the provider's first that is not loopback, an "
+         "IPv4 address before an IPv6 one, and a link-local IPv6 address (a veth's, a bridge's) "
+         "only when nothing else is offered. "
          "Set it inside network namespaces, where loopback publishes an address no peer reaches."},
         [](Config& config, const toml::node& value) -> Status {
           config.fabric.interface = LOOM_TRY(as_string(value));

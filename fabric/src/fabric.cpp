@@ -1,6 +1,7 @@
 #include "loom/fabric/fabric.hpp"
 
 #include <fmt/format.h>
+#include <netinet/in.h>
 #include <rdma/fi_cm.h>
 #include <rdma/fi_errno.h>
 #include <sys/random.h>
@@ -171,6 +172,29 @@ Result<std::vector<Offer>> list_offers() {
   return offers;
 }
 
+const fi_info* pick_offer(const fi_info* head, std::string_view interface) {
+  auto rank = [](const fi_info* info) {
+    int r = 0;
+    if (is_loopback(info)) r += 4;
+    if (info->addr_format == FI_SOCKADDR_IN6 && info->src_addr != nullptr &&
+        info->src_addrlen >= sizeof(sockaddr_in6)) {
+      r += 1;
+      if (IN6_IS_ADDR_LINKLOCAL(&static_cast<const sockaddr_in6*>(info->src_addr)->sin6_addr))
+        r += 2;
+    }
+    return r;
+  };
+  const fi_info* chosen = nullptr;
+  for (const fi_info* info = head; info != nullptr; info = info->next) {
+    // Layered providers (ofi_rxm) do not filter on the domain hint: filter here.
+    if (!interface.empty() &&
+        (info->domain_attr->name == nullptr || interface != info->domain_attr->name))
+      continue;
+    if (chosen == nullptr || rank(info) < rank(chosen)) chosen = info;
+  }
+  return chosen;
+}
+
 Result<Info> Info::choose(const Options& options) {
   std::vector<std::string> providers;
   if (!options.provider.empty()) {
@@ -183,18 +207,7 @@ Result<Info> Info::choose(const Options& options) {
   for (const std::string& provider : providers) {
     InfoList list;
     const fi_info* head = LOOM_TRY(query(provider, options.interface, list));
-    const fi_info* chosen = nullptr;
-    for (const fi_info* info = head; info != nullptr; info = info->next) {
-      // Layered providers (ofi_rxm) do not filter on the domain hint: filter here.
-      if (!options.interface.empty()) {
-        if (info->domain_attr->name != nullptr && options.interface == info->domain_attr->name) {
-          chosen = info;
-          break;
-        }
-        continue;
-      }
-      if (chosen == nullptr || (is_loopback(chosen) && !is_loopback(info))) chosen = info;
-    }
+    const fi_info* chosen = pick_offer(head, options.interface);
     if (chosen == nullptr) continue;
     fi_info* copy = fi_dupinfo(chosen);
     if (copy == nullptr)

@@ -16,6 +16,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "loom/common/error.hpp"
@@ -45,6 +46,13 @@ std::span<const std::string_view> fallback_order();
 
 // Every RDM endpoint with RMA this machine offers.
 Result<std::vector<Offer>> list_offers();
+
+// Of a provider's offers (a list), the one to use: on `interface` when one is named, else
+// the first that is not loopback. On the same terms an IPv4 address goes before an IPv6
+// one, and a link-local IPv6 address (fe80::/10: it needs a scope and reaches no other
+// host; a veth or a bridge has nothing else) after any other. Null when none is on
+// `interface`.
+const fi_info* pick_offer(const fi_info* head, std::string_view interface);
 
 // An fi_info chosen for options; owns it.
 class Info {
