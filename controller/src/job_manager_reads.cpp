@@ -10,17 +10,27 @@
 
 namespace loom::controller {
 
+namespace {
+
+// The id of job `id`, or of element `index` of the array `id`: elements are consecutive
+// from the array's id (see Store::insert_jobs). Nullopt for an index no array has.
+std::optional<JobId> element_id(JobId id, std::optional<std::uint32_t> index) {
+  if (!index) return id;
+  if (*index == 0 || id.value() > std::numeric_limits<JobId::rep>::max() - *index + 1)
+    return std::nullopt;
+  return JobId(id.value() + *index - 1);
+}
+
+}  // namespace
+
 const JobRow* JobManager::visible(const Caller& caller, JobId id,
                                   std::optional<std::uint32_t> index) const {
-  auto it = jobs_.find(id);
-  if (index) {
-    // Elements are consecutive from the array's id (see Store::insert_jobs).
-    it = it == jobs_.end() || it->second.array_job != id
-             ? jobs_.end()
-             : jobs_.find(JobId(id.value() + *index - 1));
-    if (it != jobs_.end() && (it->second.array_job != id || it->second.array_index != *index))
-      it = jobs_.end();
-  }
+  const std::optional<JobId> wanted = element_id(id, index);
+  auto it = wanted ? jobs_.find(*wanted) : jobs_.end();
+  // The array's other elements (its first, whose id it has) may have left memory already.
+  if (it != jobs_.end() && index &&
+      (it->second.array_job != id || it->second.array_index != *index))
+    it = jobs_.end();
   if (it == jobs_.end() || (!caller.admin && it->second.uid != caller.uid)) return nullptr;
   return &it->second;
 }
@@ -38,11 +48,9 @@ std::vector<JobRow> JobManager::list(const Caller& caller, bool include_ended, J
 
 Result<std::optional<JobRow>> JobManager::stored(const Caller& caller, JobId id,
                                                  std::optional<std::uint32_t> index) const {
-  if (index && (*index == 0 || id.value() > std::numeric_limits<JobId::rep>::max() - *index))
-    return std::nullopt;
-  // Elements are consecutive from the array's id (see Store::insert_jobs).
-  std::optional<JobRow> row =
-      LOOM_TRY(store_->load_job(index ? JobId(id.value() + *index - 1) : id));
+  const std::optional<JobId> wanted = element_id(id, index);
+  if (!wanted) return std::nullopt;
+  std::optional<JobRow> row = LOOM_TRY(store_->load_job(*wanted));
   if (!row || (index && (row->array_job != id || row->array_index != *index)) ||
       (!caller.admin && row->uid != caller.uid)) {
     return std::nullopt;

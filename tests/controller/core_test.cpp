@@ -352,8 +352,9 @@ TEST_F(CoreTest, AnEndedJobLeavesMemoryAfterMinJobAgeAndIsStillFoundInTheStore) 
   expect_found();
 }
 
-// An array whose first element has left memory is still cancelled whole by its id.
-TEST_F(CoreTest, AnArrayWhoseFirstElementLeftMemoryIsStillCancelledWhole) {
+// An array whose first element has left memory: its elements are still found and cancelled
+// by index, and the whole array by its id.
+TEST_F(CoreTest, AnArrayWhoseFirstElementLeftMemoryIsStillCancelledByElementAndWhole) {
   auto agent = join();
   v1::SubmitRequest request;
   request.set_array_size(3);
@@ -370,12 +371,23 @@ TEST_F(CoreTest, AnArrayWhoseFirstElementLeftMemoryIsStillCancelledWhole) {
   report({});
   tick();
   ASSERT_TRUE(core_->jobs().show(kAlice, ids[0]));
+  auto kills = [&] {
+    std::vector<std::uint64_t> killed;
+    for (const v1::ToAgent& sent : agent->take()) {
+      if (sent.has_kill()) killed.push_back(sent.kill().job());
+    }
+    return killed;
+  };
+  // An element named by its index is found though the array's first element left memory.
+  const Result<JobRow> third = core_->jobs().show(kAlice, ids[0], 3);
+  ASSERT_TRUE(third) << third.error().to_string();
+  EXPECT_EQ(third->id, ids[2]);
+  EXPECT_EQ(third->state, v1::RUNNING);
+  const Status second = core_->cancel(kAlice, ids[0], 2);
+  ASSERT_TRUE(second) << second.error().to_string();
+  EXPECT_EQ(kills(), std::vector<std::uint64_t>{ids[1].value()});
   ASSERT_TRUE(core_->cancel(kAlice, ids[0], std::nullopt));
-  std::vector<std::uint64_t> killed;
-  for (const v1::ToAgent& sent : agent->take()) {
-    if (sent.has_kill()) killed.push_back(sent.kill().job());
-  }
-  EXPECT_EQ(killed, (std::vector<std::uint64_t>{ids[1].value(), ids[2].value()}));
+  EXPECT_EQ(kills(), (std::vector<std::uint64_t>{ids[1].value(), ids[2].value()}));
   const Status again = core_->cancel(kAlice, ids[0], 1);
   ASSERT_FALSE(again);
   EXPECT_EQ(again.error().message(),
