@@ -182,7 +182,10 @@ std::vector<Command> add_job_commands(CLI::App& app) {
            if (grpc::Status s = client.stub->List(&call, request, &page); !s.ok())
              return std::unexpected(client.error(s));
            for (v1::JobInfo& j : *page.mutable_jobs()) *reply.add_jobs() = std::move(j);
-           if (page.next_after() == 0) break;
+           if (page.next_after() == 0) {
+             warn_read_only(page.read_only());
+             break;
+           }
            after = page.next_after();
          }
          if (*queue_json) {
@@ -225,6 +228,7 @@ std::vector<Command> add_job_commands(CLI::App& app) {
          grpc::ClientContext call;
          if (grpc::Status s = client.stub->Show(&call, request, &reply); !s.ok())
            return std::unexpected(client.error(s));
+         warn_read_only(reply.read_only());
          const nlohmann::json j = job_json(reply);
          if (*show_json) {
            std::cout << j.dump(2) << '\n';

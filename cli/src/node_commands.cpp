@@ -87,6 +87,7 @@ std::vector<Command> add_node_commands(CLI::App& app) {
          grpc::ClientContext call;
          if (grpc::Status s = client.stub->Nodes(&call, request, &reply); !s.ok())
            return std::unexpected(client.error(s));
+         warn_read_only(reply.read_only());
          if (*nodes_json) {
            nlohmann::json list = nlohmann::json::array();
            for (const v1::NodeInfo& n : reply.nodes()) list.push_back(node_json(n));

@@ -4,10 +4,12 @@
 #include <sys/stat.h>
 
 #include <charconv>
+#include <cstdio>
 #include <cstdlib>
 
 #include "loom/common/duration.hpp"
 #include "loom/common/munge.hpp"
+#include "loom/common/printable.hpp"
 #include "loom/proto/status.hpp"
 
 namespace loom::client {
@@ -59,6 +61,13 @@ Result<JobRef> parse_job_ref(const std::string& text) {
   if (ec2 != std::errc() || tail != end || index == 0) return bad();
   ref.index = index;
   return ref;
+}
+
+void warn_read_only(const std::string& read_only) {
+  if (read_only.empty()) return;
+  // The reason carries the store's error, which may name a path: printed as text.
+  (void)std::fprintf(stderr, "loom: warning: %s; it refuses changes until it can\n",
+                     printable(read_only).c_str());
 }
 
 std::string job_ref(const v1::JobInfo& job) {

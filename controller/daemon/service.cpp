@@ -183,6 +183,7 @@ grpc::Status Service::List(grpc::ServerContext*, const v1::ListRequest* request,
                                ? kMostPerPage
                                : std::min<std::size_t>(request->page_size(), kMostPerPage);
   std::vector<JobRow> rows = inbox_.call([&](Core& core) {
+    reply->set_read_only(core.read_only().value_or(""));
     return core.jobs().list(*who, request->include_ended(), JobId(request->after()), page + 1);
   });
   if (rows.size() > page) {
@@ -197,11 +198,14 @@ grpc::Status Service::Show(grpc::ServerContext*, const v1::JobRequest* request,
                            v1::JobInfo* reply) {
   auto who = caller(request->caller());
   if (!who) return to_grpc(who.error());
+  std::string read_only;
   auto row = inbox_.call([&](Core& core) {
+    read_only = core.read_only().value_or("");
     return core.jobs().show(*who, JobId(request->job()), index_of(*request));
   });
   if (!row) return to_grpc(row.error());
   *reply = info(*row);
+  reply->set_read_only(std::move(read_only));
   return grpc::Status::OK;
 }
 
@@ -232,8 +236,8 @@ grpc::Status Service::Nodes(grpc::ServerContext*, const v1::NodesRequest* reques
 grpc::Status Service::Drain(grpc::ServerContext*, const v1::NodeRequest* request, v1::NodeReply*) {
   auto who = caller(request->caller());
   if (!who) return to_grpc(who.error());
-  auto status = inbox_.call(
-      [&](Core& core) { return core.jobs().drain(*who, request->node(), request->reason()); });
+  auto status =
+      inbox_.call([&](Core& core) { return core.drain(*who, request->node(), request->reason()); });
   if (!status) return to_grpc(status.error());
   spdlog::info("node {} drained by {}: {}", request->node(), who->user, request->reason());
   return grpc::Status::OK;

@@ -2,6 +2,7 @@
 // recovery core_recovery.cpp's.
 #include "loom/controller/core.hpp"
 
+#include <fmt/chrono.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
@@ -45,6 +46,7 @@ Core::Core(sched::Cluster& cluster, const Config& config, const Clock& clock,
       window_(config.controller.heartbeat_window()),
       requeue_after_(config.controller.requeue_after),
       started_(clock.steady()) {
+  probe_store();
   if (!manager_->unknown().empty()) {
     spdlog::info("{} job(s) were running: waiting up to {} s for their agents to re-register",
                  manager_->unknown().size(), requeue_after_.count());
@@ -54,19 +56,27 @@ Core::Core(sched::Cluster& cluster, const Config& config, const Clock& clock,
 // ---- The CLI ----
 
 Result<std::vector<JobId>> Core::submit(const Caller& who, const v1::SubmitRequest& request) {
+  LOOM_TRY(writable());
   auto ids = LOOM_TRY(manager_->submit(who, request.spec(), request.array_size(), clock_.wall()));
   wants_pass_ = true;
   return ids;
 }
 
 Status Core::cancel(const Caller& who, JobId id, std::optional<std::uint32_t> index) {
+  LOOM_TRY(writable());
   std::vector<JobId> kill;
   LOOM_TRY(manager_->cancel(who, id, index, clock_.wall(), kill));
   for (JobId k : kill) send_kill(k, config_.controller.kill_grace);
   return {};
 }
 
+Status Core::drain(const Caller& who, const std::string& node, const std::string& reason) {
+  LOOM_TRY(writable());
+  return manager_->drain(who, node, reason);
+}
+
 Status Core::resume(const Caller& who, const std::string& node) {
+  LOOM_TRY(writable());
   LOOM_TRY(manager_->resume(who, node));
   wants_pass_ = true;
   return {};
@@ -74,6 +84,7 @@ Status Core::resume(const Caller& who, const std::string& node) {
 
 v1::NodesReply Core::nodes() const {
   v1::NodesReply reply;
+  reply.set_read_only(read_only_.value_or(""));
   for (std::size_t i = 0; i < cluster_.size(); ++i) {
     const NodeId node(static_cast<NodeId::rep>(i));
     v1::NodeInfo* n = reply.add_nodes();
@@ -143,6 +154,7 @@ void Core::send_buffer(const BufferRow& row, bool destroy) {
 }
 
 Result<BufferRow> Core::create_buffer(const Caller& who, const v1::BufferRequest& request) {
+  LOOM_TRY(writable());
   BufferRow row = LOOM_TRY(manager_->create_buffer(who, request.name(), request.bytes(),
                                                    request.node(), who.gid, clock_.wall()));
   buffers_made_.erase(row.name);
@@ -166,6 +178,7 @@ void Core::drop_buffer(const Caller& who, const std::string& name) {
 }
 
 Result<BufferRow> Core::destroy_buffer(const Caller& who, const std::string& name) {
+  LOOM_TRY(writable());
   BufferRow row = LOOM_TRY(manager_->destroy_buffer(who, name, clock_.wall()));
   // A node that is down removes it when it registers again (see reconcile).
   send_buffer(row, true);
@@ -255,6 +268,30 @@ void Core::abandon_daemon(JobId id, NodeId node) {
   send(node, kill);
 }
 
+// ---- The state's disk ----
+
+Status Core::writable() const {
+  if (!read_only_) return {};
+  return make_error(ErrorCode::kUnavailable,
+                    fmt::format("{}: no change is taken until it can", *read_only_));
+}
+
+void Core::probe_store() {
+  const Status probed = manager_->probe_store();
+  if (probed && read_only_) {
+    spdlog::warn("the state can be written again: taking changes, and agents in full");
+    read_only_.reset();
+    started_ = clock_.steady();  // agents were not reconciled until now
+    // Each registers again, reporting what it runs and what ended meanwhile.
+    for (const auto& [node, agent] : agents_) agent.channel->drop();
+    wants_pass_ = true;
+  } else if (!probed && !read_only_) {
+    read_only_ = fmt::format("the controller cannot write its state since {:%FT%TZ}: {}",
+                             clock_.wall(), probed.error().to_string());
+    spdlog::critical("{}; serving reads only, and trying again every second", *read_only_);
+  }
+}
+
 // ---- Time ----
 
 bool Core::holds_passes() const {
@@ -267,11 +304,17 @@ bool Core::holds_passes() const {
 
 std::chrono::milliseconds Core::tick_interval() const {
   // While jobs are unknown, nodes are checked often: each found job lets scheduling resume.
-  return manager_->unknown().empty() ? std::chrono::seconds(1) : std::chrono::milliseconds(200);
+  // Read-only, a probe a second.
+  return manager_->unknown().empty() || read_only_ ? std::chrono::seconds(1)
+                                                   : std::chrono::milliseconds(200);
 }
 
 Status Core::tick() {
   wants_pass_ = false;
+  if (read_only_) {
+    probe_store();
+    if (read_only_) return {};
+  }
   check_nodes();
   manager_->forget_ended(clock_.wall() - config_.controller.min_job_age);
   // While a job that was running may be found again on nodes that are up, nothing new

@@ -13,6 +13,7 @@ namespace loom::controller {
 
 Result<NodeId> Core::agent_joined(const v1::RegisterRequest& hello,
                                   std::shared_ptr<AgentChannel> channel) {
+  if (read_only_) return joined_read_only(hello, std::move(channel));
   const std::string& name = hello.name();
   if (storage_.contains(name)) {
     return make_error(ErrorCode::kFailedPrecondition,
@@ -47,6 +48,22 @@ Result<NodeId> Core::agent_joined(const v1::RegisterRequest& hello,
   return node;
 }
 
+Result<NodeId> Core::joined_read_only(const v1::RegisterRequest& hello,
+                                      std::shared_ptr<AgentChannel> channel) {
+  const std::optional<NodeId> node = cluster_.find(hello.name());
+  // A node the state does not hold yet would have to be stored.
+  if (!node) return std::unexpected(writable().error());
+  if (auto existing = agents_.find(*node); existing != agents_.end())
+    existing->second.channel->drop();
+  agents_[*node] = Agent{std::move(channel), clock_.steady()};
+  v1::ToAgent registered;
+  registered.mutable_registered();
+  send(*node, registered);
+  spdlog::info("agent {} connected while the state cannot be written: heard, not reconciled",
+               hello.name());
+  return *node;
+}
+
 void Core::agent_message(NodeId node, const v1::FromAgent& message) {
   auto agent = agents_.find(node);
   if (agent == agents_.end()) return;  // a stream already replaced or dropped
@@ -56,6 +73,9 @@ void Core::agent_message(NodeId node, const v1::FromAgent& message) {
     answer.mutable_heartbeat();
     send(node, answer);
   }
+  // Read-only: nothing it reports could be stored, so none of it is taken (an end taken
+  // would be told Forget); it reports it all again when it registers in full.
+  if (read_only_) return;
   if (message.has_started()) node_started(node, message.started());
   if (message.has_ended()) node_ended(node, message.ended());
   if (message.has_buffer()) {

@@ -6,13 +6,29 @@
 
 namespace loom::controller::detail {
 
+namespace {
+
+// SQLite's failures as Loom's codes. None is a refusal (kNotFound, kAlreadyExists): the
+// store makes those itself, from what it asked.
+ErrorCode kind_of(int code) {
+  switch (code & 0xff) {  // the primary code of an extended one
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return ErrorCode::kUnavailable;
+    case SQLITE_FULL:
+      return ErrorCode::kResourceExhausted;
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      return ErrorCode::kDataLoss;
+    default:
+      return ErrorCode::kInternal;
+  }
+}
+
+}  // namespace
+
 Error Database::error(std::string_view what) const {
-  const int code = sqlite3_errcode(db_);
-  const ErrorCode kind = code == SQLITE_BUSY || code == SQLITE_LOCKED ? ErrorCode::kUnavailable
-                         : code == SQLITE_FULL ? ErrorCode::kResourceExhausted
-                         : code == SQLITE_CORRUPT || code == SQLITE_NOTADB ? ErrorCode::kDataLoss
-                                                                           : ErrorCode::kInternal;
-  return {kind, fmt::format("{}: {}", what, sqlite3_errmsg(db_))};
+  return {kind_of(sqlite3_errcode(db_)), fmt::format("{}: {}", what, sqlite3_errmsg(db_))};
 }
 
 Result<Database> Database::open(const std::string& path) {
@@ -64,8 +80,7 @@ Status Database::run(std::string_view sql) {
 Result<int> Statement::step() {
   const int rc = sqlite3_step(stmt_);
   if (rc == SQLITE_ROW || rc == SQLITE_DONE) return rc;
-  return make_error(ErrorCode::kInternal,
-                    fmt::format("{}: {}", sqlite3_sql(stmt_), sqlite3_errmsg(db_)));
+  return make_error(kind_of(rc), fmt::format("{}: {}", sqlite3_sql(stmt_), sqlite3_errmsg(db_)));
 }
 
 Status Statement::reset() {

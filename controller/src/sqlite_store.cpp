@@ -1,8 +1,13 @@
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <array>
+#include <cerrno>
 
+#include "loom/common/errno_text.hpp"
+#include "loom/common/unique_fd.hpp"
 #include "loom/controller/store.hpp"
 #include "sqlite.hpp"
 #include "stored_placement.hpp"
@@ -75,7 +80,7 @@ constexpr std::array<std::string_view, 6> kMigrations = {
 
 class SqliteStore final : public Store {
  public:
-  explicit SqliteStore(Database db) : db_(std::move(db)) {}
+  SqliteStore(std::filesystem::path dir, Database db) : dir_(std::move(dir)), db_(std::move(db)) {}
 
   Status migrate() {
     // Durability: WAL with a full fsync at every commit, as the controller acknowledges
@@ -321,7 +326,52 @@ class SqliteStore final : public Store {
     return LOOM_TRY(job_from(select.get()));
   }
 
+  Status probe() override {
+    // A new block in the state's directory, as a batch's commit needs (the WAL grows), and a
+    // write of the database itself (read-only, corrupt, held by another process).
+    LOOM_TRY(probe_directory());
+    Statement* write =
+        LOOM_TRY(db_.cached("INSERT INTO meta(key, value) VALUES('probed', unixepoch()) "
+                            "ON CONFLICT(key) DO UPDATE SET value = excluded.value"));
+    Result<bool> done = transaction([&]() -> Result<bool> {
+      LOOM_TRY(write->step());
+      return true;
+    });
+    if (!done) return std::unexpected(std::move(done).error().with_context("writing state.db"));
+    return {};
+  }
+
  private:
+  // A batch's WAL frames, about: what a probe writes to the directory.
+  static constexpr std::size_t kProbeBytes = 64 * 1024;
+
+  Status probe_directory() const {
+    const std::filesystem::path path = dir_ / "probe";
+    const auto failed = [&path](std::string_view what, int e) {
+      return Error(e == ENOSPC ? ErrorCode::kResourceExhausted : ErrorCode::kInternal,
+                   fmt::format("{} {}: {}", what, path.string(), errno_text(e)));
+    };
+    Status wrote;
+    if (UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)); !fd) {
+      wrote = std::unexpected(failed("creating", errno));
+    } else {
+      const std::string zeros(kProbeBytes, '\0');
+      std::size_t done = 0;
+      while (wrote && done < zeros.size()) {
+        const ssize_t n = ::write(fd.get(), zeros.data() + done, zeros.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+          wrote = std::unexpected(failed("writing", errno));
+        } else {
+          done += static_cast<std::size_t>(n);
+        }
+      }
+      if (wrote && ::fdatasync(fd.get()) != 0) wrote = std::unexpected(failed("fdatasync", errno));
+    }
+    ::unlink(path.c_str());
+    return wrote;
+  }
+
   static constexpr const char* kSelectJob =
       "SELECT id, user, uid, state, reason, exit_code, signal, submit_time, start_time, end_time, "
       "spec, placement, array_job, array_index, staging, usage, reason_code FROM jobs";
@@ -391,6 +441,10 @@ class SqliteStore final : public Store {
   Status end_batch() override {
     LOOM_CHECK(batch_, "end_batch() outside a batch");
     batch_ = false;
+    if (std::optional<Error> failed = std::exchange(batch_failed_, std::nullopt)) {
+      (void)db_.run("ROLLBACK");
+      return std::unexpected(std::move(*failed).with_context("storing a batch"));
+    }
     // A failure SQLite answers by rolling the whole transaction back (a full disk, an I/O
     // error) leaves no transaction to commit: COMMIT fails, and the batch is said lost.
     if (Status committed = db_.run("COMMIT"); !committed) {
@@ -401,14 +455,28 @@ class SqliteStore final : public Store {
   }
 
   // Runs body as one transaction, rolled back on any error: BEGIN IMMEDIATE ... COMMIT, or
-  // inside a batch a savepoint of it.
+  // inside a batch a savepoint of it. There, a refusal (kNotFound, kAlreadyExists) takes
+  // back only its write; any other error is SQLite's (the disk, the file) and fails the
+  // whole batch at end_batch(), since its caller may already have acted on what it took as
+  // refused.
   template <typename Body>
   auto transaction(Body body) -> decltype(body()) {
     if (batch_) {
-      LOOM_TRY(db_.run("SAVEPOINT write"));
+      // After a failure SQLite may have rolled the batch's transaction back: a write now
+      // would be a transaction of its own, stored apart from the batch.
+      if (batch_failed_) return std::unexpected(*batch_failed_);
+      if (Status saved = db_.run("SAVEPOINT write"); !saved) {
+        if (!batch_failed_) batch_failed_ = saved.error();
+        return std::unexpected(std::move(saved).error());
+      }
       auto result = body();
-      if (!result) (void)db_.run("ROLLBACK TO write");
-      (void)db_.run("RELEASE write");
+      if (!result) {
+        if (!refusal(result.error()) && !batch_failed_) batch_failed_ = result.error();
+        if (Status back = db_.run("ROLLBACK TO write"); !back && !batch_failed_)
+          batch_failed_ = back.error();
+      }
+      if (Status released = db_.run("RELEASE write"); !released && !batch_failed_)
+        batch_failed_ = released.error();
       return result;
     }
     LOOM_TRY(db_.run("BEGIN IMMEDIATE"));
@@ -424,8 +492,14 @@ class SqliteStore final : public Store {
     return result;
   }
 
+  static bool refusal(const Error& error) {
+    return error.code() == ErrorCode::kNotFound || error.code() == ErrorCode::kAlreadyExists;
+  }
+
+  std::filesystem::path dir_;
   Database db_;
   bool batch_ = false;
+  std::optional<Error> batch_failed_;  // the first of SQLite's failures inside the batch
 };
 
 }  // namespace
@@ -442,7 +516,7 @@ Result<std::unique_ptr<Store>> open_sqlite_store(const std::filesystem::path& st
   }
   ::chmod(state_dir.c_str(), 0700);  // job specs and credentials' owners live here
   Database db = LOOM_TRY(Database::open((state_dir / "state.db").string()));
-  auto store = std::make_unique<SqliteStore>(std::move(db));
+  auto store = std::make_unique<SqliteStore>(state_dir, std::move(db));
   LOOM_TRY(
       with_context(store->migrate(), fmt::format("state {}", (state_dir / "state.db").string())));
   return store;

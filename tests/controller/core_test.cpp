@@ -8,6 +8,7 @@
 
 #include <algorithm>
 
+#include "file_size_limit.hpp"
 #include "loom/hwtopo/json.hpp"
 #include "loom/hwtopo/load.hpp"
 #include "temp.hpp"
@@ -392,6 +393,85 @@ TEST_F(CoreTest, AnArrayWhoseFirstElementLeftMemoryIsStillCancelledByElementAndW
   ASSERT_FALSE(again);
   EXPECT_EQ(again.error().message(),
             fmt::format("job {} has already ended (COMPLETED)", ids[0].value()));
+}
+
+// A controller that starts on a state it cannot write (a full disk) answers reads and says
+// why, refuses every change, starts nothing, and hears its agents without taking what they
+// report (an end taken would be told Forget), until a probe succeeds. Then each agent
+// registers again in full, and the jobs found running are given their agents' time again
+// from that moment.
+TEST_F(CoreTest, AStateThatCannotBeWrittenIsReadOnlyUntilItCanBe) {
+  auto agent = join();
+  const JobId was_running = running(*agent);
+  const JobId pending = submit(600, 4);  // more than n0 has free
+  core_.reset();
+  auto store = open_sqlite_store(dir_);
+  ASSERT_TRUE(store);
+  cluster_ = sched::Cluster();
+  auto manager = JobManager::open(std::move(*store), cluster_, {});
+  ASSERT_TRUE(manager);
+  std::shared_ptr<FakeChannel> heard;
+  {
+    const loom::testing::FileSizeLimit full(0);
+    core_ = std::make_unique<Core>(cluster_, config_, clock_, std::move(*manager));
+    ASSERT_TRUE(core_->read_only());
+    EXPECT_NE(core_->read_only()->find("the controller cannot write its state since"),
+              std::string::npos)
+        << *core_->read_only();
+    EXPECT_NE(core_->read_only()->find(dir_.string()), std::string::npos) << "where";
+    EXPECT_EQ(core_->nodes().read_only(), *core_->read_only());
+    EXPECT_EQ(row(pending).state, v1::PENDING) << "reads are answered";
+
+    v1::SubmitRequest request;
+    request.mutable_spec()->set_tasks(1);
+    request.mutable_spec()->add_argv("/bin/true");
+    const auto submitted = core_->submit(kAlice, request);
+    ASSERT_FALSE(submitted);
+    EXPECT_EQ(submitted.error().code(), ErrorCode::kUnavailable);
+    EXPECT_NE(submitted.error().message().find("no change is taken until it can"),
+              std::string::npos)
+        << submitted.error().message();
+    EXPECT_FALSE(core_->cancel(kAlice, pending, std::nullopt));
+    EXPECT_FALSE(core_->drain(kAdmin, "n0", "disk"));
+
+    v1::RegisterRequest hello;
+    hello.set_name("n9");
+    EXPECT_FALSE(core_->agent_joined(hello, std::make_shared<FakeChannel>()))
+        << "a node the state does not hold would be stored";
+    hello.set_name("n0");
+    hello.add_running(was_running.value());
+    heard = std::make_shared<FakeChannel>();
+    auto node = core_->agent_joined(hello, heard);
+    ASSERT_TRUE(node) << node.error().to_string();
+    node_ = *node;
+    EXPECT_TRUE(heard->take().at(0).has_registered());
+    v1::FromAgent beat;
+    beat.mutable_heartbeat();
+    report(beat);
+    EXPECT_TRUE(heard->take().at(0).has_heartbeat()) << "answered: the agent does not fence";
+    ended(was_running, 0);
+    EXPECT_TRUE(heard->take().empty()) << "no Forget: the end could not be stored";
+    EXPECT_EQ(row(was_running).state, v1::RUNNING);
+    clock_.advance(seconds(20));  // past requeue_after
+    tick();
+    EXPECT_EQ(row(was_running).state, v1::RUNNING) << "nothing is given up while read-only";
+    EXPECT_EQ(row(pending).state, v1::PENDING);
+  }
+  tick();
+  EXPECT_FALSE(core_->read_only()) << "the probe passed";
+  EXPECT_TRUE(core_->nodes().read_only().empty());
+  EXPECT_TRUE(heard->dropped) << "to register again in full";
+  core_->agent_left(node_, heard.get());
+  clock_.advance(seconds(6));  // past the heartbeat window, not requeue_after, since then
+  tick();
+  EXPECT_EQ(row(was_running).state, v1::RUNNING) << "its agent has requeue_after from now";
+  v1::RegisterRequest again;
+  v1::JobEnded* e = again.add_ended();
+  e->set_job(was_running.value());
+  e->set_exit_code(0);
+  join({}, again);
+  EXPECT_EQ(row(was_running).state, v1::COMPLETED) << "its end, reported again, is stored";
+  EXPECT_TRUE(core_->cancel(kAlice, pending, std::nullopt)) << "changes are taken";
 }
 
 TEST_F(CoreTest, ABatchSendsNothingUntilItIsStored) {

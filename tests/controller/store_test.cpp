@@ -10,6 +10,7 @@
 #include <csignal>
 #include <set>
 
+#include "file_size_limit.hpp"
 #include "temp.hpp"
 
 namespace loom::controller {
@@ -145,6 +146,47 @@ TEST_F(StoreTest, AWriteThatFailsInsideABatchTakesOnlyItselfBack) {
   ASSERT_EQ(rows.size(), 2u);
   EXPECT_EQ(rows[0].state, v1::PENDING) << "the failed update left a as it was";
   EXPECT_EQ(rows[1].state, v1::RUNNING);
+}
+
+// A write the disk fails inside a batch (here a job too large for SQLite's page cache, its
+// pages spilled to a WAL that cannot grow) fails the whole batch: the writes before it, which
+// its caller may have acted on, are not stored without it.
+TEST_F(StoreTest, AWriteTheDiskFailsInsideABatchFailsTheBatch) {
+  auto store = open();
+  ASSERT_TRUE(store->begin_batch());
+  ASSERT_TRUE(store->insert_jobs(std::vector<NewJob>{job("before")}, false));
+  NewJob large = job("large");
+  large.spec.add_argv(std::string(16 << 20, 'x'));
+  {
+    const loom::testing::FileSizeLimit full(std::filesystem::file_size(dir_ / "state.db-wal"));
+    const auto inserted = store->insert_jobs(std::vector<NewJob>{large}, false);
+    ASSERT_FALSE(inserted) << "the disk is full";
+    EXPECT_NE(inserted.error().code(), ErrorCode::kAlreadyExists);
+  }
+  EXPECT_FALSE(store->insert_jobs(std::vector<NewJob>{job("after")}, false))
+      << "nor is any write after it: SQLite may have rolled the batch back, and it would be "
+         "stored on its own";
+  const Status ended = store->end_batch();
+  ASSERT_FALSE(ended) << "a batch missing a write is not stored";
+  EXPECT_NE(ended.error().to_string().find("storing a batch"), std::string::npos)
+      << ended.error().to_string();
+  store.reset();
+  EXPECT_TRUE(open()->load_jobs(0).value().empty());
+}
+
+// A probe says whether the store can take a write now, and why not.
+TEST_F(StoreTest, AProbeFailsWhileTheDiskIsFullAndPassesOnceItIsNot) {
+  auto store = open();
+  ASSERT_TRUE(store->probe()) << "room to write";
+  {
+    const loom::testing::FileSizeLimit full(0);
+    const Status probed = store->probe();
+    ASSERT_FALSE(probed);
+    EXPECT_NE(probed.error().to_string().find(dir_.string()), std::string::npos)
+        << probed.error().to_string();
+  }
+  EXPECT_TRUE(store->probe());
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "probe")) << "the probe leaves nothing behind";
 }
 
 TEST_F(StoreTest, ABatchNotEndedWhenTheControllerDiesIsNotStored) {

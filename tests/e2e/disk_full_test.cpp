@@ -1,7 +1,9 @@
 // The controller's state directory fills up while a job runs: the job's end cannot be
 // stored, so loomctld stops with status 1 (loom up restarts it, as systemd's
 // Restart=on-failure does), and the job's agent keeps the end until a controller has
-// stored it. Once there is room again the job ends as it ended, having run once.
+// stored it. Restarted on the full disk, the controller answers reads, says the state cannot
+// be written, and refuses changes. Once there is room again the job ends as it ended,
+// having run once.
 #include <sys/mount.h>
 #include <sys/statvfs.h>
 
@@ -60,6 +62,29 @@ TEST(DiskFull, AnEndThatCannotBeStoredIsOwedUntilThereIsRoomAndTheJobRanOnce) {
 
   std::ofstream(jobs / "release") << "";
   cluster->wait_log("loomctld exited with status 1; restarting it");
+
+  // Restarted on the full disk: it answers reads, says why it takes no change, and waits.
+  Completed read_only;
+  for (const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+       std::chrono::steady_clock::now() < deadline;) {
+    read_only = cluster->loom("loom-alice", {"show", id, "--json"}, jobs.string());
+    if (read_only.exit_code == 0) break;  // the controller is up again
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(read_only.exit_code, 0) << read_only.err;
+  EXPECT_EQ(nlohmann::json::parse(read_only.out)["state"], "RUNNING") << "its end is still owed";
+  const std::string warning = "loom: warning: the controller cannot write its state since ";
+  EXPECT_NE(read_only.err.find(warning), std::string::npos) << read_only.err;
+  EXPECT_NE(read_only.err.find("it refuses changes until it can"), std::string::npos)
+      << read_only.err;
+  const Completed queued = cluster->loom("loom-alice", {"queue"}, jobs.string());
+  EXPECT_EQ(queued.exit_code, 0) << queued.err;
+  EXPECT_NE(queued.err.find(warning), std::string::npos) << queued.err;
+  const Completed refused =
+      cluster->loom("loom-alice", {"submit", "--", "/bin/true"}, jobs.string());
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("cannot write its state since"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("no change is taken until it can"), std::string::npos) << refused.err;
   fs::remove(state / "filler");
 
   Completed shown;
@@ -79,6 +104,8 @@ TEST(DiskFull, AnEndThatCannotBeStoredIsOwedUntilThereIsRoomAndTheJobRanOnce) {
   std::ifstream log(cluster->state_dir() / "state" / "loomctld.log");
   const std::string said((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
   EXPECT_NE(said.find("the state could not be written"), std::string::npos) << said;
+  EXPECT_NE(said.find("serving reads only"), std::string::npos) << said;
+  EXPECT_NE(said.find("the state can be written again"), std::string::npos) << said;
   fs::remove_all(jobs);
 }
 

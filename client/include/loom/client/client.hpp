@@ -40,6 +40,10 @@ Result<v1::Caller> me();
 // stage` uploads) so that those files get the modes the user's own would.
 std::uint32_t current_umask();
 
+// A reply's read_only (JobInfo, ListReply, NodesReply) as a warning line on stderr, so
+// that the listing on stdout stays as it is (--json included); nothing when it is empty.
+void warn_read_only(const std::string& read_only);
+
 // "12" or, for an array's element, "12_3".
 struct JobRef {
   std::uint64_t job = 0;

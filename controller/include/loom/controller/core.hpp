@@ -83,6 +83,7 @@ class Core {
   // ---- The CLI ----
   Result<std::vector<JobId>> submit(const Caller& who, const v1::SubmitRequest& request);
   Status cancel(const Caller& who, JobId id, std::optional<std::uint32_t> index);
+  Status drain(const Caller& who, const std::string& node, const std::string& reason);
   Status resume(const Caller& who, const std::string& node);
   v1::NodesReply nodes() const;
   // Stores the buffer and has its node make it; the answer comes as buffer_made().
@@ -129,9 +130,20 @@ class Core {
   Status begin();
   Status commit();
 
+  // ---- The state's disk ----
+  // Why the state cannot be written, while it cannot; nullopt when it can. The core starts
+  // so when its store fails a probe (a full disk, an I/O error): it then answers reads,
+  // refuses every change, runs no pass, and hears known nodes' agents without taking what
+  // they report (their heartbeats are answered, so that they do not fence their jobs),
+  // until a tick's probe succeeds; their streams are then dropped, and they register again
+  // in full. (A write that fails later stops the controller instead: what it holds is then
+  // ahead of the store, and the next start probes.)
+  const std::optional<std::string>& read_only() const { return read_only_; }
+
   // ---- Time ----
-  // Silent and lost nodes, the recovery window, walltimes, then a scheduling pass. An
-  // error when the pass could not be stored: the controller must stop.
+  // Silent and lost nodes, the recovery window, walltimes, then a scheduling pass; while
+  // read-only, a probe of the store instead. An error when the pass could not be stored:
+  // the controller must stop.
   Status tick();
   // Whether an event since the last tick asks for a pass now (a submission, an end, a
   // node joining), and how long a tick may wait otherwise.
@@ -153,6 +165,9 @@ class Core {
     Ending ending;
   };
 
+  // A known node's agent while read-only: heard, not reconciled.
+  Result<NodeId> joined_read_only(const v1::RegisterRequest& hello,
+                                  std::shared_ptr<AgentChannel> channel);
   // What a (re-)registering agent holds: jobs running, ends not acknowledged.
   void reconcile(NodeId node, const v1::RegisterRequest& hello);
   // Unknown jobs that every node has now reported are adopted.
@@ -179,6 +194,10 @@ class Core {
   void notify() const {
     if (changed_) changed_();
   }
+  // kUnavailable, saying why, while read-only.
+  Status writable() const;
+  // Probes the store; read-only with the reason when it fails.
+  void probe_store();
 
   sched::Cluster& cluster_;
   const Config& config_;
@@ -203,7 +222,10 @@ class Core {
   bool batch_ = false;
   const std::chrono::steady_clock::duration window_;  // heartbeat_interval x heartbeat_misses
   const std::chrono::seconds requeue_after_;          // controller.requeue_after
-  const Clock::Steady started_;
+  // Since when agents may register: the start, or the end of read-only. Agents are given
+  // the heartbeat window from it, and unknown jobs requeue_after.
+  Clock::Steady started_;
+  std::optional<std::string> read_only_;
   // Whether a pass must wait: for the heartbeat window after a restart, while agents
   // re-register, and after it while a job of unknown state has been reported by some of
   // its nodes but not all (its cores there are not held yet).

@@ -152,6 +152,7 @@ class JobManager {
   // acted on (the core holds what it sends and the replies).
   Status begin_batch() { return store_->begin_batch(); }
   Status end_batch() { return store_->end_batch(); }
+  Status probe_store() { return store_->probe(); }
 
   // ---- Persistent burst buffers ----
   // Stores a new buffer on the device with the most room (on `node` when named) and takes

@@ -115,10 +115,16 @@ class Store {
 
   // Group commit: the writes between begin_batch() and end_batch() are one transaction,
   // durable (one fsync) once end_batch() returns; each write inside still succeeds or
-  // fails whole, and is visible to the reads that follow it. An error from end_batch()
-  // means none of the batch is stored: its caller must not act on any of it.
+  // fails whole, and is visible to the reads that follow it. A write the store refuses
+  // (kNotFound, kAlreadyExists) takes back only itself; any other failure of a write inside
+  // (the disk's) fails the whole batch too. An error from end_batch() means none of the
+  // batch is stored: its caller must not act on any of it.
   virtual Status begin_batch() = 0;
   virtual Status end_batch() = 0;
+
+  // Whether the store can be written now (an error says why: a full disk, an I/O error, a
+  // read-only file): a write that changes nothing the controller reads, outside a batch.
+  virtual Status probe() = 0;
 };
 
 // SQLite in WAL mode with synchronous=FULL, one file `state.db` under state_dir (created
