@@ -200,7 +200,8 @@ Side open_side(const fs::path& exported, const std::string& provider) {
   options.fabric = {provider, provider == "shm" ? "" : "lo"};
   Side side;
   auto storage = burstbuffer::StorageServer::open(
-      {exported, "stage-bench", exported.parent_path() / "storage-writes"}, options);
+      {exported, "stage-bench", exported.parent_path() / "storage-writes", LOOM_H5SKELETON},
+      options);
   if (!storage) die(storage.error().to_string());
   side.storage = std::move(*storage);
   grpc::ServerBuilder builder;

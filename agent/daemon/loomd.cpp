@@ -141,8 +141,14 @@ int main(int argc, char** argv) {
   std::unique_ptr<burstbuffer::StorageServer> storage;
   std::unique_ptr<grpc::Server> data_server;
   if (!export_dir.empty()) {
+    // Installed beside loomd; in a build tree, in burstbuffer/ beside agent/.
+    const std::filesystem::path reader =
+        std::filesystem::exists(here / "loom-h5skeleton")
+            ? here / "loom-h5skeleton"
+            : here.parent_path() / "burstbuffer" / "loom-h5skeleton";
     auto opened = burstbuffer::StorageServer::open(
-        {export_dir, options.name, options.state_dir / "storage-writes"}, options.data_plane);
+        {export_dir, options.name, options.state_dir / "storage-writes", reader},
+        options.data_plane);
     if (!opened) return fail(opened.error());
     storage = std::move(*opened);
     grpc::ServerBuilder builder;

@@ -249,6 +249,17 @@ Result<SkeletonPlan> write_skeleton(const fs::path& source, std::span<const std:
       if (address != HADDR_UNDEF) {  // never written: nothing stored, fill values on both sides
         p.address = address;
         p.size = H5Dget_storage_size(d.get());
+        // What HDF5 reads is the dataspace's elements: a damaged file whose storage says
+        // otherwise would arrive different from what it reads (or overrun the block).
+        const auto points = H5Sget_simple_extent_npoints(space.get());
+        const std::size_t element = H5Tget_size(plain.get());
+        if (points < 0 || element == 0 || static_cast<std::uint64_t>(points) > p.size / element ||
+            static_cast<std::uint64_t>(points) * element != p.size) {
+          return hdf5_error(ErrorCode::kInvalidArgument,
+                            fmt::format("dataset {} is damaged: its {} elements of {} bytes are "
+                                        "stored in {} bytes",
+                                        path, points, element, p.size));
+        }
       }
     } else {
       p.kind = DatasetPlan::Kind::kChunked;

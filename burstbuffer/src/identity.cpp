@@ -21,9 +21,7 @@ long set_groups(const std::vector<gid_t>& groups) {
 
 }  // namespace
 
-Result<FsIdentity> FsIdentity::assume(uid_t uid, gid_t gid) {
-  std::vector<gid_t> own(static_cast<std::size_t>(std::max(::getgroups(0, nullptr), 0)));
-  if (::getgroups(static_cast<int>(own.size()), own.data()) < 0) own.clear();
+std::vector<gid_t> user_groups(uid_t uid, gid_t gid) {
   std::vector<gid_t> groups{gid};
   std::vector<char> buffer(16384);
   passwd pw{};
@@ -37,6 +35,13 @@ Result<FsIdentity> FsIdentity::assume(uid_t uid, gid_t gid) {
     }
     groups.resize(static_cast<std::size_t>(count));
   }
+  return groups;
+}
+
+Result<FsIdentity> FsIdentity::assume(uid_t uid, gid_t gid) {
+  std::vector<gid_t> own(static_cast<std::size_t>(std::max(::getgroups(0, nullptr), 0)));
+  if (::getgroups(static_cast<int>(own.size()), own.data()) < 0) own.clear();
+  const std::vector<gid_t> groups = user_groups(uid, gid);
   // Groups first: changing them needs CAP_SETGID, which the fsuid change below leaves in
   // place, but do the riskiest step while nothing has changed yet.
   if (set_groups(groups) != 0) {

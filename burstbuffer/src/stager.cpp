@@ -372,7 +372,21 @@ Status Stager::fetch(const Remote& remote, const std::string& path, int dir_fd,
     if (notes) notes->assign(described.notes().begin(), described.notes().end());
     SkeletonPlan plan;
     std::uint64_t total = described.skeleton_size();
+    // Where the file says its data lies is the user's to write: an extent past the file's
+    // end (a size of 2^60 once made this process allocate a range for every 4 MiB of it) is
+    // refused before anything is planned.
+    const auto within = [&](const std::string& dataset, std::uint64_t address,
+                            std::uint64_t size) -> Status {
+      if (address <= opened.size() && size <= opened.size() - address) return {};
+      return make_error(
+          ErrorCode::kInvalidArgument,
+          fmt::format("{}: dataset {} says {} bytes of its data lie at byte {}, past the "
+                      "file's end ({} bytes)",
+                      path, dataset, size, address, opened.size()));
+    };
     for (const v1::DatasetExtents& e : described.datasets()) {
+      if (e.kind() == v1::DatasetExtents::CONTIGUOUS)
+        LOOM_TRY(within(e.path(), e.address(), e.size()));
       DatasetPlan& p = plan.datasets.emplace_back();
       p.path = e.path();
       p.kind = e.kind() == v1::DatasetExtents::CONTIGUOUS ? DatasetPlan::Kind::kContiguous
@@ -385,9 +399,11 @@ Status Stager::fetch(const Remote& remote, const std::string& path, int dir_fd,
         if (c.size() > st.options.range) {
           return make_error(
               ErrorCode::kInvalidArgument,
-              fmt::format("dataset {} has a chunk of {} bytes, more than a staging buffer ({})",
-                          e.path(), c.size(), st.options.range));
+              fmt::format("{}: dataset {} has a chunk of {} bytes, more than a staging "
+                          "buffer ({})",
+                          path, e.path(), c.size(), st.options.range));
         }
+        LOOM_TRY(within(e.path(), c.address(), c.size()));
         p.chunks.push_back(
             {{c.coords().begin(), c.coords().end()}, c.filter_mask(), c.address(), c.size()});
         total += c.size();
@@ -397,7 +413,8 @@ Status Stager::fetch(const Remote& remote, const std::string& path, int dir_fd,
     std::vector<Piece> skeleton;
     add_ranges(skeleton, 0, described.skeleton_size(), st.options.range, fd, 0);
     LOOM_TRY(pull(*stub, peer, described.skeleton(), skeleton, progress, cancelled));
-    auto destination = LOOM_TRY(Hdf5Destination::open(fmt::format("/proc/self/fd/{}", fd), plan));
+    auto destination = LOOM_TRY(with_context(
+        Hdf5Destination::open(fmt::format("/proc/self/fd/{}", fd), plan), path + " (skeleton)"));
     std::vector<Piece> pieces;
     for (std::size_t i = 0; i < plan.datasets.size(); ++i) {
       const DatasetPlan& p = plan.datasets[i];

@@ -6,10 +6,11 @@
 
 #include <algorithm>
 
-#include "loom/burstbuffer/hdf5_plan.hpp"
 #include "loom/burstbuffer/identity.hpp"
 #include "loom/burstbuffer/slice.hpp"
+#include "loom/common/errno_text.hpp"
 #include "loom/common/munge.hpp"
+#include "skeleton_reader.hpp"
 #include "storage_state.hpp"
 
 namespace loom::burstbuffer {
@@ -37,6 +38,12 @@ Result<std::unique_ptr<StorageServer>> StorageServer::open(const StorageExport& 
   auto state = std::make_unique<State>();
   state->options = options;
   state->agent = exported.agent;
+  if (::access(exported.skeleton_reader.c_str(), X_OK) != 0) {
+    return make_error(ErrorCode::kNotFound,
+                      fmt::format("cannot run {}, which reads users' HDF5 files: {}",
+                                  exported.skeleton_reader.string(), errno_text(errno)));
+  }
+  state->skeleton_reader = exported.skeleton_reader;
   state->root.reset(::open(exported.root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!state->root)
     return std::unexpected(errno_error(fmt::format("export {}", exported.root.string()), errno));
@@ -229,45 +236,24 @@ grpc::Status StorageServer::Describe(grpc::ServerContext*, const v1::DescribeReq
   const uid_t uid = it->second.uid;
   const gid_t gid = it->second.gid;
   lock.unlock();
-  // HDF5 opens files by name: the descriptor opened beneath the export, as the user, is
-  // the name. The skeleton holds the user's data (small datasets, attributes), so it lives
-  // in memory only (a memfd of this process; it once lay in /tmp, 0644), for as long as its
-  // handle.
+  // The skeleton holds the user's data (small datasets, attributes), so it lives in memory
+  // only (a memfd of this process; it once lay in /tmp, 0644), for as long as its handle.
   State::Handle h;
   h.path = path + " (skeleton)";
   h.used = Clock::now();
   h.file = std::make_shared<const UniqueFd>(::memfd_create("loom-skeleton", MFD_CLOEXEC));
   if (!*h.file) return to_grpc(errno_error("making the skeleton", errno));
-  const Result<SkeletonPlan> plan = [&]() -> Result<SkeletonPlan> {
-    const FsIdentity as_user = LOOM_TRY(FsIdentity::assume(uid, gid));
-    std::vector<std::string> datasets(request->datasets().begin(), request->datasets().end());
-    return write_skeleton(fmt::format("/proc/self/fd/{}", file->get()), datasets, h.file->get());
-  }();
-  if (!plan) {
+  const std::vector<std::string> datasets(request->datasets().begin(), request->datasets().end());
+  Result<v1::DescribeReply> described = describe_as_user(
+      state_->skeleton_reader, uid, gid, file->get(), h.file->get(), datasets, path);
+  if (!described) {
     state_->close_handle(h);
-    return to_grpc(Error(plan.error()).with_context(path));
+    return to_grpc(Error(described.error()).with_context(path));
   }
+  *reply = std::move(*described);
   struct stat st {};
   ::fstat(h.file->get(), &st);
   reply->set_skeleton_size(static_cast<std::uint64_t>(st.st_size));
-  reply->set_copied_bytes(plan->copied_bytes);
-  for (const std::string& note : plan->notes) reply->add_notes(note);
-  for (const DatasetPlan& p : plan->datasets) {
-    v1::DatasetExtents* e = reply->add_datasets();
-    e->set_path(p.path);
-    e->set_kind(p.kind == DatasetPlan::Kind::kContiguous ? v1::DatasetExtents::CONTIGUOUS
-                : p.kind == DatasetPlan::Kind::kChunked  ? v1::DatasetExtents::CHUNKED
-                                                         : v1::DatasetExtents::COPIED);
-    e->set_address(p.address);
-    e->set_size(p.size);
-    for (const ChunkExtent& c : p.chunks) {
-      v1::Chunk* chunk = e->add_chunks();
-      for (std::uint64_t x : c.coords) chunk->add_coords(x);
-      chunk->set_filter_mask(c.filter_mask);
-      chunk->set_address(c.address);
-      chunk->set_size(c.size);
-    }
-  }
   const std::string token = random_token();
   lock.lock();
   state_->handles.emplace(token, std::move(h));

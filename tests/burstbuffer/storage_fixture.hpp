@@ -14,6 +14,7 @@
 #include "loom/burstbuffer/data_plane.hpp"
 #include "loom/common/crc32c.hpp"
 #include "loom/common/munge.hpp"
+#include "run.hpp"
 #include "temp.hpp"
 
 namespace loom::burstbuffer {
@@ -82,7 +83,8 @@ class DataPlaneTest : public ::testing::Test {
   }
 
   void start_server() {
-    auto storage = StorageServer::open({export_, "storage0", journal_}, options());
+    auto storage = StorageServer::open(
+        {export_, "storage0", journal_, testing::built("burstbuffer/loom-h5skeleton")}, options());
     ASSERT_TRUE(storage) << storage.error().to_string();
     storage_ = std::move(*storage);
     grpc::ServerBuilder builder;

@@ -11,7 +11,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cmake --install "$build" --prefix "$work/prefix" >"$work/install.log"
-for f in bin/loom bin/loomd bin/loomctld bin/loom-keeper bin/loom-rank bin/loom-rsh bin/loom-fabric-bw \
+for f in bin/loom bin/loomd bin/loomctld bin/loom-keeper bin/loom-h5skeleton bin/loom-rank bin/loom-rsh bin/loom-fabric-bw \
          include/loom/hwtopo/load.hpp include/loom/proto/types.pb.h include/loom/proto/controller.grpc.pb.h lib/cmake/Loom/LoomConfig.cmake lib/pkgconfig/loom.pc \
          lib/systemd/system/loomctld.service lib/systemd/system/loomd.service etc/loom/loom.toml; do
   [[ -e $work/prefix/$f ]] || { echo "check.sh: $f was not installed" >&2; exit 1; }

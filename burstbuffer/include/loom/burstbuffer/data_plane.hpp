@@ -48,6 +48,8 @@ struct StorageExport {
   // A directory of the agent's own (its state directory's storage-writes/): what it is
   // writing, so that its next start removes what a crash left (write_journal.hpp).
   std::filesystem::path journal;
+  // loom-h5skeleton, which reads users' HDF5 files as them (src/skeleton_reader.hpp).
+  std::filesystem::path skeleton_reader;
 };
 
 // The Storage service of a storage agent, serving files beneath one export root.

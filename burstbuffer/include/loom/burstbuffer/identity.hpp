@@ -13,6 +13,10 @@
 
 namespace loom::burstbuffer {
 
+// The uid's supplementary groups, as the password and group databases say, with `gid`
+// first; only `gid` when the uid has no entry.
+std::vector<gid_t> user_groups(uid_t uid, gid_t gid);
+
 class FsIdentity {
  public:
   // With the uid's supplementary groups as the password and group databases say.

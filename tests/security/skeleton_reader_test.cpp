@@ -1,0 +1,119 @@
+// Users' HDF5 files are read by loom-h5skeleton, not by the storage agent (issue 19: a
+// damaged file crashed the root agent inside libhdf5). Watched here while it reads a file
+// of many datasets: it runs as the file's user, undumpable, with descriptors 0-4 only; and
+// when it dies of a signal, that staging fails naming the file and the next one is served.
+#include <fmt/format.h>
+#include <hdf5.h>
+#include <pwd.h>
+
+#include <csignal>
+#include <fstream>
+#include <future>
+#include <optional>
+#include <thread>
+
+#include "storage_fixture.hpp"
+
+namespace loom::burstbuffer {
+namespace {
+
+constexpr int kDatasets = 4000;
+
+// Datasets enough that reading them takes loom-h5skeleton a while.
+void write_many(const fs::path& path) {
+  const hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  const hsize_t n = 4;
+  const hid_t space = H5Screate_simple(1, &n, nullptr);
+  const std::vector<int> values{1, 2, 3, 4};
+  for (int i = 0; i < kDatasets; ++i) {
+    const hid_t set = H5Dcreate2(file, fmt::format("/d{}", i).c_str(), H5T_NATIVE_INT, space,
+                                 H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dwrite(set, H5T_NATIVE_INT, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data());
+    H5Dclose(set);
+  }
+  H5Sclose(space);
+  H5Fclose(file);
+}
+
+// This process's child running loom-h5skeleton, once it runs as `uid`.
+std::optional<pid_t> reader_as(uid_t uid, const std::future<Status>& staging) {
+  const std::string parent = std::to_string(::getpid());
+  while (staging.wait_for(std::chrono::milliseconds(0)) != std::future_status::ready) {
+    for (const auto& entry : fs::directory_iterator("/proc")) {
+      std::ifstream status(entry.path() / "status");
+      std::string line, name, ppid, uids;
+      while (std::getline(status, line)) {
+        if (line.starts_with("Name:")) name = line.substr(line.find_first_not_of(" \t", 5));
+        if (line.starts_with("PPid:")) ppid = line.substr(line.find_first_not_of(" \t", 5));
+        if (line.starts_with("Uid:")) uids = line.substr(line.find_first_not_of(" \t", 4));
+      }
+      // The name is cut at 15 characters; the real, effective, saved and file uids.
+      if (name == "loom-h5skeleto" || name == "loom-h5skeleton") {
+        if (ppid == parent && uids == fmt::format("{0}\t{0}\t{0}\t{0}", uid))
+          return static_cast<pid_t>(std::stoi(entry.path().filename().string()));
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+class SkeletonReaderTest : public DataPlaneTest {
+ protected:
+  void SetUp() override {
+    DataPlaneTest::SetUp();
+    const passwd* alice = ::getpwnam("loom-alice");
+    ASSERT_NE(alice, nullptr) << "scripts/install-deps.sh makes loom-alice";
+    uid_ = alice->pw_uid;
+    gid_ = alice->pw_gid;
+    write_many(export_ / "many.h5");
+    ASSERT_EQ(::chown((export_ / "many.h5").c_str(), uid_, gid_), 0);
+    for (int i = 0; i < kDatasets; ++i) datasets_.push_back(fmt::format("/d{}", i));
+  }
+  std::future<Status> stage(const std::string& name) {
+    return std::async(std::launch::async, [this, name] {
+      FileProgress progress;
+      std::atomic<bool> cancelled{false};
+      Remote as_alice = remote();
+      as_alice.uid = uid_;
+      as_alice.gid = gid_;
+      return stager_->fetch(as_alice, "/many.h5", dir_fd_, name, progress, cancelled, datasets_);
+    });
+  }
+  uid_t uid_ = 0;
+  gid_t gid_ = 0;
+  std::vector<std::string> datasets_;
+};
+
+TEST_F(SkeletonReaderTest, ItReadsAsTheUserWithNothingOfTheAgentsAndItsCrashFailsOnlyItsStaging) {
+  std::future<Status> staging = stage("crashed.h5");
+  const std::optional<pid_t> reader = reader_as(uid_, staging);
+  ASSERT_TRUE(reader) << "no loom-h5skeleton ran as loom-alice while the file was read";
+  ASSERT_EQ(::kill(*reader, SIGSTOP), 0);  // held while it is looked at
+  const fs::path proc = fs::path("/proc") / std::to_string(*reader);
+  std::vector<int> fds;
+  for (const auto& entry : fs::directory_iterator(proc / "fd"))
+    fds.push_back(std::stoi(entry.path().filename().string()));
+  std::ranges::sort(fds);
+  EXPECT_EQ(fds, (std::vector<int>{0, 1, 2, 3, 4})) << "the agent's descriptors stay its own";
+  const testing::Completed peek =
+      testing::run({"runuser", "-u", "loom-alice", "--", "cat", (proc / "environ").string()});
+  EXPECT_NE(peek.exit_code, 0) << "undumpable: its user may not read its memory or ptrace it";
+  ASSERT_EQ(::kill(*reader, SIGSEGV), 0);
+  ASSERT_EQ(::kill(*reader, SIGCONT), 0);
+
+  const Status crashed = staging.get();
+  ASSERT_FALSE(crashed) << "a reader that died cannot have described the file";
+  EXPECT_NE(
+      crashed.error().to_string().find("/many.h5: reading its HDF5 structure failed (SIGSEGV)"),
+      std::string::npos)
+      << crashed.error().to_string();
+  EXPECT_FALSE(fs::exists(local_ / "crashed.h5"));
+  const Status served = stage("served.h5").get();
+  ASSERT_TRUE(served) << served.error().to_string();
+  const testing::Completed diff =
+      testing::run({"h5diff", (export_ / "many.h5").string(), (local_ / "served.h5").string()});
+  EXPECT_EQ(diff.exit_code, 0) << diff.out << diff.err;
+}
+
+}  // namespace
+}  // namespace loom::burstbuffer
