@@ -105,7 +105,9 @@ int main(int argc, char** argv) {
     rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
   }
   become(number<uid_t>(argv[1]), number<gid_t>(argv[2]), groups);
+#ifndef __SANITIZE_ADDRESS__  // AddressSanitizer's shadow alone is terabytes of address space
   limit(RLIMIT_AS, SkeletonLimits::kMemory, SkeletonLimits::kMemory);
+#endif
   limit(RLIMIT_FSIZE, SkeletonLimits::kFileSize, SkeletonLimits::kFileSize);
   // SIGXCPU at the soft limit; SIGKILL a second later should it be caught.
   limit(RLIMIT_CPU, SkeletonLimits::kCpuSeconds, SkeletonLimits::kCpuSeconds + 1);
