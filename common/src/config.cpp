@@ -60,6 +60,21 @@ Result<bool> as_bool(const toml::node& node) {
                     fmt::format("must be true or false, got {}", type_name(node)));
 }
 
+// A duration key that takes any duration: (config.*section).*field, read with
+// parse_duration and written with format_duration.
+template <auto Section, auto Field>
+KeySpec duration_key(ConfigKey doc) {
+  return KeySpec{
+      std::move(doc),
+      [](Config& config, const toml::node& value) -> Status {
+        const std::string text = LOOM_TRY(as_string(value));
+        (config.*Section).*Field = LOOM_TRY(parse_duration(text));
+        return {};
+      },
+      [](const Config& config) { return format_duration((config.*Section).*Field); },
+  };
+}
+
 const std::array kKeys = {
     KeySpec{
         {"log.level", "string", "info",
@@ -102,28 +117,14 @@ const std::array kKeys = {
         },
         [](const Config& config) { return config.controller.address; },
     },
-    KeySpec{
+    duration_key<&Config::controller, &Config::Controller::kill_grace>(
         {"controller.kill_grace", "duration", "0:30",
          "Between SIGTERM and SIGKILL when a job is cancelled or passes its walltime, as "
-         "Slurm's KillWait: time for a job to write a checkpoint and exit on its own."},
-        [](Config& config, const toml::node& value) -> Status {
-          const std::string text = LOOM_TRY(as_string(value));
-          config.controller.kill_grace = LOOM_TRY(parse_duration(text));
-          return {};
-        },
-        [](const Config& config) { return format_duration(config.controller.kill_grace); },
-    },
-    KeySpec{
+         "Slurm's KillWait: time for a job to write a checkpoint and exit on its own."}),
+    duration_key<&Config::controller, &Config::Controller::connect_timeout>(
         {"controller.connect_timeout", "duration", "0:30",
          "How long the CLI keeps trying to reach loomctld (a controller restarting) before it "
-         "gives up with one line."},
-        [](Config& config, const toml::node& value) -> Status {
-          const std::string text = LOOM_TRY(as_string(value));
-          config.controller.connect_timeout = LOOM_TRY(parse_duration(text));
-          return {};
-        },
-        [](const Config& config) { return format_duration(config.controller.connect_timeout); },
-    },
+         "gives up with one line."}),
     KeySpec{
         {"controller.heartbeat_interval", "duration", "0:01",
          "How often agents send a heartbeat to loomctld, and loomctld answers each: either "
@@ -154,19 +155,12 @@ const std::array kKeys = {
         },
         [](const Config& config) { return std::to_string(config.controller.heartbeat_misses); },
     },
-    KeySpec{
+    duration_key<&Config::controller, &Config::Controller::requeue_after>(
         {"controller.requeue_after", "duration", "5:00",
          "How long a node may stay unreachable before loomctld gives its jobs up: they end "
          "NODE_FAIL, or go back to the queue with --requeue. Must exceed agent.fence_after "
          "by three heartbeat intervals, so that a --requeue job cut off from the controller "
-         "is killed by its agent before it can run elsewhere."},
-        [](Config& config, const toml::node& value) -> Status {
-          const std::string text = LOOM_TRY(as_string(value));
-          config.controller.requeue_after = LOOM_TRY(parse_duration(text));
-          return {};
-        },
-        [](const Config& config) { return format_duration(config.controller.requeue_after); },
-    },
+         "is killed by its agent before it can run elsewhere."}),
     KeySpec{
         {"controller.agent_queue", "size", "64 MiB",
          "What the controller holds for one agent that does not read its stream (hung, or "
@@ -184,32 +178,18 @@ const std::array kKeys = {
         },
         [](const Config& config) { return format_bytes(Bytes(config.controller.agent_queue)); },
     },
-    KeySpec{
+    duration_key<&Config::controller, &Config::Controller::min_job_age>(
         {"controller.min_job_age", "duration", "5:00",
          "How long an ended job stays in loomctld's memory, as Slurm's MinJobAge: `loom queue "
          "--all` lists it until then. The state keeps every job: `loom show ID` finds it "
-         "later, and a restart loads only the jobs ended this recently."},
-        [](Config& config, const toml::node& value) -> Status {
-          const std::string text = LOOM_TRY(as_string(value));
-          config.controller.min_job_age = LOOM_TRY(parse_duration(text));
-          return {};
-        },
-        [](const Config& config) { return format_duration(config.controller.min_job_age); },
-    },
-    KeySpec{
+         "later, and a restart loads only the jobs ended this recently."}),
+    duration_key<&Config::agent, &Config::Agent::fence_after>(
         {"agent.fence_after", "duration", "2:00",
          "How long an agent may hear nothing from the controller before it kills its "
          "--requeue jobs, which the controller will start again elsewhere (a network split); "
          "other jobs run on, and are reconciled when the controller is back. At least the "
          "heartbeat window (controller.heartbeat_interval x controller.heartbeat_misses), so "
-         "that a controller restart costs no job."},
-        [](Config& config, const toml::node& value) -> Status {
-          const std::string text = LOOM_TRY(as_string(value));
-          config.agent.fence_after = LOOM_TRY(parse_duration(text));
-          return {};
-        },
-        [](const Config& config) { return format_duration(config.agent.fence_after); },
-    },
+         "that a controller restart costs no job."}),
     KeySpec{
         {"agent.state_dir", "string", "/var/lib/loom/agent",
          "Where loomd records the jobs it runs, so that after a restart it finds them again. "
