@@ -128,6 +128,7 @@ int main(int argc, char** argv) {
   options.data_plane.fabric = {
       config->fabric.provider,
       fabric_interface.empty() ? config->fabric.interface : fabric_interface};
+  options.data_plane.stall_timeout = config->staging.stall_timeout;
   if (!nvme.empty()) {
     options.nvme.clear();
     for (const std::string& text : nvme) {

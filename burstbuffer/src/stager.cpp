@@ -29,6 +29,7 @@
 #include "loom/fabric/engine.hpp"
 #include "loom/fabric/wire.hpp"
 #include "loom/proto/status.hpp"
+#include "skeleton_reader.hpp"
 
 namespace loom::burstbuffer {
 
@@ -38,8 +39,11 @@ using Clock = std::chrono::steady_clock;
 
 // A storage agent's refusal, or its absence said as such.
 Error storage_error(const grpc::Status& s) {
-  if (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
-      s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+  if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return {ErrorCode::kDeadlineExceeded,
+            "the storage agent did not answer within staging.stall_timeout"};
+  }
+  if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
     return {ErrorCode::kUnavailable,
             fmt::format("the storage agent is unreachable ({})", s.error_message())};
   }
@@ -48,9 +52,9 @@ Error storage_error(const grpc::Status& s) {
 
 // Worth another try: the storage agent did not answer, had no buffer free, or the bytes
 // arrived damaged. A refusal (no such file, not allowed, no space) is final.
+// Not a stall (DEADLINE_EXCEEDED): a copy with no progress for staging.stall_timeout fails.
 bool retryable(const grpc::Status& s) {
   return s.error_code() == grpc::StatusCode::UNAVAILABLE ||
-         s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
          s.error_code() == grpc::StatusCode::ABORTED ||
          s.error_code() == grpc::StatusCode::DATA_LOSS;
 }
@@ -108,16 +112,18 @@ Result<std::unique_ptr<Stager>> Stager::open(const DataPlaneOptions& options) {
   state->endpoint = LOOM_TRY(
       with_context(open_endpoint(options.fabric), "opening a fabric endpoint for staging"));
   state->name = fabric::encode_name(state->endpoint->name());
-  state->engine = std::make_unique<fabric::TransferEngine>(state->endpoint);
+  state->engine = std::make_unique<fabric::TransferEngine>(
+      state->endpoint, fabric::EngineOptions{.timeout = options.stall_timeout});
   state->buffers = LOOM_TRY(local_buffers(*state->endpoint, options.buffers, options.range));
   return std::unique_ptr<Stager>(new Stager(std::move(state)));
 }
 
 namespace {
 
-std::unique_ptr<grpc::ClientContext> call_context() {
+// A call that has had no answer for `stall` (staging.stall_timeout) fails.
+std::unique_ptr<grpc::ClientContext> call_context(std::chrono::seconds stall) {
   auto context = std::make_unique<grpc::ClientContext>();
-  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  context->set_deadline(std::chrono::system_clock::now() + stall);
   return context;
 }
 
@@ -170,8 +176,8 @@ Status for_each_range(std::uint64_t size, std::size_t range, std::size_t workers
 
 // Opens the export's file for reading, or a temporary beside it for writing.
 Result<v1::OpenReply> open_remote(v1::Storage::Stub& stub, const Remote& remote,
-                                  const std::string& path, bool write,
-                                  const std::string& initiator) {
+                                  const std::string& path, bool write, const std::string& initiator,
+                                  std::chrono::seconds stall) {
   v1::OpenRequest open;
   open.set_credential(remote.credential);
   open.set_path(path);
@@ -181,7 +187,7 @@ Result<v1::OpenReply> open_remote(v1::Storage::Stub& stub, const Remote& remote,
   open.set_initiator(initiator);
   if (write) open.set_umask(remote.umask);
   v1::OpenReply opened;
-  if (auto s = stub.Open(call_context().get(), open, &opened); !s.ok())
+  if (auto s = stub.Open(call_context(stall).get(), open, &opened); !s.ok())
     return std::unexpected(storage_error(s));
   return opened;
 }
@@ -214,6 +220,7 @@ struct Mover {
   std::mutex& mutex;
   fabric::TransferEngine& engine;
   fi_addr_t peer;
+  std::chrono::seconds stall;  // staging.stall_timeout
 };
 
 // Leases the storage agent's buffer for a range (Fetch to read, Reserve to write) and moves
@@ -226,8 +233,8 @@ Attempt lease_and_move(v1::Storage::Stub& stub, const Mover& mover, bool write,
   range.set_handle(handle);
   range.set_offset(offset);
   range.set_length(length);
-  const grpc::Status s = write ? stub.Reserve(call_context().get(), range, &lease)
-                               : stub.Fetch(call_context().get(), range, &lease);
+  const grpc::Status s = write ? stub.Reserve(call_context(mover.stall).get(), range, &lease)
+                               : stub.Fetch(call_context(mover.stall).get(), range, &lease);
   if (!s.ok()) return {retryable(s) ? Outcome::kRetry : Outcome::kFail, storage_error(s)};
   auto region = fabric::decode_region(lease.region());
   if (!region) return {Outcome::kFail, region.error()};
@@ -253,7 +260,7 @@ Status Stager::pull(v1::Storage::Stub& stub, fi_addr_t peer, const std::string& 
                     const std::vector<Piece>& pieces, FileProgress& progress,
                     const std::atomic<bool>& cancelled) {
   State& st = *state_;
-  const Mover mover{st.engine_mutex, *st.engine, peer};
+  const Mover mover{st.engine_mutex, *st.engine, peer, st.options.stall_timeout};
   // Pieces close together in the file (small datasets, compressed chunks) travel together:
   // one lease and one transfer for as many as fit a buffer, the gaps between them (a few
   // KiB of the file's metadata) moved along rather than paid for in round trips.
@@ -295,7 +302,7 @@ Status Stager::pull(v1::Storage::Stub& stub, fi_addr_t peer, const std::string& 
             v1::ReleaseRequest release;
             release.set_lease(lease.id());
             v1::Empty ignored;
-            (void)stub.Release(call_context().get(), release, &ignored);
+            (void)stub.Release(call_context(mover.stall).get(), release, &ignored);
           }
           if (moved.outcome != Outcome::kDone) return moved;
           if (crc32c(std::span(buffer.memory.data(), length)) != lease.crc32c()) {
@@ -336,14 +343,15 @@ Status Stager::fetch(const Remote& remote, const std::string& path, int dir_fd,
   State& st = *state_;
   auto stub =
       v1::Storage::NewStub(grpc::CreateChannel(remote.address, grpc::InsecureChannelCredentials()));
-  const v1::OpenReply opened = LOOM_TRY(open_remote(*stub, remote, path, false, st.name));
+  const v1::OpenReply opened =
+      LOOM_TRY(open_remote(*stub, remote, path, false, st.name, st.options.stall_timeout));
   std::vector<std::string> handles{opened.handle()};
   auto close_remote = [&] {
     for (const std::string& h : handles) {
       v1::HandleRequest request;
       request.set_handle(h);
       v1::Empty ignored;
-      (void)stub->Close(call_context().get(), request, &ignored);
+      (void)stub->Close(call_context(st.options.stall_timeout).get(), request, &ignored);
     }
   };
   const std::string temp = fmt::format(".{}.loom-partial", name);
@@ -366,7 +374,9 @@ Status Stager::fetch(const Remote& remote, const std::string& path, int dir_fd,
     describe.set_handle(opened.handle());
     for (const std::string& d : datasets) describe.add_datasets(d);
     v1::DescribeReply described;
-    if (auto s = stub->Describe(call_context().get(), describe, &described); !s.ok())
+    // Reading a file's structure is one call, given the reader's own time besides.
+    const auto reading = st.options.stall_timeout + SkeletonLimits::kTimeout;
+    if (auto s = stub->Describe(call_context(reading).get(), describe, &described); !s.ok())
       return std::unexpected(storage_error(s));
     handles.push_back(described.skeleton());
     if (notes) notes->assign(described.notes().begin(), described.notes().end());
@@ -453,7 +463,8 @@ Status Stager::store(const Remote& remote, int fd, const std::string& path, File
   const auto size = static_cast<std::uint64_t>(info.st_size);
   auto stub =
       v1::Storage::NewStub(grpc::CreateChannel(remote.address, grpc::InsecureChannelCredentials()));
-  const v1::OpenReply opened = LOOM_TRY(open_remote(*stub, remote, path, true, st.name));
+  const v1::OpenReply opened =
+      LOOM_TRY(open_remote(*stub, remote, path, true, st.name, st.options.stall_timeout));
   v1::HandleRequest handle;
   handle.set_handle(opened.handle());
   auto peer = st.peer(opened.target());
@@ -468,7 +479,7 @@ Status Stager::store(const Remote& remote, int fd, const std::string& path, File
                     if (auto read = read_all(fd, buffer.memory.data(), length, offset); !read)
                       return std::unexpected(read.error());
                     const std::uint32_t crc = crc32c(std::span(buffer.memory.data(), length));
-                    const Mover mover{st.engine_mutex, *st.engine, *peer};
+                    const Mover mover{st.engine_mutex, *st.engine, *peer, st.options.stall_timeout};
                     return retrying(st.options.attempts, offset, length, [&]() -> Attempt {
                       v1::Lease lease;
                       Attempt moved = lease_and_move(*stub, mover, true, opened.handle(), offset,
@@ -483,8 +494,8 @@ Status Stager::store(const Remote& remote, int fd, const std::string& path, File
                       // storage agent then releases the buffer without writing it.
                       commit.set_crc32c(moved.outcome == Outcome::kDone ? crc : ~crc);
                       v1::Empty ignored;
-                      const grpc::Status committed =
-                          stub->Commit(call_context().get(), commit, &ignored);
+                      const grpc::Status committed = stub->Commit(
+                          call_context(st.options.stall_timeout).get(), commit, &ignored);
                       if (moved.outcome != Outcome::kDone) return moved;
                       if (committed.ok()) {
                         progress.done.fetch_add(length);
@@ -496,10 +507,11 @@ Status Stager::store(const Remote& remote, int fd, const std::string& path, File
                   });
   v1::Empty ignored;
   if (copied) {
-    if (auto s = stub->Finish(call_context().get(), handle, &ignored); !s.ok())
+    if (auto s = stub->Finish(call_context(st.options.stall_timeout).get(), handle, &ignored);
+        !s.ok())
       copied = std::unexpected(storage_error(s));
   } else {
-    (void)stub->Close(call_context().get(), handle, &ignored);
+    (void)stub->Close(call_context(st.options.stall_timeout).get(), handle, &ignored);
   }
   return copied;
 }

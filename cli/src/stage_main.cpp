@@ -128,6 +128,7 @@ int main(int argc, char** argv) {
   const burstbuffer::Remote remote{*address, *credential, 0, 0, client::current_umask()};
   burstbuffer::DataPlaneOptions options;
   options.fabric = {config->fabric.provider, config->fabric.interface};
+  options.stall_timeout = config->staging.stall_timeout;
   auto stager = burstbuffer::Stager::open(options);
   if (!stager) return fail(stager.error());
 

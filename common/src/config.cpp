@@ -327,6 +327,22 @@ const std::array kKeys = {
         },
     },
     KeySpec{
+        {"staging.stall_timeout", "duration", "1:00",
+         "How long a staging copy may go without an answer from the storage agent (a call, a "
+         "transfer) before it fails, naming the file: a storage agent stopped or a link gone "
+         "costs the job this long, not its whole walltime. Reading an HDF5 file's structure "
+         "is given two minutes more."},
+        [](Config& config, const toml::node& value) -> Status {
+          const std::string text = LOOM_TRY(as_string(value));
+          const std::chrono::seconds stall = LOOM_TRY(parse_duration(text));
+          if (stall.count() == 0)
+            return make_error(ErrorCode::kInvalidArgument, "must be at least 1 second");
+          config.staging.stall_timeout = stall;
+          return {};
+        },
+        [](const Config& config) { return format_duration(config.staging.stall_timeout); },
+    },
+    KeySpec{
         {"fabric.provider", "string", "",
          "libfabric provider for the data plane, e.g. \"verbs;ofi_rxm\", \"tcp;ofi_rxm\" or "
          "\"shm\". Empty: FI_PROVIDER if set, else verbs;ofi_rxm, then tcp;ofi_rxm. shm reaches "

@@ -350,5 +350,41 @@ TEST_F(BurstBufferTest, LoomStageCopiesAsTheUserBothWays) {
   EXPECT_NE(neither.err.find("NODE:/path"), std::string::npos) << neither.err;
 }
 
+// A storage agent that stops answering (SIGSTOP: hung, or its host gone) costs a staging
+// staging.stall_timeout, not the job's walltime: the job fails naming the file and why, and
+// once the agent answers again it stages as before.
+class StallTest : public BurstBufferTest {
+ protected:
+  std::string config() const override {
+    return "[controller]\nkill_grace = \"2s\"\n[staging]\nstall_timeout = \"2s\"\n";
+  }
+};
+
+TEST_F(StallTest, AStorageAgentThatStopsAnsweringFailsTheStagingNamingTheFile) {
+  write_random(export_ / "data.bin", (2 << 20) + 5);
+  const pid_t storage = daemon("loomd", "--export");
+  ASSERT_EQ(::kill(storage, SIGSTOP), 0);
+  const std::uint64_t stalled = submit({"submit", "-t", "1:00:00", "--bb", "16M", "--stage-in",
+                                        "storage:/data.bin", "--", "/bin/true"});
+  const nlohmann::json failed = finish(stalled);
+  ASSERT_EQ(::kill(storage, SIGCONT), 0);
+  EXPECT_EQ(failed["state"], "FAILED") << failed.dump();
+  EXPECT_EQ(failed["reason_code"], "STAGE_IN_FAILED") << failed.dump();
+  const std::string reason = failed["reason"];
+  EXPECT_NE(reason.find("/data.bin"), std::string::npos) << reason;
+  EXPECT_NE(reason.find("did not answer within staging.stall_timeout"), std::string::npos)
+      << reason;
+  EXPECT_EQ(slices_left(), std::vector<std::string>{});
+
+  const std::uint64_t served =
+      submit({"submit", "--bb", "16M", "--stage-in", "storage:/data.bin", "--", "/bin/true"});
+  const nlohmann::json job = finish(served);
+  EXPECT_EQ(job["state"], "COMPLETED") << job.dump();
+  const nlohmann::json shown = show(served);
+  ASSERT_EQ(shown["staging"].size(), 1u) << shown.dump();
+  EXPECT_EQ(shown["staging"][0]["state"], "done") << shown.dump();
+  EXPECT_EQ(shown["staging"][0]["bytes_done"], (2 << 20) + 5) << shown.dump();
+}
+
 }  // namespace
 }  // namespace loom::testing

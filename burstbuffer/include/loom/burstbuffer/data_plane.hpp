@@ -37,6 +37,10 @@ struct DataPlaneOptions {
   std::size_t buffers = 8;  // registered buffers (storage: leases; stager: ranges in flight)
   int attempts = 3;         // tries per range before the file fails
   std::chrono::seconds lease_timeout{30};  // a lease not released by then is taken back
+  // The stager's staging.stall_timeout: a call to the storage agent, or a transfer, with no
+  // answer for this long fails the copy, naming the file (a storage agent stopped, a link
+  // gone); it is not tried again.
+  std::chrono::seconds stall_timeout{60};
 };
 
 // What a storage agent serves, and as whom.

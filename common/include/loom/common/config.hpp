@@ -58,6 +58,9 @@ struct Config {
     std::uint64_t swap = 0;      // bytes of swap a task may use beyond --mem-per-task
     std::vector<NvmeDevice> nvme;
   } agent;
+  struct Staging {
+    std::chrono::seconds stall_timeout{60};  // no progress this long: the copy fails
+  } staging;
   struct Fabric {
     std::string provider;   // empty: FI_PROVIDER, else the fallback order
     std::string interface;  // empty: the provider's first non-loopback domain
