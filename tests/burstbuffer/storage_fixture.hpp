@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <pwd.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -105,6 +106,18 @@ class DataPlaneTest : public ::testing::Test {
     auto credential = munge_credential();
     EXPECT_TRUE(credential) << credential.error().to_string();
     return {address_, credential.value_or(""), 0, 0};
+  }
+
+  // remote(), on behalf of `user` (a root credential may name the user, as the agent's does).
+  Remote remote_as(const std::string& user) const {
+    Remote as_user = remote();
+    const passwd* pw = ::getpwnam(user.c_str());
+    EXPECT_NE(pw, nullptr) << user << ": scripts/install-deps.sh makes the tests' users";
+    if (pw != nullptr) {
+      as_user.uid = pw->pw_uid;
+      as_user.gid = pw->pw_gid;
+    }
+    return as_user;
   }
 
   Status fetch(const std::string& path, const std::string& name) {

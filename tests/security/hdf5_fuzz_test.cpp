@@ -7,7 +7,6 @@
 // LOOM_FUZZ_SEED the seed.
 #include <fmt/format.h>
 #include <hdf5.h>
-#include <pwd.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -91,10 +90,7 @@ class Hdf5FuzzTest : public DataPlaneTest {
  protected:
   void SetUp() override {
     DataPlaneTest::SetUp();
-    const passwd* alice = ::getpwnam("loom-alice");
-    ASSERT_NE(alice, nullptr) << "scripts/install-deps.sh makes loom-alice";
-    uid_ = alice->pw_uid;
-    gid_ = alice->pw_gid;
+    alice_ = remote_as("loom-alice");
     write_hdf5(export_ / "base.h5");
     const fs::path cdl = export_ / "base.cdl";
     std::ofstream(cdl) << "netcdf base {\n"
@@ -115,13 +111,11 @@ class Hdf5FuzzTest : public DataPlaneTest {
                const std::string& name) {
     FileProgress progress;
     std::atomic<bool> cancelled{false};
-    Remote as_alice = remote();
-    as_alice.uid = uid_;
-    as_alice.gid = gid_;
-    return stager_->fetch(as_alice, path, dir_fd_, name, progress, cancelled, datasets);
+    return stager_->fetch(remote_as("loom-alice"), path, dir_fd_, name, progress, cancelled,
+                          datasets);
   }
-  uid_t uid_ = 0;
-  gid_t gid_ = 0;
+  // Who stages: uid and gid (each staging takes a fresh credential: Munge refuses a replay).
+  Remote alice_;
 };
 
 TEST_F(Hdf5FuzzTest, EveryMutatedFileStagesAsItReadsOrFailsNamingItAndTheAgentServesOn) {
@@ -153,7 +147,7 @@ TEST_F(Hdf5FuzzTest, EveryMutatedFileStagesAsItReadsOrFailsNamingItAndTheAgentSe
     const std::string name = fmt::format("mutant-{}-{}", i, base.file);
     const fs::path source = export_ / name;
     std::ofstream(source, std::ios::binary) << bytes;
-    ASSERT_EQ(::chown(source.c_str(), uid_, gid_), 0);
+    ASSERT_EQ(::chown(source.c_str(), alice_.uid, alice_.gid), 0);
     SCOPED_TRACE(fmt::format("mutation {} of {} (seed {})", i, base.file, seed));
     const Status status = stage("/" + name, base.datasets, name);
     if (!status) {

@@ -4,7 +4,6 @@
 // when it dies of a signal, that staging fails naming the file and the next one is served.
 #include <fmt/format.h>
 #include <hdf5.h>
-#include <pwd.h>
 
 #include <csignal>
 #include <fstream>
@@ -61,32 +60,27 @@ class SkeletonReaderTest : public DataPlaneTest {
  protected:
   void SetUp() override {
     DataPlaneTest::SetUp();
-    const passwd* alice = ::getpwnam("loom-alice");
-    ASSERT_NE(alice, nullptr) << "scripts/install-deps.sh makes loom-alice";
-    uid_ = alice->pw_uid;
-    gid_ = alice->pw_gid;
+    alice_ = remote_as("loom-alice");
     write_many(export_ / "many.h5");
-    ASSERT_EQ(::chown((export_ / "many.h5").c_str(), uid_, gid_), 0);
+    ASSERT_EQ(::chown((export_ / "many.h5").c_str(), alice_.uid, alice_.gid), 0);
     for (int i = 0; i < kDatasets; ++i) datasets_.push_back(fmt::format("/d{}", i));
   }
   std::future<Status> stage(const std::string& name) {
     return std::async(std::launch::async, [this, name] {
       FileProgress progress;
       std::atomic<bool> cancelled{false};
-      Remote as_alice = remote();
-      as_alice.uid = uid_;
-      as_alice.gid = gid_;
-      return stager_->fetch(as_alice, "/many.h5", dir_fd_, name, progress, cancelled, datasets_);
+      return stager_->fetch(remote_as("loom-alice"), "/many.h5", dir_fd_, name, progress, cancelled,
+                            datasets_);
     });
   }
-  uid_t uid_ = 0;
-  gid_t gid_ = 0;
+  // Who stages: uid and gid (each staging takes a fresh credential: Munge refuses a replay).
+  Remote alice_;
   std::vector<std::string> datasets_;
 };
 
 TEST_F(SkeletonReaderTest, ItReadsAsTheUserWithNothingOfTheAgentsAndItsCrashFailsOnlyItsStaging) {
   std::future<Status> staging = stage("crashed.h5");
-  const std::optional<pid_t> reader = reader_as(uid_, staging);
+  const std::optional<pid_t> reader = reader_as(alice_.uid, staging);
   ASSERT_TRUE(reader) << "no loom-h5skeleton ran as loom-alice while the file was read";
   ASSERT_EQ(::kill(*reader, SIGSTOP), 0);  // held while it is looked at
   const fs::path proc = fs::path("/proc") / std::to_string(*reader);
