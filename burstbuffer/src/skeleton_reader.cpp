@@ -86,8 +86,7 @@ int wait_for(pid_t pid, std::chrono::seconds timeout, bool& timed_out) {
 
 Result<v1::DescribeReply> describe_as_user(const std::filesystem::path& program, uid_t uid,
                                            gid_t gid, int source, int skeleton,
-                                           std::span<const std::string> datasets,
-                                           const std::string& file) {
+                                           std::span<const std::string> datasets) {
   UniqueFd answer(::memfd_create("loom-describe", MFD_CLOEXEC));
   UniqueFd errors(::memfd_create("loom-describe-errors", MFD_CLOEXEC));
   if (!answer || !errors) return std::unexpected(system_error("memfd_create", errno));
@@ -132,13 +131,13 @@ Result<v1::DescribeReply> describe_as_user(const std::filesystem::path& program,
   const int status = wait_for(pid, SkeletonLimits::kTimeout, timed_out);
   if (timed_out) {
     return make_error(ErrorCode::kDeadlineExceeded,
-                      fmt::format("{}: reading its HDF5 structure took longer than {} s", file,
+                      fmt::format("reading its HDF5 structure took longer than {} s",
                                   SkeletonLimits::kTimeout.count()));
   }
   if (WIFSIGNALED(status)) {
     const int signal = WTERMSIG(status);
     return make_error(ErrorCode::kInvalidArgument,
-                      fmt::format("{}: reading its HDF5 structure failed ({}{})", file,
+                      fmt::format("reading its HDF5 structure failed ({}{})",
                                   sigabbrev_np(signal) != nullptr ? "SIG" : "signal ",
                                   sigabbrev_np(signal) != nullptr ? sigabbrev_np(signal)
                                                                   : std::to_string(signal)));
@@ -150,16 +149,15 @@ Result<v1::DescribeReply> describe_as_user(const std::filesystem::path& program,
     const std::optional<ErrorCode> kind = error_code_of(code);
     if (!kind || message.empty()) {
       return make_error(ErrorCode::kInternal,
-                        fmt::format("{}: {} exited with status {}{}{}", file, program.string(),
-                                    code, message.empty() ? "" : ": ", message));
+                        fmt::format("{} exited with status {}{}{}", program.string(), code,
+                                    message.empty() ? "" : ": ", message));
     }
     return make_error(*kind, std::move(message));
   }
   v1::DescribeReply reply;
   if (!reply.ParseFromString(read_whole(answer.get(), SkeletonLimits::kFileSize))) {
-    return make_error(
-        ErrorCode::kInternal,
-        fmt::format("{}: {} wrote an answer that does not parse", file, program.string()));
+    return make_error(ErrorCode::kInternal,
+                      fmt::format("{} wrote an answer that does not parse", program.string()));
   }
   return reply;
 }

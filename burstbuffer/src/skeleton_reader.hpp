@@ -31,11 +31,10 @@ struct SkeletonLimits {
 
 // What write_skeleton() says of `source` (a descriptor opened as the user) for `datasets`,
 // as a DescribeReply without its handle and size; the skeleton is written into
-// `skeleton`. `program` is loom-h5skeleton; `file` names the file in errors.
+// `skeleton`. `program` is loom-h5skeleton. Errors say what failed; the caller names the file.
 Result<v1::DescribeReply> describe_as_user(const std::filesystem::path& program, uid_t uid,
                                            gid_t gid, int source, int skeleton,
-                                           std::span<const std::string> datasets,
-                                           const std::string& file);
+                                           std::span<const std::string> datasets);
 
 // The exit status by which loom-h5skeleton says that write_skeleton() failed with `code`
 // (its message on stderr), and back: 64 on, clear of 0, 1 and a shell's 126 to 128+.

@@ -244,8 +244,8 @@ grpc::Status StorageServer::Describe(grpc::ServerContext*, const v1::DescribeReq
   h.file = std::make_shared<const UniqueFd>(::memfd_create("loom-skeleton", MFD_CLOEXEC));
   if (!*h.file) return to_grpc(errno_error("making the skeleton", errno));
   const std::vector<std::string> datasets(request->datasets().begin(), request->datasets().end());
-  Result<v1::DescribeReply> described = describe_as_user(
-      state_->skeleton_reader, uid, gid, file->get(), h.file->get(), datasets, path);
+  Result<v1::DescribeReply> described =
+      describe_as_user(state_->skeleton_reader, uid, gid, file->get(), h.file->get(), datasets);
   if (!described) {
     state_->close_handle(h);
     return to_grpc(Error(described.error()).with_context(path));
