@@ -17,6 +17,7 @@
 
 #include "loom/burstbuffer/identity.hpp"
 #include "loom/common/errno_text.hpp"
+#include "loom/common/exec_args.hpp"
 #include "loom/common/unique_fd.hpp"
 
 extern char** environ;
@@ -99,13 +100,8 @@ Result<v1::DescribeReply> describe_as_user(const std::filesystem::path& program,
   std::vector<std::string> args{program.string(), std::to_string(uid), std::to_string(gid),
                                 fmt::format("{}", fmt::join(user_groups(uid, gid), ","))};
   args.insert(args.end(), datasets.begin(), datasets.end());
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::vector<std::string> env = hdf5_environment();
-  std::vector<char*> envp;
-  for (std::string& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
+  const std::vector<std::string> env = hdf5_environment();
+  const std::vector<char*> argv = exec_args(args), envp = exec_args(env);
 
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);

@@ -343,7 +343,7 @@ class SqliteStore final : public Store {
 
  private:
   // A batch's WAL frames, about: what a probe writes to the directory.
-  static constexpr std::size_t kProbeBytes = 64 * 1024;
+  static constexpr std::size_t kProbeBytes = std::size_t{64} << 10;
 
   Status probe_directory() const {
     const std::filesystem::path path = dir_ / "probe";
