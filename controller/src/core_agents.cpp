@@ -145,7 +145,11 @@ void Core::send(NodeId node, const v1::ToAgent& message) {
 }
 
 Status Core::begin() {
-  LOOM_TRY(manager_->begin_batch());
+  // Read-only, nothing is written: no transaction is begun (a failing disk may refuse even
+  // that), so that a probe commits on its own, and what follows a probe that passed is
+  // stored as it is made.
+  if (!read_only_) LOOM_TRY(manager_->begin_batch());
+  stored_batch_ = !read_only_;
   batch_ = true;
   return {};
 }
@@ -153,7 +157,7 @@ Status Core::begin() {
 Status Core::commit() {
   batch_ = false;
   auto held = std::exchange(held_, {});
-  LOOM_TRY(manager_->end_batch());
+  if (std::exchange(stored_batch_, false)) LOOM_TRY(manager_->end_batch());
   for (auto& [channel, message] : held) channel->send(message);
   return {};
 }

@@ -220,6 +220,7 @@ class Core {
   // What a batch sends, held until it is stored.
   std::vector<std::pair<std::shared_ptr<AgentChannel>, v1::ToAgent>> held_;
   bool batch_ = false;
+  bool stored_batch_ = false;  // whether the batch is a store transaction (not read-only)
   const std::chrono::steady_clock::duration window_;  // heartbeat_interval x heartbeat_misses
   const std::chrono::seconds requeue_after_;          // controller.requeue_after
   // Since when agents may register: the start, or the end of read-only. Agents are given

@@ -123,7 +123,8 @@ class Store {
   virtual Status end_batch() = 0;
 
   // Whether the store can be written now (an error says why: a full disk, an I/O error, a
-  // read-only file): a write that changes nothing the controller reads, outside a batch.
+  // read-only file): a durable write that changes nothing the controller reads. Outside a
+  // batch, or it is not durable until the batch is.
   virtual Status probe() = 0;
 };
 
