@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "data_plane_io.hpp"
+#include "described_plan.hpp"
 #include "loom/burstbuffer/data_plane.hpp"
 #include "loom/burstbuffer/hdf5_plan.hpp"
 #include "loom/burstbuffer/slice.hpp"
@@ -380,46 +381,9 @@ Status Stager::fetch(const Remote& remote, const std::string& path, int dir_fd,
       return std::unexpected(storage_error(s));
     handles.push_back(described.skeleton());
     if (notes) notes->assign(described.notes().begin(), described.notes().end());
-    SkeletonPlan plan;
-    std::uint64_t total = described.skeleton_size();
-    // Where the file says its data lies is the user's to write: an extent past the file's
-    // end (a size of 2^60 once made this process allocate a range for every 4 MiB of it) is
-    // refused before anything is planned.
-    const auto within = [&](const std::string& dataset, std::uint64_t address,
-                            std::uint64_t size) -> Status {
-      if (address <= opened.size() && size <= opened.size() - address) return {};
-      return make_error(
-          ErrorCode::kInvalidArgument,
-          fmt::format("{}: dataset {} says {} bytes of its data lie at byte {}, past the "
-                      "file's end ({} bytes)",
-                      path, dataset, size, address, opened.size()));
-    };
-    for (const v1::DatasetExtents& e : described.datasets()) {
-      if (e.kind() == v1::DatasetExtents::CONTIGUOUS)
-        LOOM_TRY(within(e.path(), e.address(), e.size()));
-      DatasetPlan& p = plan.datasets.emplace_back();
-      p.path = e.path();
-      p.kind = e.kind() == v1::DatasetExtents::CONTIGUOUS ? DatasetPlan::Kind::kContiguous
-               : e.kind() == v1::DatasetExtents::CHUNKED  ? DatasetPlan::Kind::kChunked
-                                                          : DatasetPlan::Kind::kCopied;
-      p.address = e.address();
-      p.size = e.size();
-      total += e.size();
-      for (const v1::Chunk& c : e.chunks()) {
-        if (c.size() > st.options.range) {
-          return make_error(
-              ErrorCode::kInvalidArgument,
-              fmt::format("{}: dataset {} has a chunk of {} bytes, more than a staging "
-                          "buffer ({})",
-                          path, e.path(), c.size(), st.options.range));
-        }
-        LOOM_TRY(within(e.path(), c.address(), c.size()));
-        p.chunks.push_back(
-            {{c.coords().begin(), c.coords().end()}, c.filter_mask(), c.address(), c.size()});
-        total += c.size();
-      }
-    }
-    progress.total.store(total);
+    const SkeletonPlan plan =
+        LOOM_TRY(with_context(plan_of(described, opened.size(), st.options.range), path));
+    progress.total.store(described.skeleton_size() + bytes_of(plan));
     std::vector<Piece> skeleton;
     add_ranges(skeleton, 0, described.skeleton_size(), st.options.range, fd, 0);
     LOOM_TRY(pull(*stub, peer, described.skeleton(), skeleton, progress, cancelled));

@@ -1,0 +1,71 @@
+// The state's schema, as migrations in order (private to the SQLite store).
+#pragma once
+
+#include <array>
+#include <string_view>
+
+#include "loom/proto/types.pb.h"
+
+namespace loom::controller::detail {
+
+// The SQL here and in sqlite_store.cpp names unfinished jobs as `state < 4`: every state from
+// COMPLETED on is final.
+static_assert(v1::COMPLETED == 4 && v1::NODE_FAIL > v1::COMPLETED &&
+              v1::STAGING_OUT < v1::COMPLETED);
+
+// Migrations, in order: migrations[i] takes the schema from version i to i + 1.
+inline constexpr std::array<std::string_view, 6> kMigrations = {
+    R"sql(
+      CREATE TABLE jobs (
+        id          INTEGER PRIMARY KEY,
+        user        TEXT    NOT NULL,
+        uid         INTEGER NOT NULL,
+        state       INTEGER NOT NULL,
+        reason      TEXT    NOT NULL DEFAULT '',
+        exit_code   INTEGER,
+        signal      INTEGER,
+        submit_time INTEGER NOT NULL,
+        start_time  INTEGER,
+        end_time    INTEGER,
+        spec        BLOB    NOT NULL,   -- loom.v1.JobSpec
+        placement   TEXT    NOT NULL DEFAULT ''
+      );
+      CREATE INDEX jobs_unfinished ON jobs(state) WHERE state < 4;
+    )sql",
+    R"sql(
+      ALTER TABLE jobs ADD COLUMN array_job INTEGER;            -- the array's id, NULL if none
+      ALTER TABLE jobs ADD COLUMN array_index INTEGER NOT NULL DEFAULT 0;
+      CREATE TABLE nodes (
+        name         TEXT PRIMARY KEY,
+        topology     TEXT NOT NULL,     -- hwtopo's JSON, as the agent registered it
+        drain_reason TEXT               -- NULL unless drained
+      );
+    )sql",
+    R"sql(
+      ALTER TABLE nodes ADD COLUMN nvme TEXT NOT NULL DEFAULT '[]';  -- its NVMe devices, JSON
+      ALTER TABLE jobs ADD COLUMN staging BLOB;                       -- loom.v1.StagingReport, kept with the end
+      CREATE TABLE buffers (
+        name    TEXT PRIMARY KEY,
+        user    TEXT    NOT NULL,
+        uid     INTEGER NOT NULL,
+        gid     INTEGER NOT NULL,
+        node    TEXT    NOT NULL,
+        nvme    TEXT    NOT NULL,     -- the device's path on the node
+        bytes   INTEGER NOT NULL,
+        created INTEGER NOT NULL
+      );
+    )sql",
+    R"sql(
+      ALTER TABLE jobs ADD COLUMN usage BLOB;  -- loom.v1.Usage, kept with the end
+    )sql",
+    R"sql(
+      -- loom.v1.Reason; reason is its detail. 0 on rows stored before: their reason is whole.
+      ALTER TABLE jobs ADD COLUMN reason_code INTEGER NOT NULL DEFAULT 0;
+    )sql",
+    R"sql(
+      -- A restart loads the jobs ended since controller.min_job_age, not the whole history.
+      CREATE INDEX jobs_end_time ON jobs(end_time);
+    )sql",
+};
+
+}  // namespace loom::controller::detail
