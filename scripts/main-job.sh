@@ -57,6 +57,7 @@ start_cluster() {
     sleep 0.05
   done
   grep -q '^export LOOM_STORAGE_EXPORT=' "$state/up.out" || { cat "$state/up.out" >&2; echo "main-job.sh: loom up did not start" >&2; exit 1; }
+  eval "$(grep '^export LOOM_TLS_CA=' "$state/up.out")"
   eval "$(grep '^export LOOM_CONTROLLER=' "$state/up.out")"
   eval "$(grep '^export LOOM_STORAGE_EXPORT=' "$state/up.out")"
   cat "$state/up.out"

@@ -84,9 +84,16 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   for (int s : {SIGTERM, SIGINT, SIGUSR1}) sigaddset(&signals, s);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // After the mask: gRPC starts threads of its own with the first credentials, and a
+  // signal they did not block would never reach the waiter below.
+  auto tls = tls::Tls::load(config->tls, tls::Role::kDaemon);
+  if (!tls) return fail(tls.error());
+  tls->log();
   const std::filesystem::path here = std::filesystem::read_symlink("/proc/self/exe").parent_path();
   agent::AgentOptions options;
   options.controller = controller;
+  options.tls = *tls;
+  options.tls_ca = config->tls.ca;
   options.name = name;
   options.cgroup = cgroup.empty() ? name : cgroup;
   options.state_dir = state_dir.empty() ? config->agent.state_dir : state_dir;
@@ -129,6 +136,7 @@ int main(int argc, char** argv) {
       config->fabric.provider,
       fabric_interface.empty() ? config->fabric.interface : fabric_interface};
   options.data_plane.stall_timeout = config->staging.stall_timeout;
+  options.data_plane.tls = *tls;
   if (!nvme.empty()) {
     options.nvme.clear();
     for (const std::string& text : nvme) {
@@ -154,7 +162,7 @@ int main(int argc, char** argv) {
     storage = std::move(*opened);
     grpc::ServerBuilder builder;
     int port = 0;
-    builder.AddListeningPort(data_listen, grpc::InsecureServerCredentials(), &port);
+    builder.AddListeningPort(data_listen, tls->server(), &port);
     builder.RegisterService(storage.get());
     data_server = builder.BuildAndStart();
     if (!data_server || port == 0)

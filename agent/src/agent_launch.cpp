@@ -130,7 +130,8 @@ bool Agent::start(const std::shared_ptr<Job>& job) {
                                o_.cgroup,
                                o_.launcher_dir.string(),
                                launch::interface_network(o_.data_plane.fabric.interface),
-                               o_.controller};
+                               o_.controller,
+                               o_.tls_ca};
   std::vector<std::pair<std::uint32_t, TaskRecord>> ranks;
   if (error.empty()) {
     Result<launch::LaunchPlan> plan = launch::plan_launch(launch, bindings, environment, node);

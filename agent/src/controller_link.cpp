@@ -6,8 +6,7 @@ namespace loom::agent {
 
 grpc::Status ControllerLink::serve(const std::function<std::vector<v1::FromAgent>()>& greeting,
                                    const std::function<void(const v1::ToAgent&)>& command) {
-  auto stub =
-      v1::AgentLink::NewStub(grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
+  auto stub = v1::AgentLink::NewStub(grpc::CreateChannel(address_, credentials_));
   grpc::ClientContext context;
   auto stream = stub->Connect(&context);
   {

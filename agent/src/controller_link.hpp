@@ -23,7 +23,8 @@ class ControllerLink {
  public:
   using Clock = std::chrono::steady_clock;
 
-  explicit ControllerLink(std::string address) : address_(std::move(address)) {}
+  ControllerLink(std::string address, std::shared_ptr<grpc::ChannelCredentials> credentials)
+      : address_(std::move(address)), credentials_(std::move(credentials)) {}
 
   // One registration and the stream after it, until it breaks, reset() or cancel(): what
   // `greeting` returns (the hello first), then each command the controller sends, to
@@ -49,6 +50,7 @@ class ControllerLink {
   void close();
 
   const std::string address_;
+  const std::shared_ptr<grpc::ChannelCredentials> credentials_;
   // Guards the context, the times and cancelled_; never held during a write, so that
   // reset() and the deadlines never wait for the network.
   mutable std::mutex mutex_;

@@ -342,8 +342,7 @@ Status Stager::fetch(const Remote& remote, const std::string& path, int dir_fd,
                      const std::atomic<bool>& cancelled, std::span<const std::string> datasets,
                      std::vector<std::string>* notes) {
   State& st = *state_;
-  auto stub =
-      v1::Storage::NewStub(grpc::CreateChannel(remote.address, grpc::InsecureChannelCredentials()));
+  auto stub = v1::Storage::NewStub(grpc::CreateChannel(remote.address, st.options.tls.channel()));
   const v1::OpenReply opened =
       LOOM_TRY(open_remote(*stub, remote, path, false, st.name, st.options.stall_timeout));
   std::vector<std::string> handles{opened.handle()};
@@ -425,8 +424,7 @@ Status Stager::store(const Remote& remote, int fd, const std::string& path, File
   if (::fstat(fd, &info) != 0) return std::unexpected(errno_error("fstat", errno));
   if (!S_ISREG(info.st_mode)) return make_error(ErrorCode::kInvalidArgument, "not a regular file");
   const auto size = static_cast<std::uint64_t>(info.st_size);
-  auto stub =
-      v1::Storage::NewStub(grpc::CreateChannel(remote.address, grpc::InsecureChannelCredentials()));
+  auto stub = v1::Storage::NewStub(grpc::CreateChannel(remote.address, st.options.tls.channel()));
   const v1::OpenReply opened =
       LOOM_TRY(open_remote(*stub, remote, path, true, st.name, st.options.stall_timeout));
   v1::HandleRequest handle;

@@ -67,10 +67,18 @@ Result<std::unique_ptr<StorageServer>> StorageServer::open(const StorageExport& 
   return std::unique_ptr<StorageServer>(new StorageServer(std::move(state)));
 }
 
-grpc::Status StorageServer::Open(grpc::ServerContext*, const v1::OpenRequest* request,
+grpc::Status StorageServer::Open(grpc::ServerContext* context, const v1::OpenRequest* request,
                                  v1::OpenReply* reply) {
   auto who = munge_verify(request->credential());
   if (!who) return to_grpc(who.error());
+  // Acting for another user is an agent's: where the cluster has a CA, only from a host that
+  // holds its certificate, not from root on any machine that reaches this port.
+  if (who->uid == 0 && !state_->options.tls.from_cluster_host(*context)) {
+    return {grpc::StatusCode::PERMISSION_DENIED,
+            fmt::format("{} showed no certificate of the cluster's CA: only an agent (tls.cert, "
+                        "tls.key) opens files for a job's user",
+                        context->peer())};
+  }
   // An agent (root) stages for a job's user and says whom; anyone else acts as themselves.
   const uid_t uid = who->uid == 0 ? request->uid() : who->uid;
   const gid_t gid = who->uid == 0 ? request->gid() : who->gid;

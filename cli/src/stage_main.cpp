@@ -129,6 +129,7 @@ int main(int argc, char** argv) {
   burstbuffer::DataPlaneOptions options;
   options.fabric = {config->fabric.provider, config->fabric.interface};
   options.stall_timeout = config->staging.stall_timeout;
+  options.tls = client->tls;
   auto stager = burstbuffer::Stager::open(options);
   if (!stager) return fail(stager.error());
 

@@ -20,6 +20,7 @@
 #include "loom/common/errno_text.hpp"
 #include "loom/common/exec_args.hpp"
 #include "loom/common/unique_fd.hpp"
+#include "run_command.hpp"
 
 extern char** environ;
 
@@ -35,52 +36,18 @@ constexpr unsigned kHostsPerSlot = 13;  // .1 is the head; .2 to .14 the hosts
 std::string bridge(unsigned slot) { return fmt::format("loom-br{}", slot); }
 fs::path owner_file(unsigned slot) { return fmt::format("/run/loom-testbed-{}.pid", slot); }
 
-// Runs a command (ip) to its end; its stderr is the error when it fails.
-Status command(const std::vector<std::string>& argv) {
-  Pipe pipe = Pipe::open();
-  if (!pipe)
-    return make_error(ErrorCode::kInternal, "pipe: " + std::string(loom::errno_text(errno)));
-  const UniqueFd read_end = std::move(pipe.read_end);
-  UniqueFd write_end = std::move(pipe.write_end);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, write_end.get(), 2);
-  const std::vector<char*> args = exec_args(argv);
-  pid_t pid = -1;
-  const int error = ::posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  write_end.reset();  // the child's copy is the only one left: EOF when it exits
-  std::string err;
-  std::array<char, 512> buffer{};
-  for (ssize_t n; error == 0 && (n = ::read(read_end.get(), buffer.data(), buffer.size())) > 0;)
-    err.append(buffer.data(), static_cast<std::size_t>(n));
-  const std::string line = fmt::format("{}", fmt::join(argv, " "));
-  if (error != 0)
-    return make_error(ErrorCode::kNotFound,
-                      fmt::format("cannot run {}: {}", line, loom::errno_text(error)));
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    while (!err.empty() && err.back() == '\n') err.pop_back();
-    return make_error(ErrorCode::kInternal,
-                      fmt::format("{}: {}", line, err.empty() ? "failed" : err));
-  }
-  return {};
-}
-
 // A testbed whose owner is gone: its namespaces, bridge and files.
 void remove_slot(unsigned slot) {
   const std::string prefix = fmt::format("loom{}-", slot);
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator("/run/netns", ec)) {
     if (entry.path().filename().string().starts_with(prefix))
-      (void)command({"ip", "netns", "delete", entry.path().filename().string()});
+      (void)run_command({"ip", "netns", "delete", entry.path().filename().string()});
   }
   for (const auto& entry : fs::directory_iterator("/etc/netns", ec)) {
     if (entry.path().filename().string().starts_with(prefix)) fs::remove_all(entry.path(), ec);
   }
-  (void)command({"ip", "link", "delete", bridge(slot)});
+  (void)run_command({"ip", "link", "delete", bridge(slot)});
   fs::remove(owner_file(slot), ec);
 }
 
@@ -146,10 +113,10 @@ Result<Testbed> Testbed::make(const std::vector<std::string>& hosts) {
   }
   std::string last_error;
   for (unsigned slot = 0; slot < kSlots; ++slot) {
-    Status claimed = command({"ip", "link", "add", bridge(slot), "type", "bridge"});
+    Status claimed = run_command({"ip", "link", "add", bridge(slot), "type", "bridge"});
     if (!claimed && fs::exists(fs::path("/sys/class/net") / bridge(slot)) && !owner_alive(slot)) {
       remove_slot(slot);  // left by a run that was killed
-      claimed = command({"ip", "link", "add", bridge(slot), "type", "bridge"});
+      claimed = run_command({"ip", "link", "add", bridge(slot), "type", "bridge"});
     }
     if (!claimed) {
       last_error = claimed.error().message();
@@ -158,8 +125,8 @@ Result<Testbed> Testbed::make(const std::vector<std::string>& hosts) {
     std::ofstream(owner_file(slot)) << ::getpid() << "\n";
     Testbed testbed(slot, hosts);  // from here its destructor removes whatever was made
     const std::string br = bridge(slot);
-    LOOM_TRY(command({"ip", "addr", "add", testbed.head_ + "/28", "dev", br}));
-    LOOM_TRY(command({"ip", "link", "set", br, "up"}));
+    LOOM_TRY(run_command({"ip", "addr", "add", testbed.head_ + "/28", "dev", br}));
+    LOOM_TRY(run_command({"ip", "link", "set", br, "up"}));
     std::string hosts_file = "127.0.0.1 localhost\n::1 localhost\n" + testbed.head_ + " head\n";
     for (const std::string& host : hosts) hosts_file += testbed.address(host) + " " + host + "\n";
     for (std::size_t i = 0; i < hosts.size(); ++i) {
@@ -167,14 +134,14 @@ Result<Testbed> Testbed::make(const std::vector<std::string>& hosts) {
       // The run's id in the name: a veth whose namespace is still held (a socket of a
       // killed process lingering there) outlives its run, and must not block the next.
       const std::string veth = fmt::format("lm{}-{}-{}", slot, testbed.run_, i);
-      LOOM_TRY(command({"ip", "netns", "add", ns}));
-      LOOM_TRY(command(
+      LOOM_TRY(run_command({"ip", "netns", "add", ns}));
+      LOOM_TRY(run_command(
           {"ip", "link", "add", veth, "type", "veth", "peer", "name", kInterface, "netns", ns}));
-      LOOM_TRY(command({"ip", "link", "set", veth, "master", br, "up"}));
-      LOOM_TRY(command(
+      LOOM_TRY(run_command({"ip", "link", "set", veth, "master", br, "up"}));
+      LOOM_TRY(run_command(
           {"ip", "-n", ns, "addr", "add", testbed.address(hosts[i]) + "/28", "dev", kInterface}));
-      LOOM_TRY(command({"ip", "-n", ns, "link", "set", kInterface, "up"}));
-      LOOM_TRY(command({"ip", "-n", ns, "link", "set", "lo", "up"}));
+      LOOM_TRY(run_command({"ip", "-n", ns, "link", "set", kInterface, "up"}));
+      LOOM_TRY(run_command({"ip", "-n", ns, "link", "set", "lo", "up"}));
       fs::create_directories(fs::path("/etc/netns") / ns);
       std::ofstream(fs::path("/etc/netns") / ns / "hosts") << hosts_file;
     }
@@ -215,11 +182,11 @@ std::vector<std::string> Testbed::on(const std::string& host,
 
 void Testbed::tear_down() {
   for (const std::string& host : hosts_)
-    (void)command({"ip", "netns", "delete", namespace_of(host)});
+    (void)run_command({"ip", "netns", "delete", namespace_of(host)});
   std::error_code ec;
   for (const std::string& host : hosts_)
     fs::remove_all(fs::path("/etc/netns") / namespace_of(host), ec);
-  (void)command({"ip", "link", "delete", bridge(slot_)});
+  (void)run_command({"ip", "link", "delete", bridge(slot_)});
   fs::remove(owner_file(slot_), ec);
 }
 

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -20,6 +21,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
+#include <optional>
 #include <thread>
 
 #include "commands.hpp"
@@ -30,6 +33,7 @@
 #include "loom/common/exec_args.hpp"
 #include "programs.hpp"
 #include "testbed.hpp"
+#include "up_tls.hpp"
 
 extern char** environ;
 
@@ -43,8 +47,9 @@ using Clock = std::chrono::steady_clock;
 struct Daemon {
   std::string what;  // "loomctld", "loomd node1"
   std::vector<std::string> argv;
-  fs::path log;       // stdout and stderr, appended across restarts
-  std::string ready;  // the log line that says it is ready
+  fs::path log;                  // stdout and stderr, appended across restarts
+  std::string ready;             // the log line that says it is ready
+  std::vector<std::string> env;  // NAME=VALUE beyond loom up's own environment
   pid_t pid = -1;
   std::deque<Clock::time_point> starts;  // recent starts, for the restart limit
 };
@@ -69,8 +74,19 @@ class Supervisor {
     sigemptyset(&none);
     posix_spawnattr_setsigmask(&attributes, &none);  // the daemons handle their own signals
     posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK);
-    const std::vector<char*> args = exec_args(d.argv);
-    const int error = ::posix_spawn(&d.pid, args[0], &actions, &attributes, args.data(), environ);
+    // loom up's environment but for what the daemon is given instead (its TLS files).
+    std::vector<std::string> env;
+    for (char** e = environ; *e != nullptr; ++e) {
+      const std::string_view entry(*e);
+      const bool replaced = std::ranges::any_of(d.env, [&](const std::string& given) {
+        return entry.substr(0, entry.find('=')) == given.substr(0, given.find('='));
+      });
+      if (!replaced) env.emplace_back(entry);
+    }
+    env.insert(env.end(), d.env.begin(), d.env.end());
+    const std::vector<char*> args = exec_args(d.argv), envp = exec_args(env);
+    const int error =
+        ::posix_spawn(&d.pid, args[0], &actions, &attributes, args.data(), envp.data());
     posix_spawn_file_actions_destroy(&actions);
     posix_spawnattr_destroy(&attributes);
     if (error != 0)
@@ -168,6 +184,7 @@ Command add_up(CLI::App& app) {
     std::string state_dir;
     std::string nvme = "8GiB";
     bool no_restart = false;
+    bool no_tls = false;
     unsigned netns = 0;
   };
   auto o = std::make_shared<Options>();
@@ -176,7 +193,8 @@ Command add_up(CLI::App& app) {
       "Run a cluster on this machine: loomctld, N agents each simulating a node with an "
       "NVMe device, and a storage agent `storage` exporting a directory, on loopback or "
       "(--netns) each on a host of its own; "
-      "prints `export LOOM_CONTROLLER=...` and `export LOOM_STORAGE_EXPORT=...` once "
+      "gRPC over TLS with a CA and host certificates of its own; prints `export "
+      "LOOM_TLS_CA=...`, `export LOOM_CONTROLLER=...` and `export LOOM_STORAGE_EXPORT=...` once "
       "ready; Ctrl-C stops it (root only)");
   up->add_option("--agents", o->agents, "Compute agents")
       ->capture_default_str()
@@ -198,6 +216,8 @@ Command add_up(CLI::App& app) {
                  "its hostname and an address in 198.18.0.0/24 (replaces --agents; loopback when "
                  "namespaces cannot be made)")
       ->check(CLI::Range(1u, 12u));
+  up->add_flag("--no-tls", o->no_tls,
+               "Plain gRPC, as a cluster without tls.ca runs (the daemons log that it is plain)");
   up->add_flag("--no-restart", o->no_restart,
                "Leave a daemon that dies stopped, instead of restarting it as systemd would");
   return {
@@ -280,11 +300,25 @@ Command add_up(CLI::App& app) {
         };
         const std::string here = testbed ? testbed->head_address() : "127.0.0.1";
         const std::string interface = testbed ? Testbed::kInterface : "lo";
+        // Each daemon's certificate names the addresses it is reached at (and loopback).
+        std::optional<UpTls> tls;
+        if (!o->no_tls) {
+          std::map<std::string, std::vector<std::string>> addresses{
+              {"controller", {here, "127.0.0.1"}}};
+          for (const std::string& host : names)
+            addresses[host] = {testbed ? testbed->address(host) : here, "127.0.0.1"};
+          addresses["storage"] = {testbed ? testbed->address("storage") : here, "127.0.0.1"};
+          tls = LOOM_TRY(make_up_tls(dir / "tls", addresses));
+        }
+        auto tls_env = [&](const std::string& host) {
+          return tls ? tls->environment(host) : std::vector<std::string>{};
+        };
         Daemon controller{"loomctld",
                           {loomctld.string(), "--listen", here + ":0", "--state-dir",
                            (dir / "controller").string()},
                           dir / "loomctld.log",
                           "listening on ",
+                          tls_env("controller"),
                           -1,
                           {}};
         std::vector<Daemon> agents;
@@ -345,6 +379,7 @@ Command add_up(CLI::App& app) {
                          on(name, argv),
                          dir / fmt::format("loomd-{}.log", name),
                          "registered with",
+                         tls_env(name),
                          -1,
                          {}};
             agents.push_back(std::move(agent));
@@ -363,6 +398,7 @@ Command add_up(CLI::App& app) {
                    (testbed ? testbed->address("storage") : here) + ":0"}),
                dir / "loomd-storage.log",
                "registered with",
+               tls_env("storage"),
                -1,
                {}});
           LOOM_TRY(supervisor.start(agents.back()));
@@ -379,6 +415,7 @@ Command add_up(CLI::App& app) {
                 testbed->network(), testbed->head_address(), hosts, testbed->address("storage"),
                 testbed->namespace_prefix());
           }
+          if (tls) std::cout << "export LOOM_TLS_CA=" << tls->ca.string() << "\n";
           std::cout << "export LOOM_CONTROLLER=" << address << "\n";
           std::cout << "export LOOM_STORAGE_EXPORT=" << exported.string() << '\n' << std::flush;
           for (;;) {

@@ -28,14 +28,29 @@ Result<Client> connect(const std::string& option, const Config& config) {
     const char* env = std::getenv("LOOM_CONTROLLER");
     address = env != nullptr && *env != '\0' ? env : config.controller.address;
   }
-  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  tls::Tls tls = LOOM_TRY(tls::Tls::load(config.tls, tls::Role::kClient));
+  auto channel = grpc::CreateChannel(address, tls.channel());
+  auto stub = v1::Controller::NewStub(channel);
   if (!channel->WaitForConnected(std::chrono::system_clock::now() +
                                  config.controller.connect_timeout)) {
+    // One call that does not wait, for gRPC's reason (refused, or a TLS handshake that
+    // failed): a controller over TLS and a CLI without its CA (or the other way round)
+    // differ from a controller that is down only there.
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::NodesRequest request;
+    v1::NodesReply ignored;
+    const grpc::Status why = stub->Nodes(&context, request, &ignored);
+    const bool answered = why.error_code() != grpc::StatusCode::UNAVAILABLE &&
+                          why.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED;
+    if (answered) return Client{address, std::move(stub), std::move(tls)};  // up just now
     return make_error(ErrorCode::kUnavailable,
-                      fmt::format("the controller at {} is unreachable (tried for {})", address,
-                                  format_duration(config.controller.connect_timeout)));
+                      fmt::format("the controller at {} is unreachable (tried for {}, {}): {}",
+                                  address, format_duration(config.controller.connect_timeout),
+                                  tls.enabled() ? "over TLS" : "without TLS: tls.ca is not set",
+                                  why.error_message()));
   }
-  return Client{address, v1::Controller::NewStub(channel)};
+  return Client{address, std::move(stub), std::move(tls)};
 }
 
 Result<v1::Caller> me() {

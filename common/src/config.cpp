@@ -75,6 +75,23 @@ KeySpec duration_key(ConfigKey doc) {
   };
 }
 
+// A file's absolute path, or "" for none: (config.*section).*field.
+template <auto Section, auto Field>
+KeySpec path_key(ConfigKey doc) {
+  return KeySpec{
+      std::move(doc),
+      [](Config& config, const toml::node& value) -> Status {
+        std::string& path = (config.*Section).*Field;
+        path = LOOM_TRY(as_string(value));
+        if (!path.empty() && !path.starts_with('/'))
+          return make_error(ErrorCode::kInvalidArgument,
+                            fmt::format("must be an absolute path, got \"{}\"", path));
+        return {};
+      },
+      [](const Config& config) { return (config.*Section).*Field; },
+  };
+}
+
 const std::array kKeys = {
     KeySpec{
         {"log.level", "string", "info",
@@ -367,6 +384,23 @@ const std::array kKeys = {
         },
         [](const Config& config) { return config.fabric.interface; },
     },
+    path_key<&Config::tls, &Config::Tls::ca>(
+        {"tls.ca", "string", "",
+         "The cluster's certificate authority (PEM). Set, every gRPC channel runs over TLS: "
+         "the CLI and the agents check that the controller and the storage agents hold a "
+         "certificate it signed, and the controller and the storage agents take an agent's or a "
+         "stager's calls only from a host that holds one. Empty: gRPC runs plain, and the "
+         "daemons log that anybody on the network reads and changes what it carries. "
+         "LOOM_TLS_CA overrides it."}),
+    path_key<&Config::tls, &Config::Tls::cert>(
+        {"tls.cert", "string", "",
+         "This host's certificate (PEM), signed by tls.ca, with the host's names and addresses "
+         "as subject alternative names: what loomctld and loomd present. The CLI needs none. "
+         "LOOM_TLS_CERT overrides it."}),
+    path_key<&Config::tls, &Config::Tls::key>(
+        {"tls.key", "string", "",
+         "The private key of tls.cert (PEM), which only its owner may read (mode 0600 or "
+         "stricter, as ssh insists). LOOM_TLS_KEY overrides it."}),
 };
 
 const KeySpec* find_key(std::string_view name) {

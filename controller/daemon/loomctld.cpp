@@ -13,6 +13,7 @@
 #include "loom/common/config.hpp"
 #include "loom/controller/core.hpp"
 #include "loom/controller/job_manager.hpp"
+#include "loom/proto/tls.hpp"
 #include "service.hpp"
 
 // Errors are Results; an exception that escapes is a bug, and terminate()'s core dump is
@@ -38,8 +39,12 @@ int main(int argc, char** argv) {
   if (!check_config.empty()) {
     auto checked = load_config(std::filesystem::path(check_config));
     if (!checked) return fail(checked.error());
-    std::printf("%s: valid; controller.address %s, agent.state_dir %s\n", check_config.c_str(),
-                checked->controller.address.c_str(), checked->agent.state_dir.c_str());
+    // The files tls.* name too: a bad certificate is found before a restart, not by it.
+    auto tls = tls::Tls::load(checked->tls, tls::Role::kDaemon);
+    if (!tls) return fail(tls.error());
+    std::printf("%s: valid; controller.address %s, agent.state_dir %s, gRPC %s\n",
+                check_config.c_str(), checked->controller.address.c_str(),
+                checked->agent.state_dir.c_str(), tls->describe().c_str());
     return 0;
   }
   auto config = start_program("loomctld", config_file.empty()
@@ -55,6 +60,11 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // After the mask: gRPC starts threads of its own with the first credentials, and a
+  // signal they did not block would never reach sigwait below.
+  auto tls = tls::Tls::load(config->tls, tls::Role::kDaemon);
+  if (!tls) return fail(tls.error());
+  tls->log();
 
   sched::Cluster cluster;
   controller::Inbox inbox;
@@ -69,11 +79,11 @@ int main(int argc, char** argv) {
   const controller::SystemClock clock;
   controller::Core core(cluster, *config, clock, std::move(*manager),
                         [&inbox] { inbox.changed(); });
-  controller::Service service(inbox, *config);
+  controller::Service service(inbox, *config, *tls);
 
   int port = 0;
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, tls->server(), &port);
   builder.RegisterService(static_cast<v1::Controller::Service*>(&service));
   builder.RegisterService(static_cast<v1::AgentLink::Service*>(&service));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

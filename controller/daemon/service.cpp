@@ -6,6 +6,7 @@
 #include "agent_stream.hpp"
 #include "loom/common/bytes.hpp"
 #include "loom/common/munge.hpp"
+#include "loom/common/printable.hpp"
 #include "loom/launch/mpi.hpp"
 #include "loom/proto/status.hpp"
 
@@ -368,6 +369,14 @@ grpc::Status Service::Connect(grpc::ServerContext* context,
     return {grpc::StatusCode::PERMISSION_DENIED,
             fmt::format("an agent must run as root; {} (uid {}) may not register a node",
                         identity->user, identity->uid)};
+  }
+  // Root on a host is not enough where the cluster has a CA: the host must hold its
+  // certificate too, so that root on a laptop on the network adds no node.
+  if (!tls_.from_cluster_host(*context)) {
+    return {grpc::StatusCode::PERMISSION_DENIED,
+            fmt::format("agent {} from {} showed no certificate of the cluster's CA: an agent "
+                        "presents its host's (tls.cert, tls.key)",
+                        printable(first.hello().name()), context->peer())};
   }
   if (!first.hello().data_address().empty()) return serve_storage(context, stream, first.hello());
   auto out = std::make_shared<AgentStream>(context, stream, config_.controller.agent_queue,

@@ -15,6 +15,7 @@
 #include "loom/common/config.hpp"
 #include "loom/proto/agent.grpc.pb.h"
 #include "loom/proto/controller.grpc.pb.h"
+#include "loom/proto/tls.hpp"
 
 namespace loom::controller {
 
@@ -24,7 +25,8 @@ using ControllerService =
 
 class Service final : public ControllerService, public v1::AgentLink::Service {
  public:
-  Service(Inbox& inbox, const Config& config) : inbox_(inbox), config_(config) {}
+  Service(Inbox& inbox, const Config& config, const tls::Tls& tls)
+      : inbox_(inbox), config_(config), tls_(tls) {}
 
   grpc::Status Submit(grpc::ServerContext*, const v1::SubmitRequest* request,
                       v1::SubmitReply* reply) override;
@@ -65,6 +67,7 @@ class Service final : public ControllerService, public v1::AgentLink::Service {
 
   Inbox& inbox_;
   const Config& config_;
+  const tls::Tls& tls_;
 };
 
 }  // namespace loom::controller

@@ -81,6 +81,7 @@ TaskPlan mpi_task(const v1::Launch& launch, const std::vector<RankBinding>& rank
   TaskPlan t = task_for(launch, ranks.front().rank, std::move(argv), storage, node);
   t.environment["LOOM_RANK_BINDING"] = encode_bindings(ranks);
   t.environment["LOOM_CONTROLLER"] = node.controller;  // for loom-rsh
+  if (!node.tls_ca.empty()) t.environment["LOOM_TLS_CA"] = node.tls_ca;
   // Ranks that share PUs (a simulated node mapped onto fewer real ones) must not
   // busy-poll: Open MPI counts its slots, not PUs, and spinning ranks starve the rank
   // they wait for (16 ranks on 2 PUs stalled for minutes without this).

@@ -43,7 +43,7 @@ TEST_F(SlowAgent, AnAgentThatReadsNothingDelaysOnlyItselfAndIsDropped) {
   auto credential = munge_credential();
   ASSERT_TRUE(credential.has_value()) << credential.error().to_string();
   auto stub = v1::AgentLink::NewStub(
-      grpc::CreateChannel(cluster_->address(), grpc::InsecureChannelCredentials()));
+      grpc::CreateChannel(cluster_->address(), cluster_->tls("node0").channel()));
   grpc::ClientContext context;
   auto stream = stub->Connect(&context);
   v1::FromAgent hello;

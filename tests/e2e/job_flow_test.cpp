@@ -278,8 +278,8 @@ TEST_F(JobFlow, AnAdminSeesAndCancelsAnyJob) {
 // The controller itself refuses a request whose credential is forged or missing: the CLI
 // is not the only door.
 TEST_F(JobFlow, TheControllerRefusesForgedAndMissingCredentials) {
-  auto stub = v1::Controller::NewStub(
-      grpc::CreateChannel(cluster_->address(), grpc::InsecureChannelCredentials()));
+  auto stub =
+      v1::Controller::NewStub(grpc::CreateChannel(cluster_->address(), cluster_->tls().channel()));
   for (const std::string& credential :
        {std::string("MUNGE:AwQFAAD1forgedforgedforged:"), std::string()}) {
     v1::ListRequest request;
@@ -300,10 +300,13 @@ TEST_F(JobFlow, OnlyRootMayRegisterANode) {
   const std::filesystem::path state = loom::testing::temp_path("rogue-state");
   std::filesystem::create_directories(state);
   ASSERT_EQ(::chown(state.c_str(), bob->pw_uid, bob->pw_gid), 0);
-  Completed rogue =
-      loom::testing::run({"runuser", "-u", "loom-bob", "--", loom::testing::built("agent/loomd"),
-                          "--controller", cluster_->address(), "--name", "rogue", "--synthetic",
-                          "pack:1 core:64 pu:1", "--state-dir", state.string()});
+  // With a copy of a host's certificate: what stops loom-bob is that he is not root.
+  std::vector<std::string> argv{"runuser", "-u", "loom-bob", "--", "env"};
+  for (const std::string& e : cluster_->stolen_tls("node0", "loom-bob")) argv.push_back(e);
+  argv.insert(argv.end(),
+              {loom::testing::built("agent/loomd"), "--controller", cluster_->address(), "--name",
+               "rogue", "--synthetic", "pack:1 core:64 pu:1", "--state-dir", state.string()});
+  Completed rogue = loom::testing::run(argv);
   std::filesystem::remove_all(state);
   EXPECT_NE(rogue.exit_code, 0);
   EXPECT_NE(rogue.err.find("an agent must run as root; loom-bob"), std::string::npos) << rogue.err;

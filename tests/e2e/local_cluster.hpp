@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <pwd.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "loom/common/exec_args.hpp"
+#include "loom/proto/tls.hpp"
 #include "run.hpp"
 #include "temp.hpp"
 
@@ -49,6 +51,12 @@ class LocalCluster {
     up_ = spawn(argv, env, dir_ / "up.out");
     const std::string line = wait_for(dir_ / "up.out", "export LOOM_CONTROLLER=");
     address_ = line.substr(line.find('=') + 1);
+    // Printed before the controller's line, unless --no-tls.
+    const std::string text = log();
+    if (const auto at = text.find("export LOOM_TLS_CA="); at != std::string::npos) {
+      const auto begin = at + std::string_view("export LOOM_TLS_CA=").size();
+      tls_ca_ = text.substr(begin, text.find('\n', begin) - begin);
+    }
   }
   ~LocalCluster() {
     stop();
@@ -56,6 +64,54 @@ class LocalCluster {
   }
 
   const std::string& address() const { return address_; }
+  // The CA loom up made, which the CLI checks the controller with; "" with --no-tls.
+  const std::string& tls_ca() const { return tls_ca_; }
+  // What a program checks this cluster's hosts with: the CA alone (a user's), or with a
+  // host's certificate and key as its daemons hold them (loom up's `tls/HOST.pem`,
+  // `tls/HOST.key`). Plain with --no-tls.
+  tls::Tls tls(const std::string& host = "") const {
+    if (tls_ca_.empty()) return {};
+    const std::filesystem::path dir = dir_ / "state" / "tls";
+    Config::Tls files{tls_ca_, "", ""};
+    if (!host.empty()) {
+      files.cert = (dir / (host + ".pem")).string();
+      files.key = (dir / (host + ".key")).string();
+    }
+    auto loaded = tls::Tls::load(files, host.empty() ? tls::Role::kClient : tls::Role::kDaemon);
+    EXPECT_TRUE(loaded) << loaded.error().to_string();
+    return loaded.value_or(tls::Tls{});
+  }
+  // LOOM_TLS_* as loom up starts `host`'s daemon with them. Empty with --no-tls.
+  std::vector<std::string> tls_env(const std::string& host) const {
+    if (tls_ca_.empty()) return {};
+    const std::filesystem::path dir = dir_ / "state" / "tls";
+    return {"LOOM_TLS_CA=" + tls_ca_, "LOOM_TLS_CERT=" + (dir / (host + ".pem")).string(),
+            "LOOM_TLS_KEY=" + (dir / (host + ".key")).string()};
+  }
+  // LOOM_TLS_* for a daemon run as `user` with a copy of `host`'s certificate and key (as
+  // if they had been stolen): what is left to stop them is Munge. Empty with --no-tls.
+  std::vector<std::string> stolen_tls(const std::string& host, const std::string& user) const {
+    if (tls_ca_.empty()) return {};
+    const std::filesystem::path from = dir_ / "state" / "tls", to = dir_ / ("tls-" + user);
+    std::filesystem::create_directories(to);
+    const passwd* owner = ::getpwnam(user.c_str());
+    EXPECT_NE(owner, nullptr) << user;
+    const uid_t uid = owner != nullptr ? owner->pw_uid : 0;
+    for (const std::string& name : {host + ".pem", host + ".key"}) {
+      std::filesystem::copy_file(from / name, to / name,
+                                 std::filesystem::copy_options::overwrite_existing);
+      EXPECT_EQ(::chown((to / name).c_str(), uid, -1), 0);
+    }
+    EXPECT_EQ(::chown(to.c_str(), uid, -1), 0);
+    return {"LOOM_TLS_CA=" + tls_ca_, "LOOM_TLS_CERT=" + (to / (host + ".pem")).string(),
+            "LOOM_TLS_KEY=" + (to / (host + ".key")).string()};
+  }
+  // What a user's shell has once it has run loom up's exports: LOOM_CONTROLLER, LOOM_TLS_CA.
+  std::vector<std::string> exports() const {
+    std::vector<std::string> env{"LOOM_CONTROLLER=" + address_};
+    if (!tls_ca_.empty()) env.push_back("LOOM_TLS_CA=" + tls_ca_);
+    return env;
+  }
   // The storage agent's export, as loom up printed it.
   std::filesystem::path storage_export() const {
     const std::string line = wait_for(dir_ / "up.out", "export LOOM_STORAGE_EXPORT=");
@@ -125,7 +181,9 @@ class LocalCluster {
                  const std::string& cwd = "/tmp") const {
     std::vector<std::string> argv;
     if (!user.empty()) argv = {"runuser", "-u", user, "--"};
-    argv.insert(argv.end(), {"env", "LOOM_CONTROLLER=" + address_, "sh", "-c"});
+    argv.emplace_back("env");
+    for (const std::string& e : exports()) argv.push_back(e);
+    argv.insert(argv.end(), {"sh", "-c"});
     auto quote = [](const std::string& word) {  // for sh: '...', with ' written as '\''
       std::string out = "'";
       for (char c : word) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
@@ -171,6 +229,7 @@ class LocalCluster {
   pid_t up_ = -1;
   int status_ = -1;
   std::string address_;
+  std::string tls_ca_;
 };
 
 }  // namespace loom::testing

@@ -172,7 +172,10 @@ TEST_F(Recovery, TheCliWaitsForAControllerAndThenSaysItIsUnreachable) {
       {"runuser", "-u", "loom-alice", "--", loom::testing::built("cli/loom"), "--config",
        (dir_ / "short.toml").string(), "queue", "--controller", "127.0.0.1:1"});
   EXPECT_EQ(done.exit_code, 1);
-  EXPECT_EQ(done.err, "loom: the controller at 127.0.0.1:1 is unreachable (tried for 0:02)\n");
+  EXPECT_EQ(done.err,
+            "loom: the controller at 127.0.0.1:1 is unreachable (tried for 0:02, without TLS: "
+            "tls.ca is not set): failed to connect to all addresses; last error: UNKNOWN: "
+            "ipv4:127.0.0.1:1: Failed to connect to remote host: Connection refused\n");
 }
 
 // An agent that dies and stays away (loom up --no-restart): its node goes DOWN and its job
@@ -212,10 +215,13 @@ TEST(RecoveryNoRestart, AnAgentKeptAwayFailsItsJobsAndComesBackEmpty) {
       << "its keeper kept the task while it was away";
 
   // The agent comes back: it reports the job, which the state has ended, and it is killed.
-  const std::vector<char*> args = loom::exec_args(argv);
+  // With its host's certificate, as loom up gave it.
+  std::vector<std::string> env = cluster.tls_env("node0");
+  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+  const std::vector<char*> args = loom::exec_args(argv), envp = loom::exec_args(env);
   const pid_t back = ::fork();
   if (back == 0) {
-    ::execv(args[0], args.data());
+    ::execve(args[0], args.data(), envp.data());
     ::_exit(127);
   }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);

@@ -41,8 +41,8 @@ class Testbed : public ClusterTest {
   // loom-rsh as `user` would run it inside a job (LOOM_JOB_ID set unless job is empty).
   Completed rsh(const std::string& user, const std::string& job,
                 const std::vector<std::string>& args) const {
-    std::vector<std::string> argv{"runuser", "-u",  user,
-                                  "--",      "env", "LOOM_CONTROLLER=" + cluster_->address()};
+    std::vector<std::string> argv{"runuser", "-u", user, "--", "env"};
+    for (const std::string& e : cluster_->exports()) argv.push_back(e);
     if (!job.empty()) argv.push_back("LOOM_JOB_ID=" + job);
     argv.push_back(built("mpi_launcher/loom-rsh"));
     argv.insert(argv.end(), args.begin(), args.end());
@@ -225,8 +225,8 @@ TEST_F(Testbed, LoomRshStartsOnlyOpenMpisDaemonOnlyInTheCallersJob) {
   // with her own credential, asking for a shell.
   const Completed credential = run({"runuser", "-u", "loom-alice", "--", "munge", "-n"});
   ASSERT_EQ(credential.exit_code, 0) << credential.err;
-  auto stub = v1::Controller::NewStub(
-      grpc::CreateChannel(cluster_->address(), grpc::InsecureChannelCredentials()));
+  auto stub =
+      v1::Controller::NewStub(grpc::CreateChannel(cluster_->address(), cluster_->tls().channel()));
   v1::ExecRequest request;
   request.mutable_caller()->set_credential(lines(credential.out).front());
   request.set_job(id);

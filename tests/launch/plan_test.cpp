@@ -9,8 +9,8 @@
 namespace loom::launch {
 namespace {
 
-const NodeFacts kNode{"node1",         "host-b",         "node1",
-                      "/opt/loom/bin", "198.18.0.16/28", "198.18.0.1:7070"};
+const NodeFacts kNode{"node1",          "host-b",          "node1",           "/opt/loom/bin",
+                      "198.18.0.16/28", "198.18.0.1:7070", "/etc/loom/ca.pem"};
 
 // A job of `tasks` ranks over nodes of `per_node` ranks each, as the controller sends it to
 // the node at `index`, two cores and 1 GiB a rank.
@@ -117,7 +117,8 @@ TEST(LaunchPlan, AnMpiJobsFirstNodeRunsMpirunOverAllItsRanksInOneCgroup) {
   EXPECT_EQ(t.memory_limit, std::uint64_t{2} << 30);
   EXPECT_EQ(t.environment.at("LOOM_RANK_BINDING"), "0=0,1@0;1=2,3@1");
   EXPECT_EQ(t.environment.at("LOOM_CONTROLLER"), "198.18.0.1:7070");
-  EXPECT_FALSE(t.environment.contains("LOOM_RANK"));  // each rank's, from loom-rank
+  EXPECT_EQ(t.environment.at("LOOM_TLS_CA"), "/etc/loom/ca.pem");  // loom-rsh checks the controller
+  EXPECT_FALSE(t.environment.contains("LOOM_RANK"));               // each rank's, from loom-rank
   EXPECT_FALSE(t.environment.contains("OMPI_MCA_mpi_yield_when_idle"));
   // %t names a file per rank: loom-rank opens it, from the pattern with %j and %N filled.
   EXPECT_EQ(t.environment.at("LOOM_RANK_OUTPUT"), "out_42_node1_%t.txt");

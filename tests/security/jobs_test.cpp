@@ -3,6 +3,7 @@
 // loomd's; a job that leaves a FIFO to be staged out does not hold the node's stager; a
 // job's name reaches an admin's terminal with its control characters escaped; what Loom
 // writes for a job has the modes its submitter's umask gives.
+#include <fmt/ranges.h>
 #include <sys/stat.h>
 
 #include <regex>
@@ -93,8 +94,8 @@ TEST_F(JobAttacksTest, FilesLoomWritesForAUserHonourTheirUmask) {
     std::filesystem::remove(storage / "results" / "out.bin");
     const Completed submitted =
         run({"runuser", "-u", "loom-alice", "--", "sh", "-c",
-             fmt::format("umask {} && cd '{}' && LOOM_CONTROLLER={} exec '{}' submit job.sh", umask,
-                         dir_.string(), cluster_->address(), built("cli/loom"))});
+             fmt::format("umask {} && cd '{}' && exec env {} '{}' submit job.sh", umask,
+                         dir_.string(), fmt::join(cluster_->exports(), " "), built("cli/loom"))});
     ASSERT_EQ(submitted.exit_code, 0) << submitted.err;
     const std::string id = lines(submitted.out).at(0);
     const nlohmann::json job = finish(id);
@@ -105,9 +106,10 @@ TEST_F(JobAttacksTest, FilesLoomWritesForAUserHonourTheirUmask) {
     std::filesystem::remove(storage / "results" / "up.txt");
     const Completed staged =
         run({"runuser", "-u", "loom-alice", "--", "sh", "-c",
-             fmt::format("umask {} && cd '{}' && LOOM_CONTROLLER={} exec '{}' stage job.sh "
+             fmt::format("umask {} && cd '{}' && exec env {} '{}' stage job.sh "
                          "storage:/results/up.txt",
-                         umask, dir_.string(), cluster_->address(), built("cli/loom"))});
+                         umask, dir_.string(), fmt::join(cluster_->exports(), " "),
+                         built("cli/loom"))});
     ASSERT_EQ(staged.exit_code, 0) << staged.err;
     EXPECT_EQ(mode(storage / "results" / "up.txt"), expected) << "a loom stage upload";
   }
@@ -143,10 +145,12 @@ TEST_F(JobAttacksTest, AnAgentRunByAUserMakesNoSharedMemoryBase) {
   std::filesystem::create_directories(shm);
   std::filesystem::permissions(
       shm, std::filesystem::perms::all | std::filesystem::perms::sticky_bit);  // as /dev/shm is
-  const Completed rogue =
-      run({"runuser", "-u", "loom-bob", "--", built("agent/loomd"), "--controller",
-           cluster_->address(), "--name", "rogue", "--synthetic", "pack:1 core:4 pu:1", "--shm-dir",
-           (shm / "loom").string(), "--state-dir", (shm / "state").string()});
+  std::vector<std::string> argv{"runuser", "-u", "loom-bob", "--", "env"};
+  for (const std::string& e : cluster_->stolen_tls("node0", "loom-bob")) argv.push_back(e);
+  argv.insert(argv.end(), {built("agent/loomd"), "--controller", cluster_->address(), "--name",
+                           "rogue", "--synthetic", "pack:1 core:4 pu:1", "--shm-dir",
+                           (shm / "loom").string(), "--state-dir", (shm / "state").string()});
+  const Completed rogue = run(argv);
   EXPECT_NE(rogue.exit_code, 0);
   EXPECT_NE(rogue.err.find("an agent must run as root; loom-bob"), std::string::npos) << rogue.err;
   EXPECT_FALSE(std::filesystem::exists(shm / "loom")) << rogue.err;

@@ -26,6 +26,7 @@
 #include "loom/common/error.hpp"
 #include "loom/fabric/fabric.hpp"
 #include "loom/proto/storage.grpc.pb.h"
+#include "loom/proto/tls.hpp"
 
 namespace loom::burstbuffer {
 
@@ -41,6 +42,9 @@ struct DataPlaneOptions {
   // answer for this long fails the copy, naming the file (a storage agent stopped, a link
   // gone); it is not tried again.
   std::chrono::seconds stall_timeout{60};
+  // The stager's channels to storage agents; a storage agent's check that an agent acting
+  // for a job's user is a host of the cluster (loom/proto/tls.hpp).
+  tls::Tls tls;
 };
 
 // What a storage agent serves, and as whom.

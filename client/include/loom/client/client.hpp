@@ -12,12 +12,14 @@
 #include "loom/common/config.hpp"
 #include "loom/common/error.hpp"
 #include "loom/proto/controller.grpc.pb.h"
+#include "loom/proto/tls.hpp"
 
 namespace loom::client {
 
 struct Client {
   std::string address;
   std::unique_ptr<v1::Controller::Stub> stub;
+  tls::Tls tls;  // tls.ca alone: what it checks the controller (and storage agents) with
 
   // A failed call as one line: the controller's own message, or that it is unreachable.
   Error error(const grpc::Status& status) const;
@@ -30,7 +32,8 @@ inline constexpr const char* kControllerHelp =
 // The controller named by --controller (`option`), else LOOM_CONTROLLER, else
 // controller.address, once it accepts a connection: tried for controller.connect_timeout,
 // so that a controller restarting does not fail a command. Calls are not retried after
-// that: a submission must never be made twice.
+// that: a submission must never be made twice. Over TLS when tls.ca is set: the controller
+// must show a certificate that CA signed for the address dialled.
 Result<Client> connect(const std::string& option, const Config& config);
 
 // This process, as a fresh Munge credential proves it.

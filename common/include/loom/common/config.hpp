@@ -65,6 +65,12 @@ struct Config {
     std::string provider;   // empty: FI_PROVIDER, else the fallback order
     std::string interface;  // empty: the provider's first non-loopback domain
   } fabric;
+  // PEM files (loom/proto/tls.hpp); no CA: gRPC runs plain.
+  struct Tls {
+    std::string ca;    // the cluster's CA: every program
+    std::string cert;  // this host's certificate and key: the daemons
+    std::string key;
+  } tls;
 };
 
 // One key of the file, as `loom config` and docs/configuration.md describe it.
@@ -92,7 +98,9 @@ inline constexpr const char* kConfigHelp =
 std::filesystem::path config_path(const std::optional<std::filesystem::path>& explicit_path);
 
 // Reads the configuration. A file named explicitly or by LOOM_CONFIG must exist; the
-// default file may be absent, and then every key has its default.
+// default file may be absent, and then every key has its default. LOOM_TLS_CA,
+// LOOM_TLS_CERT and LOOM_TLS_KEY, where set, override tls.ca, tls.cert and tls.key (loom up
+// hands its daemons and its users the files it made that way).
 Result<Config> load_config(const std::optional<std::filesystem::path>& explicit_path);
 
 // What every Loom program does first: reads the configuration and sends its log to stderr

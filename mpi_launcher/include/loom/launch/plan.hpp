@@ -27,6 +27,7 @@ struct NodeFacts {
   std::string launcher_dir;  // where loom-rank and loom-rsh are
   std::string mpi_network;   // the data plane's IPv4 network; "": Open MPI chooses
   std::string controller;    // the controller's address, for loom-rsh
+  std::string tls_ca;        // the cluster's CA (tls.ca), for loom-rsh; "": plain
 };
 
 struct TaskPlan {

@@ -54,6 +54,7 @@ class Loom(CMakePackage):
     # Every request between Loom's processes and from users carries a Munge credential.
     depends_on("munge")
     depends_on("grpc")
+    depends_on("openssl")  # checks tls.* certificates (loom/proto/tls.hpp)
     depends_on("protobuf")
     depends_on("sqlite@3.24:")  # upserts (ON CONFLICT DO UPDATE) in the controller's store
     depends_on("tomlplusplus@3:")
