@@ -1,6 +1,8 @@
 // e2e_throughput: how fast jobs go through Loom end to end, beside Slurm on the same machine.
 //
-// Loom: `loom up --agents 4` (nodes of 4 cores: 2 NUMA domains of 2). Slurm 22.05 from
+// Loom: `loom up --agents 4` (nodes of 4 cores: 2 NUMA domains of 2), twice: over TLS, as
+// loom up runs by default ("loom"), and plain (`--no-tls`, "loom-plain"), for what TLS
+// costs; both clusters run throughout, each idle while the other is measured. Slurm 22.05 from
 // Debian: slurmctld and 4 emulated slurmd of 4 CPUs (benchmarks/slurm-up.sh), with
 // sched/backfill, select/cons_tres, batch_sched_delay=0 and an Epilog. For each, N trivial
 // jobs (/bin/true, as root):
@@ -9,7 +11,7 @@
 // and reports submissions per second, jobs drained per second from the first submission
 // until none is pending or running, and the median submit-to-start latency of single jobs
 // on an idle cluster (from before the submitting process starts to the job's first
-// instruction, which prints the wall clock). Rounds alternate Loom and Slurm (A B A B);
+// instruction, which prints the wall clock). Rounds alternate the systems (A B C A B C);
 // rates are the median over rounds. fsyncs per job are counted apart (strace -c on the
 // controller during a 100-job loop), since tracing slows what it traces.
 //
@@ -158,10 +160,10 @@ int main(int argc, char** argv) {
   fs::create_directories(dir);
   std::ofstream(dir / "loom.toml") << "[agent]\nallow_root_jobs = true\n";
 
-  pid_t up = -1;
+  std::vector<pid_t> ups;
   bool slurm_started = false;
   auto stop = [&] {
-    if (up > 0) {
+    for (const pid_t up : ups) {
       ::kill(up, SIGTERM);
       wait_exit(up);
     }
@@ -170,41 +172,48 @@ int main(int argc, char** argv) {
     fs::remove_all(dir);
   };
   try {
-    up = spawn({loom.string(), "up", "--agents", "4", "--topology", "pack:1 numa:2 core:2 pu:1",
-                "--state-dir", (dir / "loom").string()},
-               {"LOOM_CONFIG=" + (dir / "loom.toml").string()}, (dir / "up.out").string());
-    const std::string address = wait_line(dir / "up.out", "export LOOM_CONTROLLER=").substr(23);
+    const fs::path scratch = dir / "scratch.txt";
+    auto loom_system = [&](const std::string& name, const std::vector<std::string>& up_args) {
+      std::vector<std::string> argv{loom.string(), "up",
+                                    "--agents",    "4",
+                                    "--topology",  "pack:1 numa:2 core:2 pu:1",
+                                    "--state-dir", (dir / name).string()};
+      argv.insert(argv.end(), up_args.begin(), up_args.end());
+      const fs::path out = dir / (name + ".out");
+      const pid_t up = spawn(argv, {"LOOM_CONFIG=" + (dir / "loom.toml").string()}, out.string());
+      ups.push_back(up);
+      const std::vector<std::string> env = up_exports(out);
+      return System{name,
+                    env,
+                    [&](const std::string& output, const std::vector<std::string>& command) {
+                      std::vector<std::string> submit{loom.string(), "submit", "-o", output, "--"};
+                      submit.insert(submit.end(), command.begin(), command.end());
+                      return submit;
+                    },
+                    [&](unsigned n) {
+                      return std::vector<std::string>{
+                          loom.string(), "submit",    "--array", fmt::format("1-{}", n),
+                          "-o",          "/dev/null", "--",      "/bin/true"};
+                    },
+                    [&, env] {
+                      return nlohmann::json::parse(
+                                 capture({loom.string(), "queue", "--json"}, env, scratch))["jobs"]
+                          .empty();
+                    },
+                    [&, up] {
+                      return static_cast<pid_t>(std::stoi(capture(
+                          {"pgrep", "-x", "-P", std::to_string(up), "loomctld"}, {}, scratch)));
+                    }};
+    };
+    const System l = loom_system("loom", {});
+    const System p = loom_system("loom-plain", {"--no-tls"});
     if (wait_exit(spawn({"bash", slurm_up.string(), "start", (dir / "slurm").string(), "4", "4"},
                         {}, (dir / "slurm-up.out").string())) != 0) {
       throw std::runtime_error("slurm-up.sh failed: see its output");
     }
     slurm_started = true;
     const std::string slurm_conf = "SLURM_CONF=" + (dir / "slurm" / "slurm.conf").string();
-    const fs::path scratch = dir / "scratch.txt";
-
-    System l{
-        "loom",
-        {"LOOM_CONTROLLER=" + address},
-        [&](const std::string& out, const std::vector<std::string>& command) {
-          std::vector<std::string> argv{loom.string(), "submit", "-o", out, "--"};
-          argv.insert(argv.end(), command.begin(), command.end());
-          return argv;
-        },
-        [&](unsigned n) {
-          return std::vector<std::string>{
-              loom.string(), "submit",    "--array", fmt::format("1-{}", n),
-              "-o",          "/dev/null", "--",      "/bin/true"};
-        },
-        [&] {
-          return nlohmann::json::parse(capture({loom.string(), "queue", "--json"},
-                                               {"LOOM_CONTROLLER=" + address}, scratch))["jobs"]
-              .empty();
-        },
-        [&] {
-          return static_cast<pid_t>(std::stoi(
-              capture({"pgrep", "-x", "-P", std::to_string(up), "loomctld"}, {}, scratch)));
-        }};
-    System s{
+    const System s{
         "slurm",
         {slurm_conf},
         [&](const std::string& out, const std::vector<std::string>& command) {
@@ -227,12 +236,12 @@ int main(int argc, char** argv) {
     std::map<std::string, std::map<std::string, std::vector<double>>>
         samples;  // system -> metric -> rounds
     for (unsigned round = 0; round < rounds; ++round) {
-      for (const System* sys : {&l, &s}) {
+      for (const System* sys : {&l, &p, &s}) {
         const Rates r = loop(*sys, jobs);
         samples[sys->name]["loop.submit_per_s"].push_back(r.submit_per_s);
         samples[sys->name]["loop.drain_per_s"].push_back(r.drain_per_s);
       }
-      for (const System* sys : {&l, &s}) {
+      for (const System* sys : {&l, &p, &s}) {
         const Rates r = array(*sys, jobs);
         samples[sys->name]["array.submit_per_s"].push_back(r.submit_per_s);
         samples[sys->name]["array.drain_per_s"].push_back(r.drain_per_s);
@@ -241,13 +250,14 @@ int main(int argc, char** argv) {
     }
     std::map<std::string, std::vector<double>> latencies;
     for (unsigned i = 0; i < latency_jobs; ++i) {
-      for (const System* sys : {&l, &s}) latencies[sys->name].push_back(latency_ms(*sys, dir, i));
+      for (const System* sys : {&l, &p, &s})
+        latencies[sys->name].push_back(latency_ms(*sys, dir, i));
     }
     std::map<std::string, double> fsyncs;
-    for (const System* sys : {&l, &s}) fsyncs[sys->name] = fsyncs_per_job(*sys, dir, 100);
+    for (const System* sys : {&l, &p, &s}) fsyncs[sys->name] = fsyncs_per_job(*sys, dir, 100);
 
     nlohmann::json out;
-    for (const System* sys : {&l, &s}) {
+    for (const System* sys : {&l, &p, &s}) {
       auto& m = samples[sys->name];
       const double p50 = median(latencies[sys->name]);
       for (const char* mode : {"loop", "array"}) {
@@ -261,11 +271,11 @@ int main(int argc, char** argv) {
                          {"rounds", rounds},
                          {"latency_jobs", latency_jobs},
                          {"cluster",
-                          "4 nodes of 4 cores; loom up (simulated nodes), Slurm 22.05 (4 slurmd "
-                          "-N, config_overrides)"},
+                          "4 nodes of 4 cores; loom up (simulated nodes) over TLS (loom) and "
+                          "--no-tls (loom-plain), Slurm 22.05 (4 slurmd -N, config_overrides)"},
                          {"job", "/bin/true as root, output to /dev/null"},
                          {"slurm", "sched/backfill, select/cons_tres, batch_sched_delay=0, Epilog"},
-                         {"rates", "median over rounds, Loom and Slurm alternating"}};
+                         {"rates", "median over rounds, the systems alternating"}};
     stop();
     if (json) {
       std::cout << out.dump(2) << '\n';
@@ -273,19 +283,19 @@ int main(int argc, char** argv) {
     }
     std::cout << fmt::format(
         "{} trivial jobs, {} rounds (medians), 4 nodes x 4 cores, this machine\n", jobs, rounds);
-    std::cout << fmt::format("{:<8} {:<6} {:>12} {:>12} {:>18}\n", "system", "mode", "submit/s",
+    std::cout << fmt::format("{:<11} {:<6} {:>12} {:>12} {:>18}\n", "system", "mode", "submit/s",
                              "drain/s", "start p50 (ms)");
-    for (const char* sys : {"loom", "slurm"}) {
+    for (const char* sys : {"loom", "loom-plain", "slurm"}) {
       for (const char* mode : {"loop", "array"}) {
         const auto& r = out[sys][mode];
-        std::cout << fmt::format("{:<8} {:<6} {:>12.1f} {:>12.1f} {:>18.1f}\n", sys, mode,
+        std::cout << fmt::format("{:<11} {:<6} {:>12.1f} {:>12.1f} {:>18.1f}\n", sys, mode,
                                  r["submit_per_s"].get<double>(), r["drain_per_s"].get<double>(),
                                  r["start_latency_ms_p50"].get<double>());
       }
     }
     std::cout << fmt::format(
-        "fsyncs per job (controller, 100-job loop): loom {:.2f}, slurm {:.2f}\n", fsyncs["loom"],
-        fsyncs["slurm"]);
+        "fsyncs per job (controller, 100-job loop): loom {:.2f}, loom-plain {:.2f}, slurm {:.2f}\n",
+        fsyncs["loom"], fsyncs["loom-plain"], fsyncs["slurm"]);
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "e2e_throughput: %s\n", e.what());

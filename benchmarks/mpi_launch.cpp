@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
   // As loomd names the host to mpirun: its slots are the job's ranks.
   const std::string host = loom::host_name();
   try {
-    const std::string address = wait_line(dir / "up.out", "export LOOM_CONTROLLER=").substr(23);
+    const std::vector<std::string> env = up_exports(dir / "up.out");
     // mpirun without Loom: from the first host, its daemons through an rsh agent that only
     // enters the target host's namespaces, as Loom's testbed makes them.
     std::vector<std::string> plain_prefix, mpirun_hosts;
@@ -122,7 +122,6 @@ int main(int argc, char** argv) {
               ns),
           "sh"};
     }
-    const std::vector<std::string> env{"LOOM_CONTROLLER=" + address};
     auto as_alice = [&](std::vector<std::string> argv) {
       argv.insert(argv.begin(), {"runuser", "-u", "loom-alice", "--"});
       return argv;

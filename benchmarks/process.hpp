@@ -80,6 +80,17 @@ inline std::string wait_line(const fs::path& file, const std::string& text) {
   throw std::runtime_error(fmt::format("{} never said \"{}\"", file.string(), text));
 }
 
+// What a user's shell has once it has run the exports `loom up` printed to `file`:
+// LOOM_CONTROLLER and, unless --no-tls, LOOM_TLS_CA (printed before it).
+inline std::vector<std::string> up_exports(const fs::path& file) {
+  std::vector<std::string> env{wait_line(file, "export LOOM_CONTROLLER=").substr(7)};
+  std::ifstream in(file);
+  for (std::string line; std::getline(in, line);) {
+    if (line.starts_with("export LOOM_TLS_CA=")) env.push_back(line.substr(7));
+  }
+  return env;
+}
+
 inline double median(std::vector<double> v) {
   std::ranges::sort(v);
   return v.empty()      ? 0

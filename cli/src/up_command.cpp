@@ -217,7 +217,8 @@ Command add_up(CLI::App& app) {
                  "namespaces cannot be made)")
       ->check(CLI::Range(1u, 12u));
   up->add_flag("--no-tls", o->no_tls,
-               "Plain gRPC, as a cluster without tls.ca runs (the daemons log that it is plain)");
+               "Make no certificates: the daemons run as the configuration's tls.* says, plain "
+               "when it sets none (and log that they are plain)");
   up->add_flag("--no-restart", o->no_restart,
                "Leave a daemon that dies stopped, instead of restarting it as systemd would");
   return {
@@ -308,10 +309,18 @@ Command add_up(CLI::App& app) {
           for (const std::string& host : names)
             addresses[host] = {testbed ? testbed->address(host) : here, "127.0.0.1"};
           addresses["storage"] = {testbed ? testbed->address("storage") : here, "127.0.0.1"};
-          tls = LOOM_TRY(make_up_tls(dir / "tls", addresses));
+          auto made = make_up_tls(dir / "tls", addresses);
+          if (!made) {
+            if (temporary) fs::remove_all(dir);
+            return std::unexpected(made.error());
+          }
+          tls = std::move(*made);
         }
+        // Without certificates of its own, none a shell exported for another cluster: the
+        // daemons run as the configuration's tls.* says.
         auto tls_env = [&](const std::string& host) {
-          return tls ? tls->environment(host) : std::vector<std::string>{};
+          return tls ? tls->environment(host)
+                     : std::vector<std::string>{"LOOM_TLS_CA=", "LOOM_TLS_CERT=", "LOOM_TLS_KEY="};
         };
         Daemon controller{"loomctld",
                           {loomctld.string(), "--listen", here + ":0", "--state-dir",
