@@ -41,6 +41,18 @@ if err=$("$work/prefix/bin/loomctld" --check-config "$work/bad.toml" 2>&1); then
   echo "check.sh: loomctld --check-config accepted an unknown key" >&2; exit 1
 fi
 [[ $err == *"bad.toml:2"*"controller.adress"* ]] || { echo "check.sh: --check-config said: $err" >&2; exit 1; }
+# TLS files are checked too: a host key others may read is refused, naming it.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -config /dev/null \
+  -keyout "$work/host.key" -out "$work/host.pem" -subj /CN=host -addext basicConstraints=critical,CA:TRUE 2>/dev/null
+chmod 0644 "$work/host.key"
+printf '[tls]\nca = "%s"\ncert = "%s"\nkey = "%s"\n' "$work/host.pem" "$work/host.pem" "$work/host.key" >"$work/tls.toml"
+if err=$("$work/prefix/bin/loomctld" --check-config "$work/tls.toml" 2>&1); then
+  echo "check.sh: loomctld --check-config accepted a key others may read" >&2; exit 1
+fi
+[[ $err == *"tls.key $work/host.key: group or others may read it"* ]] || { echo "check.sh: --check-config said: $err" >&2; exit 1; }
+chmod 0600 "$work/host.key"
+"$work/prefix/bin/loomctld" --check-config "$work/tls.toml" | grep -q "gRPC TLS (CA $work/host.pem" ||
+  { echo "check.sh: --check-config did not say TLS" >&2; exit 1; }
 # Every installed program answers --help with its usage, on stdout, and exits 0.
 for program in "$work"/prefix/bin/*; do
   help=$("$program" --help 2>"$work/help.err") ||
