@@ -6,6 +6,7 @@
 #include <array>
 #include <cstring>
 
+#include "config_values.hpp"
 #include "loom/common/bytes.hpp"
 #include "loom/common/duration.hpp"
 #include "loom/common/log.hpp"
@@ -14,83 +15,7 @@ namespace loom {
 
 namespace {
 
-// How one key is read from the file and written back. Each key's validation lives here,
-// next to its documentation, so `loom config` and the parser cannot disagree.
-struct KeySpec {
-  ConfigKey doc;
-  Status (*set)(Config& config, const toml::node& value);
-  std::string (*get)(const Config& config);
-};
-
-std::string_view type_name(const toml::node& node) {
-  switch (node.type()) {
-    case toml::node_type::table:
-      return "table";
-    case toml::node_type::array:
-      return "array";
-    case toml::node_type::string:
-      return "string";
-    case toml::node_type::integer:
-      return "integer";
-    case toml::node_type::floating_point:
-      return "float";
-    case toml::node_type::boolean:
-      return "boolean";
-    case toml::node_type::date:
-      return "date";
-    case toml::node_type::time:
-      return "time";
-    case toml::node_type::date_time:
-      return "date-time";
-    case toml::node_type::none:
-      break;
-  }
-  return "nothing";
-}
-
-Result<std::string> as_string(const toml::node& node) {
-  if (auto value = node.value<std::string>(); value && node.is_string()) return *value;
-  return make_error(ErrorCode::kInvalidArgument,
-                    fmt::format("must be a string, got {}", type_name(node)));
-}
-
-Result<bool> as_bool(const toml::node& node) {
-  if (auto value = node.value<bool>(); value && node.is_boolean()) return *value;
-  return make_error(ErrorCode::kInvalidArgument,
-                    fmt::format("must be true or false, got {}", type_name(node)));
-}
-
-// A duration key that takes any duration: (config.*section).*field, read with
-// parse_duration and written with format_duration.
-template <auto Section, auto Field>
-KeySpec duration_key(ConfigKey doc) {
-  return KeySpec{
-      std::move(doc),
-      [](Config& config, const toml::node& value) -> Status {
-        const std::string text = LOOM_TRY(as_string(value));
-        (config.*Section).*Field = LOOM_TRY(parse_duration(text));
-        return {};
-      },
-      [](const Config& config) { return format_duration((config.*Section).*Field); },
-  };
-}
-
-// A file's absolute path, or "" for none: (config.*section).*field.
-template <auto Section, auto Field>
-KeySpec path_key(ConfigKey doc) {
-  return KeySpec{
-      std::move(doc),
-      [](Config& config, const toml::node& value) -> Status {
-        std::string& path = (config.*Section).*Field;
-        path = LOOM_TRY(as_string(value));
-        if (!path.empty() && !path.starts_with('/'))
-          return make_error(ErrorCode::kInvalidArgument,
-                            fmt::format("must be an absolute path, got \"{}\"", path));
-        return {};
-      },
-      [](const Config& config) { return (config.*Section).*Field; },
-  };
-}
+using namespace config_detail;
 
 const std::array kKeys = {
     KeySpec{
@@ -142,20 +67,10 @@ const std::array kKeys = {
         {"controller.connect_timeout", "duration", "0:30",
          "How long the CLI keeps trying to reach loomctld (a controller restarting) before it "
          "gives up with one line."}),
-    KeySpec{
+    duration_key<&Config::controller, &Config::Controller::heartbeat_interval, 1>(
         {"controller.heartbeat_interval", "duration", "0:01",
          "How often agents send a heartbeat to loomctld, and loomctld answers each: either "
-         "side hears whether the other is there."},
-        [](Config& config, const toml::node& value) -> Status {
-          const std::string text = LOOM_TRY(as_string(value));
-          const std::chrono::seconds interval = LOOM_TRY(parse_duration(text));
-          if (interval.count() == 0)
-            return make_error(ErrorCode::kInvalidArgument, "must be at least 1 second");
-          config.controller.heartbeat_interval = interval;
-          return {};
-        },
-        [](const Config& config) { return format_duration(config.controller.heartbeat_interval); },
-    },
+         "side hears whether the other is there."}),
     KeySpec{
         {"controller.heartbeat_misses", "integer", "30",
          "Heartbeats an agent may miss before its node is DOWN and its jobs unreachable: "
@@ -343,22 +258,12 @@ const std::array kKeys = {
           return config.agent.swap == 0 ? "0" : format_bytes(Bytes(config.agent.swap));
         },
     },
-    KeySpec{
+    duration_key<&Config::staging, &Config::Staging::stall_timeout, 1>(
         {"staging.stall_timeout", "duration", "1:00",
          "How long a staging copy may go without an answer from the storage agent (a call, a "
          "transfer) before it fails, naming the file: a storage agent stopped or a link gone "
          "costs the job this long, not its whole walltime. Reading an HDF5 file's structure "
-         "is given two minutes more."},
-        [](Config& config, const toml::node& value) -> Status {
-          const std::string text = LOOM_TRY(as_string(value));
-          const std::chrono::seconds stall = LOOM_TRY(parse_duration(text));
-          if (stall.count() == 0)
-            return make_error(ErrorCode::kInvalidArgument, "must be at least 1 second");
-          config.staging.stall_timeout = stall;
-          return {};
-        },
-        [](const Config& config) { return format_duration(config.staging.stall_timeout); },
-    },
+         "is given two minutes more."}),
     KeySpec{
         {"fabric.provider", "string", "",
          "libfabric provider for the data plane, e.g. \"verbs;ofi_rxm\", \"tcp;ofi_rxm\" or "

@@ -75,6 +75,27 @@ TEST(Config, TheAgentsCgroupKeysAreCheckedWhereTheyAreRead) {
             "loom.toml:2: key 'agent.pids_max' must be an integer from 0 to 4194304");
 }
 
+// A period of 0 would spin: the keys that are periods and deadlines take at least a second.
+TEST(Config, DurationsThatMustPassAreAtLeastASecond) {
+  EXPECT_EQ(error_of("[controller]\nheartbeat_interval = \"0:00\"\n"),
+            "loom.toml:2: key 'controller.heartbeat_interval' must be at least 1 second");
+  EXPECT_EQ(error_of("[staging]\nstall_timeout = \"0s\"\n"),
+            "loom.toml:2: key 'staging.stall_timeout' must be at least 1 second");
+  auto config = parse_config("[staging]\nstall_timeout = \"1s\"\n", "loom.toml");
+  ASSERT_TRUE(config.has_value()) << config.error().to_string();
+  EXPECT_EQ(config->staging.stall_timeout, std::chrono::seconds(1));
+}
+
+// The TLS files are absolute paths (the daemons' working directory is /); their contents
+// are checked where they are read (loom/proto/tls.hpp).
+TEST(Config, TlsKeysAreAbsolutePaths) {
+  auto config = parse_config("[tls]\nca = \"/etc/loom/ca.pem\"\n", "loom.toml");
+  ASSERT_TRUE(config.has_value()) << config.error().to_string();
+  EXPECT_EQ(config->tls.ca, "/etc/loom/ca.pem");
+  EXPECT_EQ(error_of("[tls]\nkey = \"host.key\"\n"),
+            "loom.toml:2: key 'tls.key' must be an absolute path, got \"host.key\"");
+}
+
 TEST(Config, DottedKeysWorkToo) {
   auto config = parse_config("log.level = \"error\"\n", "loom.toml");
   ASSERT_TRUE(config.has_value()) << config.error().to_string();
