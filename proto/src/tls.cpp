@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 
 #include "loom/common/errno_text.hpp"
@@ -26,7 +27,7 @@ struct Pem {
 };
 
 Error bad(const Pem& pem, std::string_view what) {
-  return Error(ErrorCode::kInvalidArgument, fmt::format("{} {}: {}", pem.key, pem.path, what));
+  return {ErrorCode::kInvalidArgument, fmt::format("{} {}: {}", pem.key, pem.path, what)};
 }
 
 // A PEM file; a private key must be a regular file only its owner may read.
@@ -60,9 +61,9 @@ std::string openssl_error() {
   const unsigned long code = ERR_get_error();
   ERR_clear_error();
   if (code == 0) return "not PEM";
-  char text[256];
-  ERR_error_string_n(code, text, sizeof text);
-  return text;
+  std::array<char, 256> text{};
+  ERR_error_string_n(code, text.data(), text.size());
+  return text.data();
 }
 
 using Bio = std::unique_ptr<BIO, decltype(&BIO_free)>;
