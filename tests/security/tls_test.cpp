@@ -81,88 +81,81 @@ TEST_F(TlsTest, BadFilesAreRefusedNamingTheKeyAndTheFile) {
   EXPECT_NE(daemon->describe().find("certificate " + host.cert), std::string::npos);
 }
 
-// A service that says whether its caller counts as a host of the cluster.
-class Probe final : public v1::Storage::Service {
+// A server on loopback whose one call says whether its caller counts as a host of the
+// cluster.
+class ProbeServer final : public v1::Storage::Service {
  public:
-  explicit Probe(const tls::Tls& tls) : tls_(tls) {}
+  explicit ProbeServer(tls::Tls tls) : tls_(std::move(tls)) {
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", tls_.server(), &port);
+    builder.RegisterService(this);
+    server_ = builder.BuildAndStart();
+    EXPECT_TRUE(server_ && port != 0);
+    address_ = "127.0.0.1:" + std::to_string(port);
+  }
+  ~ProbeServer() override {
+    if (server_) server_->Shutdown();
+  }
   grpc::Status Close(grpc::ServerContext* context, const v1::HandleRequest*, v1::Empty*) override {
     return tls_.from_cluster_host(*context)
                ? grpc::Status::OK
                : grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "not a host");
   }
+  // The call, from a client with `credentials`.
+  grpc::Status call(const std::shared_ptr<grpc::ChannelCredentials>& credentials) const {
+    auto stub = v1::Storage::NewStub(grpc::CreateChannel(address_, credentials));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::HandleRequest request;
+    v1::Empty reply;
+    return stub->Close(&context, request, &reply);
+  }
 
  private:
-  const tls::Tls& tls_;
+  tls::Tls tls_;
+  std::unique_ptr<grpc::Server> server_;
+  std::string address_;
 };
 
 TEST_F(TlsTest, OnlyAClientWithTheCaReachesTheServerAndOnlyAHostIsTakenForOne) {
   const TestCa::Host server_host = cluster_.host("server");
   const TestCa::Host node = cluster_.host("node0");
   const TestCa::Host intruder = other_.host("intruder");
-  const tls::Tls server =
+  const ProbeServer server(
       tls::Tls::load({cluster_.ca(), server_host.cert, server_host.key}, tls::Role::kDaemon)
-          .value();
-  Probe probe(server);
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", server.server(), &port);
-  builder.RegisterService(&probe);
-  std::unique_ptr<grpc::Server> running = builder.BuildAndStart();
-  ASSERT_TRUE(running && port != 0);
-  const std::string address = "127.0.0.1:" + std::to_string(port);
-
-  auto call = [&](const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
-    auto stub = v1::Storage::NewStub(grpc::CreateChannel(address, credentials));
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    v1::HandleRequest request;
-    v1::Empty reply;
-    return stub->Close(&context, request, &reply);
-  };
+          .value());
   const tls::Tls user = tls::Tls::load({cluster_.ca(), "", ""}, tls::Role::kClient).value();
   const tls::Tls host =
       tls::Tls::load({cluster_.ca(), node.cert, node.key}, tls::Role::kDaemon).value();
   const tls::Tls stranger =
       tls::Tls::load({other_.ca(), intruder.cert, intruder.key}, tls::Role::kDaemon).value();
   // A host of the cluster, and a user (who proves who they are with Munge, not here).
-  EXPECT_TRUE(call(host.channel()).ok()) << call(host.channel()).error_message();
-  EXPECT_EQ(call(user.channel()).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  const grpc::Status from_host = server.call(host.channel());
+  EXPECT_TRUE(from_host.ok()) << from_host.error_message();
+  EXPECT_EQ(server.call(user.channel()).error_code(), grpc::StatusCode::PERMISSION_DENIED);
   // Plain bytes to a TLS port, and a client of another CA (which does not trust the
   // server's certificate, nor the server its own): no call is made.
-  EXPECT_EQ(call(grpc::InsecureChannelCredentials()).error_code(), grpc::StatusCode::UNAVAILABLE);
-  EXPECT_EQ(call(stranger.channel()).error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(server.call(grpc::InsecureChannelCredentials()).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(server.call(stranger.channel()).error_code(), grpc::StatusCode::UNAVAILABLE);
   // A certificate of another CA under the cluster's CA: the server refuses it in the
   // handshake, so the intruder cannot pass for a host.
   grpc::SslCredentialsOptions mixed;
   mixed.pem_root_certs = testing::run({"cat", cluster_.ca()}).out;
   mixed.pem_cert_chain = testing::run({"cat", intruder.cert}).out;
   mixed.pem_private_key = testing::run({"cat", intruder.key}).out;
-  EXPECT_EQ(call(grpc::SslCredentials(mixed)).error_code(), grpc::StatusCode::UNAVAILABLE);
-  running->Shutdown();
+  EXPECT_EQ(server.call(grpc::SslCredentials(mixed)).error_code(), grpc::StatusCode::UNAVAILABLE);
 }
 
 // The server's certificate must name the address dialled: a host's certificate does not
 // make its holder any other host.
 TEST_F(TlsTest, AServerWhoseCertificateNamesAnotherAddressIsNotReached) {
   const TestCa::Host elsewhere = cluster_.host("elsewhere", "IP:198.18.0.9");
-  const tls::Tls server =
-      tls::Tls::load({cluster_.ca(), elsewhere.cert, elsewhere.key}, tls::Role::kDaemon).value();
-  Probe probe(server);
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", server.server(), &port);
-  builder.RegisterService(&probe);
-  std::unique_ptr<grpc::Server> running = builder.BuildAndStart();
-  ASSERT_TRUE(running && port != 0);
+  const ProbeServer server(
+      tls::Tls::load({cluster_.ca(), elsewhere.cert, elsewhere.key}, tls::Role::kDaemon).value());
   const tls::Tls user = tls::Tls::load({cluster_.ca(), "", ""}, tls::Role::kClient).value();
-  auto stub = v1::Storage::NewStub(
-      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), user.channel()));
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  v1::HandleRequest request;
-  v1::Empty reply;
-  EXPECT_EQ(stub->Close(&context, request, &reply).error_code(), grpc::StatusCode::UNAVAILABLE);
-  running->Shutdown();
+  EXPECT_EQ(server.call(user.channel()).error_code(), grpc::StatusCode::UNAVAILABLE);
 }
 
 }  // namespace
