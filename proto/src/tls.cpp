@@ -30,10 +30,11 @@ Error bad(const Pem& pem, std::string_view what) {
   return {ErrorCode::kInvalidArgument, fmt::format("{} {}: {}", pem.key, pem.path, what)};
 }
 
-// A PEM file; a private key must be a regular file only its owner may read.
+// A PEM file; a private key must be a regular file only its owner may read. Links are
+// followed, as ssh follows them for host keys: sites link certificates a renewal replaces.
 Result<Pem> read_pem(std::string key, const std::string& path, bool secret) {
   Pem pem{std::move(key), path, {}};
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
   if (!fd) return std::unexpected(bad(pem, fmt::format("cannot open: {}", errno_text(errno))));
   struct stat info {};
   if (::fstat(fd.get(), &info) != 0 || !S_ISREG(info.st_mode))

@@ -73,6 +73,12 @@ TEST_F(TlsTest, BadFilesAreRefusedNamingTheKeyAndTheFile) {
   e = load_error({host.key, host.cert, host.key}, tls::Role::kDaemon);
   EXPECT_NE(e.find("tls.ca " + host.key + ": not a PEM certificate"), std::string::npos) << e;
 
+  // Files a renewal replaces are often links (/etc/loom/host.pem -> the current one).
+  std::filesystem::create_symlink(host.cert, dir_ / "host.pem");
+  const auto linked =
+      tls::Tls::load({ca, (dir_ / "host.pem").string(), host.key}, tls::Role::kDaemon);
+  EXPECT_TRUE(linked) << linked.error().to_string();
+
   const auto client = tls::Tls::load({ca, "", ""}, tls::Role::kClient);
   ASSERT_TRUE(client) << client.error().to_string();
   EXPECT_TRUE(client->enabled());
