@@ -92,7 +92,6 @@ int main(int argc, char** argv) {
   const std::filesystem::path here = std::filesystem::read_symlink("/proc/self/exe").parent_path();
   agent::AgentOptions options;
   options.controller = controller;
-  options.tls = *tls;
   options.tls_ca = config->tls.ca;
   options.name = name;
   options.cgroup = cgroup.empty() ? name : cgroup;

@@ -27,7 +27,7 @@ Agent::Agent(AgentOptions options, hwtopo::Binder binder, CgroupTree cgroups, Jo
       binder_(std::move(binder)),
       cgroups_(std::move(cgroups)),
       stagers_(std::make_shared<StagerPool>(o_.data_plane)),
-      link_(std::make_unique<ControllerLink>(o_.controller, o_.tls.channel())),
+      link_(std::make_unique<ControllerLink>(o_.controller, o_.data_plane.tls.channel())),
       watcher_(std::move(watcher)),
       work_(o_.workers) {}
 

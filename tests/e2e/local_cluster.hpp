@@ -66,45 +66,47 @@ class LocalCluster {
   const std::string& address() const { return address_; }
   // The CA loom up made, which the CLI checks the controller with; "" with --no-tls.
   const std::string& tls_ca() const { return tls_ca_; }
+  // loom up's certificate and key for `host` (`tls/HOST.pem`, `tls/HOST.key`), as its
+  // daemon holds them.
+  Config::Tls host_files(const std::string& host) const {
+    const std::filesystem::path dir = dir_ / "state" / "tls";
+    return {tls_ca_, (dir / (host + ".pem")).string(), (dir / (host + ".key")).string()};
+  }
   // What a program checks this cluster's hosts with: the CA alone (a user's), or with a
-  // host's certificate and key as its daemons hold them (loom up's `tls/HOST.pem`,
-  // `tls/HOST.key`). Plain with --no-tls.
+  // host's files as its daemon holds them. Plain with --no-tls.
   tls::Tls tls(const std::string& host = "") const {
     if (tls_ca_.empty()) return {};
-    const std::filesystem::path dir = dir_ / "state" / "tls";
-    Config::Tls files{tls_ca_, "", ""};
-    if (!host.empty()) {
-      files.cert = (dir / (host + ".pem")).string();
-      files.key = (dir / (host + ".key")).string();
-    }
+    const Config::Tls files = host.empty() ? Config::Tls{tls_ca_, "", ""} : host_files(host);
     auto loaded = tls::Tls::load(files, host.empty() ? tls::Role::kClient : tls::Role::kDaemon);
     EXPECT_TRUE(loaded) << loaded.error().to_string();
     return loaded.value_or(tls::Tls{});
   }
+  // LOOM_TLS_* for `files`.
+  static std::vector<std::string> tls_env(const Config::Tls& files) {
+    return {"LOOM_TLS_CA=" + files.ca, "LOOM_TLS_CERT=" + files.cert, "LOOM_TLS_KEY=" + files.key};
+  }
   // LOOM_TLS_* as loom up starts `host`'s daemon with them. Empty with --no-tls.
   std::vector<std::string> tls_env(const std::string& host) const {
-    if (tls_ca_.empty()) return {};
-    const std::filesystem::path dir = dir_ / "state" / "tls";
-    return {"LOOM_TLS_CA=" + tls_ca_, "LOOM_TLS_CERT=" + (dir / (host + ".pem")).string(),
-            "LOOM_TLS_KEY=" + (dir / (host + ".key")).string()};
+    return tls_ca_.empty() ? std::vector<std::string>{} : tls_env(host_files(host));
   }
   // LOOM_TLS_* for a daemon run as `user` with a copy of `host`'s certificate and key (as
   // if they had been stolen): what is left to stop them is Munge. Empty with --no-tls.
   std::vector<std::string> stolen_tls(const std::string& host, const std::string& user) const {
     if (tls_ca_.empty()) return {};
-    const std::filesystem::path from = dir_ / "state" / "tls", to = dir_ / ("tls-" + user);
+    const Config::Tls from = host_files(host);
+    const std::filesystem::path to = dir_ / ("tls-" + user);
     std::filesystem::create_directories(to);
     const passwd* owner = ::getpwnam(user.c_str());
     EXPECT_NE(owner, nullptr) << user;
     const uid_t uid = owner != nullptr ? owner->pw_uid : 0;
-    for (const std::string& name : {host + ".pem", host + ".key"}) {
-      std::filesystem::copy_file(from / name, to / name,
-                                 std::filesystem::copy_options::overwrite_existing);
-      EXPECT_EQ(::chown((to / name).c_str(), uid, -1), 0);
+    Config::Tls copy{tls_ca_, (to / "host.pem").string(), (to / "host.key").string()};
+    for (const auto& [source, target] :
+         {std::pair{from.cert, copy.cert}, std::pair{from.key, copy.key}}) {
+      std::filesystem::copy_file(source, target, std::filesystem::copy_options::overwrite_existing);
+      EXPECT_EQ(::chown(target.c_str(), uid, -1), 0);
     }
     EXPECT_EQ(::chown(to.c_str(), uid, -1), 0);
-    return {"LOOM_TLS_CA=" + tls_ca_, "LOOM_TLS_CERT=" + (to / (host + ".pem")).string(),
-            "LOOM_TLS_KEY=" + (to / (host + ".key")).string()};
+    return tls_env(copy);
   }
   // What a user's shell has once it has run loom up's exports: LOOM_CONTROLLER, LOOM_TLS_CA.
   std::vector<std::string> exports() const {

@@ -35,7 +35,6 @@
 #include "loom/hwtopo/binding.hpp"
 #include "loom/launch/plan.hpp"
 #include "loom/proto/agent.pb.h"
-#include "loom/proto/tls.hpp"
 #include "loom/proto/types.pb.h"
 
 namespace loom::agent {
@@ -45,7 +44,6 @@ class StagerPool;
 
 struct AgentOptions {
   std::string controller;  // HOST:PORT
-  tls::Tls tls;            // of every channel: to the controller, and data_plane.tls
   std::string tls_ca;      // tls.ca's path, which loom-rsh reads in MPI jobs
   std::string name;        // the node's
   std::string cgroup;      // this agent's level under loom/

@@ -42,8 +42,9 @@ struct DataPlaneOptions {
   // answer for this long fails the copy, naming the file (a storage agent stopped, a link
   // gone); it is not tried again.
   std::chrono::seconds stall_timeout{60};
-  // The stager's channels to storage agents; a storage agent's check that an agent acting
-  // for a job's user is a host of the cluster (loom/proto/tls.hpp).
+  // The node's TLS (loom/proto/tls.hpp): the stager's channels to storage agents, a storage
+  // agent's check that an agent acting for a job's user is a host of the cluster, and the
+  // agent's own channel to the controller.
   tls::Tls tls;
 };
 
