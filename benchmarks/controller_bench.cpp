@@ -79,7 +79,7 @@ Result<Run> run(const std::string& label, const std::filesystem::path& dir, std:
   Config config;
   const ManualClock clock{sched::Time(std::chrono::seconds(1'000'000))};
   auto store = LOOM_TRY(open_sqlite_store(dir));
-  auto manager = LOOM_TRY(JobManager::open(std::move(store), cluster, {}));
+  auto manager = LOOM_TRY(JobManager::open(std::move(store), cluster, {}, clock.wall()));
   Core core(cluster, config, clock, std::move(manager));
 
   const std::string topology =

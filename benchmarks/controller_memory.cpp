@@ -74,8 +74,9 @@ Result<nlohmann::json> run_jobs(const Options& o, const std::filesystem::path& d
   Config config;
   config.controller.min_job_age = min_job_age;
   ManualClock clock(kStart);
-  Core core(cluster, config, clock,
-            LOOM_TRY(JobManager::open(LOOM_TRY(open_sqlite_store(dir)), cluster, {})));
+  Core core(
+      cluster, config, clock,
+      LOOM_TRY(JobManager::open(LOOM_TRY(open_sqlite_store(dir)), cluster, {}, clock.wall())));
   const std::string topology =
       hwtopo::to_json(hwtopo::load_synthetic("pack:2 numa:2 core:16 pu:1").value()).dump();
   std::vector<std::shared_ptr<bench::LaunchChannel>> channels;
@@ -147,8 +148,8 @@ Result<nlohmann::json> restart(const std::filesystem::path& dir, std::int64_t wa
   Config config;
   config.controller.min_job_age = min_job_age;
   const ManualClock clock{sched::Time(std::chrono::seconds(wall_end))};
-  auto manager = LOOM_TRY(JobManager::open(LOOM_TRY(open_sqlite_store(dir)), cluster, {}, {},
-                                           wall_end - min_job_age.count()));
+  auto manager = LOOM_TRY(JobManager::open(LOOM_TRY(open_sqlite_store(dir)), cluster, {},
+                                           clock.wall(), {}, wall_end - min_job_age.count()));
   Core core(cluster, config, clock, std::move(manager));
   const double ready_s = seconds_since(t0);
   const std::size_t loaded = core.jobs().list(Caller{0, "root", true, 0}, true).size();

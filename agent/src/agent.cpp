@@ -117,7 +117,7 @@ v1::FromAgent Agent::hello(const std::string& topology_json) {
     device->set_path(d.path);
     if (d.numa) device->set_numa(*d.numa);
     device->set_capacity(d.capacity);
-    for (const std::string& name : burstbuffer::buffers_on(d.path)) h->add_buffers(name);
+    for (const std::string& slice : burstbuffer::buffers_on(d.path)) h->add_buffers(slice);
   }
   std::lock_guard lock(jobs_mutex_);
   for (const auto& [id, job] : jobs_) h->add_running(id.value());

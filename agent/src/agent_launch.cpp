@@ -122,8 +122,7 @@ bool Agent::start(const std::shared_ptr<Job>& job) {
   std::map<std::string, std::string> environment = job->storage->environment();
   if (!launch.persistent_device().empty()) {
     environment["LOOM_BB_PERSISTENT_DIR"] =
-        burstbuffer::buffer_mount(launch.persistent_device(), launch.spec().bb_persistent())
-            .string();
+        burstbuffer::buffer_mount(launch.persistent_device(), launch.persistent_slice()).string();
   }
   const launch::NodeFacts node{o_.name,
                                loom::host_name(),
@@ -238,25 +237,25 @@ void Agent::exec(const v1::Exec& e) {
 // controller found the buffer left over on this node: every device is looked at.
 void Agent::buffer(const v1::BufferCommand& c) {
   v1::FromAgent done;
-  done.mutable_buffer()->set_name(c.name());
+  done.mutable_buffer()->set_slice(c.slice());
   done.mutable_buffer()->set_destroy(c.destroy());
   Status result;
   if (c.destroy()) {
     for (const Config::NvmeDevice& d : o_.nvme) {
       if (!c.device().empty() && d.path != c.device()) continue;
-      auto found = burstbuffer::Slice::attach(burstbuffer::buffer_image(d.path, c.name()),
-                                              burstbuffer::buffer_mount(d.path, c.name()));
+      auto found = burstbuffer::Slice::attach(burstbuffer::buffer_image(d.path, c.slice()),
+                                              burstbuffer::buffer_mount(d.path, c.slice()));
       if (found) result = found->destroy();
     }
-  } else if (!burstbuffer::Slice::attach(burstbuffer::buffer_image(c.device(), c.name()),
-                                         burstbuffer::buffer_mount(c.device(), c.name()))) {
-    auto made = burstbuffer::Slice::create({burstbuffer::buffer_image(c.device(), c.name()),
-                                            burstbuffer::buffer_mount(c.device(), c.name()),
+  } else if (!burstbuffer::Slice::attach(burstbuffer::buffer_image(c.device(), c.slice()),
+                                         burstbuffer::buffer_mount(c.device(), c.slice()))) {
+    auto made = burstbuffer::Slice::create({burstbuffer::buffer_image(c.device(), c.slice()),
+                                            burstbuffer::buffer_mount(c.device(), c.slice()),
                                             c.bytes(), c.uid(), c.gid(), 0700, true});
     if (!made) result = std::unexpected(made.error());
   }
   if (!result) done.mutable_buffer()->set_error(valid_utf8(result.error().to_string()));
-  spdlog::info("burst buffer {} {}{}", c.name(), c.destroy() ? "destroyed" : "made",
+  spdlog::info("burst buffer {} {}{}", c.slice(), c.destroy() ? "destroyed" : "made",
                result ? "" : ": " + result.error().to_string());
   link_->write(done);
 }

@@ -77,11 +77,11 @@ void Agent::recover() {
   }
   // Persistent buffers are mounted again where a restart of the machine unmounted them.
   for (const Config::NvmeDevice& device : o_.nvme) {
-    for (const std::string& name : burstbuffer::buffers_on(device.path)) {
-      if (auto b = burstbuffer::Slice::attach(burstbuffer::buffer_image(device.path, name),
-                                              burstbuffer::buffer_mount(device.path, name));
+    for (const std::string& slice : burstbuffer::buffers_on(device.path)) {
+      if (auto b = burstbuffer::Slice::attach(burstbuffer::buffer_image(device.path, slice),
+                                              burstbuffer::buffer_mount(device.path, slice));
           !b) {
-        spdlog::error("burst buffer {} on {}: {}", name, device.path, b.error().to_string());
+        spdlog::error("burst buffer {} on {}: {}", slice, device.path, b.error().to_string());
       }
     }
   }

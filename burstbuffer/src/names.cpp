@@ -6,11 +6,11 @@ namespace loom::burstbuffer {
 
 namespace fs = std::filesystem;
 
-fs::path buffer_image(const fs::path& device, const std::string& name) {
-  return device / ".loom" / fmt::format("bb_{}.img", name);
+fs::path buffer_image(const fs::path& device, const std::string& slice) {
+  return device / ".loom" / fmt::format("bb_{}.img", slice);
 }
-fs::path buffer_mount(const fs::path& device, const std::string& name) {
-  return device / fmt::format("bb_{}", name);
+fs::path buffer_mount(const fs::path& device, const std::string& slice) {
+  return device / fmt::format("bb_{}", slice);
 }
 fs::path slice_image(const fs::path& device, std::uint64_t job) {
   return device / ".loom" / fmt::format("job_{}.img", job);

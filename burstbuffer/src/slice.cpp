@@ -202,15 +202,15 @@ Status Slice::destroy() {
 }
 
 std::vector<std::string> buffers_on(const fs::path& device) {
-  std::vector<std::string> names;
+  std::vector<std::string> slices;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(device / ".loom", ec)) {
     const std::string file = entry.path().filename().string();
     if (file.starts_with("bb_") && file.ends_with(".img") && file.size() > 7)
-      names.push_back(file.substr(3, file.size() - 7));
+      slices.push_back(file.substr(3, file.size() - 7));
   }
-  std::ranges::sort(names);
-  return names;
+  std::ranges::sort(slices);
+  return slices;
 }
 
 std::vector<std::uint64_t> slices_on(const fs::path& device) {

@@ -94,15 +94,19 @@ std::vector<Command> add_bb_commands(CLI::App& app) {
        }});
 
   auto name = std::make_shared<std::string>();
+  auto owner = std::make_shared<std::string>();
   auto* destroy = bb->add_subcommand(
       "destroy", "Destroy a buffer of yours and what it holds (refused while a job uses it)");
   destroy->add_option("name", *name, "The buffer's name")->required();
+  destroy->add_option("--user", *owner,
+                      "Whose buffer (administrators: another user's; each user names their own)");
   destroy->add_option("--controller", *controller, kControllerHelp);
-  commands.push_back({destroy, [name, controller](const Context& context) -> Status {
+  commands.push_back({destroy, [name, owner, controller](const Context& context) -> Status {
                         const Client client = LOOM_TRY(connect(*controller, context.config));
                         v1::BufferRequest request;
                         *request.mutable_caller() = LOOM_TRY(me());
                         request.set_name(*name);
+                        request.set_owner(*owner);
                         v1::BufferReply reply;
                         grpc::ClientContext call;
                         if (grpc::Status s = client.stub->DestroyBuffer(&call, request, &reply);

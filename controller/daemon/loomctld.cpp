@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
   // Jobs ended longer ago than min_job_age stay in the store only.
   const auto now = controller::SystemClock().wall();
   auto manager = controller::JobManager::open(
-      std::move(*store), cluster, {}, [&inbox] { inbox.changed(); },
+      std::move(*store), cluster, {}, now, [&inbox] { inbox.changed(); },
       (now - config->controller.min_job_age).time_since_epoch().count());
   if (!manager) return fail(manager.error());
   const controller::SystemClock clock;

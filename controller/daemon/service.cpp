@@ -271,11 +271,11 @@ grpc::ServerUnaryReactor* Service::CreateBuffer(grpc::CallbackServerContext* con
       if (!stored) return answer(reactor, to_grpc(stored.error()));
       row = std::move(*stored);
     }
-    const std::optional<std::string> made = core.buffer_made(row->name);
+    const std::optional<std::string> made = core.buffer_made(*row);
     if (!made && !stopping && std::chrono::steady_clock::now() < deadline) return false;
     const std::string error = made.value_or("no answer from its node");
     if (!error.empty()) {
-      core.drop_buffer(who, row->name);
+      core.drop_buffer(who, *row);
       return answer(
           reactor, {grpc::StatusCode::INTERNAL, fmt::format("{} could not make burst buffer {}: {}",
                                                             row->node, row->name, error)});
@@ -304,7 +304,7 @@ grpc::Status Service::DestroyBuffer(grpc::ServerContext*, const v1::BufferReques
                                     v1::BufferReply*) {
   auto who = caller(request->caller());
   if (!who) return to_grpc(who.error());
-  auto row = inbox_.call([&](Core& core) { return core.destroy_buffer(*who, request->name()); });
+  auto row = inbox_.call([&](Core& core) { return core.destroy_buffer(*who, *request); });
   return row ? grpc::Status::OK : to_grpc(row.error());
 }
 

@@ -134,8 +134,8 @@ v1::BufferInfo Core::buffer_info(const BufferRow& row) const {
   b.set_owner(row.user);
   b.set_node(row.node);
   b.set_bytes(row.bytes);
-  b.set_path(burstbuffer::buffer_mount(row.nvme, row.name).string());
-  for (JobId id : manager_->buffer_users(row.name)) b.add_used_by(id.value());
+  b.set_path(burstbuffer::buffer_mount(row.nvme, row.slice).string());
+  for (JobId id : manager_->buffer_users(row)) b.add_used_by(id.value());
   return b;
 }
 
@@ -144,7 +144,7 @@ void Core::send_buffer(const BufferRow& row, bool destroy) {
   if (!node) return;
   v1::ToAgent message;
   v1::BufferCommand* c = message.mutable_buffer();
-  c->set_name(row.name);
+  c->set_slice(row.slice);
   c->set_device(row.nvme);
   c->set_bytes(row.bytes);
   c->set_uid(row.uid);
@@ -157,29 +157,30 @@ Result<BufferRow> Core::create_buffer(const Caller& who, const v1::BufferRequest
   LOOM_TRY(writable());
   BufferRow row = LOOM_TRY(manager_->create_buffer(who, request.name(), request.bytes(),
                                                    request.node(), who.gid, clock_.wall()));
-  buffers_made_.erase(row.name);
+  buffers_made_.erase(row.slice);
   if (!agents_.contains(*cluster_.find(row.node))) {
-    (void)manager_->destroy_buffer(who, row.name, clock_.wall());
+    drop_buffer(who, row);
     return make_error(ErrorCode::kUnavailable, fmt::format("node {} is down", row.node));
   }
   send_buffer(row, false);
   return row;
 }
 
-std::optional<std::string> Core::buffer_made(const std::string& name) {
-  auto answer = buffers_made_.extract(name);
+std::optional<std::string> Core::buffer_made(const BufferRow& row) {
+  auto answer = buffers_made_.extract(row.slice);
   if (!answer) return std::nullopt;
   return std::move(answer.mapped());
 }
 
-void Core::drop_buffer(const Caller& who, const std::string& name) {
-  buffers_made_.erase(name);
-  (void)manager_->destroy_buffer(who, name, clock_.wall());
+void Core::drop_buffer(const Caller& who, const BufferRow& row) {
+  buffers_made_.erase(row.slice);
+  (void)manager_->destroy_buffer(who, "", row.name, clock_.wall());
 }
 
-Result<BufferRow> Core::destroy_buffer(const Caller& who, const std::string& name) {
+Result<BufferRow> Core::destroy_buffer(const Caller& who, const v1::BufferRequest& request) {
   LOOM_TRY(writable());
-  BufferRow row = LOOM_TRY(manager_->destroy_buffer(who, name, clock_.wall()));
+  BufferRow row =
+      LOOM_TRY(manager_->destroy_buffer(who, request.owner(), request.name(), clock_.wall()));
   // A node that is down removes it when it registers again (see reconcile).
   send_buffer(row, true);
   spdlog::info("burst buffer {} of {} destroyed by {}", row.name, row.user, who.user);

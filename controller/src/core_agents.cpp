@@ -80,9 +80,9 @@ void Core::agent_message(NodeId node, const v1::FromAgent& message) {
   if (message.has_ended()) node_ended(node, message.ended());
   if (message.has_buffer()) {
     if (!message.buffer().destroy())
-      buffers_made_[message.buffer().name()] = message.buffer().error();
+      buffers_made_[message.buffer().slice()] = message.buffer().error();
     if (!message.buffer().error().empty()) {
-      spdlog::error("burst buffer {} on {}: {}", message.buffer().name(), cluster_.name(node),
+      spdlog::error("burst buffer {} on {}: {}", message.buffer().slice(), cluster_.name(node),
                     message.buffer().error());
     }
     notify();
@@ -196,10 +196,9 @@ void Core::send_launch(const Launch& launch) {
       l->set_bb_bytes(np.bb_bytes);
     }
     l->mutable_storage()->insert(storage.begin(), storage.end());
-    if (!launch.spec.bb_persistent().empty()) {
-      for (const BufferRow& row : manager_->buffers_on(cluster_.name(np.node))) {
-        if (row.name == launch.spec.bb_persistent()) l->set_persistent_device(row.nvme);
-      }
+    if (const BufferRow* bound = manager_->buffer(launch.uid, launch.spec.bb_persistent())) {
+      l->set_persistent_device(bound->nvme);
+      l->set_persistent_slice(bound->slice);
     }
     if (launch.array_job) {
       l->set_array_job(launch.array_job->value());

@@ -64,16 +64,17 @@ void Core::reconcile(NodeId node, const v1::RegisterRequest& hello) {
   const std::set<std::string> held(hello.buffers().begin(), hello.buffers().end());
   std::set<std::string> known;
   for (const BufferRow& row : manager_->buffers_on(name)) {
-    known.insert(row.name);
-    if (held.contains(row.name)) continue;
-    spdlog::warn("burst buffer {} is missing on {}; made again, empty", row.name, name);
+    known.insert(row.slice);
+    if (held.contains(row.slice)) continue;
+    spdlog::warn("burst buffer {} of {} is missing on {}; made again, empty", row.name, row.user,
+                 name);
     send_buffer(row, false);
   }
   for (const std::string& orphan : held) {
     if (known.contains(orphan)) continue;
     spdlog::warn("burst buffer {} on {} was destroyed meanwhile; removing it", orphan, name);
     v1::ToAgent message;
-    message.mutable_buffer()->set_name(orphan);
+    message.mutable_buffer()->set_slice(orphan);
     message.mutable_buffer()->set_destroy(true);
     send(node, message);
   }

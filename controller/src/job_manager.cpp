@@ -130,11 +130,9 @@ JobManager::JobManager(std::unique_ptr<Store> store, sched::Cluster& cluster,
       scheduler_(cluster, std::move(options)),
       on_change_(std::move(on_change)) {}
 
-Result<std::unique_ptr<JobManager>> JobManager::open(std::unique_ptr<Store> store,
-                                                     sched::Cluster& cluster,
-                                                     sched::SchedulerOptions options,
-                                                     std::function<void()> on_change,
-                                                     std::int64_t ended_since) {
+Result<std::unique_ptr<JobManager>> JobManager::open(
+    std::unique_ptr<Store> store, sched::Cluster& cluster, sched::SchedulerOptions options,
+    sched::Time now, std::function<void()> on_change, std::int64_t ended_since) {
   std::vector<JobRow> rows = LOOM_TRY(store->load_jobs(ended_since));
   const std::vector<NodeRow> nodes = LOOM_TRY(store->load_nodes());
   auto manager = std::unique_ptr<JobManager>(
@@ -157,7 +155,8 @@ Result<std::unique_ptr<JobManager>> JobManager::open(std::unique_ptr<Store> stor
       spdlog::error("burst buffer {}: {}; its bytes are not accounted", buffer.name,
                     held.error().to_string());
     }
-    manager->buffers_.emplace(buffer.name, std::move(buffer));
+    std::pair key(buffer.uid, buffer.name);
+    manager->buffers_.emplace(std::move(key), std::move(buffer));
   }
   for (JobRow& row : rows) {
     const JobId id = row.id;
@@ -169,6 +168,20 @@ Result<std::unique_ptr<JobManager>> JobManager::open(std::unique_ptr<Store> stor
     }
     manager->jobs_.emplace(id, std::move(row));
   }
+  // A state from before buffers were their owners' may bind a pending job to a name only
+  // another user holds: it is not the job's buffer.
+  std::vector<JobUpdate> unbound;
+  for (const auto& [id, row] : manager->jobs_) {
+    if (row.state == v1::PENDING && !row.spec.bb_persistent().empty() &&
+        manager->buffer(row.uid, row.spec.bb_persistent()) == nullptr)
+      unbound.push_back(buffer_gone(id,
+                                    fmt::format("--bb-persistent {}: {} has no burst buffer of "
+                                                "that name",
+                                                row.spec.bb_persistent(), row.user),
+                                    now));
+  }
+  LOOM_TRY(manager->apply(unbound));
+  for (const JobUpdate& u : unbound) manager->scheduler_.record_ended(u.id, end_kind(u.state));
   // Pending jobs queue again in id order, so a dependency is always known before its
   // dependent. Running jobs wait for their agents to report them (crash recovery).
   for (const auto& [id, row] : manager->jobs_) {
@@ -178,7 +191,7 @@ Result<std::unique_ptr<JobManager>> JobManager::open(std::unique_ptr<Store> stor
       manager->scheduler_.await(id);
     }
     if (row.state != v1::PENDING) continue;
-    sched::JobSpec spec = LOOM_TRY(manager->spec_of(row.spec));
+    sched::JobSpec spec = LOOM_TRY(manager->spec_of(row.spec, row.uid));
     LOOM_TRY(
         with_context(manager->scheduler_.submit(id, std::move(spec),
                                                 sched::Time(std::chrono::seconds(row.submit_time))),
@@ -201,16 +214,13 @@ Result<std::vector<JobId>> JobManager::submit(const Caller& caller, v1::JobSpec 
                       fmt::format("umask {:o}: a umask is at most 0777", spec.umask()));
   }
   spec.set_user(caller.user);
-  if (!spec.bb_persistent().empty()) {
-    auto it = buffers_.find(spec.bb_persistent());
-    if (it == buffers_.end() || (it->second.uid != caller.uid && !caller.admin)) {
-      return make_error(ErrorCode::kInvalidArgument,
-                        fmt::format("--bb-persistent {}: there is no such burst buffer of yours "
-                                    "(loom bb list)",
-                                    spec.bb_persistent()));
-    }
+  if (!spec.bb_persistent().empty() && buffer(caller.uid, spec.bb_persistent()) == nullptr) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("--bb-persistent {}: there is no such burst buffer of yours "
+                                  "(loom bb list)",
+                                  spec.bb_persistent()));
   }
-  const sched::JobSpec checked = LOOM_TRY(spec_of(spec));
+  const sched::JobSpec checked = LOOM_TRY(spec_of(spec, caller.uid));
   LOOM_TRY(cluster_.check_feasible(sched::make_request(checked)));
   for (const sched::Dependency& d : checked.dependencies) {
     if (visible(caller, d.job) == nullptr && !LOOM_TRY(stored(caller, d.job, std::nullopt))) {

@@ -70,7 +70,7 @@ Result<sched::Placement> JobManager::adopt(JobId id) {
     }
     placement.nodes.push_back(std::move(np));
   }
-  sched::JobSpec spec = LOOM_TRY(spec_of(row.spec));
+  sched::JobSpec spec = LOOM_TRY(spec_of(row.spec, row.uid));
   LOOM_TRY(scheduler_.adopt(id, std::move(spec), placement,
                             sched::Time(std::chrono::seconds(row.start_time.value_or(0)))));
   unknown_.erase(unknown);
@@ -97,7 +97,7 @@ Status JobManager::lost(JobId id, const Reason& reason, sched::Time now, bool st
   LOOM_TRY(apply(std::span<const JobUpdate>(&u, 1)));
   const sched::Time submitted(std::chrono::seconds(it->second.submit_time));
   if (u.state == v1::PENDING && was_unknown) {
-    sched::JobSpec spec = LOOM_TRY(spec_of(it->second.spec));
+    sched::JobSpec spec = LOOM_TRY(spec_of(it->second.spec, it->second.uid));
     LOOM_TRY(scheduler_.submit(id, std::move(spec), submitted));
   } else if (u.state == v1::PENDING) {
     scheduler_.requeue(id, submitted);
@@ -169,16 +169,16 @@ Result<NodeId> JobManager::joined(const std::string& name, const nlohmann::json&
   return *node;
 }
 
-Result<sched::JobSpec> JobManager::spec_of(const v1::JobSpec& spec) const {
+Result<sched::JobSpec> JobManager::spec_of(const v1::JobSpec& spec, std::uint32_t uid) const {
   sched::JobSpec out = LOOM_TRY(to_sched_spec(spec));
   if (!spec.bb_persistent().empty()) {
-    auto it = buffers_.find(spec.bb_persistent());
-    if (it == buffers_.end()) {
+    const BufferRow* bound = buffer(uid, spec.bb_persistent());
+    if (bound == nullptr) {
       return make_error(ErrorCode::kNotFound,
                         fmt::format("--bb-persistent {}: the burst buffer no longer exists",
                                     spec.bb_persistent()));
     }
-    out.node = it->second.node;
+    out.node = bound->node;
     LOOM_TRY(sched::validate(out));
   }
   return out;
@@ -223,9 +223,9 @@ Result<BufferRow> JobManager::create_buffer(const Caller& caller, const std::str
         fmt::format("burst buffer name \"{}\": 1 to 64 letters, digits, '-', '_' or '.'", name));
   if (bytes < (1u << 20))
     return make_error(ErrorCode::kInvalidArgument, "--size: a burst buffer needs at least 1 MiB");
-  if (buffers_.contains(name))
+  if (buffer(caller.uid, name) != nullptr)
     return make_error(ErrorCode::kAlreadyExists,
-                      fmt::format("a burst buffer named {} exists already", name));
+                      fmt::format("you have a burst buffer named {} already", name));
   // The device with the most room: on the node named, or on any node that is up.
   std::optional<std::pair<NodeId, std::size_t>> best;
   for (std::size_t n = 0; n < cluster_.size(); ++n) {
@@ -245,7 +245,10 @@ Result<BufferRow> JobManager::create_buffer(const Caller& caller, const std::str
         fmt::format("--size {}: no NVMe device {}has that much free", format_bytes(Bytes(bytes)),
                     node.empty() ? "" : "on " + node + " "));
   }
+  // On the node, the owner's uid keeps two users' buffers of one name apart. '@' is in no
+  // name, so no buffer made before (whose slice is its name) has the same.
   BufferRow row{name,
+                fmt::format("{}@{}", caller.uid, name),
                 caller.user,
                 caller.uid,
                 gid,
@@ -255,18 +258,43 @@ Result<BufferRow> JobManager::create_buffer(const Caller& caller, const std::str
                 now.time_since_epoch().count()};
   LOOM_TRY(store_->save_buffer(row));
   LOOM_TRY(hold(row, true));
-  buffers_.emplace(name, row);
+  buffers_.emplace(std::pair(row.uid, name), row);
   return row;
 }
 
-Result<BufferRow> JobManager::destroy_buffer(const Caller& caller, const std::string& name,
-                                             sched::Time now) {
-  auto it = buffers_.find(name);
-  if (it == buffers_.end() || (!caller.admin && it->second.uid != caller.uid)) {
-    return make_error(ErrorCode::kNotFound,
-                      fmt::format("there is no burst buffer {} of yours", name));
+JobUpdate JobManager::buffer_gone(JobId id, std::string detail, sched::Time now) {
+  JobUpdate u;
+  u.id = id;
+  u.state = v1::CANCELLED;
+  u.reason = {v1::REASON_BUFFER_DESTROYED, std::move(detail)};
+  u.end_time = now.time_since_epoch().count();
+  return u;
+}
+
+Result<BufferRow> JobManager::destroy_buffer(const Caller& caller, const std::string& owner,
+                                             const std::string& name, sched::Time now) {
+  const bool own = owner.empty() || owner == caller.user;
+  if (!own && !caller.admin) {
+    return make_error(ErrorCode::kPermissionDenied,
+                      fmt::format("only an administrator may destroy another user's burst "
+                                  "buffer ({} is not one)",
+                                  caller.user));
   }
-  if (auto users = buffer_users(name); !users.empty()) {
+  auto it = std::ranges::find_if(buffers_, [&](const auto& entry) {
+    const BufferRow& row = entry.second;
+    return row.name == name && (own ? row.uid == caller.uid : row.user == owner);
+  });
+  if (it == buffers_.end()) {
+    std::string holders;  // for an admin, who holds the name
+    for (const auto& [key, row] : buffers_) {
+      if (caller.admin && row.name == name) holders += fmt::format(" --user {}", row.user);
+    }
+    return make_error(
+        ErrorCode::kNotFound,
+        fmt::format("there is no burst buffer {} of {}{}", name, own ? "yours" : owner + "'s",
+                    holders.empty() ? "" : " (held by:" + holders + ")"));
+  }
+  if (auto users = buffer_users(it->second); !users.empty()) {
     return make_error(
         ErrorCode::kFailedPrecondition,
         fmt::format("burst buffer {} is in use by job {}", name, users.front().value()));
@@ -274,29 +302,25 @@ Result<BufferRow> JobManager::destroy_buffer(const Caller& caller, const std::st
   // The jobs first: a crash before the buffer goes leaves them ended and the buffer there.
   std::vector<JobUpdate> updates;
   for (const auto& [id, job] : jobs_) {
-    if (job.state != v1::PENDING || job.spec.bb_persistent() != name) continue;
-    JobUpdate u;
-    u.id = id;
-    u.state = v1::CANCELLED;
-    u.reason = {v1::REASON_BUFFER_DESTROYED, fmt::format("--bb-persistent {} was destroyed", name)};
-    u.end_time = now.time_since_epoch().count();
-    updates.push_back(std::move(u));
+    if (job.state == v1::PENDING && job.uid == it->second.uid && job.spec.bb_persistent() == name)
+      updates.push_back(
+          buffer_gone(id, fmt::format("--bb-persistent {} was destroyed", name), now));
   }
   if (!updates.empty()) {
     LOOM_TRY(apply(updates));
     for (const JobUpdate& u : updates) LOOM_TRY(scheduler_.cancel_pending(u.id));
   }
-  LOOM_TRY(store_->delete_buffer(name));
+  LOOM_TRY(store_->delete_buffer(it->second.uid, name));
   BufferRow row = std::move(it->second);
   buffers_.erase(it);
   if (auto released = hold(row, false); !released)
-    spdlog::error("burst buffer {}: {}", name, released.error().to_string());
+    spdlog::error("burst buffer {} of {}: {}", name, row.user, released.error().to_string());
   return row;
 }
 
 std::vector<BufferRow> JobManager::buffers(const Caller& caller) const {
   std::vector<BufferRow> out;
-  for (const auto& [name, row] : buffers_) {
+  for (const auto& [key, row] : buffers_) {
     if (caller.admin || row.uid == caller.uid) out.push_back(row);
   }
   return out;
@@ -304,16 +328,22 @@ std::vector<BufferRow> JobManager::buffers(const Caller& caller) const {
 
 std::vector<BufferRow> JobManager::buffers_on(const std::string& node) const {
   std::vector<BufferRow> out;
-  for (const auto& [name, row] : buffers_) {
+  for (const auto& [key, row] : buffers_) {
     if (row.node == node) out.push_back(row);
   }
   return out;
 }
 
-std::vector<JobId> JobManager::buffer_users(const std::string& name) const {
+const BufferRow* JobManager::buffer(std::uint32_t uid, const std::string& name) const {
+  auto it = buffers_.find(std::pair(uid, name));
+  return it == buffers_.end() ? nullptr : &it->second;
+}
+
+std::vector<JobId> JobManager::buffer_users(const BufferRow& buffer) const {
   std::vector<JobId> out;
   for (const auto& [id, row] : jobs_) {
-    if (!ended(row.state) && row.state != v1::PENDING && row.spec.bb_persistent() == name)
+    if (!ended(row.state) && row.state != v1::PENDING && row.uid == buffer.uid &&
+        row.spec.bb_persistent() == buffer.name)
       out.push_back(id);
   }
   return out;

@@ -14,7 +14,7 @@ static_assert(v1::COMPLETED == 4 && v1::NODE_FAIL > v1::COMPLETED &&
               v1::STAGING_OUT < v1::COMPLETED);
 
 // Migrations, in order: migrations[i] takes the schema from version i to i + 1.
-inline constexpr std::array<std::string_view, 6> kMigrations = {
+inline constexpr std::array<std::string_view, 7> kMigrations = {
     R"sql(
       CREATE TABLE jobs (
         id          INTEGER PRIMARY KEY,
@@ -65,6 +65,26 @@ inline constexpr std::array<std::string_view, 6> kMigrations = {
     R"sql(
       -- A restart loads the jobs ended since controller.min_job_age, not the whole history.
       CREATE INDEX jobs_end_time ON jobs(end_time);
+    )sql",
+    R"sql(
+      -- Each user names their own buffers. A buffer made before keeps its name on its node
+      -- (slice): its files are where its jobs saw them.
+      CREATE TABLE buffers_by_owner (
+        name    TEXT    NOT NULL,
+        slice   TEXT    NOT NULL UNIQUE,  -- its name on the node's device
+        user    TEXT    NOT NULL,
+        uid     INTEGER NOT NULL,
+        gid     INTEGER NOT NULL,
+        node    TEXT    NOT NULL,
+        nvme    TEXT    NOT NULL,
+        bytes   INTEGER NOT NULL,
+        created INTEGER NOT NULL,
+        PRIMARY KEY (uid, name)
+      );
+      INSERT INTO buffers_by_owner SELECT name, name, user, uid, gid, node, nvme, bytes, created
+        FROM buffers;
+      DROP TABLE buffers;
+      ALTER TABLE buffers_by_owner RENAME TO buffers;
     )sql",
 };
 

@@ -31,9 +31,11 @@ class SqliteStore final : public Store {
     LOOM_TRY(db_.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"));
     LOOM_TRY(
         db_.exec("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)"));
-    Statement read = LOOM_TRY(db_.prepare("SELECT value FROM meta WHERE key = 'schema_version'"));
     int version = 0;
-    if (LOOM_TRY(read.step()) == SQLITE_ROW) version = sqlite3_column_int(read.get(), 0);
+    {  // finalized before any migration: DROP TABLE fails while a statement is open
+      Statement read = LOOM_TRY(db_.prepare("SELECT value FROM meta WHERE key = 'schema_version'"));
+      if (LOOM_TRY(read.step()) == SQLITE_ROW) version = sqlite3_column_int(read.get(), 0);
+    }
     if (version > store_schema_version()) {
       return make_error(
           ErrorCode::kFailedPrecondition,
@@ -152,22 +154,25 @@ class SqliteStore final : public Store {
 
   Status save_buffer(const BufferRow& b) override {
     Statement statement = LOOM_TRY(
-        db_.prepare("INSERT INTO buffers(name, user, uid, gid, node, nvme, bytes, created) "
-                    "VALUES(?, ?, ?, ?, ?, ?, ?, ?)"));
+        db_.prepare("INSERT INTO buffers(name, slice, user, uid, gid, node, nvme, bytes, created) "
+                    "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)"));
     sqlite3_stmt* s = statement.get();
     sqlite3_bind_text(s, 1, b.name.data(), static_cast<int>(b.name.size()), SQLITE_TRANSIENT);
-    sqlite3_bind_text(s, 2, b.user.data(), static_cast<int>(b.user.size()), SQLITE_TRANSIENT);
-    sqlite3_bind_int64(s, 3, b.uid);
-    sqlite3_bind_int64(s, 4, b.gid);
-    sqlite3_bind_text(s, 5, b.node.data(), static_cast<int>(b.node.size()), SQLITE_TRANSIENT);
-    sqlite3_bind_text(s, 6, b.nvme.data(), static_cast<int>(b.nvme.size()), SQLITE_TRANSIENT);
-    sqlite3_bind_int64(s, 7, static_cast<sqlite3_int64>(b.bytes));
-    sqlite3_bind_int64(s, 8, b.created);
+    sqlite3_bind_text(s, 2, b.slice.data(), static_cast<int>(b.slice.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 3, b.user.data(), static_cast<int>(b.user.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 4, b.uid);
+    sqlite3_bind_int64(s, 5, b.gid);
+    sqlite3_bind_text(s, 6, b.node.data(), static_cast<int>(b.node.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 7, b.nvme.data(), static_cast<int>(b.nvme.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 8, static_cast<sqlite3_int64>(b.bytes));
+    sqlite3_bind_int64(s, 9, b.created);
     Result<bool> done = transaction([&]() -> Result<bool> {
       if (auto stepped = statement.step(); !stepped) {
-        if (sqlite3_extended_errcode(db_.get()) == SQLITE_CONSTRAINT_PRIMARYKEY) {
+        const int code = sqlite3_extended_errcode(db_.get());
+        if (code == SQLITE_CONSTRAINT_PRIMARYKEY || code == SQLITE_CONSTRAINT_UNIQUE) {
           return make_error(ErrorCode::kAlreadyExists,
-                            fmt::format("a burst buffer named {} exists already", b.name));
+                            fmt::format("a burst buffer {} of {} (on its node: {}) exists already",
+                                        b.name, b.user, b.slice));
         }
         return std::unexpected(stepped.error());
       }
@@ -177,9 +182,10 @@ class SqliteStore final : public Store {
     return {};
   }
 
-  Status delete_buffer(const std::string& name) override {
-    Statement statement = LOOM_TRY(db_.prepare("DELETE FROM buffers WHERE name = ?"));
-    sqlite3_bind_text(statement.get(), 1, name.data(), static_cast<int>(name.size()),
+  Status delete_buffer(std::uint32_t uid, const std::string& name) override {
+    Statement statement = LOOM_TRY(db_.prepare("DELETE FROM buffers WHERE uid = ? AND name = ?"));
+    sqlite3_bind_int64(statement.get(), 1, uid);
+    sqlite3_bind_text(statement.get(), 2, name.data(), static_cast<int>(name.size()),
                       SQLITE_TRANSIENT);
     Result<bool> done = transaction([&]() -> Result<bool> {
       LOOM_TRY(statement.step());
@@ -190,20 +196,25 @@ class SqliteStore final : public Store {
   }
 
   Result<std::vector<BufferRow>> load_buffers() const override {
-    Statement select = LOOM_TRY(db_.prepare(
-        "SELECT name, user, uid, gid, node, nvme, bytes, created FROM buffers ORDER BY name"));
+    Statement select = LOOM_TRY(
+        db_.prepare("SELECT name, slice, user, uid, gid, node, nvme, bytes, created FROM buffers "
+                    "ORDER BY uid, name"));
     std::vector<BufferRow> out;
     while (LOOM_TRY(select.step()) == SQLITE_ROW) {
       sqlite3_stmt* s = select.get();
+      auto text = [s](int column) {
+        return std::string(reinterpret_cast<const char*>(sqlite3_column_text(s, column)));
+      };
       BufferRow b;
-      b.name = reinterpret_cast<const char*>(sqlite3_column_text(s, 0));
-      b.user = reinterpret_cast<const char*>(sqlite3_column_text(s, 1));
-      b.uid = static_cast<std::uint32_t>(sqlite3_column_int64(s, 2));
-      b.gid = static_cast<std::uint32_t>(sqlite3_column_int64(s, 3));
-      b.node = reinterpret_cast<const char*>(sqlite3_column_text(s, 4));
-      b.nvme = reinterpret_cast<const char*>(sqlite3_column_text(s, 5));
-      b.bytes = static_cast<std::uint64_t>(sqlite3_column_int64(s, 6));
-      b.created = sqlite3_column_int64(s, 7);
+      b.name = text(0);
+      b.slice = text(1);
+      b.user = text(2);
+      b.uid = static_cast<std::uint32_t>(sqlite3_column_int64(s, 3));
+      b.gid = static_cast<std::uint32_t>(sqlite3_column_int64(s, 4));
+      b.node = text(5);
+      b.nvme = text(6);
+      b.bytes = static_cast<std::uint64_t>(sqlite3_column_int64(s, 7));
+      b.created = sqlite3_column_int64(s, 8);
       out.push_back(std::move(b));
     }
     return out;

@@ -48,7 +48,7 @@ class CoreTest : public ::testing::Test {
     cluster_ = sched::Cluster();
     auto store = open_sqlite_store(dir_);
     ASSERT_TRUE(store) << store.error().to_string();
-    auto manager = JobManager::open(std::move(*store), cluster_, {});
+    auto manager = JobManager::open(std::move(*store), cluster_, {}, clock_.wall());
     ASSERT_TRUE(manager) << manager.error().to_string();
     core_ = std::make_unique<Core>(cluster_, config_, clock_, std::move(*manager));
   }

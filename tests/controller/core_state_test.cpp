@@ -57,7 +57,7 @@ TEST_F(CoreTest, AnEndedJobLeavesMemoryAfterMinJobAgeAndIsStillFoundInTheStore) 
   core_.reset();
   cluster_ = sched::Cluster();
   auto manager =
-      JobManager::open(open_sqlite_store(dir_).value(), cluster_, {}, {},
+      JobManager::open(open_sqlite_store(dir_).value(), cluster_, {}, clock_.wall(), {},
                        (clock_.wall() - config_.controller.min_job_age).time_since_epoch().count());
   ASSERT_TRUE(manager) << manager.error().to_string();
   core_ = std::make_unique<Core>(cluster_, config_, clock_, std::move(*manager));
@@ -120,7 +120,7 @@ TEST_F(CoreTest, AStateThatCannotBeWrittenIsReadOnlyUntilItCanBe) {
   auto store = open_sqlite_store(dir_);
   ASSERT_TRUE(store);
   cluster_ = sched::Cluster();
-  auto manager = JobManager::open(std::move(*store), cluster_, {});
+  auto manager = JobManager::open(std::move(*store), cluster_, {}, clock_.wall());
   ASSERT_TRUE(manager);
   std::shared_ptr<FakeChannel> heard;
   {

@@ -36,7 +36,8 @@ class InboxTest : public ::testing::Test {
   void SetUp() override {
     auto store = open_sqlite_store(dir_);
     ASSERT_TRUE(store) << store.error().to_string();
-    auto manager = JobManager::open(std::move(*store), cluster_, {}, [this] { inbox_.changed(); });
+    auto manager = JobManager::open(std::move(*store), cluster_, {}, clock_.wall(),
+                                    [this] { inbox_.changed(); });
     ASSERT_TRUE(manager) << manager.error().to_string();
     core_ = std::make_unique<Core>(cluster_, config_, clock_, std::move(*manager),
                                    [this] { inbox_.changed(); });

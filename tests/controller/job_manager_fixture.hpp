@@ -48,12 +48,12 @@ class JobManagerTest : public ::testing::Test {
     std::filesystem::remove_all(dir_);
   }
   // A controller (re)starting on the same state directory, with one node of 8 cores.
-  void reopen() {
+  void reopen(sched::Time now = at(0)) {
     manager_.reset();
     cluster_ = sched::Cluster();
     auto store = open_sqlite_store(dir_);
     ASSERT_TRUE(store.has_value()) << store.error().to_string();
-    auto manager = JobManager::open(std::move(*store), cluster_, {}, [this] { ++changes_; });
+    auto manager = JobManager::open(std::move(*store), cluster_, {}, now, [this] { ++changes_; });
     ASSERT_TRUE(manager.has_value()) << manager.error().to_string();
     manager_ = std::move(*manager);
     join("n0");

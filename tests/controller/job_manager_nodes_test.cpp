@@ -15,8 +15,9 @@ TEST_F(JobManagerTest, PersistentBuffersAreTheirOwnersHeldAndBindTheirJobsToThei
   EXPECT_EQ(made->node, "n1");
   EXPECT_EQ(made->nvme, "/nvme-n1");
   EXPECT_EQ(cluster_.free(NodeId(1)).nvme[0], std::uint64_t{40} << 20);
-  EXPECT_EQ(manager_->create_buffer(kBob, "scratch", 1 << 20, "", 1002, at(0)).error().code(),
-            ErrorCode::kAlreadyExists);
+  EXPECT_EQ(made->slice, "1001@scratch");
+  EXPECT_EQ(manager_->create_buffer(kAlice, "scratch", 1 << 20, "", 1001, at(0)).error().message(),
+            "you have a burst buffer named scratch already");
   EXPECT_EQ(manager_->create_buffer(kBob, "big", std::uint64_t{200} << 20, "", 1002, at(0))
                 .error()
                 .code(),
@@ -34,7 +35,7 @@ TEST_F(JobManagerTest, PersistentBuffersAreTheirOwnersHeldAndBindTheirJobsToThei
   ASSERT_EQ(launches->size(), 1u);
   EXPECT_EQ(cluster_.name((*launches)[0].placement.nodes[0].node), "n1")
       << "on the buffer's node, though n0 is emptier";
-  EXPECT_EQ(manager_->destroy_buffer(kAlice, "scratch", at(3)).error().code(),
+  EXPECT_EQ(manager_->destroy_buffer(kAlice, "", "scratch", at(3)).error().code(),
             ErrorCode::kFailedPrecondition)
       << "in use";
   ASSERT_TRUE(manager_->finished(id, {}, at(3)).has_value());
@@ -42,31 +43,86 @@ TEST_F(JobManagerTest, PersistentBuffersAreTheirOwnersHeldAndBindTheirJobsToThei
   reopen();  // stored, and held again before its node returns
   join("n1");
   EXPECT_EQ(cluster_.free(NodeId(1)).nvme[0], std::uint64_t{40} << 20);
-  EXPECT_EQ(manager_->destroy_buffer(kBob, "scratch", at(3)).error().code(), ErrorCode::kNotFound);
-  ASSERT_TRUE(manager_->destroy_buffer(kAlice, "scratch", at(3)).has_value());
+  EXPECT_EQ(manager_->destroy_buffer(kBob, "", "scratch", at(3)).error().code(),
+            ErrorCode::kNotFound);
+  ASSERT_TRUE(manager_->destroy_buffer(kAlice, "", "scratch", at(3)).has_value());
   EXPECT_EQ(cluster_.free(NodeId(1)).nvme[0], std::uint64_t{100} << 20);
   EXPECT_FALSE(submit(kAlice, s, at(4)).has_value()) << "the buffer is gone";
 }
 
 // A pending job of loom-bob's was bound to loom-alice's buffer made later under the same
-// name (issue 19): a job's buffer ends with it.
-TEST_F(JobManagerTest, APendingJobsBufferDestroyedEndsItAndANewOneOfTheNameIsNotItsOwn) {
-  ASSERT_TRUE(manager_->create_buffer(kBob, "scratch", 1 << 20, "n0", 1002, at(0)).has_value());
+// name (issue 19): each user names their own buffers, and a job's buffer is its user's.
+TEST_F(JobManagerTest, EachUserNamesTheirOwnBuffersAndAJobHasOnlyItsUsers) {
+  const BufferRow bobs =
+      manager_->create_buffer(kBob, "scratch", 1 << 20, "n0", 1002, at(0)).value();
+  auto alices = manager_->create_buffer(kAlice, "scratch", 1 << 20, "n0", 1001, at(0));
+  ASSERT_TRUE(alices.has_value()) << "loom-bob's name is none of her business: "
+                                  << alices.error().to_string();
+  EXPECT_NE(alices->slice, bobs.slice) << "one device holds both";
+  ASSERT_EQ(manager_->buffers(kBob).size(), 1u);
+  EXPECT_EQ(manager_->buffers(kBob)[0].user, "loom-bob");
+  EXPECT_EQ(manager_->buffers(kAdmin).size(), 2u);
+
   const JobId whole = submit(kAlice, spec(8), at(0)).value();  // n0 is full meanwhile
   ASSERT_EQ(manager_->schedule(at(0)).value().size(), 1u);
   v1::JobSpec s = spec(1);
   s.set_bb_persistent("scratch");
-  const JobId bobs = submit(kBob, s, at(1)).value();
-  ASSERT_EQ(manager_->schedule(at(1)).value().size(), 0u);
-  EXPECT_EQ(row(bobs).state, v1::PENDING);
-  ASSERT_TRUE(manager_->destroy_buffer(kBob, "scratch", at(2)).has_value());
-  EXPECT_EQ(row(bobs).state, v1::CANCELLED);
-  EXPECT_EQ(row(bobs).reason.text(), "BufferDestroyed: --bb-persistent scratch was destroyed");
-  ASSERT_TRUE(manager_->create_buffer(kAlice, "scratch", 1 << 20, "n0", 1001, at(3)).has_value());
+  const JobId bob_job = submit(kBob, s, at(1)).value();
+  const JobId alice_job = submit(kAlice, s, at(1)).value();
+  ASSERT_TRUE(manager_->destroy_buffer(kBob, "", "scratch", at(2)).has_value());
+  EXPECT_EQ(row(bob_job).state, v1::CANCELLED);
+  EXPECT_EQ(row(bob_job).reason.text(), "BufferDestroyed: --bb-persistent scratch was destroyed");
+  EXPECT_EQ(row(alice_job).state, v1::PENDING) << "her buffer is another";
+  ASSERT_NE(manager_->buffer(kAlice.uid, "scratch"), nullptr);
+  EXPECT_EQ(manager_->buffer(kBob.uid, "scratch"), nullptr);
   ASSERT_TRUE(manager_->finished(whole, {}, at(4)).has_value());
-  EXPECT_TRUE(manager_->schedule(at(5)).value().empty()) << "bob's job does not start on it";
+  const auto launches = manager_->schedule(at(5)).value();
+  ASSERT_EQ(launches.size(), 1u);
+  EXPECT_EQ(launches[0].id, alice_job);
   reopen();  // and the controller starts again with both stored
-  EXPECT_EQ(row(bobs).state, v1::CANCELLED);
+  EXPECT_EQ(row(bob_job).state, v1::CANCELLED);
+}
+
+TEST_F(JobManagerTest, AnAdminNamesTheOwnerOfTheBufferToDestroy) {
+  ASSERT_TRUE(manager_->create_buffer(kAlice, "scratch", 1 << 20, "n0", 1001, at(0)));
+  EXPECT_EQ(manager_->destroy_buffer(kAdmin, "", "scratch", at(1)).error().message(),
+            "there is no burst buffer scratch of yours (held by: --user loom-alice)");
+  EXPECT_EQ(manager_->destroy_buffer(kBob, "", "scratch", at(1)).error().message(),
+            "there is no burst buffer scratch of yours")
+      << "a user learns nothing of others' buffers";
+  EXPECT_EQ(manager_->destroy_buffer(kBob, "loom-alice", "scratch", at(1)).error().message(),
+            "only an administrator may destroy another user's burst buffer "
+            "(loom-bob is not one)");
+  EXPECT_EQ(manager_->destroy_buffer(kAdmin, "loom-bob", "scratch", at(1)).error().code(),
+            ErrorCode::kNotFound);
+  const auto destroyed = manager_->destroy_buffer(kAdmin, "loom-alice", "scratch", at(1));
+  ASSERT_TRUE(destroyed.has_value()) << destroyed.error().to_string();
+  EXPECT_EQ(destroyed->user, "loom-alice");
+  EXPECT_TRUE(manager_->buffers(kAdmin).empty());
+}
+
+// A state from before buffers were their owners' can hold a pending job bound to a name
+// only another user has: the controller cancels it at start rather than bind it, or fail.
+TEST_F(JobManagerTest, AStoredJobBoundToAnotherUsersBufferIsCancelledAtStart) {
+  manager_.reset();
+  {
+    auto store = open_sqlite_store(dir_).value();
+    v1::JobSpec s = spec(1);
+    s.set_bb_persistent("scratch");
+    const NewJob bobs{"loom-bob", kBob.uid, 0, s};
+    ASSERT_TRUE(store->insert_jobs(std::span(&bobs, 1), false).has_value());
+    ASSERT_TRUE(store
+                    ->save_buffer({"scratch", "scratch", "loom-alice", kAlice.uid, 1001, "n0",
+                                   "/nvme-n0", 1 << 20, 0})
+                    .has_value());
+  }
+  reopen(at(7));
+  const JobRow bobs = manager_->list(kBob, true).at(0);
+  EXPECT_EQ(bobs.state, v1::CANCELLED);
+  EXPECT_EQ(bobs.reason.text(),
+            "BufferDestroyed: --bb-persistent scratch: loom-bob has no burst buffer of that name");
+  EXPECT_EQ(bobs.end_time, 7);
+  EXPECT_TRUE(manager_->schedule(at(8)).value().empty());
 }
 
 TEST_F(JobManagerTest, TheBindingAnAgentAppliedIsShownBesideThePlacement) {

@@ -356,13 +356,20 @@ TEST_F(StoreTest, NvmeDevicesStagingAndBuffersOutliveTheStore) {
     u.state = v1::COMPLETED;
     u.staging = report.SerializeAsString();
     ASSERT_TRUE(store->update_jobs(std::span<const JobUpdate>(&u, 1)).has_value());
-    ASSERT_TRUE(
-        store->save_buffer({"scratch", "loom-alice", 1001, 1001, "n1", "/nvme0", 1 << 20, 77})
-            .has_value());
-    auto twice =
-        store->save_buffer({"scratch", "loom-bob", 1002, 1002, "n1", "/nvme0", 1 << 20, 78});
-    ASSERT_FALSE(twice.has_value());
-    EXPECT_EQ(twice.error().code(), ErrorCode::kAlreadyExists);
+    const BufferRow alices{"scratch", "1001@scratch", "loom-alice", 1001, 1001,
+                           "n1",      "/nvme0",       1 << 20,      77};
+    ASSERT_TRUE(store->save_buffer(alices).has_value());
+    BufferRow bobs = alices;  // each user names their own
+    bobs.slice = "1002@scratch";
+    bobs.user = "loom-bob";
+    bobs.uid = 1002;
+    ASSERT_TRUE(store->save_buffer(bobs).has_value());
+    BufferRow again = alices;
+    again.slice = "1001@scratch-2";
+    EXPECT_EQ(store->save_buffer(again).error().code(), ErrorCode::kAlreadyExists);
+    BufferRow same_slice = alices;
+    same_slice.name = "other";
+    EXPECT_EQ(store->save_buffer(same_slice).error().code(), ErrorCode::kAlreadyExists);
   }
   {
     auto store = open();
@@ -373,13 +380,48 @@ TEST_F(StoreTest, NvmeDevicesStagingAndBuffersOutliveTheStore) {
     EXPECT_EQ(row.staging.files(0).source(), "storage:/in.h5");
     EXPECT_EQ(row.staging.files(0).bytes_done(), 42u);
     const std::vector<BufferRow> buffers = store->load_buffers().value();
-    ASSERT_EQ(buffers.size(), 1u);
+    ASSERT_EQ(buffers.size(), 2u);
     EXPECT_EQ(buffers[0].user, "loom-alice");
+    EXPECT_EQ(buffers[0].slice, "1001@scratch");
     EXPECT_EQ(buffers[0].nvme, "/nvme0");
     EXPECT_EQ(buffers[0].bytes, 1u << 20);
-    ASSERT_TRUE(store->delete_buffer("scratch").has_value());
+    EXPECT_EQ(buffers[1].user, "loom-bob");
+    ASSERT_TRUE(store->delete_buffer(1001, "scratch").has_value());
   }
-  EXPECT_TRUE(open()->load_buffers().value().empty());
+  const std::vector<BufferRow> left = open()->load_buffers().value();
+  ASSERT_EQ(left.size(), 1u);
+  EXPECT_EQ(left[0].user, "loom-bob") << "loom-alice's buffer went, not the name";
+}
+
+// A buffer made before buffers were their owners' keeps its slice (its name): its files
+// stay where its jobs saw them.
+TEST_F(StoreTest, ABufferFromSchemaSixKeepsItsPlaceOnItsNode) {
+  std::filesystem::create_directories(dir_);
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ / "state.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+                         "INSERT INTO meta VALUES('schema_version', 6);"
+                         "CREATE TABLE buffers (name TEXT PRIMARY KEY, user TEXT NOT NULL,"
+                         " uid INTEGER NOT NULL, gid INTEGER NOT NULL, node TEXT NOT NULL,"
+                         " nvme TEXT NOT NULL, bytes INTEGER NOT NULL, created INTEGER NOT NULL);"
+                         "INSERT INTO buffers VALUES('scratch', 'loom-alice', 1001, 1001, 'n1',"
+                         " '/nvme0', 1048576, 77);",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  auto store = open();
+  const std::vector<BufferRow> buffers = store->load_buffers().value();
+  ASSERT_EQ(buffers.size(), 1u);
+  EXPECT_EQ(buffers[0].name, "scratch");
+  EXPECT_EQ(buffers[0].slice, "scratch");
+  EXPECT_EQ(buffers[0].uid, 1001u);
+  EXPECT_EQ(buffers[0].created, 77);
+  EXPECT_TRUE(store
+                  ->save_buffer({"scratch", "1002@scratch", "loom-bob", 1002, 1002, "n1", "/nvme0",
+                                 1 << 20, 78})
+                  .has_value())
+      << "loom-bob names his own scratch";
 }
 
 TEST_F(StoreTest, AStateFromANewerLoomIsRefused) {

@@ -2,7 +2,8 @@
 // staged (its agent's libfabric endpoint open) lists its own descriptors, and finds none of
 // loomd's; a job that leaves a FIFO to be staged out does not hold the node's stager; a
 // job's name reaches an admin's terminal with its control characters escaped; what Loom
-// writes for a job has the modes its submitter's umask gives.
+// writes for a job has the modes its submitter's umask gives; two users' burst buffers of
+// one name are two.
 #include <fmt/ranges.h>
 #include <sys/stat.h>
 
@@ -136,6 +137,50 @@ TEST_F(JobAttacksTest, AListingLargerThanOneMessageComesWholeAPageAtATime) {
   ASSERT_EQ(alice({"cancel", std::to_string(array)}).exit_code, 0);
   std::ofstream(dir_ / "release") << "";
   EXPECT_EQ(finish(blocker)["state"], "COMPLETED");
+}
+
+// loom-bob once learned that loom-alice held a buffer of a name, and his pending job bound
+// to the buffer she made later under the name he had used. Each user names their own: both
+// hold a `scratch` on one device, each job sees its user's, and an admin names the owner.
+TEST_F(JobAttacksTest, TwoUsersBuffersOfOneNameAreEachTheirOwn) {
+  auto as = [&](const std::string& user, const std::vector<std::string>& args) {
+    return cluster_->loom(user, args, dir_.string());
+  };
+  for (const std::string user : {"loom-bob", "loom-alice"}) {
+    const Completed made = as(user, {"bb", "create", "scratch", "--size", "8M", "--node", "node0"});
+    ASSERT_EQ(made.exit_code, 0) << user << ": " << made.err;
+  }
+  // Each job writes its user's name in the buffer and says where it is.
+  auto use = [&](const std::string& user) {
+    const Completed submitted =
+        as(user, {"submit", "--bb-persistent", "scratch", "-o", user + "-%j", "--", "/bin/sh", "-c",
+                  "cat \"$LOOM_BB_PERSISTENT_DIR/who\" 2>/dev/null; echo $(id -un) >> "
+                  "\"$LOOM_BB_PERSISTENT_DIR/who\"; echo \"$LOOM_BB_PERSISTENT_DIR\""});
+    EXPECT_EQ(submitted.exit_code, 0) << submitted.err;
+    const std::string id = submitted.out.substr(0, submitted.out.find('\n'));
+    EXPECT_EQ(as(user, {"watch", id}).exit_code, 0);
+    return read_file(dir_ / (user + "-" + id));
+  };
+  const std::string bobs = use("loom-bob");
+  const std::string alices = use("loom-alice");
+  EXPECT_EQ(lines(bobs).size(), 1u) << "an empty buffer: " << bobs;
+  EXPECT_EQ(lines(alices).size(), 1u) << "an empty buffer, not loom-bob's: " << alices;
+  EXPECT_NE(bobs, alices);
+  for (const std::string user : {"loom-bob", "loom-alice"}) {
+    const nlohmann::json listed =
+        nlohmann::json::parse(as(user, {"bb", "list", "--json"}).out)["buffers"];
+    ASSERT_EQ(listed.size(), 1u) << listed.dump();
+    EXPECT_EQ(listed[0]["owner"], user);
+  }
+  const Completed unnamed = as("", {"bb", "destroy", "scratch"});
+  EXPECT_NE(unnamed.exit_code, 0);
+  EXPECT_NE(unnamed.err.find("(held by: --user loom-alice --user loom-bob)"), std::string::npos)
+      << unnamed.err;
+  const Completed destroyed = as("", {"bb", "destroy", "scratch", "--user", "loom-bob"});
+  ASSERT_EQ(destroyed.exit_code, 0) << destroyed.err;
+  EXPECT_EQ(use("loom-alice"), "loom-alice\n" + alices) << "hers is whole";
+  EXPECT_NE(as("loom-bob", {"submit", "--bb-persistent", "scratch", "--", "true"}).exit_code, 0);
+  EXPECT_EQ(as("loom-alice", {"bb", "destroy", "scratch"}).exit_code, 0);
 }
 
 // An agent run by a user is refused when it registers; before that it makes nothing: a

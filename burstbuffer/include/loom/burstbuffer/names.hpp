@@ -9,9 +9,10 @@
 
 namespace loom::burstbuffer {
 
-// A persistent buffer: DEVICE/.loom/bb_NAME.img, mounted at DEVICE/bb_NAME.
-std::filesystem::path buffer_image(const std::filesystem::path& device, const std::string& name);
-std::filesystem::path buffer_mount(const std::filesystem::path& device, const std::string& name);
+// A persistent buffer: DEVICE/.loom/bb_SLICE.img, mounted at DEVICE/bb_SLICE. The slice is
+// its name on the node, unique there (the controller's choice: UID@NAME).
+std::filesystem::path buffer_image(const std::filesystem::path& device, const std::string& slice);
+std::filesystem::path buffer_mount(const std::filesystem::path& device, const std::string& slice);
 
 // A job's slice: the image at DEVICE/.loom/job_ID.img, mounted at DEVICE/job_ID (the job's
 // LOOM_BB_DIR).

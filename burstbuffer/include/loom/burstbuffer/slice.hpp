@@ -58,7 +58,7 @@ class Slice {
   std::filesystem::path mount_;
 };
 
-// The persistent buffers whose images are on the device.
+// The persistent buffers whose images are on the device: their slices (buffer_image).
 std::vector<std::string> buffers_on(const std::filesystem::path& device);
 
 // The jobs that have a slice image on the device.

@@ -90,10 +90,11 @@ class Core {
   Result<BufferRow> create_buffer(const Caller& who, const v1::BufferRequest& request);
   // The node's answer to the buffer's making, taken: empty when it was made, else why not;
   // nullopt while none came.
-  std::optional<std::string> buffer_made(const std::string& name);
-  // A buffer that could not be made is forgotten.
-  void drop_buffer(const Caller& who, const std::string& name);
-  Result<BufferRow> destroy_buffer(const Caller& who, const std::string& name);
+  std::optional<std::string> buffer_made(const BufferRow& row);
+  // A buffer of the caller's that could not be made is forgotten.
+  void drop_buffer(const Caller& who, const BufferRow& row);
+  // The request's buffer: its name, and its owner when an admin names one.
+  Result<BufferRow> destroy_buffer(const Caller& who, const v1::BufferRequest& request);
   v1::BufferInfo buffer_info(const BufferRow& row) const;
 
   // ---- loom-rsh: Open MPI's daemon on a job's node ----
@@ -208,7 +209,7 @@ class Core {
   std::map<NodeId, Clock::Steady> gone_;           // nodes whose agent left, and since when
   std::map<std::string, std::string> storage_;     // storage agents connected: name -> data address
   std::map<std::string, v1::CgroupInfo> cgroups_;  // how each agent last said it confines jobs
-  // Answers to buffers being made: name -> error ("" made).
+  // Answers to buffers being made: slice -> error ("" made).
   std::map<std::string, std::string> buffers_made_;
   std::map<JobId, RunningJob> running_;
   // Starts and ends reported for unknown jobs, kept until they are adopted; and the nodes

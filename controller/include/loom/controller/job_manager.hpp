@@ -58,10 +58,11 @@ class JobManager {
  public:
   // Loads the drained nodes and the jobs the store holds, but for those ended before
   // `ended_since` (seconds since the epoch), which stay in the store only; pending jobs are
-  // queued again. on_change runs after every change is stored (watchers wake on it).
+  // queued again, but for one bound to a buffer its user does not have, which is cancelled
+  // at `now`. on_change runs after every change is stored (watchers wake on it).
   static Result<std::unique_ptr<JobManager>> open(std::unique_ptr<Store> store,
                                                   sched::Cluster& cluster,
-                                                  sched::SchedulerOptions options,
+                                                  sched::SchedulerOptions options, sched::Time now,
                                                   std::function<void()> on_change = {},
                                                   std::int64_t ended_since = 0);
 
@@ -155,19 +156,25 @@ class JobManager {
   Status probe_store() { return store_->probe(); }
 
   // ---- Persistent burst buffers ----
+  // Each user names their own: a name another user holds is no business of the caller's.
   // Stores a new buffer on the device with the most room (on `node` when named) and takes
   // its bytes there; the caller has the node's agent make it, and forgets it if that fails.
   Result<BufferRow> create_buffer(const Caller& caller, const std::string& name,
                                   std::uint64_t bytes, const std::string& node, std::uint32_t gid,
                                   sched::Time now);
-  // Removes it from the store and gives its bytes back: the caller's own (an admin's: any),
-  // and only while no job uses it. Pending jobs bound to it are cancelled with it: a buffer
-  // made later under its name (another user's, perhaps) is not theirs.
-  Result<BufferRow> destroy_buffer(const Caller& caller, const std::string& name, sched::Time now);
+  // Removes the buffer `name` of `owner` (a user name; empty: the caller) from the store and
+  // gives its bytes back: only an admin names another owner, and only while no job uses
+  // it. Its owner's pending jobs bound to it are cancelled with it: a buffer made later
+  // under its name is not theirs.
+  Result<BufferRow> destroy_buffer(const Caller& caller, const std::string& owner,
+                                   const std::string& name, sched::Time now);
+  // The caller's buffers (an admin's: everybody's).
   std::vector<BufferRow> buffers(const Caller& caller) const;
   std::vector<BufferRow> buffers_on(const std::string& node) const;
+  // A user's buffer of that name (a job's --bb-persistent); nullptr when there is none.
+  const BufferRow* buffer(std::uint32_t uid, const std::string& name) const;
   // Jobs holding the buffer now (started, not ended).
-  std::vector<JobId> buffer_users(const std::string& name) const;
+  std::vector<JobId> buffer_users(const BufferRow& buffer) const;
 
  private:
   JobManager(std::unique_ptr<Store> store, sched::Cluster& cluster, sched::SchedulerOptions options,
@@ -183,8 +190,11 @@ class JobManager {
   // The row as shown: an unknown job's reason says which nodes it waits for, a running
   // job's which of its nodes is unreachable.
   JobRow as_shown(JobRow row) const;
-  // The scheduler's spec: with --bb-persistent, bound to the buffer's node.
-  Result<sched::JobSpec> spec_of(const v1::JobSpec& spec) const;
+  // The scheduler's spec of a job of `uid`'s: with --bb-persistent, bound to the node of
+  // that user's buffer.
+  Result<sched::JobSpec> spec_of(const v1::JobSpec& spec, std::uint32_t uid) const;
+  // A pending job's end when it has no buffer to bind to: CANCELLED, BufferDestroyed.
+  static JobUpdate buffer_gone(JobId id, std::string detail, sched::Time now);
   // Takes (or gives back) a buffer's bytes on its node's device.
   Status hold(const BufferRow& buffer, bool take);
   // An ended job's row: kept in memory for min_job_age without what only the store needs
@@ -205,8 +215,9 @@ class JobManager {
     Reason reason;
   };
   std::map<JobId, Killing> ending_;
-  std::map<std::string, std::string> drained_;      // the store's drained nodes, by name
-  std::map<std::string, BufferRow> buffers_;        // the store's persistent buffers, by name
+  std::map<std::string, std::string> drained_;  // the store's drained nodes, by name
+  // The store's persistent buffers, by owner's uid and name.
+  std::map<std::pair<std::uint32_t, std::string>, BufferRow> buffers_;
   std::map<JobId, std::set<std::string>> unknown_;  // see unknown()
   std::map<std::string, std::string> unreachable_;  // see unreachable()
   std::function<void()> on_change_;

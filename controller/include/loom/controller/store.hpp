@@ -71,9 +71,11 @@ struct NodeRow {
 };
 
 // A persistent burst buffer: a named slice on one node's device, owned by a user, that
-// outlives jobs until destroyed.
+// outlives jobs until destroyed. Each user names their own: loom-alice's and loom-bob's
+// `scratch` are two buffers.
 struct BufferRow {
   std::string name;
+  std::string slice;  // its name on its node's device (burstbuffer::buffer_mount)
   std::string user;
   std::uint32_t uid = 0;
   std::uint32_t gid = 0;
@@ -108,9 +110,10 @@ class Store {
   virtual Status set_drain(const std::string& node, const std::optional<std::string>& reason) = 0;
   virtual Result<std::vector<NodeRow>> load_nodes() const = 0;
 
-  // Persistent burst buffers; a name is taken once (kAlreadyExists).
+  // Persistent burst buffers; a user takes a name once, and a slice is taken once
+  // (kAlreadyExists).
   virtual Status save_buffer(const BufferRow& buffer) = 0;
-  virtual Status delete_buffer(const std::string& name) = 0;
+  virtual Status delete_buffer(std::uint32_t uid, const std::string& name) = 0;
   virtual Result<std::vector<BufferRow>> load_buffers() const = 0;
 
   // Group commit: the writes between begin_batch() and end_batch() are one transaction,
