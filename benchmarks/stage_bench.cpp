@@ -198,10 +198,10 @@ struct Side {
 Side open_side(const fs::path& exported, const std::string& provider) {
   burstbuffer::DataPlaneOptions options;
   options.fabric = {provider, provider == "shm" ? "" : "lo"};
+  options.h5skeleton = LOOM_H5SKELETON;
   Side side;
   auto storage = burstbuffer::StorageServer::open(
-      {exported, "stage-bench", exported.parent_path() / "storage-writes", LOOM_H5SKELETON},
-      options);
+      {exported, "stage-bench", exported.parent_path() / "storage-writes"}, options);
   if (!storage) die(storage.error().to_string());
   side.storage = std::move(*storage);
   grpc::ServerBuilder builder;

@@ -17,6 +17,7 @@
 #include "loom/burstbuffer/data_plane.hpp"
 #include "loom/common/config.hpp"
 #include "loom/common/host_name.hpp"
+#include "loom/common/programs.hpp"
 #include "loom/hwtopo/json.hpp"
 #include "loom/hwtopo/load.hpp"
 
@@ -136,6 +137,9 @@ int main(int argc, char** argv) {
       fabric_interface.empty() ? config->fabric.interface : fabric_interface};
   options.data_plane.stall_timeout = config->staging.stall_timeout;
   options.data_plane.tls = *tls;
+  auto h5skeleton = find_program("loom-h5skeleton", "burstbuffer");
+  if (!h5skeleton) return fail(h5skeleton.error());
+  options.data_plane.h5skeleton = std::move(*h5skeleton);
   if (!nvme.empty()) {
     options.nvme.clear();
     for (const std::string& text : nvme) {
@@ -149,14 +153,8 @@ int main(int argc, char** argv) {
   std::unique_ptr<burstbuffer::StorageServer> storage;
   std::unique_ptr<grpc::Server> data_server;
   if (!export_dir.empty()) {
-    // Installed beside loomd; in a build tree, in burstbuffer/ beside agent/.
-    const std::filesystem::path reader =
-        std::filesystem::exists(here / "loom-h5skeleton")
-            ? here / "loom-h5skeleton"
-            : here.parent_path() / "burstbuffer" / "loom-h5skeleton";
     auto opened = burstbuffer::StorageServer::open(
-        {export_dir, options.name, options.state_dir / "storage-writes", reader},
-        options.data_plane);
+        {export_dir, options.name, options.state_dir / "storage-writes"}, options.data_plane);
     if (!opened) return fail(opened.error());
     storage = std::move(*opened);
     grpc::ServerBuilder builder;

@@ -19,17 +19,9 @@ Status within(const std::string& dataset, std::uint64_t address, std::uint64_t s
 
 Result<SkeletonPlan> plan_of(const v1::DescribeReply& described, std::uint64_t file_size,
                              std::size_t range) {
-  SkeletonPlan plan;
   for (const v1::DatasetExtents& e : described.datasets()) {
     if (e.kind() == v1::DatasetExtents::CONTIGUOUS)
       LOOM_TRY(within(e.path(), e.address(), e.size(), file_size));
-    DatasetPlan& p = plan.datasets.emplace_back();
-    p.path = e.path();
-    p.kind = e.kind() == v1::DatasetExtents::CONTIGUOUS ? DatasetPlan::Kind::kContiguous
-             : e.kind() == v1::DatasetExtents::CHUNKED  ? DatasetPlan::Kind::kChunked
-                                                        : DatasetPlan::Kind::kCopied;
-    p.address = e.address();
-    p.size = e.size();
     for (const v1::Chunk& c : e.chunks()) {
       if (c.size() > range) {
         return make_error(ErrorCode::kInvalidArgument,
@@ -38,11 +30,22 @@ Result<SkeletonPlan> plan_of(const v1::DescribeReply& described, std::uint64_t f
                                       e.path(), c.size(), range));
       }
       LOOM_TRY(within(e.path(), c.address(), c.size(), file_size));
-      p.chunks.push_back(
-          {{c.coords().begin(), c.coords().end()}, c.filter_mask(), c.address(), c.size()});
     }
   }
-  return plan;
+  return from_message(described);
+}
+
+Status same_shape(const SkeletonPlan& plan, const SkeletonPlan& placed) {
+  bool same = placed.datasets.size() == plan.datasets.size();
+  for (std::size_t i = 0; same && i < plan.datasets.size(); ++i) {
+    const DatasetPlan &p = plan.datasets[i], &q = placed.datasets[i];
+    same = q.kind == p.kind && q.size == p.size && q.chunks.size() == p.chunks.size();
+    for (std::size_t j = 0; same && j < p.chunks.size(); ++j)
+      same = q.chunks[j].size == p.chunks[j].size;
+  }
+  if (same) return {};
+  return make_error(ErrorCode::kInternal,
+                    "the skeleton's places for its datasets do not match what was asked");
 }
 
 std::uint64_t bytes_of(const SkeletonPlan& plan) {

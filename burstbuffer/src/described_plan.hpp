@@ -4,7 +4,7 @@
 
 #include <cstdint>
 
-#include "loom/burstbuffer/hdf5_plan.hpp"
+#include "loom/burstbuffer/skeleton_plan.hpp"
 #include "loom/common/error.hpp"
 #include "loom/proto/storage.pb.h"
 
@@ -15,6 +15,10 @@ namespace loom::burstbuffer {
 // a chunk larger than a staging buffer (`range`). Errors name the dataset; the caller the file.
 Result<SkeletonPlan> plan_of(const v1::DescribeReply& described, std::uint64_t file_size,
                              std::size_t range);
+
+// Whether `placed` (where the skeleton's owner placed each dataset's raw data: its answer
+// is theirs to write) has the datasets, chunks and sizes of `plan`, in order.
+Status same_shape(const SkeletonPlan& plan, const SkeletonPlan& placed);
 
 // The bytes the plan moves: the datasets' extents, not the skeleton.
 std::uint64_t bytes_of(const SkeletonPlan& plan);

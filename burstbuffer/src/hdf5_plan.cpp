@@ -11,6 +11,7 @@
 #include <functional>
 #include <optional>
 
+#include "hdf5_handles.hpp"
 #include "loom/common/errno_text.hpp"
 
 namespace loom::burstbuffer {
@@ -18,36 +19,12 @@ namespace loom::burstbuffer {
 namespace {
 
 namespace fs = std::filesystem;
-
-// One HDF5 identifier, closed by its kind's close function.
-class Hid {
- public:
-  Hid(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
-  Hid(Hid&& other) noexcept : id_(other.id_), close_(other.close_) { other.id_ = -1; }
-  Hid& operator=(Hid&&) = delete;
-  ~Hid() {
-    if (id_ >= 0) close_(id_);
-  }
-  hid_t get() const { return id_; }
-  bool valid() const { return id_ >= 0; }
-
- private:
-  hid_t id_;
-  herr_t (*close_)(hid_t);
-};
+using detail::hdf5_error;
+using detail::Hid;
+using detail::quiet;
 
 // Contiguous datasets this small are copied into the skeleton rather than moved by extent.
 constexpr hsize_t kCopyBelow = 64 << 10;
-
-// HDF5 prints its error stack unless told not to; the errors come back as Loom's instead.
-void quiet() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
-
-// A failed HDF5 call leaves its error stack on the thread; cleared here, since a thread that
-// exits with one (a gRPC handler's) would leak its strings.
-std::unexpected<Error> hdf5_error(ErrorCode code, std::string what) {
-  H5Eclear2(H5E_DEFAULT);
-  return make_error(code, std::move(what));
-}
 
 // Variable-length data anywhere in the type: its bytes live in the global heap.
 bool has_vlen(hid_t type) {
@@ -310,81 +287,6 @@ Result<SkeletonPlan> write_skeleton(const fs::path& source, std::span<const std:
     done += static_cast<std::size_t>(n);
   }
   return plan;
-}
-
-struct Hdf5Destination::State {
-  std::optional<Hid> file;
-  std::vector<std::optional<Hid>> datasets;  // by the plan's index
-  std::vector<std::uint64_t> offsets;
-};
-
-Hdf5Destination::Hdf5Destination(std::unique_ptr<State> state) : state_(std::move(state)) {}
-Hdf5Destination::~Hdf5Destination() { (void)close(); }
-
-Result<std::unique_ptr<Hdf5Destination>> Hdf5Destination::open(const fs::path& skeleton,
-                                                               const SkeletonPlan& plan) {
-  quiet();
-  auto state = std::make_unique<State>();
-  state->file.emplace(H5Fopen(skeleton.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Fclose);
-  if (!state->file->valid())
-    return hdf5_error(ErrorCode::kInvalidArgument, "the staged skeleton is not an HDF5 file");
-  for (const DatasetPlan& p : plan.datasets) {
-    state->offsets.push_back(0);
-    state->datasets.emplace_back();
-    if (p.kind == DatasetPlan::Kind::kCopied) continue;
-    Hid d(H5Dopen2(state->file->get(), p.path.c_str(), H5P_DEFAULT), H5Dclose);
-    if (!d.valid())
-      return hdf5_error(ErrorCode::kInternal,
-                        fmt::format("dataset {} is missing from the skeleton", p.path));
-    if (p.kind == DatasetPlan::Kind::kContiguous && p.size > 0) {
-      // Writing one element allocates the whole contiguous block; its offset is where the
-      // source's bytes go.
-      Hid type(H5Dget_type(d.get()), H5Tclose);
-      Hid space(H5Dget_space(d.get()), H5Sclose);
-      const int rank = H5Sget_simple_extent_ndims(space.get());
-      if (rank > 0) {
-        const std::vector<hsize_t> start(static_cast<std::size_t>(rank), 0),
-            count(static_cast<std::size_t>(rank), 1);
-        H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(),
-                            nullptr);
-      }
-      Hid one(H5Screate(H5S_SCALAR), H5Sclose);
-      const std::vector<std::byte> zero(H5Tget_size(type.get()));
-      if (H5Dwrite(d.get(), type.get(), one.get(), space.get(), H5P_DEFAULT, zero.data()) < 0 ||
-          H5Dget_offset(d.get()) == HADDR_UNDEF) {
-        return hdf5_error(ErrorCode::kInternal, fmt::format("allocating dataset {}", p.path));
-      }
-      state->offsets.back() = H5Dget_offset(d.get());
-    }
-    state->datasets.back().emplace(std::move(d));
-  }
-  if (H5Fflush(state->file->get(), H5F_SCOPE_GLOBAL) < 0)
-    return hdf5_error(ErrorCode::kInternal, "writing the skeleton");
-  return std::unique_ptr<Hdf5Destination>(new Hdf5Destination(std::move(state)));
-}
-
-std::uint64_t Hdf5Destination::offset(std::size_t dataset) const {
-  return state_->offsets.at(dataset);
-}
-
-Status Hdf5Destination::write_chunk(std::size_t dataset, const ChunkExtent& chunk,
-                                    const std::byte* data) {
-  const std::vector<hsize_t> coords(chunk.coords.begin(), chunk.coords.end());
-  if (H5Dwrite_chunk(state_->datasets.at(dataset)->get(), H5P_DEFAULT, chunk.filter_mask,
-                     coords.data(), chunk.size, data) < 0) {
-    return hdf5_error(ErrorCode::kInternal, "H5Dwrite_chunk failed");
-  }
-  return {};
-}
-
-Status Hdf5Destination::close() {
-  if (!state_->file) return {};
-  state_->datasets.clear();
-  const hid_t file = state_->file->get();
-  const bool flushed = H5Fflush(file, H5F_SCOPE_GLOBAL) >= 0;
-  state_->file.reset();
-  if (!flushed) return hdf5_error(ErrorCode::kInternal, "writing the file's metadata");
-  return {};
 }
 
 }  // namespace loom::burstbuffer

@@ -1,10 +1,13 @@
-// Users' HDF5 files are parsed by loom-h5skeleton (tools/loom_h5skeleton.cpp), never by the
-// storage agent: a file made to crash the HDF5 library, or to spin in it, must not take the
-// agent (root) with it, nor run code with its rights. The program is spawned for each
-// Describe with the source file, the skeleton and two memfds for its answer as its only
-// descriptors; it takes the user's identity before it reads anything and limits its own
-// memory, CPU time and file sizes. A file that crashes it, or outlasts kTimeout, fails that
-// one staging, naming the file; everybody else is served.
+// Users' HDF5 files are parsed by loom-h5skeleton (tools/loom_h5skeleton.cpp), never by an
+// agent: a file made to crash the HDF5 library, or to spin in it, must not take the agent
+// (root) with it, nor run code with its rights. It has two uses: the storage agent's
+// Describe writes the skeleton of a user's file (describe_as_user), and the stager places
+// the datasets' raw data in the skeleton it fetched (place_as_owner), a file that came from
+// the user's file and that the user can write. The program is spawned for each, with the
+// files it works on and two memfds for its answer as its only descriptors; it takes the
+// user's identity before it reads anything and limits its own memory, CPU time and (making
+// a skeleton) file sizes. A file that crashes it, or outlasts kTimeout, fails that one
+// staging, naming the file; everybody else is served.
 #pragma once
 
 #include <sys/resource.h>
@@ -16,6 +19,7 @@
 #include <span>
 #include <string>
 
+#include "loom/burstbuffer/skeleton_plan.hpp"
 #include "loom/common/error.hpp"
 #include "loom/proto/storage.pb.h"
 
@@ -35,6 +39,12 @@ struct SkeletonLimits {
 Result<v1::DescribeReply> describe_as_user(const std::filesystem::path& program, uid_t uid,
                                            gid_t gid, int source, int skeleton,
                                            std::span<const std::string> datasets);
+
+// place_raw_data() in the skeleton open read-write as `skeleton`, run as the file's owner:
+// the plan with each address where that data goes in the skeleton. An answer that does not
+// parse is an error; what it says is the caller's to check (described_plan.hpp).
+Result<SkeletonPlan> place_as_owner(const std::filesystem::path& program, int skeleton,
+                                    const SkeletonPlan& plan);
 
 // The exit status by which loom-h5skeleton says that write_skeleton() failed with `code`
 // (its message on stderr), and back: 64 on, clear of 0, 1 and a shell's 126 to 128+.

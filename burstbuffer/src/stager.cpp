@@ -22,7 +22,6 @@
 #include "data_plane_io.hpp"
 #include "described_plan.hpp"
 #include "loom/burstbuffer/data_plane.hpp"
-#include "loom/burstbuffer/hdf5_plan.hpp"
 #include "loom/burstbuffer/slice.hpp"
 #include "loom/common/crc32c.hpp"
 #include "loom/common/munge.hpp"
@@ -386,23 +385,22 @@ Status Stager::fetch(const Remote& remote, const std::string& path, int dir_fd,
     std::vector<Piece> skeleton;
     add_ranges(skeleton, 0, described.skeleton_size(), st.options.range, fd, 0);
     LOOM_TRY(pull(*stub, peer, described.skeleton(), skeleton, progress, cancelled));
-    auto destination = LOOM_TRY(with_context(
-        Hdf5Destination::open(fmt::format("/proc/self/fd/{}", fd), plan), path + " (skeleton)"));
+    // Where each extent goes: the skeleton came from the user's file, so HDF5 reads it in
+    // loom-h5skeleton, as the skeleton's owner, and this process only writes bytes.
+    const SkeletonPlan placed = LOOM_TRY(
+        with_context(place_as_owner(st.options.h5skeleton, fd, plan), path + " (skeleton)"));
+    LOOM_TRY(with_context(same_shape(plan, placed), path + " (skeleton)"));
     std::vector<Piece> pieces;
     for (std::size_t i = 0; i < plan.datasets.size(); ++i) {
-      const DatasetPlan& p = plan.datasets[i];
-      if (p.kind == DatasetPlan::Kind::kContiguous)
-        add_ranges(pieces, p.address, p.size, st.options.range, fd, destination->offset(i));
-      for (const ChunkExtent& c : p.chunks) {
-        pieces.push_back({c.address, static_cast<std::size_t>(c.size),
-                          [&destination, i, &c, &p](const std::byte* data) {
-                            return with_context(destination->write_chunk(i, c, data),
-                                                "writing a chunk of " + p.path);
-                          }});
+      const DatasetPlan &from = plan.datasets[i], &to = placed.datasets[i];
+      if (from.kind == DatasetPlan::Kind::kContiguous)
+        add_ranges(pieces, from.address, from.size, st.options.range, fd, to.address);
+      for (std::size_t c = 0; c < from.chunks.size(); ++c) {
+        add_ranges(pieces, from.chunks[c].address, from.chunks[c].size, st.options.range, fd,
+                   to.chunks[c].address);
       }
     }
-    LOOM_TRY(pull(*stub, peer, opened.handle(), pieces, progress, cancelled));
-    return destination->close();
+    return pull(*stub, peer, opened.handle(), pieces, progress, cancelled);
   };
   Status copied = copy();
   close_remote();

@@ -38,12 +38,11 @@ Result<std::unique_ptr<StorageServer>> StorageServer::open(const StorageExport& 
   auto state = std::make_unique<State>();
   state->options = options;
   state->agent = exported.agent;
-  if (::access(exported.skeleton_reader.c_str(), X_OK) != 0) {
+  if (::access(options.h5skeleton.c_str(), X_OK) != 0) {
     return make_error(ErrorCode::kNotFound,
                       fmt::format("cannot run {}, which reads users' HDF5 files: {}",
-                                  exported.skeleton_reader.string(), errno_text(errno)));
+                                  options.h5skeleton.string(), errno_text(errno)));
   }
-  state->skeleton_reader = exported.skeleton_reader;
   state->root.reset(::open(exported.root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!state->root)
     return std::unexpected(errno_error(fmt::format("export {}", exported.root.string()), errno));
@@ -253,7 +252,7 @@ grpc::Status StorageServer::Describe(grpc::ServerContext*, const v1::DescribeReq
   if (!*h.file) return to_grpc(errno_error("making the skeleton", errno));
   const std::vector<std::string> datasets(request->datasets().begin(), request->datasets().end());
   Result<v1::DescribeReply> described =
-      describe_as_user(state_->skeleton_reader, uid, gid, file->get(), h.file->get(), datasets);
+      describe_as_user(state_->options.h5skeleton, uid, gid, file->get(), h.file->get(), datasets);
   if (!described) {
     state_->close_handle(h);
     return to_grpc(Error(described.error()).with_context(path));

@@ -76,7 +76,6 @@ struct StorageServer::State {
 
   UniqueFd root;
   std::string agent;
-  std::filesystem::path skeleton_reader;  // loom-h5skeleton
   std::optional<WriteJournal> journal;
   DataPlaneOptions options;
   std::shared_ptr<fabric::Endpoint> endpoint;

@@ -1,8 +1,9 @@
-// loom-h5skeleton: reads the HDF5 structure of a user's file for the storage agent, as the
-// user, so that a file made to crash or exhaust the HDF5 library costs only this process
-// (src/skeleton_reader.hpp). Not run by hand: the agent spawns it with the source file as
-// descriptor 3, the skeleton to write as 4, its answer (a loom.v1.DescribeReply) to go to
-// stdout and an error to stderr, and nothing else.
+// loom-h5skeleton: parses HDF5 files that came from users, as the user, so that a file made
+// to crash or exhaust the HDF5 library costs only this process (src/skeleton_reader.hpp).
+// Not run by hand. The storage agent spawns it with the source file as descriptor 3 and the
+// skeleton to write as 4; the stager with the plan on stdin and the fetched skeleton as 4.
+// Its answer (a loom.v1.DescribeReply) goes to stdout, an error to stderr; it has nothing
+// else.
 #include <fmt/format.h>
 #include <grp.h>
 #include <sys/prctl.h>
@@ -25,9 +26,12 @@ using namespace loom::burstbuffer;
 
 constexpr const char* kUsage =
     "usage: loom-h5skeleton UID GID GROUPS DATASET... 3< SOURCE 4<> SKELETON\n"
-    "The storage agent's reader of users' HDF5 files, not run by hand: as UID (GID, and the\n"
+    "       loom-h5skeleton --place UID GID < PLAN 4<> SKELETON\n"
+    "Staging's reader of users' HDF5 files, not run by hand. As UID (GID, and the\n"
     "comma-separated GROUPS), writes the skeleton of DATASETs of SOURCE into SKELETON and\n"
-    "where their raw data lies (a loom.v1.DescribeReply) to stdout.\n";
+    "where their raw data lies (a loom.v1.DescribeReply) to stdout. With --place, as UID\n"
+    "and GID alone, allocates in SKELETON the raw data PLAN lists (a loom.v1.DescribeReply)\n"
+    "and writes where each part goes there, as a plan, to stdout.\n";
 
 [[noreturn]] void fail(ErrorCode code, const std::string& message) {
   (void)std::fprintf(stderr, "%s\n", message.c_str());
@@ -45,8 +49,12 @@ T number(std::string_view text) {
 
 // The user's identity for good (real, effective and saved), before anything is read. A
 // change of credentials also leaves this process undumpable: its user cannot ptrace it or
-// read its memory.
+// read its memory. Run by the user already (loom stage), it stays as it is.
 void become(uid_t uid, gid_t gid, const std::vector<gid_t>& groups) {
+  if (::geteuid() != 0 && ::getuid() == uid && ::getgid() == gid) {
+    (void)::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    return;
+  }
   if (::setgroups(groups.size(), groups.data()) != 0 || ::setresgid(gid, gid, gid) != 0 ||
       ::setresuid(uid, uid, uid) != 0 || ::getuid() != uid || ::geteuid() != uid) {
     fail(ErrorCode::kPermissionDenied,
@@ -61,27 +69,36 @@ void limit(int resource, rlim_t soft, rlim_t hard) {
     fail(ErrorCode::kInternal, fmt::format("loom-h5skeleton: setrlimit: {}", errno_text(errno)));
 }
 
-v1::DescribeReply reply_of(const SkeletonPlan& plan) {
-  v1::DescribeReply reply;
-  reply.set_copied_bytes(plan.copied_bytes);
-  for (const std::string& note : plan.notes) reply.add_notes(note);
-  for (const DatasetPlan& p : plan.datasets) {
-    v1::DatasetExtents* e = reply.add_datasets();
-    e->set_path(p.path);
-    e->set_kind(p.kind == DatasetPlan::Kind::kContiguous ? v1::DatasetExtents::CONTIGUOUS
-                : p.kind == DatasetPlan::Kind::kChunked  ? v1::DatasetExtents::CHUNKED
-                                                         : v1::DatasetExtents::COPIED);
-    e->set_address(p.address);
-    e->set_size(p.size);
-    for (const ChunkExtent& c : p.chunks) {
-      v1::Chunk* chunk = e->add_chunks();
-      for (std::uint64_t x : c.coords) chunk->add_coords(x);
-      chunk->set_filter_mask(c.filter_mask);
-      chunk->set_address(c.address);
-      chunk->set_size(c.size);
-    }
-  }
-  return reply;
+// The limits both uses run under; a skeleton being made is bounded in size too.
+void limit_self() {
+#ifndef __SANITIZE_ADDRESS__  // AddressSanitizer's shadow alone is terabytes of address space
+  limit(RLIMIT_AS, SkeletonLimits::kMemory, SkeletonLimits::kMemory);
+#endif
+  // SIGXCPU at the soft limit; SIGKILL a second later should it be caught.
+  limit(RLIMIT_CPU, SkeletonLimits::kCpuSeconds, SkeletonLimits::kCpuSeconds + 1);
+  limit(RLIMIT_CORE, 0, 0);  // a crash leaves no core of the user's data behind
+}
+
+[[noreturn]] void answer(const SkeletonPlan& plan) {
+  if (!to_message(plan).SerializeToFileDescriptor(1))
+    fail(ErrorCode::kInternal,
+         fmt::format("loom-h5skeleton: writing the answer: {}", errno_text(errno)));
+  // Not exit(): nothing is left to flush, and what atexit would run has nothing to add (a
+  // sanitizer's leak check cannot even stop the threads of an undumpable process).
+  std::_Exit(0);
+}
+
+// --place UID GID: the stager's skeleton, which may be as large as the datasets it holds
+// (no file-size limit: the job's slice bounds it).
+[[noreturn]] void place(uid_t uid, gid_t gid) {
+  become(uid, gid, {});
+  limit_self();
+  v1::DescribeReply plan;
+  if (!plan.ParseFromFileDescriptor(0))
+    fail(ErrorCode::kInvalidArgument, "loom-h5skeleton: the plan on stdin does not parse");
+  const Result<SkeletonPlan> placed = place_raw_data("/proc/self/fd/4", from_message(plan));
+  if (!placed) fail(placed.error().code(), placed.error().to_string());
+  answer(*placed);
 }
 
 }  // namespace
@@ -94,6 +111,8 @@ int main(int argc, char** argv) {
     (void)std::fputs(kUsage, stdout);
     return 0;
   }
+  if (argc == 4 && std::string(argv[1]) == "--place")
+    place(number<uid_t>(argv[2]), number<gid_t>(argv[3]));
   if (argc < 5) {
     (void)std::fputs(kUsage, stderr);
     return 2;
@@ -105,20 +124,10 @@ int main(int argc, char** argv) {
     rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
   }
   become(number<uid_t>(argv[1]), number<gid_t>(argv[2]), groups);
-#ifndef __SANITIZE_ADDRESS__  // AddressSanitizer's shadow alone is terabytes of address space
-  limit(RLIMIT_AS, SkeletonLimits::kMemory, SkeletonLimits::kMemory);
-#endif
+  limit_self();
   limit(RLIMIT_FSIZE, SkeletonLimits::kFileSize, SkeletonLimits::kFileSize);
-  // SIGXCPU at the soft limit; SIGKILL a second later should it be caught.
-  limit(RLIMIT_CPU, SkeletonLimits::kCpuSeconds, SkeletonLimits::kCpuSeconds + 1);
-  limit(RLIMIT_CORE, 0, 0);  // a crash leaves no core of the user's data behind
   const std::vector<std::string> datasets(argv + 4, argv + argc);
   const Result<SkeletonPlan> plan = write_skeleton("/proc/self/fd/3", datasets, 4);
   if (!plan) fail(plan.error().code(), plan.error().to_string());
-  if (!reply_of(*plan).SerializeToFileDescriptor(1))
-    fail(ErrorCode::kInternal,
-         fmt::format("loom-h5skeleton: writing the answer: {}", errno_text(errno)));
-  // Not exit(): nothing is left to flush, and what atexit would run has nothing to add (a
-  // sanitizer's leak check cannot even stop the threads of an undumpable process).
-  std::_Exit(0);
+  answer(*plan);
 }

@@ -12,7 +12,7 @@
 
 #include "commands.hpp"
 #include "loom/common/errno_text.hpp"
-#include "programs.hpp"
+#include "loom/common/programs.hpp"
 
 namespace {
 
@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
   }
   if (first < argc &&
       (std::string_view(argv[first]) == "fabric" || std::string_view(argv[first]) == "stage")) {
-    auto program = loom::cli::find_program(std::string("loom-") + argv[first], "cli");
+    auto program = loom::find_program(std::string("loom-") + argv[first], "cli");
     if (!program) return fail(program.error());
     std::vector<char*> args{const_cast<char*>(program->c_str())};
     if (submit_config)

@@ -24,6 +24,7 @@
 #include "loom/common/config.hpp"
 #include "loom/common/errno_text.hpp"
 #include "loom/common/munge.hpp"
+#include "loom/common/programs.hpp"
 #include "loom/common/unique_fd.hpp"
 
 namespace {
@@ -130,6 +131,11 @@ int main(int argc, char** argv) {
   options.fabric = {config->fabric.provider, config->fabric.interface};
   options.stall_timeout = config->staging.stall_timeout;
   options.tls = client->tls;
+  if (from && !from->datasets.empty()) {  // HDF5 datasets: their skeleton is placed by it
+    auto h5skeleton = find_program("loom-h5skeleton", "burstbuffer");
+    if (!h5skeleton) return fail(h5skeleton.error());
+    options.h5skeleton = std::move(*h5skeleton);
+  }
   auto stager = burstbuffer::Stager::open(options);
   if (!stager) return fail(stager.error());
 

@@ -31,7 +31,7 @@
 #include "loom/common/bytes.hpp"
 #include "loom/common/errno_text.hpp"
 #include "loom/common/exec_args.hpp"
-#include "programs.hpp"
+#include "loom/common/programs.hpp"
 #include "testbed.hpp"
 #include "up_tls.hpp"
 

@@ -27,6 +27,7 @@ inline DataPlaneOptions options() {
   o.fabric = {"tcp;ofi_rxm", "lo"};
   o.range = std::size_t{1} << 20;  // small ranges: many in flight even for small files
   o.buffers = 4;
+  o.h5skeleton = testing::built("burstbuffer/loom-h5skeleton");
   return o;
 }
 
@@ -84,8 +85,7 @@ class DataPlaneTest : public ::testing::Test {
   }
 
   void start_server() {
-    auto storage = StorageServer::open(
-        {export_, "storage0", journal_, testing::built("burstbuffer/loom-h5skeleton")}, options());
+    auto storage = StorageServer::open({export_, "storage0", journal_}, options());
     ASSERT_TRUE(storage) << storage.error().to_string();
     storage_ = std::move(*storage);
     grpc::ServerBuilder builder;

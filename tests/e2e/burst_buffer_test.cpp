@@ -325,6 +325,27 @@ TEST_F(BurstBufferTest, AJobGetsOnlyTheHdf5DatasetsItAskedFor) {
               std::string::npos)
         << diff.out;
   }
+  // loom stage takes datasets too, its skeleton placed by loom-h5skeleton as the user.
+  const Completed staged_here =
+      alice({"stage", "storage:/in.h5:/fields/pressure", (dir_ / "pressure.h5").string()});
+  ASSERT_EQ(staged_here.exit_code, 0) << staged_here.err;
+  const Completed here =
+      run({"h5diff", "-v", (export_ / "in.h5").string(), (dir_ / "pressure.h5").string(),
+           "/fields/pressure", "/fields/pressure"});
+  EXPECT_NE(
+      here.out.find("dataset: </fields/pressure> and </fields/pressure>\n0 differences found"),
+      std::string::npos)
+      << here.out << here.err;
+  // Users' HDF5 files are parsed by loom-h5skeleton alone: no agent has HDF5 loaded.
+  const std::vector<std::string> agents =
+      lines(run({"pgrep", "-x", "-P", std::to_string(cluster_->pid()), "loomd"}).out);
+  ASSERT_FALSE(agents.empty());
+  for (const std::string& pid : agents) {
+    std::ifstream maps("/proc/" + pid + "/maps");
+    const std::string mapped((std::istreambuf_iterator<char>(maps)),
+                             std::istreambuf_iterator<char>());
+    EXPECT_EQ(mapped.find("libhdf5"), std::string::npos) << "loomd " << pid;
+  }
 }
 
 TEST_F(BurstBufferTest, LoomStageCopiesAsTheUserBothWays) {

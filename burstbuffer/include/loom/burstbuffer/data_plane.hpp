@@ -46,6 +46,9 @@ struct DataPlaneOptions {
   // agent's check that an agent acting for a job's user is a host of the cluster, and the
   // agent's own channel to the controller.
   tls::Tls tls;
+  // loom-h5skeleton, which parses HDF5 files that came from users, as them: a storage
+  // agent's for each Describe, a stager's for each skeleton it fetched (src/skeleton_reader.hpp).
+  std::filesystem::path h5skeleton;
 };
 
 // What a storage agent serves, and as whom.
@@ -57,8 +60,6 @@ struct StorageExport {
   // A directory of the agent's own (its state directory's storage-writes/): what it is
   // writing, so that its next start removes what a crash left (write_journal.hpp).
   std::filesystem::path journal;
-  // loom-h5skeleton, which reads users' HDF5 files as them (src/skeleton_reader.hpp).
-  std::filesystem::path skeleton_reader;
 };
 
 // The Storage service of a storage agent, serving files beneath one export root.

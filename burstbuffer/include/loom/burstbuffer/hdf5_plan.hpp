@@ -5,45 +5,25 @@
 // dataset (H5Dget_offset), one per allocated chunk for a chunked one (walking the chunk
 // grid with H5Dget_chunk_info_by_coord: 1.10.8 has no H5Dchunk_iter, and
 // H5Dget_chunk_info by index walks the index on every call). The stager fetches the
-// skeleton as a file, then moves the extents over the fabric and writes them as they are:
-// contiguous bytes with pwrite at the destination's own offset, chunks with H5Dwrite_chunk
-// (compressed chunks stay compressed). What is not raw bytes at a fixed place (variable-
-// length data in the global heap, compact data in the object header), and contiguous
-// datasets of 64 KiB or less, are copied whole into the skeleton through HDF5, and counted
-// apart.
+// skeleton as a file and has its raw data placed in it (place_raw_data: each contiguous
+// block and each chunk allocated and indexed, none of its bytes written), then moves the
+// extents over the fabric and writes them with pwrite where they were placed (compressed
+// chunks stay compressed). What is not raw bytes at a fixed place (variable-length data in
+// the global heap, compact data in the object header), and contiguous datasets of 64 KiB
+// or less, are copied whole into the skeleton through HDF5, and counted apart.
+//
+// Both functions parse files a user made, so neither runs in a daemon: loom-h5skeleton runs
+// them as the user (src/skeleton_reader.hpp).
 #pragma once
 
-#include <cstdint>
 #include <filesystem>
-#include <memory>
 #include <span>
 #include <string>
-#include <vector>
 
+#include "loom/burstbuffer/skeleton_plan.hpp"
 #include "loom/common/error.hpp"
 
 namespace loom::burstbuffer {
-
-struct ChunkExtent {
-  std::vector<std::uint64_t> coords;  // the chunk's first element, per dimension
-  std::uint32_t filter_mask = 0;      // filters skipped for this chunk (H5Dwrite_chunk's)
-  std::uint64_t address = 0;          // in the source file
-  std::uint64_t size = 0;             // bytes as stored (compressed when filtered)
-};
-
-struct DatasetPlan {
-  enum class Kind { kContiguous, kChunked, kCopied };
-  std::string path;  // "/group/dset"
-  Kind kind = Kind::kCopied;
-  std::uint64_t address = 0, size = 0;  // contiguous: where its bytes lie in the source
-  std::vector<ChunkExtent> chunks;      // chunked: the allocated chunks
-};
-
-struct SkeletonPlan {
-  std::vector<DatasetPlan> datasets;
-  std::vector<std::string> notes;  // what could not be carried (attributes referencing objects)
-  std::uint64_t copied_bytes = 0;  // data copied through HDF5 into the skeleton
-};
 
 // The storage side: reads `source` (an HDF5 file, opened by path) and writes the skeleton of
 // `datasets` into `skeleton_fd` (empty, writable). The skeleton is built in memory (HDF5's
@@ -53,26 +33,12 @@ struct SkeletonPlan {
 Result<SkeletonPlan> write_skeleton(const std::filesystem::path& source,
                                     std::span<const std::string> datasets, int skeleton_fd);
 
-// The stager's side: a fetched skeleton opened for its raw data to be written in.
-class Hdf5Destination {
- public:
-  // Opens the skeleton read-write and allocates each contiguous dataset's storage, so that
-  // its bytes can be written where the file says.
-  static Result<std::unique_ptr<Hdf5Destination>> open(const std::filesystem::path& skeleton,
-                                                       const SkeletonPlan& plan);
-  ~Hdf5Destination();
-
-  // A contiguous dataset's offset in the destination file.
-  std::uint64_t offset(std::size_t dataset) const;
-  // Writes a chunk as stored (thread-safe: HDF5's lock).
-  Status write_chunk(std::size_t dataset, const ChunkExtent& chunk, const std::byte* data);
-  // Flushes and closes the file: metadata written.
-  Status close();
-
- private:
-  struct State;
-  explicit Hdf5Destination(std::unique_ptr<State> state);
-  std::unique_ptr<State> state_;
-};
+// The stager's side: allocates in the fetched `skeleton` (by path) each contiguous dataset's
+// block and each chunk of `plan`, and returns the plan with every address where that raw
+// data goes in the skeleton. HDF5 writes the skeleton's metadata only: no byte of raw data
+// is written (not even zeros: the file is sparse there), so the stager's own writes of the
+// source's bytes are the only ones.
+Result<SkeletonPlan> place_raw_data(const std::filesystem::path& skeleton,
+                                    const SkeletonPlan& plan);
 
 }  // namespace loom::burstbuffer

@@ -1,5 +1,5 @@
-// Loom's other programs, as `loom` finds them: beside itself when installed, in their build
-// folders in a build tree.
+// Loom's other programs, as one of them finds them: beside itself when installed, in their
+// build folders in a build tree.
 #pragma once
 
 #include <fmt/format.h>
@@ -10,7 +10,7 @@
 
 #include "loom/common/error.hpp"
 
-namespace loom::cli {
+namespace loom {
 
 inline Result<std::filesystem::path> find_program(const std::string& name,
                                                   const std::string& build_folder) {
@@ -24,4 +24,4 @@ inline Result<std::filesystem::path> find_program(const std::string& name,
                                 (self.parent_path() / build_folder).string()));
 }
 
-}  // namespace loom::cli
+}  // namespace loom
