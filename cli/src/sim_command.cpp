@@ -1,12 +1,16 @@
-// loom sim --swf FILE [--policy fcfs|easy|conservative] [--order fcfs|sjf|fairshare|priority]
-//          [--cores-per-node N] [--window N --stride M] [--json]
-// Replays a Standard Workload Format trace through Loom's scheduler library.
+// loom [--config FILE] sim --swf FILE [--order fcfs|sjf|priority|fairshare]
+//          [--backfill none|easy|conservative] [--cores-per-node N] [--window N --stride M]
+//          [--json]
+// Replays a Standard Workload Format trace through Loom's scheduler library, under the
+// configuration's [scheduler] section (loomctld's policy) unless --order or --backfill say
+// otherwise.
 #include <fmt/format.h>
 
 #include <chrono>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 
 #include "commands.hpp"
@@ -21,16 +25,15 @@ Command add_sim(CLI::App& app) {
   struct Options {
     std::string swf;
     sched::SimOptions sim;
+    std::optional<std::string> order, backfill;
     bool json = false;
   };
   auto options = std::make_shared<Options>();
   command->add_option("--swf", options->swf, "Trace in the Standard Workload Format")->required();
-  command
-      ->add_option("--policy", options->sim.backfill, "Backfill: fcfs (none), easy or conservative")
-      ->capture_default_str();
-  command
-      ->add_option("--order", options->sim.order, "Queue order: fcfs, sjf, fairshare or priority")
-      ->capture_default_str();
+  command->add_option("--order", options->order,
+                      "Queue order: fcfs, sjf, priority or fairshare (default: scheduler.order)");
+  command->add_option("--backfill", options->backfill,
+                      "Backfill: none, easy or conservative (default: scheduler.backfill)");
   command
       ->add_option("--cores-per-node", options->sim.cores_per_node,
                    "Cores per simulated node (the machine's size comes from the trace header)")
@@ -41,7 +44,11 @@ Command add_sim(CLI::App& app) {
                       "Jobs between window starts (default: the window)");
   command->add_flag("--json", options->json, "Print one JSON object");
   return {
-      command, [options](const Context&) -> Status {
+      command, [options](const Context& context) -> Status {
+        options->sim.scheduler = context.config.scheduler;
+        if (options->order) options->sim.scheduler.order = *options->order;
+        if (options->backfill) options->sim.scheduler.backfill = *options->backfill;
+        const Config::Scheduler& policy = options->sim.scheduler;
         std::ifstream in(options->swf);
         if (!in) {
           return make_error(ErrorCode::kNotFound,
@@ -57,8 +64,8 @@ Command add_sim(CLI::App& app) {
         if (options->json) {
           nlohmann::json j = {
               {"trace", options->swf},
-              {"policy", options->sim.backfill},
-              {"order", options->sim.order},
+              {"order", policy.order},
+              {"backfill", policy.backfill},
               {"nodes", m.nodes},
               {"cores_per_node", m.cores_per_node},
               {"jobs", m.jobs},
@@ -79,8 +86,8 @@ Command add_sim(CLI::App& app) {
             "jobs        {} in {} window(s), {} skipped\nutilization {:.3f}\navg wait    {:.0f} s\n"
             "avg bsld    {:.2f}\nmax wait    {:.0f} s\nmakespan    {:.0f} s\nsim time    {:.3f} "
             "s\n",
-            options->swf, m.nodes, m.cores_per_node, options->sim.backfill, options->sim.order,
-            m.jobs, m.windows, m.skipped, m.utilization, m.avg_wait_s, m.avg_bsld, m.max_wait_s,
+            options->swf, m.nodes, m.cores_per_node, policy.backfill, policy.order, m.jobs,
+            m.windows, m.skipped, m.utilization, m.avg_wait_s, m.avg_bsld, m.max_wait_s,
             m.makespan_s, seconds);
         return {};
       }};

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstring>
+#include <vector>
 
 #include "config_values.hpp"
 #include "loom/common/bytes.hpp"
@@ -308,17 +309,29 @@ const std::array kKeys = {
          "stricter, as ssh insists). LOOM_TLS_KEY overrides it."}),
 };
 
+// Every key, in the documentation's order.
+const std::vector<const KeySpec*>& all_keys() {
+  static const std::vector<const KeySpec*> kAll = [] {
+    std::vector<const KeySpec*> out;
+    for (std::span<const KeySpec> group : {std::span<const KeySpec>(kKeys), scheduler_keys()}) {
+      for (const KeySpec& spec : group) out.push_back(&spec);
+    }
+    return out;
+  }();
+  return kAll;
+}
+
 const KeySpec* find_key(std::string_view name) {
-  for (const KeySpec& spec : kKeys) {
-    if (spec.doc.name == name) return &spec;
+  for (const KeySpec* spec : all_keys()) {
+    if (spec->doc.name == name) return spec;
   }
   return nullptr;
 }
 
 bool is_section(std::string_view name) {
-  for (const KeySpec& spec : kKeys) {
-    if (spec.doc.name.size() > name.size() && spec.doc.name.starts_with(name) &&
-        spec.doc.name[name.size()] == '.') {
+  for (const KeySpec* spec : all_keys()) {
+    if (spec->doc.name.size() > name.size() && spec->doc.name.starts_with(name) &&
+        spec->doc.name[name.size()] == '.') {
       return true;
     }
   }
@@ -391,8 +404,8 @@ Status check_deadlines(const Config& config, std::string_view source) {
 
 std::span<const ConfigKey> config_keys() {
   static const auto kDocs = [] {
-    std::array<ConfigKey, kKeys.size()> out{};
-    for (std::size_t i = 0; i < kKeys.size(); ++i) out[i] = kKeys[i].doc;
+    std::vector<ConfigKey> out;
+    for (const KeySpec* spec : all_keys()) out.push_back(spec->doc);
     return out;
   }();
   return kDocs;

@@ -6,6 +6,7 @@
 #include <toml++/toml.h>
 
 #include <chrono>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -99,5 +100,24 @@ KeySpec path_key(ConfigKey doc) {
       [](const Config& config) { return (config.*Section).*Field; },
   };
 }
+
+// A number from 0 to 1e9 (an integer or not): (config.*section).*field.
+template <auto Section, auto Field>
+KeySpec weight_key(ConfigKey doc) {
+  return KeySpec{
+      std::move(doc),
+      [](Config& config, const toml::node& value) -> Status {
+        const auto number = value.value<double>();
+        if (!value.is_number() || !number || !(*number >= 0 && *number <= 1e9))
+          return make_error(ErrorCode::kInvalidArgument, "must be a number from 0 to 1e9");
+        (config.*Section).*Field = *number;
+        return {};
+      },
+      [](const Config& config) { return fmt::format("{}", (config.*Section).*Field); },
+  };
+}
+
+// The keys of [scheduler] (config_scheduler.cpp).
+std::span<const KeySpec> scheduler_keys();
 
 }  // namespace loom::config_detail

@@ -14,7 +14,28 @@
 #include "loom/controller/core.hpp"
 #include "loom/controller/job_manager.hpp"
 #include "loom/proto/tls.hpp"
+#include "loom/sched/configured.hpp"
 #include "service.hpp"
+
+namespace {
+
+// SIGHUP: the file's [scheduler] section from the next pass on. A file that does not parse
+// changes nothing; the other keys take effect at a restart.
+void reload_policy(const std::optional<std::filesystem::path>& path,
+                   loom::controller::Inbox& inbox) {
+  auto keep = [](const loom::Error& error) {
+    spdlog::error("SIGHUP: {}; the scheduler keeps its policy", error.to_string());
+  };
+  auto config = loom::load_config(path);
+  if (!config) return keep(config.error());
+  auto policy = loom::sched::scheduler_options(config->scheduler);
+  if (!policy) return keep(policy.error());
+  inbox.call([&](loom::controller::Core& core) { core.jobs().set_policy(std::move(*policy)); });
+  spdlog::info("SIGHUP: scheduler: {} order, {} backfill (other keys take effect at a restart)",
+               config->scheduler.order, config->scheduler.backfill);
+}
+
+}  // namespace
 
 // Errors are Results; an exception that escapes is a bug, and terminate()'s core dump is
 // how it should be seen.
@@ -42,23 +63,27 @@ int main(int argc, char** argv) {
     // The files tls.* name too: a bad certificate is found before a restart, not by it.
     auto tls = tls::Tls::load(checked->tls, tls::Role::kDaemon);
     if (!tls) return fail(tls.error());
-    std::printf("%s: valid; controller.address %s, agent.state_dir %s, gRPC %s\n",
-                check_config.c_str(), checked->controller.address.c_str(),
-                checked->agent.state_dir.c_str(), tls->describe().c_str());
+    std::printf(
+        "%s: valid; controller.address %s, agent.state_dir %s, scheduler %s order and "
+        "%s backfill, gRPC %s\n",
+        check_config.c_str(), checked->controller.address.c_str(), checked->agent.state_dir.c_str(),
+        checked->scheduler.order.c_str(), checked->scheduler.backfill.c_str(),
+        tls->describe().c_str());
     return 0;
   }
-  auto config = start_program("loomctld", config_file.empty()
-                                              ? std::nullopt
-                                              : std::optional<std::filesystem::path>(config_file));
+  const std::optional<std::filesystem::path> config_path =
+      config_file.empty() ? std::nullopt : std::optional<std::filesystem::path>(config_file);
+  auto config = start_program("loomctld", config_path);
   if (!config) return fail(config.error());
+  auto policy = sched::scheduler_options(config->scheduler);
+  if (!policy) return fail(policy.error());
   if (listen.empty()) listen = config->controller.address;
 
-  // SIGTERM and SIGINT end the daemon: blocked here, before any thread starts, and waited
-  // for below.
+  // SIGTERM and SIGINT end the daemon, SIGHUP reads [scheduler] again: blocked here, before
+  // any thread starts, and waited for below.
   sigset_t signals;
   sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&signals, s);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   // After the mask: gRPC starts threads of its own with the first credentials, and a
   // signal they did not block would never reach sigwait below.
@@ -73,7 +98,7 @@ int main(int argc, char** argv) {
   // Jobs ended longer ago than min_job_age stay in the store only.
   const auto now = controller::SystemClock().wall();
   auto manager = controller::JobManager::open(
-      std::move(*store), cluster, {}, now, [&inbox] { inbox.changed(); },
+      std::move(*store), cluster, std::move(*policy), now, [&inbox] { inbox.changed(); },
       (now - config->controller.min_job_age).time_since_epoch().count());
   if (!manager) return fail(manager.error());
   const controller::SystemClock clock;
@@ -108,8 +133,10 @@ int main(int argc, char** argv) {
       ::kill(::getpid(), SIGTERM);  // a pass that cannot be stored stops the controller
     });
   });
+  spdlog::info("scheduler: {} order, {} backfill", config->scheduler.order,
+               config->scheduler.backfill);
   int signal = 0;
-  sigwait(&signals, &signal);
+  while (sigwait(&signals, &signal) == 0 && signal == SIGHUP) reload_policy(config_path, inbox);
   spdlog::info("signal {}: stopping", signal);
   inbox.stop_waiting();  // the calls that wait are answered: the server waits for them
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));

@@ -253,6 +253,11 @@ Result<std::vector<JobId>> JobManager::submit(const Caller& caller, v1::JobSpec 
   return ids;
 }
 
+void JobManager::set_policy(sched::SchedulerOptions options) {
+  scheduler_.set_policy(std::move(options));
+  if (on_change_) on_change_();  // a pass, under the new policy
+}
+
 Status JobManager::apply(std::span<const JobUpdate> updates) {
   LOOM_TRY(store_->update_jobs(updates));
   // The cache follows the store, field for field as update_jobs sets them.

@@ -18,7 +18,7 @@ class NoBackfillPass final : public BackfillPass {
 
 class NoBackfill final : public BackfillPolicy {
  public:
-  std::string_view name() const override { return "fcfs"; }
+  std::string_view name() const override { return "none"; }
   std::unique_ptr<BackfillPass> begin(const Cluster&, std::span<const RunningJob>,
                                       Time) const override {
     return std::make_unique<NoBackfillPass>();
@@ -321,12 +321,12 @@ std::unique_ptr<BackfillPolicy> make_conservative_backfill() {
 }
 
 Result<std::unique_ptr<BackfillPolicy>> make_backfill(std::string_view name) {
-  if (name == "fcfs") return make_no_backfill();
+  if (name == "none") return make_no_backfill();
   if (name == "easy") return make_easy_backfill();
   if (name == "conservative") return make_conservative_backfill();
   return make_error(
       ErrorCode::kInvalidArgument,
-      fmt::format("unknown backfill policy \"{}\": expected fcfs, easy or conservative", name));
+      fmt::format("unknown backfill policy \"{}\": expected none, easy or conservative", name));
 }
 
 }  // namespace loom::sched

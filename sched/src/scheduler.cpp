@@ -25,7 +25,13 @@ Resources usage_of(const Placement& placement) {
 Scheduler::Scheduler(Cluster& cluster, SchedulerOptions options)
     : cluster_(cluster), options_(std::move(options)) {
   LOOM_CHECK(options_.order != nullptr && options_.backfill != nullptr,
-             "scheduler needs its policies");
+             "a scheduler needs a queue order and a backfill policy");
+}
+
+void Scheduler::set_policy(SchedulerOptions options) {
+  LOOM_CHECK(options.order != nullptr && options.backfill != nullptr,
+             "a scheduler needs a queue order and a backfill policy");
+  options_ = std::move(options);
 }
 
 Status Scheduler::submit(JobId id, JobSpec spec, Time now) {

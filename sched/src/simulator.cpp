@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <queue>
 
+#include "loom/sched/configured.hpp"
 #include "loom/sched/scheduler.hpp"
 
 namespace loom::sched {
@@ -44,9 +45,7 @@ Result<WindowMetrics> replay(std::span<const SimJob> jobs, std::size_t nodes,
   Cluster cluster;
   auto topology = uniform_node(cores_per_node);
   for (std::size_t i = 0; i < nodes; ++i) cluster.add_node({fmt::format("sim{}", i), topology, {}});
-  std::unique_ptr<QueueOrder> order = LOOM_TRY(make_order(options.order));
-  std::unique_ptr<BackfillPolicy> backfill = LOOM_TRY(make_backfill(options.backfill));
-  Scheduler scheduler(cluster, {std::move(order), std::move(backfill)});
+  Scheduler scheduler(cluster, LOOM_TRY(scheduler_options(options.scheduler)));
 
   using Event = std::pair<std::int64_t, JobId>;  // end time, job
   std::priority_queue<Event, std::vector<Event>, std::greater<>> ends;

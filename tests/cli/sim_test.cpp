@@ -16,7 +16,7 @@ using nlohmann::json;
 const std::string kTrace = LOOM_SHARED_DIR "/traces/lublin-aaroh.swf";
 
 TEST(LoomSim, ReplaysTheSharedTraceInWindows) {
-  auto done = run({built("cli/loom"), "sim", "--swf", kTrace, "--policy", "easy", "--window",
+  auto done = run({built("cli/loom"), "sim", "--swf", kTrace, "--backfill", "easy", "--window",
                    "1024", "--stride", "1024", "--json"});
   ASSERT_EQ(done.exit_code, 0) << done.err;
   json j = json::parse(done.out);
@@ -33,19 +33,41 @@ TEST(LoomSim, ReplaysTheSharedTraceInWindows) {
 }
 
 TEST(LoomSim, BackfillNeverWaitsLongerThanStrictOrderOnAverage) {
-  auto easy = run({built("cli/loom"), "sim", "--swf", kTrace, "--policy", "easy", "--json"});
-  auto strict = run({built("cli/loom"), "sim", "--swf", kTrace, "--policy", "fcfs", "--json"});
+  auto easy = run({built("cli/loom"), "sim", "--swf", kTrace, "--backfill", "easy", "--json"});
+  auto strict = run({built("cli/loom"), "sim", "--swf", kTrace, "--backfill", "none", "--json"});
   ASSERT_EQ(easy.exit_code, 0) << easy.err;
   ASSERT_EQ(strict.exit_code, 0) << strict.err;
   EXPECT_LT(json::parse(easy.out)["avg_wait_s"].get<double>(),
             json::parse(strict.out)["avg_wait_s"].get<double>());
 }
 
+// A site tries the policy loomctld will run: the configuration's [scheduler] section, which
+// the options override.
+TEST(LoomSim, ReplaysUnderTheConfiguredPolicy) {
+  const auto file = loom::testing::temp_path("sim.toml");
+  std::ofstream(file) << "[scheduler]\norder = \"sjf\"\nbackfill = \"none\"\n";
+  auto configured =
+      run({built("cli/loom"), "--config", file.string(), "sim", "--swf", kTrace, "--json"});
+  auto flags = run({built("cli/loom"), "sim", "--swf", kTrace, "--order", "sjf", "--backfill",
+                    "none", "--json"});
+  auto overridden = run({built("cli/loom"), "--config", file.string(), "sim", "--swf", kTrace,
+                         "--backfill", "easy", "--json"});
+  ASSERT_EQ(configured.exit_code, 0) << configured.err;
+  ASSERT_EQ(flags.exit_code, 0) << flags.err;
+  ASSERT_EQ(overridden.exit_code, 0) << overridden.err;
+  const json by_file = json::parse(configured.out), by_flags = json::parse(flags.out);
+  EXPECT_EQ(by_file["order"], "sjf");
+  EXPECT_EQ(by_file["backfill"], "none");
+  EXPECT_EQ(by_file["avg_wait_s"], by_flags["avg_wait_s"]);
+  EXPECT_EQ(json::parse(overridden.out)["backfill"], "easy");
+  EXPECT_NE(json::parse(overridden.out)["avg_wait_s"], by_file["avg_wait_s"]);
+}
+
 TEST(LoomSim, BadInputGetsOneLine) {
-  auto policy = run({built("cli/loom"), "sim", "--swf", kTrace, "--policy", "lottery"});
+  auto policy = run({built("cli/loom"), "sim", "--swf", kTrace, "--backfill", "lottery"});
   EXPECT_EQ(policy.exit_code, 1);
   EXPECT_EQ(policy.err,
-            "loom: unknown backfill policy \"lottery\": expected fcfs, easy or conservative\n");
+            "loom: unknown backfill policy \"lottery\": expected none, easy or conservative\n");
   const auto bad = loom::testing::temp_path("bad.swf");
   std::ofstream(bad)
       << "; MaxNodes: 4\n1 0 -1 10 1 -1 -1 -1 -1 -1 1 -1 -1 -1 0 -1 -1 -1\n2 1 -1 10\n";

@@ -96,6 +96,30 @@ TEST(Config, TlsKeysAreAbsolutePaths) {
             "loom.toml:2: key 'tls.key' must be an absolute path, got \"host.key\"");
 }
 
+TEST(Config, TheSchedulersPolicyIsOneItKnowsAndItsWeightsAreNumbers) {
+  auto config = parse_config(
+      "[scheduler]\norder = \"priority\"\nbackfill = \"conservative\"\nage_weight = 2.5\n"
+      "max_age = \"1-00:00:00\"\nfair_share_weight = 0\n",
+      "loom.toml");
+  ASSERT_TRUE(config.has_value()) << config.error().to_string();
+  EXPECT_EQ(config->scheduler.order, "priority");
+  EXPECT_EQ(config->scheduler.backfill, "conservative");
+  EXPECT_EQ(config->scheduler.age_weight, 2.5);
+  EXPECT_EQ(config->scheduler.max_age, std::chrono::hours(24));
+  EXPECT_EQ(config->scheduler.fair_share_weight, 0);
+  EXPECT_EQ(config_value(*config, "scheduler.age_weight"), "2.5");
+  EXPECT_EQ(error_of("[scheduler]\norder = \"lottery\"\n"),
+            "loom.toml:2: key 'scheduler.order' must be \"fcfs\", \"sjf\", \"priority\" or "
+            "\"fairshare\", got \"lottery\"");
+  EXPECT_EQ(error_of("[scheduler]\n\nbackfill = \"fcfs\"\n"),
+            "loom.toml:3: key 'scheduler.backfill' must be \"none\", \"easy\" or "
+            "\"conservative\", got \"fcfs\"");
+  EXPECT_EQ(error_of("[scheduler]\nsize_weight = -1\n"),
+            "loom.toml:2: key 'scheduler.size_weight' must be a number from 0 to 1e9");
+  EXPECT_EQ(error_of("[scheduler]\nuser_weight = \"1\"\n"),
+            "loom.toml:2: key 'scheduler.user_weight' must be a number from 0 to 1e9");
+}
+
 TEST(Config, DottedKeysWorkToo) {
   auto config = parse_config("log.level = \"error\"\n", "loom.toml");
   ASSERT_TRUE(config.has_value()) << config.error().to_string();
@@ -105,8 +129,8 @@ TEST(Config, DottedKeysWorkToo) {
 TEST(Config, AnUnknownKeyIsNamedWithItsLine) {
   EXPECT_EQ(error_of("[log]\nlevel = \"info\"\nlevle = \"debug\"\n"),
             "loom.toml:3: unknown key 'log.levle' (`loom config --keys` lists them)");
-  EXPECT_EQ(error_of("\n\n[scheduler]\npolicy = \"easy\"\n"),
-            "loom.toml:3: unknown section [scheduler] (`loom config --keys` lists them)");
+  EXPECT_EQ(error_of("\n\n[schedular]\norder = \"sjf\"\n"),
+            "loom.toml:3: unknown section [schedular] (`loom config --keys` lists them)");
   EXPECT_EQ(error_of("[log]\nlevel = \"info\"\n[log.file]\npath = \"/tmp/x\"\n"),
             "loom.toml:3: unknown section [log.file] (`loom config --keys` lists them)");
 }

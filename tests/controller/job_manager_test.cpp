@@ -2,6 +2,7 @@
 // and what is refused.
 #include "job_manager_fixture.hpp"
 #include "loom/burstbuffer/staging_spec.hpp"
+#include "loom/sched/configured.hpp"
 
 namespace loom::controller {
 namespace {
@@ -296,6 +297,25 @@ TEST_F(JobManagerTest, AUmaskIsCheckedAndStoredWithTheJob) {
   const JobId id = submit(kAlice, s, at(0)).value();
   reopen();
   EXPECT_EQ(row(id).spec.umask(), 077u);
+}
+
+// loomctld's SIGHUP: the configured order from the next pass on, with every job as it was.
+TEST_F(JobManagerTest, ANewPolicyOrdersTheNextPass) {
+  const JobId whole = submit(kAlice, spec(8), at(0)).value();
+  ASSERT_EQ(manager_->schedule(at(0)).value().size(), 1u);
+  const JobId longer = submit(kAlice, spec(8, 3600), at(1)).value();
+  const JobId shorter = submit(kBob, spec(8, 60), at(2)).value();
+  Config::Scheduler sjf;
+  sjf.order = "sjf";
+  sjf.backfill = "none";
+  const int changes = changes_;
+  manager_->set_policy(sched::scheduler_options(sjf).value());
+  EXPECT_GT(changes_, changes) << "a pass is asked for";
+  ASSERT_TRUE(manager_->finished(whole, {}, at(3)).has_value());
+  const auto launches = manager_->schedule(at(4)).value();
+  ASSERT_EQ(launches.size(), 1u);
+  EXPECT_EQ(launches[0].id, shorter) << "first come would have started job " << longer.value();
+  EXPECT_EQ(row(longer).state, v1::PENDING);
 }
 
 }  // namespace

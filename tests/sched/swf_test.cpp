@@ -61,7 +61,7 @@ TEST(Simulate, ComputesWaitAndBoundedSlowdownByHand) {
   EXPECT_DOUBLE_EQ(m->makespan_s, 200);
   EXPECT_DOUBLE_EQ(m->utilization, (600 + 400 + 100) / (8.0 * 200));
 
-  options.backfill = "fcfs";  // without backfill job 3 waits behind job 2
+  options.scheduler.backfill = "none";  // without backfill job 3 waits behind job 2
   auto strict = simulate(*trace, options);
   ASSERT_TRUE(strict.has_value());
   EXPECT_DOUBLE_EQ(strict->avg_wait_s, (0 + 99 + 98) / 3.0);

@@ -65,6 +65,18 @@ struct Config {
     std::string provider;   // empty: FI_PROVIDER, else the fallback order
     std::string interface;  // empty: the provider's first non-loopback domain
   } fabric;
+  // How loomctld orders its queue and lets jobs pass a blocked one (loom/sched/configured.hpp);
+  // loom sim --config replays a trace the same way.
+  struct Scheduler {
+    std::string order = "fcfs";     // fcfs, sjf, priority or fairshare
+    std::string backfill = "easy";  // none, easy or conservative
+    // priority's factors, as Slurm's PriorityWeight*: sched::MultifactorWeights.
+    double age_weight = 1000;
+    std::chrono::seconds max_age{std::chrono::hours(24 * 7)};
+    double size_weight = 1000;
+    double fair_share_weight = 10000;
+    double user_weight = 1;
+  } scheduler;
   // PEM files (loom/proto/tls.hpp); no CA: gRPC runs plain.
   struct Tls {
     std::string ca;    // the cluster's CA: every program

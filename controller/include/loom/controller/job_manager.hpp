@@ -148,6 +148,10 @@ class JobManager {
   // Why a node is drained; empty when it is not.
   std::string drain_reason(const std::string& node) const;
 
+  // Another queue order and backfill from the next pass on (loomctld's SIGHUP); no job
+  // changes.
+  void set_policy(sched::SchedulerOptions options);
+
   // ---- Group commit (Store::begin_batch) ----
   // What changes between the two is stored at end_batch(); until then none of it may be
   // acted on (the core holds what it sends and the replies).

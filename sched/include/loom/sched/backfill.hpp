@@ -66,7 +66,7 @@ std::unique_ptr<BackfillPolicy> make_easy_backfill();
 // thousands.
 std::unique_ptr<BackfillPolicy> make_conservative_backfill();
 
-// By name: "fcfs" (no backfill), "easy" or "conservative".
+// By name: "none", "easy" or "conservative".
 Result<std::unique_ptr<BackfillPolicy>> make_backfill(std::string_view name);
 
 }  // namespace loom::sched

@@ -60,7 +60,8 @@ struct MultifactorWeights {
 };
 std::unique_ptr<QueueOrder> make_multifactor_order(MultifactorWeights weights = {});
 
-// By name: "fcfs", "sjf", "fairshare" or "priority" (multifactor with default weights).
+// By name: "fcfs", "sjf", "fairshare" or "priority" (multifactor with default weights;
+// configured.hpp gives it a configuration's).
 Result<std::unique_ptr<QueueOrder>> make_order(std::string_view name);
 
 }  // namespace loom::sched

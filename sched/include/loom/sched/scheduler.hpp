@@ -56,6 +56,9 @@ class Scheduler {
  public:
   // The cluster outlives the scheduler; the scheduler is the only one to allocate on it.
   Scheduler(Cluster& cluster, SchedulerOptions options);
+  // Another order and backfill from the next pass on (loomctld's SIGHUP): a pass keeps
+  // nothing of either between passes.
+  void set_policy(SchedulerOptions options);
 
   // Queues a job. Refuses, naming the field, a spec that is invalid, one that could never
   // fit this cluster, a dependency on a job it has never seen, and a reused id.

@@ -6,14 +6,14 @@
 #include <cstddef>
 #include <string>
 
+#include "loom/common/config.hpp"
 #include "loom/common/error.hpp"
 #include "loom/sched/swf.hpp"
 
 namespace loom::sched {
 
 struct SimOptions {
-  std::string backfill = "easy";  // "fcfs" (none), "easy" or "conservative"
-  std::string order = "fcfs";     // "fcfs", "sjf", "fairshare" or "priority"
+  Config::Scheduler scheduler;  // order, backfill and priority weights, as loomctld's
   unsigned cores_per_node = 1;
   // Every window of `window` consecutive jobs starting every `stride` jobs is replayed from
   // an empty machine and the metrics are their averages; 0 replays the whole trace once.

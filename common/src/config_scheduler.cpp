@@ -1,0 +1,82 @@
+// The [scheduler] section's keys: loomctld's queue order and backfill, and the weights of
+// the priority order.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+
+#include "config_values.hpp"
+
+namespace loom::config_detail {
+
+namespace {
+
+// One of `names`, stored in (config.scheduler).*field.
+template <auto Field, std::size_t N>
+Status one_of(Config& config, const toml::node& value,
+              const std::array<std::string_view, N>& names) {
+  std::string name = LOOM_TRY(as_string(value));
+  if (std::ranges::find(names, name) == names.end()) {
+    std::string listed;
+    for (std::size_t i = 0; i < N; ++i)
+      listed += fmt::format("{}\"{}\"", i == 0 ? "" : i + 1 == N ? " or " : ", ", names[i]);
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("must be {}, got \"{}\"", listed, name));
+  }
+  config.scheduler.*Field = std::move(name);
+  return {};
+}
+
+constexpr std::array<std::string_view, 4> kOrders = {"fcfs", "sjf", "priority", "fairshare"};
+constexpr std::array<std::string_view, 3> kBackfills = {"none", "easy", "conservative"};
+
+const std::array kSchedulerKeys = {
+    KeySpec{
+        {"scheduler.order", "string", "fcfs",
+         "Which pending job loomctld starts first: \"fcfs\" (submit time), \"sjf\" (shortest "
+         "walltime), \"priority\" (Slurm's multifactor: the weighted sum of age, size, fair "
+         "share and the job's own priority, weighted by the keys below) or \"fairshare\" (the "
+         "account holding the least of the cluster, by dominant resource, first). SIGHUP "
+         "applies a change to the running loomctld."},
+        [](Config& config, const toml::node& value) {
+          return one_of<&Config::Scheduler::order>(config, value, kOrders);
+        },
+        [](const Config& config) { return config.scheduler.order; },
+    },
+    KeySpec{
+        {"scheduler.backfill", "string", "easy",
+         "Which later jobs may start while the first job in order waits for room: \"none\" (a "
+         "strict queue), \"easy\" (those that do not delay the first blocked job, as Lifka's "
+         "EASY) or \"conservative\" (those that delay no blocked job; a pass costs more with "
+         "long queues). Each needs walltimes to plan with. SIGHUP applies a change."},
+        [](Config& config, const toml::node& value) {
+          return one_of<&Config::Scheduler::backfill>(config, value, kBackfills);
+        },
+        [](const Config& config) { return config.scheduler.backfill; },
+    },
+    weight_key<&Config::scheduler, &Config::Scheduler::age_weight>(
+        {"scheduler.age_weight", "number", "1000",
+         "order = \"priority\": the weight of a job's age, its wait over scheduler.max_age "
+         "(at most 1)."}),
+    duration_key<&Config::scheduler, &Config::Scheduler::max_age, 1>(
+        {"scheduler.max_age", "duration", "7-00:00:00",
+         "order = \"priority\": the wait at which a job's age factor reaches 1, as Slurm's "
+         "PriorityMaxAge."}),
+    weight_key<&Config::scheduler, &Config::Scheduler::size_weight>(
+        {"scheduler.size_weight", "number", "1000",
+         "order = \"priority\": the weight of a job's size, its cores over the cluster's "
+         "(wide jobs first, as Slurm's default)."}),
+    weight_key<&Config::scheduler, &Config::Scheduler::fair_share_weight>(
+        {"scheduler.fair_share_weight", "number", "10000",
+         "order = \"priority\": the weight of the job's account's fair share, 2^-(its "
+         "dominant share of what the cluster holds); 1 for an account holding nothing."}),
+    weight_key<&Config::scheduler, &Config::Scheduler::user_weight>(
+        {"scheduler.user_weight", "number", "1",
+         "order = \"priority\": the weight of the priority a job was submitted with."}),
+};
+
+}  // namespace
+
+std::span<const KeySpec> scheduler_keys() { return kSchedulerKeys; }
+
+}  // namespace loom::config_detail

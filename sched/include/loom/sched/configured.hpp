@@ -1,0 +1,14 @@
+// The scheduler a configuration's [scheduler] section asks for: loomctld's, and what
+// loom sim --config replays a trace with.
+#pragma once
+
+#include "loom/common/config.hpp"
+#include "loom/common/error.hpp"
+#include "loom/sched/scheduler.hpp"
+
+namespace loom::sched {
+
+// Its queue order and backfill; an unknown name is an error naming it.
+Result<SchedulerOptions> scheduler_options(const Config::Scheduler& config);
+
+}  // namespace loom::sched

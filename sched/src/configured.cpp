@@ -1,0 +1,17 @@
+#include "loom/sched/configured.hpp"
+
+namespace loom::sched {
+
+Result<SchedulerOptions> scheduler_options(const Config::Scheduler& config) {
+  SchedulerOptions options;
+  if (config.order == "priority") {
+    options.order = make_multifactor_order({config.age_weight, config.max_age, config.size_weight,
+                                            config.fair_share_weight, config.user_weight});
+  } else {
+    options.order = LOOM_TRY(make_order(config.order));
+  }
+  options.backfill = LOOM_TRY(make_backfill(config.backfill));
+  return options;
+}
+
+}  // namespace loom::sched
