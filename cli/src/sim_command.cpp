@@ -26,6 +26,7 @@ Command add_sim(CLI::App& app) {
     std::string swf;
     sched::SimOptions sim;
     std::optional<std::string> order, backfill;
+    std::optional<std::uint64_t> depth;
     bool json = false;
   };
   auto options = std::make_shared<Options>();
@@ -34,6 +35,9 @@ Command add_sim(CLI::App& app) {
                       "Queue order: fcfs, sjf, priority or fairshare (default: scheduler.order)");
   command->add_option("--backfill", options->backfill,
                       "Backfill: none, easy or conservative (default: scheduler.backfill)");
+  command->add_option("--backfill-depth", options->depth,
+                      "Conservative: blocked jobs planned per pass, 0 for all (default: "
+                      "scheduler.backfill_depth)");
   command
       ->add_option("--cores-per-node", options->sim.cores_per_node,
                    "Cores per simulated node (the machine's size comes from the trace header)")
@@ -48,6 +52,7 @@ Command add_sim(CLI::App& app) {
         options->sim.scheduler = context.config.scheduler;
         if (options->order) options->sim.scheduler.order = *options->order;
         if (options->backfill) options->sim.scheduler.backfill = *options->backfill;
+        if (options->depth) options->sim.scheduler.backfill_depth = *options->depth;
         const Config::Scheduler& policy = options->sim.scheduler;
         std::ifstream in(options->swf);
         if (!in) {
@@ -66,6 +71,7 @@ Command add_sim(CLI::App& app) {
               {"trace", options->swf},
               {"order", policy.order},
               {"backfill", policy.backfill},
+              {"backfill_depth", policy.backfill_depth},
               {"nodes", m.nodes},
               {"cores_per_node", m.cores_per_node},
               {"jobs", m.jobs},

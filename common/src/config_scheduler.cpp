@@ -54,6 +54,21 @@ const std::array kSchedulerKeys = {
         },
         [](const Config& config) { return config.scheduler.backfill; },
     },
+    KeySpec{
+        {"scheduler.backfill_depth", "integer", "0",
+         "backfill = \"conservative\": how many blocked jobs, in order, a scheduling pass plans "
+         "a start for, as Slurm's bf_max_job_test; the jobs after them wait for a later pass. "
+         "0: every one (a pass then costs more the longer the queue: `loom sim` measures it "
+         "on a trace)."},
+        [](Config& config, const toml::node& value) -> Status {
+          const auto depth = value.value<std::int64_t>();
+          if (!depth || !value.is_integer() || *depth < 0 || *depth > 1'000'000)
+            return make_error(ErrorCode::kInvalidArgument, "must be an integer from 0 to 1000000");
+          config.scheduler.backfill_depth = static_cast<std::uint64_t>(*depth);
+          return {};
+        },
+        [](const Config& config) { return std::to_string(config.scheduler.backfill_depth); },
+    },
     weight_key<&Config::scheduler, &Config::Scheduler::age_weight>(
         {"scheduler.age_weight", "number", "1000",
          "order = \"priority\": the weight of a job's age, its wait over scheduler.max_age "

@@ -176,67 +176,94 @@ NodeCapacity difference(const NodeCapacity& before, const NodeCapacity& after) {
 // could but never delays one.
 class ConservativePass final : public BackfillPass {
  public:
-  ConservativePass(const Cluster& cluster, std::span<const RunningJob> running, Time now)
-      : cluster_(cluster), running_(running), now_(now) {
-    for (const RunningJob& r : running) {
+  ConservativePass(const Cluster& cluster, std::span<const RunningJob> running, Time now,
+                   std::size_t depth)
+      : cluster_(cluster),
+        running_(running),
+        now_(now),
+        depth_(depth),
+        releases_(cluster.size()),
+        claims_(cluster.size()),
+        at_start_(cluster.size()),
+        fit_(cluster.size()) {
+    times_.push_back(now);
+    for (const RunningJob& r : running) {  // in deadline order
       for (const NodePlacement& np : r.placement->nodes)
-        releases_[np.node].emplace_back(r.deadline, &np);
-      times_.push_back(r.deadline);
+        releases_[np.node.value()].emplace_back(r.deadline, &np);
+      if (r.deadline > times_.back()) times_.push_back(r.deadline);
     }
   }
 
   bool blocked(const QueuedJob& job) override {
+    if (depth_ != 0 && ++planned_ > depth_) return false;  // later jobs wait for a pass
     const Request& r = *job.request;
     const unsigned per_node = r.ranks_per_node != 0 ? r.ranks_per_node : r.tasks;
     const std::int64_t needed = r.ranks_per_node != 0 ? r.nodes_min : r.tasks;
-    std::vector<Time> candidates = times_;
-    candidates.push_back(now_);
-    std::ranges::sort(candidates);
-    candidates.erase(std::ranges::unique(candidates).begin(), candidates.end());
+    // What a node holds toward the job from its capacity alone, before claims.
+    auto counted = [&](const NodeCapacity& cap) -> std::int64_t {
+      const unsigned fit = ranks_fit(cap, r, per_node);
+      if (r.ranks_per_node != 0) return fit < per_node ? 0 : 1;
+      return fit;
+    };
     // Capacity at each candidate start, with the running jobs due by then gone: copied
     // only for the nodes those jobs touch; every other node reads its live free capacity.
-    std::unordered_map<NodeId, NodeCapacity> at_start;
+    // Capacity only grows with the start, so a start at which the nodes hold too little
+    // even before claims is passed over without a look at any node.
+    for (std::size_t n : touched_) at_start_[n].reset();
+    touched_.clear();
+    std::int64_t unclaimed = 0;  // sum of fit_ over the nodes that are up
+    for (std::size_t i = 0; i < cluster_.size(); ++i) {
+      const NodeId node(static_cast<NodeId::rep>(i));
+      fit_[i] = cluster_.state(node) == NodeState::kUp ? counted(cluster_.free(node)) : 0;
+      unclaimed += fit_[i];
+    }
     std::size_t released = 0;  // running_ is in deadline order
-    for (Time start : candidates) {
-      if (start < now_) continue;
+    for (Time start : times_) {
       for (; released < running_.size() && running_[released].deadline <= start; ++released) {
         for (const NodePlacement& np : running_[released].placement->nodes) {
-          auto [it, fresh] = at_start.try_emplace(np.node, cluster_.free(np.node));
-          cluster_.give_back(it->second, np);
+          const std::size_t n = np.node.value();
+          if (!at_start_[n]) {
+            at_start_[n] = cluster_.free(np.node);
+            touched_.push_back(n);
+          }
+          cluster_.give_back(*at_start_[n], np);
+          if (cluster_.state(np.node) != NodeState::kUp) continue;
+          unclaimed -= fit_[n];
+          fit_[n] = counted(*at_start_[n]);
+          unclaimed += fit_[n];
         }
       }
+      if (unclaimed < needed) continue;
       const Time end = start + job.spec->walltime;
-      std::vector<std::pair<NodeId, NodeCapacity>> usable;
+      usable_.clear();
       std::int64_t found = 0;
       for (std::size_t i = 0; i < cluster_.size() && found < needed; ++i) {
-        const NodeId node(static_cast<NodeId::rep>(i));
-        if (cluster_.state(node) != NodeState::kUp) continue;
-        auto base = at_start.find(node);
-        const NodeCapacity& at = base != at_start.end() ? base->second : cluster_.free(node);
-        std::optional<NodeCapacity> claimed;
-        if (overlaps_claim(node, start, end)) {
-          claimed = at;
-          if (!subtract_claims(*claimed, node, start, end)) continue;
+        if (fit_[i] == 0) continue;
+        std::int64_t holds = fit_[i];
+        if (overlaps_claim(i, start, end)) {
+          scratch_ = capacity_at(i);
+          holds = subtract_claims(scratch_, i, start, end) ? counted(scratch_) : 0;
         }
-        const NodeCapacity& cap = claimed ? *claimed : at;
-        const unsigned fit = ranks_fit(cap, r, per_node);
-        if (r.ranks_per_node != 0 ? fit < per_node : fit == 0) continue;
-        found += r.ranks_per_node != 0 ? 1 : fit;
-        usable.emplace_back(node, cap);
+        if (holds == 0) continue;
+        found += holds;
+        usable_.push_back(i);
       }
       if (found < needed) continue;
       // A node's share is what the placer will ask of it: ranks_per_node on every node of a
       // fixed shape (the last node's fewer ranks included), the rest of a packed job.
       unsigned left = r.tasks;
-      for (auto& [node, cap] : usable) {
+      for (std::size_t n : usable_) {
         if (left == 0) break;
+        NodeCapacity cap = capacity_at(n);
+        (void)subtract_claims(cap, n, start, end);
         NodeCapacity after = cap;
         const unsigned taken =
             take_ranks(after, r, r.ranks_per_node != 0 ? r.ranks_per_node : left);
         left -= std::min(left, taken);
-        claims_[node].push_back({start, end, difference(cap, after)});
+        claims_[n].push_back({start, end, difference(cap, after)});
       }
-      times_.push_back(end);
+      if (auto at = std::ranges::lower_bound(times_, end); at == times_.end() || *at != end)
+        times_.insert(at, end);
       reservations_.push_back({job.id, start});
       return true;
     }
@@ -246,13 +273,13 @@ class ConservativePass final : public BackfillPass {
   bool may_start(const QueuedJob& job, const Placement& placement) override {
     const Time end = now_ + job.spec->walltime;
     for (const NodePlacement& np : placement.nodes) {
-      auto it = claims_.find(np.node);
-      if (it == claims_.end()) continue;
+      const std::vector<Claim>& claims = claims_[np.node.value()];
+      if (claims.empty()) continue;
       NodeCapacity live = cluster_.free(np.node);
       NodeCapacity after = live;
       cluster_.take(after, np);
       const NodeCapacity usage = difference(live, after);
-      for (const Claim& claim : it->second) {
+      for (const Claim& claim : claims) {
         if (claim.start >= end) continue;  // the job is gone by then
         std::optional<NodeCapacity> cap = capacity_over(np.node, claim.start, claim.end);
         if (!cap || !subtract(*cap, usage)) return false;
@@ -264,18 +291,19 @@ class ConservativePass final : public BackfillPass {
   std::vector<Reservation> reservations() const override { return reservations_; }
 
  private:
-  bool overlaps_claim(NodeId node, Time start, Time end) const {
-    auto it = claims_.find(node);
-    if (it == claims_.end()) return false;
-    return std::any_of(it->second.begin(), it->second.end(),
-                       [&](const Claim& c) { return c.start < end && start < c.end; });
+  // Node n's capacity at the candidate start blocked() is at.
+  const NodeCapacity& capacity_at(std::size_t n) const {
+    return at_start_[n] ? *at_start_[n] : cluster_.free(NodeId(static_cast<NodeId::rep>(n)));
+  }
+
+  bool overlaps_claim(std::size_t n, Time start, Time end) const {
+    return std::ranges::any_of(claims_[n],
+                               [&](const Claim& c) { return c.start < end && start < c.end; });
   }
 
   // cap less every claim on the node overlapping [start, end); false when they do not fit.
-  bool subtract_claims(NodeCapacity& cap, NodeId node, Time start, Time end) const {
-    auto it = claims_.find(node);
-    if (it == claims_.end()) return true;
-    for (const Claim& claim : it->second) {
+  bool subtract_claims(NodeCapacity& cap, std::size_t n, Time start, Time end) const {
+    for (const Claim& claim : claims_[n]) {
       if (claim.start < end && start < claim.end && !subtract(cap, claim.usage)) return false;
     }
     return true;
@@ -285,39 +313,53 @@ class ConservativePass final : public BackfillPass {
   // less every claim overlapping the interval; nullopt when the claims do not fit.
   std::optional<NodeCapacity> capacity_over(NodeId node, Time start, Time end) const {
     NodeCapacity cap = cluster_.free(node);
-    if (auto it = releases_.find(node); it != releases_.end()) {
-      for (const auto& [deadline, np] : it->second) {
-        if (deadline <= start) cluster_.give_back(cap, *np);
-      }
+    for (const auto& [deadline, np] : releases_[node.value()]) {
+      if (deadline <= start) cluster_.give_back(cap, *np);
     }
-    if (!subtract_claims(cap, node, start, end)) return std::nullopt;
+    if (!subtract_claims(cap, node.value(), start, end)) return std::nullopt;
     return cap;
   }
 
   const Cluster& cluster_;
   std::span<const RunningJob> running_;
   Time now_;
-  std::unordered_map<NodeId, std::vector<std::pair<Time, const NodePlacement*>>> releases_;
-  std::unordered_map<NodeId, std::vector<Claim>> claims_;
-  std::vector<Time> times_;  // when capacity may grow: running jobs' deadlines, claims' ends
+  std::size_t depth_;        // blocked jobs planned at most; 0: every one
+  std::size_t planned_ = 0;  // blocked jobs seen this pass
+  // By node index: the running jobs' placements there, with their deadlines; the claims.
+  std::vector<std::vector<std::pair<Time, const NodePlacement*>>> releases_;
+  std::vector<std::vector<Claim>> claims_;
+  // When capacity may grow, from now on, sorted and unique: the candidate starts.
+  std::vector<Time> times_;
   std::vector<Reservation> reservations_;
+  // blocked()'s scratch, kept between calls for their allocations: by node index, the
+  // capacity at the candidate start where running jobs left it (touched_ lists those set),
+  // and what the node holds toward the job before claims.
+  std::vector<std::optional<NodeCapacity>> at_start_;
+  std::vector<std::size_t> touched_;
+  std::vector<std::int64_t> fit_;
+  std::vector<std::size_t> usable_;
+  NodeCapacity scratch_;
 };
 
 class ConservativeBackfill final : public BackfillPolicy {
  public:
+  explicit ConservativeBackfill(std::size_t depth) : depth_(depth) {}
   std::string_view name() const override { return "conservative"; }
   std::unique_ptr<BackfillPass> begin(const Cluster& cluster, std::span<const RunningJob> running,
                                       Time now) const override {
-    return std::make_unique<ConservativePass>(cluster, running, now);
+    return std::make_unique<ConservativePass>(cluster, running, now, depth_);
   }
+
+ private:
+  std::size_t depth_;
 };
 
 }  // namespace
 
 std::unique_ptr<BackfillPolicy> make_no_backfill() { return std::make_unique<NoBackfill>(); }
 std::unique_ptr<BackfillPolicy> make_easy_backfill() { return std::make_unique<EasyBackfill>(); }
-std::unique_ptr<BackfillPolicy> make_conservative_backfill() {
-  return std::make_unique<ConservativeBackfill>();
+std::unique_ptr<BackfillPolicy> make_conservative_backfill(std::size_t depth) {
+  return std::make_unique<ConservativeBackfill>(depth);
 }
 
 Result<std::unique_ptr<BackfillPolicy>> make_backfill(std::string_view name) {

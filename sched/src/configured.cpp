@@ -10,7 +10,9 @@ Result<SchedulerOptions> scheduler_options(const Config::Scheduler& config) {
   } else {
     options.order = LOOM_TRY(make_order(config.order));
   }
-  options.backfill = LOOM_TRY(make_backfill(config.backfill));
+  options.backfill = config.backfill == "conservative"
+                         ? make_conservative_backfill(config.backfill_depth)
+                         : LOOM_TRY(make_backfill(config.backfill));
   return options;
 }
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "loom/hwtopo/load.hpp"
+#include "loom/sched/backfill.hpp"
 
 namespace loom::sched {
 namespace {
@@ -70,6 +71,29 @@ TEST(Scheduler, EasyBackfillsWhatEndsBeforeTheHeadsReservation) {
   EXPECT_EQ(ids(pass), (std::vector<std::uint64_t>{4}));
   ASSERT_EQ(pass.reservations.size(), 1u);
   EXPECT_EQ(pass.reservations[0], (Reservation{JobId(2), at(100)}));
+}
+
+// Slurm's bf_max_job_test: with a depth of 1, conservative backfill plans the first blocked
+// job only, and nothing behind the second may start this pass.
+TEST(Scheduler, ConservativeBackfillPlansNoDeeperThanItsDepth) {
+  for (std::size_t depth : {0u, 1u}) {
+    Cluster cluster = uniform_cluster(1, 4);
+    Scheduler s(cluster, {make_fcfs_order(), make_conservative_backfill(depth)});
+    ASSERT_TRUE(s.submit(JobId(1), job(3, 100), at(0)).has_value());
+    EXPECT_EQ(ids(s.schedule(at(0))), (std::vector<std::uint64_t>{1}));
+    ASSERT_TRUE(s.submit(JobId(2), job(4, 100), at(1)).has_value());  // at 100
+    ASSERT_TRUE(s.submit(JobId(3), job(4, 100), at(1)).has_value());  // at 200, unless too deep
+    ASSERT_TRUE(s.submit(JobId(4), job(1, 50), at(2)).has_value());   // ends before 100
+    auto pass = s.schedule(at(2));
+    if (depth == 0) {
+      EXPECT_EQ(ids(pass), (std::vector<std::uint64_t>{4}));
+      EXPECT_EQ(pass.reservations,
+                (std::vector<Reservation>{{JobId(2), at(100)}, {JobId(3), at(200)}}));
+    } else {
+      EXPECT_TRUE(ids(pass).empty()) << "job 4 waits behind the unplanned job 3";
+      EXPECT_EQ(pass.reservations, (std::vector<Reservation>{{JobId(2), at(100)}}));
+    }
+  }
 }
 
 TEST(Scheduler, EasyBackfillsLongJobsOnWhatTheHeadDoesNotNeed) {
