@@ -65,6 +65,22 @@ std::optional<pid_t> reader_as(uid_t uid, const std::future<Status>& staging,
   return std::nullopt;
 }
 
+// The descriptors 0-4 of the process at `proc`, which it was given; any other is one it
+// opened itself, on `file` (HDF5 opens its file again by name), never one of the caller's.
+std::vector<int> given_descriptors(const fs::path& proc, const fs::path& file) {
+  std::vector<int> given;
+  for (const auto& entry : fs::directory_iterator(proc / "fd")) {
+    const int fd = std::stoi(entry.path().filename().string());
+    if (fd <= 4) {
+      given.push_back(fd);
+    } else {
+      EXPECT_EQ(fs::read_symlink(entry.path()), file) << "the caller's descriptors stay its own";
+    }
+  }
+  std::ranges::sort(given);
+  return given;
+}
+
 class SkeletonReaderTest : public DataPlaneTest {
  protected:
   void SetUp() override {
@@ -106,17 +122,7 @@ TEST_F(SkeletonReaderTest, ItReadsAsTheUserWithNothingOfTheAgentsAndItsCrashFail
   const fs::path proc = fs::path("/proc") / std::to_string(*reader);
   // 0-4 as given, and what it opened itself: HDF5 opens the source again by its name.
   const fs::path source = fs::read_symlink(proc / "fd" / "3");
-  std::vector<int> given;
-  for (const auto& entry : fs::directory_iterator(proc / "fd")) {
-    const int fd = std::stoi(entry.path().filename().string());
-    if (fd <= 4) {
-      given.push_back(fd);
-    } else {
-      EXPECT_EQ(fs::read_symlink(entry.path()), source) << "the agent's descriptors stay its own";
-    }
-  }
-  std::ranges::sort(given);
-  EXPECT_EQ(given, (std::vector<int>{0, 1, 2, 3, 4}));
+  EXPECT_EQ(given_descriptors(proc, source), (std::vector<int>{0, 1, 2, 3, 4}));
   const testing::Completed peek =
       testing::run({"runuser", "-u", "loom-alice", "--", "cat", (proc / "environ").string()});
   EXPECT_NE(peek.exit_code, 0) << "undumpable: its user may not read its memory or ptrace it";
@@ -149,18 +155,7 @@ TEST_F(SkeletonReaderTest, TheStagersSkeletonIsOpenedAsItsOwnerAndItsCrashFailsO
   const fs::path proc = fs::path("/proc") / std::to_string(*placer);
   const fs::path skeleton = fs::read_symlink(proc / "fd" / "4");
   EXPECT_EQ(skeleton, local_ / "alice" / ".crashed.h5.loom-partial");
-  std::vector<int> given;
-  for (const auto& entry : fs::directory_iterator(proc / "fd")) {
-    const int fd = std::stoi(entry.path().filename().string());
-    if (fd <= 4) {
-      given.push_back(fd);
-    } else {
-      EXPECT_EQ(fs::read_symlink(entry.path()), skeleton)
-          << "the stager's descriptors stay its own";
-    }
-  }
-  std::ranges::sort(given);
-  EXPECT_EQ(given, (std::vector<int>{0, 1, 2, 4}));
+  EXPECT_EQ(given_descriptors(proc, skeleton), (std::vector<int>{0, 1, 2, 4}));
   ASSERT_EQ(::kill(*placer, SIGSEGV), 0);  // as a skeleton made to crash HDF5 would
   ASSERT_EQ(::kill(*placer, SIGCONT), 0);
 
