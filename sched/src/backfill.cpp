@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <map>
 #include <unordered_map>
 
 namespace loom::sched {
@@ -185,11 +186,19 @@ class ConservativePass final : public BackfillPass {
         releases_(cluster.size()),
         claims_(cluster.size()),
         at_start_(cluster.size()),
+        released_here_(cluster.size(), false),
         fit_(cluster.size()) {
     times_.push_back(now);
+    for (std::size_t i = 0; i < cluster.size(); ++i) {
+      const NodeId node(static_cast<NodeId::rep>(i));
+      if (cluster.state(node) == NodeState::kUp) free_cores_[now] += cores_of(cluster.free(node));
+    }
     for (const RunningJob& r : running) {  // in deadline order
-      for (const NodePlacement& np : r.placement->nodes)
+      for (const NodePlacement& np : r.placement->nodes) {
         releases_[np.node.value()].emplace_back(r.deadline, &np);
+        for (const RankPlacement& rank : np.ranks)
+          free_cores_[std::max(r.deadline, now)] += static_cast<std::int64_t>(rank.cores.size());
+      }
       if (r.deadline > times_.back()) times_.push_back(r.deadline);
     }
   }
@@ -209,7 +218,7 @@ class ConservativePass final : public BackfillPass {
     // only for the nodes those jobs touch; every other node reads its live free capacity.
     // Capacity only grows with the start, so a start at which the nodes hold too little
     // even before claims is passed over without a look at any node.
-    for (std::size_t n : touched_) at_start_[n].reset();
+    for (std::size_t n : touched_) released_here_[n] = false;
     touched_.clear();
     std::int64_t unclaimed = 0;  // sum of fit_ over the nodes that are up
     for (std::size_t i = 0; i < cluster_.size(); ++i) {
@@ -222,19 +231,21 @@ class ConservativePass final : public BackfillPass {
       for (; released < running_.size() && running_[released].deadline <= start; ++released) {
         for (const NodePlacement& np : running_[released].placement->nodes) {
           const std::size_t n = np.node.value();
-          if (!at_start_[n]) {
-            at_start_[n] = cluster_.free(np.node);
+          if (!released_here_[n]) {
+            at_start_[n] = cluster_.free(np.node);  // reuses the storage of earlier calls
+            released_here_[n] = true;
             touched_.push_back(n);
           }
-          cluster_.give_back(*at_start_[n], np);
+          cluster_.give_back(at_start_[n], np);
           if (cluster_.state(np.node) != NodeState::kUp) continue;
           unclaimed -= fit_[n];
-          fit_[n] = counted(*at_start_[n]);
+          fit_[n] = counted(at_start_[n]);
           unclaimed += fit_[n];
         }
       }
       if (unclaimed < needed) continue;
       const Time end = start + job.spec->walltime;
+      if (fewest_free_cores(start, end) < static_cast<std::int64_t>(r.total_cores())) continue;
       usable_.clear();
       std::int64_t found = 0;
       for (std::size_t i = 0; i < cluster_.size() && found < needed; ++i) {
@@ -261,6 +272,9 @@ class ConservativePass final : public BackfillPass {
             take_ranks(after, r, r.ranks_per_node != 0 ? r.ranks_per_node : left);
         left -= std::min(left, taken);
         claims_[n].push_back({start, end, difference(cap, after)});
+        const std::int64_t held = cores_of(claims_[n].back().usage);
+        free_cores_[start] -= held;
+        free_cores_[end] += held;
       }
       if (auto at = std::ranges::lower_bound(times_, end); at == times_.end() || *at != end)
         times_.insert(at, end);
@@ -293,7 +307,29 @@ class ConservativePass final : public BackfillPass {
  private:
   // Node n's capacity at the candidate start blocked() is at.
   const NodeCapacity& capacity_at(std::size_t n) const {
-    return at_start_[n] ? *at_start_[n] : cluster_.free(NodeId(static_cast<NodeId::rep>(n)));
+    return released_here_[n] ? at_start_[n] : cluster_.free(NodeId(static_cast<NodeId::rep>(n)));
+  }
+
+  static std::int64_t cores_of(const NodeCapacity& capacity) {
+    std::int64_t cores = 0;
+    for (const DomainCapacity& d : capacity.domains) cores += d.cores;
+    return cores;
+  }
+
+  // The fewest cores free at once over [start, end), summed over the nodes: what a job's
+  // cores can never exceed there, whatever their shape, so a start with fewer is passed
+  // over without a look at any node. It counts a claim only while it holds, and the free
+  // cores of an exclusive job's node: it may count more than blocked() finds, never less.
+  std::int64_t fewest_free_cores(Time start, Time end) const {
+    std::int64_t free = 0;
+    auto it = free_cores_.begin();
+    for (; it != free_cores_.end() && it->first <= start; ++it) free += it->second;
+    std::int64_t fewest = free;
+    for (; it != free_cores_.end() && it->first < end; ++it) {
+      free += it->second;
+      fewest = std::min(fewest, free);
+    }
+    return fewest;
   }
 
   bool overlaps_claim(std::size_t n, Time start, Time end) const {
@@ -330,11 +366,15 @@ class ConservativePass final : public BackfillPass {
   std::vector<std::vector<Claim>> claims_;
   // When capacity may grow, from now on, sorted and unique: the candidate starts.
   std::vector<Time> times_;
+  // The cluster's free cores over time as changes: the nodes that are up now, the running
+  // jobs' cores at their deadlines, the claims' while they hold (fewest_free_cores).
+  std::map<Time, std::int64_t> free_cores_;
   std::vector<Reservation> reservations_;
   // blocked()'s scratch, kept between calls for their allocations: by node index, the
-  // capacity at the candidate start where running jobs left it (touched_ lists those set),
-  // and what the node holds toward the job before claims.
-  std::vector<std::optional<NodeCapacity>> at_start_;
+  // capacity at the candidate start where running jobs left it (where released_here_;
+  // touched_ lists those), and what the node holds toward the job before claims.
+  std::vector<NodeCapacity> at_start_;
+  std::vector<bool> released_here_;
   std::vector<std::size_t> touched_;
   std::vector<std::int64_t> fit_;
   std::vector<std::size_t> usable_;

@@ -61,8 +61,9 @@ std::unique_ptr<BackfillPolicy> make_easy_backfill();
 
 // Conservative: every blocked job, in queue order, gets a reservation that the ones before
 // it leave room for, and a later job starts now only if it delays none of them.
-// Reservations hold specific nodes, planned on counts; a pass costs, per blocked job,
-// (running jobs + reservations) x nodes. With `depth` (Slurm's bf_max_job_test), only the
+// Reservations hold specific nodes, planned on counts; a pass costs, per blocked job, up to
+// (running jobs + reservations) x nodes, less where a profile of free cores rules a start
+// out. With `depth` (Slurm's bf_max_job_test), only the
 // first `depth` blocked jobs are planned, and the jobs after them wait for a later pass; 0
 // plans every one.
 std::unique_ptr<BackfillPolicy> make_conservative_backfill(std::size_t depth = 0);
