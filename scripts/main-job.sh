@@ -25,7 +25,7 @@ step "A process pinned to this machine's last core, memory bound strictly to NUM
 trace=../shared/traces/lublin-aaroh.swf  # the project's shared traces, beside the checkout
 if [[ -f $trace ]]; then
   step "The scheduler on a 10,000-job trace (256 nodes; EASY backfill, FCFS order)" \
-    "$loom" sim --swf "$trace" --policy easy --order fcfs
+    "$loom" sim --swf "$trace" --backfill easy --order fcfs
 else
   printf '\n== The scheduler on a trace: skipped, no %s here\n' "$trace"
 fi
