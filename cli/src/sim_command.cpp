@@ -1,6 +1,6 @@
 // loom [--config FILE] sim --swf FILE [--order fcfs|sjf|priority|fairshare]
 //          [--backfill none|easy|conservative] [--cores-per-node N] [--window N --stride M]
-//          [--json]
+//          [--load L] [--json]
 // Replays a Standard Workload Format trace through Loom's scheduler library, under the
 // configuration's [scheduler] section (loomctld's policy) unless --order or --backfill say
 // otherwise.
@@ -46,6 +46,9 @@ Command add_sim(CLI::App& app) {
                       "Jobs per window, each replayed from an empty machine");
   command->add_option("--stride", options->sim.stride,
                       "Jobs between window starts (default: the window)");
+  command->add_option("--load", options->sim.load,
+                      "Scale arrival times to this offered load (work / (cores x span)), e.g. "
+                      "0.9; 0: as recorded");
   command->add_flag("--json", options->json, "Print one JSON object");
   return {
       command, [options](const Context& context) -> Status {
@@ -77,6 +80,7 @@ Command add_sim(CLI::App& app) {
               {"jobs", m.jobs},
               {"skipped", m.skipped},
               {"windows", m.windows},
+              {"offered_load", m.offered_load},
               {"utilization", m.utilization},
               {"avg_wait_s", m.avg_wait_s},
               {"avg_bsld", m.avg_bsld},
@@ -89,12 +93,13 @@ Command add_sim(CLI::App& app) {
         }
         std::cout << fmt::format(
             "trace       {}\nmachine     {} nodes x {} cores\npolicy      {} backfill, {} order\n"
-            "jobs        {} in {} window(s), {} skipped\nutilization {:.3f}\navg wait    {:.0f} s\n"
+            "jobs        {} in {} window(s), {} skipped\noffered     {:.3f}\nutilization {:.3f}\n"
+            "avg wait    {:.0f} s\n"
             "avg bsld    {:.2f}\nmax wait    {:.0f} s\nmakespan    {:.0f} s\nsim time    {:.3f} "
             "s\n",
             options->swf, m.nodes, m.cores_per_node, policy.backfill, policy.order, m.jobs,
-            m.windows, m.skipped, m.utilization, m.avg_wait_s, m.avg_bsld, m.max_wait_s,
-            m.makespan_s, seconds);
+            m.windows, m.skipped, m.offered_load, m.utilization, m.avg_wait_s, m.avg_bsld,
+            m.max_wait_s, m.makespan_s, seconds);
         return {};
       }};
 }

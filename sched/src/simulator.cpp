@@ -134,6 +134,23 @@ Result<SimMetrics> simulate(const SwfTrace& trace, const SimOptions& options) {
   std::ranges::stable_sort(jobs,
                            [](const SimJob& a, const SimJob& b) { return a.submit < b.submit; });
   if (jobs.empty()) return invalid("the trace has no job to replay");
+  if (options.load < 0) return invalid("--load must be positive (0: as recorded)");
+  auto offered = [&] {
+    double work = 0;
+    for (const SimJob& j : jobs) work += static_cast<double>(j.run) * j.procs;
+    const auto span = static_cast<double>(jobs.back().submit - jobs.front().submit);
+    return span > 0 ? work / (static_cast<double>(nodes * options.cores_per_node) * span) : 0;
+  };
+  if (options.load > 0) {
+    const double recorded = offered();
+    if (recorded == 0) return invalid("--load: the trace's jobs arrive at one instant");
+    const double stretch = recorded / options.load;
+    const std::int64_t first = jobs.front().submit;
+    for (SimJob& j : jobs) {
+      j.submit = first + static_cast<std::int64_t>(static_cast<double>(j.submit - first) * stretch);
+    }
+  }
+  metrics.offered_load = offered();
 
   const std::size_t window = options.window == 0 ? jobs.size() : options.window;
   const std::size_t stride = options.stride == 0 ? window : options.stride;

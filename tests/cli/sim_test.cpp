@@ -63,6 +63,21 @@ TEST(LoomSim, ReplaysUnderTheConfiguredPolicy) {
   EXPECT_NE(json::parse(overridden.out)["avg_wait_s"], by_file["avg_wait_s"]);
 }
 
+// The shared trace was recorded on a quiet machine (load 0.04); --load replays it as a busy
+// one, where the queue builds up.
+TEST(LoomSim, ReplaysATraceAtTheLoadAsked) {
+  auto recorded = run({built("cli/loom"), "sim", "--swf", kTrace, "--json"});
+  auto busy = run({built("cli/loom"), "sim", "--swf", kTrace, "--load", "0.9", "--json"});
+  ASSERT_EQ(recorded.exit_code, 0) << recorded.err;
+  ASSERT_EQ(busy.exit_code, 0) << busy.err;
+  const json quiet = json::parse(recorded.out), loaded = json::parse(busy.out);
+  EXPECT_LT(quiet["offered_load"].get<double>(), 0.1);
+  EXPECT_NEAR(loaded["offered_load"].get<double>(), 0.9, 0.01);
+  EXPECT_GT(loaded["utilization"].get<double>(), 0.8);
+  EXPECT_GT(loaded["avg_wait_s"].get<double>(), 10 * quiet["avg_wait_s"].get<double>());
+  EXPECT_EQ(loaded["jobs"], quiet["jobs"]);
+}
+
 TEST(LoomSim, BadInputGetsOneLine) {
   auto policy = run({built("cli/loom"), "sim", "--swf", kTrace, "--backfill", "lottery"});
   EXPECT_EQ(policy.exit_code, 1);

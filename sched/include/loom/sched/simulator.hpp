@@ -19,6 +19,9 @@ struct SimOptions {
   // an empty machine and the metrics are their averages; 0 replays the whole trace once.
   std::size_t window = 0;
   std::size_t stride = 0;
+  // Arrivals scaled so that the offered load is this (a trace recorded on a quiet machine
+  // replayed as a busy one, as the literature compresses traces); 0 replays them as recorded.
+  double load = 0;
 };
 
 struct SimMetrics {
@@ -32,6 +35,9 @@ struct SimMetrics {
   double avg_bsld = 0;  // bounded slowdown, tau = 10 s: max(1, (wait + run) / max(run, 10))
   double max_wait_s = 0;
   double makespan_s = 0;  // last end - first submit
+  // The work offered over the span of arrivals, as replayed: sum(run x cores) /
+  // (machine's cores x (last submit - first submit)).
+  double offered_load = 0;
 };
 
 // Processors map to cores. The machine has MaxProcs cores from the header, else MaxNodes x
