@@ -133,8 +133,7 @@ class ClusterTest : public ::testing::Test {
   pid_t daemon(const std::string& comm, const std::string& word = "") const {
     for (const std::string& line :
          lines(run({"pgrep", "-x", "-P", std::to_string(cluster_->pid()), comm}).out)) {
-      std::ifstream in(fmt::format("/proc/{}/cmdline", line));
-      std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      std::string cmdline = proc_file(fmt::format("/proc/{}/cmdline", line));
       std::ranges::replace(cmdline, '\0', ' ');
       if (cmdline.find(word) != std::string::npos) return std::stoi(line);
     }

@@ -183,8 +183,7 @@ TEST_F(Testbed, LoomRshStartsOnlyOpenMpisDaemonOnlyInTheCallersJob) {
   const passwd* user = ::getpwnam("loom-alice");
   ASSERT_NE(user, nullptr);
   for (pid_t pid : cluster_->job_processes(id)) {
-    std::ifstream in(fmt::format("/proc/{}/cmdline", pid));
-    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string cmdline = testing::proc_file(fmt::format("/proc/{}/cmdline", pid));
     std::ranges::replace(cmdline, '\0', ' ');
     commands[fs::path(cmdline.substr(0, cmdline.find(' '))).filename().string()] = cmdline;
     struct stat st {};

@@ -8,9 +8,9 @@
 #include <hdf5.h>
 
 #include <csignal>
-#include <fstream>
 #include <future>
 #include <optional>
+#include <sstream>
 #include <thread>
 
 #include "loom/burstbuffer/identity.hpp"
@@ -45,7 +45,7 @@ std::optional<pid_t> reader_as(uid_t uid, const std::future<Status>& staging,
   const std::string parent = std::to_string(::getpid());
   while (staging.wait_for(std::chrono::milliseconds(0)) != std::future_status::ready) {
     for (const auto& entry : fs::directory_iterator("/proc")) {
-      std::ifstream status(entry.path() / "status");
+      std::istringstream status(testing::proc_file(entry.path() / "status"));
       std::string line, name, ppid, uids;
       while (std::getline(status, line)) {
         if (line.starts_with("Name:")) name = line.substr(line.find_first_not_of(" \t", 5));
@@ -54,9 +54,7 @@ std::optional<pid_t> reader_as(uid_t uid, const std::future<Status>& staging,
       }
       // The name is cut at 15 characters; the real, effective, saved and file uids.
       if (name != "loom-h5skeleto" && name != "loom-h5skeleton") continue;
-      std::ifstream cmdline_file(entry.path() / "cmdline");
-      const std::string cmdline((std::istreambuf_iterator<char>(cmdline_file)),
-                                std::istreambuf_iterator<char>());
+      const std::string cmdline = testing::proc_file(entry.path() / "cmdline");
       if (ppid == parent && uids == fmt::format("{0}\t{0}\t{0}\t{0}", uid) &&
           (cmdline.find("--place") != std::string::npos) == placing)
         return static_cast<pid_t>(std::stoi(entry.path().filename().string()));

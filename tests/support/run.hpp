@@ -22,4 +22,8 @@ std::string built(const std::string& relative);
 // Non-empty lines of text.
 std::vector<std::string> lines(const std::string& text);
 
+// A file under /proc/PID whole, or "" once that process has gone: a process that exits
+// while it is read makes read(2) fail with ESRCH, which std::ifstream throws on.
+std::string proc_file(const std::string& path);
+
 }  // namespace loom::testing
