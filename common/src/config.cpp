@@ -313,7 +313,8 @@ const std::array kKeys = {
 const std::vector<const KeySpec*>& all_keys() {
   static const std::vector<const KeySpec*> kAll = [] {
     std::vector<const KeySpec*> out;
-    for (std::span<const KeySpec> group : {std::span<const KeySpec>(kKeys), scheduler_keys()}) {
+    for (std::span<const KeySpec> group :
+         {std::span<const KeySpec>(kKeys), scheduler_keys(), account_keys()}) {
       for (const KeySpec& spec : group) out.push_back(&spec);
     }
     return out;

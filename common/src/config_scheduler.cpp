@@ -36,7 +36,8 @@ const std::array kSchedulerKeys = {
          "Which pending job loomctld starts first: \"fcfs\" (submit time), \"sjf\" (shortest "
          "walltime), \"priority\" (Slurm's multifactor: the weighted sum of age, size, fair "
          "share and the job's own priority, weighted by the keys below) or \"fairshare\" (the "
-         "account holding the least of the cluster, by dominant resource, first). SIGHUP "
+         "account whose use of the cluster, by dominant resource, now and decayed over "
+         "fair_share_half_life, is least for its [[accounts]] shares, first). SIGHUP "
          "applies a change to the running loomctld."},
         [](Config& config, const toml::node& value) {
           return one_of<&Config::Scheduler::order>(config, value, kOrders);
@@ -84,10 +85,15 @@ const std::array kSchedulerKeys = {
     weight_key<&Config::scheduler, &Config::Scheduler::fair_share_weight>(
         {"scheduler.fair_share_weight", "number", "10000",
          "order = \"priority\": the weight of the job's account's fair share, 2^-(its "
-         "dominant share of what the cluster holds); 1 for an account holding nothing."}),
+         "fair-share usage over its shares, as sched/fair_share.hpp defines it); 1 for an "
+         "account that has used nothing."}),
     weight_key<&Config::scheduler, &Config::Scheduler::user_weight>(
         {"scheduler.user_weight", "number", "1",
          "order = \"priority\": the weight of the priority a job was submitted with."}),
+    duration_key<&Config::scheduler, &Config::Scheduler::fair_share_half_life, 1>(
+        {"scheduler.fair_share_half_life", "duration", "7-00:00:00",
+         "How fast an account's past use fades from its fair share, as Slurm's "
+         "PriorityDecayHalfLife: use this long ago counts half as much as use now."}),
 };
 
 }  // namespace

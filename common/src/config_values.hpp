@@ -120,4 +120,7 @@ KeySpec weight_key(ConfigKey doc) {
 // The keys of [scheduler] (config_scheduler.cpp).
 std::span<const KeySpec> scheduler_keys();
 
+// [[accounts]] (config_accounts.cpp).
+std::span<const KeySpec> account_keys();
+
 }  // namespace loom::config_detail

@@ -19,8 +19,8 @@
 
 namespace {
 
-// SIGHUP: the file's [scheduler] section from the next pass on. A file that does not parse
-// changes nothing; the other keys take effect at a restart.
+// SIGHUP: the file's [scheduler] section and [[accounts]] from the next pass on. A file that does
+// not parse changes nothing; the other keys take effect at a restart.
 void reload_policy(const std::optional<std::filesystem::path>& path,
                    loom::controller::Inbox& inbox) {
   auto keep = [](const loom::Error& error) {
@@ -28,11 +28,13 @@ void reload_policy(const std::optional<std::filesystem::path>& path,
   };
   auto config = loom::load_config(path);
   if (!config) return keep(config.error());
-  auto policy = loom::sched::scheduler_options(config->scheduler);
+  auto policy = loom::sched::scheduler_options(config->scheduler, config->accounts);
   if (!policy) return keep(policy.error());
   inbox.call([&](loom::controller::Core& core) { core.jobs().set_policy(std::move(*policy)); });
-  spdlog::info("SIGHUP: scheduler: {} order, {} backfill (other keys take effect at a restart)",
-               config->scheduler.order, config->scheduler.backfill);
+  spdlog::info(
+      "SIGHUP: scheduler: {} order, {} backfill, {} accounts (other keys take effect at a "
+      "restart)",
+      config->scheduler.order, config->scheduler.backfill, config->accounts.size());
 }
 
 }  // namespace
@@ -65,22 +67,22 @@ int main(int argc, char** argv) {
     if (!tls) return fail(tls.error());
     std::printf(
         "%s: valid; controller.address %s, agent.state_dir %s, scheduler %s order and "
-        "%s backfill, gRPC %s\n",
+        "%s backfill, %zu accounts, gRPC %s\n",
         check_config.c_str(), checked->controller.address.c_str(), checked->agent.state_dir.c_str(),
         checked->scheduler.order.c_str(), checked->scheduler.backfill.c_str(),
-        tls->describe().c_str());
+        checked->accounts.size(), tls->describe().c_str());
     return 0;
   }
   const std::optional<std::filesystem::path> config_path =
       config_file.empty() ? std::nullopt : std::optional<std::filesystem::path>(config_file);
   auto config = start_program("loomctld", config_path);
   if (!config) return fail(config.error());
-  auto policy = sched::scheduler_options(config->scheduler);
+  auto policy = sched::scheduler_options(config->scheduler, config->accounts);
   if (!policy) return fail(policy.error());
   if (listen.empty()) listen = config->controller.address;
 
-  // SIGTERM and SIGINT end the daemon, SIGHUP reads [scheduler] again: blocked here, before
-  // any thread starts, and waited for below.
+  // SIGTERM and SIGINT end the daemon, SIGHUP reads [scheduler] and [[accounts]] again: blocked
+  // here, before any thread starts, and waited for below.
   sigset_t signals;
   sigemptyset(&signals);
   for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&signals, s);

@@ -214,6 +214,7 @@ Result<std::vector<JobId>> JobManager::submit(const Caller& caller, v1::JobSpec 
                       fmt::format("umask {:o}: a umask is at most 0777", spec.umask()));
   }
   spec.set_user(caller.user);
+  spec.set_account(LOOM_TRY(account_of(caller, spec.account())));
   if (!spec.bb_persistent().empty() && buffer(caller.uid, spec.bb_persistent()) == nullptr) {
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("--bb-persistent {}: there is no such burst buffer of yours "
@@ -222,6 +223,7 @@ Result<std::vector<JobId>> JobManager::submit(const Caller& caller, v1::JobSpec 
   }
   const sched::JobSpec checked = LOOM_TRY(spec_of(spec, caller.uid));
   LOOM_TRY(cluster_.check_feasible(sched::make_request(checked)));
+  LOOM_TRY(within_limits(checked, std::max<std::uint32_t>(array_size, 1)));
   for (const sched::Dependency& d : checked.dependencies) {
     if (visible(caller, d.job) == nullptr && !LOOM_TRY(stored(caller, d.job, std::nullopt))) {
       return make_error(

@@ -91,6 +91,11 @@ JobRow JobManager::as_shown(JobRow row) const {
                   fmt::format("waiting for {} to re-register", fmt::join(it->second, ", "))};
     return row;
   }
+  if (row.state == v1::PENDING) {
+    if (std::optional<std::string> limit = scheduler_.held_back(row.id))
+      row.reason = {v1::REASON_ACCOUNT_LIMIT, std::move(*limit)};
+    return row;
+  }
   if (unreachable_.empty() || !active(row.state)) return row;
   for (const v1::PlacedNode& node : row.placement.nodes()) {
     if (auto it = unreachable_.find(node.node()); it != unreachable_.end()) {

@@ -40,6 +40,8 @@ std::string Reason::text() const {
       return with("StateUnknown");
     case v1::REASON_NODE_UNREACHABLE:
       return with("NodeUnreachable");
+    case v1::REASON_ACCOUNT_LIMIT:
+      return with("AccountLimit");
     default:
       return with(v1::Reason_Name(code));  // from a newer controller's store
   }

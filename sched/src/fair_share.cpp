@@ -1,6 +1,7 @@
 #include "loom/sched/fair_share.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 
 #include "loom/common/error.hpp"
@@ -10,6 +11,11 @@ namespace loom::sched {
 void FairShare::set_weight(const std::string& account, double weight) {
   LOOM_CHECK(weight > 0, "an account's weight must be positive");
   weights_[account] = weight;
+}
+
+void FairShare::set_weights(const std::map<std::string, double>& weights) {
+  weights_.clear();
+  for (const auto& [account, weight] : weights) set_weight(account, weight);
 }
 
 double FairShare::weight(const std::string& account) const {
@@ -38,23 +44,54 @@ Resources FairShare::allocation(const std::string& account) const {
   return it == allocations_.end() ? Resources{} : it->second;
 }
 
-double FairShare::dominant_share(const std::string& account) const {
-  const Resources a = allocation(account);
-  auto share = [](std::uint64_t held, std::uint64_t total) {
-    return total == 0 ? 0.0 : static_cast<double>(held) / static_cast<double>(total);
-  };
-  return std::max(
-      {share(a.cores, total_.cores), share(a.memory, total_.memory), share(a.nvme, total_.nvme)});
+void FairShare::set_half_life(std::chrono::seconds half_life) {
+  LOOM_CHECK(half_life.count() > 0, "a fair-share half-life must be positive");
+  half_life_ = half_life;
 }
 
-double FairShare::weighted_share(const std::string& account) const {
-  return dominant_share(account) / weight(account);
+void FairShare::advance(std::chrono::sys_seconds now) {
+  if (advanced_ && now <= *advanced_) return;
+  const double elapsed = advanced_ ? static_cast<double>((now - *advanced_).count()) : 0.0;
+  advanced_ = now;
+  if (elapsed == 0) return;
+  // What the past held keeps this much of its weight; the interval just gone the rest,
+  // each account having held its allocation throughout.
+  const double kept = std::exp2(-elapsed / static_cast<double>(half_life_.count()));
+  for (auto& [account, average] : averages_) average *= kept;
+  for (const auto& [account, held] : allocations_)
+    averages_[account] += (1 - kept) * share_of(held);
+}
+
+double FairShare::average(const std::string& account) const {
+  auto it = averages_.find(account);
+  return it == averages_.end() ? 0.0 : it->second;
+}
+
+double FairShare::share_of(Resources held) const {
+  auto share = [](std::uint64_t part, std::uint64_t total) {
+    return total == 0 ? 0.0 : static_cast<double>(part) / static_cast<double>(total);
+  };
+  return std::max({share(held.cores, total_.cores), share(held.memory, total_.memory),
+                   share(held.nvme, total_.nvme)});
+}
+
+double FairShare::dominant_share(const std::string& account) const {
+  return share_of(allocation(account));
+}
+
+double FairShare::weighted_share(const std::string& account, Resources extra) const {
+  Resources held = allocation(account);
+  held.cores += extra.cores;
+  held.memory += extra.memory;
+  held.nvme += extra.nvme;
+  return (share_of(held) + average(account)) / 2 / weight(account);
 }
 
 std::vector<std::string> FairShare::sort() const {
   std::set<std::string> names;
   for (const auto& [name, _] : allocations_) names.insert(name);
   for (const auto& [name, _] : weights_) names.insert(name);
+  for (const auto& [name, _] : averages_) names.insert(name);
   std::vector<std::string> out(names.begin(), names.end());
   std::ranges::stable_sort(out, [&](const std::string& a, const std::string& b) {
     return weighted_share(a) < weighted_share(b);

@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <queue>
+#include <tuple>
 
 namespace loom::sched {
 
@@ -32,20 +35,47 @@ class Sjf final : public QueueOrder {
   }
 };
 
+// Account by account, FCFS within each: the next job is the first of the account whose
+// weighted share, with the jobs already ahead of it in this order counted as held, is
+// least. One sort per pass then shares the cores a pass frees as the weights say, as
+// Mesos' DRF allocator re-sorts after every offer, instead of giving them all to the
+// account that was lowest when the pass began.
 class FairShareOrder final : public QueueOrder {
  public:
   std::string_view name() const override { return "fairshare"; }
   void sort(std::vector<QueuedJob>& jobs, const OrderContext& context) const override {
     LOOM_CHECK(context.fair_share != nullptr, "fair-share order without fair-share state");
-    std::vector<std::pair<double, QueuedJob>> keyed;
-    keyed.reserve(jobs.size());
-    for (const QueuedJob& job : jobs) {
-      keyed.emplace_back(context.fair_share->weighted_share(job.spec->account), job);
+    std::ranges::sort(jobs, fcfs_before);
+    struct Queue {
+      std::vector<QueuedJob> jobs;
+      std::size_t next = 0;
+      Resources ahead;
+    };
+    std::map<std::string_view, Queue> queues;
+    for (const QueuedJob& job : jobs) queues[job.spec->account].jobs.push_back(job);
+    // (weighted share, its next job's submit time and id, account): least first.
+    using Head = std::tuple<double, Time, JobId, std::string_view>;
+    std::priority_queue<Head, std::vector<Head>, std::greater<>> heads;
+    auto push = [&](std::string_view account, const Queue& queue) {
+      if (queue.next == queue.jobs.size()) return;
+      const QueuedJob& job = queue.jobs[queue.next];
+      heads.emplace(context.fair_share->weighted_share(std::string(account), queue.ahead),
+                    job.submit, job.id, account);
+    };
+    for (const auto& [account, queue] : queues) push(account, queue);
+    std::size_t i = 0;
+    while (!heads.empty()) {
+      const std::string_view account = std::get<3>(heads.top());
+      heads.pop();
+      Queue& queue = queues.at(account);
+      const QueuedJob& job = queue.jobs[queue.next++];
+      const Resources more = requested(*job.request);
+      queue.ahead.cores += more.cores;
+      queue.ahead.memory += more.memory;
+      queue.ahead.nvme += more.nvme;
+      jobs[i++] = job;
+      push(account, queue);
     }
-    std::ranges::sort(keyed, [](const auto& a, const auto& b) {
-      return a.first != b.first ? a.first < b.first : fcfs_before(a.second, b.second);
-    });
-    for (std::size_t i = 0; i < jobs.size(); ++i) jobs[i] = keyed[i].second;
   }
 };
 
@@ -81,6 +111,11 @@ class Multifactor final : public QueueOrder {
 };
 
 }  // namespace
+
+Resources requested(const Request& request) {
+  return {request.total_cores(), request.mem_per_task * request.tasks,
+          request.bb_per_node * request.nodes_min};
+}
 
 std::unique_ptr<QueueOrder> make_fcfs_order() { return std::make_unique<Fcfs>(); }
 std::unique_ptr<QueueOrder> make_sjf_order() { return std::make_unique<Sjf>(); }

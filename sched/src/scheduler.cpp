@@ -22,16 +22,68 @@ Resources usage_of(const Placement& placement) {
 
 }  // namespace
 
-Scheduler::Scheduler(Cluster& cluster, SchedulerOptions options)
-    : cluster_(cluster), options_(std::move(options)) {
-  LOOM_CHECK(options_.order != nullptr && options_.backfill != nullptr,
-             "a scheduler needs a queue order and a backfill policy");
+Scheduler::Scheduler(Cluster& cluster, SchedulerOptions options) : cluster_(cluster) {
+  set_policy(std::move(options));
 }
 
 void Scheduler::set_policy(SchedulerOptions options) {
   LOOM_CHECK(options.order != nullptr && options.backfill != nullptr,
              "a scheduler needs a queue order and a backfill policy");
   options_ = std::move(options);
+  accounts_.clear();
+  std::map<std::string, double> weights;
+  for (const Config::Account& account : options_.accounts) {
+    accounts_.emplace(account.name, &account);
+    weights.emplace(account.name, static_cast<double>(account.shares));
+  }
+  fair_share_.set_weights(weights);
+  fair_share_.set_half_life(options_.fair_share_half_life);
+}
+
+const Config::Account* Scheduler::account(const std::string& name) const {
+  auto it = accounts_.find(name);
+  return it == accounts_.end() ? nullptr : it->second;
+}
+
+AccountJobs Scheduler::jobs_of(const std::string& account) const {
+  auto it = account_jobs_.find(account);
+  return it == account_jobs_.end() ? AccountJobs{} : it->second;
+}
+
+std::optional<std::string> Scheduler::held_back(JobId id) const {
+  auto it = held_back_.find(id);
+  if (it == held_back_.end()) return std::nullopt;
+  return it->second;
+}
+
+void Scheduler::count(const std::string& account, std::uint64_t AccountJobs::*which, int delta) {
+  AccountJobs& jobs = account_jobs_[account];
+  if (delta > 0) {
+    ++(jobs.*which);
+  } else {
+    LOOM_CHECK(jobs.*which > 0, "an account's job counted out twice");
+    --(jobs.*which);
+  }
+  if (jobs.pending == 0 && jobs.running == 0) account_jobs_.erase(account);
+}
+
+std::optional<std::string> Scheduler::past_limit(const std::string& name, Resources more) const {
+  const Config::Account* configured = account(name);
+  if (configured == nullptr) return std::nullopt;
+  const Config::AccountLimits& limits = configured->limits;
+  const Resources held = fair_share_.allocation(name);
+  const std::uint64_t running = jobs_of(name).running;
+  if (limits.running_jobs && running + 1 > *limits.running_jobs)
+    return fmt::format("running jobs {} of {}", running, *limits.running_jobs);
+  if (limits.cores && held.cores + more.cores > *limits.cores)
+    return fmt::format("cores {} of {} held", held.cores, *limits.cores);
+  if (limits.memory && held.memory + more.memory > *limits.memory)
+    return fmt::format("memory {} of {} held", format_bytes(Bytes(held.memory)),
+                       format_bytes(Bytes(*limits.memory)));
+  if (limits.nvme && held.nvme + more.nvme > *limits.nvme)
+    return fmt::format("NVMe {} of {} held", format_bytes(Bytes(held.nvme)),
+                       format_bytes(Bytes(*limits.nvme)));
+  return std::nullopt;
 }
 
 Status Scheduler::submit(JobId id, JobSpec spec, Time now) {
@@ -50,14 +102,19 @@ Status Scheduler::submit(JobId id, JobSpec spec, Time now) {
     }
   }
   awaited_.erase(id);  // a job that was running when the controller stopped, queued again
+  count(spec.account, &AccountJobs::pending, +1);
   pending_.emplace(id, Pending{std::move(spec), request, now});
   return {};
 }
 
 Status Scheduler::cancel_pending(JobId id) {
-  if (pending_.erase(id) == 0) {
+  auto it = pending_.find(id);
+  if (it == pending_.end()) {
     return make_error(ErrorCode::kNotFound, fmt::format("job {} is not pending", id.value()));
   }
+  count(it->second.spec.account, &AccountJobs::pending, -1);
+  pending_.erase(it);
+  held_back_.erase(id);
   ended_.emplace(id, JobEnd::kCancelled);
   return {};
 }
@@ -82,6 +139,8 @@ void Scheduler::start(JobId id, Placement placement, Time now, PassResult& resul
   const Time deadline = now + job.spec.walltime;
   Resources usage = usage_of(placement);
   fair_share_.allocated(job.spec.account, usage);
+  count(job.spec.account, &AccountJobs::pending, -1);
+  count(job.spec.account, &AccountJobs::running, +1);
   deadlines_.emplace(deadline, id);
   result.started.push_back({id, placement, now, deadline});
   running_.emplace(id, Running{job.spec, std::move(placement), usage, deadline});
@@ -89,7 +148,9 @@ void Scheduler::start(JobId id, Placement placement, Time now, PassResult& resul
 
 PassResult Scheduler::schedule(Time now) {
   PassResult result;
+  fair_share_.advance(now);
   fair_share_.set_total({cluster_.total_cores(), cluster_.total_memory(), cluster_.total_nvme()});
+  held_back_.clear();
   std::vector<QueuedJob> queue;
   queue.reserve(pending_.size());
   for (auto it = pending_.begin(); it != pending_.end();) {
@@ -104,6 +165,7 @@ PassResult Scheduler::schedule(Time now) {
       case Readiness::kNever:
         result.never_satisfiable.push_back(it->first);
         ended_.emplace(it->first, JobEnd::kCancelled);
+        count(it->second.spec.account, &AccountJobs::pending, -1);
         it = pending_.erase(it);
         break;
     }
@@ -115,7 +177,20 @@ PassResult Scheduler::schedule(Time now) {
   std::vector<RunningJob> running;
   std::unique_ptr<BackfillPass> backfill;
   for (const QueuedJob& job : queue) {
+    // A job its account's limits hold back neither starts nor blocks the jobs after it:
+    // checked on what its request holds at least, then on where it would run.
+    const std::string& account = job.spec->account;
+    if (auto why = past_limit(account, requested(*job.request))) {
+      held_back_.emplace(job.id, std::move(*why));
+      continue;
+    }
     std::optional<Placement> placement = cluster_.place(*job.request);
+    if (placement) {
+      if (auto why = past_limit(account, usage_of(*placement))) {
+        held_back_.emplace(job.id, std::move(*why));
+        continue;
+      }
+    }
     if (!placement) {
       if (!backfill) {
         running.reserve(running_.size());
@@ -133,12 +208,14 @@ PassResult Scheduler::schedule(Time now) {
   return result;
 }
 
-void Scheduler::finished(JobId id, JobEnd end, Time) {
+void Scheduler::finished(JobId id, JobEnd end, Time now) {
   auto it = running_.find(id);
   LOOM_CHECK(it != running_.end(),
              fmt::format("finished() for job {}, which is not running", id.value()));
+  fair_share_.advance(now);
   cluster_.release(it->second.placement);
   fair_share_.unallocated(it->second.spec.account, it->second.usage);
+  count(it->second.spec.account, &AccountJobs::running, -1);
   deadlines_.erase({it->second.deadline, id});
   running_.erase(it);
   ended_.emplace(id, end);
@@ -183,6 +260,7 @@ Status Scheduler::adopt(JobId id, JobSpec spec, Placement placement, Time starte
   const Time deadline = started + spec.walltime;
   Resources usage = usage_of(placement);
   fair_share_.allocated(spec.account, usage);
+  count(spec.account, &AccountJobs::running, +1);
   deadlines_.emplace(deadline, id);
   running_.emplace(id, Running{std::move(spec), std::move(placement), usage, deadline});
   return {};
@@ -203,6 +281,8 @@ void Scheduler::requeue(JobId id, Time submitted) {
              fmt::format("requeue() for job {}, which is not running", id.value()));
   cluster_.release(it->second.placement);
   fair_share_.unallocated(it->second.spec.account, it->second.usage);
+  count(it->second.spec.account, &AccountJobs::running, -1);
+  count(it->second.spec.account, &AccountJobs::pending, +1);
   deadlines_.erase({it->second.deadline, id});
   JobSpec spec = std::move(it->second.spec);
   running_.erase(it);

@@ -120,6 +120,64 @@ TEST(Config, TheSchedulersPolicyIsOneItKnowsAndItsWeightsAreNumbers) {
             "loom.toml:2: key 'scheduler.user_weight' must be a number from 0 to 1e9");
 }
 
+// [[accounts]]: errors name the table, the key and the key's own line.
+TEST(Config, AccountsHaveSharesUsersAndLimitsCheckedNamingKeyAndLine) {
+  auto config = parse_config(R"([scheduler]
+fair_share_half_life = "1:00"
+
+[[accounts]]
+name = "physics"
+shares = 3
+group = "physics"
+max_nvme = "4TiB"
+max_walltime = "2-00:00:00"
+
+[[accounts]]
+name = "chemistry"
+users = ["alice", "bob"]
+max_cores = 256
+max_submitted_jobs = 5000
+)",
+                             "loom.toml");
+  ASSERT_TRUE(config.has_value()) << config.error().to_string();
+  EXPECT_EQ(config->scheduler.fair_share_half_life, std::chrono::minutes(1));
+  ASSERT_EQ(config->accounts.size(), 2u);
+  const Config::Account& physics = config->accounts[0];
+  EXPECT_EQ(physics.shares, 3u);
+  EXPECT_EQ(physics.group, "physics");
+  EXPECT_EQ(physics.limits.nvme, 4ull << 40);
+  EXPECT_EQ(physics.limits.walltime, std::chrono::hours(48));
+  EXPECT_FALSE(physics.limits.cores);
+  const Config::Account& chemistry = config->accounts[1];
+  EXPECT_EQ(chemistry.shares, 1u) << "an account's shares are 1 unless given";
+  EXPECT_EQ(chemistry.users, (std::vector<std::string>{"alice", "bob"}));
+  EXPECT_EQ(chemistry.limits.cores, 256u);
+  EXPECT_EQ(chemistry.limits.submitted_jobs, 5000u);
+  // Written back, it reads as the same accounts.
+  auto again = parse_config("accounts = " + config_value(*config, "accounts"), "loom.toml");
+  ASSERT_TRUE(again.has_value()) << again.error().to_string();
+  EXPECT_EQ(again->accounts, config->accounts);
+
+  EXPECT_EQ(error_of("[[accounts]]\nname = \"a\"\nshares = 0\n"),
+            "loom.toml:1: key 'accounts' [0].shares (line 3): must be an integer of 1 or more");
+  EXPECT_EQ(
+      error_of("[[accounts]]\nname = \"a\"\n[[accounts]]\nname = \"b\"\nmax_nvme = \"lots\"\n"),
+      "loom.toml:1: key 'accounts' [1].max_nvme (line 5): invalid size \"lots\": expected a "
+      "number such as 512M, 64G or 1.5TiB");
+  EXPECT_EQ(error_of("[[accounts]]\nname = \"a\"\n[[accounts]]\nname = \"a\"\n"),
+            "loom.toml:1: key 'accounts' [1] (line 3): a second account named \"a\"");
+  EXPECT_EQ(error_of("[[accounts]]\nshares = 2\n"),
+            "loom.toml:1: key 'accounts' [0] (line 1): needs a name");
+  EXPECT_EQ(error_of("[[accounts]]\nname = \"a\"\nusers = \"alice\"\n"),
+            "loom.toml:1: key 'accounts' [0].users (line 3): must be an array of user names");
+  EXPECT_EQ(error_of("[[accounts]]\nname = \"a\"\nmax_jobs = 3\n"),
+            "loom.toml:1: key 'accounts' [0].max_jobs (line 3): unknown key (name, shares, users, "
+            "group, max_cores, max_memory, max_nvme, max_running_jobs, max_submitted_jobs, "
+            "max_walltime)");
+  EXPECT_EQ(error_of("[scheduler]\nfair_share_half_life = \"0\"\n"),
+            "loom.toml:2: key 'scheduler.fair_share_half_life' must be at least 1 second");
+}
+
 TEST(Config, DottedKeysWorkToo) {
   auto config = parse_config("log.level = \"error\"\n", "loom.toml");
   ASSERT_TRUE(config.has_value()) << config.error().to_string();
@@ -237,7 +295,8 @@ TEST(Config, TheInstalledFileShowsEveryKeyAtItsDefault) {
       EXPECT_EQ(config_value(*parsed, key.name), config_value(defaults, key.name)) << key.name;
     }
   }
-  names.erase("agent.nvme");  // an example table, not a default: there is none
+  names.erase("agent.nvme");  // example tables, not defaults: there are none
+  names.erase("accounts");
   EXPECT_EQ(shown, names) << "keys without their line in packaging/loom.toml";
 }
 

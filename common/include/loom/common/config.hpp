@@ -77,7 +77,31 @@ struct Config {
     double size_weight = 1000;
     double fair_share_weight = 10000;
     double user_weight = 1;
+    // How fast an account's past use fades from its fair share, as Slurm's
+    // PriorityDecayHalfLife.
+    std::chrono::seconds fair_share_half_life{std::chrono::hours(24 * 7)};
   } scheduler;
+  // What one account's jobs may hold at once, and ask for; unset: no limit.
+  struct AccountLimits {
+    std::optional<std::uint64_t> cores;   // running jobs' cores
+    std::optional<std::uint64_t> memory;  // running jobs' memory, bytes
+    std::optional<std::uint64_t> nvme;    // running jobs' burst-buffer slices, bytes
+    std::optional<std::uint64_t> running_jobs;
+    std::optional<std::uint64_t> submitted_jobs;   // pending and running
+    std::optional<std::chrono::seconds> walltime;  // one job's longest
+    friend bool operator==(const AccountLimits&, const AccountLimits&) = default;
+  };
+  // Whom jobs are charged to (-A), and its part of the cluster: [[accounts]] tables. With
+  // none, -A is a free label charged to nothing.
+  struct Account {
+    std::string name;
+    std::uint64_t shares = 1;        // its fair share, relative to the other accounts'
+    std::vector<std::string> users;  // who may charge it; the first listing a user is their default
+    std::string group;               // and the members of this Unix group
+    AccountLimits limits;
+    friend bool operator==(const Account&, const Account&) = default;
+  };
+  std::vector<Account> accounts;
   // PEM files (loom/proto/tls.hpp); no CA: gRPC runs plain.
   struct Tls {
     std::string ca;    // the cluster's CA: every program

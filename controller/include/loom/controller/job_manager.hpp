@@ -148,8 +148,8 @@ class JobManager {
   // Why a node is drained; empty when it is not.
   std::string drain_reason(const std::string& node) const;
 
-  // Another queue order and backfill from the next pass on (loomctld's SIGHUP); no job
-  // changes.
+  // Another queue order, backfill and accounts from the next pass on (loomctld's SIGHUP);
+  // no job changes, and jobs already queued keep the account they were charged to.
   void set_policy(sched::SchedulerOptions options);
 
   // ---- Group commit (Store::begin_batch) ----
@@ -192,8 +192,16 @@ class JobManager {
   Result<NodeId> admin_node(const Caller& caller, const std::string& node,
                             std::string_view what) const;
   // The row as shown: an unknown job's reason says which nodes it waits for, a running
-  // job's which of its nodes is unreachable.
+  // job's which of its nodes is unreachable, a pending one's which limit of its account
+  // holds it back.
   JobRow as_shown(JobRow row) const;
+  // The account a job of the caller's is charged to when it asks for `asked` (may be
+  // empty): with [[accounts]], one they are in (their first without -A; an admin's may be
+  // any, or none); without, what they asked.
+  Result<std::string> account_of(const Caller& caller, const std::string& asked) const;
+  // Refuses `jobs` more jobs of this spec that its account's limits would never run or
+  // may not queue now, naming the limit.
+  Status within_limits(const sched::JobSpec& spec, std::uint64_t jobs) const;
   // The scheduler's spec of a job of `uid`'s: with --bb-persistent, bound to the node of
   // that user's buffer.
   Result<sched::JobSpec> spec_of(const v1::JobSpec& spec, std::uint32_t uid) const;

@@ -8,7 +8,9 @@
 
 namespace loom::sched {
 
-// Its queue order and backfill; an unknown name is an error naming it.
-Result<SchedulerOptions> scheduler_options(const Config::Scheduler& config);
+// Its queue order, backfill and fair-share half-life, and the accounts given (loomctld's
+// [[accounts]]; loom sim replays none); an unknown name is an error naming it.
+Result<SchedulerOptions> scheduler_options(const Config::Scheduler& config,
+                                           std::vector<Config::Account> accounts = {});
 
 }  // namespace loom::sched

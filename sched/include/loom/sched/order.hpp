@@ -30,6 +30,10 @@ struct OrderContext {
   const FairShare* fair_share = nullptr;
 };
 
+// What a job would hold once started, as far as its request says (its fewest nodes): the
+// fair-share order projects a pass's starts with it, account limits check it.
+Resources requested(const Request& request);
+
 class QueueOrder {
  public:
   virtual ~QueueOrder() = default;
@@ -43,13 +47,14 @@ std::unique_ptr<QueueOrder> make_fcfs_order();
 // Shortest requested walltime first, then FCFS.
 std::unique_ptr<QueueOrder> make_sjf_order();
 
-// The account with the lowest weighted DRF share first, FCFS within an account.
+// The account with the least weighted fair-share usage (fair_share.hpp) first, FCFS within
+// an account; the jobs ordered ahead count as its usage, so that accounts interleave.
 std::unique_ptr<QueueOrder> make_fair_share_order();
 
 // Slurm's multifactor priority: the sum of weighted factors, highest first.
 //   age        min(1, waited / max_age)
 //   size       the job's cores / the cluster's cores (favours wide jobs, as Slurm does)
-//   fair share 2^(-weighted DRF share of its account), 1 for an account holding nothing
+//   fair share 2^(-weighted fair-share usage of its account), 1 for one that used nothing
 //   user       the job's own priority, added as is
 struct MultifactorWeights {
   double age = 1000;

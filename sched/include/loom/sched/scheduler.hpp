@@ -19,6 +19,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "loom/common/config.hpp"
 #include "loom/common/error.hpp"
 #include "loom/common/ids.hpp"
 #include "loom/sched/backfill.hpp"
@@ -48,16 +49,30 @@ struct PassResult {
 };
 
 struct SchedulerOptions {
+  SchedulerOptions() = default;
+  SchedulerOptions(std::unique_ptr<QueueOrder> queue_order, std::unique_ptr<BackfillPolicy> passing)
+      : order(std::move(queue_order)), backfill(std::move(passing)) {}
+
   std::unique_ptr<QueueOrder> order = make_fcfs_order();
   std::unique_ptr<BackfillPolicy> backfill = make_easy_backfill();
+  // Accounts' shares weigh their fair share; their limits hold their jobs back. An account
+  // not listed weighs 1 and has no limit.
+  std::vector<Config::Account> accounts;
+  std::chrono::seconds fair_share_half_life{std::chrono::hours(24 * 7)};
+};
+
+// An account's jobs now: what its max_submitted_jobs and max_running_jobs count.
+struct AccountJobs {
+  std::uint64_t pending = 0;
+  std::uint64_t running = 0;
 };
 
 class Scheduler {
  public:
   // The cluster outlives the scheduler; the scheduler is the only one to allocate on it.
   Scheduler(Cluster& cluster, SchedulerOptions options);
-  // Another order and backfill from the next pass on (loomctld's SIGHUP): a pass keeps
-  // nothing of either between passes.
+  // Another order, backfill and accounts from the next pass on (loomctld's SIGHUP): a pass
+  // keeps nothing of the first two between passes; accounts' usage is kept.
   void set_policy(SchedulerOptions options);
 
   // Queues a job. Refuses, naming the field, a spec that is invalid, one that could never
@@ -99,6 +114,14 @@ class Scheduler {
   std::vector<JobId> past_walltime(Time now) const;
   std::optional<Time> next_deadline() const;
 
+  // The configured accounts, and the one of that name (nullptr when none is).
+  const std::vector<Config::Account>& accounts() const { return options_.accounts; }
+  const Config::Account* account(const std::string& name) const;
+  AccountJobs jobs_of(const std::string& account) const;
+  // Why the last pass passed over a pending job that an account limit holds back:
+  // "NVMe 3.5 TiB of 4 TiB held". Nullopt for one it did not.
+  std::optional<std::string> held_back(JobId id) const;
+
   std::size_t pending_count() const { return pending_.size(); }
   std::size_t running_count() const { return running_.size(); }
   const Placement* placement(JobId id) const;
@@ -120,6 +143,10 @@ class Scheduler {
   enum class Readiness { kReady, kWaiting, kNever };
   Readiness readiness(const JobSpec& spec) const;
   void start(JobId id, Placement placement, Time now, PassResult& result);
+  // The limit of the job's account that `more` would pass, said as held_back() says it.
+  std::optional<std::string> past_limit(const std::string& account, Resources more) const;
+  // Counts a job in (+1) or out (-1) of its account's pending or running jobs.
+  void count(const std::string& account, std::uint64_t AccountJobs::*which, int delta);
 
   Cluster& cluster_;
   SchedulerOptions options_;
@@ -128,7 +155,10 @@ class Scheduler {
   std::unordered_map<JobId, Running> running_;
   std::set<std::pair<Time, JobId>> deadlines_;
   std::unordered_map<JobId, JobEnd> ended_;
-  std::set<JobId> awaited_;  // see await()
+  std::set<JobId> awaited_;                                              // see await()
+  std::map<std::string, const Config::Account*, std::less<>> accounts_;  // in options_
+  std::map<std::string, AccountJobs> account_jobs_;
+  std::unordered_map<JobId, std::string> held_back_;  // see held_back()
 };
 
 }  // namespace loom::sched

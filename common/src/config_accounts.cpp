@@ -1,0 +1,163 @@
+// [[accounts]]: whom jobs are charged to, each account's shares of the cluster, who may
+// charge it and its limits, as Slurm's associations hold them.
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <set>
+
+#include "config_values.hpp"
+#include "loom/common/bytes.hpp"
+
+namespace loom::config_detail {
+
+namespace {
+
+// A key's value inside one [[accounts]] table, or an error naming the key and its line.
+class AccountReader {
+ public:
+  AccountReader(std::size_t index, const toml::node& node) : index_(index), node_(node) {}
+
+  std::unexpected<Error> bad(std::string_view key, std::string_view what) const {
+    return make_error(ErrorCode::kInvalidArgument, fmt::format("[{}].{} (line {}): {}", index_, key,
+                                                               node_.source().begin.line, what));
+  }
+  Result<std::uint64_t> count(std::string_view key, std::uint64_t least) const {
+    const auto n = node_.value<std::int64_t>();
+    if (!node_.is_integer() || !n || *n < static_cast<std::int64_t>(least))
+      return bad(key, fmt::format("must be an integer of {} or more", least));
+    return static_cast<std::uint64_t>(*n);
+  }
+  Result<std::uint64_t> bytes(std::string_view key) const {
+    auto text = as_string(node_);
+    if (!text) return bad(key, "must be a size, as \"4TiB\"");
+    auto parsed = parse_bytes(*text);
+    if (!parsed) return bad(key, parsed.error().message());
+    return parsed->count();
+  }
+  Result<std::chrono::seconds> duration(std::string_view key) const {
+    auto text = as_string(node_);
+    if (!text) return bad(key, "must be a duration, as \"1-00:00:00\"");
+    auto parsed = parse_duration(*text);
+    if (!parsed || parsed->count() <= 0)
+      return bad(key, parsed ? "must be longer than 0" : parsed.error().message());
+    return *parsed;
+  }
+  Result<std::string> name(std::string_view key) const {
+    auto text = as_string(node_);
+    if (!text || text->empty() || text->find_first_of(" \t\n,") != std::string::npos)
+      return bad(key, "must be a name without spaces or commas");
+    return *text;
+  }
+
+ private:
+  std::size_t index_;
+  const toml::node& node_;
+};
+
+Result<Config::Account> read_account(std::size_t index, const toml::table& table) {
+  Config::Account account;
+  Config::AccountLimits& limits = account.limits;
+  for (const auto& [key_name, node] : table) {
+    const std::string_view key = key_name.str();
+    const AccountReader value(index, node);
+    if (key == "name") {
+      account.name = LOOM_TRY(value.name(key));
+    } else if (key == "shares") {
+      account.shares = LOOM_TRY(value.count(key, 1));
+    } else if (key == "users") {
+      const toml::array* users = node.as_array();
+      if (users == nullptr) return value.bad(key, "must be an array of user names");
+      for (const toml::node& user : *users)
+        account.users.push_back(LOOM_TRY(AccountReader(index, user).name(key)));
+    } else if (key == "group") {
+      account.group = LOOM_TRY(value.name(key));
+    } else if (key == "max_cores") {
+      limits.cores = LOOM_TRY(value.count(key, 1));
+    } else if (key == "max_memory") {
+      limits.memory = LOOM_TRY(value.bytes(key));
+    } else if (key == "max_nvme") {
+      limits.nvme = LOOM_TRY(value.bytes(key));
+    } else if (key == "max_running_jobs") {
+      limits.running_jobs = LOOM_TRY(value.count(key, 1));
+    } else if (key == "max_submitted_jobs") {
+      limits.submitted_jobs = LOOM_TRY(value.count(key, 1));
+    } else if (key == "max_walltime") {
+      limits.walltime = LOOM_TRY(value.duration(key));
+    } else {
+      return value.bad(key,
+                       "unknown key (name, shares, users, group, max_cores, max_memory, "
+                       "max_nvme, max_running_jobs, max_submitted_jobs, max_walltime)");
+    }
+  }
+  if (account.name.empty())
+    return make_error(ErrorCode::kInvalidArgument, fmt::format("[{}] (line {}): needs a name",
+                                                               index, table.source().begin.line));
+  return account;
+}
+
+std::string written(const Config::Account& a) {
+  std::vector<std::string> fields{fmt::format("name = \"{}\"", a.name),
+                                  fmt::format("shares = {}", a.shares)};
+  if (!a.users.empty())
+    fields.push_back(fmt::format("users = [\"{}\"]", fmt::join(a.users, "\", \"")));
+  if (!a.group.empty()) fields.push_back(fmt::format("group = \"{}\"", a.group));
+  const Config::AccountLimits& l = a.limits;
+  if (l.cores) fields.push_back(fmt::format("max_cores = {}", *l.cores));
+  if (l.memory)
+    fields.push_back(fmt::format("max_memory = \"{}\"", format_bytes(Bytes(*l.memory))));
+  if (l.nvme) fields.push_back(fmt::format("max_nvme = \"{}\"", format_bytes(Bytes(*l.nvme))));
+  if (l.running_jobs) fields.push_back(fmt::format("max_running_jobs = {}", *l.running_jobs));
+  if (l.submitted_jobs) fields.push_back(fmt::format("max_submitted_jobs = {}", *l.submitted_jobs));
+  if (l.walltime)
+    fields.push_back(fmt::format("max_walltime = \"{}\"", format_duration(*l.walltime)));
+  return fmt::format("{{ {} }}", fmt::join(fields, ", "));
+}
+
+const std::array kAccountKeys = {
+    KeySpec{
+        {"accounts", "array of tables", "[]",
+         "The accounts jobs are charged to (-A), one [[accounts]] table each: name; shares "
+         "(an integer, 1 or more: its part of the cluster against the others', for "
+         "scheduler.order = \"fairshare\" or \"priority\"); users (who may charge it: the "
+         "first account listing a user is the one their jobs are charged to without -A) and "
+         "group (a Unix group whose members may too); and limits, each optional: max_cores, "
+         "max_memory, max_nvme (what its running jobs hold at once: a job that would pass "
+         "one waits, PENDING with the reason AccountLimit), max_running_jobs, "
+         "max_submitted_jobs (pending and running: more are refused at submit) and "
+         "max_walltime (longer jobs are refused at submit). With accounts, a user in none "
+         "may not submit; admins may charge any. SIGHUP applies a change."},
+        [](Config& config, const toml::node& value) -> Status {
+          const toml::array* tables = value.as_array();
+          if (tables == nullptr)
+            return make_error(ErrorCode::kInvalidArgument,
+                              fmt::format("must be [[accounts]] tables, got {}", type_name(value)));
+          std::vector<Config::Account> accounts;
+          std::set<std::string> names;
+          for (std::size_t i = 0; i < tables->size(); ++i) {
+            const toml::table* table = (*tables)[i].as_table();
+            if (table == nullptr)
+              return make_error(ErrorCode::kInvalidArgument,
+                                fmt::format("[{}]: must be a table", i));
+            Config::Account account = LOOM_TRY(read_account(i, *table));
+            if (!names.insert(account.name).second)
+              return make_error(ErrorCode::kInvalidArgument,
+                                fmt::format("[{}] (line {}): a second account named \"{}\"", i,
+                                            table->source().begin.line, account.name));
+            accounts.push_back(std::move(account));
+          }
+          config.accounts = std::move(accounts);
+          return {};
+        },
+        [](const Config& config) {
+          std::vector<std::string> out;
+          for (const Config::Account& a : config.accounts) out.push_back(written(a));
+          return fmt::format("[{}]", fmt::join(out, ", "));
+        },
+    },
+};
+
+}  // namespace
+
+std::span<const KeySpec> account_keys() { return kAccountKeys; }
+
+}  // namespace loom::config_detail
