@@ -13,9 +13,11 @@ namespace loom::controller {
 
 namespace {
 
+// Listed, or in its group; root only when listed (in_group admits root to every group, and
+// an admin's job is charged to none unless it says or root is listed).
 bool member(const Caller& caller, const Config::Account& account) {
   if (std::ranges::find(account.users, caller.user) != account.users.end()) return true;
-  return !account.group.empty() &&
+  return !account.group.empty() && caller.uid != 0 &&
          in_group(Identity{caller.uid, caller.gid, caller.user}, account.group);
 }
 

@@ -1,0 +1,116 @@
+// Accounts at submit: whom a job is charged to, who may charge what, the limits a job is
+// refused by, and the one it waits for, shown as its reason.
+#include "job_manager_fixture.hpp"
+#include "loom/controller/reason.hpp"
+#include "loom/sched/configured.hpp"
+
+namespace loom::controller {
+namespace {
+
+using namespace loom::controller::testing;
+
+constexpr std::uint64_t kMiB = 1ull << 20;
+
+// Bob's primary group is Debian's `daemon` (gid 1), which `chemistry` admits.
+const Caller kBobInDaemon{1002, "loom-bob", false, 1};
+const Caller kCarol{1003, "loom-carol", false, 1003};
+
+class JobAccountsTest : public JobManagerTest {
+ protected:
+  void SetUp() override {
+    JobManagerTest::SetUp();
+    Config::Account physics;
+    physics.name = "physics";
+    physics.users = {"loom-alice"};
+    physics.limits.nvme = 10 * kMiB;
+    physics.limits.walltime = std::chrono::hours(1);
+    physics.limits.submitted_jobs = 5;
+    physics.limits.cores = 4;
+    Config::Account chemistry;
+    chemistry.name = "chemistry";
+    chemistry.shares = 3;
+    chemistry.users = {"loom-alice"};
+    chemistry.group = "daemon";
+    manager_->set_policy(
+        sched::scheduler_options(Config::Scheduler{}, {physics, chemistry}).value());
+  }
+  std::string refusal(const Caller& caller, const v1::JobSpec& s, std::uint32_t array = 0) {
+    auto ids = manager_->submit(caller, s, array, at(0));
+    EXPECT_FALSE(ids.has_value());
+    return ids ? "" : ids.error().message();
+  }
+  static v1::JobSpec charged(const std::string& account, unsigned tasks = 1) {
+    v1::JobSpec s = spec(tasks);
+    s.set_account(account);
+    return s;
+  }
+};
+
+TEST_F(JobManagerTest, WithoutAccountsAJobsAccountIsALabel) {
+  const JobId id = submit(
+                       kAlice,
+                       [] {
+                         v1::JobSpec s = spec(1);
+                         s.set_account("anything");
+                         return s;
+                       }(),
+                       at(0))
+                       .value();
+  EXPECT_EQ(row(id).spec.account(), "anything");
+}
+
+TEST_F(JobAccountsTest, AJobWithoutAnAccountIsChargedToTheFirstItsUserIsIn) {
+  EXPECT_EQ(row(submit(kAlice, spec(1), at(0)).value()).spec.account(), "physics");
+  EXPECT_EQ(row(submit(kAlice, charged("chemistry"), at(0)).value()).spec.account(), "chemistry");
+  EXPECT_EQ(row(submit(kBobInDaemon, spec(1), at(0)).value()).spec.account(), "chemistry")
+      << "a member of its group";
+  EXPECT_EQ(row(submit(kAdmin, charged("physics"), at(0)).value()).spec.account(), "physics")
+      << "an admin charges any account";
+  EXPECT_EQ(row(submit(kAdmin, spec(1), at(0)).value()).spec.account(), "") << "or none";
+}
+
+TEST_F(JobAccountsTest, AnUnknownAccountOrOneTheUserIsNotInIsRefusedNamingIt) {
+  EXPECT_EQ(refusal(kAlice, charged("biology")), "--account biology: there is no such account");
+  EXPECT_EQ(refusal(kBobInDaemon, charged("physics")), "--account physics: loom-bob is not in it");
+  EXPECT_EQ(refusal(kCarol, spec(1)),
+            "loom-carol is in no account, and every job is charged to one: an admin adds users "
+            "to [[accounts]]");
+}
+
+TEST_F(JobAccountsTest, AJobItsAccountWouldNeverRunOrMayNotQueueIsRefusedNamingTheLimit) {
+  EXPECT_EQ(refusal(kAlice, spec(1, 7200)),
+            "account physics: --time 2:00:00 is longer than its max_walltime 1:00:00");
+  EXPECT_EQ(refusal(kAlice, spec(5)),
+            "account physics: the job's 5 cores are more than its max_cores 4");
+  v1::JobSpec big = spec(1);
+  big.set_bb_per_node(11 * kMiB);
+  EXPECT_EQ(refusal(kAlice, big),
+            "account physics: the job's 11 MiB of burst buffer is more than its max_nvme 10 MiB");
+  ASSERT_TRUE(manager_->submit(kAlice, spec(1), 3, at(0)).has_value());
+  EXPECT_EQ(refusal(kAlice, spec(1), 3),
+            "account physics: 3 jobs more would pass its max_submitted_jobs 5 (3 pending, 0 "
+            "running)");
+  EXPECT_TRUE(submit(kAlice, spec(1), at(0)).has_value());
+}
+
+// A job past its account's NVMe limit is PENDING with the reason, and starts once the
+// account's running job ends.
+TEST_F(JobAccountsTest, AJobPastItsAccountsNvmeLimitWaitsSayingSoAndStartsOnceThereIsRoom) {
+  v1::JobSpec slice = spec(1);
+  slice.set_bb_per_node(6 * kMiB);
+  const JobId first = submit(kAlice, slice, at(0)).value();
+  const JobId second = submit(kAlice, slice, at(1)).value();
+  ASSERT_EQ(manager_->schedule(at(2)).value().size(), 1u);
+  ASSERT_EQ(row(first).state, v1::RUNNING);
+  const JobRow waiting = row(second);
+  EXPECT_EQ(waiting.state, v1::PENDING);
+  EXPECT_EQ(waiting.reason.text(), "AccountLimit: NVMe 6 MiB of 10 MiB held");
+  ASSERT_TRUE(manager_->finished(first, {}, at(3)).has_value());
+  const auto launches = manager_->schedule(at(4)).value();
+  ASSERT_EQ(launches.size(), 1u);
+  EXPECT_EQ(launches[0].id, second);
+  EXPECT_EQ(row(second).reason.text(), "");
+}
+
+}  // namespace
+}  // namespace loom::controller
