@@ -74,6 +74,7 @@ nlohmann::json job_json(const v1::JobInfo& j) {
       // The name is the user's bytes; JSON is UTF-8: bytes that are not, as U+FFFD.
       {"name", valid_utf8(j.name())},
       {"user", j.user()},
+      {"account", j.account()},
       {"state", v1::JobState_Name(j.state())},
       {"reason", j.reason()},
       // The reason's code for scripts: "STAGE_IN_FAILED", "TIME_LIMIT", "NONE", ...
@@ -168,50 +169,58 @@ std::vector<Command> add_job_commands(CLI::App& app) {
   queue->add_flag("--json", *queue_json, "Print one JSON object");
   queue->add_flag("--all", *queue_all, "Jobs that have ended too");
   queue->add_option("--controller", *controller, kControllerHelp);
-  commands.push_back(
-      {queue, [queue_json, queue_all, controller](const Context& context) -> Status {
-         const Client client = LOOM_TRY(connect(*controller, context.config));
-         v1::ListRequest request;
-         request.set_include_ended(*queue_all);
-         v1::ListReply reply;  // every page's jobs
-         for (std::uint64_t after = 0;;) {
-           *request.mutable_caller() = LOOM_TRY(me());  // a credential decodes once
-           request.set_after(after);
-           v1::ListReply page;
-           grpc::ClientContext call;
-           if (grpc::Status s = client.stub->List(&call, request, &page); !s.ok())
-             return std::unexpected(client.error(s));
-           for (v1::JobInfo& j : *page.mutable_jobs()) *reply.add_jobs() = std::move(j);
-           if (page.next_after() == 0) {
-             warn_read_only(page.read_only());
-             break;
-           }
-           after = page.next_after();
-         }
-         if (*queue_json) {
-           nlohmann::json jobs = nlohmann::json::array();
-           for (const v1::JobInfo& j : reply.jobs()) {
-             const nlohmann::json full = job_json(j);
-             nlohmann::json entry;
-             for (const char* key : {"id", "array_job", "array_index", "name", "user", "state",
-                                     "nodes", "tasks", "submit_time", "start_time"}) {
-               entry[key] = full[key];
-             }
-             jobs.push_back(std::move(entry));
-           }
-           std::cout << nlohmann::json{{"jobs", jobs}}.dump(2) << '\n';
-           return {};
-         }
-         std::cout << fmt::format("{:>10} {:<16} {:<12} {:<11} {:>5} {:>5} {:<19} {}\n", "ID",
-                                  "NAME", "USER", "STATE", "NODES", "TASKS", "SUBMIT", "START");
-         for (const v1::JobInfo& j : reply.jobs()) {
-           std::cout << fmt::format(
-               "{:>10} {:<16} {:<12} {:<11} {:>5} {:>5} {:<19} {}\n", job_ref(j),
-               printable(j.name()).substr(0, 16), j.user(), v1::JobState_Name(j.state()), j.nodes(),
-               j.tasks(), when(j.submit_time()), when(j.has_start_time() ? j.start_time() : 0));
-         }
-         return {};
-       }});
+  commands.push_back({queue, [queue_json, queue_all, controller](const Context& context) -> Status {
+                        const Client client = LOOM_TRY(connect(*controller, context.config));
+                        v1::ListRequest request;
+                        request.set_include_ended(*queue_all);
+                        v1::ListReply reply;  // every page's jobs
+                        for (std::uint64_t after = 0;;) {
+                          *request.mutable_caller() = LOOM_TRY(me());  // a credential decodes once
+                          request.set_after(after);
+                          v1::ListReply page;
+                          grpc::ClientContext call;
+                          if (grpc::Status s = client.stub->List(&call, request, &page); !s.ok())
+                            return std::unexpected(client.error(s));
+                          for (v1::JobInfo& j : *page.mutable_jobs())
+                            *reply.add_jobs() = std::move(j);
+                          if (page.next_after() == 0) {
+                            warn_read_only(page.read_only());
+                            break;
+                          }
+                          after = page.next_after();
+                        }
+                        if (*queue_json) {
+                          nlohmann::json jobs = nlohmann::json::array();
+                          for (const v1::JobInfo& j : reply.jobs()) {
+                            const nlohmann::json full = job_json(j);
+                            nlohmann::json entry;
+                            for (const char* key :
+                                 {"id", "array_job", "array_index", "name", "user", "account",
+                                  "state", "reason", "reason_code", "nodes", "tasks", "submit_time",
+                                  "start_time"}) {
+                              entry[key] = full[key];
+                            }
+                            entry["end_time"] = full["times"]["end"];
+                            jobs.push_back(std::move(entry));
+                          }
+                          std::cout << nlohmann::json{{"jobs", jobs}}.dump(2) << '\n';
+                          return {};
+                        }
+                        // As squeue's, the reason last: why a pending job waits, why one ended as
+                        // it did.
+                        constexpr std::string_view kRow =
+                            "{:>10} {:<16} {:<12} {:<12} {:<11} {:>5} {:>5} {:<19} {:<19} {}\n";
+                        std::cout << fmt::format(kRow, "ID", "NAME", "USER", "ACCOUNT", "STATE",
+                                                 "NODES", "TASKS", "SUBMIT", "START", "REASON");
+                        for (const v1::JobInfo& j : reply.jobs()) {
+                          std::cout << fmt::format(
+                              kRow, job_ref(j), printable(j.name()).substr(0, 16), j.user(),
+                              printable(j.account()).substr(0, 12), v1::JobState_Name(j.state()),
+                              j.nodes(), j.tasks(), when(j.submit_time()),
+                              when(j.has_start_time() ? j.start_time() : 0), printable(j.reason()));
+                        }
+                        return {};
+                      }});
 
   auto* show = app.add_subcommand(
       "show", "Show a job: state, reason, exit status, placement and binding, times");

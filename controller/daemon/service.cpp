@@ -23,6 +23,7 @@ v1::JobInfo info(const JobRow& row) {
   j.set_id(row.id.value());
   j.set_name(row.spec.name());
   j.set_user(row.user);
+  j.set_account(row.spec.account());
   j.set_state(row.state);
   j.set_reason(row.reason.text());
   j.set_reason_code(row.reason.code);
