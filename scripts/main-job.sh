@@ -154,4 +154,6 @@ for d in /fields/temperature /fields/pressure; do
   h5diff -v "$LOOM_STORAGE_EXPORT/in.h5" "$LOOM_STORAGE_EXPORT/results/out.h5" "$d" "$d" | grep 'differences found' || echo "differs"
 done
 printf 'slices left on the hosts'"'"' devices: %s\n' "$(find "$state" -maxdepth 3 -name 'job_*' | wc -l)"
+echo "--- the record of the jobs (loom acct: cores x elapsed, CPU time, peak memory, NVMe held, bytes staged):"
+as_alice acct --since now-1h
 cd "$OLDPWD"

@@ -25,6 +25,7 @@ Command add_bind(CLI::App& app);
 Command add_config(CLI::App& app);
 Command add_sim(CLI::App& app);
 Command add_up(CLI::App& app);
+Command add_acct(CLI::App& app);
 std::vector<Command> add_job_commands(
     CLI::App& app);  // queue, show, cancel, watch; submit for --help
 std::vector<Command> add_node_commands(CLI::App& app);  // nodes, drain, resume

@@ -39,7 +39,7 @@ int main(int argc, char** argv) {
   for (loom::cli::Command& command : loom::cli::add_bb_commands(app))
     commands.push_back(std::move(command));
   for (auto add : {loom::cli::add_topo, loom::cli::add_bind, loom::cli::add_config,
-                   loom::cli::add_sim, loom::cli::add_up}) {
+                   loom::cli::add_sim, loom::cli::add_up, loom::cli::add_acct}) {
     commands.push_back(add(app));
   }
 

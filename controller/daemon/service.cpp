@@ -46,6 +46,10 @@ v1::JobInfo info(const JobRow& row) {
   return j;
 }
 
+// Listings go a page at a time: every job at once outgrew gRPC's 4 MiB once an array of
+// 100,000 was listed.
+constexpr std::size_t kMostPerPage = 1000;
+
 const grpc::Status kStopping{grpc::StatusCode::UNAVAILABLE, "the controller is stopping"};
 
 // A Watch call: the job as it is, then each time it changed, until it ends. Changes that
@@ -178,9 +182,6 @@ grpc::Status Service::List(grpc::ServerContext*, const v1::ListRequest* request,
                            v1::ListReply* reply) {
   auto who = caller(request->caller());
   if (!who) return to_grpc(who.error());
-  // A page at a time: every job at once outgrew gRPC's 4 MiB once an array of 100,000 was
-  // listed.
-  constexpr std::size_t kMostPerPage = 1000;
   const std::size_t page = request->page_size() == 0
                                ? kMostPerPage
                                : std::min<std::size_t>(request->page_size(), kMostPerPage);
@@ -193,6 +194,27 @@ grpc::Status Service::List(grpc::ServerContext*, const v1::ListRequest* request,
     reply->set_next_after(rows.back().id.value());
   }
   for (const JobRow& row : rows) *reply->add_jobs() = info(row);
+  return grpc::Status::OK;
+}
+
+grpc::Status Service::Acct(grpc::ServerContext*, const v1::AcctRequest* request,
+                           v1::ListReply* reply) {
+  auto who = caller(request->caller());
+  if (!who) return to_grpc(who.error());
+  controller::AcctQuery query;
+  query.since = request->since();
+  if (request->until() != 0) query.until = request->until();
+  query.user = request->user();
+  query.account = request->account();
+  if (request->has_state()) query.state = request->state();
+  query.after = JobId(request->after());
+  query.limit = request->page_size() == 0
+                    ? kMostPerPage
+                    : std::min<std::size_t>(request->page_size(), kMostPerPage);
+  auto page = inbox_.call([&](Core& core) { return core.jobs().accounting(*who, query); });
+  if (!page) return to_grpc(page.error());
+  for (const JobRow& row : page->jobs) *reply->add_jobs() = info(row);
+  reply->set_next_after(page->next_after.value());
   return grpc::Status::OK;
 }
 

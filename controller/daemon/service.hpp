@@ -32,6 +32,8 @@ class Service final : public ControllerService, public v1::AgentLink::Service {
                       v1::SubmitReply* reply) override;
   grpc::Status List(grpc::ServerContext*, const v1::ListRequest* request,
                     v1::ListReply* reply) override;
+  grpc::Status Acct(grpc::ServerContext*, const v1::AcctRequest* request,
+                    v1::ListReply* reply) override;
   grpc::Status Show(grpc::ServerContext*, const v1::JobRequest* request,
                     v1::JobInfo* reply) override;
   grpc::Status Cancel(grpc::ServerContext*, const v1::JobRequest* request,

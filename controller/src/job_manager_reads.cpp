@@ -66,6 +66,36 @@ Result<JobRow> JobManager::show(const Caller& caller, JobId id,
   return *std::move(old);
 }
 
+Result<AcctPage> JobManager::accounting(const Caller& caller, AcctQuery query) const {
+  if (!caller.admin) {
+    if (!query.user.empty() && query.user != caller.user)
+      return make_error(ErrorCode::kPermissionDenied,
+                        fmt::format("--user {}: only admins see other users' jobs", query.user));
+    query.user = caller.user;
+  }
+  // The store's pages, filtered; a few at most per call, so that a filter that matches
+  // little does not hold the controller: the caller asks again from next_after.
+  constexpr int kMostPages = 8;
+  AcctPage page;
+  HistoryQuery scan{query.since, query.until, query.user, query.after, query.limit};
+  for (int i = 0; i < kMostPages; ++i) {
+    const std::vector<JobRow> rows = LOOM_TRY(store_->load_history(scan));
+    for (const JobRow& row : rows) {
+      scan.after = row.id;
+      if ((query.account.empty() || row.spec.account() == query.account) &&
+          (!query.state || row.state == *query.state))
+        page.jobs.push_back(row);
+      if (page.jobs.size() == query.limit) {
+        page.next_after = row.id;
+        return page;
+      }
+    }
+    if (rows.size() < scan.limit) return page;  // the store has no more
+  }
+  page.next_after = scan.after;
+  return page;
+}
+
 void JobManager::ended_as_shown(JobRow& row) {
   // What it ran with is in the store; nothing shows it, and with `--export ALL` the
   // environment is most of a job's memory (about 5 KiB of 6).

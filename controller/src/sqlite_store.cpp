@@ -273,6 +273,22 @@ class SqliteStore final : public Store {
     return rows;
   }
 
+  Result<std::vector<JobRow>> load_history(const HistoryQuery& query) const override {
+    Statement select = LOOM_TRY(db_.prepare(
+        std::string(kSelectJob) +
+        " WHERE id > ? AND (end_time IS NULL OR end_time >= ?) AND submit_time <= ? AND "
+        "(? = '' OR user = ?) ORDER BY id LIMIT ?"));
+    sqlite3_bind_int64(select.get(), 1, static_cast<std::int64_t>(query.after.value()));
+    sqlite3_bind_int64(select.get(), 2, query.since);
+    sqlite3_bind_int64(select.get(), 3, query.until);
+    sqlite3_bind_text(select.get(), 4, query.user.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(select.get(), 5, query.user.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(select.get(), 6, static_cast<std::int64_t>(query.limit));
+    std::vector<JobRow> rows;
+    while (LOOM_TRY(select.step()) == SQLITE_ROW) rows.push_back(LOOM_TRY(job_from(select.get())));
+    return rows;
+  }
+
   Result<std::optional<JobRow>> load_job(JobId id) const override {
     Statement select = LOOM_TRY(db_.prepare(std::string(kSelectJob) + " WHERE id = ?"));
     sqlite3_bind_int64(select.get(), 1, static_cast<std::int64_t>(id.value()));

@@ -112,5 +112,53 @@ TEST_F(JobAccountsTest, AJobPastItsAccountsNvmeLimitWaitsSayingSoAndStartsOnceTh
   EXPECT_EQ(row(second).reason.text(), "");
 }
 
+// loom acct's record: from the store, a user's own jobs, by time, account and state, a
+// page at a time.
+TEST_F(JobAccountsTest, TheRecordHasEveryJobOfTheWindowAUsersOwnAndPagesThrough) {
+  const JobId early = submit(kAlice, spec(1), at(0)).value();
+  ASSERT_EQ(manager_->schedule(at(1)).value().size(), 1u);
+  ASSERT_TRUE(manager_->finished(early, {}, at(10)).has_value());
+  const JobId physics = submit(kAlice, spec(1), at(20)).value();
+  const JobId chemistry = submit(kAlice, charged("chemistry"), at(21)).value();
+  const JobId bobs = submit(kBobInDaemon, spec(1), at(22)).value();
+  ASSERT_EQ(manager_->schedule(at(23)).value().size(), 3u);
+  ASSERT_TRUE(manager_->finished(physics, exited(1), at(30)).has_value());
+
+  auto ids = [](const AcctPage& page) {
+    std::vector<JobId> out;
+    for (const JobRow& row : page.jobs) out.push_back(row.id);
+    return out;
+  };
+  AcctQuery window;
+  window.since = 15;  // `early` ended before
+  EXPECT_EQ(ids(manager_->accounting(kAlice, window).value()),
+            (std::vector<JobId>{physics, chemistry}));
+  EXPECT_EQ(ids(manager_->accounting(kAdmin, window).value()),
+            (std::vector<JobId>{physics, chemistry, bobs}));
+  AcctQuery of_account = window;
+  of_account.account = "chemistry";
+  EXPECT_EQ(ids(manager_->accounting(kAdmin, of_account).value()),
+            (std::vector<JobId>{chemistry, bobs}));
+  AcctQuery failed = window;
+  failed.state = v1::FAILED;
+  const AcctPage failures = manager_->accounting(kAdmin, failed).value();
+  ASSERT_EQ(ids(failures), std::vector<JobId>{physics});
+  EXPECT_EQ(failures.jobs[0].start_time, 23);
+  EXPECT_EQ(failures.jobs[0].end_time, 30);
+  AcctQuery all;
+  all.limit = 2;
+  const AcctPage first = manager_->accounting(kAdmin, all).value();
+  EXPECT_EQ(ids(first), (std::vector<JobId>{early, physics}));
+  all.after = first.next_after;
+  const AcctPage second = manager_->accounting(kAdmin, all).value();
+  EXPECT_EQ(ids(second), (std::vector<JobId>{chemistry, bobs}));
+  all.after = second.next_after;
+  EXPECT_TRUE(manager_->accounting(kAdmin, all).value().jobs.empty());
+  AcctQuery others;
+  others.user = "loom-bob";
+  EXPECT_EQ(manager_->accounting(kAlice, others).error().message(),
+            "--user loom-bob: only admins see other users' jobs");
+}
+
 }  // namespace
 }  // namespace loom::controller

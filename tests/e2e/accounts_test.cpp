@@ -150,6 +150,28 @@ TEST_F(AccountLimitTest, AJobPastItsAccountsNvmeLimitWaitsWithTheReasonAndStarts
   const Completed elsewhere = alice({"submit", "-A", "chemistry", "--", "true"});
   EXPECT_NE(elsewhere.err.find("--account chemistry: loom-alice is not in it"), std::string::npos)
       << elsewhere.err;
+
+  // The record: each of alice's jobs with what it held and for how long.
+  const Completed acct = alice({"acct", "--json"});
+  ASSERT_EQ(acct.exit_code, 0) << acct.err;
+  const json record = json::parse(acct.out)["jobs"];
+  ASSERT_EQ(record.size(), 2u) << "alice's own: " << acct.out;
+  for (const json& j : record) {
+    EXPECT_EQ(j["account"], "physics");
+    EXPECT_EQ(j["state"], "COMPLETED");
+    EXPECT_EQ(j["cores"], 1);
+    EXPECT_EQ(j["core_seconds"], j["elapsed_s"]);
+    EXPECT_EQ(j["nvme_bytes"], 64 << 20);
+    EXPECT_EQ(j["nvme_byte_seconds"], j["elapsed_s"].get<std::int64_t>() * (64 << 20));
+    EXPECT_TRUE(j["cpu_seconds"].is_number()) << j.dump();
+  }
+  EXPECT_EQ(
+      json::parse(cluster_->loom("", {"acct", "--json", "--account", "chemistry"}).out)["jobs"]
+          .size(),
+      1u);
+  const Completed others = alice({"acct", "--user", "loom-bob"});
+  EXPECT_NE(others.exit_code, 0);
+  EXPECT_NE(others.err.find("only admins see other users' jobs"), std::string::npos) << others.err;
 }
 
 }  // namespace

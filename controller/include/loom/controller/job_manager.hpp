@@ -51,6 +51,23 @@ struct Ending {
   v1::Usage usage;  // summed over the nodes (CPU time), the largest (peak memory)
 };
 
+// What `loom acct` asks: jobs that ran or waited in [since, until] (seconds since the
+// epoch), of one user (empty: the caller's, or every user's for an admin), account and
+// state when given, a page at a time from the first after `after`.
+struct AcctQuery {
+  std::int64_t since = 0;
+  std::int64_t until = std::numeric_limits<std::int64_t>::max();
+  std::string user;
+  std::string account;
+  std::optional<v1::JobState> state;
+  JobId after{0};
+  std::size_t limit = 1000;
+};
+struct AcctPage {
+  std::vector<JobRow> jobs;
+  JobId next_after{0};  // ask again from here; 0: there is no more
+};
+
 // The loom.v1.JobSpec a user sent, as the scheduler takes it; refusals name the option.
 Result<sched::JobSpec> to_sched_spec(const v1::JobSpec& spec);
 
@@ -81,6 +98,8 @@ class JobManager {
   // the store.
   Result<JobRow> show(const Caller& caller, JobId id,
                       std::optional<std::uint32_t> index = std::nullopt) const;
+  // The record of jobs, from the store: a user's own, an admin's anybody's.
+  Result<AcctPage> accounting(const Caller& caller, AcctQuery query) const;
   // Jobs that ended before `before` leave memory (controller.min_job_age); the store keeps
   // them, and show() finds them there. Returns how many left.
   std::size_t forget_ended(sched::Time before);

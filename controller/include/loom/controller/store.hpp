@@ -85,6 +85,14 @@ struct BufferRow {
   std::int64_t created = 0;  // seconds since the epoch
 };
 
+struct HistoryQuery {
+  std::int64_t since = 0;
+  std::int64_t until = std::numeric_limits<std::int64_t>::max();
+  std::string user;
+  JobId after{0};
+  std::size_t limit = 1000;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -101,6 +109,10 @@ class Store {
   virtual Result<std::vector<JobRow>> load_jobs(std::int64_t ended_since) const = 0;
   // One job, whatever its state; nullopt when there is none.
   virtual Result<std::optional<JobRow>> load_job(JobId id) const = 0;
+  // The record `loom acct` reads: in id order after `query.after`, at most `query.limit`
+  // jobs not ended before `query.since` and submitted by `query.until` (seconds since the
+  // epoch), of `query.user` when it is not empty.
+  virtual Result<std::vector<JobRow>> load_history(const HistoryQuery& query) const = 0;
 
   // Nodes, by name, as their agents registered them: a restarted controller knows its
   // nodes (DOWN until they re-register), and a drain outlives the node's agent.
