@@ -32,6 +32,7 @@ loom_require_pkgconfig(libfabric libfabric>=1.17 libfabric-dev)
 loom_require_pkgconfig(munge munge libmunge-dev)
 loom_require_pkgconfig(grpcpp grpc++ libgrpc++-dev)
 loom_require_pkgconfig(tomlplusplus tomlplusplus libtomlplusplus-dev)
+loom_require_pkgconfig(httplib cpp-httplib libcpp-httplib-dev)  # loomctld's /metrics
 
 if(LOOM_WITH_MPI)
   loom_require_package(MPI libopenmpi-dev COMPONENTS C)

@@ -21,6 +21,8 @@ packages=(
   libhdf5-dev hdf5-tools netcdf-bin
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libsqlite3-dev sqlite3
+  libcpp-httplib-dev  # loomctld's /metrics
+  prometheus  # tests/e2e: a real Prometheus scrapes loomctld
   libssl-dev openssl  # tls.*: certificates checked at start; loom up makes its own with openssl
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libtomlplusplus-dev
   libmunge-dev munge

@@ -60,6 +60,23 @@ const std::array kKeys = {
         },
         [](const Config& config) { return config.controller.address; },
     },
+    KeySpec{
+        {"metrics.address", "string", "",
+         "HOST:PORT where loomctld serves Prometheus' text format on /metrics (jobs by state, "
+         "queue waits, pass times, nodes, cores, memory and NVMe held, accounts, staging, "
+         "agents' heartbeats: docs/admin-guide.md lists them), over plain HTTP: bind it to an "
+         "address only the monitoring network reaches. Port 0 picks a free one, which the log "
+         "names. Empty: not served."},
+        [](Config& config, const toml::node& value) -> Status {
+          std::string address = LOOM_TRY(as_string(value));
+          if (!address.empty() && address.rfind(':') == std::string::npos)
+            return make_error(ErrorCode::kInvalidArgument,
+                              fmt::format("must be HOST:PORT, got \"{}\"", address));
+          config.metrics.address = std::move(address);
+          return {};
+        },
+        [](const Config& config) { return config.metrics.address; },
+    },
     duration_key<&Config::controller, &Config::Controller::kill_grace>(
         {"controller.kill_grace", "duration", "0:30",
          "Between SIGTERM and SIGKILL when a job is cancelled or passes its walltime, as "

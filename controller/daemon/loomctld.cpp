@@ -15,6 +15,7 @@
 #include "loom/controller/job_manager.hpp"
 #include "loom/proto/tls.hpp"
 #include "loom/sched/configured.hpp"
+#include "metrics_server.hpp"
 #include "service.hpp"
 
 namespace {
@@ -137,12 +138,26 @@ int main(int argc, char** argv) {
   });
   spdlog::info("scheduler: {} order, {} backfill", config->scheduler.order,
                config->scheduler.backfill);
+  std::unique_ptr<controller::MetricsServer> metrics;
+  if (!config->metrics.address.empty()) {
+    auto started = controller::MetricsServer::start(config->metrics.address, inbox);
+    if (!started) {
+      // The daemons run on without it: monitoring that cannot bind is no reason to stop jobs.
+      spdlog::error("{}; /metrics is not served", started.error().to_string());
+    } else {
+      metrics = std::move(*started);
+      spdlog::info("metrics on http://{}:{}/metrics",
+                   config->metrics.address.substr(0, config->metrics.address.rfind(':')),
+                   metrics->port());
+    }
+  }
   int signal = 0;
   while (sigwait(&signals, &signal) == 0 && signal == SIGHUP) reload_policy(config_path, inbox);
   spdlog::info("signal {}: stopping", signal);
   inbox.stop_waiting();  // the calls that wait are answered: the server waits for them
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  inbox.stop();  // nothing posts once the server is down
+  metrics.reset();
+  inbox.stop();  // nothing posts once the servers are down
   core_thread.join();
   if (failed) {
     // Non-zero, so that systemd's Restart=on-failure starts it again once the state can be

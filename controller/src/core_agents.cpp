@@ -322,4 +322,16 @@ void Core::node_ended(NodeId node, const v1::JobEnded& ended) {
   wants_pass_ = true;
 }
 
+std::string Core::metrics() const {
+  Exposition out;
+  manager_->write_metrics(out);
+  out.family("loom_agent_heartbeat_age_seconds", "gauge",
+             "Since the controller last heard each connected node's agent.");
+  for (const auto& [node, agent] : agents_) {
+    out.sample("loom_agent_heartbeat_age_seconds", {{"node", cluster_.name(node)}},
+               std::chrono::duration<double>(clock_.steady() - agent.heard).count());
+  }
+  return out.text();
+}
+
 }  // namespace loom::controller

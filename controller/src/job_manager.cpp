@@ -274,7 +274,10 @@ Status JobManager::apply(std::span<const JobUpdate> updates) {
     if (update.placement) row.placement = *update.placement;
     if (update.staging) row.staging.ParseFromString(*update.staging);
     if (update.usage) row.usage.emplace().ParseFromString(*update.usage);
-    if (ended(row.state)) ended_as_shown(row);
+    if (ended(row.state)) {
+      counted_.ended(row);
+      ended_as_shown(row);
+    }
   }
   if (on_change_) on_change_();
   return {};
@@ -352,7 +355,10 @@ Status JobManager::started(const std::string& node, const v1::JobStarted& report
 }
 
 Result<std::vector<Launch>> JobManager::schedule(sched::Time now) {
+  const auto began = std::chrono::steady_clock::now();
   sched::PassResult pass = scheduler_.schedule(now);
+  counted_.pass_seconds.observe(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
   std::vector<JobUpdate> updates;
   for (JobId id : pass.never_satisfiable) {
     JobUpdate u;
@@ -368,6 +374,8 @@ Result<std::vector<Launch>> JobManager::schedule(sched::Time now) {
     u.state = jobs_.at(s.id).spec.stage_in_files().empty() ? v1::RUNNING : v1::STAGING_IN;
     u.start_time = now.time_since_epoch().count();
     u.placement = placed(cluster_, s.placement);
+    counted_.queue_wait_seconds.observe(
+        static_cast<double>(*u.start_time - jobs_.at(s.id).submit_time));
     updates.push_back(std::move(u));
   }
   if (updates.empty()) return std::vector<Launch>{};

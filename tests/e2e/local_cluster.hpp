@@ -211,7 +211,8 @@ class LocalCluster {
     return "";
   }
 
- private:
+  // Starts argv[0] (a path) with this environment, its stdout and stderr to `output`; the
+  // caller stops it by its pid.
   static pid_t spawn(const std::vector<std::string>& argv, const std::vector<std::string>& env,
                      const std::filesystem::path& output) {
     posix_spawn_file_actions_t actions;
@@ -227,6 +228,7 @@ class LocalCluster {
     return pid;
   }
 
+ private:
   std::filesystem::path dir_;
   pid_t up_ = -1;
   int status_ = -1;

@@ -102,6 +102,9 @@ struct Config {
     friend bool operator==(const Account&, const Account&) = default;
   };
   std::vector<Account> accounts;
+  struct Metrics {
+    std::string address;  // HOST:PORT where loomctld serves /metrics; empty: it does not
+  } metrics;
   // PEM files (loom/proto/tls.hpp); no CA: gRPC runs plain.
   struct Tls {
     std::string ca;    // the cluster's CA: every program

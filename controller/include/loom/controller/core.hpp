@@ -78,6 +78,8 @@ class Core {
 
   // Reads, and the changes that send nothing.
   JobManager& jobs() { return *manager_; }
+  // Prometheus' text for /metrics: the job manager's numbers and each agent's silence.
+  std::string metrics() const;
   const sched::Cluster& cluster() const { return cluster_; }
 
   // ---- The CLI ----

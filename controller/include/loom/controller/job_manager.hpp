@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "loom/common/error.hpp"
+#include "loom/controller/metrics.hpp"
 #include "loom/controller/store.hpp"
 #include "loom/sched/scheduler.hpp"
 
@@ -98,6 +99,10 @@ class JobManager {
   // the store.
   Result<JobRow> show(const Caller& caller, JobId id,
                       std::optional<std::uint32_t> index = std::nullopt) const;
+  // Jobs by state and reason, the cluster's and each account's resources, how long jobs
+  // waited and passes took, what ended and what was staged since this manager opened:
+  // loomctld's /metrics.
+  void write_metrics(Exposition& out) const;
   // The record of jobs, from the store: a user's own, an admin's anybody's.
   Result<AcctPage> accounting(const Caller& caller, AcctQuery query) const;
   // Jobs that ended before `before` leave memory (controller.min_job_age); the store keeps
@@ -252,6 +257,15 @@ class JobManager {
   std::map<JobId, std::set<std::string>> unknown_;  // see unknown()
   std::map<std::string, std::string> unreachable_;  // see unreachable()
   std::function<void()> on_change_;
+  // What write_metrics() reports that the jobs in memory no longer show.
+  struct Counted {
+    Histogram queue_wait_seconds{{1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600}};
+    Histogram pass_seconds{{0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5}};
+    std::map<v1::JobState, std::uint64_t> ended_by_state;
+    std::uint64_t staged_in_bytes = 0;
+    std::uint64_t staged_out_bytes = 0;
+    void ended(const JobRow& row);
+  } counted_;
 };
 
 }  // namespace loom::controller
