@@ -24,7 +24,7 @@ namespace {
 // The options as typed; turned into a JobSpec once both sources are read.
 struct Typed {
   std::string controller, name, output, error, chdir, export_vars, nodes, mem_per_task, time, bb,
-      bb_persistent, account, array;
+      bb_persistent, account, qos, array;
   std::vector<std::string> dependency, stage_in, stage_out;
   unsigned tasks = 0, tasks_per_node = 0, cpus_per_task = 0;
   bool spread_numa = false, stage_out_all = false, exclusive = false, requeue = false, mpi = false;
@@ -94,6 +94,10 @@ void define(CLI::App& app, Typed& t) {
   app.add_flag("--stage-out-all", t.stage_out_all,
                "Stage out from every node (files named NAME.NODE), not only the first");
   app.add_option("-A,--account", t.account, "Account charged (fair share)")->check(kGiven);
+  app.add_option("-q,--qos", t.qos,
+                 "Quality of service: a higher one's jobs go first and may preempt those of the "
+                 "QOS it lists (default: normal)")
+      ->check(kGiven);
   app.add_option("-d,--dependency", t.dependency,
                  "afterok:ID[:ID...] or afterany:ID[:ID...], comma-separated")
       ->check(kGiven);
@@ -324,8 +328,10 @@ Result<SubmitRequest> parse_submit(
                       fmt::format("{} \"{}\": not UTF-8", option, printable(value)));
   };
   LOOM_TRY(text("--account", t.account));
+  LOOM_TRY(text("--qos", t.qos));
   LOOM_TRY(text("--bb-persistent", t.bb_persistent));
   spec.set_account(t.account);
+  spec.set_qos(t.qos);
   spec.set_bb_persistent(t.bb_persistent);
   for (const std::string& s : t.stage_in) {
     LOOM_TRY(text("--stage-in", s));

@@ -1,8 +1,11 @@
 // [[accounts]]: whom jobs are charged to, each account's shares of the cluster, who may
-// charge it and its limits, as Slurm's associations hold them.
+// charge it and its limits, as Slurm's associations hold them; and [[qos]], Slurm's QOS:
+// a priority tier, who may use it, and whose jobs it may preempt.
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
+#include <map>
 #include <set>
 
 #include "config_values.hpp"
@@ -48,6 +51,14 @@ class AccountReader {
       return bad(key, "must be a name without spaces or commas");
     return *text;
   }
+  Result<std::vector<std::string>> names(std::string_view key) const {
+    const toml::array* array = node_.as_array();
+    if (array == nullptr) return bad(key, "must be an array of names");
+    std::vector<std::string> out;
+    for (const toml::node& item : *array)
+      out.push_back(LOOM_TRY(AccountReader(index_, item).name(key)));
+    return out;
+  }
 
  private:
   std::size_t index_;
@@ -65,10 +76,7 @@ Result<Config::Account> read_account(std::size_t index, const toml::table& table
     } else if (key == "shares") {
       account.shares = LOOM_TRY(value.count(key, 1));
     } else if (key == "users") {
-      const toml::array* users = node.as_array();
-      if (users == nullptr) return value.bad(key, "must be an array of user names");
-      for (const toml::node& user : *users)
-        account.users.push_back(LOOM_TRY(AccountReader(index, user).name(key)));
+      account.users = LOOM_TRY(value.names(key));
     } else if (key == "group") {
       account.group = LOOM_TRY(value.name(key));
     } else if (key == "max_cores") {
@@ -93,6 +101,69 @@ Result<Config::Account> read_account(std::size_t index, const toml::table& table
     return make_error(ErrorCode::kInvalidArgument, fmt::format("[{}] (line {}): needs a name",
                                                                index, table.source().begin.line));
   return account;
+}
+
+Result<Config::Qos> read_qos(std::size_t index, const toml::table& table) {
+  Config::Qos qos;
+  for (const auto& [key_name, node] : table) {
+    const std::string_view key = key_name.str();
+    const AccountReader value(index, node);
+    if (key == "name") {
+      qos.name = LOOM_TRY(value.name(key));
+    } else if (key == "priority") {
+      qos.priority = LOOM_TRY(value.count(key, 0));
+    } else if (key == "users") {
+      qos.users = LOOM_TRY(value.names(key));
+    } else if (key == "group") {
+      qos.group = LOOM_TRY(value.name(key));
+    } else if (key == "preempt") {
+      qos.preempt = LOOM_TRY(value.names(key));
+    } else if (key == "preempt_mode") {
+      const std::string mode = LOOM_TRY(value.name(key));
+      if (mode != "requeue" && mode != "cancel")
+        return value.bad(key, R"(must be "requeue" or "cancel")");
+      qos.requeue = mode == "requeue";
+    } else {
+      return value.bad(key, "unknown key (name, priority, users, group, preempt, preempt_mode)");
+    }
+  }
+  if (qos.name.empty())
+    return make_error(ErrorCode::kInvalidArgument, fmt::format("[{}] (line {}): needs a name",
+                                                               index, table.source().begin.line));
+  return qos;
+}
+
+// A QOS preempting itself, or one it preempts preempting it back however far round: jobs
+// would take each other's nodes forever. Names the first QOS found on a cycle.
+Status check_preemption(const std::vector<Config::Qos>& all, const toml::array& tables) {
+  std::map<std::string, const Config::Qos*> by_name;
+  for (const Config::Qos& q : all) by_name.emplace(q.name, &q);
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    const auto line = tables[i].source().begin.line;
+    std::set<std::string> seen;
+    std::vector<std::string> frontier = all[i].preempt;
+    while (!frontier.empty()) {
+      const std::string next = frontier.back();
+      frontier.pop_back();
+      if (next == all[i].name)
+        return make_error(
+            ErrorCode::kInvalidArgument,
+            fmt::format("[{}].preempt (line {}): \"{}\" would preempt itself{}", i, line, next,
+                        std::ranges::find(all[i].preempt, next) != all[i].preempt.end()
+                            ? ""
+                            : " through the QOS it preempts"));
+      auto it = by_name.find(next);
+      if (it == by_name.end()) {
+        if (next == "normal") continue;  // normal preempts nothing unless configured
+        return make_error(
+            ErrorCode::kInvalidArgument,
+            fmt::format("[{}].preempt (line {}): no QOS named \"{}\"", i, line, next));
+      }
+      if (seen.insert(next).second)
+        frontier.insert(frontier.end(), it->second->preempt.begin(), it->second->preempt.end());
+    }
+  }
+  return {};
 }
 
 std::string written(const Config::Account& a) {
@@ -151,6 +222,56 @@ const std::array kAccountKeys = {
         [](const Config& config) {
           std::vector<std::string> out;
           for (const Config::Account& a : config.accounts) out.push_back(written(a));
+          return fmt::format("[{}]", fmt::join(out, ", "));
+        },
+    },
+    KeySpec{
+        {"qos", "array of tables", "[]",
+         "Qualities of service (--qos), one [[qos]] table each: name; priority (an integer: "
+         "pending jobs of a higher QOS go first, whatever scheduler.order says); users and "
+         "group (who may use it; neither: everybody); preempt (the QOS whose running jobs its "
+         "jobs may stop when they cannot start: the fewest that free room, lowest QOS and "
+         "youngest first) and preempt_mode (\"requeue\": SIGTERM, controller.kill_grace, "
+         "SIGKILL, then PENDING again, its id kept; \"cancel\": CANCELLED). A job without "
+         "--qos is \"normal\", priority 0 unless a table says otherwise. A QOS that would "
+         "preempt itself, directly or round a cycle, is refused. SIGHUP applies a change."},
+        [](Config& config, const toml::node& value) -> Status {
+          const toml::array* tables = value.as_array();
+          if (tables == nullptr)
+            return make_error(ErrorCode::kInvalidArgument,
+                              fmt::format("must be [[qos]] tables, got {}", type_name(value)));
+          std::vector<Config::Qos> all;
+          std::set<std::string> names;
+          for (std::size_t i = 0; i < tables->size(); ++i) {
+            const toml::table* table = (*tables)[i].as_table();
+            if (table == nullptr)
+              return make_error(ErrorCode::kInvalidArgument,
+                                fmt::format("[{}]: must be a table", i));
+            Config::Qos qos = LOOM_TRY(read_qos(i, *table));
+            if (!names.insert(qos.name).second)
+              return make_error(ErrorCode::kInvalidArgument,
+                                fmt::format("[{}] (line {}): a second QOS named \"{}\"", i,
+                                            table->source().begin.line, qos.name));
+            all.push_back(std::move(qos));
+          }
+          LOOM_TRY(check_preemption(all, *tables));
+          config.qos = std::move(all);
+          return {};
+        },
+        [](const Config& config) {
+          std::vector<std::string> out;
+          for (const Config::Qos& q : config.qos) {
+            std::vector<std::string> fields{fmt::format("name = \"{}\"", q.name),
+                                            fmt::format("priority = {}", q.priority)};
+            if (!q.users.empty())
+              fields.push_back(fmt::format("users = [\"{}\"]", fmt::join(q.users, "\", \"")));
+            if (!q.group.empty()) fields.push_back(fmt::format("group = \"{}\"", q.group));
+            if (!q.preempt.empty())
+              fields.push_back(fmt::format("preempt = [\"{}\"]", fmt::join(q.preempt, "\", \"")));
+            fields.push_back(
+                fmt::format("preempt_mode = \"{}\"", q.requeue ? "requeue" : "cancel"));
+            out.push_back(fmt::format("{{ {} }}", fmt::join(fields, ", ")));
+          }
           return fmt::format("[{}]", fmt::join(out, ", "));
         },
     },

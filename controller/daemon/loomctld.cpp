@@ -29,7 +29,7 @@ void reload_policy(const std::optional<std::filesystem::path>& path,
   };
   auto config = loom::load_config(path);
   if (!config) return keep(config.error());
-  auto policy = loom::sched::scheduler_options(config->scheduler, config->accounts);
+  auto policy = loom::sched::scheduler_options(config->scheduler, config->accounts, config->qos);
   if (!policy) return keep(policy.error());
   inbox.call([&](loom::controller::Core& core) { core.jobs().set_policy(std::move(*policy)); });
   spdlog::info(
@@ -78,7 +78,7 @@ int main(int argc, char** argv) {
       config_file.empty() ? std::nullopt : std::optional<std::filesystem::path>(config_file);
   auto config = start_program("loomctld", config_path);
   if (!config) return fail(config.error());
-  auto policy = sched::scheduler_options(config->scheduler, config->accounts);
+  auto policy = sched::scheduler_options(config->scheduler, config->accounts, config->qos);
   if (!policy) return fail(policy.error());
   if (listen.empty()) listen = config->controller.address;
 

@@ -95,6 +95,7 @@ Result<sched::JobSpec> to_sched_spec(const v1::JobSpec& in) {
   out.name = in.name();
   out.user = in.user();
   out.account = in.account();
+  out.qos = in.qos();
   out.tasks = in.tasks();
   out.nodes_min = in.nodes_min();
   out.nodes_max = in.nodes_max();
@@ -215,6 +216,7 @@ Result<std::vector<JobId>> JobManager::submit(const Caller& caller, v1::JobSpec 
   }
   spec.set_user(caller.user);
   spec.set_account(LOOM_TRY(account_of(caller, spec.account())));
+  LOOM_TRY(may_use_qos(caller, spec.qos()));
   if (!spec.bb_persistent().empty() && buffer(caller.uid, spec.bb_persistent()) == nullptr) {
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("--bb-persistent {}: there is no such burst buffer of yours "
@@ -368,6 +370,11 @@ Result<std::vector<Launch>> JobManager::schedule(sched::Time now) {
     u.end_time = now.time_since_epoch().count();
     updates.push_back(std::move(u));
   }
+  for (const sched::Preemption& p : pass.preempted) {
+    const Reason why{v1::REASON_PREEMPTED, std::to_string(p.by.value())};
+    if (ending_.emplace(p.victim, Killing{p.requeue ? v1::PENDING : v1::CANCELLED, why}).second)
+      preempted_.push_back(p.victim);
+  }
   for (const sched::Started& s : pass.started) {
     JobUpdate u;
     u.id = s.id;
@@ -450,6 +457,19 @@ Status JobManager::finished(JobId id, const Ending& ending, sched::Time now) {
   if (it == jobs_.end() || !active(it->second.state)) {
     return make_error(ErrorCode::kFailedPrecondition,
                       fmt::format("job {} is not running", id.value()));
+  }
+  if (auto killed = ending_.find(id);
+      killed != ending_.end() && killed->second.state == v1::PENDING) {
+    // Preempted, to be requeued: PENDING again with its id, as it was submitted.
+    JobUpdate u;
+    u.id = id;
+    u.state = v1::PENDING;
+    u.reason = killed->second.reason;
+    u.placement = v1::Placement();
+    ending_.erase(killed);
+    LOOM_TRY(apply(std::span<const JobUpdate>(&u, 1)));
+    scheduler_.requeue(id, sched::Time(std::chrono::seconds(it->second.submit_time)));
+    return {};
   }
   JobUpdate u;
   u.id = id;

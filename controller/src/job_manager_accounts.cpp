@@ -13,12 +13,14 @@ namespace loom::controller {
 
 namespace {
 
-// Listed, or in its group; root only when listed (in_group admits root to every group, and
-// an admin's job is charged to none unless it says or root is listed).
-bool member(const Caller& caller, const Config::Account& account) {
-  if (std::ranges::find(account.users, caller.user) != account.users.end()) return true;
-  return !account.group.empty() && caller.uid != 0 &&
-         in_group(Identity{caller.uid, caller.gid, caller.user}, account.group);
+// Listed, or in its group (for a QOS, neither given: everybody); root only when listed (in_group
+// admits root to every group, and an admin's job is charged to none unless it says or root is
+// listed).
+template <class Listing>
+bool member(const Caller& caller, const Listing& listing) {
+  if (std::ranges::find(listing.users, caller.user) != listing.users.end()) return true;
+  return !listing.group.empty() && caller.uid != 0 &&
+         in_group(Identity{caller.uid, caller.gid, caller.user}, listing.group);
 }
 
 }  // namespace
@@ -44,6 +46,18 @@ Result<std::string> JobManager::account_of(const Caller& caller, const std::stri
     return make_error(ErrorCode::kPermissionDenied,
                       fmt::format("--account {}: {} is not in it", asked, caller.user));
   return asked;
+}
+
+Status JobManager::may_use_qos(const Caller& caller, const std::string& name) const {
+  const Config::Qos* qos = scheduler_.qos(name);
+  if (qos == nullptr) {
+    if (name.empty() || name == "normal") return {};
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("--qos {}: there is no such QOS", name));
+  }
+  if (caller.admin || (qos->users.empty() && qos->group.empty()) || member(caller, *qos)) return {};
+  return make_error(ErrorCode::kPermissionDenied,
+                    fmt::format("--qos {}: {} may not use it", name, caller.user));
 }
 
 Status JobManager::within_limits(const sched::JobSpec& spec, std::uint64_t jobs) const {

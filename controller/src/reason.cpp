@@ -40,6 +40,8 @@ std::string Reason::text() const {
       return with("StateUnknown");
     case v1::REASON_NODE_UNREACHABLE:
       return with("NodeUnreachable");
+    case v1::REASON_PREEMPTED:
+      return fmt::format("Preempted by job {}", detail);
     case v1::REASON_ACCOUNT_LIMIT:
       return with("AccountLimit");
     default:

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <tuple>
 
 namespace loom::sched {
 
@@ -38,6 +39,68 @@ void Scheduler::set_policy(SchedulerOptions options) {
   }
   fair_share_.set_weights(weights);
   fair_share_.set_half_life(options_.fair_share_half_life);
+  qos_.clear();
+  for (const Config::Qos& q : options_.qos) qos_.emplace(q.name, &q);
+}
+
+const Config::Qos* Scheduler::qos(const std::string& name) const {
+  auto it = qos_.find(name.empty() ? "normal" : name);
+  return it == qos_.end() ? nullptr : it->second;
+}
+
+std::uint64_t Scheduler::priority_of(const std::string& name) const {
+  const Config::Qos* q = qos(name);
+  return q == nullptr ? 0 : q->priority;
+}
+
+bool Scheduler::awaits_preempted(JobId id) {
+  auto it = preempting_.find(id);
+  if (it == preempting_.end()) return false;
+  std::erase_if(it->second, [this](JobId victim) { return !running_.contains(victim); });
+  if (!it->second.empty()) return true;
+  preempting_.erase(it);
+  return false;
+}
+
+bool Scheduler::preempt(const QueuedJob& job, PassResult& result) {
+  const Config::Qos* mine = qos(job.spec->qos);
+  if (mine == nullptr || mine->preempt.empty()) return false;
+  // (QOS priority, minus its start: the youngest first among equals, id) of each candidate.
+  std::vector<std::tuple<std::uint64_t, std::int64_t, JobId>> candidates;
+  for (const auto& [id, running] : running_) {
+    const std::string& theirs = running.spec.qos.empty() ? "normal" : running.spec.qos;
+    if (!preempted_.contains(id) && std::ranges::find(mine->preempt, theirs) != mine->preempt.end())
+      candidates.emplace_back(priority_of(theirs), -running.start.time_since_epoch().count(), id);
+  }
+  std::ranges::sort(candidates);
+  // What-ifs on the cluster itself: victims' placements are released, then taken back.
+  std::vector<JobId> victims;
+  bool fits = false;
+  for (const auto& candidate : candidates) {
+    const JobId id = std::get<2>(candidate);
+    cluster_.release(running_.at(id).placement);
+    victims.push_back(id);
+    if ((fits = cluster_.place(*job.request).has_value())) break;
+  }
+  if (fits) {  // the fewest: a victim whose room is not needed is spared
+    for (auto it = victims.begin(); it != victims.end();) {
+      cluster_.allocate(running_.at(*it).placement);
+      if (cluster_.place(*job.request)) {
+        it = victims.erase(it);
+      } else {
+        cluster_.release(running_.at(*it).placement);
+        ++it;
+      }
+    }
+  }
+  for (JobId id : victims) cluster_.allocate(running_.at(id).placement);
+  if (!fits) return false;
+  for (JobId id : victims) {
+    preempted_.insert(id);
+    result.preempted.push_back({id, job.id, mine->requeue});
+  }
+  preempting_[job.id] = std::set<JobId>(victims.begin(), victims.end());
+  return true;
 }
 
 const Config::Account* Scheduler::account(const std::string& name) const {
@@ -115,6 +178,7 @@ Status Scheduler::cancel_pending(JobId id) {
   count(it->second.spec.account, &AccountJobs::pending, -1);
   pending_.erase(it);
   held_back_.erase(id);
+  preempting_.erase(id);
   ended_.emplace(id, JobEnd::kCancelled);
   return {};
 }
@@ -143,7 +207,8 @@ void Scheduler::start(JobId id, Placement placement, Time now, PassResult& resul
   count(job.spec.account, &AccountJobs::running, +1);
   deadlines_.emplace(deadline, id);
   result.started.push_back({id, placement, now, deadline});
-  running_.emplace(id, Running{job.spec, std::move(placement), usage, deadline});
+  running_.emplace(id, Running{job.spec, std::move(placement), usage, deadline, now});
+  preempting_.erase(id);
 }
 
 PassResult Scheduler::schedule(Time now) {
@@ -171,6 +236,10 @@ PassResult Scheduler::schedule(Time now) {
     }
   }
   options_.order->sort(queue, {now, cluster_.total_cores(), &fair_share_});
+  if (!qos_.empty()) {  // QOS are tiers above the order, as Slurm's partitions' PriorityTier
+    std::ranges::stable_sort(queue, std::greater{},
+                             [this](const QueuedJob& j) { return priority_of(j.spec->qos); });
+  }
 
   // Opened at the first blocked job, so that it sees every job running by then, those
   // started earlier in this pass included.
@@ -192,6 +261,10 @@ PassResult Scheduler::schedule(Time now) {
       }
     }
     if (!placement) {
+      // Waiting for the jobs it preempted to end, or preempting some now: nothing after it
+      // starts meanwhile (at most controller.kill_grace), or it would take the room it counts
+      // on, its victims' and what is free.
+      if (awaits_preempted(job.id) || preempt(job, result)) break;
       if (!backfill) {
         running.reserve(running_.size());
         for (const auto& [deadline, id] : deadlines_)
@@ -216,6 +289,7 @@ void Scheduler::finished(JobId id, JobEnd end, Time now) {
   cluster_.release(it->second.placement);
   fair_share_.unallocated(it->second.spec.account, it->second.usage);
   count(it->second.spec.account, &AccountJobs::running, -1);
+  preempted_.erase(id);
   deadlines_.erase({it->second.deadline, id});
   running_.erase(it);
   ended_.emplace(id, end);
@@ -262,7 +336,7 @@ Status Scheduler::adopt(JobId id, JobSpec spec, Placement placement, Time starte
   fair_share_.allocated(spec.account, usage);
   count(spec.account, &AccountJobs::running, +1);
   deadlines_.emplace(deadline, id);
-  running_.emplace(id, Running{std::move(spec), std::move(placement), usage, deadline});
+  running_.emplace(id, Running{std::move(spec), std::move(placement), usage, deadline, started});
   return {};
 }
 
@@ -283,6 +357,7 @@ void Scheduler::requeue(JobId id, Time submitted) {
   fair_share_.unallocated(it->second.spec.account, it->second.usage);
   count(it->second.spec.account, &AccountJobs::running, -1);
   count(it->second.spec.account, &AccountJobs::pending, +1);
+  preempted_.erase(id);
   deadlines_.erase({it->second.deadline, id});
   JobSpec spec = std::move(it->second.spec);
   running_.erase(it);

@@ -169,13 +169,48 @@ max_submitted_jobs = 5000
   EXPECT_EQ(error_of("[[accounts]]\nshares = 2\n"),
             "loom.toml:1: key 'accounts' [0] (line 1): needs a name");
   EXPECT_EQ(error_of("[[accounts]]\nname = \"a\"\nusers = \"alice\"\n"),
-            "loom.toml:1: key 'accounts' [0].users (line 3): must be an array of user names");
+            "loom.toml:1: key 'accounts' [0].users (line 3): must be an array of names");
   EXPECT_EQ(error_of("[[accounts]]\nname = \"a\"\nmax_jobs = 3\n"),
             "loom.toml:1: key 'accounts' [0].max_jobs (line 3): unknown key (name, shares, users, "
             "group, max_cores, max_memory, max_nvme, max_running_jobs, max_submitted_jobs, "
             "max_walltime)");
   EXPECT_EQ(error_of("[scheduler]\nfair_share_half_life = \"0\"\n"),
             "loom.toml:2: key 'scheduler.fair_share_half_life' must be at least 1 second");
+}
+
+// [[qos]]: a preemption that could go round for ever is refused, naming where.
+TEST(Config, QosPreemptOnlyLowerQosAndNeverRoundACycle) {
+  auto config = parse_config(R"([[qos]]
+name = "debug"
+priority = 100
+users = ["loom-bob"]
+preempt = ["normal", "low"]
+
+[[qos]]
+name = "low"
+preempt_mode = "cancel"
+)",
+                             "loom.toml");
+  ASSERT_TRUE(config.has_value()) << config.error().to_string();
+  ASSERT_EQ(config->qos.size(), 2u);
+  EXPECT_EQ(config->qos[0].priority, 100u);
+  EXPECT_EQ(config->qos[0].preempt, (std::vector<std::string>{"normal", "low"}));
+  EXPECT_TRUE(config->qos[0].requeue);
+  EXPECT_FALSE(config->qos[1].requeue);
+  auto again = parse_config("qos = " + config_value(*config, "qos"), "loom.toml");
+  ASSERT_TRUE(again.has_value()) << again.error().to_string();
+  EXPECT_EQ(again->qos, config->qos);
+
+  EXPECT_EQ(error_of("[[qos]]\nname = \"a\"\npreempt = [\"a\"]\n"),
+            "loom.toml:1: key 'qos' [0].preempt (line 1): \"a\" would preempt itself");
+  EXPECT_EQ(error_of("[[qos]]\nname = \"a\"\npreempt = [\"b\"]\n[[qos]]\nname = \"b\"\n"
+                     "preempt = [\"a\"]\n"),
+            "loom.toml:1: key 'qos' [0].preempt (line 1): \"a\" would preempt itself through "
+            "the QOS it preempts");
+  EXPECT_EQ(error_of("[[qos]]\nname = \"a\"\npreempt = [\"urgent\"]\n"),
+            "loom.toml:1: key 'qos' [0].preempt (line 1): no QOS named \"urgent\"");
+  EXPECT_EQ(error_of("[[qos]]\nname = \"a\"\npreempt_mode = \"suspend\"\n"),
+            "loom.toml:1: key 'qos' [0].preempt_mode (line 3): must be \"requeue\" or \"cancel\"");
 }
 
 TEST(Config, DottedKeysWorkToo) {
@@ -297,6 +332,7 @@ TEST(Config, TheInstalledFileShowsEveryKeyAtItsDefault) {
   }
   names.erase("agent.nvme");  // example tables, not defaults: there are none
   names.erase("accounts");
+  names.erase("qos");
   EXPECT_EQ(shown, names) << "keys without their line in packaging/loom.toml";
 }
 

@@ -102,6 +102,18 @@ struct Config {
     friend bool operator==(const Account&, const Account&) = default;
   };
   std::vector<Account> accounts;
+  // Quality of service: [[qos]] tables. A job's is --qos, else "normal" (priority 0, which
+  // a [[qos]] table may redefine).
+  struct Qos {
+    std::string name;
+    std::uint64_t priority = 0;      // higher: its jobs go first, whatever the order
+    std::vector<std::string> users;  // who may use it; with group, empty: everybody
+    std::string group;
+    std::vector<std::string> preempt;  // the QOS whose running jobs it may preempt
+    bool requeue = true;               // preempt_mode: requeue, or cancel
+    friend bool operator==(const Qos&, const Qos&) = default;
+  };
+  std::vector<Qos> qos;
   struct Metrics {
     std::string address;  // HOST:PORT where loomctld serves /metrics; empty: it does not
   } metrics;

@@ -15,6 +15,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "loom/common/error.hpp"
@@ -120,8 +121,13 @@ class JobManager {
   Status started(const std::string& node, const v1::JobStarted& report);
 
   // One scheduling pass; the jobs it starts are stored RUNNING, with their placement,
-  // before they are returned. Jobs whose dependency can never be met end CANCELLED.
+  // before they are returned. Jobs whose dependency can never be met end CANCELLED. Jobs it
+  // preempts are marked, as past_walltime() marks them, for take_preempted().
   Result<std::vector<Launch>> schedule(sched::Time now);
+  // The running jobs the passes since the last call preempted, for the caller to kill; each
+  // is PENDING again (requeue) or CANCELLED once finished() reports it, with the reason
+  // Preempted.
+  std::vector<JobId> take_preempted() { return std::exchange(preempted_, {}); }
 
   // Every node of a job that was STAGING_IN has started it: it is RUNNING (stored), its
   // start time is now and its walltime counts from now (stage-in is not charged to it).
@@ -223,6 +229,9 @@ class JobManager {
   // empty): with [[accounts]], one they are in (their first without -A; an admin's may be
   // any, or none); without, what they asked.
   Result<std::string> account_of(const Caller& caller, const std::string& asked) const;
+  // Refuses a QOS that is not configured (but "normal", or none), or one the caller may not
+  // use; admins may use any.
+  Status may_use_qos(const Caller& caller, const std::string& qos) const;
   // Refuses `jobs` more jobs of this spec that its account's limits would never run or
   // may not queue now, naming the limit.
   Status within_limits(const sched::JobSpec& spec, std::uint64_t jobs) const;
@@ -251,6 +260,7 @@ class JobManager {
     Reason reason;
   };
   std::map<JobId, Killing> ending_;
+  std::vector<JobId> preempted_;                // see take_preempted()
   std::map<std::string, std::string> drained_;  // the store's drained nodes, by name
   // The store's persistent buffers, by owner's uid and name.
   std::map<std::pair<std::uint32_t, std::string>, BufferRow> buffers_;

@@ -8,9 +8,11 @@
 
 namespace loom::sched {
 
-// Its queue order, backfill and fair-share half-life, and the accounts given (loomctld's
-// [[accounts]]; loom sim replays none); an unknown name is an error naming it.
+// Its queue order, backfill and fair-share half-life, and the accounts and QOS given
+// (loomctld's [[accounts]] and [[qos]]; loom sim replays none); an unknown name is an error
+// naming it.
 Result<SchedulerOptions> scheduler_options(const Config::Scheduler& config,
-                                           std::vector<Config::Account> accounts = {});
+                                           std::vector<Config::Account> accounts = {},
+                                           std::vector<Config::Qos> qos = {});
 
 }  // namespace loom::sched

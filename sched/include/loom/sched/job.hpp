@@ -28,6 +28,7 @@ struct JobSpec {
   std::string name;
   std::string user;
   std::string account;
+  std::string qos;  // empty: "normal"
   unsigned tasks = 1;
   unsigned nodes_min = 0;       // 0: as few as the tasks fit on
   unsigned nodes_max = 0;       // 0: nodes_min when given, else no limit

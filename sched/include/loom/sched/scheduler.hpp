@@ -40,8 +40,17 @@ struct Started {
   Time deadline;  // start + walltime
 };
 
+// A running job to stop so that a job of a higher QOS can start: the caller kills it and
+// reports it back requeued (requeue()) or ended (finished()).
+struct Preemption {
+  JobId victim;
+  JobId by;
+  bool requeue = true;  // the preempting QOS's preempt_mode
+};
+
 struct PassResult {
   std::vector<Started> started;
+  std::vector<Preemption> preempted;
   // Pending jobs whose afterok dependency ended otherwise: removed from the queue, to be
   // cancelled by the caller (Slurm's DependencyNeverSatisfied).
   std::vector<JobId> never_satisfiable;
@@ -59,6 +68,9 @@ struct SchedulerOptions {
   // not listed weighs 1 and has no limit.
   std::vector<Config::Account> accounts;
   std::chrono::seconds fair_share_half_life{std::chrono::hours(24 * 7)};
+  // QOS tiers: a higher priority's jobs go first; a QOS that lists others in `preempt` has
+  // their running jobs preempted when its job cannot start. Empty: every job is "normal".
+  std::vector<Config::Qos> qos;
 };
 
 // An account's jobs now: what its max_submitted_jobs and max_running_jobs count.
@@ -117,6 +129,8 @@ class Scheduler {
   // The configured accounts, and the one of that name (nullptr when none is).
   const std::vector<Config::Account>& accounts() const { return options_.accounts; }
   const Config::Account* account(const std::string& name) const;
+  // The configured QOS of that name ("" is "normal"); nullptr when none is.
+  const Config::Qos* qos(const std::string& name) const;
   AccountJobs jobs_of(const std::string& account) const;
   // Why the last pass passed over a pending job that an account limit holds back:
   // "NVMe 3.5 TiB of 4 TiB held". Nullopt for one it did not.
@@ -139,10 +153,17 @@ class Scheduler {
     Placement placement;
     Resources usage;
     Time deadline;
+    Time start;
   };
   enum class Readiness { kReady, kWaiting, kNever };
   Readiness readiness(const JobSpec& spec) const;
   void start(JobId id, Placement placement, Time now, PassResult& result);
+  // Whether the job waits for jobs it preempted to end; forgets those that have.
+  bool awaits_preempted(JobId id);
+  // Picks the fewest running jobs of the QOS the job's may preempt whose room would let it
+  // start, lowest QOS and youngest first; false when there are none such.
+  bool preempt(const QueuedJob& job, PassResult& result);
+  std::uint64_t priority_of(const std::string& qos) const;
   // The limit of the job's account that `more` would pass, said as held_back() says it.
   std::optional<std::string> past_limit(const std::string& account, Resources more) const;
   // Counts a job in (+1) or out (-1) of its account's pending or running jobs.
@@ -158,7 +179,10 @@ class Scheduler {
   std::set<JobId> awaited_;                                              // see await()
   std::map<std::string, const Config::Account*, std::less<>> accounts_;  // in options_
   std::map<std::string, AccountJobs> account_jobs_;
-  std::unordered_map<JobId, std::string> held_back_;  // see held_back()
+  std::unordered_map<JobId, std::string> held_back_;            // see held_back()
+  std::map<std::string, const Config::Qos*, std::less<>> qos_;  // in options_
+  std::map<JobId, std::set<JobId>> preempting_;  // a waiting job -> the jobs it preempted
+  std::set<JobId> preempted_;                    // running jobs being preempted
 };
 
 }  // namespace loom::sched

@@ -1,0 +1,67 @@
+// QOS in the job manager: who may use one, and a preempted job's life: killed, PENDING
+// again with its id and the reason, and run later.
+#include "job_manager_fixture.hpp"
+#include "loom/sched/configured.hpp"
+
+namespace loom::controller {
+namespace {
+
+using namespace loom::controller::testing;
+
+class JobQosTest : public JobManagerTest {
+ protected:
+  void SetUp() override {
+    JobManagerTest::SetUp();
+    Config::Qos debug;
+    debug.name = "debug";
+    debug.priority = 10;
+    debug.users = {"loom-bob"};
+    debug.preempt = {"normal"};
+    manager_->set_policy(sched::scheduler_options(Config::Scheduler{}, {}, {debug}).value());
+  }
+  static v1::JobSpec with_qos(unsigned tasks, const std::string& qos) {
+    v1::JobSpec s = spec(tasks);
+    s.set_qos(qos);
+    return s;
+  }
+};
+
+TEST_F(JobQosTest, OnlyAConfiguredQosItsUsersMayUseIsTaken) {
+  EXPECT_EQ(manager_->submit(kAlice, with_qos(1, "urgent"), 0, at(0)).error().message(),
+            "--qos urgent: there is no such QOS");
+  EXPECT_EQ(manager_->submit(kAlice, with_qos(1, "debug"), 0, at(0)).error().message(),
+            "--qos debug: loom-alice may not use it");
+  EXPECT_TRUE(submit(kBob, with_qos(1, "debug"), at(0)).has_value());
+  EXPECT_TRUE(submit(kAdmin, with_qos(1, "debug"), at(0)).has_value());
+  EXPECT_TRUE(submit(kAlice, with_qos(1, "normal"), at(0)).has_value());
+}
+
+TEST_F(JobQosTest, APreemptedJobIsKilledRequeuedWithItsIdAndTheReasonAndRunsLater) {
+  const JobId normal = submit(kAlice, spec(8), at(0)).value();
+  ASSERT_EQ(manager_->schedule(at(1)).value().size(), 1u);
+  const JobId urgent = submit(kBob, with_qos(8, "debug"), at(2)).value();
+  EXPECT_TRUE(manager_->schedule(at(3)).value().empty());
+  EXPECT_EQ(manager_->take_preempted(), std::vector<JobId>{normal}) << "the caller kills it";
+  EXPECT_TRUE(manager_->take_preempted().empty());
+  EXPECT_TRUE(manager_->being_killed(normal));
+
+  ASSERT_TRUE(manager_->finished(normal, killed_by(15), at(4)).has_value());
+  const JobRow requeued = row(normal);
+  EXPECT_EQ(requeued.state, v1::PENDING);
+  EXPECT_EQ(requeued.reason.text(), fmt::format("Preempted by job {}", urgent.value()));
+  EXPECT_EQ(requeued.placement.nodes_size(), 0);
+
+  auto launches = manager_->schedule(at(5)).value();
+  ASSERT_EQ(launches.size(), 1u);
+  EXPECT_EQ(launches[0].id, urgent);
+  ASSERT_TRUE(manager_->finished(urgent, {}, at(6)).has_value());
+  launches = manager_->schedule(at(7)).value();
+  ASSERT_EQ(launches.size(), 1u);
+  EXPECT_EQ(launches[0].id, normal) << "the same job, run again";
+  ASSERT_TRUE(manager_->finished(normal, {}, at(8)).has_value());
+  reopen();
+  EXPECT_EQ(row(normal).state, v1::COMPLETED);
+}
+
+}  // namespace
+}  // namespace loom::controller

@@ -1,0 +1,86 @@
+// QOS in the scheduler: tiers above the queue order, and preemption of the fewest running
+// jobs of a lower QOS that let an urgent job start.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "loom/hwtopo/load.hpp"
+#include "loom/sched/scheduler.hpp"
+
+namespace loom::sched {
+namespace {
+
+Time at(std::int64_t seconds) { return Time(std::chrono::seconds(seconds)); }
+
+Cluster nodes(unsigned count, unsigned cores) {
+  auto topology = std::make_shared<const hwtopo::Topology>(
+      hwtopo::load_synthetic(fmt::format("pack:1 core:{} pu:1", cores)).value());
+  Cluster cluster;
+  for (unsigned i = 0; i < count; ++i) cluster.add_node({fmt::format("n{}", i), topology, {}});
+  return cluster;
+}
+
+JobSpec job(unsigned tasks, std::string qos = "") {
+  JobSpec spec;
+  spec.tasks = tasks;
+  spec.walltime = std::chrono::seconds(1000);
+  spec.user = "alice";
+  spec.qos = std::move(qos);
+  return spec;
+}
+
+SchedulerOptions with_debug_qos(bool requeue = true) {
+  SchedulerOptions options(make_fcfs_order(), make_easy_backfill());
+  Config::Qos debug;
+  debug.name = "debug";
+  debug.priority = 100;
+  debug.preempt = {"normal"};
+  debug.requeue = requeue;
+  options.qos = {debug};
+  return options;
+}
+
+// A debug job waiting behind normal ones goes first; on a full cluster it preempts the
+// fewest normal jobs whose room it needs, the youngest first, and waits for them only.
+TEST(Qos, AnUrgentJobPreemptsTheFewestYoungestLowerJobsItNeedsAndStartsWhenTheyEnd) {
+  Cluster cluster = nodes(2, 4);
+  Scheduler s(cluster, with_debug_qos());
+  ASSERT_TRUE(s.submit(JobId(1), job(4), at(0)));  // n0, the oldest
+  ASSERT_EQ(s.schedule(at(0)).started.size(), 1u);
+  ASSERT_TRUE(s.submit(JobId(2), job(2), at(1)));
+  ASSERT_TRUE(s.submit(JobId(3), job(2), at(1)));
+  ASSERT_EQ(s.schedule(at(1)).started.size(), 2u);  // n1, the youngest
+  ASSERT_TRUE(s.submit(JobId(4), job(1), at(2)));   // a normal job, queued first
+  ASSERT_TRUE(s.submit(JobId(5), job(4, "debug"), at(3)));
+
+  PassResult pass = s.schedule(at(3));
+  EXPECT_TRUE(pass.started.empty());
+  ASSERT_EQ(pass.preempted.size(), 2u) << "the two young jobs free a node; the old one is spared";
+  EXPECT_EQ(pass.preempted[0].victim, JobId(2));
+  EXPECT_EQ(pass.preempted[1].victim, JobId(3));
+  EXPECT_EQ(pass.preempted[0].by, JobId(5));
+  EXPECT_TRUE(pass.preempted[0].requeue);
+  EXPECT_TRUE(s.schedule(at(4)).preempted.empty()) << "it preempts once, then waits";
+
+  s.requeue(JobId(2), at(1));
+  EXPECT_TRUE(s.schedule(at(5)).started.empty()) << "job 3 still holds half its room";
+  s.requeue(JobId(3), at(1));
+  pass = s.schedule(at(6));
+  ASSERT_FALSE(pass.started.empty());
+  EXPECT_EQ(pass.started[0].id, JobId(5)) << "the debug job first, on the room freed for it";
+  EXPECT_EQ(cluster.name(pass.started[0].placement.nodes.at(0).node), "n1");
+}
+
+// Only the QOS it lists: a debug job may not preempt another debug job.
+TEST(Qos, NothingIsPreemptedThatTheQosDoesNotList) {
+  Cluster cluster = nodes(1, 4);
+  Scheduler s(cluster, with_debug_qos(false));
+  ASSERT_TRUE(s.submit(JobId(1), job(4, "debug"), at(0)));
+  ASSERT_EQ(s.schedule(at(0)).started.size(), 1u);
+  ASSERT_TRUE(s.submit(JobId(2), job(4, "debug"), at(1)));
+  EXPECT_TRUE(s.schedule(at(1)).preempted.empty());
+  ASSERT_TRUE(s.submit(JobId(3), job(1), at(2)));
+  EXPECT_TRUE(s.schedule(at(2)).preempted.empty()) << "normal preempts nothing";
+}
+
+}  // namespace
+}  // namespace loom::sched
