@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "job_spec.hpp"
 #include "job_states.hpp"
 #include "loom/burstbuffer/staging_spec.hpp"
 #include "loom/common/bytes.hpp"
@@ -61,68 +62,7 @@ v1::Placement placed(const sched::Cluster& cluster, const sched::Placement& plac
   return out;
 }
 
-// What one job may carry at most, whoever sends it (the CLI is not the only client): each
-// repeated field and the larger strings, so that no submission makes a job's record, or a
-// listing of jobs, too large to store or send. docs/user-guide.md lists them.
-Status check_bounds(const v1::JobSpec& spec) {
-  struct Bound {
-    std::string_view field;
-    std::size_t size, most;
-    std::string_view unit;
-  };
-  const auto bounds = std::to_array<Bound>({
-      {"argv", static_cast<std::size_t>(spec.argv_size()), 4096, "words"},
-      {"environment", spec.environment().size(), 4096, "variables"},
-      {"stage_in", static_cast<std::size_t>(spec.stage_in_files_size()), 256, "entries"},
-      {"stage_out", static_cast<std::size_t>(spec.stage_out_files_size()), 256, "entries"},
-      {"dependencies", static_cast<std::size_t>(spec.dependencies_size()), 1024, "jobs"},
-      {"name", spec.name().size(), 1024, "bytes"},
-      {"script", spec.script().size(), std::size_t{1} << 20, "bytes"},
-  });
-  for (const Bound& b : bounds) {
-    if (b.size > b.most) {
-      return make_error(ErrorCode::kInvalidArgument,
-                        fmt::format("{}: {} {}, at most {}", b.field, b.size, b.unit, b.most));
-    }
-  }
-  return {};
-}
-
 }  // namespace
-
-Result<sched::JobSpec> to_sched_spec(const v1::JobSpec& in) {
-  sched::JobSpec out;
-  out.name = in.name();
-  out.user = in.user();
-  out.account = in.account();
-  out.qos = in.qos();
-  out.tasks = in.tasks();
-  out.nodes_min = in.nodes_min();
-  out.nodes_max = in.nodes_max();
-  out.tasks_per_node = in.tasks_per_node();
-  out.cpus_per_task = in.cpus_per_task();
-  out.mem_per_task = Bytes(in.mem_per_task());
-  out.bb_per_node = Bytes(in.bb_per_node());
-  out.walltime = std::chrono::seconds(in.walltime_s());
-  out.priority = in.priority();
-  out.exclusive = in.exclusive();
-  out.spread_numa = in.spread_numa();
-  out.stages_in = in.stage_in_files_size() > 0;
-  out.stages_out = in.stage_out_files_size() > 0;
-  for (const v1::Dependency& d : in.dependencies()) {
-    out.dependencies.push_back({d.kind() == v1::Dependency::AFTER_OK
-                                    ? sched::DependencyKind::kAfterOk
-                                    : sched::DependencyKind::kAfterAny,
-                                JobId(d.job())});
-  }
-  if (in.argv().empty())
-    return make_error(ErrorCode::kInvalidArgument, "nothing to run: the job has no command");
-  if (in.argv(0).empty())
-    return make_error(ErrorCode::kInvalidArgument, "nothing to run: the command is \"\"");
-  LOOM_TRY(burstbuffer::check_staging(in));
-  LOOM_TRY(sched::validate(out));
-  return out;
-}
 
 JobManager::JobManager(std::unique_ptr<Store> store, sched::Cluster& cluster,
                        sched::SchedulerOptions options, std::function<void()> on_change)
@@ -136,8 +76,12 @@ Result<std::unique_ptr<JobManager>> JobManager::open(
     sched::Time now, std::function<void()> on_change, std::int64_t ended_since) {
   std::vector<JobRow> rows = LOOM_TRY(store->load_jobs(ended_since));
   const std::vector<NodeRow> nodes = LOOM_TRY(store->load_nodes());
+  const StoredUsage usage = LOOM_TRY(store->load_usage());
   auto manager = std::unique_ptr<JobManager>(
       new JobManager(std::move(store), cluster, std::move(options), std::move(on_change)));
+  if (!usage.averages.empty())
+    manager->scheduler_.fair_share().restore(usage.averages,
+                                             sched::Time(std::chrono::seconds(usage.at)));
   // The nodes known before: in the cluster from the start, DOWN until their agents return,
   // so that jobs can be submitted (and found again) before they do.
   for (const NodeRow& node : nodes) {
@@ -361,6 +305,7 @@ Result<std::vector<Launch>> JobManager::schedule(sched::Time now) {
   sched::PassResult pass = scheduler_.schedule(now);
   counted_.pass_seconds.observe(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
+  LOOM_TRY(save_usage(now));
   std::vector<JobUpdate> updates;
   for (JobId id : pass.never_satisfiable) {
     JobUpdate u;
@@ -396,6 +341,19 @@ Result<std::vector<Launch>> JobManager::schedule(sched::Time now) {
                         row.array_index});
   }
   return launches;
+}
+
+Status JobManager::save_usage(sched::Time now) {
+  // Once a minute at most: a restart loses at most the last minute of usage.
+  constexpr std::chrono::seconds kEvery{60};
+  if (usage_saved_ && now - *usage_saved_ < kEvery) return {};
+  const sched::FairShare& share = scheduler_.fair_share();
+  if (!share.advanced()) return {};
+  LOOM_TRY(with_context(
+      store_->save_usage({share.averages(), share.advanced()->time_since_epoch().count()}),
+      "storing the accounts' fair-share usage"));
+  usage_saved_ = now;
+  return {};
 }
 
 std::vector<JobId> JobManager::past_walltime(sched::Time now) {

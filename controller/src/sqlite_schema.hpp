@@ -4,7 +4,9 @@
 #include <array>
 #include <string_view>
 
+#include "loom/common/error.hpp"
 #include "loom/proto/types.pb.h"
+#include "sqlite.hpp"
 
 namespace loom::controller::detail {
 
@@ -14,7 +16,7 @@ static_assert(v1::COMPLETED == 4 && v1::NODE_FAIL > v1::COMPLETED &&
               v1::STAGING_OUT < v1::COMPLETED);
 
 // Migrations, in order: migrations[i] takes the schema from version i to i + 1.
-inline constexpr std::array<std::string_view, 7> kMigrations = {
+inline constexpr std::array<std::string_view, 8> kMigrations = {
     R"sql(
       CREATE TABLE jobs (
         id          INTEGER PRIMARY KEY,
@@ -86,6 +88,19 @@ inline constexpr std::array<std::string_view, 7> kMigrations = {
       DROP TABLE buffers;
       ALTER TABLE buffers_by_owner RENAME TO buffers;
     )sql",
+    R"sql(
+      -- Each account's decayed fair-share average (sched::FairShare), as of `at`: usage
+      -- outlives a restart, as Slurm's does.
+      CREATE TABLE fair_share (
+        account TEXT PRIMARY KEY,
+        average REAL NOT NULL,
+        at      INTEGER NOT NULL
+      );
+    )sql",
 };
+
+// Brings a state's schema to this build's (WAL, full fsync), one migration per transaction;
+// refuses a newer one.
+Status migrate(Database& db);
 
 }  // namespace loom::controller::detail

@@ -18,48 +18,12 @@ namespace loom::controller {
 namespace {
 
 using detail::Database;
-using detail::kMigrations;
 using detail::Statement;
 
 class SqliteStore final : public Store {
  public:
   SqliteStore(std::filesystem::path dir, Database db) : dir_(std::move(dir)), db_(std::move(db)) {}
-
-  Status migrate() {
-    // Durability: WAL with a full fsync at every commit, as the controller acknowledges
-    // only what is on disk.
-    LOOM_TRY(db_.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"));
-    LOOM_TRY(
-        db_.exec("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)"));
-    int version = 0;
-    {  // finalized before any migration: DROP TABLE fails while a statement is open
-      Statement read = LOOM_TRY(db_.prepare("SELECT value FROM meta WHERE key = 'schema_version'"));
-      if (LOOM_TRY(read.step()) == SQLITE_ROW) version = sqlite3_column_int(read.get(), 0);
-    }
-    if (version > store_schema_version()) {
-      return make_error(
-          ErrorCode::kFailedPrecondition,
-          fmt::format("the state was written by a newer Loom (schema {}; this one knows up to {})",
-                      version, store_schema_version()));
-    }
-    for (; version < store_schema_version(); ++version) {
-      LOOM_TRY(db_.exec("BEGIN IMMEDIATE"));
-      Status step = db_.exec(kMigrations[static_cast<std::size_t>(version)]);
-      if (step) {
-        step =
-            db_.exec(fmt::format("INSERT INTO meta(key, value) VALUES('schema_version', {}) "
-                                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                                 version + 1));
-      }
-      if (!step) {
-        (void)db_.exec("ROLLBACK");
-        return std::unexpected(std::move(step).error().with_context(
-            fmt::format("migrating the state to schema {}", version + 1)));
-      }
-      LOOM_TRY(db_.exec("COMMIT"));
-    }
-    return {};
-  }
+  Database& db() { return db_; }
 
   Result<std::vector<JobId>> insert_jobs(std::span<const NewJob> jobs, bool as_array) override {
     return transaction([&]() -> Result<std::vector<JobId>> {
@@ -218,6 +182,36 @@ class SqliteStore final : public Store {
       out.push_back(std::move(b));
     }
     return out;
+  }
+
+  Status save_usage(const StoredUsage& usage) override {
+    Statement* clear = LOOM_TRY(db_.cached("DELETE FROM fair_share"));
+    Statement* insert =
+        LOOM_TRY(db_.cached("INSERT INTO fair_share(account, average, at) VALUES(?, ?, ?)"));
+    Result<bool> done = transaction([&]() -> Result<bool> {
+      LOOM_TRY(clear->step());
+      for (const auto& [account, average] : usage.averages) {
+        LOOM_TRY(insert->reset());
+        sqlite3_bind_text(insert->get(), 1, account.c_str(), -1, SQLITE_TRANSIENT);
+        sqlite3_bind_double(insert->get(), 2, average);
+        sqlite3_bind_int64(insert->get(), 3, usage.at);
+        LOOM_TRY(insert->step());
+      }
+      return true;
+    });
+    if (!done) return std::unexpected(std::move(done).error());
+    return {};
+  }
+
+  Result<StoredUsage> load_usage() const override {
+    Statement select = LOOM_TRY(db_.prepare("SELECT account, average, at FROM fair_share"));
+    StoredUsage usage;
+    while (LOOM_TRY(select.step()) == SQLITE_ROW) {
+      usage.averages.emplace(reinterpret_cast<const char*>(sqlite3_column_text(select.get(), 0)),
+                             sqlite3_column_double(select.get(), 1));
+      usage.at = sqlite3_column_int64(select.get(), 2);
+    }
+    return usage;
   }
 
   Status update_jobs(std::span<const JobUpdate> updates) override {
@@ -474,8 +468,6 @@ class SqliteStore final : public Store {
 
 }  // namespace
 
-int store_schema_version() { return static_cast<int>(kMigrations.size()); }
-
 Result<std::unique_ptr<Store>> open_sqlite_store(const std::filesystem::path& state_dir) {
   std::error_code ec;
   std::filesystem::create_directories(state_dir, ec);
@@ -487,8 +479,8 @@ Result<std::unique_ptr<Store>> open_sqlite_store(const std::filesystem::path& st
   ::chmod(state_dir.c_str(), 0700);  // job specs and credentials' owners live here
   Database db = LOOM_TRY(Database::open((state_dir / "state.db").string()));
   auto store = std::make_unique<SqliteStore>(state_dir, std::move(db));
-  LOOM_TRY(
-      with_context(store->migrate(), fmt::format("state {}", (state_dir / "state.db").string())));
+  LOOM_TRY(with_context(detail::migrate(store->db()),
+                        fmt::format("state {}", (state_dir / "state.db").string())));
   return store;
 }
 

@@ -62,6 +62,11 @@ void FairShare::advance(std::chrono::sys_seconds now) {
     averages_[account] += (1 - kept) * share_of(held);
 }
 
+void FairShare::restore(std::map<std::string, double> averages, std::chrono::sys_seconds at) {
+  averages_ = std::move(averages);
+  advanced_ = at;
+}
+
 double FairShare::average(const std::string& account) const {
   auto it = averages_.find(account);
   return it == averages_.end() ? 0.0 : it->second;

@@ -112,6 +112,34 @@ TEST_F(JobAccountsTest, AJobPastItsAccountsNvmeLimitWaitsSayingSoAndStartsOnceTh
   EXPECT_EQ(row(second).reason.text(), "");
 }
 
+// Usage outlives a restart: the account that used the node before it goes after the one
+// that did not, under fair share, as it would have without the restart.
+TEST_F(JobAccountsTest, FairShareUsageOutlivesARestart) {
+  auto fair_share = [] {
+    Config::Scheduler scheduler;
+    scheduler.order = "fairshare";
+    scheduler.fair_share_half_life = std::chrono::minutes(1);
+    Config::Account physics, chemistry;
+    physics.name = "physics";
+    physics.users = {"loom-alice"};
+    chemistry.name = "chemistry";
+    chemistry.group = "daemon";
+    return sched::scheduler_options(scheduler, {physics, chemistry}).value();
+  };
+  manager_->set_policy(fair_share());
+  const JobId used = submit(kAlice, spec(8), at(0)).value();
+  ASSERT_EQ(manager_->schedule(at(0)).value().size(), 1u);
+  ASSERT_TRUE(manager_->finished(used, {}, at(60)).has_value());
+  ASSERT_TRUE(manager_->schedule(at(61)).has_value());
+  reopen(at(62));
+  manager_->set_policy(fair_share());
+  const JobId alices = submit(kAlice, spec(8), at(63)).value();  // first come
+  const JobId bobs = submit(kBobInDaemon, spec(8), at(64)).value();
+  const auto launches = manager_->schedule(at(65)).value();
+  ASSERT_EQ(launches.size(), 1u);
+  EXPECT_EQ(launches[0].id, bobs) << "job " << alices.value() << "'s account used the node lately";
+}
+
 // loom acct's record: from the store, a user's own jobs, by time, account and state, a
 // page at a time.
 TEST_F(JobAccountsTest, TheRecordHasEveryJobOfTheWindowAUsersOwnAndPagesThrough) {

@@ -245,6 +245,8 @@ class JobManager {
   // An ended job's row: kept in memory for min_job_age without what only the store needs
   // (its environment and script), and listed by its end time for forget_ended().
   void ended_as_shown(JobRow& row);
+  // Stores the accounts' fair-share usage, at most once a minute.
+  Status save_usage(sched::Time now);
   // Stores transitions in one transaction, then mirrors them in jobs_.
   Status apply(std::span<const JobUpdate> updates);
 
@@ -261,6 +263,7 @@ class JobManager {
   };
   std::map<JobId, Killing> ending_;
   std::vector<JobId> preempted_;                // see take_preempted()
+  std::optional<sched::Time> usage_saved_;      // see save_usage()
   std::map<std::string, std::string> drained_;  // the store's drained nodes, by name
   // The store's persistent buffers, by owner's uid and name.
   std::map<std::pair<std::uint32_t, std::string>, BufferRow> buffers_;

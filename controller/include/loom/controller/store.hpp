@@ -93,6 +93,13 @@ struct HistoryQuery {
   std::size_t limit = 1000;
 };
 
+// Accounts' decayed fair-share averages (sched::FairShare) as of `at`, seconds since the
+// epoch.
+struct StoredUsage {
+  std::map<std::string, double> averages;
+  std::int64_t at = 0;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -127,6 +134,10 @@ class Store {
   virtual Status save_buffer(const BufferRow& buffer) = 0;
   virtual Status delete_buffer(std::uint32_t uid, const std::string& name) = 0;
   virtual Result<std::vector<BufferRow>> load_buffers() const = 0;
+
+  // Accounts' fair-share usage, replaced whole; none stored: empty, at 0.
+  virtual Status save_usage(const StoredUsage& usage) = 0;
+  virtual Result<StoredUsage> load_usage() const = 0;
 
   // Group commit: the writes between begin_batch() and end_batch() are one transaction,
   // durable (one fsync) once end_batch() returns; each write inside still succeeds or

@@ -48,6 +48,11 @@ class FairShare {
   void advance(std::chrono::sys_seconds now);
   // An account's decayed average dominant share, in [0, 1].
   double average(const std::string& account) const;
+  // Every account's, and as of when: what a restarted controller takes back with restore(),
+  // so that usage outlives it.
+  const std::map<std::string, double>& averages() const { return averages_; }
+  std::optional<std::chrono::sys_seconds> advanced() const { return advanced_; }
+  void restore(std::map<std::string, double> averages, std::chrono::sys_seconds at);
 
   // max over resources of held / total: the account's dominant share, in [0, 1].
   double dominant_share(const std::string& account) const;
