@@ -7,7 +7,10 @@
 //   placements/s, p50 and p99 latency of one decision (Cluster::place + allocate, the
 //   work the scheduler does per started job; when the cluster is full the oldest jobs
 //   are released, untimed, until the next job fits);
-//   the time of one EASY scheduling pass with 10,000 jobs pending on a full cluster;
+//   the time of one scheduling pass on a full cluster, with 1,000 and with 10,000 jobs
+//   pending (--pending), under FCFS with EASY backfill (the baseline), fair share over 8
+//   accounts of shares 1 to 8 with EASY, and FCFS with conservative backfill, unlimited
+//   (1,000 pending only) and planning the first 100 blocked jobs (backfill_depth);
 //   the peak RSS of the process (sizes run in ascending order, so each figure is that
 //   size's peak).
 // Baseline, measured in the same run on the 1,000 and 10,000 node clusters (first 20,000
@@ -18,6 +21,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <deque>
@@ -140,22 +144,51 @@ std::optional<Placement> scan_place(const Cluster& cluster, const Request& r) {
   return cluster.place(r);
 }
 
-double backfill_pass_seconds(std::size_t nodes, const std::vector<JobSpec>& jobs,
-                             std::size_t pending, std::size_t& pending_measured) {
+// The policies a pass is timed under; each job is charged to one of 8 accounts.
+struct Policy {
+  const char* name;
+  SchedulerOptions (*make)();
+  bool long_queues = true;  // timed with --pending jobs too, not 1,000 only
+};
+const std::array<Policy, 4> kPolicies = {{
+    {"fcfs+easy", [] { return SchedulerOptions(make_fcfs_order(), make_easy_backfill()); }},
+    {"fairshare+easy",
+     [] {
+       SchedulerOptions options(make_fair_share_order(), make_easy_backfill());
+       for (unsigned a = 1; a <= 8; ++a) {
+         Config::Account account;
+         account.name = "acct" + std::to_string(a);
+         account.shares = a;
+         options.accounts.push_back(account);
+       }
+       return options;
+     }},
+    // Unlimited, a pass costs about the square of the claims on a node: minutes at 10,000
+    // pending. Slurm's bf_max_job_test bounds it, as backfill_depth does.
+    {"fcfs+conservative",
+     [] { return SchedulerOptions(make_fcfs_order(), make_conservative_backfill()); }, false},
+    {"fcfs+conservative/100",
+     [] { return SchedulerOptions(make_fcfs_order(), make_conservative_backfill(100)); }},
+}};
+
+double pass_seconds(std::size_t nodes, const Policy& policy, const std::vector<JobSpec>& jobs,
+                    std::size_t pending, std::size_t& pending_measured) {
   Cluster cluster = make_cluster(nodes);
-  Scheduler scheduler(cluster, {make_fcfs_order(), make_easy_backfill()});
+  Scheduler scheduler(cluster, policy.make());
   const Time now{std::chrono::seconds(0)};
   std::size_t next = 0;
   std::uint64_t id = 1;
+  auto submit = [&] {
+    JobSpec spec = jobs[next % jobs.size()];
+    spec.account = "acct" + std::to_string(1 + next++ % 8);
+    (void)scheduler.submit(JobId(id++), std::move(spec), now);
+  };
   // Fill the cluster: submit in chunks until a pass leaves jobs waiting.
   while (scheduler.pending_count() == 0) {
-    for (std::size_t k = 0; k < 1000; ++k, ++id) {
-      (void)scheduler.submit(JobId(id), jobs[next++ % jobs.size()], now);
-    }
+    for (std::size_t k = 0; k < 1000; ++k) submit();
     scheduler.schedule(now);
   }
-  for (std::size_t k = 0; k < pending; ++k, ++id)
-    (void)scheduler.submit(JobId(id), jobs[next++ % jobs.size()], now);
+  while (scheduler.pending_count() < pending) submit();
   pending_measured = scheduler.pending_count();
   const auto t0 = Clock::now();
   scheduler.schedule(now);
@@ -229,7 +262,17 @@ int main(int argc, char** argv) {
       scan_rate = static_cast<double>(scan.placed) / scan.seconds;
     }
     std::size_t pending_measured = 0;
-    const double backfill = backfill_pass_seconds(size, jobs, pending, pending_measured);
+    const double backfill = pass_seconds(size, kPolicies[0], jobs, pending, pending_measured);
+    nlohmann::json passes = nlohmann::json::array();
+    for (const Policy& policy : kPolicies) {
+      std::vector<std::size_t> queues{std::min<std::size_t>(1000, pending)};
+      if (policy.long_queues && pending > 1000) queues.push_back(pending);
+      for (std::size_t queued : queues) {
+        std::size_t measured = 0;
+        const double seconds = pass_seconds(size, policy, jobs, queued, measured);
+        passes.push_back({{"policy", policy.name}, {"pending", measured}, {"pass_s", seconds}});
+      }
+    }
     const double rate = static_cast<double>(indexed.placed) / indexed.seconds;
     const double p50 = percentile(indexed.latencies_us, 0.50);
     const double p99 = percentile(indexed.latencies_us, 0.99);
@@ -242,12 +285,18 @@ int main(int argc, char** argv) {
                        {"pending_in_pass", pending_measured},
                        {"peak_rss_mb", rss},
                        {"placed", indexed.placed},
+                       {"passes", passes},
                        {"baseline_scan_placements_per_s",
                         scan_rate == 0 ? nlohmann::json(nullptr) : nlohmann::json(scan_rate)}});
     if (!json_out) {
       std::printf("%8u %14.0f %9.1f %9.1f %14.4f %9zu %12.0f %16s\n", size, rate, p50, p99,
                   backfill, pending_measured, rss,
                   scan_rate == 0 ? "-" : std::to_string(static_cast<long>(scan_rate)).c_str());
+      for (const nlohmann::json& pass : passes) {
+        std::printf("%8s   pass, %-18s %6zu pending: %.4f s\n", "",
+                    pass["policy"].get<std::string>().c_str(), pass["pending"].get<std::size_t>(),
+                    pass["pass_s"].get<double>());
+      }
       std::fflush(stdout);
     }
   }

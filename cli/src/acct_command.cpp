@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "job_json.hpp"
 #include "loom/client/client.hpp"
 #include "loom/common/bytes.hpp"
 #include "loom/common/duration.hpp"
@@ -90,35 +91,25 @@ Used used(const v1::JobInfo& j, std::int64_t now) {
 
 nlohmann::json as_json(const v1::JobInfo& j, std::int64_t now) {
   const Used u = used(j, now);
-  auto optional = [](bool has, auto value) {
-    return has ? nlohmann::json(value) : nlohmann::json(nullptr);
-  };
   const auto elapsed = static_cast<std::uint64_t>(u.elapsed);
-  return {{"id", j.id()},
-          {"array_job", optional(j.array_job() != 0, j.array_job())},
-          {"array_index", optional(j.array_job() != 0, j.array_index())},
-          {"name", valid_utf8(j.name())},
-          {"user", j.user()},
-          {"account", j.account()},
-          {"state", v1::JobState_Name(j.state())},
-          {"reason", j.reason()},
-          {"exit_code", optional(j.has_exit_code(), j.exit_code())},
-          {"submit_time", j.submit_time()},
-          {"start_time", optional(j.has_start_time(), j.start_time())},
-          {"end_time", optional(j.has_end_time(), j.end_time())},
-          {"elapsed_s", u.elapsed},
-          {"nodes", j.placement().nodes_size()},
-          {"cores", u.cores},
-          {"core_seconds", u.cores * elapsed},
-          {"cpu_seconds", optional(j.has_usage(), j.usage().cpu_seconds())},
-          {"memory_peak_bytes",
-           optional(j.usage().has_memory_peak_bytes(), j.usage().memory_peak_bytes())},
-          {"nvme_bytes", u.nvme},
-          {"nvme_byte_seconds", u.nvme * elapsed},
-          {"staged_in_bytes", u.staged_in},
-          {"staged_out_bytes", u.staged_out},
-          {"stage_in_rate_bps", u.in_rate},
-          {"stage_out_rate_bps", u.out_rate}};
+  nlohmann::json out = job_identity(j);
+  out.update({{"submit_time", j.submit_time()},
+              {"start_time", or_null(j.has_start_time(), j.start_time())},
+              {"end_time", or_null(j.has_end_time(), j.end_time())},
+              {"elapsed_s", u.elapsed},
+              {"nodes", j.placement().nodes_size()},
+              {"cores", u.cores},
+              {"core_seconds", u.cores * elapsed},
+              {"cpu_seconds", or_null(j.has_usage(), j.usage().cpu_seconds())},
+              {"memory_peak_bytes",
+               or_null(j.usage().has_memory_peak_bytes(), j.usage().memory_peak_bytes())},
+              {"nvme_bytes", u.nvme},
+              {"nvme_byte_seconds", u.nvme * elapsed},
+              {"staged_in_bytes", u.staged_in},
+              {"staged_out_bytes", u.staged_out},
+              {"stage_in_rate_bps", u.in_rate},
+              {"stage_out_rate_bps", u.out_rate}});
+  return out;
 }
 
 void print_table(const std::vector<v1::JobInfo>& jobs, std::int64_t now) {

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "commands.hpp"
+#include "job_json.hpp"
 #include "loom/client/client.hpp"
 #include "loom/common/bytes.hpp"
 #include "loom/common/printable.hpp"
@@ -64,39 +65,24 @@ nlohmann::json job_json(const v1::JobInfo& j) {
                        {"error", f.error()},
                        {"notes", std::vector<std::string>(f.notes().begin(), f.notes().end())}});
   }
-  auto optional = [](bool has, auto value) {
-    return has ? nlohmann::json(value) : nlohmann::json(nullptr);
-  };
-  return {
-      {"id", j.id()},
-      {"array_job", optional(j.array_job() != 0, j.array_job())},
-      {"array_index", optional(j.array_job() != 0, j.array_index())},
-      // The name is the user's bytes; JSON is UTF-8: bytes that are not, as U+FFFD.
-      {"name", valid_utf8(j.name())},
-      {"user", j.user()},
-      {"account", j.account()},
-      {"state", v1::JobState_Name(j.state())},
-      {"reason", j.reason()},
-      // The reason's code for scripts: "STAGE_IN_FAILED", "TIME_LIMIT", "NONE", ...
-      {"reason_code", v1::Reason_Name(j.reason_code()).substr(std::string_view("REASON_").size())},
-      {"exit_code", optional(j.has_exit_code(), j.exit_code())},
-      {"signal", optional(j.has_signal(), j.signal())},
-      {"nodes", j.nodes()},
-      {"tasks", j.tasks()},
-      {"submit_time", j.submit_time()},
-      {"start_time", optional(j.has_start_time(), j.start_time())},
-      {"placement", placement},
-      {"staging", staging},
-      // What the kernel counted in the job's cgroups; null until it has ended.
-      {"usage", j.has_usage() ? nlohmann::json{{"cpu_seconds", j.usage().cpu_seconds()},
-                                               {"memory_peak_bytes",
-                                                optional(j.usage().has_memory_peak_bytes(),
-                                                         j.usage().memory_peak_bytes())}}
-                              : nlohmann::json(nullptr)},
-      {"times",
-       {{"submit", j.submit_time()},
-        {"start", optional(j.has_start_time(), j.start_time())},
-        {"end", optional(j.has_end_time(), j.end_time())}}}};
+  nlohmann::json out = job_identity(j);
+  out.update({{"nodes", j.nodes()},
+              {"tasks", j.tasks()},
+              {"submit_time", j.submit_time()},
+              {"start_time", or_null(j.has_start_time(), j.start_time())},
+              {"placement", placement},
+              {"staging", staging},
+              // What the kernel counted in the job's cgroups; null until it has ended.
+              {"usage", j.has_usage() ? nlohmann::json{{"cpu_seconds", j.usage().cpu_seconds()},
+                                                       {"memory_peak_bytes",
+                                                        or_null(j.usage().has_memory_peak_bytes(),
+                                                                j.usage().memory_peak_bytes())}}
+                                      : nlohmann::json(nullptr)},
+              {"times",
+               {{"submit", j.submit_time()},
+                {"start", or_null(j.has_start_time(), j.start_time())},
+                {"end", or_null(j.has_end_time(), j.end_time())}}}});
+  return out;
 }
 
 std::string state_line(const v1::JobInfo& j) {

@@ -166,6 +166,31 @@ Status check_preemption(const std::vector<Config::Qos>& all, const toml::array& 
   return {};
 }
 
+// [[kind]] tables, each read by `read`, no two of one name.
+template <class T>
+Result<std::vector<T>> read_tables(const toml::node& value, std::string_view kind,
+                                   std::string_view noun,
+                                   Result<T> (*read)(std::size_t, const toml::table&)) {
+  const toml::array* tables = value.as_array();
+  if (tables == nullptr)
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("must be [[{}]] tables, got {}", kind, type_name(value)));
+  std::vector<T> out;
+  std::set<std::string> names;
+  for (std::size_t i = 0; i < tables->size(); ++i) {
+    const toml::table* table = (*tables)[i].as_table();
+    if (table == nullptr)
+      return make_error(ErrorCode::kInvalidArgument, fmt::format("[{}]: must be a table", i));
+    T item = LOOM_TRY(read(i, *table));
+    if (!names.insert(item.name).second)
+      return make_error(ErrorCode::kInvalidArgument,
+                        fmt::format("[{}] (line {}): a second {} named \"{}\"", i,
+                                    table->source().begin.line, noun, item.name));
+    out.push_back(std::move(item));
+  }
+  return out;
+}
+
 std::string written(const Config::Account& a) {
   std::vector<std::string> fields{fmt::format("name = \"{}\"", a.name),
                                   fmt::format("shares = {}", a.shares)};
@@ -198,24 +223,8 @@ const std::array kAccountKeys = {
          "max_walltime (longer jobs are refused at submit). With accounts, a user in none "
          "may not submit; admins may charge any. SIGHUP applies a change."},
         [](Config& config, const toml::node& value) -> Status {
-          const toml::array* tables = value.as_array();
-          if (tables == nullptr)
-            return make_error(ErrorCode::kInvalidArgument,
-                              fmt::format("must be [[accounts]] tables, got {}", type_name(value)));
-          std::vector<Config::Account> accounts;
-          std::set<std::string> names;
-          for (std::size_t i = 0; i < tables->size(); ++i) {
-            const toml::table* table = (*tables)[i].as_table();
-            if (table == nullptr)
-              return make_error(ErrorCode::kInvalidArgument,
-                                fmt::format("[{}]: must be a table", i));
-            Config::Account account = LOOM_TRY(read_account(i, *table));
-            if (!names.insert(account.name).second)
-              return make_error(ErrorCode::kInvalidArgument,
-                                fmt::format("[{}] (line {}): a second account named \"{}\"", i,
-                                            table->source().begin.line, account.name));
-            accounts.push_back(std::move(account));
-          }
+          std::vector<Config::Account> accounts =
+              LOOM_TRY(read_tables(value, "accounts", "account", read_account));
           config.accounts = std::move(accounts);
           return {};
         },
@@ -236,25 +245,8 @@ const std::array kAccountKeys = {
          "--qos is \"normal\", priority 0 unless a table says otherwise. A QOS that would "
          "preempt itself, directly or round a cycle, is refused. SIGHUP applies a change."},
         [](Config& config, const toml::node& value) -> Status {
-          const toml::array* tables = value.as_array();
-          if (tables == nullptr)
-            return make_error(ErrorCode::kInvalidArgument,
-                              fmt::format("must be [[qos]] tables, got {}", type_name(value)));
-          std::vector<Config::Qos> all;
-          std::set<std::string> names;
-          for (std::size_t i = 0; i < tables->size(); ++i) {
-            const toml::table* table = (*tables)[i].as_table();
-            if (table == nullptr)
-              return make_error(ErrorCode::kInvalidArgument,
-                                fmt::format("[{}]: must be a table", i));
-            Config::Qos qos = LOOM_TRY(read_qos(i, *table));
-            if (!names.insert(qos.name).second)
-              return make_error(ErrorCode::kInvalidArgument,
-                                fmt::format("[{}] (line {}): a second QOS named \"{}\"", i,
-                                            table->source().begin.line, qos.name));
-            all.push_back(std::move(qos));
-          }
-          LOOM_TRY(check_preemption(all, *tables));
+          std::vector<Config::Qos> all = LOOM_TRY(read_tables(value, "qos", "QOS", read_qos));
+          LOOM_TRY(check_preemption(all, *value.as_array()));
           config.qos = std::move(all);
           return {};
         },
