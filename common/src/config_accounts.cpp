@@ -230,6 +230,7 @@ const std::array kAccountKeys = {
         },
         [](const Config& config) {
           std::vector<std::string> out;
+          out.reserve(config.accounts.size());
           for (const Config::Account& a : config.accounts) out.push_back(written(a));
           return fmt::format("[{}]", fmt::join(out, ", "));
         },
@@ -252,6 +253,7 @@ const std::array kAccountKeys = {
         },
         [](const Config& config) {
           std::vector<std::string> out;
+          out.reserve(config.qos.size());
           for (const Config::Qos& q : config.qos) {
             std::vector<std::string> fields{fmt::format("name = \"{}\"", q.name),
                                             fmt::format("priority = {}", q.priority)};

@@ -3,6 +3,9 @@
 #include <fmt/format.h>
 #include <httplib.h>
 
+#include <charconv>
+#include <string_view>
+
 namespace loom::controller {
 
 MetricsServer::MetricsServer() : server_(std::make_unique<httplib::Server>()) {}
@@ -16,11 +19,12 @@ Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const std::string& a
                                                             Inbox& inbox) {
   const std::size_t colon = address.rfind(':');
   int port = -1;
-  try {
-    port = std::stoi(address.substr(colon + 1));
-  } catch (const std::exception&) {
+  if (colon != std::string::npos) {
+    const std::string_view digits = std::string_view(address).substr(colon + 1);
+    const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
+    if (error != std::errc() || end != digits.data() + digits.size()) port = -1;
   }
-  if (colon == std::string::npos || port < 0 || port > 65535)
+  if (port < 0 || port > 65535)
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("metrics.address {}: must be HOST:PORT", address));
   std::string host = address.substr(0, colon);

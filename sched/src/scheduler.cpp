@@ -80,7 +80,8 @@ bool Scheduler::preempt(const QueuedJob& job, PassResult& result) {
     const JobId id = std::get<2>(candidate);
     cluster_.release(running_.at(id).placement);
     victims.push_back(id);
-    if ((fits = cluster_.place(*job.request).has_value())) break;
+    fits = cluster_.place(*job.request).has_value();
+    if (fits) break;
   }
   if (fits) {  // the fewest: a victim whose room is not needed is spared
     for (auto it = victims.begin(); it != victims.end();) {
