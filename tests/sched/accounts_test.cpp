@@ -5,24 +5,15 @@
 
 #include <cmath>
 
+#include "clusters.hpp"
 #include "loom/hwtopo/load.hpp"
 #include "loom/sched/scheduler.hpp"
 
 namespace loom::sched {
 namespace {
 
-Time at(std::int64_t seconds) { return Time(std::chrono::seconds(seconds)); }
-
-// One node of `cores` cores and a device of `nvme` bytes.
-Cluster one_node(unsigned cores, std::uint64_t nvme = 0) {
-  auto topology = std::make_shared<const hwtopo::Topology>(
-      hwtopo::load_synthetic(fmt::format("pack:1 core:{} pu:1", cores)).value());
-  Cluster cluster;
-  std::vector<NvmeDevice> devices;
-  if (nvme > 0) devices.push_back({"/nvme", std::nullopt, nvme});
-  cluster.add_node({"n0", topology, devices});
-  return cluster;
-}
+using testing::at;
+using testing::uniform_cluster;
 
 JobSpec job(std::string account, unsigned tasks = 1, std::uint64_t bb = 0) {
   JobSpec spec;
@@ -77,7 +68,7 @@ TEST(FairShare, PastUseDecaysByHalfEachHalfLife) {
 // One pass over an empty cluster shares its cores as the shares say (1:3), rather than
 // giving them all to whichever account was lowest when it began.
 TEST(FairShare, OnePassSharesTheFreeCoresByTheAccountsShares) {
-  Cluster cluster = one_node(16);
+  Cluster cluster = uniform_cluster(1, 16);
   Scheduler s(cluster, with_accounts({account("small", 1), account("large", 3)}));
   std::map<JobId, std::string> accounts;
   for (std::uint64_t i = 1; i <= 40; ++i) {
@@ -93,7 +84,7 @@ TEST(FairShare, OnePassSharesTheFreeCoresByTheAccountsShares) {
 
 // Of two accounts holding nothing now, the one that held the cluster lately goes second.
 TEST(FairShare, AnAccountThatUsedTheClusterLatelyGoesAfterOneThatDidNot) {
-  Cluster cluster = one_node(4);
+  Cluster cluster = uniform_cluster(1, 4);
   Scheduler s(cluster, with_accounts({account("busy", 1), account("idle", 1)}));
   ASSERT_TRUE(s.submit(JobId(1), job("busy", 4), at(0)).has_value());
   ASSERT_EQ(s.schedule(at(0)).started.size(), 1u);
@@ -110,7 +101,7 @@ TEST(FairShare, AnAccountThatUsedTheClusterLatelyGoesAfterOneThatDidNot) {
 // (another account's) start, and starts once its account's running job frees the room.
 TEST(AccountLimits, AJobPastItsAccountsLimitWaitsWithoutHoldingBackOthers) {
   constexpr std::uint64_t kGiB = 1ull << 30;
-  Cluster cluster = one_node(8, 100 * kGiB);
+  Cluster cluster = uniform_cluster(1, 8, 100 * kGiB);
   Config::AccountLimits limits;
   limits.nvme = 4 * kGiB;
   SchedulerOptions options(make_fcfs_order(), make_easy_backfill());
@@ -134,7 +125,7 @@ TEST(AccountLimits, AJobPastItsAccountsLimitWaitsWithoutHoldingBackOthers) {
 }
 
 TEST(AccountLimits, RunningJobsAndCoresAreLimitedToo) {
-  Cluster cluster = one_node(8);
+  Cluster cluster = uniform_cluster(1, 8);
   Config::AccountLimits limits;
   limits.running_jobs = 2;
   limits.cores = 5;

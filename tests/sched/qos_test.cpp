@@ -3,21 +3,15 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include "clusters.hpp"
 #include "loom/hwtopo/load.hpp"
 #include "loom/sched/scheduler.hpp"
 
 namespace loom::sched {
 namespace {
 
-Time at(std::int64_t seconds) { return Time(std::chrono::seconds(seconds)); }
-
-Cluster nodes(unsigned count, unsigned cores) {
-  auto topology = std::make_shared<const hwtopo::Topology>(
-      hwtopo::load_synthetic(fmt::format("pack:1 core:{} pu:1", cores)).value());
-  Cluster cluster;
-  for (unsigned i = 0; i < count; ++i) cluster.add_node({fmt::format("n{}", i), topology, {}});
-  return cluster;
-}
+using testing::at;
+using testing::uniform_cluster;
 
 JobSpec job(unsigned tasks, std::string qos = "") {
   JobSpec spec;
@@ -42,7 +36,7 @@ SchedulerOptions with_debug_qos(bool requeue = true) {
 // A debug job waiting behind normal ones goes first; on a full cluster it preempts the
 // fewest normal jobs whose room it needs, the youngest first, and waits for them only.
 TEST(Qos, AnUrgentJobPreemptsTheFewestYoungestLowerJobsItNeedsAndStartsWhenTheyEnd) {
-  Cluster cluster = nodes(2, 4);
+  Cluster cluster = uniform_cluster(2, 4);
   Scheduler s(cluster, with_debug_qos());
   ASSERT_TRUE(s.submit(JobId(1), job(4), at(0)));  // n0, the oldest
   ASSERT_EQ(s.schedule(at(0)).started.size(), 1u);
@@ -72,7 +66,7 @@ TEST(Qos, AnUrgentJobPreemptsTheFewestYoungestLowerJobsItNeedsAndStartsWhenTheyE
 
 // Only the QOS it lists: a debug job may not preempt another debug job.
 TEST(Qos, NothingIsPreemptedThatTheQosDoesNotList) {
-  Cluster cluster = nodes(1, 4);
+  Cluster cluster = uniform_cluster(1, 4);
   Scheduler s(cluster, with_debug_qos(false));
   ASSERT_TRUE(s.submit(JobId(1), job(4, "debug"), at(0)));
   ASSERT_EQ(s.schedule(at(0)).started.size(), 1u);

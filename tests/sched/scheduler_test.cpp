@@ -5,22 +5,15 @@
 
 #include <algorithm>
 
+#include "clusters.hpp"
 #include "loom/hwtopo/load.hpp"
 #include "loom/sched/backfill.hpp"
 
 namespace loom::sched {
 namespace {
 
-Time at(std::int64_t seconds) { return Time(std::chrono::seconds(seconds)); }
-
-// n nodes of one domain with `cores` cores each.
-Cluster uniform_cluster(unsigned nodes, unsigned cores) {
-  auto topology = std::make_shared<const hwtopo::Topology>(
-      hwtopo::load_synthetic(fmt::format("pack:1 core:{} pu:1", cores)).value());
-  Cluster cluster;
-  for (unsigned i = 0; i < nodes; ++i) cluster.add_node({fmt::format("n{}", i), topology, {}});
-  return cluster;
-}
+using testing::at;
+using testing::uniform_cluster;
 
 JobSpec job(unsigned tasks, std::int64_t walltime_s, std::string account = "a") {
   JobSpec spec;
