@@ -31,8 +31,9 @@ Command add_sim(CLI::App& app) {
   };
   auto options = std::make_shared<Options>();
   command->add_option("--swf", options->swf, "Trace in the Standard Workload Format")->required();
-  command->add_option("--order", options->order,
-                      "Queue order: fcfs, sjf, priority or fairshare (default: scheduler.order)");
+  command->add_option(
+      "--order", options->order,
+      "Queue order: fcfs, sjf, srtf, priority or fairshare (default: scheduler.order)");
   command->add_option("--backfill", options->backfill,
                       "Backfill: none, easy or conservative (default: scheduler.backfill)");
   command->add_option("--backfill-depth", options->depth,
@@ -86,6 +87,7 @@ Command add_sim(CLI::App& app) {
               {"avg_bsld", m.avg_bsld},
               {"max_wait_s", m.max_wait_s},
               {"makespan_s", m.makespan_s},
+              {"preempted", m.preempted},
               {"sim_seconds", seconds},
           };
           std::cout << j.dump(2) << '\n';
@@ -95,11 +97,11 @@ Command add_sim(CLI::App& app) {
             "trace       {}\nmachine     {} nodes x {} cores\npolicy      {} backfill, {} order\n"
             "jobs        {} in {} window(s), {} skipped\noffered     {:.3f}\nutilization {:.3f}\n"
             "avg wait    {:.0f} s\n"
-            "avg bsld    {:.2f}\nmax wait    {:.0f} s\nmakespan    {:.0f} s\nsim time    {:.3f} "
-            "s\n",
+            "avg bsld    {:.2f}\nmax wait    {:.0f} s\nmakespan    {:.0f} s\npreempted   {}\n"
+            "sim time    {:.3f} s\n",
             options->swf, m.nodes, m.cores_per_node, policy.backfill, policy.order, m.jobs,
             m.windows, m.skipped, m.offered_load, m.utilization, m.avg_wait_s, m.avg_bsld,
-            m.max_wait_s, m.makespan_s, seconds);
+            m.max_wait_s, m.makespan_s, m.preempted, seconds);
         return {};
       }};
 }

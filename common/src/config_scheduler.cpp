@@ -27,14 +27,17 @@ Status one_of(Config& config, const toml::node& value,
   return {};
 }
 
-constexpr std::array<std::string_view, 4> kOrders = {"fcfs", "sjf", "priority", "fairshare"};
+constexpr std::array<std::string_view, 5> kOrders = {"fcfs", "sjf", "srtf", "priority",
+                                                     "fairshare"};
 constexpr std::array<std::string_view, 3> kBackfills = {"none", "easy", "conservative"};
 
 const std::array kSchedulerKeys = {
     KeySpec{
         {"scheduler.order", "string", "fcfs",
          "Which pending job loomctld starts first: \"fcfs\" (submit time), \"sjf\" (shortest "
-         "walltime), \"priority\" (Slurm's multifactor: the weighted sum of age, size, fair "
+         "walltime), \"srtf\" (as sjf, and a job that cannot start requeues the running jobs, "
+         "of no higher QOS, with more walltime left than it asks for), \"priority\" (Slurm's "
+         "multifactor: the weighted sum of age, size, fair "
          "share and the job's own priority, weighted by the keys below) or \"fairshare\" (the "
          "account whose use of the cluster, by dominant resource, now and decayed over "
          "fair_share_half_life, is least for its [[accounts]] shares, first). SIGHUP "

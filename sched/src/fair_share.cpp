@@ -23,12 +23,7 @@ double FairShare::weight(const std::string& account) const {
   return it == weights_.end() ? 1.0 : it->second;
 }
 
-void FairShare::allocated(const std::string& account, Resources r) {
-  Resources& a = allocations_[account];
-  a.cores += r.cores;
-  a.memory += r.memory;
-  a.nvme += r.nvme;
-}
+void FairShare::allocated(const std::string& account, Resources r) { allocations_[account] += r; }
 
 void FairShare::unallocated(const std::string& account, Resources r) {
   Resources& a = allocations_[account];
@@ -86,9 +81,7 @@ double FairShare::dominant_share(const std::string& account) const {
 
 double FairShare::weighted_share(const std::string& account, Resources extra) const {
   Resources held = allocation(account);
-  held.cores += extra.cores;
-  held.memory += extra.memory;
-  held.nvme += extra.nvme;
+  held += extra;
   return (share_of(held) + average(account)) / 2 / weight(account);
 }
 

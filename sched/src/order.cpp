@@ -24,15 +24,22 @@ class Fcfs final : public QueueOrder {
   }
 };
 
-class Sjf final : public QueueOrder {
+// SJF, and SRTF: a pending job's remaining walltime is all of it, so both sort alike;
+// SRTF also preempts.
+class ShortestFirst final : public QueueOrder {
  public:
-  std::string_view name() const override { return "sjf"; }
+  explicit ShortestFirst(bool preempting) : preempting_(preempting) {}
+  std::string_view name() const override { return preempting_ ? "srtf" : "sjf"; }
+  bool preempts_longer() const override { return preempting_; }
   void sort(std::vector<QueuedJob>& jobs, const OrderContext&) const override {
     std::ranges::sort(jobs, [](const QueuedJob& a, const QueuedJob& b) {
       if (a.spec->walltime != b.spec->walltime) return a.spec->walltime < b.spec->walltime;
       return fcfs_before(a, b);
     });
   }
+
+ private:
+  bool preempting_;
 };
 
 // Account by account, FCFS within each: the next job is the first of the account whose
@@ -69,10 +76,7 @@ class FairShareOrder final : public QueueOrder {
       heads.pop();
       Queue& queue = queues.at(account);
       const QueuedJob& job = queue.jobs[queue.next++];
-      const Resources more = requested(*job.request);
-      queue.ahead.cores += more.cores;
-      queue.ahead.memory += more.memory;
-      queue.ahead.nvme += more.nvme;
+      queue.ahead += requested(*job.request);
       jobs[i++] = job;
       push(account, queue);
     }
@@ -118,7 +122,8 @@ Resources requested(const Request& request) {
 }
 
 std::unique_ptr<QueueOrder> make_fcfs_order() { return std::make_unique<Fcfs>(); }
-std::unique_ptr<QueueOrder> make_sjf_order() { return std::make_unique<Sjf>(); }
+std::unique_ptr<QueueOrder> make_sjf_order() { return std::make_unique<ShortestFirst>(false); }
+std::unique_ptr<QueueOrder> make_srtf_order() { return std::make_unique<ShortestFirst>(true); }
 std::unique_ptr<QueueOrder> make_fair_share_order() { return std::make_unique<FairShareOrder>(); }
 std::unique_ptr<QueueOrder> make_multifactor_order(MultifactorWeights weights) {
   return std::make_unique<Multifactor>(weights);
@@ -127,11 +132,13 @@ std::unique_ptr<QueueOrder> make_multifactor_order(MultifactorWeights weights) {
 Result<std::unique_ptr<QueueOrder>> make_order(std::string_view name) {
   if (name == "fcfs") return make_fcfs_order();
   if (name == "sjf") return make_sjf_order();
+  if (name == "srtf") return make_srtf_order();
   if (name == "fairshare") return make_fair_share_order();
   if (name == "priority") return make_multifactor_order();
   return make_error(
       ErrorCode::kInvalidArgument,
-      fmt::format("unknown queue order \"{}\": expected fcfs, sjf, fairshare or priority", name));
+      fmt::format("unknown queue order \"{}\": expected fcfs, sjf, srtf, fairshare or priority",
+                  name));
 }
 
 }  // namespace loom::sched

@@ -62,15 +62,24 @@ bool Scheduler::awaits_preempted(JobId id) {
   return false;
 }
 
-bool Scheduler::preempt(const QueuedJob& job, PassResult& result) {
+bool Scheduler::preempt(const QueuedJob& job, Time now, PassResult& result) {
   const Config::Qos* mine = qos(job.spec->qos);
-  if (mine == nullptr || mine->preempt.empty()) return false;
-  // (QOS priority, minus its start: the youngest first among equals, id) of each candidate.
+  const bool by_qos = mine != nullptr && !mine->preempt.empty();
+  const bool by_remaining = options_.order->preempts_longer();
+  if (!by_qos && !by_remaining) return false;
+  // (QOS priority; minus its start, the youngest first among equals, or under SRTF minus
+  // its deadline, the most walltime left first; id) of each candidate.
   std::vector<std::tuple<std::uint64_t, std::int64_t, JobId>> candidates;
   for (const auto& [id, running] : running_) {
+    if (preempted_.contains(id)) continue;
     const std::string& theirs = running.spec.qos.empty() ? "normal" : running.spec.qos;
-    if (!preempted_.contains(id) && std::ranges::find(mine->preempt, theirs) != mine->preempt.end())
+    if (by_qos && std::ranges::find(mine->preempt, theirs) != mine->preempt.end()) {
       candidates.emplace_back(priority_of(theirs), -running.start.time_since_epoch().count(), id);
+    } else if (by_remaining && running.deadline - now > job.spec->walltime &&
+               priority_of(theirs) <= priority_of(job.spec->qos)) {
+      candidates.emplace_back(priority_of(theirs), -running.deadline.time_since_epoch().count(),
+                              id);
+    }
   }
   std::ranges::sort(candidates);
   // What-ifs on the cluster itself: victims' placements are released, then taken back.
@@ -98,7 +107,7 @@ bool Scheduler::preempt(const QueuedJob& job, PassResult& result) {
   if (!fits) return false;
   for (JobId id : victims) {
     preempted_.insert(id);
-    result.preempted.push_back({id, job.id, mine->requeue});
+    result.preempted.push_back({id, job.id, !by_qos || mine->requeue});
   }
   preempting_[job.id] = std::set<JobId>(victims.begin(), victims.end());
   return true;
@@ -265,7 +274,7 @@ PassResult Scheduler::schedule(Time now) {
       // Waiting for the jobs it preempted to end, or preempting some now: nothing after it
       // starts meanwhile (at most controller.kill_grace), or it would take the room it counts
       // on, its victims' and what is free.
-      if (awaits_preempted(job.id) || preempt(job, result)) break;
+      if (awaits_preempted(job.id) || preempt(job, now, result)) break;
       if (!backfill) {
         running.reserve(running_.size());
         for (const auto& [deadline, id] : deadlines_)

@@ -21,6 +21,7 @@ struct SimJob {
 
 struct WindowMetrics {
   double utilization, avg_wait, avg_bsld, max_wait, makespan;
+  std::size_t preempted;
 };
 
 std::shared_ptr<const hwtopo::Topology> uniform_node(unsigned cores) {
@@ -47,17 +48,22 @@ Result<WindowMetrics> replay(std::span<const SimJob> jobs, std::size_t nodes,
   for (std::size_t i = 0; i < nodes; ++i) cluster.add_node({fmt::format("sim{}", i), topology, {}});
   Scheduler scheduler(cluster, LOOM_TRY(scheduler_options(options.scheduler)));
 
-  using Event = std::pair<std::int64_t, JobId>;  // end time, job
+  // End time, job, and which of its runs: a preempted job's end is forgotten by the run
+  // number moving on, not by searching the queue.
+  using Event = std::tuple<std::int64_t, JobId, unsigned>;
   std::priority_queue<Event, std::vector<Event>, std::greater<>> ends;
   std::vector<std::int64_t> start(jobs.size(), -1);
+  std::vector<unsigned> runs(jobs.size(), 0);
+  std::size_t preempted = 0;
   std::size_t next = 0;
   auto at = [](std::int64_t seconds) { return Time(std::chrono::seconds(seconds)); };
   while (next < jobs.size() || !ends.empty()) {
-    std::int64_t now = next < jobs.size() ? jobs[next].submit : ends.top().first;
-    if (!ends.empty()) now = std::min(now, ends.top().first);
-    while (!ends.empty() && ends.top().first == now) {
-      scheduler.finished(ends.top().second, JobEnd::kCompleted, at(now));
+    std::int64_t now = next < jobs.size() ? jobs[next].submit : std::get<0>(ends.top());
+    if (!ends.empty()) now = std::min(now, std::get<0>(ends.top()));
+    while (!ends.empty() && std::get<0>(ends.top()) == now) {
+      const auto [end, id, run] = ends.top();
       ends.pop();
+      if (run == runs[id.value() - 1]) scheduler.finished(id, JobEnd::kCompleted, at(now));
     }
     while (next < jobs.size() && jobs[next].submit == now) {
       JobSpec spec;
@@ -66,10 +72,22 @@ Result<WindowMetrics> replay(std::span<const SimJob> jobs, std::size_t nodes,
       LOOM_TRY(scheduler.submit(JobId(next + 1), std::move(spec), at(now)));
       ++next;
     }
-    for (const Started& s : scheduler.schedule(at(now)).started) {
-      const std::size_t i = s.id.value() - 1;
-      start[i] = now;
-      ends.emplace(now + jobs[i].run, s.id);
+    // A preempted job is killed at once and queued again as it was submitted; the job that
+    // preempted it starts in the next pass, at the same time.
+    for (bool again = true; again;) {
+      PassResult pass = scheduler.schedule(at(now));
+      for (const Started& s : pass.started) {
+        const std::size_t i = s.id.value() - 1;
+        start[i] = now;
+        ends.emplace(now + jobs[i].run, s.id, ++runs[i]);
+      }
+      for (const Preemption& p : pass.preempted) {
+        const std::size_t i = p.victim.value() - 1;
+        ++runs[i];
+        scheduler.requeue(p.victim, at(jobs[i].submit));
+      }
+      preempted += pass.preempted.size();
+      again = !pass.preempted.empty();
     }
   }
 
@@ -92,6 +110,7 @@ Result<WindowMetrics> replay(std::span<const SimJob> jobs, std::size_t nodes,
       m.makespan > 0 ? busy / (static_cast<double>(nodes) * cores_per_node * m.makespan) : 0;
   m.avg_wait = wait_sum / static_cast<double>(jobs.size());
   m.avg_bsld = bsld_sum / static_cast<double>(jobs.size());
+  m.preempted = preempted;
   return m;
 }
 
@@ -170,6 +189,7 @@ Result<SimMetrics> simulate(const SwfTrace& trace, const SimOptions& options) {
     metrics.avg_bsld += w.avg_bsld / static_cast<double>(results.size());
     metrics.max_wait_s += w.max_wait / static_cast<double>(results.size());
     metrics.makespan_s += w.makespan / static_cast<double>(results.size());
+    metrics.preempted += w.preempted;
   }
   return metrics;
 }

@@ -64,10 +64,15 @@ TEST(LoomSim, ReplaysUnderTheConfiguredPolicy) {
 }
 
 // The shared trace was recorded on a quiet machine (load 0.04); --load replays it as a busy
-// one, where the queue builds up.
+// one, where the queue builds up. Its first 2,000 jobs are enough to see it, and keep the
+// test short under the sanitizers.
 TEST(LoomSim, ReplaysATraceAtTheLoadAsked) {
-  auto recorded = run({built("cli/loom"), "sim", "--swf", kTrace, "--json"});
-  auto busy = run({built("cli/loom"), "sim", "--swf", kTrace, "--load", "0.9", "--json"});
+  const std::vector<std::string> first = {
+      built("cli/loom"), "sim", "--swf", kTrace, "--window", "2000", "--stride", "10000", "--json"};
+  auto recorded = run(first);
+  auto with_load = first;
+  with_load.insert(with_load.end(), {"--load", "0.9"});
+  auto busy = run(with_load);
   ASSERT_EQ(recorded.exit_code, 0) << recorded.err;
   ASSERT_EQ(busy.exit_code, 0) << busy.err;
   const json quiet = json::parse(recorded.out), loaded = json::parse(busy.out);
@@ -76,6 +81,25 @@ TEST(LoomSim, ReplaysATraceAtTheLoadAsked) {
   EXPECT_GT(loaded["utilization"].get<double>(), 0.8);
   EXPECT_GT(loaded["avg_wait_s"].get<double>(), 10 * quiet["avg_wait_s"].get<double>());
   EXPECT_EQ(loaded["jobs"], quiet["jobs"]);
+}
+
+// SRTF replays the trace with short jobs preempting long ones, each preempted job running
+// again from its start until every job has completed; SJF, its order without preemption,
+// preempts nothing. 500 jobs at load 0.9 preempt tens of times.
+TEST(LoomSim, SrtfPreemptsLongerJobsAndEveryJobStillCompletes) {
+  auto replay = [](const char* order) {
+    auto done = run({built("cli/loom"), "sim", "--swf", kTrace, "--order", order, "--load", "0.9",
+                     "--window", "500", "--stride", "10000", "--json"});
+    EXPECT_EQ(done.exit_code, 0) << done.err;
+    return json::parse(done.out);
+  };
+  const json srtf = replay("srtf"), sjf = replay("sjf");
+  EXPECT_EQ(srtf["order"], "srtf");
+  EXPECT_EQ(srtf["jobs"], 500);
+  EXPECT_GT(srtf["preempted"].get<int>(), 0);
+  EXPECT_EQ(sjf["preempted"], 0);
+  EXPECT_LT(srtf["utilization"].get<double>(), sjf["utilization"].get<double>())
+      << "a preempted run's work is lost";
 }
 
 TEST(LoomSim, BadInputGetsOneLine) {

@@ -108,9 +108,10 @@ TEST(Config, TheSchedulersPolicyIsOneItKnowsAndItsWeightsAreNumbers) {
   EXPECT_EQ(config->scheduler.max_age, std::chrono::hours(24));
   EXPECT_EQ(config->scheduler.fair_share_weight, 0);
   EXPECT_EQ(config_value(*config, "scheduler.age_weight"), "2.5");
-  EXPECT_EQ(error_of("[scheduler]\norder = \"lottery\"\n"),
-            "loom.toml:2: key 'scheduler.order' must be \"fcfs\", \"sjf\", \"priority\" or "
-            "\"fairshare\", got \"lottery\"");
+  EXPECT_EQ(
+      error_of("[scheduler]\norder = \"lottery\"\n"),
+      "loom.toml:2: key 'scheduler.order' must be \"fcfs\", \"sjf\", \"srtf\", \"priority\" or "
+      "\"fairshare\", got \"lottery\"");
   EXPECT_EQ(error_of("[scheduler]\n\nbackfill = \"fcfs\"\n"),
             "loom.toml:3: key 'scheduler.backfill' must be \"none\", \"easy\" or "
             "\"conservative\", got \"fcfs\"");

@@ -7,6 +7,8 @@
 #include <queue>
 #include <random>
 #include <set>
+#include <string_view>
+#include <tuple>
 
 #include "loom/hwtopo/load.hpp"
 #include "loom/sched/scheduler.hpp"
@@ -136,7 +138,8 @@ void check_invariants(const Cluster& cluster, const std::map<JobId, Placement>& 
 
 struct Outcome {
   std::size_t accepted = 0;
-  std::size_t started = 0;
+  std::size_t completed = 0;
+  std::size_t preempted = 0;  // runs cut short, each run again later
   std::size_t reservations_checked = 0;
 };
 
@@ -151,8 +154,10 @@ Outcome replay(std::uint32_t seed, std::unique_ptr<QueueOrder> order, bool check
   std::map<JobId, JobSpec> specs;
   std::map<JobId, Placement> running;
   std::map<JobId, Time> first_reservation;
-  using Event = std::pair<std::int64_t, JobId>;
+  // End time, job, run: a preempted run's end is stale once the job's run count moves on.
+  using Event = std::tuple<std::int64_t, JobId, unsigned>;
   std::priority_queue<Event, std::vector<Event>, std::greater<>> ends;
+  std::map<JobId, unsigned> runs;
   Outcome outcome;
   std::int64_t now = 0;
   std::uint64_t next_id = 1;
@@ -165,12 +170,15 @@ Outcome replay(std::uint32_t seed, std::unique_ptr<QueueOrder> order, bool check
       for (NodeId node : w.nodes)
         EXPECT_TRUE(w.cluster.set_state(node, NodeState::kUp).has_value());
     } else {
-      now = ends.empty() ? next_arrival : std::min(next_arrival, ends.top().first);
+      now = ends.empty() ? next_arrival : std::min(next_arrival, std::get<0>(ends.top()));
     }
-    while (!ends.empty() && ends.top().first == now) {
-      scheduler.finished(ends.top().second, JobEnd::kCompleted, at(now));
-      running.erase(ends.top().second);
+    while (!ends.empty() && std::get<0>(ends.top()) == now) {
+      const auto [end, id, run] = ends.top();
       ends.pop();
+      if (run != runs[id]) continue;
+      scheduler.finished(id, JobEnd::kCompleted, at(now));
+      running.erase(id);
+      ++outcome.completed;
     }
     if (now == next_arrival) {
       JobSpec spec = random_job(rng);
@@ -191,14 +199,19 @@ Outcome replay(std::uint32_t seed, std::unique_ptr<QueueOrder> order, bool check
       const JobSpec& spec = specs.at(s.id);
       const std::int64_t run =
           1 + static_cast<std::int64_t>(rng() % static_cast<unsigned>(spec.walltime.count()));
-      ends.emplace(now + run, s.id);
+      ends.emplace(now + run, s.id, ++runs[s.id]);
       running.emplace(s.id, s.placement);
-      ++outcome.started;
       if (auto it = first_reservation.find(s.id); check_easy && it != first_reservation.end()) {
         EXPECT_LE(now, it->second.time_since_epoch().count())
             << "job " << s.id.value() << " was delayed past its reservation";
         ++outcome.reservations_checked;
       }
+    }
+    for (const Preemption& p : pass.preempted) {  // killed at once, queued again
+      ++runs[p.victim];
+      running.erase(p.victim);
+      scheduler.requeue(p.victim, at(now));
+      ++outcome.preempted;
     }
     // The head's: the first blocked job in order. Later reservations are re-planned every
     // pass, and conservative backfill promises them nothing across passes.
@@ -214,11 +227,12 @@ Outcome replay(std::uint32_t seed, std::unique_ptr<QueueOrder> order, bool check
 TEST(Invariants, RandomWorkloadsNeverOvercommitOrBreakNumaRules) {
   for (std::uint32_t seed = 1; seed <= 4; ++seed) {
     SCOPED_TRACE(seed);
-    for (const char* order : {"fcfs", "sjf", "fairshare", "priority"}) {
+    for (const char* order : {"fcfs", "sjf", "srtf", "fairshare", "priority"}) {
       Outcome outcome = replay(seed, make_order(order).value(), false);
       ASSERT_FALSE(::testing::Test::HasFatalFailure()) << order;
       EXPECT_GT(outcome.accepted, 200u) << order;
-      EXPECT_EQ(outcome.started, outcome.accepted) << order << ": every accepted job runs";
+      EXPECT_EQ(outcome.completed, outcome.accepted) << order << ": every accepted job runs";
+      EXPECT_EQ(outcome.preempted > 0, std::string_view(order) == "srtf") << order;
     }
   }
 }
@@ -229,7 +243,7 @@ TEST(Invariants, ConservativeBackfillKeepsTheInvariantsAndTheHeadsReservation) {
     SCOPED_TRACE(seed);
     Outcome outcome = replay(seed, make_fcfs_order(), true, make_conservative_backfill());
     ASSERT_FALSE(::testing::Test::HasFatalFailure());
-    EXPECT_EQ(outcome.started, outcome.accepted);
+    EXPECT_EQ(outcome.completed, outcome.accepted);
     checked += outcome.reservations_checked;
   }
   EXPECT_GT(checked, 50u) << "too few reservations to say anything";

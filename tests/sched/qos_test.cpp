@@ -1,5 +1,5 @@
-// QOS in the scheduler: tiers above the queue order, and preemption of the fewest running
-// jobs of a lower QOS that let an urgent job start.
+// Preemption in the scheduler: QOS tiers above the queue order, the fewest running jobs of a
+// lower QOS stopped to let an urgent job start, and SRTF's preemption of longer jobs.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
@@ -13,10 +13,10 @@ namespace {
 using testing::at;
 using testing::uniform_cluster;
 
-JobSpec job(unsigned tasks, std::string qos = "") {
+JobSpec job(unsigned tasks, std::string qos = "", std::int64_t walltime = 1000) {
   JobSpec spec;
   spec.tasks = tasks;
-  spec.walltime = std::chrono::seconds(1000);
+  spec.walltime = std::chrono::seconds(walltime);
   spec.user = "alice";
   spec.qos = std::move(qos);
   return spec;
@@ -74,6 +74,53 @@ TEST(Qos, NothingIsPreemptedThatTheQosDoesNotList) {
   EXPECT_TRUE(s.schedule(at(1)).preempted.empty());
   ASSERT_TRUE(s.submit(JobId(3), job(1), at(2)));
   EXPECT_TRUE(s.schedule(at(2)).preempted.empty()) << "normal preempts nothing";
+}
+
+// SRTF: a short job that cannot start requeues the running job with the most walltime left,
+// and only jobs with more left than it asks for.
+TEST(Srtf, AShortJobPreemptsTheRunningJobWithTheMostWalltimeLeft) {
+  Cluster cluster = uniform_cluster(2, 4);
+  Scheduler s(cluster, SchedulerOptions(make_srtf_order(), make_easy_backfill()));
+  ASSERT_TRUE(s.submit(JobId(1), job(4, "", 1000), at(0)));  // ends at 1000
+  ASSERT_TRUE(s.submit(JobId(2), job(4, "", 600), at(0)));   // ends at 600
+  ASSERT_EQ(s.schedule(at(0)).started.size(), 2u);
+
+  ASSERT_TRUE(s.submit(JobId(3), job(4, "", 500), at(200)));
+  PassResult pass = s.schedule(at(200));
+  EXPECT_TRUE(pass.started.empty());
+  ASSERT_EQ(pass.preempted.size(), 1u);
+  EXPECT_EQ(pass.preempted[0].victim, JobId(1)) << "800 s left, against job 2's 400 s";
+  EXPECT_EQ(pass.preempted[0].by, JobId(3));
+  EXPECT_TRUE(pass.preempted[0].requeue);
+
+  s.requeue(JobId(1), at(0));
+  pass = s.schedule(at(200));
+  ASSERT_EQ(pass.started.size(), 1u);
+  EXPECT_EQ(pass.started[0].id, JobId(3));
+  EXPECT_TRUE(pass.preempted.empty()) << "job 1, pending again, waits its turn";
+
+  // At 550 job 2 has 50 s left and job 3 150 s: a job of 200 s waits rather than preempting.
+  ASSERT_TRUE(s.submit(JobId(4), job(4, "", 200), at(550)));
+  EXPECT_TRUE(s.schedule(at(550)).preempted.empty());
+  s.finished(JobId(2), JobEnd::kCompleted, at(600));
+  pass = s.schedule(at(600));
+  ASSERT_EQ(pass.started.size(), 1u);
+  EXPECT_EQ(pass.started[0].id, JobId(4)) << "shortest first: job 4 before job 1";
+}
+
+// A QOS above the short job's keeps its running jobs from SRTF's preemption.
+TEST(Srtf, AJobOfAHigherQosIsNotPreemptedByAShorterOne) {
+  Cluster cluster = uniform_cluster(1, 4);
+  SchedulerOptions options(make_srtf_order(), make_easy_backfill());
+  Config::Qos high;
+  high.name = "high";
+  high.priority = 10;
+  options.qos = {high};
+  Scheduler s(cluster, std::move(options));
+  ASSERT_TRUE(s.submit(JobId(1), job(4, "high", 1000), at(0)));
+  ASSERT_EQ(s.schedule(at(0)).started.size(), 1u);
+  ASSERT_TRUE(s.submit(JobId(2), job(4, "", 10), at(1)));
+  EXPECT_TRUE(s.schedule(at(1)).preempted.empty());
 }
 
 }  // namespace

@@ -68,7 +68,7 @@ struct Config {
   // How loomctld orders its queue and lets jobs pass a blocked one (loom/sched/configured.hpp);
   // loom sim --config replays a trace the same way.
   struct Scheduler {
-    std::string order = "fcfs";        // fcfs, sjf, priority or fairshare
+    std::string order = "fcfs";        // fcfs, sjf, srtf, priority or fairshare
     std::string backfill = "easy";     // none, easy or conservative
     std::uint64_t backfill_depth = 0;  // conservative: blocked jobs planned per pass; 0: all
     // priority's factors, as Slurm's PriorityWeight*: sched::MultifactorWeights.

@@ -25,6 +25,13 @@ struct Resources {
   std::uint64_t cores = 0;
   std::uint64_t memory = 0;
   std::uint64_t nvme = 0;
+
+  Resources& operator+=(const Resources& more) {
+    cores += more.cores;
+    memory += more.memory;
+    nvme += more.nvme;
+    return *this;
+  }
 };
 
 class FairShare {

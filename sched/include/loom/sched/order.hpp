@@ -39,6 +39,9 @@ class QueueOrder {
   virtual ~QueueOrder() = default;
   virtual std::string_view name() const = 0;
   virtual void sort(std::vector<QueuedJob>& jobs, const OrderContext& context) const = 0;
+  // Whether a job that cannot start preempts running jobs with more walltime left than it
+  // asks for (SRTF), whatever their QOS.
+  virtual bool preempts_longer() const { return false; }
 };
 
 // First come, first served: submit time, then id.
@@ -46,6 +49,11 @@ std::unique_ptr<QueueOrder> make_fcfs_order();
 
 // Shortest requested walltime first, then FCFS.
 std::unique_ptr<QueueOrder> make_sjf_order();
+
+// Shortest remaining walltime first: SJF's order, and a job at the head that cannot start
+// preempts (requeues) the running jobs with the most walltime left, if each has more left
+// than the job's whole walltime, as the seeds' SRTF policy did.
+std::unique_ptr<QueueOrder> make_srtf_order();
 
 // The account with the least weighted fair-share usage (fair_share.hpp) first, FCFS within
 // an account; the jobs ordered ahead count as its usage, so that accounts interleave.
@@ -65,7 +73,7 @@ struct MultifactorWeights {
 };
 std::unique_ptr<QueueOrder> make_multifactor_order(MultifactorWeights weights = {});
 
-// By name: "fcfs", "sjf", "fairshare" or "priority" (multifactor with default weights;
+// By name: "fcfs", "sjf", "srtf", "fairshare" or "priority" (multifactor with default weights;
 // configured.hpp gives it a configuration's).
 Result<std::unique_ptr<QueueOrder>> make_order(std::string_view name);
 

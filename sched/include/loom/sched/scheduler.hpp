@@ -40,8 +40,8 @@ struct Started {
   Time deadline;  // start + walltime
 };
 
-// A running job to stop so that a job of a higher QOS can start: the caller kills it and
-// reports it back requeued (requeue()) or ended (finished()).
+// A running job to stop so that a job of a higher QOS (or, under SRTF, a shorter one) can start:
+// the caller kills it and reports it back requeued (requeue()) or ended (finished()).
 struct Preemption {
   JobId victim;
   JobId by;
@@ -160,9 +160,10 @@ class Scheduler {
   void start(JobId id, Placement placement, Time now, PassResult& result);
   // Whether the job waits for jobs it preempted to end; forgets those that have.
   bool awaits_preempted(JobId id);
-  // Picks the fewest running jobs of the QOS the job's may preempt whose room would let it
-  // start, lowest QOS and youngest first; false when there are none such.
-  bool preempt(const QueuedJob& job, PassResult& result);
+  // Picks the fewest running jobs of the QOS the job's may preempt (lowest QOS and youngest
+  // first), or under SRTF of no higher QOS with more walltime left than the job asks for
+  // (most left first), whose room would let it start; false when there are none such.
+  bool preempt(const QueuedJob& job, Time now, PassResult& result);
   std::uint64_t priority_of(const std::string& qos) const;
   // The limit of the job's account that `more` would pass, said as held_back() says it.
   std::optional<std::string> past_limit(const std::string& account, Resources more) const;

@@ -38,6 +38,9 @@ struct SimMetrics {
   // The work offered over the span of arrivals, as replayed: sum(run x cores) /
   // (machine's cores x (last submit - first submit)).
   double offered_load = 0;
+  // Runs cut short by preemption (SRTF), summed over windows: each ran again from its start,
+  // and the time it had run is lost (utilization counts the runs that completed).
+  std::size_t preempted = 0;
 };
 
 // Processors map to cores. The machine has MaxProcs cores from the header, else MaxNodes x
