@@ -22,7 +22,7 @@ std::vector<Command> add_bb_commands(CLI::App& app) {
   bb->require_subcommand(1);
 
   struct Create {
-    std::string name, size, node;
+    std::string name, size, node, account;
   };
   auto c = std::make_shared<Create>();
   auto* create = bb->add_subcommand(
@@ -32,6 +32,8 @@ std::vector<Command> add_bb_commands(CLI::App& app) {
   create->add_option("name", c->name, "Its name: letters, digits, '-', '_', '.'")->required();
   create->add_option("--size", c->size, "Its capacity, e.g. 10G")->required();
   create->add_option("--node", c->node, "The node to put it on");
+  create->add_option("-A,--account", c->account,
+                     "The account its bytes are charged to, as a job's (default: your first)");
   create->add_option("--controller", *controller, kControllerHelp);
   commands.push_back(
       {create, [c, controller](const Context& context) -> Status {
@@ -42,6 +44,7 @@ std::vector<Command> add_bb_commands(CLI::App& app) {
          request.set_name(c->name);
          request.set_bytes(bytes.count());
          request.set_node(c->node);
+         request.set_account(c->account);
          v1::BufferInfo reply;
          grpc::ClientContext call;
          if (grpc::Status s = client.stub->CreateBuffer(&call, request, &reply); !s.ok())
@@ -53,9 +56,10 @@ std::vector<Command> add_bb_commands(CLI::App& app) {
 
   auto json = std::make_shared<bool>(false);
   auto* list = bb->add_subcommand("list", "List your buffers (every user's for an admin)");
-  list->add_flag("--json", *json,
-                 "Print one JSON object: {\"buffers\": [{\"name\", \"owner\", \"node\", \"bytes\", "
-                 "\"used_by\", \"path\"}]}");
+  list->add_flag(
+      "--json", *json,
+      "Print one JSON object: {\"buffers\": [{\"name\", \"owner\", \"account\", \"node\", "
+      "\"bytes\", \"used_by\", \"path\"}]}");
   list->add_option("--controller", *controller, kControllerHelp);
   commands.push_back(
       {list, [json, controller](const Context& context) -> Status {
@@ -72,6 +76,7 @@ std::vector<Command> add_bb_commands(CLI::App& app) {
              buffers.push_back(
                  {{"name", b.name()},
                   {"owner", b.owner()},
+                  {"account", b.account()},
                   {"node", b.node()},
                   {"bytes", b.bytes()},
                   {"used_by", std::vector<std::uint64_t>(b.used_by().begin(), b.used_by().end())},
@@ -80,15 +85,15 @@ std::vector<Command> add_bb_commands(CLI::App& app) {
            std::cout << nlohmann::json{{"buffers", buffers}}.dump(2) << '\n';
            return {};
          }
-         std::cout << fmt::format("{:<20} {:<12} {:<12} {:>10}  {}\n", "NAME", "OWNER", "NODE",
-                                  "SIZE", "USED BY");
+         std::cout << fmt::format("{:<20} {:<12} {:<12} {:<12} {:>10}  {}\n", "NAME", "OWNER",
+                                  "ACCOUNT", "NODE", "SIZE", "USED BY");
          for (const v1::BufferInfo& b : reply.buffers()) {
            std::string users;
            for (std::uint64_t id : b.used_by())
              users += (users.empty() ? "job " : ", ") + std::to_string(id);
-           std::cout << fmt::format("{:<20} {:<12} {:<12} {:>10}  {}\n", b.name(), b.owner(),
-                                    b.node(), format_bytes(Bytes(b.bytes())),
-                                    users.empty() ? "-" : users);
+           std::cout << fmt::format("{:<20} {:<12} {:<12} {:<12} {:>10}  {}\n", b.name(), b.owner(),
+                                    b.account().empty() ? "-" : b.account(), b.node(),
+                                    format_bytes(Bytes(b.bytes())), users.empty() ? "-" : users);
          }
          return {};
        }});

@@ -217,8 +217,9 @@ const std::array kAccountKeys = {
          "scheduler.order = \"fairshare\" or \"priority\"); users (who may charge it: the "
          "first account listing a user is the one their jobs are charged to without -A) and "
          "group (a Unix group whose members may too); and limits, each optional: max_cores, "
-         "max_memory, max_nvme (what its running jobs hold at once: a job that would pass "
-         "one waits, PENDING with the reason AccountLimit), max_running_jobs, "
+         "max_memory, max_nvme (what its running jobs, and for max_nvme its persistent "
+         "buffers, hold at once: a job that would pass one waits, PENDING with the reason "
+         "AccountLimit; a buffer is refused), max_running_jobs, "
          "max_submitted_jobs (pending and running: more are refused at submit) and "
          "max_walltime (longer jobs are refused at submit). With accounts, a user in none "
          "may not submit; admins may charge any. SIGHUP applies a change."},

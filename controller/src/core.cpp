@@ -132,6 +132,7 @@ v1::BufferInfo Core::buffer_info(const BufferRow& row) const {
   v1::BufferInfo b;
   b.set_name(row.name);
   b.set_owner(row.user);
+  b.set_account(row.account);
   b.set_node(row.node);
   b.set_bytes(row.bytes);
   b.set_path(burstbuffer::buffer_mount(row.nvme, row.slice).string());
@@ -155,8 +156,8 @@ void Core::send_buffer(const BufferRow& row, bool destroy) {
 
 Result<BufferRow> Core::create_buffer(const Caller& who, const v1::BufferRequest& request) {
   LOOM_TRY(writable());
-  BufferRow row = LOOM_TRY(manager_->create_buffer(who, request.name(), request.bytes(),
-                                                   request.node(), who.gid, clock_.wall()));
+  BufferRow row = LOOM_TRY(manager_->create_buffer(
+      who, {request.name(), request.bytes(), request.node(), request.account()}, clock_.wall()));
   buffers_made_.erase(row.slice);
   if (!agents_.contains(*cluster_.find(row.node))) {
     drop_buffer(who, row);

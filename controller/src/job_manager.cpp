@@ -96,7 +96,7 @@ Result<std::unique_ptr<JobManager>> JobManager::open(
     if (node.drain_reason) manager->drained_[node.name] = *node.drain_reason;
   }
   for (BufferRow& buffer : LOOM_TRY(manager->store_->load_buffers())) {
-    if (auto held = manager->hold(buffer, true); !held) {
+    if (auto held = manager->hold(buffer, true, now); !held) {
       spdlog::error("burst buffer {}: {}; its bytes are not accounted", buffer.name,
                     held.error().to_string());
     }

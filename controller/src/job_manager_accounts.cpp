@@ -93,4 +93,16 @@ Status JobManager::within_limits(const sched::JobSpec& spec, std::uint64_t jobs)
   return {};
 }
 
+Status JobManager::nvme_within_limit(const std::string& name, std::uint64_t bytes) const {
+  const Config::Account* account = scheduler_.account(name);
+  if (account == nullptr || !account->limits.nvme) return {};
+  const std::uint64_t held = scheduler_.fair_share().allocation(name).nvme;
+  if (held + bytes <= *account->limits.nvme) return {};
+  return make_error(
+      ErrorCode::kResourceExhausted,
+      fmt::format("account {}: --size {} would pass its max_nvme {} ({} held)", name,
+                  format_bytes(Bytes(bytes)), format_bytes(Bytes(*account->limits.nvme)),
+                  format_bytes(Bytes(held))));
+}
+
 }  // namespace loom::controller

@@ -184,7 +184,7 @@ Result<sched::JobSpec> JobManager::spec_of(const v1::JobSpec& spec, std::uint32_
   return out;
 }
 
-Status JobManager::hold(const BufferRow& buffer, bool take) {
+Status JobManager::hold(const BufferRow& buffer, bool take, sched::Time now) {
   const std::optional<NodeId> node = cluster_.find(buffer.node);
   if (!node)
     return make_error(ErrorCode::kNotFound, fmt::format("there is no node {}", buffer.node));
@@ -205,15 +205,17 @@ Status JobManager::hold(const BufferRow& buffer, bool take) {
     } else {
       cluster_.release(held);
     }
+    if (!buffer.account.empty())
+      scheduler_.hold_outside_jobs(buffer.account, {0, 0, buffer.bytes}, take, now);
     return {};
   }
   return make_error(ErrorCode::kNotFound,
                     fmt::format("node {} has no NVMe device {}", buffer.node, buffer.nvme));
 }
 
-Result<BufferRow> JobManager::create_buffer(const Caller& caller, const std::string& name,
-                                            std::uint64_t bytes, const std::string& node,
-                                            std::uint32_t gid, sched::Time now) {
+Result<BufferRow> JobManager::create_buffer(const Caller& caller, const NewBuffer& ask,
+                                            sched::Time now) {
+  const auto& [name, bytes, node, asked_account] = ask;
   const bool valid = !name.empty() && name.size() <= 64 && std::ranges::all_of(name, [](char c) {
     return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_' || c == '.';
   });
@@ -226,6 +228,8 @@ Result<BufferRow> JobManager::create_buffer(const Caller& caller, const std::str
   if (buffer(caller.uid, name) != nullptr)
     return make_error(ErrorCode::kAlreadyExists,
                       fmt::format("you have a burst buffer named {} already", name));
+  const std::string account = LOOM_TRY(account_of(caller, asked_account));
+  LOOM_TRY(nvme_within_limit(account, bytes));
   // The device with the most room: on the node named, or on any node that is up.
   std::optional<std::pair<NodeId, std::size_t>> best;
   for (std::size_t n = 0; n < cluster_.size(); ++n) {
@@ -251,13 +255,14 @@ Result<BufferRow> JobManager::create_buffer(const Caller& caller, const std::str
                 fmt::format("{}@{}", caller.uid, name),
                 caller.user,
                 caller.uid,
-                gid,
+                caller.gid,
                 cluster_.name(best->first),
                 cluster_.nvme(best->first)[best->second].name,
                 bytes,
-                now.time_since_epoch().count()};
+                now.time_since_epoch().count(),
+                account};
   LOOM_TRY(store_->save_buffer(row));
-  LOOM_TRY(hold(row, true));
+  LOOM_TRY(hold(row, true, now));
   buffers_.emplace(std::pair(row.uid, name), row);
   return row;
 }
@@ -313,7 +318,7 @@ Result<BufferRow> JobManager::destroy_buffer(const Caller& caller, const std::st
   LOOM_TRY(store_->delete_buffer(it->second.uid, name));
   BufferRow row = std::move(it->second);
   buffers_.erase(it);
-  if (auto released = hold(row, false); !released)
+  if (auto released = hold(row, false, now); !released)
     spdlog::error("burst buffer {} of {}: {}", name, row.user, released.error().to_string());
   return row;
 }

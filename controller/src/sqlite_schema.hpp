@@ -16,7 +16,7 @@ static_assert(v1::COMPLETED == 4 && v1::NODE_FAIL > v1::COMPLETED &&
               v1::STAGING_OUT < v1::COMPLETED);
 
 // Migrations, in order: migrations[i] takes the schema from version i to i + 1.
-inline constexpr std::array<std::string_view, 8> kMigrations = {
+inline constexpr std::array<std::string_view, 9> kMigrations = {
     R"sql(
       CREATE TABLE jobs (
         id          INTEGER PRIMARY KEY,
@@ -96,6 +96,12 @@ inline constexpr std::array<std::string_view, 8> kMigrations = {
         average REAL NOT NULL,
         at      INTEGER NOT NULL
       );
+    )sql",
+    R"sql(
+      -- The account a persistent buffer is charged to: its bytes count toward the
+      -- account's max_nvme and fair share while it exists. '': none (made before, or no
+      -- accounts configured).
+      ALTER TABLE buffers ADD COLUMN account TEXT NOT NULL DEFAULT '';
     )sql",
 };
 

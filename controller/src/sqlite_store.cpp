@@ -118,8 +118,8 @@ class SqliteStore final : public Store {
 
   Status save_buffer(const BufferRow& b) override {
     Statement statement = LOOM_TRY(
-        db_.prepare("INSERT INTO buffers(name, slice, user, uid, gid, node, nvme, bytes, created) "
-                    "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+        db_.prepare("INSERT INTO buffers(name, slice, user, uid, gid, node, nvme, bytes, created, "
+                    "account) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
     sqlite3_stmt* s = statement.get();
     sqlite3_bind_text(s, 1, b.name.data(), static_cast<int>(b.name.size()), SQLITE_TRANSIENT);
     sqlite3_bind_text(s, 2, b.slice.data(), static_cast<int>(b.slice.size()), SQLITE_TRANSIENT);
@@ -130,6 +130,8 @@ class SqliteStore final : public Store {
     sqlite3_bind_text(s, 7, b.nvme.data(), static_cast<int>(b.nvme.size()), SQLITE_TRANSIENT);
     sqlite3_bind_int64(s, 8, static_cast<sqlite3_int64>(b.bytes));
     sqlite3_bind_int64(s, 9, b.created);
+    sqlite3_bind_text(s, 10, b.account.data(), static_cast<int>(b.account.size()),
+                      SQLITE_TRANSIENT);
     Result<bool> done = transaction([&]() -> Result<bool> {
       if (auto stepped = statement.step(); !stepped) {
         const int code = sqlite3_extended_errcode(db_.get());
@@ -161,8 +163,8 @@ class SqliteStore final : public Store {
 
   Result<std::vector<BufferRow>> load_buffers() const override {
     Statement select = LOOM_TRY(
-        db_.prepare("SELECT name, slice, user, uid, gid, node, nvme, bytes, created FROM buffers "
-                    "ORDER BY uid, name"));
+        db_.prepare("SELECT name, slice, user, uid, gid, node, nvme, bytes, created, account "
+                    "FROM buffers ORDER BY uid, name"));
     std::vector<BufferRow> out;
     while (LOOM_TRY(select.step()) == SQLITE_ROW) {
       sqlite3_stmt* s = select.get();
@@ -179,6 +181,7 @@ class SqliteStore final : public Store {
       b.nvme = text(6);
       b.bytes = static_cast<std::uint64_t>(sqlite3_column_int64(s, 7));
       b.created = sqlite3_column_int64(s, 8);
+      b.account = text(9);
       out.push_back(std::move(b));
     }
     return out;

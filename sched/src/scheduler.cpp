@@ -375,6 +375,15 @@ void Scheduler::requeue(JobId id, Time submitted) {
   pending_.emplace(id, Pending{std::move(spec), std::move(request), submitted});
 }
 
+void Scheduler::hold_outside_jobs(const std::string& account, Resources held, bool take, Time now) {
+  fair_share_.advance(now);
+  if (take) {
+    fair_share_.allocated(account, held);
+  } else {
+    fair_share_.unallocated(account, held);
+  }
+}
+
 std::vector<JobId> Scheduler::past_walltime(Time now) const {
   std::vector<JobId> out;
   for (const auto& [deadline, id] : deadlines_) {

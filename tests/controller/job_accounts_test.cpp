@@ -19,6 +19,10 @@ class JobAccountsTest : public JobManagerTest {
  protected:
   void SetUp() override {
     JobManagerTest::SetUp();
+    configure();
+  }
+  // The accounts, as loomctld reads them at start and on SIGHUP.
+  void configure() {
     Config::Account physics;
     physics.name = "physics";
     physics.users = {"loom-alice"};
@@ -110,6 +114,36 @@ TEST_F(JobAccountsTest, AJobPastItsAccountsNvmeLimitWaitsSayingSoAndStartsOnceTh
   ASSERT_EQ(launches.size(), 1u);
   EXPECT_EQ(launches[0].id, second);
   EXPECT_EQ(row(second).reason.text(), "");
+}
+
+// A persistent buffer is charged to its owner's account as a job is (-A, or their first):
+// its bytes count toward max_nvme, so that a buffer past it is refused and a job past it
+// waits, until the buffer is destroyed. The charge outlives a restart.
+TEST_F(JobAccountsTest, APersistentBufferCountsTowardItsAccountsNvmeLimit) {
+  join("n0");
+  const BufferRow scratch =
+      manager_->create_buffer(kAlice, {"scratch", 6 * kMiB, "", ""}, at(0)).value();
+  EXPECT_EQ(scratch.account, "physics");
+  EXPECT_EQ(manager_->create_buffer(kAlice, {"more", 6 * kMiB, "", ""}, at(0)).error().message(),
+            "account physics: --size 6 MiB would pass its max_nvme 10 MiB (6 MiB held)");
+  EXPECT_EQ(
+      manager_->create_buffer(kAlice, {"more", 6 * kMiB, "", "chemistry"}, at(0)).value().account,
+      "chemistry")
+      << "chemistry has no NVMe limit";
+  EXPECT_EQ(
+      manager_->create_buffer(kBobInDaemon, {"mine", kMiB, "", "physics"}, at(0)).error().message(),
+      "--account physics: loom-bob is not in it");
+
+  reopen(at(1));
+  configure();
+  join("n0");
+  v1::JobSpec slice = spec(1);
+  slice.set_bb_per_node(6 * kMiB);
+  const JobId job = submit(kAlice, slice, at(2)).value();
+  EXPECT_TRUE(manager_->schedule(at(3)).value().empty());
+  EXPECT_EQ(row(job).reason.text(), "AccountLimit: NVMe 6 MiB of 10 MiB held");
+  ASSERT_TRUE(manager_->destroy_buffer(kAlice, "", "scratch", at(4)).has_value());
+  EXPECT_EQ(manager_->schedule(at(5)).value().size(), 1u) << "the buffer's bytes are back";
 }
 
 // Usage outlives a restart: the account that used the node before it goes after the one

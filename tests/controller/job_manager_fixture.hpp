@@ -26,8 +26,8 @@ inline Ending killed_by(int signal) {
   return e;
 }
 
-inline const Caller kAlice{1001, "loom-alice", false};
-inline const Caller kBob{1002, "loom-bob", false};
+inline const Caller kAlice{1001, "loom-alice", false, 1001};
+inline const Caller kBob{1002, "loom-bob", false, 1002};
 inline const Caller kAdmin{0, "root", true};
 
 inline v1::JobSpec spec(unsigned tasks, std::int64_t walltime_s = 600) {

@@ -10,19 +10,19 @@ using namespace loom::controller::testing;
 TEST_F(JobManagerTest, PersistentBuffersAreTheirOwnersHeldAndBindTheirJobsToTheirNode) {
   join("n1");
   auto made =
-      manager_->create_buffer(kAlice, "scratch", std::uint64_t{60} << 20, "n1", 1001, at(0));
+      manager_->create_buffer(kAlice, {"scratch", std::uint64_t{60} << 20, "n1", ""}, at(0));
   ASSERT_TRUE(made.has_value()) << made.error().to_string();
   EXPECT_EQ(made->node, "n1");
   EXPECT_EQ(made->nvme, "/nvme-n1");
   EXPECT_EQ(cluster_.free(NodeId(1)).nvme[0], std::uint64_t{40} << 20);
   EXPECT_EQ(made->slice, "1001@scratch");
-  EXPECT_EQ(manager_->create_buffer(kAlice, "scratch", 1 << 20, "", 1001, at(0)).error().message(),
+  EXPECT_EQ(manager_->create_buffer(kAlice, {"scratch", 1 << 20, "", ""}, at(0)).error().message(),
             "you have a burst buffer named scratch already");
-  EXPECT_EQ(manager_->create_buffer(kBob, "big", std::uint64_t{200} << 20, "", 1002, at(0))
+  EXPECT_EQ(manager_->create_buffer(kBob, {"big", std::uint64_t{200} << 20, "", ""}, at(0))
                 .error()
                 .code(),
             ErrorCode::kResourceExhausted);
-  EXPECT_EQ(manager_->create_buffer(kBob, "../x", 1 << 20, "", 1002, at(0)).error().code(),
+  EXPECT_EQ(manager_->create_buffer(kBob, {"../x", 1 << 20, "", ""}, at(0)).error().code(),
             ErrorCode::kInvalidArgument);
   EXPECT_EQ(manager_->buffers(kBob).size(), 0u);
   EXPECT_EQ(manager_->buffers(kAdmin).size(), 1u);
@@ -54,8 +54,8 @@ TEST_F(JobManagerTest, PersistentBuffersAreTheirOwnersHeldAndBindTheirJobsToThei
 // name (issue 19): each user names their own buffers, and a job's buffer is its user's.
 TEST_F(JobManagerTest, EachUserNamesTheirOwnBuffersAndAJobHasOnlyItsUsers) {
   const BufferRow bobs =
-      manager_->create_buffer(kBob, "scratch", 1 << 20, "n0", 1002, at(0)).value();
-  auto alices = manager_->create_buffer(kAlice, "scratch", 1 << 20, "n0", 1001, at(0));
+      manager_->create_buffer(kBob, {"scratch", 1 << 20, "n0", ""}, at(0)).value();
+  auto alices = manager_->create_buffer(kAlice, {"scratch", 1 << 20, "n0", ""}, at(0));
   ASSERT_TRUE(alices.has_value()) << "loom-bob's name is none of her business: "
                                   << alices.error().to_string();
   EXPECT_NE(alices->slice, bobs.slice) << "one device holds both";
@@ -84,7 +84,7 @@ TEST_F(JobManagerTest, EachUserNamesTheirOwnBuffersAndAJobHasOnlyItsUsers) {
 }
 
 TEST_F(JobManagerTest, AnAdminNamesTheOwnerOfTheBufferToDestroy) {
-  ASSERT_TRUE(manager_->create_buffer(kAlice, "scratch", 1 << 20, "n0", 1001, at(0)));
+  ASSERT_TRUE(manager_->create_buffer(kAlice, {"scratch", 1 << 20, "n0", ""}, at(0)));
   EXPECT_EQ(manager_->destroy_buffer(kAdmin, "", "scratch", at(1)).error().message(),
             "there is no burst buffer scratch of yours (held by: --user loom-alice)");
   EXPECT_EQ(manager_->destroy_buffer(kBob, "", "scratch", at(1)).error().message(),
@@ -113,7 +113,7 @@ TEST_F(JobManagerTest, AStoredJobBoundToAnotherUsersBufferIsCancelledAtStart) {
     ASSERT_TRUE(store->insert_jobs(std::span(&bobs, 1), false).has_value());
     ASSERT_TRUE(store
                     ->save_buffer({"scratch", "scratch", "loom-alice", kAlice.uid, 1001, "n0",
-                                   "/nvme-n0", 1 << 20, 0})
+                                   "/nvme-n0", 1 << 20, 0, ""})
                     .has_value());
   }
   reopen(at(7));

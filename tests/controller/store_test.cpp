@@ -357,12 +357,13 @@ TEST_F(StoreTest, NvmeDevicesStagingAndBuffersOutliveTheStore) {
     u.staging = report.SerializeAsString();
     ASSERT_TRUE(store->update_jobs(std::span<const JobUpdate>(&u, 1)).has_value());
     const BufferRow alices{"scratch", "1001@scratch", "loom-alice", 1001, 1001,
-                           "n1",      "/nvme0",       1 << 20,      77};
+                           "n1",      "/nvme0",       1 << 20,      77,   "physics"};
     ASSERT_TRUE(store->save_buffer(alices).has_value());
     BufferRow bobs = alices;  // each user names their own
     bobs.slice = "1002@scratch";
     bobs.user = "loom-bob";
     bobs.uid = 1002;
+    bobs.account = "";
     ASSERT_TRUE(store->save_buffer(bobs).has_value());
     BufferRow again = alices;
     again.slice = "1001@scratch-2";
@@ -383,6 +384,8 @@ TEST_F(StoreTest, NvmeDevicesStagingAndBuffersOutliveTheStore) {
     ASSERT_EQ(buffers.size(), 2u);
     EXPECT_EQ(buffers[0].user, "loom-alice");
     EXPECT_EQ(buffers[0].slice, "1001@scratch");
+    EXPECT_EQ(buffers[0].account, "physics");
+    EXPECT_EQ(buffers[1].account, "");
     EXPECT_EQ(buffers[0].nvme, "/nvme0");
     EXPECT_EQ(buffers[0].bytes, 1u << 20);
     EXPECT_EQ(buffers[1].user, "loom-bob");
@@ -419,7 +422,7 @@ TEST_F(StoreTest, ABufferFromSchemaSixKeepsItsPlaceOnItsNode) {
   EXPECT_EQ(buffers[0].created, 77);
   EXPECT_TRUE(store
                   ->save_buffer({"scratch", "1002@scratch", "loom-bob", 1002, 1002, "n1", "/nvme0",
-                                 1 << 20, 78})
+                                 1 << 20, 78, ""})
                   .has_value())
       << "loom-bob names his own scratch";
 }

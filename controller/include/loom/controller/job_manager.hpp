@@ -192,10 +192,16 @@ class JobManager {
   // ---- Persistent burst buffers ----
   // Each user names their own: a name another user holds is no business of the caller's.
   // Stores a new buffer on the device with the most room (on `node` when named) and takes
-  // its bytes there; the caller has the node's agent make it, and forgets it if that fails.
-  Result<BufferRow> create_buffer(const Caller& caller, const std::string& name,
-                                  std::uint64_t bytes, const std::string& node, std::uint32_t gid,
-                                  sched::Time now);
+  // its bytes there, charged to the account (as a job's -A is chosen and checked: its
+  // max_nvme counts the buffer); the caller has the node's agent make it, and forgets it if
+  // that fails.
+  struct NewBuffer {
+    std::string name;
+    std::uint64_t bytes = 0;
+    std::string node;     // empty: any node that is up
+    std::string account;  // empty: the caller's default
+  };
+  Result<BufferRow> create_buffer(const Caller& caller, const NewBuffer& ask, sched::Time now);
   // Removes the buffer `name` of `owner` (a user name; empty: the caller) from the store and
   // gives its bytes back: only an admin names another owner, and only while no job uses
   // it. Its owner's pending jobs bound to it are cancelled with it: a buffer made later
@@ -235,13 +241,16 @@ class JobManager {
   // Refuses `jobs` more jobs of this spec that its account's limits would never run or
   // may not queue now, naming the limit.
   Status within_limits(const sched::JobSpec& spec, std::uint64_t jobs) const;
+  // Refuses a persistent buffer of `bytes` that would take its account past max_nvme, with
+  // what its jobs and buffers hold now: a buffer does not wait.
+  Status nvme_within_limit(const std::string& account, std::uint64_t bytes) const;
   // The scheduler's spec of a job of `uid`'s: with --bb-persistent, bound to the node of
   // that user's buffer.
   Result<sched::JobSpec> spec_of(const v1::JobSpec& spec, std::uint32_t uid) const;
   // A pending job's end when it has no buffer to bind to: CANCELLED, BufferDestroyed.
   static JobUpdate buffer_gone(JobId id, std::string detail, sched::Time now);
-  // Takes (or gives back) a buffer's bytes on its node's device.
-  Status hold(const BufferRow& buffer, bool take);
+  // Takes (or gives back) a buffer's bytes on its node's device, and from its account.
+  Status hold(const BufferRow& buffer, bool take, sched::Time now);
   // An ended job's row: kept in memory for min_job_age without what only the store needs
   // (its environment and script), and listed by its end time for forget_ended().
   void ended_as_shown(JobRow& row);

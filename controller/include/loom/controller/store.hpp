@@ -83,6 +83,7 @@ struct BufferRow {
   std::string nvme;  // the device's path on the node
   std::uint64_t bytes = 0;
   std::int64_t created = 0;  // seconds since the epoch
+  std::string account;       // charged for its bytes; empty: none
 };
 
 struct HistoryQuery {

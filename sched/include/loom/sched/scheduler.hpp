@@ -122,6 +122,10 @@ class Scheduler {
   // (submit) or recorded as ended: jobs may depend on it meanwhile, and wait.
   void await(JobId id) { awaited_.insert(id); }
 
+  // What an account holds outside its jobs (a persistent buffer's bytes): counted toward
+  // its limits and its fair share as its running jobs' holdings are, until given back.
+  void hold_outside_jobs(const std::string& account, Resources held, bool take, Time now);
+
   // Running jobs whose walltime has run out by now: the caller kills them.
   std::vector<JobId> past_walltime(Time now) const;
   std::optional<Time> next_deadline() const;
