@@ -28,21 +28,6 @@ std::vector<sched::NvmeDevice> nvme_devices(const nlohmann::json& json) {
   return out;
 }
 
-sched::JobEnd end_kind(v1::JobState state) {
-  switch (state) {
-    case v1::COMPLETED:
-      return sched::JobEnd::kCompleted;
-    case v1::CANCELLED:
-      return sched::JobEnd::kCancelled;
-    case v1::TIMEOUT:
-      return sched::JobEnd::kTimeout;
-    case v1::NODE_FAIL:
-      return sched::JobEnd::kNodeFail;
-    default:
-      return sched::JobEnd::kFailed;
-  }
-}
-
 v1::Placement placed(const sched::Cluster& cluster, const sched::Placement& placement) {
   v1::Placement out;
   for (const sched::NodePlacement& np : placement.nodes) {
@@ -134,6 +119,9 @@ Result<std::unique_ptr<JobManager>> JobManager::open(
       const std::vector<std::string> nodes = manager->nodes_of(id);
       manager->unknown_[id] = std::set<std::string>(nodes.begin(), nodes.end());
       manager->scheduler_.await(id);
+      // Being killed when the controller stopped: it ends as it was to, once found (the
+      // core sends the kill again) or its nodes report it gone.
+      if (row.killing) manager->ending_.emplace(id, *row.killing);
     }
     if (row.state != v1::PENDING) continue;
     sched::JobSpec spec = LOOM_TRY(manager->spec_of(row.spec, row.uid));
@@ -261,7 +249,8 @@ Status JobManager::cancel(const Caller& caller, JobId id, std::optional<std::uin
   std::vector<JobUpdate> updates;
   for (const JobRow* target : targets) {
     if (target->state != v1::PENDING) {
-      ending_.emplace(target->id, Killing{v1::CANCELLED, reason});
+      if (ending_.emplace(target->id, Killing{v1::CANCELLED, reason}).second)
+        updates.push_back(killing(*target, ending_.at(target->id)));
       kill.push_back(target->id);
       continue;
     }
@@ -274,8 +263,19 @@ Status JobManager::cancel(const Caller& caller, JobId id, std::optional<std::uin
   }
   if (updates.empty()) return {};
   LOOM_TRY(apply(updates));
-  for (const JobUpdate& update : updates) LOOM_TRY(scheduler_.cancel_pending(update.id));
+  for (const JobUpdate& update : updates) {
+    if (!update.killing) LOOM_TRY(scheduler_.cancel_pending(update.id));
+  }
   return {};
+}
+
+JobUpdate JobManager::killing(const JobRow& row, const Killing& how) {
+  JobUpdate u;
+  u.id = row.id;
+  u.state = row.state;
+  u.reason = row.reason;
+  u.killing = how;
+  return u;
 }
 
 Status JobManager::started(const std::string& node, const v1::JobStarted& report) {
@@ -317,8 +317,10 @@ Result<std::vector<Launch>> JobManager::schedule(sched::Time now) {
   }
   for (const sched::Preemption& p : pass.preempted) {
     const Reason why{v1::REASON_PREEMPTED, std::to_string(p.by.value())};
-    if (ending_.emplace(p.victim, Killing{p.requeue ? v1::PENDING : v1::CANCELLED, why}).second)
+    if (ending_.emplace(p.victim, Killing{p.requeue ? v1::PENDING : v1::CANCELLED, why}).second) {
+      updates.push_back(killing(jobs_.at(p.victim), ending_.at(p.victim)));
       preempted_.push_back(p.victim);
+    }
   }
   for (const sched::Started& s : pass.started) {
     JobUpdate u;

@@ -82,12 +82,18 @@ Status JobManager::lost(JobId id, const Reason& reason, sched::Time now, bool st
   auto it = jobs_.find(id);
   LOOM_CHECK(it != jobs_.end() && active(it->second.state), "lost() of a job that is not running");
   const bool was_unknown = unknown_.erase(id) > 0;
-  ending_.erase(id);
+  // A job being killed ends as it was to: cancelled, or requeued when preempted.
+  std::optional<Killing> killing;
+  if (auto k = ending_.extract(id)) killing = std::move(k.mapped());
   JobUpdate u;
   u.id = id;
-  if (it->second.spec.requeue() || !started) {
+  if (killing && killing->state != v1::PENDING) {
+    u.state = killing->state;
+    u.reason = killing->reason;
+    u.end_time = now.time_since_epoch().count();
+  } else if (killing || it->second.spec.requeue() || !started) {
     u.state = v1::PENDING;
-    u.reason = {v1::REASON_REQUEUED, reason.text()};
+    u.reason = killing ? killing->reason : Reason{v1::REASON_REQUEUED, reason.text()};
     u.placement = v1::Placement();
   } else {
     u.state = v1::NODE_FAIL;
@@ -102,9 +108,9 @@ Status JobManager::lost(JobId id, const Reason& reason, sched::Time now, bool st
   } else if (u.state == v1::PENDING) {
     scheduler_.requeue(id, submitted);
   } else if (was_unknown) {
-    scheduler_.record_ended(id, sched::JobEnd::kNodeFail);
+    scheduler_.record_ended(id, end_kind(u.state));
   } else {
-    scheduler_.finished(id, sched::JobEnd::kNodeFail, now);
+    scheduler_.finished(id, end_kind(u.state), now);
   }
   return {};
 }

@@ -16,7 +16,7 @@ static_assert(v1::COMPLETED == 4 && v1::NODE_FAIL > v1::COMPLETED &&
               v1::STAGING_OUT < v1::COMPLETED);
 
 // Migrations, in order: migrations[i] takes the schema from version i to i + 1.
-inline constexpr std::array<std::string_view, 9> kMigrations = {
+inline constexpr std::array<std::string_view, 10> kMigrations = {
     R"sql(
       CREATE TABLE jobs (
         id          INTEGER PRIMARY KEY,
@@ -102,6 +102,14 @@ inline constexpr std::array<std::string_view, 9> kMigrations = {
       -- account's max_nvme and fair share while it exists. '': none (made before, or no
       -- accounts configured).
       ALTER TABLE buffers ADD COLUMN account TEXT NOT NULL DEFAULT '';
+    )sql",
+    R"sql(
+      -- A running job being killed (cancelled, preempted): the state and reason it ends
+      -- with once its processes are gone, so that a restarted controller ends it so too.
+      -- NULL: none; cleared when the job is PENDING again.
+      ALTER TABLE jobs ADD COLUMN killing_state INTEGER;
+      ALTER TABLE jobs ADD COLUMN killing_reason_code INTEGER;
+      ALTER TABLE jobs ADD COLUMN killing_reason TEXT;
     )sql",
 };
 

@@ -224,8 +224,11 @@ class SqliteStore final : public Store {
                      "exit_code = coalesce(?, exit_code), "
                      "signal = coalesce(?, signal), start_time = coalesce(?, start_time), "
                      "end_time = coalesce(?, end_time), placement = coalesce(?, placement), "
-                     "staging = coalesce(?, staging), usage = coalesce(?, usage) "
-                     "WHERE id = ?"));
+                     "staging = coalesce(?, staging), usage = coalesce(?, usage), "
+                     "killing_state = iif(?1 = 0, NULL, coalesce(?12, killing_state)), "
+                     "killing_reason_code = iif(?1 = 0, NULL, coalesce(?13, killing_reason_code)), "
+                     "killing_reason = iif(?1 = 0, NULL, coalesce(?14, killing_reason)) "
+                     "WHERE id = ?11"));
       for (const JobUpdate& u : updates) {
         sqlite3_stmt* s = update.get();
         sqlite3_bind_int(s, 1, u.state);
@@ -247,6 +250,12 @@ class SqliteStore final : public Store {
           sqlite3_bind_blob(s, 10, u.usage->data(), static_cast<int>(u.usage->size()),
                             SQLITE_TRANSIENT);
         sqlite3_bind_int64(s, 11, static_cast<sqlite3_int64>(u.id.value()));
+        if (u.killing) {
+          sqlite3_bind_int(s, 12, u.killing->state);
+          sqlite3_bind_int(s, 13, u.killing->reason.code);
+          sqlite3_bind_text(s, 14, u.killing->reason.detail.data(),
+                            static_cast<int>(u.killing->reason.detail.size()), SQLITE_TRANSIENT);
+        }
         LOOM_TRY(update.step());
         if (sqlite3_changes(db_.get()) != 1) {
           return make_error(ErrorCode::kNotFound,
@@ -341,7 +350,8 @@ class SqliteStore final : public Store {
 
   static constexpr const char* kSelectJob =
       "SELECT id, user, uid, state, reason, exit_code, signal, submit_time, start_time, end_time, "
-      "spec, placement, array_job, array_index, staging, usage, reason_code FROM jobs";
+      "spec, placement, array_job, array_index, staging, usage, reason_code, killing_state, "
+      "killing_reason_code, killing_reason FROM jobs";
 
   // A row of kSelectJob.
   static Result<JobRow> job_from(sqlite3_stmt* s) {
@@ -381,6 +391,11 @@ class SqliteStore final : public Store {
                                             sqlite3_column_bytes(s, 15))) {
       return make_error(ErrorCode::kDataLoss,
                         fmt::format("job {}: its stored usage does not parse", row.id.value()));
+    }
+    if (auto killing = optional_int(s, 17)) {
+      row.killing = Killing{static_cast<v1::JobState>(*killing),
+                            {static_cast<v1::Reason>(sqlite3_column_int(s, 18)),
+                             reinterpret_cast<const char*>(sqlite3_column_text(s, 19))}};
     }
     return row;
   }

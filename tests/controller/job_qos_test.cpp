@@ -63,5 +63,33 @@ TEST_F(JobQosTest, APreemptedJobIsKilledRequeuedWithItsIdAndTheReasonAndRunsLate
   EXPECT_EQ(row(normal).state, v1::COMPLETED);
 }
 
+// A controller that stops while a preempted job is being killed requeues it all the same,
+// whether its node reports it ended or is lost; and a running job being cancelled ends
+// CANCELLED, not requeued, when its node is lost.
+TEST_F(JobQosTest, AJobBeingPreemptedOrCancelledEndsSoAfterARestart) {
+  join("n0");
+  const JobId normal = submit(kAlice, spec(4), at(0)).value();
+  ASSERT_EQ(manager_->schedule(at(0)).value().size(), 1u);
+  const JobId other = submit(kAlice, spec(4), at(1)).value();
+  ASSERT_EQ(manager_->schedule(at(1)).value().size(), 1u);
+  const JobId urgent = submit(kBob, with_qos(4, "debug"), at(2)).value();
+  ASSERT_TRUE(manager_->schedule(at(3)).value().empty());
+  ASSERT_EQ(manager_->take_preempted(), std::vector<JobId>{other}) << "the youngest";
+  std::vector<JobId> kill;
+  ASSERT_TRUE(manager_->cancel(kAlice, normal, std::nullopt, at(3), kill).has_value());
+
+  reopen(at(4));
+  EXPECT_TRUE(manager_->being_killed(other)) << "the core sends the kill again once found";
+  EXPECT_TRUE(manager_->being_killed(normal));
+  manager_->heard(other, "n0");
+  ASSERT_TRUE(manager_->adopt(other).has_value());
+  ASSERT_TRUE(manager_->finished(other, killed_by(15), at(5)).has_value());
+  EXPECT_EQ(row(other).state, v1::PENDING);
+  EXPECT_EQ(row(other).reason.text(), fmt::format("Preempted by job {}", urgent.value()));
+  ASSERT_TRUE(manager_->lost(normal, {v1::REASON_NODE_FAIL, "n0 is gone"}, at(6)).has_value());
+  EXPECT_EQ(row(normal).state, v1::CANCELLED);
+  EXPECT_EQ(row(normal).reason.text(), "cancelled by loom-alice");
+}
+
 }  // namespace
 }  // namespace loom::controller

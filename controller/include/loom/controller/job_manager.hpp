@@ -247,6 +247,8 @@ class JobManager {
   // The scheduler's spec of a job of `uid`'s: with --bb-persistent, bound to the node of
   // that user's buffer.
   Result<sched::JobSpec> spec_of(const v1::JobSpec& spec, std::uint32_t uid) const;
+  // The update that stores how a running job being killed is to end.
+  static JobUpdate killing(const JobRow& row, const Killing& how);
   // A pending job's end when it has no buffer to bind to: CANCELLED, BufferDestroyed.
   static JobUpdate buffer_gone(JobId id, std::string detail, sched::Time now);
   // Takes (or gives back) a buffer's bytes on its node's device, and from its account.
@@ -265,11 +267,8 @@ class JobManager {
   std::map<JobId, JobRow> jobs_;  // the store's content, for reads, but for old ends
   std::set<std::pair<std::int64_t, JobId>> ended_at_;  // the ended jobs in jobs_, by end time
   // A running job being killed: the state and reason it ends with once its nodes report
-  // it gone (CANCELLED, or TIMEOUT past its walltime).
-  struct Killing {
-    v1::JobState state = v1::CANCELLED;
-    Reason reason;
-  };
+  // it gone (CANCELLED, PENDING when preempted to be requeued, or TIMEOUT past its
+  // walltime). Stored but for TIMEOUT, which a restarted controller finds again.
   std::map<JobId, Killing> ending_;
   std::vector<JobId> preempted_;                // see take_preempted()
   std::optional<sched::Time> usage_saved_;      // see save_usage()

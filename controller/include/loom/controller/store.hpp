@@ -31,6 +31,13 @@ struct NewJob {
 };
 
 // A transition: the fields to set on a job; unset optionals are left as they are.
+// How a running job being killed ends once its processes are gone: CANCELLED (a cancel, a
+// preemption that cancels) or PENDING (a preemption that requeues), with the reason.
+struct Killing {
+  v1::JobState state = v1::CANCELLED;
+  Reason reason;
+};
+
 struct JobUpdate {
   JobId id;
   v1::JobState state = v1::PENDING;
@@ -42,6 +49,8 @@ struct JobUpdate {
   std::optional<v1::Placement> placement;
   std::optional<std::string> staging;  // a serialized loom.v1.StagingReport
   std::optional<std::string> usage;    // a serialized loom.v1.Usage
+  // Stored until the job is PENDING again (requeued) or ends; nullopt keeps what is.
+  std::optional<Killing> killing;
 };
 
 struct JobRow {
@@ -61,6 +70,7 @@ struct JobRow {
   std::uint32_t array_index = 0;
   v1::StagingReport staging;       // what it staged, as its agents last reported
   std::optional<v1::Usage> usage;  // what its processes used, once it has ended
+  std::optional<Killing> killing;  // set while a running job is being killed
 };
 
 struct NodeRow {
