@@ -208,6 +208,8 @@ Status JobManager::apply(std::span<const JobUpdate> updates) {
     if (update.placement) row.placement = *update.placement;
     if (update.staging) row.staging.ParseFromString(*update.staging);
     if (update.usage) row.usage.emplace().ParseFromString(*update.usage);
+    if (update.killing) row.killing = update.killing;
+    if (row.state == v1::PENDING) row.killing.reset();
     if (ended(row.state)) {
       counted_.ended(row);
       ended_as_shown(row);
@@ -249,8 +251,12 @@ Status JobManager::cancel(const Caller& caller, JobId id, std::optional<std::uin
   std::vector<JobUpdate> updates;
   for (const JobRow* target : targets) {
     if (target->state != v1::PENDING) {
-      if (ending_.emplace(target->id, Killing{v1::CANCELLED, reason}).second)
-        updates.push_back(killing(*target, ending_.at(target->id)));
+      auto [killed, fresh] = ending_.try_emplace(target->id, Killing{v1::CANCELLED, reason});
+      if (!fresh && killed->second.state == v1::PENDING) {  // a cancel wins over a requeue
+        killed->second = Killing{v1::CANCELLED, reason};
+        fresh = true;
+      }
+      if (fresh) updates.push_back(killing(*target, killed->second));
       kill.push_back(target->id);
       continue;
     }

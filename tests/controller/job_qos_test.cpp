@@ -66,6 +66,19 @@ TEST_F(JobQosTest, APreemptedJobIsKilledRequeuedWithItsIdAndTheReasonAndRunsLate
 // A controller that stops while a preempted job is being killed requeues it all the same,
 // whether its node reports it ended or is lost; and a running job being cancelled ends
 // CANCELLED, not requeued, when its node is lost.
+// Its owner cancels a job being preempted: it ends CANCELLED, not requeued.
+TEST_F(JobQosTest, ACancelWinsOverAPreemptionsRequeue) {
+  const JobId normal = submit(kAlice, spec(8), at(0)).value();
+  ASSERT_EQ(manager_->schedule(at(1)).value().size(), 1u);
+  ASSERT_TRUE(submit(kBob, with_qos(8, "debug"), at(2)).has_value());
+  ASSERT_TRUE(manager_->schedule(at(3)).value().empty());
+  ASSERT_EQ(manager_->take_preempted(), std::vector<JobId>{normal});
+  std::vector<JobId> kill;
+  ASSERT_TRUE(manager_->cancel(kAlice, normal, std::nullopt, at(3), kill).has_value());
+  ASSERT_TRUE(manager_->finished(normal, killed_by(15), at(4)).has_value());
+  EXPECT_EQ(row(normal).state, v1::CANCELLED);
+}
+
 TEST_F(JobQosTest, AJobBeingPreemptedOrCancelledEndsSoAfterARestart) {
   join("n0");
   const JobId normal = submit(kAlice, spec(4), at(0)).value();
@@ -86,6 +99,7 @@ TEST_F(JobQosTest, AJobBeingPreemptedOrCancelledEndsSoAfterARestart) {
   ASSERT_TRUE(manager_->finished(other, killed_by(15), at(5)).has_value());
   EXPECT_EQ(row(other).state, v1::PENDING);
   EXPECT_EQ(row(other).reason.text(), fmt::format("Preempted by job {}", urgent.value()));
+  EXPECT_FALSE(row(other).killing) << "requeued: the next run is not being killed";
   ASSERT_TRUE(manager_->lost(normal, {v1::REASON_NODE_FAIL, "n0 is gone"}, at(6)).has_value());
   EXPECT_EQ(row(normal).state, v1::CANCELLED);
   EXPECT_EQ(row(normal).reason.text(), "cancelled by loom-alice");
