@@ -96,7 +96,7 @@ TEST_F(MpiJob, AFailingRankFailsTheJobWithItsCodeAndCancelLeavesNoRank) {
   EXPECT_EQ(job["exit_code"], 3) << job.dump();
 
   const std::uint64_t id = submit({"submit", "--mpi", "-n", "2", "-o", "long-%j", "--", "sh", "-c",
-                                   "echo up; exec sleep 3003"});
+                                   "echo up; exec sleep 3017"});
   LocalCluster::wait_for(dir_ / ("long-" + std::to_string(id)), "up");
   EXPECT_GE(cluster_->job_processes(id).size(), 3u) << "mpirun and two ranks, in the job's cgroup";
   // Open MPI's session directory is in the job's own directory, the user's alone.
@@ -110,7 +110,7 @@ TEST_F(MpiJob, AFailingRankFailsTheJobWithItsCodeAndCancelLeavesNoRank) {
   ASSERT_EQ(alice({"cancel", std::to_string(id)}).exit_code, 0);
   job = finish(id);
   EXPECT_EQ(job["state"], "CANCELLED");
-  EXPECT_EQ(run({"pgrep", "-f", "sleep 3003"}).out, "") << "no rank left";
+  EXPECT_EQ(run({"pgrep", "-f", "sleep 3017"}).out, "") << "no rank left";
   EXPECT_EQ(cluster_->job_processes(id), std::vector<pid_t>{})
       << "mpirun and its ranks are gone with the job's cgroup";
   EXPECT_FALSE(std::filesystem::exists(shm)) << "nothing of the killed job's left in /dev/shm";
