@@ -49,7 +49,8 @@ struct Loom {
   }
   void wait_state(const std::string& id, const std::string& want) const {
     for (const auto deadline = Clock::now() + std::chrono::seconds(60); state(id) != want;) {
-      if (Clock::now() > deadline) throw std::runtime_error("job " + id + " never " + want);
+      if (Clock::now() > deadline)
+        throw std::runtime_error(fmt::format("job {} never {}", id, want));
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   }
