@@ -172,6 +172,20 @@ TEST_F(AccountLimitTest, AJobPastItsAccountsNvmeLimitWaitsWithTheReasonAndStarts
   const Completed others = alice({"acct", "--user", "loom-bob"});
   EXPECT_NE(others.exit_code, 0);
   EXPECT_NE(others.err.find("only admins see other users' jobs"), std::string::npos) << others.err;
+
+  // A persistent buffer is charged as a job is: its bytes count toward max_nvme.
+  const Completed made = alice({"bb", "create", "scratch", "--size", "64M"});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  const json listed = json::parse(alice({"bb", "list", "--json"}).out)["buffers"];
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0]["account"], "physics");
+  const Completed more = alice({"bb", "create", "more", "--size", "64M"});
+  EXPECT_NE(more.exit_code, 0);
+  EXPECT_NE(more.err.find("account physics: --size 64 MiB would pass its max_nvme 100 MiB (64 "
+                          "MiB held)"),
+            std::string::npos)
+      << more.err;
+  EXPECT_EQ(alice({"bb", "destroy", "scratch"}).exit_code, 0);
 }
 
 }  // namespace
