@@ -18,7 +18,7 @@ void FairShare::set_weights(const std::map<std::string, double>& weights) {
   for (const auto& [account, weight] : weights) set_weight(account, weight);
 }
 
-double FairShare::weight(const std::string& account) const {
+double FairShare::weight(std::string_view account) const {
   auto it = weights_.find(account);
   return it == weights_.end() ? 1.0 : it->second;
 }
@@ -34,7 +34,7 @@ void FairShare::unallocated(const std::string& account, Resources r) {
   a.nvme -= r.nvme;
 }
 
-Resources FairShare::allocation(const std::string& account) const {
+Resources FairShare::allocation(std::string_view account) const {
   auto it = allocations_.find(account);
   return it == allocations_.end() ? Resources{} : it->second;
 }
@@ -57,12 +57,17 @@ void FairShare::advance(std::chrono::sys_seconds now) {
     averages_[account] += (1 - kept) * share_of(held);
 }
 
-void FairShare::restore(std::map<std::string, double> averages, std::chrono::sys_seconds at) {
-  averages_ = std::move(averages);
+std::map<std::string, double> FairShare::averages() const {
+  return {averages_.begin(), averages_.end()};
+}
+
+void FairShare::restore(const std::map<std::string, double>& averages,
+                        std::chrono::sys_seconds at) {
+  averages_ = {averages.begin(), averages.end()};
   advanced_ = at;
 }
 
-double FairShare::average(const std::string& account) const {
+double FairShare::average(std::string_view account) const {
   auto it = averages_.find(account);
   return it == averages_.end() ? 0.0 : it->second;
 }
@@ -75,11 +80,11 @@ double FairShare::share_of(Resources held) const {
                    share(held.nvme, total_.nvme)});
 }
 
-double FairShare::dominant_share(const std::string& account) const {
+double FairShare::dominant_share(std::string_view account) const {
   return share_of(allocation(account));
 }
 
-double FairShare::weighted_share(const std::string& account, Resources extra) const {
+double FairShare::weighted_share(std::string_view account, Resources extra) const {
   Resources held = allocation(account);
   held += extra;
   return (share_of(held) + average(account)) / 2 / weight(account);

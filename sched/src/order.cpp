@@ -66,8 +66,8 @@ class FairShareOrder final : public QueueOrder {
     auto push = [&](std::string_view account, const Queue& queue) {
       if (queue.next == queue.jobs.size()) return;
       const QueuedJob& job = queue.jobs[queue.next];
-      heads.emplace(context.fair_share->weighted_share(std::string(account), queue.ahead),
-                    job.submit, job.id, account);
+      heads.emplace(context.fair_share->weighted_share(account, queue.ahead), job.submit, job.id,
+                    account);
     };
     for (const auto& [account, queue] : queues) push(account, queue);
     std::size_t i = 0;

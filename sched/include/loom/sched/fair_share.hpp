@@ -17,6 +17,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace loom::sched {
@@ -42,11 +43,11 @@ class FairShare {
   // Accounts not given a weight weigh 1. set_weights replaces them all.
   void set_weight(const std::string& account, double weight);
   void set_weights(const std::map<std::string, double>& weights);
-  double weight(const std::string& account) const;
+  double weight(std::string_view account) const;
 
   void allocated(const std::string& account, Resources resources);
   void unallocated(const std::string& account, Resources resources);
-  Resources allocation(const std::string& account) const;
+  Resources allocation(std::string_view account) const;
 
   // The averages' half-life; the averages are kept (a SIGHUP's new policy).
   void set_half_life(std::chrono::seconds half_life);
@@ -54,18 +55,18 @@ class FairShare {
   // call: called before allocations change. A time before the last is ignored.
   void advance(std::chrono::sys_seconds now);
   // An account's decayed average dominant share, in [0, 1].
-  double average(const std::string& account) const;
+  double average(std::string_view account) const;
   // Every account's, and as of when: what a restarted controller takes back with restore(),
   // so that usage outlives it.
-  const std::map<std::string, double>& averages() const { return averages_; }
+  std::map<std::string, double> averages() const;
   std::optional<std::chrono::sys_seconds> advanced() const { return advanced_; }
-  void restore(std::map<std::string, double> averages, std::chrono::sys_seconds at);
+  void restore(const std::map<std::string, double>& averages, std::chrono::sys_seconds at);
 
   // max over resources of held / total: the account's dominant share, in [0, 1].
-  double dominant_share(const std::string& account) const;
+  double dominant_share(std::string_view account) const;
   // (dominant share + average) / 2 / weight: lower goes first. With `extra`, as if it held
   // that too (the order projects a pass's starts).
-  double weighted_share(const std::string& account, Resources extra = {}) const;
+  double weighted_share(std::string_view account, Resources extra = {}) const;
 
   // Accounts holding anything or weighted, lowest weighted share first; ties by name.
   std::vector<std::string> sort() const;
@@ -74,9 +75,10 @@ class FairShare {
   double share_of(Resources held) const;
 
   Resources total_;
-  std::map<std::string, Resources> allocations_;
-  std::map<std::string, double> weights_;
-  std::map<std::string, double> averages_;
+  // Transparent: the order looks accounts up by the string_view its jobs' specs give.
+  std::map<std::string, Resources, std::less<>> allocations_;
+  std::map<std::string, double, std::less<>> weights_;
+  std::map<std::string, double, std::less<>> averages_;
   std::chrono::seconds half_life_{std::chrono::hours(24 * 7)};
   std::optional<std::chrono::sys_seconds> advanced_;
 };
