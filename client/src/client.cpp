@@ -1,8 +1,12 @@
 #include "loom/client/client.hpp"
 
 #include <fmt/format.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
+#include <cerrno>
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
@@ -10,6 +14,7 @@
 #include "loom/common/duration.hpp"
 #include "loom/common/munge.hpp"
 #include "loom/common/printable.hpp"
+#include "loom/common/unique_fd.hpp"
 #include "loom/proto/status.hpp"
 
 namespace loom::client {
@@ -22,6 +27,42 @@ Error Client::error(const grpc::Status& status) const {
   return from_grpc(status);
 }
 
+namespace {
+
+// Whether something accepts a TCP connection at "host:port" ("[v6]:port") within a second.
+// A channel that fails where something listens fails at its handshake (TLS on one side
+// only, a certificate of another CA), and waiting longer will not mend it.
+bool accepts_tcp(const std::string& address) {
+  const std::size_t colon = address.rfind(':');
+  if (colon == std::string::npos) return false;
+  std::string host = address.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.c_str(), address.c_str() + colon + 1, &hints, &found) != 0) return false;
+  bool accepted = false;
+  for (const addrinfo* a = found; a != nullptr && !accepted; a = a->ai_next) {
+    const UniqueFd fd(
+        ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol));
+    if (!fd) continue;
+    if (::connect(fd.get(), a->ai_addr, a->ai_addrlen) == 0) {
+      accepted = true;
+    } else if (errno == EINPROGRESS) {
+      pollfd p{fd.get(), POLLOUT, 0};
+      int error = 0;
+      socklen_t length = sizeof error;
+      accepted = ::poll(&p, 1, 1000) == 1 &&
+                 ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &error, &length) == 0 && error == 0;
+    }
+  }
+  ::freeaddrinfo(found);
+  return accepted;
+}
+
+}  // namespace
+
 Result<Client> connect(const std::string& option, const Config& config) {
   std::string address = option;
   if (address.empty()) {
@@ -31,8 +72,16 @@ Result<Client> connect(const std::string& option, const Config& config) {
   tls::Tls tls = LOOM_TRY(tls::Tls::load(config.tls, tls::Role::kClient));
   auto channel = grpc::CreateChannel(address, tls.channel());
   auto stub = v1::Controller::NewStub(channel);
-  if (!channel->WaitForConnected(std::chrono::system_clock::now() +
-                                 config.controller.connect_timeout)) {
+  // Waits for a controller that is down (restarting, say) up to connect_timeout, but not for
+  // one that listens and fails the handshake.
+  const auto deadline = std::chrono::system_clock::now() + config.controller.connect_timeout;
+  bool handshake_failed = false;
+  for (grpc_connectivity_state state = channel->GetState(true); state != GRPC_CHANNEL_READY;
+       state = channel->GetState(true)) {
+    handshake_failed = state == GRPC_CHANNEL_TRANSIENT_FAILURE && accepts_tcp(address);
+    if (handshake_failed || !channel->WaitForStateChange(state, deadline)) break;
+  }
+  if (channel->GetState(false) != GRPC_CHANNEL_READY) {
     // One call that does not wait, for gRPC's reason (refused, or a TLS handshake that
     // failed): a controller over TLS and a CLI without its CA (or the other way round)
     // differ from a controller that is down only there.
@@ -44,11 +93,15 @@ Result<Client> connect(const std::string& option, const Config& config) {
     const bool answered = why.error_code() != grpc::StatusCode::UNAVAILABLE &&
                           why.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED;
     if (answered) return Client{address, std::move(stub), std::move(tls)};  // up just now
-    return make_error(ErrorCode::kUnavailable,
-                      fmt::format("the controller at {} is unreachable (tried for {}, {}): {}",
-                                  address, format_duration(config.controller.connect_timeout),
-                                  tls.enabled() ? "over TLS" : "without TLS: tls.ca is not set",
-                                  why.error_message()));
+    const std::string tried =
+        handshake_failed
+            ? "it listens, but the handshake failed"
+            : fmt::format("tried for {}", format_duration(config.controller.connect_timeout));
+    return make_error(
+        ErrorCode::kUnavailable,
+        fmt::format("the controller at {} is unreachable ({}, {}): {}", address, tried,
+                    tls.enabled() ? "over TLS" : "without TLS: tls.ca is not set",
+                    why.error_message()));
   }
   return Client{address, std::move(stub), std::move(tls)};
 }

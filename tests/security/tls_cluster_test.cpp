@@ -139,7 +139,10 @@ TEST_F(TlsClusterTest, NothingAUserSendsOrIsAnsweredCanBeReadOnTheWire) {
 TEST_F(TlsClusterTest, AUserWithoutTheCaIsToldWhyTheControllerIsUnreachable) {
   const Completed refused = alice_with({"LOOM_CONTROLLER=" + cluster_->address()}, {"queue"});
   EXPECT_NE(refused.exit_code, 0);
-  EXPECT_NE(refused.err.find("without TLS: tls.ca is not set"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("(it listens, but the handshake failed, without TLS: tls.ca is not "
+                             "set)"),
+            std::string::npos)
+      << "told at once, not after controller.connect_timeout: " << refused.err;
 }
 
 TEST_F(TlsClusterTest, TheCliTalksToNoControllerTheCaDidNotCertify) {
@@ -165,7 +168,8 @@ TEST_F(TlsClusterTest, TheCliTalksToNoControllerTheCaDidNotCertify) {
       {"LOOM_TLS_CA=" + cluster_->tls_ca(), "LOOM_CONTROLLER=127.0.0.1:" + std::to_string(port)},
       {"queue"});
   EXPECT_NE(refused.exit_code, 0);
-  EXPECT_NE(refused.err.find("over TLS"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("(it listens, but the handshake failed, over TLS)"), std::string::npos)
+      << refused.err;
   EXPECT_EQ(counting.calls, 0);
   server->Shutdown();
 }
