@@ -84,7 +84,8 @@ const std::array kKeys = {
     duration_key<&Config::controller, &Config::Controller::connect_timeout>(
         {"controller.connect_timeout", "duration", "0:30",
          "How long the CLI keeps trying to reach loomctld (a controller restarting) before it "
-         "gives up with one line."}),
+         "gives up with one line. A controller that listens but fails the handshake (no "
+         "tls.ca, or another CA's) is reported at once."}),
     duration_key<&Config::controller, &Config::Controller::heartbeat_interval, 1>(
         {"controller.heartbeat_interval", "duration", "0:01",
          "How often agents send a heartbeat to loomctld, and loomctld answers each: either "
