@@ -86,6 +86,9 @@ TEST_F(SliceTest, ASliceIsTheUsersAndHoldsItsSizeAndNoMore) {
   ASSERT_TRUE(slice.has_value()) << slice.error().to_string();
   EXPECT_TRUE(is_mounted(slice->dir()));
   struct stat st {};
+  ASSERT_EQ(::stat((dir_ / "nvme0" / "job_1.img").c_str(), &st), 0);
+  EXPECT_GE(std::uint64_t(st.st_blocks) * 512, 32u << 20)
+      << "its bytes are taken from the device at once (mkfs punched no holes in them)";
   ASSERT_EQ(::stat(slice->dir().c_str(), &st), 0);
   EXPECT_EQ(st.st_uid, alice_.uid);
   EXPECT_EQ(st.st_mode & 07777, 0700u);
