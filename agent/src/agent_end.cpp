@@ -139,6 +139,8 @@ void Agent::finish(JobId id, const v1::JobEnded& e) {
     std::lock_guard lock(jobs_mutex_);
     jobs_.erase(id);
     ended_[id] = e;
+    // A SIGKILL still due is this run's: a requeued job may run here again, with its id.
+    std::erase_if(kill_at_, [&](const auto& due) { return due.second == id; });
   }
   v1::FromAgent message;
   *message.mutable_ended() = e;
@@ -153,13 +155,17 @@ void Agent::forget(JobId id) {
 
 // SIGTERM now and SIGKILL after the grace period; at once without one. With `finish` the
 // job ended well elsewhere (its mpirun): what is left here stops, and the job's end here
-// goes on as if its tasks had ended (stage-out included).
-void Agent::kill(JobId id, std::chrono::seconds grace, bool finish) {
+// goes on as if its tasks had ended (stage-out included). With `keep_slice` (preempted and
+// requeued) its slice stays for its next start.
+void Agent::kill(const v1::Kill& k) {
+  const JobId id(k.job());
+  const std::chrono::seconds grace(k.grace_s());
   std::lock_guard lock(jobs_mutex_);
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return;
   const std::shared_ptr<Job> job = it->second;
-  if (!finish) {
+  if (k.keep_slice()) job->storage->keep_slice();
+  if (!k.finish()) {
     job->killed.store(true);
     job->interrupted.store(true);
   }
