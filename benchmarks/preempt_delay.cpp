@@ -11,7 +11,15 @@
 // The delay preemption adds is the difference from idle; for `ignoring` it is G and the same
 // overhead. Medians over rounds; the victims are cancelled after each.
 //
-//   preempt_delay [--rounds 5] [--kill-grace 2] [--json]
+// And what a requeue costs the preempted job: a 4-core job with a slice and an input of M
+// MiB staged in is preempted; its restart is timed from the debug job's end to its second
+// run's first instruction, against its first start (submit to first instruction, the
+// input staged), measured in the same round:
+//   kept:     its slice was kept, the input in it unchanged: not staged again;
+//   restaged: it changed its input in the slice, which is staged again (as every requeue
+//             was before slices were kept).
+//
+//   preempt_delay [--rounds 5] [--kill-grace 2] [--input-mib 256] [--json]
 //
 // Needs root and munged, and a release build (build/release). Stops what it starts, by PID.
 #include <fmt/format.h>
@@ -75,6 +83,52 @@ double urgent_start_ms(const Loom& l, const std::string& name) {
   return static_cast<double>(std::stoll(line) - before) / 1e6;
 }
 
+std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
+
+// The file's first `n` lines, once it has them.
+std::vector<std::string> wait_lines(const fs::path& file, std::size_t n) {
+  for (const auto deadline = Clock::now() + std::chrono::seconds(120); Clock::now() < deadline;
+       std::this_thread::sleep_for(std::chrono::milliseconds(2))) {
+    std::ifstream in(file);
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    if (lines.size() >= n) return lines;
+  }
+  throw std::runtime_error(fmt::format("{} never had {} lines", file.string(), n));
+}
+
+struct Requeue {
+  double first_start_ms = 0;
+  double restart_ms = 0;
+};
+
+// A job staging storage:/input.bin into its slice, preempted by a debug job and started
+// again once that ends; each run appends the wall clock at its first instruction.
+Requeue requeue(const Loom& l, const std::string& name, bool changes_input) {
+  const fs::path times = l.dir / (name + ".times"), release = l.dir / "release";
+  fs::remove(times);
+  fs::remove(release);
+  const std::string script = fmt::format(
+      "date +%s%N >> {}; [ -e \"$LOOM_BB_DIR/ran\" ] && exit 0; touch \"$LOOM_BB_DIR/ran\"; "
+      "{}exec sleep 1000",
+      times.string(), changes_input ? "echo x >> \"$LOOM_BB_DIR/input.bin\"; " : "");
+  const std::int64_t submitted = wall_ns();
+  const std::string victim =
+      first_line(l.run({"submit", "-c", "4", "--bb", "2G", "--stage-in", "storage:/input.bin", "-o",
+                        "/dev/null", "--", "sh", "-c", script}));
+  const std::int64_t first = std::stoll(wait_lines(times, 1)[0]);
+  const std::string urgent =
+      first_line(l.run({"submit", "--qos", "debug", "-c", "4", "-o", "/dev/null", "--", "sh", "-c",
+                        fmt::format("while [ ! -e {} ]; do sleep 0.01; done", release.string())}));
+  l.wait_state(urgent, "RUNNING");
+  const std::int64_t released = wall_ns();
+  std::ofstream{release};
+  const std::int64_t again = std::stoll(wait_lines(times, 2)[1]);
+  l.wait_state(victim, "COMPLETED");
+  return {static_cast<double>(first - submitted) / 1e6,
+          static_cast<double>(again - released) / 1e6};
+}
+
 // The same, with a normal job filling the node first, running `victim`.
 double preempting_start_ms(const Loom& l, const std::string& name, const std::string& victim) {
   std::string id = l.run({"submit", "-c", "4", "-o", "/dev/null", "--", "sh", "-c", victim});
@@ -89,7 +143,7 @@ double preempting_start_ms(const Loom& l, const std::string& name, const std::st
 }  // namespace
 
 int main(int argc, char** argv) {
-  unsigned rounds = 5, kill_grace = 2;
+  unsigned rounds = 5, kill_grace = 2, input_mib = 256;
   bool as_json = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -100,10 +154,14 @@ int main(int argc, char** argv) {
       rounds = static_cast<unsigned>(next());
     } else if (a == "--kill-grace") {
       kill_grace = static_cast<unsigned>(next());
+    } else if (a == "--input-mib") {
+      input_mib = static_cast<unsigned>(next());
     } else if (a == "--json") {
       as_json = true;
     } else {
-      std::fprintf(stderr, "usage: preempt_delay [--rounds N] [--kill-grace SECONDS] [--json]\n");
+      std::fprintf(stderr,
+                   "usage: preempt_delay [--rounds N] [--kill-grace SECONDS] [--input-mib M] "
+                   "[--json]\n");
       return 2;
     }
   }
@@ -130,11 +188,19 @@ int main(int argc, char** argv) {
   };
   try {
     const Loom l{self.parent_path() / "cli" / "loom", dir, up_exports(up_out)};
+    {
+      const std::string line = wait_line(up_out, "export LOOM_STORAGE_EXPORT=");
+      std::ofstream(fs::path(line.substr(line.find('=') + 1)) / "input.bin")
+          << std::string(std::size_t{input_mib} << 20, 'i');
+    }
     std::map<std::string, std::vector<double>> ms;
+    std::map<std::string, std::vector<Requeue>> requeues;
     for (unsigned r = 0; r < rounds; ++r) {
       ms["idle"].push_back(urgent_start_ms(l, "idle"));
       ms["sigterm"].push_back(preempting_start_ms(l, "sigterm", "exec sleep 1000"));
       ms["ignoring"].push_back(preempting_start_ms(l, "ignoring", "trap '' TERM; exec sleep 1000"));
+      requeues["kept"].push_back(requeue(l, "kept", false));
+      requeues["restaged"].push_back(requeue(l, "restaged", true));
       if (!as_json) std::fprintf(stderr, "round %u of %u done\n", r + 1, rounds);
     }
     json out;
@@ -142,12 +208,26 @@ int main(int argc, char** argv) {
       out[name] = {{"start_ms_p50", median(samples)},
                    {"delay_ms_p50", median(samples) - median(ms["idle"])}};
     }
+    for (const auto& [name, samples] : requeues) {
+      std::vector<double> first, restart;
+      for (const Requeue& q : samples) {
+        first.push_back(q.first_start_ms);
+        restart.push_back(q.restart_ms);
+      }
+      out["requeue_" + name] = {{"first_start_ms_p50", median(first)},
+                                {"restart_ms_p50", median(restart)}};
+    }
     out["conditions"] = {
         {"rounds", rounds},
         {"kill_grace_s", kill_grace},
         {"cluster", "loom up, 1 node of 4 cores, over TLS; a debug QOS preempting normal"},
         {"job", "4-core debug job printing the wall clock; start = its first instruction"},
-        {"baseline", "idle: the same job on the idle node"}};
+        {"baseline", "idle: the same job on the idle node"},
+        {"requeue",
+         fmt::format("a 4-core job with a 2 GiB slice staging {} MiB in, preempted by a 4-core "
+                     "debug job; restart = from the debug job's end to its second run's first "
+                     "instruction; baseline: restaged (it changed its input, staged again)",
+                     input_mib)}};
     stop();
     if (as_json) {
       std::cout << out.dump(2) << '\n';
@@ -161,6 +241,14 @@ int main(int argc, char** argv) {
       std::cout << fmt::format("{:<10} {:>16.1f} {:>18.1f}\n", name,
                                out[name]["start_ms_p50"].get<double>(),
                                out[name]["delay_ms_p50"].get<double>());
+    }
+    std::cout << fmt::format("\nrequeued job, {} MiB staged in\n{:<10} {:>22} {:>18}\n", input_mib,
+                             "slice", "first start p50 (ms)", "restart p50 (ms)");
+    for (const char* name : {"kept", "restaged"}) {
+      const json& q = out[std::string("requeue_") + name];
+      std::cout << fmt::format("{:<10} {:>22.1f} {:>18.1f}\n", name,
+                               q["first_start_ms_p50"].get<double>(),
+                               q["restart_ms_p50"].get<double>());
     }
     return 0;
   } catch (const std::exception& e) {

@@ -27,6 +27,7 @@ Agent::Agent(AgentOptions options, hwtopo::Binder binder, CgroupTree cgroups, Jo
       binder_(std::move(binder)),
       cgroups_(std::move(cgroups)),
       stagers_(std::make_shared<StagerPool>(o_.data_plane)),
+      kept_(std::make_shared<const KeptSlices>(o_.nvme)),
       link_(std::make_unique<ControllerLink>(o_.controller, o_.data_plane.tls.channel())),
       watcher_(std::move(watcher)),
       work_(o_.workers) {}
@@ -119,6 +120,7 @@ v1::FromAgent Agent::hello(const std::string& topology_json) {
     device->set_capacity(d.capacity);
     for (const std::string& slice : burstbuffer::buffers_on(d.path)) h->add_buffers(slice);
   }
+  for (std::uint64_t job : kept_->jobs()) h->add_kept_slices(job);
   std::lock_guard lock(jobs_mutex_);
   for (const auto& [id, job] : jobs_) h->add_running(id.value());
   for (const auto& [id, e] : ended_) *h->add_ended() = e;
@@ -128,11 +130,11 @@ v1::FromAgent Agent::hello(const std::string& topology_json) {
 void Agent::command(const v1::ToAgent& c) {
   if (c.has_registered()) spdlog::info("registered with {} as {}", o_.controller, o_.name);
   if (c.has_launch()) launch(c.launch());
-  if (c.has_kill())
-    kill(JobId(c.kill().job()), std::chrono::seconds(c.kill().grace_s()), c.kill().finish());
+  if (c.has_kill()) kill(c.kill());
   if (c.has_exec()) exec(c.exec());
   if (c.has_forget()) forget(JobId(c.forget().job()));
   if (c.has_buffer()) work_.post([this, b = c.buffer()] { buffer(b); });
+  if (c.has_drop_slice()) work_.post([this, job = c.drop_slice().job()] { kept_->drop(job); });
 }
 
 // Every job here whose tasks started, as it was reported then.
@@ -223,7 +225,11 @@ void Agent::fence() {
       "--requeue job(s), which it may start elsewhere; other jobs run on",
       o_.controller, std::chrono::duration_cast<std::chrono::seconds>(o_.fence_after).count(),
       fenced.size());
-  for (JobId id : fenced) kill(id, std::chrono::seconds(0), false);
+  for (JobId id : fenced) {
+    v1::Kill now;
+    now.set_job(id.value());
+    kill(now);
+  }
 }
 
 void Agent::fenced_end(const Job& job, v1::JobEnded& e) const {

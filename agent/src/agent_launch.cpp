@@ -49,7 +49,7 @@ std::shared_ptr<Agent::Job> Agent::make_job(const v1::Launch& launch) {
   auto job = std::make_shared<Job>();
   job->id = JobId(launch.job());
   job->launch = launch;
-  job->storage = std::make_unique<JobStorage>(launch, o_.name, o_.shm_dir, stagers_);
+  job->storage = std::make_unique<JobStorage>(launch, o_.name, o_.shm_dir, stagers_, kept_);
   job->level.tree = &cgroups_;
   job->level.name = launch::job_cgroup(o_.cgroup, job->id);
   return job;
@@ -249,10 +249,13 @@ void Agent::buffer(const v1::BufferCommand& c) {
     }
   } else if (!burstbuffer::Slice::attach(burstbuffer::buffer_image(c.device(), c.slice()),
                                          burstbuffer::buffer_mount(c.device(), c.slice()))) {
-    auto made = burstbuffer::Slice::create({burstbuffer::buffer_image(c.device(), c.slice()),
-                                            burstbuffer::buffer_mount(c.device(), c.slice()),
-                                            c.bytes(), c.uid(), c.gid(), 0700, true});
-    if (!made) result = std::unexpected(made.error());
+    result = kept_->with_room(c.device(), c.bytes(), [&]() -> Status {
+      auto made = burstbuffer::Slice::create({burstbuffer::buffer_image(c.device(), c.slice()),
+                                              burstbuffer::buffer_mount(c.device(), c.slice()),
+                                              c.bytes(), c.uid(), c.gid(), 0700, true});
+      if (!made) return std::unexpected(std::move(made).error());
+      return {};
+    });
   }
   if (!result) done.mutable_buffer()->set_error(valid_utf8(result.error().to_string()));
   spdlog::info("burst buffer {} {}{}", c.slice(), c.destroy() ? "destroyed" : "made",

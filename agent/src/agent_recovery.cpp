@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <set>
 
 #include "agent_job.hpp"
@@ -92,8 +93,9 @@ void Agent::recover() {
     copies_.post([this, job, e = std::move(e)] { stage_out(job, e); });
 }
 
-// Cgroups no adopted task holds, slices and shared-memory directories no job here holds:
-// left by a launch cut short, or a teardown interrupted.
+// Cgroups no adopted task holds, slices and shared-memory directories no job here holds
+// (nor keeps, for a preempted job's next start): left by a launch cut short, or a teardown
+// interrupted.
 void Agent::sweep_orphans() {
   std::vector<std::string> held;
   std::set<JobId> running;
@@ -106,9 +108,11 @@ void Agent::sweep_orphans() {
   }
   for (const std::string& name : cgroups_.sweep(o_.cgroup, held))
     spdlog::info("killed and removed the orphaned cgroup loom/{}", name);
+  const std::vector<std::uint64_t> kept = kept_->jobs();
   for (const Config::NvmeDevice& device : o_.nvme) {
     for (std::uint64_t orphan : burstbuffer::slices_on(device.path)) {
-      if (running.contains(JobId(orphan))) continue;
+      if (running.contains(JobId(orphan)) || std::ranges::find(kept, orphan) != kept.end())
+        continue;
       if (auto removed = burstbuffer::remove_slice(device.path, orphan); !removed) {
         spdlog::error("cannot remove job {}'s orphaned slice on {}: {}", orphan, device.path,
                       removed.error().to_string());

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -98,11 +99,12 @@ Status StagerPool::with(const std::function<Status(burstbuffer::Stager&)>& copy)
 }
 
 JobStorage::JobStorage(v1::Launch launch, std::string node, fs::path shm_base,
-                       std::shared_ptr<StagerPool> stagers)
+                       std::shared_ptr<StagerPool> stagers, std::shared_ptr<const KeptSlices> kept)
     : launch_(std::move(launch)),
       node_(std::move(node)),
       shm_base_(std::move(shm_base)),
-      stagers_(std::move(stagers)) {
+      stagers_(std::move(stagers)),
+      kept_(std::move(kept)) {
   std::vector<char> buffer(16384);
   passwd pw{};
   passwd* found = nullptr;
@@ -212,18 +214,38 @@ std::expected<void, StorageFailure> JobStorage::prepare(const std::atomic<bool>&
   }
   if (launch_.bb_device().empty()) return {};
   const fs::path device = launch_.bb_device();
-  auto slice = burstbuffer::Slice::create({slice_image(device, launch_.job()),
-                                           slice_mount(device, launch_.job()), launch_.bb_bytes(),
-                                           launch_.uid(), gid_, 0700, true});
-  if (!slice) {
-    (void)teardown();
-    return failed(v1::REASON_LAUNCH_FAILED,
-                  Error(slice.error()).with_context("creating the burst-buffer slice"));
+  const std::vector<FileStamp> kept = reclaim();
+  if (!slice_) {
+    Status made = kept_->with_room(device, launch_.bb_bytes(), [&]() -> Status {
+      auto slice = burstbuffer::Slice::create(
+          {slice_image(device, launch_.job()), slice_mount(device, launch_.job()),
+           launch_.bb_bytes(), launch_.uid(), gid_, 0700, true});
+      if (!slice) return std::unexpected(std::move(slice).error());
+      slice_.emplace(std::move(*slice));
+      return {};
+    });
+    if (!made) {
+      (void)teardown();
+      return failed(v1::REASON_LAUNCH_FAILED,
+                    std::move(made.error()).with_context("creating the burst-buffer slice"));
+    }
   }
-  slice_.emplace(std::move(*slice));
+  const UniqueFd root(::open(slice_->dir().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   std::size_t index = 0;
   for (const v1::StageIn& in : launch_.spec().stage_in_files()) {
     File& file = files_.at(index++);
+    const std::optional<FileStamp> found =
+        root ? stamp_of(root.get(), slice_name(in)) : std::nullopt;
+    if (found && std::ranges::find(kept, *found) != kept.end()) {
+      std::lock_guard lock(mutex_);
+      file.shown.set_state("done");
+      file.shown.add_notes("kept in the slice from the job's run before its preemption");
+      file.progress->total.store(found->size);
+      file.progress->done.store(found->size);
+      file.started = file.ended = Clock::now();
+      file.stamp = found;
+      continue;
+    }
     Status copied =
         copy(file, [&](burstbuffer::Stager& stager, burstbuffer::FileProgress& progress) -> Status {
           const burstbuffer::Remote r = LOOM_TRY(remote(in.export_name()));
@@ -241,6 +263,10 @@ std::expected<void, StorageFailure> JobStorage::prepare(const std::atomic<bool>&
           for (const std::string& note : notes) file.shown.add_notes(valid_utf8(note));
           return s;
         });
+    if (copied && root) {
+      std::lock_guard lock(mutex_);
+      file.stamp = stamp_of(root.get(), slice_name(in));
+    }
     if (!copied) {
       (void)teardown();
       return failed(v1::REASON_STAGE_IN_FAILED,
@@ -307,8 +333,47 @@ Status JobStorage::stage_out(const std::atomic<bool>& cancelled) {
   return result;
 }
 
+std::vector<FileStamp> JobStorage::reclaim() {
+  std::optional<KeptSlices::Claimed> claimed = kept_->claim(launch_.job());
+  if (!claimed) return {};
+  if (claimed->device == launch_.bb_device() && claimed->slice.bytes == launch_.bb_bytes() &&
+      claimed->slice.uid == launch_.uid()) {
+    auto found = burstbuffer::Slice::attach(slice_image(claimed->device, launch_.job()),
+                                            slice_mount(claimed->device, launch_.job()));
+    if (found) {
+      spdlog::info("job {}: its slice kept on {} is its own again", launch_.job(),
+                   claimed->device.string());
+      slice_.emplace(std::move(*found));
+      return std::move(claimed->slice.staged);
+    }
+    spdlog::warn("job {}: its kept slice: {}", launch_.job(), found.error().to_string());
+  }
+  if (auto removed = remove_slice(claimed->device, launch_.job()); !removed)
+    spdlog::error("job {}: its kept slice: {}", launch_.job(), removed.error().to_string());
+  return {};
+}
+
+std::vector<FileStamp> JobStorage::stamps() const {
+  std::lock_guard lock(mutex_);
+  std::vector<FileStamp> out;
+  for (const File& f : files_) {
+    if (f.stamp) out.push_back(*f.stamp);
+  }
+  return out;
+}
+
 Status JobStorage::teardown() {
   const Status shm = launch_.spec().mpi() ? remove_shm_job_dir(shm_base_, launch_.job()) : Status{};
+  const fs::path device = launch_.bb_device();
+  if (keep_.load() && !device.empty() && fs::exists(slice_image(device, launch_.job()))) {
+    Status kept = kept_->keep(device, {launch_.job(), launch_.uid(), launch_.bb_bytes(), stamps()});
+    if (kept) {
+      slice_.reset();  // left mounted, as the job left it
+      return shm;
+    }
+    spdlog::error("job {}: its slice cannot be kept, and is removed: {}", launch_.job(),
+                  kept.error().to_string());
+  }
   Status slice;
   if (slice_) {
     slice = slice_->destroy();

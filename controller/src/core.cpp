@@ -325,8 +325,9 @@ Status Core::tick() {
   for (JobId id : manager_->past_walltime(clock_.wall()))
     send_kill(id, config_.controller.kill_grace);
   std::vector<Launch> launches = LOOM_TRY(manager_->schedule(clock_.wall()));
-  for (JobId id : manager_->take_preempted()) send_kill(id, config_.controller.kill_grace);
+  for (const sched::Preemption& p : manager_->take_preempted()) preempt(p);
   for (const Launch& launch : launches) send_launch(launch);
+  drop_kept();  // after the launches: a job started again takes back its own
   return {};
 }
 

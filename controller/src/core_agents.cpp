@@ -215,6 +215,14 @@ void Core::send_launch(const Launch& launch) {
     nodes.nodes.insert(np.node);
     send(np.node, message);
   }
+  // Its slices kept elsewhere will not be used: the nodes it starts on take theirs back.
+  if (auto kept = kept_.extract(launch.id)) {
+    v1::ToAgent drop;
+    drop.mutable_drop_slice()->set_job(launch.id.value());
+    for (NodeId node : kept.mapped()) {
+      if (!nodes.nodes.contains(node)) send(node, drop);
+    }
+  }
 }
 
 void Core::send_kill(JobId id, std::chrono::seconds grace) {
@@ -224,6 +232,32 @@ void Core::send_kill(JobId id, std::chrono::seconds grace) {
   message.mutable_kill()->set_job(id.value());
   message.mutable_kill()->set_grace_s(static_cast<std::uint32_t>(grace.count()));
   for (NodeId node : it->second.pending) send(node, message);
+}
+
+void Core::preempt(const sched::Preemption& p) {
+  auto it = running_.find(p.victim);
+  if (it == running_.end()) return;
+  v1::ToAgent message;
+  message.mutable_kill()->set_job(p.victim.value());
+  message.mutable_kill()->set_grace_s(
+      static_cast<std::uint32_t>(config_.controller.kill_grace.count()));
+  message.mutable_kill()->set_keep_slice(p.requeue);
+  for (NodeId node : it->second.pending) send(node, message);
+  if (p.requeue) kept_[p.victim].insert(it->second.nodes.begin(), it->second.nodes.end());
+}
+
+void Core::drop_kept() {
+  for (auto it = kept_.begin(); it != kept_.end();) {
+    const std::optional<v1::JobState> state = manager_->state(it->first);
+    if (state == v1::PENDING || running_.contains(it->first)) {
+      ++it;
+      continue;
+    }
+    v1::ToAgent drop;
+    drop.mutable_drop_slice()->set_job(it->first.value());
+    for (NodeId node : it->second) send(node, drop);
+    it = kept_.erase(it);
+  }
 }
 
 void Core::node_started(NodeId node, const v1::JobStarted& started) {

@@ -59,6 +59,15 @@ void Core::reconcile(NodeId node, const v1::RegisterRequest& hello) {
   for (const auto& [id, job] : manager_->unknown()) {
     if (running.contains(id.value()) || ended.contains(id.value())) manager_->heard(id, name);
   }
+  // Kept slices: those this controller had kept here stay; any other is an older run's (a
+  // drop the node missed, or one a restarted controller never heard of) and goes, so that
+  // no run starts in a slice older than its last run's.
+  for (std::uint64_t raw : hello.kept_slices()) {
+    if (auto it = kept_.find(JobId(raw)); it != kept_.end() && it->second.contains(node)) continue;
+    v1::ToAgent drop;
+    drop.mutable_drop_slice()->set_job(raw);
+    send(node, drop);
+  }
   // Persistent buffers: what the node has and the state does not was destroyed meanwhile;
   // what the state has and the node does not is made again (empty, and said so).
   const std::set<std::string> held(hello.buffers().begin(), hello.buffers().end());

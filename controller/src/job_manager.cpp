@@ -325,7 +325,7 @@ Result<std::vector<Launch>> JobManager::schedule(sched::Time now) {
     const Reason why{v1::REASON_PREEMPTED, std::to_string(p.by.value())};
     if (ending_.emplace(p.victim, Killing{p.requeue ? v1::PENDING : v1::CANCELLED, why}).second) {
       updates.push_back(killing(jobs_.at(p.victim), ending_.at(p.victim)));
-      preempted_.push_back(p.victim);
+      preempted_.push_back(p);
     }
   }
   for (const sched::Started& s : pass.started) {

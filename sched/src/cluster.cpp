@@ -344,13 +344,41 @@ NodePlacement assign(const Node& n, NodeId id, const Request& r, unsigned ranks,
   return out;
 }
 
+// The request's preferred nodes (node, ranks), if they hold it now as the placer would fill
+// them; empty when they do not.
+std::vector<std::pair<NodeId, unsigned>> on_preferred(const std::vector<Node>& nodes,
+                                                      const Request& r) {
+  std::vector<std::pair<NodeId, unsigned>> chosen;
+  if (r.ranks_per_node != 0 && r.prefer.size() != r.nodes_min) return chosen;
+  unsigned remaining = r.tasks;
+  for (NodeId id : r.prefer) {
+    const Node& n = nodes.at(id.value());
+    if (remaining == 0 || n.state != NodeState::kUp || chosen.size() == r.nodes_max) break;
+    if (r.ranks_per_node != 0) {
+      if (ranks_fit(n.free, r, r.ranks_per_node) < r.ranks_per_node) break;
+      chosen.emplace_back(id, ranks_on_node(r, static_cast<unsigned>(chosen.size())));
+      remaining -= chosen.back().second;
+      continue;
+    }
+    const unsigned fit = ranks_fit(n.free, r, remaining);
+    if (fit == 0) break;
+    chosen.emplace_back(id, fit);
+    remaining -= fit;
+  }
+  if (remaining != 0) chosen.clear();
+  return chosen;
+}
+
 }  // namespace
 
 std::optional<Placement> Cluster::place(const Request& r) const {
   const State& s = *state_;
   if (r.total_cores() > s.index.free_cores()) return std::nullopt;
   std::vector<std::pair<NodeId, unsigned>> chosen;  // node, ranks
-  if (!r.node.empty()) {
+  if (r.node.empty() && !r.prefer.empty()) chosen = on_preferred(s.nodes, r);
+  if (!chosen.empty()) {
+    // The nodes it ran on hold it (a requeued job: its slices may be kept there).
+  } else if (!r.node.empty()) {
     // One node, named: whether it is up and holds every rank now.
     auto it = s.by_name.find(r.node);
     if (it == s.by_name.end() || s.nodes[it->second.value()].state != NodeState::kUp ||

@@ -370,8 +370,11 @@ void Scheduler::requeue(JobId id, Time submitted) {
   preempted_.erase(id);
   deadlines_.erase({it->second.deadline, id});
   JobSpec spec = std::move(it->second.spec);
-  running_.erase(it);
   Request request = make_request(spec);
+  if (request.bb_per_node > 0) {  // its slices may be kept on its nodes
+    for (const NodePlacement& np : it->second.placement.nodes) request.prefer.push_back(np.node);
+  }
+  running_.erase(it);
   pending_.emplace(id, Pending{std::move(spec), std::move(request), submitted});
 }
 

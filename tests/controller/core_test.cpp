@@ -168,5 +168,73 @@ TEST_F(CoreTest, AfterARestartAJobReportedByOnlySomeOfItsNodesHoldsPasses) {
   EXPECT_EQ(row(queued).state, v1::PENDING) << "its cores on n0 may still be the wide job's";
 }
 
+// A preempted, requeued job's slices are kept on its node, which is told so with the kill:
+// an agent that re-registers keeps them, they go once the job starts on another node, and
+// a restarted controller, which cannot tell them from an older run's, has them dropped.
+TEST_F(CoreTest, APreemptedJobsSliceIsKeptForItsNextStartAndDroppedWhenItStartsElsewhere) {
+  Config::Qos debug;
+  debug.name = "debug";
+  debug.priority = 100;
+  debug.preempt = {"normal"};
+  qos_ = {debug};
+  start();
+  auto launched = [](const std::vector<v1::ToAgent>& sent) {
+    return std::ranges::any_of(sent, [](const v1::ToAgent& m) { return m.has_launch(); });
+  };
+  auto dropped = [](const std::vector<v1::ToAgent>& sent) {
+    std::vector<std::uint64_t> jobs;
+    for (const v1::ToAgent& m : sent) {
+      if (m.has_drop_slice()) jobs.push_back(m.drop_slice().job());
+    }
+    return jobs;
+  };
+  auto n0 = join();
+  const NodeId node0 = node_;
+  const JobId victim = submit(600, 4);
+  tick();
+  ASSERT_TRUE(n0->take().at(0).has_launch());
+  started(victim);
+  auto n1 = join({}, {}, "n1");
+  const JobId filler = submit(600, 4);
+  tick();
+  ASSERT_TRUE(n1->take().at(0).has_launch());
+  started(filler);
+
+  v1::SubmitRequest urgent;
+  *urgent.mutable_spec() = row(victim).spec;
+  urgent.mutable_spec()->set_qos("debug");
+  const auto urgent_id = core_->submit(kBob, urgent);
+  ASSERT_TRUE(urgent_id);
+  tick();
+  auto sent = n0->take();
+  ASSERT_EQ(sent.size(), 1u);
+  ASSERT_TRUE(sent[0].has_kill());
+  EXPECT_TRUE(sent[0].kill().keep_slice()) << "requeued: its slice stays";
+  node_ = node0;
+  ended(victim, 143, 15);
+  EXPECT_EQ(row(victim).state, v1::PENDING);
+  tick();
+  ASSERT_TRUE(launched(n0->take())) << "the debug job";
+
+  core_->agent_left(node0, n0.get());
+  v1::RegisterRequest hello;
+  hello.add_kept_slices(victim.value());
+  hello.add_kept_slices(filler.value());  // not one it kept there: an older run's
+  n0 = join({urgent_id->front().value()}, hello);
+  EXPECT_EQ(dropped(n0->take()), std::vector<std::uint64_t>{filler.value()});
+
+  node_ = cluster_.find("n1").value();
+  ended(filler, 0);
+  tick();
+  EXPECT_TRUE(launched(n1->take())) << "the victim, on n1";
+  EXPECT_EQ(dropped(n0->take()), std::vector<std::uint64_t>{victim.value()})
+      << "its slice on n0 will not be used";
+
+  start();
+  n0 = join({urgent_id->front().value()}, hello);
+  EXPECT_EQ(dropped(n0->take()), (std::vector<std::uint64_t>{victim.value(), filler.value()}))
+      << "a restarted controller drops what it did not keep";
+}
+
 }  // namespace
 }  // namespace loom::controller

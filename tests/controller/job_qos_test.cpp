@@ -41,7 +41,8 @@ TEST_F(JobQosTest, APreemptedJobIsKilledRequeuedWithItsIdAndTheReasonAndRunsLate
   ASSERT_EQ(manager_->schedule(at(1)).value().size(), 1u);
   const JobId urgent = submit(kBob, with_qos(8, "debug"), at(2)).value();
   EXPECT_TRUE(manager_->schedule(at(3)).value().empty());
-  EXPECT_EQ(manager_->take_preempted(), std::vector<JobId>{normal}) << "the caller kills it";
+  EXPECT_EQ(manager_->take_preempted(), (std::vector<sched::Preemption>{{normal, urgent, true}}))
+      << "the caller kills it, and keeps its slices";
   EXPECT_TRUE(manager_->take_preempted().empty());
   EXPECT_TRUE(manager_->being_killed(normal));
 
@@ -70,9 +71,9 @@ TEST_F(JobQosTest, APreemptedJobIsKilledRequeuedWithItsIdAndTheReasonAndRunsLate
 TEST_F(JobQosTest, ACancelWinsOverAPreemptionsRequeue) {
   const JobId normal = submit(kAlice, spec(8), at(0)).value();
   ASSERT_EQ(manager_->schedule(at(1)).value().size(), 1u);
-  ASSERT_TRUE(submit(kBob, with_qos(8, "debug"), at(2)).has_value());
+  const JobId urgent = submit(kBob, with_qos(8, "debug"), at(2)).value();
   ASSERT_TRUE(manager_->schedule(at(3)).value().empty());
-  ASSERT_EQ(manager_->take_preempted(), std::vector<JobId>{normal});
+  ASSERT_EQ(manager_->take_preempted(), (std::vector<sched::Preemption>{{normal, urgent, true}}));
   std::vector<JobId> kill;
   ASSERT_TRUE(manager_->cancel(kAlice, normal, std::nullopt, at(3), kill).has_value());
   ASSERT_TRUE(manager_->finished(normal, killed_by(15), at(4)).has_value());
@@ -87,7 +88,8 @@ TEST_F(JobQosTest, AJobBeingPreemptedOrCancelledEndsSoAfterARestart) {
   ASSERT_EQ(manager_->schedule(at(1)).value().size(), 1u);
   const JobId urgent = submit(kBob, with_qos(4, "debug"), at(2)).value();
   ASSERT_TRUE(manager_->schedule(at(3)).value().empty());
-  ASSERT_EQ(manager_->take_preempted(), std::vector<JobId>{other}) << "the youngest";
+  ASSERT_EQ(manager_->take_preempted(), (std::vector<sched::Preemption>{{other, urgent, true}}))
+      << "the youngest";
   std::vector<JobId> kill;
   ASSERT_TRUE(manager_->cancel(kAlice, normal, std::nullopt, at(3), kill).has_value());
 

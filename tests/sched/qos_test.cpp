@@ -64,6 +64,34 @@ TEST(Qos, AnUrgentJobPreemptsTheFewestYoungestLowerJobsItNeedsAndStartsWhenTheyE
   EXPECT_EQ(cluster.name(pass.started[0].placement.nodes.at(0).node), "n1");
 }
 
+// A requeued job with a slice starts again on the nodes it ran on, where its slices may be
+// kept, when they hold it: here an empty n1 rather than the empty n0 a new job would take.
+TEST(Qos, ARequeuedJobWithASliceStartsAgainOnItsNodesWhenTheyHoldIt) {
+  Cluster cluster = uniform_cluster(2, 4, std::uint64_t{1} << 30);
+  Scheduler s(cluster, with_debug_qos());
+  JobSpec sliced = job(4);
+  sliced.bb_per_node = Bytes(std::uint64_t{1} << 20);
+  ASSERT_TRUE(s.submit(JobId(1), job(4), at(0)));
+  ASSERT_TRUE(s.submit(JobId(2), sliced, at(0)));
+  ASSERT_EQ(s.schedule(at(0)).started.size(), 2u);
+  ASSERT_EQ(cluster.name(s.placement(JobId(2))->nodes.at(0).node), "n1");
+  ASSERT_TRUE(s.submit(JobId(3), job(4, "debug"), at(1)));
+  ASSERT_EQ(s.schedule(at(1)).preempted.size(), 1u);
+  s.requeue(JobId(2), at(0));
+  ASSERT_EQ(s.schedule(at(2)).started.at(0).id, JobId(3));
+  s.finished(JobId(1), JobEnd::kCompleted, at(3));
+  s.finished(JobId(3), JobEnd::kCompleted, at(3));
+  Request fresh = make_request(sliced);
+  ASSERT_EQ(cluster.name(cluster.place(fresh)->nodes.at(0).node), "n0") << "a new job's choice";
+
+  const PassResult pass = s.schedule(at(4));
+  ASSERT_EQ(pass.started.size(), 1u);
+  EXPECT_EQ(cluster.name(pass.started[0].placement.nodes.at(0).node), "n1");
+  fresh.prefer = {NodeId(1)};
+  EXPECT_EQ(cluster.name(cluster.place(fresh)->nodes.at(0).node), "n0")
+      << "n1 is full: the placer chooses as it would";
+}
+
 // Only the QOS it lists: a debug job may not preempt another debug job.
 TEST(Qos, NothingIsPreemptedThatTheQosDoesNotList) {
   Cluster cluster = uniform_cluster(1, 4);

@@ -41,6 +41,7 @@ namespace loom::agent {
 
 class ControllerLink;
 class StagerPool;
+class KeptSlices;
 
 struct AgentOptions {
   std::string controller;  // HOST:PORT
@@ -117,7 +118,7 @@ class Agent {
   void end_killed(Job& job);
   void finish(JobId id, const v1::JobEnded& e);
   void forget(JobId id);
-  void kill(JobId id, std::chrono::seconds grace, bool finish);
+  void kill(const v1::Kill& kill);
   void save(const JobRecord& record) const;
   void send_staging(const Job& job, bool out = false);
 
@@ -126,6 +127,7 @@ class Agent {
   hwtopo::Binder binder_;
   const CgroupTree cgroups_;
   std::shared_ptr<StagerPool> stagers_;
+  std::shared_ptr<const KeptSlices> kept_;  // preempted jobs' slices, on o_.nvme's devices
   std::unique_ptr<ControllerLink> link_;
   std::atomic<bool> stopped_{false};
   std::mutex jobs_mutex_;                       // guards jobs_, ended_ and kill_at_

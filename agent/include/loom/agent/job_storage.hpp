@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "loom/agent/kept_slices.hpp"
 #include "loom/burstbuffer/data_plane.hpp"
 #include "loom/burstbuffer/slice.hpp"
 #include "loom/common/error.hpp"
@@ -58,11 +59,14 @@ struct StorageFailure {
 class JobStorage {
  public:
   JobStorage(v1::Launch launch, std::string node, std::filesystem::path shm_base,
-             std::shared_ptr<StagerPool> stagers);
+             std::shared_ptr<StagerPool> stagers, std::shared_ptr<const KeptSlices> kept);
 
   // Makes an MPI job's shared-memory directory; creates the slice (if the job has one) and
-  // stages every --stage-in file into it. On failure they are gone again, and the failure
-  // is the job's reason: STAGE_IN_FAILED, "storage:/in.h5 into node0's slice: ...".
+  // stages every --stage-in file into it. A slice kept here from the job's run before its
+  // preemption is taken back instead, and the files staged into it that the job did not
+  // change are not staged again ("kept" in their notes). On failure they are gone again,
+  // and the failure is the job's reason: STAGE_IN_FAILED, "storage:/in.h5 into node0's
+  // slice: ...".
   std::expected<void, StorageFailure> prepare(const std::atomic<bool>& cancelled);
   // What the ranks see: LOOM_BB_DIR and LOOM_STAGED_FILES; for an MPI job, where Open MPI
   // puts its session directory and shared-memory segments.
@@ -73,7 +77,9 @@ class JobStorage {
   // Stages out every --stage-out file ("NAME.NODE" with --stage-out-all). The first
   // failure is the job's STAGE_OUT_FAILED: "out.h5 from node0's slice to storage:/r/: ...".
   Status stage_out(const std::atomic<bool>& cancelled);
-  // Removes the slice and the shared-memory directory.
+  // The job was preempted and requeued: teardown() keeps its slice for its next start.
+  void keep_slice() { keep_.store(true); }
+  // Removes the shared-memory directory, and the slice, or keeps it after keep_slice().
   Status teardown();
 
   // The staging as it stands, for the controller.
@@ -85,7 +91,12 @@ class JobStorage {
     v1::StagingFile shown;
     std::shared_ptr<burstbuffer::FileProgress> progress;
     std::chrono::steady_clock::time_point started, ended;  // ended: while running, unset
+    std::optional<FileStamp> stamp;                        // a stage-in's, once it is whole
   };
+  // Takes back the job's slice if it was kept here, whole and as this launch wants it (else
+  // it is removed): the stamps of the files staged into it.
+  std::vector<FileStamp> reclaim();
+  std::vector<FileStamp> stamps() const;
   Status copy(File& file,
               const std::function<Status(burstbuffer::Stager&, burstbuffer::FileProgress&)>& body);
   Result<burstbuffer::Remote> remote(const std::string& node) const;
@@ -95,7 +106,9 @@ class JobStorage {
   std::string node_;
   std::filesystem::path shm_base_;
   std::shared_ptr<StagerPool> stagers_;
+  std::shared_ptr<const KeptSlices> kept_;
   std::optional<burstbuffer::Slice> slice_;
+  std::atomic<bool> keep_{false};
   std::uint32_t gid_ = 0;
   std::vector<std::string> staged_;  // paths in the slice
   mutable std::mutex mutex_;         // guards files_' shown fields

@@ -183,6 +183,10 @@ class Core {
   void send(NodeId node, const v1::ToAgent& message);
   void send_launch(const Launch& launch);
   void send_kill(JobId id, std::chrono::seconds grace);
+  // Kills a preempted job; one requeued keeps its slices on its nodes for its next start.
+  void preempt(const sched::Preemption& preemption);
+  // Has the nodes remove the kept slices of jobs that will not start on them again.
+  void drop_kept();
   // Has the buffer's node make (or destroy) it.
   void send_buffer(const BufferRow& row, bool destroy);
   void node_started(NodeId node, const v1::JobStarted& started);
@@ -214,6 +218,10 @@ class Core {
   // Answers to buffers being made: slice -> error ("" made).
   std::map<std::string, std::string> buffers_made_;
   std::map<JobId, RunningJob> running_;
+  // Preempted jobs' slices kept on their nodes: until the job starts again (those of nodes
+  // it does not start on go), or ends. Not stored: a restarted controller has the agents
+  // drop the slices they kept, which it cannot tell from an older run's.
+  std::map<JobId, std::set<NodeId>> kept_;
   // Starts and ends reported for unknown jobs, kept until they are adopted; and the nodes
   // whose agents did not know an unknown job at all (its launch never reached them).
   std::map<JobId, std::set<NodeId>> early_starts_;

@@ -127,7 +127,7 @@ class JobManager {
   // The running jobs the passes since the last call preempted, for the caller to kill; each
   // is PENDING again (requeue) or CANCELLED once finished() reports it, with the reason
   // Preempted.
-  std::vector<JobId> take_preempted() { return std::exchange(preempted_, {}); }
+  std::vector<sched::Preemption> take_preempted() { return std::exchange(preempted_, {}); }
 
   // Every node of a job that was STAGING_IN has started it: it is RUNNING (stored), its
   // start time is now and its walltime counts from now (stage-in is not charged to it).
@@ -157,6 +157,11 @@ class JobManager {
   // anywhere (its launch was lost with a controller that stopped) is queued again whatever
   // --requeue says: running it is not running it twice.
   Status lost(JobId id, const Reason& reason, sched::Time now, bool started = true);
+  // A job's state; nullopt for one that is not in memory (it ended long ago, or never was).
+  std::optional<v1::JobState> state(JobId id) const {
+    auto it = jobs_.find(id);
+    return it == jobs_.end() ? std::nullopt : std::optional(it->second.state);
+  }
   // Whether a running job is being killed (cancelled, or past its walltime).
   bool being_killed(JobId id) const { return ending_.contains(id); }
   // The names of the nodes a job was placed on.
@@ -270,7 +275,7 @@ class JobManager {
   // it gone (CANCELLED, PENDING when preempted to be requeued, or TIMEOUT past its
   // walltime). Stored but for TIMEOUT, which a restarted controller finds again.
   std::map<JobId, Killing> ending_;
-  std::vector<JobId> preempted_;                // see take_preempted()
+  std::vector<sched::Preemption> preempted_;    // see take_preempted()
   std::optional<sched::Time> usage_saved_;      // see save_usage()
   std::map<std::string, std::string> drained_;  // the store's drained nodes, by name
   // The store's persistent buffers, by owner's uid and name.

@@ -74,6 +74,9 @@ struct Request {
   bool exclusive = false;
   bool spread_numa = false;
   std::string node;  // the only node it may run on; empty: any
+  // Nodes tried first, as they come (a requeued job's, where its slices may be kept); any
+  // others when they do not hold it now.
+  std::vector<NodeId> prefer;
 
   std::uint64_t total_cores() const { return std::uint64_t{tasks} * cores_per_task; }
 };

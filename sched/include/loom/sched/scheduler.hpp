@@ -46,6 +46,7 @@ struct Preemption {
   JobId victim;
   JobId by;
   bool requeue = true;  // the preempting QOS's preempt_mode
+  friend bool operator==(const Preemption&, const Preemption&) = default;
 };
 
 struct PassResult {
