@@ -103,6 +103,8 @@ Status KeptSlices::keep(const fs::path& device, const KeptSlice& slice) const {
       return make_error(ErrorCode::kInternal, fmt::format("cannot write {}", temp.string()));
   }
   std::error_code ec;
+  // Root's alone, as the image is: it names the user's staged files.
+  fs::permissions(temp, fs::perms::owner_read | fs::perms::owner_write, ec);
   fs::rename(temp, target, ec);
   if (ec) {
     return make_error(ErrorCode::kInternal,

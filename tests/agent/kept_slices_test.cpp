@@ -54,6 +54,9 @@ TEST_F(KeptSlicesTest, AJobTakesItsKeptSliceBackWithItsStampsOnce) {
   image(7, 10 * kMiB);
   ASSERT_TRUE(kept_.keep(device_, kept(7, 10 * kMiB)));
   EXPECT_EQ(kept_.jobs(), std::vector<std::uint64_t>{7});
+  EXPECT_EQ(fs::status(device_ / ".loom" / "job_7.kept").permissions(),
+            fs::perms::owner_read | fs::perms::owner_write)
+      << "root's alone: it names the user's files";
   EXPECT_FALSE(kept_.claim(8)) << "another job's";
 
   const std::optional<KeptSlices::Claimed> claimed = kept_.claim(7);
