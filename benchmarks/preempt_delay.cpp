@@ -122,7 +122,7 @@ Requeue requeue(const Loom& l, const std::string& name, bool changes_input) {
                         fmt::format("while [ ! -e {} ]; do sleep 0.01; done", release.string())}));
   l.wait_state(urgent, "RUNNING");
   const std::int64_t released = wall_ns();
-  std::ofstream{release};
+  std::ofstream(release) << "";
   const std::int64_t again = std::stoll(wait_lines(times, 2)[1]);
   l.wait_state(victim, "COMPLETED");
   return {static_cast<double>(first - submitted) / 1e6,

@@ -363,7 +363,7 @@ std::vector<FileStamp> JobStorage::stamps() const {
 }
 
 Status JobStorage::teardown() {
-  const Status shm = launch_.spec().mpi() ? remove_shm_job_dir(shm_base_, launch_.job()) : Status{};
+  Status shm = launch_.spec().mpi() ? remove_shm_job_dir(shm_base_, launch_.job()) : Status{};
   const fs::path device = launch_.bb_device();
   if (keep_.load() && !device.empty() && fs::exists(slice_image(device, launch_.job()))) {
     Status kept = kept_->keep(device, {launch_.job(), launch_.uid(), launch_.bb_bytes(), stamps()});

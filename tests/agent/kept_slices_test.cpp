@@ -27,7 +27,7 @@ class KeptSlicesTest : public ::testing::Test {
   // A job's slice image of `bytes` on the device, as a slice's would be.
   void image(std::uint64_t job, std::uint64_t bytes) const {
     const fs::path path = burstbuffer::slice_image(device_, job);
-    std::ofstream{path};
+    std::ofstream(path) << "";
     fs::resize_file(path, bytes);
   }
   bool has_image(std::uint64_t job) const {

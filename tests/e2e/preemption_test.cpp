@@ -136,7 +136,7 @@ TEST_F(PreemptionTest, ARequeuedJobFindsItsSliceAsItLeftItWithTheFilesItChangedS
   EXPECT_EQ(ended["state"], "COMPLETED") << ended.dump();
   EXPECT_EQ(read("order"), "start\nagain\n") << "the second run found its mark";
   EXPECT_TRUE(read("b-again.bin") == std::string(1 << 20, 'b')) << "b.bin was staged again, whole";
-  const json staging = ended["staging"];
+  const json& staging = ended["staging"];
   ASSERT_EQ(staging.size(), 2u) << ended.dump();
   EXPECT_EQ(staging[0]["state"], "done");
   EXPECT_EQ(staging[0]["bytes_done"], 3 << 20);
