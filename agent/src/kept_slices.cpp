@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -47,20 +46,6 @@ std::optional<Record> read_record(const fs::path& path) {
   } catch (const nlohmann::json::exception&) {
     return std::nullopt;  // not JSON (parse gave a discarded value), or lacking a field
   }
-}
-
-// The jobs with a record on the device.
-std::vector<std::uint64_t> kept_on(const fs::path& device) {
-  std::vector<std::uint64_t> jobs;
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(device / ".loom", ec)) {
-    const std::string name = entry.path().filename().string();
-    std::uint64_t job = 0;
-    if (std::sscanf(name.c_str(), "job_%lu.kept", &job) == 1 &&
-        name == fmt::format("job_{}.kept", job))
-      jobs.push_back(job);
-  }
-  return jobs;
 }
 
 std::uint64_t images_bytes(const fs::path& device) {
@@ -136,7 +121,7 @@ Status KeptSlices::with_room(const fs::path& device, std::uint64_t bytes,
   const auto it = std::ranges::find(devices_, device.string(), &Config::NvmeDevice::path);
   if (it != devices_.end()) {
     std::vector<std::pair<std::int64_t, std::uint64_t>> kept;  // kept_at, job
-    for (std::uint64_t job : kept_on(device)) {
+    for (std::uint64_t job : burstbuffer::job_files_on(device, ".kept")) {
       const std::optional<Record> r = read_record(record_path(device, job));
       kept.emplace_back(r ? r->kept_at : 0, job);  // one that cannot be read goes first
     }
@@ -168,7 +153,7 @@ std::vector<std::uint64_t> KeptSlices::jobs() const {
   std::lock_guard lock(mutex_);
   std::vector<std::uint64_t> out;
   for (const Config::NvmeDevice& d : devices_) {
-    for (std::uint64_t job : kept_on(d.path)) out.push_back(job);
+    for (std::uint64_t job : burstbuffer::job_files_on(d.path, ".kept")) out.push_back(job);
   }
   return out;
 }

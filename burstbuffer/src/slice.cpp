@@ -215,13 +215,17 @@ std::vector<std::string> buffers_on(const fs::path& device) {
 }
 
 std::vector<std::uint64_t> slices_on(const fs::path& device) {
+  return job_files_on(device, ".img");
+}
+
+std::vector<std::uint64_t> job_files_on(const fs::path& device, std::string_view extension) {
   std::vector<std::uint64_t> jobs;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(device / ".loom", ec)) {
     const std::string name = entry.path().filename().string();
     std::uint64_t job = 0;
-    if (std::sscanf(name.c_str(), "job_%lu.img", &job) == 1 &&
-        name == fmt::format("job_{}.img", job))
+    if (std::sscanf(name.c_str(), "job_%lu", &job) == 1 &&
+        name == fmt::format("job_{}{}", job, extension))
       jobs.push_back(job);
   }
   return jobs;

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "loom/burstbuffer/names.hpp"
@@ -63,6 +64,9 @@ std::vector<std::string> buffers_on(const std::filesystem::path& device);
 
 // The jobs that have a slice image on the device.
 std::vector<std::uint64_t> slices_on(const std::filesystem::path& device);
+// The jobs that have a file DEVICE/.loom/job_ID`extension` (".img": slices_on).
+std::vector<std::uint64_t> job_files_on(const std::filesystem::path& device,
+                                        std::string_view extension);
 // Unmounts and removes a job's slice, whatever state it was left in.
 Status remove_slice(const std::filesystem::path& device, std::uint64_t job);
 
