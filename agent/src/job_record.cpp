@@ -8,6 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "json_file.hpp"
 #include "loom/burstbuffer/staging_spec.hpp"
 
 namespace loom::agent {
@@ -182,26 +183,9 @@ Result<JobRecords> JobRecords::open(fs::path dir) {
 fs::path JobRecords::path(JobId id) const { return dir_ / fmt::format("job_{}.json", id.value()); }
 
 Status JobRecords::save(const JobRecord& record) const {
-  const fs::path target = path(record.id), temp = target.string() + ".tmp";
-  {
-    std::ofstream out(temp);
-    // Replace, not throw on, bytes that are not UTF-8 (a path in an error message).
-    out << to_json(record).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-    out.flush();
-    if (!out) {
-      return make_error(
-          ErrorCode::kInternal,
-          fmt::format("cannot write {}: the job would be lost by a restart", temp.string()));
-    }
-  }
-  std::error_code ec;
-  fs::rename(temp, target, ec);
-  if (ec) {
-    return make_error(ErrorCode::kInternal,
-                      fmt::format("cannot save {}: {}: the job would be lost by a restart",
-                                  target.string(), ec.message()));
-  }
-  return {};
+  return with_context(
+      write_json_file(path(record.id), to_json(record)),
+      fmt::format("job {}'s record (a restart would lose the job)", record.id.value()));
 }
 
 std::optional<JobRecord> JobRecords::load(JobId id) const {

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "json_file.hpp"
 #include "loom/burstbuffer/slice.hpp"
 
 namespace loom::agent {
@@ -78,24 +79,8 @@ Status KeptSlices::keep(const fs::path& device, const KeptSlice& slice) const {
                          {"bytes", slice.bytes},
                          {"kept_at", std::chrono::system_clock::now().time_since_epoch().count()},
                          {"staged", staged}};
-  const fs::path target = record_path(device, slice.job), temp = target.string() + ".tmp";
   std::lock_guard lock(mutex_);
-  {
-    std::ofstream out(temp);
-    out << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-    out.flush();
-    if (!out)
-      return make_error(ErrorCode::kInternal, fmt::format("cannot write {}", temp.string()));
-  }
-  std::error_code ec;
-  // Root's alone, as the image is: it names the user's staged files.
-  fs::permissions(temp, fs::perms::owner_read | fs::perms::owner_write, ec);
-  fs::rename(temp, target, ec);
-  if (ec) {
-    return make_error(ErrorCode::kInternal,
-                      fmt::format("cannot save {}: {}", target.string(), ec.message()));
-  }
-  return {};
+  return write_json_file(record_path(device, slice.job), j);  // root's alone, as the image is
 }
 
 std::optional<KeptSlices::Claimed> KeptSlices::claim(std::uint64_t job) const {
