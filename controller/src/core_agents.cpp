@@ -225,24 +225,20 @@ void Core::send_launch(const Launch& launch) {
   }
 }
 
-void Core::send_kill(JobId id, std::chrono::seconds grace) {
+void Core::send_kill(JobId id, std::chrono::seconds grace, bool keep_slice) {
   auto it = running_.find(id);
   if (it == running_.end()) return;
   v1::ToAgent message;
   message.mutable_kill()->set_job(id.value());
   message.mutable_kill()->set_grace_s(static_cast<std::uint32_t>(grace.count()));
+  message.mutable_kill()->set_keep_slice(keep_slice);
   for (NodeId node : it->second.pending) send(node, message);
 }
 
 void Core::preempt(const sched::Preemption& p) {
   auto it = running_.find(p.victim);
   if (it == running_.end()) return;
-  v1::ToAgent message;
-  message.mutable_kill()->set_job(p.victim.value());
-  message.mutable_kill()->set_grace_s(
-      static_cast<std::uint32_t>(config_.controller.kill_grace.count()));
-  message.mutable_kill()->set_keep_slice(p.requeue);
-  for (NodeId node : it->second.pending) send(node, message);
+  send_kill(p.victim, config_.controller.kill_grace, p.requeue);
   if (p.requeue) kept_[p.victim].insert(it->second.nodes.begin(), it->second.nodes.end());
 }
 

@@ -182,7 +182,9 @@ class Core {
   void forget(JobId id, const std::set<NodeId>& nodes);
   void send(NodeId node, const v1::ToAgent& message);
   void send_launch(const Launch& launch);
-  void send_kill(JobId id, std::chrono::seconds grace);
+  // SIGTERM, then SIGKILL after `grace`, on the job's nodes; with keep_slice its slices stay
+  // (a preempted job, requeued).
+  void send_kill(JobId id, std::chrono::seconds grace, bool keep_slice = false);
   // Kills a preempted job; one requeued keeps its slices on its nodes for its next start.
   void preempt(const sched::Preemption& preemption);
   // Has the nodes remove the kept slices of jobs that will not start on them again.
