@@ -9,6 +9,7 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "cluster_test.hpp"
 #include "loom/common/exec_args.hpp"
@@ -204,11 +205,15 @@ TEST(RecoveryNoRestart, AnAgentKeptAwayFailsItsJobsAndComesBackEmpty) {
   for (std::string word; std::getline(in, word, '\0');) argv.push_back(word);
   ASSERT_EQ(::kill(std::stoi(agent), SIGKILL), 0);
   cluster.wait_log("loomd node0 was killed by signal 9; not restarted (--no-restart)");
-  const std::vector<std::string> seen =
-      loom::testing::lines(cluster.loom("loom-alice", {"watch", "--json", id}).out);
-  ASSERT_FALSE(seen.empty());
-  const json ended = json::parse(seen.back());
-  EXPECT_EQ(ended["state"], "NODE_FAIL");
+  // Bounded (requeue_after is 5 s): a job that never ends fails here, saying so.
+  json ended;
+  for (const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+       std::chrono::steady_clock::now() < until;
+       std::this_thread::sleep_for(std::chrono::milliseconds(50))) {
+    ended = json::parse(cluster.loom("loom-alice", {"show", id, "--json"}).out);
+    if (ended["state"] == "NODE_FAIL") break;
+  }
+  EXPECT_EQ(ended["state"], "NODE_FAIL") << ended.dump();
   json nodes = json::parse(cluster.loom("", {"nodes", "--json"}).out)["nodes"];
   EXPECT_EQ(nodes[0]["state"], "DOWN");
   EXPECT_FALSE(loom::testing::run({"pgrep", "-f", "sleep 3003"}).out.empty())
@@ -237,7 +242,16 @@ TEST(RecoveryNoRestart, AnAgentKeptAwayFailsItsJobsAndComesBackEmpty) {
             "NODE_FAIL")
       << "and it stays failed";
   ::kill(back, SIGTERM);
-  ::waitpid(back, nullptr, 0);
+  bool exited = false;  // bounded: an agent that does not leave on SIGTERM fails here
+  for (int i = 0; i < 3000 && !exited; ++i) {
+    exited = ::waitpid(back, nullptr, WNOHANG) == back;
+    if (!exited) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(exited) << "the restarted agent did not leave within 30 s of SIGTERM";
+  if (!exited) {
+    ::kill(back, SIGKILL);
+    ::waitpid(back, nullptr, 0);
+  }
   std::filesystem::remove_all(dir);
 }
 
