@@ -33,6 +33,7 @@ loom_require_pkgconfig(munge munge libmunge-dev)
 loom_require_pkgconfig(grpcpp grpc++ libgrpc++-dev)
 loom_require_pkgconfig(tomlplusplus tomlplusplus libtomlplusplus-dev)
 loom_require_pkgconfig(httplib cpp-httplib libcpp-httplib-dev)  # loomctld's /metrics
+loom_require_pkgconfig(pmix pmix libpmix-dev)  # loom-pmix, a job's PMIx server (--mpi=pmix)
 
 if(LOOM_WITH_MPI)
   loom_require_package(MPI libopenmpi-dev COMPONENTS C)

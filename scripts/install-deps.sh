@@ -18,6 +18,7 @@ packages=(
   libfabric-dev libfabric-bin
   rdma-core
   libopenmpi-dev openmpi-bin
+  libpmix-dev  # loom-pmix: a job's PMIx server, for --mpi=pmix
   libhdf5-dev hdf5-tools netcdf-bin
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libsqlite3-dev sqlite3

@@ -1,8 +1,11 @@
 /* An MPI program as a Loom job runs it: an MPI_Allreduce over the world, then one line per
  * rank with what the kernel says of it (its CPUs, its memory policy), its host, and a file
- * it wrote in its burst buffer. The tests compare each line with `loom show --json`. */
+ * it wrote in its burst buffer. The tests compare each line with `loom show --json`.
+ * `mpi_app R`: rank R exits 3 after MPI_Finalize; `mpi_app abort R`: rank R calls
+ * MPI_Abort(7) after the MPI_Allreduce instead. */
 #include <mpi.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "report.h"
@@ -28,6 +31,8 @@ int main(int argc, char** argv) {
   printf("rank=%d size=%d sum=%d %s bb=%s init_ns=%lld\n", rank, size, sum, binding, wrote,
          (long long)initialized.tv_sec * 1000000000LL + initialized.tv_nsec);
   fflush(stdout);
+  if (argc > 2 && strcmp(argv[1], "abort") == 0 && rank == atoi(argv[2]))
+    MPI_Abort(MPI_COMM_WORLD, 7);
   MPI_Finalize();
-  return argc > 1 && rank == atoi(argv[1]) ? 3 : 0; /* `mpi_app R`: rank R exits 3 */
+  return argc == 2 && rank == atoi(argv[1]) ? 3 : 0;
 }

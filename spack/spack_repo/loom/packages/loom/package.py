@@ -53,6 +53,7 @@ class Loom(CMakePackage):
     depends_on("hdf5@1.10.5: ~mpi")
     # Every request between Loom's processes and from users carries a Munge credential.
     depends_on("munge")
+    depends_on("pmix@4:")  # loom-pmix, a job's PMIx server (--mpi=pmix)
     depends_on("grpc")
     depends_on("openssl")  # checks tls.* certificates (loom/proto/tls.hpp)
     depends_on("protobuf")
