@@ -28,13 +28,15 @@
 
 #include "loom/common/errno_text.hpp"
 #include "loom/common/exec_args.hpp"
+#include "loom/common/task_channel.hpp"
 #include "loom/hwtopo/apply_binding.hpp"
 
 namespace {
 
 namespace hwtopo = loom::hwtopo;
 
-constexpr int kReport = 3;  // the agent reads what went wrong before exec here
+constexpr int kReport = 3;                      // the agent reads what went wrong before exec here
+constexpr int kChannel = loom::kTaskChannelFd;  // a task's channel to the agent, if it has one
 
 [[noreturn]] void fail(const std::string& message) {
   (void)::write(kReport, message.data(), message.size());
@@ -99,9 +101,12 @@ bool close_from(int first, bool at_exec) {
   ::dup2(in, 0);
   ::dup2(out, 1);
   ::dup2(err, 2);
-  // The task gets 0-2 and nothing else, whatever this process was handed: every other
-  // descriptor closes at exec, the report pipe too (the agent then sees EOF, no message).
+  // The task gets 0-2 (and its channel) and nothing else, whatever this process was handed:
+  // every other descriptor closes at exec, the report pipe too (the agent then sees EOF, no
+  // message).
   if (!close_from(3, true)) fail(what("marking descriptors close-on-exec"));
+  if (spec.value("channel", false) && ::fcntl(kChannel, F_SETFD, 0) != 0)
+    fail(what("handing on the agent's channel"));
   std::vector<std::string> argv_strings = spec["argv"], env_strings = spec["env"];
   const std::vector<char*> argv = loom::exec_args(argv_strings),
                            envp = loom::exec_args(env_strings);
@@ -114,7 +119,7 @@ bool close_from(int first, bool at_exec) {
 }  // namespace
 
 constexpr const char* kUsage =
-    "usage: loom-keeper < TASK.cbor 3> REPORT\n"
+    "usage: loom-keeper < TASK.cbor 3> REPORT [4<> CHANNEL]\n"
     "loomd's keeper of one task, not run by hand: reads the task's spec on stdin, forks the task\n"
     "(cgroups, binding, the user's identity, exec; why it could not, written to fd 3), waits for "
     "it\n"
@@ -133,10 +138,11 @@ int main(int argc, char** argv) {
                          std::istreambuf_iterator<char>()};
   const nlohmann::json spec = nlohmann::json::from_cbor(text, true, false);
   if (spec.is_discarded()) fail("loom-keeper: the task's spec does not parse");
-  // Nothing of the agent's but the report pipe: the agent spawns the keeper with only 0-3,
-  // and whatever else came (a descriptor the agent failed to mark close-on-exec) is not
-  // held for the task's whole life.
-  (void)close_from(kReport + 1, false);
+  // Nothing of the agent's but the report pipe and a channel: the agent spawns the keeper
+  // with only those and 0, and whatever else came (a descriptor the agent failed to mark
+  // close-on-exec) is not held for the task's whole life.
+  const bool channel = spec.value("channel", false);
+  (void)close_from(channel ? kChannel + 1 : kReport + 1, false);
   // A session of its own: signals for the agent's terminal or process group do not reach
   // the keeper or its task.
   ::setsid();
@@ -144,6 +150,7 @@ int main(int argc, char** argv) {
   if (task < 0) fail(what("fork"));
   if (task == 0) run_task(spec);
   ::close(kReport);
+  if (channel) ::close(kChannel);  // the task's copy alone: its end is the agent's EOF
   int status = 0;
   while (::waitpid(task, &status, 0) < 0) {
     if (errno != EINTR) return 127;

@@ -26,14 +26,33 @@ void Agent::watch(const std::shared_ptr<Job>& job) {
   auto exited = [this, job, left] {
     if (left->fetch_sub(1) == 1) lane(*job).post([this, job] { complete(job); });
   };
-  for (std::optional<UniqueFd>& fd : exits) {
-    if (fd) {
-      watcher_->watch(std::move(*fd), exited);
+  for (std::size_t i = 0; i < exits.size(); ++i) {
+    auto task_exited = [this, job, i, exited] {
+      if (job->pmix) rank_exited(*job, i);
+      exited();
+    };
+    if (exits[i]) {
+      watcher_->watch(std::move(*exits[i]), task_exited);
     } else {
-      exited();  // it had exited already
+      task_exited();  // it had exited already
     }
   }
   exited();
+}
+
+// An MPI rank's end (--mpi=pmix), seen as it comes: the first that fails the job ends the
+// others, as mpirun does, and its status is the job's.
+void Agent::rank_exited(Job& job, std::size_t index) {
+  std::unique_lock lock(job.mutex);
+  const std::optional<ExitStatus> status = job.tasks[index].status_written();
+  const std::uint32_t rank = job.launch.ranks(static_cast<int>(index)).rank();
+  lock.unlock();
+  if (status && job.pmix->rank_ended(rank, *status)) end_ranks(job);
+}
+
+void Agent::end_ranks(Job& job) {
+  std::lock_guard lock(job.mutex);
+  for (Task& task : job.tasks) (void)task.kill();
 }
 
 // Collects the tasks' ends (the first failing rank's status is the job's), stages out
@@ -64,6 +83,22 @@ void Agent::complete(const std::shared_ptr<Job>& job) {
       usage->set_memory_peak_bytes(
           std::max(usage->memory_peak_bytes(), *status->usage.memory_peak_bytes));
     }
+  }
+  if (job->pmix) {
+    // Its first failing rank's status, in the order they failed: the ranks it ended fail
+    // after it, by SIGKILL.
+    if (const std::optional<RankFailure> failure = job->pmix->failure();
+        failure && e.reason() == v1::REASON_NONE) {
+      e.set_exit_code(failure->exit_code);
+      if (failure->signal) {
+        e.set_signal(*failure->signal);
+      } else {
+        e.clear_signal();
+      }
+      e.set_reason(failure->reason);
+      e.set_error(failure->detail);
+    }
+    job->pmix.reset();  // the server goes with its ranks
   }
   fenced_end(*job, e);
   if (!job->killed.load() && job->storage->stages_out()) {
@@ -104,6 +139,7 @@ void Agent::stage_out(const std::shared_ptr<Job>& job, v1::JobEnded e) {
 void Agent::abandon(Job& job, v1::Reason reason, const std::string& error) {
   for (Task& task : job.tasks) (void)task.kill();
   for (Task& task : job.tasks) (void)task.wait();
+  job.pmix.reset();
   (void)job.storage->teardown();
   v1::JobEnded e;
   e.set_job(job.id.value());

@@ -10,6 +10,7 @@
 #include "loom/agent/agent.hpp"
 #include "loom/agent/job_storage.hpp"
 #include "loom/agent/task.hpp"
+#include "pmix_link.hpp"
 
 namespace loom::agent {
 
@@ -32,6 +33,10 @@ struct Agent::Job {
   // An MPI job's node other than its first: Open MPI's daemon, all but its command line,
   // until mpirun asks for it through loom-rsh (exec()).
   std::optional<TaskSpec> daemon;
+  // --mpi=pmix: the job's PMIx server here, and what it said of the ranks. Destroyed (the
+  // server killed) once the ranks have ended, on the job's lane, never under `mutex`: its
+  // reader may be waiting for it to end the ranks.
+  std::unique_ptr<PmixLink> pmix;
   // What was reported when its tasks started here (the ranks' applied bindings); sent
   // again at each registration, for a controller that restarted before it stored it.
   v1::JobStarted started;

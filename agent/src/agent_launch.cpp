@@ -33,13 +33,15 @@ std::optional<std::filesystem::path> find_program(const std::string& name) {
 
 // A job's record once its tasks run: what adopts them after an agent restart.
 JobRecord running(JobId id, const v1::Launch& launch, const v1::JobStarted& started,
-                  std::vector<std::pair<std::uint32_t, TaskRecord>> ranks, bool daemon) {
+                  std::vector<std::pair<std::uint32_t, TaskRecord>> ranks, bool daemon,
+                  const PmixLink* pmix = nullptr) {
   JobRecord r;
   r.id = id;
   r.launch = launch;
   r.started = started;
   r.ranks = std::move(ranks);
   r.daemon = daemon;
+  if (pmix != nullptr) r.pmix_server = pmix->server().record();
   return r;
 }
 
@@ -136,8 +138,23 @@ bool Agent::start(const std::shared_ptr<Job>& job) {
     Result<launch::LaunchPlan> plan = launch::plan_launch(launch, bindings, environment, node);
     if (!plan) error = plan.error().message();
     if (plan && plan->daemon) job->daemon = task_spec(job->id, *plan->daemon);
-    for (const launch::TaskPlan& t : plan ? plan->tasks : std::span<const launch::TaskPlan>{}) {
-      auto task = Task::start(cgroups_, task_spec(job->id, t));
+    if (plan && plan->pmix_server) {
+      auto link = PmixLink::start(cgroups_, task_spec(job->id, *plan->pmix_server), plan->pmix_job,
+                                  o_.name);
+      if (link) {
+        job->pmix = std::move(*link);
+      } else {
+        error = link.error().to_string();
+      }
+    }
+    const bool go = plan && error.empty();
+    for (const launch::TaskPlan& t : go ? plan->tasks : std::span<const launch::TaskPlan>{}) {
+      TaskSpec spec = task_spec(job->id, t);
+      if (job->pmix) {
+        for (const auto& [name, value] : job->pmix->environments().at(t.rank))
+          spec.environment[name] = value;
+      }
+      auto task = Task::start(cgroups_, spec);
       if (!task) {
         error = task.error().to_string();
         break;
@@ -153,7 +170,13 @@ bool Agent::start(const std::shared_ptr<Job>& job) {
     abandon(*job, v1::REASON_LAUNCH_FAILED, error);
     return false;
   }
-  save(running(job->id, launch, started, std::move(ranks), job->daemon.has_value()));
+  save(running(job->id, launch, started, std::move(ranks), job->daemon.has_value(),
+               job->pmix.get()));
+  if (job->pmix) {
+    job->pmix->listen([weak = std::weak_ptr<Job>(job)] {
+      if (const std::shared_ptr<Job> j = weak.lock()) end_ranks(*j);
+    });
+  }
   v1::FromAgent message;
   *message.mutable_started() = started;
   link_->write(message);
@@ -179,7 +202,9 @@ TaskSpec Agent::task_spec(JobId job, const launch::TaskPlan& plan) const {
   t.swap_limit = o_.swap;
   t.pids_max = o_.pids_max;
   t.allow_root = o_.allow_root;
-  t.status_path = o_.state_dir / fmt::format("job_{}_rank_{}.status", job.value(), plan.rank);
+  // job_<id>_rank_<r>, job_<id>_pmix: the leaf of its cgroup, unique in the job.
+  const std::string leaf = plan.cgroup_name.substr(plan.cgroup_name.rfind('/') + 1);
+  t.status_path = o_.state_dir / fmt::format("job_{}_{}.status", job.value(), leaf);
   t.keeper = o_.keeper;
   return t;
 }

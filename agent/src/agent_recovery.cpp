@@ -69,6 +69,14 @@ void Agent::recover() {
       abandon(*job, v1::REASON_LAUNCH_FAILED, "lost by an agent restart: " + lost);
       continue;
     }
+    if (record.pmix_server) {
+      // Its ranks need it still; what it reported went with the agent before this one.
+      if (auto server = Task::adopt(cgroups_, *record.pmix_server)) {
+        job->pmix = PmixLink::adopt(std::move(*server), o_.name);
+      } else {
+        spdlog::warn("job {}: its PMIx server: {}", id.value(), server.error().to_string());
+      }
+    }
     spdlog::info("job {}: {} rank(s) still running, adopted", id.value(), job->tasks.size());
     {
       std::lock_guard lock(jobs_mutex_);
@@ -104,6 +112,7 @@ void Agent::sweep_orphans() {
     for (const auto& [id, job] : jobs_) {
       running.insert(id);
       for (const Task& task : job->tasks) held.push_back(task.record().cgroup_name);
+      if (job->pmix) held.push_back(job->pmix->server().record().cgroup_name);
     }
   }
   for (const std::string& name : cgroups_.sweep(o_.cgroup, held))

@@ -108,14 +108,24 @@ v1::JobEnded ended_of(JobId id, const nlohmann::json& j) {
   return e;
 }
 
+nlohmann::json task_json(const TaskRecord& t) {
+  return {{"cgroup", t.cgroup_name},
+          {"keeper", t.keeper},
+          {"keeper_start", t.keeper_start},
+          {"status", t.status_path.string()}};
+}
+
+TaskRecord task_of(const nlohmann::json& t) {
+  return {t.at("cgroup").get<std::string>(), t.at("keeper").get<pid_t>(),
+          t.at("keeper_start").get<std::uint64_t>(), t.at("status").get<std::string>()};
+}
+
 nlohmann::json to_json(const JobRecord& r) {
   nlohmann::json ranks = nlohmann::json::array();
   for (const auto& [rank, t] : r.ranks) {
-    ranks.push_back({{"rank", rank},
-                     {"cgroup", t.cgroup_name},
-                     {"keeper", t.keeper},
-                     {"keeper_start", t.keeper_start},
-                     {"status", t.status_path.string()}});
+    nlohmann::json task = task_json(t);
+    task["rank"] = rank;
+    ranks.push_back(std::move(task));
   }
   nlohmann::json j = {{"job", r.id.value()},
                       {"format", 2},
@@ -125,6 +135,7 @@ nlohmann::json to_json(const JobRecord& r) {
                       {"ended", r.ended ? ended_json(*r.ended) : nlohmann::json(nullptr)}};
   if (r.launching) j["launching"] = *r.launching;
   if (r.daemon) j["daemon"] = true;
+  if (r.pmix_server) j["pmix_server"] = task_json(*r.pmix_server);
   if (r.staging_out) j["staging_out"] = to_json_string(*r.staging_out);
   return j;
 }
@@ -144,13 +155,10 @@ JobRecord from_json(const nlohmann::json& j) {
   if (j.contains("launching")) r.launching = j["launching"].get<std::vector<std::uint32_t>>();
   if (j.contains("staging_out"))
     r.staging_out = from_json_string<v1::JobEnded>(j["staging_out"], "staging_out");
-  for (const nlohmann::json& t : j.value("ranks", nlohmann::json::array())) {
-    r.ranks.emplace_back(
-        t.value("rank", 0u),
-        TaskRecord{t.at("cgroup").get<std::string>(), t.at("keeper").get<pid_t>(),
-                   t.at("keeper_start").get<std::uint64_t>(), t.at("status").get<std::string>()});
-  }
+  for (const nlohmann::json& t : j.value("ranks", nlohmann::json::array()))
+    r.ranks.emplace_back(t.value("rank", 0u), task_of(t));
   r.daemon = j.value("daemon", false);
+  if (j.contains("pmix_server")) r.pmix_server = task_of(j["pmix_server"]);
   if (j.contains("ended") && !j["ended"].is_null()) r.ended = ended_of(r.id, j["ended"]);
   return r;
 }

@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "loom/common/errno_text.hpp"
+#include "loom/common/task_channel.hpp"
 
 namespace loom::agent {
 
@@ -87,6 +88,7 @@ Result<Task> Task::start(const CgroupTree& cgroups, const TaskSpec& spec) {
   keeper_spec["path"] = spec.environment.contains("PATH") ? spec.environment.at("PATH")
                                                           : "/usr/local/bin:/usr/bin:/bin";
   keeper_spec["status"] = spec.status_path.string();
+  keeper_spec["channel"] = spec.channel >= 0;
   std::error_code ignored;
   std::filesystem::remove(spec.status_path, ignored);
 
@@ -103,9 +105,12 @@ Result<Task> Task::start(const CgroupTree& cgroups, const TaskSpec& spec) {
   posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, report.write_end.get(), 3);
-  // 0-3 only: the agent's other descriptors (libfabric's sockets and epoll among them, which
-  // libfabric opens without close-on-exec) never reach the keeper, nor so a user's task.
-  posix_spawn_file_actions_addclosefrom_np(&actions, 4);
+  if (spec.channel >= 0)  // glibc's dup2 of a descriptor onto itself clears close-on-exec
+    posix_spawn_file_actions_adddup2(&actions, spec.channel, kTaskChannelFd);
+  // 0-3 (and the channel) only: the agent's other descriptors (libfabric's sockets and epoll
+  // among them, which libfabric opens without close-on-exec) never reach the keeper, nor so
+  // a user's task.
+  posix_spawn_file_actions_addclosefrom_np(&actions, spec.channel >= 0 ? kTaskChannelFd + 1 : 4);
   posix_spawnattr_t attributes;
   posix_spawnattr_init(&attributes);
   sigset_t none;
@@ -189,14 +194,23 @@ Result<ExitStatus> Task::wait() {
   }
   done_ = true;
   LOOM_TRY(cgroup_.kill_all());  // what the task left running goes with it
-  std::ifstream in(record_.status_path);
-  int status = 0;
-  if (!(in >> status)) {
+  std::optional<ExitStatus> written = status_written();
+  if (!written) {
     return make_error(ErrorCode::kDataLoss,
                       fmt::format("the keeper of {} wrote no exit status", record_.cgroup_name));
   }
   std::error_code ignored;
   std::filesystem::remove(record_.status_path, ignored);
+  ExitStatus exit = *written;
+  exit.out_of_memory = cgroup_.out_of_memory();
+  exit.usage = cgroup_.usage();
+  return exit;
+}
+
+std::optional<ExitStatus> Task::status_written() const {
+  std::ifstream in(record_.status_path);
+  int status = 0;
+  if (!(in >> status)) return std::nullopt;
   ExitStatus exit;
   if (WIFSIGNALED(status)) {
     exit.signal = WTERMSIG(status);
@@ -204,8 +218,6 @@ Result<ExitStatus> Task::wait() {
   } else {
     exit.exit_code = WEXITSTATUS(status);
   }
-  exit.out_of_memory = cgroup_.out_of_memory();
-  exit.usage = cgroup_.usage();
   return exit;
 }
 

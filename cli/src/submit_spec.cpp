@@ -24,10 +24,10 @@ namespace {
 // The options as typed; turned into a JobSpec once both sources are read.
 struct Typed {
   std::string controller, name, output, error, chdir, export_vars, nodes, mem_per_task, time, bb,
-      bb_persistent, account, qos, array;
+      bb_persistent, account, qos, array, mpi;
   std::vector<std::string> dependency, stage_in, stage_out;
   unsigned tasks = 0, tasks_per_node = 0, cpus_per_task = 0;
-  bool spread_numa = false, stage_out_all = false, exclusive = false, requeue = false, mpi = false;
+  bool spread_numa = false, stage_out_all = false, exclusive = false, requeue = false;
   std::vector<std::string> positional;
 };
 
@@ -105,10 +105,11 @@ void define(CLI::App& app, Typed& t) {
   app.add_flag("--requeue", t.requeue, "Requeue the job when its node fails");
   app.add_option("-a,--array", t.array, "1-N: N jobs ID_1 ... ID_N, each with LOOM_ARRAY_INDEX")
       ->check(kGiven);
-  app.add_flag("--mpi", t.mpi,
-               "Launch the command as an Open MPI job: mpirun on the first node, its daemons on "
-               "the others through "
-               "loom-rsh, each rank bound as placed");
+  app.add_flag("--mpi{site}", t.mpi,
+               "Launch the command as an MPI job, each rank bound as placed: --mpi=pmix, Loom "
+               "starts every rank and serves it PMIx (any MPI built with PMIx; one node so "
+               "far); --mpi=mpirun, Open MPI's mpirun on the first node and its daemons on the "
+               "others through loom-rsh; --mpi alone, the site's mpi.default");
   app.add_option("script", t.positional, "Batch script (or give the command after --)");
 }
 
@@ -319,7 +320,19 @@ Result<SubmitRequest> parse_submit(
   spec.set_spread_numa(t.spread_numa);
   spec.set_exclusive(t.exclusive);
   spec.set_requeue(t.requeue);
-  spec.set_mpi(t.mpi);
+  if (!t.mpi.empty()) {
+    spec.set_mpi(true);
+    if (t.mpi == "pmix") {
+      spec.set_mpi_launch(v1::MPI_LAUNCH_PMIX);
+    } else if (t.mpi == "mpirun") {
+      spec.set_mpi_launch(v1::MPI_LAUNCH_MPIRUN);
+    } else if (t.mpi != "site") {
+      return make_error(ErrorCode::kInvalidArgument,
+                        fmt::format("--mpi=\"{}\": takes pmix or mpirun (--mpi alone: the "
+                                    "site's mpi.default)",
+                                    printable(t.mpi)));
+    }
+  }
   // The job's command, paths and environment are bytes; these name things the cluster knows
   // (an account, a buffer, an export's files) and travel as text, which must be UTF-8.
   const auto text = [](std::string_view option, const std::string& value) -> Status {

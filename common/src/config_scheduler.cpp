@@ -1,5 +1,5 @@
-// The [scheduler] section's keys: loomctld's queue order and backfill, and the weights of
-// the priority order.
+// The centre's policy keys: the [scheduler] section's (loomctld's queue order and
+// backfill, and the weights of the priority order) and [mpi]'s (how MPI jobs start).
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -11,8 +11,8 @@ namespace loom::config_detail {
 
 namespace {
 
-// One of `names`, stored in (config.scheduler).*field.
-template <auto Field, std::size_t N>
+// One of `names`, stored in (config.*Section).*Field.
+template <auto Section, auto Field, std::size_t N>
 Status one_of(Config& config, const toml::node& value,
               const std::array<std::string_view, N>& names) {
   std::string name = LOOM_TRY(as_string(value));
@@ -23,13 +23,14 @@ Status one_of(Config& config, const toml::node& value,
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("must be {}, got \"{}\"", listed, name));
   }
-  config.scheduler.*Field = std::move(name);
+  (config.*Section).*Field = std::move(name);
   return {};
 }
 
 constexpr std::array<std::string_view, 5> kOrders = {"fcfs", "sjf", "srtf", "priority",
                                                      "fairshare"};
 constexpr std::array<std::string_view, 3> kBackfills = {"none", "easy", "conservative"};
+constexpr std::array<std::string_view, 2> kMpiLaunches = {"pmix", "mpirun"};
 
 const std::array kSchedulerKeys = {
     KeySpec{
@@ -43,7 +44,7 @@ const std::array kSchedulerKeys = {
          "fair_share_half_life, is least for its [[accounts]] shares, first). SIGHUP "
          "applies a change to the running loomctld."},
         [](Config& config, const toml::node& value) {
-          return one_of<&Config::Scheduler::order>(config, value, kOrders);
+          return one_of<&Config::scheduler, &Config::Scheduler::order>(config, value, kOrders);
         },
         [](const Config& config) { return config.scheduler.order; },
     },
@@ -54,7 +55,8 @@ const std::array kSchedulerKeys = {
          "EASY) or \"conservative\" (those that delay no blocked job; a pass costs more with "
          "long queues). Each needs walltimes to plan with. SIGHUP applies a change."},
         [](Config& config, const toml::node& value) {
-          return one_of<&Config::Scheduler::backfill>(config, value, kBackfills);
+          return one_of<&Config::scheduler, &Config::Scheduler::backfill>(config, value,
+                                                                          kBackfills);
         },
         [](const Config& config) { return config.scheduler.backfill; },
     },
@@ -97,6 +99,17 @@ const std::array kSchedulerKeys = {
         {"scheduler.fair_share_half_life", "duration", "7-00:00:00",
          "How fast an account's past use fades from its fair share, as Slurm's "
          "PriorityDecayHalfLife: use this long ago counts half as much as use now."}),
+    KeySpec{
+        {"mpi.default", "string", "mpirun",
+         "How `loom submit --mpi` (with no =MODE) starts an MPI job's ranks: \"pmix\" (Loom "
+         "starts every rank, bound as placed, and serves it PMIx: any MPI built with PMIx; "
+         "jobs of one node so far) or \"mpirun\" (Open MPI's mpirun on the first node, its "
+         "daemons through loom-rsh). A job keeps the mode it was submitted with."},
+        [](Config& config, const toml::node& value) {
+          return one_of<&Config::mpi, &Config::Mpi::launch>(config, value, kMpiLaunches);
+        },
+        [](const Config& config) { return config.mpi.launch; },
+    },
 };
 
 }  // namespace

@@ -57,7 +57,11 @@ Core::Core(sched::Cluster& cluster, const Config& config, const Clock& clock,
 
 Result<std::vector<JobId>> Core::submit(const Caller& who, const v1::SubmitRequest& request) {
   LOOM_TRY(writable());
-  auto ids = LOOM_TRY(manager_->submit(who, request.spec(), request.array_size(), clock_.wall()));
+  v1::JobSpec spec = request.spec();
+  if (spec.mpi() && spec.mpi_launch() == v1::MPI_LAUNCH_DEFAULT) {  // the site's (mpi.default)
+    spec.set_mpi_launch(config_.mpi.launch == "pmix" ? v1::MPI_LAUNCH_PMIX : v1::MPI_LAUNCH_MPIRUN);
+  }
+  auto ids = LOOM_TRY(manager_->submit(who, std::move(spec), request.array_size(), clock_.wall()));
   wants_pass_ = true;
   return ids;
 }

@@ -146,6 +146,12 @@ Result<std::vector<JobId>> JobManager::submit(const Caller& caller, v1::JobSpec 
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("umask {:o}: a umask is at most 0777", spec.umask()));
   }
+  if (!v1::MpiLaunch_IsValid(spec.mpi_launch()) ||
+      (!spec.mpi() && spec.mpi_launch() != v1::MPI_LAUNCH_DEFAULT)) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("mpi_launch {}: --mpi takes pmix or mpirun, for an MPI job",
+                                  static_cast<int>(spec.mpi_launch())));
+  }
   spec.set_user(caller.user);
   spec.set_account(LOOM_TRY(account_of(caller, spec.account())));
   LOOM_TRY(may_use_qos(caller, spec.qos()));

@@ -44,6 +44,8 @@ std::string Reason::text() const {
       return fmt::format("Preempted by job {}", detail);
     case v1::REASON_ACCOUNT_LIMIT:
       return with("AccountLimit");
+    case v1::REASON_MPI_FAILED:
+      return with("MpiFailed");
     default:
       return with(v1::Reason_Name(code));  // from a newer controller's store
   }

@@ -1,6 +1,6 @@
 // loom-pmix: a job's PMIx server on one node (--mpi=pmix). The agent starts it as the job's
 // user, in the job's cgroup, through the keeper like any task, with its end of a channel
-// as descriptor 4 (pmix_channel.hpp). It reads the job's namespace from the agent, registers
+// as descriptor 4 (kTaskChannelFd). It reads the job's namespace from the agent, registers
 // it and each local rank with PMIx (Debian 12's OpenPMIx 4.2), answers with each rank's
 // environment (PMIx_server_setup_fork), and from then on tells the agent of each rank's
 // PMIx_Abort and PMIx_Finalize while it serves the ranks the agent starts. It ends on
@@ -22,12 +22,14 @@
 #include <mutex>
 #include <string>
 
+#include "loom/common/task_channel.hpp"
 #include "loom/launch/pmix_channel.hpp"
 #include "loom/proto/pmix.pb.h"
 
 namespace {
 
 namespace launch = loom::launch;
+using loom::kTaskChannelFd;
 namespace v1 = loom::v1;
 
 std::mutex channel_mutex;  // PMIx's progress thread and main both write
@@ -35,7 +37,7 @@ std::mutex channel_mutex;  // PMIx's progress thread and main both write
 void tell(const v1::FromPmix& event) {
   std::lock_guard lock(channel_mutex);
   // An agent gone (restarting) cannot hear it; the job runs on regardless.
-  (void)launch::write_message(launch::kPmixChannelFd, event);
+  (void)launch::write_message(kTaskChannelFd, event);
 }
 
 void fail(const std::string& error) {
@@ -47,6 +49,14 @@ void fail(const std::string& error) {
 }
 
 std::string status_text(pmix_status_t status) { return PMIx_Error_string(status); }
+
+pmix_status_t connected(const pmix_proc_t* proc, void* /*server_object*/,
+                        pmix_op_cbfunc_t /*cbfunc*/, void* /*cbdata*/) {
+  v1::FromPmix event;
+  event.mutable_connected()->set_rank(proc->rank);
+  tell(event);
+  return PMIX_OPERATION_SUCCEEDED;
+}
 
 pmix_status_t finalized(const pmix_proc_t* proc, void* /*server_object*/,
                         pmix_op_cbfunc_t /*cbfunc*/, void* /*cbdata*/) {
@@ -233,7 +243,7 @@ int main(int argc, char** argv) {
     return help ? 0 : 2;
   }
   struct stat channel {};
-  if (::fstat(launch::kPmixChannelFd, &channel) != 0 || !S_ISSOCK(channel.st_mode)) {
+  if (::fstat(kTaskChannelFd, &channel) != 0 || !S_ISSOCK(channel.st_mode)) {
     (void)std::fputs(kUsage, stderr);
     return 2;
   }
@@ -245,7 +255,7 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
 
   v1::PmixJob job;
-  if (auto read = launch::read_message(launch::kPmixChannelFd, job); !read)
+  if (auto read = launch::read_message(kTaskChannelFd, job); !read)
     fail("the job's namespace from the agent: " + read.error().message());
   if (job.nodes_size() == 0 || job.node_index() >= static_cast<unsigned>(job.nodes_size()) ||
       job.local_size() == 0)
@@ -257,6 +267,7 @@ int main(int argc, char** argv) {
   ::setenv("PMIX_MCA_psec", "munge", 1);
 
   pmix_server_module_t module{};
+  module.client_connected = connected;
   module.client_finalized = finalized;
   module.abort = aborted;
   module.fence_nb = fence;

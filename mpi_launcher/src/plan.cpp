@@ -51,6 +51,32 @@ TaskPlan task_for(const v1::Launch& launch, unsigned rank, std::vector<std::stri
   return t;
 }
 
+// Ranks that share PUs (a simulated node mapped onto fewer real ones) must not busy-poll:
+// Open MPI counts its slots, not PUs, and spinning ranks starve the rank they wait for (16
+// ranks on 2 PUs stalled for minutes without this).
+bool ranks_share_pus(const std::vector<RankBinding>& ranks) {
+  std::set<unsigned> pus;
+  std::size_t bound = 0;
+  for (const RankBinding& r : ranks) {
+    pus.insert(r.pus.begin(), r.pus.end());
+    bound += r.pus.size();
+  }
+  return bound > pus.size();
+}
+
+// The union of the ranks' PUs, and their NUMA node when they share one.
+RankBinding union_of(const std::vector<RankBinding>& ranks) {
+  std::set<unsigned> pus;
+  std::set<std::optional<unsigned>> numas;
+  for (const RankBinding& r : ranks) {
+    pus.insert(r.pus.begin(), r.pus.end());
+    numas.insert(r.numa);
+  }
+  return {ranks.front().rank,
+          {pus.begin(), pus.end()},
+          numas.size() == 1 ? *numas.begin() : std::nullopt};
+}
+
 // An MPI job's process on this node, in one cgroup holding all the node's ranks (their
 // PUs and memory), each rank bound by loom-rank to its own placement: mpirun on the
 // job's first node; on the others Open MPI's daemon, whose command line mpirun sends
@@ -58,14 +84,8 @@ TaskPlan task_for(const v1::Launch& launch, unsigned rank, std::vector<std::stri
 TaskPlan mpi_task(const v1::Launch& launch, const std::vector<RankBinding>& ranks,
                   const std::vector<std::string>& command,
                   const std::map<std::string, std::string>& storage, const NodeFacts& node) {
-  std::set<unsigned> pus;
-  std::set<std::optional<unsigned>> numas;
   std::uint64_t memory = 0;
-  for (int i = 0; i < launch.ranks_size(); ++i) {
-    pus.insert(ranks[i].pus.begin(), ranks[i].pus.end());
-    numas.insert(ranks[i].numa);
-    memory += launch.ranks(i).memory_bytes();
-  }
+  for (const v1::Rank& rank : launch.ranks()) memory += rank.memory_bytes();
   const std::vector<NodeRanks> nodes = job_nodes(launch);
   std::vector<std::string> argv;
   if (launch.node_index() == 0) {
@@ -82,12 +102,7 @@ TaskPlan mpi_task(const v1::Launch& launch, const std::vector<RankBinding>& rank
   t.environment["LOOM_RANK_BINDING"] = encode_bindings(ranks);
   t.environment["LOOM_CONTROLLER"] = node.controller;  // for loom-rsh
   if (!node.tls_ca.empty()) t.environment["LOOM_TLS_CA"] = node.tls_ca;
-  // Ranks that share PUs (a simulated node mapped onto fewer real ones) must not
-  // busy-poll: Open MPI counts its slots, not PUs, and spinning ranks starve the rank
-  // they wait for (16 ranks on 2 PUs stalled for minutes without this).
-  std::size_t bound = 0;
-  for (const RankBinding& r : ranks) bound += r.pus.size();
-  if (bound > pus.size()) t.environment["OMPI_MCA_mpi_yield_when_idle"] = "1";
+  if (ranks_share_pus(ranks)) t.environment["OMPI_MCA_mpi_yield_when_idle"] = "1";
   // A file per rank (%t): opened by loom-rank; mpirun's and orted's own messages go to
   // the node's first rank's.
   const v1::JobSpec& spec = launch.spec();
@@ -97,14 +112,61 @@ TaskPlan mpi_task(const v1::Launch& launch, const std::vector<RankBinding>& rank
     t.environment["LOOM_RANK_ERROR"] = output_path(spec.stderr_path(), JobId(launch.job()), node);
   }
   t.environment.erase("LOOM_RANK");  // each rank's, set by loom-rank
-  t.binding = {ranks.front().rank,
-               {pus.begin(), pus.end()},
-               numas.size() == 1 ? *numas.begin() : std::nullopt};
+  t.binding = union_of(ranks);
   t.memory_limit = memory;
   return t;
 }
 
+// --mpi=pmix on this node: the PMIx server, and the namespace it registers. The server
+// shares the ranks' PUs (it works only while they wait on it) and writes its own messages
+// to the node's first rank's error file; its directory is this node's own in the job's
+// shared-memory directory, which the testbed's hosts share.
+Result<TaskPlan> pmix_server(const v1::Launch& launch, const std::vector<RankBinding>& ranks,
+                             const std::map<std::string, std::string>& storage,
+                             const NodeFacts& node, v1::PmixJob& job) {
+  job.set_nspace(fmt::format("loom.{}", launch.job()));
+  std::uint32_t first = 0;
+  for (const v1::JobNode& n : launch.nodes()) {
+    v1::PmixNode* out = job.add_nodes();
+    out->set_name(n.name());
+    out->set_first_rank(first);
+    out->set_ranks(n.ranks());
+    first += n.ranks();
+  }
+  job.set_node_index(launch.node_index());
+  if (launch.node_index() >= static_cast<std::uint32_t>(job.nodes_size()))
+    return make_error(ErrorCode::kInvalidArgument, "the node is not in the job's node list");
+  const v1::PmixNode& here = job.nodes(static_cast<int>(launch.node_index()));
+  for (std::size_t i = 0; i < ranks.size(); ++i) {
+    // PMIx's process map gives each node a block of ranks, as Loom places them.
+    if (ranks[i].rank != here.first_rank() + i || ranks.size() != here.ranks()) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        fmt::format("the node's ranks are not ranks {} to {} of its node list",
+                                    here.first_rank(), here.first_rank() + here.ranks() - 1));
+    }
+    v1::PmixRank* rank = job.add_local();
+    rank->set_rank(ranks[i].rank);
+    for (unsigned pu : ranks[i].pus) rank->add_cpus(pu);
+  }
+  const auto session = storage.find("OMPI_MCA_orte_tmpdir_base");  // set for every MPI job
+  if (session == storage.end())
+    return make_error(ErrorCode::kInvalidArgument, "the MPI job has no session directory");
+  job.set_tmpdir(fmt::format("{}/pmix.{}", session->second, node.name));
+
+  TaskPlan t =
+      task_for(launch, ranks.front().rank, {node.launcher_dir + "/loom-pmix"}, storage, node);
+  t.cgroup_name = fmt::format("{}/pmix", job_cgroup(node.agent_cgroup, JobId(launch.job())));
+  t.stdout_path = t.stderr_path;
+  t.binding = union_of(ranks);
+  return t;
+}
+
 }  // namespace
+
+std::optional<v1::MpiLaunch> mpi_launch(const v1::JobSpec& spec) {
+  if (!spec.mpi()) return std::nullopt;
+  return spec.mpi_launch() == v1::MPI_LAUNCH_PMIX ? v1::MPI_LAUNCH_PMIX : v1::MPI_LAUNCH_MPIRUN;
+}
 
 std::string job_cgroup(const std::string& agent_cgroup, JobId job) {
   return fmt::format("{}/job_{}", agent_cgroup, job.value());
@@ -131,7 +193,8 @@ Result<LaunchPlan> plan_launch(const v1::Launch& launch, const std::vector<RankB
       spec.script().empty() ? std::vector<std::string>(spec.argv().begin(), spec.argv().end())
                             : std::vector<std::string>{"/bin/sh", "-c", spec.script()};
   LaunchPlan plan;
-  if (spec.mpi()) {
+  const std::optional<v1::MpiLaunch> mpi = mpi_launch(spec);
+  if (mpi == v1::MPI_LAUNCH_MPIRUN) {
     if (launch.nodes_size() == 0)
       return make_error(ErrorCode::kInvalidArgument, "an MPI job with no node list");
     TaskPlan task = mpi_task(launch, bindings, command, storage, node);
@@ -147,7 +210,20 @@ Result<LaunchPlan> plan_launch(const v1::Launch& launch, const std::vector<RankB
     t.memory_limit = launch.ranks(i).memory_bytes();
     t.binding = bindings[i];
     t.environment["LOOM_RANK_CORES"] = fmt::format("{}", fmt::join(bindings[i].pus, ","));
+    if (mpi) {
+      // Open MPI 4 takes a process that its own daemons did not start for a singleton unless
+      // its schizo/orte component is left out (Open MPI 5 has none, and ignores this).
+      t.environment["OMPI_MCA_schizo"] = "^orte";
+      if (ranks_share_pus(bindings)) t.environment["OMPI_MCA_mpi_yield_when_idle"] = "1";
+    }
     plan.tasks.push_back(std::move(t));
+  }
+  if (mpi) {
+    if (launch.nodes_size() != 1) {
+      return make_error(ErrorCode::kUnimplemented,
+                        "--mpi=pmix serves jobs of one node so far: use --mpi=mpirun");
+    }
+    plan.pmix_server = LOOM_TRY(pmix_server(launch, bindings, storage, node, plan.pmix_job));
   }
   return plan;
 }

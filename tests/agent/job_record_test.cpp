@@ -42,6 +42,7 @@ TEST_F(JobRecordTest, WhatOneAgentRecordsTheNextReadsBack) {
   const JobRecords rs = records();
   JobRecord r = running(7);
   r.daemon = true;
+  r.pmix_server = TaskRecord{"level/job_7/pmix", 4243, 98, dir_ / "p"};
   ASSERT_TRUE(rs.save(r));
   JobRecord ended = running(8);
   v1::JobEnded e;
@@ -63,7 +64,11 @@ TEST_F(JobRecordTest, WhatOneAgentRecordsTheNextReadsBack) {
   EXPECT_EQ(back->ranks[0].second.keeper, 4242);
   EXPECT_EQ(back->ranks[0].second.keeper_start, 99u);
   EXPECT_TRUE(back->daemon);
+  ASSERT_TRUE(back->pmix_server);
+  EXPECT_EQ(back->pmix_server->cgroup_name, "level/job_7/pmix");
+  EXPECT_EQ(back->pmix_server->keeper, 4243);
   EXPECT_FALSE(back->ended);
+  EXPECT_FALSE(rs.load(JobId(8))->pmix_server);
   const std::optional<JobRecord> end = rs.load(JobId(8));
   ASSERT_TRUE(end && end->ended);
   EXPECT_EQ(end->ended->error(), e.error());

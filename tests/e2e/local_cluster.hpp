@@ -121,11 +121,11 @@ class LocalCluster {
   }
   const std::filesystem::path& state_dir() const { return dir_; }
   pid_t pid() const { return up_; }
-  // The processes of job `job` in this cluster's cgroups (loom/up<pid>/NODE/job_ID/rank_R),
-  // whatever their command: none once the job has ended.
+  // The processes of job `job` in this cluster's cgroups (loom/up<pid>/NODE/job_ID/rank_R,
+  // and .../pmix for its PMIx server), whatever their command: none once the job has ended.
   std::vector<pid_t> job_processes(std::uint64_t job) const {
     const std::string level = "/loom/up" + std::to_string(up_) + "/",
-                      mark = "/job_" + std::to_string(job) + "/rank_";
+                      mark = "/job_" + std::to_string(job) + "/";
     std::vector<pid_t> found;
     std::error_code ec;
     for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {

@@ -148,6 +148,55 @@ TEST(LaunchPlan, RanksSharingPusYieldInsteadOfSpinning) {
   EXPECT_EQ(std::ranges::find(argv, "plm_rsh_agent"), argv.end());
 }
 
+TEST(LaunchPlan, APmixJobsRanksAreTasksBoundAsPlacedAndServedByItsPmixServer) {
+  v1::Launch l = job(4, 4, 0);
+  l.mutable_spec()->set_mpi(true);
+  l.mutable_spec()->set_mpi_launch(v1::MPI_LAUNCH_PMIX);
+  const auto plan =
+      plan_launch(l, bound(l), {{"OMPI_MCA_orte_tmpdir_base", "/dev/shm/loom/job_42"}}, kNode);
+  ASSERT_TRUE(plan) << plan.error().to_string();
+  ASSERT_EQ(plan->tasks.size(), 4u);
+  for (unsigned r = 0; r < 4; ++r) {
+    const TaskPlan& t = plan->tasks[r];
+    EXPECT_EQ(t.argv, (std::vector<std::string>{"./app", "--steps=3"}));  // no wrapper
+    EXPECT_EQ(t.cgroup_name, fmt::format("node1/job_42/rank_{}", r));
+    EXPECT_EQ(t.binding, (RankBinding{r, {2 * r, 2 * r + 1}, r % 2}));
+    EXPECT_EQ(t.environment.at("LOOM_RANK"), std::to_string(r));
+    EXPECT_EQ(t.environment.at("OMPI_MCA_schizo"), "^orte");
+    EXPECT_EQ(t.stdout_path, fmt::format("out_42_node1_{}.txt", r));
+  }
+  ASSERT_TRUE(plan->pmix_server);
+  const TaskPlan& server = *plan->pmix_server;
+  EXPECT_EQ(server.argv, (std::vector<std::string>{"/opt/loom/bin/loom-pmix"}));
+  EXPECT_EQ(server.cgroup_name, "node1/job_42/pmix");
+  EXPECT_EQ(server.uid, 1001u);  // the job's user: ranks never talk to root
+  EXPECT_EQ(server.binding, (RankBinding{0, {0, 1, 2, 3, 4, 5, 6, 7}, std::nullopt}));
+  EXPECT_EQ(server.stdout_path, "err_42.txt");
+  const v1::PmixJob& job = plan->pmix_job;
+  EXPECT_EQ(job.nspace(), "loom.42");
+  ASSERT_EQ(job.nodes_size(), 1);
+  EXPECT_EQ(job.nodes(0).name(), "node0");
+  EXPECT_EQ(job.nodes(0).ranks(), 4u);
+  EXPECT_EQ(job.tmpdir(), "/dev/shm/loom/job_42/pmix.node1");  // this node's own
+  ASSERT_EQ(job.local_size(), 4);
+  EXPECT_EQ(job.local(3).rank(), 3u);
+  EXPECT_EQ(std::vector<unsigned>(job.local(3).cpus().begin(), job.local(3).cpus().end()),
+            (std::vector<unsigned>{6, 7}));
+}
+
+TEST(LaunchPlan, AnMpiJobStoredWithoutALaunchModeRunsMpirunAsItDidThen) {
+  v1::Launch l = job(2, 2, 0);
+  l.mutable_spec()->set_mpi(true);
+  ASSERT_EQ(l.spec().mpi_launch(), v1::MPI_LAUNCH_DEFAULT);
+  EXPECT_EQ(mpi_launch(l.spec()), v1::MPI_LAUNCH_MPIRUN);
+  const auto plan = plan_launch(l, bound(l), {}, kNode);
+  ASSERT_TRUE(plan) << plan.error().to_string();
+  EXPECT_FALSE(plan->pmix_server);
+  EXPECT_EQ(plan->tasks.at(0).argv.at(0), "mpirun");
+  l.mutable_spec()->set_mpi(false);
+  EXPECT_EQ(mpi_launch(l.spec()), std::nullopt);
+}
+
 TEST(LaunchPlan, ABindingPerRankIsRequired) {
   const v1::Launch l = job(4, 2, 0);
   const auto plan = plan_launch(l, {{0, {0}, 0}}, {}, kNode);

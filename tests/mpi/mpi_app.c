@@ -2,11 +2,14 @@
  * rank with what the kernel says of it (its CPUs, its memory policy), its host, and a file
  * it wrote in its burst buffer. The tests compare each line with `loom show --json`.
  * `mpi_app R`: rank R exits 3 after MPI_Finalize; `mpi_app abort R`: rank R calls
- * MPI_Abort(7) after the MPI_Allreduce instead. */
+ * MPI_Abort(7) after the MPI_Allreduce instead. `mpi_app exit-early` leaves right after
+ * MPI_Init, as a crashed rank would; `mpi_app barrier-forever` waits in MPI_Barrier for
+ * ranks that will never come. */
 #include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "report.h"
 
@@ -14,6 +17,11 @@ int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   struct timespec initialized;
   clock_gettime(CLOCK_REALTIME, &initialized);
+  if (argc > 1 && strcmp(argv[1], "exit-early") == 0) _exit(0);
+  if (argc > 1 && strcmp(argv[1], "barrier-forever") == 0) {
+    MPI_Barrier(MPI_COMM_WORLD);
+    for (;;) pause();
+  }
   int rank = 0, size = 0, sum = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "loom/common/exec_args.hpp"
+#include "loom/common/task_channel.hpp"
 #include "loom/common/unique_fd.hpp"
 #include "loom/launch/pmix_channel.hpp"
 #include "loom/proto/pmix.pb.h"
@@ -31,7 +32,7 @@ using std::chrono::seconds;
 extern "C" char** environ;
 
 // Starts argv with `environment` added to this process's, its output into `output`; with
-// `channel`, that descriptor as the program's kPmixChannelFd.
+// `channel`, that descriptor as the program's kTaskChannelFd.
 pid_t spawn(const std::vector<std::string>& argv, const std::map<std::string, std::string>& added,
             const std::string& output, int channel = -1) {
   std::vector<std::string> env;
@@ -46,10 +47,10 @@ pid_t spawn(const std::vector<std::string>& argv, const std::map<std::string, st
     const int out = ::open(output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     ::dup2(out, 1);
     ::dup2(out, 2);
-    if (channel == launch::kPmixChannelFd) {
+    if (channel == kTaskChannelFd) {
       ::fcntl(channel, F_SETFD, 0);  // dup2 onto itself would leave it close-on-exec
     } else if (channel >= 0) {
-      ::dup2(channel, launch::kPmixChannelFd);
+      ::dup2(channel, kTaskChannelFd);
     }
     ::execve(args[0], args.data(), envp.data());
     ::_exit(127);
@@ -154,13 +155,19 @@ TEST_F(PmixServerTest, OpenMpiRanksStartedWithItsEnvironmentAllreduceAndFinalize
               std::string::npos)
         << slurp(rank_output(r));
   }
-  std::set<unsigned> finalized;
+  std::set<unsigned> connected, finalized;
   while (finalized.size() < kRanks) {
     v1::FromPmix event;
     ASSERT_TRUE(launch::read_message(agent_.get(), event, seconds(10)));
+    if (event.has_connected()) {
+      connected.insert(event.connected().rank());
+      continue;
+    }
     ASSERT_TRUE(event.has_finalized()) << event.DebugString();
+    EXPECT_TRUE(connected.contains(event.finalized().rank())) << "finalized before it connected";
     finalized.insert(event.finalized().rank());
   }
+  EXPECT_EQ(connected, (std::set<unsigned>{0, 1, 2, 3}));
   EXPECT_EQ(finalized, (std::set<unsigned>{0, 1, 2, 3}));
 }
 
@@ -174,7 +181,7 @@ TEST_F(PmixServerTest, ARanksMpiAbortIsReportedWithItsStatus) {
   v1::FromPmix event;
   do {
     ASSERT_TRUE(launch::read_message(agent_.get(), event, seconds(30)));
-  } while (event.has_finalized());
+  } while (event.has_finalized() || event.has_connected());
   ASSERT_TRUE(event.has_abort()) << event.DebugString();
   EXPECT_EQ(event.abort().rank(), 2U);
   EXPECT_EQ(event.abort().status(), 7);

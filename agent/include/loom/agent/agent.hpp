@@ -112,6 +112,8 @@ class Agent {
   // agent_end.cpp
   WorkPool& lane(const Job& job);
   void watch(const std::shared_ptr<Job>& job);
+  void rank_exited(Job& job, std::size_t index);
+  static void end_ranks(Job& job);
   void complete(const std::shared_ptr<Job>& job);
   void stage_out(const std::shared_ptr<Job>& job, v1::JobEnded e);
   void abandon(Job& job, v1::Reason reason, const std::string& error);

@@ -25,6 +25,7 @@ struct JobRecord {
   std::vector<std::pair<std::uint32_t, TaskRecord>> ranks;  // rank, and its task's keeper
   v1::JobStarted started;  // as reported: sent again at each registration
   bool daemon = false;     // an MPI job's node waiting for Open MPI's daemon
+  std::optional<TaskRecord> pmix_server;  // --mpi=pmix: the job's PMIx server here
   // Set once its ranks have ended and it stages out: the end they made. An agent that
   // stops during the copy leaves this, and the next one stages out again and reports it.
   std::optional<v1::JobEnded> staging_out;

@@ -41,6 +41,9 @@ struct TaskSpec {
   bool allow_root = false;                 // agent.allow_root_jobs
   std::filesystem::path status_path;       // where the keeper writes the exit status
   std::filesystem::path keeper;            // the loom-keeper program (beside loomd)
+  // A descriptor of the agent's (not owned) that the task gets as kTaskChannelFd: its
+  // channel to the agent. -1: none.
+  int channel = -1;
 };
 
 struct ExitStatus {
@@ -88,6 +91,9 @@ class Task {
   std::optional<UniqueFd> exit_fd() const;
   // Waits for the task to exit, then kills anything it left behind.
   Result<ExitStatus> wait();
+  // Its exit code and signal once its keeper has written them (it then exits), without
+  // waiting: for one task's end seen before the others'. Usage comes with wait().
+  std::optional<ExitStatus> status_written() const;
   // Kills every process of the task (by cgroup); wait() then reports the signal.
   Status kill() const { return cgroup_.kill_all(); }
   // Sends SIGTERM to every process of the task: a kill with a grace period starts so.

@@ -114,6 +114,9 @@ struct Config {
     friend bool operator==(const Qos&, const Qos&) = default;
   };
   std::vector<Qos> qos;
+  struct Mpi {
+    std::string launch = "mpirun";  // mpi.default: "pmix" or "mpirun"
+  } mpi;
   struct Metrics {
     std::string address;  // HOST:PORT where loomctld serves /metrics; empty: it does not
   } metrics;

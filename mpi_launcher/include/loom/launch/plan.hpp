@@ -16,6 +16,7 @@
 #include "loom/common/ids.hpp"
 #include "loom/launch/mpi.hpp"
 #include "loom/proto/agent.pb.h"
+#include "loom/proto/pmix.pb.h"
 
 namespace loom::launch {
 
@@ -44,18 +45,27 @@ struct TaskPlan {
 };
 
 struct LaunchPlan {
-  std::vector<TaskPlan> tasks;     // started at once
+  std::vector<TaskPlan> tasks;     // started at once (after the PMIx server, with one)
   std::optional<TaskPlan> daemon;  // an MPI job's node other than its first: started when
                                    // mpirun asks for it through loom-rsh
+  // --mpi=pmix: the job's PMIx server on this node (loom-pmix), started first and sent
+  // `pmix_job`; each task then starts with the PMIx environment it answers for its rank.
+  std::optional<TaskPlan> pmix_server;
+  v1::PmixJob pmix_job;
 };
+
+// How an MPI job's ranks start; nullopt for a job that is not one. A spec without a mode
+// (stored before there were two) means mpirun, as it did then.
+std::optional<v1::MpiLaunch> mpi_launch(const v1::JobSpec& spec);
 
 // The job's level under loom/: its tasks' cgroups are leaves under it (rank_<r>).
 std::string job_cgroup(const std::string& agent_cgroup, JobId job);
 
 // `bindings` are the ranks' of this node, in the order of launch.ranks(); `storage` what
 // the job's storage sets (LOOM_BB_DIR, LOOM_STAGED_FILES, a persistent buffer's
-// directory, Open MPI's session directory). Each rank is a task; an MPI job is one task
-// per node over all the node's ranks (mpirun on the first node, Open MPI's daemon on the
+// directory, Open MPI's session directory). Each rank is a task, bound as placed, and with
+// --mpi=pmix served by the job's PMIx server; an MPI job with --mpi=mpirun is one task per
+// node over all the node's ranks (mpirun on the first node, Open MPI's daemon on the
 // others), its ranks bound by loom-rank.
 Result<LaunchPlan> plan_launch(const v1::Launch& launch, const std::vector<RankBinding>& bindings,
                                const std::map<std::string, std::string>& storage,

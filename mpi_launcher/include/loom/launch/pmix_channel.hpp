@@ -13,8 +13,6 @@
 
 namespace loom::launch {
 
-// Where loom-pmix finds its end: the keeper hands a task's channel on as this descriptor.
-inline constexpr int kPmixChannelFd = 4;
 // The largest message either side takes (a node's ranks' environments).
 inline constexpr std::size_t kMaxPmixMessage = std::size_t{1} << 20;
 
