@@ -43,8 +43,8 @@ std::pair<std::int64_t, unsigned> last_init(const std::string& output) {
 
 int main(int argc, char** argv) {
   CLI::App app{
-      "mpi_launch: time from launch to every rank past MPI_Init, Loom (loom submit --mpi) beside "
-      "plain mpirun"};
+      "mpi_launch: time from launch to every rank past MPI_Init, Loom (loom submit --mpi=mpirun "
+      "and, on one host, --mpi=pmix) beside plain mpirun"};
   unsigned ranks = 4, rounds = 5, hosts = 1;
   bool json = false;
   app.add_option("--ranks", ranks, "Ranks per job, spread evenly over the hosts")
@@ -80,7 +80,7 @@ int main(int argc, char** argv) {
     up_argv.insert(up_argv.end(), {"--agents", "1"});
   }
   const pid_t up = spawn(up_argv, {}, (dir / "up.out").string());
-  std::vector<double> plain_ms, loom_ms;
+  std::vector<double> plain_ms, loom_ms, pmix_ms;
   // As loomd names the host to mpirun: its slots are the job's ranks.
   const std::string host = loom::host_name();
   try {
@@ -126,24 +126,30 @@ int main(int argc, char** argv) {
       argv.insert(argv.begin(), {"runuser", "-u", "loom-alice", "--"});
       return argv;
     };
-    for (unsigned round = 0; round <= rounds;
-         ++round) {  // round 0 warms both up, and is not counted
-      std::int64_t start = wall_ns();
-      const std::string out = (dir / fmt::format("loom-{}.out", round)).string();
+    // From `loom submit --mpi=MODE` to the last rank past MPI_Init, in ms.
+    auto loom_launch = [&](const std::string& mode, unsigned round) {
+      const std::int64_t start = wall_ns();
+      const std::string out = (dir / fmt::format("loom-{}-{}.out", mode, round)).string();
       const std::string id = capture(
-          as_alice({loom, "submit", "--mpi", "-N", std::to_string(hosts), "--tasks-per-node",
-                    std::to_string(per_host), "-o", out, "--", mpi_app}),
+          as_alice({loom, "submit", "--mpi=" + mode, "-N", std::to_string(hosts),
+                    "--tasks-per-node", std::to_string(per_host), "-o", out, "--", mpi_app}),
           env, dir / "submit.out");
       capture(as_alice({loom, "watch", id.substr(0, id.find('\n'))}), env, dir / "watch.out");
       std::ifstream in(out);
-      auto [loom_last, loom_ranks] =
+      auto [last, reported] =
           last_init({std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()});
-      if (loom_ranks != ranks)
+      if (reported != ranks)
         throw std::runtime_error(
-            fmt::format("{} of {} ranks reported under Loom", loom_ranks, ranks));
-      const double loom_time = static_cast<double>(loom_last - start) / 1e6;
+            fmt::format("{} of {} ranks reported under Loom --mpi={}", reported, ranks, mode));
+      return static_cast<double>(last - start) / 1e6;
+    };
+    const bool pmix = hosts == 1;  // --mpi=pmix serves jobs of one node so far
+    for (unsigned round = 0; round <= rounds;
+         ++round) {  // round 0 warms all up, and is not counted
+      const double loom_time = loom_launch("mpirun", round);
+      const double pmix_time = pmix ? loom_launch("pmix", round) : 0;
 
-      start = wall_ns();
+      const std::int64_t start = wall_ns();
       std::vector<std::string> mpirun{"mpirun",
                                       "-np",
                                       std::to_string(ranks),
@@ -170,6 +176,7 @@ int main(int argc, char** argv) {
             fmt::format("{} of {} ranks reported under mpirun", plain_ranks, ranks));
       if (round == 0) continue;
       loom_ms.push_back(loom_time);
+      if (pmix) pmix_ms.push_back(pmix_time);
       plain_ms.push_back(static_cast<double>(plain_last - start) / 1e6);
     }
   } catch (const std::exception& e) {
@@ -187,17 +194,24 @@ int main(int argc, char** argv) {
       {"hosts", hosts},
       {"rounds", rounds},
       {"mpirun_ms_p50", median(plain_ms)},
-      {"loom_ms_p50", median(loom_ms)},
-      {"loom_overhead_ms", median(loom_ms) - median(plain_ms)},
+      {"loom_mpirun_ms_p50", median(loom_ms)},
+      {"loom_mpirun_overhead_ms", median(loom_ms) - median(plain_ms)},
+      {"loom_pmix_ms_p50",
+       pmix_ms.empty() ? nlohmann::json(nullptr) : nlohmann::json(median(pmix_ms))},
+      {"loom_pmix_overhead_ms", pmix_ms.empty()
+                                    ? nlohmann::json(nullptr)
+                                    : nlohmann::json(median(pmix_ms) - median(plain_ms))},
       {"conditions",
        hosts == 1 ? "one node of loom up (idle, so allocation is immediate); Loom's time from "
-                    "`loom submit --mpi` "
-                    "to the last rank past MPI_Init, mpirun's from its start; both as loom-alice, "
+                    "`loom submit --mpi=mpirun` and `--mpi=pmix` "
+                    "to the last rank past MPI_Init, mpirun's from its start; all as loom-alice, "
                     "Open MPI 4.1, "
-                    "--bind-to none (Loom binds through loom-rank); a warm-up round not counted"
+                    "--bind-to none (Loom binds: loom-rank under mpirun, the keeper under pmix); "
+                    "a warm-up round not counted"
                   : "hosts of loom up --netns (idle, so allocation is immediate), 2 cores shared "
                     "by all; Loom's time "
-                    "from `loom submit --mpi` (as loom-alice; daemons through loom-rsh) to the "
+                    "from `loom submit --mpi=mpirun` (as loom-alice; daemons through loom-rsh) "
+                    "to the "
                     "last rank past "
                     "MPI_Init, mpirun's from its start on the first host (as root; daemons through "
                     "an rsh agent "
@@ -208,10 +222,15 @@ int main(int argc, char** argv) {
     std::cout << result.dump(2) << '\n';
     return 0;
   }
-  std::cout << fmt::format("{:>6} {:>6} {:>14} {:>14} {:>14}\n", "HOSTS", "RANKS", "MPIRUN MS",
-                           "LOOM MS", "OVERHEAD MS");
-  std::cout << fmt::format("{:>6} {:>6} {:>14.1f} {:>14.1f} {:>14.1f}\n", hosts, ranks,
-                           median(plain_ms), median(loom_ms), median(loom_ms) - median(plain_ms));
+  std::cout << fmt::format("{:>6} {:>6} {:>10} {:>12} {:>10} {:>12} {:>10}\n", "HOSTS", "RANKS",
+                           "MPIRUN MS", "LOOM MPIRUN", "OVERHEAD", "LOOM PMIX", "OVERHEAD");
+  const std::string pmix_cells =
+      pmix_ms.empty()
+          ? fmt::format("{:>12} {:>10}", "-", "-")
+          : fmt::format("{:>12.1f} {:>10.1f}", median(pmix_ms), median(pmix_ms) - median(plain_ms));
+  std::cout << fmt::format("{:>6} {:>6} {:>10.1f} {:>12.1f} {:>10.1f} {}\n", hosts, ranks,
+                           median(plain_ms), median(loom_ms), median(loom_ms) - median(plain_ms),
+                           pmix_cells);
   std::cout << fmt::format("medians of {} rounds; {}\n", rounds,
                            result["conditions"].get<std::string>());
   return 0;

@@ -238,3 +238,42 @@ TEST_F(CoreTest, APreemptedJobsSliceIsKeptForItsNextStartAndDroppedWhenItStartsE
 
 }  // namespace
 }  // namespace loom::controller
+
+namespace loom::controller {
+namespace {
+
+// mpi.default decides at submit how an MPI job without --mpi=MODE starts; what is stored
+// is the mode, so a later change of the key leaves the job as it was.
+TEST_F(CoreTest, AnMpiJobWithoutAModeGetsTheSitesDefaultAndAModeWithoutMpiIsRefused) {
+  const auto submitted = [this](bool mpi, v1::MpiLaunch mode) {
+    v1::SubmitRequest request;
+    v1::JobSpec* s = request.mutable_spec();
+    s->set_tasks(1);
+    s->set_cpus_per_task(1);
+    s->set_walltime_s(60);
+    s->add_argv("/bin/true");
+    s->set_mpi(mpi);
+    s->set_mpi_launch(mode);
+    return core_->submit(kAlice, request);
+  };
+  auto stored = [&](bool mpi, v1::MpiLaunch mode) {
+    auto ids = submitted(mpi, mode);
+    EXPECT_TRUE(ids) << ids.error().to_string();
+    return ids ? row(ids->front()).spec.mpi_launch() : v1::MpiLaunch(-1);
+  };
+  join();
+  EXPECT_EQ(stored(true, v1::MPI_LAUNCH_DEFAULT), v1::MPI_LAUNCH_MPIRUN);
+  config_.mpi.launch = "pmix";
+  start();
+  join();
+  EXPECT_EQ(stored(true, v1::MPI_LAUNCH_DEFAULT), v1::MPI_LAUNCH_PMIX);
+  EXPECT_EQ(stored(true, v1::MPI_LAUNCH_MPIRUN), v1::MPI_LAUNCH_MPIRUN);
+  EXPECT_EQ(stored(false, v1::MPI_LAUNCH_DEFAULT), v1::MPI_LAUNCH_DEFAULT);
+  const auto refused = submitted(false, v1::MPI_LAUNCH_PMIX);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().message(), "mpi_launch 1: --mpi takes pmix or mpirun, for an MPI job");
+  EXPECT_FALSE(submitted(true, static_cast<v1::MpiLaunch>(9)));
+}
+
+}  // namespace
+}  // namespace loom::controller
