@@ -23,8 +23,8 @@ struct JobRecord {
   // next one kills what started and fails the job.
   std::optional<std::vector<std::uint32_t>> launching;
   std::vector<std::pair<std::uint32_t, TaskRecord>> ranks;  // rank, and its task's keeper
-  v1::JobStarted started;  // as reported: sent again at each registration
-  bool daemon = false;     // an MPI job's node waiting for Open MPI's daemon
+  v1::JobStarted started;                 // as reported: sent again at each registration
+  bool daemon = false;                    // an MPI job's node waiting for Open MPI's daemon
   std::optional<TaskRecord> pmix_server;  // --mpi=pmix: the job's PMIx server here
   // Set once its ranks have ended and it stages out: the end they made. An agent that
   // stops during the copy leaves this, and the next one stages out again and reports it.
